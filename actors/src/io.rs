@@ -1,0 +1,386 @@
+//! The ends of the chain: the RX stage that turns captured frames into events, and the TX
+//! sink that emits, counts and releases them.
+//!
+//! **RX.** [`RxStage`] reads a [`PacketSource`], copies each frame into a pool buffer and
+//! publishes its primary `FRAME` event (sequence number from 1, capture time, wire length).
+//! When the pool is exhausted or the first ring is full it waits (back-pressure: a file
+//! source never needs to lose a packet); the frame waits in the stage, counted as a stall.
+//! A frame larger than a pool buffer cannot enter the system: it is counted as dropped by
+//! `rx` with the reason `frame larger than pool buffer`, never silently skipped. At the end
+//! of the source, on a source error, or when the stop flag is set (Ctrl-C), RX sends the
+//! end-of-input marker.
+//!
+//! **TX.** [`TxSink`] consumes the last ring. A primary event that no stage dropped is
+//! written to the [`PacketSink`] (if any) and counted out; a dropped one is counted under
+//! the dropping actor and reason. Every descriptor that holds a packet reference releases it,
+//! so when the end marker arrives every buffer is back in the pool. The accounting identity
+//! `packets in = packets out + packets dropped` is checked by the engine from these reports.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use runtime::executor::{PollResult, Runnable};
+use runtime::pool::{AllocError, PoolAllocator, PoolReleaser, PoolView};
+use runtime::ports::{PacketRecord, PcapReader, PcapWriter, PortError};
+use runtime::ring::{Consumer, Producer};
+
+use crate::desc::{desc_flags, EventDesc};
+use crate::event::builtin;
+use crate::stage::{ReportSlot, BURST};
+
+/// Where frames come from.
+pub trait PacketSource: Send {
+    /// The next frame, `Ok(None)` at the end.
+    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, PortError>;
+    /// Bytes consumed so far (for progress).
+    fn bytes_read(&self) -> u64;
+    /// A warning to show at the end (e.g. a truncated capture), if any.
+    fn end_note(&self) -> Option<String> {
+        None
+    }
+}
+
+impl PacketSource for PcapReader {
+    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, PortError> {
+        PcapReader::next_packet(self)
+    }
+    fn bytes_read(&self) -> u64 {
+        PcapReader::bytes_read(self)
+    }
+    fn end_note(&self) -> Option<String> {
+        self.stats().truncated_tail.then(|| {
+            "the capture ends in the middle of a packet record (was the capture cut short?); the partial record was not read".to_string()
+        })
+    }
+}
+
+/// Where emitted frames go.
+pub trait PacketSink: Send {
+    /// Writes one frame.
+    fn write(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError>;
+    /// Flushes; returns frames written.
+    fn finish(&mut self) -> Result<u64, PortError>;
+}
+
+impl PacketSink for Option<PcapWriter> {
+    fn write(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError> {
+        match self {
+            Some(w) => w.write(ts_ns, data, orig_len),
+            None => Ok(()),
+        }
+    }
+    fn finish(&mut self) -> Result<u64, PortError> {
+        match self.take() {
+            Some(w) => w.finish(),
+            None => Ok(0),
+        }
+    }
+}
+
+/// What RX did.
+#[derive(Clone, Debug, Default)]
+pub struct RxReport {
+    /// Frames read from the source.
+    pub packets_in: u64,
+    /// Their captured bytes.
+    pub bytes_in: u64,
+    /// Frames that did not fit a pool buffer (counted as dropped by `rx`).
+    pub too_large: u64,
+    /// Polls that waited for a free buffer.
+    pub pool_stalls: u64,
+    /// Polls that waited for room in the first ring.
+    pub ring_stalls: u64,
+    /// The source failed (the run stops reading there and reports it).
+    pub error: Option<String>,
+    /// A warning from the source.
+    pub note: Option<String>,
+    /// Stopped by the stop flag before the end of the source.
+    pub interrupted: bool,
+    /// True once RX sent the end marker.
+    pub finished: bool,
+}
+
+/// Live counters for a progress bar.
+#[derive(Debug, Default)]
+pub struct RxProgress {
+    /// Source bytes consumed.
+    pub bytes: AtomicU64,
+    /// Frames read.
+    pub packets: AtomicU64,
+}
+
+/// The RX stage (see the module docs).
+pub struct RxStage {
+    source: Box<dyn PacketSource>,
+    alloc: PoolAllocator,
+    output: Producer<EventDesc>,
+    stop: Arc<AtomicBool>,
+    /// A frame read but not yet in a buffer (pool exhausted): its time, bytes, wire length.
+    waiting: Option<(u64, Vec<u8>, u32)>,
+    batch: Vec<EventDesc>,
+    seq: u64,
+    last_ts: u64,
+    done_reading: bool,
+    finished: bool,
+    report: RxReport,
+    progress: Arc<RxProgress>,
+    slot: ReportSlot<RxReport>,
+}
+
+impl RxStage {
+    /// An RX stage reading `source` into `alloc`'s pool and publishing into `output`.
+    pub fn new(
+        source: Box<dyn PacketSource>,
+        alloc: PoolAllocator,
+        output: Producer<EventDesc>,
+        stop: Arc<AtomicBool>,
+    ) -> (RxStage, ReportSlot<RxReport>, Arc<RxProgress>) {
+        let slot: ReportSlot<RxReport> = Arc::default();
+        let progress = Arc::new(RxProgress::default());
+        let rx = RxStage {
+            source,
+            alloc,
+            output,
+            stop,
+            waiting: None,
+            batch: Vec::with_capacity(BURST),
+            seq: 0,
+            last_ts: 0,
+            done_reading: false,
+            finished: false,
+            report: RxReport::default(),
+            progress: progress.clone(),
+            slot: slot.clone(),
+        };
+        (rx, slot, progress)
+    }
+
+    /// Puts one frame into a buffer and the batch. Returns false when the pool is empty
+    /// (the frame is kept in `waiting`).
+    fn admit(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> bool {
+        match self.alloc.alloc(data) {
+            Ok(h) => {
+                self.seq += 1;
+                let mut d = EventDesc::new(builtin::FRAME, 0, self.seq, ts_ns);
+                d.packet = Some(h);
+                d.flags = desc_flags::PRIMARY;
+                d.meta.wire_len = orig_len.max(data.len() as u32);
+                self.batch.push(d);
+                true
+            }
+            Err(AllocError::TooLarge { .. }) => {
+                self.seq += 1;
+                self.report.too_large += 1;
+                true
+            }
+            Err(_) => {
+                self.waiting = Some((ts_ns, data.to_vec(), orig_len));
+                false
+            }
+        }
+    }
+
+    fn read_burst(&mut self) {
+        if let Some((ts, data, len)) = self.waiting.take() {
+            if !self.admit(ts, &data, len) {
+                self.report.pool_stalls += 1;
+                return;
+            }
+        }
+        while self.batch.len() < BURST && !self.done_reading {
+            if self.stop.load(Ordering::Relaxed) {
+                self.report.interrupted = true;
+                self.done_reading = true;
+                break;
+            }
+            let rec = match self.source.next_packet() {
+                Ok(Some(r)) => (r.ts_ns, r.data.to_owned(), r.orig_len),
+                Ok(None) => {
+                    self.done_reading = true;
+                    break;
+                }
+                Err(e) => {
+                    self.report.error = Some(e.to_string());
+                    self.done_reading = true;
+                    break;
+                }
+            };
+            // One copy into the pool; `to_owned` above is only because the record borrows
+            // the source. Avoiding it would need the source to lend while we allocate.
+            self.report.packets_in += 1;
+            self.report.bytes_in += rec.1.len() as u64;
+            self.last_ts = rec.0;
+            if !self.admit(rec.0, &rec.1, rec.2) {
+                self.report.pool_stalls += 1;
+                break;
+            }
+        }
+        self.progress.bytes.store(self.source.bytes_read(), Ordering::Relaxed);
+        self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
+    }
+}
+
+impl Runnable for RxStage {
+    fn name(&self) -> &str {
+        "rx"
+    }
+
+    fn poll(&mut self) -> PollResult {
+        if self.finished {
+            return PollResult::Finished;
+        }
+        if self.batch.is_empty() {
+            self.read_burst();
+        }
+        let n = self.output.push_burst(&self.batch);
+        self.batch.drain(..n);
+        if !self.batch.is_empty() {
+            self.report.ring_stalls += 1;
+            return if n > 0 { PollResult::Busy(n) } else { PollResult::Idle };
+        }
+        if self.done_reading && self.waiting.is_none() {
+            if self.output.push(EventDesc::end_of_input(self.seq + 1, self.last_ts)).is_err() {
+                self.report.ring_stalls += 1;
+                return PollResult::Idle;
+            }
+            self.finished = true;
+            self.report.finished = true;
+            self.report.note = self.source.end_note();
+            if let Ok(mut s) = self.slot.lock() {
+                *s = self.report.clone();
+            }
+            return PollResult::Finished;
+        }
+        if n > 0 {
+            PollResult::Busy(n)
+        } else {
+            PollResult::Idle
+        }
+    }
+}
+
+/// What TX did.
+#[derive(Clone, Debug, Default)]
+pub struct TxReport {
+    /// Primary events emitted (packets out).
+    pub packets_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Dropped packets by (actor index, reason index).
+    pub packet_drops: BTreeMap<(u16, u16), u64>,
+    /// Dropped non-packet events by (actor index, reason index).
+    pub event_drops: BTreeMap<(u16, u16), u64>,
+    /// Events that reached the end of the chain (all types).
+    pub events_in: u64,
+    /// Packet references released.
+    pub released: u64,
+    /// Frames written to the output file.
+    pub written: u64,
+    /// Writing failed (later frames were counted but not written).
+    pub error: Option<String>,
+    /// True once the end marker arrived.
+    pub finished: bool,
+}
+
+impl TxReport {
+    /// Total dropped packets.
+    pub fn packets_dropped(&self) -> u64 {
+        self.packet_drops.values().sum()
+    }
+}
+
+/// The TX sink (see the module docs).
+pub struct TxSink {
+    input: Consumer<EventDesc>,
+    release: PoolReleaser,
+    pool: PoolView,
+    sink: Box<dyn PacketSink>,
+    inbuf: Vec<EventDesc>,
+    report: TxReport,
+    slot: ReportSlot<TxReport>,
+    finished: bool,
+}
+
+impl TxSink {
+    /// A sink consuming `input`, releasing into `release`, writing to `sink`.
+    pub fn new(
+        input: Consumer<EventDesc>,
+        release: PoolReleaser,
+        pool: PoolView,
+        sink: Box<dyn PacketSink>,
+    ) -> (TxSink, ReportSlot<TxReport>) {
+        let slot: ReportSlot<TxReport> = Arc::new(Mutex::new(TxReport::default()));
+        let tx = TxSink { input, release, pool, sink, inbuf: Vec::with_capacity(BURST), report: TxReport::default(), slot: slot.clone(), finished: false };
+        (tx, slot)
+    }
+
+    fn consume(&mut self, ev: &EventDesc) {
+        self.report.events_in += 1;
+        let Some(h) = ev.packet else {
+            if ev.is_dropped() {
+                *self.report.event_drops.entry((ev.dropped_by, ev.drop_reason)).or_default() += 1;
+            }
+            return;
+        };
+        if ev.is_primary() {
+            if ev.is_dropped() {
+                *self.report.packet_drops.entry((ev.dropped_by, ev.drop_reason)).or_default() += 1;
+            } else {
+                let data = self.pool.data(h);
+                self.report.packets_out += 1;
+                self.report.bytes_out += data.len() as u64;
+                if self.report.error.is_none() {
+                    match self.sink.write(ev.ts_ns, data, ev.meta.wire_len) {
+                        Ok(()) => self.report.written += 1,
+                        Err(e) => self.report.error = Some(e.to_string()),
+                    }
+                }
+            }
+        } else if ev.is_dropped() {
+            *self.report.event_drops.entry((ev.dropped_by, ev.drop_reason)).or_default() += 1;
+        }
+        self.release.release(h);
+        self.report.released += 1;
+    }
+}
+
+impl Runnable for TxSink {
+    fn name(&self) -> &str {
+        "tx"
+    }
+
+    fn poll(&mut self) -> PollResult {
+        if self.finished {
+            return PollResult::Finished;
+        }
+        self.inbuf.clear();
+        let mut inbuf = std::mem::take(&mut self.inbuf);
+        let n = self.input.pop_burst(&mut inbuf, BURST);
+        let mut end = false;
+        for ev in &inbuf {
+            if ev.is_end() {
+                end = true;
+                break;
+            }
+            self.consume(ev);
+        }
+        self.inbuf = inbuf;
+        if end {
+            if let Err(e) = self.sink.finish() {
+                self.report.error.get_or_insert(e.to_string());
+            }
+            self.report.finished = true;
+            self.finished = true;
+            if let Ok(mut s) = self.slot.lock() {
+                *s = self.report.clone();
+            }
+            return PollResult::Finished;
+        }
+        if n > 0 {
+            PollResult::Busy(n)
+        } else {
+            PollResult::Idle
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The stage runner: the thin wrapper that moves events between an actor and its rings.
+//!
+//! A [`Stage`] owns one actor, the consumer end of the ring from the previous stage and the
+//! producer end of the ring to the next. Each [`poll`](Runnable::poll) takes a burst of up to
+//! [`BURST`] descriptors and, for each one:
+//!
+//! 1. if the actor subscribed to it (type covered, publisher linked, filter matched) and no
+//!    earlier stage dropped it, calls [`Actor::handle`] and applies the verdict;
+//! 2. queues, in order: the events the actor published *before* it, the event itself, the
+//!    events published *after* it;
+//! 3. pushes the queue to the next ring.
+//!
+//! Everything reaches the next stage — dropped events too, flagged, so that the TX sink can
+//! count the drop and release the packet; nothing is lost in a stage. When the next ring is
+//! full the stage stops taking input until its queue drains (back-pressure, counted as
+//! `stalls`), so the queue is bounded by one burst and what the actor publishes for it (at
+//! end of input, what the actor publishes from [`Actor::finish`]).
+//!
+//! The end-of-input marker makes the stage call [`Actor::finish`], forward what it published
+//! and the marker, write its [`StageReport`] and finish.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use runtime::executor::{PollResult, Runnable};
+use runtime::pool::PoolView;
+use runtime::ring::{Consumer, Producer};
+
+use crate::contract::{Actor, Context, Outbox, Verdict};
+use crate::controller::PlannedActor;
+use crate::desc::{desc_flags, EventDesc};
+use crate::event::EventType;
+use crate::matcher::Tuple;
+
+/// Descriptors taken from a ring per poll.
+pub const BURST: usize = 32;
+
+/// What one stage did, written when it finishes.
+#[derive(Clone, Debug, Default)]
+pub struct StageReport {
+    /// Actor name.
+    pub name: String,
+    /// Actor kind.
+    pub kind: String,
+    /// Events handed to the actor, by type.
+    pub handled: BTreeMap<EventType, u64>,
+    /// Events forwarded without handling (not subscribed, or already dropped).
+    pub passed: u64,
+    /// Events the actor published.
+    pub published: u64,
+    /// Drop verdicts, by reason name.
+    pub drops: BTreeMap<String, u64>,
+    /// Polls on which the next ring was full.
+    pub stalls: u64,
+    /// The actor's own counters.
+    pub counters: Vec<(String, u64)>,
+    /// Error from `finish`, if any.
+    pub error: Option<String>,
+    /// True once the stage saw the end of input and finished.
+    pub finished: bool,
+}
+
+impl StageReport {
+    /// Total events handled.
+    pub fn handled_total(&self) -> u64 {
+        self.handled.values().sum()
+    }
+}
+
+/// Where a stage leaves its report; the engine reads it after the run.
+pub type ReportSlot<T> = Arc<Mutex<T>>;
+
+/// An actor between two rings (see the module docs).
+pub struct Stage {
+    actor: Box<dyn Actor>,
+    plan: PlannedActor,
+    input: Consumer<EventDesc>,
+    output: Producer<EventDesc>,
+    pool: PoolView,
+    inbuf: Vec<EventDesc>,
+    pending: VecDeque<EventDesc>,
+    outbox: Outbox,
+    end_seen: bool,
+    report: StageReport,
+    drop_counts: Vec<u64>,
+    slot: ReportSlot<StageReport>,
+}
+
+impl Stage {
+    /// A stage for `actor`, placed as `plan` says, between `input` and `output`.
+    pub fn new(
+        actor: Box<dyn Actor>,
+        plan: PlannedActor,
+        input: Consumer<EventDesc>,
+        output: Producer<EventDesc>,
+        pool: PoolView,
+    ) -> (Stage, ReportSlot<StageReport>) {
+        let slot: ReportSlot<StageReport> = Arc::default();
+        let report = StageReport { name: plan.name.clone(), kind: plan.kind.clone(), ..Default::default() };
+        let drop_counts = vec![0; plan.drop_reasons.len().max(1)];
+        let stage = Stage {
+            actor,
+            plan,
+            input,
+            output,
+            pool,
+            inbuf: Vec::with_capacity(BURST),
+            pending: VecDeque::with_capacity(BURST * 2),
+            outbox: Outbox::new(),
+            end_seen: false,
+            report,
+            drop_counts,
+            slot: slot.clone(),
+        };
+        (stage, slot)
+    }
+
+    fn subscribed(&self, ev: &EventDesc) -> bool {
+        self.plan.subscriptions.iter().any(|s| {
+            s.event.covers(ev.event_type)
+                && s.publishers.contains(&ev.publisher)
+                && s.from.is_none_or(|f| f == ev.publisher)
+                && match &s.filter {
+                    None => true,
+                    Some(f) => ev.packet.is_some_and(|h| {
+                        let view = crate::packet::PacketView::new(self.pool.data(h), &ev.meta);
+                        f.matches(&Tuple::of(&view))
+                    }),
+                }
+        })
+    }
+
+    fn process(&mut self, mut ev: EventDesc) {
+        if !ev.is_dropped() && self.subscribed(&ev) {
+            let ty = ev.event_type;
+            let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index);
+            let verdict = self.actor.handle(&mut ev, &mut cx);
+            *self.report.handled.entry(ty).or_default() += 1;
+            if let Verdict::Drop(reason) = verdict {
+                ev.flags |= desc_flags::DROPPED;
+                ev.dropped_by = self.plan.index;
+                ev.drop_reason = reason;
+                let i = usize::from(reason).min(self.drop_counts.len() - 1);
+                self.drop_counts[i] += 1;
+            }
+        } else {
+            self.report.passed += 1;
+        }
+        self.enqueue(ev);
+    }
+
+    fn enqueue(&mut self, ev: EventDesc) {
+        let (before, after) = self.outbox.take();
+        self.report.published += (before.len() + after.len()) as u64;
+        self.pending.extend(before);
+        self.pending.push_back(ev);
+        self.pending.extend(after);
+    }
+
+    /// Pushes the pending queue; returns how many went out.
+    fn flush(&mut self) -> usize {
+        let mut sent = 0;
+        while !self.pending.is_empty() {
+            let (a, _) = self.pending.as_slices();
+            let n = self.output.push_burst(a);
+            self.pending.drain(..n);
+            sent += n;
+            if n == 0 {
+                self.report.stalls += 1;
+                break;
+            }
+        }
+        sent
+    }
+
+    fn finish(&mut self) {
+        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index);
+        if let Err(e) = self.actor.finish(&mut cx) {
+            self.report.error = Some(e.to_string());
+        }
+    }
+
+    fn write_report(&mut self) {
+        self.report.counters = self.actor.counters();
+        for (i, n) in self.drop_counts.iter().enumerate() {
+            if *n > 0 {
+                let name = self.plan.drop_reasons.get(i).cloned().unwrap_or_else(|| format!("reason {i}"));
+                self.report.drops.insert(name, *n);
+            }
+        }
+        self.report.finished = true;
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = self.report.clone();
+        }
+    }
+}
+
+impl Runnable for Stage {
+    fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    fn poll(&mut self) -> PollResult {
+        let mut work = self.flush();
+        if !self.pending.is_empty() {
+            return if work > 0 { PollResult::Busy(work) } else { PollResult::Idle };
+        }
+        if self.end_seen {
+            self.write_report();
+            return PollResult::Finished;
+        }
+        self.inbuf.clear();
+        let mut inbuf = std::mem::take(&mut self.inbuf);
+        let n = self.input.pop_burst(&mut inbuf, BURST);
+        for ev in inbuf.drain(..) {
+            if ev.is_end() {
+                self.finish();
+                self.enqueue(ev);
+                self.end_seen = true;
+                break;
+            }
+            self.process(ev);
+        }
+        self.inbuf = inbuf;
+        work += n + self.flush();
+        if self.end_seen && self.pending.is_empty() {
+            self.write_report();
+            return PollResult::Finished;
+        }
+        if work > 0 {
+            PollResult::Busy(work)
+        } else {
+            PollResult::Idle
+        }
+    }
+}

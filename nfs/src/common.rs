@@ -1,0 +1,54 @@
+//! What every network function shares: its name, the app-file subscription override, and
+//! the strict parsing of its options.
+//!
+//! In the app file each `[[nf]]` table has the common keys `name`, `kind`, `subscribe`
+//! (event types replacing the NF's main input port), `filter` (a [`FlowMatch`] on that port)
+//! and `from` (the publisher to take them from); every other key belongs to the kind's own
+//! config struct, which denies unknown keys.
+
+use actors::event::{EventRegistry, EventType};
+use actors::matcher::FlowMatch;
+use actors::Subscription;
+use serde::de::DeserializeOwned;
+
+/// The common part of an NF's app-file entry, already resolved.
+#[derive(Clone, Debug, Default)]
+pub struct NfCommon {
+    /// Unique name.
+    pub name: String,
+    /// Types replacing the main port's default subscription.
+    pub subscribe: Option<Vec<EventType>>,
+    /// Filter on the main port.
+    pub filter: Option<FlowMatch>,
+    /// Publisher of the main port's events.
+    pub from: Option<String>,
+}
+
+impl NfCommon {
+    /// An NF named `name` with its default subscriptions.
+    pub fn named(name: &str) -> NfCommon {
+        NfCommon { name: name.to_string(), ..Default::default() }
+    }
+
+    /// The main input port's subscriptions: the override if any, else `default`.
+    pub fn main_port(&self, port: &str, default: &[EventType]) -> Vec<Subscription> {
+        let types = self.subscribe.as_deref().unwrap_or(default);
+        types
+            .iter()
+            .map(|t| Subscription { port: port.to_string(), event: *t, filter: self.filter.clone(), from: self.from.clone() })
+            .collect()
+    }
+}
+
+/// Deserializes a kind's options from the rest of its table, naming the NF in errors.
+pub fn options<T: DeserializeOwned>(nf: &str, kind: &str, table: toml::Table) -> Result<T, String> {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| format!("nf `{nf}` ({kind}): {}", e.message()))
+}
+
+/// Resolves a list of type names against the registry.
+pub fn resolve_types(nf: &str, names: &[String], reg: &EventRegistry) -> Result<Vec<EventType>, String> {
+    names
+        .iter()
+        .map(|n| reg.resolve(n).map_err(|e| format!("nf `{nf}`: key `subscribe`: {e}")))
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! Firewall: ordered allow/drop rules on addresses, CIDRs, ports and protocol.
+//!
+//! ```toml
+//! [[nf]]
+//! name = "fw"
+//! kind = "firewall"
+//! default = "allow"          # verdict when no rule matches: "allow" or "drop"
+//! stateful = true            # the default; see below
+//! rules = [
+//!   { action = "drop", proto = "udp", dst_port = 53, name = "no DNS" },
+//!   { action = "allow", src = "192.0.2.0/24" },
+//!   { action = "drop", dst = "203.0.113.0/24", dst_port = "8000-8100" },
+//! ]
+//! ```
+//!
+//! Rules are tried in order; the first whose every key matches decides (keys as in
+//! [`FlowMatch`]: `proto`, `src`, `dst`, `src_port`, `dst_port`, plus `action` and an
+//! optional `name` for the stats). Unknown keys are errors naming the rule.
+//!
+//! **Stateful** (default): the rules are evaluated once per flow, on its first packet, in
+//! client → server terms (`src` is the initiator), and the verdict applies to every packet
+//! of the flow in both directions — "drop connections to port 53" drops the answers too,
+//! as an operator expects. The per-flow verdicts live as long as the L2/3 flow (the
+//! firewall forgets a flow on its `FLOW` end event), so memory is bounded by the flow
+//! table. Packets without a flow (non-IP frames) are judged one by one.
+//! **Stateless** (`stateful = false`): every packet is judged on its own header fields.
+//!
+//! Drop reasons in the run summary are `rule N: <name or rule text>` and `default`.
+
+use std::collections::HashMap;
+
+use actors::desc::{EventDesc, FlowEvent, FlowRef};
+use actors::event::builtin;
+use actors::matcher::{FlowMatch, Tuple};
+use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
+use serde::Deserialize;
+
+use crate::common::{options, NfCommon};
+
+/// Allow or drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Let it through.
+    Allow,
+    /// Drop it.
+    Drop,
+}
+
+/// One rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    /// What to do on a match.
+    pub action: Action,
+    /// Name for the stats.
+    pub name: Option<String>,
+    /// The predicate.
+    pub matches: FlowMatch,
+}
+
+/// The firewall's options.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Verdict when no rule matches.
+    #[serde(default = "default_action")]
+    pub default: Action,
+    /// Judge flows (true) or packets (false).
+    #[serde(default = "yes")]
+    pub stateful: bool,
+    /// Rules as TOML tables; see [`FirewallConfig::rules`].
+    #[serde(default)]
+    rules: Vec<toml::Table>,
+}
+
+fn default_action() -> Action {
+    Action::Allow
+}
+fn yes() -> bool {
+    true
+}
+
+impl FirewallConfig {
+    /// Parses the rule tables; every bad rule is reported.
+    pub fn rules(&self, nf: &str) -> Result<Vec<Rule>, Vec<String>> {
+        let mut out = Vec::new();
+        let mut errs = Vec::new();
+        for (i, t) in self.rules.iter().enumerate() {
+            let mut t = t.clone();
+            let at = format!("nf `{nf}` (firewall): rule {}", i + 1);
+            let action = match t.remove("action") {
+                None => {
+                    errs.push(format!("{at}: missing key `action` (\"allow\" or \"drop\")"));
+                    continue;
+                }
+                Some(v) => match Action::deserialize(v) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        errs.push(format!("{at}: key `action`: {}", e.message()));
+                        continue;
+                    }
+                },
+            };
+            let name = match t.remove("name") {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s),
+                Some(other) => {
+                    errs.push(format!("{at}: key `name` must be a string, not {}", other.type_str()));
+                    continue;
+                }
+            };
+            match FlowMatch::deserialize(toml::Value::Table(t)) {
+                Ok(m) => out.push(Rule { action, name, matches: m }),
+                Err(e) => errs.push(format!("{at}: {}", e.message())),
+            }
+        }
+        if errs.is_empty() {
+            Ok(out)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// The firewall NF (see the module docs).
+pub struct Firewall {
+    contract: Contract,
+    rules: Vec<Rule>,
+    default: Action,
+    stateful: bool,
+    /// Decision per live flow: index of the deciding rule, `rules.len()` for the default.
+    flows: HashMap<FlowRef, usize>,
+    hits: Vec<u64>,
+    flows_dropped: u64,
+    flows_allowed: u64,
+}
+
+impl Firewall {
+    /// Builds from the app-file table (without the common keys).
+    pub fn from_options(common: &NfCommon, table: toml::Table) -> Result<Firewall, Vec<String>> {
+        let cfg: FirewallConfig = options(&common.name, "firewall", table).map_err(|e| vec![e])?;
+        let rules = cfg.rules(&common.name)?;
+        Ok(Firewall::new(common, rules, cfg.default, cfg.stateful))
+    }
+
+    /// A firewall with these rules.
+    pub fn new(common: &NfCommon, rules: Vec<Rule>, default: Action, stateful: bool) -> Firewall {
+        let mut subscriptions = common.main_port("in", &[builtin::PKT]);
+        if stateful {
+            subscriptions.push(Subscription { port: "flows".into(), event: builtin::FLOW, filter: None, from: None });
+        }
+        let mut drop_reasons: Vec<String> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("rule {}: {}", i + 1, r.name.clone().unwrap_or_else(|| describe(&r.matches))))
+            .collect();
+        drop_reasons.push("default".into());
+        let contract = Contract {
+            name: common.name.clone(),
+            kind: "firewall".into(),
+            subscriptions,
+            publications: vec![],
+            modifies: Modifies::default(),
+            drop_reasons,
+        };
+        let hits = vec![0; rules.len() + 1];
+        Firewall { contract, rules, default, stateful, flows: HashMap::new(), hits, flows_dropped: 0, flows_allowed: 0 }
+    }
+
+    fn decide(&self, t: &Tuple) -> usize {
+        self.rules.iter().position(|r| r.matches.matches(t)).unwrap_or(self.rules.len())
+    }
+
+    fn action(&self, decision: usize) -> Action {
+        self.rules.get(decision).map_or(self.default, |r| r.action)
+    }
+}
+
+fn describe(m: &FlowMatch) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = &m.proto {
+        parts.push(format!("proto {p:?}").to_lowercase());
+    }
+    let nets = |n: &actors::matcher::Networks| n.0.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let ports = |p: &actors::matcher::Ports| {
+        p.0.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>().join(",")
+    };
+    if let Some(n) = &m.src {
+        parts.push(format!("src {}", nets(n)));
+    }
+    if let Some(n) = &m.dst {
+        parts.push(format!("dst {}", nets(n)));
+    }
+    if let Some(p) = &m.src_port {
+        parts.push(format!("src_port {}", ports(p)));
+    }
+    if let Some(p) = &m.dst_port {
+        parts.push(format!("dst_port {}", ports(p)));
+    }
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl Actor for Firewall {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        if ev.event_type == builtin::FLOW {
+            if let (Some(FlowEvent::End(_)), Some(f)) = (FlowEvent::decode(ev.aux), ev.flow) {
+                self.flows.remove(&f);
+            }
+            return Verdict::Continue;
+        }
+        let Some(view) = cx.view(ev) else { return Verdict::Continue };
+        let tuple = Tuple::of(&view);
+        let decision = match (self.stateful, ev.flow) {
+            (true, Some(f)) => match self.flows.get(&f) {
+                Some(d) => *d,
+                None => {
+                    let oriented = if ev.to_server() { tuple } else { tuple.reversed() };
+                    let d = self.decide(&oriented);
+                    self.flows.insert(f, d);
+                    match self.action(d) {
+                        Action::Allow => self.flows_allowed += 1,
+                        Action::Drop => self.flows_dropped += 1,
+                    }
+                    d
+                }
+            },
+            _ => self.decide(&tuple),
+        };
+        self.hits[decision] += 1;
+        match self.action(decision) {
+            Action::Allow => Verdict::Continue,
+            Action::Drop => Verdict::Drop(decision as u16),
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let mut c = vec![
+            ("flows_allowed".to_string(), self.flows_allowed),
+            ("flows_dropped".to_string(), self.flows_dropped),
+            ("flows_tracked".to_string(), self.flows.len() as u64),
+        ];
+        for (i, h) in self.hits.iter().enumerate() {
+            let name = if i == self.rules.len() { "default_hits".to_string() } else { format!("rule_{}_hits", i + 1) };
+            c.push((name, *h));
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
+        let t: toml::Table = toml::from_str(s).unwrap();
+        Firewall::from_options(&NfCommon::named("fw"), t)
+    }
+
+    #[test]
+    fn rules_parse_and_errors_name_the_rule() {
+        let fw = cfg("default = \"drop\"\nrules = [{ action = \"allow\", proto = \"tcp\", dst_port = 80 }, { action = \"drop\", name = \"x\" }]").unwrap();
+        assert_eq!(fw.rules.len(), 2);
+        assert_eq!(fw.contract.drop_reasons, vec!["rule 1: proto tcp dst_port 80", "rule 2: x", "default"]);
+        let e = cfg("rules = [{ action = \"allow\" }, { action = \"maybe\" }, { action = \"drop\", colour = 1 }, { dst_port = 1 }]").unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("rule 2") && e[0].contains("maybe"), "{e:?}");
+        assert!(e[1].contains("rule 3") && e[1].contains("colour"), "{e:?}");
+        assert!(e[2].contains("rule 4") && e[2].contains("missing key `action`"), "{e:?}");
+        let e = cfg("defualt = \"drop\"").unwrap_err();
+        assert!(e[0].contains("defualt"), "{e:?}");
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let fw = cfg("rules = [{ action = \"drop\", proto = \"udp\", dst_port = 53 }, { action = \"allow\", proto = \"udp\" }, { action = \"drop\" }]").unwrap();
+        let t = |proto, dp| Tuple { proto, src: "1.1.1.1".parse().ok(), dst: "2.2.2.2".parse().ok(), src_port: Some(1), dst_port: Some(dp) };
+        assert_eq!(fw.decide(&t(17, 53)), 0);
+        assert_eq!(fw.decide(&t(17, 54)), 1);
+        assert_eq!(fw.decide(&t(6, 53)), 2);
+    }
+}

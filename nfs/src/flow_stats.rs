@@ -1,0 +1,263 @@
+//! Flow_Stats: packets and bytes of every flow in each direction, written as one JSON line
+//! per flow when the flow ends and, for flows still open, at the end of input.
+//!
+//! ```toml
+//! [[nf]]
+//! name = "stats"
+//! kind = "flow_stats"
+//! output = "flows.jsonl"     # path of the JSON-lines file (created or truncated)
+//! ```
+//!
+//! It subscribes to `PKT` (main port; `subscribe`/`filter` in the app file narrow it) and to
+//! `FLOW` (flow ends). A flow gets a record only if this NF saw at least one of its packets
+//! (a flow whose packets an upstream firewall dropped has none; they are counted as
+//! `flows_without_packets`). Bytes are frame bytes on the wire, as in Suricata.
+//!
+//! Record fields follow Suricata's EVE `flow` records where one exists:
+//!
+//! ```json
+//! {"timestamp":"2023-11-14T22:13:20.001234Z","event_type":"flow","flow_id":4294967299,
+//!  "proto":"TCP","src_ip":"192.0.2.1","src_port":1024,"dest_ip":"203.0.113.7","dest_port":80,
+//!  "flow":{"pkts_toserver":7,"pkts_toclient":9,"bytes_toserver":845,"bytes_toclient":13002,
+//!          "start":"2023-11-14T22:13:20.000000Z","end":"2023-11-14T22:13:20.001234Z",
+//!          "reason":"fin"}}
+//! ```
+//!
+//! `src` is the flow's initiator (client), `dest` the responder; `reason` is `timeout`,
+//! `fin`, `rst`, `evicted` or `shutdown` (end of input); `timestamp` is the end time;
+//! `flow_id` is the L2/3 flow id, unique within a run.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use actors::desc::{EventDesc, FlowEvent, FlowRef};
+use actors::event::builtin;
+use actors::matcher::Tuple;
+use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{options, NfCommon};
+
+/// Flow_Stats options.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowStatsConfig {
+    /// Where the JSON lines go.
+    pub output: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+struct FlowAcc {
+    proto: u8,
+    client: Option<IpAddr>,
+    client_port: Option<u16>,
+    server: Option<IpAddr>,
+    server_port: Option<u16>,
+    pkts: [u64; 2],
+    bytes: [u64; 2],
+    first_ns: u64,
+    last_ns: u64,
+}
+
+/// One line of the output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// End time (RFC 3339, µs).
+    pub timestamp: String,
+    /// Always `"flow"`.
+    pub event_type: String,
+    /// L2/3 flow id.
+    pub flow_id: u64,
+    /// `TCP`, `UDP`, `ICMP`, `IPv6-ICMP` or the protocol number.
+    pub proto: String,
+    /// Initiator address.
+    pub src_ip: Option<String>,
+    /// Initiator port.
+    pub src_port: Option<u16>,
+    /// Responder address.
+    pub dest_ip: Option<String>,
+    /// Responder port.
+    pub dest_port: Option<u16>,
+    /// Counters.
+    pub flow: FlowCounters,
+}
+
+/// The `flow` object of a record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// Packets initiator → responder.
+    pub pkts_toserver: u64,
+    /// Packets responder → initiator.
+    pub pkts_toclient: u64,
+    /// Frame bytes initiator → responder.
+    pub bytes_toserver: u64,
+    /// Frame bytes responder → initiator.
+    pub bytes_toclient: u64,
+    /// First packet time.
+    pub start: String,
+    /// Last packet time.
+    pub end: String,
+    /// Why the flow ended.
+    pub reason: String,
+}
+
+fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "IPv6-ICMP".into(),
+        n => n.to_string(),
+    }
+}
+
+/// The Flow_Stats NF (see the module docs).
+pub struct FlowStats {
+    contract: Contract,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    flows: HashMap<FlowRef, FlowAcc>,
+    written: u64,
+    without_packets: u64,
+    error: Option<String>,
+}
+
+impl FlowStats {
+    /// Builds from the app-file table; creates the output file.
+    pub fn from_options(common: &NfCommon, table: toml::Table) -> Result<FlowStats, Vec<String>> {
+        let cfg: FlowStatsConfig = options(&common.name, "flow_stats", table).map_err(|e| vec![e])?;
+        FlowStats::new(common, cfg.output).map_err(|e| vec![e])
+    }
+
+    /// A Flow_Stats writing to `path`.
+    pub fn new(common: &NfCommon, path: PathBuf) -> Result<FlowStats, String> {
+        let file = File::create(&path)
+            .map_err(|e| format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display()))?;
+        let mut subscriptions = common.main_port("in", &[builtin::PKT]);
+        subscriptions.push(Subscription { port: "flows".into(), event: builtin::FLOW, filter: None, from: None });
+        let contract = Contract {
+            name: common.name.clone(),
+            kind: "flow_stats".into(),
+            subscriptions,
+            publications: vec![],
+            modifies: Modifies::default(),
+            drop_reasons: vec![],
+        };
+        Ok(FlowStats {
+            contract,
+            path,
+            out: Some(BufWriter::new(file)),
+            flows: HashMap::new(),
+            written: 0,
+            without_packets: 0,
+            error: None,
+        })
+    }
+
+    fn emit(&mut self, id: FlowRef, acc: FlowAcc, reason: &str) {
+        let to_s = |a: Option<IpAddr>| a.map(|a| a.to_string());
+        let rec = FlowRecord {
+            timestamp: rfc3339(acc.last_ns),
+            event_type: "flow".into(),
+            flow_id: id.id64(),
+            proto: proto_name(acc.proto),
+            src_ip: to_s(acc.client),
+            src_port: acc.client_port,
+            dest_ip: to_s(acc.server),
+            dest_port: acc.server_port,
+            flow: FlowCounters {
+                pkts_toserver: acc.pkts[0],
+                pkts_toclient: acc.pkts[1],
+                bytes_toserver: acc.bytes[0],
+                bytes_toclient: acc.bytes[1],
+                start: rfc3339(acc.first_ns),
+                end: rfc3339(acc.last_ns),
+                reason: reason.to_string(),
+            },
+        };
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(out) = self.out.as_mut() {
+            let line = serde_json::to_string(&rec).map_err(|e| e.to_string());
+            let res = line.and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
+            match res {
+                Ok(()) => self.written += 1,
+                Err(e) => self.error = Some(format!("writing `{}`: {e}", self.path.display())),
+            }
+        }
+    }
+}
+
+impl Actor for FlowStats {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let Some(id) = ev.flow else { return Verdict::Continue };
+        if ev.event_type == builtin::FLOW {
+            if let Some(FlowEvent::End(reason)) = FlowEvent::decode(ev.aux) {
+                match self.flows.remove(&id) {
+                    Some(acc) => self.emit(id, acc, reason.as_str()),
+                    None => self.without_packets += 1,
+                }
+            }
+            return Verdict::Continue;
+        }
+        let Some(view) = cx.view(ev) else { return Verdict::Continue };
+        let dir = usize::from(!ev.to_server());
+        let acc = self.flows.entry(id).or_insert_with(|| {
+            let t = Tuple::of(&view);
+            let t = if ev.to_server() { t } else { t.reversed() };
+            FlowAcc {
+                proto: t.proto,
+                client: t.src,
+                client_port: t.src_port,
+                server: t.dst,
+                server_port: t.dst_port,
+                pkts: [0; 2],
+                bytes: [0; 2],
+                first_ns: ev.ts_ns,
+                last_ns: ev.ts_ns,
+            }
+        });
+        acc.pkts[dir] += 1;
+        acc.bytes[dir] += u64::from(ev.meta.wire_len);
+        acc.last_ns = acc.last_ns.max(ev.ts_ns);
+        Verdict::Continue
+    }
+
+    fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
+        let mut rest: Vec<_> = self.flows.drain().collect();
+        rest.sort_by_key(|(id, acc)| (acc.first_ns, *id));
+        for (id, acc) in rest {
+            self.emit(id, acc, "shutdown");
+        }
+        if let Some(mut out) = self.out.take() {
+            if let Err(e) = out.flush() {
+                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
+            }
+        }
+        match &self.error {
+            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("records_written".to_string(), self.written),
+            ("flows_open".to_string(), self.flows.len() as u64),
+            ("flows_without_packets".to_string(), self.without_packets),
+        ]
+    }
+}

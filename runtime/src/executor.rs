@@ -1,0 +1,268 @@
+//! The per-core executor: one pinned OS thread per core, multiplexing that core's actors.
+//!
+//! An actor is anything [`Runnable`]: it is polled, does a bounded amount of work (typically a
+//! burst from its input rings) and says whether it was busy, idle or finished. [`run`] starts
+//! one thread per [`CoreAssignment`], named `mbox-core<N>`, pins it with `sched_setaffinity`,
+//! reads the affinity back from inside the thread, and round-robins over the actors.
+//!
+//! # Contract
+//!
+//! * Pinning failure is an error naming the core ([`ExecError::Pin`]); the affinity the
+//!   thread actually has is recorded in its [`CoreReport`], so a test can check it.
+//! * An actor that returned [`PollResult::Finished`] is not polled again. A thread ends when
+//!   all its actors finished or when `stop` is set; [`run`] returns when every thread ended.
+//! * A panicking actor is caught (`catch_unwind`); its thread sets `stop` so the other threads
+//!   end too, and [`run`] returns [`ExecError::ActorPanicked`] naming the core and the actor.
+//!   Any error in one thread stops all of them; [`run`] returns one error, preferring an actor
+//!   panic (the root cause) over the others, then assignment order.
+//! * Idle strategy, because the machines have few cores and several actors share one: after
+//!   [`SPIN_ROUNDS`] consecutive rounds in which no actor was busy the thread calls
+//!   `yield_now()`, after [`YIELD_ROUNDS`] it sleeps [`IDLE_SLEEP`] per round (counted in
+//!   `idle_sleeps`). Any busy poll resets the count.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// Idle rounds spent spinning before yielding.
+pub const SPIN_ROUNDS: u32 = 8;
+/// Idle rounds (spinning plus yielding) before sleeping.
+pub const YIELD_ROUNDS: u32 = 64;
+/// Sleep per idle round once past [`YIELD_ROUNDS`].
+pub const IDLE_SLEEP: Duration = Duration::from_micros(50);
+
+/// What one poll of an actor achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollResult {
+    /// Did work (how many items, for statistics).
+    Busy(usize),
+    /// Nothing to do right now.
+    Idle,
+    /// Done for good; do not poll again.
+    Finished,
+}
+
+/// An actor as the executor sees it.
+pub trait Runnable: Send {
+    /// Actor name, as in the core map.
+    fn name(&self) -> &str;
+    /// Does a bounded amount of work.
+    fn poll(&mut self) -> PollResult;
+}
+
+/// The actors to run on one core.
+pub struct CoreAssignment {
+    /// CPU id to pin the thread to.
+    pub core: usize,
+    /// Actors, polled round-robin in this order.
+    pub actors: Vec<Box<dyn Runnable>>,
+}
+
+/// What one core thread did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CoreReport {
+    /// Core it was pinned to.
+    pub core: usize,
+    /// Kernel thread id.
+    pub tid: i32,
+    /// Affinity read back inside the thread after pinning.
+    pub affinity: Vec<usize>,
+    /// Actor names, in polling order.
+    pub actors: Vec<String>,
+    /// Polls made.
+    pub polls: u64,
+    /// Polls that returned `Busy`.
+    pub busy_polls: u64,
+    /// Idle sleeps taken.
+    pub idle_sleeps: u64,
+    /// Wall time of the thread, in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// Why [`run`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The thread could not be started.
+    #[error("core {core}: cannot start thread: {source}")]
+    Spawn {
+        /// Core.
+        core: usize,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `sched_setaffinity` (or reading it back) failed.
+    #[error("core {core}: cannot pin thread to core {core} (allowed cores: {allowed}): {source}")]
+    Pin {
+        /// Core.
+        core: usize,
+        /// The allowed set, formatted like `0-1`.
+        allowed: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An actor panicked.
+    #[error("core {core}: actor `{actor}` panicked: {message}")]
+    ActorPanicked {
+        /// Core.
+        core: usize,
+        /// Actor name.
+        actor: String,
+        /// Panic message.
+        message: String,
+    },
+    /// The core thread itself panicked outside an actor (a bug in the executor).
+    #[error("core {core}: executor thread panicked: {message}")]
+    ThreadPanicked {
+        /// Core.
+        core: usize,
+        /// Panic message.
+        message: String,
+    },
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+fn run_core(
+    core: usize,
+    mut actors: Vec<Box<dyn Runnable>>,
+    stop: &AtomicBool,
+) -> Result<CoreReport, ExecError> {
+    let start = Instant::now();
+    let pin_err = |source| ExecError::Pin {
+        core,
+        allowed: sys::allowed_cpus()
+            .map(|c| sys::format_cpu_list(&c))
+            .unwrap_or_else(|e| format!("unknown: {e}")),
+        source,
+    };
+    sys::pin_current_thread(core).map_err(pin_err)?;
+    let affinity = sys::current_thread_affinity().map_err(pin_err)?;
+    let names: Vec<String> = actors.iter().map(|a| a.name().to_string()).collect();
+    let mut live = vec![true; actors.len()];
+    let mut remaining = actors.len();
+    let (mut polls, mut busy_polls, mut idle_sleeps) = (0u64, 0u64, 0u64);
+    let mut idle_rounds = 0u32;
+    while remaining > 0 && !stop.load(Ordering::Acquire) {
+        let mut busy = false;
+        for (i, actor) in actors.iter_mut().enumerate() {
+            if !live[i] {
+                continue;
+            }
+            polls += 1;
+            match catch_unwind(AssertUnwindSafe(|| actor.poll())) {
+                Ok(PollResult::Busy(_)) => {
+                    busy = true;
+                    busy_polls += 1;
+                }
+                Ok(PollResult::Idle) => {}
+                Ok(PollResult::Finished) => {
+                    live[i] = false;
+                    remaining -= 1;
+                    // Finishing is progress: do not start sleeping because of it.
+                    busy = true;
+                }
+                Err(payload) => {
+                    return Err(ExecError::ActorPanicked {
+                        core,
+                        actor: names[i].clone(),
+                        message: panic_message(payload.as_ref()),
+                    });
+                }
+            }
+        }
+        if busy {
+            idle_rounds = 0;
+        } else {
+            idle_rounds = idle_rounds.saturating_add(1);
+            if idle_rounds > YIELD_ROUNDS {
+                std::thread::sleep(IDLE_SLEEP);
+                idle_sleeps += 1;
+            } else if idle_rounds > SPIN_ROUNDS {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    Ok(CoreReport {
+        core,
+        tid: sys::current_tid(),
+        affinity,
+        actors: names,
+        polls,
+        busy_polls,
+        idle_sleeps,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Runs each assignment on its own pinned thread until its actors finish or `stop` is set.
+///
+/// Returns one [`CoreReport`] per assignment, in the given order, or the first error (see the
+/// module contract). On error, `stop` has been set and every thread has ended.
+pub fn run(assignments: Vec<CoreAssignment>, stop: Arc<AtomicBool>) -> Result<Vec<CoreReport>, ExecError> {
+    let mut handles = Vec::with_capacity(assignments.len());
+    let mut first_err: Option<ExecError> = None;
+    for a in assignments {
+        let core = a.core;
+        let stop_t = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name(format!("mbox-core{core}"))
+            .spawn(move || {
+                let r = run_core(core, a.actors, &stop_t);
+                if r.is_err() {
+                    stop_t.store(true, Ordering::Release);
+                }
+                r
+            });
+        match spawned {
+            Ok(h) => handles.push((core, h)),
+            Err(source) => {
+                stop.store(true, Ordering::Release);
+                first_err = Some(ExecError::Spawn { core, source });
+                break;
+            }
+        }
+    }
+    let mut reports = Vec::with_capacity(handles.len());
+    let mut errors = Vec::new();
+    for (core, h) in handles {
+        match h.join() {
+            Ok(Ok(r)) => reports.push(r),
+            Ok(Err(e)) => errors.push(e),
+            Err(payload) => {
+                stop.store(true, Ordering::Release);
+                errors.push(ExecError::ThreadPanicked {
+                    core,
+                    message: panic_message(payload.as_ref()),
+                });
+            }
+        }
+    }
+    // An actor panic is the root cause; a pin failure comes next; spawn failures last.
+    errors.sort_by_key(|e| match e {
+        ExecError::ActorPanicked { .. } => 0,
+        ExecError::ThreadPanicked { .. } => 1,
+        _ => 2,
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,708 @@
+//! A deterministic traffic generator: seeded TCP and UDP flows, interleaved, as Ethernet
+//! frames, with a summary of exactly what was written.
+//!
+//! # Contract
+//!
+//! [`generate`] writes every frame through a sink `(ts_ns, frame)` in timestamp order and
+//! returns a [`GenSummary`]. The same [`GenConfig`] always yields byte-identical output
+//! (everything is drawn from one ChaCha8 stream seeded with `cfg.seed`, in a fixed order).
+//! The summary's per-flow packet, frame-byte and payload-byte counts equal what the sink
+//! received; tests recount them by parsing the frames.
+//!
+//! # The traffic
+//!
+//! * **Frames:** Ethernet II, 802.1Q-tagged for a `vlan_fraction` of the flows (VLAN id
+//!   1..=4094), carrying IPv4 (TTL 64) or, for an `ipv6_fraction` of the flows, IPv6 (hop
+//!   limit 64). IP, TCP and UDP checksums are correct. MAC addresses are locally
+//!   administered and derived from the IP addresses (`02:00:…` clients, `02:01:…` servers).
+//! * **Addresses:** IPv4 clients in 192.0.2.0/24 and 198.51.100.0/24, IPv4 servers in
+//!   203.0.113.0/24 (hosts .1–.254); IPv6 clients in 2001:db8:0:1::/64, IPv6 servers in
+//!   2001:db8:0:113::/64. Flow `i` (0-based) uses client port `1024 + i`, so no two flows
+//!   share a 5-tuple and ports are never reused within a run; that bounds a run at
+//!   [`MAX_FLOWS`] flows. Servers listen on 80 (TCP) and 53 (UDP).
+//! * **TCP flows** (a `1 - udp_fraction` share): SYN, SYN-ACK (both with an MSS option),
+//!   ACK, with seeded initial sequence numbers of which a quarter lie within 4 KiB below
+//!   2^32, so sequence numbers wrap inside the flow. Then `requests_per_flow` HTTP/1.1
+//!   keep-alive exchanges: a `GET /obj/<n>` request of `request_size` bytes (its headers
+//!   padded by an `X-Pad` header; a request is never shorter than its mandatory headers),
+//!   cut into MSS-sized segments with PSH on the last, acknowledged by the server; then a
+//!   `200 OK` response with `Content-Length: <n>` and a body of `response_size` bytes of
+//!   deterministic data, cut into MSS segments with PSH on the last, acknowledged by the
+//!   client after every second segment and after the last. Teardown: with probability
+//!   `rst_fraction` a RST (with ACK) from a random side; otherwise FIN from a random side,
+//!   its ACK, FIN from the other side, and the final ACK. Sequence and acknowledgment
+//!   numbers follow TCP's modular arithmetic (SYN and FIN count one).
+//! * **UDP flows:** one to three DNS-like query/response pairs (a standard A query for
+//!   `q<k>.f<id>.example.com` and an answer with one A record), client port → 53.
+//!   `requests` counts the queries; `teardown` is `"none"`.
+//! * **Interleaving and time:** up to `concurrency` flows are active at once; each step
+//!   picks one active flow uniformly and emits its next packet; a finished flow is replaced
+//!   by the next new one. The first frame is stamped `start_ts_ns`; each later frame 1 to
+//!   200 µs (uniform, whole microseconds) after the previous one, so timestamps strictly
+//!   increase.
+//!
+//! # Invariants and policies
+//!
+//! * Memory is bounded by the active flows' plans (a few words per packet) and their
+//!   message headers; response bodies are computed on the fly, never stored.
+//! * [`GenConfig::validate`] lists every problem with a configuration. [`generate`] does not
+//!   fail or panic on an invalid one: it clamps each value into its valid range (fractions
+//!   into [0, 1], NaN to 0, reversed ranges swapped, `mss` into 64..=9000, `concurrency` to
+//!   at least 1, `flows` to at most [`MAX_FLOWS`], sizes to their maxima). Callers that
+//!   take a configuration from a user should validate it first.
+//! * The only errors are the sink's, returned as they come; frames written before the
+//!   error stay written.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use etherparse::{PacketBuilder, PacketBuilderStep, TcpOptionElement, VlanId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Most flows in one run (client ports 1024..=65535, never reused).
+pub const MAX_FLOWS: usize = 65536 - 1024;
+/// Largest MSS accepted.
+pub const MAX_MSS: u16 = 9000;
+/// Largest HTTP request size accepted.
+pub const MAX_REQUEST_SIZE: u32 = 1 << 20;
+/// Largest HTTP response body accepted.
+pub const MAX_RESPONSE_SIZE: u32 = 1 << 30;
+/// Most HTTP requests per TCP connection accepted.
+pub const MAX_REQUESTS_PER_FLOW: u32 = 100_000;
+
+const TCP_WINDOW: u16 = 64_240;
+const HTTP_PORT: u16 = 80;
+const DNS_PORT: u16 = 53;
+const FIRST_CLIENT_PORT: u16 = 1024;
+
+/// The generator's configuration. Every field has a default; unknown keys are errors.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenConfig {
+    /// Total flows (TCP + UDP).
+    pub flows: usize,
+    /// Seed of the random stream; the same configuration always gives the same bytes.
+    pub seed: u64,
+    /// Share of the flows that are UDP (DNS-like).
+    pub udp_fraction: f64,
+    /// Share of the TCP connections torn down by RST instead of FIN.
+    pub rst_fraction: f64,
+    /// Share of the flows over IPv6.
+    pub ipv6_fraction: f64,
+    /// Share of the flows that are 802.1Q-tagged.
+    pub vlan_fraction: f64,
+    /// Keep-alive HTTP requests per TCP connection (inclusive range).
+    pub requests_per_flow: (u32, u32),
+    /// HTTP request size in bytes, headers included (inclusive range).
+    pub request_size: (u32, u32),
+    /// HTTP response body size in bytes (inclusive range).
+    pub response_size: (u32, u32),
+    /// TCP maximum segment size: the most payload bytes per segment.
+    pub mss: u16,
+    /// Flows active at once, interleaved.
+    pub concurrency: usize,
+    /// Timestamp of the first frame, nanoseconds since the epoch.
+    pub start_ts_ns: u64,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            flows: 100,
+            seed: 1,
+            udp_fraction: 0.1,
+            rst_fraction: 0.2,
+            ipv6_fraction: 0.1,
+            vlan_fraction: 0.0,
+            requests_per_flow: (1, 3),
+            request_size: (100, 600),
+            response_size: (0, 20_000),
+            mss: 1460,
+            concurrency: 32,
+            start_ts_ns: 1_700_000_000_000_000_000,
+        }
+    }
+}
+
+impl GenConfig {
+    /// Checks every field; the error lists all problems, separated by `"; "`.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errs = Vec::new();
+        for (name, v) in [
+            ("udp_fraction", self.udp_fraction),
+            ("rst_fraction", self.rst_fraction),
+            ("ipv6_fraction", self.ipv6_fraction),
+            ("vlan_fraction", self.vlan_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errs.push(format!("{name} must be in [0, 1], not {v}"));
+            }
+        }
+        for (name, (lo, hi), max) in [
+            (
+                "requests_per_flow",
+                self.requests_per_flow,
+                MAX_REQUESTS_PER_FLOW,
+            ),
+            ("request_size", self.request_size, MAX_REQUEST_SIZE),
+            ("response_size", self.response_size, MAX_RESPONSE_SIZE),
+        ] {
+            if lo > hi {
+                errs.push(format!("{name}: minimum {lo} exceeds maximum {hi}"));
+            }
+            if hi > max {
+                errs.push(format!("{name}: maximum {hi} exceeds the limit {max}"));
+            }
+        }
+        if !(64..=MAX_MSS).contains(&self.mss) {
+            errs.push(format!("mss must be in 64..={MAX_MSS}, not {}", self.mss));
+        }
+        if self.concurrency < 1 {
+            errs.push("concurrency must be at least 1".to_string());
+        }
+        if self.flows > MAX_FLOWS {
+            errs.push(format!(
+                "flows must be at most {MAX_FLOWS} (client ports are not reused), not {}",
+                self.flows
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
+    /// A copy with every value clamped into its valid range (see the module docs).
+    fn sanitized(&self) -> GenConfig {
+        let frac = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        let range = |(a, b): (u32, u32), max: u32| (a.min(b).min(max), a.max(b).min(max));
+        GenConfig {
+            flows: self.flows.min(MAX_FLOWS),
+            seed: self.seed,
+            udp_fraction: frac(self.udp_fraction),
+            rst_fraction: frac(self.rst_fraction),
+            ipv6_fraction: frac(self.ipv6_fraction),
+            vlan_fraction: frac(self.vlan_fraction),
+            requests_per_flow: range(self.requests_per_flow, MAX_REQUESTS_PER_FLOW),
+            request_size: range(self.request_size, MAX_REQUEST_SIZE),
+            response_size: range(self.response_size, MAX_RESPONSE_SIZE),
+            mss: self.mss.clamp(64, MAX_MSS),
+            concurrency: self.concurrency.max(1),
+            start_ts_ns: self.start_ts_ns,
+        }
+    }
+}
+
+/// What was written for one flow. Directions are from the client's point of view.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenFlow {
+    /// Index of the flow, 0-based, in creation order.
+    pub id: u64,
+    /// `"tcp"` or `"udp"`.
+    pub proto: String,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// 802.1Q VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    pub pkts_toserver: u64,
+    pub pkts_toclient: u64,
+    /// Frame bytes as written (Ethernet header included).
+    pub bytes_toserver: u64,
+    pub bytes_toclient: u64,
+    /// TCP/UDP payload bytes.
+    pub payload_toserver: u64,
+    pub payload_toclient: u64,
+    /// HTTP requests (TCP) or DNS queries (UDP).
+    pub requests: u32,
+    /// `"fin"`, `"rst"` or `"none"` (UDP).
+    pub teardown: String,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+}
+
+/// Totals and per-flow records of one run; `flows` is sorted by `id`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenSummary {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: Vec<GenFlow>,
+}
+
+// ---- flow plans ----
+
+/// A message whose byte `i` is `head[i]`, then `body_len` bytes of deterministic data.
+struct Msg {
+    head: Vec<u8>,
+    body_len: usize,
+    body_seed: u64,
+}
+
+impl Msg {
+    fn len(&self) -> usize {
+        self.head.len() + self.body_len
+    }
+
+    fn copy_range(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        for i in off..off + len {
+            out.push(match self.head.get(i) {
+                Some(&b) => b,
+                None => body_byte(self.body_seed, (i - self.head.len()) as u64),
+            });
+        }
+    }
+}
+
+fn body_byte(seed: u64, i: u64) -> u8 {
+    let x = (i ^ seed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (x >> 56) as u8
+}
+
+#[derive(Clone, Copy)]
+struct Flags {
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+}
+
+const NO_FLAGS: Flags = Flags {
+    syn: false,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tcp {
+        seq: u32,
+        ack: Option<u32>,
+        flags: Flags,
+    },
+    Udp,
+}
+
+/// One planned packet; its payload is `msgs[msg][off..off + len]`.
+struct Pkt {
+    to_server: bool,
+    kind: Kind,
+    msg: usize,
+    off: usize,
+    len: usize,
+}
+
+struct Flow {
+    rec: GenFlow,
+    client_mac: [u8; 6],
+    server_mac: [u8; 6],
+    vlan: Option<VlanId>,
+    mss: u16,
+    msgs: Vec<Msg>,
+    plan: VecDeque<Pkt>,
+}
+
+/// Planner state for one TCP connection: both sides' next sequence numbers.
+struct TcpPlan<'a> {
+    plan: &'a mut VecDeque<Pkt>,
+    cn: u32,
+    sn: u32,
+}
+
+impl TcpPlan<'_> {
+    fn push(&mut self, to_server: bool, flags: Flags, ack: bool, msg: usize, off: usize, len: usize) {
+        let (seq, peer) = if to_server {
+            (self.cn, self.sn)
+        } else {
+            (self.sn, self.cn)
+        };
+        self.plan.push_back(Pkt {
+            to_server,
+            kind: Kind::Tcp {
+                seq,
+                ack: ack.then_some(peer),
+                flags,
+            },
+            msg,
+            off,
+            len,
+        });
+        let used = len as u32 + u32::from(flags.syn) + u32::from(flags.fin);
+        if to_server {
+            self.cn = self.cn.wrapping_add(used);
+        } else {
+            self.sn = self.sn.wrapping_add(used);
+        }
+    }
+
+    /// Sends message `msg` (of `total` bytes) in MSS segments, PSH on the last; when
+    /// `ack_every_two`, the receiver acknowledges every second segment and the last,
+    /// otherwise once after the last.
+    fn send(&mut self, to_server: bool, msg: usize, total: usize, mss: usize, ack_every_two: bool) {
+        let segments = total.div_ceil(mss);
+        for k in 0..segments {
+            let off = k * mss;
+            let len = mss.min(total - off);
+            let last = k + 1 == segments;
+            let flags = Flags { psh: last, ..NO_FLAGS };
+            self.push(to_server, flags, true, msg, off, len);
+            if last || (ack_every_two && k % 2 == 1) {
+                self.push(!to_server, NO_FLAGS, true, 0, 0, 0);
+            }
+        }
+    }
+}
+
+fn pick_isn(rng: &mut ChaCha8Rng) -> u32 {
+    if rng.gen_bool(0.25) {
+        u32::MAX - rng.gen_range(0..4096)
+    } else {
+        rng.gen()
+    }
+}
+
+fn client_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
+    if v6 {
+        let host: u32 = rng.gen_range(1..=u32::MAX);
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            1,
+            0,
+            0,
+            (host >> 16) as u16,
+            host as u16,
+        ))
+    } else {
+        let host: u8 = rng.gen_range(1..=254);
+        if rng.gen_bool(0.5) {
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, host))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, host))
+        }
+    }
+}
+
+fn server_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
+    let host: u8 = rng.gen_range(1..=254);
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0x113, 0, 0, 0, u16::from(host)))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, host))
+    }
+}
+
+fn mac_for(prefix: u8, ip: IpAddr) -> [u8; 6] {
+    let o = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let s = a.octets();
+            [s[12], s[13], s[14], s[15]]
+        }
+    };
+    [0x02, prefix, o[0], o[1], o[2], o[3]]
+}
+
+fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
+    let udp = rng.gen_bool(cfg.udp_fraction);
+    let v6 = rng.gen_bool(cfg.ipv6_fraction);
+    let vlan_id = rng
+        .gen_bool(cfg.vlan_fraction)
+        .then(|| rng.gen_range(1..=4094u16));
+    let cip = client_ip(rng, v6);
+    let sip = server_ip(rng, v6);
+    // id < MAX_FLOWS, so the port stays within 1024..=65535.
+    let cport = FIRST_CLIENT_PORT.wrapping_add(id as u16);
+    let sport = if udp { DNS_PORT } else { HTTP_PORT };
+    let mut flow = Flow {
+        rec: GenFlow {
+            id: id as u64,
+            proto: if udp { "udp" } else { "tcp" }.to_string(),
+            client: SocketAddr::new(cip, cport),
+            server: SocketAddr::new(sip, sport),
+            vlan: vlan_id,
+            pkts_toserver: 0,
+            pkts_toclient: 0,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            payload_toserver: 0,
+            payload_toclient: 0,
+            requests: 0,
+            teardown: "none".to_string(),
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+        },
+        client_mac: mac_for(0x00, cip),
+        server_mac: mac_for(0x01, sip),
+        vlan: vlan_id.and_then(|v| VlanId::try_new(v).ok()),
+        mss: cfg.mss,
+        // msgs[0] is the empty message used by packets without payload.
+        msgs: vec![Msg {
+            head: Vec::new(),
+            body_len: 0,
+            body_seed: 0,
+        }],
+        plan: VecDeque::new(),
+    };
+    if udp {
+        plan_udp(&mut flow, rng);
+    } else {
+        plan_tcp(&mut flow, cfg, rng);
+    }
+    flow
+}
+
+fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
+    let pairs = rng.gen_range(1..=3u32);
+    flow.rec.requests = pairs;
+    for k in 0..pairs {
+        let txid: u16 = rng.gen();
+        let name = format!("q{k}.f{}.example.com", flow.rec.id);
+        let mut question = Vec::new();
+        for label in name.split('.') {
+            question.push(label.len() as u8);
+            question.extend_from_slice(label.as_bytes());
+        }
+        question.push(0);
+        question.extend_from_slice(&[0, 1, 0, 1]); // type A, class IN
+        let mut query = Vec::with_capacity(12 + question.len());
+        query.extend_from_slice(&txid.to_be_bytes());
+        query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        query.extend_from_slice(&question);
+        let mut answer = Vec::with_capacity(query.len() + 16);
+        answer.extend_from_slice(&txid.to_be_bytes());
+        answer.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+        answer.extend_from_slice(&question);
+        // Name pointer to offset 12, type A, class IN, TTL 300, 4 bytes of address.
+        answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4]);
+        answer.extend_from_slice(&[203, 0, 113, rng.gen_range(1..=254)]);
+        for (to_server, bytes) in [(true, query), (false, answer)] {
+            let len = bytes.len();
+            flow.msgs.push(Msg {
+                head: bytes,
+                body_len: 0,
+                body_seed: 0,
+            });
+            flow.plan.push_back(Pkt {
+                to_server,
+                kind: Kind::Udp,
+                msg: flow.msgs.len() - 1,
+                off: 0,
+                len,
+            });
+        }
+    }
+}
+
+fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
+    let (c_isn, s_isn) = (pick_isn(rng), pick_isn(rng));
+    let requests = rng.gen_range(cfg.requests_per_flow.0..=cfg.requests_per_flow.1);
+    flow.rec.requests = requests;
+    let host = match flow.rec.server.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let mss = usize::from(cfg.mss);
+    let mut msgs = std::mem::take(&mut flow.msgs);
+    let mut tcp = TcpPlan {
+        plan: &mut flow.plan,
+        cn: c_isn,
+        sn: s_isn,
+    };
+    let syn = Flags { syn: true, ..NO_FLAGS };
+    tcp.push(true, syn, false, 0, 0, 0);
+    tcp.push(false, syn, true, 0, 0, 0);
+    tcp.push(true, NO_FLAGS, true, 0, 0, 0);
+    for _ in 0..requests {
+        let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
+        let obj: u32 = rng.gen_range(0..1_000_000);
+        let mut head = format!(
+            "GET /obj/{obj} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mbox-gen\r\nAccept: */*\r\nX-Pad: "
+        )
+        .into_bytes();
+        let pad = size.saturating_sub(head.len() + 4);
+        head.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
+        head.extend_from_slice(b"\r\n\r\n");
+        let req_len = head.len();
+        msgs.push(Msg {
+            head,
+            body_len: 0,
+            body_seed: 0,
+        });
+        tcp.send(true, msgs.len() - 1, req_len, mss, false);
+
+        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        let resp = Msg {
+            head,
+            body_len,
+            body_seed: rng.gen(),
+        };
+        let resp_len = resp.len();
+        msgs.push(resp);
+        tcp.send(false, msgs.len() - 1, resp_len, mss, true);
+    }
+    let rst = rng.gen_bool(cfg.rst_fraction);
+    let from_client = rng.gen_bool(0.5);
+    if rst {
+        let flags = Flags { rst: true, ..NO_FLAGS };
+        tcp.push(from_client, flags, true, 0, 0, 0);
+        flow.rec.teardown = "rst".to_string();
+    } else {
+        let fin = Flags { fin: true, ..NO_FLAGS };
+        tcp.push(from_client, fin, true, 0, 0, 0);
+        tcp.push(!from_client, NO_FLAGS, true, 0, 0, 0);
+        tcp.push(!from_client, fin, true, 0, 0, 0);
+        tcp.push(from_client, NO_FLAGS, true, 0, 0, 0);
+        flow.rec.teardown = "fin".to_string();
+    }
+    flow.msgs = msgs;
+}
+
+// ---- frames ----
+
+fn octets4(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let s = a.octets();
+            [s[12], s[13], s[14], s[15]]
+        }
+    }
+}
+
+fn octets16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Builds `pkt` of `flow` into `frame` (cleared first); `payload` is scratch space.
+fn build(flow: &Flow, pkt: &Pkt, frame: &mut Vec<u8>, payload: &mut Vec<u8>) {
+    payload.clear();
+    flow.msgs[pkt.msg].copy_range(pkt.off, pkt.len, payload);
+    let (src, dst, smac, dmac) = if pkt.to_server {
+        (flow.rec.client, flow.rec.server, flow.client_mac, flow.server_mac)
+    } else {
+        (flow.rec.server, flow.rec.client, flow.server_mac, flow.client_mac)
+    };
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let ip: PacketBuilderStep<etherparse::IpHeaders> = match (flow.vlan, src.ip()) {
+        (None, IpAddr::V4(_)) => eth.ipv4(octets4(src.ip()), octets4(dst.ip()), 64),
+        (None, IpAddr::V6(_)) => eth.ipv6(octets16(src.ip()), octets16(dst.ip()), 64),
+        (Some(v), IpAddr::V4(_)) => {
+            eth.single_vlan(v)
+                .ipv4(octets4(src.ip()), octets4(dst.ip()), 64)
+        }
+        (Some(v), IpAddr::V6(_)) => {
+            eth.single_vlan(v)
+                .ipv6(octets16(src.ip()), octets16(dst.ip()), 64)
+        }
+    };
+    frame.clear();
+    // Writing into a Vec cannot fail for I/O reasons, and payloads are at most MAX_MSS
+    // (or a small DNS message) so every length fits its header field: the results below
+    // are always Ok.
+    let _ = match pkt.kind {
+        Kind::Udp => ip.udp(src.port(), dst.port()).write(frame, payload),
+        Kind::Tcp { seq, ack, flags } => {
+            let mut b = ip.tcp(src.port(), dst.port(), seq, TCP_WINDOW);
+            if flags.syn {
+                b = b.syn();
+                let mss_opt = [TcpOptionElement::MaximumSegmentSize(flow.mss)];
+                b = match b.options(&mss_opt) {
+                    Ok(b) => b,
+                    // Unreachable: 4 bytes of options always fit in 40.
+                    Err(_) => return,
+                };
+            }
+            if let Some(a) = ack {
+                b = b.ack(a);
+            }
+            if flags.fin {
+                b = b.fin();
+            }
+            if flags.rst {
+                b = b.rst();
+            }
+            if flags.psh {
+                b = b.psh();
+            }
+            b.write(frame, payload)
+        }
+    };
+}
+
+/// Generates the traffic described by `cfg` and writes every frame through
+/// `sink(ts_ns, frame)` in timestamp order. Same config ⇒ byte-identical output.
+///
+/// An invalid `cfg` is clamped into range, not refused (see the module docs); the only
+/// errors are the sink's.
+pub fn generate<E>(
+    cfg: &GenConfig,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<GenSummary, E> {
+    let cfg = cfg.sanitized();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut active: Vec<Flow> = Vec::with_capacity(cfg.concurrency.min(cfg.flows));
+    let mut done: Vec<GenFlow> = Vec::with_capacity(cfg.flows);
+    let mut next_id = 0usize;
+    let mut ts = cfg.start_ts_ns;
+    let mut summary = GenSummary {
+        packets: 0,
+        bytes: 0,
+        flows: Vec::new(),
+    };
+    let (mut frame, mut payload) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
+    // Each pass emits one planned packet; plans are finite, so the loop ends.
+    loop {
+        while active.len() < cfg.concurrency && next_id < cfg.flows {
+            active.push(new_flow(next_id, &cfg, &mut rng));
+            next_id += 1;
+        }
+        if active.is_empty() {
+            break;
+        }
+        let i = rng.gen_range(0..active.len());
+        let Some(pkt) = active[i].plan.pop_front() else {
+            done.push(active.swap_remove(i).rec);
+            continue;
+        };
+        if summary.packets > 0 {
+            ts = ts.saturating_add(rng.gen_range(1..=200u64) * 1_000);
+        }
+        let flow = &mut active[i];
+        build(flow, &pkt, &mut frame, &mut payload);
+        sink(ts, &frame)?;
+        summary.packets += 1;
+        summary.bytes += frame.len() as u64;
+        let r = &mut flow.rec;
+        if r.pkts_toserver + r.pkts_toclient == 0 {
+            r.first_ts_ns = ts;
+        }
+        r.last_ts_ns = ts;
+        if pkt.to_server {
+            r.pkts_toserver += 1;
+            r.bytes_toserver += frame.len() as u64;
+            r.payload_toserver += pkt.len as u64;
+        } else {
+            r.pkts_toclient += 1;
+            r.bytes_toclient += frame.len() as u64;
+            r.payload_toclient += pkt.len as u64;
+        }
+        if flow.plan.is_empty() {
+            done.push(active.swap_remove(i).rec);
+        }
+    }
+    done.sort_by_key(|f| f.id);
+    summary.flows = done;
+    Ok(summary)
+}

@@ -1,0 +1,110 @@
+//! Thin, safe wrappers over the Linux calls the executor needs: CPU affinity and thread ids.
+//!
+//! Contract: every function either succeeds or returns the OS error (`errno`) as an
+//! `io::Error`; nothing here panics. CPU sets are `Vec<usize>` in ascending order. The
+//! affinity calls act on the *calling thread* (`pid 0` in `sched_{get,set}affinity`), which
+//! is what the executor wants: each core thread pins itself and reads its own mask back.
+
+use std::io;
+
+/// Number of CPUs a `cpu_set_t` can describe.
+const SET_CPUS: usize = libc::CPU_SETSIZE as usize;
+
+fn read_affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t and we pass its exact size.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET only reads the set; every index is below CPU_SETSIZE.
+    Ok((0..SET_CPUS).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(0)`), ascending. Called before
+/// any pinning, this is the process's allowed set (e.g. what `taskset` or a cgroup gives).
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    read_affinity()
+}
+
+/// Pins the calling thread to `cpu` alone (`sched_setaffinity(0, {cpu})`).
+///
+/// Fails with `InvalidInput` if `cpu` is beyond what a `cpu_set_t` can hold, and with the OS
+/// error (usually `EINVAL`) if the CPU is not available to this process.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= SET_CPUS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cpu {cpu} is beyond the {SET_CPUS} CPUs a cpu_set_t can hold"),
+        ));
+    }
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE`, checked above, so CPU_SET writes inside the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t and we pass its exact size.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's affinity as the kernel reports it now (read back after pinning).
+pub fn current_thread_affinity() -> io::Result<Vec<usize>> {
+    read_affinity()
+}
+
+/// The calling thread's kernel thread id (`gettid`).
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Formats a CPU set the way the kernel and `taskset` do: `[0, 1, 4]` → `"0-1,4"`.
+///
+/// The input may be unsorted or contain duplicates; an empty set gives `""`.
+pub fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut v = cpus.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(format_cpu_list(&[]), "");
+        assert_eq!(format_cpu_list(&[3]), "3");
+        assert_eq!(format_cpu_list(&[0, 1, 4]), "0-1,4");
+        assert_eq!(format_cpu_list(&[4, 1, 0, 1, 5, 6, 9]), "0-1,4-6,9");
+    }
+
+    #[test]
+    fn affinity_is_readable() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        assert!(current_tid() > 0);
+        assert!(pin_current_thread(SET_CPUS).is_err());
+    }
+}

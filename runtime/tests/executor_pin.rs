@@ -1,0 +1,163 @@
+//! The executor: pinning read back per thread, round-robin to completion, panics reported.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::executor::{self, CoreAssignment, ExecError, PollResult, Runnable};
+use runtime::sys;
+
+/// Busy for `work` polls, then idle a little, then finished.
+struct Counter {
+    name: String,
+    work: u32,
+    idle: u32,
+}
+
+impl Runnable for Counter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn poll(&mut self) -> PollResult {
+        if self.work > 0 {
+            self.work -= 1;
+            PollResult::Busy(1)
+        } else if self.idle > 0 {
+            self.idle -= 1;
+            PollResult::Idle
+        } else {
+            PollResult::Finished
+        }
+    }
+}
+
+fn counter(name: &str, work: u32) -> Box<dyn Runnable> {
+    Box::new(Counter { name: name.to_string(), work, idle: 200 })
+}
+
+#[test]
+fn threads_are_pinned_and_report_it() {
+    let allowed = sys::allowed_cpus().unwrap();
+    let mut assignments = vec![CoreAssignment {
+        core: allowed[0],
+        actors: vec![counter("a", 1000), counter("b", 10)],
+    }];
+    if allowed.len() > 1 {
+        assignments.push(CoreAssignment { core: allowed[1], actors: vec![counter("c", 500)] });
+    } else {
+        println!("note: only one allowed CPU ({allowed:?}); skipping the second core");
+    }
+    let n = assignments.len();
+    let reports = executor::run(assignments, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(reports.len(), n);
+    assert_eq!(reports[0].affinity, vec![allowed[0]]);
+    assert_eq!(reports[0].actors, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(reports[0].busy_polls, 1010);
+    assert!(reports[0].polls >= 1010 + 2 * 201);
+    assert!(reports[0].idle_sleeps > 0, "idle rounds lead to sleeps: {:?}", reports[0]);
+    assert!(reports[0].tid > 0);
+    if n > 1 {
+        assert_eq!(reports[1].affinity, vec![allowed[1]]);
+        assert_ne!(reports[0].tid, reports[1].tid);
+    }
+    // The caller's own affinity is untouched.
+    assert_eq!(sys::allowed_cpus().unwrap(), allowed);
+}
+
+/// Idles forever until stopped.
+struct Forever;
+impl Runnable for Forever {
+    fn name(&self) -> &str {
+        "forever"
+    }
+    fn poll(&mut self) -> PollResult {
+        PollResult::Idle
+    }
+}
+
+struct Bomb(u32);
+impl Runnable for Bomb {
+    fn name(&self) -> &str {
+        "bomb"
+    }
+    fn poll(&mut self) -> PollResult {
+        self.0 -= 1;
+        if self.0 == 0 {
+            panic!("boom at poll 50");
+        }
+        PollResult::Busy(1)
+    }
+}
+
+#[test]
+fn panic_is_reported_and_stops_everyone() {
+    let allowed = sys::allowed_cpus().unwrap();
+    let other = *allowed.last().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let e = executor::run(
+        vec![
+            CoreAssignment { core: allowed[0], actors: vec![Box::new(Forever), Box::new(Bomb(50))] },
+            CoreAssignment { core: other, actors: vec![Box::new(Forever)] },
+        ],
+        Arc::clone(&stop),
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    match &e {
+        ExecError::ActorPanicked { core, actor, message } => {
+            assert_eq!((*core, actor.as_str()), (allowed[0], "bomb"));
+            assert!(message.contains("boom"), "{message}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(e.to_string().contains("`bomb`"), "{e}");
+    assert!(stop.load(Ordering::Relaxed));
+}
+
+/// Idles forever, counting its polls where the test can see them.
+struct CountingIdle(Arc<AtomicU64>);
+impl Runnable for CountingIdle {
+    fn name(&self) -> &str {
+        "counting-idle"
+    }
+    fn poll(&mut self) -> PollResult {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        PollResult::Idle
+    }
+}
+
+#[test]
+fn stop_flag_ends_idle_threads() {
+    let allowed = sys::allowed_cpus().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU64::new(0));
+    let (s2, p2) = (Arc::clone(&stop), Arc::clone(&polls));
+    let t = std::thread::spawn(move || {
+        // Wait (bounded) until the actor has idled long enough to be sleeping.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p2.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s2.store(true, Ordering::Relaxed);
+    });
+    let reports = executor::run(
+        vec![CoreAssignment { core: allowed[0], actors: vec![Box::new(CountingIdle(polls))] }],
+        stop,
+    )
+    .unwrap();
+    t.join().unwrap();
+    assert!(reports[0].polls >= 200);
+    assert!(reports[0].idle_sleeps > 0, "{:?}", reports[0]);
+}
+
+#[test]
+fn pin_failure_names_the_core() {
+    let e = executor::run(
+        vec![CoreAssignment { core: 4000, actors: vec![Box::new(Forever)] }],
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ExecError::Pin { core: 4000, .. }), "{e}");
+    assert!(e.to_string().contains("core 4000"), "{e}");
+}

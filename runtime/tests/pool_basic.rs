@@ -1,0 +1,166 @@
+//! The packet pool: balance, exhaustion, oversize, reference counts, bad releases, threads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::pool::{self, AllocError, PacketHandle};
+use runtime::ring;
+use runtime::shm::Region;
+
+fn region(test: &str) -> Arc<Region> {
+    Region::create(&format!("t{}-{test}", std::process::id()), 4 << 20).unwrap()
+}
+
+#[test]
+fn handle_is_index_plus_one() {
+    assert_eq!(std::mem::size_of::<Option<PacketHandle>>(), 4);
+    assert_eq!(PacketHandle::from_index(0).index(), 0);
+    assert_eq!(PacketHandle::from_index(77).index(), 77);
+}
+
+#[test]
+fn alloc_release_balances() {
+    let r = region("balance");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 8, 128).unwrap();
+    assert_eq!((view.count(), view.buf_size()), (8, 128));
+    let hs: Vec<_> = (0..8u8).map(|i| a.alloc(&[i; 100][..usize::from(i) + 1]).unwrap()).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        assert_eq!(view.data(h), &vec![i as u8; i + 1][..]);
+        assert_eq!(view.refcount(h), 1);
+    }
+    assert_eq!(view.stats().in_use, 8);
+    assert!(!view.stats().balanced());
+    for h in hs {
+        assert!(rel.release(h));
+        assert_eq!(view.refcount(h), 0);
+    }
+    let s = view.stats();
+    assert!(s.balanced(), "{s:?}");
+    assert_eq!((s.allocated, s.freed), (8, 8));
+    // Buffers are reusable after release.
+    assert_eq!(a.available(), 8);
+    let h = a.alloc(b"again").unwrap();
+    // Another view, attached by name, sees the same bytes and counters.
+    let v2 = pool::attach(&r, "p").unwrap();
+    assert_eq!(v2.data(h), b"again");
+    assert_eq!(v2.stats().allocated, 9);
+    rel.release(h);
+    assert!(v2.stats().balanced());
+}
+
+#[test]
+fn exhaustion_and_too_large_are_counted() {
+    let r = region("exhaust");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 2, 64).unwrap();
+    let h1 = a.alloc(b"1").unwrap();
+    let h2 = a.alloc(b"2").unwrap();
+    assert_eq!(a.alloc(b"3"), Err(AllocError::Exhausted));
+    assert_eq!(a.alloc(b"4"), Err(AllocError::Exhausted));
+    let e = a.alloc(&[0; 65]).unwrap_err();
+    assert_eq!(e, AllocError::TooLarge { len: 65, buf_size: 64 });
+    assert!(e.to_string().contains("65") && e.to_string().contains("64"));
+    let s = view.stats();
+    assert_eq!((s.exhausted, s.too_large, s.allocated), (2, 1, 2));
+    rel.release(h1);
+    rel.release(h2);
+    assert!(view.stats().balanced());
+    assert!(a.alloc(&[9; 64]).is_ok(), "exactly buf_size fits");
+}
+
+#[test]
+fn retain_release_frees_on_last() {
+    let r = region("refcnt");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 4, 64).unwrap();
+    let h = a.alloc(b"shared").unwrap();
+    view.retain(h);
+    view.retain(h);
+    assert_eq!(view.refcount(h), 3);
+    assert!(!rel.release(h));
+    assert!(!rel.release(h));
+    assert_eq!(view.stats().freed, 0);
+    assert!(rel.release(h));
+    assert_eq!(view.stats().freed, 1);
+    assert!(view.stats().balanced());
+}
+
+#[test]
+fn bad_release_is_counted_never_double_freed() {
+    let r = region("badrel");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 2, 64).unwrap();
+    let h = a.alloc(b"x").unwrap();
+    assert!(rel.release(h));
+    assert!(!rel.release(h));
+    assert!(!rel.release(PacketHandle::from_index(1)));
+    let s = view.stats();
+    assert_eq!((s.freed, s.bad_release), (1, 2));
+    assert!(s.balanced());
+    // The free list still holds each buffer once: two allocations, then exhaustion.
+    let h1 = a.alloc(b"a").unwrap();
+    let h2 = a.alloc(b"b").unwrap();
+    assert_ne!(h1, h2);
+    assert_eq!(a.alloc(b"c"), Err(AllocError::Exhausted));
+}
+
+#[test]
+fn bad_config_is_refused() {
+    let r = region("badcfg");
+    assert!(pool::create(&r, "z", 0, 64).is_err());
+    assert!(pool::create(&r, "z", 4, 0).is_err());
+    let e = pool::create(&r, "huge", 1 << 20, 2048).unwrap_err();
+    assert!(e.to_string().contains("full"), "{e}");
+    assert!(pool::attach(&r, "none").is_err());
+}
+
+#[test]
+fn cross_thread_alloc_and_release_balance() {
+    const N: u32 = 100_000;
+    let r = region("xthread");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 64, 256).unwrap();
+    let (mut tx, mut rx) = ring::create::<PacketHandle>(&r, "to-release", 128).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view2 = view.clone();
+    let releaser = std::thread::spawn(move || {
+        let mut got = 0u32;
+        let mut out = Vec::with_capacity(32);
+        while got < N {
+            assert!(Instant::now() < deadline, "releaser timed out at {got}");
+            out.clear();
+            if rx.pop_burst(&mut out, 32) == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            for &h in &out {
+                assert_eq!(view2.data(h), &got.to_le_bytes());
+                assert!(rel.release(h));
+                got += 1;
+            }
+        }
+    });
+    let mut sent = 0u32;
+    while sent < N {
+        assert!(Instant::now() < deadline, "allocator timed out at {sent}");
+        match a.alloc(&sent.to_le_bytes()) {
+            Ok(h) => {
+                let mut h = h;
+                loop {
+                    match tx.push(h) {
+                        Ok(()) => break,
+                        Err(back) => {
+                            h = back;
+                            assert!(Instant::now() < deadline, "ring stuck");
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                sent += 1;
+            }
+            Err(AllocError::Exhausted) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    releaser.join().unwrap();
+    let s = view.stats();
+    assert!(s.balanced(), "{s:?}");
+    assert_eq!(s.allocated, u64::from(N));
+    assert_eq!(s.bad_release, 0);
+}

@@ -1,0 +1,233 @@
+//! The application file: which µStacks and network functions run, with their options.
+//!
+//! ```toml
+//! [runtime]                  # all keys optional
+//! pool_buffers = 4096        # packet buffers in the shared pool
+//! buffer_size = 10240        # bytes per buffer; larger frames are dropped by rx (counted)
+//! ring_capacity = 1024       # descriptors per ring between two stages (rounded up to 2^n)
+//!
+//! [stack.l23]                # the L2/3 µStack; all keys optional (see stacks::l23)
+//! max_flows = 100000
+//! malformed = "drop"
+//!
+//! [[nf]]                     # network functions, in chain order
+//! name = "fw"                # unique; letters, digits, `_`, `-`
+//! kind = "firewall"          # firewall | flow_stats
+//! subscribe = ["PKT"]        # optional: replaces the NF's main input types
+//! filter = { proto = "tcp" } # optional: only events whose packet matches
+//! from = "l23"               # optional: take them only from this publisher
+//! # ... the kind's own keys
+//! ```
+//!
+//! Unknown keys are errors at every level. Loading collects every problem — file, key and
+//! reason — and reports them together.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use actors::matcher::FlowMatch;
+use serde::Deserialize;
+use stacks::L23Config;
+
+/// `[runtime]`: sizes of the shared structures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Packet buffers in the pool.
+    pub pool_buffers: u32,
+    /// Bytes per buffer.
+    pub buffer_size: u32,
+    /// Descriptors per ring.
+    pub ring_capacity: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { pool_buffers: 4096, buffer_size: 10240, ring_capacity: 1024 }
+    }
+}
+
+/// One `[[nf]]` entry, not yet built.
+#[derive(Clone, Debug)]
+pub struct NfEntry {
+    /// Unique name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Subscription override, as type names.
+    pub subscribe: Option<Vec<String>>,
+    /// Filter on the main port.
+    pub filter: Option<FlowMatch>,
+    /// Publisher of the main port's events.
+    pub from: Option<String>,
+    /// The kind's own keys.
+    pub options: toml::Table,
+}
+
+/// A loaded application file.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Where it came from (for messages).
+    pub source: String,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+    /// `[stack.l23]`.
+    pub l23: L23Config,
+    /// The NFs in chain order.
+    pub nfs: Vec<NfEntry>,
+}
+
+/// Everything wrong with an app file, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct AppError(pub Vec<String>);
+
+/// Names the runtime uses for its own actors.
+pub const RESERVED_NAMES: &[&str] = &["rx", "tx", "l23"];
+
+impl App {
+    /// Reads and parses an app file.
+    pub fn load(path: &Path) -> Result<App, AppError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError(vec![format!("{}: cannot read the app file: {e}", path.display())]))?;
+        App::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses app-file text; `source` names it in messages.
+    pub fn parse(text: &str, source: &str) -> Result<App, AppError> {
+        let mut top: toml::Table =
+            toml::from_str(text).map_err(|e| AppError(vec![format!("{source}: {}", e.to_string().trim_end())]))?;
+        let mut errs = Vec::new();
+        let at = |key: &str, msg: &str| format!("{source}: key `{key}`: {msg}");
+
+        let runtime = match top.remove("runtime") {
+            None => RuntimeConfig::default(),
+            Some(v) => RuntimeConfig::deserialize(v).unwrap_or_else(|e| {
+                errs.push(at("runtime", e.message()));
+                RuntimeConfig::default()
+            }),
+        };
+        if runtime.pool_buffers < 2 {
+            errs.push(at("runtime.pool_buffers", "must be at least 2"));
+        }
+        if runtime.buffer_size < 64 {
+            errs.push(at("runtime.buffer_size", "must be at least 64 bytes"));
+        }
+        if runtime.ring_capacity < 2 {
+            errs.push(at("runtime.ring_capacity", "must be at least 2"));
+        }
+
+        let mut l23 = L23Config::default();
+        match top.remove("stack") {
+            None => {}
+            Some(toml::Value::Table(mut stacks)) => {
+                if let Some(v) = stacks.remove("l23") {
+                    match L23Config::deserialize(v) {
+                        Ok(c) => match c.validate() {
+                            Ok(()) => l23 = c,
+                            Err(e) => errs.push(at("stack.l23", &e)),
+                        },
+                        Err(e) => errs.push(at("stack.l23", e.message())),
+                    }
+                }
+                for k in stacks.keys() {
+                    errs.push(at(&format!("stack.{k}"), "unknown µStack (known: l23)"));
+                }
+            }
+            Some(other) => errs.push(at("stack", &format!("must be a table, not {}", other.type_str()))),
+        }
+
+        let mut nfs = Vec::new();
+        match top.remove("nf") {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                let mut seen = HashSet::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    match nf_entry(i, item, source) {
+                        Ok(nf) => {
+                            if RESERVED_NAMES.contains(&nf.name.as_str()) {
+                                errs.push(format!(
+                                    "{source}: nf `{}`: the name is reserved for the runtime ({})",
+                                    nf.name,
+                                    RESERVED_NAMES.join(", ")
+                                ));
+                            } else if !seen.insert(nf.name.clone()) {
+                                errs.push(format!("{source}: nf `{}`: two NFs have this name", nf.name));
+                            }
+                            nfs.push(nf);
+                        }
+                        Err(mut e) => errs.append(&mut e),
+                    }
+                }
+            }
+            Some(other) => errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str()))),
+        }
+        for k in top.keys() {
+            errs.push(at(k, "unknown key (known: runtime, stack, nf)"));
+        }
+        if errs.is_empty() {
+            Ok(App { source: source.to_string(), runtime, l23, nfs })
+        } else {
+            Err(AppError(errs))
+        }
+    }
+}
+
+fn nf_entry(i: usize, item: toml::Value, source: &str) -> Result<NfEntry, Vec<String>> {
+    let toml::Value::Table(mut t) = item else {
+        return Err(vec![format!("{source}: nf #{}: must be a table", i + 1)]);
+    };
+    let mut errs = Vec::new();
+    let mut string = |t: &mut toml::Table, key: &str, required: bool, who: &str| -> Option<String> {
+        match t.remove(key) {
+            Some(toml::Value::String(s)) => Some(s),
+            Some(other) => {
+                errs.push(format!("{source}: {who}: key `{key}` must be a string, not {}", other.type_str()));
+                None
+            }
+            None if required => {
+                errs.push(format!("{source}: {who}: missing key `{key}`"));
+                None
+            }
+            None => None,
+        }
+    };
+    let who = format!("nf #{}", i + 1);
+    let name = string(&mut t, "name", true, &who);
+    let who = name.as_ref().map_or(who, |n| format!("nf `{n}`"));
+    let kind = string(&mut t, "kind", true, &who);
+    let from = string(&mut t, "from", false, &who);
+    if let Some(n) = &name {
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || n.len() > 32 {
+            errs.push(format!("{source}: {who}: names use 1-32 letters, digits, `_` or `-`"));
+        }
+    }
+    let subscribe = match t.remove("subscribe") {
+        None => None,
+        Some(v) => match Vec::<String>::deserialize(v) {
+            Ok(list) if list.is_empty() => {
+                errs.push(format!("{source}: {who}: key `subscribe` is empty; remove it to use the defaults"));
+                None
+            }
+            Ok(list) => Some(list),
+            Err(e) => {
+                errs.push(format!("{source}: {who}: key `subscribe`: {}", e.message()));
+                None
+            }
+        },
+    };
+    let filter = match t.remove("filter") {
+        None => None,
+        Some(v) => match FlowMatch::deserialize(v) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                errs.push(format!("{source}: {who}: key `filter`: {}", e.message()));
+                None
+            }
+        },
+    };
+    match (name, kind, errs.is_empty()) {
+        (Some(name), Some(kind), true) => Ok(NfEntry { name, kind, subscribe, filter, from, options: t }),
+        _ => Err(errs),
+    }
+}

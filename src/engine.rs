@@ -1,0 +1,421 @@
+//! The engine: turns an app file and an input into a running system, and the run into a
+//! report.
+//!
+//! 1. open the input capture (its link type configures the L2/3 stack);
+//! 2. build the actors — the L2/3 µStack, then every `[[nf]]` in order — collecting every
+//!    configuration problem;
+//! 3. link them with the controller (type-checked plan);
+//! 4. place each actor on a core (core-map file, or the documented default placement);
+//! 5. create the shared-memory region, the packet pool and one SPSC ring between each pair
+//!    of consecutive stages: `rx → l23 → nf1 → … → nfN → tx`;
+//! 6. run one pinned executor thread per used core until the end-of-input marker has
+//!    travelled the whole chain;
+//! 7. collect the reports and check the books: every packet read is either emitted or
+//!    dropped with a reason, and the pool balances. A mismatch is an error, never a
+//!    footnote.
+//!
+//! The region is unlinked when the run ends — normally, on error, or after Ctrl-C (the stop
+//! flag makes RX end the input early, and the chain drains as usual).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actors::controller::{self, Plan};
+use actors::event::{builtin, EventRegistry};
+use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
+use actors::stage::{Stage, StageReport};
+use actors::{Actor, Contract, EventDesc, Publication};
+use runtime::coremap::{default_placement, CoreMap, Placement, Role};
+use runtime::executor::{self, CoreAssignment, Runnable};
+use runtime::ports::{PcapReader, PcapWriter};
+use runtime::ring::{Consumer, Producer, RingStats};
+use runtime::shm::Region;
+use runtime::{pool, ring, sys};
+use stacks::L23Stack;
+
+use crate::app::App;
+use crate::report::{ActorSummary, DropLine, RunReport};
+
+/// How to run an app.
+pub struct RunOptions {
+    /// Input capture (pcap or pcapng).
+    pub input: PathBuf,
+    /// Output capture (pcap), if wanted.
+    pub output: Option<PathBuf>,
+    /// Core map; the default placement when `None`.
+    pub core_map: Option<CoreMap>,
+    /// Shared-memory prefix; `run<pid>` when `None`.
+    pub prefix: Option<String>,
+    /// Set to stop reading input early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// Called about ten times a second with live input progress.
+    pub progress: Option<Box<dyn FnMut(&RxProgress) + Send>>,
+}
+
+impl RunOptions {
+    /// Options for `input` with everything else defaulted.
+    pub fn new(input: impl Into<PathBuf>) -> RunOptions {
+        RunOptions { input: input.into(), output: None, core_map: None, prefix: None, stop: Arc::default(), progress: None }
+    }
+}
+
+/// Why a run could not start (or broke down).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// App, NF or link configuration problems, one per line.
+    #[error("{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// The input could not be opened.
+    #[error("input: {0}")]
+    Input(#[from] runtime::ports::PortError),
+    /// Output could not be created.
+    #[error("output: {0}")]
+    Output(String),
+    /// Core placement.
+    #[error("{0}")]
+    CoreMap(#[from] runtime::coremap::CoreMapError),
+    /// Shared memory, rings, pool.
+    #[error("setting up shared memory: {0}")]
+    Setup(String),
+    /// An executor thread failed.
+    #[error("{0}")]
+    Exec(#[from] runtime::executor::ExecError),
+}
+
+/// The actors of an app, built and linked, not yet running.
+pub struct Built {
+    /// Actors after RX, in chain order (the L2/3 stack first).
+    pub actors: Vec<Box<dyn Actor>>,
+    /// The linked plan (RX at index 0).
+    pub plan: Plan,
+    /// Event names.
+    pub registry: EventRegistry,
+}
+
+/// Builds and links the actors of `app` for frames of `link` type. Collects every problem.
+pub fn build(app: &App, link: runtime::ports::LinkType) -> Result<Built, RunError> {
+    let registry = EventRegistry::new();
+    let mut errs = Vec::new();
+    let mut actors: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
+    for nf in &app.nfs {
+        let subscribe = match &nf.subscribe {
+            None => None,
+            Some(names) => match nfs::common::resolve_types(&nf.name, names, &registry) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errs.push(format!("{}: {e}", app.source));
+                    continue;
+                }
+            },
+        };
+        let common = nfs::NfCommon { name: nf.name.clone(), subscribe, filter: nf.filter.clone(), from: nf.from.clone() };
+        match nfs::build(&nf.kind, &common, nf.options.clone()) {
+            Ok(a) => actors.push(a),
+            Err(e) => errs.extend(e.into_iter().map(|e| format!("{}: {e}", app.source))),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(RunError::Config(errs));
+    }
+    let rx = rx_contract();
+    let mut contracts: Vec<&Contract> = vec![&rx];
+    contracts.extend(actors.iter().map(|a| a.contract()));
+    let plan = controller::link(&contracts, &registry)
+        .map_err(|e| RunError::Config(e.problems.into_iter().map(|p| format!("{}: {p}", app.source)).collect()))?;
+    Ok(Built { actors, plan, registry })
+}
+
+fn rx_contract() -> Contract {
+    Contract {
+        name: "rx".into(),
+        kind: "rx".into(),
+        publications: vec![Publication { port: "frames".into(), event: builtin::FRAME }],
+        ..Default::default()
+    }
+}
+
+/// All actor names in chain order, with their roles: rx, l23, the NFs, tx.
+pub fn actor_roles(plan: &Plan) -> Vec<(String, Role)> {
+    let mut v: Vec<(String, Role)> = plan
+        .actors
+        .iter()
+        .map(|a| {
+            let role = match a.kind.as_str() {
+                "rx" => Role::Io,
+                "l23" => Role::Stack,
+                _ => Role::Nf,
+            };
+            (a.name.clone(), role)
+        })
+        .collect();
+    v.push(("tx".into(), Role::Io));
+    v
+}
+
+fn region_size(app: &App, rings: usize) -> usize {
+    let rt = &app.runtime;
+    let pool = rt.pool_buffers as usize * (rt.buffer_size as usize + 64) + 64 * 1024;
+    let cap = (rt.ring_capacity as usize).next_power_of_two();
+    let ring = cap * std::mem::size_of::<EventDesc>() + 64 * 1024;
+    pool + rings * ring + (1 << 20)
+}
+
+/// Runs `app` over the input of `opts`.
+pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let reader = PcapReader::open(&opts.input)?;
+    let total_bytes = reader.total_bytes();
+    let link = reader.link_type();
+    let Built { actors, plan, registry } = build(app, link)?;
+
+    let roles = actor_roles(&plan);
+    let names: Vec<String> = roles.iter().map(|(n, _)| n.clone()).collect();
+    let allowed = sys::allowed_cpus().map_err(|e| RunError::Setup(format!("reading the CPU affinity: {e}")))?;
+    let placement: Placement = match &opts.core_map {
+        Some(map) => map.place(&names, &allowed)?,
+        None => default_placement(&roles, &allowed),
+    };
+
+    let writer = match &opts.output {
+        Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
+        None => None,
+    };
+
+    let prefix = opts.prefix.clone().unwrap_or_else(|| format!("run{}", std::process::id()));
+    let n_rings = names.len() - 1;
+    let region = Region::create(&prefix, region_size(app, n_rings)).map_err(|e| RunError::Setup(e.to_string()))?;
+    let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
+    let (alloc, release, pool_view) =
+        pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size).map_err(|e| setup(&e))?;
+
+    // One ring between each pair of consecutive stages.
+    let mut producers: Vec<Producer<EventDesc>> = Vec::new();
+    let mut consumers: Vec<Consumer<EventDesc>> = Vec::new();
+    let mut ring_names = Vec::new();
+    for i in 0..n_rings {
+        let (p, c) = ring::create::<EventDesc>(&region, &format!("link{i}"), app.runtime.ring_capacity as usize)
+            .map_err(|e| setup(&e))?;
+        producers.push(p);
+        consumers.push(c);
+        ring_names.push(format!("{} -> {}", names[i], names[i + 1]));
+    }
+    let mut producers = producers.into_iter();
+    let mut consumers = consumers.into_iter();
+
+    let mut runnables: BTreeMap<String, Box<dyn Runnable>> = BTreeMap::new();
+    let first = producers.next().expect("at least rx -> l23");
+    let (rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
+    runnables.insert("rx".into(), Box::new(rx));
+    let mut stage_slots = Vec::new();
+    for (actor, planned) in actors.into_iter().zip(plan.actors.iter().skip(1)) {
+        let input = consumers.next().expect("a ring into every stage");
+        let output = producers.next().expect("a ring out of every stage");
+        let (stage, slot) = Stage::new(actor, planned.clone(), input, output, pool_view.clone());
+        runnables.insert(planned.name.clone(), Box::new(stage));
+        stage_slots.push(slot);
+    }
+    let tx_input = consumers.next().expect("a ring into tx");
+    let sink: Box<dyn PacketSink> = Box::new(writer);
+    let (tx, tx_slot) = TxSink::new(tx_input, release, pool_view.clone(), sink);
+    runnables.insert("tx".into(), Box::new(tx));
+
+    let assignments: Vec<CoreAssignment> = placement
+        .by_core()
+        .into_iter()
+        .map(|(core, actor_names)| CoreAssignment {
+            core,
+            actors: actor_names.iter().filter_map(|n| runnables.remove(n)).collect(),
+        })
+        .collect();
+
+    let stop = opts.stop.clone();
+    let exec = std::thread::Builder::new()
+        .name("mbox-exec".into())
+        .spawn(move || executor::run(assignments, stop))
+        .map_err(|e| setup(&e))?;
+    while !exec.is_finished() {
+        if let Some(cb) = opts.progress.as_mut() {
+            cb(&progress);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Some(cb) = opts.progress.as_mut() {
+        cb(&progress);
+    }
+    let cores = exec
+        .join()
+        .map_err(|_| RunError::Setup("the executor thread panicked".into()))??;
+
+    let rx: RxReport = take(&rx_slot);
+    let tx: TxReport = take(&tx_slot);
+    let stages: Vec<StageReport> = stage_slots.iter().map(take).collect();
+    let rings: Vec<(String, RingStats)> = (0..n_rings)
+        .map(|i| {
+            let stats = ring::attach_consumer::<EventDesc>(&region, &format!("link{i}"))
+                .map(|c| c.stats())
+                .unwrap_or_default();
+            (ring_names[i].clone(), stats)
+        })
+        .collect();
+    let pool = pool_view.stats();
+    let elapsed = started.elapsed();
+    drop(pool_view);
+    drop(region);
+
+    let report = assemble(AssembleInput {
+        app,
+        opts: &opts,
+        plan: &plan,
+        registry: &registry,
+        placement: &placement,
+        rx,
+        tx,
+        stages,
+        rings,
+        pool,
+        cores,
+        elapsed,
+        total_bytes,
+    });
+    Ok(report)
+}
+
+fn take<T: Clone + Default>(slot: &Arc<Mutex<T>>) -> T {
+    slot.lock().map(|g| g.clone()).unwrap_or_default()
+}
+
+struct AssembleInput<'a> {
+    app: &'a App,
+    opts: &'a RunOptions,
+    plan: &'a Plan,
+    registry: &'a EventRegistry,
+    placement: &'a Placement,
+    rx: RxReport,
+    tx: TxReport,
+    stages: Vec<StageReport>,
+    rings: Vec<(String, RingStats)>,
+    pool: runtime::pool::PoolStats,
+    cores: Vec<runtime::executor::CoreReport>,
+    elapsed: std::time::Duration,
+    total_bytes: Option<u64>,
+}
+
+fn assemble(i: AssembleInput<'_>) -> RunReport {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let actor_name = |idx: u16| i.plan.actors.get(usize::from(idx)).map_or("?".to_string(), |a| a.name.clone());
+    let reason_name = |idx: u16, r: u16| {
+        i.plan
+            .actors
+            .get(usize::from(idx))
+            .and_then(|a| a.drop_reasons.get(usize::from(r)).cloned())
+            .unwrap_or_else(|| format!("reason {r}"))
+    };
+    let mut dropped: Vec<DropLine> = i
+        .tx
+        .packet_drops
+        .iter()
+        .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+        .collect();
+    if i.rx.too_large > 0 {
+        dropped.insert(
+            0,
+            DropLine { actor: "rx".into(), reason: "frame larger than pool buffer".into(), packets: i.rx.too_large },
+        );
+    }
+    let event_drops: Vec<DropLine> = i
+        .tx
+        .event_drops
+        .iter()
+        .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+        .collect();
+    let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
+
+    if let Some(e) = &i.rx.error {
+        errors.push(format!("reading `{}`: {e} (packets before it were processed)", i.opts.input.display()));
+    }
+    if let Some(n) = &i.rx.note {
+        warnings.push(format!("`{}`: {n}", i.opts.input.display()));
+    }
+    if i.rx.interrupted {
+        warnings.push("interrupted: input reading stopped early; the chain was drained and flushed".into());
+    }
+    if let Some(e) = &i.tx.error {
+        errors.push(format!("writing the output: {e}"));
+    }
+    for s in &i.stages {
+        if let Some(e) = &s.error {
+            errors.push(e.clone());
+        }
+        if !s.finished {
+            errors.push(format!("actor `{}` did not finish", s.name));
+        }
+    }
+    if !i.rx.finished || !i.tx.finished {
+        errors.push("the run did not reach the end of the chain".into());
+    }
+    if i.rx.packets_in != i.tx.packets_out + packets_dropped {
+        errors.push(format!(
+            "accounting mismatch: {} packets in, {} out + {} dropped — {} unaccounted for (this is a bug)",
+            i.rx.packets_in,
+            i.tx.packets_out,
+            packets_dropped,
+            i.rx.packets_in as i128 - (i.tx.packets_out + packets_dropped) as i128
+        ));
+    }
+    if !i.pool.balanced() {
+        errors.push(format!(
+            "packet pool does not balance: {} allocated, {} freed, {} in use (this is a bug)",
+            i.pool.allocated, i.pool.freed, i.pool.in_use
+        ));
+    }
+
+    let actors = i
+        .stages
+        .iter()
+        .map(|s| ActorSummary {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            core: i.placement.core_of(&s.name),
+            handled: s.handled.iter().map(|(t, n)| (i.registry.name(*t), *n)).collect(),
+            handled_total: s.handled_total(),
+            passed: s.passed,
+            published: s.published,
+            drops: s.drops.clone(),
+            stalls: s.stalls,
+            counters: s.counters.iter().cloned().collect(),
+        })
+        .collect();
+
+    let secs = i.elapsed.as_secs_f64();
+    RunReport {
+        app: i.app.source.clone(),
+        input: i.opts.input.display().to_string(),
+        input_bytes: i.total_bytes,
+        output: i.opts.output.as_ref().map(|p| p.display().to_string()),
+        packets_in: i.rx.packets_in,
+        bytes_in: i.rx.bytes_in,
+        packets_out: i.tx.packets_out,
+        bytes_out: i.tx.bytes_out,
+        packets_written: i.tx.written,
+        packets_dropped,
+        dropped,
+        event_drops,
+        rx_pool_stalls: i.rx.pool_stalls,
+        rx_ring_stalls: i.rx.ring_stalls,
+        actors,
+        rings: i.rings.into_iter().map(|(n, s)| crate::report::RingLine { link: n, stats: s }).collect(),
+        pool_balanced: i.pool.balanced(),
+        pool: i.pool,
+        cores: i.cores,
+        links: i.plan.links.clone(),
+        elapsed_s: secs,
+        packets_per_s: if secs > 0.0 { i.rx.packets_in as f64 / secs } else { 0.0 },
+        interrupted: i.rx.interrupted,
+        warnings,
+        errors,
+    }
+}

@@ -1,0 +1,245 @@
+//! `mbox` — the Microboxes command line.
+//!
+//! * `mbox gen` writes deterministic synthetic traffic (TCP/HTTP and UDP) as pcap;
+//! * `mbox run` runs an application file over a capture and prints what happened.
+//!
+//! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage,
+//! 130 interrupted by Ctrl-C (after draining and reporting).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use microboxes::{App, RunOptions};
+use runtime::coremap::CoreMap;
+use runtime::ports::gen::{generate, GenConfig};
+use runtime::ports::{LinkType, PcapWriter};
+
+#[derive(Parser)]
+#[command(name = "mbox", version, about = "Microboxes: shared µStacks and chains of network functions")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate deterministic synthetic traffic as a pcap file.
+    Gen(GenArgs),
+    /// Run an application file over a capture.
+    Run(RunArgs),
+}
+
+fn parse_range(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u32 = a.trim().parse().map_err(|_| format!("`{s}` is not N or MIN-MAX"))?;
+    let b: u32 = b.trim().parse().map_err(|_| format!("`{s}` is not N or MIN-MAX"))?;
+    if a > b {
+        return Err(format!("`{s}`: MIN is larger than MAX"));
+    }
+    Ok((a, b))
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of flows (TCP connections and UDP exchanges).
+    #[arg(long, default_value_t = 100)]
+    flows: usize,
+    /// Random seed: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output pcap file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also write the generated flows (5-tuples and expected counts) as JSON.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Share of flows that are UDP (0..1).
+    #[arg(long)]
+    udp_fraction: Option<f64>,
+    /// Share of TCP connections torn down with RST instead of FIN (0..1).
+    #[arg(long)]
+    rst_fraction: Option<f64>,
+    /// Share of flows over IPv6 (0..1).
+    #[arg(long)]
+    ipv6_fraction: Option<f64>,
+    /// Share of flows with an 802.1Q tag (0..1).
+    #[arg(long)]
+    vlan_fraction: Option<f64>,
+    /// HTTP requests per TCP connection: N or MIN-MAX.
+    #[arg(long, value_parser = parse_range)]
+    requests_per_flow: Option<(u32, u32)>,
+    /// HTTP request size in bytes: N or MIN-MAX.
+    #[arg(long, value_parser = parse_range)]
+    request_size: Option<(u32, u32)>,
+    /// HTTP response body size in bytes: N or MIN-MAX.
+    #[arg(long, value_parser = parse_range)]
+    response_size: Option<(u32, u32)>,
+    /// TCP maximum segment size.
+    #[arg(long)]
+    mss: Option<u16>,
+    /// Flows active at the same time (interleaved).
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Application file (TOML).
+    app: PathBuf,
+    /// Input capture (pcap or pcapng).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Write emitted packets to this pcap file.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Core map (TOML): actor name -> core id. Default: rx, l23 and tx on the first allowed
+    /// CPU, NFs spread over the others.
+    #[arg(long)]
+    core_map: Option<PathBuf>,
+    /// Write the full run report as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Shared-memory prefix (files /dev/shm/mbox.<prefix>.*); default run<pid>.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Print nothing on success (errors still go to stderr).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Gen(a) => cmd_gen(a).map(|_| 0),
+        Cmd::Run(a) => cmd_run(a),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("mbox: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn cmd_gen(a: GenArgs) -> Result<()> {
+    let mut cfg = GenConfig { flows: a.flows, seed: a.seed, ..GenConfig::default() };
+    if let Some(v) = a.udp_fraction {
+        cfg.udp_fraction = v;
+    }
+    if let Some(v) = a.rst_fraction {
+        cfg.rst_fraction = v;
+    }
+    if let Some(v) = a.ipv6_fraction {
+        cfg.ipv6_fraction = v;
+    }
+    if let Some(v) = a.vlan_fraction {
+        cfg.vlan_fraction = v;
+    }
+    if let Some(v) = a.requests_per_flow {
+        cfg.requests_per_flow = v;
+    }
+    if let Some(v) = a.request_size {
+        cfg.request_size = v;
+    }
+    if let Some(v) = a.response_size {
+        cfg.response_size = v;
+    }
+    if let Some(v) = a.mss {
+        cfg.mss = v;
+    }
+    if let Some(v) = a.concurrency {
+        cfg.concurrency = v;
+    }
+    if let Err(e) = cfg.validate() {
+        bail!("invalid generator options: {e}");
+    }
+    let mut w = PcapWriter::create(&a.output, LinkType::Ethernet)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let summary = generate(&cfg, |ts, frame| w.write(ts, frame, frame.len() as u32))
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    w.finish().with_context(|| format!("writing {}", a.output.display()))?;
+    if let Some(m) = &a.manifest {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(m, json).with_context(|| format!("writing {}", m.display()))?;
+    }
+    let tcp = summary.flows.iter().filter(|f| f.proto == "tcp").count();
+    eprintln!(
+        "mbox gen: wrote {} packets ({} bytes) in {} flows ({} TCP, {} UDP) to {}",
+        summary.packets,
+        summary.bytes,
+        summary.flows.len(),
+        tcp,
+        summary.flows.len() - tcp,
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn cmd_run(a: RunArgs) -> Result<i32> {
+    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core_map = match &a.core_map {
+        Some(p) => Some(CoreMap::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let prefix = a.prefix.clone().unwrap_or_else(|| format!("run{}", std::process::id()));
+    {
+        let stop = stop.clone();
+        let prefix = prefix.clone();
+        let presses = AtomicU32::new(0);
+        ctrlc::set_handler(move || {
+            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+                eprintln!("\nmbox: interrupted — draining the chain (press Ctrl-C again to quit at once)");
+                stop.store(true, Ordering::SeqCst);
+            } else {
+                let _ = runtime::shm::remove_stale(&prefix);
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let mut opts = RunOptions::new(&a.input);
+    opts.output = a.output.clone();
+    opts.core_map = core_map;
+    opts.prefix = Some(prefix);
+    opts.stop = stop.clone();
+    let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+    if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        opts.progress = Some(Box::new(move |p: &actors::io::RxProgress| {
+            bar.set_position(p.bytes.load(Ordering::Relaxed));
+            bar.set_message(format!("{} packets", p.packets.load(Ordering::Relaxed)));
+            if p.bytes.load(Ordering::Relaxed) >= total {
+                bar.finish_and_clear();
+            }
+        }));
+    }
+
+    let report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(p) = &a.stats_json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let text = report.to_text();
+    if !report.ok() {
+        eprint!("{text}");
+        bail!("the run had {} error(s); see above", report.errors.len());
+    }
+    if !a.quiet {
+        print!("{text}");
+    }
+    Ok(if report.interrupted { 130 } else { 0 })
+}
