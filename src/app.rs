@@ -25,7 +25,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use actors::event::EventRegistry;
 use actors::matcher::FlowMatch;
+use nfs::{NfCommon, NfConfig};
 use serde::Deserialize;
 use stacks::L23Config;
 
@@ -47,21 +49,15 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// One `[[nf]]` entry, not yet built.
+/// One `[[nf]]` entry, checked but not yet built.
 #[derive(Clone, Debug)]
 pub struct NfEntry {
-    /// Unique name.
-    pub name: String,
     /// Kind.
     pub kind: String,
-    /// Subscription override, as type names.
-    pub subscribe: Option<Vec<String>>,
-    /// Filter on the main port.
-    pub filter: Option<FlowMatch>,
-    /// Publisher of the main port's events.
-    pub from: Option<String>,
-    /// The kind's own keys.
-    pub options: toml::Table,
+    /// Name, resolved subscriptions, filter, `from`.
+    pub common: NfCommon,
+    /// The kind's own options.
+    pub config: NfConfig,
 }
 
 /// A loaded application file.
@@ -75,6 +71,8 @@ pub struct App {
     pub l23: L23Config,
     /// The NFs in chain order.
     pub nfs: Vec<NfEntry>,
+    /// Every event type the app can name.
+    pub registry: EventRegistry,
 }
 
 /// Everything wrong with an app file, one problem per line.
@@ -137,22 +135,23 @@ impl App {
             Some(other) => errs.push(at("stack", &format!("must be a table, not {}", other.type_str()))),
         }
 
+        let registry = EventRegistry::new();
         let mut nfs = Vec::new();
         match top.remove("nf") {
             None => {}
             Some(toml::Value::Array(items)) => {
                 let mut seen = HashSet::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    match nf_entry(i, item, source) {
+                    match nf_entry(i, item, source, &registry) {
                         Ok(nf) => {
-                            if RESERVED_NAMES.contains(&nf.name.as_str()) {
+                            let name = &nf.common.name;
+                            if RESERVED_NAMES.contains(&name.as_str()) {
                                 errs.push(format!(
-                                    "{source}: nf `{}`: the name is reserved for the runtime ({})",
-                                    nf.name,
+                                    "{source}: nf `{name}`: the name is reserved for the runtime ({})",
                                     RESERVED_NAMES.join(", ")
                                 ));
-                            } else if !seen.insert(nf.name.clone()) {
-                                errs.push(format!("{source}: nf `{}`: two NFs have this name", nf.name));
+                            } else if !seen.insert(name.clone()) {
+                                errs.push(format!("{source}: nf `{name}`: two NFs have this name"));
                             }
                             nfs.push(nf);
                         }
@@ -166,14 +165,14 @@ impl App {
             errs.push(at(k, "unknown key (known: runtime, stack, nf)"));
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, l23, nfs })
+            Ok(App { source: source.to_string(), runtime, l23, nfs, registry })
         } else {
             Err(AppError(errs))
         }
     }
 }
 
-fn nf_entry(i: usize, item: toml::Value, source: &str) -> Result<NfEntry, Vec<String>> {
+fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry) -> Result<NfEntry, Vec<String>> {
     let toml::Value::Table(mut t) = item else {
         return Err(vec![format!("{source}: nf #{}: must be a table", i + 1)]);
     };
@@ -209,7 +208,13 @@ fn nf_entry(i: usize, item: toml::Value, source: &str) -> Result<NfEntry, Vec<St
                 errs.push(format!("{source}: {who}: key `subscribe` is empty; remove it to use the defaults"));
                 None
             }
-            Ok(list) => Some(list),
+            Ok(list) => match nfs::common::resolve_types(name.as_deref().unwrap_or("?"), &list, registry) {
+                Ok(types) => Some(types),
+                Err(e) => {
+                    errs.push(format!("{source}: {e}"));
+                    None
+                }
+            },
             Err(e) => {
                 errs.push(format!("{source}: {who}: key `subscribe`: {}", e.message()));
                 None
@@ -226,8 +231,14 @@ fn nf_entry(i: usize, item: toml::Value, source: &str) -> Result<NfEntry, Vec<St
             }
         },
     };
-    match (name, kind, errs.is_empty()) {
-        (Some(name), Some(kind), true) => Ok(NfEntry { name, kind, subscribe, filter, from, options: t }),
-        _ => Err(errs),
+    let (Some(name), Some(kind)) = (name, kind) else { return Err(errs) };
+    let common = NfCommon { name, subscribe, filter, from };
+    match nfs::configure(&kind, &common, t) {
+        Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
+        Ok(_) => Err(errs),
+        Err(e) => {
+            errs.extend(e.into_iter().map(|e| format!("{source}: {e}")));
+            Err(errs)
+        }
     }
 }

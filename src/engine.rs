@@ -51,7 +51,7 @@ pub struct RunOptions {
     pub prefix: Option<String>,
     /// Set to stop reading input early (Ctrl-C).
     pub stop: Arc<AtomicBool>,
-    /// Called about ten times a second with live input progress.
+    /// Called about every 10 ms with live input progress.
     pub progress: Option<Box<dyn FnMut(&RxProgress) + Send>>,
 }
 
@@ -97,24 +97,13 @@ pub struct Built {
 
 /// Builds and links the actors of `app` for frames of `link` type. Collects every problem.
 pub fn build(app: &App, link: runtime::ports::LinkType) -> Result<Built, RunError> {
-    let registry = EventRegistry::new();
+    let registry = app.registry.clone();
     let mut errs = Vec::new();
     let mut actors: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
     for nf in &app.nfs {
-        let subscribe = match &nf.subscribe {
-            None => None,
-            Some(names) => match nfs::common::resolve_types(&nf.name, names, &registry) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errs.push(format!("{}: {e}", app.source));
-                    continue;
-                }
-            },
-        };
-        let common = nfs::NfCommon { name: nf.name.clone(), subscribe, filter: nf.filter.clone(), from: nf.from.clone() };
-        match nfs::build(&nf.kind, &common, nf.options.clone()) {
+        match nf.config.build(&nf.common) {
             Ok(a) => actors.push(a),
-            Err(e) => errs.extend(e.into_iter().map(|e| format!("{}: {e}", app.source))),
+            Err(e) => errs.push(format!("{}: {e}", app.source)),
         }
     }
     if !errs.is_empty() {
@@ -195,8 +184,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let mut producers: Vec<Producer<EventDesc>> = Vec::new();
     let mut consumers: Vec<Consumer<EventDesc>> = Vec::new();
     let mut ring_names = Vec::new();
+    let ring_capacity = (app.runtime.ring_capacity as usize).next_power_of_two();
     for i in 0..n_rings {
-        let (p, c) = ring::create::<EventDesc>(&region, &format!("link{i}"), app.runtime.ring_capacity as usize)
+        let (p, c) = ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity)
             .map_err(|e| setup(&e))?;
         producers.push(p);
         consumers.push(c);
@@ -240,7 +230,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         if let Some(cb) = opts.progress.as_mut() {
             cb(&progress);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     if let Some(cb) = opts.progress.as_mut() {
         cb(&progress);
@@ -254,9 +244,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let stages: Vec<StageReport> = stage_slots.iter().map(take).collect();
     let rings: Vec<(String, RingStats)> = (0..n_rings)
         .map(|i| {
-            let stats = ring::attach_consumer::<EventDesc>(&region, &format!("link{i}"))
-                .map(|c| c.stats())
-                .unwrap_or_default();
+            let stats = ring::peek_stats(&region, &format!("link{i}")).unwrap_or_default();
             (ring_names[i].clone(), stats)
         })
         .collect();

@@ -139,7 +139,7 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                     .collect::<Vec<_>>()
                     .join("; ");
                 let whose = match &s.from {
-                    Some(f) => format!("`{f}` publishes"),
+                    Some(f) => format!("`{f}` does not publish"),
                     None => "no actor publishes".to_string(),
                 };
                 problems.push(format!(

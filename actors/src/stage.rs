@@ -136,6 +136,11 @@ impl Stage {
             let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index);
             let verdict = self.actor.handle(&mut ev, &mut cx);
             *self.report.handled.entry(ty).or_default() += 1;
+            if ev.event_type != ty {
+                // A stack rewrote the event (FRAME -> PKT/...): it is now this actor's
+                // publication, and subscribers linked to this actor receive it.
+                ev.publisher = self.plan.index;
+            }
             if let Verdict::Drop(reason) = verdict {
                 ev.flags |= desc_flags::DROPPED;
                 ev.dropped_by = self.plan.index;

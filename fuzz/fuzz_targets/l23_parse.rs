@@ -13,7 +13,9 @@ use stacks::flow::FlowKey;
 use stacks::parse::parse;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, frame)) = data.split_first() else { return };
+    let Some((&pick, frame)) = data.split_first() else {
+        return;
+    };
     let link = match pick % 3 {
         0 => LinkType::Ethernet,
         1 => LinkType::RawIp,

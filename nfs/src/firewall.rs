@@ -35,7 +35,7 @@ use actors::matcher::{FlowMatch, Tuple};
 use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
 use serde::Deserialize;
 
-use crate::common::{options, NfCommon};
+use crate::common::NfCommon;
 
 /// Allow or drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -123,6 +123,7 @@ impl FirewallConfig {
 }
 
 /// The firewall NF (see the module docs).
+#[derive(Debug)]
 pub struct Firewall {
     contract: Contract,
     rules: Vec<Rule>,
@@ -136,13 +137,6 @@ pub struct Firewall {
 }
 
 impl Firewall {
-    /// Builds from the app-file table (without the common keys).
-    pub fn from_options(common: &NfCommon, table: toml::Table) -> Result<Firewall, Vec<String>> {
-        let cfg: FirewallConfig = options(&common.name, "firewall", table).map_err(|e| vec![e])?;
-        let rules = cfg.rules(&common.name)?;
-        Ok(Firewall::new(common, rules, cfg.default, cfg.stateful))
-    }
-
     /// A firewall with these rules.
     pub fn new(common: &NfCommon, rules: Vec<Rule>, default: Action, stateful: bool) -> Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
@@ -261,7 +255,11 @@ mod tests {
 
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
-        Firewall::from_options(&NfCommon::named("fw"), t)
+        let common = NfCommon::named("fw");
+        match crate::configure("firewall", &common, t)? {
+            crate::NfConfig::Firewall(c, rules) => Ok(Firewall::new(&common, rules, c.default, c.stateful)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{options, NfCommon};
+use crate::common::NfCommon;
 
 /// Flow_Stats options.
 #[derive(Clone, Debug, Deserialize)]
@@ -131,12 +131,6 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
-    /// Builds from the app-file table; creates the output file.
-    pub fn from_options(common: &NfCommon, table: toml::Table) -> Result<FlowStats, Vec<String>> {
-        let cfg: FlowStatsConfig = options(&common.name, "flow_stats", table).map_err(|e| vec![e])?;
-        FlowStats::new(common, cfg.output).map_err(|e| vec![e])
-    }
-
     /// A Flow_Stats writing to `path`.
     pub fn new(common: &NfCommon, path: PathBuf) -> Result<FlowStats, String> {
         let file = File::create(&path)

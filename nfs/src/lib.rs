@@ -21,15 +21,39 @@ pub use common::NfCommon;
 /// The NF kinds this crate provides, for messages.
 pub const KINDS: &[&str] = &["firewall", "flow_stats"];
 
-/// Builds an NF of `kind` from the kind-specific part of its app-file table.
-pub fn build(kind: &str, common: &NfCommon, options: toml::Table) -> Result<Box<dyn Actor>, Vec<String>> {
+/// An NF's options, checked but not yet acted on (no file opened): the app loader makes
+/// these for every `[[nf]]` so that all configuration errors are reported together.
+#[derive(Clone, Debug)]
+pub enum NfConfig {
+    /// A firewall.
+    Firewall(firewall::FirewallConfig, Vec<firewall::Rule>),
+    /// Flow statistics.
+    FlowStats(flow_stats::FlowStatsConfig),
+}
+
+/// Checks the kind-specific part of an NF's app-file table.
+pub fn configure(kind: &str, common: &NfCommon, options: toml::Table) -> Result<NfConfig, Vec<String>> {
     match kind {
-        "firewall" => Ok(Box::new(firewall::Firewall::from_options(common, options)?)),
-        "flow_stats" => Ok(Box::new(flow_stats::FlowStats::from_options(common, options)?)),
+        "firewall" => {
+            let cfg: firewall::FirewallConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            let rules = cfg.rules(&common.name)?;
+            Ok(NfConfig::Firewall(cfg, rules))
+        }
+        "flow_stats" => Ok(NfConfig::FlowStats(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
         other => Err(vec![format!(
             "nf `{}`: unknown kind `{other}` (known kinds: {})",
             common.name,
             KINDS.join(", ")
         )]),
+    }
+}
+
+impl NfConfig {
+    /// Builds the actor (this is where output files are created).
+    pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(match self {
+            NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
+            NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::new(common, cfg.output.clone())?),
+        })
     }
 }

@@ -213,7 +213,10 @@ fn run_core(
 ///
 /// Returns one [`CoreReport`] per assignment, in the given order, or the first error (see the
 /// module contract). On error, `stop` has been set and every thread has ended.
-pub fn run(assignments: Vec<CoreAssignment>, stop: Arc<AtomicBool>) -> Result<Vec<CoreReport>, ExecError> {
+pub fn run(
+    assignments: Vec<CoreAssignment>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<CoreReport>, ExecError> {
     let mut handles = Vec::with_capacity(assignments.len());
     let mut first_err: Option<ExecError> = None;
     for a in assignments {

@@ -165,7 +165,7 @@ pub enum PoolError {
         name: String,
         /// The ring's error.
         #[source]
-        source: RingError,
+        source: Box<RingError>,
     },
     /// Count or buffer size out of range.
     #[error("pool `{name}`: {reason}")]
@@ -265,9 +265,12 @@ struct Layout {
 }
 
 fn layout(count: u32, buf_size: u32) -> Option<Layout> {
-    let stride = (buf_size as usize).checked_next_multiple_of(BUF_ALIGN)?.max(BUF_ALIGN);
+    let stride = (buf_size as usize)
+        .checked_next_multiple_of(BUF_ALIGN)?
+        .max(BUF_ALIGN);
     let meta_offset = std::mem::size_of::<PoolHeader>();
-    let meta_end = meta_offset.checked_add((count as usize).checked_mul(std::mem::size_of::<BufMeta>())?)?;
+    let meta_end =
+        meta_offset.checked_add((count as usize).checked_mul(std::mem::size_of::<BufMeta>())?)?;
     let data_offset = meta_end.checked_next_multiple_of(BUF_ALIGN)?;
     let total = data_offset.checked_add((count as usize).checked_mul(stride)?)?;
     Some(Layout {
@@ -300,16 +303,24 @@ pub fn create(
     }
     let l = layout(count, buf_size).ok_or_else(|| bad("pool size overflows".to_string()))?;
     let offset = region
-        .reserve(&block_name(name), l.total, BUF_ALIGN.max(std::mem::align_of::<PoolHeader>()))
+        .reserve(
+            &block_name(name),
+            l.total,
+            BUF_ALIGN.max(std::mem::align_of::<PoolHeader>()),
+        )
         .map_err(|source| PoolError::Region {
             name: name.to_string(),
             source,
         })?;
-    let (mut tx, rx) = ring::create::<u32>(region, &free_name(name), (count as usize).next_power_of_two())
-        .map_err(|source| PoolError::FreeList {
-            name: name.to_string(),
-            source,
-        })?;
+    let (mut tx, rx) = ring::create::<u32>(
+        region,
+        &free_name(name),
+        (count as usize).next_power_of_two(),
+    )
+    .map_err(|source| PoolError::FreeList {
+        name: name.to_string(),
+        source: Box::new(source),
+    })?;
     // SAFETY: `reserve` returned a fresh, zero-filled block of `l.total` bytes inside the
     // mapping, aligned for PoolHeader; nobody else knows it until the magic is published.
     unsafe {
@@ -356,13 +367,22 @@ pub fn attach(region: &Arc<Region>, name: &str) -> Result<PoolView, PoolError> {
     view_at(region, name, offset, size)
 }
 
-fn view_at(region: &Arc<Region>, name: &str, offset: usize, size: usize) -> Result<PoolView, PoolError> {
+fn view_at(
+    region: &Arc<Region>,
+    name: &str,
+    offset: usize,
+    size: usize,
+) -> Result<PoolView, PoolError> {
     let not = |reason: String| PoolError::NotAPool {
         name: name.to_string(),
         reason,
     };
-    if size < std::mem::size_of::<PoolHeader>() || offset % std::mem::align_of::<PoolHeader>() != 0 {
-        return Err(not(format!("block of {size} bytes at offset {offset} cannot hold a pool header")));
+    if size < std::mem::size_of::<PoolHeader>()
+        || offset & (std::mem::align_of::<PoolHeader>() - 1) != 0
+    {
+        return Err(not(format!(
+            "block of {size} bytes at offset {offset} cannot hold a pool header"
+        )));
     }
     // SAFETY: the block lies inside the mapping, is large enough and aligned for a PoolHeader
     // (checked above); every bit pattern is a valid PoolHeader (integers and atomics).
@@ -423,7 +443,12 @@ impl PoolView {
     #[inline]
     fn meta(&self, h: PacketHandle) -> &BufMeta {
         let i = h.index();
-        assert!(i < self.count, "packet handle {i} out of range for pool `{}` of {} buffers", self.name, self.count);
+        assert!(
+            i < self.count,
+            "packet handle {i} out of range for pool `{}` of {} buffers",
+            self.name,
+            self.count
+        );
         // SAFETY: i < count, so the entry is inside the metadata array; BufMeta is atomics.
         unsafe { &*self.meta.as_ptr().add(i as usize) }
     }
@@ -523,7 +548,11 @@ impl PoolAllocator {
     ///
     /// Errors (each counted): [`AllocError::TooLarge`], [`AllocError::Exhausted`].
     #[inline]
-    pub fn alloc_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<PacketHandle, AllocError> {
+    pub fn alloc_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<PacketHandle, AllocError> {
         let v = &self.view;
         let hdr = v.hdr();
         if len > v.buf_size as usize {

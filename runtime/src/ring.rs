@@ -276,13 +276,17 @@ unsafe impl<T: Send> Send for Consumer<T> {}
 
 impl<T> std::fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("stats", &self.stats()).finish()
+        f.debug_struct("Producer")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
 impl<T> std::fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("stats", &self.stats()).finish()
+        f.debug_struct("Consumer")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -398,7 +402,10 @@ fn shared<T>(
     // SAFETY: `hdr` points to a checked ring header (created or validated by the caller), so
     // it is non-null, and `slots_offset` was checked to stay inside the block.
     let (hdr, slots) = unsafe {
-        let slots = hdr.cast::<u8>().add((*hdr).slots_offset as usize).cast::<T>();
+        let slots = hdr
+            .cast::<u8>()
+            .add((*hdr).slots_offset as usize)
+            .cast::<T>();
         (NonNull::new_unchecked(hdr), NonNull::new_unchecked(slots))
     };
     // SAFETY: as above, the header is valid for reads.
@@ -418,21 +425,22 @@ fn shared<T>(
 
 /// Finds and validates the ring header of `name` without checking the element type.
 fn find(region: &Arc<Region>, name: &str) -> Result<*mut RingHeader, RingError> {
-    let (offset, size) =
-        region
-            .lookup(&block_name(name))
-            .map_err(|source| RingError::Region {
-                name: name.to_string(),
-                source,
-            })?;
+    let (offset, size) = region
+        .lookup(&block_name(name))
+        .map_err(|source| RingError::Region {
+            name: name.to_string(),
+            source,
+        })?;
     let not = |reason: String| RingError::NotARing {
         name: name.to_string(),
         reason,
     };
     if size < size_of::<RingHeader>() {
-        return Err(not(format!("block is {size} bytes, smaller than a ring header")));
+        return Err(not(format!(
+            "block is {size} bytes, smaller than a ring header"
+        )));
     }
-    if offset % align_of::<RingHeader>() != 0 {
+    if offset & (align_of::<RingHeader>() - 1) != 0 {
         return Err(not(format!("block offset {offset} is misaligned")));
     }
     // SAFETY: lookup returned a block inside the mapping; it is large enough and aligned for
@@ -450,13 +458,17 @@ fn find(region: &Arc<Region>, name: &str) -> Result<*mut RingHeader, RingError> 
         return Err(not(format!("version {}, expected {VERSION}", h.version)));
     }
     if h.capacity == 0 || !h.capacity.is_power_of_two() {
-        return Err(not(format!("capacity {} is not a power of two", h.capacity)));
+        return Err(not(format!(
+            "capacity {} is not a power of two",
+            h.capacity
+        )));
     }
     let end = h
         .capacity
         .checked_mul(h.elem_size)
         .and_then(|b| b.checked_add(h.slots_offset));
-    if h.slots_offset < size_of::<RingHeader>() as u64 || !matches!(end, Some(e) if e <= size as u64)
+    if h.slots_offset < size_of::<RingHeader>() as u64
+        || !matches!(end, Some(e) if e <= size as u64)
     {
         return Err(not(format!(
             "{} slots of {} bytes at offset {} do not fit in the {size}-byte block",
@@ -470,7 +482,7 @@ fn check_type<T>(h: &RingHeader, name: &str) -> Result<(), RingError> {
     if h.type_tag == type_tag::<T>()
         && h.elem_size == size_of::<T>() as u64
         && h.elem_align == align_of::<T>() as u64
-        && h.slots_offset % align_of::<T>() as u64 == 0
+        && h.slots_offset & (align_of::<T>() as u64 - 1) == 0
     {
         return Ok(());
     }
@@ -597,8 +609,10 @@ impl<T: Copy> Producer<T> {
             // Only the producer writes these counters: load + store, no read-modify-write.
             c.full_events
                 .store(c.full_events.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            c.refused_items
-                .store(c.refused_items.load(Ordering::Relaxed) + (n - k), Ordering::Relaxed);
+            c.refused_items.store(
+                c.refused_items.load(Ordering::Relaxed) + (n - k),
+                Ordering::Relaxed,
+            );
         }
         k as usize
     }

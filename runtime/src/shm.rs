@@ -86,7 +86,9 @@ const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
     /// The prefix is not `[A-Za-z0-9_-]{1,64}`.
-    #[error("invalid shared-memory prefix `{prefix}`: {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -)")]
+    #[error(
+        "invalid shared-memory prefix `{prefix}`: {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -)"
+    )]
     BadPrefix {
         /// The rejected prefix.
         prefix: String,
@@ -318,7 +320,10 @@ impl Region {
             (*h).version = VERSION;
             (*h).size = size as u64;
         }
-        region.header().used.store(HEADER_SIZE as u64, Ordering::Relaxed);
+        region
+            .header()
+            .used
+            .store(HEADER_SIZE as u64, Ordering::Relaxed);
         region.header().magic.store(MAGIC, Ordering::Release);
         Ok(Arc::new(region))
     }
@@ -477,8 +482,7 @@ impl Region {
         (0..count.min(DIR_ENTRIES))
             .map(|i| {
                 let e = self.entry(i);
-                String::from_utf8_lossy(&e.name[..(e.name_len as usize).min(NAME_MAX)])
-                    .into_owned()
+                String::from_utf8_lossy(&e.name[..(e.name_len as usize).min(NAME_MAX)]).into_owned()
             })
             .collect()
     }

@@ -25,8 +25,12 @@ fn mix(x: u64) -> u64 {
 /// Runs in the child. Returns true if every item arrived in order with the right checksum.
 fn child(prefix: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
-    let Ok(region) = Region::attach(prefix) else { return false };
-    let Ok(mut rx) = ring::attach_consumer::<Desc>(&region, RING) else { return false };
+    let Ok(region) = Region::attach(prefix) else {
+        return false;
+    };
+    let Ok(mut rx) = ring::attach_consumer::<Desc>(&region, RING) else {
+        return false;
+    };
     let mut out = Vec::with_capacity(32);
     let (mut next, mut sum) = (0u64, 0u64);
     while next < N {
@@ -77,7 +81,10 @@ fn child_process_consumes_by_name() {
             break;
         }
         burst.clear();
-        burst.extend((next..(next + 32).min(N)).map(|s| Desc { seq: s, check: mix(s) }));
+        burst.extend((next..(next + 32).min(N)).map(|s| Desc {
+            seq: s,
+            check: mix(s),
+        }));
         let k = tx.push_burst(&burst);
         next += k as u64;
         if k < burst.len() {
@@ -101,8 +108,15 @@ fn child_process_consumes_by_name() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(libc::WIFEXITED(status), "child ended abnormally: status {status:#x}");
-    assert_eq!(libc::WEXITSTATUS(status), 0, "child saw a wrong item or checksum");
+    assert!(
+        libc::WIFEXITED(status),
+        "child ended abnormally: status {status:#x}"
+    );
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "child saw a wrong item or checksum"
+    );
     let s = tx.stats();
     assert_eq!((s.enqueued, s.dequeued), (N, N));
 }

@@ -3,6 +3,30 @@
 //! never reads a clock, so the same input always gives the same flows (reference mode and the
 //! parallel runtime agree).
 //!
+//! ```
+//! use stacks::flow::{Endpoint, FlowKey};
+//! use stacks::flow_table::{Direction, EndReason, FlowTable, FlowTableConfig};
+//! use stacks::parse::tcp_flags::{ACK, FIN, SYN};
+//!
+//! let ms = 1_000_000;
+//! let mut table = FlowTable::new(FlowTableConfig::default());
+//! let mut ended = Vec::new();
+//! let client = Endpoint { addr: [10, 0, 0, 1].into(), port: 40000 };
+//! let server = Endpoint { addr: [10, 0, 0, 2].into(), port: 80 };
+//! let (key, c) = FlowKey::new(6, client, server);
+//! let s = c.opposite();
+//!
+//! let syn = table.observe(key, c, Some(SYN), 0, &mut ended);
+//! assert!(syn.new);
+//! let reply = table.observe(key, s, Some(SYN | ACK), ms, &mut ended);
+//! assert_eq!((reply.id, reply.dir), (syn.id, Direction::ToClient));
+//! table.observe(key, c, Some(FIN | ACK), 2 * ms, &mut ended);
+//! table.observe(key, s, Some(FIN | ACK), 3 * ms, &mut ended); // both FINs: linger 2 s
+//! table.expire(3 * ms + 2_000 * ms, &mut ended);
+//! assert_eq!(ended[0].reason, EndReason::Fin);
+//! assert!(table.get(syn.id).is_none());
+//! ```
+//!
 //! # Contract
 //!
 //! * [`FlowTable::observe`] maps a packet's [`FlowKey`] to a [`FlowId`] and tells the packet's
@@ -410,13 +434,19 @@ impl FlowTable {
         }
     }
 
-    /// Ends every remaining flow with reason `Shutdown` (end of input), oldest first.
+    /// Ends every remaining flow (end of input), oldest first: a flow that had already
+    /// closed (both FINs, or an RST, and was only lingering) ends with that reason; every
+    /// other flow with `Shutdown`.
     pub fn drain(&mut self, ended: &mut Vec<EndedFlow>) {
-        let mut all: Vec<(u64, u32)> = self.slab.iter().map(|(i, e)| (e.seq, i as u32)).collect();
-        all.sort_unstable();
+        let mut all: Vec<(u64, u32, EndReason)> = self
+            .slab
+            .iter()
+            .map(|(i, e)| (e.seq, i as u32, e.closed.unwrap_or(EndReason::Shutdown)))
+            .collect();
+        all.sort_unstable_by_key(|(seq, idx, _)| (*seq, *idx));
         ended.reserve(all.len());
-        for (_, idx) in all {
-            self.end(idx, EndReason::Shutdown, ended);
+        for (_, idx, reason) in all {
+            self.end(idx, reason, ended);
         }
     }
 

@@ -444,3 +444,23 @@ proptest! {
         prop_assert_eq!(st.created, st.ended_idle + st.ended_fin + st.ended_rst + st.evicted + st.ended_shutdown);
     }
 }
+
+#[test]
+fn drain_keeps_the_close_reason_of_lingering_flows() {
+    let mut t = FlowTable::new(cfg());
+    let mut ended = vec![];
+    let (fin_flow, c1) = tcp(1, 1000);
+    let (rst_flow, c2) = tcp(2, 1001);
+    let (open_flow, c3) = tcp(3, 1002);
+    t.observe(fin_flow, c1, Some(SYN), 0, &mut ended);
+    t.observe(rst_flow, c2, Some(SYN), 1, &mut ended);
+    t.observe(open_flow, c3, Some(SYN), 2, &mut ended);
+    t.observe(fin_flow, c1, Some(FIN | ACK), 3, &mut ended);
+    t.observe(fin_flow, c1.opposite(), Some(FIN | ACK), 4, &mut ended);
+    t.observe(rst_flow, c2.opposite(), Some(RST), 5, &mut ended);
+    // The input ends while the closed flows linger.
+    t.drain(&mut ended);
+    assert_eq!(reasons(&ended), vec![EndReason::Fin, EndReason::Rst, EndReason::Shutdown]);
+    let st = t.stats();
+    assert_eq!((st.ended_fin, st.ended_rst, st.ended_shutdown), (1, 1, 1));
+}

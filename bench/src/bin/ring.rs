@@ -81,7 +81,12 @@ where
     })
 }
 
-fn ours(region: &std::sync::Arc<Region>, rep: usize, items: u64, cpus: (usize, usize)) -> Result<Duration> {
+fn ours(
+    region: &std::sync::Arc<Region>,
+    rep: usize,
+    items: u64,
+    cpus: (usize, usize),
+) -> Result<Duration> {
     let (mut tx, mut rx) = ring::create::<Desc>(region, &format!("bench{rep}"), CAPACITY)?;
     let elapsed = run_pair(
         cpus,
@@ -91,7 +96,10 @@ fn ours(region: &std::sync::Arc<Region>, rep: usize, items: u64, cpus: (usize, u
             while next < items {
                 let n = ((items - next) as usize).min(BURST);
                 for (i, d) in burst[..n].iter_mut().enumerate() {
-                    *d = Desc { seq: next + i as u64, payload: 1 };
+                    *d = Desc {
+                        seq: next + i as u64,
+                        payload: 1,
+                    };
                 }
                 let k = tx.push_burst(&burst[..n]);
                 if k == 0 {
@@ -132,7 +140,10 @@ fn theirs(items: u64, cpus: (usize, usize)) -> Duration {
             while next < items {
                 let n = ((items - next) as usize).min(BURST);
                 for (i, d) in burst[..n].iter_mut().enumerate() {
-                    *d = Desc { seq: next + i as u64, payload: 1 };
+                    *d = Desc {
+                        seq: next + i as u64,
+                        payload: 1,
+                    };
                 }
                 let k = tx.push_slice(&burst[..n]);
                 if k == 0 {
@@ -183,7 +194,10 @@ fn main() -> Result<()> {
     for rep in 0..REPS {
         let o = mitems(ours(&region, rep, items, cpus)?);
         let t = mitems(theirs(items, cpus));
-        println!("rep {}: ours {o:8.1} Mitems/s   ringbuf {t:8.1} Mitems/s", rep + 1);
+        println!(
+            "rep {}: ours {o:8.1} Mitems/s   ringbuf {t:8.1} Mitems/s",
+            rep + 1
+        );
         best_ours = best_ours.max(o);
         best_theirs = best_theirs.max(t);
     }

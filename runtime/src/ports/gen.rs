@@ -313,7 +313,15 @@ struct TcpPlan<'a> {
 }
 
 impl TcpPlan<'_> {
-    fn push(&mut self, to_server: bool, flags: Flags, ack: bool, msg: usize, off: usize, len: usize) {
+    fn push(
+        &mut self,
+        to_server: bool,
+        flags: Flags,
+        ack: bool,
+        msg: usize,
+        off: usize,
+        len: usize,
+    ) {
         let (seq, peer) = if to_server {
             (self.cn, self.sn)
         } else {
@@ -347,7 +355,10 @@ impl TcpPlan<'_> {
             let off = k * mss;
             let len = mss.min(total - off);
             let last = k + 1 == segments;
-            let flags = Flags { psh: last, ..NO_FLAGS };
+            let flags = Flags {
+                psh: last,
+                ..NO_FLAGS
+            };
             self.push(to_server, flags, true, msg, off, len);
             if last || (ack_every_two && k % 2 == 1) {
                 self.push(!to_server, NO_FLAGS, true, 0, 0, 0);
@@ -390,7 +401,16 @@ fn client_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
 fn server_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
     let host: u8 = rng.gen_range(1..=254);
     if v6 {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0x113, 0, 0, 0, u16::from(host)))
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0x113,
+            0,
+            0,
+            0,
+            u16::from(host),
+        ))
     } else {
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, host))
     }
@@ -513,7 +533,10 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
         cn: c_isn,
         sn: s_isn,
     };
-    let syn = Flags { syn: true, ..NO_FLAGS };
+    let syn = Flags {
+        syn: true,
+        ..NO_FLAGS
+    };
     tcp.push(true, syn, false, 0, 0, 0);
     tcp.push(false, syn, true, 0, 0, 0);
     tcp.push(true, NO_FLAGS, true, 0, 0, 0);
@@ -552,11 +575,17 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
     let rst = rng.gen_bool(cfg.rst_fraction);
     let from_client = rng.gen_bool(0.5);
     if rst {
-        let flags = Flags { rst: true, ..NO_FLAGS };
+        let flags = Flags {
+            rst: true,
+            ..NO_FLAGS
+        };
         tcp.push(from_client, flags, true, 0, 0, 0);
         flow.rec.teardown = "rst".to_string();
     } else {
-        let fin = Flags { fin: true, ..NO_FLAGS };
+        let fin = Flags {
+            fin: true,
+            ..NO_FLAGS
+        };
         tcp.push(from_client, fin, true, 0, 0, 0);
         tcp.push(!from_client, NO_FLAGS, true, 0, 0, 0);
         tcp.push(!from_client, fin, true, 0, 0, 0);
@@ -590,9 +619,19 @@ fn build(flow: &Flow, pkt: &Pkt, frame: &mut Vec<u8>, payload: &mut Vec<u8>) {
     payload.clear();
     flow.msgs[pkt.msg].copy_range(pkt.off, pkt.len, payload);
     let (src, dst, smac, dmac) = if pkt.to_server {
-        (flow.rec.client, flow.rec.server, flow.client_mac, flow.server_mac)
+        (
+            flow.rec.client,
+            flow.rec.server,
+            flow.client_mac,
+            flow.server_mac,
+        )
     } else {
-        (flow.rec.server, flow.rec.client, flow.server_mac, flow.client_mac)
+        (
+            flow.rec.server,
+            flow.rec.client,
+            flow.server_mac,
+            flow.client_mac,
+        )
     };
     let eth = PacketBuilder::ethernet2(smac, dmac);
     let ip: PacketBuilderStep<etherparse::IpHeaders> = match (flow.vlan, src.ip()) {

@@ -195,7 +195,11 @@ impl PcapReader {
     /// Reads a capture held in memory; `name` stands for the path in errors.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<PcapReader, PortError> {
         let total = bytes.len() as u64;
-        PcapReader::new(PathBuf::from(name), Box::new(Cursor::new(bytes)), Some(total))
+        PcapReader::new(
+            PathBuf::from(name),
+            Box::new(Cursor::new(bytes)),
+            Some(total),
+        )
     }
 
     /// Reads a capture from any byte stream; `name` stands for the path in errors.
@@ -213,7 +217,9 @@ impl PcapReader {
         total: Option<u64>,
     ) -> Result<PcapReader, PortError> {
         let cap = total.map_or(INITIAL_BUFFER, |t| {
-            usize::try_from(t).unwrap_or(INITIAL_BUFFER).clamp(64, INITIAL_BUFFER)
+            usize::try_from(t)
+                .unwrap_or(INITIAL_BUFFER)
+                .clamp(64, INITIAL_BUFFER)
         });
         let mut r = PcapReader {
             name,
@@ -432,7 +438,7 @@ impl PcapReader {
             }
         };
         let len = self.u32_at(4, big_endian) as usize;
-        if !(28..=MAX_BLOCK).contains(&len) || len % 4 != 0 {
+        if !(28..=MAX_BLOCK).contains(&len) || len & 3 != 0 {
             return Err(self.not_a_capture(format!("pcapng section header length {len}")));
         }
         if !self.fill(len)? {
@@ -451,7 +457,13 @@ impl PcapReader {
         // Read ahead to the first interface description, so that link_type() is known.
         // Each step consumes at least 12 bytes, so this ends with the input.
         loop {
-            if matches!(&self.format, Format::Ng { first_linktype: Some(_), .. }) {
+            if matches!(
+                &self.format,
+                Format::Ng {
+                    first_linktype: Some(_),
+                    ..
+                }
+            ) {
                 return Ok(());
             }
             let offset = self.bytes_read();
@@ -565,7 +577,7 @@ impl PcapReader {
             big_endian
         };
         let len = self.u32_at(self.pos + 4, be) as usize;
-        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+        if len < 12 || len & 3 != 0 || len > MAX_BLOCK {
             return Err(self.corrupt(
                 offset,
                 format!("block of type 0x{block_type:08x} has length {len}"),

@@ -65,10 +65,11 @@ impl PcapWriter<Vec<u8>> {
 impl<W: Write> PcapWriter<W> {
     /// Wraps `out`, writing the pcap header at once; `name` is used in errors.
     pub fn new(mut out: W, name: &Path, link: LinkType) -> Result<PcapWriter<W>, PortError> {
-        out.write_all(&header(link)).map_err(|source| PortError::Io {
-            path: name.to_path_buf(),
-            source,
-        })?;
+        out.write_all(&header(link))
+            .map_err(|source| PortError::Io {
+                path: name.to_path_buf(),
+                source,
+            })?;
         Ok(PcapWriter {
             out,
             path: name.to_path_buf(),

@@ -1,0 +1,63 @@
+//! Broken app files give a non-zero exit and a message naming the item.
+
+use runtime::ports::gen::GenConfig;
+use tests::*;
+
+fn run_app(app_text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 3, seed: 1, ..GenConfig::default() });
+    let app = dir.path().join("app.toml");
+    let flows = dir.path().join("flows.jsonl");
+    std::fs::write(&app, app_text.replace("FLOWS", &flows.display().to_string())).unwrap();
+    let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    (o.status.success(), text(&o))
+}
+
+#[test]
+fn subscription_without_a_publisher_is_named() {
+    let (ok, t) = run_app("[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"FLOWS\"\nsubscribe = [\"FLOW/TCP\"]\n");
+    assert!(!ok, "{t}");
+    assert!(t.contains("actor `stats` port `in` subscribes to `FLOW/TCP`, but no actor publishes `FLOW/TCP`"), "{t}");
+}
+
+#[test]
+fn unknown_event_type_is_named() {
+    let (ok, t) = run_app("[[nf]]\nname = \"fw\"\nkind = \"firewall\"\nsubscribe = [\"PKT/SCTP\"]\n");
+    assert!(!ok, "{t}");
+    assert!(t.contains("nf `fw`: key `subscribe`: unknown event type `PKT/SCTP`"), "{t}");
+}
+
+#[test]
+fn unknown_keys_are_named_all_at_once() {
+    let (ok, t) = run_app(
+        "colour = 1\n[runtime]\nrings = 3\n[stack.l23]\nmax_flow = 3\n[[nf]]\nname = \"fw\"\nkind = \"firewall\"\ndefualt = \"drop\"\n[[nf]]\nname = \"x\"\nkind = \"teleporter\"\n",
+    );
+    assert!(!ok, "{t}");
+    for item in ["key `colour`", "`rings`", "`max_flow`", "`defualt`", "unknown kind `teleporter`"] {
+        assert!(t.contains(item), "missing {item} in:\n{t}");
+    }
+}
+
+#[test]
+fn a_from_naming_a_non_publisher_is_refused() {
+    let (ok, t) = run_app("[[nf]]\nname = \"fw\"\nkind = \"firewall\"\nfrom = \"stats\"\n[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"FLOWS\"\n");
+    assert!(!ok, "{t}");
+    assert!(t.contains("actor `fw` port `in` subscribes to `PKT`, but `stats` does not publish `PKT`"), "{t}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line() {
+    let (ok, t) = run_app("[[nf]\nname = 1\n");
+    assert!(!ok, "{t}");
+    assert!(t.contains("line 1"), "{t}");
+}
+
+#[test]
+fn a_missing_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = example_app(dir.path());
+    let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", "/nonexistent/x.pcap"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/nonexistent/x.pcap"), "{}", text(&o));
+}
