@@ -156,34 +156,10 @@ impl RxStage {
         (rx, slot, progress)
     }
 
-    /// Puts one frame into a buffer and the batch. Returns false when the pool is empty
-    /// (the frame is kept in `waiting`).
-    fn admit(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> bool {
-        match self.alloc.alloc(data) {
-            Ok(h) => {
-                self.seq += 1;
-                let mut d = EventDesc::new(builtin::FRAME, 0, self.seq, ts_ns);
-                d.packet = Some(h);
-                d.flags = desc_flags::PRIMARY;
-                d.meta.wire_len = orig_len.max(data.len() as u32);
-                self.batch.push(d);
-                true
-            }
-            Err(AllocError::TooLarge { .. }) => {
-                self.seq += 1;
-                self.report.too_large += 1;
-                true
-            }
-            Err(_) => {
-                self.waiting = Some((ts_ns, data.to_vec(), orig_len));
-                false
-            }
-        }
-    }
-
     fn read_burst(&mut self) {
         if let Some((ts, data, len)) = self.waiting.take() {
-            if !self.admit(ts, &data, len) {
+            if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, ts, &data, len) {
+                self.waiting = Some((ts, data, len));
                 self.report.pool_stalls += 1;
                 return;
             }
@@ -195,7 +171,7 @@ impl RxStage {
                 break;
             }
             let rec = match self.source.next_packet() {
-                Ok(Some(r)) => (r.ts_ns, r.data.to_owned(), r.orig_len),
+                Ok(Some(r)) => r,
                 Ok(None) => {
                     self.done_reading = true;
                     break;
@@ -206,18 +182,48 @@ impl RxStage {
                     break;
                 }
             };
-            // One copy into the pool; `to_owned` above is only because the record borrows
-            // the source. Avoiding it would need the source to lend while we allocate.
             self.report.packets_in += 1;
-            self.report.bytes_in += rec.1.len() as u64;
-            self.last_ts = rec.0;
-            if !self.admit(rec.0, &rec.1, rec.2) {
+            self.report.bytes_in += rec.data.len() as u64;
+            self.last_ts = rec.ts_ns;
+            // The frame is copied once, from the source's buffer into the pool.
+            if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, rec.ts_ns, rec.data, rec.orig_len) {
+                self.waiting = Some((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
                 self.report.pool_stalls += 1;
                 break;
             }
         }
         self.progress.bytes.store(self.source.bytes_read(), Ordering::Relaxed);
         self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
+    }
+}
+
+/// Puts one frame into a pool buffer and its primary `FRAME` event into the batch. Returns
+/// false when the pool is exhausted (the caller keeps the frame and retries).
+fn admit(
+    alloc: &mut PoolAllocator,
+    batch: &mut Vec<EventDesc>,
+    seq: &mut u64,
+    report: &mut RxReport,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+) -> bool {
+    match alloc.alloc(data) {
+        Ok(h) => {
+            *seq += 1;
+            let mut d = EventDesc::new(builtin::FRAME, 0, *seq, ts_ns);
+            d.packet = Some(h);
+            d.flags = desc_flags::PRIMARY;
+            d.meta.wire_len = orig_len.max(data.len() as u32);
+            batch.push(d);
+            true
+        }
+        Err(AllocError::TooLarge { .. }) => {
+            *seq += 1;
+            report.too_large += 1;
+            true
+        }
+        Err(_) => false,
     }
 }
 
