@@ -39,6 +39,9 @@ use stacks::L23Stack;
 use crate::app::App;
 use crate::report::{ActorSummary, DropLine, RunReport};
 
+/// A progress callback (see [`RunOptions::progress`]).
+pub type ProgressFn = Box<dyn FnMut(&RxProgress) + Send>;
+
 /// How to run an app.
 pub struct RunOptions {
     /// Input capture (pcap or pcapng).
@@ -52,7 +55,7 @@ pub struct RunOptions {
     /// Set to stop reading input early (Ctrl-C).
     pub stop: Arc<AtomicBool>,
     /// Called about every 10 ms with live input progress.
-    pub progress: Option<Box<dyn FnMut(&RxProgress) + Send>>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl RunOptions {
@@ -221,10 +224,12 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         })
         .collect();
 
-    let stop = opts.stop.clone();
+    // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
+    // flag aborts every thread at once and is set only when an actor panics.
+    let abort = Arc::new(AtomicBool::new(false));
     let exec = std::thread::Builder::new()
         .name("mbox-exec".into())
-        .spawn(move || executor::run(assignments, stop))
+        .spawn(move || executor::run(assignments, abort))
         .map_err(|e| setup(&e))?;
     while !exec.is_finished() {
         if let Some(cb) = opts.progress.as_mut() {

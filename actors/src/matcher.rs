@@ -214,7 +214,7 @@ impl FlowMatch {
                 Some(c) => v.is_some_and(|v| f(c, v)),
             }
         }
-        self.proto.map_or(true, |p| p.matches(t.proto))
+        self.proto.is_none_or(|p| p.matches(t.proto))
             && opt(&self.src, t.src, Networks::contains)
             && opt(&self.dst, t.dst, Networks::contains)
             && opt(&self.src_port, t.src_port, Ports::contains)

@@ -95,8 +95,8 @@ impl Stage {
         output: Producer<EventDesc>,
         pool: PoolView,
     ) -> (Stage, ReportSlot<StageReport>) {
-        let slot: ReportSlot<StageReport> = Arc::default();
         let report = StageReport { name: plan.name.clone(), kind: plan.kind.clone(), ..Default::default() };
+        let slot: ReportSlot<StageReport> = Arc::new(Mutex::new(report.clone()));
         let drop_counts = vec![0; plan.drop_reasons.len().max(1)];
         let stage = Stage {
             actor,

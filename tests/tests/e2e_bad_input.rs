@@ -100,6 +100,6 @@ fn garbage_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("junk.pcap");
     std::fs::write(&p, b"this is not a capture at all").unwrap();
-    let e = microboxes::run(&app(dir.path(), "drop"), RunOptions::new(&p)).err().expect("must fail");
+    let e = microboxes::run(&app(dir.path(), "drop"), RunOptions::new(&p)).map(|r| r.to_text()).expect_err("must fail");
     assert!(e.to_string().contains("junk.pcap"), "{e}");
 }
