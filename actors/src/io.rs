@@ -27,7 +27,7 @@ use runtime::ring::{Consumer, Producer};
 
 use crate::desc::{desc_flags, EventDesc};
 use crate::event::builtin;
-use crate::stage::{ReportSlot, BURST};
+use crate::stage::{publish, ReportSlot, BURST};
 
 /// Where frames come from.
 pub trait PacketSource: Send {
@@ -243,7 +243,7 @@ impl Runnable for RxStage {
         self.batch.drain(..n);
         if !self.batch.is_empty() {
             self.report.ring_stalls += 1;
-            return if n > 0 { PollResult::Busy(n) } else { PollResult::Idle };
+            return PollResult::from_work(n);
         }
         if self.done_reading && self.waiting.is_none() {
             if self.output.push(EventDesc::end_of_input(self.seq + 1, self.last_ts)).is_err() {
@@ -253,16 +253,10 @@ impl Runnable for RxStage {
             self.finished = true;
             self.report.finished = true;
             self.report.note = self.source.end_note();
-            if let Ok(mut s) = self.slot.lock() {
-                *s = self.report.clone();
-            }
+            publish(&self.slot, &self.report);
             return PollResult::Finished;
         }
-        if n > 0 {
-            PollResult::Busy(n)
-        } else {
-            PollResult::Idle
-        }
+        PollResult::from_work(n)
     }
 }
 
@@ -378,15 +372,9 @@ impl Runnable for TxSink {
             }
             self.report.finished = true;
             self.finished = true;
-            if let Ok(mut s) = self.slot.lock() {
-                *s = self.report.clone();
-            }
+            publish(&self.slot, &self.report);
             return PollResult::Finished;
         }
-        if n > 0 {
-            PollResult::Busy(n)
-        } else {
-            PollResult::Idle
-        }
+        PollResult::from_work(n)
     }
 }

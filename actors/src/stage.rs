@@ -70,6 +70,14 @@ impl StageReport {
 /// Where a stage leaves its report; the engine reads it after the run.
 pub type ReportSlot<T> = Arc<Mutex<T>>;
 
+/// Writes `report` into its slot (a poisoned slot keeps its old value: the run reports the
+/// panic that poisoned it).
+pub fn publish<T: Clone>(slot: &ReportSlot<T>, report: &T) {
+    if let Ok(mut s) = slot.lock() {
+        *s = report.clone();
+    }
+}
+
 /// An actor between two rings (see the module docs).
 pub struct Stage {
     actor: Box<dyn Actor>,
@@ -194,9 +202,7 @@ impl Stage {
             }
         }
         self.report.finished = true;
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = self.report.clone();
-        }
+        crate::stage::publish(&self.slot, &self.report);
     }
 }
 
@@ -208,7 +214,7 @@ impl Runnable for Stage {
     fn poll(&mut self) -> PollResult {
         let mut work = self.flush();
         if !self.pending.is_empty() {
-            return if work > 0 { PollResult::Busy(work) } else { PollResult::Idle };
+            return PollResult::from_work(work);
         }
         if self.end_seen {
             self.write_report();
@@ -232,10 +238,6 @@ impl Runnable for Stage {
             self.write_report();
             return PollResult::Finished;
         }
-        if work > 0 {
-            PollResult::Busy(work)
-        } else {
-            PollResult::Idle
-        }
+        PollResult::from_work(work)
     }
 }

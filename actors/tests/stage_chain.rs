@@ -57,7 +57,7 @@ impl Actor for Echo {
         let mut e = EventDesc::new(self.echo, 0, ev.seq, ev.ts_ns);
         e.packet = ev.packet;
         cx.publish(e);
-        if ev.seq % 3 == 0 {
+        if ev.seq.is_multiple_of(3) {
             Verdict::Drop(0)
         } else {
             Verdict::Continue
@@ -79,7 +79,7 @@ impl Actor for Sink {
         let h = ev.packet.expect("echo carries the packet");
         assert_eq!(u64::from(cx.packet_bytes(h)[0]), ev.seq % 251, "the packet an echo names");
         self.seen += 1;
-        if self.seen % 5 == 0 {
+        if self.seen.is_multiple_of(5) {
             Verdict::Drop(0)
         } else {
             Verdict::Continue

@@ -45,6 +45,17 @@ pub enum PollResult {
     Finished,
 }
 
+impl PollResult {
+    /// `Busy(n)` when `n > 0` items were moved, else `Idle`.
+    pub fn from_work(n: usize) -> PollResult {
+        if n > 0 {
+            PollResult::Busy(n)
+        } else {
+            PollResult::Idle
+        }
+    }
+}
+
 /// An actor as the executor sees it.
 pub trait Runnable: Send {
     /// Actor name, as in the core map.

@@ -81,92 +81,74 @@ where
     })
 }
 
-fn ours(
-    region: &std::sync::Arc<Region>,
-    rep: usize,
-    items: u64,
-    cpus: (usize, usize),
-) -> Result<Duration> {
+/// Producer loop shared by both rings: bursts of numbered descriptors through `push`, which
+/// returns how many it took.
+fn produce(items: u64, mut push: impl FnMut(&[Desc]) -> usize) {
+    let mut burst = [Desc::default(); BURST];
+    let mut next = 0u64;
+    while next < items {
+        let n = ((items - next) as usize).min(BURST);
+        for (i, d) in burst[..n].iter_mut().enumerate() {
+            *d = Desc { seq: next + i as u64, payload: 1 };
+        }
+        let k = push(&burst[..n]);
+        if k == 0 {
+            std::hint::spin_loop();
+        }
+        next += k as u64;
+    }
+}
+
+/// Consumer loop shared by both rings: `pop` takes one burst, folds it into the checksum and
+/// returns how many it took.
+fn consume(items: u64, mut pop: impl FnMut(&mut u64) -> usize) -> u64 {
+    let (mut got, mut sum) = (0u64, 0u64);
+    while got < items {
+        let k = pop(&mut sum);
+        if k == 0 {
+            std::hint::spin_loop();
+        }
+        got += k as u64;
+    }
+    sum
+}
+
+fn fold(sum: &mut u64, ds: &[Desc]) {
+    for d in ds {
+        *sum = sum.wrapping_add(d.seq ^ d.payload);
+    }
+}
+
+fn ours(region: &std::sync::Arc<Region>, rep: usize, items: u64, cpus: (usize, usize)) -> Result<Duration> {
     let (mut tx, mut rx) = ring::create::<Desc>(region, &format!("bench{rep}"), CAPACITY)?;
-    let elapsed = run_pair(
+    let mut out = Vec::with_capacity(BURST);
+    Ok(run_pair(
         cpus,
+        move || produce(items, |b| tx.push_burst(b)),
         move || {
-            let mut burst = [Desc::default(); BURST];
-            let mut next = 0u64;
-            while next < items {
-                let n = ((items - next) as usize).min(BURST);
-                for (i, d) in burst[..n].iter_mut().enumerate() {
-                    *d = Desc {
-                        seq: next + i as u64,
-                        payload: 1,
-                    };
-                }
-                let k = tx.push_burst(&burst[..n]);
-                if k == 0 {
-                    std::hint::spin_loop();
-                }
-                next += k as u64;
-            }
-        },
-        move || {
-            let mut out = Vec::with_capacity(BURST);
-            let (mut got, mut sum) = (0u64, 0u64);
-            while got < items {
+            consume(items, |sum| {
                 out.clear();
                 let k = rx.pop_burst(&mut out, BURST);
-                if k == 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                for d in &out {
-                    sum = sum.wrapping_add(d.seq ^ d.payload);
-                }
-                got += k as u64;
-            }
-            sum
+                fold(sum, &out);
+                k
+            })
         },
-    );
-    Ok(elapsed)
+    ))
 }
 
 fn theirs(items: u64, cpus: (usize, usize)) -> Duration {
     let rb = ringbuf::HeapRb::<Desc>::new(CAPACITY);
     let (mut tx, mut rx) = rb.split();
+    let mut out = [Desc::default(); BURST];
     run_pair(
         cpus,
+        move || produce(items, |b| tx.push_slice(b)),
         move || {
-            let mut burst = [Desc::default(); BURST];
-            let mut next = 0u64;
-            while next < items {
-                let n = ((items - next) as usize).min(BURST);
-                for (i, d) in burst[..n].iter_mut().enumerate() {
-                    *d = Desc {
-                        seq: next + i as u64,
-                        payload: 1,
-                    };
-                }
-                let k = tx.push_slice(&burst[..n]);
-                if k == 0 {
-                    std::hint::spin_loop();
-                }
-                next += k as u64;
-            }
-        },
-        move || {
-            let mut out = [Desc::default(); BURST];
-            let (mut got, mut sum) = (0u64, 0u64);
-            while got < items {
+            consume(items, |sum| {
                 let k = rx.pop_slice(&mut out);
-                if k == 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                for d in &out[..k] {
-                    sum = sum.wrapping_add(d.seq ^ d.payload);
-                }
-                got += k as u64;
-            }
-            sum
+                fold(sum, &out[..k]);
+                k
+            })
         },
     )
 }
