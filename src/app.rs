@@ -16,6 +16,7 @@
 //! subscribe = ["PKT"]        # optional: replaces the NF's main input types
 //! filter = { proto = "tcp" } # optional: only events whose packet matches
 //! from = "l23"               # optional: take them only from this publisher
+//! side = "client"            # optional: only TCP-monitor events of the client's (or server's) updates
 //! # ... the kind's own keys
 //! ```
 //!
@@ -196,6 +197,15 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry)
     let who = name.as_ref().map_or(who, |n| format!("nf `{n}`"));
     let kind = string(&mut t, "kind", true, &who);
     let from = string(&mut t, "from", false, &who);
+    let side = match string(&mut t, "side", false, &who).as_deref() {
+        None => None,
+        Some("client") => Some(actors::contract::Side::Client),
+        Some("server") => Some(actors::contract::Side::Server),
+        Some(other) => {
+            errs.push(format!("{source}: {who}: key `side`: `{other}` is not \"client\" or \"server\""));
+            None
+        }
+    };
     if let Some(n) = &name {
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || n.len() > 32 {
             errs.push(format!("{source}: {who}: names use 1-32 letters, digits, `_` or `-`"));
@@ -232,7 +242,7 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry)
         },
     };
     let (Some(name), Some(kind)) = (name, kind) else { return Err(errs) };
-    let common = NfCommon { name, subscribe, filter, from };
+    let common = NfCommon { name, subscribe, filter, from, side };
     match nfs::configure(&kind, &common, t) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),

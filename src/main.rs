@@ -1,12 +1,13 @@
 //! `mbox` — the Microboxes command line.
 //!
 //! * `mbox gen` writes deterministic synthetic traffic (TCP/HTTP and UDP) as pcap;
-//! * `mbox run` runs an application file over a capture and prints what happened.
+//! * `mbox run` runs an application file over a capture and prints what happened;
+//! * `mbox streams` reassembles every TCP connection of a capture.
 //!
 //! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage,
 //! 130 interrupted by Ctrl-C (after draining and reporting).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,20 @@ enum Cmd {
     Gen(GenArgs),
     /// Run an application file over a capture.
     Run(RunArgs),
+    /// Reassemble every TCP connection of a capture: one line (or JSON object) each.
+    Streams(StreamsArgs),
+}
+
+#[derive(Args)]
+struct StreamsArgs {
+    /// Input capture (pcap or pcapng).
+    input: PathBuf,
+    /// Print JSON (one object with a `connections` array) instead of lines.
+    #[arg(long)]
+    json: bool,
+    /// Write each direction's reassembled bytes to DIR/<index>-client.bin and DIR/<index>-server.bin.
+    #[arg(long)]
+    dump: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -119,6 +134,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Gen(a) => cmd_gen(a).map(|_| 0),
         Cmd::Run(a) => cmd_run(a),
+        Cmd::Streams(a) => cmd_streams(a).map(|_| 0),
     };
     match code {
         Ok(c) => std::process::exit(c),
@@ -180,6 +196,37 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
         summary.flows.len() - tcp,
         a.output.display()
     );
+    Ok(())
+}
+
+fn cmd_streams(a: StreamsArgs) -> Result<()> {
+    let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
+    let report = microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
+    let mut out = std::io::stdout().lock();
+    let written = if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+    } else {
+        report.connections.iter().try_for_each(|c| writeln!(out, "{}", c.line()))
+    };
+    match written {
+        // `mbox streams x.pcap | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.context("writing to stdout")?,
+    }
+    if !a.json {
+        let malformed: u64 = report.malformed.values().sum();
+        eprintln!(
+            "mbox streams: {} packets, {} TCP connections, {} non-TCP frames, {} malformed; peak reassembly memory {} B",
+            report.packets,
+            report.connections.len(),
+            report.non_tcp,
+            malformed,
+            report.memory_high_water
+        );
+    }
+    if let Some(w) = &report.warning {
+        eprintln!("mbox streams: warning: {w}");
+    }
     Ok(())
 }
 

@@ -17,13 +17,24 @@
 
 use runtime::pool::{PacketHandle, PoolView};
 
-use crate::desc::EventDesc;
+use crate::desc::{EventDesc, FlowRef};
 use crate::event::EventType;
 use crate::matcher::FlowMatch;
 use crate::packet::PacketView;
 
+/// Which half of a TCP connection an event's snapshot update is about (see
+/// [`TcpSnapshot::update`](crate::desc::TcpSnapshot)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Updates of the client's (initiator's) half.
+    Client,
+    /// Updates of the server's (responder's) half.
+    Server,
+}
+
 /// A subscription port.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Subscription {
     /// Port name (for messages), e.g. `"pkt"`.
     pub port: String,
@@ -33,6 +44,26 @@ pub struct Subscription {
     pub filter: Option<FlowMatch>,
     /// Only events published by this actor.
     pub from: Option<String>,
+    /// Only TCP-monitor events raised by this half's update (Figure 7c's "client side only").
+    pub side: Option<Side>,
+    /// The actor rewrites these events into its own publications (a µStack layered on
+    /// another: L2/3 turns `FRAME`s into `PKT`s, the TCP monitor turns L2/3's `PKT/TCP` into
+    /// its own, with snapshots). Actors after it receive them from it, not from the original
+    /// publisher.
+    pub consumes: bool,
+}
+
+impl Subscription {
+    /// A plain subscription of `port` to `event`.
+    pub fn new(port: &str, event: EventType) -> Subscription {
+        Subscription { port: port.to_string(), event, ..Default::default() }
+    }
+
+    /// The same, marked as consuming (see [`Subscription::consumes`]).
+    pub fn consuming(mut self) -> Subscription {
+        self.consumes = true;
+        self
+    }
 }
 
 /// A publication port.
@@ -120,17 +151,78 @@ impl Outbox {
     }
 }
 
-/// What an actor may use while handling an event: the packet pool (read) and its outbox.
+/// Why stream bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamReadError {
+    /// No TCP monitor in this application.
+    #[error("this application has no TCP monitor, so there are no bytestreams to read")]
+    NoStreams,
+    /// The connection is not (or no longer) tracked.
+    #[error("connection {0:?} is not tracked")]
+    NoConnection(FlowRef),
+    /// The range is not held: released already, or beyond the frontier.
+    #[error("bytes {from}..{to} of that stream are not held (held: {base}..{frontier})")]
+    NotHeld {
+        /// Asked from.
+        from: u64,
+        /// Asked to.
+        to: u64,
+        /// First byte held.
+        base: u64,
+        /// Frontier now.
+        frontier: u64,
+    },
+}
+
+/// Read access to the TCP bytestreams, provided by the TCP monitor to the stages after it.
+pub trait StreamAccess: Send + Sync {
+    /// Calls `f` with the bytes `[from, to)` of one direction of `flow`'s connection, in
+    /// order, as one or more slices.
+    fn read(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StreamReadError>;
+}
+
+/// What an actor may use while handling an event: the packet pool (read), the TCP
+/// bytestreams (read) and its outbox.
 pub struct Context<'a> {
     pool: &'a PoolView,
     out: &'a mut Outbox,
     me: u16,
+    streams: Option<&'a dyn StreamAccess>,
 }
 
 impl<'a> Context<'a> {
     /// A context for the actor at plan index `me`.
-    pub fn new(pool: &'a PoolView, out: &'a mut Outbox, me: u16) -> Context<'a> {
-        Context { pool, out, me }
+    pub fn new(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
+        Context { pool, out, me, streams }
+    }
+
+    /// The new bytes a `DATA_RDY` event announces — `[aux, frontier)` of its direction, as of
+    /// that event, however far the TCP monitor has run ahead since — passed to `f` in order.
+    pub fn data_ready(&self, ev: &EventDesc, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+        let flow = ev.flow.ok_or(StreamReadError::NoStreams)?;
+        let to_server = ev.to_server();
+        let to = ev.snap.frontier[usize::from(!to_server)];
+        self.read_stream(flow, to_server, ev.aux, to, f)
+    }
+
+    /// Bytes `[from, to)` of a stream; `to` must not pass the frontier of the event being
+    /// handled (an NF sees nothing newer than its event).
+    pub fn read_stream(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StreamReadError> {
+        self.streams.ok_or(StreamReadError::NoStreams)?.read(flow, to_server, from, to, f)
     }
 
     /// The bytes of a packet.

@@ -8,9 +8,17 @@
 //! and types:
 //!
 //! * a subscription that no publication can satisfy (it lists what *is* published);
-//! * an ambiguous one — publications of more than one actor match and no `from` says which;
+//! * an ambiguous one — the same type would arrive from two publishers and no `from` says
+//!   which;
 //! * a `from` naming an unknown actor, or one that publishes nothing matching;
-//! * a publisher placed after its subscriber (events only flow down the chain);
+//! * a subscription only publishers placed after it could satisfy (events only flow down the
+//!   chain);
+//!
+//! A µStack that *consumes* a type (its subscription is marked
+//! [`consumes`](crate::Subscription::consumes)) rewrites those events into its own: actors
+//! after it receive that type from it, not from the original publisher. This is how stacks
+//! layer: `FRAME` → L2/3 → `PKT/...`; L2/3's `PKT/TCP` → TCP monitor → `PKT/TCP` with a
+//! snapshot.
 //! * two actors with the same name.
 //!
 //! Every problem is collected before failing, so a user fixes an app file in one pass.
@@ -40,6 +48,10 @@ pub struct LinkedSubscription {
     pub publishers: Vec<u16>,
     /// When set, only events from this plan index are accepted.
     pub from: Option<u16>,
+    /// Only TCP-monitor events of this half's updates.
+    pub side: Option<crate::contract::Side>,
+    /// The actor rewrites these events into its own publications.
+    pub consumes: bool,
 }
 
 /// One actor in the plan.
@@ -119,19 +131,44 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                     }
                 },
             };
-            // Every (actor, types) whose publications the subscription covers.
-            let mut matches: Vec<(usize, Vec<EventType>)> = Vec::new();
+            // Every (actor, types) whose publications the subscription covers and that reach
+            // this actor: a type is consumed (rewritten) by a µStack between its publisher
+            // and this actor never arrives from the original publisher.
+            let consumed_between = |j: usize, t: EventType| {
+                (j + 1..i).any(|k| {
+                    contracts[k].subscriptions.iter().any(|cs| {
+                        cs.consumes && cs.event.covers(t) && cs.from.as_deref().is_none_or(|f| f == contracts[j].name)
+                    })
+                })
+            };
+            let mut upstream: Vec<(usize, Vec<EventType>)> = Vec::new();
+            let mut downstream: Vec<(usize, Vec<EventType>)> = Vec::new();
             for (j, p) in contracts.iter().enumerate() {
                 if j == i || from.is_some_and(|f| f != j) {
                     continue;
                 }
-                let types: Vec<EventType> =
-                    p.publications.iter().map(|p| p.event).filter(|t| s.event.covers(*t)).collect();
+                let types: Vec<EventType> = p
+                    .publications
+                    .iter()
+                    .map(|p| p.event)
+                    .filter(|t| s.event.covers(*t) && !(j < i && consumed_between(j, *t)))
+                    .collect();
                 if !types.is_empty() {
-                    matches.push((j, types));
+                    if j < i { upstream.push((j, types)) } else { downstream.push((j, types)) }
                 }
             }
-            if matches.is_empty() {
+            if upstream.is_empty() {
+                if let Some((j, ts)) = downstream.first() {
+                    problems.push(format!(
+                        "{what}, published by `{}` ({}), which comes after `{}` in the chain; events only flow down the chain, so move `{}` before `{}`",
+                        contracts[*j].name,
+                        names(&mut ts.iter().copied()),
+                        c.name,
+                        contracts[*j].name,
+                        c.name
+                    ));
+                    continue;
+                }
                 let published = contracts
                     .iter()
                     .filter(|p| !p.publications.is_empty())
@@ -149,27 +186,20 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                 ));
                 continue;
             }
-            if matches.len() > 1 && from.is_none() {
-                let who = matches
-                    .iter()
-                    .map(|(j, ts)| format!("`{}` ({})", contracts[*j].name, names(&mut ts.iter().copied())))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
-                problems.push(format!("{what}, which is ambiguous: {who} both publish it; add `from = \"...\"` to choose"));
-                continue;
-            }
-            for (j, ts) in &matches {
-                if *j > i {
-                    problems.push(format!(
-                        "{what}, published by `{}` ({}), which comes after `{}` in the chain; events only flow down the chain, so move `{}` before `{}`",
-                        contracts[*j].name,
-                        names(&mut ts.iter().copied()),
-                        c.name,
-                        contracts[*j].name,
-                        c.name
-                    ));
+            // Ambiguous: one concrete type reaching this actor from two publishers.
+            let mut twice = Vec::new();
+            for (a, (ja, ta)) in upstream.iter().enumerate() {
+                for (jb, tb) in &upstream[a + 1..] {
+                    for t in ta.iter().filter(|t| tb.contains(t)) {
+                        twice.push(format!("`{}` from both `{}` and `{}`", registry.name(*t), contracts[*ja].name, contracts[*jb].name));
+                    }
                 }
             }
+            if !twice.is_empty() {
+                problems.push(format!("{what}, which is ambiguous: it would receive {}; add `from = \"...\"` to choose", twice.join(", ")));
+                continue;
+            }
+            let matches = upstream;
             links.push(format!(
                 "{}.{} <- {}",
                 c.name,
@@ -186,6 +216,8 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                 filter: s.filter.clone(),
                 publishers: matches.iter().map(|(j, _)| *j as u16).collect(),
                 from: from.map(|f| f as u16),
+                side: s.side,
+                consumes: s.consumes,
             });
         }
         actors.push(PlannedActor {
@@ -215,7 +247,7 @@ mod tests {
             kind: "test".into(),
             subscriptions: subs
                 .iter()
-                .map(|(p, e, f)| Subscription { port: (*p).into(), event: *e, filter: None, from: f.map(Into::into) })
+                .map(|(p, e, f)| Subscription { from: f.map(Into::into), ..Subscription::new(p, *e) })
                 .collect(),
             publications: pubs.iter().map(|e| Publication { port: "out".into(), event: *e }).collect(),
             ..Default::default()
@@ -258,7 +290,7 @@ mod tests {
         let (a, b) = (actor("a", &[], &[t]), actor("b", &[], &[t]));
         let c = actor("c", &[("x", EVENT, None)], &[]);
         let e = link(&[&a, &b, &c], &reg).unwrap_err().to_string();
-        assert!(e.contains("ambiguous") && e.contains("`a` (EVENT/X)") && e.contains("`b` (EVENT/X)"), "{e}");
+        assert!(e.contains("ambiguous") && e.contains("`EVENT/X` from both `a` and `b`"), "{e}");
         let c = actor("c", &[("x", EVENT, Some("b"))], &[]);
         let plan = link(&[&a, &b, &c], &reg).unwrap();
         assert_eq!(plan.actors[2].subscriptions[0].from, Some(1));
@@ -279,5 +311,26 @@ mod tests {
         assert!(e.to_string().contains("comes after `early`"), "{e}");
         assert!(e.to_string().contains("two actors are named `late`"), "{e}");
         assert!(e.to_string().contains("`PKT/ICMP`"), "{e}");
+    }
+
+    #[test]
+    fn stacks_layer_by_consuming() {
+        let reg = EventRegistry::new();
+        let rx = rx();
+        let mut l23 = l23();
+        l23.subscriptions[0].consumes = true;
+        let mut tcp = actor("tcp", &[("pkt", PKT_TCP, Some("l23"))], &[PKT_TCP, PKT_TCP_SYN, DATA_RDY]);
+        tcp.subscriptions[0].consumes = true;
+        let before = actor("before", &[("tcp", PKT_TCP, None)], &[]);
+        let after = actor("after", &[("all", PKT, None), ("tcp", PKT_TCP, None)], &[]);
+        let plan = link(&[&rx, &l23, &before, &tcp, &after], &reg).unwrap();
+        assert_eq!(plan.actors[2].subscriptions[0].publishers, vec![1], "before the TCP monitor: from l23");
+        assert_eq!(plan.actors[4].subscriptions[0].publishers, vec![1, 3], "PKT: UDP etc. from l23, TCP from tcp");
+        assert_eq!(plan.actors[4].subscriptions[1].publishers, vec![3], "PKT/TCP only from tcp");
+        assert!(plan.actors[3].subscriptions[0].consumes);
+        // Without consumption the same chain is ambiguous.
+        tcp.subscriptions[0].consumes = false;
+        let e = link(&[&rx, &l23, &tcp, &after], &reg).unwrap_err().to_string();
+        assert!(e.contains("`PKT/TCP` from both `l23` and `tcp`"), "{e}");
     }
 }

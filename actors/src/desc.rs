@@ -1,9 +1,10 @@
 //! The event descriptor: what travels through the rings.
 //!
 //! A packet enters the system once, as a buffer in the shared pool; from then on only
-//! [`EventDesc`]s move — 64-byte, `repr(C)`, `Copy` records holding the event type, the
+//! [`EventDesc`]s move — 128-byte, `repr(C)`, `Copy` records holding the event type, the
 //! packet handle (an index into the pool, never a pointer), the flow, the logical timestamp and
-//! the parsed header offsets ([`PacketMeta`]). Because nothing in a descriptor is an address,
+//! the parsed header offsets ([`PacketMeta`]) and, for events of the TCP monitor, the stack
+//! snapshot ([`TcpSnapshot`]). Because nothing in a descriptor is an address,
 //! a descriptor means the same thing in every process that maps the region.
 //!
 //! Reference counting: every descriptor that names a packet holds one reference on its
@@ -94,7 +95,68 @@ impl FlowRef {
     }
 }
 
-/// One µEvent in flight (see the module docs). 64 bytes.
+/// One endpoint's TCP state in a snapshot (see [`TcpSnapshot`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SideSnapshot {
+    /// Sequence number after the highest byte it sent.
+    pub next_seq: u32,
+    /// Last acknowledgment number it sent.
+    pub ack: u32,
+    /// Its advertised window, scaled.
+    pub window: u32,
+    /// Inferred TCP state (`stacks::tcp::TcpState` as `u8`).
+    pub state: u8,
+    /// OR of the flags it sent.
+    pub flags_seen: u8,
+    /// Its window scale shift, 0xff when none.
+    pub wscale: u8,
+    _reserved: u8,
+}
+
+impl SideSnapshot {
+    /// A side snapshot.
+    pub fn new(next_seq: u32, ack: u32, window: u32, state: u8, flags_seen: u8, wscale: Option<u8>) -> SideSnapshot {
+        SideSnapshot { next_seq, ack, window, state, flags_seen, wscale: wscale.unwrap_or(0xff), _reserved: 0 }
+    }
+}
+
+/// The TCP monitor's stack snapshot, copied into each event it raises: the state of both
+/// endpoints and the frontier of both bytestreams *as of that event* (DESIGN.md §5). A
+/// network function reads stack state only through it, so it sees what a private stack
+/// processing packets one at a time would show, however far the shared stack has run ahead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpSnapshot {
+    /// The initiator.
+    pub client: SideSnapshot,
+    /// The responder.
+    pub server: SideSnapshot,
+    /// Contiguous bytes of the client → server and server → client streams.
+    pub frontier: [u64; 2],
+    /// Which update raised the event: [`snapshot_update`] values.
+    pub update: u8,
+    _reserved: [u8; 7],
+}
+
+impl TcpSnapshot {
+    /// A snapshot of both sides and both frontiers.
+    pub fn new(client: SideSnapshot, server: SideSnapshot, frontier: [u64; 2], update: u8) -> TcpSnapshot {
+        TcpSnapshot { client, server, frontier, update, _reserved: [0; 7] }
+    }
+}
+
+/// Values of [`TcpSnapshot::update`].
+pub mod snapshot_update {
+    /// No snapshot (the event is not from the TCP monitor).
+    pub const NONE: u8 = 0;
+    /// Raised by the update of the client's half (for a packet: the client sent or received it).
+    pub const CLIENT: u8 = 1;
+    /// Raised by the update of the server's half.
+    pub const SERVER: u8 = 2;
+}
+
+/// One µEvent in flight (see the module docs). 128 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventDesc {
@@ -121,9 +183,12 @@ pub struct EventDesc {
     /// [`desc_flags`] bits.
     pub flags: u8,
     _reserved: u8,
+    /// The TCP monitor's snapshot (zero for events of other actors).
+    pub snap: TcpSnapshot,
+    _pad: [u8; 8],
 }
 
-const _: () = assert!(std::mem::size_of::<EventDesc>() == 64);
+const _: () = assert!(std::mem::size_of::<EventDesc>() == 128);
 
 impl EventDesc {
     /// A new event of `event_type` published by actor `publisher`, about nothing yet.
@@ -141,6 +206,8 @@ impl EventDesc {
             drop_reason: 0,
             flags: 0,
             _reserved: 0,
+            snap: TcpSnapshot::default(),
+            _pad: [0; 8],
         }
     }
 

@@ -34,7 +34,7 @@
 //! };
 //! let nf = Contract {
 //!     name: "ids".into(),
-//!     subscriptions: vec![Subscription { port: "in".into(), event: builtin::FLOW_TCP, filter: None, from: None }],
+//!     subscriptions: vec![Subscription::new("in", builtin::FLOW_TCP)],
 //!     ..Default::default()
 //! };
 //! let err = actors::controller::link(&[&stack, &nf], &reg).unwrap_err();

@@ -27,8 +27,9 @@ use runtime::pool::PoolView;
 use runtime::ring::{Consumer, Producer};
 
 use crate::contract::{Actor, Context, Outbox, Verdict};
-use crate::controller::PlannedActor;
-use crate::desc::{desc_flags, EventDesc};
+use crate::contract::{Side, StreamAccess};
+use crate::controller::{LinkedSubscription, PlannedActor};
+use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::event::EventType;
 use crate::matcher::Tuple;
 
@@ -92,6 +93,7 @@ pub struct Stage {
     report: StageReport,
     drop_counts: Vec<u64>,
     slot: ReportSlot<StageReport>,
+    streams: Option<Arc<dyn StreamAccess>>,
 }
 
 impl Stage {
@@ -119,15 +121,30 @@ impl Stage {
             report,
             drop_counts,
             slot: slot.clone(),
+            streams: None,
         };
         (stage, slot)
     }
 
-    fn subscribed(&self, ev: &EventDesc) -> bool {
-        self.plan.subscriptions.iter().any(|s| {
+    /// Lets the actor read TCP bytestreams (the TCP monitor's, for `DATA_RDY` events).
+    pub fn with_streams(mut self, streams: Arc<dyn StreamAccess>) -> Stage {
+        self.streams = Some(streams);
+        self
+    }
+
+    /// The first subscription that accepts `ev`, if any.
+    fn subscription_for(&self, ev: &EventDesc) -> Option<&LinkedSubscription> {
+        self.plan.subscriptions.iter().find(|s| {
             s.event.covers(ev.event_type)
                 && s.publishers.contains(&ev.publisher)
                 && s.from.is_none_or(|f| f == ev.publisher)
+                && s.side.is_none_or(|side| {
+                    ev.snap.update
+                        == match side {
+                            Side::Client => snapshot_update::CLIENT,
+                            Side::Server => snapshot_update::SERVER,
+                        }
+                })
                 && match &s.filter {
                     None => true,
                     Some(f) => ev.packet.is_some_and(|h| {
@@ -139,14 +156,18 @@ impl Stage {
     }
 
     fn process(&mut self, mut ev: EventDesc) {
-        if !ev.is_dropped() && self.subscribed(&ev) {
+        let consumes = match self.subscription_for(&ev) {
+            Some(s) if !ev.is_dropped() => Some(s.consumes),
+            _ => None,
+        };
+        if let Some(consumes) = consumes {
             let ty = ev.event_type;
-            let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index);
+            let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
             let verdict = self.actor.handle(&mut ev, &mut cx);
             *self.report.handled.entry(ty).or_default() += 1;
-            if ev.event_type != ty {
-                // A stack rewrote the event (FRAME -> PKT/...): it is now this actor's
-                // publication, and subscribers linked to this actor receive it.
+            if consumes {
+                // A µStack rewrote the event (FRAME -> PKT/..., PKT/TCP -> PKT/TCP with a
+                // snapshot): it is now this actor's publication.
                 ev.publisher = self.plan.index;
             }
             if let Verdict::Drop(reason) = verdict {
@@ -187,7 +208,7 @@ impl Stage {
     }
 
     fn finish(&mut self) {
-        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index);
+        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
         if let Err(e) = self.actor.finish(&mut cx) {
             self.report.error = Some(e.to_string());
         }

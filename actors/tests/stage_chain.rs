@@ -88,7 +88,7 @@ impl Actor for Sink {
 }
 
 fn sub(event: EventType) -> Vec<Subscription> {
-    vec![Subscription { port: "in".into(), event, filter: None, from: None }]
+    vec![Subscription::new("in", event)]
 }
 
 #[test]

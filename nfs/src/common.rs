@@ -2,12 +2,14 @@
 //! the strict parsing of its options.
 //!
 //! In the app file each `[[nf]]` table has the common keys `name`, `kind`, `subscribe`
-//! (event types replacing the NF's main input port), `filter` (a [`FlowMatch`] on that port)
-//! and `from` (the publisher to take them from); every other key belongs to the kind's own
+//! (event types replacing the NF's main input port), `filter` (a [`FlowMatch`] on that port),
+//! `from` (the publisher to take them from) and `side` (`"client"` or `"server"`: only
+//! the TCP monitor's events raised by that half's update); every other key belongs to the kind's own
 //! config struct, which denies unknown keys.
 
 use actors::event::{EventRegistry, EventType};
 use actors::matcher::FlowMatch;
+use actors::contract::Side;
 use actors::Subscription;
 use serde::de::DeserializeOwned;
 
@@ -22,6 +24,8 @@ pub struct NfCommon {
     pub filter: Option<FlowMatch>,
     /// Publisher of the main port's events.
     pub from: Option<String>,
+    /// Only TCP-monitor events of this half's updates, on the main port.
+    pub side: Option<Side>,
 }
 
 impl NfCommon {
@@ -35,7 +39,7 @@ impl NfCommon {
         let types = self.subscribe.as_deref().unwrap_or(default);
         types
             .iter()
-            .map(|t| Subscription { port: port.to_string(), event: *t, filter: self.filter.clone(), from: self.from.clone() })
+            .map(|t| Subscription { filter: self.filter.clone(), from: self.from.clone(), side: self.side, ..Subscription::new(port, *t) })
             .collect()
     }
 }

@@ -141,7 +141,7 @@ impl Firewall {
     pub fn new(common: &NfCommon, rules: Vec<Rule>, default: Action, stateful: bool) -> Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         if stateful {
-            subscriptions.push(Subscription { port: "flows".into(), event: builtin::FLOW, filter: None, from: None });
+            subscriptions.push(Subscription::new("flows", builtin::FLOW));
         }
         let mut drop_reasons: Vec<String> = rules
             .iter()

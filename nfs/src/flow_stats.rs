@@ -136,7 +136,7 @@ impl FlowStats {
         let file = File::create(&path)
             .map_err(|e| format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display()))?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
-        subscriptions.push(Subscription { port: "flows".into(), event: builtin::FLOW, filter: None, from: None });
+        subscriptions.push(Subscription::new("flows", builtin::FLOW));
         let contract = Contract {
             name: common.name.clone(),
             kind: "flow_stats".into(),

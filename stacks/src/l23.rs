@@ -122,7 +122,7 @@ impl L23Stack {
         let contract = Contract {
             name: name.to_string(),
             kind: "l23".into(),
-            subscriptions: vec![Subscription { port: "frames".into(), event: builtin::FRAME, filter: None, from: None }],
+            subscriptions: vec![Subscription::new("frames", builtin::FRAME).consuming()],
             publications: PUBLISHES.iter().map(|t| Publication { port: "events".into(), event: *t }).collect(),
             modifies: Modifies { packets: false, stack_state: true },
             drop_reasons: Malformed::ALL.iter().map(|m| format!("malformed: {}", m.as_str())).collect(),

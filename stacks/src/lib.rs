@@ -18,5 +18,7 @@ pub mod flow;
 pub mod flow_table;
 pub mod l23;
 pub mod parse;
+pub mod tcp;
+pub mod reassembly;
 
 pub use l23::{L23Config, L23Stack, MalformedPolicy};

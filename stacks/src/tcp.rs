@@ -1,0 +1,625 @@
+//! The TCP monitor's core: twin client/server state machines and the two bytestreams of
+//! every connection, as a passive middlebox infers them from the wire (mOS's "twin stacks").
+//!
+//! A [`TcpTracker`] is fed one [`Segment`] at a time, for a connection named by the L2/3 flow
+//! table ([`FlowId`], with the direction relative to the initiator). For each segment it
+//!
+//! 1. updates the **sender's** half ([`HalfConnection`]: inferred state, sequence numbers,
+//!    window with scaling, flags seen, retransmissions) — the *client-side update* when the
+//!    client sent it;
+//! 2. updates the **receiver's** half (the effect of receiving it: a SYN-ACK establishes the
+//!    client, an ACK of a FIN moves the FIN sender on) — the *server-side update*;
+//! 3. appends the payload to the direction's [`ByteStream`] (reassembly, out-of-order
+//!    segments held aside, overlaps per policy, limits);
+//!
+//! and reports what happened as [`TcpEvent`]s, in order. No I/O, no threads: the TCP monitor
+//! actor wraps it, and `mbox streams` drives it directly.
+//!
+//! **State inference** (RFC 793 names, per endpoint): SYN sent → `SynSent`; SYN-ACK sent →
+//! `SynRcvd`; SYN-ACK received by a `SynSent` end → `Established`; ACK received by a
+//! `SynRcvd` end → `Established`; FIN sent from `Established` → `FinWait1`, from `CloseWait`
+//! → `LastAck`; FIN received in `Established` → `CloseWait`, in `FinWait1` → `Closing` (or
+//! `TimeWait` when the same segment acknowledges our FIN), in `FinWait2` → `TimeWait`; an ACK
+//! covering our FIN moves `FinWait1` → `FinWait2`, `Closing` → `TimeWait`, `LastAck` →
+//! `Closed`; an RST, sent or received, closes both ends. Simultaneous open (SYN crossing
+//! SYN) and SYN with data work as in RFC 793. A connection picked up without its handshake
+//! (the capture started mid-stream) starts with both ends `Established`.
+//!
+//! **Retransmission**: a segment carrying data or SYN/FIN entirely at or below what its
+//! sender already sent. **Out of order**: a segment starting beyond the receiver's frontier.
+//! Both are counted per direction and reported as events.
+//!
+//! **Ends** come from the flow table (its FIN/RST linger, idle timeout, eviction or end of
+//! input): [`TcpTracker::end`] finishes both streams — holes that can no longer fill are
+//! skipped and counted as gaps — and reports the final data and the end.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::flow_table::{Direction, EndReason, FlowId};
+use crate::parse::tcp_flags::{ACK, FIN, RST, SYN};
+use crate::reassembly::{Budget, ByteStream, Insert, ReassemblyConfig, StreamStats};
+
+/// An endpoint's TCP state as inferred from the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[repr(u8)]
+pub enum TcpState {
+    /// Nothing seen, or closed.
+    #[default]
+    Closed = 0,
+    /// SYN sent.
+    SynSent = 1,
+    /// SYN-ACK sent.
+    SynRcvd = 2,
+    /// Handshake done.
+    Established = 3,
+    /// Sent FIN, waiting for its ACK.
+    FinWait1 = 4,
+    /// Our FIN acknowledged, waiting for the peer's.
+    FinWait2 = 5,
+    /// Both FINs crossed.
+    Closing = 6,
+    /// Done, waiting out old segments.
+    TimeWait = 7,
+    /// Peer's FIN received.
+    CloseWait = 8,
+    /// Sent our FIN after the peer's.
+    LastAck = 9,
+}
+
+impl TcpState {
+    /// From the `repr(u8)` value (snapshots carry states as bytes).
+    pub fn from_u8(v: u8) -> Option<TcpState> {
+        use TcpState::*;
+        Some(match v {
+            0 => Closed,
+            1 => SynSent,
+            2 => SynRcvd,
+            3 => Established,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => Closing,
+            7 => TimeWait,
+            8 => CloseWait,
+            9 => LastAck,
+            _ => return None,
+        })
+    }
+}
+
+/// `a < b` in sequence space.
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// `a <= b` in sequence space.
+fn seq_le(a: u32, b: u32) -> bool {
+    !seq_lt(b, a)
+}
+
+/// One endpoint of a connection as the middlebox sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HalfConnection {
+    /// Inferred state.
+    pub state: TcpState,
+    /// Initial sequence number, once its SYN was seen.
+    pub isn: Option<u32>,
+    /// Sequence number after the highest byte (or SYN/FIN) it sent.
+    pub next_seq: u32,
+    /// Whether `next_seq` is known.
+    pub seq_known: bool,
+    /// The last acknowledgment number it sent (valid when `flags_seen` has ACK).
+    pub ack: u32,
+    /// Its advertised receive window, scaled.
+    pub window: u32,
+    /// Its window scale shift from its SYN (applied once both SYNs carried the option).
+    pub wscale: Option<u8>,
+    /// OR of every flag it sent.
+    pub flags_seen: u8,
+    /// Sequence number of its FIN, once sent.
+    pub fin_seq: Option<u32>,
+    /// Segments it sent.
+    pub packets: u64,
+    /// Payload bytes it sent (retransmissions included).
+    pub payload_bytes: u64,
+    /// Its retransmitted segments.
+    pub retransmissions: u64,
+    /// Its segments that arrived beyond the receiver's frontier.
+    pub out_of_order: u64,
+}
+
+/// A TCP segment, with the direction relative to the connection's initiator.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// `ToServer` when the initiator (client) sent it.
+    pub dir: Direction,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flags.
+    pub flags: u8,
+    /// Raw window field.
+    pub window: u16,
+    /// TCP options (the header bytes after the first 20).
+    pub options: &'a [u8],
+    /// Payload (captured bytes).
+    pub payload: &'a [u8],
+}
+
+/// Which endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// The initiator.
+    Client,
+    /// The responder.
+    Server,
+}
+
+impl Endpoint {
+    fn sender(dir: Direction) -> Endpoint {
+        match dir {
+            Direction::ToServer => Endpoint::Client,
+            Direction::ToClient => Endpoint::Server,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Endpoint::Client => 0,
+            Endpoint::Server => 1,
+        }
+    }
+}
+
+/// What a segment or an end caused, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpEvent {
+    /// First segment of a connection (a SYN, or mid-stream pickup).
+    Start {
+        /// Picked up without its handshake.
+        midstream: bool,
+    },
+    /// Both endpoints reached `Established`.
+    Established,
+    /// An endpoint changed state.
+    StateChange {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// Before.
+        from: TcpState,
+        /// After.
+        to: TcpState,
+    },
+    /// A retransmitted segment.
+    Retransmission {
+        /// Its direction.
+        dir: Direction,
+    },
+    /// A direction's frontier advanced: bytes `[from, to)` are ready.
+    DataReady {
+        /// The direction.
+        dir: Direction,
+        /// Old frontier.
+        from: u64,
+        /// New frontier.
+        to: u64,
+    },
+    /// The connection ended.
+    End {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Tracker settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Per-direction reassembly limits and policies.
+    pub reassembly: ReassemblyConfig,
+    /// Global reassembly memory in bytes (0 = unlimited).
+    pub memory_limit: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig { reassembly: ReassemblyConfig::default(), memory_limit: 256 << 20 }
+    }
+}
+
+/// One connection: two halves, two streams.
+#[derive(Debug)]
+pub struct Connection {
+    /// `[client, server]`.
+    pub half: [HalfConnection; 2],
+    /// `[client → server, server → client]`, created when their start is known.
+    pub streams: [Option<ByteStream>; 2],
+    /// Both ends reached `Established` once.
+    pub established: bool,
+    /// Picked up mid-stream.
+    pub midstream: bool,
+}
+
+impl Connection {
+    /// The half of an endpoint.
+    pub fn endpoint(&self, e: Endpoint) -> &HalfConnection {
+        &self.half[e.index()]
+    }
+
+    /// The stream of a direction, if started.
+    pub fn stream(&self, dir: Direction) -> Option<&ByteStream> {
+        self.streams[dir_index(dir)].as_ref()
+    }
+
+    /// The frontier of a direction (0 before it started).
+    pub fn frontier(&self, dir: Direction) -> u64 {
+        self.stream(dir).map_or(0, ByteStream::frontier)
+    }
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::ToServer => 0,
+        Direction::ToClient => 1,
+    }
+}
+
+/// Totals over every connection, for the run summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpStats {
+    /// Connections seen.
+    pub connections: u64,
+    /// Of which picked up mid-stream.
+    pub midstream: u64,
+    /// Live now.
+    pub active: u64,
+    /// Retransmitted segments.
+    pub retransmissions: u64,
+    /// Segments beyond the frontier.
+    pub out_of_order: u64,
+    /// Bytes delivered in order.
+    pub bytes_delivered: u64,
+    /// Bytes of overlapping retransmissions that differed.
+    pub overlap_conflict_bytes: u64,
+    /// Segments refused by a limit.
+    pub refused_segments: u64,
+    /// Bytes never seen (holes skipped at the end).
+    pub gap_bytes: u64,
+}
+
+/// Every live connection (see the module docs).
+#[derive(Debug)]
+pub struct TcpTracker {
+    cfg: TcpConfig,
+    conns: HashMap<FlowId, Connection>,
+    budget: Budget,
+    stats: TcpStats,
+}
+
+fn window_scale(options: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*options.get(i + 1)?);
+                if len < 2 || i + len > options.len() {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return Some(options[i + 2].min(14));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+impl TcpTracker {
+    /// An empty tracker.
+    pub fn new(cfg: TcpConfig) -> TcpTracker {
+        let budget = Budget { limit: cfg.memory_limit, ..Budget::default() };
+        TcpTracker { cfg, conns: HashMap::new(), budget, stats: TcpStats::default() }
+    }
+
+    /// A live connection.
+    pub fn get(&self, flow: FlowId) -> Option<&Connection> {
+        self.conns.get(&flow)
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// No live connection.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Totals.
+    pub fn stats(&self) -> TcpStats {
+        TcpStats { active: self.conns.len() as u64, ..self.stats.clone() }
+    }
+
+    /// Global reassembly memory accounting.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Frees stream bytes below `offset` of a direction (what no live event can see).
+    pub fn release(&mut self, flow: FlowId, dir: Direction, offset: u64) {
+        if let Some(s) = self.conns.get_mut(&flow).and_then(|c| c.streams[dir_index(dir)].as_mut()) {
+            s.release_until(offset, &mut self.budget);
+        }
+    }
+
+    /// Processes one segment of connection `flow`; appends what happened to `events`.
+    pub fn segment(&mut self, flow: FlowId, seg: &Segment<'_>, events: &mut Vec<TcpEvent>) {
+        let cfg = &self.cfg;
+        let syn = seg.flags & SYN != 0;
+        let conn = self.conns.entry(flow).or_insert_with(|| {
+            let midstream = !(syn && seg.flags & ACK == 0);
+            events.push(TcpEvent::Start { midstream });
+            let mut c = Connection {
+                half: [HalfConnection::default(); 2],
+                streams: [None, None],
+                established: false,
+                midstream,
+            };
+            if midstream {
+                for h in &mut c.half {
+                    h.state = TcpState::Established;
+                }
+                c.established = true;
+            }
+            c
+        });
+        if conn.half.iter().all(|h| h.packets == 0) {
+            self.stats.connections += 1;
+            self.stats.midstream += u64::from(conn.midstream);
+        }
+        let me = Endpoint::sender(seg.dir);
+        let peer = match me {
+            Endpoint::Client => Endpoint::Server,
+            Endpoint::Server => Endpoint::Client,
+        };
+        let (si, ri) = (me.index(), peer.index());
+        let before = [conn.half[0].state, conn.half[1].state];
+
+        // --- sender-side update ---
+        let fin = seg.flags & FIN != 0;
+        let rst = seg.flags & RST != 0;
+        let seg_len = seg.payload.len() as u32 + u32::from(syn) + u32::from(fin);
+        let end_seq = seg.seq.wrapping_add(seg_len);
+        {
+            let s = &mut conn.half[si];
+            s.packets += 1;
+            s.payload_bytes += seg.payload.len() as u64;
+            s.flags_seen |= seg.flags;
+            let retrans = seg_len > 0 && !rst && s.seq_known && seq_le(end_seq, s.next_seq);
+            if retrans {
+                s.retransmissions += 1;
+                self.stats.retransmissions += 1;
+                events.push(TcpEvent::Retransmission { dir: seg.dir });
+            }
+            if syn {
+                s.isn.get_or_insert(seg.seq);
+                if let Some(ws) = window_scale(seg.options) {
+                    s.wscale = Some(ws);
+                }
+            }
+            if !s.seq_known || seq_lt(s.next_seq, end_seq) {
+                s.next_seq = end_seq;
+                s.seq_known = true;
+            }
+            if seg.flags & ACK != 0 {
+                s.ack = seg.ack;
+            }
+            let both_scaled = conn.half[0].wscale.is_some() && conn.half[1].wscale.is_some();
+            let s = &mut conn.half[si];
+            let shift = if both_scaled && !syn { s.wscale.unwrap_or(0) } else { 0 };
+            s.window = u32::from(seg.window) << shift;
+            if fin && s.fin_seq.is_none() {
+                s.fin_seq = Some(seg.seq.wrapping_add(seg.payload.len() as u32 + u32::from(syn)));
+            }
+            s.state = if rst {
+                TcpState::Closed
+            } else {
+                match (s.state, syn, seg.flags & ACK != 0, fin) {
+                    (TcpState::Closed, true, false, _) => TcpState::SynSent,
+                    (TcpState::Closed | TcpState::SynSent, true, true, _) => TcpState::SynRcvd,
+                    (TcpState::Established | TcpState::SynRcvd, _, _, true) => TcpState::FinWait1,
+                    (TcpState::CloseWait, _, _, true) => TcpState::LastAck,
+                    (st, ..) => st,
+                }
+            };
+        }
+
+        // --- receiver-side update ---
+        {
+            let sender_fin = conn.half[si].fin_seq;
+            let r = &mut conn.half[ri];
+            if rst {
+                r.state = TcpState::Closed;
+            } else {
+                let acks_my_fin = seg.flags & ACK != 0 && r.fin_seq.is_some_and(|f| seq_lt(f, seg.ack));
+                r.state = match r.state {
+                    TcpState::SynSent if syn && seg.flags & ACK != 0 => TcpState::Established,
+                    TcpState::SynSent if syn => TcpState::SynRcvd, // simultaneous open
+                    TcpState::SynRcvd if seg.flags & ACK != 0 && !syn => TcpState::Established,
+                    TcpState::Established if fin => TcpState::CloseWait,
+                    TcpState::FinWait1 if fin && acks_my_fin => TcpState::TimeWait,
+                    TcpState::FinWait1 if fin => TcpState::Closing,
+                    TcpState::FinWait1 if acks_my_fin => TcpState::FinWait2,
+                    TcpState::FinWait2 if fin => TcpState::TimeWait,
+                    TcpState::Closing if acks_my_fin => TcpState::TimeWait,
+                    TcpState::LastAck if acks_my_fin => TcpState::Closed,
+                    st => st,
+                };
+            }
+            let _ = sender_fin;
+        }
+        for (e, ep) in [(0usize, Endpoint::Client), (1, Endpoint::Server)] {
+            if before[e] != conn.half[e].state {
+                events.push(TcpEvent::StateChange { endpoint: ep, from: before[e], to: conn.half[e].state });
+            }
+        }
+        if !conn.established && conn.half.iter().all(|h| h.state == TcpState::Established) {
+            conn.established = true;
+            events.push(TcpEvent::Established);
+        }
+
+        // --- bytestream ---
+        let di = dir_index(seg.dir);
+        if conn.streams[di].is_none() {
+            let first = match conn.half[si].isn {
+                Some(isn) => Some(isn.wrapping_add(1)),
+                None if !seg.payload.is_empty() && !rst => Some(seg.seq),
+                None => None,
+            };
+            if let Some(first) = first {
+                conn.streams[di] = Some(ByteStream::new(first, &cfg.reassembly));
+            }
+        }
+        if !seg.payload.is_empty() && !rst {
+            if let Some(stream) = conn.streams[di].as_mut() {
+                let data_seq = seg.seq.wrapping_add(u32::from(syn));
+                let before_stats = stream.stats().clone();
+                let from = stream.frontier();
+                let ins: Insert = stream.insert(data_seq, seg.payload, &mut self.budget);
+                if ins.out_of_order {
+                    conn.half[si].out_of_order += 1;
+                    self.stats.out_of_order += 1;
+                }
+                account(&mut self.stats, &before_stats, stream.stats());
+                if ins.advanced > 0 {
+                    events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
+                }
+            }
+        }
+    }
+
+    /// Ends connection `flow` (the flow table ended it): finishes both streams (skipping
+    /// holes that can no longer fill), reports the last data and the end, and forgets it.
+    /// Returns the connection as it ended, or `None` if it was not tracked.
+    pub fn end(&mut self, flow: FlowId, reason: EndReason, events: &mut Vec<TcpEvent>) -> Option<Connection> {
+        let mut conn = self.conns.remove(&flow)?;
+        for dir in [Direction::ToServer, Direction::ToClient] {
+            if let Some(s) = conn.streams[dir_index(dir)].as_mut() {
+                let before = s.stats().clone();
+                let from = s.frontier();
+                s.finish(&mut self.budget);
+                account(&mut self.stats, &before, s.stats());
+                if s.frontier() > from {
+                    events.push(TcpEvent::DataReady { dir, from, to: s.frontier() });
+                }
+            }
+        }
+        events.push(TcpEvent::End { reason });
+        Some(conn)
+    }
+
+    /// Gives a finished connection's memory back (call after reading what you need from the
+    /// value [`end`](Self::end) returned).
+    pub fn recycle(&mut self, mut conn: Connection) {
+        for s in conn.streams.iter_mut().flatten() {
+            s.clear(&mut self.budget);
+        }
+    }
+}
+
+fn account(stats: &mut TcpStats, before: &StreamStats, after: &StreamStats) {
+    stats.bytes_delivered += after.bytes - before.bytes;
+    stats.overlap_conflict_bytes += after.overlap_conflicts - before.overlap_conflicts;
+    stats.refused_segments += after.refused_segments - before.refused_segments;
+    stats.gap_bytes += after.gap_bytes - before.gap_bytes;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> FlowId {
+        FlowId { index: 0, generation: 1 }
+    }
+
+    fn seg(dir: Direction, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Segment<'_> {
+        Segment { dir, seq, ack, flags, window: 1000, options: &[], payload }
+    }
+
+    #[test]
+    fn handshake_data_and_fin_close() {
+        use Direction::*;
+        let mut t = TcpTracker::new(TcpConfig::default());
+        let mut ev = vec![];
+        t.segment(id(), &seg(ToServer, 100, 0, SYN, b""), &mut ev);
+        assert_eq!(ev[0], TcpEvent::Start { midstream: false });
+        assert_eq!(t.get(id()).unwrap().endpoint(Endpoint::Client).state, TcpState::SynSent);
+        t.segment(id(), &seg(ToClient, 500, 101, SYN | ACK, b""), &mut ev);
+        let c = t.get(id()).unwrap();
+        assert_eq!((c.half[0].state, c.half[1].state), (TcpState::Established, TcpState::SynRcvd));
+        ev.clear();
+        t.segment(id(), &seg(ToServer, 101, 501, ACK, b"GET /"), &mut ev);
+        assert!(ev.contains(&TcpEvent::Established), "{ev:?}");
+        assert!(ev.contains(&TcpEvent::DataReady { dir: ToServer, from: 0, to: 5 }), "{ev:?}");
+        // Retransmission of the same bytes.
+        ev.clear();
+        t.segment(id(), &seg(ToServer, 101, 501, ACK, b"GET /"), &mut ev);
+        assert_eq!(ev, vec![TcpEvent::Retransmission { dir: ToServer }]);
+        // Server FIN, client ACKs and FINs, server ACKs.
+        t.segment(id(), &seg(ToClient, 501, 106, FIN | ACK, b""), &mut ev);
+        let c = t.get(id()).unwrap();
+        assert_eq!((c.half[0].state, c.half[1].state), (TcpState::CloseWait, TcpState::FinWait1));
+        t.segment(id(), &seg(ToServer, 106, 502, FIN | ACK, b""), &mut ev);
+        let c = t.get(id()).unwrap();
+        assert_eq!((c.half[0].state, c.half[1].state), (TcpState::LastAck, TcpState::TimeWait));
+        t.segment(id(), &seg(ToClient, 502, 107, ACK, b""), &mut ev);
+        assert_eq!(t.get(id()).unwrap().half[0].state, TcpState::Closed);
+        ev.clear();
+        let c = t.end(id(), EndReason::Fin, &mut ev).unwrap();
+        assert_eq!(ev, vec![TcpEvent::End { reason: EndReason::Fin }]);
+        assert_eq!(c.half[0].retransmissions, 1);
+        t.recycle(c);
+        assert_eq!(t.budget().used, 0);
+    }
+
+    #[test]
+    fn rst_closes_both_and_midstream_pickup() {
+        use Direction::*;
+        let mut t = TcpTracker::new(TcpConfig::default());
+        let mut ev = vec![];
+        t.segment(id(), &seg(ToServer, 7, 9, ACK, b"xy"), &mut ev);
+        assert_eq!(ev[0], TcpEvent::Start { midstream: true });
+        assert!(ev.contains(&TcpEvent::DataReady { dir: ToServer, from: 0, to: 2 }));
+        t.segment(id(), &seg(ToClient, 9, 9, RST, b""), &mut ev);
+        let c = t.get(id()).unwrap();
+        assert_eq!((c.half[0].state, c.half[1].state), (TcpState::Closed, TcpState::Closed));
+    }
+
+    #[test]
+    fn syn_with_data_and_window_scale() {
+        use Direction::*;
+        let mut t = TcpTracker::new(TcpConfig::default());
+        let mut ev = vec![];
+        let ws7 = [1u8, 3, 3, 7];
+        let ws2 = [3u8, 3, 2, 0];
+        t.segment(id(), &Segment { dir: ToServer, seq: u32::MAX, ack: 0, flags: SYN, window: 100, options: &ws7, payload: b"early" }, &mut ev);
+        assert!(ev.contains(&TcpEvent::DataReady { dir: ToServer, from: 0, to: 5 }), "{ev:?}");
+        t.segment(id(), &Segment { dir: ToClient, seq: 10, ack: 5, flags: SYN | ACK, window: 100, options: &ws2, payload: b"" }, &mut ev);
+        t.segment(id(), &Segment { dir: ToServer, seq: 5, ack: 11, flags: ACK, window: 100, options: &[], payload: b"!" }, &mut ev);
+        let c = t.get(id()).unwrap();
+        assert_eq!(c.half[0].window, 100 << 7, "scaled once both SYNs had the option");
+        assert_eq!(c.frontier(ToServer), 6, "sequence numbers wrapped across 2^32");
+        let mut bytes = vec![];
+        for s in c.stream(ToServer).unwrap().read(0, 6).unwrap() {
+            bytes.extend_from_slice(s);
+        }
+        assert_eq!(bytes, b"early!");
+    }
+}
