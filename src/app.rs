@@ -10,6 +10,11 @@
 //! max_flows = 100000
 //! malformed = "drop"
 //!
+//! [stack.tcp]                # optional: the TCP monitor (twin state, reassembly, snapshots)
+//! memory_limit = 268435456   # global reassembly memory, bytes
+//! [stack.tcp.reassembly]     # per-direction limits and overlap policy (see stacks::reassembly)
+//! overlap = "first"
+//!
 //! [[nf]]                     # network functions, in chain order
 //! name = "fw"                # unique; letters, digits, `_`, `-`
 //! kind = "firewall"          # firewall | flow_stats
@@ -30,6 +35,7 @@ use actors::event::EventRegistry;
 use actors::matcher::FlowMatch;
 use nfs::{NfCommon, NfConfig};
 use serde::Deserialize;
+use stacks::tcp::TcpConfig;
 use stacks::L23Config;
 
 /// `[runtime]`: sizes of the shared structures.
@@ -70,6 +76,8 @@ pub struct App {
     pub runtime: RuntimeConfig,
     /// `[stack.l23]`.
     pub l23: L23Config,
+    /// `[stack.tcp]`: the TCP monitor, when present.
+    pub tcp: Option<TcpConfig>,
     /// The NFs in chain order.
     pub nfs: Vec<NfEntry>,
     /// Every event type the app can name.
@@ -82,7 +90,7 @@ pub struct App {
 pub struct AppError(pub Vec<String>);
 
 /// Names the runtime uses for its own actors.
-pub const RESERVED_NAMES: &[&str] = &["rx", "tx", "l23"];
+pub const RESERVED_NAMES: &[&str] = &["rx", "tx", "l23", "tcp"];
 
 impl App {
     /// Reads and parses an app file.
@@ -117,6 +125,7 @@ impl App {
         }
 
         let mut l23 = L23Config::default();
+        let mut tcp = None;
         match top.remove("stack") {
             None => {}
             Some(toml::Value::Table(mut stacks)) => {
@@ -129,8 +138,17 @@ impl App {
                         Err(e) => errs.push(at("stack.l23", e.message())),
                     }
                 }
+                if let Some(v) = stacks.remove("tcp") {
+                    match TcpConfig::deserialize(v) {
+                        Ok(c) => match c.reassembly.validate() {
+                            Ok(()) => tcp = Some(c),
+                            Err(e) => errs.push(at("stack.tcp.reassembly", &e.to_string())),
+                        },
+                        Err(e) => errs.push(at("stack.tcp", e.message())),
+                    }
+                }
                 for k in stacks.keys() {
-                    errs.push(at(&format!("stack.{k}"), "unknown µStack (known: l23)"));
+                    errs.push(at(&format!("stack.{k}"), "unknown µStack (known: l23, tcp)"));
                 }
             }
             Some(other) => errs.push(at("stack", &format!("must be a table, not {}", other.type_str()))),
@@ -166,7 +184,7 @@ impl App {
             errs.push(at(k, "unknown key (known: runtime, stack, nf)"));
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, l23, nfs, registry })
+            Ok(App { source: source.to_string(), runtime, l23, tcp, nfs, registry })
         } else {
             Err(AppError(errs))
         }
@@ -201,8 +219,9 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry)
         None => None,
         Some("client") => Some(actors::contract::Side::Client),
         Some("server") => Some(actors::contract::Side::Server),
+        Some("both") => Some(actors::contract::Side::Both),
         Some(other) => {
-            errs.push(format!("{source}: {who}: key `side`: `{other}` is not \"client\" or \"server\""));
+            errs.push(format!("{source}: {who}: key `side`: `{other}` is not \"client\", \"server\" or \"both\""));
             None
         }
     };

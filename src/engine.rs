@@ -2,12 +2,12 @@
 //! report.
 //!
 //! 1. open the input capture (its link type configures the L2/3 stack);
-//! 2. build the actors — the L2/3 µStack, then every `[[nf]]` in order — collecting every
-//!    configuration problem;
+//! 2. build the actors — the L2/3 µStack, the TCP monitor when `[stack.tcp]` is present,
+//!    then every `[[nf]]` in order — collecting every configuration problem;
 //! 3. link them with the controller (type-checked plan);
 //! 4. place each actor on a core (core-map file, or the documented default placement);
 //! 5. create the shared-memory region, the packet pool and one SPSC ring between each pair
-//!    of consecutive stages: `rx → l23 → nf1 → … → nfN → tx`;
+//!    of consecutive stages: `rx → l23 → [tcp →] nf1 → … → nfN → tx`;
 //! 6. run one pinned executor thread per used core until the end-of-input marker has
 //!    travelled the whole chain;
 //! 7. collect the reports and check the books: every packet read is either emitted or
@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use actors::controller::{self, Plan};
 use actors::event::{builtin, EventRegistry};
 use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
 use actors::stage::{Stage, StageReport};
+use actors::contract::StreamAccess;
 use actors::{Actor, Contract, EventDesc, Publication};
 use runtime::coremap::{default_placement, CoreMap, Placement, Role};
 use runtime::executor::{self, CoreAssignment, Runnable};
@@ -34,6 +35,7 @@ use runtime::ports::{PcapReader, PcapWriter};
 use runtime::ring::{Consumer, Producer, RingStats};
 use runtime::shm::Region;
 use runtime::{pool, ring, sys};
+use stacks::tcp_monitor::TcpMonitor;
 use stacks::L23Stack;
 
 use crate::app::App;
@@ -90,8 +92,13 @@ pub enum RunError {
 
 /// The actors of an app, built and linked, not yet running.
 pub struct Built {
-    /// Actors after RX, in chain order (the L2/3 stack first).
+    /// Actors after RX, in chain order (the L2/3 stack first, then the TCP monitor if any).
     pub actors: Vec<Box<dyn Actor>>,
+    /// The TCP monitor's streams, for the stages after it.
+    pub streams: Option<Arc<dyn StreamAccess>>,
+    /// Where TX reports how far events have left the chain (the TCP monitor frees stream
+    /// memory by it).
+    pub completed: Arc<AtomicU64>,
     /// The linked plan (RX at index 0).
     pub plan: Plan,
     /// Event names.
@@ -103,6 +110,15 @@ pub fn build(app: &App, link: runtime::ports::LinkType) -> Result<Built, RunErro
     let registry = app.registry.clone();
     let mut errs = Vec::new();
     let mut actors: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
+    let completed = Arc::new(AtomicU64::new(0));
+    let mut streams: Option<Arc<dyn StreamAccess>> = None;
+    if let Some(cfg) = &app.tcp {
+        let mut tcp = TcpMonitor::new("tcp", cfg);
+        tcp.set_completed(completed.clone());
+        tcp.set_receiver_events(app.nfs.iter().any(|nf| nf.common.side.is_some()));
+        streams = Some(tcp.streams());
+        actors.push(Box::new(tcp));
+    }
     for nf in &app.nfs {
         match nf.config.build(&nf.common) {
             Ok(a) => actors.push(a),
@@ -117,7 +133,7 @@ pub fn build(app: &App, link: runtime::ports::LinkType) -> Result<Built, RunErro
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry)
         .map_err(|e| RunError::Config(e.problems.into_iter().map(|p| format!("{}: {p}", app.source)).collect()))?;
-    Ok(Built { actors, plan, registry })
+    Ok(Built { actors, streams, completed, plan, registry })
 }
 
 fn rx_contract() -> Contract {
@@ -137,7 +153,7 @@ pub fn actor_roles(plan: &Plan) -> Vec<(String, Role)> {
         .map(|a| {
             let role = match a.kind.as_str() {
                 "rx" => Role::Io,
-                "l23" => Role::Stack,
+                "l23" | "tcp_monitor" => Role::Stack,
                 _ => Role::Nf,
             };
             (a.name.clone(), role)
@@ -161,7 +177,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let reader = PcapReader::open(&opts.input)?;
     let total_bytes = reader.total_bytes();
     let link = reader.link_type();
-    let Built { actors, plan, registry } = build(app, link)?;
+    let Built { actors, streams, completed, plan, registry } = build(app, link)?;
 
     let roles = actor_roles(&plan);
     let names: Vec<String> = roles.iter().map(|(n, _)| n.clone()).collect();
@@ -206,13 +222,17 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     for (actor, planned) in actors.into_iter().zip(plan.actors.iter().skip(1)) {
         let input = consumers.next().expect("a ring into every stage");
         let output = producers.next().expect("a ring out of every stage");
-        let (stage, slot) = Stage::new(actor, planned.clone(), input, output, pool_view.clone());
+        let (mut stage, slot) = Stage::new(actor, planned.clone(), input, output, pool_view.clone());
+        if let Some(s) = &streams {
+            stage = stage.with_streams(s.clone());
+        }
         runnables.insert(planned.name.clone(), Box::new(stage));
         stage_slots.push(slot);
     }
     let tx_input = consumers.next().expect("a ring into tx");
     let sink: Box<dyn PacketSink> = Box::new(writer);
-    let (tx, tx_slot) = TxSink::new(tx_input, release, pool_view.clone(), sink);
+    let (mut tx, tx_slot) = TxSink::new(tx_input, release, pool_view.clone(), sink);
+    tx.set_completed(completed);
     runnables.insert("tx".into(), Box::new(tx));
 
     let assignments: Vec<CoreAssignment> = placement

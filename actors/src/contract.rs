@@ -31,6 +31,8 @@ pub enum Side {
     Client,
     /// Updates of the server's (responder's) half.
     Server,
+    /// Updates of both halves: two events per packet.
+    Both,
 }
 
 /// A subscription port.
@@ -44,7 +46,10 @@ pub struct Subscription {
     pub filter: Option<FlowMatch>,
     /// Only events published by this actor.
     pub from: Option<String>,
-    /// Only TCP-monitor events raised by this half's update (Figure 7c's "client side only").
+    /// Which TCP-monitor updates to receive (Figure 7c's configurations). `None`: one event
+    /// per packet, the sender's update; `Client`/`Server`: every update of that half (for a
+    /// packet the server sent, the client half's update is its reception); `Both`: all.
+    /// Events that are not TCP-monitor updates are not affected.
     pub side: Option<Side>,
     /// The actor rewrites these events into its own publications (a µStack layered on
     /// another: L2/3 turns `FRAME`s into `PKT`s, the TCP monitor turns L2/3's `PKT/TCP` into

@@ -307,9 +307,76 @@ impl FlowEvent {
     }
 }
 
+/// What a `FLOW/TCP` event says, encoded in [`EventDesc::aux`] (its snapshot has the
+/// connection's state after the packet that caused it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpFlowEvent {
+    /// The connection's first segment was seen.
+    Start {
+        /// Picked up without its handshake.
+        midstream: bool,
+    },
+    /// Both endpoints reached ESTABLISHED.
+    Established,
+    /// An endpoint changed state (states as `stacks::tcp::TcpState` bytes).
+    StateChange {
+        /// 0 for the client, 1 for the server.
+        endpoint: u8,
+        /// Before.
+        from: u8,
+        /// After.
+        to: u8,
+    },
+    /// A retransmitted segment.
+    Retransmission {
+        /// Sent by the client.
+        to_server: bool,
+    },
+}
+
+impl TcpFlowEvent {
+    /// Encodes into an `aux` value.
+    pub fn encode(self) -> u64 {
+        match self {
+            TcpFlowEvent::Start { midstream } => 1 | (u64::from(midstream) << 8),
+            TcpFlowEvent::Established => 2,
+            TcpFlowEvent::StateChange { endpoint, from, to } => {
+                3 | (u64::from(endpoint) << 8) | (u64::from(from) << 16) | (u64::from(to) << 24)
+            }
+            TcpFlowEvent::Retransmission { to_server } => 4 | (u64::from(to_server) << 8),
+        }
+    }
+
+    /// Decodes an `aux` value.
+    pub fn decode(aux: u64) -> Option<TcpFlowEvent> {
+        let b = |i: u32| ((aux >> (8 * i)) & 0xff) as u8;
+        match b(0) {
+            1 => Some(TcpFlowEvent::Start { midstream: b(1) != 0 }),
+            2 => Some(TcpFlowEvent::Established),
+            3 => Some(TcpFlowEvent::StateChange { endpoint: b(1), from: b(2), to: b(3) }),
+            4 => Some(TcpFlowEvent::Retransmission { to_server: b(1) != 0 }),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_flow_events_round_trip() {
+        for e in [
+            TcpFlowEvent::Start { midstream: true },
+            TcpFlowEvent::Start { midstream: false },
+            TcpFlowEvent::Established,
+            TcpFlowEvent::StateChange { endpoint: 1, from: 3, to: 8 },
+            TcpFlowEvent::Retransmission { to_server: true },
+        ] {
+            assert_eq!(TcpFlowEvent::decode(e.encode()), Some(e));
+        }
+        assert_eq!(TcpFlowEvent::decode(0), None);
+    }
 
     #[test]
     fn flow_events_round_trip() {

@@ -300,6 +300,7 @@ pub struct TxSink {
     report: TxReport,
     slot: ReportSlot<TxReport>,
     finished: bool,
+    completed: Arc<AtomicU64>,
 }
 
 impl TxSink {
@@ -311,8 +312,31 @@ impl TxSink {
         sink: Box<dyn PacketSink>,
     ) -> (TxSink, ReportSlot<TxReport>) {
         let slot: ReportSlot<TxReport> = Arc::new(Mutex::new(TxReport::default()));
-        let tx = TxSink { input, release, pool, sink, inbuf: Vec::with_capacity(BURST), report: TxReport::default(), slot: slot.clone(), finished: false };
+        let tx = TxSink {
+            input,
+            release,
+            pool,
+            sink,
+            inbuf: Vec::with_capacity(BURST),
+            report: TxReport::default(),
+            slot: slot.clone(),
+            finished: false,
+            completed: Arc::default(),
+        };
         (tx, slot)
+    }
+
+    /// Reports progress into `completed` (shared with a µStack) instead of its own counter.
+    pub fn set_completed(&mut self, completed: Arc<AtomicU64>) {
+        self.completed = completed;
+    }
+
+    /// The highest sequence number seen at the end of the chain. Events leave in order, so
+    /// every event with a *smaller* sequence number has left: a µStack can free what only
+    /// those events could see (the TCP monitor's stream chunks). Events with this very
+    /// number may still be on their way.
+    pub fn completed(&self) -> Arc<AtomicU64> {
+        self.completed.clone()
     }
 
     fn consume(&mut self, ev: &EventDesc) {
@@ -358,14 +382,20 @@ impl Runnable for TxSink {
         let mut inbuf = std::mem::take(&mut self.inbuf);
         let n = self.input.pop_burst(&mut inbuf, BURST);
         let mut end = false;
+        let mut done = 0;
         for ev in &inbuf {
             if ev.is_end() {
                 end = true;
+                done = ev.seq;
                 break;
             }
+            done = done.max(ev.seq);
             self.consume(ev);
         }
         self.inbuf = inbuf;
+        if done > 0 {
+            self.completed.fetch_max(done, Ordering::Release);
+        }
         if end {
             if let Err(e) = self.sink.finish() {
                 self.report.error.get_or_insert(e.to_string());

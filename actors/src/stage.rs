@@ -79,6 +79,21 @@ pub fn publish<T: Clone>(slot: &ReportSlot<T>, report: &T) {
     }
 }
 
+/// Whether a subscription's `side` accepts an event (see [`Subscription::side`](crate::Subscription)).
+fn side_accepts(side: Option<Side>, ev: &EventDesc) -> bool {
+    let update = ev.snap.update;
+    if update == snapshot_update::NONE {
+        return true;
+    }
+    match side {
+        // The sender's update: the client's for a packet it sent, the server's otherwise.
+        None => (update == snapshot_update::CLIENT) == ev.to_server(),
+        Some(Side::Client) => update == snapshot_update::CLIENT,
+        Some(Side::Server) => update == snapshot_update::SERVER,
+        Some(Side::Both) => true,
+    }
+}
+
 /// An actor between two rings (see the module docs).
 pub struct Stage {
     actor: Box<dyn Actor>,
@@ -138,13 +153,7 @@ impl Stage {
             s.event.covers(ev.event_type)
                 && s.publishers.contains(&ev.publisher)
                 && s.from.is_none_or(|f| f == ev.publisher)
-                && s.side.is_none_or(|side| {
-                    ev.snap.update
-                        == match side {
-                            Side::Client => snapshot_update::CLIENT,
-                            Side::Server => snapshot_update::SERVER,
-                        }
-                })
+                && side_accepts(s.side, ev)
                 && match &s.filter {
                     None => true,
                     Some(f) => ev.packet.is_some_and(|h| {

@@ -6,7 +6,9 @@
 //! reads addresses and ports through [`actors::packet::PacketView`].
 //!
 //! * [`firewall`] — ordered allow/drop rules, per flow (stateful) or per packet;
-//! * [`flow_stats`] — per-flow packets and bytes each way as Suricata-style JSON lines.
+//! * [`flow_stats`] — per-flow packets and bytes each way as Suricata-style JSON lines;
+//! * [`stream_hash`] — length and SHA-256 of both bytestreams of every TCP connection, read
+//!   through the TCP monitor.
 //!
 //! [`build`] makes an NF from its app-file table: the engine calls it for every `[[nf]]`.
 #![forbid(unsafe_code)]
@@ -14,12 +16,13 @@
 pub mod common;
 pub mod firewall;
 pub mod flow_stats;
+pub mod stream_hash;
 
 use actors::Actor;
 pub use common::NfCommon;
 
 /// The NF kinds this crate provides, for messages.
-pub const KINDS: &[&str] = &["firewall", "flow_stats"];
+pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash"];
 
 /// An NF's options, checked but not yet acted on (no file opened): the app loader makes
 /// these for every `[[nf]]` so that all configuration errors are reported together.
@@ -29,6 +32,8 @@ pub enum NfConfig {
     Firewall(firewall::FirewallConfig, Vec<firewall::Rule>),
     /// Flow statistics.
     FlowStats(flow_stats::FlowStatsConfig),
+    /// Stream hashes.
+    StreamHash(stream_hash::StreamHashConfig),
 }
 
 /// Checks the kind-specific part of an NF's app-file table.
@@ -40,6 +45,7 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table) -> Result<
             Ok(NfConfig::Firewall(cfg, rules))
         }
         "flow_stats" => Ok(NfConfig::FlowStats(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
+        "stream_hash" => Ok(NfConfig::StreamHash(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
         other => Err(vec![format!(
             "nf `{}`: unknown kind `{other}` (known kinds: {})",
             common.name,
@@ -54,6 +60,7 @@ impl NfConfig {
         Ok(match self {
             NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
             NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::new(common, cfg.output.clone())?),
+            NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
         })
     }
 }

@@ -214,6 +214,26 @@ pub enum TcpEvent {
     },
 }
 
+/// A connection's state at one instant: both halves and both frontiers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `[client, server]`.
+    pub half: [HalfConnection; 2],
+    /// Contiguous bytes of `[client → server, server → client]`.
+    pub frontier: [u64; 2],
+}
+
+/// The two updates one segment makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Updates {
+    /// Who sent the segment.
+    pub sender: Endpoint,
+    /// After the sender's half was updated (the receiver's not yet, nor the stream).
+    pub after_sender: Snapshot,
+    /// After the receiver's half and the stream were updated.
+    pub after_receiver: Snapshot,
+}
+
 /// Tracker settings.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,6 +352,13 @@ impl TcpTracker {
         self.conns.get(&flow)
     }
 
+    /// The ids of the live connections, sorted.
+    pub fn live(&self) -> Vec<FlowId> {
+        let mut v: Vec<FlowId> = self.conns.keys().copied().collect();
+        v.sort_by_key(|f| (f.generation, f.index));
+        v
+    }
+
     /// Live connections.
     pub fn len(&self) -> usize {
         self.conns.len()
@@ -359,8 +386,9 @@ impl TcpTracker {
         }
     }
 
-    /// Processes one segment of connection `flow`; appends what happened to `events`.
-    pub fn segment(&mut self, flow: FlowId, seg: &Segment<'_>, events: &mut Vec<TcpEvent>) {
+    /// Processes one segment of connection `flow`; appends what happened to `events` and
+    /// returns the connection's state as of the sender's update and as of the receiver's.
+    pub fn segment(&mut self, flow: FlowId, seg: &Segment<'_>, events: &mut Vec<TcpEvent>) -> Updates {
         let cfg = &self.cfg;
         let syn = seg.flags & SYN != 0;
         let conn = self.conns.entry(flow).or_insert_with(|| {
@@ -441,6 +469,9 @@ impl TcpTracker {
             };
         }
 
+        let frontiers = [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)];
+        let after_sender = Snapshot { half: conn.half, frontier: frontiers };
+
         // --- receiver-side update ---
         {
             let sender_fin = conn.half[si].fin_seq;
@@ -503,6 +534,9 @@ impl TcpTracker {
                 }
             }
         }
+        let after_receiver =
+            Snapshot { half: conn.half, frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)] };
+        Updates { sender: me, after_sender, after_receiver }
     }
 
     /// Ends connection `flow` (the flow table ended it): finishes both streams (skipping

@@ -90,3 +90,44 @@ fn dump_writes_the_reassembled_bytes() {
         }
     }
 }
+
+/// The same comparison through the running system: L2/3 and the TCP monitor on one core, an
+/// NF hashing `DATA_RDY` bytes on the other, small rings so the stack runs ahead of the NF.
+#[test]
+fn the_tcp_monitor_actor_delivers_the_same_bytes_as_tshark() {
+    use microboxes::{App, RunOptions};
+    let allowed = runtime::sys::allowed_cpus().unwrap();
+    let (a, b) = (allowed[0], *allowed.get(1).unwrap_or(&allowed[0]));
+    let dir = tempfile::tempdir().unwrap();
+    let mut differences = Vec::new();
+    for (pcap, expected) in fixtures() {
+        let out = dir.path().join("hash.jsonl");
+        let app = App::parse(
+            &format!(
+                "[runtime]\nring_capacity = 16\n[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n",
+                out.display().to_string()
+            ),
+            "hash.toml",
+        )
+        .unwrap();
+        let mut opts = RunOptions::new(&pcap);
+        let map = format!("[cores]\nrx = {a}\nl23 = {a}\ntcp = {a}\nhash = {b}\ntx = {b}\n");
+        opts.core_map = Some(runtime::coremap::CoreMap::parse(&map, "map").unwrap());
+        let report = microboxes::run(&app, opts).unwrap();
+        assert!(report.ok(), "{}", report.to_text());
+        let recs: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let name = pcap.file_name().unwrap().to_string_lossy().to_string();
+        for w in expected["streams"].as_array().unwrap() {
+            let Some(r) = recs.iter().find(|r| r["client"] == w["client"] && r["server"] == w["server"]) else {
+                differences.push(format!("{name} stream {}: no record", w["stream"]));
+                continue;
+            };
+            if r["sha256_toserver"] != w["client_sha256"] || r["sha256_toclient"] != w["server_sha256"] {
+                differences.push(format!("{name} stream {}: hashes differ ({} / {} bytes, tshark {} / {})", w["stream"], r["bytes_toserver"], r["bytes_toclient"], w["client_bytes"], w["server_bytes"]));
+            }
+        }
+        let tcp = report.actors.iter().find(|x| x.name == "tcp").unwrap();
+        assert!(tcp.counters["reassembly_memory_high_water"] > 0);
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

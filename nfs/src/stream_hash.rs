@@ -1,0 +1,195 @@
+//! Stream_Hash: the SHA-256 and length of both bytestreams of every TCP connection, read
+//! through the TCP monitor's `DATA_RDY` events — one JSON line per connection when it ends.
+//!
+//! ```toml
+//! [stack.tcp]                # needs the TCP monitor
+//!
+//! [[nf]]
+//! name = "hash"
+//! kind = "stream_hash"
+//! output = "streams.jsonl"
+//! ```
+//!
+//! Each line: `{"flow_id", "client", "server", "bytes_toserver", "bytes_toclient",
+//! "sha256_toserver", "sha256_toclient", "end"}` (`end` as in flow records). It is the
+//! network-function twin of `mbox streams`: the same numbers, computed by an NF that runs
+//! behind the stack on its own core, reading each event's bytes `[aux, frontier)` — which is
+//! what makes it a test of snapshots and the frontier as much as a tool.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use actors::desc::{EventDesc, FlowEvent, FlowRef};
+use actors::event::builtin;
+use actors::matcher::Tuple;
+use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::common::NfCommon;
+
+/// Stream_Hash options.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamHashConfig {
+    /// Where the JSON lines go.
+    pub output: PathBuf,
+}
+
+/// One line of the output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// L2/3 flow id.
+    pub flow_id: u64,
+    /// Initiator, when a packet of the connection was seen.
+    pub client: Option<SocketAddr>,
+    /// Responder.
+    pub server: Option<SocketAddr>,
+    /// Client → server stream length.
+    pub bytes_toserver: u64,
+    /// Server → client stream length.
+    pub bytes_toclient: u64,
+    /// SHA-256 of the client → server stream, hex.
+    pub sha256_toserver: String,
+    /// SHA-256 of the server → client stream, hex.
+    pub sha256_toclient: String,
+    /// How the connection ended.
+    pub end: String,
+}
+
+#[derive(Default)]
+struct Acc {
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    hash: [Sha256; 2],
+    bytes: [u64; 2],
+}
+
+/// The Stream_Hash NF (see the module docs).
+pub struct StreamHash {
+    contract: Contract,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    conns: HashMap<FlowRef, Acc>,
+    written: u64,
+    read_errors: u64,
+    error: Option<String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl StreamHash {
+    /// A Stream_Hash writing to `path`.
+    pub fn new(common: &NfCommon, path: PathBuf) -> Result<StreamHash, String> {
+        let file = File::create(&path)
+            .map_err(|e| format!("nf `{}` (stream_hash): cannot create output `{}`: {e}", common.name, path.display()))?;
+        let mut subscriptions = common.main_port("data", &[builtin::DATA_RDY]);
+        subscriptions.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
+        subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
+        let contract = Contract {
+            name: common.name.clone(),
+            kind: "stream_hash".into(),
+            subscriptions,
+            publications: vec![],
+            modifies: Modifies::default(),
+            drop_reasons: vec![],
+        };
+        Ok(StreamHash { contract, path, out: Some(BufWriter::new(file)), conns: HashMap::new(), written: 0, read_errors: 0, error: None })
+    }
+
+    fn emit(&mut self, flow: FlowRef, acc: Acc, end: &str) {
+        let [h0, h1] = acc.hash;
+        let rec = StreamRecord {
+            flow_id: flow.id64(),
+            client: acc.client,
+            server: acc.server,
+            bytes_toserver: acc.bytes[0],
+            bytes_toclient: acc.bytes[1],
+            sha256_toserver: hex(&h0.finalize()),
+            sha256_toclient: hex(&h1.finalize()),
+            end: end.to_string(),
+        };
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(out) = self.out.as_mut() {
+            let res = serde_json::to_string(&rec).map_err(|e| e.to_string()).and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
+            match res {
+                Ok(()) => self.written += 1,
+                Err(e) => self.error = Some(format!("writing `{}`: {e}", self.path.display())),
+            }
+        }
+    }
+}
+
+impl Actor for StreamHash {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let Some(flow) = ev.flow else { return Verdict::Continue };
+        if ev.event_type == builtin::FLOW_TCP_TERMINATE {
+            let acc = self.conns.remove(&flow).unwrap_or_default();
+            let end = match FlowEvent::decode(ev.aux) {
+                Some(FlowEvent::End(r)) => r.as_str(),
+                _ => "?",
+            };
+            self.emit(flow, acc, end);
+            return Verdict::Continue;
+        }
+        let acc = self.conns.entry(flow).or_default();
+        if ev.event_type == builtin::DATA_RDY {
+            let i = usize::from(!ev.to_server());
+            let (hash, bytes) = (&mut acc.hash[i], &mut acc.bytes[i]);
+            if cx
+                .data_ready(ev, &mut |s| {
+                    hash.update(s);
+                    *bytes += s.len() as u64;
+                })
+                .is_err()
+            {
+                self.read_errors += 1;
+            }
+        } else if acc.client.is_none() {
+            if let Some(view) = cx.view(ev) {
+                let t = Tuple::of(&view);
+                let t = if ev.to_server() { t } else { t.reversed() };
+                if let (Some(c), Some(cp), Some(s), Some(sp)) = (t.src, t.src_port, t.dst, t.dst_port) {
+                    acc.client = Some(SocketAddr::new(c, cp));
+                    acc.server = Some(SocketAddr::new(s, sp));
+                }
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
+        let mut rest: Vec<_> = self.conns.drain().collect();
+        rest.sort_by_key(|(f, _)| *f);
+        for (f, acc) in rest {
+            self.emit(f, acc, "shutdown");
+        }
+        if let Some(mut out) = self.out.take() {
+            if let Err(e) = out.flush() {
+                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
+            }
+        }
+        if self.read_errors > 0 {
+            self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
+        }
+        match &self.error {
+            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        vec![("records_written".into(), self.written), ("stream_read_errors".into(), self.read_errors)]
+    }
+}

@@ -1,0 +1,342 @@
+//! The TCP monitor µStack actor: twin TCP state, reassembled bytestreams and stack snapshots
+//! for the network functions after it.
+//!
+//! It sits after the L2/3 stack and **consumes** its `PKT/TCP` events: each becomes the
+//! monitor's own `PKT/TCP` (or `SYN`/`FIN`/`RST`) event carrying a [`TcpSnapshot`] — both
+//! endpoints' state, sequence numbers, windows and flags, and both stream frontiers — taken
+//! right after the sender's half was updated. When some subscriber asked for a `side`, a
+//! second event about the same packet follows with the snapshot after the receiver's update
+//! (the paper's client-side / server-side updates, Figure 7c). It also publishes
+//!
+//! * `FLOW/TCP` — start, established, every state change of either endpoint, every
+//!   retransmission ([`TcpFlowEvent`] in `aux`);
+//! * `DATA_RDY` — a direction's frontier advanced: `aux` is the old frontier, the snapshot's
+//!   frontier the new one, `TO_SERVER` the direction. [`Context::data_ready`] reads exactly
+//!   those bytes;
+//! * `FLOW/TCP/TERMINATE` — when the L2/3 flow ends (FIN, RST, timeout, eviction, end of
+//!   input), after the last `DATA_RDY` (holes that will never fill are skipped then, and
+//!   counted as gaps).
+//!
+//! **Snapshots and the frontier** (DESIGN.md §5): events carry copies, so an NF that runs
+//! behind the stack still sees each event's state; a stream is append-only and bytes below
+//! the frontier never change, so an NF reading `[aux, frontier)` of its event sees exactly
+//! the bytes of that moment even while the monitor appends newer ones.
+//!
+//! **Reclaiming**: the monitor remembers each `DATA_RDY` it raised; the TX sink reports how
+//! far events have left the chain ([`TxSink::completed`](actors::io::TxSink::completed)),
+//! and the monitor frees stream chunks that only finished events could see. A connection
+//! that ended stays readable until its last events have left.
+//!
+//! **Sharing**: streams live in this process, behind one mutex shared with the readers
+//! ([`SharedStreams`]); an NF's read holds it briefly. NFs in other processes cannot read
+//! streams yet (moving chunks into the shared-memory region comes with out-of-process NFs).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actors::contract::{StreamAccess, StreamReadError};
+use actors::desc::{meta_flags, snapshot_update, EventDesc, FlowEndReason, FlowEvent, FlowRef, SideSnapshot, TcpFlowEvent, TcpSnapshot};
+use actors::event::builtin;
+use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
+
+use crate::flow_table::{Direction, EndReason, FlowId};
+use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
+
+/// The tracker and the connections that ended but may still be read, shared with readers.
+#[derive(Debug)]
+struct Shared {
+    tracker: TcpTracker,
+    retired: HashMap<FlowId, Connection>,
+}
+
+/// Read access to the monitor's streams for the stages after it.
+#[derive(Debug)]
+pub struct SharedStreams(Mutex<Shared>);
+
+fn flow_id(f: FlowRef) -> FlowId {
+    FlowId { index: f.index(), generation: f.generation }
+}
+
+fn dir_of(to_server: bool) -> Direction {
+    if to_server {
+        Direction::ToServer
+    } else {
+        Direction::ToClient
+    }
+}
+
+impl StreamAccess for SharedStreams {
+    fn read(&self, flow: FlowRef, to_server: bool, from: u64, to: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+        let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = flow_id(flow);
+        let conn = shared.tracker.get(id).or_else(|| shared.retired.get(&id)).ok_or(StreamReadError::NoConnection(flow))?;
+        let dir = dir_of(to_server);
+        let Some(stream) = conn.stream(dir) else {
+            return if from == to { Ok(()) } else { Err(StreamReadError::NotHeld { from, to, base: 0, frontier: 0 }) };
+        };
+        let slices = stream
+            .read(from, to)
+            .map_err(|_| StreamReadError::NotHeld { from, to, base: stream.base(), frontier: stream.frontier() })?;
+        for s in slices {
+            f(s);
+        }
+        Ok(())
+    }
+}
+
+fn side(h: &HalfConnection) -> SideSnapshot {
+    SideSnapshot::new(h.next_seq, h.ack, h.window, h.state as u8, h.flags_seen, h.wscale)
+}
+
+fn snapshot(s: &Snapshot, update: u8) -> TcpSnapshot {
+    TcpSnapshot::new(side(&s.half[0]), side(&s.half[1]), s.frontier, update)
+}
+
+fn update_of(e: Endpoint) -> u8 {
+    match e {
+        Endpoint::Client => snapshot_update::CLIENT,
+        Endpoint::Server => snapshot_update::SERVER,
+    }
+}
+
+/// The TCP monitor (see the module docs).
+pub struct TcpMonitor {
+    contract: Contract,
+    shared: Arc<SharedStreams>,
+    completed: Option<Arc<AtomicU64>>,
+    /// `DATA_RDY` events raised and not yet known to have left: (seq, flow, direction, end).
+    pending: VecDeque<(u64, FlowId, Direction, u64)>,
+    /// Ended connections: (seq of their last events, flow).
+    retiring: VecDeque<(u64, FlowId)>,
+    receiver_events: bool,
+    events: Vec<TcpEvent>,
+    last_seq: u64,
+    last_ts: u64,
+    bad_headers: u64,
+}
+
+/// What the monitor publishes.
+pub const PUBLISHES: &[actors::EventType] = &[
+    builtin::PKT_TCP,
+    builtin::PKT_TCP_SYN,
+    builtin::PKT_TCP_FIN,
+    builtin::PKT_TCP_RST,
+    builtin::FLOW_TCP,
+    builtin::FLOW_TCP_TERMINATE,
+    builtin::DATA_RDY,
+];
+
+impl TcpMonitor {
+    /// A monitor named `name`.
+    pub fn new(name: &str, cfg: &TcpConfig) -> TcpMonitor {
+        let contract = Contract {
+            name: name.to_string(),
+            kind: "tcp_monitor".into(),
+            subscriptions: vec![Subscription::new("segments", builtin::PKT_TCP).consuming(), Subscription::new("flows", builtin::FLOW)],
+            publications: PUBLISHES.iter().map(|t| Publication { port: "events".into(), event: *t }).collect(),
+            modifies: Modifies { packets: false, stack_state: true },
+            drop_reasons: vec![],
+        };
+        let shared = Arc::new(SharedStreams(Mutex::new(Shared { tracker: TcpTracker::new(cfg.clone()), retired: HashMap::new() })));
+        TcpMonitor {
+            contract,
+            shared,
+            completed: None,
+            pending: VecDeque::new(),
+            retiring: VecDeque::new(),
+            receiver_events: false,
+            events: Vec::new(),
+            last_seq: 0,
+            last_ts: 0,
+            bad_headers: 0,
+        }
+    }
+
+    /// The streams, for the stages after the monitor.
+    pub fn streams(&self) -> Arc<SharedStreams> {
+        self.shared.clone()
+    }
+
+    /// Where the TX sink reports how far events have left the chain. Without it, stream
+    /// chunks are only freed when their connection ends.
+    pub fn set_completed(&mut self, completed: Arc<AtomicU64>) {
+        self.completed = Some(completed);
+    }
+
+    /// Also raise the receiver's update of every packet (some subscriber asked for a side).
+    pub fn set_receiver_events(&mut self, on: bool) {
+        self.receiver_events = on;
+    }
+
+    fn reclaim(&mut self, shared: &mut Shared) {
+        let Some(done) = self.completed.as_ref().map(|c| c.load(Ordering::Acquire)) else { return };
+        while let Some(&(seq, id, dir, to)) = self.pending.front() {
+            if seq >= done {
+                break;
+            }
+            self.pending.pop_front();
+            // A retired connection is freed whole once its last events have left.
+            if !shared.retired.contains_key(&id) {
+                shared.tracker.release(id, dir, to);
+            }
+        }
+        while let Some(&(seq, id)) = self.retiring.front() {
+            if seq >= done {
+                break;
+            }
+            self.retiring.pop_front();
+            if let Some(conn) = shared.retired.remove(&id) {
+                shared.tracker.recycle(conn);
+            }
+        }
+    }
+
+    /// Turns tracker events into descriptors published after the current one.
+    fn publish(&mut self, cx: &mut Context<'_>, flow: FlowRef, seq: u64, ts: u64, snap: TcpSnapshot) {
+        let id = flow_id(flow);
+        for e in std::mem::take(&mut self.events) {
+            let mut d = EventDesc::new(builtin::FLOW_TCP, 0, seq, ts);
+            d.flow = Some(flow);
+            d.meta.proto = 6;
+            d.snap = snap;
+            d.snap.update = snapshot_update::NONE;
+            match e {
+                TcpEvent::Start { midstream } => d.aux = TcpFlowEvent::Start { midstream }.encode(),
+                TcpEvent::Established => d.aux = TcpFlowEvent::Established.encode(),
+                TcpEvent::StateChange { endpoint, from, to } => {
+                    d.aux = TcpFlowEvent::StateChange { endpoint: (endpoint == Endpoint::Server) as u8, from: from as u8, to: to as u8 }
+                        .encode()
+                }
+                TcpEvent::Retransmission { dir } => {
+                    d.aux = TcpFlowEvent::Retransmission { to_server: dir == Direction::ToServer }.encode();
+                    if dir == Direction::ToServer {
+                        d.meta.flags |= meta_flags::TO_SERVER;
+                    }
+                }
+                TcpEvent::DataReady { dir, from, to } => {
+                    d.event_type = builtin::DATA_RDY;
+                    d.aux = from;
+                    d.snap.frontier[usize::from(dir == Direction::ToClient)] = to;
+                    if dir == Direction::ToServer {
+                        d.meta.flags |= meta_flags::TO_SERVER;
+                    }
+                    self.pending.push_back((seq, id, dir, to));
+                }
+                TcpEvent::End { reason } => {
+                    d.event_type = builtin::FLOW_TCP_TERMINATE;
+                    d.aux = FlowEvent::End(match reason {
+                        EndReason::IdleTimeout => FlowEndReason::Timeout,
+                        EndReason::Fin => FlowEndReason::Fin,
+                        EndReason::Rst => FlowEndReason::Rst,
+                        EndReason::Evicted => FlowEndReason::Evicted,
+                        EndReason::Shutdown => FlowEndReason::Shutdown,
+                    })
+                    .encode();
+                }
+            }
+            cx.publish(d);
+        }
+    }
+
+    fn end(&mut self, cx: &mut Context<'_>, flow: FlowRef, reason: EndReason, seq: u64, ts: u64) {
+        let shared = self.shared.clone();
+        let mut shared = shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = flow_id(flow);
+        let Some(conn) = shared.tracker.end(id, reason, &mut self.events) else { return };
+        let snap = Snapshot { half: conn.half, frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)] };
+        shared.retired.insert(id, conn);
+        self.retiring.push_back((seq, id));
+        drop(shared);
+        self.publish(cx, flow, seq, ts, snapshot(&snap, snapshot_update::NONE));
+    }
+}
+
+impl Actor for TcpMonitor {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        self.last_seq = self.last_seq.max(ev.seq);
+        self.last_ts = self.last_ts.max(ev.ts_ns);
+        let Some(flow) = ev.flow else { return Verdict::Continue };
+        if ev.event_type == builtin::FLOW {
+            if let Some(FlowEvent::End(r)) = FlowEvent::decode(ev.aux) {
+                let reason = match r {
+                    FlowEndReason::Timeout => EndReason::IdleTimeout,
+                    FlowEndReason::Fin => EndReason::Fin,
+                    FlowEndReason::Rst => EndReason::Rst,
+                    FlowEndReason::Evicted => EndReason::Evicted,
+                    FlowEndReason::Shutdown => EndReason::Shutdown,
+                };
+                self.end(cx, flow, reason, ev.seq, ev.ts_ns);
+            }
+            return Verdict::Continue;
+        }
+        let Some(h) = ev.packet else { return Verdict::Continue };
+        let bytes = cx.packet_bytes(h);
+        let l4 = usize::from(ev.meta.l4_offset);
+        let Some(hdr) = bytes.get(l4..l4 + 20) else {
+            self.bad_headers += 1;
+            return Verdict::Continue;
+        };
+        let be32 = |i: usize| u32::from_be_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let header_len = usize::from(hdr[12] >> 4) * 4;
+        let start = usize::from(ev.meta.payload_offset);
+        let payload = bytes.get(start..start + usize::from(ev.meta.payload_len)).unwrap_or(&[]);
+        let seg = Segment {
+            dir: dir_of(ev.to_server()),
+            seq: be32(4),
+            ack: be32(8),
+            flags: hdr[13],
+            window: u16::from_be_bytes([hdr[14], hdr[15]]),
+            options: bytes.get(l4 + 20..l4 + header_len.max(20)).unwrap_or(&[]),
+            payload,
+        };
+        let shared = self.shared.clone();
+        let mut guard = shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.reclaim(&mut guard);
+        let up = guard.tracker.segment(flow_id(flow), &seg, &mut self.events);
+        drop(guard);
+        ev.snap = snapshot(&up.after_sender, update_of(up.sender));
+        if self.receiver_events {
+            let mut copy = *ev;
+            copy.snap = snapshot(&up.after_receiver, update_of(if up.sender == Endpoint::Client { Endpoint::Server } else { Endpoint::Client }));
+            cx.publish(copy);
+        }
+        self.publish(cx, flow, ev.seq, ev.ts_ns, snapshot(&up.after_receiver, snapshot_update::NONE));
+        Verdict::Continue
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
+        // The L2/3 stack ended every flow before the end of input; anything left was never
+        // announced as a flow end (it cannot happen with L2/3 before the monitor).
+        let left = self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).tracker.live();
+        for id in left {
+            let flow = FlowRef::new(id.index, id.generation);
+            self.end(cx, flow, EndReason::Shutdown, self.last_seq, self.last_ts);
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let shared = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+        let s = shared.tracker.stats();
+        let b = shared.tracker.budget();
+        vec![
+            ("connections".into(), s.connections),
+            ("connections_midstream".into(), s.midstream),
+            ("connections_open".into(), s.active),
+            ("retransmissions".into(), s.retransmissions),
+            ("out_of_order_segments".into(), s.out_of_order),
+            ("bytes_delivered".into(), s.bytes_delivered),
+            ("overlap_conflict_bytes".into(), s.overlap_conflict_bytes),
+            ("refused_segments".into(), s.refused_segments),
+            ("gap_bytes".into(), s.gap_bytes),
+            ("reassembly_memory_high_water".into(), b.high_water as u64),
+            ("reassembly_refused_bytes".into(), b.refused_bytes),
+            ("bad_tcp_headers".into(), self.bad_headers),
+        ]
+    }
+}
