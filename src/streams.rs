@@ -7,8 +7,10 @@
 //! ended, retransmissions, out-of-order segments, conflicting overlaps and gaps. `--dump`
 //! writes each direction's bytes to a file.
 //!
-//! Bytes are consumed as they become ready (`DataReady` events) and released at once, so
-//! memory stays bounded by the reassembly limits, not by the size of the streams.
+//! Bytes are consumed as they become ready (`DataReady` events) and released once they are
+//! `keep_behind` behind the frontier (kept that long so that retransmissions are compared
+//! with them, [`TcpConfig`]), so memory stays bounded by the reassembly limits and that
+//! window, not by the size of the streams.
 
 use std::collections::HashMap;
 use std::fs::File;

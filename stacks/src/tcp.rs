@@ -242,11 +242,15 @@ pub struct TcpConfig {
     pub reassembly: ReassemblyConfig,
     /// Global reassembly memory in bytes (0 = unlimited).
     pub memory_limit: usize,
+    /// Bytes kept behind a direction's frontier after every reader is done with them, so
+    /// that retransmissions can still be compared (conflicting overlaps counted). Older
+    /// bytes are freed; a retransmission of them counts as old data, not compared.
+    pub keep_behind: u64,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig { reassembly: ReassemblyConfig::default(), memory_limit: 256 << 20 }
+        TcpConfig { reassembly: ReassemblyConfig::default(), memory_limit: 256 << 20, keep_behind: 64 << 10 }
     }
 }
 
@@ -379,10 +383,12 @@ impl TcpTracker {
         &self.budget
     }
 
-    /// Frees stream bytes below `offset` of a direction (what no live event can see).
+    /// Readers are done with the bytes of a direction below `offset`: frees what lies more
+    /// than `keep_behind` below it.
     pub fn release(&mut self, flow: FlowId, dir: Direction, offset: u64) {
+        let keep = self.cfg.keep_behind;
         if let Some(s) = self.conns.get_mut(&flow).and_then(|c| c.streams[dir_index(dir)].as_mut()) {
-            s.release_until(offset, &mut self.budget);
+            s.release_until(offset.saturating_sub(keep), &mut self.budget);
         }
     }
 
