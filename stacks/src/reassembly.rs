@@ -500,7 +500,9 @@ impl ByteStream {
         let start = i128::from(self.frontier) + rel;
         let mut data = data;
         let start = if start < 0 {
-            let cut = usize::try_from(-start).unwrap_or(usize::MAX).min(data.len());
+            let cut = usize::try_from(-start)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             out.old += cut as u64;
             data = &data[cut..];
             0u64
@@ -568,9 +570,8 @@ impl ByteStream {
             if new_bytes > 0 {
                 // Chunks spanned by [a, end) that are not held all receive a new byte.
                 let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
-                let held_front = u64::from(
-                    frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)),
-                );
+                let held_front =
+                    u64::from(frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)));
                 new_chunks = (hi_idx - lo_idx + 1) - held_ooo - held_front;
                 // A missing chunk below the frontier can only be the frontier's own chunk
                 // (after `clear`); every other one goes to the out-of-order side.
@@ -607,7 +608,12 @@ impl ByteStream {
         let lo = start.max(self.base);
         let hi = end.min(self.frontier);
         if lo < hi {
-            self.compare_in_order(lo, hi, &data[(lo - start) as usize..(hi - start) as usize], out);
+            self.compare_in_order(
+                lo,
+                hi,
+                &data[(lo - start) as usize..(hi - start) as usize],
+                out,
+            );
         }
         let Some((touching, new_bytes, merged)) = plan else {
             return;
@@ -684,7 +690,8 @@ impl ByteStream {
                 break;
             }
             if at < g.start {
-                let (d, c) = self.compare_held(at, &new[(at - lo) as usize..(g.start - lo) as usize]);
+                let (d, c) =
+                    self.compare_held(at, &new[(at - lo) as usize..(g.start - lo) as usize]);
                 out.duplicate += d;
                 out.conflicting += c;
             }

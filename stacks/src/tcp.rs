@@ -462,10 +462,14 @@ impl TcpTracker {
             if fin && s.fin_seq.is_none() {
                 s.fin_seq = Some(seg.seq.wrapping_add(seg.payload.len() as u32 + u32::from(syn)));
             }
+            let peer_syn_seen = conn.half[ri].isn.is_some();
+            let s = &mut conn.half[si];
             s.state = if rst {
                 TcpState::Closed
             } else {
                 match (s.state, syn, seg.flags & ACK != 0, fin) {
+                    // A bare SYN after the peer's SYN arrived: simultaneous open.
+                    (TcpState::Closed, true, false, _) if peer_syn_seen => TcpState::SynRcvd,
                     (TcpState::Closed, true, false, _) => TcpState::SynSent,
                     (TcpState::Closed | TcpState::SynSent, true, true, _) => TcpState::SynRcvd,
                     (TcpState::Established | TcpState::SynRcvd, _, _, true) => TcpState::FinWait1,
@@ -489,7 +493,8 @@ impl TcpTracker {
                 r.state = match r.state {
                     TcpState::SynSent if syn && seg.flags & ACK != 0 => TcpState::Established,
                     TcpState::SynSent if syn => TcpState::SynRcvd, // simultaneous open
-                    TcpState::SynRcvd if seg.flags & ACK != 0 && !syn => TcpState::Established,
+                    // The ACK of our SYN (in a simultaneous open it comes with the peer's SYN).
+                    TcpState::SynRcvd if seg.flags & ACK != 0 => TcpState::Established,
                     TcpState::Established if fin => TcpState::CloseWait,
                     TcpState::FinWait1 if fin && acks_my_fin => TcpState::TimeWait,
                     TcpState::FinWait1 if fin => TcpState::Closing,

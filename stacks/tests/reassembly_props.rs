@@ -70,9 +70,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     });
                 }
                 for (_, p) in &releases {
-                    steps.push(Step::Release {
-                        permille: p % 1001,
-                    });
+                    steps.push(Step::Release { permille: p % 1001 });
                 }
                 // Deterministic shuffle from the seed (Fisher-Yates with an LCG).
                 let mut state = seed | 1;
@@ -235,7 +233,13 @@ fn zero_length_is_a_no_op_and_data_before_first_seq_is_trimmed() {
 fn sequence_numbers_wrap() {
     let mut budget = Budget::default();
     let first = u32::MAX - 2;
-    let mut s = ByteStream::new(first, &ReassemblyConfig { chunk_size: 4, ..Default::default() });
+    let mut s = ByteStream::new(
+        first,
+        &ReassemblyConfig {
+            chunk_size: 4,
+            ..Default::default()
+        },
+    );
     // Offset 5 = sequence 2 (after the wrap), sent first.
     let ins = s.insert(2, b"FGH", &mut budget);
     assert!(ins.out_of_order);
@@ -252,7 +256,13 @@ fn sequence_numbers_wrap() {
 #[test]
 fn slices_point_into_stable_chunks() {
     let mut budget = Budget::default();
-    let mut s = ByteStream::new(0, &ReassemblyConfig { chunk_size: 8, ..Default::default() });
+    let mut s = ByteStream::new(
+        0,
+        &ReassemblyConfig {
+            chunk_size: 8,
+            ..Default::default()
+        },
+    );
     s.insert(0, b"0123456789", &mut budget);
     let before: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
     // More data, out of order and then in order, plus a retransmission that differs.
@@ -278,9 +288,20 @@ fn config_defaults_and_strict_keys() {
     let c: ReassemblyConfig = serde_json::from_str(r#"{"overlap":"last","depth":10}"#).unwrap();
     assert_eq!((c.overlap, c.depth), (OverlapPolicy::Last, Some(10)));
     assert!(serde_json::from_str::<ReassemblyConfig>(r#"{"chunk":1}"#).is_err());
-    assert!(ReassemblyConfig { chunk_size: 0, ..Default::default() }.validate().is_err());
+    assert!(ReassemblyConfig {
+        chunk_size: 0,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
     assert!(ReassemblyConfig::default().validate().is_ok());
     // `new` clamps instead of failing.
-    let s = ByteStream::new(0, &ReassemblyConfig { chunk_size: 0, ..Default::default() });
+    let s = ByteStream::new(
+        0,
+        &ReassemblyConfig {
+            chunk_size: 0,
+            ..Default::default()
+        },
+    );
     assert_eq!(s.config().chunk_size, 1);
 }
