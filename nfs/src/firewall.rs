@@ -141,7 +141,8 @@ impl Firewall {
     pub fn new(common: &NfCommon, rules: Vec<Rule>, default: Action, stateful: bool) -> Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         if stateful {
-            subscriptions.push(Subscription::new("flows", builtin::FLOW));
+            // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
+        subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
         }
         let mut drop_reasons: Vec<String> = rules
             .iter()

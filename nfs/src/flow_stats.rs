@@ -136,7 +136,8 @@ impl FlowStats {
         let file = File::create(&path)
             .map_err(|e| format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display()))?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
-        subscriptions.push(Subscription::new("flows", builtin::FLOW));
+        // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
+        subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
         let contract = Contract {
             name: common.name.clone(),
             kind: "flow_stats".into(),
