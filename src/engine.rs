@@ -34,6 +34,7 @@ use runtime::executor::{self, CoreAssignment, Runnable};
 use runtime::ports::{PcapReader, PcapWriter};
 use runtime::ring::{Consumer, Producer, RingStats};
 use runtime::shm::Region;
+use runtime::trace::{TraceActor, TraceData};
 use runtime::{pool, ring, sys};
 use stacks::tcp_monitor::TcpMonitor;
 use stacks::L23Stack;
@@ -58,12 +59,14 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Called about every 10 ms with live input progress.
     pub progress: Option<ProgressFn>,
+    /// Record a trace, keeping at most this many spans per actor.
+    pub trace: Option<usize>,
 }
 
 impl RunOptions {
     /// Options for `input` with everything else defaulted.
     pub fn new(input: impl Into<PathBuf>) -> RunOptions {
-        RunOptions { input: input.into(), output: None, core_map: None, prefix: None, stop: Arc::default(), progress: None }
+        RunOptions { input: input.into(), output: None, core_map: None, prefix: None, stop: Arc::default(), progress: None, trace: None }
     }
 }
 
@@ -216,7 +219,11 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
 
     let mut runnables: BTreeMap<String, Box<dyn Runnable>> = BTreeMap::new();
     let first = producers.next().expect("at least rx -> l23");
-    let (rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
+    let core_of = |name: &str| placement.core_of(name).unwrap_or(0) as u16;
+    let (mut rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
+    if let Some(cap) = opts.trace {
+        rx = rx.with_trace(core_of("rx"), cap);
+    }
     runnables.insert("rx".into(), Box::new(rx));
     let mut stage_slots = Vec::new();
     for (actor, planned) in actors.into_iter().zip(plan.actors.iter().skip(1)) {
@@ -226,6 +233,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         if let Some(s) = &streams {
             stage = stage.with_streams(s.clone());
         }
+        if let Some(cap) = opts.trace {
+            stage = stage.with_trace(core_of(&planned.name), cap);
+        }
         runnables.insert(planned.name.clone(), Box::new(stage));
         stage_slots.push(slot);
     }
@@ -233,6 +243,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let sink: Box<dyn PacketSink> = Box::new(writer);
     let (mut tx, tx_slot) = TxSink::new(tx_input, release, pool_view.clone(), sink);
     tx.set_completed(completed);
+    if let Some(cap) = opts.trace {
+        tx = tx.with_trace(plan.actors.len() as u16, core_of("tx"), cap);
+    }
     runnables.insert("tx".into(), Box::new(tx));
 
     let assignments: Vec<CoreAssignment> = placement
@@ -264,9 +277,26 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         .join()
         .map_err(|_| RunError::Setup("the executor thread panicked".into()))??;
 
-    let rx: RxReport = take(&rx_slot);
-    let tx: TxReport = take(&tx_slot);
-    let stages: Vec<StageReport> = stage_slots.iter().map(take).collect();
+    let mut rx: RxReport = take(&rx_slot);
+    let mut tx: TxReport = take(&tx_slot);
+    let mut stages: Vec<StageReport> = stage_slots.iter().map(take).collect();
+    let trace = opts.trace.map(|_| {
+        let mut actors: Vec<TraceActor> = plan
+            .actors
+            .iter()
+            .map(|a| TraceActor { name: a.name.clone(), kind: a.kind.clone(), core: core_of(&a.name) })
+            .collect();
+        actors.push(TraceActor { name: "tx".into(), kind: "tx".into(), core: core_of("tx") });
+        let mut spans = std::mem::take(&mut rx.trace);
+        let mut dropped = rx.trace_dropped + tx.trace_dropped;
+        for s in &mut stages {
+            spans.append(&mut s.trace);
+            dropped += s.trace_dropped;
+        }
+        spans.append(&mut tx.trace);
+        let event_types = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
+        TraceData { actors, event_types, spans, dropped }
+    });
     let rings: Vec<(String, RingStats)> = (0..n_rings)
         .map(|i| {
             let stats = ring::peek_stats(&region, &format!("link{i}")).unwrap_or_default();
@@ -293,7 +323,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         elapsed,
         total_bytes,
     });
-    Ok(report)
+    Ok(RunReport { trace, ..report })
 }
 
 fn take<T: Clone + Default>(slot: &Arc<Mutex<T>>) -> T {
@@ -430,5 +460,6 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         interrupted: i.rx.interrupted,
         warnings,
         errors,
+        trace: None,
     }
 }

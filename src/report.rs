@@ -112,6 +112,9 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Things that went wrong (the command exits non-zero).
     pub errors: Vec<String>,
+    /// The recorded trace (with `--trace`); written separately, not part of the stats JSON.
+    #[serde(skip)]
+    pub trace: Option<runtime::trace::TraceData>,
 }
 
 impl RunReport {

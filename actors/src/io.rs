@@ -24,6 +24,7 @@ use runtime::executor::{PollResult, Runnable};
 use runtime::pool::{AllocError, PoolAllocator, PoolReleaser, PoolView};
 use runtime::ports::{PacketRecord, PcapReader, PcapWriter, PortError};
 use runtime::ring::{Consumer, Producer};
+use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
 use crate::desc::{desc_flags, EventDesc};
 use crate::event::builtin;
@@ -99,6 +100,10 @@ pub struct RxReport {
     pub interrupted: bool,
     /// True once RX sent the end marker.
     pub finished: bool,
+    /// Recorded spans (with `--trace`).
+    pub trace: Vec<Span>,
+    /// Spans that did not fit.
+    pub trace_dropped: u64,
 }
 
 /// Live counters for a progress bar.
@@ -126,6 +131,9 @@ pub struct RxStage {
     report: RxReport,
     progress: Arc<RxProgress>,
     slot: ReportSlot<RxReport>,
+    trace: Option<(u16, TraceBuffer)>,
+    /// When the current frame's work began (tracing).
+    poll_start: u64,
 }
 
 impl RxStage {
@@ -152,11 +160,22 @@ impl RxStage {
             report: RxReport::default(),
             progress: progress.clone(),
             slot: slot.clone(),
+            trace: None,
+            poll_start: 0,
         };
         (rx, slot, progress)
     }
 
+    /// Records a span for every frame read (at most `capacity`).
+    pub fn with_trace(mut self, core: u16, capacity: usize) -> RxStage {
+        self.trace = Some((core, TraceBuffer::new(capacity)));
+        self
+    }
+
     fn read_burst(&mut self) {
+        if self.trace.is_some() {
+            self.poll_start = now_ns();
+        }
         if let Some((ts, data, len)) = self.waiting.take() {
             if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, ts, &data, len) {
                 self.waiting = Some((ts, data, len));
@@ -190,6 +209,22 @@ impl RxStage {
                 self.waiting = Some((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
                 self.report.pool_stalls += 1;
                 break;
+            }
+            if let Some((core, buf)) = self.trace.as_mut() {
+                let t = now_ns();
+                buf.record(Span {
+                    actor: 0,
+                    core: *core,
+                    kind: SpanKind::Rx,
+                    seq: self.seq,
+                    flow: u64::MAX,
+                    event_type: builtin::FRAME.raw(),
+                    publisher: 0,
+                    start_ns: self.poll_start.min(t),
+                    end_ns: t,
+                    snapshot_seq: 0,
+                });
+                self.poll_start = t;
             }
         }
         self.progress.bytes.store(self.source.bytes_read(), Ordering::Relaxed);
@@ -253,6 +288,9 @@ impl Runnable for RxStage {
             self.finished = true;
             self.report.finished = true;
             self.report.note = self.source.end_note();
+            if let Some((_, buf)) = self.trace.as_mut() {
+                (self.report.trace, self.report.trace_dropped) = buf.take();
+            }
             publish(&self.slot, &self.report);
             return PollResult::Finished;
         }
@@ -281,6 +319,10 @@ pub struct TxReport {
     pub error: Option<String>,
     /// True once the end marker arrived.
     pub finished: bool,
+    /// Recorded spans (with `--trace`).
+    pub trace: Vec<Span>,
+    /// Spans that did not fit.
+    pub trace_dropped: u64,
 }
 
 impl TxReport {
@@ -301,6 +343,7 @@ pub struct TxSink {
     slot: ReportSlot<TxReport>,
     finished: bool,
     completed: Arc<AtomicU64>,
+    trace: Option<(u16, u16, TraceBuffer)>,
 }
 
 impl TxSink {
@@ -322,8 +365,16 @@ impl TxSink {
             slot: slot.clone(),
             finished: false,
             completed: Arc::default(),
+            trace: None,
         };
         (tx, slot)
+    }
+
+    /// Records a span for every packet emitted or dropped (at most `capacity`); `actor` is
+    /// TX's index in the trace (the number of actors in the plan).
+    pub fn with_trace(mut self, actor: u16, core: u16, capacity: usize) -> TxSink {
+        self.trace = Some((actor, core, TraceBuffer::new(capacity)));
+        self
     }
 
     /// Reports progress into `completed` (shared with a µStack) instead of its own counter.
@@ -390,7 +441,22 @@ impl Runnable for TxSink {
                 break;
             }
             done = done.max(ev.seq);
+            let start = if self.trace.is_some() { now_ns() } else { 0 };
             self.consume(ev);
+            if let (Some((actor, core, buf)), true) = (self.trace.as_mut(), ev.is_primary()) {
+                buf.record(Span {
+                    actor: *actor,
+                    core: *core,
+                    kind: SpanKind::Tx,
+                    seq: ev.seq,
+                    flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
+                    event_type: ev.event_type.raw(),
+                    publisher: ev.publisher,
+                    start_ns: start,
+                    end_ns: now_ns(),
+                    snapshot_seq: 0,
+                });
+            }
         }
         self.inbuf = inbuf;
         if done > 0 {
@@ -402,6 +468,9 @@ impl Runnable for TxSink {
             }
             self.report.finished = true;
             self.finished = true;
+            if let Some((_, _, buf)) = self.trace.as_mut() {
+                (self.report.trace, self.report.trace_dropped) = buf.take();
+            }
             publish(&self.slot, &self.report);
             return PollResult::Finished;
         }

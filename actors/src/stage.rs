@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use runtime::executor::{PollResult, Runnable};
 use runtime::pool::PoolView;
 use runtime::ring::{Consumer, Producer};
+use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
 use crate::contract::{Actor, Context, Outbox, Verdict};
 use crate::contract::{Side, StreamAccess};
@@ -59,6 +60,10 @@ pub struct StageReport {
     pub error: Option<String>,
     /// True once the stage saw the end of input and finished.
     pub finished: bool,
+    /// Recorded spans (with `--trace`).
+    pub trace: Vec<Span>,
+    /// Spans that did not fit the trace buffer.
+    pub trace_dropped: u64,
 }
 
 impl StageReport {
@@ -109,6 +114,8 @@ pub struct Stage {
     drop_counts: Vec<u64>,
     slot: ReportSlot<StageReport>,
     streams: Option<Arc<dyn StreamAccess>>,
+    /// With tracing on: the core this stage runs on, and its span buffer.
+    trace: Option<(u16, TraceBuffer)>,
 }
 
 impl Stage {
@@ -137,8 +144,15 @@ impl Stage {
             drop_counts,
             slot: slot.clone(),
             streams: None,
+            trace: None,
         };
         (stage, slot)
+    }
+
+    /// Records a span for every event the actor handles (at most `capacity`).
+    pub fn with_trace(mut self, core: u16, capacity: usize) -> Stage {
+        self.trace = Some((core, TraceBuffer::new(capacity)));
+        self
     }
 
     /// Lets the actor read TCP bytestreams (the TCP monitor's, for `DATA_RDY` events).
@@ -171,8 +185,24 @@ impl Stage {
         };
         if let Some(consumes) = consumes {
             let ty = ev.event_type;
+            let publisher = ev.publisher;
+            let start = if self.trace.is_some() { now_ns() } else { 0 };
             let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
             let verdict = self.actor.handle(&mut ev, &mut cx);
+            if let Some((core, buf)) = self.trace.as_mut() {
+                buf.record(Span {
+                    actor: self.plan.index,
+                    core: *core,
+                    kind: SpanKind::Handle,
+                    seq: ev.seq,
+                    flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
+                    event_type: ty.raw(),
+                    publisher,
+                    start_ns: start,
+                    end_ns: now_ns(),
+                    snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == crate::event::builtin::DATA_RDY { ev.seq } else { 0 },
+                });
+            }
             *self.report.handled.entry(ty).or_default() += 1;
             if consumes {
                 // A µStack rewrote the event (FRAME -> PKT/..., PKT/TCP -> PKT/TCP with a
@@ -232,7 +262,10 @@ impl Stage {
             }
         }
         self.report.finished = true;
-        crate::stage::publish(&self.slot, &self.report);
+        if let Some((_, buf)) = self.trace.as_mut() {
+            (self.report.trace, self.report.trace_dropped) = buf.take();
+        }
+        publish(&self.slot, &self.report);
     }
 }
 

@@ -49,3 +49,4 @@ pub mod ports;
 pub mod ring;
 pub mod shm;
 pub mod sys;
+pub mod trace;
