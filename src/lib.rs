@@ -11,6 +11,8 @@ pub mod app;
 pub mod engine;
 pub mod report;
 pub mod streams;
+pub mod trace_export;
+pub mod trace_render;
 
 pub use app::App;
 pub use engine::{run, RunError, RunOptions};

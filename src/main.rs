@@ -2,7 +2,8 @@
 //!
 //! * `mbox gen` writes deterministic synthetic traffic (TCP/HTTP and UDP) as pcap;
 //! * `mbox run` runs an application file over a capture and prints what happened;
-//! * `mbox streams` reassembles every TCP connection of a capture.
+//! * `mbox streams` reassembles every TCP connection of a capture;
+//! * `mbox trace render` draws a trace written by `mbox run --trace` as HTML or SVG.
 //!
 //! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage,
 //! 130 interrupted by Ctrl-C (after draining and reporting).
@@ -34,6 +35,24 @@ enum Cmd {
     Run(RunArgs),
     /// Reassemble every TCP connection of a capture: one line (or JSON object) each.
     Streams(StreamsArgs),
+    /// Work with recorded traces (`mbox run --trace FILE.json`).
+    #[command(subcommand)]
+    Trace(TraceCmd),
+}
+
+#[derive(Subcommand)]
+enum TraceCmd {
+    /// Draw a Chrome trace as a timeline, one row per core: OUT.html (zoom, hover) or OUT.svg.
+    Render(TraceRenderArgs),
+}
+
+#[derive(Args)]
+struct TraceRenderArgs {
+    /// A Chrome Trace Event JSON file (as written by `mbox run --trace`).
+    input: PathBuf,
+    /// Output file: *.html or *.svg.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -127,6 +146,13 @@ struct RunArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Record every actor's work and write it as Chrome Trace Event JSON (opens in Perfetto;
+    /// draw it with `mbox trace render`).
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
+    /// With --trace: keep at most this many spans per actor (the rest are counted as dropped).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, requires = "trace")]
+    trace_limit: usize,
 }
 
 fn main() {
@@ -135,6 +161,7 @@ fn main() {
         Cmd::Gen(a) => cmd_gen(a).map(|_| 0),
         Cmd::Run(a) => cmd_run(a),
         Cmd::Streams(a) => cmd_streams(a).map(|_| 0),
+        Cmd::Trace(TraceCmd::Render(a)) => cmd_trace_render(a).map(|_| 0),
     };
     match code {
         Ok(c) => std::process::exit(c),
@@ -199,6 +226,16 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
+    use microboxes::trace_render::{render_to_file, Format};
+    Format::from_path(&a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spans = microboxes::trace_export::read_chrome_trace(&a.input).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let title = format!("mbox trace: {}", a.input.file_name().map_or_else(|| a.input.display().to_string(), |n| n.to_string_lossy().into_owned()));
+    let (drawn, total) = render_to_file(&spans, &title, &a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("mbox trace render: drew {drawn} of {total} spans to {}", a.output.display());
+    Ok(())
+}
+
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
     let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
     let report = microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
@@ -259,6 +296,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.core_map = core_map;
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
+    opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {
         let bar = indicatif::ProgressBar::new(total);
@@ -276,6 +314,12 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     }
 
     let report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let (Some(p), Some(t)) = (&a.trace, &report.trace) {
+        microboxes::trace_export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
+        if !a.quiet {
+            eprintln!("mbox run: wrote {} spans to {} ({} dropped; raise --trace-limit to keep more)", t.spans.len(), p.display(), t.dropped);
+        }
+    }
     if let Some(p) = &a.stats_json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;

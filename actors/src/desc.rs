@@ -185,7 +185,9 @@ pub struct EventDesc {
     _reserved: u8,
     /// The TCP monitor's snapshot (zero for events of other actors).
     pub snap: TcpSnapshot,
-    _pad: [u8; 8],
+    /// The sequence number of the flow's first packet: a name for the flow that is the
+    /// same whichever stack instance tracks it (flow-table slots are not), 0 for none.
+    pub flow_start: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<EventDesc>() == 128);
@@ -207,7 +209,7 @@ impl EventDesc {
             flags: 0,
             _reserved: 0,
             snap: TcpSnapshot::default(),
-            _pad: [0; 8],
+            flow_start: 0,
         }
     }
 

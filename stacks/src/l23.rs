@@ -102,6 +102,9 @@ pub struct L23Stack {
     non_ip: u64,
     untracked: u64,
     last_ts: u64,
+    last_seq: u64,
+    /// Per flow-table slot: the sequence number of its flow's first packet.
+    flow_start: Vec<u64>,
 }
 
 /// The packet types the stack publishes.
@@ -137,11 +140,18 @@ impl L23Stack {
             non_ip: 0,
             untracked: 0,
             last_ts: 0,
+            last_seq: 0,
+            flow_start: Vec::new(),
         }
     }
 
+    fn start_of(&self, index: u32) -> u64 {
+        self.flow_start.get(index as usize).copied().unwrap_or(0)
+    }
+
     fn publish_ended(&mut self, cx: &mut Context<'_>, seq: u64, ts_ns: u64) {
-        for e in self.ended.drain(..) {
+        let ended = std::mem::take(&mut self.ended);
+        for e in &ended {
             let reason = match e.reason {
                 EndReason::IdleTimeout => FlowEndReason::Timeout,
                 EndReason::Fin => FlowEndReason::Fin,
@@ -151,10 +161,13 @@ impl L23Stack {
             };
             let mut d = EventDesc::new(builtin::FLOW, 0, seq, ts_ns);
             d.flow = Some(FlowRef::new(e.info.id.index, e.info.id.generation));
+            d.flow_start = self.start_of(e.info.id.index);
             d.aux = FlowEvent::End(reason).encode();
             d.meta.proto = e.info.key.proto;
             cx.publish_before(d);
         }
+        self.ended = ended;
+        self.ended.clear();
     }
 
     fn fill_meta(ev: &mut EventDesc, p: &Parsed) {
@@ -209,6 +222,7 @@ impl Actor for L23Stack {
         let Some(h) = ev.packet else { return Verdict::Continue };
         let bytes = cx.packet_bytes(h);
         self.last_ts = self.last_ts.max(ev.ts_ns);
+        self.last_seq = self.last_seq.max(ev.seq);
         let parsed = match parse(self.link, bytes) {
             Ok(p) => p,
             Err(m) => {
@@ -237,14 +251,21 @@ impl Actor for L23Stack {
                 let obs = self.table.observe(key, side, flags, ev.ts_ns, &mut self.ended);
                 self.publish_ended(cx, ev.seq, ev.ts_ns);
                 let flow = FlowRef::new(obs.id.index, obs.id.generation);
+                let slot = obs.id.index as usize;
                 if obs.new {
+                    if self.flow_start.len() <= slot {
+                        self.flow_start.resize(slot + 1, 0);
+                    }
+                    self.flow_start[slot] = ev.seq;
                     let mut d = EventDesc::new(builtin::FLOW, 0, ev.seq, ev.ts_ns);
                     d.flow = Some(flow);
+                    d.flow_start = ev.seq;
                     d.aux = FlowEvent::Start.encode();
                     d.meta.proto = key.proto;
                     cx.publish_before(d);
                 }
                 ev.flow = Some(flow);
+                ev.flow_start = self.start_of(obs.id.index);
                 if obs.dir == Direction::ToServer {
                     ev.meta.flags |= meta_flags::TO_SERVER;
                 }
@@ -262,8 +283,8 @@ impl Actor for L23Stack {
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
         self.table.drain(&mut self.ended);
-        let ts = self.last_ts;
-        self.publish_ended(cx, 0, ts);
+        let (seq, ts) = (self.last_seq, self.last_ts);
+        self.publish_ended(cx, seq, ts);
         Ok(())
     }
 

@@ -193,11 +193,12 @@ impl TcpMonitor {
     }
 
     /// Turns tracker events into descriptors published after the current one.
-    fn publish(&mut self, cx: &mut Context<'_>, flow: FlowRef, seq: u64, ts: u64, snap: TcpSnapshot) {
+    fn publish(&mut self, cx: &mut Context<'_>, flow: FlowRef, flow_start: u64, seq: u64, ts: u64, snap: TcpSnapshot) {
         let id = flow_id(flow);
         for e in std::mem::take(&mut self.events) {
             let mut d = EventDesc::new(builtin::FLOW_TCP, 0, seq, ts);
             d.flow = Some(flow);
+            d.flow_start = flow_start;
             d.meta.proto = 6;
             d.snap = snap;
             d.snap.update = snapshot_update::NONE;
@@ -239,7 +240,7 @@ impl TcpMonitor {
         }
     }
 
-    fn end(&mut self, cx: &mut Context<'_>, flow: FlowRef, reason: EndReason, seq: u64, ts: u64) {
+    fn end(&mut self, cx: &mut Context<'_>, flow: FlowRef, flow_start: u64, reason: EndReason, seq: u64, ts: u64) {
         let shared = self.shared.clone();
         let mut shared = shared.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = flow_id(flow);
@@ -248,7 +249,7 @@ impl TcpMonitor {
         shared.retired.insert(id, conn);
         self.retiring.push_back((seq, id));
         drop(shared);
-        self.publish(cx, flow, seq, ts, snapshot(&snap, snapshot_update::NONE));
+        self.publish(cx, flow, flow_start, seq, ts, snapshot(&snap, snapshot_update::NONE));
     }
 }
 
@@ -270,7 +271,7 @@ impl Actor for TcpMonitor {
                     FlowEndReason::Evicted => EndReason::Evicted,
                     FlowEndReason::Shutdown => EndReason::Shutdown,
                 };
-                self.end(cx, flow, reason, ev.seq, ev.ts_ns);
+                self.end(cx, flow, ev.flow_start, reason, ev.seq, ev.ts_ns);
             }
             return Verdict::Continue;
         }
@@ -305,7 +306,7 @@ impl Actor for TcpMonitor {
             copy.snap = snapshot(&up.after_receiver, update_of(if up.sender == Endpoint::Client { Endpoint::Server } else { Endpoint::Client }));
             cx.publish(copy);
         }
-        self.publish(cx, flow, ev.seq, ev.ts_ns, snapshot(&up.after_receiver, snapshot_update::NONE));
+        self.publish(cx, flow, ev.flow_start, ev.seq, ev.ts_ns, snapshot(&up.after_receiver, snapshot_update::NONE));
         Verdict::Continue
     }
 
@@ -315,7 +316,7 @@ impl Actor for TcpMonitor {
         let left = self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).tracker.live();
         for id in left {
             let flow = FlowRef::new(id.index, id.generation);
-            self.end(cx, flow, EndReason::Shutdown, self.last_seq, self.last_ts);
+            self.end(cx, flow, 0, EndReason::Shutdown, self.last_seq, self.last_ts);
         }
         Ok(())
     }
