@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ use actors::event::{builtin, EventRegistry};
 use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
 use actors::stage::{Stage, StageReport};
 use actors::contract::StreamAccess;
+use actors::observe::{Log, Observed};
+use actors::private::PrivateChain;
+use actors::Subscription;
 use actors::{Actor, Contract, EventDesc, Publication};
 use runtime::coremap::{default_placement, CoreMap, Placement, Role};
 use runtime::executor::{self, CoreAssignment, Runnable};
@@ -61,12 +64,29 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
     /// Record a trace, keeping at most this many spans per actor.
     pub trace: Option<usize>,
+    /// Execution mode.
+    pub mode: Mode,
+    /// Record every NF's observation log and every packet's fate (for `mbox check`).
+    pub observe: bool,
+    /// Put every actor on the first allowed CPU (overrides `core_map`).
+    pub single_core: bool,
 }
 
 impl RunOptions {
     /// Options for `input` with everything else defaulted.
     pub fn new(input: impl Into<PathBuf>) -> RunOptions {
-        RunOptions { input: input.into(), output: None, core_map: None, prefix: None, stop: Arc::default(), progress: None, trace: None }
+        RunOptions {
+            input: input.into(),
+            output: None,
+            core_map: None,
+            prefix: None,
+            stop: Arc::default(),
+            progress: None,
+            trace: None,
+            mode: Mode::C,
+            observe: false,
+            single_core: false,
+        }
     }
 }
 
@@ -93,11 +113,54 @@ pub enum RunError {
     Exec(#[from] runtime::executor::ExecError),
 }
 
+/// How stacks and NFs are arranged (DESIGN.md §6, the paper's Figure 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    /// Every NF has its own private stacks; NFs pipelined (the reference).
+    A,
+    /// One shared stack; one packet at a time through stack and NFs.
+    B,
+    /// The shared stack runs ahead asynchronously; NFs read snapshots (the default).
+    #[default]
+    C,
+    /// As c, with read-only NFs in parallel groups behind a splitter.
+    D,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "a" => Ok(Mode::A),
+            "b" => Ok(Mode::B),
+            "c" => Ok(Mode::C),
+            "d" => Ok(Mode::D),
+            other => Err(format!("unknown mode `{other}` (modes: a, b, c, d)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::A => "a",
+            Mode::B => "b",
+            Mode::C => "c",
+            Mode::D => "d",
+        })
+    }
+}
+
+/// Observation logs by NF name.
+pub type Logs = BTreeMap<String, Log>;
+
 /// The actors of an app, built and linked, not yet running.
 pub struct Built {
-    /// Actors after RX, in chain order (the L2/3 stack first, then the TCP monitor if any).
+    /// Actors after RX, in chain order (the L2/3 stack first, then the TCP monitor if any;
+    /// in mode a, one private-stack chain per NF).
     pub actors: Vec<Box<dyn Actor>>,
-    /// The TCP monitor's streams, for the stages after it.
+    /// The TCP monitor's streams, for the stages after it (none in mode a: each NF reads its
+    /// private monitor's).
     pub streams: Option<Arc<dyn StreamAccess>>,
     /// Where TX reports how far events have left the chain (the TCP monitor frees stream
     /// memory by it).
@@ -108,35 +171,110 @@ pub struct Built {
     pub registry: EventRegistry,
 }
 
-/// Builds and links the actors of `app` for frames of `link` type. Collects every problem.
-pub fn build(app: &App, link: runtime::ports::LinkType) -> Result<Built, RunError> {
-    let registry = app.registry.clone();
+fn config_err(app: &App, problems: Vec<String>) -> RunError {
+    RunError::Config(problems.into_iter().map(|p| format!("{}: {p}", app.source)).collect())
+}
+
+/// Builds the NFs of `app`, each wrapped in an observer when `logs` asks for it.
+fn build_nfs(app: &App, logs: Option<&Logs>) -> Result<Vec<Box<dyn Actor>>, RunError> {
     let mut errs = Vec::new();
-    let mut actors: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
+    let mut out = Vec::new();
+    for nf in &app.nfs {
+        match nf.config.build(&nf.common) {
+            Ok(a) => match logs.and_then(|l| l.get(&nf.common.name)) {
+                Some(log) => out.push(Box::new(Observed::new(a, app.registry.clone(), log.clone())) as Box<dyn Actor>),
+                None => out.push(a),
+            },
+            Err(e) => errs.push(e),
+        }
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(config_err(app, errs))
+    }
+}
+
+/// The shared µStacks of `app`: L2/3, and the TCP monitor with `[stack.tcp]`.
+fn build_stacks(app: &App, link: runtime::ports::LinkType, receiver_events: bool) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>) {
+    let mut stacks: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
     let completed = Arc::new(AtomicU64::new(0));
     let mut streams: Option<Arc<dyn StreamAccess>> = None;
     if let Some(cfg) = &app.tcp {
         let mut tcp = TcpMonitor::new("tcp", cfg);
         tcp.set_completed(completed.clone());
-        tcp.set_receiver_events(app.nfs.iter().any(|nf| nf.common.side.is_some()));
+        tcp.set_receiver_events(receiver_events);
         streams = Some(tcp.streams());
-        actors.push(Box::new(tcp));
+        stacks.push(Box::new(tcp));
     }
-    for nf in &app.nfs {
-        match nf.config.build(&nf.common) {
-            Ok(a) => actors.push(a),
-            Err(e) => errs.push(format!("{}: {e}", app.source)),
-        }
-    }
-    if !errs.is_empty() {
-        return Err(RunError::Config(errs));
-    }
+    (stacks, streams, completed)
+}
+
+/// Builds and links the actors of `app` for frames of `link` type, arranged for `mode`.
+/// Collects every problem.
+pub fn build(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option<&Logs>) -> Result<Built, RunError> {
+    let registry = app.registry.clone();
     let rx = rx_contract();
+    let nfs = build_nfs(app, logs)?;
+    if mode == Mode::A {
+        return build_private(app, link, nfs, registry);
+    }
+    let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
+    let (mut actors, streams, completed) = build_stacks(app, link, receiver_events);
+    actors.extend(nfs);
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
-    let plan = controller::link(&contracts, &registry)
-        .map_err(|e| RunError::Config(e.problems.into_iter().map(|p| format!("{}: {p}", app.source)).collect()))?;
+    let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
     Ok(Built { actors, streams, completed, plan, registry })
+}
+
+/// Mode a: one [`PrivateChain`] per NF, each with its own stacks.
+fn build_private(app: &App, link: runtime::ports::LinkType, nfs: Vec<Box<dyn Actor>>, registry: EventRegistry) -> Result<Built, RunError> {
+    let rx = rx_contract();
+    let mut actors: Vec<Box<dyn Actor>> = Vec::new();
+    let mut upstream_contracts: Vec<Contract> = Vec::new();
+    for (j, (nf, entry)) in nfs.into_iter().zip(&app.nfs).enumerate() {
+        let (stacks, streams, completed) = build_stacks(app, link, entry.common.side.is_some());
+        let standins: Vec<Contract> = upstream_contracts
+            .iter()
+            .map(|c| Contract { name: c.name.clone(), kind: "upstream".into(), publications: c.publications.clone(), ..Default::default() })
+            .collect();
+        let mut inner: Vec<&Contract> = vec![&rx];
+        inner.extend(stacks.iter().map(|a| a.contract()));
+        inner.extend(standins.iter());
+        inner.push(nf.contract());
+        let inner_plan = controller::link(&inner, &registry).map_err(|e| config_err(app, e.problems))?;
+        let n_stacks = stacks.len();
+        // Outer publisher k (k = 1..=j: the chain of upstream NF k-1) is stand-in
+        // n_stacks + k in the inner plan.
+        let upstream: Vec<Option<u16>> = (0..=j).map(|k| (k > 0).then_some((n_stacks + k) as u16)).collect();
+        let nf_c = nf.contract().clone();
+        let mut subscriptions = vec![Subscription { include_dropped: true, ..Subscription::new("frames", builtin::FRAME) }];
+        let last = inner_plan.actors.last().expect("the NF");
+        for s in &last.subscriptions {
+            for p in &s.publishers {
+                let p = usize::from(*p);
+                if p > n_stacks {
+                    let name = inner_plan.actors[p].name.clone();
+                    subscriptions.push(Subscription { from: Some(name), ..Subscription::new(&s.port, s.event) });
+                }
+            }
+        }
+        let outer = Contract {
+            name: nf_c.name.clone(),
+            kind: format!("{}+stacks", nf_c.kind),
+            subscriptions,
+            publications: nf_c.publications.clone(),
+            modifies: nf_c.modifies,
+            drop_reasons: nf_c.drop_reasons.clone(),
+        };
+        upstream_contracts.push(nf_c);
+        actors.push(Box::new(PrivateChain::new(outer, stacks, nf, inner_plan, upstream, streams, Some(completed))));
+    }
+    let mut contracts: Vec<&Contract> = vec![&rx];
+    contracts.extend(actors.iter().map(|a| a.contract()));
+    let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
+    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry })
 }
 
 fn rx_contract() -> Contract {
@@ -157,6 +295,7 @@ pub fn actor_roles(plan: &Plan) -> Vec<(String, Role)> {
             let role = match a.kind.as_str() {
                 "rx" => Role::Io,
                 "l23" | "tcp_monitor" => Role::Stack,
+                k if k.ends_with("+stacks") => Role::Nf,
                 _ => Role::Nf,
             };
             (a.name.clone(), role)
@@ -180,12 +319,15 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let reader = PcapReader::open(&opts.input)?;
     let total_bytes = reader.total_bytes();
     let link = reader.link_type();
-    let Built { actors, streams, completed, plan, registry } = build(app, link)?;
+    let logs: Option<Logs> = opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
+    let Built { actors, streams, completed, plan, registry } = build(app, link, opts.mode, logs.as_ref())?;
+    let in_flight = (opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
 
     let roles = actor_roles(&plan);
     let names: Vec<String> = roles.iter().map(|(n, _)| n.clone()).collect();
     let allowed = sys::allowed_cpus().map_err(|e| RunError::Setup(format!("reading the CPU affinity: {e}")))?;
     let placement: Placement = match &opts.core_map {
+        _ if opts.single_core => Placement { cores: names.iter().map(|n| (n.clone(), allowed[0])).collect() },
         Some(map) => map.place(&names, &allowed)?,
         None => default_placement(&roles, &allowed),
     };
@@ -221,6 +363,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let first = producers.next().expect("at least rx -> l23");
     let core_of = |name: &str| placement.core_of(name).unwrap_or(0) as u16;
     let (mut rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
+    if let Some(f) = &in_flight {
+        rx = rx.with_gate(f.clone());
+    }
     if let Some(cap) = opts.trace {
         rx = rx.with_trace(core_of("rx"), cap);
     }
@@ -236,6 +381,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         if let Some(cap) = opts.trace {
             stage = stage.with_trace(core_of(&planned.name), cap);
         }
+        if let Some(f) = &in_flight {
+            stage = stage.with_in_flight(f.clone());
+        }
         runnables.insert(planned.name.clone(), Box::new(stage));
         stage_slots.push(slot);
     }
@@ -245,6 +393,12 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     tx.set_completed(completed);
     if let Some(cap) = opts.trace {
         tx = tx.with_trace(plan.actors.len() as u16, core_of("tx"), cap);
+    }
+    if let Some(f) = &in_flight {
+        tx = tx.with_in_flight(f.clone());
+    }
+    if opts.observe {
+        tx = tx.with_record();
     }
     runnables.insert("tx".into(), Box::new(tx));
 
@@ -323,7 +477,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         elapsed,
         total_bytes,
     });
-    Ok(RunReport { trace, ..report })
+    let observations = logs
+        .map(|l| l.into_iter().map(|(k, v)| (k, v.lock().map(|g| g.clone()).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Ok(RunReport { trace, observations, ..report })
 }
 
 fn take<T: Clone + Default>(slot: &Arc<Mutex<T>>) -> T {
@@ -461,5 +618,17 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         warnings,
         errors,
         trace: None,
+        observations: BTreeMap::new(),
+        mode: i.opts.mode.to_string(),
+        emitted: i
+            .tx
+            .emitted
+            .iter()
+            .map(|(seq, flow, by)| crate::report::Emitted {
+                seq: *seq,
+                flow: *flow,
+                dropped: by.map(|(a, r)| format!("{}: {}", actor_name(a), reason_name(a, r))),
+            })
+            .collect(),
     }
 }

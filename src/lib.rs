@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod check;
 pub mod engine;
 pub mod report;
 pub mod streams;
@@ -15,5 +16,5 @@ pub mod trace_export;
 pub mod trace_render;
 
 pub use app::App;
-pub use engine::{run, RunError, RunOptions};
+pub use engine::{run, Mode, RunError, RunOptions};
 pub use report::RunReport;

@@ -5,8 +5,11 @@
 //! * `mbox streams` reassembles every TCP connection of a capture;
 //! * `mbox trace render` draws a trace written by `mbox run --trace` as HTML or SVG.
 //!
-//! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage,
-//! 130 interrupted by Ctrl-C (after draining and reporting).
+//! * `mbox check` runs a capture through several execution modes and compares what the NFs
+//!   observed with mode a.
+//!
+//! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage, 3 `mbox
+//! check` found a divergence, 130 interrupted by Ctrl-C (after draining and reporting).
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
@@ -35,6 +38,9 @@ enum Cmd {
     Run(RunArgs),
     /// Reassemble every TCP connection of a capture: one line (or JSON object) each.
     Streams(StreamsArgs),
+    /// Run a capture through several execution modes and compare everything the NFs saw and
+    /// did with mode a (private stacks, one packet at a time).
+    Check(CheckArgs),
     /// Work with recorded traces (`mbox run --trace FILE.json`).
     #[command(subcommand)]
     Trace(TraceCmd),
@@ -53,6 +59,24 @@ struct TraceRenderArgs {
     /// Output file: *.html or *.svg.
     #[arg(short, long)]
     output: PathBuf,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Application file (TOML).
+    app: PathBuf,
+    /// Input capture (pcap or pcapng).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Modes to compare with mode a, comma separated.
+    #[arg(long, default_value = "b,c,d", value_delimiter = ',')]
+    modes: Vec<microboxes::Mode>,
+    /// Put every actor of every mode on one core.
+    #[arg(long)]
+    single_core: bool,
+    /// Keep each mode's NF outputs in this directory (default: a temporary one, removed).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -140,6 +164,10 @@ struct RunArgs {
     /// Shared-memory prefix (files /dev/shm/mbox.<prefix>.*); default run<pid>.
     #[arg(long)]
     prefix: Option<String>,
+    /// Execution mode: a (private stacks per NF), b (strictly sequential), c (asynchronous
+    /// shared stack, the default), d (c with parallel NF groups).
+    #[arg(long, default_value = "c")]
+    mode: microboxes::Mode,
     /// Print nothing on success (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -161,6 +189,7 @@ fn main() {
         Cmd::Gen(a) => cmd_gen(a).map(|_| 0),
         Cmd::Run(a) => cmd_run(a),
         Cmd::Streams(a) => cmd_streams(a).map(|_| 0),
+        Cmd::Check(a) => cmd_check(a),
         Cmd::Trace(TraceCmd::Render(a)) => cmd_trace_render(a).map(|_| 0),
     };
     match code {
@@ -236,6 +265,14 @@ fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_check(a: CheckArgs) -> Result<i32> {
+    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = microboxes::check::CheckOptions { modes: a.modes, single_core: a.single_core, work_dir: a.work_dir };
+    let report = microboxes::check::check(&app, &a.input, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!("{}", report.to_text());
+    Ok(if report.consistent() { 0 } else { 3 })
+}
+
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
     let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
     let report = microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
@@ -296,6 +333,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.core_map = core_map;
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
+    opts.mode = a.mode;
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {

@@ -115,6 +115,25 @@ pub struct RunReport {
     /// The recorded trace (with `--trace`); written separately, not part of the stats JSON.
     #[serde(skip)]
     pub trace: Option<runtime::trace::TraceData>,
+    /// Execution mode.
+    pub mode: String,
+    /// With observation on: every NF's log, by NF name.
+    #[serde(skip)]
+    pub observations: BTreeMap<String, Vec<String>>,
+    /// With observation on: every packet's fate, in the order it left the chain.
+    #[serde(skip)]
+    pub emitted: Vec<Emitted>,
+}
+
+/// A packet's fate at the end of the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Emitted {
+    /// Its number in the input.
+    pub seq: u64,
+    /// Its flow's canonical name (first packet's number), 0 for none.
+    pub flow: u64,
+    /// `"actor: reason"` when dropped.
+    pub dropped: Option<String>,
 }
 
 impl RunReport {

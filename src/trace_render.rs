@@ -53,7 +53,7 @@ pub fn packet_colour(seq: Option<u64>) -> &'static str {
 
 // Layout, px.
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 40.0;
 const AXIS_Y: f64 = 64.0;
 const TOP: f64 = 72.0;
 const ROW_H: f64 = 30.0;
@@ -78,7 +78,7 @@ fn esc(s: &str) -> String {
 
 /// A "nice" tick step (1, 2 or 5 times a power of ten) giving about `target` ticks.
 pub fn tick_step(range: f64, target: f64) -> f64 {
-    if !(range > 0.0) || !range.is_finite() {
+    if !range.is_finite() || range <= 0.0 {
         return 1.0;
     }
     let raw = range / target.max(1.0);
@@ -306,7 +306,8 @@ h1 {{ font-size: 18px; margin: 0 0 4px 0; }}
 #info {{ color: #555; font-size: 13px; margin-bottom: 8px; }}
 #controls {{ font-size: 13px; margin-bottom: 6px; }}
 #controls input {{ width: 110px; }}
-#wrap {{ position: relative; overflow-x: auto; user-select: none; }}
+#wrap {{ position: relative; user-select: none; }}
+#timeline {{ width: 100%; height: auto; }}
 #tip {{ position: fixed; display: none; background: #fffff0; border: 1px solid #999; padding: 4px 6px;
         font-size: 12px; white-space: pre; pointer-events: none; box-shadow: 2px 2px 4px rgba(0,0,0,.2); }}
 rect.s:hover {{ stroke: #000; stroke-width: 1; }}
@@ -315,7 +316,7 @@ rect.s:hover {{ stroke: #000; stroke-width: 1; }}
 <h1>{t}</h1>
 <div id="info">{info} · colour = packet · hover a slice for details</div>
 <div id="controls">from <input id="t0" type="number" step="any"> to <input id="t1" type="number" step="any"> µs
-<button id="zoom">Zoom</button> <button id="reset">Reset</button> <span style="color:#777">or drag across the timeline to zoom</span></div>
+<button id="zoom">Zoom</button> <button id="reset">Reset</button> <span style="color:#777">or drag across the timeline to zoom (or open page.html#FROM-TO)</span></div>
 <div id="wrap">{svg}</div>
 <div id="tip"></div>
 <script>
@@ -373,8 +374,9 @@ const SCRIPT: &str = r###"(function () {
       var x = L + (S[i] - t0) * k, w = Math.max(D[i] * k, 0.5);
       rects[i].setAttribute("x", x.toFixed(2));
       rects[i].setAttribute("width", w.toFixed(2));
-      if (n < MAX_LABELS && x + w > L && x < L + PW && w >= LBL[i].length * CHAR_W + 4) {
-        labels.appendChild(el("text", { x: (Math.max(x, L) + 2).toFixed(2), y: (Y[i] + 12 + 4).toFixed(1) }, LBL[i]));
+      var vx = Math.max(x, L), vw = Math.min(x + w, L + PW) - vx;
+      if (n < MAX_LABELS && vw >= LBL[i].length * CHAR_W + 4) {
+        labels.appendChild(el("text", { x: (vx + 2).toFixed(2), y: (Y[i] + 12 + 4).toFixed(1) }, LBL[i]));
         n++;
       }
     }
@@ -429,7 +431,9 @@ const SCRIPT: &str = r###"(function () {
     }
   });
   svg.addEventListener("mouseleave", function () { tip.style.display = "none"; });
-  rescale(FULL0, FULL1);
+  // `page.html#FROM-TO` opens zoomed on FROM..TO µs.
+  var m = /^#([0-9.eE+]+)-([0-9.eE+]+)$/.exec(window.location.hash);
+  if (m && +m[2] > +m[1]) { rescale(+m[1], +m[2]); } else { rescale(FULL0, FULL1); }
   svg.setAttribute("data-ready", "1");
 })();"###;
 

@@ -56,6 +56,9 @@ pub struct Subscription {
     /// its own, with snapshots). Actors after it receive them from it, not from the original
     /// publisher.
     pub consumes: bool,
+    /// Also receive events an earlier actor dropped (mode a's private stacks must see every
+    /// packet the shared stack would).
+    pub include_dropped: bool,
 }
 
 impl Subscription {
@@ -200,12 +203,31 @@ pub struct Context<'a> {
     out: &'a mut Outbox,
     me: u16,
     streams: Option<&'a dyn StreamAccess>,
+    /// Published events take their own packet reference (they travel to TX); events kept
+    /// inside one actor (a private stack) do not.
+    retain: bool,
 }
 
 impl<'a> Context<'a> {
     /// A context for the actor at plan index `me`.
     pub fn new(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
-        Context { pool, out, me, streams }
+        Context { pool, out, me, streams, retain: true }
+    }
+
+    /// A context whose published events stay inside the calling actor (they never reach TX,
+    /// so they take no packet reference): for actors that run other actors privately.
+    pub fn internal(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
+        Context { pool, out, me, streams, retain: false }
+    }
+
+    /// The packet pool.
+    pub fn pool(&self) -> &'a PoolView {
+        self.pool
+    }
+
+    /// The stream access this context gives.
+    pub fn streams(&self) -> Option<&'a dyn StreamAccess> {
+        self.streams
     }
 
     /// The new bytes a `DATA_RDY` event announces — `[aux, frontier)` of its direction, as of
@@ -248,10 +270,15 @@ impl<'a> Context<'a> {
         self.me
     }
 
+    /// Everything published so far while handling the current event, in stream order.
+    pub fn published(&self) -> impl Iterator<Item = &EventDesc> {
+        self.out.before.iter().chain(self.out.after.iter())
+    }
+
     fn stamp(&self, mut ev: EventDesc) -> EventDesc {
         ev.publisher = self.me;
         ev.flags &= !(crate::desc::desc_flags::PRIMARY | crate::desc::desc_flags::DROPPED);
-        if let Some(h) = ev.packet {
+        if let (Some(h), true) = (ev.packet, self.retain) {
             // The new descriptor holds its own reference; the TX sink releases it.
             self.pool.retain(h);
         }

@@ -52,6 +52,8 @@ pub struct LinkedSubscription {
     pub side: Option<crate::contract::Side>,
     /// The actor rewrites these events into its own publications.
     pub consumes: bool,
+    /// Dropped events are delivered too.
+    pub include_dropped: bool,
 }
 
 /// One actor in the plan.
@@ -218,6 +220,7 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                 from: from.map(|f| f as u16),
                 side: s.side,
                 consumes: s.consumes,
+                include_dropped: s.include_dropped,
             });
         }
         actors.push(PlannedActor {

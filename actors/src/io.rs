@@ -17,7 +17,7 @@
 //! `packets in = packets out + packets dropped` is checked by the engine from these reports.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use runtime::executor::{PollResult, Runnable};
@@ -134,6 +134,8 @@ pub struct RxStage {
     trace: Option<(u16, TraceBuffer)>,
     /// When the current frame's work began (tracing).
     poll_start: u64,
+    /// Mode b: admit a frame only when nothing is in flight.
+    gate: Option<Arc<AtomicI64>>,
 }
 
 impl RxStage {
@@ -162,8 +164,16 @@ impl RxStage {
             slot: slot.clone(),
             trace: None,
             poll_start: 0,
+            gate: None,
         };
         (rx, slot, progress)
+    }
+
+    /// Mode b: one packet at a time. A frame is admitted only when `in_flight` (every
+    /// descriptor in the chain: +1 when admitted or published, -1 when it leaves at TX) is 0.
+    pub fn with_gate(mut self, in_flight: Arc<AtomicI64>) -> RxStage {
+        self.gate = Some(in_flight);
+        self
     }
 
     /// Records a span for every frame read (at most `capacity`).
@@ -177,13 +187,23 @@ impl RxStage {
             self.poll_start = now_ns();
         }
         if let Some((ts, data, len)) = self.waiting.take() {
+            let before = self.batch.len();
             if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, ts, &data, len) {
                 self.waiting = Some((ts, data, len));
                 self.report.pool_stalls += 1;
                 return;
             }
+            if let (Some(g), true) = (&self.gate, self.batch.len() > before) {
+                g.fetch_add(1, Ordering::AcqRel);
+            }
         }
-        while self.batch.len() < BURST && !self.done_reading {
+        let limit = if self.gate.is_some() { 1 } else { BURST };
+        if let Some(g) = &self.gate {
+            if g.load(Ordering::Acquire) > 0 {
+                return;
+            }
+        }
+        while self.batch.len() < limit && !self.done_reading {
             if self.stop.load(Ordering::Relaxed) {
                 self.report.interrupted = true;
                 self.done_reading = true;
@@ -205,10 +225,14 @@ impl RxStage {
             self.report.bytes_in += rec.data.len() as u64;
             self.last_ts = rec.ts_ns;
             // The frame is copied once, from the source's buffer into the pool.
+            let before = self.batch.len();
             if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, rec.ts_ns, rec.data, rec.orig_len) {
                 self.waiting = Some((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
                 self.report.pool_stalls += 1;
                 break;
+            }
+            if let (Some(g), true) = (&self.gate, self.batch.len() > before) {
+                g.fetch_add(1, Ordering::AcqRel);
             }
             if let Some((core, buf)) = self.trace.as_mut() {
                 let t = now_ns();
@@ -323,6 +347,9 @@ pub struct TxReport {
     pub trace: Vec<Span>,
     /// Spans that did not fit.
     pub trace_dropped: u64,
+    /// With recording on: every packet in the order it left, `(seq, flow_start, dropped by
+    /// (actor, reason))`.
+    pub emitted: Vec<(u64, u64, Option<(u16, u16)>)>,
 }
 
 impl TxReport {
@@ -344,6 +371,8 @@ pub struct TxSink {
     finished: bool,
     completed: Arc<AtomicU64>,
     trace: Option<(u16, u16, TraceBuffer)>,
+    record: bool,
+    in_flight: Option<Arc<AtomicI64>>,
 }
 
 impl TxSink {
@@ -366,8 +395,22 @@ impl TxSink {
             finished: false,
             completed: Arc::default(),
             trace: None,
+            record: false,
+            in_flight: None,
         };
         (tx, slot)
+    }
+
+    /// Records every packet's fate in order ([`TxReport::emitted`]), for the checker.
+    pub fn with_record(mut self) -> TxSink {
+        self.record = true;
+        self
+    }
+
+    /// Counts every descriptor that leaves the chain off `in_flight` (mode b's gate).
+    pub fn with_in_flight(mut self, in_flight: Arc<AtomicI64>) -> TxSink {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// Records a span for every packet emitted or dropped (at most `capacity`); `actor` is
@@ -392,6 +435,10 @@ impl TxSink {
 
     fn consume(&mut self, ev: &EventDesc) {
         self.report.events_in += 1;
+        if self.record && ev.is_primary() {
+            let by = ev.is_dropped().then_some((ev.dropped_by, ev.drop_reason));
+            self.report.emitted.push((ev.seq, ev.flow_start, by));
+        }
         let Some(h) = ev.packet else {
             if ev.is_dropped() {
                 *self.report.event_drops.entry((ev.dropped_by, ev.drop_reason)).or_default() += 1;
@@ -461,6 +508,12 @@ impl Runnable for TxSink {
         self.inbuf = inbuf;
         if done > 0 {
             self.completed.fetch_max(done, Ordering::Release);
+        }
+        if let Some(f) = &self.in_flight {
+            let left = (n - usize::from(end)) as i64;
+            if left > 0 {
+                f.fetch_sub(left, Ordering::AcqRel);
+            }
         }
         if end {
             if let Err(e) = self.sink.finish() {

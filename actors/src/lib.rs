@@ -49,7 +49,9 @@ pub mod desc;
 pub mod event;
 pub mod io;
 pub mod matcher;
+pub mod observe;
 pub mod packet;
+pub mod private;
 pub mod stage;
 
 pub use contract::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};

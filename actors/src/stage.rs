@@ -20,6 +20,7 @@
 //! and the marker, write its [`StageReport`] and finish.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 
 use runtime::executor::{PollResult, Runnable};
@@ -84,6 +85,24 @@ pub fn publish<T: Clone>(slot: &ReportSlot<T>, report: &T) {
     }
 }
 
+/// The first of an actor's subscriptions that accepts `ev` (type covered, publisher linked,
+/// `from`, `side` and filter satisfied), if any.
+pub fn subscription_for<'p>(plan: &'p PlannedActor, pool: &PoolView, ev: &EventDesc) -> Option<&'p LinkedSubscription> {
+    plan.subscriptions.iter().find(|s| {
+        s.event.covers(ev.event_type)
+            && s.publishers.contains(&ev.publisher)
+            && s.from.is_none_or(|f| f == ev.publisher)
+            && side_accepts(s.side, ev)
+            && match &s.filter {
+                None => true,
+                Some(f) => ev.packet.is_some_and(|h| {
+                    let view = crate::packet::PacketView::new(pool.data(h), &ev.meta);
+                    f.matches(&Tuple::of(&view))
+                }),
+            }
+    })
+}
+
 /// Whether a subscription's `side` accepts an event (see [`Subscription::side`](crate::Subscription)).
 fn side_accepts(side: Option<Side>, ev: &EventDesc) -> bool {
     let update = ev.snap.update;
@@ -116,6 +135,8 @@ pub struct Stage {
     streams: Option<Arc<dyn StreamAccess>>,
     /// With tracing on: the core this stage runs on, and its span buffer.
     trace: Option<(u16, TraceBuffer)>,
+    /// Mode b's count of descriptors in the chain (this stage adds what it publishes).
+    in_flight: Option<Arc<AtomicI64>>,
 }
 
 impl Stage {
@@ -145,8 +166,15 @@ impl Stage {
             slot: slot.clone(),
             streams: None,
             trace: None,
+            in_flight: None,
         };
         (stage, slot)
+    }
+
+    /// Adds what the actor publishes to `in_flight` (mode b's gate, see `RxStage::with_gate`).
+    pub fn with_in_flight(mut self, in_flight: Arc<AtomicI64>) -> Stage {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// Records a span for every event the actor handles (at most `capacity`).
@@ -163,24 +191,12 @@ impl Stage {
 
     /// The first subscription that accepts `ev`, if any.
     fn subscription_for(&self, ev: &EventDesc) -> Option<&LinkedSubscription> {
-        self.plan.subscriptions.iter().find(|s| {
-            s.event.covers(ev.event_type)
-                && s.publishers.contains(&ev.publisher)
-                && s.from.is_none_or(|f| f == ev.publisher)
-                && side_accepts(s.side, ev)
-                && match &s.filter {
-                    None => true,
-                    Some(f) => ev.packet.is_some_and(|h| {
-                        let view = crate::packet::PacketView::new(self.pool.data(h), &ev.meta);
-                        f.matches(&Tuple::of(&view))
-                    }),
-                }
-        })
+        subscription_for(&self.plan, &self.pool, ev)
     }
 
     fn process(&mut self, mut ev: EventDesc) {
         let consumes = match self.subscription_for(&ev) {
-            Some(s) if !ev.is_dropped() => Some(s.consumes),
+            Some(s) if !ev.is_dropped() || s.include_dropped => Some(s.consumes),
             _ => None,
         };
         if let Some(consumes) = consumes {
@@ -209,7 +225,7 @@ impl Stage {
                 // snapshot): it is now this actor's publication.
                 ev.publisher = self.plan.index;
             }
-            if let Verdict::Drop(reason) = verdict {
+            if let (Verdict::Drop(reason), false) = (verdict, ev.is_dropped()) {
                 ev.flags |= desc_flags::DROPPED;
                 ev.dropped_by = self.plan.index;
                 ev.drop_reason = reason;
@@ -224,7 +240,11 @@ impl Stage {
 
     fn enqueue(&mut self, ev: EventDesc) {
         let (before, after) = self.outbox.take();
-        self.report.published += (before.len() + after.len()) as u64;
+        let n = before.len() + after.len();
+        self.report.published += n as u64;
+        if let (Some(f), true) = (&self.in_flight, n > 0) {
+            f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
+        }
         self.pending.extend(before);
         self.pending.push_back(ev);
         self.pending.extend(after);

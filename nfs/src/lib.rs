@@ -55,6 +55,24 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table) -> Result<
 }
 
 impl NfConfig {
+    /// The files this NF writes, if any.
+    pub fn output(&self) -> Option<&std::path::Path> {
+        match self {
+            NfConfig::Firewall(..) => None,
+            NfConfig::FlowStats(c) => Some(&c.output),
+            NfConfig::StreamHash(c) => Some(&c.output),
+        }
+    }
+
+    /// Writes this NF's output to `path` instead (the checker gives each mode its own).
+    pub fn set_output(&mut self, path: std::path::PathBuf) {
+        match self {
+            NfConfig::Firewall(..) => {}
+            NfConfig::FlowStats(c) => c.output = path,
+            NfConfig::StreamHash(c) => c.output = path,
+        }
+    }
+
     /// Builds the actor (this is where output files are created).
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(match self {

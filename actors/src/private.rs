@@ -1,0 +1,193 @@
+//! A network function with its own private protocol stacks: execution mode a, the reference
+//! of the consistency checker and the "one stack per NF" baseline of the paper.
+//!
+//! [`PrivateChain`] is one actor that runs, synchronously and in order, a private copy of the
+//! µStacks (L2/3, TCP monitor) and then one NF, over an inner [`Plan`] linked by the same
+//! controller. For every packet arriving from upstream (its raw primary `FRAME` event, which
+//! stays raw on the outer chain) it:
+//!
+//! 1. copies the event and lets each private stack handle what it subscribed to, exactly as
+//!    the stages of the shared runtime would — same subscriptions, same order, same events;
+//! 2. delivers the resulting events to the NF (its own subscriptions, sides and filters);
+//! 3. applies the NF's verdict on the packet's own event to the outer primary event, and
+//!    forwards the events the NF published, down the outer chain.
+//!
+//! Events of upstream NFs (published on the outer chain) are handed to the NF as well; the
+//! inner plan holds a stand-in for each upstream NF so that links are checked the same way.
+//! The private stacks see every packet that reaches this NF's position (a packet dropped
+//! upstream is still seen by the private stacks — as the shared stack, placed before every
+//! NF, sees it — but not handed to the NF). Events raised inside never leave: they hold no
+//! packet reference, and the private TCP monitor frees stream memory once the packet is done.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::contract::{Actor, ActorError, Context, Contract, Outbox, StreamAccess, Verdict};
+use crate::controller::Plan;
+use crate::desc::{desc_flags, EventDesc};
+use crate::event::builtin;
+use crate::stage::subscription_for;
+
+/// Mode a's NF-with-private-stacks actor (see the module docs).
+pub struct PrivateChain {
+    contract: Contract,
+    /// Inner actors, inner plan order from index 1 (index 0 is the RX stand-in): the stacks,
+    /// the stand-ins of upstream NFs (never run), then the NF last.
+    stacks: Vec<Box<dyn Actor>>,
+    nf: Box<dyn Actor>,
+    plan: Plan,
+    /// Inner index of the first upstream stand-in; `upstream[k]` = inner index for outer
+    /// publisher k (None for publishers without a stand-in).
+    upstream: Vec<Option<u16>>,
+    streams: Option<Arc<dyn StreamAccess>>,
+    completed: Option<Arc<AtomicU64>>,
+    queue: VecDeque<EventDesc>,
+    next: VecDeque<EventDesc>,
+    /// The canonical flow the private stacks gave the current packet.
+    primary_flow: u64,
+}
+
+impl PrivateChain {
+    /// `stacks` in inner-plan order after RX, then `nf`; `plan` linked over
+    /// `[rx, stacks..., upstream stand-ins..., nf]`; `upstream` maps outer publisher indices to
+    /// inner ones; `contract` is what the outer controller sees (FRAME in, the NF's
+    /// publications out).
+    pub fn new(
+        contract: Contract,
+        stacks: Vec<Box<dyn Actor>>,
+        nf: Box<dyn Actor>,
+        plan: Plan,
+        upstream: Vec<Option<u16>>,
+        streams: Option<Arc<dyn StreamAccess>>,
+        completed: Option<Arc<AtomicU64>>,
+    ) -> PrivateChain {
+        PrivateChain { contract, stacks, nf, plan, upstream, streams, completed, queue: VecDeque::new(), next: VecDeque::new(), primary_flow: 0 }
+    }
+
+    fn nf_index(&self) -> usize {
+        self.plan.actors.len() - 1
+    }
+
+    /// Runs the queue through the stacks and the NF; returns the NF's verdict on the packet's
+    /// own event (if it handled it) and forwards what it published.
+    fn run_queue(&mut self, cx: &mut Context<'_>, finishing: Option<usize>) -> Option<Verdict> {
+        let pool = cx.pool();
+        let streams = self.streams.clone();
+        let mut primary_verdict = None;
+        let nf_i = self.nf_index();
+        let start = finishing.unwrap_or(1);
+        for i in start..=nf_i {
+            let is_nf = i == nf_i;
+            if !is_nf && i > self.stacks.len() {
+                continue; // a stand-in for an upstream NF: never runs here
+            }
+            let plan = &self.plan.actors[i];
+            let mut out = Outbox::new();
+            while let Some(mut ev) = self.queue.pop_front() {
+                let sub = if ev.is_dropped() && (ev.flags & desc_flags::PRIMARY != 0) {
+                    // A dropped packet still updates the private stacks, not the NF.
+                    if is_nf { None } else { subscription_for(plan, pool, &ev) }
+                } else {
+                    subscription_for(plan, pool, &ev)
+                };
+                if let Some(sub) = sub {
+                    let consumes = sub.consumes;
+                    let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                    let v = if is_nf { self.nf.handle(&mut ev, &mut icx) } else { self.stacks[i - 1].handle(&mut ev, &mut icx) };
+                    if consumes {
+                        ev.publisher = i as u16;
+                    }
+                    if ev.flags & desc_flags::PRIMARY != 0 {
+                        self.primary_flow = ev.flow_start;
+                    }
+                    if let Verdict::Drop(r) = v {
+                        if is_nf && ev.flags & desc_flags::PRIMARY != 0 {
+                            primary_verdict = Some(v);
+                        }
+                        ev.flags |= desc_flags::DROPPED;
+                        ev.dropped_by = i as u16;
+                        ev.drop_reason = r;
+                    }
+                    let (before, after) = out.take();
+                    if is_nf {
+                        // What the NF publishes goes down the outer chain.
+                        for p in before.into_iter().chain(after) {
+                            cx.publish(p);
+                        }
+                        continue;
+                    }
+                    self.next.extend(before);
+                    self.next.push_back(ev);
+                    self.next.extend(after);
+                } else if !is_nf {
+                    self.next.push_back(ev);
+                }
+            }
+            std::mem::swap(&mut self.queue, &mut self.next);
+        }
+        self.queue.clear();
+        primary_verdict
+    }
+}
+
+impl Actor for PrivateChain {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let mut inner = *ev;
+        if ev.event_type == builtin::FRAME {
+            inner.publisher = 0;
+        } else {
+            match self.upstream.get(usize::from(ev.publisher)).copied().flatten() {
+                Some(i) => inner.publisher = i,
+                None => return Verdict::Continue,
+            }
+        }
+        self.queue.push_back(inner);
+        self.primary_flow = ev.flow_start;
+        let v = self.run_queue(cx, None);
+        // The outer event stays a raw frame, but carries the flow's canonical name.
+        ev.flow_start = self.primary_flow;
+        if let Some(c) = &self.completed {
+            c.store(ev.seq + 1, Ordering::Release);
+        }
+        match v {
+            Some(Verdict::Drop(r)) => Verdict::Drop(r),
+            _ => Verdict::Continue,
+        }
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
+        let pool = cx.pool();
+        let streams = self.streams.clone();
+        // Each private stack flushes (L2/3 ends every flow, ...), in order; what it publishes
+        // runs through the actors after it.
+        for i in 1..=self.stacks.len() {
+            let mut out = Outbox::new();
+            {
+                let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                self.stacks[i - 1].finish(&mut icx)?;
+            }
+            let (before, after) = out.take();
+            self.queue.extend(before);
+            self.queue.extend(after);
+            if !self.queue.is_empty() {
+                self.run_queue(cx, Some(i + 1));
+            }
+        }
+        self.nf.finish(cx)
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let mut c = self.nf.counters();
+        for s in &self.stacks {
+            for (k, v) in s.counters() {
+                c.push((format!("{}.{k}", s.contract().name), v));
+            }
+        }
+        c
+    }
+}
