@@ -133,6 +133,12 @@ pub enum CheckError {
     Io(String),
 }
 
+/// A number no other check of this process uses (checks may run concurrently).
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 struct ModeRun {
     report: RunReport,
     outputs: BTreeMap<String, Vec<String>>,
@@ -155,7 +161,7 @@ fn run_mode(app: &App, input: &Path, mode: Mode, opts: &CheckOptions, dir: &Path
     ro.mode = mode;
     ro.observe = true;
     ro.single_core = opts.single_core;
-    ro.prefix = Some(format!("check{}-{mode}", std::process::id()));
+    ro.prefix = Some(format!("check{}-{}-{mode}", std::process::id(), unique()));
     let report = run(&app, ro).map_err(|source| CheckError::Run { mode, source })?;
     if !report.ok() {
         return Err(CheckError::Failed { mode, errors: report.errors.join("\n") });
@@ -251,7 +257,7 @@ pub fn check(app: &App, input: &Path, opts: &CheckOptions) -> Result<CheckReport
     let dir = match &opts.work_dir {
         Some(d) => d.clone(),
         None => {
-            tmp = std::env::temp_dir().join(format!("mbox-check-{}", std::process::id()));
+            tmp = std::env::temp_dir().join(format!("mbox-check-{}-{}", std::process::id(), unique()));
             tmp
         }
     };

@@ -56,7 +56,7 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     /// Core map; the default placement when `None`.
     pub core_map: Option<CoreMap>,
-    /// Shared-memory prefix; `run<pid>` when `None`.
+    /// Shared-memory prefix; `run<pid>-<n>` when `None`.
     pub prefix: Option<String>,
     /// Set to stop reading input early (Ctrl-C).
     pub stop: Arc<AtomicBool>,
@@ -337,7 +337,11 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         None => None,
     };
 
-    let prefix = opts.prefix.clone().unwrap_or_else(|| format!("run{}", std::process::id()));
+    let prefix = opts.prefix.clone().unwrap_or_else(|| {
+        // Unique in this process too: several runs may share it (tests, `mbox check`).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        format!("run{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    });
     let n_rings = names.len() - 1;
     let region = Region::create(&prefix, region_size(app, n_rings)).map_err(|e| RunError::Setup(e.to_string()))?;
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());

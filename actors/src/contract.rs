@@ -194,6 +194,11 @@ pub trait StreamAccess: Send + Sync {
         to: u64,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), StreamReadError>;
+
+    /// The *live* frontier of a direction — where the stack is now, not where it was when an
+    /// event was raised. For monitoring only: an NF that decides by it observes something no
+    /// private stack would show it (the consistency checker catches exactly that).
+    fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64>;
 }
 
 /// What an actor may use while handling an event: the packet pool (read), the TCP
@@ -237,6 +242,11 @@ impl<'a> Context<'a> {
         let to_server = ev.to_server();
         let to = ev.snap.frontier[usize::from(!to_server)];
         self.read_stream(flow, to_server, ev.aux, to, f)
+    }
+
+    /// The live frontier of a stream (see [`StreamAccess::live_frontier`]; not for decisions).
+    pub fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        self.streams?.live_frontier(flow, to_server)
     }
 
     /// Bytes `[from, to)` of a stream; `to` must not pass the frontier of the event being

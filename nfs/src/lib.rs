@@ -34,6 +34,21 @@ pub enum NfConfig {
     FlowStats(flow_stats::FlowStatsConfig),
     /// Stream hashes.
     StreamHash(stream_hash::StreamHashConfig),
+    /// An NF built by code (tests, programs embedding the engine).
+    Custom(CustomNf),
+}
+
+/// An NF made by a function (see [`NfConfig::Custom`]).
+#[derive(Clone)]
+pub struct CustomNf {
+    /// Makes the actor (called once per run, and once per private chain in mode a).
+    pub make: std::sync::Arc<dyn Fn(&NfCommon) -> Box<dyn Actor> + Send + Sync>,
+}
+
+impl std::fmt::Debug for CustomNf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomNf")
+    }
 }
 
 /// Checks the kind-specific part of an NF's app-file table.
@@ -58,7 +73,7 @@ impl NfConfig {
     /// The files this NF writes, if any.
     pub fn output(&self) -> Option<&std::path::Path> {
         match self {
-            NfConfig::Firewall(..) => None,
+            NfConfig::Firewall(..) | NfConfig::Custom(_) => None,
             NfConfig::FlowStats(c) => Some(&c.output),
             NfConfig::StreamHash(c) => Some(&c.output),
         }
@@ -67,7 +82,7 @@ impl NfConfig {
     /// Writes this NF's output to `path` instead (the checker gives each mode its own).
     pub fn set_output(&mut self, path: std::path::PathBuf) {
         match self {
-            NfConfig::Firewall(..) => {}
+            NfConfig::Firewall(..) | NfConfig::Custom(_) => {}
             NfConfig::FlowStats(c) => c.output = path,
             NfConfig::StreamHash(c) => c.output = path,
         }
@@ -79,6 +94,7 @@ impl NfConfig {
             NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
             NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::new(common, cfg.output.clone())?),
             NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
+            NfConfig::Custom(c) => (c.make)(common),
         })
     }
 }

@@ -83,6 +83,13 @@ impl StreamAccess for SharedStreams {
         }
         Ok(())
     }
+
+    fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = flow_id(flow);
+        let conn = shared.tracker.get(id).or_else(|| shared.retired.get(&id))?;
+        Some(conn.frontier(dir_of(to_server)))
+    }
 }
 
 fn side(h: &HalfConnection) -> SideSnapshot {

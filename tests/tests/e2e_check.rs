@@ -1,0 +1,115 @@
+//! The consistency checker: the example apps are consistent in modes b and c (and d) with
+//! mode a, on generated traffic and real captures, with actors on 2 cores and on 1 — and
+//! the checker can fail: an NF that decides by the live stack instead of its snapshot is
+//! caught, with the divergence reported at the packet where it happened.
+
+use std::sync::Arc;
+
+use actors::desc::EventDesc;
+use actors::event::builtin;
+use actors::{Actor, Context, Contract, Publication, Subscription, Verdict};
+use microboxes::app::NfEntry;
+use microboxes::check::{check, CheckOptions};
+use microboxes::{App, Mode};
+use nfs::{CustomNf, NfCommon, NfConfig};
+use runtime::ports::gen::GenConfig;
+use tests::*;
+
+fn app_with_outputs(rel: &str, dir: &std::path::Path) -> App {
+    let text = std::fs::read_to_string(repo_file(rel)).unwrap();
+    let text = text
+        .replace("output = \"flows.jsonl\"", &format!("output = {:?}", dir.join("flows.jsonl").display().to_string()))
+        .replace("output = \"streams.jsonl\"", &format!("output = {:?}", dir.join("streams.jsonl").display().to_string()));
+    App::parse(&text, rel).unwrap()
+}
+
+fn assert_consistent(app: &App, input: &std::path::Path, single_core: bool) {
+    let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core, work_dir: None };
+    let r = check(app, input, &opts).unwrap();
+    assert!(r.consistent(), "{}", r.to_text());
+    for (m, c) in &r.modes {
+        let c = c.as_ref().unwrap();
+        assert!(c.observations > 0 && c.packets > 0, "mode {m} compared nothing: {c:?}");
+    }
+}
+
+#[test]
+fn example_apps_are_consistent_on_generated_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 150, seed: 17, ..GenConfig::default() });
+    for rel in ["apps/firewall_stats.toml", "apps/tcp_streams.toml"] {
+        let app = app_with_outputs(rel, dir.path());
+        assert_consistent(&app, &input, false);
+        assert_consistent(&app, &input, true);
+    }
+}
+
+#[test]
+fn the_tcp_app_is_consistent_on_real_captures() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_outputs("apps/tcp_streams.toml", dir.path());
+    for cap in ["loss_reorder_dup.pcap", "clean_keepalive.pcap"] {
+        assert_consistent(&app, &repo_file(&format!("tests/fixtures/captures/{cap}")), false);
+    }
+}
+
+/// A faulty NF: on every DATA_RDY it publishes the *live* frontier of the stream — where
+/// the stack is now — instead of the one in its event's snapshot.
+struct PeeksAtTheLiveStack {
+    c: Contract,
+    ty: actors::EventType,
+}
+
+impl Actor for PeeksAtTheLiveStack {
+    fn contract(&self) -> &Contract {
+        &self.c
+    }
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+        let live = ev.flow.and_then(|f| cx.live_frontier(f, ev.to_server())).unwrap_or(0);
+        let mut out = EventDesc::new(self.ty, 0, ev.seq, ev.ts_ns);
+        out.aux = live;
+        out.flow_start = ev.flow_start;
+        cx.publish(out);
+        Verdict::Continue
+    }
+}
+
+#[test]
+fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 60, seed: 3, udp_fraction: 0.0, response_size: (20_000, 60_000), ..GenConfig::default() });
+    let mut app = App::parse("[runtime]\nring_capacity = 4096\n[stack.tcp]\n", "fault.toml").unwrap();
+    let ty = app.registry.register("EVENT/PEEK").unwrap();
+    let make = move |common: &NfCommon| -> Box<dyn Actor> {
+        Box::new(PeeksAtTheLiveStack {
+            c: Contract {
+                name: common.name.clone(),
+                kind: "peek".into(),
+                subscriptions: vec![Subscription::new("data", builtin::DATA_RDY)],
+                publications: vec![Publication { port: "out".into(), event: ty }],
+                ..Default::default()
+            },
+            ty,
+        })
+    };
+    app.nfs.push(NfEntry { kind: "peek".into(), common: NfCommon::named("peek"), config: NfConfig::Custom(CustomNf { make: Arc::new(make) }) });
+    let r = check(&app, &input, &CheckOptions { modes: vec![Mode::C], single_core: false, work_dir: None }).unwrap();
+    assert!(!r.consistent(), "the checker must catch the fault:\n{}", r.to_text());
+    let d = r.modes[0].1.as_ref().unwrap_err();
+    assert_eq!(d.mode, Mode::C);
+    assert!(d.what.contains("`peek`"), "{d}");
+    // The reported packet is the one of the first event where the live frontier and the
+    // event's own differ: the expected line publishes the snapshot's frontier.
+    let seq = d.seq.expect("a packet number");
+    assert!(d.expected.starts_with(&format!("{seq} DATA_RDY")), "{d}");
+    assert!(d.actual.starts_with(&format!("{seq} DATA_RDY")), "{d}");
+    let fr = |line: &str| line.split(' ').find_map(|w| w.strip_prefix("fr=")).unwrap().to_string();
+    let published = |line: &str| line.split("pub[EVENT/PEEK aux=").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let frontiers = fr(&d.expected);
+    assert!(frontiers.split(',').any(|f| f == published(&d.expected)), "in mode a the live frontier is the event's: {d}");
+    assert_ne!(published(&d.expected), published(&d.actual), "{d}");
+    eprintln!("{d}");
+}
