@@ -1,6 +1,8 @@
 //! The application file: which µStacks and network functions run, with their options.
 //!
 //! ```toml
+//! parallel = [["fw", "ids"]] # optional, before any table: NF groups run in parallel in mode d
+//!
 //! [runtime]                  # all keys optional
 //! pool_buffers = 4096        # packet buffers in the shared pool
 //! buffer_size = 10240        # bytes per buffer; larger frames are dropped by rx (counted)
@@ -82,6 +84,9 @@ pub struct App {
     pub nfs: Vec<NfEntry>,
     /// Every event type the app can name.
     pub registry: EventRegistry,
+    /// `parallel = [["a", "b"], ...]`: NF groups that run in parallel in mode d (when empty,
+    /// mode d groups consecutive read-only NFs itself).
+    pub parallel: Vec<Vec<String>>,
 }
 
 /// Everything wrong with an app file, one problem per line.
@@ -180,11 +185,33 @@ impl App {
             }
             Some(other) => errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str()))),
         }
+        let parallel = match top.remove("parallel") {
+            None => Vec::new(),
+            Some(v) => match Vec::<Vec<String>>::deserialize(v) {
+                Ok(groups) => {
+                    for g in &groups {
+                        for n in g {
+                            if !nfs.iter().any(|nf: &NfEntry| &nf.common.name == n) {
+                                errs.push(at("parallel", &format!("`{n}` is not an NF of this app")));
+                            }
+                        }
+                        if g.len() < 2 {
+                            errs.push(at("parallel", &format!("group {g:?} needs at least two NFs")));
+                        }
+                    }
+                    groups
+                }
+                Err(e) => {
+                    errs.push(at("parallel", &format!("{} (expected a list of lists of NF names)", e.message())));
+                    Vec::new()
+                }
+            },
+        };
         for k in top.keys() {
-            errs.push(at(k, "unknown key (known: runtime, stack, nf)"));
+            errs.push(at(k, "unknown key (known: runtime, stack, nf, parallel)"));
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, l23, tcp, nfs, registry })
+            Ok(App { source: source.to_string(), runtime, l23, tcp, nfs, registry, parallel })
         } else {
             Err(AppError(errs))
         }

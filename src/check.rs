@@ -101,11 +101,13 @@ pub struct CheckOptions {
     pub single_core: bool,
     /// Where each mode's NF outputs go (a temporary directory when `None`).
     pub work_dir: Option<PathBuf>,
+    /// A deliberate fault in the modes checked (never in mode a), to test the checker.
+    pub fault: Option<crate::engine::Fault>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core: false, work_dir: None }
+        CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core: false, work_dir: None, fault: None }
     }
 }
 
@@ -161,6 +163,7 @@ fn run_mode(app: &App, input: &Path, mode: Mode, opts: &CheckOptions, dir: &Path
     ro.mode = mode;
     ro.observe = true;
     ro.single_core = opts.single_core;
+    ro.fault = if mode == Mode::A { None } else { opts.fault };
     ro.prefix = Some(format!("check{}-{}-{mode}", std::process::id(), unique()));
     let report = run(&app, ro).map_err(|source| CheckError::Run { mode, source })?;
     if !report.ok() {

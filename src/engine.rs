@@ -29,6 +29,7 @@ use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
 use actors::stage::{Stage, StageReport};
 use actors::contract::StreamAccess;
 use actors::observe::{Log, Observed};
+use actors::parallel::{Merger, Splitter};
 use actors::private::PrivateChain;
 use actors::Subscription;
 use actors::{Actor, Contract, EventDesc, Publication};
@@ -70,6 +71,15 @@ pub struct RunOptions {
     pub observe: bool,
     /// Put every actor on the first allowed CPU (overrides `core_map`).
     pub single_core: bool,
+    /// A deliberate fault, to show that the consistency checker catches it (tests only).
+    pub fault: Option<Fault>,
+}
+
+/// Deliberate faults (see [`RunOptions::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Mergers go on with the first member's answer, without waiting for the others'.
+    EagerMerger,
 }
 
 impl RunOptions {
@@ -86,6 +96,7 @@ impl RunOptions {
             mode: Mode::C,
             observe: false,
             single_core: false,
+            fault: None,
         }
     }
 }
@@ -277,6 +288,31 @@ fn build_private(app: &App, link: runtime::ports::LinkType, nfs: Vec<Box<dyn Act
     Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry })
 }
 
+/// Mode d's parallel groups (plan indices): the app's `parallel` lists, checked, or groups
+/// the controller forms from read-only NFs.
+fn parallel_groups(app: &App, plan: &Plan, actors: &[Box<dyn Actor>]) -> Result<Vec<Vec<usize>>, RunError> {
+    let rx = rx_contract();
+    let mut contracts: Vec<&Contract> = vec![&rx];
+    contracts.extend(actors.iter().map(|a| a.contract()));
+    let nf_indices: Vec<usize> =
+        (1..plan.actors.len()).filter(|&k| !matches!(plan.actors[k].kind.as_str(), "l23" | "tcp_monitor")).collect();
+    if app.parallel.is_empty() {
+        return Ok(controller::groups::auto(&contracts, &nf_indices, &app.registry));
+    }
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for names in &app.parallel {
+        let idx: Vec<usize> = names.iter().filter_map(|n| plan.index_of(n).map(usize::from)).collect();
+        problems.extend(controller::groups::check(&contracts, &idx, &app.registry));
+        out.push(idx);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(config_err(app, problems))
+    }
+}
+
 fn rx_contract() -> Contract {
     Contract {
         name: "rx".into(),
@@ -342,30 +378,43 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         format!("run{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     });
-    let n_rings = names.len() - 1;
+    // The chain's layout: single stages, and in mode d parallel groups of NFs.
+    let groups: Vec<Vec<usize>> = if opts.mode == Mode::D { parallel_groups(app, &plan, &actors)? } else { Vec::new() };
+    let mut layout: Vec<Vec<usize>> = Vec::new(); // plan indices (1-based: after rx)
+    let mut k = 1;
+    while k < plan.actors.len() {
+        match groups.iter().find(|g| g[0] == k) {
+            Some(g) => {
+                k += g.len();
+                layout.push(g.clone());
+            }
+            None => {
+                layout.push(vec![k]);
+                k += 1;
+            }
+        }
+    }
+    let n_rings = 1 + layout.iter().map(|n| if n.len() == 1 { 1 } else { 2 * n.len() + 1 }).sum::<usize>();
     let region = Region::create(&prefix, region_size(app, n_rings)).map_err(|e| RunError::Setup(e.to_string()))?;
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
     let (alloc, release, pool_view) =
         pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size).map_err(|e| setup(&e))?;
 
-    // One ring between each pair of consecutive stages.
-    let mut producers: Vec<Producer<EventDesc>> = Vec::new();
-    let mut consumers: Vec<Consumer<EventDesc>> = Vec::new();
-    let mut ring_names = Vec::new();
     let ring_capacity = (app.runtime.ring_capacity as usize).next_power_of_two();
-    for i in 0..n_rings {
-        let (p, c) = ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity)
-            .map_err(|e| setup(&e))?;
-        producers.push(p);
-        consumers.push(c);
-        ring_names.push(format!("{} -> {}", names[i], names[i + 1]));
-    }
-    let mut producers = producers.into_iter();
-    let mut consumers = consumers.into_iter();
+    let mut ring_names: Vec<String> = Vec::new();
+    let mut new_ring = |from: &str, to: &str| -> Result<(Producer<EventDesc>, Consumer<EventDesc>), RunError> {
+        let i = ring_names.len();
+        ring_names.push(format!("{from} -> {to}"));
+        ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity).map_err(|e| RunError::Setup(e.to_string()))
+    };
 
     let mut runnables: BTreeMap<String, Box<dyn Runnable>> = BTreeMap::new();
-    let first = producers.next().expect("at least rx -> l23");
+    // Splitters and mergers are not in core maps: each runs with its group's first / last member.
+    let mut helpers: Vec<(String, Box<dyn Runnable>)> = Vec::new();
     let core_of = |name: &str| placement.core_of(name).unwrap_or(0) as u16;
+    let name_of = |k: usize| plan.actors[k].name.clone();
+    let first_name = if layout[0].len() == 1 { name_of(1) } else { format!("split[{}]", layout[0].iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+")) };
+    let (first, mut prev) = new_ring("rx", &first_name)?;
     let (mut rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
     if let Some(f) = &in_flight {
         rx = rx.with_gate(f.clone());
@@ -375,9 +424,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     }
     runnables.insert("rx".into(), Box::new(rx));
     let mut stage_slots = Vec::new();
-    for (actor, planned) in actors.into_iter().zip(plan.actors.iter().skip(1)) {
-        let input = consumers.next().expect("a ring into every stage");
-        let output = producers.next().expect("a ring out of every stage");
+    let mut actors: Vec<Option<Box<dyn Actor>>> = actors.into_iter().map(Some).collect();
+    let make_stage = |k: usize, actor: Box<dyn Actor>, input, output| {
+        let planned = &plan.actors[k];
         let (mut stage, slot) = Stage::new(actor, planned.clone(), input, output, pool_view.clone());
         if let Some(s) = &streams {
             stage = stage.with_streams(s.clone());
@@ -388,10 +437,49 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         if let Some(f) = &in_flight {
             stage = stage.with_in_flight(f.clone());
         }
-        runnables.insert(planned.name.clone(), Box::new(stage));
-        stage_slots.push(slot);
+        (stage, slot)
+    };
+    for (ni, node) in layout.iter().enumerate() {
+        let node_name = |n: &Vec<usize>| {
+            if n.len() == 1 {
+                name_of(n[0])
+            } else {
+                format!("split[{}]", n.iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+"))
+            }
+        };
+        let next_name = layout.get(ni + 1).map_or_else(|| "tx".to_string(), node_name);
+        if let [k] = node.as_slice() {
+            let (p, c) = new_ring(&name_of(*k), &next_name)?;
+            let actor = actors[k - 1].take().expect("each actor once");
+            let (stage, slot) = make_stage(*k, actor, prev, p);
+            runnables.insert(name_of(*k), Box::new(stage));
+            stage_slots.push(slot);
+            prev = c;
+            continue;
+        }
+        let group = node.iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+");
+        let (mut to_members, mut to_merger) = (Vec::new(), Vec::new());
+        for &k in node {
+            let (p, c) = new_ring(&format!("split[{group}]"), &name_of(k))?;
+            let (q, d) = new_ring(&name_of(k), &format!("merge[{group}]"))?;
+            let actor = actors[k - 1].take().expect("each actor once");
+            let (stage, slot) = make_stage(k, actor, c, q);
+            runnables.insert(name_of(k), Box::new(stage));
+            stage_slots.push(slot);
+            to_members.push(p);
+            to_merger.push(d);
+        }
+        let (p, c) = new_ring(&format!("merge[{group}]"), &next_name)?;
+        helpers.push((name_of(node[0]), Box::new(Splitter::new(format!("split[{group}]"), prev, to_members))));
+        let mut merger = Merger::new(format!("merge[{group}]"), to_merger, p);
+        if opts.fault == Some(Fault::EagerMerger) {
+            merger = merger.with_fault_eager();
+        }
+        helpers.push((name_of(*node.last().expect("members")), Box::new(merger)));
+        prev = c;
     }
-    let tx_input = consumers.next().expect("a ring into tx");
+    let n_rings = ring_names.len();
+    let tx_input = prev;
     let sink: Box<dyn PacketSink> = Box::new(writer);
     let (mut tx, tx_slot) = TxSink::new(tx_input, release, pool_view.clone(), sink);
     tx.set_completed(completed);
@@ -409,9 +497,21 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let assignments: Vec<CoreAssignment> = placement
         .by_core()
         .into_iter()
-        .map(|(core, actor_names)| CoreAssignment {
-            core,
-            actors: actor_names.iter().filter_map(|n| runnables.remove(n)).collect(),
+        .map(|(core, actor_names)| {
+            let mut list: Vec<Box<dyn Runnable>> = Vec::new();
+            for n in &actor_names {
+                if let Some(r) = runnables.remove(n) {
+                    list.push(r);
+                }
+                for (owner, h) in std::mem::take(&mut helpers) {
+                    if &owner == n {
+                        list.push(h);
+                    } else {
+                        helpers.push((owner, h));
+                    }
+                }
+            }
+            CoreAssignment { core, actors: list }
         })
         .collect();
 

@@ -267,7 +267,7 @@ fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
 
 fn cmd_check(a: CheckArgs) -> Result<i32> {
     let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let opts = microboxes::check::CheckOptions { modes: a.modes, single_core: a.single_core, work_dir: a.work_dir };
+    let opts = microboxes::check::CheckOptions { modes: a.modes, single_core: a.single_core, work_dir: a.work_dir, fault: None };
     let report = microboxes::check::check(&app, &a.input, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     print!("{}", report.to_text());
     Ok(if report.consistent() { 0 } else { 3 })

@@ -287,7 +287,8 @@ impl<'a> Context<'a> {
 
     fn stamp(&self, mut ev: EventDesc) -> EventDesc {
         ev.publisher = self.me;
-        ev.flags &= !(crate::desc::desc_flags::PRIMARY | crate::desc::desc_flags::DROPPED);
+        use crate::desc::desc_flags::{BORROWED, DROPPED, PRIMARY, SPLIT};
+        ev.flags &= !(PRIMARY | DROPPED | SPLIT | BORROWED);
         if let (Some(h), true) = (ev.packet, self.retain) {
             // The new descriptor holds its own reference; the TX sink releases it.
             self.pool.retain(h);

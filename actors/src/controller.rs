@@ -337,3 +337,151 @@ mod tests {
         assert!(e.contains("`PKT/TCP` from both `l23` and `tcp`"), "{e}");
     }
 }
+
+/// Why a parallel group was refused, or how one was formed.
+pub mod groups {
+    use super::*;
+
+    /// Checks (explicit) or forms (automatic) parallel groups of NFs.
+    ///
+    /// `contracts` are the whole chain in order (RX, stacks, NFs); `candidates` the plan
+    /// indices that may be grouped (the NFs). A group is a run of consecutive NFs that all
+    /// receive an event at once from a splitter; the merger then combines their answers
+    /// (drop if any drops). A group is refused, with a message naming the members, when:
+    ///
+    /// * a member modifies packets or stack state and the group has any other member (a writer
+    ///   beside a reader, or two writers of the same data);
+    /// * a member subscribes to what another member publishes (it could not receive it);
+    /// * a member that can drop packets is followed in the group by a member that receives
+    ///   packet events (in sequence it would see fewer packets than in parallel) — a dropping
+    ///   NF may be the last member;
+    /// * the members are not consecutive in the chain.
+    pub fn check(contracts: &[&Contract], group: &[usize], registry: &EventRegistry) -> Vec<String> {
+        let names: Vec<&str> = group.iter().map(|&i| contracts[i].name.as_str()).collect();
+        let g = format!("parallel group [{}]", names.join(", "));
+        let mut problems = Vec::new();
+        if group.len() < 2 {
+            problems.push(format!("{g}: a group needs at least two NFs"));
+        }
+        if group.windows(2).any(|w| w[1] != w[0] + 1) {
+            problems.push(format!("{g}: members must be consecutive in the chain"));
+        }
+        for &i in group {
+            let c = contracts[i];
+            if (c.modifies.packets || c.modifies.stack_state) && group.len() > 1 {
+                let what = if c.modifies.packets { "packets" } else { "stack state" };
+                let others: Vec<&str> = names.iter().copied().filter(|n| *n != c.name).collect();
+                problems.push(format!(
+                    "{g}: `{}` modifies {what}, so it cannot run beside {} (a writer beside a reader of the same data)",
+                    c.name,
+                    others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            for &j in group {
+                if i == j {
+                    continue;
+                }
+                let p = contracts[j];
+                for s in &c.subscriptions {
+                    if s.from.as_deref().is_none_or(|f| f == p.name) && p.publications.iter().any(|x| s.event.covers(x.event)) {
+                        problems.push(format!(
+                            "{g}: `{}` subscribes to `{}` published by `{}`, which runs beside it",
+                            c.name,
+                            registry.name(s.event),
+                            p.name
+                        ));
+                    }
+                }
+            }
+        }
+        for (k, &i) in group.iter().enumerate() {
+            if contracts[i].drop_reasons.is_empty() {
+                continue;
+            }
+            for &j in &group[k + 1..] {
+                if contracts[j].subscriptions.iter().any(|s| crate::event::builtin::PKT.covers(s.event) || s.event.covers(crate::event::builtin::PKT)) {
+                    problems.push(format!(
+                        "{g}: `{}` can drop packets and `{}` after it receives packet events: in sequence `{}` would not see what `{}` dropped; put `{}` last in the group",
+                        contracts[i].name, contracts[j].name, contracts[j].name, contracts[i].name, contracts[i].name
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Forms groups automatically: maximal runs of consecutive candidates that pass
+    /// [`check`], greedily from the front.
+    pub fn auto(contracts: &[&Contract], candidates: &[usize], registry: &EventRegistry) -> Vec<Vec<usize>> {
+        let mut out = Vec::new();
+        let mut cur: Vec<usize> = Vec::new();
+        for &i in candidates {
+            let mut trial = cur.clone();
+            trial.push(i);
+            let ok = trial.len() < 2 || check(contracts, &trial, registry).is_empty();
+            if ok {
+                cur = trial;
+            } else {
+                if cur.len() >= 2 {
+                    out.push(std::mem::take(&mut cur));
+                }
+                cur = vec![i];
+            }
+        }
+        if cur.len() >= 2 {
+            out.push(cur);
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::contract::{Modifies, Publication, Subscription};
+        use crate::event::builtin::*;
+
+        fn nf(name: &str, modifies: Modifies, drops: bool, subs: &[crate::EventType]) -> Contract {
+            Contract {
+                name: name.into(),
+                subscriptions: subs.iter().map(|t| Subscription::new("in", *t)).collect(),
+                modifies,
+                drop_reasons: if drops { vec!["x".into()] } else { vec![] },
+                ..Default::default()
+            }
+        }
+
+        #[test]
+        fn a_packet_writer_beside_a_reader_is_refused() {
+            let w = nf("rewriter", Modifies { packets: true, stack_state: false }, false, &[PKT]);
+            let r = nf("stats", Modifies::default(), false, &[PKT]);
+            let p = check(&[&w, &r], &[0, 1], &EventRegistry::new());
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].contains("`rewriter` modifies packets, so it cannot run beside `stats`"), "{p:?}");
+        }
+
+        #[test]
+        fn droppers_go_last_and_publishers_cannot_feed_peers() {
+            let fw = nf("fw", Modifies::default(), true, &[PKT]);
+            let stats = nf("stats", Modifies::default(), false, &[PKT]);
+            assert!(check(&[&stats, &fw], &[0, 1], &EventRegistry::new()).is_empty());
+            let p = check(&[&fw, &stats], &[0, 1], &EventRegistry::new());
+            assert!(p[0].contains("put `fw` last"), "{p:?}");
+            let mut dpi = nf("dpi", Modifies::default(), false, &[PKT]);
+            dpi.publications = vec![Publication { port: "o".into(), event: EVENT }];
+            let ids = nf("ids", Modifies::default(), false, &[EVENT]);
+            let p = check(&[&dpi, &ids], &[0, 1], &EventRegistry::new());
+            assert!(p[0].contains("`ids` subscribes to `EVENT` published by `dpi`"), "{p:?}");
+        }
+
+        #[test]
+        fn automatic_groups_are_maximal_valid_runs() {
+            let a = nf("a", Modifies::default(), false, &[PKT]);
+            let b = nf("b", Modifies::default(), false, &[PKT]);
+            let fw = nf("fw", Modifies::default(), true, &[PKT]);
+            let c = nf("c", Modifies::default(), false, &[PKT]);
+            let d = nf("d", Modifies::default(), false, &[PKT]);
+            let all = [&a, &b, &fw, &c, &d];
+            assert_eq!(auto(&all, &[0, 1, 2, 3, 4], &EventRegistry::new()), vec![vec![0, 1, 2], vec![3, 4]]);
+        }
+    }
+}

@@ -61,6 +61,11 @@ pub mod desc_flags {
     pub const PRIMARY: u8 = 0x01;
     /// A Drop verdict was given; later stages forward without handling it.
     pub const DROPPED: u8 = 0x02;
+    /// A splitter's copy of an event, on its way to one member of a parallel group.
+    pub const SPLIT: u8 = 0x04;
+    /// A copy that holds no packet reference (all but the first copy of a split); the merger
+    /// drops it after merging.
+    pub const BORROWED: u8 = 0x08;
 }
 
 /// Control codes carried in [`EventDesc::aux`] when the type is [`builtin::CONTROL`].

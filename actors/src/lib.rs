@@ -51,6 +51,7 @@ pub mod io;
 pub mod matcher;
 pub mod observe;
 pub mod packet;
+pub mod parallel;
 pub mod private;
 pub mod stage;
 

@@ -24,7 +24,7 @@ fn app_with_outputs(rel: &str, dir: &std::path::Path) -> App {
 }
 
 fn assert_consistent(app: &App, input: &std::path::Path, single_core: bool) {
-    let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core, work_dir: None };
+    let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core, ..CheckOptions::default() };
     let r = check(app, input, &opts).unwrap();
     assert!(r.consistent(), "{}", r.to_text());
     for (m, c) in &r.modes {
@@ -96,7 +96,7 @@ fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
         })
     };
     app.nfs.push(NfEntry { kind: "peek".into(), common: NfCommon::named("peek"), config: NfConfig::Custom(CustomNf { make: Arc::new(make) }) });
-    let r = check(&app, &input, &CheckOptions { modes: vec![Mode::C], single_core: false, work_dir: None }).unwrap();
+    let r = check(&app, &input, &CheckOptions { modes: vec![Mode::C], ..CheckOptions::default() }).unwrap();
     assert!(!r.consistent(), "the checker must catch the fault:\n{}", r.to_text());
     let d = r.modes[0].1.as_ref().unwrap_err();
     assert_eq!(d.mode, Mode::C);
@@ -112,4 +112,40 @@ fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
     assert!(frontiers.split(',').any(|f| f == published(&d.expected)), "in mode a the live frontier is the event's: {d}");
     assert_ne!(published(&d.expected), published(&d.actual), "{d}");
     eprintln!("{d}");
+}
+
+#[test]
+fn a_merger_that_does_not_wait_for_every_answer_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    let truth = gen_pcap(&input, &GenConfig { flows: 80, seed: 9, ..GenConfig::default() });
+    let flows = dir.path().join("flows.jsonl");
+    let app = App::parse(
+        &format!(
+            "parallel = [[\"stats\", \"fw\"]]\n[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = {:?}\n[[nf]]\nname = \"fw\"\nkind = \"firewall\"\nrules = [{{ action = \"drop\", proto = \"udp\" }}]\n",
+            flows.display().to_string()
+        ),
+        "group.toml",
+    )
+    .unwrap();
+    // Correct: consistent in mode d with the group in parallel.
+    let ok = check(&app, &input, &CheckOptions { modes: vec![Mode::D], ..CheckOptions::default() }).unwrap();
+    assert!(ok.consistent(), "{}", ok.to_text());
+    // Faulty merger: the firewall's drops are lost, first at the first UDP packet.
+    let bad = check(&app, &input, &CheckOptions { modes: vec![Mode::D], fault: Some(microboxes::engine::Fault::EagerMerger), ..CheckOptions::default() }).unwrap();
+    assert!(!bad.consistent());
+    let d = bad.modes[0].1.as_ref().unwrap_err();
+    assert_eq!(d.what, "emitted packets", "{d}");
+    let first_udp = tests::read_all(&input)
+        .iter()
+        .position(|(_, f)| {
+            let p = stacks::parse::parse(runtime::ports::LinkType::Ethernet, f).unwrap();
+            matches!(p.transport, stacks::parse::Transport::Udp(_))
+        })
+        .unwrap() as u64
+        + 1;
+    assert!(truth.flows.iter().any(|f| f.proto == "udp"));
+    assert_eq!(d.seq, Some(first_udp), "{d}");
+    assert!(d.expected.contains("dropped by fw"), "{d}");
+    assert!(d.actual.contains("emitted"), "{d}");
 }

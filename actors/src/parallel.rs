@@ -1,0 +1,236 @@
+//! Parallel groups: a splitter that hands one event to N read-only NFs at once, and a merger
+//! that combines their answers (DESIGN.md §5, "parallel events").
+//!
+//! The [`Splitter`] reads the chain's ring and writes a copy of every descriptor to each
+//! member's ring, flagged `SPLIT`. Only the first copy holds the packet reference; the
+//! others are `BORROWED` — the packet cannot be freed while the first copy is on its way,
+//! and the first copy only goes on once every member answered — so the pool needs no
+//! extra bookkeeping and TX never sees a borrowed copy.
+//!
+//! Each member is an ordinary [`Stage`](crate::stage::Stage): it handles its copy (or passes
+//! it), and writes to its ring to the [`Merger`] the events it published before the copy, the
+//! copy with its verdict, and the events published after it.
+//!
+//! The [`Merger`] waits until every member has answered item k (it has seen the copy of k,
+//! and then the copy of k+1 or the end marker, so that everything a member published about
+//! k is in), then emits exactly what a sequential chain of the same members would have:
+//! `before_1 … before_N, event, after_N … after_1`, where the event carries the merged
+//! verdict. Merge policy: **drop if any member drops**; the reason reported is the first
+//! dropping member's (in group order). The controller ([`crate::controller::groups`]) only
+//! forms groups whose members cannot tell the difference. Back-pressure applies on every
+//! ring; the merger holds at most two items per member.
+
+use std::collections::VecDeque;
+
+use runtime::executor::{PollResult, Runnable};
+use runtime::ring::{Consumer, Producer};
+
+use crate::desc::{desc_flags, EventDesc};
+use crate::stage::BURST;
+
+/// Copies every event to each member of a parallel group (see the module docs).
+pub struct Splitter {
+    name: String,
+    input: Consumer<EventDesc>,
+    outputs: Vec<Producer<EventDesc>>,
+    pending: Vec<VecDeque<EventDesc>>,
+    inbuf: Vec<EventDesc>,
+    end: bool,
+}
+
+impl Splitter {
+    /// A splitter named `name` from `input` to `outputs` (one per member, in group order).
+    pub fn new(name: String, input: Consumer<EventDesc>, outputs: Vec<Producer<EventDesc>>) -> Splitter {
+        let pending = outputs.iter().map(|_| VecDeque::new()).collect();
+        Splitter { name, input, outputs, pending, inbuf: Vec::with_capacity(BURST), end: false }
+    }
+
+    fn flush(&mut self) -> usize {
+        let mut sent = 0;
+        for (out, q) in self.outputs.iter_mut().zip(&mut self.pending) {
+            while !q.is_empty() {
+                let n = out.push_burst(q.as_slices().0);
+                q.drain(..n);
+                sent += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        sent
+    }
+}
+
+impl Runnable for Splitter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self) -> PollResult {
+        let mut work = self.flush();
+        if self.pending.iter().any(|q| !q.is_empty()) {
+            return PollResult::from_work(work);
+        }
+        if self.end {
+            return PollResult::Finished;
+        }
+        self.inbuf.clear();
+        let n = self.input.pop_burst(&mut self.inbuf, BURST);
+        for ev in &self.inbuf {
+            for (i, q) in self.pending.iter_mut().enumerate() {
+                let mut copy = *ev;
+                if !ev.is_end() {
+                    copy.flags |= desc_flags::SPLIT;
+                    if i > 0 {
+                        copy.flags |= desc_flags::BORROWED;
+                    }
+                }
+                q.push_back(copy);
+            }
+            if ev.is_end() {
+                self.end = true;
+                break;
+            }
+        }
+        work += n + self.flush();
+        PollResult::from_work(work)
+    }
+}
+
+/// Combines the answers of a parallel group's members (see the module docs).
+pub struct Merger {
+    name: String,
+    inputs: Vec<Consumer<EventDesc>>,
+    output: Producer<EventDesc>,
+    /// What each member sent and the merger has not emitted yet.
+    held: Vec<VecDeque<EventDesc>>,
+    pending: VecDeque<EventDesc>,
+    inbuf: Vec<EventDesc>,
+    end: bool,
+    /// Events merged.
+    merged: u64,
+    /// Fault injection: take the first member's answer without the others' verdicts.
+    eager: bool,
+}
+
+/// Position of the first `SPLIT` copy in a member's held items.
+fn split_pos(q: &VecDeque<EventDesc>, from: usize) -> Option<usize> {
+    q.iter().skip(from).position(|e| e.flags & desc_flags::SPLIT != 0 || e.is_end()).map(|p| p + from)
+}
+
+impl Merger {
+    /// A merger named `name` from `inputs` (one per member, in group order) to `output`.
+    pub fn new(name: String, inputs: Vec<Consumer<EventDesc>>, output: Producer<EventDesc>) -> Merger {
+        let held = inputs.iter().map(|_| VecDeque::new()).collect();
+        Merger { name, inputs, output, held, pending: VecDeque::new(), inbuf: Vec::with_capacity(BURST), end: false, merged: 0, eager: false }
+    }
+
+    /// A deliberate fault for testing the consistency checker: the merged event carries only
+    /// the first member's verdict, as if the merger went on before the others answered.
+    pub fn with_fault_eager(mut self) -> Merger {
+        self.eager = true;
+        self
+    }
+
+    /// Events merged so far.
+    pub fn merged(&self) -> u64 {
+        self.merged
+    }
+
+    /// Emits every complete item; returns whether it emitted anything.
+    fn merge_ready(&mut self) -> bool {
+        let mut progress = false;
+        loop {
+            // Each member: where its next copy (or end) is, and where its answer ends.
+            let mut bounds = Vec::with_capacity(self.held.len());
+            for q in &self.held {
+                let Some(c) = split_pos(q, 0) else { return progress };
+                if q[c].is_end() {
+                    bounds.push((c, c));
+                    continue;
+                }
+                let Some(next) = split_pos(q, c + 1) else { return progress };
+                bounds.push((c, next));
+            }
+            let ends = bounds.iter().zip(&self.held).filter(|((c, _), q)| q[*c].is_end()).count();
+            if ends == self.held.len() {
+                // Everything members published while finishing, then one end marker.
+                let mut end = None;
+                for q in &mut self.held {
+                    let c = split_pos(q, 0).expect("end present");
+                    self.pending.extend(q.drain(..c));
+                    end = q.pop_front();
+                }
+                self.pending.extend(end);
+                self.end = true;
+                return true;
+            }
+            if ends > 0 {
+                // A member ended before answering an item: cannot happen with ordered rings.
+                return progress;
+            }
+            let mut before = Vec::new();
+            let mut afters: Vec<Vec<EventDesc>> = Vec::new();
+            let mut copies = Vec::new();
+            for (q, (c, next)) in self.held.iter_mut().zip(&bounds) {
+                before.extend(q.drain(..*c));
+                copies.push(q.pop_front().expect("the copy"));
+                afters.push(q.drain(..(next - c - 1)).collect());
+            }
+            let mut ev = copies[0];
+            if !ev.is_dropped() && !self.eager {
+                if let Some(d) = copies.iter().find(|c| c.is_dropped()) {
+                    ev.flags |= desc_flags::DROPPED;
+                    ev.dropped_by = d.dropped_by;
+                    ev.drop_reason = d.drop_reason;
+                }
+            }
+            ev.flags &= !(desc_flags::SPLIT | desc_flags::BORROWED);
+            self.pending.extend(before);
+            self.pending.push_back(ev);
+            for a in afters.into_iter().rev() {
+                self.pending.extend(a);
+            }
+            self.merged += 1;
+            progress = true;
+        }
+    }
+}
+
+impl Runnable for Merger {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self) -> PollResult {
+        let mut work = 0;
+        loop {
+            while !self.pending.is_empty() {
+                let n = self.output.push_burst(self.pending.as_slices().0);
+                self.pending.drain(..n);
+                work += n;
+                if n == 0 {
+                    return PollResult::from_work(work);
+                }
+            }
+            if self.end {
+                return PollResult::Finished;
+            }
+            let mut got = 0;
+            for (input, q) in self.inputs.iter_mut().zip(&mut self.held) {
+                // Hold a bounded amount per member: enough for two items and what it
+                // published about them.
+                if q.len() >= 4 * BURST && split_pos(q, 0).and_then(|c| split_pos(q, c + 1)).is_some() {
+                    continue;
+                }
+                self.inbuf.clear();
+                got += input.pop_burst(&mut self.inbuf, BURST);
+                q.extend(self.inbuf.drain(..));
+            }
+            work += got;
+            if !self.merge_ready() && got == 0 {
+                return PollResult::from_work(work);
+            }
+        }
+    }
+}
