@@ -25,3 +25,62 @@ pub fn median(xs: &[f64]) -> f64 {
         v[v.len() / 2]
     }
 }
+
+/// One line of a [`line_plot_svg`]: a legend label and its `(x, y)` points.
+pub struct Series<'a> {
+    /// Legend label.
+    pub label: &'a str,
+    /// Points, in x order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Writes an SVG line plot (one line with point markers per series, axis labels, legend) to
+/// `path`, creating its parent directory. The y axis starts at 0.
+pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let y1 = pts.fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
+    let (x0, x1) = if x0 < x1 { (x0, x1) } else { (x0 - 1.0, x0 + 1.0) };
+    let y1 = if y1 > 0.0 { y1 } else { 1.0 };
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting to {}: {e}", path.display());
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d((x0 - 0.2)..(x1 + 0.2), 0.0..y1)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(((x1 - x0) as usize + 1).min(20))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| if y1 >= 1e6 { format!("{:.2}M", y / 1e6) } else { format!("{y:.0}") })
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
