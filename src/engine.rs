@@ -19,14 +19,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actors::controller::{self, Plan};
 use actors::event::{builtin, EventRegistry};
 use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
-use actors::stage::{Stage, StageReport};
+use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::contract::StreamAccess;
 use actors::observe::{Log, Observed};
 use actors::parallel::{Merger, Splitter};
@@ -73,6 +73,11 @@ pub struct RunOptions {
     pub single_core: bool,
     /// A deliberate fault, to show that the consistency checker catches it (tests only).
     pub fault: Option<Fault>,
+    /// NFs to run in their own OS process (`mbox nf`), each attached to this run's
+    /// shared-memory region by name. Mode c only; the app must have been loaded from a file.
+    pub external: Vec<String>,
+    /// The `mbox` executable that serves external NFs (default: this program).
+    pub nf_exe: Option<PathBuf>,
 }
 
 /// Deliberate faults (see [`RunOptions::fault`]).
@@ -97,6 +102,8 @@ impl RunOptions {
             observe: false,
             single_core: false,
             fault: None,
+            external: Vec::new(),
+            nf_exe: None,
         }
     }
 }
@@ -186,12 +193,17 @@ fn config_err(app: &App, problems: Vec<String>) -> RunError {
     RunError::Config(problems.into_iter().map(|p| format!("{}: {p}", app.source)).collect())
 }
 
-/// Builds the NFs of `app`, each wrapped in an observer when `logs` asks for it.
-fn build_nfs(app: &App, logs: Option<&Logs>) -> Result<Vec<Box<dyn Actor>>, RunError> {
+/// Builds the NFs of `app`, each wrapped in an observer when `logs` asks for it. With
+/// `only`, every other NF is built without side effects (for its contract).
+fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<Box<dyn Actor>>, RunError> {
     let mut errs = Vec::new();
     let mut out = Vec::new();
     for nf in &app.nfs {
-        match nf.config.build(&nf.common) {
+        let built = match only {
+            Some(n) if n != nf.common.name => nf.config.contract_only(&nf.common),
+            _ => nf.config.build(&nf.common),
+        };
+        match built {
             Ok(a) => match logs.and_then(|l| l.get(&nf.common.name)) {
                 Some(log) => out.push(Box::new(Observed::new(a, app.registry.clone(), log.clone())) as Box<dyn Actor>),
                 None => out.push(a),
@@ -224,9 +236,14 @@ fn build_stacks(app: &App, link: runtime::ports::LinkType, receiver_events: bool
 /// Builds and links the actors of `app` for frames of `link` type, arranged for `mode`.
 /// Collects every problem.
 pub fn build(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option<&Logs>) -> Result<Built, RunError> {
+    build_for(app, link, mode, logs, None)
+}
+
+/// As [`build`]; with `only`, the other NFs are contracts only (see `build_nfs`).
+fn build_for(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option<&Logs>, only: Option<&str>) -> Result<Built, RunError> {
     let registry = app.registry.clone();
     let rx = rx_contract();
-    let nfs = build_nfs(app, logs)?;
+    let nfs = build_nfs(app, logs, only)?;
     if mode == Mode::A {
         return build_private(app, link, nfs, registry);
     }
@@ -402,11 +419,28 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
 
     let ring_capacity = (app.runtime.ring_capacity as usize).next_power_of_two();
     let mut ring_names: Vec<String> = Vec::new();
+    let rings_made = std::cell::Cell::new(0usize);
     let mut new_ring = |from: &str, to: &str| -> Result<(Producer<EventDesc>, Consumer<EventDesc>), RunError> {
         let i = ring_names.len();
+        rings_made.set(i + 1);
         ring_names.push(format!("{from} -> {to}"));
         ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity).map_err(|e| RunError::Setup(e.to_string()))
     };
+    // NFs served by their own processes: (name, input ring, output ring, core, report slot).
+    let mut external: Vec<(String, String, String, usize, ReportSlot<StageReport>)> = Vec::new();
+    for name in &opts.external {
+        if opts.mode != Mode::C {
+            return Err(RunError::Config(vec![format!("NF `{name}` in its own process: only mode c supports that (this run is mode {})", opts.mode)]));
+        }
+        let Some(k) = plan.index_of(name) else {
+            return Err(RunError::Config(vec![format!("--nf-process `{name}`: there is no NF of that name")]));
+        };
+        if plan.actors[usize::from(k)].subscriptions.iter().any(|s| s.event.covers(builtin::DATA_RDY) || builtin::DATA_RDY.covers(s.event)) {
+            return Err(RunError::Config(vec![format!(
+                "NF `{name}` reads TCP bytestreams, which are shared between the threads of one process only: it cannot run in its own process yet"
+            )]));
+        }
+    }
 
     let mut runnables: BTreeMap<String, Box<dyn Runnable>> = BTreeMap::new();
     // Splitters and mergers are not in core maps: each runs with its group's first / last member.
@@ -449,8 +483,19 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         };
         let next_name = layout.get(ni + 1).map_or_else(|| "tx".to_string(), node_name);
         if let [k] = node.as_slice() {
+            let in_ring = format!("link{}", rings_made.get() - 1);
             let (p, c) = new_ring(&name_of(*k), &next_name)?;
             let actor = actors[k - 1].take().expect("each actor once");
+            if opts.external.contains(&name_of(*k)) {
+                // Another process serves this stage: give up our ends of its rings.
+                drop((actor, prev, p));
+                let slot: ReportSlot<StageReport> = Arc::default();
+                let out_ring = format!("link{}", rings_made.get() - 1);
+                external.push((name_of(*k), in_ring, out_ring, placement.core_of(&name_of(*k)).unwrap_or(0), slot.clone()));
+                stage_slots.push(slot);
+                prev = c;
+                continue;
+            }
             let (stage, slot) = make_stage(*k, actor, prev, p);
             runnables.insert(name_of(*k), Box::new(stage));
             stage_slots.push(slot);
@@ -516,8 +561,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         .collect();
 
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
-    // flag aborts every thread at once and is set only when an actor panics.
+    // flag aborts every thread at once and is set only when an actor panics, or when an NF
+    // process fails.
     let abort = Arc::new(AtomicBool::new(false));
+    let children = spawn_nf_processes(app, &opts, &prefix, link, &external, &abort)?;
     let exec = std::thread::Builder::new()
         .name("mbox-exec".into())
         .spawn(move || executor::run(assignments, abort))
@@ -531,9 +578,17 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     if let Some(cb) = opts.progress.as_mut() {
         cb(&progress);
     }
-    let cores = exec
-        .join()
-        .map_err(|_| RunError::Setup("the executor thread panicked".into()))??;
+    let cores = exec.join().map_err(|_| RunError::Setup("the executor thread panicked".into()));
+    if !matches!(cores, Ok(Ok(_))) {
+        for c in &children {
+            c.kill.store(true, Ordering::SeqCst);
+        }
+    }
+    let (child_errors, nf_processes) = collect_nf_processes(children, &external);
+    let cores = cores??;
+    if !child_errors.is_empty() {
+        return Err(RunError::Setup(child_errors.join("\n")));
+    }
 
     let mut rx: RxReport = take(&rx_slot);
     let mut tx: TxReport = take(&tx_slot);
@@ -584,7 +639,151 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let observations = logs
         .map(|l| l.into_iter().map(|(k, v)| (k, v.lock().map(|g| g.clone()).unwrap_or_default())).collect())
         .unwrap_or_default();
-    Ok(RunReport { trace, observations, ..report })
+    Ok(RunReport { trace, observations, nf_processes, ..report })
+}
+
+struct NfProcess {
+    name: String,
+    pid: u32,
+    /// Set to have the watcher kill the process (the run failed without it).
+    kill: Arc<AtomicBool>,
+    report: PathBuf,
+    watcher: std::thread::JoinHandle<Result<(), String>>,
+}
+
+/// Starts `mbox nf NAME --attach PREFIX ...` for every external NF, with a watcher thread
+/// that aborts the run if the process fails (the chain could not finish without it).
+fn spawn_nf_processes(
+    app: &App,
+    opts: &RunOptions,
+    prefix: &str,
+    link: runtime::ports::LinkType,
+    external: &[(String, String, String, usize, ReportSlot<StageReport>)],
+    abort: &Arc<AtomicBool>,
+) -> Result<Vec<NfProcess>, RunError> {
+    let mut out = Vec::new();
+    for (name, input, output, core, _) in external {
+        if !std::path::Path::new(&app.source).is_file() {
+            return Err(RunError::Config(vec![format!("NF `{name}` in its own process needs the app file on disk (`{}` is not a file)", app.source)]));
+        }
+        let exe = match &opts.nf_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| RunError::Setup(format!("finding the mbox executable: {e}")))?,
+        };
+        let report = std::env::temp_dir().join(format!("mbox-nf-{prefix}-{name}.json"));
+        let mut child = std::process::Command::new(&exe)
+            .args(["nf", name, "--app", &app.source, "--attach", prefix, "--input-ring", input, "--output-ring", output])
+            .args(["--core", &core.to_string(), "--link", link_name(link), "--report"])
+            .arg(&report)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| RunError::Setup(format!("starting `{} nf {name}`: {e}", exe.display())))?;
+        let pid = child.id();
+        let abort = abort.clone();
+        let who = name.clone();
+        let kill = Arc::new(AtomicBool::new(false));
+        let kill_flag = kill.clone();
+        let watcher = std::thread::spawn(move || loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    abort.store(true, Ordering::SeqCst);
+                    return Err(format!("NF process `{who}` (pid {pid}) failed: {status}"));
+                }
+                Ok(None) if kill_flag.load(Ordering::SeqCst) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("NF process `{who}` (pid {pid}) was stopped because the run failed"));
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) => return Err(format!("NF process `{who}`: {e}")),
+            }
+        });
+        out.push(NfProcess { name: name.clone(), pid, kill, report, watcher });
+    }
+    Ok(out)
+}
+
+/// Waits for the NF processes and takes their reports into their slots.
+fn collect_nf_processes(children: Vec<NfProcess>, external: &[(String, String, String, usize, ReportSlot<StageReport>)]) -> (Vec<String>, Vec<(String, u32)>) {
+    let mut errors = Vec::new();
+    let pids = children.iter().map(|c| (c.name.clone(), c.pid)).collect();
+    for c in children {
+        match c.watcher.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push(format!("watching NF process `{}` failed", c.name)),
+        }
+        let slot = external.iter().find(|e| e.0 == c.name).map(|e| e.4.clone());
+        match std::fs::read_to_string(&c.report).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<StageReport>(&t).map_err(|e| e.to_string())) {
+            Ok(r) => {
+                if let Some(s) = slot {
+                    actors::stage::publish(&s, &r);
+                }
+            }
+            Err(e) => errors.push(format!("reading the report of NF process `{}` ({}): {e}", c.name, c.report.display())),
+        }
+        let _ = std::fs::remove_file(&c.report);
+    }
+    (errors, pids)
+}
+
+/// The `--link` name of a link type.
+pub fn link_name(l: runtime::ports::LinkType) -> &'static str {
+    match l {
+        runtime::ports::LinkType::Ethernet => "ethernet",
+        runtime::ports::LinkType::RawIp => "raw-ip",
+        runtime::ports::LinkType::LinuxSll => "linux-sll",
+    }
+}
+
+/// Parses a `--link` name.
+pub fn parse_link(s: &str) -> Option<runtime::ports::LinkType> {
+    match s {
+        "ethernet" => Some(runtime::ports::LinkType::Ethernet),
+        "raw-ip" => Some(runtime::ports::LinkType::RawIp),
+        "linux-sll" => Some(runtime::ports::LinkType::LinuxSll),
+        _ => None,
+    }
+}
+
+/// Serves one NF of `app` in this process (`mbox nf`): attaches to the run's region by
+/// prefix, to its input and output rings by name, and runs the NF's stage pinned to `core`
+/// until the end marker has passed. The NF is linked exactly as in the main process (the
+/// other NFs are built as contracts only, without side effects).
+pub fn serve_nf(app: &App, name: &str, link: runtime::ports::LinkType, prefix: &str, input: &str, output: &str, core: usize) -> Result<StageReport, RunError> {
+    let Built { actors, plan, .. } = build_for(app, link, Mode::C, None, Some(name))?;
+    let k = plan.index_of(name).ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
+    let k = usize::from(k);
+    let actor = actors.into_iter().nth(k - 1).expect("plan and actors agree");
+    let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
+    let region = Region::attach(prefix).map_err(|e| setup(&e))?;
+    let pool = pool::attach(&region, "packets").map_err(|e| setup(&e))?;
+    let cons = ring::attach_consumer::<EventDesc>(&region, input).map_err(|e| setup(&e))?;
+    let prod = ring::attach_producer::<EventDesc>(&region, output).map_err(|e| setup(&e))?;
+    let (stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
+    // If the run's process goes away, stop instead of waiting for its events forever.
+    let abort = Arc::new(AtomicBool::new(false));
+    let parent = std::os::unix::process::parent_id();
+    let (flag, done) = (abort.clone(), Arc::new(AtomicBool::new(false)));
+    let done_flag = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        while !done_flag.load(Ordering::SeqCst) {
+            if std::os::unix::process::parent_id() != parent {
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let result = executor::run(vec![CoreAssignment { core, actors: vec![Box::new(stage)] }], abort.clone());
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    result?;
+    if abort.load(Ordering::SeqCst) {
+        return Err(RunError::Setup("the run this NF served went away".into()));
+    }
+    Ok(take(&slot))
 }
 
 fn take<T: Clone + Default>(slot: &Arc<Mutex<T>>) -> T {
@@ -723,6 +922,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         errors,
         trace: None,
         observations: BTreeMap::new(),
+        nf_processes: Vec::new(),
         mode: i.opts.mode.to_string(),
         emitted: i
             .tx

@@ -41,6 +41,9 @@ enum Cmd {
     /// Run a capture through several execution modes and compare everything the NFs saw and
     /// did with mode a (private stacks, one packet at a time).
     Check(CheckArgs),
+    /// Serve one NF of a running `mbox run` in this process (started by `mbox run
+    /// --nf-process NAME`; attaches to the run's shared memory by prefix).
+    Nf(NfArgs),
     /// Work with recorded traces (`mbox run --trace FILE.json`).
     #[command(subcommand)]
     Trace(TraceCmd),
@@ -59,6 +62,33 @@ struct TraceRenderArgs {
     /// Output file: *.html or *.svg.
     #[arg(short, long)]
     output: PathBuf,
+}
+
+#[derive(Args)]
+struct NfArgs {
+    /// The NF's name in the app file.
+    name: String,
+    /// The application file of the run.
+    #[arg(long)]
+    app: PathBuf,
+    /// The run's shared-memory prefix.
+    #[arg(long)]
+    attach: String,
+    /// Ring to read the NF's events from.
+    #[arg(long)]
+    input_ring: String,
+    /// Ring to write its answers to.
+    #[arg(long)]
+    output_ring: String,
+    /// Core to pin to.
+    #[arg(long, default_value_t = 0)]
+    core: usize,
+    /// Link type of the capture: ethernet, raw-ip or linux-sll.
+    #[arg(long, default_value = "ethernet")]
+    link: String,
+    /// Write the stage's report (JSON) here when done.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -168,6 +198,10 @@ struct RunArgs {
     /// shared stack, the default), d (c with parallel NF groups).
     #[arg(long, default_value = "c")]
     mode: microboxes::Mode,
+    /// Run this NF in its own OS process (`mbox nf`, attached to the run's shared memory);
+    /// repeatable. Mode c.
+    #[arg(long = "nf-process", value_name = "NAME")]
+    nf_process: Vec<String>,
     /// Print nothing on success (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -190,6 +224,7 @@ fn main() {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Streams(a) => cmd_streams(a).map(|_| 0),
         Cmd::Check(a) => cmd_check(a),
+        Cmd::Nf(a) => cmd_nf(a).map(|_| 0),
         Cmd::Trace(TraceCmd::Render(a)) => cmd_trace_render(a).map(|_| 0),
     };
     match code {
@@ -265,6 +300,20 @@ fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_nf(a: NfArgs) -> Result<()> {
+    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
+    let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
+        .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_string(&report)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(e) = &report.error {
+        bail!("nf `{}`: {e}", a.name);
+    }
+    Ok(())
+}
+
 fn cmd_check(a: CheckArgs) -> Result<i32> {
     let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = microboxes::check::CheckOptions { modes: a.modes, single_core: a.single_core, work_dir: a.work_dir, fault: None };
@@ -334,6 +383,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
     opts.mode = a.mode;
+    opts.external = a.nf_process.clone();
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
     if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {

@@ -117,6 +117,8 @@ pub struct RunReport {
     pub trace: Option<runtime::trace::TraceData>,
     /// Execution mode.
     pub mode: String,
+    /// NFs that ran in their own process: (name, pid).
+    pub nf_processes: Vec<(String, u32)>,
     /// With observation on: every NF's log, by NF name.
     #[serde(skip)]
     pub observations: BTreeMap<String, Vec<String>>,
@@ -207,6 +209,9 @@ impl RunReport {
                 c.tid,
                 runtime::sys::format_cpu_list(&c.affinity)
             );
+        }
+        for (n, pid) in &self.nf_processes {
+            let _ = writeln!(s, "  nf `{n}` ran in its own process (pid {pid}), attached to the shared memory");
         }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");

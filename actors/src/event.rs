@@ -21,7 +21,8 @@ use std::fmt;
 
 /// A hierarchical µEvent type id (see the module docs).
 #[repr(transparent)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct EventType(u32);
 
 impl EventType {

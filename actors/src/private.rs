@@ -21,13 +21,33 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
 use crate::contract::{Actor, ActorError, Context, Contract, Outbox, StreamAccess, Verdict};
 use crate::controller::Plan;
-use crate::desc::{desc_flags, EventDesc};
+use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::event::builtin;
 use crate::stage::subscription_for;
+
+/// What a traced [`PrivateChain`] recorded (see [`PrivateChain::with_trace`]).
+#[derive(Clone, Debug, Default)]
+pub struct InnerTrace {
+    /// The inner actors by inner plan index: (name, kind). Index 0 is the RX stand-in; then
+    /// the private stacks (`l23`, `tcp`), the stand-ins of upstream NFs, and the NF last.
+    pub actors: Vec<(String, String)>,
+    /// One span per inner handling. **`Span::actor` is the inner plan index** (into
+    /// `actors`), `Span::publisher` the inner publisher's; `core` is the chain's core.
+    pub spans: Vec<Span>,
+    /// Spans that did not fit the buffer.
+    pub dropped: u64,
+    /// True once the chain finished and published its spans.
+    pub finished: bool,
+}
+
+/// Where a traced [`PrivateChain`] leaves its [`InnerTrace`] when it finishes.
+pub type InnerTraceSlot = Arc<Mutex<InnerTrace>>;
 
 /// Mode a's NF-with-private-stacks actor (see the module docs).
 pub struct PrivateChain {
@@ -46,6 +66,8 @@ pub struct PrivateChain {
     next: VecDeque<EventDesc>,
     /// The canonical flow the private stacks gave the current packet.
     primary_flow: u64,
+    /// With tracing on: the chain's core, the span buffer and where to publish it.
+    trace: Option<(u16, TraceBuffer, InnerTraceSlot)>,
 }
 
 impl PrivateChain {
@@ -62,7 +84,45 @@ impl PrivateChain {
         streams: Option<Arc<dyn StreamAccess>>,
         completed: Option<Arc<AtomicU64>>,
     ) -> PrivateChain {
-        PrivateChain { contract, stacks, nf, plan, upstream, streams, completed, queue: VecDeque::new(), next: VecDeque::new(), primary_flow: 0 }
+        PrivateChain {
+            contract,
+            stacks,
+            nf,
+            plan,
+            upstream,
+            streams,
+            completed,
+            queue: VecDeque::new(),
+            next: VecDeque::new(),
+            primary_flow: 0,
+            trace: None,
+        }
+    }
+
+    /// Records a span for every event an inner actor (private stack or NF) handles, at most
+    /// `capacity`, as running on `core`; the spans reach [`trace_slot`](Self::trace_slot)
+    /// when the chain finishes.
+    pub fn with_trace(mut self, core: u16, capacity: usize) -> PrivateChain {
+        let actors = self.plan.actors.iter().map(|a| (a.name.clone(), a.kind.clone())).collect();
+        let slot: InnerTraceSlot = Arc::new(Mutex::new(InnerTrace { actors, ..Default::default() }));
+        self.trace = Some((core, TraceBuffer::new(capacity), slot));
+        self
+    }
+
+    /// Where the inner spans are published (with [`with_trace`](Self::with_trace)).
+    pub fn trace_slot(&self) -> Option<InnerTraceSlot> {
+        self.trace.as_ref().map(|(_, _, s)| s.clone())
+    }
+
+    fn publish_trace(&mut self) {
+        if let Some((_, buf, slot)) = self.trace.as_mut() {
+            let (mut spans, dropped) = buf.take();
+            if let Ok(mut t) = slot.lock() {
+                t.spans.append(&mut spans);
+                t.dropped += dropped;
+                t.finished = true;
+            }
+        }
     }
 
     fn nf_index(&self) -> usize {
@@ -93,8 +153,24 @@ impl PrivateChain {
                 };
                 if let Some(sub) = sub {
                     let consumes = sub.consumes;
+                    let (ty, publisher) = (ev.event_type, ev.publisher);
+                    let start = if self.trace.is_some() { now_ns() } else { 0 };
                     let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
                     let v = if is_nf { self.nf.handle(&mut ev, &mut icx) } else { self.stacks[i - 1].handle(&mut ev, &mut icx) };
+                    if let Some((core, buf, _)) = self.trace.as_mut() {
+                        buf.record(Span {
+                            actor: i as u16,
+                            core: *core,
+                            kind: SpanKind::Handle,
+                            seq: ev.seq,
+                            flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
+                            event_type: ty.raw(),
+                            publisher,
+                            start_ns: start,
+                            end_ns: now_ns(),
+                            snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == builtin::DATA_RDY { ev.seq } else { 0 },
+                        });
+                    }
                     if consumes {
                         ev.publisher = i as u16;
                     }
@@ -129,6 +205,28 @@ impl PrivateChain {
         self.queue.clear();
         primary_verdict
     }
+
+    /// End of input for the inner actors: each private stack flushes, then the NF.
+    fn finish_inner(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
+        let pool = cx.pool();
+        let streams = self.streams.clone();
+        // Each private stack flushes (L2/3 ends every flow, ...), in order; what it publishes
+        // runs through the actors after it.
+        for i in 1..=self.stacks.len() {
+            let mut out = Outbox::new();
+            {
+                let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                self.stacks[i - 1].finish(&mut icx)?;
+            }
+            let (before, after) = out.take();
+            self.queue.extend(before);
+            self.queue.extend(after);
+            if !self.queue.is_empty() {
+                self.run_queue(cx, Some(i + 1));
+            }
+        }
+        self.nf.finish(cx)
+    }
 }
 
 impl Actor for PrivateChain {
@@ -161,24 +259,10 @@ impl Actor for PrivateChain {
     }
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
-        let pool = cx.pool();
-        let streams = self.streams.clone();
-        // Each private stack flushes (L2/3 ends every flow, ...), in order; what it publishes
-        // runs through the actors after it.
-        for i in 1..=self.stacks.len() {
-            let mut out = Outbox::new();
-            {
-                let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
-                self.stacks[i - 1].finish(&mut icx)?;
-            }
-            let (before, after) = out.take();
-            self.queue.extend(before);
-            self.queue.extend(after);
-            if !self.queue.is_empty() {
-                self.run_queue(cx, Some(i + 1));
-            }
-        }
-        self.nf.finish(cx)
+        let r = self.finish_inner(cx);
+        // Published also when a stack failed to finish: what was recorded stays readable.
+        self.publish_trace();
+        r
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

@@ -39,7 +39,7 @@ use crate::matcher::Tuple;
 pub const BURST: usize = 32;
 
 /// What one stage did, written when it finishes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StageReport {
     /// Actor name.
     pub name: String,

@@ -9,6 +9,9 @@
 //! * `cargo run -p bench --release --bin pipeline` — packets/second of pcap → L2/3 µStack →
 //!   pcap through the full runtime (shared memory, rings, executor threads) against a bare
 //!   read-parse-write loop over the same file.
+//! * `cargo run -p bench --release --bin chain` — packets/second of chains of 1..=5
+//!   `stream_hash` NFs with per-NF stacks (mode a) against one shared stack (modes c, d);
+//!   writes an SVG plot ([`line_plot_svg`]).
 
 /// Best (largest) value of a list of rates.
 pub fn best(xs: &[f64]) -> f64 {
@@ -62,7 +65,11 @@ pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label
         .y_desc(y_label)
         .x_labels(((x1 - x0) as usize + 1).min(20))
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| if y1 >= 1e6 { format!("{:.2}M", y / 1e6) } else { format!("{y:.0}") })
+        .y_label_formatter(&|y| match y1 {
+            m if m >= 2e6 => format!("{:.1}M", y / 1e6),
+            m if m >= 2e4 => format!("{:.0}k", y / 1e3),
+            _ => format!("{y:.0}"),
+        })
         .draw()
         .map_err(|e| err(&e))?;
     for (i, s) in series.iter().enumerate() {

@@ -79,6 +79,14 @@ impl NfConfig {
         }
     }
 
+    /// The NF's contract, without side effects (its output, if any, goes to /dev/null): for
+    /// a process that links the whole app but runs only one NF of it.
+    pub fn contract_only(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        let mut c = self.clone();
+        c.set_output(std::path::PathBuf::from("/dev/null"));
+        c.build(common)
+    }
+
     /// Writes this NF's output to `path` instead (the checker gives each mode its own).
     pub fn set_output(&mut self, path: std::path::PathBuf) {
         match self {
