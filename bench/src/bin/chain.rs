@@ -135,7 +135,7 @@ fn measure(dir: &Path, flows: usize, reps: usize, max_nfs: usize, plot: &Path) -
 
     println!();
     println!(
-        "{:>6} {:>13} {:>13} {:>13} {:>7} {:>7}   {}",
+        "{:>6} {:>13} {:>13} {:>13} {:>7} {:>7}   {:<18}",
         "NFs", "mode a pps", "mode c pps", "mode d pps", "c/a", "d/a", "best a / c / d pps"
     );
     let mut lines: [Vec<(f64, f64)>; 3] = Default::default();
