@@ -7,6 +7,7 @@
 //! pool_buffers = 4096        # packet buffers in the shared pool
 //! buffer_size = 10240        # bytes per buffer; larger frames are dropped by rx (counted)
 //! ring_capacity = 1024       # descriptors per ring between two stages (rounded up to 2^n)
+//! shards = 2                 # mode d: stack instances flows are sharded across
 //!
 //! [stack.l23]                # the L2/3 µStack; all keys optional (see stacks::l23)
 //! max_flows = 100000
@@ -50,11 +51,13 @@ pub struct RuntimeConfig {
     pub buffer_size: u32,
     /// Descriptors per ring.
     pub ring_capacity: u32,
+    /// Mode d: stack instances that flows are sharded across.
+    pub shards: u32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pool_buffers: 4096, buffer_size: 10240, ring_capacity: 1024 }
+        RuntimeConfig { pool_buffers: 4096, buffer_size: 10240, ring_capacity: 1024, shards: 2 }
     }
 }
 
@@ -127,6 +130,9 @@ impl App {
         }
         if runtime.ring_capacity < 2 {
             errs.push(at("runtime.ring_capacity", "must be at least 2"));
+        }
+        if !(1..=64).contains(&runtime.shards) {
+            errs.push(at("runtime.shards", "must be between 1 and 64"));
         }
 
         let mut l23 = L23Config::default();

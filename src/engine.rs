@@ -29,7 +29,7 @@ use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
 use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::contract::StreamAccess;
 use actors::observe::{Log, Observed};
-use actors::parallel::{Merger, Splitter};
+use actors::parallel::{Merger, SeqMerger, Splitter};
 use actors::private::PrivateChain;
 use actors::Subscription;
 use actors::{Actor, Contract, EventDesc, Publication};
@@ -187,6 +187,8 @@ pub struct Built {
     pub plan: Plan,
     /// Event names.
     pub registry: EventRegistry,
+    /// Mode d: the stack instances of shards 1.. (shard 0's are the first `actors`).
+    pub shards: Vec<Vec<Box<dyn Actor>>>,
 }
 
 fn config_err(app: &App, problems: Vec<String>) -> RunError {
@@ -220,8 +222,19 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
 
 /// The shared µStacks of `app`: L2/3, and the TCP monitor with `[stack.tcp]`.
 fn build_stacks(app: &App, link: runtime::ports::LinkType, receiver_events: bool) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>) {
-    let mut stacks: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
-    let completed = Arc::new(AtomicU64::new(0));
+    build_shard(app, link, receiver_events, 0, Arc::new(AtomicU64::new(0)))
+}
+
+/// Stack instance `shard` (flow ids from `shard * max_flows`).
+fn build_shard(
+    app: &App,
+    link: runtime::ports::LinkType,
+    receiver_events: bool,
+    shard: u32,
+    completed: Arc<AtomicU64>,
+) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>) {
+    let l23 = L23Stack::new("l23", &app.l23, link).with_shard(shard, app.l23.max_flows);
+    let mut stacks: Vec<Box<dyn Actor>> = vec![Box::new(l23)];
     let mut streams: Option<Arc<dyn StreamAccess>> = None;
     if let Some(cfg) = &app.tcp {
         let mut tcp = TcpMonitor::new("tcp", cfg);
@@ -248,12 +261,27 @@ fn build_for(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option
         return build_private(app, link, nfs, registry);
     }
     let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
-    let (mut actors, streams, completed) = build_stacks(app, link, receiver_events);
+    let (mut actors, mut streams, completed) = build_stacks(app, link, receiver_events);
+    let mut shards = Vec::new();
+    if mode == Mode::D && app.runtime.shards > 1 {
+        let per = app.l23.max_flows.min(u32::MAX as usize) as u32;
+        let mut routes: Vec<(u32, Arc<dyn StreamAccess>)> = streams.iter().map(|s| (0, s.clone())).collect();
+        for k in 1..app.runtime.shards {
+            let (stacks, s, _) = build_shard(app, link, receiver_events, k, completed.clone());
+            if let Some(s) = s {
+                routes.push((k * per, s));
+            }
+            shards.push(stacks);
+        }
+        if streams.is_some() {
+            streams = Some(Arc::new(stacks::shard::ShardedStreams { shards: routes }));
+        }
+    }
     actors.extend(nfs);
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
-    Ok(Built { actors, streams, completed, plan, registry })
+    Ok(Built { actors, streams, completed, plan, registry, shards })
 }
 
 /// Mode a: one [`PrivateChain`] per NF, each with its own stacks.
@@ -302,7 +330,7 @@ fn build_private(app: &App, link: runtime::ports::LinkType, nfs: Vec<Box<dyn Act
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
-    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry })
+    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry, shards: Vec::new() })
 }
 
 /// Mode d's parallel groups (plan indices): the app's `parallel` lists, checked, or groups
@@ -373,16 +401,32 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let total_bytes = reader.total_bytes();
     let link = reader.link_type();
     let logs: Option<Logs> = opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
-    let Built { actors, streams, completed, plan, registry } = build(app, link, opts.mode, logs.as_ref())?;
+    let Built { actors, streams, completed, plan, registry, shards } = build(app, link, opts.mode, logs.as_ref())?;
+    let n_stacks = 1 + usize::from(app.tcp.is_some());
     let in_flight = (opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
 
-    let roles = actor_roles(&plan);
+    let mut roles = actor_roles(&plan);
+    // Stack instances of shards 1.. are named `l23.1`, `tcp.1`, ...
+    for k in 1..=shards.len() {
+        for a in &plan.actors[1..=n_stacks] {
+            roles.push((format!("{}.{k}", a.name), Role::Stack));
+        }
+    }
     let names: Vec<String> = roles.iter().map(|(n, _)| n.clone()).collect();
     let allowed = sys::allowed_cpus().map_err(|e| RunError::Setup(format!("reading the CPU affinity: {e}")))?;
     let placement: Placement = match &opts.core_map {
         _ if opts.single_core => Placement { cores: names.iter().map(|n| (n.clone(), allowed[0])).collect() },
         Some(map) => map.place(&names, &allowed)?,
-        None => default_placement(&roles, &allowed),
+        None => {
+            let mut p = default_placement(&roles, &allowed);
+            // Shard k's stacks on its own core where there are cores.
+            for (name, core) in &mut p.cores {
+                if let Some(k) = name.rsplit_once('.').and_then(|(_, k)| k.parse::<usize>().ok()) {
+                    *core = allowed[k % allowed.len()];
+                }
+            }
+            p
+        }
     };
 
     let writer = match &opts.output {
@@ -398,7 +442,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     // The chain's layout: single stages, and in mode d parallel groups of NFs.
     let groups: Vec<Vec<usize>> = if opts.mode == Mode::D { parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let mut layout: Vec<Vec<usize>> = Vec::new(); // plan indices (1-based: after rx)
-    let mut k = 1;
+    let sharded = !shards.is_empty();
+    let mut k = if sharded { 1 + n_stacks } else { 1 };
     while k < plan.actors.len() {
         match groups.iter().find(|g| g[0] == k) {
             Some(g) => {
@@ -411,7 +456,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
             }
         }
     }
-    let n_rings = 1 + layout.iter().map(|n| if n.len() == 1 { 1 } else { 2 * n.len() + 1 }).sum::<usize>();
+    let n_rings = 2 + (shards.len() + 1) * (n_stacks + 1) + layout.iter().map(|n| if n.len() == 1 { 1 } else { 2 * n.len() + 1 }).sum::<usize>();
     let region = Region::create(&prefix, region_size(app, n_rings)).map_err(|e| RunError::Setup(e.to_string()))?;
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
     let (alloc, release, pool_view) =
@@ -447,7 +492,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let mut helpers: Vec<(String, Box<dyn Runnable>)> = Vec::new();
     let core_of = |name: &str| placement.core_of(name).unwrap_or(0) as u16;
     let name_of = |k: usize| plan.actors[k].name.clone();
-    let first_name = if layout[0].len() == 1 { name_of(1) } else { format!("split[{}]", layout[0].iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+")) };
+    let first_name = if sharded {
+        "shard-split".to_string()
+    } else if layout[0].len() == 1 {
+        name_of(1)
+    } else {
+        format!("split[{}]", layout[0].iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+"))
+    };
     let (first, mut prev) = new_ring("rx", &first_name)?;
     let (mut rx, rx_slot, progress) = RxStage::new(Box::new(reader), alloc, first, opts.stop.clone());
     if let Some(f) = &in_flight {
@@ -473,14 +524,44 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         }
         (stage, slot)
     };
-    for (ni, node) in layout.iter().enumerate() {
-        let node_name = |n: &Vec<usize>| {
-            if n.len() == 1 {
-                name_of(n[0])
-            } else {
-                format!("split[{}]", n.iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+"))
+    let node_name = |n: &Vec<usize>| {
+        if n.len() == 1 {
+            name_of(n[0])
+        } else {
+            format!("split[{}]", n.iter().map(|k| name_of(*k)).collect::<Vec<_>>().join("+"))
+        }
+    };
+    if sharded {
+        // rx -> shard-split -> K x (l23.k -> tcp.k) -> shard-merge -> the NFs.
+        let mut instances: Vec<Vec<Box<dyn Actor>>> = vec![(1..=n_stacks).map(|k| actors[k - 1].take().expect("shard 0's stacks")).collect()];
+        instances.extend(shards);
+        let (mut to_shards, mut from_shards) = (Vec::new(), Vec::new());
+        for (s, stacks) in instances.into_iter().enumerate() {
+            let inst = |k: usize| if s == 0 { name_of(k) } else { format!("{}.{s}", name_of(k)) };
+            let (p, mut c) = new_ring("shard-split", &inst(1))?;
+            to_shards.push(p);
+            for (j, actor) in stacks.into_iter().enumerate() {
+                let k = j + 1;
+                let to = if k == n_stacks { "shard-merge".to_string() } else { inst(k + 1) };
+                let (p2, c2) = new_ring(&inst(k), &to)?;
+                let (mut stage, slot) = make_stage(k, actor, c, p2);
+                stage = stage.with_name(inst(k));
+                if let Some(cap) = opts.trace {
+                    stage = stage.with_trace(core_of(&inst(k)), cap);
+                }
+                runnables.insert(inst(k), Box::new(stage));
+                stage_slots.push(slot);
+                c = c2;
             }
-        };
+            from_shards.push(c);
+        }
+        let next = layout.first().map_or_else(|| "tx".to_string(), node_name);
+        let (p, c) = new_ring("shard-merge", &next)?;
+        helpers.push(("rx".into(), Box::new(stacks::shard::ShardSplitter::new(prev, to_shards, pool_view.clone(), link))));
+        helpers.push(("l23".into(), Box::new(SeqMerger::new("shard-merge".into(), from_shards, p))));
+        prev = c;
+    }
+    for (ni, node) in layout.iter().enumerate() {
         let next_name = layout.get(ni + 1).map_or_else(|| "tx".to_string(), node_name);
         if let [k] = node.as_slice() {
             let in_ring = format!("link{}", rings_made.get() - 1);

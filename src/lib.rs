@@ -10,6 +10,7 @@
 pub mod app;
 pub mod check;
 pub mod engine;
+pub mod fig4;
 pub mod report;
 pub mod streams;
 pub mod trace_export;

@@ -211,18 +211,19 @@ pub struct Context<'a> {
     /// Published events take their own packet reference (they travel to TX); events kept
     /// inside one actor (a private stack) do not.
     retain: bool,
+    end_seq: Option<u64>,
 }
 
 impl<'a> Context<'a> {
     /// A context for the actor at plan index `me`.
     pub fn new(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
-        Context { pool, out, me, streams, retain: true }
+        Context { pool, out, me, streams, retain: true, end_seq: None }
     }
 
     /// A context whose published events stay inside the calling actor (they never reach TX,
     /// so they take no packet reference): for actors that run other actors privately.
     pub fn internal(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
-        Context { pool, out, me, streams, retain: false }
+        Context { pool, out, me, streams, retain: false, end_seq: None }
     }
 
     /// The packet pool.
@@ -278,6 +279,18 @@ impl<'a> Context<'a> {
     /// This actor's index in the plan (the `publisher` of what it publishes).
     pub fn me(&self) -> u16 {
         self.me
+    }
+
+    /// At end of input ([`Actor::finish`]): the end marker's sequence number (one more than
+    /// the number of packets read); `None` otherwise.
+    pub fn end_seq(&self) -> Option<u64> {
+        self.end_seq
+    }
+
+    /// The same context, marked as finishing at end marker `seq`.
+    pub fn at_end(mut self, seq: u64) -> Context<'a> {
+        self.end_seq = Some(seq);
+        self
     }
 
     /// Everything published so far while handling the current event, in stream order.

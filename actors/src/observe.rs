@@ -141,10 +141,20 @@ impl Actor for Observed {
     }
 }
 
-/// Sorts log lines by packet number, keeping the handling order within one packet
-/// (the canonical form the checker compares).
+/// Sorts log lines by packet number and flow, keeping the handling order within one packet
+/// of one flow (the canonical form the checker compares). Events of different flows that
+/// carry the same packet number — flows ended at the end of input — may be raised in any
+/// order by sharded stacks; within a flow the order is the stack's and must match.
 pub fn canonical(lines: &[String]) -> Vec<String> {
-    let key = |l: &String| l.split(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    let key = |l: &String| {
+        let seq = l.split(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        let flow = l
+            .split(' ')
+            .find_map(|w| w.strip_prefix("flow="))
+            .and_then(|f| f.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok())
+            .unwrap_or(0);
+        (seq, flow)
+    };
     let mut v = lines.to_vec();
     v.sort_by_key(key);
     v

@@ -234,3 +234,100 @@ impl Runnable for Merger {
         }
     }
 }
+
+/// Merges rings whose events are each in packet order into one stream in packet order
+/// (mode d's sharded stacks meet again here, see `stacks::shard`).
+///
+/// It emits the event with the smallest sequence number among the heads of all rings that
+/// have not ended, so it waits until every such ring has an event (or its end marker). The
+/// events of one packet all come from one ring, in the order they were raised; events that
+/// several rings raise at the end of input carry the input's last packet number and keep
+/// ring order. One end marker leaves after every ring's.
+pub struct SeqMerger {
+    name: String,
+    inputs: Vec<Consumer<EventDesc>>,
+    output: Producer<EventDesc>,
+    held: Vec<VecDeque<EventDesc>>,
+    ended: Vec<bool>,
+    pending: Vec<EventDesc>,
+    inbuf: Vec<EventDesc>,
+    end: Option<EventDesc>,
+    done: bool,
+}
+
+impl SeqMerger {
+    /// A merger named `name` from `inputs` to `output`.
+    pub fn new(name: String, inputs: Vec<Consumer<EventDesc>>, output: Producer<EventDesc>) -> SeqMerger {
+        let n = inputs.len();
+        SeqMerger {
+            name,
+            inputs,
+            output,
+            held: (0..n).map(|_| VecDeque::new()).collect(),
+            ended: vec![false; n],
+            pending: Vec::with_capacity(BURST),
+            inbuf: Vec::with_capacity(BURST),
+            end: None,
+            done: false,
+        }
+    }
+}
+
+impl Runnable for SeqMerger {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self) -> PollResult {
+        let mut work = 0;
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.output.push_burst(&self.pending);
+                self.pending.drain(..n);
+                work += n;
+                if !self.pending.is_empty() {
+                    return PollResult::from_work(work);
+                }
+            }
+            if self.done {
+                return PollResult::Finished;
+            }
+            let mut got = 0;
+            for (i, input) in self.inputs.iter_mut().enumerate() {
+                if self.ended[i] || self.held[i].len() >= BURST {
+                    continue;
+                }
+                self.inbuf.clear();
+                got += input.pop_burst(&mut self.inbuf, BURST);
+                for ev in self.inbuf.drain(..) {
+                    if ev.is_end() {
+                        self.ended[i] = true;
+                        self.end = Some(ev);
+                    } else {
+                        self.held[i].push_back(ev);
+                    }
+                }
+            }
+            work += got;
+            // Emit while every live ring has a head (or has ended).
+            while self.pending.len() < BURST {
+                if (0..self.held.len()).any(|i| !self.ended[i] && self.held[i].is_empty()) {
+                    break;
+                }
+                let next = (0..self.held.len()).filter(|i| !self.held[*i].is_empty()).min_by_key(|i| (self.held[*i][0].seq, *i));
+                match next {
+                    Some(i) => self.pending.push(self.held[i].pop_front().expect("a head")),
+                    None => {
+                        // Every ring ended and is empty.
+                        self.pending.extend(self.end.take());
+                        self.done = true;
+                        break;
+                    }
+                }
+            }
+            if self.pending.is_empty() && got == 0 {
+                return PollResult::from_work(work);
+            }
+        }
+    }
+}

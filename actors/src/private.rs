@@ -216,6 +216,9 @@ impl PrivateChain {
             let mut out = Outbox::new();
             {
                 let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                if let Some(e) = cx.end_seq() {
+                    icx = icx.at_end(e);
+                }
                 self.stacks[i - 1].finish(&mut icx)?;
             }
             let (before, after) = out.take();

@@ -171,6 +171,13 @@ impl Stage {
         (stage, slot)
     }
 
+    /// Names this stage `name` in reports (several stages may run one planned actor: the
+    /// instances of a sharded stack).
+    pub fn with_name(mut self, name: String) -> Stage {
+        self.report.name = name;
+        self
+    }
+
     /// Adds what the actor publishes to `in_flight` (mode b's gate, see `RxStage::with_gate`).
     pub fn with_in_flight(mut self, in_flight: Arc<AtomicI64>) -> Stage {
         self.in_flight = Some(in_flight);
@@ -266,8 +273,8 @@ impl Stage {
         sent
     }
 
-    fn finish(&mut self) {
-        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
+    fn finish(&mut self, end_seq: u64) {
+        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref()).at_end(end_seq);
         if let Err(e) = self.actor.finish(&mut cx) {
             self.report.error = Some(e.to_string());
         }
@@ -291,7 +298,7 @@ impl Stage {
 
 impl Runnable for Stage {
     fn name(&self) -> &str {
-        &self.plan.name
+        &self.report.name
     }
 
     fn poll(&mut self) -> PollResult {
@@ -308,7 +315,7 @@ impl Runnable for Stage {
         let n = self.input.pop_burst(&mut inbuf, BURST);
         for ev in inbuf.drain(..) {
             if ev.is_end() {
-                self.finish();
+                self.finish(ev.seq);
                 self.enqueue(ev);
                 self.end_seen = true;
                 break;

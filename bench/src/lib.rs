@@ -61,6 +61,7 @@ pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE.mix(0.0))
         .x_desc(x_label)
         .y_desc(y_label)
         .x_labels(((x1 - x0) as usize + 1).min(20))
@@ -73,7 +74,9 @@ pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label
         .draw()
         .map_err(|e| err(&e))?;
     for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        const COLORS: [RGBColor; 6] =
+            [RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+        let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
             .map_err(|e| err(&e))?

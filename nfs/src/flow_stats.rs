@@ -25,7 +25,8 @@
 //!
 //! `src` is the flow's initiator (client), `dest` the responder; `reason` is `timeout`,
 //! `fin`, `rst`, `evicted` or `shutdown` (end of input); `timestamp` is the end time;
-//! `flow_id` is the L2/3 flow id, unique within a run.
+//! `flow_id` is the number of the flow's first packet in the input: unique within a run and
+//! the same whichever stack instance tracked the flow.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -52,6 +53,7 @@ pub struct FlowStatsConfig {
 
 #[derive(Clone, Debug)]
 struct FlowAcc {
+    flow_start: u64,
     proto: u8,
     client: Option<IpAddr>,
     client_port: Option<u16>,
@@ -70,7 +72,7 @@ pub struct FlowRecord {
     pub timestamp: String,
     /// Always `"flow"`.
     pub event_type: String,
-    /// L2/3 flow id.
+    /// The number of the flow's first packet in the input.
     pub flow_id: u64,
     /// `TCP`, `UDP`, `ICMP`, `IPv6-ICMP` or the protocol number.
     pub proto: String,
@@ -157,12 +159,12 @@ impl FlowStats {
         })
     }
 
-    fn emit(&mut self, id: FlowRef, acc: FlowAcc, reason: &str) {
+    fn emit(&mut self, _id: FlowRef, acc: FlowAcc, reason: &str) {
         let to_s = |a: Option<IpAddr>| a.map(|a| a.to_string());
         let rec = FlowRecord {
             timestamp: rfc3339(acc.last_ns),
             event_type: "flow".into(),
-            flow_id: id.id64(),
+            flow_id: acc.flow_start,
             proto: proto_name(acc.proto),
             src_ip: to_s(acc.client),
             src_port: acc.client_port,
@@ -214,6 +216,7 @@ impl Actor for FlowStats {
             let t = Tuple::of(&view);
             let t = if ev.to_server() { t } else { t.reversed() };
             FlowAcc {
+                flow_start: ev.flow_start,
                 proto: t.proto,
                 client: t.src,
                 client_port: t.src_port,

@@ -42,7 +42,7 @@ pub struct StreamHashConfig {
 /// One line of the output.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StreamRecord {
-    /// L2/3 flow id.
+    /// The number of the connection's first packet in the input.
     pub flow_id: u64,
     /// Initiator, when a packet of the connection was seen.
     pub client: Option<SocketAddr>,
@@ -62,6 +62,7 @@ pub struct StreamRecord {
 
 #[derive(Default)]
 struct Acc {
+    flow_start: u64,
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
     hash: [Sha256; 2],
@@ -102,10 +103,10 @@ impl StreamHash {
         Ok(StreamHash { contract, path, out: Some(BufWriter::new(file)), conns: HashMap::new(), written: 0, read_errors: 0, error: None })
     }
 
-    fn emit(&mut self, flow: FlowRef, acc: Acc, end: &str) {
+    fn emit(&mut self, _flow: FlowRef, acc: Acc, end: &str) {
         let [h0, h1] = acc.hash;
         let rec = StreamRecord {
-            flow_id: flow.id64(),
+            flow_id: acc.flow_start,
             client: acc.client,
             server: acc.server,
             bytes_toserver: acc.bytes[0],
@@ -144,6 +145,7 @@ impl Actor for StreamHash {
             return Verdict::Continue;
         }
         let acc = self.conns.entry(flow).or_default();
+        acc.flow_start = ev.flow_start;
         if ev.event_type == builtin::DATA_RDY {
             let i = usize::from(!ev.to_server());
             let (hash, bytes) = (&mut acc.hash[i], &mut acc.bytes[i]);

@@ -105,6 +105,8 @@ pub struct L23Stack {
     last_seq: u64,
     /// Per flow-table slot: the sequence number of its flow's first packet.
     flow_start: Vec<u64>,
+    /// Added to flow-table slots in flow ids, so that shards name their flows apart.
+    slot_base: u32,
 }
 
 /// The packet types the stack publishes.
@@ -142,7 +144,15 @@ impl L23Stack {
             last_ts: 0,
             last_seq: 0,
             flow_start: Vec::new(),
+            slot_base: 0,
         }
+    }
+
+    /// This instance is shard `shard` of several: its flow ids start at `shard * max_flows`
+    /// (as slots of one table would), so ids never collide between shards.
+    pub fn with_shard(mut self, shard: u32, max_flows: usize) -> L23Stack {
+        self.slot_base = shard.saturating_mul(max_flows.min(u32::MAX as usize) as u32);
+        self
     }
 
     fn start_of(&self, index: u32) -> u64 {
@@ -160,7 +170,7 @@ impl L23Stack {
                 EndReason::Shutdown => FlowEndReason::Shutdown,
             };
             let mut d = EventDesc::new(builtin::FLOW, 0, seq, ts_ns);
-            d.flow = Some(FlowRef::new(e.info.id.index, e.info.id.generation));
+            d.flow = Some(FlowRef::new(self.slot_base + e.info.id.index, e.info.id.generation));
             d.flow_start = self.start_of(e.info.id.index);
             d.aux = FlowEvent::End(reason).encode();
             d.meta.proto = e.info.key.proto;
@@ -250,7 +260,7 @@ impl Actor for L23Stack {
                 };
                 let obs = self.table.observe(key, side, flags, ev.ts_ns, &mut self.ended);
                 self.publish_ended(cx, ev.seq, ev.ts_ns);
-                let flow = FlowRef::new(obs.id.index, obs.id.generation);
+                let flow = FlowRef::new(self.slot_base + obs.id.index, obs.id.generation);
                 let slot = obs.id.index as usize;
                 if obs.new {
                     if self.flow_start.len() <= slot {
@@ -283,7 +293,10 @@ impl Actor for L23Stack {
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
         self.table.drain(&mut self.ended);
-        let (seq, ts) = (self.last_seq, self.last_ts);
+        // Flows still open end "at" the last packet of the input (not this instance's last:
+        // a shard sees only some packets).
+        let seq = cx.end_seq().map_or(self.last_seq, |e| e.saturating_sub(1));
+        let ts = self.last_ts;
         self.publish_ended(cx, seq, ts);
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod flow;
 pub mod flow_table;
 pub mod l23;
 pub mod parse;
+pub mod shard;
 pub mod tcp;
 pub mod tcp_monitor;
 pub mod reassembly;

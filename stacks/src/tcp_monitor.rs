@@ -321,9 +321,10 @@ impl Actor for TcpMonitor {
         // The L2/3 stack ended every flow before the end of input; anything left was never
         // announced as a flow end (it cannot happen with L2/3 before the monitor).
         let left = self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).tracker.live();
+        let seq = cx.end_seq().map_or(self.last_seq, |e| e.saturating_sub(1));
         for id in left {
             let flow = FlowRef::new(id.index, id.generation);
-            self.end(cx, flow, 0, EndReason::Shutdown, self.last_seq, self.last_ts);
+            self.end(cx, flow, 0, EndReason::Shutdown, seq, self.last_ts);
         }
         Ok(())
     }

@@ -1,0 +1,140 @@
+//! Sharding flows across several instances of the µStacks (mode d).
+//!
+//! The [`ShardSplitter`] reads RX's ring, parses just enough of each frame to find its flow
+//! key, and sends the frame to stack instance `symmetric_hash(key) % K` — both directions of
+//! a connection to the same instance, as a NIC's symmetric RSS would. Frames without a flow
+//! (non-IP, later fragments, malformed) go to instance 0. The end marker goes to every
+//! instance.
+//!
+//! Each instance is an ordinary chain of stack stages (L2/3 with its own flow-id range,
+//! see [`L23Stack::with_shard`](crate::l23::L23Stack::with_shard), then the TCP monitor).
+//! Their outputs meet again in a [`SeqMerger`](actors::parallel::SeqMerger), which restores
+//! the input's order by packet number, so the network functions after it see exactly the
+//! events a single stack would raise — except flow timeouts, which each instance notices at
+//! its own next packet (its clock advances only with its own flows).
+//!
+//! [`ShardedStreams`] lets the NFs read the bytestreams of every instance: it routes a
+//! flow to the instance whose flow-id range holds it.
+
+use std::sync::Arc;
+
+use actors::contract::{StreamAccess, StreamReadError};
+use actors::desc::{EventDesc, FlowRef};
+use runtime::executor::{PollResult, Runnable};
+use runtime::pool::PoolView;
+use runtime::ports::LinkType;
+use runtime::ring::{Consumer, Producer};
+
+use crate::flow::FlowKey;
+use crate::parse::parse;
+
+const BURST: usize = 32;
+
+/// Spreads frames over stack instances by flow (see the module docs).
+pub struct ShardSplitter {
+    input: Consumer<EventDesc>,
+    outputs: Vec<Producer<EventDesc>>,
+    pending: Vec<std::collections::VecDeque<EventDesc>>,
+    pool: PoolView,
+    link: LinkType,
+    inbuf: Vec<EventDesc>,
+    end: bool,
+    /// Frames sent to each instance.
+    pub counts: Vec<u64>,
+}
+
+impl ShardSplitter {
+    /// A splitter from `input` over `outputs` (one per instance).
+    pub fn new(input: Consumer<EventDesc>, outputs: Vec<Producer<EventDesc>>, pool: PoolView, link: LinkType) -> ShardSplitter {
+        let n = outputs.len();
+        ShardSplitter {
+            input,
+            outputs,
+            pending: (0..n).map(|_| Default::default()).collect(),
+            pool,
+            link,
+            inbuf: Vec::with_capacity(BURST),
+            end: false,
+            counts: vec![0; n],
+        }
+    }
+
+    fn shard_of(&self, ev: &EventDesc) -> usize {
+        let Some(h) = ev.packet else { return 0 };
+        match parse(self.link, self.pool.data(h)).ok().and_then(|p| FlowKey::from_parsed(&p)) {
+            Some((key, _)) => key.symmetric_hash() as usize % self.outputs.len(),
+            None => 0,
+        }
+    }
+
+    fn flush(&mut self) -> usize {
+        let mut sent = 0;
+        for (out, q) in self.outputs.iter_mut().zip(&mut self.pending) {
+            while !q.is_empty() {
+                let n = out.push_burst(q.as_slices().0);
+                q.drain(..n);
+                sent += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        sent
+    }
+}
+
+impl Runnable for ShardSplitter {
+    fn name(&self) -> &str {
+        "shard-split"
+    }
+
+    fn poll(&mut self) -> PollResult {
+        let mut work = self.flush();
+        if self.pending.iter().any(|q| !q.is_empty()) {
+            return PollResult::from_work(work);
+        }
+        if self.end {
+            return PollResult::Finished;
+        }
+        let mut inbuf = std::mem::take(&mut self.inbuf);
+        inbuf.clear();
+        let n = self.input.pop_burst(&mut inbuf, BURST);
+        for ev in &inbuf {
+            if ev.is_end() {
+                for q in &mut self.pending {
+                    q.push_back(*ev);
+                }
+                self.end = true;
+                break;
+            }
+            let s = self.shard_of(ev);
+            self.counts[s] += 1;
+            self.pending[s].push_back(*ev);
+        }
+        self.inbuf = inbuf;
+        work += n + self.flush();
+        PollResult::from_work(work)
+    }
+}
+
+/// Reads the bytestreams of sharded TCP monitors (see the module docs).
+pub struct ShardedStreams {
+    /// `(first flow-table slot of the instance, its streams)`, by instance.
+    pub shards: Vec<(u32, Arc<dyn StreamAccess>)>,
+}
+
+impl ShardedStreams {
+    fn route(&self, flow: FlowRef) -> Option<&Arc<dyn StreamAccess>> {
+        self.shards.iter().rev().find(|(base, _)| flow.index() >= *base).map(|(_, s)| s)
+    }
+}
+
+impl StreamAccess for ShardedStreams {
+    fn read(&self, flow: FlowRef, to_server: bool, from: u64, to: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+        self.route(flow).ok_or(StreamReadError::NoConnection(flow))?.read(flow, to_server, from, to, f)
+    }
+
+    fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        self.route(flow)?.live_frontier(flow, to_server)
+    }
+}
