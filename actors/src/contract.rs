@@ -300,8 +300,8 @@ impl<'a> Context<'a> {
 
     fn stamp(&self, mut ev: EventDesc) -> EventDesc {
         ev.publisher = self.me;
-        use crate::desc::desc_flags::{BORROWED, DROPPED, PRIMARY, SPLIT};
-        ev.flags &= !(PRIMARY | DROPPED | SPLIT | BORROWED);
+        use crate::desc::desc_flags::{AFTER, BORROWED, DROPPED, PRIMARY, SPLIT};
+        ev.flags &= !(PRIMARY | DROPPED | SPLIT | BORROWED | AFTER);
         if let (Some(h), true) = (ev.packet, self.retain) {
             // The new descriptor holds its own reference; the TX sink releases it.
             self.pool.retain(h);

@@ -66,12 +66,19 @@ pub mod desc_flags {
     /// A copy that holds no packet reference (all but the first copy of a split); the merger
     /// drops it after merging.
     pub const BORROWED: u8 = 0x08;
+    /// Published by a parallel-group member *after* the split copy it answers: the member
+    /// sends it ahead of the copy (so the copy closes its answer) and the merger puts it back
+    /// after the event.
+    pub const AFTER: u8 = 0x10;
 }
 
 /// Control codes carried in [`EventDesc::aux`] when the type is [`builtin::CONTROL`].
 pub mod control {
     /// End of input: every actor flushes and forwards it, then finishes.
     pub const END: u64 = 1;
+    /// "Packet `seq` went to another stack instance": keeps a shard's ring moving so that the
+    /// merger behind the shards never waits for a shard that has nothing to send.
+    pub const SKIP: u64 = 2;
 }
 
 /// A flow as the L2/3 stack names it: slot index and generation (a reused slot gets a new
@@ -223,6 +230,18 @@ impl EventDesc {
         let mut d = EventDesc::new(builtin::CONTROL, 0, seq, ts_ns);
         d.aux = control::END;
         d
+    }
+
+    /// A shard-skip marker for packet `seq` (see [`control::SKIP`]).
+    pub fn skip(seq: u64, ts_ns: u64) -> EventDesc {
+        let mut d = EventDesc::new(builtin::CONTROL, 0, seq, ts_ns);
+        d.aux = control::SKIP;
+        d
+    }
+
+    /// True for a shard-skip marker.
+    pub fn is_skip(&self) -> bool {
+        self.event_type == builtin::CONTROL && self.aux == control::SKIP
     }
 
     /// True for the end-of-input control descriptor.

@@ -434,6 +434,9 @@ impl TxSink {
     }
 
     fn consume(&mut self, ev: &EventDesc) {
+        if ev.is_skip() {
+            return;
+        }
         self.report.events_in += 1;
         if self.record && ev.is_primary() {
             let by = ev.is_dropped().then_some((ev.dropped_by, ev.drop_reason));

@@ -8,12 +8,13 @@
 //! extra bookkeeping and TX never sees a borrowed copy.
 //!
 //! Each member is an ordinary [`Stage`](crate::stage::Stage): it handles its copy (or passes
-//! it), and writes to its ring to the [`Merger`] the events it published before the copy, the
-//! copy with its verdict, and the events published after it.
+//! it), and writes to its ring to the [`Merger`] the events it published before the copy,
+//! those it published after it (flagged `AFTER`), and last the copy with its verdict — so
+//! that the copy closes the member's answer and the merger never waits for a later item
+//! (which could need a packet buffer the held item keeps from being freed).
 //!
-//! The [`Merger`] waits until every member has answered item k (it has seen the copy of k,
-//! and then the copy of k+1 or the end marker, so that everything a member published about
-//! k is in), then emits exactly what a sequential chain of the same members would have:
+//! The [`Merger`] waits until every member has answered item k (its copy of k has arrived),
+//! then emits exactly what a sequential chain of the same members would have:
 //! `before_1 … before_N, event, after_N … after_1`, where the event carries the merged
 //! verdict. Merge policy: **drop if any member drops**; the reason reported is the first
 //! dropping member's (in group order). The controller ([`crate::controller::groups`]) only
@@ -141,24 +142,18 @@ impl Merger {
     fn merge_ready(&mut self) -> bool {
         let mut progress = false;
         loop {
-            // Each member: where its next copy (or end) is, and where its answer ends.
+            // Each member's answer ends with its copy of the item (or the end marker).
             let mut bounds = Vec::with_capacity(self.held.len());
             for q in &self.held {
                 let Some(c) = split_pos(q, 0) else { return progress };
-                if q[c].is_end() {
-                    bounds.push((c, c));
-                    continue;
-                }
-                let Some(next) = split_pos(q, c + 1) else { return progress };
-                bounds.push((c, next));
+                bounds.push(c);
             }
-            let ends = bounds.iter().zip(&self.held).filter(|((c, _), q)| q[*c].is_end()).count();
+            let ends = bounds.iter().zip(&self.held).filter(|(c, q)| q[**c].is_end()).count();
             if ends == self.held.len() {
                 // Everything members published while finishing, then one end marker.
                 let mut end = None;
-                for q in &mut self.held {
-                    let c = split_pos(q, 0).expect("end present");
-                    self.pending.extend(q.drain(..c));
+                for (q, c) in self.held.iter_mut().zip(&bounds) {
+                    self.pending.extend(q.drain(..*c));
                     end = q.pop_front();
                 }
                 self.pending.extend(end);
@@ -172,10 +167,18 @@ impl Merger {
             let mut before = Vec::new();
             let mut afters: Vec<Vec<EventDesc>> = Vec::new();
             let mut copies = Vec::new();
-            for (q, (c, next)) in self.held.iter_mut().zip(&bounds) {
-                before.extend(q.drain(..*c));
+            for (q, c) in self.held.iter_mut().zip(&bounds) {
+                let mut after = Vec::new();
+                for mut e in q.drain(..*c) {
+                    if e.flags & desc_flags::AFTER != 0 {
+                        e.flags &= !desc_flags::AFTER;
+                        after.push(e);
+                    } else {
+                        before.push(e);
+                    }
+                }
                 copies.push(q.pop_front().expect("the copy"));
-                afters.push(q.drain(..(next - c - 1)).collect());
+                afters.push(after);
             }
             let mut ev = copies[0];
             if !ev.is_dropped() && !self.eager {
@@ -218,9 +221,8 @@ impl Runnable for Merger {
             }
             let mut got = 0;
             for (input, q) in self.inputs.iter_mut().zip(&mut self.held) {
-                // Hold a bounded amount per member: enough for two items and what it
-                // published about them.
-                if q.len() >= 4 * BURST && split_pos(q, 0).and_then(|c| split_pos(q, c + 1)).is_some() {
+                // Hold a bounded amount per member: a complete answer is merged at once.
+                if q.len() >= 4 * BURST && split_pos(q, 0).is_some() {
                     continue;
                 }
                 self.inbuf.clear();
@@ -238,8 +240,12 @@ impl Runnable for Merger {
 /// Merges rings whose events are each in packet order into one stream in packet order
 /// (mode d's sharded stacks meet again here, see `stacks::shard`).
 ///
-/// It emits the event with the smallest sequence number among the heads of all rings that
-/// have not ended, so it waits until every such ring has an event (or its end marker). The
+/// It emits the event with the smallest sequence number among the rings' heads once no other
+/// live ring can still send a smaller one: a ring with a head cannot, and an empty ring's
+/// future events are at least its *floor* — the sequence number of its last event, or one
+/// more than its last skip marker. The shard splitter sends every other shard a skip marker
+/// for each packet, so the floors move with the input and the merger never holds an event
+/// waiting for a packet that could only be read once that event's buffer is freed. The
 /// events of one packet all come from one ring, in the order they were raised; events that
 /// several rings raise at the end of input carry the input's last packet number and keep
 /// ring order. One end marker leaves after every ring's.
@@ -249,6 +255,8 @@ pub struct SeqMerger {
     output: Producer<EventDesc>,
     held: Vec<VecDeque<EventDesc>>,
     ended: Vec<bool>,
+    /// Per ring: no future event of it has a smaller sequence number.
+    floor: Vec<u64>,
     pending: Vec<EventDesc>,
     inbuf: Vec<EventDesc>,
     end: Option<EventDesc>,
@@ -265,6 +273,7 @@ impl SeqMerger {
             output,
             held: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
+            floor: vec![0; n],
             pending: Vec::with_capacity(BURST),
             inbuf: Vec::with_capacity(BURST),
             end: None,
@@ -294,7 +303,11 @@ impl Runnable for SeqMerger {
             }
             let mut got = 0;
             for (i, input) in self.inputs.iter_mut().enumerate() {
-                if self.ended[i] || self.held[i].len() >= BURST {
+                // Read every live ring, however much it already holds: what a ring can hold
+                // is bounded by the rings and stages behind it (every packet sends each shard
+                // an event or a skip marker), and refusing to read one ring while waiting for
+                // another's head could stall the splitter feeding both.
+                if self.ended[i] {
                     continue;
                 }
                 self.inbuf.clear();
@@ -309,20 +322,34 @@ impl Runnable for SeqMerger {
                 }
             }
             work += got;
-            // Emit while every live ring has a head (or has ended).
-            while self.pending.len() < BURST {
-                if (0..self.held.len()).any(|i| !self.ended[i] && self.held[i].is_empty()) {
-                    break;
+            // Skip markers say only "nothing from this ring before seq + 1": take them at once.
+            for (q, floor) in self.held.iter_mut().zip(&mut self.floor) {
+                while q.front().is_some_and(EventDesc::is_skip) {
+                    *floor = (*floor).max(q.pop_front().expect("a head").seq + 1);
                 }
+            }
+            // Emit the smallest head when no live ring can still send something smaller: an
+            // empty ring's future events are at least its floor.
+            while self.pending.len() < BURST {
                 let next = (0..self.held.len()).filter(|i| !self.held[*i].is_empty()).min_by_key(|i| (self.held[*i][0].seq, *i));
-                match next {
-                    Some(i) => self.pending.push(self.held[i].pop_front().expect("a head")),
-                    None => {
-                        // Every ring ended and is empty.
+                let Some(i) = next else {
+                    if self.ended.iter().all(|e| *e) {
                         self.pending.extend(self.end.take());
                         self.done = true;
-                        break;
                     }
+                    break;
+                };
+                let seq = self.held[i][0].seq;
+                let blocked = (0..self.held.len()).any(|j| j != i && !self.ended[j] && self.held[j].is_empty() && self.floor[j] <= seq);
+                if blocked {
+                    break;
+                }
+                let ev = self.held[i].pop_front().expect("a head");
+                self.floor[i] = self.floor[i].max(ev.seq);
+                self.pending.push(ev);
+                while self.held[i].front().is_some_and(EventDesc::is_skip) {
+                    let s = self.held[i].pop_front().expect("a head").seq;
+                    self.floor[i] = self.floor[i].max(s + 1);
                 }
             }
             if self.pending.is_empty() && got == 0 {

@@ -253,8 +253,18 @@ impl Stage {
             f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
         }
         self.pending.extend(before);
-        self.pending.push_back(ev);
-        self.pending.extend(after);
+        if ev.flags & desc_flags::SPLIT != 0 {
+            // In a parallel group: the copy closes this member's answer (see
+            // `parallel::Merger`), so what came after it goes ahead, marked.
+            self.pending.extend(after.into_iter().map(|mut a| {
+                a.flags |= desc_flags::AFTER;
+                a
+            }));
+            self.pending.push_back(ev);
+        } else {
+            self.pending.push_back(ev);
+            self.pending.extend(after);
+        }
     }
 
     /// Pushes the pending queue; returns how many went out.
@@ -319,6 +329,11 @@ impl Runnable for Stage {
                 self.enqueue(ev);
                 self.end_seen = true;
                 break;
+            }
+            if ev.is_skip() {
+                // A marker for the merger behind sharded stacks: not an event for actors.
+                self.pending.push_back(ev);
+                continue;
             }
             self.process(ev);
         }

@@ -3,8 +3,9 @@
 //! The [`ShardSplitter`] reads RX's ring, parses just enough of each frame to find its flow
 //! key, and sends the frame to stack instance `symmetric_hash(key) % K` — both directions of
 //! a connection to the same instance, as a NIC's symmetric RSS would. Frames without a flow
-//! (non-IP, later fragments, malformed) go to instance 0. The end marker goes to every
-//! instance.
+//! (non-IP, later fragments, malformed) go to instance 0. Every other instance gets a skip
+//! marker for the packet (so the merger never waits on an instance with nothing to send
+//! while the others hold the pool's buffers). The end marker goes to every instance.
 //!
 //! Each instance is an ordinary chain of stack stages (L2/3 with its own flow-id range,
 //! see [`L23Stack::with_shard`](crate::l23::L23Stack::with_shard), then the TCP monitor).
@@ -109,7 +110,9 @@ impl Runnable for ShardSplitter {
             }
             let s = self.shard_of(ev);
             self.counts[s] += 1;
-            self.pending[s].push_back(*ev);
+            for (i, q) in self.pending.iter_mut().enumerate() {
+                q.push_back(if i == s { *ev } else { EventDesc::skip(ev.seq, ev.ts_ns) });
+            }
         }
         self.inbuf = inbuf;
         work += n + self.flush();
