@@ -30,7 +30,7 @@ use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::contract::StreamAccess;
 use actors::observe::{Log, Observed};
 use actors::parallel::{Merger, SeqMerger, Splitter};
-use actors::private::PrivateChain;
+use actors::private::{InnerTraceSlot, PrivateChain};
 use actors::Subscription;
 use actors::{Actor, Contract, EventDesc, Publication};
 use runtime::coremap::{default_placement, CoreMap, Placement, Role};
@@ -38,7 +38,7 @@ use runtime::executor::{self, CoreAssignment, Runnable};
 use runtime::ports::{PcapReader, PcapWriter};
 use runtime::ring::{Consumer, Producer, RingStats};
 use runtime::shm::Region;
-use runtime::trace::{TraceActor, TraceData};
+use runtime::trace::{Span, TraceActor, TraceData};
 use runtime::{pool, ring, sys};
 use stacks::tcp_monitor::TcpMonitor;
 use stacks::L23Stack;
@@ -189,6 +189,9 @@ pub struct Built {
     pub registry: EventRegistry,
     /// Mode d: the stack instances of shards 1.. (shard 0's are the first `actors`).
     pub shards: Vec<Vec<Box<dyn Actor>>>,
+    /// Mode a with tracing: each private chain's inner spans (its stacks' and its NF's work),
+    /// by chain name.
+    pub inner_traces: Vec<(String, InnerTraceSlot)>,
 }
 
 fn config_err(app: &App, problems: Vec<String>) -> RunError {
@@ -249,16 +252,23 @@ fn build_shard(
 /// Builds and links the actors of `app` for frames of `link` type, arranged for `mode`.
 /// Collects every problem.
 pub fn build(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option<&Logs>) -> Result<Built, RunError> {
-    build_for(app, link, mode, logs, None)
+    build_for(app, link, mode, logs, None, None)
 }
 
 /// As [`build`]; with `only`, the other NFs are contracts only (see `build_nfs`).
-fn build_for(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option<&Logs>, only: Option<&str>) -> Result<Built, RunError> {
+fn build_for(
+    app: &App,
+    link: runtime::ports::LinkType,
+    mode: Mode,
+    logs: Option<&Logs>,
+    only: Option<&str>,
+    trace: Option<usize>,
+) -> Result<Built, RunError> {
     let registry = app.registry.clone();
     let rx = rx_contract();
     let nfs = build_nfs(app, logs, only)?;
     if mode == Mode::A {
-        return build_private(app, link, nfs, registry);
+        return build_private(app, link, nfs, registry, trace);
     }
     let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
     let (mut actors, mut streams, completed) = build_stacks(app, link, receiver_events);
@@ -281,13 +291,20 @@ fn build_for(app: &App, link: runtime::ports::LinkType, mode: Mode, logs: Option
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
-    Ok(Built { actors, streams, completed, plan, registry, shards })
+    Ok(Built { actors, streams, completed, plan, registry, shards, inner_traces: Vec::new() })
 }
 
 /// Mode a: one [`PrivateChain`] per NF, each with its own stacks.
-fn build_private(app: &App, link: runtime::ports::LinkType, nfs: Vec<Box<dyn Actor>>, registry: EventRegistry) -> Result<Built, RunError> {
+fn build_private(
+    app: &App,
+    link: runtime::ports::LinkType,
+    nfs: Vec<Box<dyn Actor>>,
+    registry: EventRegistry,
+    trace: Option<usize>,
+) -> Result<Built, RunError> {
     let rx = rx_contract();
     let mut actors: Vec<Box<dyn Actor>> = Vec::new();
+    let mut inner_traces = Vec::new();
     let mut upstream_contracts: Vec<Contract> = Vec::new();
     for (j, (nf, entry)) in nfs.into_iter().zip(&app.nfs).enumerate() {
         let (stacks, streams, completed) = build_stacks(app, link, entry.common.side.is_some());
@@ -325,12 +342,19 @@ fn build_private(app: &App, link: runtime::ports::LinkType, nfs: Vec<Box<dyn Act
             drop_reasons: nf_c.drop_reasons.clone(),
         };
         upstream_contracts.push(nf_c);
-        actors.push(Box::new(PrivateChain::new(outer, stacks, nf, inner_plan, upstream, streams, Some(completed))));
+        let mut chain = PrivateChain::new(outer, stacks, nf, inner_plan, upstream, streams, Some(completed));
+        if let Some(cap) = trace {
+            // The core is set when the spans are collected (every inner span ran on the
+            // chain's core).
+            chain = chain.with_trace(0, cap);
+            inner_traces.extend(chain.trace_slot().map(|s| (entry.common.name.clone(), s)));
+        }
+        actors.push(Box::new(chain));
     }
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
-    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry, shards: Vec::new() })
+    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry, shards: Vec::new(), inner_traces })
 }
 
 /// Mode d's parallel groups (plan indices): the app's `parallel` lists, checked, or groups
@@ -401,7 +425,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let total_bytes = reader.total_bytes();
     let link = reader.link_type();
     let logs: Option<Logs> = opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
-    let Built { actors, streams, completed, plan, registry, shards } = build(app, link, opts.mode, logs.as_ref())?;
+    let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
+        build_for(app, link, opts.mode, logs.as_ref(), None, opts.trace)?;
     let n_stacks = 1 + usize::from(app.tcp.is_some());
     let in_flight = (opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
 
@@ -688,6 +713,15 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
             dropped += s.trace_dropped;
         }
         spans.append(&mut tx.trace);
+        // Mode a: each chain's inner work, as actors `chain/l23`, `chain/tcp`, `chain/nf`.
+        for (chain, slot) in &inner_traces {
+            let inner = slot.lock().map(|g| g.clone()).unwrap_or_default();
+            let base = actors.len() as u16;
+            let core = core_of(chain);
+            actors.extend(inner.actors.iter().map(|(n, k)| TraceActor { name: format!("{chain}/{n}"), kind: k.clone(), core }));
+            spans.extend(inner.spans.iter().map(|s| Span { actor: base + s.actor, publisher: base + s.publisher, core, ..*s }));
+            dropped += inner.dropped;
+        }
         let event_types = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
         TraceData { actors, event_types, spans, dropped }
     });
@@ -833,7 +867,7 @@ pub fn parse_link(s: &str) -> Option<runtime::ports::LinkType> {
 /// until the end marker has passed. The NF is linked exactly as in the main process (the
 /// other NFs are built as contracts only, without side effects).
 pub fn serve_nf(app: &App, name: &str, link: runtime::ports::LinkType, prefix: &str, input: &str, output: &str, core: usize) -> Result<StageReport, RunError> {
-    let Built { actors, plan, .. } = build_for(app, link, Mode::C, None, Some(name))?;
+    let Built { actors, plan, .. } = build_for(app, link, Mode::C, None, Some(name), None)?;
     let k = plan.index_of(name).ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
     let k = usize::from(k);
     let actor = actors.into_iter().nth(k - 1).expect("plan and actors agree");

@@ -14,10 +14,9 @@
 //!   fast as it can, so with the default rings a stage would take all three packets in one
 //!   burst and hand them on together; with 2-slot rings each stage hands a packet on almost
 //!   as soon as it is done with it, as if the packets arrived one after another;
-//! * modes b, c and d run through the engine ([`crate::engine::run`]) with tracing on;
-//!   mode a runs the same actors, rings and executor wired here ([`run_private`]), because
-//!   the engine does not (yet) switch on [`PrivateChain`]'s inner spans: each private-stack
-//!   NF records its private stack's work and its NF work apart.
+//! * every mode runs through the engine ([`crate::engine::run`]) with tracing on; in mode a
+//!   each private-stack NF (`actors::private::PrivateChain`) records its private stack's work
+//!   and its NF work apart, and the engine names them `NFk/l23`, `NFk/tcp`, `NFk/NFk`.
 //!
 //! Placement on two cores (the executor runs the actors placed on a core round-robin, so
 //! the actors of one core never overlap in time):
@@ -42,26 +41,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::controller;
 use actors::event::builtin;
-use actors::io::{RxReport, RxStage, TxReport, TxSink};
-use actors::private::{InnerTrace, PrivateChain};
-use actors::stage::{Stage, StageReport};
 use actors::{Actor, Context, Contract, EventDesc, Publication, Subscription, Verdict};
 use anyhow::{anyhow, bail, Context as _, Result};
 use nfs::{CustomNf, NfCommon, NfConfig};
-use runtime::coremap::{CoreMap, Placement};
-use runtime::executor::{self, CoreAssignment, Runnable};
-use runtime::ports::{LinkType, PcapReader, PcapWriter};
-use runtime::shm::Region;
-use runtime::trace::{Span, SpanKind, TraceActor, TraceData};
-use runtime::{pool, ring, sys};
-use stacks::tcp_monitor::TcpMonitor;
-use stacks::L23Stack;
+use runtime::coremap::CoreMap;
+use runtime::ports::{LinkType, PcapWriter};
+use runtime::sys;
+use runtime::trace::{SpanKind, TraceData};
 
 use crate::app::{App, NfEntry};
 use crate::engine::{Mode, RunOptions};
@@ -341,25 +332,20 @@ fn run_mode_on(mode: Mode, input: &Path, opts: &Fig4Options) -> Result<ModeRun> 
     let app = app(opts.work_us);
     let map_text = core_map(mode, c0, c1, app.runtime.shards);
     let map = CoreMap::parse(&map_text, &format!("fig4 core map (mode {mode})")).map_err(|e| anyhow!("{e}"))?;
-    let (trace, placement, inner) = if mode == Mode::A {
-        let (trace, placement, inner) = run_private(&app, input, &map)?;
-        (trace, placement, inner)
-    } else {
-        let mut ro = RunOptions::new(input);
-        ro.mode = mode;
-        ro.trace = Some(TRACE_CAPACITY);
-        ro.core_map = Some(map);
-        let report = crate::engine::run(&app, ro).map_err(|e| anyhow!("mode {mode}: {e}"))?;
-        if !report.ok() {
-            bail!("mode {mode}: {}", report.errors.join("; "));
-        }
-        let placement = report.cores.iter().map(|c| (c.core, c.actors.clone())).collect();
-        (report.trace.ok_or_else(|| anyhow!("mode {mode}: no trace"))?, placement, Vec::new())
-    };
+    let mut ro = RunOptions::new(input);
+    ro.mode = mode;
+    ro.trace = Some(TRACE_CAPACITY);
+    ro.core_map = Some(map);
+    let report = crate::engine::run(&app, ro).map_err(|e| anyhow!("mode {mode}: {e}"))?;
+    if !report.ok() {
+        bail!("mode {mode}: {}", report.errors.join("; "));
+    }
+    let placement = report.cores.iter().map(|c| (c.core, c.actors.clone())).collect();
+    let trace = report.trace.ok_or_else(|| anyhow!("mode {mode}: no trace"))?;
     if trace.dropped > 0 {
         bail!("mode {mode}: {} spans did not fit the trace buffers", trace.dropped);
     }
-    let slices = if mode == Mode::A { slices_private(&inner) } else { slices_shared(&trace) };
+    let slices = slices_of(&trace);
     Ok(ModeRun { mode, slices, trace, core_map: map_text, placement })
 }
 
@@ -367,8 +353,10 @@ fn is_packet_event(name: &str) -> bool {
     name == "FRAME" || name == "PKT" || name.starts_with("PKT/")
 }
 
-/// Modes b, c, d: the stack's and the NFs' spans of the three packets.
-fn slices_shared(t: &TraceData) -> Vec<Slice> {
+/// The stack's and the NFs' spans of the three packets. In mode a the engine names each
+/// private chain's inner actors `chain/l23`, `chain/tcp`, `chain/NFk` (the chain's own
+/// span, which covers them all, is not drawn).
+fn slices_of(t: &TraceData) -> Vec<Slice> {
     let events: BTreeMap<u32, &str> = t.event_types.iter().map(|(k, n)| (*k, n.as_str())).collect();
     let mut out: Vec<Slice> = t
         .spans
@@ -377,19 +365,23 @@ fn slices_shared(t: &TraceData) -> Vec<Slice> {
         .filter_map(|s| {
             let a = t.actors.get(usize::from(s.actor))?;
             let event = *events.get(&s.event_type)?;
-            if !is_packet_event(event) {
+            if !is_packet_event(event) || a.kind.ends_with("+stacks") {
                 return None;
             }
+            let (chain, name) = match a.name.split_once('/') {
+                Some((c, n)) => (Some(c.to_string()), n.to_string()),
+                None => (None, a.name.clone()),
+            };
             let work = match a.kind.as_str() {
                 "l23" | "tcp_monitor" => Work::Stack,
-                _ if NF_NAMES.contains(&a.name.as_str()) => Work::Nf,
+                _ if NF_NAMES.contains(&name.as_str()) => Work::Nf,
                 _ => return None,
             };
             Some(Slice {
                 core: usize::from(s.core),
                 work,
-                actor: a.name.clone(),
-                chain: None,
+                actor: name,
+                chain,
                 packet: s.seq,
                 event: event.to_string(),
                 start_ns: s.start_ns,
@@ -400,249 +392,6 @@ fn slices_shared(t: &TraceData) -> Vec<Slice> {
     out.sort_by_key(|s| (s.start_ns, s.end_ns));
     out
 }
-
-/// Mode a: the private stacks' and the NFs' inner spans of the three packets.
-fn slices_private(inner: &[(String, InnerTrace, BTreeMap<u32, String>)]) -> Vec<Slice> {
-    let mut out = Vec::new();
-    for (chain, t, events) in inner {
-        let last = t.actors.len().saturating_sub(1);
-        for s in &t.spans {
-            if !(1..=PACKETS).contains(&s.seq) {
-                continue;
-            }
-            let Some(event) = events.get(&s.event_type) else { continue };
-            if !is_packet_event(event) {
-                continue;
-            }
-            let i = usize::from(s.actor);
-            let Some((name, kind)) = t.actors.get(i) else { continue };
-            let work = if i == last {
-                Work::Nf
-            } else if matches!(kind.as_str(), "l23" | "tcp_monitor") {
-                Work::Stack
-            } else {
-                continue;
-            };
-            out.push(Slice {
-                core: usize::from(s.core),
-                work,
-                actor: name.clone(),
-                chain: Some(chain.clone()),
-                packet: s.seq,
-                event: event.clone(),
-                start_ns: s.start_ns,
-                end_ns: s.end_ns,
-            });
-        }
-    }
-    out.sort_by_key(|s| (s.start_ns, s.end_ns));
-    out
-}
-
-type InnerTraces = Vec<(String, InnerTrace, BTreeMap<u32, String>)>;
-
-fn rx_contract() -> Contract {
-    Contract {
-        name: "rx".into(),
-        kind: "rx".into(),
-        publications: vec![Publication { port: "frames".into(), event: builtin::FRAME }],
-        ..Default::default()
-    }
-}
-
-/// Mode a with the private chains' inner spans: the engine's mode-a arrangement (one
-/// [`PrivateChain`] per NF, each with its own L2/3 stack and TCP monitor, linked by the same
-/// controller), the same stages, rings, pool and executor, wired here so that each chain can
-/// be built `with_trace`. Checks the books as the engine does.
-pub fn run_private(app: &App, input: &Path, map: &CoreMap) -> Result<(TraceData, Vec<(usize, Vec<String>)>, InnerTraces)> {
-    let reader = PcapReader::open(input).map_err(|e| anyhow!("input: {e}"))?;
-    let link = reader.link_type();
-    let registry = app.registry.clone();
-    let rx = rx_contract();
-    let cfg_err = |p: Vec<String>| anyhow!("{}", p.join("\n"));
-
-    // Placement first: each chain records its spans as running on its core.
-    let mut names: Vec<String> = vec!["rx".into()];
-    names.extend(app.nfs.iter().map(|n| n.common.name.clone()));
-    names.push("tx".into());
-    let allowed = sys::allowed_cpus().context("reading the CPU affinity")?;
-    let placement: Placement = map.place(&names, &allowed).map_err(|e| anyhow!("{e}"))?;
-    let core_of = |n: &str| placement.core_of(n).unwrap_or(0) as u16;
-
-    // The chains, as `engine::build` arranges mode a.
-    let mut actors: Vec<Box<dyn Actor>> = Vec::new();
-    let mut slots = Vec::new();
-    let mut upstream_contracts: Vec<Contract> = Vec::new();
-    for (j, entry) in app.nfs.iter().enumerate() {
-        let nf = entry.config.build(&entry.common).map_err(|e| anyhow!("{e}"))?;
-        let mut stacks: Vec<Box<dyn Actor>> = vec![Box::new(L23Stack::new("l23", &app.l23, link))];
-        let completed = Arc::new(AtomicU64::new(0));
-        let mut streams: Option<Arc<dyn actors::contract::StreamAccess>> = None;
-        if let Some(cfg) = &app.tcp {
-            let mut tcp = TcpMonitor::new("tcp", cfg);
-            tcp.set_completed(completed.clone());
-            tcp.set_receiver_events(entry.common.side.is_some());
-            streams = Some(tcp.streams());
-            stacks.push(Box::new(tcp));
-        }
-        let standins: Vec<Contract> = upstream_contracts
-            .iter()
-            .map(|c| Contract { name: c.name.clone(), kind: "upstream".into(), publications: c.publications.clone(), ..Default::default() })
-            .collect();
-        let mut inner: Vec<&Contract> = vec![&rx];
-        inner.extend(stacks.iter().map(|a| a.contract()));
-        inner.extend(standins.iter());
-        inner.push(nf.contract());
-        let inner_plan = controller::link(&inner, &registry).map_err(|e| cfg_err(e.problems))?;
-        let n_stacks = stacks.len();
-        let upstream: Vec<Option<u16>> = (0..=j).map(|k| (k > 0).then_some((n_stacks + k) as u16)).collect();
-        let nf_c = nf.contract().clone();
-        let mut subscriptions = vec![Subscription { include_dropped: true, ..Subscription::new("frames", builtin::FRAME) }];
-        let last = inner_plan.actors.last().ok_or_else(|| anyhow!("empty inner plan"))?;
-        for s in &last.subscriptions {
-            for p in &s.publishers {
-                let p = usize::from(*p);
-                if p > n_stacks {
-                    let name = inner_plan.actors[p].name.clone();
-                    subscriptions.push(Subscription { from: Some(name), ..Subscription::new(&s.port, s.event) });
-                }
-            }
-        }
-        let outer = Contract {
-            name: nf_c.name.clone(),
-            kind: format!("{}+stacks", nf_c.kind),
-            subscriptions,
-            publications: nf_c.publications.clone(),
-            modifies: nf_c.modifies,
-            drop_reasons: nf_c.drop_reasons.clone(),
-        };
-        upstream_contracts.push(nf_c.clone());
-        let chain = PrivateChain::new(outer, stacks, nf, inner_plan, upstream, streams, Some(completed))
-            .with_trace(core_of(&nf_c.name), TRACE_CAPACITY);
-        slots.push((nf_c.name.clone(), chain.trace_slot().ok_or_else(|| anyhow!("no trace slot"))?));
-        actors.push(Box::new(chain));
-    }
-    let mut contracts: Vec<&Contract> = vec![&rx];
-    contracts.extend(actors.iter().map(|a| a.contract()));
-    let plan = controller::link(&contracts, &registry).map_err(|e| cfg_err(e.problems))?;
-
-    // Shared memory: pool and one ring between each pair of consecutive stages.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = format!("fig4-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let rt = &app.runtime;
-    let ring_capacity = (rt.ring_capacity as usize).next_power_of_two();
-    let n_rings = actors.len() + 1;
-    let size = rt.pool_buffers as usize * (rt.buffer_size as usize + 64)
-        + 64 * 1024
-        + n_rings * (ring_capacity * std::mem::size_of::<EventDesc>() + 64 * 1024)
-        + (1 << 20);
-    let region = Region::create(&prefix, size).map_err(|e| anyhow!("setting up shared memory: {e}"))?;
-    let (alloc, release, pool_view) =
-        pool::create(&region, "packets", rt.pool_buffers, rt.buffer_size).map_err(|e| anyhow!("setting up the pool: {e}"))?;
-    let mut rings = Vec::new();
-    for i in 0..n_rings {
-        rings.push(ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity).map_err(|e| anyhow!("setting up a ring: {e}"))?);
-    }
-    let mut rings = rings.into_iter();
-    let (first, mut prev) = rings.next().ok_or_else(|| anyhow!("no ring"))?;
-
-    let mut runnables: BTreeMap<String, Box<dyn Runnable>> = BTreeMap::new();
-    let (rx_stage, rx_slot, _progress) = RxStage::new(Box::new(reader), alloc, first, Arc::new(AtomicBool::new(false)));
-    runnables.insert("rx".into(), Box::new(rx_stage.with_trace(core_of("rx"), TRACE_CAPACITY)));
-    let mut stage_slots = Vec::new();
-    for (k, actor) in actors.into_iter().enumerate() {
-        let planned = plan.actors[k + 1].clone();
-        let (p, c) = rings.next().ok_or_else(|| anyhow!("no ring"))?;
-        let name = planned.name.clone();
-        let (stage, slot) = Stage::new(actor, planned, prev, p, pool_view.clone());
-        runnables.insert(name.clone(), Box::new(stage.with_trace(core_of(&name), TRACE_CAPACITY)));
-        stage_slots.push(slot);
-        prev = c;
-    }
-    let (mut tx, tx_slot) = TxSink::new(prev, release, pool_view.clone(), Box::new(None::<PcapWriter>));
-    tx.set_completed(Arc::new(AtomicU64::new(0)));
-    runnables.insert("tx".into(), Box::new(tx.with_trace(plan.actors.len() as u16, core_of("tx"), TRACE_CAPACITY)));
-
-    let by_core = placement.by_core();
-    let assignments: Vec<CoreAssignment> = by_core
-        .iter()
-        .map(|(core, names)| CoreAssignment { core: *core, actors: names.iter().filter_map(|n| runnables.remove(n)).collect() })
-        .collect();
-    let abort = Arc::new(AtomicBool::new(false));
-    executor::run(assignments, abort).map_err(|e| anyhow!("mode a: {e}"))?;
-
-    let mut rx: RxReport = take(&rx_slot)?;
-    let mut tx: TxReport = take(&tx_slot)?;
-    let mut stages: Vec<StageReport> = stage_slots.iter().map(|s| take(s)).collect::<Result<_>>()?;
-    let pool_ok = pool_view.stats().balanced();
-    drop(pool_view);
-    drop(region);
-
-    // The books, as the engine checks them.
-    let mut errors = Vec::new();
-    if !rx.finished || !tx.finished || stages.iter().any(|s| !s.finished) {
-        errors.push("the run did not reach the end of the chain".to_string());
-    }
-    errors.extend(stages.iter().filter_map(|s| s.error.clone()));
-    if rx.packets_in != tx.packets_out + tx.packets_dropped() || rx.packets_in != PACKETS {
-        errors.push(format!("accounting: {} packets in, {} out, {} dropped", rx.packets_in, tx.packets_out, tx.packets_dropped()));
-    }
-    if !pool_ok {
-        errors.push("the packet pool does not balance".into());
-    }
-    if !errors.is_empty() {
-        bail!("mode a: {}", errors.join("; "));
-    }
-
-    // The trace: the outer actors (rx, the chains, tx), then each chain's inner actors.
-    let event_types: Vec<(u32, String)> = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
-    let mut tactors: Vec<TraceActor> =
-        plan.actors.iter().map(|a| TraceActor { name: a.name.clone(), kind: a.kind.clone(), core: core_of(&a.name) }).collect();
-    tactors.push(TraceActor { name: "tx".into(), kind: "tx".into(), core: core_of("tx") });
-    let mut spans: Vec<Span> = std::mem::take(&mut rx.trace);
-    let mut dropped = rx.trace_dropped + tx.trace_dropped;
-    for s in &mut stages {
-        spans.append(&mut s.trace);
-        dropped += s.trace_dropped;
-    }
-    spans.append(&mut tx.trace);
-    let events: BTreeMap<u32, String> = event_types.iter().cloned().collect();
-    let mut inner = Vec::new();
-    for (chain, slot) in slots {
-        let t: InnerTrace = take(&slot)?;
-        if !t.finished {
-            bail!("mode a: `{chain}` did not publish its inner spans");
-        }
-        dropped += t.dropped;
-        // Inner index -> trace actor index (the stand-ins of upstream NFs -> their chains).
-        let mut map: Vec<u16> = Vec::new();
-        for (i, (name, kind)) in t.actors.iter().enumerate() {
-            if i == 0 {
-                map.push(0);
-            } else if kind == "upstream" {
-                map.push(plan.index_of(name).unwrap_or(0));
-            } else {
-                map.push(tactors.len() as u16);
-                tactors.push(TraceActor { name: format!("{chain}/{name}"), kind: kind.clone(), core: core_of(&chain) });
-            }
-        }
-        for s in &t.spans {
-            let remap = |i: u16| map.get(usize::from(i)).copied().unwrap_or(0);
-            spans.push(Span { actor: remap(s.actor), publisher: remap(s.publisher), ..*s });
-        }
-        inner.push((chain, t, events.clone()));
-    }
-    let trace = TraceData { actors: tactors, event_types, spans, dropped };
-    Ok((trace, by_core, inner))
-}
-
-/// Takes what a finished actor left in its slot.
-fn take<T: Default>(slot: &Arc<std::sync::Mutex<T>>) -> Result<T> {
-    slot.lock().map(|mut g| std::mem::take(&mut *g)).map_err(|_| anyhow!("a report slot is poisoned (an actor panicked)"))
-}
-
-// ---------------------------------------------------------------------------------------
-// Drawing.
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
