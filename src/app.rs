@@ -165,14 +165,14 @@ impl App {
             Some(other) => errs.push(at("stack", &format!("must be a table, not {}", other.type_str()))),
         }
 
-        let registry = EventRegistry::new();
+        let mut registry = EventRegistry::new();
         let mut nfs = Vec::new();
         match top.remove("nf") {
             None => {}
             Some(toml::Value::Array(items)) => {
                 let mut seen = HashSet::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    match nf_entry(i, item, source, &registry) {
+                    match nf_entry(i, item, source, &mut registry) {
                         Ok(nf) => {
                             let name = &nf.common.name;
                             if RESERVED_NAMES.contains(&name.as_str()) {
@@ -224,7 +224,7 @@ impl App {
     }
 }
 
-fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry) -> Result<NfEntry, Vec<String>> {
+fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegistry) -> Result<NfEntry, Vec<String>> {
     let toml::Value::Table(mut t) = item else {
         return Err(vec![format!("{source}: nf #{}: must be a table", i + 1)]);
     };
@@ -295,7 +295,7 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &EventRegistry)
     };
     let (Some(name), Some(kind)) = (name, kind) else { return Err(errs) };
     let common = NfCommon { name, subscribe, filter, from, side };
-    match nfs::configure(&kind, &common, t) {
+    match nfs::configure(&kind, &common, t, registry) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),
         Err(e) => {

@@ -257,7 +257,7 @@ mod tests {
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
         let common = NfCommon::named("fw");
-        match crate::configure("firewall", &common, t)? {
+        match crate::configure("firewall", &common, t, &mut actors::EventRegistry::new())? {
             crate::NfConfig::Firewall(c, rules) => Ok(Firewall::new(&common, rules, c.default, c.stateful)),
             other => panic!("{other:?}"),
         }

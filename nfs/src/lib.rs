@@ -51,8 +51,10 @@ impl std::fmt::Debug for CustomNf {
     }
 }
 
-/// Checks the kind-specific part of an NF's app-file table.
-pub fn configure(kind: &str, common: &NfCommon, options: toml::Table) -> Result<NfConfig, Vec<String>> {
+/// Checks the kind-specific part of an NF's app-file table; registers the event types the
+/// kind publishes (under `EVENT/...`) in `registry`, so that NFs after it can subscribe.
+pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: &mut actors::EventRegistry) -> Result<NfConfig, Vec<String>> {
+    let _ = &registry;
     match kind {
         "firewall" => {
             let cfg: firewall::FirewallConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
