@@ -223,8 +223,11 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
     }
 }
 
+/// A stack instance: its actors, its TCP monitor's streams, its "events have left" counter.
+type StackInstance = (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>);
+
 /// The shared µStacks of `app`: L2/3, and the TCP monitor with `[stack.tcp]`.
-fn build_stacks(app: &App, link: runtime::ports::LinkType, receiver_events: bool) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>) {
+fn build_stacks(app: &App, link: runtime::ports::LinkType, receiver_events: bool) -> StackInstance {
     build_shard(app, link, receiver_events, 0, Arc::new(AtomicU64::new(0)))
 }
 
@@ -235,7 +238,7 @@ fn build_shard(
     receiver_events: bool,
     shard: u32,
     completed: Arc<AtomicU64>,
-) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Arc<AtomicU64>) {
+) -> StackInstance {
     let l23 = L23Stack::new("l23", &app.l23, link).with_shard(shard, app.l23.max_flows);
     let mut stacks: Vec<Box<dyn Actor>> = vec![Box::new(l23)];
     let mut streams: Option<Arc<dyn StreamAccess>> = None;

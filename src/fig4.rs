@@ -192,7 +192,7 @@ pub fn app(work_us: u64) -> App {
             work,
         })
     };
-    let make: Arc<dyn Fn(&NfCommon) -> Box<dyn Actor> + Send + Sync> = Arc::new(make);
+    let make: nfs::MakeNf = Arc::new(make);
     for n in NF_NAMES {
         app.nfs.push(NfEntry { kind: "busy".into(), common: NfCommon::named(n), config: NfConfig::Custom(CustomNf { make: make.clone() }) });
     }

@@ -349,8 +349,11 @@ pub struct TxReport {
     pub trace_dropped: u64,
     /// With recording on: every packet in the order it left, `(seq, flow_start, dropped by
     /// (actor, reason))`.
-    pub emitted: Vec<(u64, u64, Option<(u16, u16)>)>,
+    pub emitted: Vec<Fate>,
 }
+
+/// A packet's fate at the end of the chain: `(seq, flow_start, dropped by (actor, reason))`.
+pub type Fate = (u64, u64, Option<(u16, u16)>);
 
 impl TxReport {
     /// Total dropped packets.

@@ -42,8 +42,11 @@ pub enum NfConfig {
 #[derive(Clone)]
 pub struct CustomNf {
     /// Makes the actor (called once per run, and once per private chain in mode a).
-    pub make: std::sync::Arc<dyn Fn(&NfCommon) -> Box<dyn Actor> + Send + Sync>,
+    pub make: MakeNf,
 }
+
+/// A function that makes an NF actor.
+pub type MakeNf = std::sync::Arc<dyn Fn(&NfCommon) -> Box<dyn Actor> + Send + Sync>;
 
 impl std::fmt::Debug for CustomNf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -99,8 +99,8 @@ proptest! {
             }
         }
         for (c, conn) in conns.iter().enumerate() {
-            for d in 0..2 {
-                prop_assert_eq!(&hashed[c][d], &conn.data[d], "connection {} direction {}", c, d);
+            for (d, (got, want)) in hashed[c].iter().zip(&conn.data).enumerate() {
+                prop_assert_eq!(got, want, "connection {} direction {}", c, d);
             }
             let got = t.end(id(c), EndReason::Shutdown, &mut ev).unwrap();
             prop_assert!(got.half.iter().all(|h| h.state == TcpState::Established));
