@@ -29,24 +29,37 @@ use runtime::ring::{Consumer, Producer};
 use crate::desc::{desc_flags, EventDesc};
 use crate::stage::BURST;
 
-/// Copies every event to each member of a parallel group (see the module docs).
-pub struct Splitter {
-    name: String,
-    input: Consumer<EventDesc>,
+/// Several output rings, each with a queue of what did not fit yet: the splitters' half of a
+/// fan-out (the group splitter here, the shard splitter in `stacks::shard`).
+pub struct FanOut {
     outputs: Vec<Producer<EventDesc>>,
     pending: Vec<VecDeque<EventDesc>>,
-    inbuf: Vec<EventDesc>,
-    end: bool,
 }
 
-impl Splitter {
-    /// A splitter named `name` from `input` to `outputs` (one per member, in group order).
-    pub fn new(name: String, input: Consumer<EventDesc>, outputs: Vec<Producer<EventDesc>>) -> Splitter {
+impl FanOut {
+    /// Over `outputs`.
+    pub fn new(outputs: Vec<Producer<EventDesc>>) -> FanOut {
         let pending = outputs.iter().map(|_| VecDeque::new()).collect();
-        Splitter { name, input, outputs, pending, inbuf: Vec::with_capacity(BURST), end: false }
+        FanOut { outputs, pending }
     }
 
-    fn flush(&mut self) -> usize {
+    /// Number of outputs.
+    pub fn len(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// True when there is no output.
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    /// Queues `ev` for output `i`.
+    pub fn push(&mut self, i: usize, ev: EventDesc) {
+        self.pending[i].push_back(ev);
+    }
+
+    /// Pushes what it can; returns how many went out.
+    pub fn flush(&mut self) -> usize {
         let mut sent = 0;
         for (out, q) in self.outputs.iter_mut().zip(&mut self.pending) {
             while !q.is_empty() {
@@ -60,6 +73,27 @@ impl Splitter {
         }
         sent
     }
+
+    /// True while some output still has queued events (back-pressure: take no more input).
+    pub fn blocked(&self) -> bool {
+        self.pending.iter().any(|q| !q.is_empty())
+    }
+}
+
+/// Copies every event to each member of a parallel group (see the module docs).
+pub struct Splitter {
+    name: String,
+    input: Consumer<EventDesc>,
+    out: FanOut,
+    inbuf: Vec<EventDesc>,
+    end: bool,
+}
+
+impl Splitter {
+    /// A splitter named `name` from `input` to `outputs` (one per member, in group order).
+    pub fn new(name: String, input: Consumer<EventDesc>, outputs: Vec<Producer<EventDesc>>) -> Splitter {
+        Splitter { name, input, out: FanOut::new(outputs), inbuf: Vec::with_capacity(BURST), end: false }
+    }
 }
 
 impl Runnable for Splitter {
@@ -68,8 +102,8 @@ impl Runnable for Splitter {
     }
 
     fn poll(&mut self) -> PollResult {
-        let mut work = self.flush();
-        if self.pending.iter().any(|q| !q.is_empty()) {
+        let mut work = self.out.flush();
+        if self.out.blocked() {
             return PollResult::from_work(work);
         }
         if self.end {
@@ -78,7 +112,7 @@ impl Runnable for Splitter {
         self.inbuf.clear();
         let n = self.input.pop_burst(&mut self.inbuf, BURST);
         for ev in &self.inbuf {
-            for (i, q) in self.pending.iter_mut().enumerate() {
+            for i in 0..self.out.len() {
                 let mut copy = *ev;
                 if !ev.is_end() {
                     copy.flags |= desc_flags::SPLIT;
@@ -86,14 +120,14 @@ impl Runnable for Splitter {
                         copy.flags |= desc_flags::BORROWED;
                     }
                 }
-                q.push_back(copy);
+                self.out.push(i, copy);
             }
             if ev.is_end() {
                 self.end = true;
                 break;
             }
         }
-        work += n + self.flush();
+        work += n + self.out.flush();
         PollResult::from_work(work)
     }
 }

@@ -94,3 +94,18 @@ pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// `--flows N --reps R` from the command line, with defaults.
+pub fn flows_and_reps(default_flows: usize) -> anyhow::Result<(usize, usize)> {
+    use anyhow::Context as _;
+    let (mut flows, mut reps) = (default_flows, 3usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--flows" => flows = args.next().context("--flows N")?.parse()?,
+            "--reps" => reps = args.next().context("--reps R")?.parse()?,
+            other => anyhow::bail!("unknown argument `{other}` (use --flows N, --reps R)"),
+        }
+    }
+    Ok((flows, reps))
+}

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use actors::contract::{StreamAccess, StreamReadError};
 use actors::desc::{EventDesc, FlowRef};
+use actors::parallel::FanOut;
 use runtime::executor::{PollResult, Runnable};
 use runtime::pool::PoolView;
 use runtime::ports::LinkType;
@@ -34,8 +35,7 @@ const BURST: usize = 32;
 /// Spreads frames over stack instances by flow (see the module docs).
 pub struct ShardSplitter {
     input: Consumer<EventDesc>,
-    outputs: Vec<Producer<EventDesc>>,
-    pending: Vec<std::collections::VecDeque<EventDesc>>,
+    out: FanOut,
     pool: PoolView,
     link: LinkType,
     inbuf: Vec<EventDesc>,
@@ -50,8 +50,7 @@ impl ShardSplitter {
         let n = outputs.len();
         ShardSplitter {
             input,
-            outputs,
-            pending: (0..n).map(|_| Default::default()).collect(),
+            out: FanOut::new(outputs),
             pool,
             link,
             inbuf: Vec::with_capacity(BURST),
@@ -63,24 +62,9 @@ impl ShardSplitter {
     fn shard_of(&self, ev: &EventDesc) -> usize {
         let Some(h) = ev.packet else { return 0 };
         match parse(self.link, self.pool.data(h)).ok().and_then(|p| FlowKey::from_parsed(&p)) {
-            Some((key, _)) => key.symmetric_hash() as usize % self.outputs.len(),
+            Some((key, _)) => key.symmetric_hash() as usize % self.out.len(),
             None => 0,
         }
-    }
-
-    fn flush(&mut self) -> usize {
-        let mut sent = 0;
-        for (out, q) in self.outputs.iter_mut().zip(&mut self.pending) {
-            while !q.is_empty() {
-                let n = out.push_burst(q.as_slices().0);
-                q.drain(..n);
-                sent += n;
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        sent
     }
 }
 
@@ -90,8 +74,8 @@ impl Runnable for ShardSplitter {
     }
 
     fn poll(&mut self) -> PollResult {
-        let mut work = self.flush();
-        if self.pending.iter().any(|q| !q.is_empty()) {
+        let mut work = self.out.flush();
+        if self.out.blocked() {
             return PollResult::from_work(work);
         }
         if self.end {
@@ -102,20 +86,20 @@ impl Runnable for ShardSplitter {
         let n = self.input.pop_burst(&mut inbuf, BURST);
         for ev in &inbuf {
             if ev.is_end() {
-                for q in &mut self.pending {
-                    q.push_back(*ev);
+                for i in 0..self.out.len() {
+                    self.out.push(i, *ev);
                 }
                 self.end = true;
                 break;
             }
             let s = self.shard_of(ev);
             self.counts[s] += 1;
-            for (i, q) in self.pending.iter_mut().enumerate() {
-                q.push_back(if i == s { *ev } else { EventDesc::skip(ev.seq, ev.ts_ns) });
+            for i in 0..self.out.len() {
+                self.out.push(i, if i == s { *ev } else { EventDesc::skip(ev.seq, ev.ts_ns) });
             }
         }
         self.inbuf = inbuf;
-        work += n + self.flush();
+        work += n + self.out.flush();
         PollResult::from_work(work)
     }
 }

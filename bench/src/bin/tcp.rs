@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bench::{best, median};
 use microboxes::streams::{streams, StreamsOptions};
 use microboxes::{App, RunOptions};
@@ -46,16 +46,7 @@ fn memory_per_connection(n: u32) -> (usize, usize) {
 }
 
 fn main() -> Result<()> {
-    let mut flows = 3000usize;
-    let mut reps = 3usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--flows" => flows = args.next().context("--flows N")?.parse()?,
-            "--reps" => reps = args.next().context("--reps R")?.parse()?,
-            other => anyhow::bail!("unknown argument `{other}` (use --flows N, --reps R)"),
-        }
-    }
+    let (flows, reps) = bench::flows_and_reps(3000)?;
     let dir = std::env::temp_dir().join(format!("mbox-bench-tcp-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("in.pcap");

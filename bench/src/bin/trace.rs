@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bench::{best, median};
 use microboxes::{App, RunOptions};
 use runtime::ports::gen::{generate, GenConfig};
@@ -50,16 +50,7 @@ fn one_run(app: &App, input: &Path, trace: Option<usize>) -> Result<(u64, f64, u
 }
 
 fn main() -> Result<()> {
-    let mut flows = 5000usize;
-    let mut reps = 3usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--flows" => flows = args.next().context("--flows N")?.parse()?,
-            "--reps" => reps = args.next().context("--reps R")?.parse()?,
-            other => anyhow::bail!("unknown argument `{other}` (use --flows N, --reps R)"),
-        }
-    }
+    let (flows, reps) = bench::flows_and_reps(5000)?;
     anyhow::ensure!(reps >= 1, "--reps must be at least 1");
     let dir = std::env::temp_dir().join(format!("mbox-bench-trace-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
