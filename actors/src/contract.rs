@@ -135,6 +135,9 @@ pub struct ActorError {
 pub struct Outbox {
     pub(crate) before: Vec<EventDesc>,
     pub(crate) after: Vec<EventDesc>,
+    /// Per-flow subscription changes asked for while handling the current event:
+    /// (flow's canonical name, event type, subscribe?).
+    pub(crate) changes: Vec<(u64, EventType, bool)>,
 }
 
 impl Outbox {
@@ -291,6 +294,24 @@ impl<'a> Context<'a> {
     pub fn at_end(mut self, seq: u64) -> Context<'a> {
         self.end_seq = Some(seq);
         self
+    }
+
+    /// Stops delivering events of type `event` (and its descendants) of the flow this event
+    /// belongs to, to this actor — from the next event on (a defined boundary, the same in
+    /// every execution mode). A no-op for events without a flow.
+    pub fn unsubscribe_flow(&mut self, ev: &EventDesc, event: EventType) {
+        if ev.flow_start != 0 {
+            self.out.changes.push((ev.flow_start, event, false));
+        }
+    }
+
+    /// Undoes [`unsubscribe_flow`](Self::unsubscribe_flow) for this event's flow, from the
+    /// next event on. (Subscribing to types outside the actor's contract is not possible:
+    /// the controller linked the contract.)
+    pub fn subscribe_flow(&mut self, ev: &EventDesc, event: EventType) {
+        if ev.flow_start != 0 {
+            self.out.changes.push((ev.flow_start, event, true));
+        }
     }
 
     /// Everything published so far while handling the current event, in stream order.

@@ -46,6 +46,7 @@
 pub mod contract;
 pub mod controller;
 pub mod desc;
+pub mod dynsub;
 pub mod event;
 pub mod io;
 pub mod matcher;

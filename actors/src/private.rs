@@ -27,6 +27,7 @@ use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
 use crate::contract::{Actor, ActorError, Context, Contract, Outbox, StreamAccess, Verdict};
 use crate::controller::Plan;
+use crate::dynsub::FlowSubscriptions;
 use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::event::builtin;
 use crate::stage::subscription_for;
@@ -66,6 +67,8 @@ pub struct PrivateChain {
     next: VecDeque<EventDesc>,
     /// The canonical flow the private stacks gave the current packet.
     primary_flow: u64,
+    /// The NF's per-flow subscription changes.
+    dynsub: FlowSubscriptions,
     /// With tracing on: the chain's core, the span buffer and where to publish it.
     trace: Option<(u16, TraceBuffer, InnerTraceSlot)>,
 }
@@ -95,6 +98,7 @@ impl PrivateChain {
             queue: VecDeque::new(),
             next: VecDeque::new(),
             primary_flow: 0,
+            dynsub: FlowSubscriptions::default(),
             trace: None,
         }
     }
@@ -151,6 +155,14 @@ impl PrivateChain {
                 } else {
                     subscription_for(plan, pool, &ev)
                 };
+                // The NF's per-flow subscriptions, as its stage would apply them.
+                let sub = if is_nf {
+                    let allowed = sub.is_some() && self.dynsub.allows(&ev);
+                    self.dynsub.observe(&ev);
+                    sub.filter(|_| allowed)
+                } else {
+                    sub
+                };
                 if let Some(sub) = sub {
                     let consumes = sub.consumes;
                     let (ty, publisher) = (ev.event_type, ev.publisher);
@@ -184,6 +196,9 @@ impl PrivateChain {
                         ev.flags |= desc_flags::DROPPED;
                         ev.dropped_by = i as u16;
                         ev.drop_reason = r;
+                    }
+                    if is_nf {
+                        self.dynsub.apply(out.changes.drain(..));
                     }
                     let (before, after) = out.take();
                     if is_nf {
@@ -270,6 +285,9 @@ impl Actor for PrivateChain {
 
     fn counters(&self) -> Vec<(String, u64)> {
         let mut c = self.nf.counters();
+        if self.dynsub.not_delivered > 0 {
+            c.push(("not_delivered_by_flow_subscription".into(), self.dynsub.not_delivered));
+        }
         for s in &self.stacks {
             for (k, v) in s.counters() {
                 c.push((format!("{}.{k}", s.contract().name), v));

@@ -31,6 +31,7 @@ use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 use crate::contract::{Actor, Context, Outbox, Verdict};
 use crate::contract::{Side, StreamAccess};
 use crate::controller::{LinkedSubscription, PlannedActor};
+use crate::dynsub::FlowSubscriptions;
 use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::event::EventType;
 use crate::matcher::Tuple;
@@ -137,6 +138,8 @@ pub struct Stage {
     trace: Option<(u16, TraceBuffer)>,
     /// Mode b's count of descriptors in the chain (this stage adds what it publishes).
     in_flight: Option<Arc<AtomicI64>>,
+    /// The actor's per-flow subscription changes.
+    dynsub: FlowSubscriptions,
 }
 
 impl Stage {
@@ -167,6 +170,7 @@ impl Stage {
             streams: None,
             trace: None,
             in_flight: None,
+            dynsub: FlowSubscriptions::default(),
         };
         (stage, slot)
     }
@@ -206,6 +210,8 @@ impl Stage {
             Some(s) if !ev.is_dropped() || s.include_dropped => Some(s.consumes),
             _ => None,
         };
+        let consumes = consumes.filter(|_| self.dynsub.allows(&ev));
+        self.dynsub.observe(&ev);
         if let Some(consumes) = consumes {
             let ty = ev.event_type;
             let publisher = ev.publisher;
@@ -246,6 +252,7 @@ impl Stage {
     }
 
     fn enqueue(&mut self, ev: EventDesc) {
+        self.dynsub.apply(self.outbox.changes.drain(..));
         let (before, after) = self.outbox.take();
         let n = before.len() + after.len();
         self.report.published += n as u64;
@@ -292,6 +299,9 @@ impl Stage {
 
     fn write_report(&mut self) {
         self.report.counters = self.actor.counters();
+        if self.dynsub.not_delivered > 0 {
+            self.report.counters.push(("not_delivered_by_flow_subscription".into(), self.dynsub.not_delivered));
+        }
         for (i, n) in self.drop_counts.iter().enumerate() {
             if *n > 0 {
                 let name = self.plan.drop_reasons.get(i).cloned().unwrap_or_else(|| format!("reason {i}"));

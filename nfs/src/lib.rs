@@ -14,7 +14,10 @@
 #![forbid(unsafe_code)]
 
 pub mod common;
+pub mod dpi;
 pub mod firewall;
+pub mod rules;
+pub mod signature;
 pub mod flow_stats;
 pub mod stream_hash;
 
@@ -22,7 +25,7 @@ use actors::Actor;
 pub use common::NfCommon;
 
 /// The NF kinds this crate provides, for messages.
-pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash"];
+pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash", "signature_match", "dpi"];
 
 /// An NF's options, checked but not yet acted on (no file opened): the app loader makes
 /// these for every `[[nf]]` so that all configuration errors are reported together.
@@ -34,6 +37,10 @@ pub enum NfConfig {
     FlowStats(flow_stats::FlowStatsConfig),
     /// Stream hashes.
     StreamHash(stream_hash::StreamHashConfig),
+    /// Signature matching (publishes `EVENT/IDS_ALERT`).
+    SignatureMatch(signature::SignatureConfig),
+    /// Deep packet inspection (publishes `EVENT/DPI_DETECT`).
+    Dpi(dpi::DpiConfig),
     /// An NF built by code (tests, programs embedding the engine).
     Custom(CustomNf),
 }
@@ -66,6 +73,18 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: 
         }
         "flow_stats" => Ok(NfConfig::FlowStats(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
         "stream_hash" => Ok(NfConfig::StreamHash(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
+        "signature_match" => {
+            let mut cfg: signature::SignatureConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            cfg.load(&common.name)?;
+            cfg.alert_type = registry.register("EVENT/IDS_ALERT").map_err(|e| vec![format!("nf `{}` (signature_match): {e}", common.name)])?;
+            Ok(NfConfig::SignatureMatch(cfg))
+        }
+        "dpi" => {
+            let mut cfg: dpi::DpiConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            cfg.validate(&common.name)?;
+            cfg.event = registry.register(dpi::DETECT_EVENT).map_err(|e| vec![format!("nf `{}` (dpi): {e}", common.name)])?;
+            Ok(NfConfig::Dpi(cfg))
+        }
         other => Err(vec![format!(
             "nf `{}`: unknown kind `{other}` (known kinds: {})",
             common.name,
@@ -81,6 +100,8 @@ impl NfConfig {
             NfConfig::Firewall(..) | NfConfig::Custom(_) => None,
             NfConfig::FlowStats(c) => Some(&c.output),
             NfConfig::StreamHash(c) => Some(&c.output),
+            NfConfig::SignatureMatch(c) => Some(&c.output),
+            NfConfig::Dpi(c) => c.output.as_deref(),
         }
     }
 
@@ -98,6 +119,8 @@ impl NfConfig {
             NfConfig::Firewall(..) | NfConfig::Custom(_) => {}
             NfConfig::FlowStats(c) => c.output = path,
             NfConfig::StreamHash(c) => c.output = path,
+            NfConfig::SignatureMatch(c) => c.output = path,
+            NfConfig::Dpi(c) => c.output = Some(path),
         }
     }
 
@@ -107,6 +130,8 @@ impl NfConfig {
             NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
             NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::new(common, cfg.output.clone())?),
             NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
+            NfConfig::SignatureMatch(cfg) => Box::new(signature::SignatureMatch::new(common, cfg)?),
+            NfConfig::Dpi(cfg) => Box::new(dpi::Dpi::new(common, cfg.clone())?),
             NfConfig::Custom(c) => (c.make)(common),
         })
     }

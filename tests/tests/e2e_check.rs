@@ -149,3 +149,60 @@ fn a_merger_that_does_not_wait_for_every_answer_is_caught() {
     assert!(d.expected.contains("dropped by fw"), "{d}");
     assert!(d.actual.contains("emitted"), "{d}");
 }
+
+/// Counts a flow's packets and unsubscribes from the flow's packets after the third — then
+/// publishes nothing more for it. Each mode must stop delivering at the same event.
+struct ThreeAndDone {
+    c: Contract,
+    ty: actors::EventType,
+    seen: std::collections::HashMap<u64, u32>,
+}
+
+impl Actor for ThreeAndDone {
+    fn contract(&self) -> &Contract {
+        &self.c
+    }
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let n = self.seen.entry(ev.flow_start).or_default();
+        *n += 1;
+        assert!(*n <= 3, "a packet of flow {} delivered after the unsubscription", ev.flow_start);
+        let mut out = EventDesc::new(self.ty, 0, ev.seq, ev.ts_ns);
+        out.aux = u64::from(*n);
+        out.flow_start = ev.flow_start;
+        cx.publish(out);
+        if *n == 3 {
+            cx.unsubscribe_flow(ev, builtin::PKT);
+        }
+        Verdict::Continue
+    }
+}
+
+#[test]
+fn dynamic_per_flow_unsubscription_is_consistent_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 60, seed: 8, ..GenConfig::default() });
+    let mut app = App::parse("[stack.tcp]\n", "dyn.toml").unwrap();
+    let ty = app.registry.register("EVENT/COUNTED").unwrap();
+    let make = move |common: &NfCommon| -> Box<dyn Actor> {
+        Box::new(ThreeAndDone {
+            c: Contract {
+                name: common.name.clone(),
+                kind: "three".into(),
+                subscriptions: vec![Subscription::new("pkt", builtin::PKT)],
+                publications: vec![Publication { port: "out".into(), event: ty }],
+                ..Default::default()
+            },
+            ty,
+            seen: Default::default(),
+        })
+    };
+    app.nfs.push(NfEntry { kind: "three".into(), common: NfCommon::named("three"), config: NfConfig::Custom(CustomNf { make: Arc::new(make) }) });
+    let r = check(&app, &input, &CheckOptions::default()).unwrap();
+    assert!(r.consistent(), "{}", r.to_text());
+    let mut opts = microboxes::RunOptions::new(&input);
+    opts.mode = Mode::C;
+    let report = microboxes::run(&app, opts).unwrap();
+    let three = report.actors.iter().find(|a| a.name == "three").unwrap();
+    assert!(three.counters.get("not_delivered_by_flow_subscription").copied().unwrap_or(0) > 1000, "{:?}", three.counters);
+}
