@@ -44,7 +44,10 @@
 //! with payload seen but no decision (unknown), the NF publishes ONE `EVENT/DPI_DETECT`:
 //! `aux` = the code, `flow`/`flow_start` copied from the deciding event, `meta.flags` its
 //! `TO_SERVER` bit, `meta.proto` the IP protocol, no packet. The flow then goes to a small
-//! "done" set: its later events are skipped and counted (`events_after_detection`). State is
+//! "done" set and the NF unsubscribes from the flow's `PKT` and `DATA_RDY` events (dynamic
+//! subscriptions: they are no longer delivered, counted by the runner as
+//! `not_delivered_by_flow_subscription`); any that still arrive are counted as
+//! `events_after_detection`. State is
 //! forgotten on the flow's end: `FLOW` end from `l23` (port `end`) and, in stream mode,
 //! `FLOW/TCP/TERMINATE` (port `term`; a TCP flow's `FLOW` end is ignored there, since the
 //! monitor's last `DATA_RDY`s follow it). A flow with no payload gets no event.
@@ -813,6 +816,10 @@ impl Actor for Dpi {
             let st = self.flows.remove(&flow).unwrap_or_default();
             self.done.insert(flow);
             self.decide(flow, &st, result, ev, cx);
+            // Decided: the flow's payload events are no longer delivered to this NF (the
+            // flow-end events still are, to forget it).
+            cx.unsubscribe_flow(ev, builtin::PKT);
+            cx.unsubscribe_flow(ev, builtin::DATA_RDY);
         }
         ActorVerdict::Continue
     }

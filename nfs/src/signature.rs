@@ -173,6 +173,8 @@ struct Matcher {
     pats: Vec<(u64, Vec<u32>)>,
     /// Rules without content.
     bare: Vec<u32>,
+    /// The automata's unanchored start states.
+    starts: Vec<StateID>,
 }
 
 impl Matcher {
@@ -220,11 +222,12 @@ impl Matcher {
                 .map_err(|e| format!("building the pattern automaton: {e}"))?;
             acs.push(Ac { dfa, global });
         }
-        Ok(Matcher { acs, rule_pats, pats, bare })
-    }
-
-    fn start_states(&self) -> Vec<StateID> {
-        self.acs.iter().map(|a| a.dfa.start_state(Anchored::No).expect("unanchored start")).collect()
+        let starts = acs
+            .iter()
+            .map(|a| a.dfa.start_state(Anchored::No))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("pattern automaton without an unanchored start: {e}"))?;
+        Ok(Matcher { acs, rule_pats, pats, bare, starts })
     }
 }
 
@@ -237,10 +240,13 @@ struct DirState {
     positions: Vec<(u32, u64)>,
 }
 
+/// A flow's (proto, client, client port, server, server port).
+type FlowTuple = (u8, Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>);
+
 struct FlowState {
     flow_start: u64,
     /// (proto, client, client port, server, server port), when a packet was seen.
-    tuple: Option<(u8, Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>)>,
+    tuple: Option<FlowTuple>,
     dirs: [DirState; 2],
     alerted: Vec<u32>,
 }
@@ -299,7 +305,7 @@ fn chain_ok(rule: &Rule, pats: &[u32], plen: &[(u64, Vec<u32>)], positions: &[(u
                 let hi = i128::from(s) - dist;
                 let lo = c.within.map(|w| i128::from(e) - dist - i128::from(w)).unwrap_or(i128::MIN);
                 let i = prev.partition_point(|&p| i128::from(p) < lo);
-                if !prev.get(i).is_some_and(|&p| i128::from(p) <= hi) {
+                if prev.get(i).is_none_or(|&p| i128::from(p) > hi) {
                     continue;
                 }
             } else if prev.is_empty() {
@@ -496,14 +502,13 @@ impl Actor for SignatureMatch {
         let dir = usize::from(!to_server);
         self.hits.clear();
         let mut hits = std::mem::take(&mut self.hits);
-        let starts = self.m.start_states();
         let mut had_data = false;
         if t == builtin::DATA_RDY {
             let d = &mut Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start).dirs[dir];
             let jump = d.started && d.offset != ev.aux;
             if !d.started || jump {
                 d.started = true;
-                d.states = starts;
+                d.states.clone_from(&self.m.starts);
                 d.offset = ev.aux;
             }
             self.discontinuities += u64::from(jump);
@@ -536,7 +541,7 @@ impl Actor for SignatureMatch {
                 let d = &mut fs.dirs[dir];
                 if !d.started {
                     d.started = true;
-                    d.states = starts;
+                    d.states.clone_from(&self.m.starts);
                 }
                 let payload = view.payload();
                 scan(&self.m, d, payload, &mut hits);
@@ -582,5 +587,51 @@ impl Actor for SignatureMatch {
             ("stream_discontinuities".into(), self.discontinuities),
             ("stream_read_errors".into(), self.read_errors),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(rules: &str, chunks: &[&[u8]]) -> Vec<(u32, u64)> {
+        let rules = crate::rules::parse_rules(rules, "t").unwrap();
+        let m = Matcher::new(&rules).unwrap();
+        let mut d = DirState { started: true, offset: 0, states: m.starts.clone(), positions: Vec::new() };
+        let mut h = Vec::new();
+        for c in chunks {
+            scan(&m, &mut d, c, &mut h);
+        }
+        h.sort_unstable();
+        h
+    }
+
+    #[test]
+    fn overlapping_and_suffix_patterns_all_match_across_chunks() {
+        let r = "alert tcp any any -> any any (content:\"abc\"; sid:1;)\n\
+                 alert tcp any any -> any any (content:\"bc\"; sid:2;)\n\
+                 alert tcp any any -> any any (content:\"BC\"; nocase; sid:3;)\n\
+                 alert tcp any any -> any any (content:\"abc\"; content:\"bc\"; sid:4;)\n";
+        // patterns: 0 = "abc", 1 = "bc", 2 = "bc" nocase
+        assert_eq!(hits(r, &[b"xa", b"b", b"cbC"]), vec![(0, 4), (1, 4), (2, 4), (2, 6)]);
+    }
+
+    #[test]
+    fn chains_follow_distance_and_within() {
+        let rules = crate::rules::parse_rules(
+            "alert tcp any any -> any any (content:\"ab\"; offset:1; depth:4; content:\"cd\"; distance:2; within:3; sid:1;)\n",
+            "t",
+        )
+        .unwrap();
+        let m = Matcher::new(&rules).unwrap();
+        let ok = |pos: &[(u32, u64)]| chain_ok(&rules[0], &m.rule_pats[0], &m.pats, pos);
+        // "ab" at [1,3); "cd" must start at >= 5 and end at <= 3 + 2 + 3 = 8.
+        assert!(ok(&[(0, 3), (1, 7)]));
+        assert!(ok(&[(0, 3), (1, 8)]));
+        assert!(!ok(&[(0, 3), (1, 9)]), "outside within");
+        assert!(!ok(&[(0, 3), (1, 6)]), "inside distance");
+        assert!(!ok(&[(0, 2), (1, 6)]), "before offset");
+        assert!(!ok(&[(0, 6), (1, 10)]), "past depth");
+        assert!(ok(&[(0, 2), (0, 3), (0, 6), (1, 10), (1, 7)]), "any combination will do");
     }
 }
