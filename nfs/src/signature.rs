@@ -93,6 +93,10 @@ pub struct SignatureConfig {
     /// Pattern matches remembered per flow and direction.
     #[serde(default = "default_max_positions")]
     pub max_positions: usize,
+    /// After a flow's first alert, unsubscribe from its payload events (dynamic
+    /// subscriptions: they are no longer delivered; counted by the runner).
+    #[serde(default)]
+    pub stop_after_alert: bool,
     /// The parsed rules.
     #[serde(skip)]
     pub parsed: Vec<Rule>,
@@ -258,6 +262,7 @@ pub struct SignatureMatch {
     rules: Vec<Rule>,
     m: Matcher,
     max_positions: usize,
+    stop_after_alert: bool,
     alert_type: EventType,
     path: PathBuf,
     out: Option<BufWriter<File>>,
@@ -353,6 +358,7 @@ impl SignatureMatch {
             rules: cfg.parsed.clone(),
             m,
             max_positions: cfg.max_positions,
+            stop_after_alert: cfg.stop_after_alert,
             alert_type: cfg.alert_type,
             path: cfg.output.clone(),
             out: Some(BufWriter::new(file)),
@@ -430,6 +436,7 @@ impl SignatureMatch {
             self.state_cap_hits += 1;
         }
         let flow_start = fs.flow_start;
+        let stop = self.stop_after_alert && !fs.alerted.is_empty();
         for ri in fired {
             let rule = &self.rules[ri as usize];
             let rec = AlertRecord {
@@ -464,6 +471,10 @@ impl SignatureMatch {
             a.meta.flags = ev.meta.flags & actors::desc::meta_flags::TO_SERVER;
             cx.publish(a);
             self.write(&rec);
+        }
+        if stop {
+            cx.unsubscribe_flow(ev, builtin::PKT);
+            cx.unsubscribe_flow(ev, builtin::DATA_RDY);
         }
     }
 }

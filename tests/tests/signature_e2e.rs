@@ -279,3 +279,36 @@ fn configuration_errors_name_the_file_line_and_option() {
     let e = App::parse(&app_text(&rp, &out, "frames"), "sig.toml").unwrap_err().to_string();
     assert!(e.contains("frames"), "{e}");
 }
+
+/// `stop_after_alert`: after a flow's first alert the matcher unsubscribes from the flow, so
+/// a later rule of the same flow no longer fires — the same in every mode.
+#[test]
+fn stop_after_alert_drops_the_flows_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.rules");
+    std::fs::write(&rules, "alert tcp any any -> any any (msg:\"first GET\"; content:\"GET /\"; sid:1;)\nalert tcp any any -> any any (msg:\"a POST\"; content:\"POST /\"; sid:2;)\n").unwrap();
+    let input = tests::repo_file("tests/fixtures/captures/clean_keepalive.pcap");
+    let count = |stop: bool| {
+        let out = dir.path().join(format!("a-{stop}.jsonl"));
+        let app = microboxes::App::parse(
+            &format!(
+                "[stack.tcp]\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = {:?}\noutput = {:?}\nstop_after_alert = {stop}\n",
+                rules.display().to_string(),
+                out.display().to_string()
+            ),
+            "stop.toml",
+        )
+        .unwrap();
+        let r = microboxes::run(&app, microboxes::RunOptions::new(&input)).unwrap();
+        assert!(r.ok(), "{}", r.to_text());
+        let check = microboxes::check::check(&app, &input, &microboxes::check::CheckOptions::default()).unwrap();
+        assert!(check.consistent(), "{}", check.to_text());
+        let ids = r.actors.iter().find(|a| a.name == "ids").unwrap().counters.clone();
+        (std::fs::read_to_string(&out).unwrap().lines().count(), ids)
+    };
+    let (both, _) = count(false);
+    let (first_only, counters) = count(true);
+    assert_eq!(both, 2, "GET and POST alert without the option");
+    assert_eq!(first_only, 1, "only the first alert with stop_after_alert");
+    assert!(counters.get("not_delivered_by_flow_subscription").copied().unwrap_or(0) > 0, "{counters:?}");
+}
