@@ -6,7 +6,18 @@
 //! name = "stats"
 //! kind = "flow_stats"
 //! output = "flows.jsonl"     # path of the JSON-lines file (created or truncated)
+//! long_flow_avg_bytes = 800   # optional: publish EVENT/LONG_FLOW (default: off)
+//! long_flow_min_packets = 4   # optional: packets a flow needs first (default 4)
 //! ```
+//!
+//! **`EVENT/LONG_FLOW`.** With `long_flow_avg_bytes = N`, the first time a flow's average
+//! packet length (frame bytes / packets, both directions together) is at least `N` — once
+//! the flow has at least `long_flow_min_packets` packets — the NF publishes ONE
+//! `EVENT/LONG_FLOW` for that flow, right after the packet event that crossed the threshold:
+//! `flow` and `flow_start` are the packet's, `aux` is the average in bytes (rounded down), it
+//! carries no packet. The publication is declared in the contract only when enabled; the
+//! counter `long_flows` counts them. A flow is flagged at most once per flow (a new flow on
+//! the same table slot starts afresh).
 //!
 //! It subscribes to `PKT` (main port; `subscribe`/`filter` in the app file narrow it) and to
 //! `FLOW` (flow ends). A flow gets a record only if this NF saw at least one of its packets
@@ -36,9 +47,10 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
-use actors::event::builtin;
+use actors::desc::meta_flags;
+use actors::event::{builtin, EventType};
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::common::NfCommon;
@@ -49,6 +61,35 @@ use crate::common::NfCommon;
 pub struct FlowStatsConfig {
     /// Where the JSON lines go.
     pub output: PathBuf,
+    /// Publish `EVENT/LONG_FLOW` when a flow's average frame size reaches this (off when
+    /// absent).
+    #[serde(default)]
+    pub long_flow_avg_bytes: Option<u64>,
+    /// Packets a flow needs before it can be flagged (default 4).
+    #[serde(default = "default_long_flow_min_packets")]
+    pub long_flow_min_packets: u64,
+    /// The `EVENT/LONG_FLOW` type, as registered when the app was loaded.
+    #[serde(skip)]
+    pub long_flow_event: EventType,
+}
+
+fn default_long_flow_min_packets() -> u64 {
+    4
+}
+
+/// The name of the event type Flow_Stats publishes when `long_flow_avg_bytes` is set.
+pub const LONG_FLOW_EVENT: &str = "EVENT/LONG_FLOW";
+
+impl FlowStatsConfig {
+    /// A config writing to `output`, without `EVENT/LONG_FLOW`.
+    pub fn new(output: PathBuf) -> FlowStatsConfig {
+        FlowStatsConfig {
+            output,
+            long_flow_avg_bytes: None,
+            long_flow_min_packets: default_long_flow_min_packets(),
+            long_flow_event: EventType::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +104,8 @@ struct FlowAcc {
     bytes: [u64; 2],
     first_ns: u64,
     last_ns: u64,
+    /// `EVENT/LONG_FLOW` was published for this flow.
+    long: bool,
 }
 
 /// One line of the output.
@@ -129,12 +172,21 @@ pub struct FlowStats {
     flows: HashMap<FlowRef, FlowAcc>,
     written: u64,
     without_packets: u64,
+    /// (threshold, minimum packets, event type) when `EVENT/LONG_FLOW` is on.
+    long_flow: Option<(u64, u64, EventType)>,
+    long_flows: u64,
     error: Option<String>,
 }
 
 impl FlowStats {
     /// A Flow_Stats writing to `path`.
     pub fn new(common: &NfCommon, path: PathBuf) -> Result<FlowStats, String> {
+        FlowStats::from_config(common, &FlowStatsConfig::new(path))
+    }
+
+    /// A Flow_Stats from its full config (`EVENT/LONG_FLOW` when enabled).
+    pub fn from_config(common: &NfCommon, cfg: &FlowStatsConfig) -> Result<FlowStats, String> {
+        let path = cfg.output.clone();
         let file = File::create(&path)
             .map_err(|e| format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display()))?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
@@ -144,7 +196,10 @@ impl FlowStats {
             name: common.name.clone(),
             kind: "flow_stats".into(),
             subscriptions,
-            publications: vec![],
+            publications: match cfg.long_flow_avg_bytes {
+                Some(_) => vec![Publication { port: "long_flow".into(), event: cfg.long_flow_event }],
+                None => vec![],
+            },
             modifies: Modifies::default(),
             drop_reasons: vec![],
         };
@@ -155,6 +210,8 @@ impl FlowStats {
             flows: HashMap::new(),
             written: 0,
             without_packets: 0,
+            long_flow: cfg.long_flow_avg_bytes.map(|n| (n, cfg.long_flow_min_packets, cfg.long_flow_event)),
+            long_flows: 0,
             error: None,
         })
     }
@@ -226,11 +283,28 @@ impl Actor for FlowStats {
                 bytes: [0; 2],
                 first_ns: ev.ts_ns,
                 last_ns: ev.ts_ns,
+                long: false,
             }
         });
         acc.pkts[dir] += 1;
         acc.bytes[dir] += u64::from(ev.meta.wire_len);
         acc.last_ns = acc.last_ns.max(ev.ts_ns);
+        if let Some((threshold, min_packets, event)) = self.long_flow {
+            let pkts = acc.pkts[0] + acc.pkts[1];
+            let avg = (acc.bytes[0] + acc.bytes[1]) / pkts.max(1);
+            if !acc.long && pkts >= min_packets && avg >= threshold {
+                acc.long = true;
+                let proto = acc.proto;
+                let mut d = EventDesc::new(event, cx.me(), ev.seq, ev.ts_ns);
+                d.flow = Some(id);
+                d.flow_start = ev.flow_start;
+                d.meta.flags = ev.meta.flags & meta_flags::TO_SERVER;
+                d.meta.proto = proto;
+                d.aux = avg;
+                cx.publish(d);
+                self.long_flows += 1;
+            }
+        }
         Verdict::Continue
     }
 
@@ -256,6 +330,7 @@ impl Actor for FlowStats {
             ("records_written".to_string(), self.written),
             ("flows_open".to_string(), self.flows.len() as u64),
             ("flows_without_packets".to_string(), self.without_packets),
+            ("long_flows".to_string(), self.long_flows),
         ]
     }
 }

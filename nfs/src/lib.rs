@@ -7,6 +7,8 @@
 //!
 //! * [`firewall`] — ordered allow/drop rules, per flow (stateful) or per packet;
 //! * [`flow_stats`] — per-flow packets and bytes each way as Suricata-style JSON lines;
+//! * [`logger`] — one JSON line per event, optionally only for flows flagged by
+//!   Flow_Stats' `EVENT/LONG_FLOW`;
 //! * [`stream_hash`] — length and SHA-256 of both bytestreams of every TCP connection, read
 //!   through the TCP monitor.
 //!
@@ -19,13 +21,14 @@ pub mod firewall;
 pub mod rules;
 pub mod signature;
 pub mod flow_stats;
+pub mod logger;
 pub mod stream_hash;
 
 use actors::Actor;
 pub use common::NfCommon;
 
 /// The NF kinds this crate provides, for messages.
-pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash", "signature_match", "dpi"];
+pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"];
 
 /// An NF's options, checked but not yet acted on (no file opened): the app loader makes
 /// these for every `[[nf]]` so that all configuration errors are reported together.
@@ -41,6 +44,8 @@ pub enum NfConfig {
     SignatureMatch(signature::SignatureConfig),
     /// Deep packet inspection (publishes `EVENT/DPI_DETECT`).
     Dpi(dpi::DpiConfig),
+    /// Event logger (optionally only flows flagged by `EVENT/LONG_FLOW`).
+    Logger(logger::LoggerConfig),
     /// An NF built by code (tests, programs embedding the engine).
     Custom(CustomNf),
 }
@@ -71,7 +76,21 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: 
             let rules = cfg.rules(&common.name)?;
             Ok(NfConfig::Firewall(cfg, rules))
         }
-        "flow_stats" => Ok(NfConfig::FlowStats(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
+        "flow_stats" => {
+            let mut cfg: flow_stats::FlowStatsConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            cfg.long_flow_event = registry.register(flow_stats::LONG_FLOW_EVENT).map_err(|e| vec![format!("nf `{}` (flow_stats): {e}", common.name)])?;
+            Ok(NfConfig::FlowStats(cfg))
+        }
+        "logger" => {
+            let mut cfg: logger::LoggerConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            if cfg.only_long_flows {
+                cfg.long_flow_event = Some(registry.resolve(flow_stats::LONG_FLOW_EVENT).map_err(|_| {
+                    vec![format!("nf `{}` (logger): only_long_flows needs a `flow_stats` NF with `long_flow_avg_bytes` before it", common.name)]
+                })?);
+            }
+            cfg.registry = registry.clone();
+            Ok(NfConfig::Logger(cfg))
+        }
         "stream_hash" => Ok(NfConfig::StreamHash(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
         "signature_match" => {
             let mut cfg: signature::SignatureConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
@@ -102,6 +121,7 @@ impl NfConfig {
             NfConfig::StreamHash(c) => Some(&c.output),
             NfConfig::SignatureMatch(c) => Some(&c.output),
             NfConfig::Dpi(c) => c.output.as_deref(),
+            NfConfig::Logger(c) => Some(&c.output),
         }
     }
 
@@ -121,6 +141,7 @@ impl NfConfig {
             NfConfig::StreamHash(c) => c.output = path,
             NfConfig::SignatureMatch(c) => c.output = path,
             NfConfig::Dpi(c) => c.output = Some(path),
+            NfConfig::Logger(c) => c.output = path,
         }
     }
 
@@ -128,10 +149,11 @@ impl NfConfig {
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(match self {
             NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
-            NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::new(common, cfg.output.clone())?),
+            NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::from_config(common, cfg)?),
             NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
             NfConfig::SignatureMatch(cfg) => Box::new(signature::SignatureMatch::new(common, cfg)?),
             NfConfig::Dpi(cfg) => Box::new(dpi::Dpi::new(common, cfg.clone())?),
+            NfConfig::Logger(cfg) => Box::new(logger::Logger::new(common, cfg)?),
             NfConfig::Custom(c) => (c.make)(common),
         })
     }

@@ -1,0 +1,217 @@
+//! Logger: one JSON line per event it receives — by default every packet (`PKT`), or, with
+//! `only_long_flows = true`, only the events of flows that an upstream Flow_Stats flagged
+//! with `EVENT/LONG_FLOW` (the paper's example of an NF that narrows its work by another
+//! NF's event).
+//!
+//! ```toml
+//! [[nf]]
+//! name = "log"
+//! kind = "logger"
+//! output = "log.jsonl"       # path of the JSON-lines file (created or truncated)
+//! only_long_flows = true     # optional (default false)
+//! ```
+//!
+//! Its main port (`in`) takes `PKT` (`subscribe`/`filter`/`from` in the app file change it,
+//! as for every NF). With `only_long_flows = true` it also subscribes to `EVENT/LONG_FLOW`
+//! (published by a `flow_stats` NF placed before it, with `long_flow_avg_bytes` set) and
+//! to `FLOW` from `l23`; it keeps the set of flagged flows (by `flow_id`), and logs an
+//! event only when its flow is in that set: the `EVENT/LONG_FLOW` itself, every later event
+//! of the flow, and its `FLOW` end, after which the flow is forgotten. Events of flows not
+//! (yet) flagged are skipped and counted (`skipped_not_long`); the packet that crossed the
+//! threshold is one of them, since the flag comes right after it.
+//!
+//! A line:
+//!
+//! ```json
+//! {"seq":17,"event":"PKT/TCP","flow_id":3,"src_ip":"203.0.113.7","src_port":80,
+//!  "dest_ip":"192.0.2.1","dest_port":1024,"len":1514,"aux":0}
+//! ```
+//!
+//! `seq` is the number of the input packet that caused the event (so a log is the same in
+//! every execution mode, up to line order), `event` the type's name, `flow_id` the number of
+//! the flow's first packet (0: no flow); addresses and ports are the packet's own (sender
+//! first) and `len` its frame length, present only when the event has a packet; `aux` is
+//! the event's data (for `EVENT/LONG_FLOW`: the flow's average frame size). Counters:
+//! `logged`, `skipped_not_long`.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use actors::desc::{EventDesc, FlowEvent};
+use actors::event::{builtin, EventRegistry, EventType};
+use actors::matcher::Tuple;
+use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::common::NfCommon;
+
+/// Logger options.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    /// Where the JSON lines go.
+    pub output: PathBuf,
+    /// Log only the events of flows flagged by `EVENT/LONG_FLOW` (default false).
+    #[serde(default)]
+    pub only_long_flows: bool,
+    /// The event types known when the app was loaded (for the names).
+    #[serde(skip)]
+    pub registry: EventRegistry,
+    /// The `EVENT/LONG_FLOW` type, resolved when `only_long_flows` is set.
+    #[serde(skip)]
+    pub long_flow_event: Option<EventType>,
+}
+
+/// One line of the output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Number of the input packet that caused the event.
+    pub seq: u64,
+    /// The event type's name.
+    pub event: String,
+    /// Number of the flow's first packet (0: no flow).
+    pub flow_id: u64,
+    /// Packet source address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    /// Packet source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// Packet destination address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_ip: Option<String>,
+    /// Packet destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
+    /// Frame length on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u32>,
+    /// The event's `aux` word.
+    pub aux: u64,
+}
+
+/// The Logger NF (see the module docs).
+pub struct Logger {
+    contract: Contract,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    registry: EventRegistry,
+    long_flow_event: Option<EventType>,
+    flagged: HashSet<u64>,
+    logged: u64,
+    skipped: u64,
+    error: Option<String>,
+}
+
+impl Logger {
+    /// A Logger (creates its output file).
+    pub fn new(common: &NfCommon, cfg: &LoggerConfig) -> Result<Logger, String> {
+        let file = File::create(&cfg.output)
+            .map_err(|e| format!("nf `{}` (logger): cannot create output `{}`: {e}", common.name, cfg.output.display()))?;
+        let mut subscriptions = common.main_port("in", &[builtin::PKT]);
+        let long_flow_event = if cfg.only_long_flows {
+            let t = cfg
+                .long_flow_event
+                .ok_or_else(|| format!("nf `{}` (logger): only_long_flows needs EVENT/LONG_FLOW", common.name))?;
+            subscriptions.push(Subscription::new("long_flow", t));
+            subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
+            Some(t)
+        } else {
+            None
+        };
+        let contract = Contract {
+            name: common.name.clone(),
+            kind: "logger".into(),
+            subscriptions,
+            publications: vec![],
+            modifies: Modifies::default(),
+            drop_reasons: vec![],
+        };
+        Ok(Logger {
+            contract,
+            path: cfg.output.clone(),
+            out: Some(BufWriter::new(file)),
+            registry: cfg.registry.clone(),
+            long_flow_event,
+            flagged: HashSet::new(),
+            logged: 0,
+            skipped: 0,
+            error: None,
+        })
+    }
+
+    fn write(&mut self, ev: &EventDesc, cx: &Context<'_>) {
+        let view = cx.view(ev);
+        let t = view.as_ref().map(Tuple::of);
+        let rec = LogRecord {
+            seq: ev.seq,
+            event: self.registry.name(ev.event_type),
+            flow_id: ev.flow_start,
+            src_ip: t.as_ref().and_then(|t| t.src).map(|a| a.to_string()),
+            src_port: t.as_ref().and_then(|t| t.src_port),
+            dest_ip: t.as_ref().and_then(|t| t.dst).map(|a| a.to_string()),
+            dest_port: t.as_ref().and_then(|t| t.dst_port),
+            len: ev.packet.map(|_| ev.meta.wire_len),
+            aux: ev.aux,
+        };
+        self.logged += 1;
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(out) = self.out.as_mut() {
+            let line = serde_json::to_string(&rec).map_err(|e| e.to_string());
+            if let Err(e) = line.and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string())) {
+                self.error = Some(format!("writing `{}`: {e}", self.path.display()));
+            }
+        }
+    }
+}
+
+impl Actor for Logger {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let Some(long) = self.long_flow_event else {
+            self.write(ev, cx);
+            return Verdict::Continue;
+        };
+        let flow = ev.flow_start;
+        if ev.event_type == long && flow != 0 {
+            self.flagged.insert(flow);
+        }
+        let is_end = ev.event_type == builtin::FLOW && matches!(FlowEvent::decode(ev.aux), Some(FlowEvent::End(_)));
+        if flow != 0 && self.flagged.contains(&flow) {
+            self.write(ev, cx);
+        } else {
+            self.skipped += 1;
+        }
+        if is_end {
+            self.flagged.remove(&flow);
+        }
+        Verdict::Continue
+    }
+
+    fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
+        if let Some(mut out) = self.out.take() {
+            if let Err(e) = out.flush() {
+                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
+            }
+        }
+        match &self.error {
+            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("logged".to_string(), self.logged),
+            ("skipped_not_long".to_string(), self.skipped),
+            ("long_flows_open".to_string(), self.flagged.len() as u64),
+        ]
+    }
+}
