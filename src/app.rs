@@ -189,7 +189,9 @@ impl App {
                     }
                 }
             }
-            Some(other) => errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str()))),
+            Some(other) => {
+                errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str())))
+            }
         }
         let parallel = match top.remove("parallel") {
             None => Vec::new(),

@@ -80,10 +80,12 @@ impl CheckReport {
         let mut s = String::new();
         for (m, r) in &self.modes {
             match r {
-                Ok(c) => s += &format!(
-                    "mode {m}: consistent with mode a ({} observations, {} packets, {} output lines compared)\n",
-                    c.observations, c.packets, c.output_lines
-                ),
+                Ok(c) => {
+                    s += &format!(
+                        "mode {m}: consistent with mode a ({} observations, {} packets, {} output lines compared)\n",
+                        c.observations, c.packets, c.output_lines
+                    )
+                }
                 Err(d) => s += &format!("{d}\n"),
             }
         }
@@ -185,7 +187,14 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 fn compare(mode: Mode, reference: &ModeRun, other: &ModeRun) -> Result<Compared, Divergence> {
     let mut c = Compared::default();
-    let div = |what: String, flow: Option<String>, seq: Option<u64>, expected: String, actual: String| Divergence { mode, what, flow, seq, expected, actual };
+    let div = |what: String, flow: Option<String>, seq: Option<u64>, expected: String, actual: String| Divergence {
+        mode,
+        what,
+        flow,
+        seq,
+        expected,
+        actual,
+    };
     for (nf, want) in &reference.report.observations {
         let want = canonical(want);
         let got = canonical(other.report.observations.get(nf).map(Vec::as_slice).unwrap_or(&[]));
@@ -234,7 +243,13 @@ fn compare(mode: Mode, reference: &ModeRun, other: &ModeRun) -> Result<Compared,
         }
     }
     if got.len() != want.len() {
-        return Err(div("emitted packets".into(), None, None, format!("{} flows", want.len()), format!("{} flows", got.len())));
+        return Err(div(
+            "emitted packets".into(),
+            None,
+            None,
+            format!("{} flows", want.len()),
+            format!("{} flows", got.len()),
+        ));
     }
     for (nf, w) in &reference.outputs {
         let g = other.outputs.get(nf).cloned().unwrap_or_default();

@@ -23,14 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use actors::contract::StreamAccess;
 use actors::controller::{self, Plan};
 use actors::event::{builtin, EventRegistry};
 use actors::io::{PacketSink, RxProgress, RxReport, RxStage, TxReport, TxSink};
-use actors::stage::{ReportSlot, Stage, StageReport};
-use actors::contract::StreamAccess;
 use actors::observe::{Log, Observed};
 use actors::parallel::{Merger, SeqMerger, Splitter};
 use actors::private::{InnerTraceSlot, PrivateChain};
+use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::Subscription;
 use actors::{Actor, Contract, EventDesc, Publication};
 use runtime::coremap::{default_placement, CoreMap, Placement, Role};
@@ -313,7 +313,12 @@ fn build_private(
         let (stacks, streams, completed) = build_stacks(app, link, entry.common.side.is_some());
         let standins: Vec<Contract> = upstream_contracts
             .iter()
-            .map(|c| Contract { name: c.name.clone(), kind: "upstream".into(), publications: c.publications.clone(), ..Default::default() })
+            .map(|c| Contract {
+                name: c.name.clone(),
+                kind: "upstream".into(),
+                publications: c.publications.clone(),
+                ..Default::default()
+            })
             .collect();
         let mut inner: Vec<&Contract> = vec![&rx];
         inner.extend(stacks.iter().map(|a| a.contract()));
@@ -325,7 +330,8 @@ fn build_private(
         // n_stacks + k in the inner plan.
         let upstream: Vec<Option<u16>> = (0..=j).map(|k| (k > 0).then_some((n_stacks + k) as u16)).collect();
         let nf_c = nf.contract().clone();
-        let mut subscriptions = vec![Subscription { include_dropped: true, ..Subscription::new("frames", builtin::FRAME) }];
+        let mut subscriptions =
+            vec![Subscription { include_dropped: true, ..Subscription::new("frames", builtin::FRAME) }];
         let last = inner_plan.actors.last().expect("the NF");
         for s in &last.subscriptions {
             for p in &s.publishers {
@@ -357,7 +363,15 @@ fn build_private(
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &registry).map_err(|e| config_err(app, e.problems))?;
-    Ok(Built { actors, streams: None, completed: Arc::new(AtomicU64::new(0)), plan, registry, shards: Vec::new(), inner_traces })
+    Ok(Built {
+        actors,
+        streams: None,
+        completed: Arc::new(AtomicU64::new(0)),
+        plan,
+        registry,
+        shards: Vec::new(),
+        inner_traces,
+    })
 }
 
 /// Mode d's parallel groups (plan indices): the app's `parallel` lists, checked, or groups
@@ -427,7 +441,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let reader = PcapReader::open(&opts.input)?;
     let total_bytes = reader.total_bytes();
     let link = reader.link_type();
-    let logs: Option<Logs> = opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
+    let logs: Option<Logs> =
+        opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
     let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
         build_for(app, link, opts.mode, logs.as_ref(), None, opts.trace)?;
     let n_stacks = 1 + usize::from(app.tcp.is_some());
@@ -484,7 +499,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
             }
         }
     }
-    let n_rings = 2 + (shards.len() + 1) * (n_stacks + 1) + layout.iter().map(|n| if n.len() == 1 { 1 } else { 2 * n.len() + 1 }).sum::<usize>();
+    let n_rings = 2
+        + (shards.len() + 1) * (n_stacks + 1)
+        + layout.iter().map(|n| if n.len() == 1 { 1 } else { 2 * n.len() + 1 }).sum::<usize>();
     let region = Region::create(&prefix, region_size(app, n_rings)).map_err(|e| RunError::Setup(e.to_string()))?;
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
     let (alloc, release, pool_view) =
@@ -497,18 +514,26 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         let i = ring_names.len();
         rings_made.set(i + 1);
         ring_names.push(format!("{from} -> {to}"));
-        ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity).map_err(|e| RunError::Setup(e.to_string()))
+        ring::create::<EventDesc>(&region, &format!("link{i}"), ring_capacity)
+            .map_err(|e| RunError::Setup(e.to_string()))
     };
     // NFs served by their own processes: (name, input ring, output ring, core, report slot).
     let mut external: Vec<(String, String, String, usize, ReportSlot<StageReport>)> = Vec::new();
     for name in &opts.external {
         if opts.mode != Mode::C {
-            return Err(RunError::Config(vec![format!("NF `{name}` in its own process: only mode c supports that (this run is mode {})", opts.mode)]));
+            return Err(RunError::Config(vec![format!(
+                "NF `{name}` in its own process: only mode c supports that (this run is mode {})",
+                opts.mode
+            )]));
         }
         let Some(k) = plan.index_of(name) else {
             return Err(RunError::Config(vec![format!("--nf-process `{name}`: there is no NF of that name")]));
         };
-        if plan.actors[usize::from(k)].subscriptions.iter().any(|s| s.event.covers(builtin::DATA_RDY) || builtin::DATA_RDY.covers(s.event)) {
+        if plan.actors[usize::from(k)]
+            .subscriptions
+            .iter()
+            .any(|s| s.event.covers(builtin::DATA_RDY) || builtin::DATA_RDY.covers(s.event))
+        {
             return Err(RunError::Config(vec![format!(
                 "NF `{name}` reads TCP bytestreams, which are shared between the threads of one process only: it cannot run in its own process yet"
             )]));
@@ -561,7 +586,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     if sharded {
         // rx -> shard-split -> K x (l23.k -> tcp.k) -> shard-merge -> the NFs.
-        let mut instances: Vec<Vec<Box<dyn Actor>>> = vec![(1..=n_stacks).map(|k| actors[k - 1].take().expect("shard 0's stacks")).collect()];
+        let mut instances: Vec<Vec<Box<dyn Actor>>> =
+            vec![(1..=n_stacks).map(|k| actors[k - 1].take().expect("shard 0's stacks")).collect()];
         instances.extend(shards);
         let (mut to_shards, mut from_shards) = (Vec::new(), Vec::new());
         for (s, stacks) in instances.into_iter().enumerate() {
@@ -585,7 +611,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         }
         let next = layout.first().map_or_else(|| "tx".to_string(), node_name);
         let (p, c) = new_ring("shard-merge", &next)?;
-        helpers.push(("rx".into(), Box::new(stacks::shard::ShardSplitter::new(prev, to_shards, pool_view.clone(), link))));
+        helpers
+            .push(("rx".into(), Box::new(stacks::shard::ShardSplitter::new(prev, to_shards, pool_view.clone(), link))));
         helpers.push(("l23".into(), Box::new(SeqMerger::new("shard-merge".into(), from_shards, p))));
         prev = c;
     }
@@ -600,7 +627,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
                 drop((actor, prev, p));
                 let slot: ReportSlot<StageReport> = Arc::default();
                 let out_ring = format!("link{}", rings_made.get() - 1);
-                external.push((name_of(*k), in_ring, out_ring, placement.core_of(&name_of(*k)).unwrap_or(0), slot.clone()));
+                external.push((
+                    name_of(*k),
+                    in_ring,
+                    out_ring,
+                    placement.core_of(&name_of(*k)).unwrap_or(0),
+                    slot.clone(),
+                ));
                 stage_slots.push(slot);
                 prev = c;
                 continue;
@@ -721,8 +754,17 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
             let inner = slot.lock().map(|g| g.clone()).unwrap_or_default();
             let base = actors.len() as u16;
             let core = core_of(chain);
-            actors.extend(inner.actors.iter().map(|(n, k)| TraceActor { name: format!("{chain}/{n}"), kind: k.clone(), core }));
-            spans.extend(inner.spans.iter().map(|s| Span { actor: base + s.actor, publisher: base + s.publisher, core, ..*s }));
+            actors.extend(inner.actors.iter().map(|(n, k)| TraceActor {
+                name: format!("{chain}/{n}"),
+                kind: k.clone(),
+                core,
+            }));
+            spans.extend(inner.spans.iter().map(|s| Span {
+                actor: base + s.actor,
+                publisher: base + s.publisher,
+                core,
+                ..*s
+            }));
             dropped += inner.dropped;
         }
         let event_types = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
@@ -782,15 +824,31 @@ fn spawn_nf_processes(
     let mut out = Vec::new();
     for (name, input, output, core, _) in external {
         if !std::path::Path::new(&app.source).is_file() {
-            return Err(RunError::Config(vec![format!("NF `{name}` in its own process needs the app file on disk (`{}` is not a file)", app.source)]));
+            return Err(RunError::Config(vec![format!(
+                "NF `{name}` in its own process needs the app file on disk (`{}` is not a file)",
+                app.source
+            )]));
         }
         let exe = match &opts.nf_exe {
             Some(p) => p.clone(),
-            None => std::env::current_exe().map_err(|e| RunError::Setup(format!("finding the mbox executable: {e}")))?,
+            None => {
+                std::env::current_exe().map_err(|e| RunError::Setup(format!("finding the mbox executable: {e}")))?
+            }
         };
         let report = std::env::temp_dir().join(format!("mbox-nf-{prefix}-{name}.json"));
         let mut child = std::process::Command::new(&exe)
-            .args(["nf", name, "--app", &app.source, "--attach", prefix, "--input-ring", input, "--output-ring", output])
+            .args([
+                "nf",
+                name,
+                "--app",
+                &app.source,
+                "--attach",
+                prefix,
+                "--input-ring",
+                input,
+                "--output-ring",
+                output,
+            ])
             .args(["--core", &core.to_string(), "--link", link_name(link), "--report"])
             .arg(&report)
             .stdin(std::process::Stdio::null())
@@ -823,7 +881,10 @@ fn spawn_nf_processes(
 }
 
 /// Waits for the NF processes and takes their reports into their slots.
-fn collect_nf_processes(children: Vec<NfProcess>, external: &[(String, String, String, usize, ReportSlot<StageReport>)]) -> (Vec<String>, Vec<(String, u32)>) {
+fn collect_nf_processes(
+    children: Vec<NfProcess>,
+    external: &[(String, String, String, usize, ReportSlot<StageReport>)],
+) -> (Vec<String>, Vec<(String, u32)>) {
     let mut errors = Vec::new();
     let pids = children.iter().map(|c| (c.name.clone(), c.pid)).collect();
     for c in children {
@@ -833,13 +894,18 @@ fn collect_nf_processes(children: Vec<NfProcess>, external: &[(String, String, S
             Err(_) => errors.push(format!("watching NF process `{}` failed", c.name)),
         }
         let slot = external.iter().find(|e| e.0 == c.name).map(|e| e.4.clone());
-        match std::fs::read_to_string(&c.report).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<StageReport>(&t).map_err(|e| e.to_string())) {
+        match std::fs::read_to_string(&c.report)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<StageReport>(&t).map_err(|e| e.to_string()))
+        {
             Ok(r) => {
                 if let Some(s) = slot {
                     actors::stage::publish(&s, &r);
                 }
             }
-            Err(e) => errors.push(format!("reading the report of NF process `{}` ({}): {e}", c.name, c.report.display())),
+            Err(e) => {
+                errors.push(format!("reading the report of NF process `{}` ({}): {e}", c.name, c.report.display()))
+            }
         }
         let _ = std::fs::remove_file(&c.report);
     }
@@ -869,9 +935,19 @@ pub fn parse_link(s: &str) -> Option<runtime::ports::LinkType> {
 /// prefix, to its input and output rings by name, and runs the NF's stage pinned to `core`
 /// until the end marker has passed. The NF is linked exactly as in the main process (the
 /// other NFs are built as contracts only, without side effects).
-pub fn serve_nf(app: &App, name: &str, link: runtime::ports::LinkType, prefix: &str, input: &str, output: &str, core: usize) -> Result<StageReport, RunError> {
+pub fn serve_nf(
+    app: &App,
+    name: &str,
+    link: runtime::ports::LinkType,
+    prefix: &str,
+    input: &str,
+    output: &str,
+    core: usize,
+) -> Result<StageReport, RunError> {
     let Built { actors, plan, .. } = build_for(app, link, Mode::C, None, Some(name), None)?;
-    let k = plan.index_of(name).ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
+    let k = plan
+        .index_of(name)
+        .ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
     let k = usize::from(k);
     let actor = actors.into_iter().nth(k - 1).expect("plan and actors agree");
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
@@ -935,24 +1011,22 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             .and_then(|a| a.drop_reasons.get(usize::from(r)).cloned())
             .unwrap_or_else(|| format!("reason {r}"))
     };
-    let mut dropped: Vec<DropLine> = i
-        .tx
-        .packet_drops
-        .iter()
-        .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
-        .collect();
+    let mut dropped: Vec<DropLine> =
+        i.tx.packet_drops
+            .iter()
+            .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+            .collect();
     if i.rx.too_large > 0 {
         dropped.insert(
             0,
             DropLine { actor: "rx".into(), reason: "frame larger than pool buffer".into(), packets: i.rx.too_large },
         );
     }
-    let event_drops: Vec<DropLine> = i
-        .tx
-        .event_drops
-        .iter()
-        .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
-        .collect();
+    let event_drops: Vec<DropLine> =
+        i.tx.event_drops
+            .iter()
+            .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+            .collect();
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
     if let Some(e) = &i.rx.error {

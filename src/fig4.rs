@@ -194,7 +194,11 @@ pub fn app(work_us: u64) -> App {
     };
     let make: nfs::MakeNf = Arc::new(make);
     for n in NF_NAMES {
-        app.nfs.push(NfEntry { kind: "busy".into(), common: NfCommon::named(n), config: NfConfig::Custom(CustomNf { make: make.clone() }) });
+        app.nfs.push(NfEntry {
+            kind: "busy".into(),
+            common: NfCommon::named(n),
+            config: NfConfig::Custom(CustomNf { make: make.clone() }),
+        });
     }
     app
 }
@@ -306,7 +310,11 @@ fn pick_cpus(opts: &Fig4Options) -> Result<(usize, usize)> {
 /// A unique temporary path.
 fn temp_path(what: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!("mbox-fig4-{}-{}-{what}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    std::env::temp_dir().join(format!(
+        "mbox-fig4-{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Runs every mode of [`MODES`] over the three packets.
@@ -494,9 +502,26 @@ pub fn render_svg(runs: &[ModeRun], work_us: u64) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn panel(o: &mut String, r: &ModeRun, x0: f64, y0: f64, pw: f64, ph: f64, cores: &[usize], scale: f64, step: f64, t0_ns: u64) {
+fn panel(
+    o: &mut String,
+    r: &ModeRun,
+    x0: f64,
+    y0: f64,
+    pw: f64,
+    ph: f64,
+    cores: &[usize],
+    scale: f64,
+    step: f64,
+    t0_ns: u64,
+) {
     let _ = write!(o, r##"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#bbb"/>"##);
-    let _ = write!(o, r#"<text x="{x}" y="{y}" font-size="15" font-weight="bold">{t}</text>"#, x = x0 + 10.0, y = y0 + 22.0, t = esc(title(r.mode)));
+    let _ = write!(
+        o,
+        r#"<text x="{x}" y="{y}" font-size="15" font-weight="bold">{t}</text>"#,
+        x = x0 + 10.0,
+        y = y0 + 22.0,
+        t = esc(title(r.mode))
+    );
     let (t_end, n) = {
         let t1 = r.slices.iter().map(|s| s.end_ns).max().unwrap_or(t0_ns);
         ((t1 - t0_ns) as f64 / 1000.0, r.slices.len())
@@ -535,14 +560,25 @@ fn panel(o: &mut String, r: &ModeRun, x0: f64, y0: f64, pw: f64, ph: f64, cores:
         let y = rows_top + i as f64 * ROW_H;
         let fill = if i % 2 == 0 { "#eeeeee" } else { "#e4e4e4" };
         let _ = write!(o, r#"<rect x="{px}" y="{y}" width="{plot_w}" height="{ROW_H}" fill="{fill}"/>"#);
-        let _ = write!(o, r#"<text x="{x}" y="{ty}" font-size="13" font-weight="bold">core {c}</text>"#, x = x0 + 10.0, ty = y + 20.0);
+        let _ = write!(
+            o,
+            r#"<text x="{x}" y="{ty}" font-size="13" font-weight="bold">core {c}</text>"#,
+            x = x0 + 10.0,
+            ty = y + 20.0
+        );
         let names: Vec<String> = r
             .placement
             .iter()
             .filter(|(k, _)| k == c)
             .flat_map(|(_, n)| n.iter().filter(|a| is_drawn_actor(a)).cloned())
             .collect();
-        let _ = write!(o, r##"<text x="{x}" y="{ty}" font-size="10" fill="#555">{t}</text>"##, x = x0 + 10.0, ty = y + 35.0, t = esc(&names.join(" ")));
+        let _ = write!(
+            o,
+            r##"<text x="{x}" y="{ty}" font-size="10" fill="#555">{t}</text>"##,
+            x = x0 + 10.0,
+            ty = y + 35.0,
+            t = esc(&names.join(" "))
+        );
     }
     // Slices: stack work first, so NF slices (wider) are never hidden under them.
     let mut labels_above: Vec<(f64, f64)> = Vec::new(); // see `taken`
@@ -585,7 +621,13 @@ fn panel(o: &mut String, r: &ModeRun, x0: f64, y0: f64, pw: f64, ph: f64, cores:
         let inside = [full.clone(), short.clone()].into_iter().find(|l| w >= l.chars().count() as f64 * CHAR_W + 4.0);
         match inside {
             Some(l) => {
-                let _ = write!(o, r#"<text x="{tx:.2}" y="{ty}" font-size="11" pointer-events="none">{l}</text>"#, tx = x + 3.0, ty = y + BAR_TOP + BAR_H / 2.0 + 4.0, l = esc(&l));
+                let _ = write!(
+                    o,
+                    r#"<text x="{tx:.2}" y="{ty}" font-size="11" pointer-events="none">{l}</text>"#,
+                    tx = x + 3.0,
+                    ty = y + BAR_TOP + BAR_H / 2.0 + 4.0,
+                    l = esc(&l)
+                );
             }
             None => {
                 // Above the bar, if that place is free in this row.

@@ -310,7 +310,12 @@ fn cmd_fig4(a: Fig4Args) -> Result<()> {
     let runs = microboxes::fig4::write_all(&a.output, &opts)?;
     for r in &runs {
         let placed: Vec<String> = r.placement.iter().map(|(c, n)| format!("core {c}: {}", n.join(" "))).collect();
-        eprintln!("mbox fig4: {:<30} {:>3} spans drawn · {}", microboxes::fig4::title(r.mode), r.slices.len(), placed.join(" | "));
+        eprintln!(
+            "mbox fig4: {:<30} {:>3} spans drawn · {}",
+            microboxes::fig4::title(r.mode),
+            r.slices.len(),
+            placed.join(" | ")
+        );
     }
     eprintln!("mbox fig4: wrote {0}/fig4.html, {0}/fig4.svg and {0}/fig4-{{a,b,c,d}}.json", a.output.display());
     Ok(())
@@ -320,7 +325,10 @@ fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
     use microboxes::trace_render::{render_to_file, Format};
     Format::from_path(&a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
     let spans = microboxes::trace_export::read_chrome_trace(&a.input).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let title = format!("mbox trace: {}", a.input.file_name().map_or_else(|| a.input.display().to_string(), |n| n.to_string_lossy().into_owned()));
+    let title = format!(
+        "mbox trace: {}",
+        a.input.file_name().map_or_else(|| a.input.display().to_string(), |n| n.to_string_lossy().into_owned())
+    );
     let (drawn, total) = render_to_file(&spans, &title, &a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("mbox trace render: drew {drawn} of {total} spans to {}", a.output.display());
     Ok(())
@@ -342,7 +350,12 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
 
 fn cmd_check(a: CheckArgs) -> Result<i32> {
     let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let opts = microboxes::check::CheckOptions { modes: a.modes, single_core: a.single_core, work_dir: a.work_dir, fault: None };
+    let opts = microboxes::check::CheckOptions {
+        modes: a.modes,
+        single_core: a.single_core,
+        work_dir: a.work_dir,
+        fault: None,
+    };
     let report = microboxes::check::check(&app, &a.input, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     print!("{}", report.to_text());
     Ok(if report.consistent() { 0 } else { 3 })
@@ -350,7 +363,8 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
 
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
     let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
-    let report = microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
+    let report =
+        microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
     let mut out = std::io::stdout().lock();
     let written = if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
@@ -415,8 +429,10 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         opts.progress = Some(Box::new(move |p: &actors::io::RxProgress| {
             bar.set_position(p.bytes.load(Ordering::Relaxed));
@@ -431,7 +447,12 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     if let (Some(p), Some(t)) = (&a.trace, &report.trace) {
         microboxes::trace_export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
         if !a.quiet {
-            eprintln!("mbox run: wrote {} spans to {} ({} dropped; raise --trace-limit to keep more)", t.spans.len(), p.display(), t.dropped);
+            eprintln!(
+                "mbox run: wrote {} spans to {} ({} dropped; raise --trace-limit to keep more)",
+                t.spans.len(),
+                p.display(),
+                t.dropped
+            );
         }
     }
     if let Some(p) = &a.stats_json {

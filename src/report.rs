@@ -174,7 +174,8 @@ impl RunReport {
             if !handled.is_empty() {
                 let _ = writeln!(s, "      events: {handled}");
             }
-            let counters: Vec<String> = a.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+            let counters: Vec<String> =
+                a.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
             if !counters.is_empty() {
                 let _ = writeln!(s, "      counters: {}", counters.join(", "));
             }
@@ -188,7 +189,11 @@ impl RunReport {
             );
         }
         if self.rx_pool_stalls + self.rx_ring_stalls > 0 {
-            let _ = writeln!(s, "    rx waited: {} times for a buffer, {} times for ring room", self.rx_pool_stalls, self.rx_ring_stalls);
+            let _ = writeln!(
+                s,
+                "    rx waited: {} times for a buffer, {} times for ring room",
+                self.rx_pool_stalls, self.rx_ring_stalls
+            );
         }
         let _ = writeln!(
             s,

@@ -158,7 +158,10 @@ impl Run {
                 for s in slices {
                     acc.hash[i].update(s);
                     if let Some(w) = acc.dump[i].as_mut() {
-                        w.write_all(s).map_err(|e| StreamsError::Dump { path: dump_path(&self.opts, acc.index, dir), source: e })?;
+                        w.write_all(s).map_err(|e| StreamsError::Dump {
+                            path: dump_path(&self.opts, acc.index, dir),
+                            source: e,
+                        })?;
                     }
                 }
                 self.tcp.release(flow, dir, to);
@@ -184,7 +187,10 @@ impl Run {
                         for s in stream.read(from, to).expect("ready bytes are held") {
                             acc.hash[i].update(s);
                             if let Some(w) = acc.dump[i].as_mut() {
-                                w.write_all(s).map_err(|err| StreamsError::Dump { path: dump_path(&self.opts, acc.index, dir), source: err })?;
+                                w.write_all(s).map_err(|err| StreamsError::Dump {
+                                    path: dump_path(&self.opts, acc.index, dir),
+                                    source: err,
+                                })?;
                             }
                         }
                     }
@@ -218,7 +224,10 @@ impl Run {
                 for (i, w) in acc.dump.iter_mut().enumerate() {
                     if let Some(w) = w.as_mut() {
                         let d = if i == 0 { Direction::ToServer } else { Direction::ToClient };
-                        w.flush().map_err(|err| StreamsError::Dump { path: dump_path(&self.opts, acc.index, d), source: err })?;
+                        w.flush().map_err(|err| StreamsError::Dump {
+                            path: dump_path(&self.opts, acc.index, d),
+                            source: err,
+                        })?;
                     }
                 }
                 self.done.push(ConnectionRecord {
@@ -320,7 +329,15 @@ pub fn streams(input: &Path, opts: StreamsOptions) -> Result<StreamsReport, Stre
         let hl = usize::from(tcp.header_len);
         let options = rec.data.get(l4 + 20..l4 + hl).unwrap_or(&[]);
         let payload = p.payload(rec.data);
-        let seg = Segment { dir: obs.dir, seq: tcp.seq, ack: tcp.ack, flags: tcp.flags, window: tcp.window, options, payload };
+        let seg = Segment {
+            dir: obs.dir,
+            seq: tcp.seq,
+            ack: tcp.ack,
+            flags: tcp.flags,
+            window: tcp.window,
+            options,
+            payload,
+        };
         run.tcp.segment(obs.id, &seg, &mut run.events);
         run.handle_events(obs.id)?;
         high_water = high_water.max(run.tcp.budget().high_water);
@@ -359,7 +376,10 @@ impl ConnectionRecord {
             d(&self.to_server),
             d(&self.to_client),
             if self.to_server.overlap_conflict_bytes + self.to_client.overlap_conflict_bytes > 0 {
-                format!("  conflicting overlaps {} B", self.to_server.overlap_conflict_bytes + self.to_client.overlap_conflict_bytes)
+                format!(
+                    "  conflicting overlaps {} B",
+                    self.to_server.overlap_conflict_bytes + self.to_client.overlap_conflict_bytes
+                )
             } else {
                 String::new()
             }

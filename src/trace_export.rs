@@ -166,8 +166,12 @@ fn for_each_event(data: &TraceData, mut emit: impl FnMut(Value) -> std::io::Resu
     emit(json!({"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "ts": 0, "args": {"name": "mbox"}}))?;
     emit(json!({"ph": "M", "name": "process_sort_index", "pid": PID, "tid": 0, "ts": 0, "args": {"sort_index": 0}}))?;
     for c in &cores {
-        emit(json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": c, "ts": 0, "args": {"name": format!("core {c}")}}))?;
-        emit(json!({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": c, "ts": 0, "args": {"sort_index": c}}))?;
+        emit(
+            json!({"ph": "M", "name": "thread_name", "pid": PID, "tid": c, "ts": 0, "args": {"name": format!("core {c}")}}),
+        )?;
+        emit(
+            json!({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": c, "ts": 0, "args": {"sort_index": c}}),
+        )?;
     }
 
     for s in &spans {
@@ -197,10 +201,16 @@ fn for_each_event(data: &TraceData, mut emit: impl FnMut(Value) -> std::io::Resu
     // Flow arrows bind to the slice enclosing their timestamp, so each end sits in the
     // middle of its slice (a slice's start may equal the previous slice's end).
     let mid = |s: &Span| names.ts_us(s.start_ns) + s.end_ns.saturating_sub(s.start_ns) as f64 / 2000.0;
-    for (id, (i, from)) in publisher_links(&spans).into_iter().enumerate().filter_map(|(i, l)| Some((i, l?))).enumerate() {
+    for (id, (i, from)) in
+        publisher_links(&spans).into_iter().enumerate().filter_map(|(i, l)| Some((i, l?))).enumerate()
+    {
         let (src, dst) = (spans[from], spans[i]);
-        emit(json!({"ph": "s", "id": id, "name": "publish", "cat": "event", "pid": PID, "tid": src.core, "ts": mid(src)}))?;
-        emit(json!({"ph": "f", "bp": "e", "id": id, "name": "publish", "cat": "event", "pid": PID, "tid": dst.core, "ts": mid(dst)}))?;
+        emit(
+            json!({"ph": "s", "id": id, "name": "publish", "cat": "event", "pid": PID, "tid": src.core, "ts": mid(src)}),
+        )?;
+        emit(
+            json!({"ph": "f", "bp": "e", "id": id, "name": "publish", "cat": "event", "pid": PID, "tid": dst.core, "ts": mid(dst)}),
+        )?;
     }
     Ok(())
 }

@@ -113,13 +113,20 @@ struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     fn new(spans: &'a [RenderSpan], opts: &RenderOptions) -> Layout<'a> {
-        let mut slices: Vec<&RenderSpan> = spans.iter().filter(|s| s.start_us.is_finite() && s.dur_us.is_finite()).collect();
+        let mut slices: Vec<&RenderSpan> =
+            spans.iter().filter(|s| s.start_us.is_finite() && s.dur_us.is_finite()).collect();
         slices.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
         slices.truncate(opts.max_slices);
         let cores: Vec<u64> = spans.iter().map(|s| s.core).collect::<BTreeSet<_>>().into_iter().collect();
         let t0 = slices.iter().map(|s| s.start_us).fold(f64::INFINITY, f64::min);
         let t1 = slices.iter().map(|s| s.start_us + s.dur_us).fold(f64::NEG_INFINITY, f64::max);
-        let (t0, t1) = if t0.is_finite() && t1 > t0 { (t0, t1) } else if t0.is_finite() { (t0, t0 + 1.0) } else { (0.0, 1.0) };
+        let (t0, t1) = if t0.is_finite() && t1 > t0 {
+            (t0, t1)
+        } else if t0.is_finite() {
+            (t0, t0 + 1.0)
+        } else {
+            (0.0, 1.0)
+        };
         Layout { cores, slices, total: spans.len(), t0, t1, width: f64::from(opts.width.max(300)) }
     }
 
@@ -227,7 +234,12 @@ impl<'a> Layout<'a> {
         }
         o.push_str("</g>");
         if self.slices.is_empty() {
-            let _ = write!(o, r##"<text x="{}" y="{}" fill="#888">no spans recorded</text>"##, LEFT + 10.0, TOP + ROW_H / 2.0 + 4.0);
+            let _ = write!(
+                o,
+                r##"<text x="{}" y="{}" fill="#888">no spans recorded</text>"##,
+                LEFT + 10.0,
+                TOP + ROW_H / 2.0 + 4.0
+            );
         }
         o.push_str("</svg>");
         o
@@ -236,7 +248,11 @@ impl<'a> Layout<'a> {
     fn axis(&self, o: &mut String, rows_h: f64) {
         let step = tick_step(self.t1 - self.t0, 10.0);
         let first = (self.t0 / step).ceil() as i64;
-        let _ = write!(o, r##"<line x1="{LEFT}" y1="{AXIS_Y}" x2="{}" y2="{AXIS_Y}" stroke="#333"/>"##, LEFT + self.plot_w());
+        let _ = write!(
+            o,
+            r##"<line x1="{LEFT}" y1="{AXIS_Y}" x2="{}" y2="{AXIS_Y}" stroke="#333"/>"##,
+            LEFT + self.plot_w()
+        );
         for k in 0..=200 {
             let t = (first + k) as f64 * step;
             if t > self.t1 + step * 1e-9 {

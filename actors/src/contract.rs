@@ -225,7 +225,12 @@ impl<'a> Context<'a> {
 
     /// A context whose published events stay inside the calling actor (they never reach TX,
     /// so they take no packet reference): for actors that run other actors privately.
-    pub fn internal(pool: &'a PoolView, out: &'a mut Outbox, me: u16, streams: Option<&'a dyn StreamAccess>) -> Context<'a> {
+    pub fn internal(
+        pool: &'a PoolView,
+        out: &'a mut Outbox,
+        me: u16,
+        streams: Option<&'a dyn StreamAccess>,
+    ) -> Context<'a> {
         Context { pool, out, me, streams, retain: false, end_seq: None }
     }
 

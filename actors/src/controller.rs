@@ -156,7 +156,11 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                     .filter(|t| s.event.covers(*t) && !(j < i && consumed_between(j, *t)))
                     .collect();
                 if !types.is_empty() {
-                    if j < i { upstream.push((j, types)) } else { downstream.push((j, types)) }
+                    if j < i {
+                        upstream.push((j, types))
+                    } else {
+                        downstream.push((j, types))
+                    }
                 }
             }
             if upstream.is_empty() {
@@ -193,12 +197,20 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
             for (a, (ja, ta)) in upstream.iter().enumerate() {
                 for (jb, tb) in &upstream[a + 1..] {
                     for t in ta.iter().filter(|t| tb.contains(t)) {
-                        twice.push(format!("`{}` from both `{}` and `{}`", registry.name(*t), contracts[*ja].name, contracts[*jb].name));
+                        twice.push(format!(
+                            "`{}` from both `{}` and `{}`",
+                            registry.name(*t),
+                            contracts[*ja].name,
+                            contracts[*jb].name
+                        ));
                     }
                 }
             }
             if !twice.is_empty() {
-                problems.push(format!("{what}, which is ambiguous: it would receive {}; add `from = \"...\"` to choose", twice.join(", ")));
+                problems.push(format!(
+                    "{what}, which is ambiguous: it would receive {}; add `from = \"...\"` to choose",
+                    twice.join(", ")
+                ));
                 continue;
             }
             let matches = upstream;
@@ -383,7 +395,9 @@ pub mod groups {
                 }
                 let p = contracts[j];
                 for s in &c.subscriptions {
-                    if s.from.as_deref().is_none_or(|f| f == p.name) && p.publications.iter().any(|x| s.event.covers(x.event)) {
+                    if s.from.as_deref().is_none_or(|f| f == p.name)
+                        && p.publications.iter().any(|x| s.event.covers(x.event))
+                    {
                         problems.push(format!(
                             "{g}: `{}` subscribes to `{}` published by `{}`, which runs beside it",
                             c.name,
@@ -399,7 +413,11 @@ pub mod groups {
                 continue;
             }
             for &j in &group[k + 1..] {
-                if contracts[j].subscriptions.iter().any(|s| crate::event::builtin::PKT.covers(s.event) || s.event.covers(crate::event::builtin::PKT)) {
+                if contracts[j]
+                    .subscriptions
+                    .iter()
+                    .any(|s| crate::event::builtin::PKT.covers(s.event) || s.event.covers(crate::event::builtin::PKT))
+                {
                     problems.push(format!(
                         "{g}: `{}` can drop packets and `{}` after it receives packet events: in sequence `{}` would not see what `{}` dropped; put `{}` last in the group",
                         contracts[i].name, contracts[j].name, contracts[j].name, contracts[i].name, contracts[i].name

@@ -56,7 +56,10 @@ impl FlowSubscriptions {
 
     /// Forgets a flow when its L2/3 `FLOW` end event passes.
     pub fn observe(&mut self, ev: &EventDesc) {
-        if !self.off.is_empty() && ev.event_type == builtin::FLOW && matches!(FlowEvent::decode(ev.aux), Some(FlowEvent::End(_))) {
+        if !self.off.is_empty()
+            && ev.event_type == builtin::FLOW
+            && matches!(FlowEvent::decode(ev.aux), Some(FlowEvent::End(_)))
+        {
             self.off.remove(&ev.flow_start);
         }
     }

@@ -229,14 +229,15 @@ impl EventRegistry {
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/') {
             return Err(bad("names use A-Z, 0-9, `_` and `/` between levels"));
         }
-        let (parent, leaf) = name.rsplit_once('/').ok_or_else(|| bad("a new type needs a parent, as in EVENT/MY_TYPE"))?;
+        let (parent, leaf) =
+            name.rsplit_once('/').ok_or_else(|| bad("a new type needs a parent, as in EVENT/MY_TYPE"))?;
         if leaf.is_empty() || parent.is_empty() || parent.split('/').any(str::is_empty) {
             return Err(bad("empty level"));
         }
-        let parent_t = *self.by_name.get(parent).ok_or_else(|| EventTypeError::UnknownParent {
-            name: name.to_string(),
-            parent: parent.to_string(),
-        })?;
+        let parent_t = *self
+            .by_name
+            .get(parent)
+            .ok_or_else(|| EventTypeError::UnknownParent { name: name.to_string(), parent: parent.to_string() })?;
         if parent_t.depth() >= 4 {
             return Err(EventTypeError::Full { name: name.to_string(), reason: "4 levels at most" });
         }

@@ -226,7 +226,15 @@ impl RxStage {
             self.last_ts = rec.ts_ns;
             // The frame is copied once, from the source's buffer into the pool.
             let before = self.batch.len();
-            if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, rec.ts_ns, rec.data, rec.orig_len) {
+            if !admit(
+                &mut self.alloc,
+                &mut self.batch,
+                &mut self.seq,
+                &mut self.report,
+                rec.ts_ns,
+                rec.data,
+                rec.orig_len,
+            ) {
                 self.waiting = Some((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
                 self.report.pool_stalls += 1;
                 break;

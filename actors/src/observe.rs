@@ -76,7 +76,8 @@ pub fn describe(ev: &EventDesc, names: &EventRegistry, cx: &Context<'_>) -> Stri
         "s>c"
     };
     let mut line = format!("{} {} flow={}{}", ev.seq, names.name(ev.event_type), ev.flow_start, dir);
-    if ev.event_type != builtin::DATA_RDY && ev.event_type != builtin::FLOW_TCP && !builtin::FLOW.covers(ev.event_type) {
+    if ev.event_type != builtin::DATA_RDY && ev.event_type != builtin::FLOW_TCP && !builtin::FLOW.covers(ev.event_type)
+    {
         // Packet events: the bytes the NF sees.
         if let Some(h) = ev.packet {
             let mut f = Fnv::default();
@@ -86,9 +87,19 @@ pub fn describe(ev: &EventDesc, names: &EventRegistry, cx: &Context<'_>) -> Stri
     } else {
         line += &format!(" aux={}", ev.aux);
     }
-    if ev.snap.update != snapshot_update::NONE || ev.event_type == builtin::DATA_RDY || builtin::FLOW_TCP.covers(ev.event_type) {
+    if ev.snap.update != snapshot_update::NONE
+        || ev.event_type == builtin::DATA_RDY
+        || builtin::FLOW_TCP.covers(ev.event_type)
+    {
         let s = &ev.snap;
-        line += &format!(" upd={} c={} s={} fr={},{}", s.update, side(&s.client), side(&s.server), s.frontier[0], s.frontier[1]);
+        line += &format!(
+            " upd={} c={} s={} fr={},{}",
+            s.update,
+            side(&s.client),
+            side(&s.server),
+            s.frontier[0],
+            s.frontier[1]
+        );
     }
     if ev.event_type == builtin::DATA_RDY {
         let mut f = Fnv::default();

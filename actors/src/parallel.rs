@@ -157,7 +157,17 @@ impl Merger {
     /// A merger named `name` from `inputs` (one per member, in group order) to `output`.
     pub fn new(name: String, inputs: Vec<Consumer<EventDesc>>, output: Producer<EventDesc>) -> Merger {
         let held = inputs.iter().map(|_| VecDeque::new()).collect();
-        Merger { name, inputs, output, held, pending: VecDeque::new(), inbuf: Vec::with_capacity(BURST), end: false, merged: 0, eager: false }
+        Merger {
+            name,
+            inputs,
+            output,
+            held,
+            pending: VecDeque::new(),
+            inbuf: Vec::with_capacity(BURST),
+            end: false,
+            merged: 0,
+            eager: false,
+        }
     }
 
     /// A deliberate fault for testing the consistency checker: the merged event carries only
@@ -365,7 +375,9 @@ impl Runnable for SeqMerger {
             // Emit the smallest head when no live ring can still send something smaller: an
             // empty ring's future events are at least its floor.
             while self.pending.len() < BURST {
-                let next = (0..self.held.len()).filter(|i| !self.held[*i].is_empty()).min_by_key(|i| (self.held[*i][0].seq, *i));
+                let next = (0..self.held.len())
+                    .filter(|i| !self.held[*i].is_empty())
+                    .min_by_key(|i| (self.held[*i][0].seq, *i));
                 let Some(i) = next else {
                     if self.ended.iter().all(|e| *e) {
                         self.pending.extend(self.end.take());
@@ -374,7 +386,8 @@ impl Runnable for SeqMerger {
                     break;
                 };
                 let seq = self.held[i][0].seq;
-                let blocked = (0..self.held.len()).any(|j| j != i && !self.ended[j] && self.held[j].is_empty() && self.floor[j] <= seq);
+                let blocked = (0..self.held.len())
+                    .any(|j| j != i && !self.ended[j] && self.held[j].is_empty() && self.floor[j] <= seq);
                 if blocked {
                     break;
                 }

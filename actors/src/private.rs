@@ -27,8 +27,8 @@ use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
 use crate::contract::{Actor, ActorError, Context, Contract, Outbox, StreamAccess, Verdict};
 use crate::controller::Plan;
-use crate::dynsub::FlowSubscriptions;
 use crate::desc::{desc_flags, snapshot_update, EventDesc};
+use crate::dynsub::FlowSubscriptions;
 use crate::event::builtin;
 use crate::stage::subscription_for;
 
@@ -151,7 +151,11 @@ impl PrivateChain {
             while let Some(mut ev) = self.queue.pop_front() {
                 let sub = if ev.is_dropped() && (ev.flags & desc_flags::PRIMARY != 0) {
                     // A dropped packet still updates the private stacks, not the NF.
-                    if is_nf { None } else { subscription_for(plan, pool, &ev) }
+                    if is_nf {
+                        None
+                    } else {
+                        subscription_for(plan, pool, &ev)
+                    }
                 } else {
                     subscription_for(plan, pool, &ev)
                 };
@@ -168,7 +172,11 @@ impl PrivateChain {
                     let (ty, publisher) = (ev.event_type, ev.publisher);
                     let start = if self.trace.is_some() { now_ns() } else { 0 };
                     let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
-                    let v = if is_nf { self.nf.handle(&mut ev, &mut icx) } else { self.stacks[i - 1].handle(&mut ev, &mut icx) };
+                    let v = if is_nf {
+                        self.nf.handle(&mut ev, &mut icx)
+                    } else {
+                        self.stacks[i - 1].handle(&mut ev, &mut icx)
+                    };
                     if let Some((core, buf, _)) = self.trace.as_mut() {
                         buf.record(Span {
                             actor: i as u16,
@@ -180,7 +188,11 @@ impl PrivateChain {
                             publisher,
                             start_ns: start,
                             end_ns: now_ns(),
-                            snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == builtin::DATA_RDY { ev.seq } else { 0 },
+                            snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == builtin::DATA_RDY {
+                                ev.seq
+                            } else {
+                                0
+                            },
                         });
                     }
                     if consumes {

@@ -31,8 +31,8 @@ use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 use crate::contract::{Actor, Context, Outbox, Verdict};
 use crate::contract::{Side, StreamAccess};
 use crate::controller::{LinkedSubscription, PlannedActor};
-use crate::dynsub::FlowSubscriptions;
 use crate::desc::{desc_flags, snapshot_update, EventDesc};
+use crate::dynsub::FlowSubscriptions;
 use crate::event::EventType;
 use crate::matcher::Tuple;
 
@@ -229,7 +229,11 @@ impl Stage {
                     publisher,
                     start_ns: start,
                     end_ns: now_ns(),
-                    snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == crate::event::builtin::DATA_RDY { ev.seq } else { 0 },
+                    snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == crate::event::builtin::DATA_RDY {
+                        ev.seq
+                    } else {
+                        0
+                    },
                 });
             }
             *self.report.handled.entry(ty).or_default() += 1;
@@ -291,7 +295,8 @@ impl Stage {
     }
 
     fn finish(&mut self, end_seq: u64) {
-        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref()).at_end(end_seq);
+        let mut cx =
+            Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref()).at_end(end_seq);
         if let Err(e) = self.actor.finish(&mut cx) {
             self.report.error = Some(e.to_string());
         }

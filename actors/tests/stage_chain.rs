@@ -112,7 +112,12 @@ fn published_events_hold_references_and_the_pool_balances() {
         echo: echo_t,
     };
     let sink = Sink {
-        c: Contract { name: "sink".into(), subscriptions: sub(builtin::EVENT), drop_reasons: vec!["every fifth".into()], ..Default::default() },
+        c: Contract {
+            name: "sink".into(),
+            subscriptions: sub(builtin::EVENT),
+            drop_reasons: vec!["every fifth".into()],
+            ..Default::default()
+        },
         seen: 0,
     };
     let plan = link(&[&rx_c, echo.contract(), sink.contract()], &reg).unwrap();
@@ -123,7 +128,8 @@ fn published_events_hold_references_and_the_pool_balances() {
     let (p1, c1) = ring::create::<EventDesc>(&region, "r1", 4).unwrap();
     let (p2, c2) = ring::create::<EventDesc>(&region, "r2", 4).unwrap();
     let frames = (1..=n).map(|s| vec![(s % 251) as u8; 60]).collect();
-    let (rx, rx_slot, _) = RxStage::new(Box::new(Frames { frames, next: 0 }), alloc, p0, Arc::new(AtomicBool::new(false)));
+    let (rx, rx_slot, _) =
+        RxStage::new(Box::new(Frames { frames, next: 0 }), alloc, p0, Arc::new(AtomicBool::new(false)));
     let (s1, slot1) = Stage::new(Box::new(echo), plan.actors[1].clone(), c0, p1, view.clone());
     let (s2, slot2) = Stage::new(Box::new(sink), plan.actors[2].clone(), c1, p2, view.clone());
     let written = Arc::new(Mutex::new(Vec::new()));

@@ -39,7 +39,13 @@ pub struct Series<'a> {
 
 /// Writes an SVG line plot (one line with point markers per series, axis labels, legend) to
 /// `path`, creating its parent directory. The y axis starts at 0.
-pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
+pub fn line_plot_svg(
+    path: &std::path::Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> anyhow::Result<()> {
     use plotters::prelude::*;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -74,8 +80,14 @@ pub fn line_plot_svg(path: &std::path::Path, title: &str, x_label: &str, y_label
         .draw()
         .map_err(|e| err(&e))?;
     for (i, s) in series.iter().enumerate() {
-        const COLORS: [RGBColor; 6] =
-            [RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+        const COLORS: [RGBColor; 6] = [
+            RGBColor(214, 39, 40),
+            RGBColor(44, 160, 44),
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(148, 103, 189),
+            RGBColor(140, 86, 75),
+        ];
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))

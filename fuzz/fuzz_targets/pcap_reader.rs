@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(reader.bytes_read() <= total);
     }
-    assert!(
-        matches!(reader.next_packet(), Ok(None)),
-        "reader did not finish"
-    );
+    assert!(matches!(reader.next_packet(), Ok(None)), "reader did not finish");
     let stats = reader.stats();
     assert_eq!(stats.bytes, bytes);
     assert!(reader.bytes_read() <= total);

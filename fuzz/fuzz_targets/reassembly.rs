@@ -29,23 +29,12 @@ fuzz_target!(|data: &[u8]| {
         max_ooo_bytes: usize::from(head[5] & 0x0f) * 64,
         max_ooo_segments: usize::from(head[5] >> 4),
         max_ahead: 4096,
-        depth: if head[4] & 0x80 != 0 {
-            Some(3000)
-        } else {
-            None
-        },
-        overlap: if head[4] & 0x40 != 0 {
-            OverlapPolicy::Last
-        } else {
-            OverlapPolicy::First
-        },
+        depth: if head[4] & 0x80 != 0 { Some(3000) } else { None },
+        overlap: if head[4] & 0x40 != 0 { OverlapPolicy::Last } else { OverlapPolicy::First },
     };
     let cs = cfg.chunk_size;
     let mut budget = Budget::with_limit(16 * 1024);
-    let mut streams = [
-        ByteStream::new(first_seq, &cfg),
-        ByteStream::new(!first_seq, &cfg),
-    ];
+    let mut streams = [ByteStream::new(first_seq, &cfg), ByteStream::new(!first_seq, &cfg)];
     let mut shadows = [Shadow { bytes: Vec::new() }, Shadow { bytes: Vec::new() }];
     let ooo_bound = (cfg.max_ooo_bytes.div_ceil(cs) + 2) * cs;
     let mut steps = 0;
@@ -84,8 +73,7 @@ fuzz_target!(|data: &[u8]| {
                 let ins = s.insert(seq, &payload, &mut budget);
                 assert!(ins.duplicate + ins.conflicting + ins.old <= len as u64);
                 assert_eq!(ins.advanced, s.frontier() - before);
-                if ins.refused.is_some() && ins.refused != Some(stacks::reassembly::Refused::Depth)
-                {
+                if ins.refused.is_some() && ins.refused != Some(stacks::reassembly::Refused::Depth) {
                     assert_eq!(ins.advanced, 0);
                     assert_eq!(ins.new_ooo, 0);
                 }
@@ -118,13 +106,7 @@ fuzz_target!(|data: &[u8]| {
         // Held in order: from the chunk of the base to the chunk of the last byte.
         let chunks = f.div_ceil(cs as u64).saturating_sub(s.base() / cs as u64);
         let in_order = chunks as usize * cs;
-        assert!(
-            s.memory() <= in_order + ooo_bound,
-            "memory {} > {} + {}",
-            s.memory(),
-            in_order,
-            ooo_bound
-        );
+        assert!(s.memory() <= in_order + ooo_bound, "memory {} > {} + {}", s.memory(), in_order, ooo_bound);
         // The bytes readable now must match the shadow where it knows them; newly delivered
         // bytes extend it (gaps from `finish` read as zeros).
         let b = s.base();
@@ -134,10 +116,7 @@ fuzz_target!(|data: &[u8]| {
         for (i, byte) in got.iter().enumerate() {
             let off = b + i as u64;
             if off < known {
-                assert_eq!(
-                    *byte, shadow.bytes[off as usize],
-                    "byte below the frontier changed"
-                );
+                assert_eq!(*byte, shadow.bytes[off as usize], "byte below the frontier changed");
             }
         }
         // The shadow is extended after every op and releases never pass the frontier, so
@@ -146,14 +125,8 @@ fuzz_target!(|data: &[u8]| {
         if f > known {
             shadow.bytes.extend_from_slice(&got[(known - b) as usize..]);
         }
-        assert_eq!(
-            budget.used,
-            streams.iter().map(ByteStream::memory).sum::<usize>()
-        );
-        assert!(
-            budget.used <= budget.limit,
-            "finish allocates nothing; inserts respect it"
-        );
+        assert_eq!(budget.used, streams.iter().map(ByteStream::memory).sum::<usize>());
+        assert!(budget.used <= budget.limit, "finish allocates nothing; inserts respect it");
     }
     for s in &mut streams {
         s.clear(&mut budget);

@@ -7,9 +7,9 @@
 //! the TCP monitor's events raised by that half's update); every other key belongs to the kind's own
 //! config struct, which denies unknown keys.
 
+use actors::contract::Side;
 use actors::event::{EventRegistry, EventType};
 use actors::matcher::FlowMatch;
-use actors::contract::Side;
 use actors::Subscription;
 use serde::de::DeserializeOwned;
 
@@ -39,7 +39,12 @@ impl NfCommon {
         let types = self.subscribe.as_deref().unwrap_or(default);
         types
             .iter()
-            .map(|t| Subscription { filter: self.filter.clone(), from: self.from.clone(), side: self.side, ..Subscription::new(port, *t) })
+            .map(|t| Subscription {
+                filter: self.filter.clone(),
+                from: self.from.clone(),
+                side: self.side,
+                ..Subscription::new(port, *t)
+            })
             .collect()
     }
 }
@@ -51,8 +56,5 @@ pub fn options<T: DeserializeOwned>(nf: &str, kind: &str, table: toml::Table) ->
 
 /// Resolves a list of type names against the registry.
 pub fn resolve_types(nf: &str, names: &[String], reg: &EventRegistry) -> Result<Vec<EventType>, String> {
-    names
-        .iter()
-        .map(|n| reg.resolve(n).map_err(|e| format!("nf `{nf}`: key `subscribe`: {e}")))
-        .collect()
+    names.iter().map(|n| reg.resolve(n).map_err(|e| format!("nf `{nf}`: key `subscribe`: {e}"))).collect()
 }

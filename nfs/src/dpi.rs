@@ -631,12 +631,13 @@ fn proto_name(p: u8) -> String {
 impl Dpi {
     /// A DPI NF (creates its output file, if any).
     pub fn new(common: &NfCommon, cfg: DpiConfig) -> Result<Dpi, String> {
-        let out = match &cfg.output {
-            Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
-                format!("nf `{}` (dpi): cannot create output `{}`: {e}", common.name, path.display())
-            })?)),
-            None => None,
-        };
+        let out =
+            match &cfg.output {
+                Some(path) => Some(BufWriter::new(File::create(path).map_err(|e| {
+                    format!("nf `{}` (dpi): cannot create output `{}`: {e}", common.name, path.display())
+                })?)),
+                None => None,
+            };
         let mut subscriptions = match cfg.on {
             DpiOn::Stream => {
                 let mut s = common.main_port("data", &[builtin::DATA_RDY]);
@@ -673,7 +674,14 @@ impl Dpi {
     }
 
     /// Publishes the decision about `flow` on event `ev` and moves it to the done set.
-    fn decide(&mut self, flow: FlowRef, st: &FlowState, result: Option<(Protocol, Option<String>)>, ev: &EventDesc, cx: &mut Context<'_>) {
+    fn decide(
+        &mut self,
+        flow: FlowRef,
+        st: &FlowState,
+        result: Option<(Protocol, Option<String>)>,
+        ev: &EventDesc,
+        cx: &mut Context<'_>,
+    ) {
         let mut d = EventDesc::new(self.cfg.event, cx.me(), ev.seq, ev.ts_ns);
         d.flow = Some(flow);
         d.flow_start = ev.flow_start;
@@ -701,7 +709,9 @@ impl Dpi {
                     dest_ip: s,
                     dest_port: sp,
                 };
-                let res = serde_json::to_string(&rec).map_err(|e| e.to_string()).and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
+                let res = serde_json::to_string(&rec)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
                 match res {
                     Ok(()) => self.written += 1,
                     Err(e) => self.error = Some(format!("writing output: {e}")),
@@ -840,8 +850,10 @@ impl Actor for Dpi {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> =
-            Protocol::ALL.iter().map(|p| (format!("detected_{}", p.name()), self.detected[usize::from(p.code() - 1)])).collect();
+        let mut v: Vec<(String, u64)> = Protocol::ALL
+            .iter()
+            .map(|p| (format!("detected_{}", p.name()), self.detected[usize::from(p.code() - 1)]))
+            .collect();
         v.push(("unknown".into(), self.unknown));
         v.push(("bytes_inspected".into(), self.bytes_inspected));
         v.push(("events_after_detection".into(), self.after_detection));

@@ -142,7 +142,7 @@ impl Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         if stateful {
             // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
-        subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
+            subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
         }
         let mut drop_reasons: Vec<String> = rules
             .iter()
@@ -280,7 +280,13 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let fw = cfg("rules = [{ action = \"drop\", proto = \"udp\", dst_port = 53 }, { action = \"allow\", proto = \"udp\" }, { action = \"drop\" }]").unwrap();
-        let t = |proto, dp| Tuple { proto, src: "1.1.1.1".parse().ok(), dst: "2.2.2.2".parse().ok(), src_port: Some(1), dst_port: Some(dp) };
+        let t = |proto, dp| Tuple {
+            proto,
+            src: "1.1.1.1".parse().ok(),
+            dst: "2.2.2.2".parse().ok(),
+            src_port: Some(1),
+            dst_port: Some(dp),
+        };
         assert_eq!(fw.decide(&t(17, 53)), 0);
         assert_eq!(fw.decide(&t(17, 54)), 1);
         assert_eq!(fw.decide(&t(6, 53)), 2);

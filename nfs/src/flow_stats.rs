@@ -46,8 +46,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::desc::meta_flags;
+use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::{builtin, EventType};
 use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
@@ -187,8 +187,9 @@ impl FlowStats {
     /// A Flow_Stats from its full config (`EVENT/LONG_FLOW` when enabled).
     pub fn from_config(common: &NfCommon, cfg: &FlowStatsConfig) -> Result<FlowStats, String> {
         let path = cfg.output.clone();
-        let file = File::create(&path)
-            .map_err(|e| format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display()))?;
+        let file = File::create(&path).map_err(|e| {
+            format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display())
+        })?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
         subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });

@@ -18,10 +18,10 @@
 pub mod common;
 pub mod dpi;
 pub mod firewall;
-pub mod rules;
-pub mod signature;
 pub mod flow_stats;
 pub mod logger;
+pub mod rules;
+pub mod signature;
 pub mod stream_hash;
 
 use actors::Actor;
@@ -68,7 +68,12 @@ impl std::fmt::Debug for CustomNf {
 
 /// Checks the kind-specific part of an NF's app-file table; registers the event types the
 /// kind publishes (under `EVENT/...`) in `registry`, so that NFs after it can subscribe.
-pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: &mut actors::EventRegistry) -> Result<NfConfig, Vec<String>> {
+pub fn configure(
+    kind: &str,
+    common: &NfCommon,
+    options: toml::Table,
+    registry: &mut actors::EventRegistry,
+) -> Result<NfConfig, Vec<String>> {
     let _ = &registry;
     match kind {
         "firewall" => {
@@ -77,8 +82,11 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: 
             Ok(NfConfig::Firewall(cfg, rules))
         }
         "flow_stats" => {
-            let mut cfg: flow_stats::FlowStatsConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            cfg.long_flow_event = registry.register(flow_stats::LONG_FLOW_EVENT).map_err(|e| vec![format!("nf `{}` (flow_stats): {e}", common.name)])?;
+            let mut cfg: flow_stats::FlowStatsConfig =
+                common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            cfg.long_flow_event = registry
+                .register(flow_stats::LONG_FLOW_EVENT)
+                .map_err(|e| vec![format!("nf `{}` (flow_stats): {e}", common.name)])?;
             Ok(NfConfig::FlowStats(cfg))
         }
         "logger" => {
@@ -93,22 +101,22 @@ pub fn configure(kind: &str, common: &NfCommon, options: toml::Table, registry: 
         }
         "stream_hash" => Ok(NfConfig::StreamHash(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
         "signature_match" => {
-            let mut cfg: signature::SignatureConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
+            let mut cfg: signature::SignatureConfig =
+                common::options(&common.name, kind, options).map_err(|e| vec![e])?;
             cfg.load(&common.name)?;
-            cfg.alert_type = registry.register("EVENT/IDS_ALERT").map_err(|e| vec![format!("nf `{}` (signature_match): {e}", common.name)])?;
+            cfg.alert_type = registry
+                .register("EVENT/IDS_ALERT")
+                .map_err(|e| vec![format!("nf `{}` (signature_match): {e}", common.name)])?;
             Ok(NfConfig::SignatureMatch(cfg))
         }
         "dpi" => {
             let mut cfg: dpi::DpiConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
             cfg.validate(&common.name)?;
-            cfg.event = registry.register(dpi::DETECT_EVENT).map_err(|e| vec![format!("nf `{}` (dpi): {e}", common.name)])?;
+            cfg.event =
+                registry.register(dpi::DETECT_EVENT).map_err(|e| vec![format!("nf `{}` (dpi): {e}", common.name)])?;
             Ok(NfConfig::Dpi(cfg))
         }
-        other => Err(vec![format!(
-            "nf `{}`: unknown kind `{other}` (known kinds: {})",
-            common.name,
-            KINDS.join(", ")
-        )]),
+        other => Err(vec![format!("nf `{}`: unknown kind `{other}` (known kinds: {})", common.name, KINDS.join(", "))]),
     }
 }
 
@@ -148,7 +156,9 @@ impl NfConfig {
     /// Builds the actor (this is where output files are created).
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(match self {
-            NfConfig::Firewall(cfg, rules) => Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful)),
+            NfConfig::Firewall(cfg, rules) => {
+                Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful))
+            }
             NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::from_config(common, cfg)?),
             NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
             NfConfig::SignatureMatch(cfg) => Box::new(signature::SignatureMatch::new(common, cfg)?),

@@ -108,8 +108,9 @@ pub struct Logger {
 impl Logger {
     /// A Logger (creates its output file).
     pub fn new(common: &NfCommon, cfg: &LoggerConfig) -> Result<Logger, String> {
-        let file = File::create(&cfg.output)
-            .map_err(|e| format!("nf `{}` (logger): cannot create output `{}`: {e}", common.name, cfg.output.display()))?;
+        let file = File::create(&cfg.output).map_err(|e| {
+            format!("nf `{}` (logger): cannot create output `{}`: {e}", common.name, cfg.output.display())
+        })?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         let long_flow_event = if cfg.only_long_flows {
             let t = cfg

@@ -205,7 +205,13 @@ pub struct Rule {
 impl Rule {
     /// True when the header matches a packet (or data) going `src:sport -> dst:dport` with
     /// IP protocol `proto`, `to_server` telling its direction in the flow.
-    pub fn header_matches(&self, proto: u8, src: (Option<IpAddr>, Option<u16>), dst: (Option<IpAddr>, Option<u16>), to_server: bool) -> bool {
+    pub fn header_matches(
+        &self,
+        proto: u8,
+        src: (Option<IpAddr>, Option<u16>),
+        dst: (Option<IpAddr>, Option<u16>),
+        to_server: bool,
+    ) -> bool {
         if !self.proto.matches(proto) {
             return false;
         }
@@ -223,7 +229,8 @@ impl Rule {
 
 /// Reads and parses a rule file (see [`parse_rules`]).
 pub fn load_rules(path: &Path) -> Result<Vec<Rule>, Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read rules `{}`: {e}", path.display())])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read rules `{}`: {e}", path.display())])?;
     parse_rules(&text, &path.display().to_string())
 }
 
@@ -345,7 +352,8 @@ fn parse_addr(s: &str, nest: usize) -> Result<AddrSpec, String> {
     }
     if let Some(body) = s.strip_prefix('[') {
         let body = body.strip_suffix(']').ok_or_else(|| format!("bad address list `{s}`"))?;
-        let items = split_list(body).into_iter().map(|x| parse_addr(x.trim(), nest + 1)).collect::<Result<Vec<_>, _>>()?;
+        let items =
+            split_list(body).into_iter().map(|x| parse_addr(x.trim(), nest + 1)).collect::<Result<Vec<_>, _>>()?;
         if items.iter().any(|x| x == &AddrSpec::Any) && items.len() > 1 {
             return Err(format!("`any` inside the list `{s}`"));
         }
@@ -383,7 +391,8 @@ fn parse_ports(s: &str, nest: usize) -> Result<PortSpec, String> {
     }
     if let Some(body) = s.strip_prefix('[') {
         let body = body.strip_suffix(']').ok_or_else(|| format!("bad port list `{s}`"))?;
-        let items = split_list(body).into_iter().map(|x| parse_ports(x.trim(), nest + 1)).collect::<Result<Vec<_>, _>>()?;
+        let items =
+            split_list(body).into_iter().map(|x| parse_ports(x.trim(), nest + 1)).collect::<Result<Vec<_>, _>>()?;
         return Ok(PortSpec::List(items));
     }
     if let Some((a, b)) = s.split_once(':') {
@@ -495,7 +504,10 @@ fn num<T: std::str::FromStr>(v: &str, opt: &str) -> Result<T, String> {
 /// Parses one (joined) rule line.
 fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
     let (head, rest) = s.split_once('(').ok_or_else(|| vec!["missing the options `( ... )`".to_string()])?;
-    let body = rest.trim_end().strip_suffix(')').ok_or_else(|| vec!["the options must end with `)` at the end of the rule".to_string()])?;
+    let body = rest
+        .trim_end()
+        .strip_suffix(')')
+        .ok_or_else(|| vec!["the options must end with `)` at the end of the rule".to_string()])?;
     let mut errors = Vec::new();
     let toks = header_tokens(head).map_err(|e| vec![e])?;
     let mut header = None;
@@ -504,7 +516,9 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
     } else {
         let action = match toks[0].as_str() {
             "alert" => Ok(Action::Alert),
-            a @ ("drop" | "pass" | "reject" | "log") => Err(format!("action `{a}` is not supported (this NF only detects: use `alert`)")),
+            a @ ("drop" | "pass" | "reject" | "log") => {
+                Err(format!("action `{a}` is not supported (this NF only detects: use `alert`)"))
+            }
             a => Err(format!("unknown action `{a}`")),
         };
         let proto = match toks[1].as_str() {
@@ -518,7 +532,15 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
             "<>" => Ok(true),
             d => Err(format!("bad direction `{d}` (`->` or `<>`)")),
         };
-        let parts = (action, proto, parse_addr(&toks[2], 0), parse_ports(&toks[3], 0), bidi, parse_addr(&toks[5], 0), parse_ports(&toks[6], 0));
+        let parts = (
+            action,
+            proto,
+            parse_addr(&toks[2], 0),
+            parse_ports(&toks[3], 0),
+            bidi,
+            parse_addr(&toks[5], 0),
+            parse_ports(&toks[6], 0),
+        );
         match parts {
             (Ok(a), Ok(p), Ok(sa), Ok(sp), Ok(b), Ok(da), Ok(dp)) => header = Some((a, p, sa, sp, b, da, dp)),
             (a, p, sa, sp, b, da, dp) => {
@@ -585,7 +607,10 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
                         "depth" => {
                             let d: u64 = num(need()?, name)?;
                             if d < c.bytes.len() as u64 {
-                                return Err(format!("`depth:{d}` is shorter than its content ({} bytes)", c.bytes.len()));
+                                return Err(format!(
+                                    "`depth:{d}` is shorter than its content ({} bytes)",
+                                    c.bytes.len()
+                                ));
                             }
                             if c.depth.replace(d).is_some() {
                                 return Err(dup());
@@ -599,7 +624,10 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
                         _ => {
                             let w: u64 = num(need()?, name)?;
                             if w < c.bytes.len() as u64 {
-                                return Err(format!("`within:{w}` is shorter than its content ({} bytes)", c.bytes.len()));
+                                return Err(format!(
+                                    "`within:{w}` is shorter than its content ({} bytes)",
+                                    c.bytes.len()
+                                ));
                             }
                             if c.within.replace(w).is_some() {
                                 return Err(dup());
@@ -663,23 +691,25 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
         errors.push("missing `sid`".into());
     }
     match (header, sid) {
-        (Some((action, proto, src, src_ports, bidirectional, dst, dst_ports)), Some(sid)) if errors.is_empty() => Ok(Rule {
-            action,
-            proto,
-            src,
-            src_ports,
-            bidirectional,
-            dst,
-            dst_ports,
-            msg: msg.unwrap_or_default(),
-            contents,
-            flow,
-            established,
-            sid,
-            rev: rev.unwrap_or(1),
-            classtype,
-            line,
-        }),
+        (Some((action, proto, src, src_ports, bidirectional, dst, dst_ports)), Some(sid)) if errors.is_empty() => {
+            Ok(Rule {
+                action,
+                proto,
+                src,
+                src_ports,
+                bidirectional,
+                dst,
+                dst_ports,
+                msg: msg.unwrap_or_default(),
+                contents,
+                flow,
+                established,
+                sid,
+                rev: rev.unwrap_or(1),
+                classtype,
+                line,
+            })
+        }
         _ => Err(errors),
     }
 }

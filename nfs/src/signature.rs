@@ -108,7 +108,8 @@ pub struct SignatureConfig {
 impl SignatureConfig {
     /// Loads the rule file into `parsed`; errors name the NF.
     pub fn load(&mut self, nf: &str) -> Result<(), Vec<String>> {
-        let rules = crate::rules::load_rules(&self.rules).map_err(|es| es.into_iter().map(|e| format!("nf `{nf}` (signature_match): {e}")).collect::<Vec<_>>())?;
+        let rules = crate::rules::load_rules(&self.rules)
+            .map_err(|es| es.into_iter().map(|e| format!("nf `{nf}` (signature_match): {e}")).collect::<Vec<_>>())?;
         if rules.is_empty() {
             return Err(vec![format!("nf `{nf}` (signature_match): `{}` holds no rules", self.rules.display())]);
         }
@@ -330,8 +331,9 @@ impl SignatureMatch {
     /// A Signature_Match built from its config (creates the output file).
     pub fn new(common: &NfCommon, cfg: &SignatureConfig) -> Result<SignatureMatch, String> {
         let m = Matcher::new(&cfg.parsed).map_err(|e| format!("nf `{}` (signature_match): {e}", common.name))?;
-        let file = File::create(&cfg.output)
-            .map_err(|e| format!("nf `{}` (signature_match): cannot create output `{}`: {e}", common.name, cfg.output.display()))?;
+        let file = File::create(&cfg.output).map_err(|e| {
+            format!("nf `{}` (signature_match): cannot create output `{}`: {e}", common.name, cfg.output.display())
+        })?;
         let mut subscriptions;
         match cfg.on {
             On::Stream => {
@@ -341,7 +343,8 @@ impl SignatureMatch {
             }
             On::Packets => {
                 subscriptions = common.main_port("in", &[builtin::PKT_TCP, builtin::PKT_UDP]);
-                subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("end", builtin::FLOW) });
+                subscriptions
+                    .push(Subscription { from: Some("l23".into()), ..Subscription::new("end", builtin::FLOW) });
             }
         }
         let contract = Contract {
@@ -376,7 +379,12 @@ impl SignatureMatch {
         })
     }
 
-    fn flow_entry<'f>(flows: &'f mut HashMap<FlowRef, FlowState>, tracked: &mut u64, flow: FlowRef, flow_start: u64) -> &'f mut FlowState {
+    fn flow_entry<'f>(
+        flows: &'f mut HashMap<FlowRef, FlowState>,
+        tracked: &mut u64,
+        flow: FlowRef,
+        flow_start: u64,
+    ) -> &'f mut FlowState {
         flows.entry(flow).or_insert_with(|| {
             *tracked += 1;
             FlowState { flow_start, tuple: None, dirs: [DirState::default(), DirState::default()], alerted: Vec::new() }
@@ -388,7 +396,9 @@ impl SignatureMatch {
             return;
         }
         if let Some(out) = self.out.as_mut() {
-            let res = serde_json::to_string(rec).map_err(|e| e.to_string()).and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
+            let res = serde_json::to_string(rec)
+                .map_err(|e| e.to_string())
+                .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
             if let Err(e) = res {
                 self.error = Some(format!("writing `{}`: {e}", self.path.display()));
             }

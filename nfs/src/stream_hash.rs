@@ -87,8 +87,9 @@ fn hex(b: &[u8]) -> String {
 impl StreamHash {
     /// A Stream_Hash writing to `path`.
     pub fn new(common: &NfCommon, path: PathBuf) -> Result<StreamHash, String> {
-        let file = File::create(&path)
-            .map_err(|e| format!("nf `{}` (stream_hash): cannot create output `{}`: {e}", common.name, path.display()))?;
+        let file = File::create(&path).map_err(|e| {
+            format!("nf `{}` (stream_hash): cannot create output `{}`: {e}", common.name, path.display())
+        })?;
         let mut subscriptions = common.main_port("data", &[builtin::DATA_RDY]);
         subscriptions.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
         subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
@@ -100,7 +101,15 @@ impl StreamHash {
             modifies: Modifies::default(),
             drop_reasons: vec![],
         };
-        Ok(StreamHash { contract, path, out: Some(BufWriter::new(file)), conns: HashMap::new(), written: 0, read_errors: 0, error: None })
+        Ok(StreamHash {
+            contract,
+            path,
+            out: Some(BufWriter::new(file)),
+            conns: HashMap::new(),
+            written: 0,
+            read_errors: 0,
+            error: None,
+        })
     }
 
     fn emit(&mut self, _flow: FlowRef, acc: Acc, end: &str) {
@@ -119,7 +128,9 @@ impl StreamHash {
             return;
         }
         if let Some(out) = self.out.as_mut() {
-            let res = serde_json::to_string(&rec).map_err(|e| e.to_string()).and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
+            let res = serde_json::to_string(&rec)
+                .map_err(|e| e.to_string())
+                .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
             match res {
                 Ok(()) => self.written += 1,
                 Err(e) => self.error = Some(format!("writing `{}`: {e}", self.path.display())),

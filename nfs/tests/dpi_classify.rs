@@ -121,7 +121,10 @@ fn http_split_and_partial() {
         assert!(matches!(v, Verdict::NeedMore { .. }), "cut {cut}: {v:?}");
     }
     // Once the request line is there, HTTP is likely (the answer at a bound).
-    assert_eq!(classify(b"GET /a HTTP/1.1\r\nUser-Ag", b"", TCP, (1, 80)), Verdict::NeedMore { likely: Some(Protocol::Http) });
+    assert_eq!(
+        classify(b"GET /a HTTP/1.1\r\nUser-Ag", b"", TCP, (1, 80)),
+        Verdict::NeedMore { likely: Some(Protocol::Http) }
+    );
     // A server's status line alone.
     assert_eq!(classify(b"", b"HTTP/1.1 200 OK\r\n", TCP, (1, 80)), detected(Protocol::Http, None));
 }
@@ -194,7 +197,10 @@ fn dns_over_udp_and_tcp() {
 fn smtp_banner_and_ehlo() {
     let banner = b"220 mail.example.com ESMTP Postfix (Ubuntu)\r\n";
     assert_eq!(classify(b"", banner, TCP, (40000, 25)), detected(Protocol::Smtp, Some("mail.example.com")));
-    assert_eq!(classify(b"EHLO client.example.org\r\n", banner, TCP, (40000, 587)), detected(Protocol::Smtp, Some("mail.example.com")));
+    assert_eq!(
+        classify(b"EHLO client.example.org\r\n", banner, TCP, (40000, 587)),
+        detected(Protocol::Smtp, Some("mail.example.com"))
+    );
     assert_eq!(classify(b"EHLO client.example.org\r\n", b"", TCP, (40000, 25)), detected(Protocol::Smtp, None));
     assert_eq!(classify(b"helo x\r\n", b"", TCP, (40000, 25)), detected(Protocol::Smtp, None));
     // An FTP banner is not SMTP.
@@ -236,7 +242,15 @@ fn random_bytes_never_panic() {
         x ^= x << 17;
         x
     };
-    let prefixes: [&[u8]; 7] = [b"", b"GET / HTTP/1.1\r\n", &[22, 3, 1], &[22, 3, 3, 0, 80, 1, 0, 0, 76, 3, 3], b"SSH-", b"220 ", &[0, 40, 0x12, 0x34, 1, 0, 0, 1]];
+    let prefixes: [&[u8]; 7] = [
+        b"",
+        b"GET / HTTP/1.1\r\n",
+        &[22, 3, 1],
+        &[22, 3, 3, 0, 80, 1, 0, 0, 76, 3, 3],
+        b"SSH-",
+        b"220 ",
+        &[0, 40, 0x12, 0x34, 1, 0, 0, 1],
+    ];
     for i in 0..20_000u32 {
         let len_a = (next() % 300) as usize;
         let len_b = (next() % 64) as usize;

@@ -24,8 +24,14 @@ fn the_full_example_parses_to_the_right_values() {
     assert_eq!((r.dst.clone(), r.dst_ports.clone()), (AddrSpec::Any, PortSpec::Range(80, 80)));
     assert_eq!(r.msg, "web \"admin\"; attack");
     assert_eq!(r.contents.len(), 2);
-    assert_eq!(r.contents[0], Content { bytes: b"GET".to_vec(), nocase: true, offset: Some(0), depth: Some(10), ..Content::default() });
-    assert_eq!(r.contents[1], Content { bytes: b"\r\nadmin".to_vec(), distance: Some(0), within: Some(20), ..Content::default() });
+    assert_eq!(
+        r.contents[0],
+        Content { bytes: b"GET".to_vec(), nocase: true, offset: Some(0), depth: Some(10), ..Content::default() }
+    );
+    assert_eq!(
+        r.contents[1],
+        Content { bytes: b"\r\nadmin".to_vec(), distance: Some(0), within: Some(20), ..Content::default() }
+    );
     assert_eq!(r.flow, Some(FlowDir::ToServer));
     assert!(r.established);
     assert_eq!((r.sid, r.rev), (1000001, 2));
@@ -47,19 +53,29 @@ fn addresses_ports_negation_and_lists() {
     let r = one("alert udp [10.0.0.0/8,!10.1.0.0/16,192.0.2.1] !53 <> ![203.0.113.0/24,2001:db8::/32] [80,1024:,:10,!8080] (sid:7;)");
     assert_eq!(r.proto, RuleProto::Udp);
     assert!(r.bidirectional);
-    assert_eq!(r.src, AddrSpec::List(vec![net("10.0.0.0/8"), AddrSpec::Not(Box::new(net("10.1.0.0/16"))), net("192.0.2.1/32")]));
+    assert_eq!(
+        r.src,
+        AddrSpec::List(vec![net("10.0.0.0/8"), AddrSpec::Not(Box::new(net("10.1.0.0/16"))), net("192.0.2.1/32")])
+    );
     assert_eq!(r.src_ports, PortSpec::Not(Box::new(PortSpec::Range(53, 53))));
     assert_eq!(r.dst, AddrSpec::Not(Box::new(AddrSpec::List(vec![net("203.0.113.0/24"), net("2001:db8::/32")]))));
     assert_eq!(
         r.dst_ports,
-        PortSpec::List(vec![PortSpec::Range(80, 80), PortSpec::Range(1024, 65535), PortSpec::Range(0, 10), PortSpec::Not(Box::new(PortSpec::Range(8080, 8080)))])
+        PortSpec::List(vec![
+            PortSpec::Range(80, 80),
+            PortSpec::Range(1024, 65535),
+            PortSpec::Range(0, 10),
+            PortSpec::Not(Box::new(PortSpec::Range(8080, 8080)))
+        ])
     );
     let ip = |s: &str| Some(s.parse().unwrap());
     assert!(r.src.matches(ip("10.2.3.4")));
     assert!(!r.src.matches(ip("10.1.3.4")));
     assert!(r.src.matches(ip("192.0.2.1")));
     assert!(!r.src.matches(ip("192.0.2.2")));
-    assert!(r.dst.matches(ip("198.51.100.1")) && !r.dst.matches(ip("203.0.113.9")) && !r.dst.matches(ip("2001:db8::1")));
+    assert!(
+        r.dst.matches(ip("198.51.100.1")) && !r.dst.matches(ip("203.0.113.9")) && !r.dst.matches(ip("2001:db8::1"))
+    );
     assert!(r.dst_ports.matches(Some(80)) && r.dst_ports.matches(Some(5)) && r.dst_ports.matches(Some(40000)));
     assert!(!r.dst_ports.matches(Some(8080)) && !r.dst_ports.matches(Some(443)));
     // <>: either orientation
@@ -77,7 +93,10 @@ fn flow_directions_and_comments_and_continuations() {
     assert_eq!((v[1].line, v[1].flow), (6, Some(FlowDir::ToServer)));
     assert_eq!(v[0].src, net("192.0.2.0/24"));
     let ip = |s: &str| Some(s.parse().unwrap());
-    assert!(!v[0].header_matches(6, (ip("192.0.2.9"), Some(1)), (ip("1.1.1.1"), Some(2)), true), "flow:to_client vs to_server data");
+    assert!(
+        !v[0].header_matches(6, (ip("192.0.2.9"), Some(1)), (ip("1.1.1.1"), Some(2)), true),
+        "flow:to_client vs to_server data"
+    );
     assert!(v[0].header_matches(6, (ip("192.0.2.9"), Some(1)), (ip("1.1.1.1"), Some(2)), false));
 }
 

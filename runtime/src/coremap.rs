@@ -102,21 +102,15 @@ impl<'de> Deserialize<'de> for OrderedEntries {
 impl CoreMap {
     /// Parses core-map text; `source` (usually the file name) prefixes every message.
     pub fn parse(text: &str, source: &str) -> Result<CoreMap, CoreMapError> {
-        let file: MapFile = toml::from_str(text)
-            .map_err(|e| CoreMapError::Parse(format!("{source}: {}", e.to_string().trim_end())))?;
-        Ok(CoreMap {
-            source: source.to_string(),
-            entries: file.cores.0,
-        })
+        let file: MapFile =
+            toml::from_str(text).map_err(|e| CoreMapError::Parse(format!("{source}: {}", e.to_string().trim_end())))?;
+        Ok(CoreMap { source: source.to_string(), entries: file.cores.0 })
     }
 
     /// Reads and parses the core-map file at `path`.
     pub fn load(path: &Path) -> Result<CoreMap, CoreMapError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CoreMapError::Io {
-            path: name.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| CoreMapError::Io { path: name.clone(), source })?;
         CoreMap::parse(&text, &name)
     }
 
@@ -226,12 +220,7 @@ impl Placement {
         cores
             .into_iter()
             .map(|core| {
-                let actors = self
-                    .cores
-                    .iter()
-                    .filter(|(_, c)| *c == core)
-                    .map(|(a, _)| a.clone())
-                    .collect();
+                let actors = self.cores.iter().filter(|(_, c)| *c == core).map(|(a, _)| a.clone()).collect();
                 (core, actors)
             })
             .collect()

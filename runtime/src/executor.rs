@@ -146,17 +146,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn run_core(
-    core: usize,
-    mut actors: Vec<Box<dyn Runnable>>,
-    stop: &AtomicBool,
-) -> Result<CoreReport, ExecError> {
+fn run_core(core: usize, mut actors: Vec<Box<dyn Runnable>>, stop: &AtomicBool) -> Result<CoreReport, ExecError> {
     let start = Instant::now();
     let pin_err = |source| ExecError::Pin {
         core,
-        allowed: sys::allowed_cpus()
-            .map(|c| sys::format_cpu_list(&c))
-            .unwrap_or_else(|e| format!("unknown: {e}")),
+        allowed: sys::allowed_cpus().map(|c| sys::format_cpu_list(&c)).unwrap_or_else(|e| format!("unknown: {e}")),
         source,
     };
     sys::pin_current_thread(core).map_err(pin_err)?;
@@ -224,24 +218,19 @@ fn run_core(
 ///
 /// Returns one [`CoreReport`] per assignment, in the given order, or the first error (see the
 /// module contract). On error, `stop` has been set and every thread has ended.
-pub fn run(
-    assignments: Vec<CoreAssignment>,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<CoreReport>, ExecError> {
+pub fn run(assignments: Vec<CoreAssignment>, stop: Arc<AtomicBool>) -> Result<Vec<CoreReport>, ExecError> {
     let mut handles = Vec::with_capacity(assignments.len());
     let mut first_err: Option<ExecError> = None;
     for a in assignments {
         let core = a.core;
         let stop_t = Arc::clone(&stop);
-        let spawned = std::thread::Builder::new()
-            .name(format!("mbox-core{core}"))
-            .spawn(move || {
-                let r = run_core(core, a.actors, &stop_t);
-                if r.is_err() {
-                    stop_t.store(true, Ordering::Release);
-                }
-                r
-            });
+        let spawned = std::thread::Builder::new().name(format!("mbox-core{core}")).spawn(move || {
+            let r = run_core(core, a.actors, &stop_t);
+            if r.is_err() {
+                stop_t.store(true, Ordering::Release);
+            }
+            r
+        });
         match spawned {
             Ok(h) => handles.push((core, h)),
             Err(source) => {
@@ -259,10 +248,7 @@ pub fn run(
             Ok(Err(e)) => errors.push(e),
             Err(payload) => {
                 stop.store(true, Ordering::Release);
-                errors.push(ExecError::ThreadPanicked {
-                    core,
-                    message: panic_message(payload.as_ref()),
-                });
+                errors.push(ExecError::ThreadPanicked { core, message: panic_message(payload.as_ref()) });
             }
         }
     }

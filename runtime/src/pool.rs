@@ -223,10 +223,7 @@ unsafe impl Sync for PoolView {}
 
 impl std::fmt::Debug for PoolView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolView")
-            .field("name", &self.name)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("PoolView").field("name", &self.name).field("stats", &self.stats()).finish()
     }
 }
 
@@ -265,20 +262,12 @@ struct Layout {
 }
 
 fn layout(count: u32, buf_size: u32) -> Option<Layout> {
-    let stride = (buf_size as usize)
-        .checked_next_multiple_of(BUF_ALIGN)?
-        .max(BUF_ALIGN);
+    let stride = (buf_size as usize).checked_next_multiple_of(BUF_ALIGN)?.max(BUF_ALIGN);
     let meta_offset = std::mem::size_of::<PoolHeader>();
-    let meta_end =
-        meta_offset.checked_add((count as usize).checked_mul(std::mem::size_of::<BufMeta>())?)?;
+    let meta_end = meta_offset.checked_add((count as usize).checked_mul(std::mem::size_of::<BufMeta>())?)?;
     let data_offset = meta_end.checked_next_multiple_of(BUF_ALIGN)?;
     let total = data_offset.checked_add((count as usize).checked_mul(stride)?)?;
-    Some(Layout {
-        stride,
-        meta_offset,
-        data_offset,
-        total,
-    })
+    Some(Layout { stride, meta_offset, data_offset, total })
 }
 
 /// Creates the pool `name` of `count` buffers of `buf_size` bytes in `region`.
@@ -291,10 +280,7 @@ pub fn create(
     count: u32,
     buf_size: u32,
 ) -> Result<(PoolAllocator, PoolReleaser, PoolView), PoolError> {
-    let bad = |reason: String| PoolError::BadConfig {
-        name: name.to_string(),
-        reason,
-    };
+    let bad = |reason: String| PoolError::BadConfig { name: name.to_string(), reason };
     if count == 0 || count > (1 << 31) {
         return Err(bad(format!("buffer count {count} must be in 1..=2^31")));
     }
@@ -303,24 +289,10 @@ pub fn create(
     }
     let l = layout(count, buf_size).ok_or_else(|| bad("pool size overflows".to_string()))?;
     let offset = region
-        .reserve(
-            &block_name(name),
-            l.total,
-            BUF_ALIGN.max(std::mem::align_of::<PoolHeader>()),
-        )
-        .map_err(|source| PoolError::Region {
-            name: name.to_string(),
-            source,
-        })?;
-    let (mut tx, rx) = ring::create::<u32>(
-        region,
-        &free_name(name),
-        (count as usize).next_power_of_two(),
-    )
-    .map_err(|source| PoolError::FreeList {
-        name: name.to_string(),
-        source: Box::new(source),
-    })?;
+        .reserve(&block_name(name), l.total, BUF_ALIGN.max(std::mem::align_of::<PoolHeader>()))
+        .map_err(|source| PoolError::Region { name: name.to_string(), source })?;
+    let (mut tx, rx) = ring::create::<u32>(region, &free_name(name), (count as usize).next_power_of_two())
+        .map_err(|source| PoolError::FreeList { name: name.to_string(), source: Box::new(source) })?;
     // SAFETY: `reserve` returned a fresh, zero-filled block of `l.total` bytes inside the
     // mapping, aligned for PoolHeader; nobody else knows it until the magic is published.
     unsafe {
@@ -343,46 +315,20 @@ pub fn create(
         next += chunk.len() as u32;
     }
     let view = view_at(region, name, offset, l.total)?;
-    Ok((
-        PoolAllocator {
-            view: view.clone(),
-            free: rx,
-        },
-        PoolReleaser {
-            view: view.clone(),
-            free: tx,
-        },
-        view,
-    ))
+    Ok((PoolAllocator { view: view.clone(), free: rx }, PoolReleaser { view: view.clone(), free: tx }, view))
 }
 
 /// Attaches a read view to the existing pool `name` (e.g. from another process).
 pub fn attach(region: &Arc<Region>, name: &str) -> Result<PoolView, PoolError> {
-    let (offset, size) = region
-        .lookup(&block_name(name))
-        .map_err(|source| PoolError::Region {
-            name: name.to_string(),
-            source,
-        })?;
+    let (offset, size) =
+        region.lookup(&block_name(name)).map_err(|source| PoolError::Region { name: name.to_string(), source })?;
     view_at(region, name, offset, size)
 }
 
-fn view_at(
-    region: &Arc<Region>,
-    name: &str,
-    offset: usize,
-    size: usize,
-) -> Result<PoolView, PoolError> {
-    let not = |reason: String| PoolError::NotAPool {
-        name: name.to_string(),
-        reason,
-    };
-    if size < std::mem::size_of::<PoolHeader>()
-        || offset & (std::mem::align_of::<PoolHeader>() - 1) != 0
-    {
-        return Err(not(format!(
-            "block of {size} bytes at offset {offset} cannot hold a pool header"
-        )));
+fn view_at(region: &Arc<Region>, name: &str, offset: usize, size: usize) -> Result<PoolView, PoolError> {
+    let not = |reason: String| PoolError::NotAPool { name: name.to_string(), reason };
+    if size < std::mem::size_of::<PoolHeader>() || offset & (std::mem::align_of::<PoolHeader>() - 1) != 0 {
+        return Err(not(format!("block of {size} bytes at offset {offset} cannot hold a pool header")));
     }
     // SAFETY: the block lies inside the mapping, is large enough and aligned for a PoolHeader
     // (checked above); every bit pattern is a valid PoolHeader (integers and atomics).
@@ -443,12 +389,7 @@ impl PoolView {
     #[inline]
     fn meta(&self, h: PacketHandle) -> &BufMeta {
         let i = h.index();
-        assert!(
-            i < self.count,
-            "packet handle {i} out of range for pool `{}` of {} buffers",
-            self.name,
-            self.count
-        );
+        assert!(i < self.count, "packet handle {i} out of range for pool `{}` of {} buffers", self.name, self.count);
         // SAFETY: i < count, so the entry is inside the metadata array; BufMeta is atomics.
         unsafe { &*self.meta.as_ptr().add(i as usize) }
     }
@@ -548,19 +489,12 @@ impl PoolAllocator {
     ///
     /// Errors (each counted): [`AllocError::TooLarge`], [`AllocError::Exhausted`].
     #[inline]
-    pub fn alloc_with(
-        &mut self,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> Result<PacketHandle, AllocError> {
+    pub fn alloc_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<PacketHandle, AllocError> {
         let v = &self.view;
         let hdr = v.hdr();
         if len > v.buf_size as usize {
             bump(&hdr.alloc.too_large, 1);
-            return Err(AllocError::TooLarge {
-                len,
-                buf_size: v.buf_size,
-            });
+            return Err(AllocError::TooLarge { len, buf_size: v.buf_size });
         }
         let Some(index) = self.free.pop() else {
             bump(&hdr.alloc.exhausted, 1);

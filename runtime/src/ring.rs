@@ -226,11 +226,7 @@ impl<T> Shared<T> {
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        let claim = if self.is_producer {
-            &self.hdr().producer_claim
-        } else {
-            &self.hdr().consumer_claim
-        };
+        let claim = if self.is_producer { &self.hdr().producer_claim } else { &self.hdr().consumer_claim };
         let _ = claim.compare_exchange(self.claim, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
@@ -276,17 +272,13 @@ unsafe impl<T: Send> Send for Consumer<T> {}
 
 impl<T> std::fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Producer").field("stats", &self.stats()).finish()
     }
 }
 
 impl<T> std::fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Consumer").field("stats", &self.stats()).finish()
     }
 }
 
@@ -307,20 +299,10 @@ fn claim(slot: &AtomicU32, name: &str, side: &'static str) -> Result<u32, RingEr
         match slot.compare_exchange(expected, me, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(me),
             Err(holder) if holder != me && !pid_alive(holder) => expected = holder,
-            Err(holder) => {
-                return Err(RingError::Held {
-                    name: name.to_string(),
-                    side,
-                    pid: holder,
-                })
-            }
+            Err(holder) => return Err(RingError::Held { name: name.to_string(), side, pid: holder }),
         }
     }
-    Err(RingError::Held {
-        name: name.to_string(),
-        side,
-        pid: slot.load(Ordering::Acquire),
-    })
+    Err(RingError::Held { name: name.to_string(), side, pid: slot.load(Ordering::Acquire) })
 }
 
 /// Creates the ring `name` with `capacity` slots (a power of two) in `region`, and returns
@@ -330,19 +312,12 @@ pub fn create<T: Copy + Send + 'static>(
     name: &str,
     capacity: usize,
 ) -> Result<(Producer<T>, Consumer<T>), RingError> {
-    let bad = |reason: &str| RingError::BadCapacity {
-        name: name.to_string(),
-        capacity,
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| RingError::BadCapacity { name: name.to_string(), capacity, reason: reason.to_string() };
     if capacity == 0 {
         return Err(bad("a ring needs at least one slot"));
     }
     if !capacity.is_power_of_two() {
-        return Err(bad(&format!(
-            "it must be a power of two (e.g. {})",
-            capacity.next_power_of_two()
-        )));
+        return Err(bad(&format!("it must be a power of two (e.g. {})", capacity.next_power_of_two())));
     }
     let bytes = capacity
         .checked_mul(size_of::<T>())
@@ -351,10 +326,7 @@ pub fn create<T: Copy + Send + 'static>(
     let align = align_of::<RingHeader>().max(align_of::<T>());
     let offset = region
         .reserve(&block_name(name), bytes, align)
-        .map_err(|source| RingError::Region {
-            name: name.to_string(),
-            source,
-        })?;
+        .map_err(|source| RingError::Region { name: name.to_string(), source })?;
     // SAFETY: `reserve` returned a fresh, zero-filled, suitably aligned block of `bytes`
     // bytes inside the mapping, which starts with room for a RingHeader.
     let hdr = unsafe { region.base().add(offset) }.cast::<RingHeader>();
@@ -378,34 +350,17 @@ pub fn create<T: Copy + Send + 'static>(
         h.magic.store(MAGIC, Ordering::Release);
     }
     let me = std::process::id();
-    let producer = Producer {
-        shared: shared::<T>(region, name, hdr, me, true),
-        tail: 0,
-        cached_head: 0,
-        high_water: 0,
-    };
-    let consumer = Consumer {
-        shared: shared::<T>(region, name, hdr, me, false),
-        head: 0,
-        cached_tail: 0,
-    };
+    let producer =
+        Producer { shared: shared::<T>(region, name, hdr, me, true), tail: 0, cached_head: 0, high_water: 0 };
+    let consumer = Consumer { shared: shared::<T>(region, name, hdr, me, false), head: 0, cached_tail: 0 };
     Ok((producer, consumer))
 }
 
-fn shared<T>(
-    region: &Arc<Region>,
-    name: &str,
-    hdr: *mut RingHeader,
-    claim: u32,
-    is_producer: bool,
-) -> Shared<T> {
+fn shared<T>(region: &Arc<Region>, name: &str, hdr: *mut RingHeader, claim: u32, is_producer: bool) -> Shared<T> {
     // SAFETY: `hdr` points to a checked ring header (created or validated by the caller), so
     // it is non-null, and `slots_offset` was checked to stay inside the block.
     let (hdr, slots) = unsafe {
-        let slots = hdr
-            .cast::<u8>()
-            .add((*hdr).slots_offset as usize)
-            .cast::<T>();
+        let slots = hdr.cast::<u8>().add((*hdr).slots_offset as usize).cast::<T>();
         (NonNull::new_unchecked(hdr), NonNull::new_unchecked(slots))
     };
     // SAFETY: as above, the header is valid for reads.
@@ -425,20 +380,11 @@ fn shared<T>(
 
 /// Finds and validates the ring header of `name` without checking the element type.
 fn find(region: &Arc<Region>, name: &str) -> Result<*mut RingHeader, RingError> {
-    let (offset, size) = region
-        .lookup(&block_name(name))
-        .map_err(|source| RingError::Region {
-            name: name.to_string(),
-            source,
-        })?;
-    let not = |reason: String| RingError::NotARing {
-        name: name.to_string(),
-        reason,
-    };
+    let (offset, size) =
+        region.lookup(&block_name(name)).map_err(|source| RingError::Region { name: name.to_string(), source })?;
+    let not = |reason: String| RingError::NotARing { name: name.to_string(), reason };
     if size < size_of::<RingHeader>() {
-        return Err(not(format!(
-            "block is {size} bytes, smaller than a ring header"
-        )));
+        return Err(not(format!("block is {size} bytes, smaller than a ring header")));
     }
     if offset & (align_of::<RingHeader>() - 1) != 0 {
         return Err(not(format!("block offset {offset} is misaligned")));
@@ -450,26 +396,16 @@ fn find(region: &Arc<Region>, name: &str) -> Result<*mut RingHeader, RingError> 
     let h = unsafe { &*hdr };
     let magic = h.magic.load(Ordering::Acquire);
     if magic != MAGIC {
-        return Err(not(format!(
-            "magic {magic:#x}, expected {MAGIC:#x} (not initialized yet?)"
-        )));
+        return Err(not(format!("magic {magic:#x}, expected {MAGIC:#x} (not initialized yet?)")));
     }
     if h.version != VERSION {
         return Err(not(format!("version {}, expected {VERSION}", h.version)));
     }
     if h.capacity == 0 || !h.capacity.is_power_of_two() {
-        return Err(not(format!(
-            "capacity {} is not a power of two",
-            h.capacity
-        )));
+        return Err(not(format!("capacity {} is not a power of two", h.capacity)));
     }
-    let end = h
-        .capacity
-        .checked_mul(h.elem_size)
-        .and_then(|b| b.checked_add(h.slots_offset));
-    if h.slots_offset < size_of::<RingHeader>() as u64
-        || !matches!(end, Some(e) if e <= size as u64)
-    {
+    let end = h.capacity.checked_mul(h.elem_size).and_then(|b| b.checked_add(h.slots_offset));
+    if h.slots_offset < size_of::<RingHeader>() as u64 || !matches!(end, Some(e) if e <= size as u64) {
         return Err(not(format!(
             "{} slots of {} bytes at offset {} do not fit in the {size}-byte block",
             h.capacity, h.elem_size, h.slots_offset
@@ -502,10 +438,7 @@ fn check_type<T>(h: &RingHeader, name: &str) -> Result<(), RingError> {
 ///
 /// Fails if the ring does not exist, holds another element type, or its producer side is held
 /// by a live process.
-pub fn attach_producer<T: Copy + Send + 'static>(
-    region: &Arc<Region>,
-    name: &str,
-) -> Result<Producer<T>, RingError> {
+pub fn attach_producer<T: Copy + Send + 'static>(region: &Arc<Region>, name: &str) -> Result<Producer<T>, RingError> {
     let hdr = find(region, name)?;
     // SAFETY: `find` validated the header.
     let h = unsafe { &*hdr };
@@ -514,22 +447,14 @@ pub fn attach_producer<T: Copy + Send + 'static>(
     let tail = h.tail.load(Ordering::Acquire);
     let cached_head = h.head.load(Ordering::Acquire);
     let high_water = h.prod.high_water.load(Ordering::Relaxed);
-    Ok(Producer {
-        shared: shared::<T>(region, name, hdr, me, true),
-        tail,
-        cached_head,
-        high_water,
-    })
+    Ok(Producer { shared: shared::<T>(region, name, hdr, me, true), tail, cached_head, high_water })
 }
 
 /// Attaches to the consumer side of the existing ring `name` (e.g. from another process).
 ///
 /// Fails if the ring does not exist, holds another element type, or its consumer side is held
 /// by a live process.
-pub fn attach_consumer<T: Copy + Send + 'static>(
-    region: &Arc<Region>,
-    name: &str,
-) -> Result<Consumer<T>, RingError> {
+pub fn attach_consumer<T: Copy + Send + 'static>(region: &Arc<Region>, name: &str) -> Result<Consumer<T>, RingError> {
     let hdr = find(region, name)?;
     // SAFETY: `find` validated the header.
     let h = unsafe { &*hdr };
@@ -537,11 +462,7 @@ pub fn attach_consumer<T: Copy + Send + 'static>(
     let me = claim(&h.consumer_claim, name, "consumer")?;
     let head = h.head.load(Ordering::Acquire);
     let cached_tail = h.tail.load(Ordering::Acquire);
-    Ok(Consumer {
-        shared: shared::<T>(region, name, hdr, me, false),
-        head,
-        cached_tail,
-    })
+    Ok(Consumer { shared: shared::<T>(region, name, hdr, me, false), head, cached_tail })
 }
 
 /// Reads the counters of ring `name` without attaching to it (for monitors).
@@ -597,22 +518,14 @@ impl<T: Copy> Producer<T> {
             let occupancy = self.tail.wrapping_sub(self.cached_head);
             if occupancy > self.high_water {
                 self.high_water = occupancy;
-                self.shared
-                    .hdr()
-                    .prod
-                    .high_water
-                    .store(occupancy, Ordering::Relaxed);
+                self.shared.hdr().prod.high_water.store(occupancy, Ordering::Relaxed);
             }
         }
         if k < n {
             let c = &self.shared.hdr().prod;
             // Only the producer writes these counters: load + store, no read-modify-write.
-            c.full_events
-                .store(c.full_events.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            c.refused_items.store(
-                c.refused_items.load(Ordering::Relaxed) + (n - k),
-                Ordering::Relaxed,
-            );
+            c.full_events.store(c.full_events.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            c.refused_items.store(c.refused_items.load(Ordering::Relaxed) + (n - k), Ordering::Relaxed);
         }
         k as usize
     }

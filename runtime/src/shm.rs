@@ -86,9 +86,7 @@ const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 #[derive(Debug, thiserror::Error)]
 pub enum ShmError {
     /// The prefix is not `[A-Za-z0-9_-]{1,64}`.
-    #[error(
-        "invalid shared-memory prefix `{prefix}`: {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -)"
-    )]
+    #[error("invalid shared-memory prefix `{prefix}`: {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -)")]
     BadPrefix {
         /// The rejected prefix.
         prefix: String,
@@ -216,22 +214,14 @@ impl std::fmt::Debug for Region {
 }
 
 fn check_prefix(prefix: &str) -> Result<(), ShmError> {
-    let bad = |reason| {
-        Err(ShmError::BadPrefix {
-            prefix: prefix.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(ShmError::BadPrefix { prefix: prefix.to_string(), reason });
     if prefix.is_empty() {
         return bad("it is empty");
     }
     if prefix.len() > PREFIX_MAX {
         return bad("it is longer than 64 bytes");
     }
-    if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return bad("it contains a character outside the allowed set");
     }
     Ok(())
@@ -246,8 +236,7 @@ fn region_path(prefix: &str) -> PathBuf {
 /// Used by [`Region::create`] to clean up after a killed run. An invalid prefix is an
 /// `InvalidInput` error (so that a pattern can never escape the `mbox.<prefix>.` namespace).
 pub fn remove_stale(prefix: &str) -> std::io::Result<usize> {
-    check_prefix(prefix)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    check_prefix(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let start = format!("mbox.{prefix}.");
     let mut removed = 0;
     for entry in std::fs::read_dir(SHM_DIR)? {
@@ -275,16 +264,9 @@ impl Region {
         check_prefix(prefix)?;
         let path = region_path(prefix);
         if size < HEADER_SIZE {
-            return Err(ShmError::TooSmall {
-                size,
-                min: HEADER_SIZE,
-            });
+            return Err(ShmError::TooSmall { size, min: HEADER_SIZE });
         }
-        let io = |op, source| ShmError::Io {
-            op,
-            path: path.clone(),
-            source,
-        };
+        let io = |op, source| ShmError::Io { op, path: path.clone(), source };
         remove_stale(prefix).map_err(|e| io("remove stale files for", e))?;
         let file = OpenOptions::new()
             .read(true)
@@ -298,20 +280,9 @@ impl Region {
             let _ = std::fs::remove_file(&path);
             e
         };
-        file.set_len(size as u64)
-            .map_err(|e| cleanup(io("ftruncate", e)))?;
-        let map = MmapOptions::new()
-            .len(size)
-            .populate()
-            .map_raw(&file)
-            .map_err(|e| cleanup(io("mmap", e)))?;
-        let region = Region {
-            prefix: prefix.to_string(),
-            path: path.clone(),
-            map,
-            size,
-            owner: true,
-        };
+        file.set_len(size as u64).map_err(|e| cleanup(io("ftruncate", e)))?;
+        let map = MmapOptions::new().len(size).populate().map_raw(&file).map_err(|e| cleanup(io("mmap", e)))?;
+        let region = Region { prefix: prefix.to_string(), path: path.clone(), map, size, owner: true };
         let h = region.header_ptr();
         // SAFETY: the mapping is `size >= HEADER_SIZE` bytes, page aligned (so aligned for
         // Header), freshly created and zero-filled, and no other process knows it yet (the
@@ -320,10 +291,7 @@ impl Region {
             (*h).version = VERSION;
             (*h).size = size as u64;
         }
-        region
-            .header()
-            .used
-            .store(HEADER_SIZE as u64, Ordering::Relaxed);
+        region.header().used.store(HEADER_SIZE as u64, Ordering::Relaxed);
         region.header().magic.store(MAGIC, Ordering::Release);
         Ok(Arc::new(region))
     }
@@ -334,38 +302,15 @@ impl Region {
     pub fn attach(prefix: &str) -> Result<Arc<Region>, ShmError> {
         check_prefix(prefix)?;
         let path = region_path(prefix);
-        let io = |op, source| ShmError::Io {
-            op,
-            path: path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("open", e))?;
+        let io = |op, source| ShmError::Io { op, path: path.clone(), source };
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("stat", e))?.len() as usize;
-        let bad = |reason: String| ShmError::BadHeader {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| ShmError::BadHeader { path: path.clone(), reason };
         if len < HEADER_SIZE {
-            return Err(bad(format!(
-                "file is {len} bytes, smaller than the {HEADER_SIZE}-byte header"
-            )));
+            return Err(bad(format!("file is {len} bytes, smaller than the {HEADER_SIZE}-byte header")));
         }
-        let map = MmapOptions::new()
-            .len(len)
-            .populate()
-            .map_raw(&file)
-            .map_err(|e| io("mmap", e))?;
-        let region = Region {
-            prefix: prefix.to_string(),
-            path: path.clone(),
-            map,
-            size: len,
-            owner: false,
-        };
+        let map = MmapOptions::new().len(len).populate().map_raw(&file).map_err(|e| io("mmap", e))?;
+        let region = Region { prefix: prefix.to_string(), path: path.clone(), map, size: len, owner: false };
         let magic = region.header().magic.load(Ordering::Acquire);
         if magic != MAGIC {
             return Err(bad(format!("magic {magic:#x}, expected {MAGIC:#x}")));
@@ -375,10 +320,7 @@ impl Region {
             return Err(bad(format!("version {}, expected {VERSION}", h.version)));
         }
         if h.size != len as u64 {
-            return Err(bad(format!(
-                "header says {} bytes but the file has {len}",
-                h.size
-            )));
+            return Err(bad(format!("header says {} bytes but the file has {len}", h.size)));
         }
         Ok(Arc::new(region))
     }
@@ -411,17 +353,11 @@ impl Region {
     pub fn reserve(&self, name: &str, size: usize, align: usize) -> Result<usize, ShmError> {
         check_name(name)?;
         if !align.is_power_of_two() || align > ALIGN_MAX {
-            return Err(ShmError::BadAlign {
-                name: name.to_string(),
-                align,
-            });
+            return Err(ShmError::BadAlign { name: name.to_string(), align });
         }
         let _guard = self.lock()?;
         if self.find(name).is_some() {
-            return Err(ShmError::NameExists {
-                prefix: self.prefix.clone(),
-                name: name.to_string(),
-            });
+            return Err(ShmError::NameExists { prefix: self.prefix.clone(), name: name.to_string() });
         }
         let h = self.header();
         let count = h.count.load(Ordering::Acquire) as usize;
@@ -570,10 +506,7 @@ fn check_name(name: &str) -> Result<(), ShmError> {
     } else {
         return Ok(());
     };
-    Err(ShmError::BadName {
-        name: name.to_string(),
-        reason,
-    })
+    Err(ShmError::BadName { name: name.to_string(), reason })
 }
 
 impl Drop for Region {

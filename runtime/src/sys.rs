@@ -14,15 +14,12 @@ fn read_affinity() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array; all-zero is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid, writable cpu_set_t and we pass its exact size.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: CPU_ISSET only reads the set; every index is below CPU_SETSIZE.
-    Ok((0..SET_CPUS)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect())
+    Ok((0..SET_CPUS).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
 }
 
 /// The CPUs the calling thread may run on (`sched_getaffinity(0)`), ascending. Called before
@@ -81,11 +78,7 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
             i += 1;
             end = v[i];
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
     parts.join(",")

@@ -3,10 +3,7 @@
 use runtime::coremap::{default_placement, CoreMap, CoreMapError, Role};
 
 fn actors() -> Vec<String> {
-    ["rx", "l23", "fw", "stats", "tx"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    ["rx", "l23", "fw", "stats", "tx"].iter().map(|s| s.to_string()).collect()
 }
 
 const GOOD: &str = "# actor name = core id\n[cores]\nrx = 0\nl23 = 0\nfw = 1\nstats = 1\ntx = 0\n";
@@ -20,10 +17,7 @@ fn good_map_places_everyone() {
     assert_eq!(p.core_of("fw"), Some(1));
     assert_eq!(p.core_of("nobody"), None);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(
-        p.by_core(),
-        vec![(0, s(&["rx", "l23", "tx"])), (1, s(&["fw", "stats"]))]
-    );
+    assert_eq!(p.by_core(), vec![(0, s(&["rx", "l23", "tx"])), (1, s(&["fw", "stats"]))]);
 }
 
 fn problems(text: &str) -> Vec<String> {
@@ -37,10 +31,7 @@ fn problems(text: &str) -> Vec<String> {
 #[test]
 fn core_not_available() {
     let p = problems("[cores]\nrx = 0\nl23 = 0\nfw = 64\nstats = 1\ntx = 0\n");
-    assert_eq!(
-        p,
-        ["apps/map.toml: entry `fw = 64`: core 64 is not available on this machine (available cores: 0-1)"]
-    );
+    assert_eq!(p, ["apps/map.toml: entry `fw = 64`: core 64 is not available on this machine (available cores: 0-1)"]);
 }
 
 #[test]
@@ -54,10 +45,7 @@ fn unknown_and_missing_actors_all_reported() {
             "apps/map.toml: actor `stats` is not placed",
         ]
     );
-    let e = CoreMap::parse("[cores]\nrx = 0\n", "m.toml")
-        .unwrap()
-        .place(&actors(), &[0])
-        .unwrap_err();
+    let e = CoreMap::parse("[cores]\nrx = 0\n", "m.toml").unwrap().place(&actors(), &[0]).unwrap_err();
     assert_eq!(e.to_string().lines().count(), 4, "{e}");
 }
 
@@ -67,20 +55,14 @@ fn duplicate_key_is_a_parse_error_with_line() {
     let msg = e.to_string();
     assert!(matches!(e, CoreMapError::Parse(_)));
     assert!(msg.starts_with("apps/map.toml: "), "{msg}");
-    assert!(
-        msg.contains("duplicate key") && msg.contains("line 4"),
-        "{msg}"
-    );
+    assert!(msg.contains("duplicate key") && msg.contains("line 4"), "{msg}");
 }
 
 #[test]
 fn unknown_top_level_key_is_an_error() {
     let e = CoreMap::parse("threads = 2\n[cores]\nrx = 0\n", "apps/map.toml").unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.starts_with("apps/map.toml: ") && msg.contains("unknown field `threads`"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("apps/map.toml: ") && msg.contains("unknown field `threads`"), "{msg}");
     let e = CoreMap::parse("[cores]\nrx = -1\n", "m.toml").unwrap_err();
     assert!(e.to_string().contains("line 2"), "{e}");
     let e = CoreMap::parse("[cores]\nrx = \"zero\"\n", "m.toml").unwrap_err();

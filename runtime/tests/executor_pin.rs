@@ -32,25 +32,15 @@ impl Runnable for Counter {
 }
 
 fn counter(name: &str, work: u32) -> Box<dyn Runnable> {
-    Box::new(Counter {
-        name: name.to_string(),
-        work,
-        idle: 200,
-    })
+    Box::new(Counter { name: name.to_string(), work, idle: 200 })
 }
 
 #[test]
 fn threads_are_pinned_and_report_it() {
     let allowed = sys::allowed_cpus().unwrap();
-    let mut assignments = vec![CoreAssignment {
-        core: allowed[0],
-        actors: vec![counter("a", 1000), counter("b", 10)],
-    }];
+    let mut assignments = vec![CoreAssignment { core: allowed[0], actors: vec![counter("a", 1000), counter("b", 10)] }];
     if allowed.len() > 1 {
-        assignments.push(CoreAssignment {
-            core: allowed[1],
-            actors: vec![counter("c", 500)],
-        });
+        assignments.push(CoreAssignment { core: allowed[1], actors: vec![counter("c", 500)] });
     } else {
         println!("note: only one allowed CPU ({allowed:?}); skipping the second core");
     }
@@ -61,11 +51,7 @@ fn threads_are_pinned_and_report_it() {
     assert_eq!(reports[0].actors, vec!["a".to_string(), "b".to_string()]);
     assert_eq!(reports[0].busy_polls, 1010);
     assert!(reports[0].polls >= 1010 + 2 * 201);
-    assert!(
-        reports[0].idle_sleeps > 0,
-        "idle rounds lead to sleeps: {:?}",
-        reports[0]
-    );
+    assert!(reports[0].idle_sleeps > 0, "idle rounds lead to sleeps: {:?}", reports[0]);
     assert!(reports[0].tid > 0);
     if n > 1 {
         assert_eq!(reports[1].affinity, vec![allowed[1]]);
@@ -108,25 +94,15 @@ fn panic_is_reported_and_stops_everyone() {
     let start = Instant::now();
     let e = executor::run(
         vec![
-            CoreAssignment {
-                core: allowed[0],
-                actors: vec![Box::new(Forever), Box::new(Bomb(50))],
-            },
-            CoreAssignment {
-                core: other,
-                actors: vec![Box::new(Forever)],
-            },
+            CoreAssignment { core: allowed[0], actors: vec![Box::new(Forever), Box::new(Bomb(50))] },
+            CoreAssignment { core: other, actors: vec![Box::new(Forever)] },
         ],
         Arc::clone(&stop),
     )
     .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(10));
     match &e {
-        ExecError::ActorPanicked {
-            core,
-            actor,
-            message,
-        } => {
+        ExecError::ActorPanicked { core, actor, message } => {
             assert_eq!((*core, actor.as_str()), (allowed[0], "bomb"));
             assert!(message.contains("boom"), "{message}");
         }
@@ -162,14 +138,9 @@ fn stop_flag_ends_idle_threads() {
         }
         s2.store(true, Ordering::Relaxed);
     });
-    let reports = executor::run(
-        vec![CoreAssignment {
-            core: allowed[0],
-            actors: vec![Box::new(CountingIdle(polls))],
-        }],
-        stop,
-    )
-    .unwrap();
+    let reports =
+        executor::run(vec![CoreAssignment { core: allowed[0], actors: vec![Box::new(CountingIdle(polls))] }], stop)
+            .unwrap();
     t.join().unwrap();
     assert!(reports[0].polls >= 200);
     assert!(reports[0].idle_sleeps > 0, "{:?}", reports[0]);
@@ -178,10 +149,7 @@ fn stop_flag_ends_idle_threads() {
 #[test]
 fn pin_failure_names_the_core() {
     let e = executor::run(
-        vec![CoreAssignment {
-            core: 4000,
-            actors: vec![Box::new(Forever)],
-        }],
+        vec![CoreAssignment { core: 4000, actors: vec![Box::new(Forever)] }],
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap_err();

@@ -23,9 +23,7 @@ fn alloc_release_balances() {
     let r = region("balance");
     let (mut a, mut rel, view) = pool::create(&r, "p", 8, 128).unwrap();
     assert_eq!((view.count(), view.buf_size()), (8, 128));
-    let hs: Vec<_> = (0..8u8)
-        .map(|i| a.alloc(&[i; 100][..usize::from(i) + 1]).unwrap())
-        .collect();
+    let hs: Vec<_> = (0..8u8).map(|i| a.alloc(&[i; 100][..usize::from(i) + 1]).unwrap()).collect();
     for (i, &h) in hs.iter().enumerate() {
         assert_eq!(view.data(h), &vec![i as u8; i + 1][..]);
         assert_eq!(view.refcount(h), 1);
@@ -59,13 +57,7 @@ fn exhaustion_and_too_large_are_counted() {
     assert_eq!(a.alloc(b"3"), Err(AllocError::Exhausted));
     assert_eq!(a.alloc(b"4"), Err(AllocError::Exhausted));
     let e = a.alloc(&[0; 65]).unwrap_err();
-    assert_eq!(
-        e,
-        AllocError::TooLarge {
-            len: 65,
-            buf_size: 64
-        }
-    );
+    assert_eq!(e, AllocError::TooLarge { len: 65, buf_size: 64 });
     assert!(e.to_string().contains("65") && e.to_string().contains("64"));
     let s = view.stats();
     assert_eq!((s.exhausted, s.too_large, s.allocated), (2, 1, 2));

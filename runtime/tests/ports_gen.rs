@@ -45,11 +45,7 @@ fn parse(ts: u64, f: &[u8]) -> Parsed {
     let (sip, dip, ipv4) = match h.net.as_ref().expect("ip") {
         NetHeaders::Ipv4(ip, _) => {
             assert_eq!(ip.header_checksum, ip.calc_header_checksum());
-            (
-                IpAddr::from(ip.source),
-                IpAddr::from(ip.destination),
-                Some(ip.clone()),
-            )
+            (IpAddr::from(ip.source), IpAddr::from(ip.destination), Some(ip.clone()))
         }
         NetHeaders::Ipv6(ip, _) => (IpAddr::from(ip.source), IpAddr::from(ip.destination), None),
     };
@@ -78,38 +74,20 @@ fn parse(ts: u64, f: &[u8]) -> Parsed {
         }
         _ => panic!("unexpected transport"),
     };
-    Parsed {
-        ts,
-        len: f.len(),
-        src: SocketAddr::new(sip, sport),
-        dst: SocketAddr::new(dip, dport),
-        vlan,
-        tcp,
-        payload,
-    }
+    Parsed { ts, len: f.len(), src: SocketAddr::new(sip, sport), dst: SocketAddr::new(dip, dport), vlan, tcp, payload }
 }
 
 /// Recounts every per-flow figure from the frames and compares with the summary; also
 /// checks addresses, timestamps, and TCP sequence/acknowledgment arithmetic.
 fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSummary) {
     assert_eq!(s.packets, frames.len() as u64);
-    assert_eq!(
-        s.bytes,
-        frames.iter().map(|f| f.1.len() as u64).sum::<u64>()
-    );
+    assert_eq!(s.bytes, frames.iter().map(|f| f.1.len() as u64).sum::<u64>());
     assert_eq!(s.flows.len(), cfg.flows);
     let mut by_tuple = HashMap::new();
     for (i, f) in s.flows.iter().enumerate() {
         assert_eq!(f.id, i as u64);
-        assert_eq!(
-            f.client.port(),
-            1024 + i as u16,
-            "client ports in order, never reused"
-        );
-        assert!(
-            by_tuple.insert((f.client, f.server), i).is_none(),
-            "unique 5-tuple"
-        );
+        assert_eq!(f.client.port(), 1024 + i as u16, "client ports in order, never reused");
+        assert!(by_tuple.insert((f.client, f.server), i).is_none(), "unique 5-tuple");
         match f.client.ip() {
             IpAddr::V4(a) => assert!(matches!(a.octets(), [192, 0, 2, _] | [198, 51, 100, _])),
             IpAddr::V6(a) => assert_eq!(a.segments()[..2], [0x2001, 0xdb8]),
@@ -164,11 +142,7 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
                 assert_eq!(t.sequence_number, expect, "flow {idx} dir {d}");
             }
             if t.ack {
-                assert_eq!(
-                    Some(t.acknowledgment_number),
-                    c.next_seq[1 - d],
-                    "ack flow {idx}"
-                );
+                assert_eq!(Some(t.acknowledgment_number), c.next_seq[1 - d], "ack flow {idx}");
             } else {
                 assert!(t.syn && d == 0, "only the first SYN lacks ACK");
             }
@@ -195,12 +169,7 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
     for (f, c) in s.flows.iter().zip(&counts) {
         assert_eq!([f.pkts_toserver, f.pkts_toclient], c.p, "flow {}", f.id);
         assert_eq!([f.bytes_toserver, f.bytes_toclient], c.b, "flow {}", f.id);
-        assert_eq!(
-            [f.payload_toserver, f.payload_toclient],
-            c.pl,
-            "flow {}",
-            f.id
-        );
+        assert_eq!([f.payload_toserver, f.payload_toclient], c.pl, "flow {}", f.id);
         assert_eq!(Some(f.first_ts_ns), c.first);
         assert_eq!(f.last_ts_ns, c.last);
         if f.proto == "tcp" {
@@ -215,10 +184,7 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
             let reqs = count(&c.client_stream, b"GET /obj/");
             assert_eq!(reqs, f.requests as usize);
             assert_eq!(count(&c.client_stream, b"User-Agent: mbox-gen\r\n"), reqs);
-            assert_eq!(
-                count(&c.server_stream, b"HTTP/1.1 200 OK\r\nContent-Length: "),
-                reqs
-            );
+            assert_eq!(count(&c.server_stream, b"HTTP/1.1 200 OK\r\nContent-Length: "), reqs);
             if reqs > 0 {
                 assert!(c.client_stream.starts_with(b"GET /obj/"));
                 assert!(c.server_stream.starts_with(b"HTTP/1.1 200 OK\r\n"));
@@ -269,10 +235,7 @@ fn vlan_ipv6_small_mss_variant() {
     cfg.validate().unwrap();
     let (frames, s) = collect(&cfg);
     check_against_frames(&cfg, &frames, &s);
-    assert!(s
-        .flows
-        .iter()
-        .all(|f| f.vlan.is_some_and(|v| (1..=4094).contains(&v))));
+    assert!(s.flows.iter().all(|f| f.vlan.is_some_and(|v| (1..=4094).contains(&v))));
 }
 
 #[test]
@@ -288,8 +251,7 @@ fn request_size_is_respected() {
     let (frames, s) = collect(&cfg);
     check_against_frames(&cfg, &frames, &s);
     let resp_head =
-        "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nContent-Type: application/octet-stream\r\n\r\n"
-            .len() as u64;
+        "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nContent-Type: application/octet-stream\r\n\r\n".len() as u64;
     for f in &s.flows {
         assert_eq!(f.payload_toserver, 500);
         assert_eq!(f.payload_toclient, resp_head + 1234);
@@ -309,18 +271,13 @@ fn empty_responses_and_single_flow() {
     check_against_frames(&cfg, &frames, &s);
     let f = &s.flows[0];
     assert_eq!(f.requests, 2);
-    let head =
-        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: application/octet-stream\r\n\r\n"
-            .len() as u64;
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: application/octet-stream\r\n\r\n".len() as u64;
     assert_eq!(f.payload_toclient, 2 * head);
 }
 
 #[test]
 fn zero_flows_give_an_empty_valid_capture() {
-    let cfg = GenConfig {
-        flows: 0,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 0, ..GenConfig::default() };
     let mut w = PcapWriter::to_vec(LinkType::Ethernet);
     let s = generate(&cfg, |ts, f| w.write(ts, f, f.len() as u32)).unwrap();
     assert_eq!((s.packets, s.bytes, s.flows.len()), (0, 0, 0));
@@ -332,11 +289,7 @@ fn zero_flows_give_an_empty_valid_capture() {
 
 #[test]
 fn through_pcap_and_back() {
-    let cfg = GenConfig {
-        flows: 30,
-        seed: 3,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 30, seed: 3, ..GenConfig::default() };
     let (frames, s) = collect(&cfg);
     let mut w = PcapWriter::to_vec(LinkType::Ethernet);
     let s2 = generate(&cfg, |ts, f| w.write(ts, f, f.len() as u32)).unwrap();
@@ -354,10 +307,7 @@ fn through_pcap_and_back() {
 
 #[test]
 fn same_seed_same_bytes_different_seed_differs() {
-    let cfg = GenConfig {
-        flows: 40,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 40, ..GenConfig::default() };
     let (a, sa) = collect(&cfg);
     let (b, sb) = collect(&cfg);
     assert!(a == b);
@@ -368,10 +318,7 @@ fn same_seed_same_bytes_different_seed_differs() {
 
 #[test]
 fn sink_errors_stop_generation() {
-    let cfg = GenConfig {
-        flows: 10,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { flows: 10, ..GenConfig::default() };
     let mut n = 0;
     let r = generate(&cfg, |_, _| {
         n += 1;
@@ -416,11 +363,7 @@ fn validate_lists_every_problem() {
     }
     assert!(!e.contains("vlan_fraction"));
     // generate() clamps rather than panics.
-    let clamped = GenConfig {
-        flows: 3,
-        response_size: (0, 100),
-        ..bad
-    };
+    let clamped = GenConfig { flows: 3, response_size: (0, 100), ..bad };
     let (frames, s) = collect(&clamped);
     assert_eq!(s.flows.len(), 3);
     assert_eq!(s.packets, frames.len() as u64);
@@ -428,8 +371,7 @@ fn validate_lists_every_problem() {
 
 #[test]
 fn config_from_toml() {
-    let cfg: GenConfig =
-        toml::from_str("flows = 5\nseed = 9\nrequest_size = [200, 300]\n").unwrap();
+    let cfg: GenConfig = toml::from_str("flows = 5\nseed = 9\nrequest_size = [200, 300]\n").unwrap();
     assert_eq!((cfg.flows, cfg.seed, cfg.request_size), (5, 9, (200, 300)));
     assert_eq!(cfg.mss, 1460);
     assert!(toml::from_str::<GenConfig>("flowz = 5\n").is_err());

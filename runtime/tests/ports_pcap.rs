@@ -102,13 +102,7 @@ fn opt(be: bool, code: u16, value: &[u8]) -> Vec<u8> {
     v
 }
 
-fn idb(
-    be: bool,
-    linktype: u16,
-    snaplen: u32,
-    tsresol: Option<u8>,
-    tsoffset: Option<i64>,
-) -> Vec<u8> {
+fn idb(be: bool, linktype: u16, snaplen: u32, tsresol: Option<u8>, tsoffset: Option<i64>) -> Vec<u8> {
     let mut body = Vec::new();
     if be {
         body.extend_from_slice(&linktype.to_be_bytes());
@@ -172,14 +166,8 @@ fn roundtrip_in_memory() {
     let (got, stats) = read_all(&mut r).unwrap();
     assert_eq!(got, expect);
     assert_eq!(stats.packets, 200);
-    assert_eq!(
-        stats.bytes,
-        expect.iter().map(|e| e.1.len() as u64).sum::<u64>()
-    );
-    assert_eq!(
-        stats.snaplen_clipped,
-        expect.iter().filter(|e| e.1.len() < e.2 as usize).count() as u64
-    );
+    assert_eq!(stats.bytes, expect.iter().map(|e| e.1.len() as u64).sum::<u64>());
+    assert_eq!(stats.snaplen_clipped, expect.iter().filter(|e| e.1.len() < e.2 as usize).count() as u64);
     assert!(!stats.truncated_tail);
     assert_eq!(r.bytes_read(), bytes.len() as u64);
     // Finished readers stay finished.
@@ -197,14 +185,9 @@ fn roundtrip_file_larger_than_buffer() {
     let mut expect = Vec::new();
     // ~5 MiB, several times the reader's initial buffer, plus one maximal frame.
     for i in 0..3500usize {
-        let len = if i == 1234 {
-            262_144
-        } else {
-            1 + (i * 101) % 1514
-        };
+        let len = if i == 1234 { 262_144 } else { 1 + (i * 101) % 1514 };
         let data = frame(i, len);
-        w.write(i as u64 * 1_000_000_007, &data, len as u32)
-            .unwrap();
+        w.write(i as u64 * 1_000_000_007, &data, len as u32).unwrap();
         expect.push((i as u64 * 1_000_000_007, data, len as u32));
     }
     assert_eq!(w.finish().unwrap(), 3500);
@@ -222,10 +205,7 @@ fn roundtrip_file_larger_than_buffer() {
 #[test]
 fn writer_limits() {
     let mut w = PcapWriter::to_vec(LinkType::LinuxSll);
-    assert!(matches!(
-        w.write(0, &vec![0; 262_145], 262_145),
-        Err(PortError::FrameTooLarge { len: 262_145, .. })
-    ));
+    assert!(matches!(w.write(0, &vec![0; 262_145], 262_145), Err(PortError::FrameTooLarge { len: 262_145, .. })));
     // Seconds past 2106 do not fit the format.
     assert!(w.write(u64::MAX, &[1], 1).is_err());
     // orig_len below the captured length is raised to it.
@@ -259,18 +239,8 @@ fn check_legacy(be: bool, nanos: bool) {
     let (got, stats) = read_all(&mut r).unwrap();
     let mul = if nanos { 1 } else { 1_000 };
     assert_eq!(got.len(), 2);
-    assert_eq!(
-        got[0],
-        (1_600_000_000_000_000_000 + 123_456 * mul, frame(1, 60), 60)
-    );
-    assert_eq!(
-        got[1],
-        (
-            1_600_000_001_000_000_000 + 999_999 * mul,
-            frame(2, 100),
-            1500
-        )
-    );
+    assert_eq!(got[0], (1_600_000_000_000_000_000 + 123_456 * mul, frame(1, 60), 60));
+    assert_eq!(got[1], (1_600_000_001_000_000_000 + 999_999 * mul, frame(2, 100), 1500));
     assert_eq!(stats.snaplen_clipped, 1);
 }
 
@@ -296,12 +266,7 @@ fn legacy_unsupported_link_type() {
         Err(PortError::UnsupportedLinkType { linktype: 147, .. }) => {}
         other => panic!("{other:?}"),
     }
-    for (n, lt) in [
-        (101, LinkType::RawIp),
-        (228, LinkType::RawIp),
-        (229, LinkType::RawIp),
-        (113, LinkType::LinuxSll),
-    ] {
+    for (n, lt) in [(101, LinkType::RawIp), (228, LinkType::RawIp), (229, LinkType::RawIp), (113, LinkType::LinuxSll)] {
         let r = PcapReader::from_bytes("x", legacy_header(true, false, 0, n)).unwrap();
         assert_eq!(r.link_type(), lt);
         assert_eq!(LinkType::from_pcap(lt.to_pcap()), Some(lt));
@@ -330,21 +295,11 @@ fn pcapng_resolutions_offsets_and_skipped_blocks() {
         let ts: Vec<u64> = got.iter().map(|g| g.0).collect();
         assert_eq!(
             ts,
-            [
-                0,
-                1_500_000_000_000_001_000,
-                1_500_000_000_000_000_002,
-                102_500_000_000,
-                102_500_000_000
-            ],
+            [0, 1_500_000_000_000_001_000, 1_500_000_000_000_000_002, 102_500_000_000, 102_500_000_000],
             "be={be}"
         );
         for (i, g) in got.iter().enumerate() {
-            let want = if i == 0 {
-                frame(0, 20)
-            } else {
-                frame(i, 60 + i)
-            };
+            let want = if i == 0 { frame(0, 20) } else { frame(i, 60 + i) };
             assert_eq!(g.1, want, "frame {i} be={be}");
         }
         assert_eq!(got[2].2, 100);
@@ -390,13 +345,7 @@ fn pcapng_mixed_link_types() {
     let mut r = PcapReader::from_bytes("ng", v).unwrap();
     assert!(r.next_packet().unwrap().is_some());
     match r.next_packet() {
-        Err(
-            e @ PortError::MixedLinkTypes {
-                first: 1,
-                other: 113,
-                ..
-            },
-        ) => {
+        Err(e @ PortError::MixedLinkTypes { first: 1, other: 113, .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("1 and 113"), "{msg}");
         }
@@ -409,10 +358,7 @@ fn pcapng_mixed_link_types() {
 fn pcapng_unsupported_link_type_and_missing_interface() {
     let mut v = shb(false);
     v.extend(idb(false, 147, 0, None, None));
-    assert!(matches!(
-        PcapReader::from_bytes("ng", v),
-        Err(PortError::UnsupportedLinkType { linktype: 147, .. })
-    ));
+    assert!(matches!(PcapReader::from_bytes("ng", v), Err(PortError::UnsupportedLinkType { linktype: 147, .. })));
 
     let mut v = shb(false);
     let epb_offset = v.len() as u64;
@@ -433,10 +379,7 @@ fn pcapng_unsupported_link_type_and_missing_interface() {
     }
 
     // A section with no interface at all has no link type.
-    assert!(matches!(
-        PcapReader::from_bytes("ng", shb(false)),
-        Err(PortError::NotACapture { .. })
-    ));
+    assert!(matches!(PcapReader::from_bytes("ng", shb(false)), Err(PortError::NotACapture { .. })));
 }
 
 // ---- damaged input ----
@@ -450,11 +393,9 @@ fn truncated_legacy_file_ends_cleanly() {
     let full = w.into_inner().unwrap();
     let rec = 16 + 100;
     // Cut inside the 8th record's data, inside its header, and exactly at a boundary.
-    for (cut, packets, truncated) in [
-        (24 + 7 * rec + 50, 7, true),
-        (24 + 7 * rec + 5, 7, true),
-        (24 + 7 * rec, 7, false),
-    ] {
+    for (cut, packets, truncated) in
+        [(24 + 7 * rec + 50, 7, true), (24 + 7 * rec + 5, 7, true), (24 + 7 * rec, 7, false)]
+    {
         let mut r = PcapReader::from_bytes("cut", full[..cut].to_vec()).unwrap();
         let (got, stats) = read_all(&mut r).unwrap();
         assert_eq!(got.len(), packets, "cut {cut}");
@@ -500,10 +441,7 @@ fn garbage_is_not_a_capture() {
 fn missing_file_is_io_error() {
     let p = std::path::Path::new("/nonexistent/dir/x.pcap");
     assert!(matches!(PcapReader::open(p), Err(PortError::Io { .. })));
-    assert!(matches!(
-        PcapWriter::create(p, LinkType::Ethernet),
-        Err(PortError::Io { .. })
-    ));
+    assert!(matches!(PcapWriter::create(p, LinkType::Ethernet), Err(PortError::Io { .. })));
 }
 
 #[test]
@@ -518,9 +456,7 @@ fn absurd_caplen_is_corrupt_with_offset() {
     assert!(r.next_packet().unwrap().is_some());
     match r.next_packet() {
         Err(e @ PortError::Corrupt { .. }) => {
-            let PortError::Corrupt { offset, .. } = &e else {
-                unreachable!()
-            };
+            let PortError::Corrupt { offset, .. } = &e else { unreachable!() };
             assert_eq!(*offset, bad);
             assert!(e.to_string().contains(&format!("offset {bad}")), "{e}");
         }
@@ -534,10 +470,7 @@ fn absurd_caplen_is_corrupt_with_offset() {
     legacy_record(&mut v, true, 1, 0, &frame(0, 9000), 9000);
     let mut r = PcapReader::from_bytes("bad", v).unwrap();
     assert!(r.next_packet().unwrap().is_some());
-    assert!(matches!(
-        r.next_packet(),
-        Err(PortError::Corrupt { offset: 136, .. })
-    ));
+    assert!(matches!(r.next_packet(), Err(PortError::Corrupt { offset: 136, .. })));
 
     // pcapng: an absurd block length, and an EPB whose caplen exceeds its block.
     let mut v = shb(false);
@@ -566,8 +499,7 @@ fn mutated_captures_never_panic() {
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     let mut w = PcapWriter::to_vec(LinkType::Ethernet);
     for i in 0..6 {
-        w.write(i * 77, &frame(i as usize, 40 + i as usize), 60)
-            .unwrap();
+        w.write(i * 77, &frame(i as usize, 40 + i as usize), 60).unwrap();
     }
     seeds.push(w.into_inner().unwrap());
     let mut v = legacy_header(true, false, 64, 101);
@@ -595,8 +527,7 @@ fn mutated_captures_never_panic() {
                 3 if len >= 4 => {
                     // Overwrite a 32-bit field with an interesting value.
                     let at = rng.gen_range(0..=len - 4) & !3;
-                    let val: u32 =
-                        [0, 1, 0xffff_ffff, 0x8000_0000, 0x40000, 12, 28, 32][rng.gen_range(0..8)];
+                    let val: u32 = [0, 1, 0xffff_ffff, 0x8000_0000, 0x40000, 12, 28, 32][rng.gen_range(0..8)];
                     d[at..at + 4].copy_from_slice(&val.to_le_bytes());
                 }
                 _ => {

@@ -22,10 +22,7 @@ fn wrong_type_is_refused() {
     // Same size and alignment, different type: the type tag catches it.
     let e = ring::attach_consumer::<i64>(&r, "q").unwrap_err();
     assert!(matches!(e, RingError::TypeMismatch { .. }), "{e}");
-    assert!(
-        e.to_string().contains("u64") && e.to_string().contains("i64"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("u64") && e.to_string().contains("i64"), "{e}");
     let e = ring::attach_consumer::<Desc>(&r, "q").unwrap_err();
     assert!(e.to_string().contains("Desc"), "{e}");
     // The right type attaches, and sees what the producer pushed.
@@ -40,20 +37,8 @@ fn each_side_is_held_once() {
     let r = region("claims");
     let (tx, rx) = ring::create::<Desc>(&r, "q", 4).unwrap();
     let e = ring::attach_producer::<Desc>(&r, "q").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            RingError::Held {
-                side: "producer",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    assert!(matches!(
-        ring::attach_consumer::<Desc>(&r, "q"),
-        Err(RingError::Held { .. })
-    ));
+    assert!(matches!(e, RingError::Held { side: "producer", .. }), "{e}");
+    assert!(matches!(ring::attach_consumer::<Desc>(&r, "q"), Err(RingError::Held { .. })));
     drop(tx);
     let mut tx = ring::attach_producer::<Desc>(&r, "q").unwrap();
     tx.push(Desc { a: 1, b: 2 }).unwrap();

@@ -81,10 +81,7 @@ fn child_process_consumes_by_name() {
             break;
         }
         burst.clear();
-        burst.extend((next..(next + 32).min(N)).map(|s| Desc {
-            seq: s,
-            check: mix(s),
-        }));
+        burst.extend((next..(next + 32).min(N)).map(|s| Desc { seq: s, check: mix(s) }));
         let k = tx.push_burst(&burst);
         next += k as u64;
         if k < burst.len() {
@@ -108,15 +105,8 @@ fn child_process_consumes_by_name() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(
-        libc::WIFEXITED(status),
-        "child ended abnormally: status {status:#x}"
-    );
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "child saw a wrong item or checksum"
-    );
+    assert!(libc::WIFEXITED(status), "child ended abnormally: status {status:#x}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child saw a wrong item or checksum");
     let s = tx.stats();
     assert_eq!((s.enqueued, s.dequeued), (N, N));
 }

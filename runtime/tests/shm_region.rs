@@ -14,10 +14,7 @@ fn create_attach_lookup() {
     let r = Region::create(&p, 1 << 20).unwrap();
     assert_eq!(r.prefix(), p);
     assert_eq!(r.size(), 1 << 20);
-    assert_eq!(
-        r.path(),
-        std::path::Path::new(&format!("/dev/shm/mbox.{p}.region"))
-    );
+    assert_eq!(r.path(), std::path::Path::new(&format!("/dev/shm/mbox.{p}.region")));
     let used0 = r.used();
     let a = r.reserve("alpha", 100, 64).unwrap();
     let b = r.reserve("beta", 10, 4096).unwrap();
@@ -35,21 +32,12 @@ fn create_attach_lookup() {
     let c = other.reserve("gamma", 8, 8).unwrap();
     assert_eq!(r.lookup("gamma").unwrap(), (c, 8));
 
-    assert!(matches!(
-        r.reserve("alpha", 1, 1),
-        Err(ShmError::NameExists { .. })
-    ));
+    assert!(matches!(r.reserve("alpha", 1, 1), Err(ShmError::NameExists { .. })));
     let e = r.lookup("nope").unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
     assert!(matches!(r.reserve("", 1, 1), Err(ShmError::BadName { .. })));
-    assert!(matches!(
-        r.reserve(&"x".repeat(49), 1, 1),
-        Err(ShmError::BadName { .. })
-    ));
-    assert!(matches!(
-        r.reserve("odd", 1, 3),
-        Err(ShmError::BadAlign { .. })
-    ));
+    assert!(matches!(r.reserve(&"x".repeat(49), 1, 1), Err(ShmError::BadName { .. })));
+    assert!(matches!(r.reserve("odd", 1, 3), Err(ShmError::BadAlign { .. })));
     // An attached region does not unlink the file.
     drop(other);
     assert!(r.path().exists());
@@ -78,10 +66,7 @@ fn attach_rejects_garbage() {
     let e = Region::attach(&p).unwrap_err();
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(e, ShmError::BadHeader { .. }), "{e}");
-    assert!(matches!(
-        Region::attach(&prefix("absent")),
-        Err(ShmError::Io { .. })
-    ));
+    assert!(matches!(Region::attach(&prefix("absent")), Err(ShmError::Io { .. })));
 }
 
 #[test]
@@ -114,18 +99,12 @@ fn full_region_says_how_much() {
     let e = r.reserve("big", 1 << 20, 8).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, ShmError::Full { .. }), "{msg}");
-    assert!(
-        msg.contains("1048576") && msg.contains(&left.to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("1048576") && msg.contains(&left.to_string()), "{msg}");
     assert_eq!(r.size() - r.used(), left, "a failed reserve takes nothing");
     // Exactly what is left still fits.
     r.reserve("rest", left, 1).unwrap();
     assert!(matches!(r.reserve("one", 1, 1), Err(ShmError::Full { .. })));
-    assert!(matches!(
-        Region::create(&prefix("tiny"), 100),
-        Err(ShmError::TooSmall { .. })
-    ));
+    assert!(matches!(Region::create(&prefix("tiny"), 100), Err(ShmError::TooSmall { .. })));
 }
 
 #[test]
@@ -136,9 +115,7 @@ fn concurrent_reserves_get_disjoint_blocks() {
             .map(|t| {
                 let r = &r;
                 s.spawn(move || {
-                    (0..25)
-                        .map(|i| (r.reserve(&format!("b{t}.{i}"), 100, 16).unwrap(), 100))
-                        .collect::<Vec<_>>()
+                    (0..25).map(|i| (r.reserve(&format!("b{t}.{i}"), 100, 16).unwrap(), 100)).collect::<Vec<_>>()
                 })
             })
             .collect();

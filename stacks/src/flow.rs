@@ -65,23 +65,9 @@ impl FlowKey {
     /// endpoints are equal the sender is `Side::Lo`.
     pub fn new(proto: u8, src: Endpoint, dst: Endpoint) -> (FlowKey, Side) {
         if src <= dst {
-            (
-                FlowKey {
-                    proto,
-                    lo: src,
-                    hi: dst,
-                },
-                Side::Lo,
-            )
+            (FlowKey { proto, lo: src, hi: dst }, Side::Lo)
         } else {
-            (
-                FlowKey {
-                    proto,
-                    lo: dst,
-                    hi: src,
-                },
-                Side::Hi,
-            )
+            (FlowKey { proto, lo: dst, hi: src }, Side::Hi)
         }
     }
 
@@ -97,17 +83,7 @@ impl FlowKey {
             Transport::Other => (0, 0),
             Transport::None => return None,
         };
-        Some(FlowKey::new(
-            ip.proto,
-            Endpoint {
-                addr: ip.src,
-                port: sport,
-            },
-            Endpoint {
-                addr: ip.dst,
-                port: dport,
-            },
-        ))
+        Some(FlowKey::new(ip.proto, Endpoint { addr: ip.src, port: sport }, Endpoint { addr: ip.dst, port: dport }))
     }
 
     /// The endpoint on `side`.
@@ -145,9 +121,7 @@ impl Mixer {
 
     fn endpoint(&mut self, e: &Endpoint) {
         match e.addr {
-            IpAddr::V4(a) => {
-                self.word((4u64 << 48) | (u64::from(e.port) << 32) | u64::from(u32::from(a)))
-            }
+            IpAddr::V4(a) => self.word((4u64 << 48) | (u64::from(e.port) << 32) | u64::from(u32::from(a))),
             IpAddr::V6(a) => {
                 let v = u128::from(a);
                 self.word((6u64 << 48) | u64::from(e.port));

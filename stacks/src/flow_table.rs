@@ -301,10 +301,7 @@ fn list_unlink(slab: &mut Slab<Entry>, list: &mut List, which: usize, idx: u32) 
 fn list_push_back(slab: &mut Slab<Entry>, list: &mut List, which: usize, idx: u32) {
     let old_tail = list.tail;
     if let Some(e) = slab.get_mut(idx as usize) {
-        e.links[which] = Link {
-            prev: old_tail,
-            next: None,
-        };
+        e.links[which] = Link { prev: old_tail, next: None };
     } else {
         return;
     }
@@ -365,24 +362,13 @@ impl FlowTable {
         ended: &mut Vec<EndedFlow>,
     ) -> Observed {
         self.expire(ts_ns, ended);
-        let flags = if key.proto == ip_proto::TCP {
-            tcp_flags.unwrap_or(0)
-        } else {
-            0
-        };
+        let flags = if key.proto == ip_proto::TCP { tcp_flags.unwrap_or(0) } else { 0 };
         let syn_only = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
 
         if let Some(&idx) = self.map.get(&key) {
             let closing = self.slab.get(idx as usize).map(|e| {
                 let closing = e.rst || e.fin[0] || e.fin[1];
-                (
-                    closing,
-                    if e.rst {
-                        EndReason::Rst
-                    } else {
-                        EndReason::Fin
-                    },
-                )
+                (closing, if e.rst { EndReason::Rst } else { EndReason::Fin })
             });
             match closing {
                 Some((true, reason)) if syn_only => {
@@ -438,11 +424,8 @@ impl FlowTable {
     /// closed (both FINs, or an RST, and was only lingering) ends with that reason; every
     /// other flow with `Shutdown`.
     pub fn drain(&mut self, ended: &mut Vec<EndedFlow>) {
-        let mut all: Vec<(u64, u32, EndReason)> = self
-            .slab
-            .iter()
-            .map(|(i, e)| (e.seq, i as u32, e.closed.unwrap_or(EndReason::Shutdown)))
-            .collect();
+        let mut all: Vec<(u64, u32, EndReason)> =
+            self.slab.iter().map(|(i, e)| (e.seq, i as u32, e.closed.unwrap_or(EndReason::Shutdown))).collect();
         all.sort_unstable_by_key(|(seq, idx, _)| (*seq, *idx));
         ended.reserve(all.len());
         for (_, idx, reason) in all {
@@ -473,10 +456,7 @@ impl FlowTable {
 
     /// Counters, with `active` as of now.
     pub fn stats(&self) -> FlowTableStats {
-        FlowTableStats {
-            active: self.slab.len() as u64,
-            ..self.stats.clone()
-        }
+        FlowTableStats { active: self.slab.len() as u64, ..self.stats.clone() }
     }
 
     fn create(&mut self, key: FlowKey, side: Side, flags: u8, ts_ns: u64) -> Observed {
@@ -488,21 +468,11 @@ impl FlowTable {
             self.generations.resize(index + 1, 0);
         }
         let generation = self.generations.get(index).copied().unwrap_or(0);
-        let id = FlowId {
-            index: index32,
-            generation,
-        };
+        let id = FlowId { index: index32, generation };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slab.insert(Entry {
-            info: FlowInfo {
-                id,
-                key,
-                initiator: side,
-                first_ts_ns: ts_ns,
-                last_ts_ns: ts_ns,
-                packets: 1,
-            },
+            info: FlowInfo { id, key, initiator: side, first_ts_ns: ts_ns, last_ts_ns: ts_ns, packets: 1 },
             class,
             deadline_ns: self.clock_ns.saturating_add(self.idle_ns[class]),
             fin: [false; 2],
@@ -511,22 +481,13 @@ impl FlowTable {
             seq,
             links: [Link::default(); 2],
         });
-        list_push_back(
-            &mut self.slab,
-            &mut self.classes[class],
-            CLASS_LINK,
-            index32,
-        );
+        list_push_back(&mut self.slab, &mut self.classes[class], CLASS_LINK, index32);
         list_push_back(&mut self.slab, &mut self.lru, LRU_LINK, index32);
         self.map.insert(key, index32);
         self.stats.created += 1;
         self.stats.max_active = self.stats.max_active.max(self.slab.len() as u64);
         self.apply_flags(index32, side, flags);
-        Observed {
-            id,
-            dir: Direction::ToServer,
-            new: true,
-        }
+        Observed { id, dir: Direction::ToServer, new: true }
     }
 
     /// Updates an existing flow; `idx` is a live slot (checked by the caller).
@@ -534,23 +495,12 @@ impl FlowTable {
         let now = self.clock_ns;
         let Some(e) = self.slab.get_mut(idx as usize) else {
             // Not reached: the caller found the slot live.
-            return Observed {
-                id: FlowId {
-                    index: idx,
-                    generation: 0,
-                },
-                dir: Direction::ToServer,
-                new: false,
-            };
+            return Observed { id: FlowId { index: idx, generation: 0 }, dir: Direction::ToServer, new: false };
         };
         e.info.packets = e.info.packets.saturating_add(1);
         e.info.last_ts_ns = e.info.last_ts_ns.max(ts_ns);
         let id = e.info.id;
-        let dir = if e.info.initiator == side {
-            Direction::ToServer
-        } else {
-            Direction::ToClient
-        };
+        let dir = if e.info.initiator == side { Direction::ToServer } else { Direction::ToClient };
         let class = e.class;
         if class != LINGER {
             e.deadline_ns = now.saturating_add(self.idle_ns[class]);
@@ -560,11 +510,7 @@ impl FlowTable {
         list_unlink(&mut self.slab, &mut self.lru, LRU_LINK, idx);
         list_push_back(&mut self.slab, &mut self.lru, LRU_LINK, idx);
         self.apply_flags(idx, side, flags);
-        Observed {
-            id,
-            dir,
-            new: false,
-        }
+        Observed { id, dir, new: false }
     }
 
     /// Records FIN/RST and moves a flow that just closed onto the linger list.
@@ -623,9 +569,6 @@ impl FlowTable {
             EndReason::Shutdown => &mut self.stats.ended_shutdown,
         };
         *counter += 1;
-        ended.push(EndedFlow {
-            info: e.info,
-            reason,
-        });
+        ended.push(EndedFlow { info: e.info, reason });
     }
 }

@@ -18,9 +18,9 @@ pub mod flow;
 pub mod flow_table;
 pub mod l23;
 pub mod parse;
+pub mod reassembly;
 pub mod shard;
 pub mod tcp;
 pub mod tcp_monitor;
-pub mod reassembly;
 
 pub use l23::{L23Config, L23Stack, MalformedPolicy};

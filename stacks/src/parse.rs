@@ -447,17 +447,11 @@ pub fn parse(link: LinkType, frame: &[u8]) -> Result<Parsed, Malformed> {
     let (mut ethertype, mut off) = match link {
         LinkType::Ethernet => {
             let h: &[u8; field::ETH_LEN] = take(frame, 0).ok_or(Malformed::TruncatedEthernet)?;
-            (
-                be16([h[field::ETH_TYPE], h[field::ETH_TYPE + 1]]),
-                field::ETH_LEN,
-            )
+            (be16([h[field::ETH_TYPE], h[field::ETH_TYPE + 1]]), field::ETH_LEN)
         }
         LinkType::LinuxSll => {
             let h: &[u8; field::SLL_LEN] = take(frame, 0).ok_or(Malformed::TruncatedSll)?;
-            (
-                be16([h[field::SLL_PROTO], h[field::SLL_PROTO + 1]]),
-                field::SLL_LEN,
-            )
+            (be16([h[field::SLL_PROTO], h[field::SLL_PROTO + 1]]), field::SLL_LEN)
         }
         LinkType::RawIp => {
             let ty = match frame.first().map(|b| b >> 4) {
@@ -472,10 +466,7 @@ pub fn parse(link: LinkType, frame: &[u8]) -> Result<Parsed, Malformed> {
     let mut vlan = None;
     if link != LinkType::RawIp {
         let mut tags = 0;
-        while matches!(
-            ethertype,
-            ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD
-        ) {
+        while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
             if tags == field::MAX_VLAN_TAGS {
                 return Err(Malformed::TooManyVlanTags);
             }
@@ -508,28 +499,14 @@ pub fn parse(link: LinkType, frame: &[u8]) -> Result<Parsed, Malformed> {
             });
         }
     };
-    let L3 {
-        header,
-        l4,
-        end,
-        declared_end,
-        first_fragment_l4,
-    } = l3_ip;
+    let L3 { header, l4, end, declared_end, first_fragment_l4 } = l3_ip;
     let clipped = declared_end > frame.len();
 
     let (transport, payload_offset, payload_end) = if !first_fragment_l4 {
         (Transport::None, l4, end)
     } else {
         let fragmented = header.fragment.is_some();
-        match parse_l4(
-            frame,
-            header.proto,
-            header.version,
-            l4,
-            end,
-            declared_end,
-            fragmented,
-        )? {
+        match parse_l4(frame, header.proto, header.version, l4, end, declared_end, fragmented)? {
             Some(x) => x,
             // A first fragment too short to hold its L4 header.
             None => (Transport::None, l4, end),
@@ -591,14 +568,7 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> Result<L3, Malformed> {
     let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
     let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
     Ok(L3 {
-        header: IpHeader {
-            version: 4,
-            src,
-            dst,
-            proto: h[9],
-            ttl: h[8],
-            fragment,
-        },
+        header: IpHeader { version: 4, src, dst, proto: h[9], ttl: h[8], fragment },
         l4,
         end,
         declared_end,
@@ -635,11 +605,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<L3, Malformed> {
     // ESP, No Next Header and upper-layer protocols end the walk.
     while matches!(
         next,
-        ip_proto::HOPOPT
-            | ip_proto::IPV6_ROUTE
-            | ip_proto::IPV6_FRAG
-            | ip_proto::IPV6_OPTS
-            | ip_proto::AH
+        ip_proto::HOPOPT | ip_proto::IPV6_ROUTE | ip_proto::IPV6_FRAG | ip_proto::IPV6_OPTS | ip_proto::AH
     ) {
         if walked == MAX_IPV6_EXTENSIONS {
             return Err(Malformed::Ipv6ExtensionChainTooLong);
@@ -656,8 +622,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<L3, Malformed> {
             return Err(Malformed::TruncatedIpv6Extension);
         }
         if next == ip_proto::IPV6_FRAG {
-            let f: &[u8; field::IPV6_FRAG_LEN] =
-                take(bounded, off).ok_or(Malformed::TruncatedIpv6Extension)?;
+            let f: &[u8; field::IPV6_FRAG_LEN] = take(bounded, off).ok_or(Malformed::TruncatedIpv6Extension)?;
             let word = be16([f[2], f[3]]);
             let offset = word & 0xfff8; // 13-bit offset in 8-byte units, already shifted by 3
             let more = word & 1 != 0;
@@ -708,16 +673,11 @@ fn parse_l4(
     // fragment (tiny fragment); otherwise the datagram is truncated.
     let fits_declared = |len: usize| l4 + len <= declared_end;
     let captured = frame.get(..end).unwrap_or(frame);
-    let is_icmp =
-        (proto == ip_proto::ICMP && version == 4) || (proto == ip_proto::ICMPV6 && version == 6);
+    let is_icmp = (proto == ip_proto::ICMP && version == 4) || (proto == ip_proto::ICMPV6 && version == 6);
     match proto {
         ip_proto::TCP => {
             if !fits_declared(field::TCP_MIN) {
-                return if fragmented {
-                    Ok(None)
-                } else {
-                    Err(Malformed::TruncatedTcp)
-                };
+                return if fragmented { Ok(None) } else { Err(Malformed::TruncatedTcp) };
             }
             let t: &[u8; field::TCP_MIN] = take(captured, l4).ok_or(Malformed::TruncatedTcp)?;
             let header_len = usize::from(t[12] >> 4) * 4;
@@ -725,11 +685,7 @@ fn parse_l4(
                 return Err(Malformed::TcpBadDataOffset);
             }
             if !fits_declared(header_len) {
-                return if fragmented {
-                    Ok(None)
-                } else {
-                    Err(Malformed::TcpBadDataOffset)
-                };
+                return if fragmented { Ok(None) } else { Err(Malformed::TcpBadDataOffset) };
             }
             if l4 + header_len > end {
                 return Err(Malformed::TruncatedTcp);
@@ -747,11 +703,7 @@ fn parse_l4(
         }
         ip_proto::UDP => {
             if !fits_declared(field::UDP_LEN) {
-                return if fragmented {
-                    Ok(None)
-                } else {
-                    Err(Malformed::TruncatedUdp)
-                };
+                return if fragmented { Ok(None) } else { Err(Malformed::TruncatedUdp) };
             }
             let u: &[u8; field::UDP_LEN] = take(captured, l4).ok_or(Malformed::TruncatedUdp)?;
             let length = be16([u[4], u[5]]);
@@ -767,44 +719,19 @@ fn parse_l4(
                 }
                 (l4 + len).min(end)
             };
-            let udp = UdpHeader {
-                src_port: be16([u[0], u[1]]),
-                dst_port: be16([u[2], u[3]]),
-                length,
-            };
-            Ok(Some((
-                Transport::Udp(udp),
-                l4 + field::UDP_LEN,
-                payload_end,
-            )))
+            let udp = UdpHeader { src_port: be16([u[0], u[1]]), dst_port: be16([u[2], u[3]]), length };
+            Ok(Some((Transport::Udp(udp), l4 + field::UDP_LEN, payload_end)))
         }
         _ if is_icmp => {
             if !fits_declared(field::ICMP_LEN) {
-                return if fragmented {
-                    Ok(None)
-                } else {
-                    Err(Malformed::TruncatedIcmp)
-                };
+                return if fragmented { Ok(None) } else { Err(Malformed::TruncatedIcmp) };
             }
             let i: &[u8; field::ICMP_LEN] = take(captured, l4).ok_or(Malformed::TruncatedIcmp)?;
             let v6 = version == 6;
             let kind = i[0];
-            let echo = if v6 {
-                kind == 128 || kind == 129
-            } else {
-                kind == 8 || kind == 0
-            };
+            let echo = if v6 { kind == 128 || kind == 129 } else { kind == 8 || kind == 0 };
             let ident = if echo { be16([i[4], i[5]]) } else { 0 };
-            Ok(Some((
-                Transport::Icmp {
-                    v6,
-                    kind,
-                    code: i[1],
-                    ident,
-                },
-                l4 + field::ICMP_LEN,
-                end,
-            )))
+            Ok(Some((Transport::Icmp { v6, kind, code: i[1], ident }, l4 + field::ICMP_LEN, end)))
         }
         _ => Ok(Some((Transport::Other, l4, end))),
     }

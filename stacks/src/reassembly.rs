@@ -180,10 +180,7 @@ pub struct Budget {
 impl Budget {
     /// An empty budget with the given limit (0: unlimited).
     pub fn with_limit(limit: usize) -> Budget {
-        Budget {
-            limit,
-            ..Budget::default()
-        }
+        Budget { limit, ..Budget::default() }
     }
 
     fn would_exceed(&self, more: usize) -> bool {
@@ -454,26 +451,14 @@ impl ByteStream {
             return Err(ReadError::Reversed { from, to });
         }
         if from < self.base {
-            return Err(ReadError::Released {
-                from,
-                base: self.base,
-            });
+            return Err(ReadError::Released { from, base: self.base });
         }
         if to > self.frontier {
-            return Err(ReadError::BeyondFrontier {
-                to,
-                frontier: self.frontier,
-            });
+            return Err(ReadError::BeyondFrontier { to, frontier: self.frontier });
         }
         let idx = from / self.cs;
         let pos = self.chunks.partition_point(|(i, _)| *i < idx);
-        Ok(Slices {
-            chunks: &self.chunks,
-            chunk_size: self.cs,
-            pos,
-            at: from,
-            end: to,
-        })
+        Ok(Slices { chunks: &self.chunks, chunk_size: self.cs, pos, at: from, end: to })
     }
 
     /// Adds a segment's payload starting at sequence number `seq`. See the module
@@ -500,9 +485,7 @@ impl ByteStream {
         let start = i128::from(self.frontier) + rel;
         let mut data = data;
         let start = if start < 0 {
-            let cut = usize::try_from(-start)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
+            let cut = usize::try_from(-start).unwrap_or(usize::MAX).min(data.len());
             out.old += cut as u64;
             data = &data[cut..];
             0u64
@@ -553,10 +536,7 @@ impl ByteStream {
                 .into_iter()
                 .rev()
                 .collect();
-            let covered: u64 = touching
-                .iter()
-                .map(|&(s, e)| e.min(end).saturating_sub(s.max(a)))
-                .sum();
+            let covered: u64 = touching.iter().map(|&(s, e)| e.min(end).saturating_sub(s.max(a))).sum();
             let new_bytes = (end - a) - covered;
             let merged = Range {
                 start: touching.first().map_or(a, |r| r.0.min(a)),
@@ -570,14 +550,11 @@ impl ByteStream {
             if new_bytes > 0 {
                 // Chunks spanned by [a, end) that are not held all receive a new byte.
                 let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
-                let held_front =
-                    u64::from(frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)));
+                let held_front = u64::from(frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)));
                 new_chunks = (hi_idx - lo_idx + 1) - held_ooo - held_front;
                 // A missing chunk below the frontier can only be the frontier's own chunk
                 // (after `clear`); every other one goes to the out-of-order side.
-                let front_missing = u64::from(
-                    lo_idx * self.cs < self.frontier && frontier_chunk_held != Some(lo_idx),
-                );
+                let front_missing = u64::from(lo_idx * self.cs < self.frontier && frontier_chunk_held != Some(lo_idx));
                 new_ooo_chunks = new_chunks - front_missing;
             }
             if a > self.frontier {
@@ -608,12 +585,7 @@ impl ByteStream {
         let lo = start.max(self.base);
         let hi = end.min(self.frontier);
         if lo < hi {
-            self.compare_in_order(
-                lo,
-                hi,
-                &data[(lo - start) as usize..(hi - start) as usize],
-                out,
-            );
+            self.compare_in_order(lo, hi, &data[(lo - start) as usize..(hi - start) as usize], out);
         }
         let Some((touching, new_bytes, merged)) = plan else {
             return;
@@ -690,8 +662,7 @@ impl ByteStream {
                 break;
             }
             if at < g.start {
-                let (d, c) =
-                    self.compare_held(at, &new[(at - lo) as usize..(g.start - lo) as usize]);
+                let (d, c) = self.compare_held(at, &new[(at - lo) as usize..(g.start - lo) as usize]);
                 out.duplicate += d;
                 out.conflicting += c;
             }
@@ -742,11 +713,7 @@ impl ByteStream {
                 }
                 self.chunks.back_mut().map(|(_, c)| c)
             } else {
-                Some(
-                    self.ooo_chunks
-                        .entry(idx)
-                        .or_insert_with(|| vec![0; cs].into_boxed_slice()),
-                )
+                Some(self.ooo_chunks.entry(idx).or_insert_with(|| vec![0; cs].into_boxed_slice()))
             };
             if let Some(dst) = chunk.and_then(|c| c.get_mut(within..within + n)) {
                 dst.copy_from_slice(now);

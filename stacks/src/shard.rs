@@ -46,7 +46,12 @@ pub struct ShardSplitter {
 
 impl ShardSplitter {
     /// A splitter from `input` over `outputs` (one per instance).
-    pub fn new(input: Consumer<EventDesc>, outputs: Vec<Producer<EventDesc>>, pool: PoolView, link: LinkType) -> ShardSplitter {
+    pub fn new(
+        input: Consumer<EventDesc>,
+        outputs: Vec<Producer<EventDesc>>,
+        pool: PoolView,
+        link: LinkType,
+    ) -> ShardSplitter {
         let n = outputs.len();
         ShardSplitter {
             input,
@@ -117,7 +122,14 @@ impl ShardedStreams {
 }
 
 impl StreamAccess for ShardedStreams {
-    fn read(&self, flow: FlowRef, to_server: bool, from: u64, to: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+    fn read(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StreamReadError> {
         self.route(flow).ok_or(StreamReadError::NoConnection(flow))?.read(flow, to_server, from, to, f)
     }
 

@@ -545,8 +545,10 @@ impl TcpTracker {
                 }
             }
         }
-        let after_receiver =
-            Snapshot { half: conn.half, frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)] };
+        let after_receiver = Snapshot {
+            half: conn.half,
+            frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
+        };
         Updates { sender: me, after_sender, after_receiver }
     }
 
@@ -654,10 +656,30 @@ mod tests {
         let mut ev = vec![];
         let ws7 = [1u8, 3, 3, 7];
         let ws2 = [3u8, 3, 2, 0];
-        t.segment(id(), &Segment { dir: ToServer, seq: u32::MAX, ack: 0, flags: SYN, window: 100, options: &ws7, payload: b"early" }, &mut ev);
+        t.segment(
+            id(),
+            &Segment {
+                dir: ToServer,
+                seq: u32::MAX,
+                ack: 0,
+                flags: SYN,
+                window: 100,
+                options: &ws7,
+                payload: b"early",
+            },
+            &mut ev,
+        );
         assert!(ev.contains(&TcpEvent::DataReady { dir: ToServer, from: 0, to: 5 }), "{ev:?}");
-        t.segment(id(), &Segment { dir: ToClient, seq: 10, ack: 5, flags: SYN | ACK, window: 100, options: &ws2, payload: b"" }, &mut ev);
-        t.segment(id(), &Segment { dir: ToServer, seq: 5, ack: 11, flags: ACK, window: 100, options: &[], payload: b"!" }, &mut ev);
+        t.segment(
+            id(),
+            &Segment { dir: ToClient, seq: 10, ack: 5, flags: SYN | ACK, window: 100, options: &ws2, payload: b"" },
+            &mut ev,
+        );
+        t.segment(
+            id(),
+            &Segment { dir: ToServer, seq: 5, ack: 11, flags: ACK, window: 100, options: &[], payload: b"!" },
+            &mut ev,
+        );
         let c = t.get(id()).unwrap();
         assert_eq!(c.half[0].window, 100 << 7, "scaled once both SYNs had the option");
         assert_eq!(c.frontier(ToServer), 6, "sequence numbers wrapped across 2^32");

@@ -36,7 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actors::contract::{StreamAccess, StreamReadError};
-use actors::desc::{meta_flags, snapshot_update, EventDesc, FlowEndReason, FlowEvent, FlowRef, SideSnapshot, TcpFlowEvent, TcpSnapshot};
+use actors::desc::{
+    meta_flags, snapshot_update, EventDesc, FlowEndReason, FlowEvent, FlowRef, SideSnapshot, TcpFlowEvent, TcpSnapshot,
+};
 use actors::event::builtin;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 
@@ -67,17 +69,28 @@ fn dir_of(to_server: bool) -> Direction {
 }
 
 impl StreamAccess for SharedStreams {
-    fn read(&self, flow: FlowRef, to_server: bool, from: u64, to: u64, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+    fn read(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StreamReadError> {
         let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = flow_id(flow);
-        let conn = shared.tracker.get(id).or_else(|| shared.retired.get(&id)).ok_or(StreamReadError::NoConnection(flow))?;
+        let conn =
+            shared.tracker.get(id).or_else(|| shared.retired.get(&id)).ok_or(StreamReadError::NoConnection(flow))?;
         let dir = dir_of(to_server);
         let Some(stream) = conn.stream(dir) else {
             return if from == to { Ok(()) } else { Err(StreamReadError::NotHeld { from, to, base: 0, frontier: 0 }) };
         };
-        let slices = stream
-            .read(from, to)
-            .map_err(|_| StreamReadError::NotHeld { from, to, base: stream.base(), frontier: stream.frontier() })?;
+        let slices = stream.read(from, to).map_err(|_| StreamReadError::NotHeld {
+            from,
+            to,
+            base: stream.base(),
+            frontier: stream.frontier(),
+        })?;
         for s in slices {
             f(s);
         }
@@ -140,12 +153,18 @@ impl TcpMonitor {
         let contract = Contract {
             name: name.to_string(),
             kind: "tcp_monitor".into(),
-            subscriptions: vec![Subscription::new("segments", builtin::PKT_TCP).consuming(), Subscription::new("flows", builtin::FLOW)],
+            subscriptions: vec![
+                Subscription::new("segments", builtin::PKT_TCP).consuming(),
+                Subscription::new("flows", builtin::FLOW),
+            ],
             publications: PUBLISHES.iter().map(|t| Publication { port: "events".into(), event: *t }).collect(),
             modifies: Modifies { packets: false, stack_state: true },
             drop_reasons: vec![],
         };
-        let shared = Arc::new(SharedStreams(Mutex::new(Shared { tracker: TcpTracker::new(cfg.clone()), retired: HashMap::new() })));
+        let shared = Arc::new(SharedStreams(Mutex::new(Shared {
+            tracker: TcpTracker::new(cfg.clone()),
+            retired: HashMap::new(),
+        })));
         TcpMonitor {
             contract,
             shared,
@@ -213,8 +232,12 @@ impl TcpMonitor {
                 TcpEvent::Start { midstream } => d.aux = TcpFlowEvent::Start { midstream }.encode(),
                 TcpEvent::Established => d.aux = TcpFlowEvent::Established.encode(),
                 TcpEvent::StateChange { endpoint, from, to } => {
-                    d.aux = TcpFlowEvent::StateChange { endpoint: (endpoint == Endpoint::Server) as u8, from: from as u8, to: to as u8 }
-                        .encode()
+                    d.aux = TcpFlowEvent::StateChange {
+                        endpoint: (endpoint == Endpoint::Server) as u8,
+                        from: from as u8,
+                        to: to as u8,
+                    }
+                    .encode()
                 }
                 TcpEvent::Retransmission { dir } => {
                     d.aux = TcpFlowEvent::Retransmission { to_server: dir == Direction::ToServer }.encode();
@@ -252,7 +275,10 @@ impl TcpMonitor {
         let mut shared = shared.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = flow_id(flow);
         let Some(conn) = shared.tracker.end(id, reason, &mut self.events) else { return };
-        let snap = Snapshot { half: conn.half, frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)] };
+        let snap = Snapshot {
+            half: conn.half,
+            frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
+        };
         shared.retired.insert(id, conn);
         self.retiring.push_back((seq, id));
         drop(shared);
@@ -310,7 +336,10 @@ impl Actor for TcpMonitor {
         ev.snap = snapshot(&up.after_sender, update_of(up.sender));
         if self.receiver_events {
             let mut copy = *ev;
-            copy.snap = snapshot(&up.after_receiver, update_of(if up.sender == Endpoint::Client { Endpoint::Server } else { Endpoint::Client }));
+            copy.snap = snapshot(
+                &up.after_receiver,
+                update_of(if up.sender == Endpoint::Client { Endpoint::Server } else { Endpoint::Client }),
+            );
             cx.publish(copy);
         }
         self.publish(cx, flow, ev.flow_start, ev.seq, ev.ts_ns, snapshot(&up.after_receiver, snapshot_update::NONE));

@@ -8,10 +8,7 @@ use stacks::parse::parse;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn ep(addr: [u8; 4], port: u16) -> Endpoint {
-    Endpoint {
-        addr: IpAddr::V4(Ipv4Addr::from(addr)),
-        port,
-    }
+    Endpoint { addr: IpAddr::V4(Ipv4Addr::from(addr)), port }
 }
 
 fn key_of(frame: &[u8]) -> Option<(FlowKey, Side)> {
@@ -76,20 +73,8 @@ fn from_parsed_udp_ipv6() {
     let a: [u8; 16] = Ipv6Addr::LOCALHOST.octets();
     let mut b = a;
     b[0] = 0x20;
-    let f1 = build(|v| {
-        PacketBuilder::ethernet2(M, M)
-            .ipv6(a, b, 64)
-            .udp(1, 2)
-            .write(v, b"x")
-            .unwrap()
-    });
-    let f2 = build(|v| {
-        PacketBuilder::ethernet2(M, M)
-            .ipv6(b, a, 64)
-            .udp(2, 1)
-            .write(v, b"y")
-            .unwrap()
-    });
+    let f1 = build(|v| PacketBuilder::ethernet2(M, M).ipv6(a, b, 64).udp(1, 2).write(v, b"x").unwrap());
+    let f2 = build(|v| PacketBuilder::ethernet2(M, M).ipv6(b, a, 64).udp(2, 1).write(v, b"y").unwrap());
     let (k1, s1) = key_of(&f1).unwrap();
     let (k2, s2) = key_of(&f2).unwrap();
     assert_eq!((k1, k1.proto), (k2, 17));
@@ -169,11 +154,7 @@ fn non_ip_and_non_first_fragments_are_not_flows() {
     h.fragment_offset = IpFragOffset::try_new(0).unwrap();
     h.more_fragments = true;
     let first = build(|v| {
-        PacketBuilder::ethernet2(M, M)
-            .ip(IpHeaders::Ipv4(h, Default::default()))
-            .udp(7, 8)
-            .write(v, &[0; 16])
-            .unwrap()
+        PacketBuilder::ethernet2(M, M).ip(IpHeaders::Ipv4(h, Default::default())).udp(7, 8).write(v, &[0; 16]).unwrap()
     });
     let (k, _) = key_of(&first).unwrap();
     assert_eq!((k.lo.port, k.hi.port), (7, 8));
@@ -187,10 +168,7 @@ fn hash_is_pinned_across_runs_and_processes() {
     assert_eq!(h, k.symmetric_hash());
     assert_eq!(h, PINNED_HASH, "symmetric_hash changed: {h:#010x}");
     // The address family matters: 10.0.0.1 and ::ffff:10.0.0.1 are different keys.
-    let mapped = |a: [u8; 4], port| Endpoint {
-        addr: IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()),
-        port,
-    };
+    let mapped = |a: [u8; 4], port| Endpoint { addr: IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()), port };
     let (k6, _) = FlowKey::new(6, mapped([10, 0, 0, 1], 1234), mapped([10, 0, 0, 2], 80));
     assert_ne!(k6.symmetric_hash(), h);
 }
@@ -243,11 +221,7 @@ fn spread(keys: impl Iterator<Item = FlowKey>, buckets: usize) -> (usize, usize,
         counts[k.symmetric_hash() as usize % buckets] += 1;
         n += 1;
     }
-    (
-        n,
-        *counts.iter().min().unwrap(),
-        *counts.iter().max().unwrap(),
-    )
+    (n, *counts.iter().min().unwrap(), *counts.iter().max().unwrap())
 }
 
 #[test]
@@ -268,37 +242,21 @@ fn hash_distribution_random_keys() {
     for buckets in [16, 7, 64] {
         let (n, min, max) = spread(keys.iter().copied(), buckets);
         let avg = n / buckets;
-        assert!(
-            max <= 2 * avg && min >= avg / 2,
-            "{buckets} buckets: min {min} max {max} avg {avg}"
-        );
+        assert!(max <= 2 * avg && min >= avg / 2, "{buckets} buckets: min {min} max {max} avg {avg}");
     }
 }
 
 #[test]
 fn hash_distribution_sequential_client_ports() {
     // The realistic worst case: one client, one server, consecutive source ports.
-    let keys = (0..10_000u16)
-        .map(|i| FlowKey::new(6, ep([10, 0, 0, 1], 30_000 + i), ep([10, 0, 0, 2], 80)).0);
+    let keys = (0..10_000u16).map(|i| FlowKey::new(6, ep([10, 0, 0, 1], 30_000 + i), ep([10, 0, 0, 2], 80)).0);
     let (n, min, max) = spread(keys, 16);
     let avg = n / 16;
-    assert!(
-        max <= avg * 5 / 4 && min >= avg * 3 / 4,
-        "min {min} max {max} avg {avg}"
-    );
+    assert!(max <= avg * 5 / 4 && min >= avg * 3 / 4, "min {min} max {max} avg {avg}");
     // And consecutive addresses.
-    let keys = (0..10_000u32).map(|i| {
-        FlowKey::new(
-            17,
-            ep((0x0a00_0000 + i).to_be_bytes(), 53),
-            ep([8, 8, 8, 8], 53),
-        )
-        .0
-    });
+    let keys =
+        (0..10_000u32).map(|i| FlowKey::new(17, ep((0x0a00_0000 + i).to_be_bytes(), 53), ep([8, 8, 8, 8], 53)).0);
     let (n, min, max) = spread(keys, 16);
     let avg = n / 16;
-    assert!(
-        max <= avg * 5 / 4 && min >= avg * 3 / 4,
-        "min {min} max {max} avg {avg}"
-    );
+    assert!(max <= avg * 5 / 4 && min >= avg * 3 / 4, "min {min} max {max} avg {avg}");
 }

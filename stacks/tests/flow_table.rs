@@ -11,10 +11,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 
 fn ep(last: u8, port: u16) -> Endpoint {
-    Endpoint {
-        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
-        port,
-    }
+    Endpoint { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), port }
 }
 
 /// Key of client 10.0.0.`c`:`port` → server 10.0.0.200:80, and the client's side.
@@ -40,28 +37,13 @@ fn reasons(ended: &[EndedFlow]) -> Vec<EndReason> {
 fn config_defaults_and_strict_keys() {
     let d = FlowTableConfig::default();
     assert_eq!(
-        (
-            d.max_flows,
-            d.tcp_idle_ms,
-            d.udp_idle_ms,
-            d.other_idle_ms,
-            d.closed_linger_ms
-        ),
+        (d.max_flows, d.tcp_idle_ms, d.udp_idle_ms, d.other_idle_ms, d.closed_linger_ms),
         (100_000, 300_000, 60_000, 30_000, 2_000)
     );
     let partial: FlowTableConfig = serde_json::from_str(r#"{"max_flows": 5}"#).unwrap();
-    assert_eq!(
-        partial,
-        FlowTableConfig {
-            max_flows: 5,
-            ..FlowTableConfig::default()
-        }
-    );
+    assert_eq!(partial, FlowTableConfig { max_flows: 5, ..FlowTableConfig::default() });
     assert!(serde_json::from_str::<FlowTableConfig>(r#"{"max_flow": 5}"#).is_err());
-    assert_eq!(
-        serde_json::to_value(EndReason::IdleTimeout).unwrap(),
-        "idle_timeout"
-    );
+    assert_eq!(serde_json::to_value(EndReason::IdleTimeout).unwrap(), "idle_timeout");
 }
 
 #[test]
@@ -79,16 +61,7 @@ fn direction_is_relative_to_the_initiator() {
     let o3 = t.observe(k, server, Some(ACK), 3, &mut ended);
     assert_eq!(o3.dir, Direction::ToServer);
     let info = t.get(o1.id).unwrap();
-    assert_eq!(
-        (
-            info.initiator,
-            info.first_ts_ns,
-            info.last_ts_ns,
-            info.packets,
-            info.key
-        ),
-        (server, 1, 3, 3, k)
-    );
+    assert_eq!((info.initiator, info.first_ts_ns, info.last_ts_ns, info.packets, info.key), (server, 1, 3, 3, k));
     assert!(ended.is_empty());
     assert_eq!(t.len(), 1);
 }
@@ -104,21 +77,11 @@ fn idle_timeout_per_class() {
         // A packet just before the deadline keeps the flow alive and pushes the deadline.
         t.expire(10 * SEC + idle_ms * MS - 1, &mut ended);
         assert!(ended.is_empty(), "proto {proto}");
-        t.observe(
-            k,
-            s.opposite(),
-            None,
-            10 * SEC + idle_ms * MS - 1,
-            &mut ended,
-        );
+        t.observe(k, s.opposite(), None, 10 * SEC + idle_ms * MS - 1, &mut ended);
         t.expire(10 * SEC + 2 * idle_ms * MS - 2, &mut ended);
         assert!(ended.is_empty(), "proto {proto}");
         t.expire(10 * SEC + 2 * idle_ms * MS - 1, &mut ended);
-        assert_eq!(
-            reasons(&ended),
-            vec![EndReason::IdleTimeout],
-            "proto {proto}"
-        );
+        assert_eq!(reasons(&ended), vec![EndReason::IdleTimeout], "proto {proto}");
         assert_eq!(ended[0].info.id, o.id);
         assert_eq!(ended[0].info.packets, 2);
         assert!(t.get(o.id).is_none());
@@ -162,10 +125,7 @@ fn fin_from_both_sides_then_linger() {
     t.observe(k, s, Some(FIN | ACK), 20 * SEC, &mut ended);
     // The last ACK during the linger stays in the flow and does not extend it.
     let last = t.observe(k, c, Some(ACK), 21 * SEC, &mut ended);
-    assert_eq!(
-        (last.id, last.new, last.dir),
-        (id, false, Direction::ToServer)
-    );
+    assert_eq!((last.id, last.new, last.dir), (id, false, Direction::ToServer));
     t.expire(22 * SEC - 1, &mut ended);
     assert!(ended.is_empty());
     t.expire(22 * SEC, &mut ended);
@@ -228,10 +188,7 @@ fn capacity_evicts_the_least_recently_seen() {
     assert_eq!(od.id.index, idb.index);
     assert_ne!(od.id.generation, idb.generation);
     let st = t.stats();
-    assert_eq!(
-        (st.evicted, st.max_active, st.active, st.created),
-        (1, 3, 3, 4)
-    );
+    assert_eq!((st.evicted, st.max_active, st.active, st.created), (1, 3, 3, 4));
 }
 
 #[test]
@@ -266,11 +223,7 @@ fn port_reuse_after_close_starts_a_new_flow() {
         assert_ne!(o.id, old);
         assert_eq!(o.dir, Direction::ToServer);
         assert_eq!(t.get(o.id).unwrap().initiator, c.opposite());
-        let want = if closing[0] == RST {
-            EndReason::Rst
-        } else {
-            EndReason::Fin
-        };
+        let want = if closing[0] == RST { EndReason::Rst } else { EndReason::Fin };
         assert_eq!(reasons(&ended), vec![want]);
         assert_eq!(ended[0].info.id, old);
         assert_eq!(t.stats().port_reuse, 1);
@@ -302,10 +255,7 @@ fn time_going_backwards_never_underflows() {
     let o = t.observe(k, c.opposite(), Some(SYN | ACK), 99 * SEC, &mut ended);
     assert_eq!((o.id, o.new), (id, false));
     let info = t.get(id).unwrap();
-    assert_eq!(
-        (info.first_ts_ns, info.last_ts_ns, info.packets),
-        (100 * SEC, 100 * SEC, 2)
-    );
+    assert_eq!((info.first_ts_ns, info.last_ts_ns, info.packets), (100 * SEC, 100 * SEC, 2));
     // A new flow stamped in the past, and expiry asked for an earlier time: nothing breaks.
     let (k2, s2) = tcp(2, 2);
     let id2 = t.observe(k2, s2, None, 0, &mut ended).id;
@@ -317,10 +267,7 @@ fn time_going_backwards_never_underflows() {
     t.expire(100 * SEC + 300 * SEC - 1, &mut ended);
     assert!(ended.is_empty());
     t.expire(u64::MAX, &mut ended);
-    assert_eq!(
-        reasons(&ended),
-        vec![EndReason::IdleTimeout, EndReason::IdleTimeout]
-    );
+    assert_eq!(reasons(&ended), vec![EndReason::IdleTimeout, EndReason::IdleTimeout]);
     // Timestamps near u64::MAX saturate.
     let id3 = t.observe(k, c, None, u64::MAX, &mut ended).id;
     assert!(t.get(id3).is_some());
@@ -339,10 +286,7 @@ fn drain_ends_everything_oldest_first() {
         t.observe(*k, *s, None, 10, &mut ended);
     }
     t.drain(&mut ended);
-    assert_eq!(
-        ended.iter().map(|e| e.info.key).collect::<Vec<_>>(),
-        keys.iter().map(|k| k.0).collect::<Vec<_>>()
-    );
+    assert_eq!(ended.iter().map(|e| e.info.key).collect::<Vec<_>>(), keys.iter().map(|k| k.0).collect::<Vec<_>>());
     assert!(ended.iter().all(|e| e.reason == EndReason::Shutdown));
     assert!(t.is_empty());
     let st = t.stats();
@@ -351,18 +295,9 @@ fn drain_ends_everything_oldest_first() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Packet {
-        flow: u8,
-        from_hi: bool,
-        flags: u8,
-        dt: u64,
-    },
-    Expire {
-        dt: u64,
-    },
-    Back {
-        dt: u64,
-    },
+    Packet { flow: u8, from_hi: bool, flags: u8, dt: u64 },
+    Expire { dt: u64 },
+    Back { dt: u64 },
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {

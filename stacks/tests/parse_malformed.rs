@@ -1,9 +1,7 @@
 //! The parser on broken input: every `Malformed` variant from a hand-cut or hand-corrupted
 //! frame, every truncation of valid frames, and random bytes. It must never panic.
 
-use etherparse::{
-    IpHeaders, IpNumber, Ipv4Header, Ipv6Header, LinuxSllPacketType, PacketBuilder, VlanId,
-};
+use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6Header, LinuxSllPacketType, PacketBuilder, VlanId};
 use proptest::prelude::*;
 use runtime::ports::LinkType;
 use stacks::parse::{parse, Malformed, Parsed};
@@ -26,29 +24,14 @@ fn build(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 fn check_invariants(p: &Parsed, frame: &[u8]) {
     assert!(p.l3_offset <= p.l4_offset, "{p:?}");
     assert!(p.l4_offset <= p.payload_offset, "{p:?}");
-    assert!(
-        usize::from(p.payload_offset) + usize::from(p.payload_len) <= frame.len(),
-        "{p:?}"
-    );
+    assert!(usize::from(p.payload_offset) + usize::from(p.payload_len) <= frame.len(), "{p:?}");
 }
 
 fn eth_v4_tcp() -> Vec<u8> {
-    build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .tcp(1, 2, 3, 4)
-            .write(v, b"hello")
-            .unwrap()
-    })
+    build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).tcp(1, 2, 3, 4).write(v, b"hello").unwrap())
 }
 fn eth_v4_udp() -> Vec<u8> {
-    build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .udp(1, 2)
-            .write(v, b"hello")
-            .unwrap()
-    })
+    build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).udp(1, 2).write(v, b"hello").unwrap())
 }
 fn eth_v4_icmp() -> Vec<u8> {
     build(|v| {
@@ -60,34 +43,15 @@ fn eth_v4_icmp() -> Vec<u8> {
     })
 }
 fn eth_v6_tcp() -> Vec<u8> {
-    build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_A, V6_B, 64)
-            .tcp(1, 2, 3, 4)
-            .write(v, b"hello")
-            .unwrap()
-    })
+    build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(V6_A, V6_B, 64).tcp(1, 2, 3, 4).write(v, b"hello").unwrap())
 }
 fn eth_v6_ext_udp() -> Vec<u8> {
     let exts = etherparse::Ipv6Extensions {
-        hop_by_hop_options: Some(
-            etherparse::Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap(),
-        ),
+        hop_by_hop_options: Some(etherparse::Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap()),
         ..Default::default()
     };
-    let h = Ipv6Header {
-        hop_limit: 1,
-        source: V6_A,
-        destination: V6_B,
-        ..Default::default()
-    };
-    build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ip(IpHeaders::Ipv6(h, exts))
-            .udp(1, 2)
-            .write(v, b"hello")
-            .unwrap()
-    })
+    let h = Ipv6Header { hop_limit: 1, source: V6_A, destination: V6_B, ..Default::default() };
+    build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ip(IpHeaders::Ipv6(h, exts)).udp(1, 2).write(v, b"hello").unwrap())
 }
 fn qinq_v4_udp() -> Vec<u8> {
     build(|v| {
@@ -111,12 +75,7 @@ fn sll_v6_icmp() -> Vec<u8> {
 fn raw_v4_opts_tcp() -> Vec<u8> {
     let mut h = Ipv4Header::new(0, 64, IpNumber::TCP, V4_A, V4_B).unwrap();
     h.options = [1u8, 1, 1, 0].into();
-    build(|v| {
-        PacketBuilder::ip(IpHeaders::Ipv4(h, Default::default()))
-            .tcp(1, 2, 3, 4)
-            .write(v, b"hello")
-            .unwrap()
-    })
+    build(|v| PacketBuilder::ip(IpHeaders::Ipv4(h, Default::default())).tcp(1, 2, 3, 4).write(v, b"hello").unwrap())
 }
 
 fn valid_frames() -> Vec<(LinkType, Vec<u8>)> {
@@ -164,135 +123,55 @@ fn broken_frames() -> Vec<(&'static str, LinkType, Vec<u8>, Malformed)> {
     for link in LINKS {
         add("empty", link, vec![], Malformed::EmptyFrame);
     }
-    add(
-        "13-byte ethernet",
-        LinkType::Ethernet,
-        eth_v4_tcp()[..13].to_vec(),
-        Malformed::TruncatedEthernet,
-    );
-    add(
-        "15-byte sll",
-        LinkType::LinuxSll,
-        sll_v6_icmp()[..15].to_vec(),
-        Malformed::TruncatedSll,
-    );
-    add(
-        "cut in the outer vlan tag",
-        LinkType::Ethernet,
-        qinq_v4_udp()[..16].to_vec(),
-        Malformed::TruncatedVlan,
-    );
-    add(
-        "cut in the inner vlan tag",
-        LinkType::Ethernet,
-        qinq_v4_udp()[..21].to_vec(),
-        Malformed::TruncatedVlan,
-    );
+    add("13-byte ethernet", LinkType::Ethernet, eth_v4_tcp()[..13].to_vec(), Malformed::TruncatedEthernet);
+    add("15-byte sll", LinkType::LinuxSll, sll_v6_icmp()[..15].to_vec(), Malformed::TruncatedSll);
+    add("cut in the outer vlan tag", LinkType::Ethernet, qinq_v4_udp()[..16].to_vec(), Malformed::TruncatedVlan);
+    add("cut in the inner vlan tag", LinkType::Ethernet, qinq_v4_udp()[..21].to_vec(), Malformed::TruncatedVlan);
     {
         let mut f = qinq_v4_udp();
         // Make the inner tag's type a third VLAN tag.
         set16(&mut f, 20, 0x8100);
-        add(
-            "three vlan tags",
-            LinkType::Ethernet,
-            f,
-            Malformed::TooManyVlanTags,
-        );
+        add("three vlan tags", LinkType::Ethernet, f, Malformed::TooManyVlanTags);
     }
     {
         let mut f = eth_v4_tcp()[14..].to_vec();
         f[0] = 0x55;
-        add(
-            "raw ip version 5",
-            LinkType::RawIp,
-            f,
-            Malformed::RawIpBadVersion,
-        );
+        add("raw ip version 5", LinkType::RawIp, f, Malformed::RawIpBadVersion);
     }
-    add(
-        "raw ip version 0 (single byte)",
-        LinkType::RawIp,
-        vec![0x00],
-        Malformed::RawIpBadVersion,
-    );
+    add("raw ip version 0 (single byte)", LinkType::RawIp, vec![0x00], Malformed::RawIpBadVersion);
 
     // IPv4
-    add(
-        "cut in the ipv4 header",
-        LinkType::Ethernet,
-        eth_v4_tcp()[..14 + 19].to_vec(),
-        Malformed::TruncatedIpv4,
-    );
-    add(
-        "cut in the ipv4 options",
-        LinkType::RawIp,
-        raw_v4_opts_tcp()[..22].to_vec(),
-        Malformed::TruncatedIpv4,
-    );
+    add("cut in the ipv4 header", LinkType::Ethernet, eth_v4_tcp()[..14 + 19].to_vec(), Malformed::TruncatedIpv4);
+    add("cut in the ipv4 options", LinkType::RawIp, raw_v4_opts_tcp()[..22].to_vec(), Malformed::TruncatedIpv4);
     {
         let mut f = eth_v4_tcp();
         f[14] = 0x65;
-        add(
-            "ipv4 ethertype, version 6",
-            LinkType::Ethernet,
-            f,
-            Malformed::Ipv4BadVersion,
-        );
+        add("ipv4 ethertype, version 6", LinkType::Ethernet, f, Malformed::Ipv4BadVersion);
     }
     {
         let mut f = eth_v4_tcp();
         f[14] = 0x44;
-        add(
-            "ipv4 ihl 4",
-            LinkType::Ethernet,
-            f,
-            Malformed::Ipv4BadHeaderLength,
-        );
+        add("ipv4 ihl 4", LinkType::Ethernet, f, Malformed::Ipv4BadHeaderLength);
     }
     {
         let mut f = eth_v4_tcp();
         set16(&mut f, 16, 19);
-        add(
-            "ipv4 total length 19",
-            LinkType::Ethernet,
-            f,
-            Malformed::Ipv4TotalLengthTooShort,
-        );
+        add("ipv4 total length 19", LinkType::Ethernet, f, Malformed::Ipv4TotalLengthTooShort);
     }
     {
         let mut f = raw_v4_opts_tcp();
         set16(&mut f, 2, 22);
-        add(
-            "ipv4 total length below ihl",
-            LinkType::RawIp,
-            f,
-            Malformed::Ipv4TotalLengthTooShort,
-        );
+        add("ipv4 total length below ihl", LinkType::RawIp, f, Malformed::Ipv4TotalLengthTooShort);
     }
 
     // IPv6
-    add(
-        "cut in the ipv6 header",
-        LinkType::Ethernet,
-        eth_v6_tcp()[..14 + 39].to_vec(),
-        Malformed::TruncatedIpv6,
-    );
+    add("cut in the ipv6 header", LinkType::Ethernet, eth_v6_tcp()[..14 + 39].to_vec(), Malformed::TruncatedIpv6);
     {
         let mut f = eth_v6_tcp();
         f[14] = 0x40;
-        add(
-            "ipv6 ethertype, version 4",
-            LinkType::Ethernet,
-            f,
-            Malformed::Ipv6BadVersion,
-        );
+        add("ipv6 ethertype, version 4", LinkType::Ethernet, f, Malformed::Ipv6BadVersion);
     }
-    add(
-        "9 extension headers",
-        LinkType::Ethernet,
-        ipv6_with_dest_opts(9),
-        Malformed::Ipv6ExtensionChainTooLong,
-    );
+    add("9 extension headers", LinkType::Ethernet, ipv6_with_dest_opts(9), Malformed::Ipv6ExtensionChainTooLong);
     add(
         "cut in an extension header",
         LinkType::Ethernet,
@@ -303,120 +182,60 @@ fn broken_frames() -> Vec<(&'static str, LinkType, Vec<u8>, Malformed)> {
         let mut f = eth_v6_ext_udp();
         // Hop-by-hop length of 2 units (24 bytes): past the 21-byte payload.
         f[14 + 41] = 2;
-        add(
-            "extension header past the ip payload",
-            LinkType::Ethernet,
-            f,
-            Malformed::TruncatedIpv6Extension,
-        );
+        add("extension header past the ip payload", LinkType::Ethernet, f, Malformed::TruncatedIpv6Extension);
     }
     {
         let mut f = eth_v6_ext_udp();
         set16(&mut f, 18, 4);
         f.truncate(14 + 40 + 4);
-        add(
-            "payload length ends inside an extension",
-            LinkType::Ethernet,
-            f,
-            Malformed::TruncatedIpv6Extension,
-        );
+        add("payload length ends inside an extension", LinkType::Ethernet, f, Malformed::TruncatedIpv6Extension);
     }
 
     // TCP
-    add(
-        "cut in the tcp header",
-        LinkType::Ethernet,
-        eth_v4_tcp()[..14 + 20 + 19].to_vec(),
-        Malformed::TruncatedTcp,
-    );
+    add("cut in the tcp header", LinkType::Ethernet, eth_v4_tcp()[..14 + 20 + 19].to_vec(), Malformed::TruncatedTcp);
     {
         let mut f = eth_v4_tcp();
         set16(&mut f, 16, 20 + 10);
-        add(
-            "ip length ends inside the tcp header",
-            LinkType::Ethernet,
-            f,
-            Malformed::TruncatedTcp,
-        );
+        add("ip length ends inside the tcp header", LinkType::Ethernet, f, Malformed::TruncatedTcp);
     }
     {
         let mut f = eth_v6_tcp();
         f[14 + 40 + 12] = 0x40;
-        add(
-            "tcp data offset 4",
-            LinkType::Ethernet,
-            f,
-            Malformed::TcpBadDataOffset,
-        );
+        add("tcp data offset 4", LinkType::Ethernet, f, Malformed::TcpBadDataOffset);
     }
     {
         let mut f = eth_v4_tcp();
         f[14 + 20 + 12] = 0xf0;
-        add(
-            "tcp data offset 15 past the ip payload",
-            LinkType::Ethernet,
-            f,
-            Malformed::TcpBadDataOffset,
-        );
+        add("tcp data offset 15 past the ip payload", LinkType::Ethernet, f, Malformed::TcpBadDataOffset);
     }
     {
         let mut f = eth_v4_tcp();
         f[14 + 20 + 12] = 0x60;
         set16(&mut f, 16, 20 + 24);
         f.truncate(14 + 20 + 22);
-        add(
-            "tcp options cut by the capture",
-            LinkType::Ethernet,
-            f,
-            Malformed::TruncatedTcp,
-        );
+        add("tcp options cut by the capture", LinkType::Ethernet, f, Malformed::TruncatedTcp);
     }
 
     // UDP
-    add(
-        "cut in the udp header",
-        LinkType::Ethernet,
-        eth_v4_udp()[..14 + 20 + 7].to_vec(),
-        Malformed::TruncatedUdp,
-    );
+    add("cut in the udp header", LinkType::Ethernet, eth_v4_udp()[..14 + 20 + 7].to_vec(), Malformed::TruncatedUdp);
     {
         let mut f = eth_v4_udp();
         set16(&mut f, 16, 20 + 4);
-        add(
-            "ip length ends inside the udp header",
-            LinkType::Ethernet,
-            f,
-            Malformed::TruncatedUdp,
-        );
+        add("ip length ends inside the udp header", LinkType::Ethernet, f, Malformed::TruncatedUdp);
     }
     {
         let mut f = eth_v4_udp();
         set16(&mut f, 14 + 20 + 4, 7);
-        add(
-            "udp length 7",
-            LinkType::Ethernet,
-            f,
-            Malformed::UdpBadLength,
-        );
+        add("udp length 7", LinkType::Ethernet, f, Malformed::UdpBadLength);
     }
     {
         let mut f = qinq_v4_udp();
         set16(&mut f, 22 + 20 + 4, 14);
-        add(
-            "udp length past the ip payload",
-            LinkType::Ethernet,
-            f,
-            Malformed::UdpBadLength,
-        );
+        add("udp length past the ip payload", LinkType::Ethernet, f, Malformed::UdpBadLength);
     }
 
     // ICMP
-    add(
-        "cut in the icmp header",
-        LinkType::Ethernet,
-        eth_v4_icmp()[..14 + 20 + 7].to_vec(),
-        Malformed::TruncatedIcmp,
-    );
+    add("cut in the icmp header", LinkType::Ethernet, eth_v4_icmp()[..14 + 20 + 7].to_vec(), Malformed::TruncatedIcmp);
     add(
         "cut in the icmpv6 header",
         LinkType::LinuxSll,
@@ -445,11 +264,7 @@ fn malformed_names_are_stable_snake_case_and_unique() {
     assert_eq!(names.len(), Malformed::ALL.len());
     for m in Malformed::ALL {
         let s = m.as_str();
-        assert!(
-            s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "{s}"
-        );
+        assert!(s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{s}");
         let text = m.to_string();
         assert!(!text.is_empty() && text != s, "{m:?}");
     }
@@ -473,10 +288,7 @@ fn a_valid_frame_cut_at_every_length_gives_ok_or_error() {
                     assert!(cut >= headers_end, "{link:?} cut {cut}: {p:?}");
                     assert!(p.payload_clipped, "{link:?} cut {cut}");
                     assert_eq!(p.payload_offset, full.payload_offset);
-                    assert_eq!(
-                        usize::from(p.payload_offset) + usize::from(p.payload_len),
-                        cut
-                    );
+                    assert_eq!(usize::from(p.payload_offset) + usize::from(p.payload_len), cut);
                 }
                 Err(e) => assert!(cut < headers_end, "{link:?} cut {cut}: {e}"),
             }

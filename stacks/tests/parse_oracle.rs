@@ -30,45 +30,13 @@ struct Spec {
 fn arb_spec() -> impl Strategy<Value = Spec> {
     (
         (0u8..3, 0u8..3, any::<bool>(), 0u8..3),
-        (
-            any::<[u8; 4]>(),
-            any::<[u8; 4]>(),
-            any::<[u8; 16]>(),
-            any::<[u8; 16]>(),
-        ),
-        (
-            any::<u16>(),
-            any::<u16>(),
-            any::<u32>(),
-            any::<u32>(),
-            any::<u8>(),
-            any::<u8>(),
-        ),
+        (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<[u8; 16]>(), any::<[u8; 16]>()),
+        (any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>(), any::<u8>(), any::<u8>()),
         (proptest::collection::vec(any::<u8>(), 0..80), 0usize..24),
     )
         .prop_map(
-            |(
-                (link, vlans, v6, l4),
-                (a4, b4, a6, b6),
-                (sport, dport, seq, ack, flags, ttl),
-                (payload, padding),
-            )| Spec {
-                link,
-                vlans,
-                v6,
-                l4,
-                a4,
-                b4,
-                a6,
-                b6,
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                ttl,
-                payload,
-                padding,
+            |((link, vlans, v6, l4), (a4, b4, a6, b6), (sport, dport, seq, ack, flags, ttl), (payload, padding))| {
+                Spec { link, vlans, v6, l4, a4, b4, a6, b6, sport, dport, seq, ack, flags, ttl, payload, padding }
             },
         )
 }
@@ -79,20 +47,10 @@ fn ip_packet(s: &Spec) -> Vec<u8> {
     macro_rules! finish {
         ($b:expr) => {
             match s.l4 {
-                0 => $b
-                    .tcp(s.sport, s.dport, s.seq, 1000)
-                    .ack(s.ack)
-                    .write(&mut v, &s.payload)
-                    .unwrap(),
+                0 => $b.tcp(s.sport, s.dport, s.seq, 1000).ack(s.ack).write(&mut v, &s.payload).unwrap(),
                 1 => $b.udp(s.sport, s.dport).write(&mut v, &s.payload).unwrap(),
-                _ if s.v6 => $b
-                    .icmpv6_echo_request(s.sport, s.dport)
-                    .write(&mut v, &s.payload)
-                    .unwrap(),
-                _ => $b
-                    .icmpv4_echo_request(s.sport, s.dport)
-                    .write(&mut v, &s.payload)
-                    .unwrap(),
+                _ if s.v6 => $b.icmpv6_echo_request(s.sport, s.dport).write(&mut v, &s.payload).unwrap(),
+                _ => $b.icmpv4_echo_request(s.sport, s.dport).write(&mut v, &s.payload).unwrap(),
             }
         };
     }

@@ -2,9 +2,8 @@
 //! IP options and extension headers, fragments, padding and snap-length clipping.
 
 use etherparse::{
-    IpAuthHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions,
-    Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, LinuxSllPacketType,
-    PacketBuilder, VlanId,
+    IpAuthHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FragmentHeader, Ipv6Header,
+    Ipv6RawExtHeader, Ipv6RoutingExtensions, LinuxSllPacketType, PacketBuilder, VlanId,
 };
 use runtime::ports::LinkType;
 use stacks::parse::{parse, tcp_flags, Parsed, Transport};
@@ -26,10 +25,7 @@ fn ok(link: LinkType, frame: &[u8]) -> Parsed {
 fn check_invariants(p: &Parsed, frame: &[u8]) {
     assert!(p.l3_offset <= p.l4_offset, "{p:?}");
     assert!(p.l4_offset <= p.payload_offset, "{p:?}");
-    assert!(
-        usize::from(p.payload_offset) + usize::from(p.payload_len) <= frame.len(),
-        "{p:?}"
-    );
+    assert!(usize::from(p.payload_offset) + usize::from(p.payload_len) <= frame.len(), "{p:?}");
 }
 
 fn v4(a: [u8; 4]) -> IpAddr {
@@ -64,18 +60,10 @@ fn ipv4_tcp_over_ethernet() {
     assert_eq!(p.l3_offset, 14);
     assert_eq!(p.l4_offset, 34);
     let ip = p.ip.unwrap();
-    assert_eq!(
-        (ip.version, ip.src, ip.dst, ip.proto, ip.ttl),
-        (4, v4(V4_A), v4(V4_B), 6, 64)
-    );
+    assert_eq!((ip.version, ip.src, ip.dst, ip.proto, ip.ttl), (4, v4(V4_A), v4(V4_B), 6, 64));
     assert_eq!(ip.fragment, None);
-    let Transport::Tcp(t) = p.transport else {
-        panic!("{p:?}")
-    };
-    assert_eq!(
-        (t.src_port, t.dst_port, t.seq, t.ack, t.window),
-        (40000, 80, 1000, 7, 65535)
-    );
+    let Transport::Tcp(t) = p.transport else { panic!("{p:?}") };
+    assert_eq!((t.src_port, t.dst_port, t.seq, t.ack, t.window), (40000, 80, 1000, 7, 65535));
     assert_eq!(t.flags, tcp_flags::SYN | tcp_flags::ACK);
     assert_eq!(t.header_len, 20);
     assert_eq!(p.payload_offset, 54);
@@ -91,20 +79,13 @@ fn tcp_options_are_skipped() {
         PacketBuilder::ethernet2(MAC_A, MAC_B)
             .ipv4(V4_A, V4_B, 64)
             .tcp(1, 2, 3, 4)
-            .options(&[
-                MaximumSegmentSize(1460),
-                Noop,
-                WindowScale(7),
-                SelectiveAcknowledgementPermitted,
-            ])
+            .options(&[MaximumSegmentSize(1460), Noop, WindowScale(7), SelectiveAcknowledgementPermitted])
             .unwrap()
             .write(v, b"xyz")
             .unwrap()
     });
     let p = ok(LinkType::Ethernet, &frame);
-    let Transport::Tcp(t) = p.transport else {
-        panic!()
-    };
+    let Transport::Tcp(t) = p.transport else { panic!() };
     assert!(t.header_len > 20);
     assert_eq!(p.payload_offset, 34 + u16::from(t.header_len));
     assert_eq!(p.payload(&frame), b"xyz");
@@ -112,18 +93,11 @@ fn tcp_options_are_skipped() {
 
 #[test]
 fn ipv4_udp() {
-    let frame = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 3)
-            .udp(5353, 53)
-            .write(v, b"query")
-            .unwrap()
-    });
+    let frame =
+        build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 3).udp(5353, 53).write(v, b"query").unwrap());
     let p = ok(LinkType::Ethernet, &frame);
     assert_eq!(p.ip.unwrap().proto, 17);
-    let Transport::Udp(u) = p.transport else {
-        panic!()
-    };
+    let Transport::Udp(u) = p.transport else { panic!() };
     assert_eq!((u.src_port, u.dst_port, u.length), (5353, 53, 13));
     assert_eq!(p.payload(&frame), b"query");
 }
@@ -138,15 +112,7 @@ fn ipv4_icmp_echo_and_other() {
             .unwrap()
     });
     let p = ok(LinkType::Ethernet, &req);
-    assert_eq!(
-        p.transport,
-        Transport::Icmp {
-            v6: false,
-            kind: 8,
-            code: 0,
-            ident: 0x1234
-        }
-    );
+    assert_eq!(p.transport, Transport::Icmp { v6: false, kind: 8, code: 0, ident: 0x1234 });
     assert_eq!(p.payload(&req), b"ping");
 
     let rep = build(|v| {
@@ -156,15 +122,7 @@ fn ipv4_icmp_echo_and_other() {
             .write(v, b"ping")
             .unwrap()
     });
-    assert_eq!(
-        ok(LinkType::Ethernet, &rep).transport,
-        Transport::Icmp {
-            v6: false,
-            kind: 0,
-            code: 0,
-            ident: 0x1234
-        }
-    );
+    assert_eq!(ok(LinkType::Ethernet, &rep).transport, Transport::Icmp { v6: false, kind: 0, code: 0, ident: 0x1234 });
 
     // Destination unreachable / port unreachable: no identifier.
     let unreach = build(|v| {
@@ -174,15 +132,7 @@ fn ipv4_icmp_echo_and_other() {
             .write(v, &[0; 28])
             .unwrap()
     });
-    assert_eq!(
-        ok(LinkType::Ethernet, &unreach).transport,
-        Transport::Icmp {
-            v6: false,
-            kind: 3,
-            code: 3,
-            ident: 0
-        }
-    );
+    assert_eq!(ok(LinkType::Ethernet, &unreach).transport, Transport::Icmp { v6: false, kind: 3, code: 3, ident: 0 });
 }
 
 #[test]
@@ -200,52 +150,22 @@ fn ipv6_tcp_udp_icmpv6() {
     assert_eq!(p.ethertype, 0x86dd);
     assert_eq!(p.l4_offset, 54);
     let ip = p.ip.unwrap();
-    assert_eq!(
-        (ip.version, ip.src, ip.dst, ip.proto, ip.ttl),
-        (6, v6(V6_A), v6(V6_B), 6, 33)
-    );
-    let Transport::Tcp(t) = p.transport else {
-        panic!()
-    };
+    assert_eq!((ip.version, ip.src, ip.dst, ip.proto, ip.ttl), (6, v6(V6_A), v6(V6_B), 6, 33));
+    let Transport::Tcp(t) = p.transport else { panic!() };
     assert_eq!(t.flags, tcp_flags::FIN | tcp_flags::ACK);
     assert_eq!(p.payload(&tcp), b"bye");
 
-    let udp = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_A, V6_B, 1)
-            .udp(1, 2)
-            .write(v, b"")
-            .unwrap()
-    });
+    let udp = build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(V6_A, V6_B, 1).udp(1, 2).write(v, b"").unwrap());
     let p = ok(LinkType::Ethernet, &udp);
-    assert_eq!(
-        p.transport,
-        Transport::Udp(stacks::parse::UdpHeader {
-            src_port: 1,
-            dst_port: 2,
-            length: 8
-        })
-    );
+    assert_eq!(p.transport, Transport::Udp(stacks::parse::UdpHeader { src_port: 1, dst_port: 2, length: 8 }));
     assert_eq!(p.payload_len, 0);
 
     let icmp = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_A, V6_B, 1)
-            .icmpv6_echo_request(77, 1)
-            .write(v, b"hi")
-            .unwrap()
+        PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(V6_A, V6_B, 1).icmpv6_echo_request(77, 1).write(v, b"hi").unwrap()
     });
     let p = ok(LinkType::Ethernet, &icmp);
     assert_eq!(p.ip.unwrap().proto, 58);
-    assert_eq!(
-        p.transport,
-        Transport::Icmp {
-            v6: true,
-            kind: 128,
-            code: 0,
-            ident: 77
-        }
-    );
+    assert_eq!(p.transport, Transport::Icmp { v6: true, kind: 128, code: 0, ident: 77 });
 }
 
 #[test]
@@ -292,10 +212,7 @@ fn linux_sll() {
             .unwrap()
     });
     let p = ok(LinkType::LinuxSll, &frame);
-    assert_eq!(
-        (p.ethertype, p.l3_offset, p.l4_offset, p.payload_offset),
-        (0x0800, 16, 36, 56)
-    );
+    assert_eq!((p.ethertype, p.l3_offset, p.l4_offset, p.payload_offset), (0x0800, 16, 36, 56));
     assert_eq!(p.payload(&frame), b"ssh");
 
     let frame6 = build(|v| {
@@ -311,25 +228,12 @@ fn linux_sll() {
 
 #[test]
 fn raw_ip() {
-    let f4 = build(|v| {
-        PacketBuilder::ipv4(V4_A, V4_B, 64)
-            .udp(9, 10)
-            .write(v, b"raw")
-            .unwrap()
-    });
+    let f4 = build(|v| PacketBuilder::ipv4(V4_A, V4_B, 64).udp(9, 10).write(v, b"raw").unwrap());
     let p = ok(LinkType::RawIp, &f4);
-    assert_eq!(
-        (p.ethertype, p.l3_offset, p.l4_offset, p.vlan),
-        (0x0800, 0, 20, None)
-    );
+    assert_eq!((p.ethertype, p.l3_offset, p.l4_offset, p.vlan), (0x0800, 0, 20, None));
     assert_eq!(p.payload(&f4), b"raw");
 
-    let f6 = build(|v| {
-        PacketBuilder::ipv6(V6_A, V6_B, 64)
-            .tcp(9, 10, 0, 0)
-            .write(v, b"raw6")
-            .unwrap()
-    });
+    let f6 = build(|v| PacketBuilder::ipv6(V6_A, V6_B, 64).tcp(9, 10, 0, 0).write(v, b"raw6").unwrap());
     let p = ok(LinkType::RawIp, &f6);
     assert_eq!((p.ethertype, p.l3_offset, p.l4_offset), (0x86dd, 0, 40));
     assert_eq!(p.payload(&f6), b"raw6");
@@ -354,23 +258,15 @@ fn ipv4_options_are_skipped() {
 }
 
 fn ipv6_header() -> Ipv6Header {
-    Ipv6Header {
-        hop_limit: 64,
-        source: V6_A,
-        destination: V6_B,
-        ..Default::default()
-    }
+    Ipv6Header { hop_limit: 64, source: V6_A, destination: V6_B, ..Default::default() }
 }
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
     let exts = Ipv6Extensions {
-        hop_by_hop_options: Some(
-            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap(),
-        ),
+        hop_by_hop_options: Some(Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap()),
         destination_options: Some(
-            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-                .unwrap(),
+            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
         ),
         routing: Some(Ipv6RoutingExtensions {
             routing: Ipv6RawExtHeader::new_raw(IpNumber(0), &[0, 0, 0, 0, 0, 0]).unwrap(),
@@ -418,25 +314,16 @@ fn other_ip_protocol() {
     // GRE over IPv4 and SCTP over IPv6: not decoded, not an error.
     let gre = build(|v| {
         PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ip(IpHeaders::Ipv4(
-                Ipv4Header::new(0, 64, IpNumber(47), V4_A, V4_B).unwrap(),
-                Default::default(),
-            ))
+            .ip(IpHeaders::Ipv4(Ipv4Header::new(0, 64, IpNumber(47), V4_A, V4_B).unwrap(), Default::default()))
             .write(v, IpNumber(47), &[0; 12])
             .unwrap()
     });
     let p = ok(LinkType::Ethernet, &gre);
-    assert_eq!(
-        (p.ip.unwrap().proto, p.transport, p.payload_len),
-        (47, Transport::Other, 12)
-    );
+    assert_eq!((p.ip.unwrap().proto, p.transport, p.payload_len), (47, Transport::Other, 12));
     // ICMPv6's number inside IPv4 is not ICMP.
     let odd = build(|v| {
         PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ip(IpHeaders::Ipv4(
-                Ipv4Header::new(0, 64, IpNumber(58), V4_A, V4_B).unwrap(),
-                Default::default(),
-            ))
+            .ip(IpHeaders::Ipv4(Ipv4Header::new(0, 64, IpNumber(58), V4_A, V4_B).unwrap(), Default::default()))
             .write(v, IpNumber(58), &[0; 2])
             .unwrap()
     });
@@ -530,14 +417,7 @@ fn ipv6_fragments() {
     let p = ok(LinkType::Ethernet, &first);
     let ip = p.ip.unwrap();
     assert_eq!(ip.proto, 17);
-    assert_eq!(
-        ip.fragment,
-        Some(stacks::parse::Fragment {
-            offset: 0,
-            more: true,
-            id: 0xdead_beef
-        })
-    );
+    assert_eq!(ip.fragment, Some(stacks::parse::Fragment { offset: 0, more: true, id: 0xdead_beef }));
     assert_eq!(p.l4_offset, 14 + 48);
     assert!(matches!(p.transport, Transport::Udp(u) if u.src_port == 53));
 
@@ -545,40 +425,23 @@ fn ipv6_fragments() {
     let p = ok(LinkType::Ethernet, &later);
     let ip = p.ip.unwrap();
     assert_eq!(ip.proto, 17);
-    assert_eq!(
-        ip.fragment,
-        Some(stacks::parse::Fragment {
-            offset: 24,
-            more: false,
-            id: 0xdead_beef
-        })
-    );
+    assert_eq!(ip.fragment, Some(stacks::parse::Fragment { offset: 24, more: false, id: 0xdead_beef }));
     assert_eq!(p.transport, Transport::None);
     assert_eq!(p.payload(&later), &[1; 16]);
 }
 
 #[test]
 fn ethernet_padding_is_ignored() {
-    let mut frame = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .udp(1, 2)
-            .write(v, b"ab")
-            .unwrap()
-    });
+    let mut frame =
+        build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).udp(1, 2).write(v, b"ab").unwrap());
     assert_eq!(frame.len(), 44);
     frame.resize(60, 0xee);
     let p = ok(LinkType::Ethernet, &frame);
     assert_eq!(p.payload(&frame), b"ab");
     assert!(!p.payload_clipped);
 
-    let mut tcp = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .tcp(1, 2, 0, 0)
-            .write(v, b"")
-            .unwrap()
-    });
+    let mut tcp =
+        build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).tcp(1, 2, 0, 0).write(v, b"").unwrap());
     tcp.resize(60, 0xee);
     let p = ok(LinkType::Ethernet, &tcp);
     assert_eq!((p.payload_offset, p.payload_len), (54, 0));
@@ -588,11 +451,7 @@ fn ethernet_padding_is_ignored() {
 fn snaplen_clipped_payload() {
     let payload = [0x42u8; 1000];
     let full = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .tcp(1, 2, 0, 0)
-            .write(v, &payload)
-            .unwrap()
+        PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).tcp(1, 2, 0, 0).write(v, &payload).unwrap()
     });
     let frame = &full[..96];
     let p = ok(LinkType::Ethernet, frame);
@@ -600,13 +459,8 @@ fn snaplen_clipped_payload() {
     assert!(matches!(p.transport, Transport::Tcp(_)));
     assert_eq!((p.payload_offset, p.payload_len), (54, 42));
 
-    let full6 = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv6(V6_A, V6_B, 64)
-            .udp(1, 2)
-            .write(v, &payload)
-            .unwrap()
-    });
+    let full6 =
+        build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(V6_A, V6_B, 64).udp(1, 2).write(v, &payload).unwrap());
     let p = ok(LinkType::Ethernet, &full6[..70]);
     assert!(p.payload_clipped);
     assert_eq!((p.payload_offset, p.payload_len), (62, 8));
@@ -624,10 +478,7 @@ fn arp_is_not_ip_and_not_an_error() {
     assert_eq!(p.ethertype, 0x0806);
     assert_eq!(p.ip, None);
     assert_eq!(p.transport, Transport::None);
-    assert_eq!(
-        (p.l3_offset, p.l4_offset, p.payload_offset, p.payload_len),
-        (14, 14, 14, 28)
-    );
+    assert_eq!((p.l3_offset, p.l4_offset, p.payload_offset, p.payload_len), (14, 14, 14, 28));
     assert!(!p.payload_clipped);
 
     // An Ethernet header and nothing else; an 802.3 length field instead of an EtherType.
@@ -640,18 +491,10 @@ fn arp_is_not_ip_and_not_an_error() {
 #[test]
 fn frames_longer_than_64k_are_viewed_through_65535_bytes() {
     let payload = vec![1u8; 65535 - 28];
-    let mut frame = build(|v| {
-        PacketBuilder::ethernet2(MAC_A, MAC_B)
-            .ipv4(V4_A, V4_B, 64)
-            .udp(1, 2)
-            .write(v, &payload)
-            .unwrap()
-    });
+    let mut frame =
+        build(|v| PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(V4_A, V4_B, 64).udp(1, 2).write(v, &payload).unwrap());
     frame.extend_from_slice(&[0; 5000]);
     let p = ok(LinkType::Ethernet, &frame);
     assert!(p.payload_clipped);
-    assert_eq!(
-        usize::from(p.payload_offset) + usize::from(p.payload_len),
-        65535
-    );
+    assert_eq!(usize::from(p.payload_offset) + usize::from(p.payload_len), 65535);
 }

@@ -5,13 +5,7 @@ use proptest::prelude::*;
 use stacks::reassembly::{Budget, ByteStream, Finish, ReassemblyConfig};
 
 fn stream(chunk_size: usize) -> ByteStream {
-    ByteStream::new(
-        1 << 31,
-        &ReassemblyConfig {
-            chunk_size,
-            ..ReassemblyConfig::default()
-        },
-    )
+    ByteStream::new(1 << 31, &ReassemblyConfig { chunk_size, ..ReassemblyConfig::default() })
 }
 
 #[test]
@@ -27,42 +21,24 @@ fn gaps_are_skipped_counted_and_data_delivered_in_order() {
         assert_eq!((s.frontier(), s.ooo_bytes(), s.ooo_ranges()), (2, 7, 2));
         let mem = s.memory();
         let f = s.finish(&mut b);
-        assert_eq!(
-            f,
-            Finish {
-                delivered: 7,
-                gaps: 2,
-                gap_bytes: 3 + 21
-            },
-            "cs {cs}"
-        );
+        assert_eq!(f, Finish { delivered: 7, gaps: 2, gap_bytes: 3 + 21 }, "cs {cs}");
         assert_eq!(s.frontier(), 33);
         assert_eq!(s.frontier_seq(), base + 33);
         assert_eq!(s.ooo_bytes(), 0);
         assert_eq!(s.memory(), mem, "finish allocates nothing");
         assert_eq!(b.used, mem);
         assert_eq!(s.gaps().collect::<Vec<_>>(), vec![2..5, 9..30]);
-        assert_eq!(
-            (s.stats().gaps, s.stats().gap_bytes, s.stats().bytes),
-            (2, 24, 33)
-        );
+        assert_eq!((s.stats().gaps, s.stats().gap_bytes, s.stats().bytes), (2, 24, 33));
         let mut want = b"ab".to_vec();
         want.extend([0; 3]);
         want.extend(b"cdef");
         want.extend([0; 21]);
         want.extend(b"XYZ");
-        assert_eq!(
-            s.read(0, 33).unwrap().to_vec(),
-            want,
-            "gaps read as zeros, cs {cs}"
-        );
+        assert_eq!(s.read(0, 33).unwrap().to_vec(), want, "gaps read as zeros, cs {cs}");
 
         // A late retransmission into a gap is old (not comparable); around it, compared.
         let ins = s.insert(base + 1, b"bQQQc", &mut b); // 1..6: b dup, 2..5 gap, c dup
-        assert_eq!(
-            (ins.old, ins.duplicate, ins.conflicting, ins.advanced),
-            (3, 2, 0, 0)
-        );
+        assert_eq!((ins.old, ins.duplicate, ins.conflicting, ins.advanced), (3, 2, 0, 0));
         // The stream goes on after finish.
         let ins = s.insert(base + 33, b"more", &mut b);
         assert_eq!(ins.advanced, 4);

@@ -4,12 +4,7 @@
 use stacks::reassembly::{Budget, ByteStream, ReassemblyConfig, Refused};
 
 fn cfg(max_ooo_bytes: usize, max_ooo_segments: usize, chunk_size: usize) -> ReassemblyConfig {
-    ReassemblyConfig {
-        max_ooo_bytes,
-        max_ooo_segments,
-        chunk_size,
-        ..ReassemblyConfig::default()
-    }
+    ReassemblyConfig { max_ooo_bytes, max_ooo_segments, chunk_size, ..ReassemblyConfig::default() }
 }
 
 /// The out-of-order memory bound: `max_ooo_bytes` rounded up to a chunk, plus one chunk, plus
@@ -20,11 +15,7 @@ fn ooo_bound(c: &ReassemblyConfig) -> usize {
 
 #[test]
 fn ooo_flood_behind_a_hole_stays_bounded() {
-    for (max_bytes, max_segs, cs) in [
-        (64 * 1024, 1024, 4096),
-        (10_000, 50, 7),
-        (1 << 20, 1024, 512),
-    ] {
+    for (max_bytes, max_segs, cs) in [(64 * 1024, 1024, 4096), (10_000, 50, 7), (1 << 20, 1024, 512)] {
         let c = cfg(max_bytes, max_segs, cs);
         let mut b = Budget::default();
         let mut s = ByteStream::new(7, &c);
@@ -45,10 +36,7 @@ fn ooo_flood_behind_a_hole_stays_bounded() {
             assert_eq!(b.used, s.memory());
         }
         assert!(refused > 90_000, "refused {refused}");
-        assert!(matches!(
-            last,
-            Some(Refused::OooBytesLimit | Refused::OooSegmentsLimit)
-        ));
+        assert!(matches!(last, Some(Refused::OooBytesLimit | Refused::OooSegmentsLimit)));
         assert_eq!(s.stats().refused_segments, refused);
         assert_eq!(s.stats().refused_bytes, refused * 100);
         assert_eq!(s.stats().ooo_segments, 100_000);
@@ -84,20 +72,14 @@ fn ooo_segments_limit_counts_ranges() {
     for i in 0..3u32 {
         assert_eq!(s.insert(100 + i * 10, b"ab", &mut b).refused, None);
     }
-    assert_eq!(
-        s.insert(200, b"ab", &mut b).refused,
-        Some(Refused::OooSegmentsLimit)
-    );
+    assert_eq!(s.insert(200, b"ab", &mut b).refused, Some(Refused::OooSegmentsLimit));
     // Extending a range does not add one; bridging two removes one: accepted.
     assert_eq!(s.insert(102, b"cdefgh", &mut b).refused, None);
     assert_eq!(s.ooo_ranges(), 3);
     assert_eq!(s.insert(108, b"ij", &mut b).refused, None);
     assert_eq!(s.ooo_ranges(), 2);
     assert_eq!(s.insert(200, b"ab", &mut b).refused, None);
-    assert_eq!(
-        s.insert(300, b"ab", &mut b).refused,
-        Some(Refused::OooSegmentsLimit)
-    );
+    assert_eq!(s.insert(300, b"ab", &mut b).refused, Some(Refused::OooSegmentsLimit));
     // At the frontier: never refused for out-of-order limits.
     let ins = s.insert(0, &[1; 100], &mut b);
     assert_eq!((ins.refused, ins.advanced), (None, 112));
@@ -111,49 +93,30 @@ fn jump_of_2_pow_31_minus_1_and_max_ahead() {
     s.insert(5, b"abc", &mut b);
     // The largest forward distance: 2^31 - 1 beyond the frontier, refused by max_ahead.
     let ins = s.insert(8u32.wrapping_add((1 << 31) - 1), b"far", &mut b);
-    assert_eq!(
-        (ins.refused, ins.out_of_order),
-        (Some(Refused::TooFarAhead), true)
-    );
+    assert_eq!((ins.refused, ins.out_of_order), (Some(Refused::TooFarAhead), true));
     // 2^31 beyond is read as 2^31 behind: old data, trimmed before offset 0.
     let ins = s.insert(8u32.wrapping_add(1 << 31), b"old", &mut b);
     assert_eq!((ins.refused, ins.out_of_order, ins.old), (None, false, 3));
     assert_eq!(s.ooo_bytes(), 0);
 
     // With max_ahead = u64::MAX the jump is accepted and held out of order (one chunk).
-    let c = ReassemblyConfig {
-        max_ahead: u64::MAX,
-        ..ReassemblyConfig::default()
-    };
+    let c = ReassemblyConfig { max_ahead: u64::MAX, ..ReassemblyConfig::default() };
     let mut s2 = ByteStream::new(u32::MAX, &c);
     let ins = s2.insert(u32::MAX.wrapping_add((1 << 31) - 1), b"far", &mut b);
     assert_eq!((ins.refused, ins.new_ooo), (None, 3));
-    assert_eq!(
-        s2.memory(),
-        2 * 4096,
-        "2^31 - 1 is the last byte of a chunk"
-    );
+    assert_eq!(s2.memory(), 2 * 4096, "2^31 - 1 is the last byte of a chunk");
     let f = s2.finish(&mut b);
     assert_eq!((f.gaps, f.gap_bytes, f.delivered), (1, (1 << 31) - 1, 3));
     assert_eq!(s2.frontier(), (1 << 31) + 2);
-    assert_eq!(
-        s2.read(s2.frontier() - 3, s2.frontier()).unwrap().to_vec(),
-        b"far"
-    );
+    assert_eq!(s2.read(s2.frontier() - 3, s2.frontier()).unwrap().to_vec(), b"far");
     assert_eq!(s2.memory(), 2 * 4096, "the gap allocates nothing");
     s2.clear(&mut b);
 
     // max_ahead exactly: start - frontier == max_ahead is accepted, one more is refused.
-    let c = ReassemblyConfig {
-        max_ahead: 1000,
-        ..ReassemblyConfig::default()
-    };
+    let c = ReassemblyConfig { max_ahead: 1000, ..ReassemblyConfig::default() };
     let mut s3 = ByteStream::new(0, &c);
     assert_eq!(s3.insert(1000, b"x", &mut b).refused, None);
-    assert_eq!(
-        s3.insert(1001 + 5, b"x", &mut b).refused,
-        Some(Refused::TooFarAhead)
-    );
+    assert_eq!(s3.insert(1001 + 5, b"x", &mut b).refused, Some(Refused::TooFarAhead));
     assert_eq!(s3.stats().refused_segments, 1);
     s.clear(&mut b);
     s3.clear(&mut b);
@@ -162,11 +125,7 @@ fn jump_of_2_pow_31_minus_1_and_max_ahead() {
 
 #[test]
 fn depth_ignores_bytes_beyond_it() {
-    let c = ReassemblyConfig {
-        depth: Some(10),
-        chunk_size: 4,
-        ..ReassemblyConfig::default()
-    };
+    let c = ReassemblyConfig { depth: Some(10), chunk_size: 4, ..ReassemblyConfig::default() };
     let mut b = Budget::default();
     let mut s = ByteStream::new(0, &c);
     let ins = s.insert(0, b"0123456", &mut b);
@@ -208,10 +167,7 @@ fn shared_budget_limit_refuses_and_release_gives_back() {
     }
     assert!(memory_refusals > 0);
     assert_eq!(b.refused_bytes, memory_refusals * 1000);
-    assert_eq!(
-        b.used,
-        streams.iter().map(ByteStream::memory).sum::<usize>()
-    );
+    assert_eq!(b.used, streams.iter().map(ByteStream::memory).sum::<usize>());
     assert!(b.high_water <= b.limit && b.high_water > 0);
     // Out of order too: refused with Memory once the budget is full.
     let ins = streams[0].insert(500_000, &[9; 2000], &mut b);
@@ -222,11 +178,7 @@ fn shared_budget_limit_refuses_and_release_gives_back() {
         let f = s.frontier();
         s.release_until(f, &mut b);
     }
-    assert!(
-        b.used <= 20 * 1024,
-        "only partial frontier chunks remain: {}",
-        b.used
-    );
+    assert!(b.used <= 20 * 1024, "only partial frontier chunks remain: {}", b.used);
     let f = streams[0].frontier();
     let seq = streams[0].frontier_seq();
     let ins = streams[0].insert(seq, &[1; 3000], &mut b);

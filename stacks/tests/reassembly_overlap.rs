@@ -4,14 +4,7 @@
 use stacks::reassembly::{Budget, ByteStream, Insert, OverlapPolicy, ReassemblyConfig};
 
 fn stream(policy: OverlapPolicy, chunk_size: usize) -> ByteStream {
-    ByteStream::new(
-        100,
-        &ReassemblyConfig {
-            overlap: policy,
-            chunk_size,
-            ..ReassemblyConfig::default()
-        },
-    )
+    ByteStream::new(100, &ReassemblyConfig { overlap: policy, chunk_size, ..ReassemblyConfig::default() })
 }
 
 fn all(s: &ByteStream) -> Vec<u8> {
@@ -29,13 +22,7 @@ fn ooo_overlap_first_keeps_held_bytes() {
         let ins = s.insert(102, b"CDEFgh", &mut b);
         assert_eq!(
             ins,
-            Insert {
-                new_ooo: 2,
-                duplicate: 2,
-                conflicting: 2,
-                out_of_order: true,
-                ..Insert::default()
-            },
+            Insert { new_ooo: 2, duplicate: 2, conflicting: 2, out_of_order: true, ..Insert::default() },
             "cs {cs}"
         );
         let ins = s.insert(100, b"ab", &mut b);
@@ -89,16 +76,7 @@ fn below_frontier_is_never_rewritten() {
         let before: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
         // Overlaps 6..10 (2 identical, 2 different) and brings 4 new bytes.
         let ins = s.insert(106, b"67XYabcd", &mut b);
-        assert_eq!(
-            ins,
-            Insert {
-                advanced: 4,
-                duplicate: 2,
-                conflicting: 2,
-                ..Insert::default()
-            },
-            "{policy:?}"
-        );
+        assert_eq!(ins, Insert { advanced: 4, duplicate: 2, conflicting: 2, ..Insert::default() }, "{policy:?}");
         // Wholly below the frontier, all different.
         let ins = s.insert(100, b"ABC", &mut b);
         assert_eq!((ins.conflicting, ins.duplicate, ins.advanced), (3, 0, 0));

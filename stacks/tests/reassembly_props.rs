@@ -32,11 +32,7 @@ fn cut_points(len: usize, cuts: Vec<usize>) -> Vec<(usize, usize)> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    let first_seq = prop_oneof![
-        any::<u32>(),
-        (0u32..30_000).prop_map(|d| u32::MAX - d),
-        Just(0u32),
-    ];
+    let first_seq = prop_oneof![any::<u32>(), (0u32..30_000).prop_map(|d| u32::MAX - d), Just(0u32),];
     let chunk_size = prop_oneof![1usize..=16, Just(7usize), 17usize..600, Just(4096usize)];
     (
         prop::collection::vec(any::<u8>(), 0..20 * 1024),
@@ -49,47 +45,32 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec((any::<usize>(), any::<u16>()), 0..20),
         any::<u64>(),
     )
-        .prop_map(
-            |(payload, first_seq, chunk_size, last, cuts, retx, dups, releases, seed)| {
-                let len = payload.len();
-                let mut steps: Vec<Step> = cut_points(len, cuts)
-                    .into_iter()
-                    .map(|(lo, hi)| Step::Insert { lo, hi })
-                    .collect();
-                let n = steps.len().max(1);
-                for d in dups {
-                    if let Some(s) = steps.get(d % n).cloned() {
-                        steps.push(s);
-                    }
+        .prop_map(|(payload, first_seq, chunk_size, last, cuts, retx, dups, releases, seed)| {
+            let len = payload.len();
+            let mut steps: Vec<Step> =
+                cut_points(len, cuts).into_iter().map(|(lo, hi)| Step::Insert { lo, hi }).collect();
+            let n = steps.len().max(1);
+            for d in dups {
+                if let Some(s) = steps.get(d % n).cloned() {
+                    steps.push(s);
                 }
-                for (x, y) in retx {
-                    let (a, b) = (x % (len + 1), y % (len + 1));
-                    steps.push(Step::Insert {
-                        lo: a.min(b),
-                        hi: a.max(b),
-                    });
-                }
-                for (_, p) in &releases {
-                    steps.push(Step::Release { permille: p % 1001 });
-                }
-                // Deterministic shuffle from the seed (Fisher-Yates with an LCG).
-                let mut state = seed | 1;
-                for i in (1..steps.len()).rev() {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let j = (state >> 33) as usize % (i + 1);
-                    steps.swap(i, j);
-                }
-                Scenario {
-                    payload,
-                    first_seq,
-                    chunk_size,
-                    last,
-                    steps,
-                }
-            },
-        )
+            }
+            for (x, y) in retx {
+                let (a, b) = (x % (len + 1), y % (len + 1));
+                steps.push(Step::Insert { lo: a.min(b), hi: a.max(b) });
+            }
+            for (_, p) in &releases {
+                steps.push(Step::Release { permille: p % 1001 });
+            }
+            // Deterministic shuffle from the seed (Fisher-Yates with an LCG).
+            let mut state = seed | 1;
+            for i in (1..steps.len()).rev() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let j = (state >> 33) as usize % (i + 1);
+                steps.swap(i, j);
+            }
+            Scenario { payload, first_seq, chunk_size, last, steps }
+        })
 }
 
 fn cfg(chunk_size: usize, last: bool) -> ReassemblyConfig {
@@ -97,11 +78,7 @@ fn cfg(chunk_size: usize, last: bool) -> ReassemblyConfig {
         max_ooo_bytes: 1 << 20,
         max_ooo_segments: 1 << 20,
         chunk_size,
-        overlap: if last {
-            OverlapPolicy::Last
-        } else {
-            OverlapPolicy::First
-        },
+        overlap: if last { OverlapPolicy::Last } else { OverlapPolicy::First },
         ..ReassemblyConfig::default()
     }
 }
@@ -233,13 +210,7 @@ fn zero_length_is_a_no_op_and_data_before_first_seq_is_trimmed() {
 fn sequence_numbers_wrap() {
     let mut budget = Budget::default();
     let first = u32::MAX - 2;
-    let mut s = ByteStream::new(
-        first,
-        &ReassemblyConfig {
-            chunk_size: 4,
-            ..Default::default()
-        },
-    );
+    let mut s = ByteStream::new(first, &ReassemblyConfig { chunk_size: 4, ..Default::default() });
     // Offset 5 = sequence 2 (after the wrap), sent first.
     let ins = s.insert(2, b"FGH", &mut budget);
     assert!(ins.out_of_order);
@@ -256,13 +227,7 @@ fn sequence_numbers_wrap() {
 #[test]
 fn slices_point_into_stable_chunks() {
     let mut budget = Budget::default();
-    let mut s = ByteStream::new(
-        0,
-        &ReassemblyConfig {
-            chunk_size: 8,
-            ..Default::default()
-        },
-    );
+    let mut s = ByteStream::new(0, &ReassemblyConfig { chunk_size: 8, ..Default::default() });
     s.insert(0, b"0123456789", &mut budget);
     let before: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
     // More data, out of order and then in order, plus a retransmission that differs.
@@ -288,20 +253,9 @@ fn config_defaults_and_strict_keys() {
     let c: ReassemblyConfig = serde_json::from_str(r#"{"overlap":"last","depth":10}"#).unwrap();
     assert_eq!((c.overlap, c.depth), (OverlapPolicy::Last, Some(10)));
     assert!(serde_json::from_str::<ReassemblyConfig>(r#"{"chunk":1}"#).is_err());
-    assert!(ReassemblyConfig {
-        chunk_size: 0,
-        ..Default::default()
-    }
-    .validate()
-    .is_err());
+    assert!(ReassemblyConfig { chunk_size: 0, ..Default::default() }.validate().is_err());
     assert!(ReassemblyConfig::default().validate().is_ok());
     // `new` clamps instead of failing.
-    let s = ByteStream::new(
-        0,
-        &ReassemblyConfig {
-            chunk_size: 0,
-            ..Default::default()
-        },
-    );
+    let s = ByteStream::new(0, &ReassemblyConfig { chunk_size: 0, ..Default::default() });
     assert_eq!(s.config().chunk_size, 1);
 }

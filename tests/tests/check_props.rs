@@ -116,8 +116,10 @@ fn nf_strategy() -> impl Strategy<Value = NfKind> {
     prop_oneof![
         (any::<bool>(), prop::option::of(prop_oneof![Just(80u16), Just(53u16)]), any::<bool>())
             .prop_map(|(drop_udp, drop_port, stateful)| NfKind::Firewall { drop_udp, drop_port, stateful }),
-        prop::option::of(prop_oneof![Just("PKT/TCP"), Just("PKT/UDP"), Just("PKT")]).prop_map(|subscribe| NfKind::FlowStats { subscribe }),
-        prop::option::of(prop_oneof![Just("client"), Just("server"), Just("both")]).prop_map(|side| NfKind::StreamHash { side }),
+        prop::option::of(prop_oneof![Just("PKT/TCP"), Just("PKT/UDP"), Just("PKT")])
+            .prop_map(|subscribe| NfKind::FlowStats { subscribe }),
+        prop::option::of(prop_oneof![Just("client"), Just("server"), Just("both")])
+            .prop_map(|side| NfKind::StreamHash { side }),
     ]
 }
 
@@ -145,13 +147,19 @@ fn app_text(nfs: &[NfKind], groups: &[Vec<usize>], dir: &std::path::Path) -> Str
                 s += "]\n";
             }
             NfKind::FlowStats { subscribe } => {
-                s += &format!("kind = \"flow_stats\"\noutput = {:?}\n", dir.join(format!("nf{i}.jsonl")).display().to_string());
+                s += &format!(
+                    "kind = \"flow_stats\"\noutput = {:?}\n",
+                    dir.join(format!("nf{i}.jsonl")).display().to_string()
+                );
                 if let Some(t) = subscribe {
                     s += &format!("subscribe = [\"{t}\"]\n");
                 }
             }
             NfKind::StreamHash { side } => {
-                s += &format!("kind = \"stream_hash\"\noutput = {:?}\n", dir.join(format!("nf{i}.jsonl")).display().to_string());
+                s += &format!(
+                    "kind = \"stream_hash\"\noutput = {:?}\n",
+                    dir.join(format!("nf{i}.jsonl")).display().to_string()
+                );
                 if let Some(sd) = side {
                     s += &format!("side = \"{sd}\"\n");
                 }

@@ -16,10 +16,8 @@ use tests::*;
 
 fn dpi_app(out: &Path, on: &str) -> App {
     let tcp = if on == "stream" { "[stack.tcp]\n" } else { "" };
-    let text = format!(
-        "{tcp}[[nf]]\nname = \"dpi\"\nkind = \"dpi\"\non = {on:?}\noutput = {:?}\n",
-        out.display().to_string()
-    );
+    let text =
+        format!("{tcp}[[nf]]\nname = \"dpi\"\nkind = \"dpi\"\non = {on:?}\noutput = {:?}\n", out.display().to_string());
     App::parse(&text, "dpi.toml").unwrap()
 }
 
@@ -60,12 +58,20 @@ fn generated_http_and_dns_are_detected_with_hosts() {
                     std::net::IpAddr::V4(a) => a.to_string(),
                     std::net::IpAddr::V6(a) => format!("[{a}]"),
                 };
-                assert_eq!((rec.proto.as_str(), rec.app_proto.as_str(), rec.host.as_deref()), ("TCP", "http", Some(host.as_str())), "{on}: {f:?}");
+                assert_eq!(
+                    (rec.proto.as_str(), rec.app_proto.as_str(), rec.host.as_deref()),
+                    ("TCP", "http", Some(host.as_str())),
+                    "{on}: {f:?}"
+                );
             } else {
                 udp += 1;
                 // The generator's UDP flows are real DNS queries for q0.f<id>.example.com first.
                 let host = format!("q0.f{}.example.com", f.id);
-                assert_eq!((rec.proto.as_str(), rec.app_proto.as_str(), rec.host.as_deref()), ("UDP", "dns", Some(host.as_str())), "{on}: {f:?}");
+                assert_eq!(
+                    (rec.proto.as_str(), rec.app_proto.as_str(), rec.host.as_deref()),
+                    ("UDP", "dns", Some(host.as_str())),
+                    "{on}: {f:?}"
+                );
             }
         }
         assert!(tcp > 100 && udp > 30, "{tcp} {udp}");
@@ -237,7 +243,14 @@ fn tls_ssh_smtp_dns_tcp_and_unknown_are_detected() {
         assert_eq!(recs[&50001].dest_ip.as_deref(), Some("198.51.100.20"));
         assert_eq!(recs[&50001].dest_port, Some(443));
         assert_eq!(recs.len(), 6, "{on}");
-        for (k, v) in [("detected_tls", 1), ("detected_ssh", 1), ("detected_smtp", 1), ("detected_dns", 2), ("unknown", 1), ("detected_http", 0)] {
+        for (k, v) in [
+            ("detected_tls", 1),
+            ("detected_ssh", 1),
+            ("detected_smtp", 1),
+            ("detected_dns", 2),
+            ("unknown", 1),
+            ("detected_http", 0),
+        ] {
             assert_eq!(counters[k], v, "{on}: {k} {counters:?}");
         }
         assert_eq!(counters["events_after_detection"], 0, "{on}: {counters:?}");
@@ -284,9 +297,13 @@ fn a_dpi_app_is_consistent_across_modes() {
 fn dpi_options_are_strict() {
     let bad = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"frames\"\nmax_bytes = 0\n", "bad.toml");
     assert!(bad.is_err());
-    let bad = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"packets\"\nmax_bytes = 0\n", "bad.toml").unwrap_err().to_string();
+    let bad = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"packets\"\nmax_bytes = 0\n", "bad.toml")
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("max_bytes"), "{bad}");
-    let bad = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"packets\"\nbogus = 1\n", "bad.toml").unwrap_err().to_string();
+    let bad = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"packets\"\nbogus = 1\n", "bad.toml")
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("bogus"), "{bad}");
     // Stream mode needs the TCP monitor: the controller says nothing publishes DATA_RDY.
     let dir = tempfile::tempdir().unwrap();

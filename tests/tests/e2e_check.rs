@@ -19,7 +19,10 @@ fn app_with_outputs(rel: &str, dir: &std::path::Path) -> App {
     let text = std::fs::read_to_string(repo_file(rel)).unwrap();
     let text = text
         .replace("output = \"flows.jsonl\"", &format!("output = {:?}", dir.join("flows.jsonl").display().to_string()))
-        .replace("output = \"streams.jsonl\"", &format!("output = {:?}", dir.join("streams.jsonl").display().to_string()));
+        .replace(
+            "output = \"streams.jsonl\"",
+            &format!("output = {:?}", dir.join("streams.jsonl").display().to_string()),
+        );
     App::parse(&text, rel).unwrap()
 }
 
@@ -80,7 +83,10 @@ impl Actor for PeeksAtTheLiveStack {
 fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("t.pcap");
-    gen_pcap(&input, &GenConfig { flows: 60, seed: 3, udp_fraction: 0.0, response_size: (20_000, 60_000), ..GenConfig::default() });
+    gen_pcap(
+        &input,
+        &GenConfig { flows: 60, seed: 3, udp_fraction: 0.0, response_size: (20_000, 60_000), ..GenConfig::default() },
+    );
     let mut app = App::parse("[runtime]\nring_capacity = 4096\n[stack.tcp]\n", "fault.toml").unwrap();
     let ty = app.registry.register("EVENT/PEEK").unwrap();
     let make = move |common: &NfCommon| -> Box<dyn Actor> {
@@ -95,7 +101,11 @@ fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
             ty,
         })
     };
-    app.nfs.push(NfEntry { kind: "peek".into(), common: NfCommon::named("peek"), config: NfConfig::Custom(CustomNf { make: Arc::new(make) }) });
+    app.nfs.push(NfEntry {
+        kind: "peek".into(),
+        common: NfCommon::named("peek"),
+        config: NfConfig::Custom(CustomNf { make: Arc::new(make) }),
+    });
     let r = check(&app, &input, &CheckOptions { modes: vec![Mode::C], ..CheckOptions::default() }).unwrap();
     assert!(!r.consistent(), "the checker must catch the fault:\n{}", r.to_text());
     let d = r.modes[0].1.as_ref().unwrap_err();
@@ -107,9 +117,13 @@ fn an_nf_reading_the_live_stack_is_caught_at_the_right_packet() {
     assert!(d.expected.starts_with(&format!("{seq} DATA_RDY")), "{d}");
     assert!(d.actual.starts_with(&format!("{seq} DATA_RDY")), "{d}");
     let fr = |line: &str| line.split(' ').find_map(|w| w.strip_prefix("fr=")).unwrap().to_string();
-    let published = |line: &str| line.split("pub[EVENT/PEEK aux=").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let published =
+        |line: &str| line.split("pub[EVENT/PEEK aux=").nth(1).unwrap().split(' ').next().unwrap().to_string();
     let frontiers = fr(&d.expected);
-    assert!(frontiers.split(',').any(|f| f == published(&d.expected)), "in mode a the live frontier is the event's: {d}");
+    assert!(
+        frontiers.split(',').any(|f| f == published(&d.expected)),
+        "in mode a the live frontier is the event's: {d}"
+    );
     assert_ne!(published(&d.expected), published(&d.actual), "{d}");
     eprintln!("{d}");
 }
@@ -132,7 +146,16 @@ fn a_merger_that_does_not_wait_for_every_answer_is_caught() {
     let ok = check(&app, &input, &CheckOptions { modes: vec![Mode::D], ..CheckOptions::default() }).unwrap();
     assert!(ok.consistent(), "{}", ok.to_text());
     // Faulty merger: the firewall's drops are lost, first at the first UDP packet.
-    let bad = check(&app, &input, &CheckOptions { modes: vec![Mode::D], fault: Some(microboxes::engine::Fault::EagerMerger), ..CheckOptions::default() }).unwrap();
+    let bad = check(
+        &app,
+        &input,
+        &CheckOptions {
+            modes: vec![Mode::D],
+            fault: Some(microboxes::engine::Fault::EagerMerger),
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
     assert!(!bad.consistent());
     let d = bad.modes[0].1.as_ref().unwrap_err();
     assert_eq!(d.what, "emitted packets", "{d}");
@@ -197,12 +220,20 @@ fn dynamic_per_flow_unsubscription_is_consistent_in_every_mode() {
             seen: Default::default(),
         })
     };
-    app.nfs.push(NfEntry { kind: "three".into(), common: NfCommon::named("three"), config: NfConfig::Custom(CustomNf { make: Arc::new(make) }) });
+    app.nfs.push(NfEntry {
+        kind: "three".into(),
+        common: NfCommon::named("three"),
+        config: NfConfig::Custom(CustomNf { make: Arc::new(make) }),
+    });
     let r = check(&app, &input, &CheckOptions::default()).unwrap();
     assert!(r.consistent(), "{}", r.to_text());
     let mut opts = microboxes::RunOptions::new(&input);
     opts.mode = Mode::C;
     let report = microboxes::run(&app, opts).unwrap();
     let three = report.actors.iter().find(|a| a.name == "three").unwrap();
-    assert!(three.counters.get("not_delivered_by_flow_subscription").copied().unwrap_or(0) > 1000, "{:?}", three.counters);
+    assert!(
+        three.counters.get("not_delivered_by_flow_subscription").copied().unwrap_or(0) > 1000,
+        "{:?}",
+        three.counters
+    );
 }

@@ -16,7 +16,8 @@ fn run_app(app_text: &str) -> (bool, String) {
 
 #[test]
 fn subscription_without_a_publisher_is_named() {
-    let (ok, t) = run_app("[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"FLOWS\"\nsubscribe = [\"FLOW/TCP\"]\n");
+    let (ok, t) =
+        run_app("[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"FLOWS\"\nsubscribe = [\"FLOW/TCP\"]\n");
     assert!(!ok, "{t}");
     assert!(t.contains("actor `stats` port `in` subscribes to `FLOW/TCP`, but no actor publishes `FLOW/TCP`"), "{t}");
 }

@@ -19,7 +19,16 @@ fn example_app_on_2000_generated_flows() {
 
     let o = mbox(
         dir.path(),
-        &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--stats-json", stats.to_str().unwrap()],
+        &[
+            "run",
+            app.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "mbox run failed:\n{}", text(&o));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
@@ -37,9 +46,16 @@ fn example_app_on_2000_generated_flows() {
     assert_eq!(out.len() as u64, n("packets_out"));
     assert_eq!(out.len() as u64, n("packets_written"));
     if have_tshark() {
-        let t = std::process::Command::new("tshark").args(["-r", output.to_str().unwrap(), "-T", "fields", "-e", "frame.number"]).output().unwrap();
+        let t = std::process::Command::new("tshark")
+            .args(["-r", output.to_str().unwrap(), "-T", "fields", "-e", "frame.number"])
+            .output()
+            .unwrap();
         assert!(t.status.success(), "tshark could not read the output: {}", String::from_utf8_lossy(&t.stderr));
-        assert_eq!(String::from_utf8_lossy(&t.stdout).lines().count() as u64, n("packets_out"), "tshark's packet count");
+        assert_eq!(
+            String::from_utf8_lossy(&t.stdout).lines().count() as u64,
+            n("packets_out"),
+            "tshark's packet count"
+        );
     } else {
         eprintln!("tshark not installed: skipped reading the output with tshark (CI installs it)");
     }
@@ -59,7 +75,12 @@ fn example_app_on_2000_generated_flows() {
     let mut expected_records = 0;
     let mut expected_drops = 0;
     for f in &truth.flows {
-        let k = key(&Value::from(f.client.ip().to_string()), &Value::from(f.client.port()), &Value::from(f.server.ip().to_string()), &Value::from(f.server.port()));
+        let k = key(
+            &Value::from(f.client.ip().to_string()),
+            &Value::from(f.client.port()),
+            &Value::from(f.server.ip().to_string()),
+            &Value::from(f.server.port()),
+        );
         let dropped = f.proto == "udp" && f.server.port() == 53 && f.client.ip().to_string().starts_with("198.51.100.");
         if dropped {
             expected_drops += f.pkts_toserver + f.pkts_toclient;
@@ -91,6 +112,14 @@ fn example_app_on_2000_generated_flows() {
 
     // The human summary says the same.
     let summary = String::from_utf8_lossy(&o.stdout);
-    assert!(summary.contains(&format!("{} in, {} out, {} dropped", n("packets_in"), n("packets_out"), n("packets_dropped"))), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "{} in, {} out, {} dropped",
+            n("packets_in"),
+            n("packets_out"),
+            n("packets_dropped")
+        )),
+        "{summary}"
+    );
     assert!(summary.contains("balanced"), "{summary}");
 }

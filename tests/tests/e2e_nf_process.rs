@@ -46,7 +46,14 @@ fn an_nf_reading_streams_cannot_run_in_its_own_process_and_says_why() {
     let input = dir.path().join("t.pcap");
     gen_pcap(&input, &GenConfig { flows: 5, seed: 4, ..GenConfig::default() });
     let app_path = dir.path().join("tcp.toml");
-    std::fs::write(&app_path, format!("[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n", dir.path().join("h.jsonl").display().to_string())).unwrap();
+    std::fs::write(
+        &app_path,
+        format!(
+            "[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n",
+            dir.path().join("h.jsonl").display().to_string()
+        ),
+    )
+    .unwrap();
     let app = App::load(&app_path).unwrap();
     let mut opts = RunOptions::new(&input);
     opts.external = vec!["hash".into()];

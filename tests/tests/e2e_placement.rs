@@ -47,7 +47,10 @@ fn a_map_naming_core_64_fails_naming_the_entry() {
     let app = example_app(dir.path());
     let map = write(dir.path(), "map.toml", "[cores]\nrx = 0\nl23 = 0\ntx = 0\nfw = 64\nstats = 0\n");
     let prefix = format!("core64-{}", std::process::id());
-    let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--core-map", &map, "--prefix", &prefix]);
+    let o = mbox(
+        dir.path(),
+        &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--core-map", &map, "--prefix", &prefix],
+    );
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("`fw = 64`"), "{t}");

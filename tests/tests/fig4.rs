@@ -75,7 +75,7 @@ fn run(mode: Mode) -> ModeRun {
         Err(_) => panic!("mode {mode}: the run did not end within {DEADLINE:?}"),
     };
     eprintln!("{}", dump(&r)); // shown with --nocapture or when the test fails
-    // Every packet has its stack work and each NF's work, whatever the mode.
+                               // Every packet has its stack work and each NF's work, whatever the mode.
     for p in 1..=PACKETS {
         for nf in NF_NAMES {
             assert!(
@@ -84,7 +84,11 @@ fn run(mode: Mode) -> ModeRun {
                 dump(&r)
             );
         }
-        assert!(r.slices.iter().any(|s| s.packet == p && s.work == Work::Stack), "mode {mode}: no stack span for packet {p}\n{}", dump(&r));
+        assert!(
+            r.slices.iter().any(|s| s.packet == p && s.work == Work::Stack),
+            "mode {mode}: no stack span for packet {p}\n{}",
+            dump(&r)
+        );
     }
     // A core runs one actor at a time: its slices never overlap.
     for a in &r.slices {
@@ -218,7 +222,8 @@ fn d_nf_spans_of_the_same_packet_overlap_on_different_cores() {
         let nfs: Vec<&Slice> = r.slices.iter().filter(|s| s.work == Work::Nf).collect();
         let overlapping = (1..=PACKETS)
             .filter(|p| {
-                nfs.iter().any(|a| nfs.iter().any(|b| a.packet == *p && b.packet == *p && a.core != b.core && a.overlaps(b)))
+                nfs.iter()
+                    .any(|a| nfs.iter().any(|b| a.packet == *p && b.packet == *p && a.core != b.core && a.overlaps(b)))
             })
             .count();
         if overlapping >= 1 {

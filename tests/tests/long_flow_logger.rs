@@ -142,7 +142,11 @@ fn long_flows_are_flagged_once_and_only_their_events_are_logged() {
         let c = counters(&r, "log_long");
         assert_eq!(c["logged"], long.len() as u64);
         // Skipped: every other packet, plus the flows' FLOW start and end events.
-        assert_eq!(c["logged"] + c["skipped_not_long"], r.packets_in + flagged.len() as u64 + 2 * truth.flows.len() as u64, "{c:?}");
+        assert_eq!(
+            c["logged"] + c["skipped_not_long"],
+            r.packets_in + flagged.len() as u64 + 2 * truth.flows.len() as u64,
+            "{c:?}"
+        );
         assert_eq!(counters(&r, "log_all")["skipped_not_long"], 0);
     }
 }
@@ -182,7 +186,8 @@ fn example_app_runs() {
 fn options_are_strict_and_long_flow_needs_a_publisher() {
     let bad = App::parse("[[nf]]\nname = \"l\"\nkind = \"logger\"\noutput = \"x\"\nonly_long = true\n", "bad.toml");
     assert!(bad.unwrap_err().to_string().contains("only_long"));
-    let bad = App::parse("[[nf]]\nname = \"s\"\nkind = \"flow_stats\"\noutput = \"x\"\nlong_flow_avg = 3\n", "bad.toml");
+    let bad =
+        App::parse("[[nf]]\nname = \"s\"\nkind = \"flow_stats\"\noutput = \"x\"\nlong_flow_avg = 3\n", "bad.toml");
     assert!(bad.is_err());
     // No flow_stats before it: EVENT/LONG_FLOW is unknown.
     let e = App::parse("[[nf]]\nname = \"l\"\nkind = \"logger\"\noutput = \"x\"\nonly_long_flows = true\n", "bad.toml")
@@ -197,9 +202,9 @@ fn options_are_strict_and_long_flow_needs_a_publisher() {
         dir.path().join("l").display().to_string()
     );
     let (input, _) = gen(dir.path());
-    let res = App::parse(&text, "nopub.toml").map_err(|e| e.to_string()).and_then(|app| {
-        microboxes::run(&app, RunOptions::new(&input)).map(|_| ()).map_err(|e| e.to_string())
-    });
+    let res = App::parse(&text, "nopub.toml")
+        .map_err(|e| e.to_string())
+        .and_then(|app| microboxes::run(&app, RunOptions::new(&input)).map(|_| ()).map_err(|e| e.to_string()));
     let e = res.unwrap_err();
     assert!(e.contains("LONG_FLOW"), "{e}");
 }

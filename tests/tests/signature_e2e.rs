@@ -134,7 +134,8 @@ fn run(dir: &Path, rules: &str, pcap: &Path, on: &str) -> (App, Run) {
     let r = microboxes::run(&app, RunOptions::new(pcap)).unwrap();
     assert!(r.ok(), "{}", r.to_text());
     assert_eq!(r.packets_out, r.packets_in);
-    let counters = r.actors.iter().find(|a| a.name == "ids").unwrap().counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let counters =
+        r.actors.iter().find(|a| a.name == "ids").unwrap().counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let text = std::fs::read_to_string(&out).unwrap();
     let alerts = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
     (app, Run { alerts, counters })
@@ -151,7 +152,8 @@ fn by_port(alerts: &[AlertRecord]) -> BTreeSet<(u16, u32)> {
 }
 
 fn expected(ooo: bool) -> BTreeSet<(u16, u32)> {
-    let mut s: BTreeSet<_> = [(40001, 1), (40001, 6), (40002, 2), (40003, 3), (40006, 8), (40007, 9)].into_iter().collect();
+    let mut s: BTreeSet<_> =
+        [(40001, 1), (40001, 6), (40002, 2), (40003, 3), (40006, 8), (40007, 9)].into_iter().collect();
     if ooo {
         s.insert((40004, 4));
     }
@@ -168,9 +170,15 @@ fn stream_mode_alerts_once_per_rule_and_flow_and_misses_near_misses() {
     assert_eq!(r.alerts.len(), expected(true).len(), "each rule at most once per flow: {:#?}", r.alerts);
     let a = r.alerts.iter().find(|a| a.alert.signature_id == 1).unwrap();
     assert_eq!(a.event_type, "alert");
-    assert_eq!((a.src_ip.as_deref(), a.src_port, a.dest_ip.as_deref(), a.dest_port), (Some("192.0.2.1"), Some(40001), Some("203.0.113.1"), Some(80)));
+    assert_eq!(
+        (a.src_ip.as_deref(), a.src_port, a.dest_ip.as_deref(), a.dest_port),
+        (Some("192.0.2.1"), Some(40001), Some("203.0.113.1"), Some(80))
+    );
     assert_eq!((a.proto.as_str(), a.direction.as_str()), ("TCP", "to_server"));
-    assert_eq!((a.alert.action.as_str(), a.alert.gid, a.alert.rev, a.alert.signature.as_str()), ("alert", 1, 3, "passwd in URI"));
+    assert_eq!(
+        (a.alert.action.as_str(), a.alert.gid, a.alert.rev, a.alert.signature.as_str()),
+        ("alert", 1, 3, "passwd in URI")
+    );
     assert_eq!(a.alert.category.as_deref(), Some("attempted-recon"));
     assert!(a.flow_id > 0 && a.timestamp.starts_with("2023-11-14T22:13:20"), "{a:?}");
     let s6 = r.alerts.iter().find(|a| a.alert.signature_id == 6).unwrap();
@@ -180,7 +188,11 @@ fn stream_mode_alerts_once_per_rule_and_flow_and_misses_near_misses() {
     assert_eq!(r.counters["flows_open"], 0);
     assert_eq!(r.counters["state_cap_hits"], 0);
     assert_eq!(r.counters["stream_read_errors"], 0);
-    assert!(r.counters["bytes_scanned"] > 200 && r.counters["candidate_matches"] >= r.counters["alerts"], "{:?}", r.counters);
+    assert!(
+        r.counters["bytes_scanned"] > 200 && r.counters["candidate_matches"] >= r.counters["alerts"],
+        "{:?}",
+        r.counters
+    );
 }
 
 #[test]
@@ -260,8 +272,14 @@ fn signature_apps_are_consistent_across_modes() {
         let rep = check(&app, &pcap, &CheckOptions::default()).unwrap();
         assert!(rep.consistent(), "{on}: {}", rep.to_text());
     }
-    let (app, _) = run(dir.path(), "alert tcp any any -> any any (content:\"GET /\"; sid:1;)\n", &repo_file("tests/fixtures/captures/loss_reorder_dup.pcap"), "stream");
-    let rep = check(&app, &repo_file("tests/fixtures/captures/loss_reorder_dup.pcap"), &CheckOptions::default()).unwrap();
+    let (app, _) = run(
+        dir.path(),
+        "alert tcp any any -> any any (content:\"GET /\"; sid:1;)\n",
+        &repo_file("tests/fixtures/captures/loss_reorder_dup.pcap"),
+        "stream",
+    );
+    let rep =
+        check(&app, &repo_file("tests/fixtures/captures/loss_reorder_dup.pcap"), &CheckOptions::default()).unwrap();
     assert!(rep.consistent(), "{}", rep.to_text());
 }
 

@@ -36,7 +36,11 @@ fn every_stream_matches_tshark() {
         let want = expected["streams"].as_array().unwrap();
         let name = pcap.file_name().unwrap().to_string_lossy();
         if report.connections.len() != want.len() {
-            differences.push(format!("{name}: {} connections, tshark has {} streams", report.connections.len(), want.len()));
+            differences.push(format!(
+                "{name}: {} connections, tshark has {} streams",
+                report.connections.len(),
+                want.len()
+            ));
         }
         for w in want {
             let n = w["stream"].as_u64().unwrap();
@@ -58,7 +62,11 @@ fn every_stream_matches_tshark() {
                     differences.push(format!("{name} stream {n} ({}): {what}: ours {ours}, tshark {theirs}", c.client));
                 }
             }
-            assert_eq!(c.to_server.gap_bytes + c.to_client.gap_bytes, 0, "{name} stream {n}: no holes in these captures");
+            assert_eq!(
+                c.to_server.gap_bytes + c.to_client.gap_bytes,
+                0,
+                "{name} stream {n}: no holes in these captures"
+            );
         }
     }
     assert!(differences.is_empty(), "{} of {compared} streams differ:\n{}", differences.len(), differences.join("\n"));
@@ -72,7 +80,11 @@ fn impaired_captures_show_retransmissions_and_reordering() {
     let ooo: u64 = r.connections.iter().map(|c| c.to_server.out_of_order + c.to_client.out_of_order).sum();
     assert!(retrans > 10, "retransmissions {retrans}");
     assert!(ooo > 0, "out-of-order segments {ooo}");
-    assert!(r.connections.iter().all(|c| c.end == "fin"), "{:?}", r.connections.iter().map(|c| &c.end).collect::<Vec<_>>());
+    assert!(
+        r.connections.iter().all(|c| c.end == "fin"),
+        "{:?}",
+        r.connections.iter().map(|c| &c.end).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -115,7 +127,8 @@ fn the_tcp_monitor_actor_delivers_the_same_bytes_as_tshark() {
         opts.core_map = Some(runtime::coremap::CoreMap::parse(&map, "map").unwrap());
         let report = microboxes::run(&app, opts).unwrap();
         assert!(report.ok(), "{}", report.to_text());
-        let recs: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let recs: Vec<Value> =
+            std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let name = pcap.file_name().unwrap().to_string_lossy().to_string();
         for w in expected["streams"].as_array().unwrap() {
             let Some(r) = recs.iter().find(|r| r["client"] == w["client"] && r["server"] == w["server"]) else {
@@ -123,7 +136,10 @@ fn the_tcp_monitor_actor_delivers_the_same_bytes_as_tshark() {
                 continue;
             };
             if r["sha256_toserver"] != w["client_sha256"] || r["sha256_toclient"] != w["server_sha256"] {
-                differences.push(format!("{name} stream {}: hashes differ ({} / {} bytes, tshark {} / {})", w["stream"], r["bytes_toserver"], r["bytes_toclient"], w["client_bytes"], w["server_bytes"]));
+                differences.push(format!(
+                    "{name} stream {}: hashes differ ({} / {} bytes, tshark {} / {})",
+                    w["stream"], r["bytes_toserver"], r["bytes_toclient"], w["client_bytes"], w["server_bytes"]
+                ));
             }
         }
         let tcp = report.actors.iter().find(|x| x.name == "tcp").unwrap();

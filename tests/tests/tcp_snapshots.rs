@@ -113,7 +113,12 @@ fn reference(frames: &[(u64, Vec<u8>)]) -> Seen {
     let mut seen = Seen::default();
     let (mut ended, mut events) = (Vec::new(), Vec::new());
     let mut retired = Vec::new();
-    let record = |tcp: &TcpTracker, retired: &Vec<stacks::tcp::Connection>, id, seq, events: &mut Vec<TcpEvent>, seen: &mut Seen| {
+    let record = |tcp: &TcpTracker,
+                  retired: &Vec<stacks::tcp::Connection>,
+                  id,
+                  seq,
+                  events: &mut Vec<TcpEvent>,
+                  seen: &mut Seen| {
         for e in events.drain(..) {
             if let TcpEvent::DataReady { dir, from, to } = e {
                 let conn = tcp.get(id).or_else(|| retired.last()).unwrap();
@@ -153,7 +158,8 @@ fn reference(frames: &[(u64, Vec<u8>)]) -> Seen {
             payload: p.payload(f),
         };
         let up = tcp.segment(obs.id, &seg, &mut events);
-        let sender = if up.sender == stacks::tcp::Endpoint::Client { snapshot_update::CLIENT } else { snapshot_update::SERVER };
+        let sender =
+            if up.sender == stacks::tcp::Endpoint::Client { snapshot_update::CLIENT } else { snapshot_update::SERVER };
         let s = &up.after_sender;
         seen.snaps.insert(seq, TcpSnapshot::new(side(&s.half[0]), side(&s.half[1]), s.frontier, sender));
         record(&tcp, &retired, obs.id, seq, &mut events, &mut seen);
@@ -164,7 +170,14 @@ fn reference(frames: &[(u64, Vec<u8>)]) -> Seen {
 #[test]
 fn a_slow_subscriber_sees_each_events_own_state_and_bytes() {
     let mut frames = Vec::new();
-    let cfg = GenConfig { flows: 40, seed: 21, udp_fraction: 0.0, concurrency: 8, response_size: (1000, 30_000), ..GenConfig::default() };
+    let cfg = GenConfig {
+        flows: 40,
+        seed: 21,
+        udp_fraction: 0.0,
+        concurrency: 8,
+        response_size: (1000, 30_000),
+        ..GenConfig::default()
+    };
     generate(&cfg, |ts, f| {
         frames.push((ts, f.to_vec()));
         Ok::<(), ()>(())
@@ -173,7 +186,11 @@ fn a_slow_subscriber_sees_each_events_own_state_and_bytes() {
     let expected = reference(&frames);
 
     let reg = EventRegistry::new();
-    let rx_c = Contract { name: "rx".into(), publications: vec![Publication { port: "f".into(), event: builtin::FRAME }], ..Default::default() };
+    let rx_c = Contract {
+        name: "rx".into(),
+        publications: vec![Publication { port: "f".into(), event: builtin::FRAME }],
+        ..Default::default()
+    };
     let l23 = L23Stack::new("l23", &L23Config::default(), LinkType::Ethernet);
     let stack_at = Arc::new(AtomicU64::new(0));
     let mut tcp = TcpMonitor::new("tcp", &TcpConfig::default());
@@ -185,7 +202,10 @@ fn a_slow_subscriber_sees_each_events_own_state_and_bytes() {
     let rec = SlowRecorder {
         c: Contract {
             name: "slow".into(),
-            subscriptions: vec![Subscription::new("pkt", builtin::PKT_TCP), Subscription::new("data", builtin::DATA_RDY)],
+            subscriptions: vec![
+                Subscription::new("pkt", builtin::PKT_TCP),
+                Subscription::new("data", builtin::DATA_RDY),
+            ],
             ..Default::default()
         },
         seen: seen.clone(),
@@ -196,14 +216,16 @@ fn a_slow_subscriber_sees_each_events_own_state_and_bytes() {
 
     let region = Region::create(&format!("snap{}", std::process::id()), 32 << 20).unwrap();
     let (alloc, release, view) = pool::create(&region, "p", 1024, 2048).unwrap();
-    let mut rings: Vec<_> = (0..4).map(|i| ring::create::<EventDesc>(&region, &format!("r{i}"), 512).unwrap()).collect();
+    let mut rings: Vec<_> =
+        (0..4).map(|i| ring::create::<EventDesc>(&region, &format!("r{i}"), 512).unwrap()).collect();
     let (p3, c3) = rings.pop().unwrap();
     let (p2, c2) = rings.pop().unwrap();
     let (p1, c1) = rings.pop().unwrap();
     let (p0, c0) = rings.pop().unwrap();
     let (rx, _, _) = RxStage::new(Box::new(Frames(frames, 0)), alloc, p0, Arc::new(AtomicBool::new(false)));
     let (s1, _) = Stage::new(Box::new(l23), plan.actors[1].clone(), c0, p1, view.clone());
-    let (s2, tcp_slot) = Stage::new(Box::new(Progress(tcp, stack_at.clone())), plan.actors[2].clone(), c1, p2, view.clone());
+    let (s2, tcp_slot) =
+        Stage::new(Box::new(Progress(tcp, stack_at.clone())), plan.actors[2].clone(), c1, p2, view.clone());
     let (s3, slow_slot) = Stage::new(Box::new(rec), plan.actors[3].clone(), c2, p3, view.clone());
     let s3 = s3.with_streams(streams);
     let (mut tx, _) = TxSink::new(c3, release, view.clone(), Box::new(NoSink));

@@ -113,7 +113,10 @@ fn chrome_trace_follows_the_trace_event_format() {
     assert_eq!(x_events, data.spans.len());
     // One named, sorted track per core that ran something.
     let cores: BTreeSet<u64> = data.spans.iter().map(|s| u64::from(s.core)).collect();
-    assert!(cores.iter().all(|c| thread_names.contains_key(c) && sort_index.contains(c)), "{cores:?} vs {thread_names:?}");
+    assert!(
+        cores.iter().all(|c| thread_names.contains_key(c) && sort_index.contains(c)),
+        "{cores:?} vs {thread_names:?}"
+    );
     // Flow arrows come in pairs, at most one per handled span, each from an earlier time.
     assert!(!flow_s.is_empty(), "no flow arrows");
     assert_eq!(flow_s.keys().collect::<BTreeSet<_>>(), flow_f.keys().collect::<BTreeSet<_>>());
@@ -127,7 +130,12 @@ fn chrome_trace_follows_the_trace_event_format() {
         spans.sort_by(|a, b| a.0.total_cmp(&b.0));
         for w in spans.windows(2) {
             // ts + dur is rounded: allow a femtosecond.
-            assert!(w[1].0 >= w[0].1 - 1e-6, "core {core}: span at {} µs starts before the previous one ends at {} µs", w[1].0, w[0].1);
+            assert!(
+                w[1].0 >= w[0].1 - 1e-6,
+                "core {core}: span at {} µs starts before the previous one ends at {} µs",
+                w[1].0,
+                w[0].1
+            );
         }
     }
     // ... and exactly, in the recorded nanoseconds.
@@ -172,7 +180,11 @@ fn every_actor_and_every_packet_is_traced() {
     let tx = &seqs[&("tx", "Tx".to_string())];
     assert!(tx.is_subset(&all));
     let missing = all.difference(tx).count() as u64;
-    assert!(missing <= report.packets_dropped, "{missing} packets without a TX span, {} dropped", report.packets_dropped);
+    assert!(
+        missing <= report.packets_dropped,
+        "{missing} packets without a TX span, {} dropped",
+        report.packets_dropped
+    );
     assert!(tx.len() as u64 >= report.packets_out);
     // The firewall saw every packet l23 passed on.
     assert!(!seqs[&("fw", "Handle".to_string())].is_empty());
@@ -192,7 +204,10 @@ fn written_trace_reads_back() {
     let direct = render_spans(&data);
     assert_eq!(back.len(), direct.len());
     for (a, b) in back.iter().zip(&direct) {
-        assert_eq!((a.core, &a.actor, &a.actor_kind, &a.kind, a.seq, a.flow, &a.event, &a.publisher), (b.core, &b.actor, &b.actor_kind, &b.kind, b.seq, b.flow, &b.event, &b.publisher));
+        assert_eq!(
+            (a.core, &a.actor, &a.actor_kind, &a.kind, a.seq, a.flow, &a.event, &a.publisher),
+            (b.core, &b.actor, &b.actor_kind, &b.kind, b.seq, b.flow, &b.event, &b.publisher)
+        );
         assert!((a.start_us - b.start_us).abs() < 1e-6 && (a.dur_us - b.dur_us).abs() < 1e-6);
     }
     // Not a trace: a clear error.

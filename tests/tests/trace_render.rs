@@ -265,11 +265,21 @@ fn mbox_run_trace_and_render() {
     let app = example_app(dir.path());
     let o = mbox(
         dir.path(),
-        &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--trace", "t.json", "--trace-limit", "100000"],
+        &[
+            "run",
+            app.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--trace",
+            "t.json",
+            "--trace-limit",
+            "100000",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("spans to t.json"), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json")).unwrap()).unwrap();
     assert!(v["traceEvents"].as_array().unwrap().len() > 100);
 
     for out in ["t.html", "t.svg"] {

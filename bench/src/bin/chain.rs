@@ -28,7 +28,8 @@ fn chain_app(n: usize, dir: &Path) -> String {
     let mut text = String::from("[stack.tcp]\n");
     for i in 1..=n {
         let out = dir.join(format!("h{i}.jsonl"));
-        text += &format!("\n[[nf]]\nname = \"h{i}\"\nkind = \"stream_hash\"\noutput = {:?}\n", out.display().to_string());
+        text +=
+            &format!("\n[[nf]]\nname = \"h{i}\"\nkind = \"stream_hash\"\noutput = {:?}\n", out.display().to_string());
     }
     text
 }
@@ -123,7 +124,9 @@ fn measure(dir: &Path, flows: usize, reps: usize, max_nfs: usize, plot: &Path) -
                     let out = outputs(dir, n)?;
                     match &reference {
                         None => reference = Some(out),
-                        Some(r) if *r != out => mismatches.push(format!("{n} NFs: mode {} output differs from mode a's", MODES[m])),
+                        Some(r) if *r != out => {
+                            mismatches.push(format!("{n} NFs: mode {} output differs from mode a's", MODES[m]))
+                        }
                         Some(_) => {}
                     }
                 }
@@ -186,12 +189,19 @@ fn measure(dir: &Path, flows: usize, reps: usize, max_nfs: usize, plot: &Path) -
         }
     }
 
-    let series: Vec<Series> = ["mode a: per-NF stacks", "mode c: shared async stack", "mode d: shared stack, parallel NFs"]
-        .iter()
-        .zip(lines)
-        .map(|(label, points)| Series { label, points })
-        .collect();
-    line_plot_svg(plot, "stream_hash chain: throughput vs chain length", "NFs in the chain", "packets/s (median)", &series)?;
+    let series: Vec<Series> =
+        ["mode a: per-NF stacks", "mode c: shared async stack", "mode d: shared stack, parallel NFs"]
+            .iter()
+            .zip(lines)
+            .map(|(label, points)| Series { label, points })
+            .collect();
+    line_plot_svg(
+        plot,
+        "stream_hash chain: throughput vs chain length",
+        "NFs in the chain",
+        "packets/s (median)",
+        &series,
+    )?;
     let shown = std::fs::canonicalize(plot).unwrap_or_else(|_| plot.to_path_buf());
     println!("plot written to {}", shown.display());
     anyhow::ensure!(mismatches.is_empty(), "modes disagree on the stream hashes");

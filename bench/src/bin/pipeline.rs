@@ -52,7 +52,8 @@ fn main() -> Result<()> {
     let input = dir.join("in.pcap");
     let output = dir.join("out.pcap");
     let mut w = PcapWriter::create(&input, LinkType::Ethernet)?;
-    let summary = generate(&GenConfig { flows, seed: 42, ..GenConfig::default() }, |ts, f| w.write(ts, f, f.len() as u32))?;
+    let summary =
+        generate(&GenConfig { flows, seed: 42, ..GenConfig::default() }, |ts, f| w.write(ts, f, f.len() as u32))?;
     w.finish()?;
     println!("input: {} packets, {} bytes, {} flows ({})", summary.packets, summary.bytes, flows, input.display());
 
@@ -78,9 +79,21 @@ fn main() -> Result<()> {
     let b = median(&bare);
     println!("{:<44} {:>12} {:>12} {:>8}", "variant", "median pps", "best pps", "ratio");
     println!("{:<44} {:>12.0} {:>12.0} {:>8.2}", "bare read+parse+write loop (baseline)", b, best(&bare), 1.0);
-    println!("{:<44} {:>12.0} {:>12.0} {:>8.2}", "runtime, rx+l23+tx on one core", median(&one), best(&one), median(&one) / b);
+    println!(
+        "{:<44} {:>12.0} {:>12.0} {:>8.2}",
+        "runtime, rx+l23+tx on one core",
+        median(&one),
+        best(&one),
+        median(&one) / b
+    );
     if !split.is_empty() {
-        println!("{:<44} {:>12.0} {:>12.0} {:>8.2}", "runtime, rx+l23 on core 0, tx on core 1", median(&split), best(&split), median(&split) / b);
+        println!(
+            "{:<44} {:>12.0} {:>12.0} {:>8.2}",
+            "runtime, rx+l23 on core 0, tx on core 1",
+            median(&split),
+            best(&split),
+            median(&split) / b
+        );
     }
     println!("(ratio = median runtime pps / median bare pps; wall time includes setting up shared memory)");
     Ok(())

@@ -176,10 +176,7 @@ fn main() -> Result<()> {
     for rep in 0..REPS {
         let o = mitems(ours(&region, rep, items, cpus)?);
         let t = mitems(theirs(items, cpus));
-        println!(
-            "rep {}: ours {o:8.1} Mitems/s   ringbuf {t:8.1} Mitems/s",
-            rep + 1
-        );
+        println!("rep {}: ours {o:8.1} Mitems/s   ringbuf {t:8.1} Mitems/s", rep + 1);
         best_ours = best_ours.max(o);
         best_theirs = best_theirs.max(t);
     }

@@ -34,7 +34,15 @@ fn memory_per_connection(n: u32) -> (usize, usize) {
     let mut ev = Vec::new();
     for i in 0..n {
         let id = FlowId { index: i, generation: 1 };
-        let seg = |dir, seq, ack, flags, payload: &'static [u8]| Segment { dir, seq, ack, flags, window: 1000, options: &[], payload };
+        let seg = |dir, seq, ack, flags, payload: &'static [u8]| Segment {
+            dir,
+            seq,
+            ack,
+            flags,
+            window: 1000,
+            options: &[],
+            payload,
+        };
         t.segment(id, &seg(Direction::ToServer, 1, 0, SYN, b""), &mut ev);
         t.segment(id, &seg(Direction::ToClient, 9, 2, SYN | ACK, b""), &mut ev);
         t.segment(id, &seg(Direction::ToServer, 2, 10, ACK, b"GET / HTTP/1.1\r\n\r\n"), &mut ev);
@@ -63,7 +71,10 @@ fn main() -> Result<()> {
         ("L2/3 + TCP monitor (reassembly)", "[stack.tcp]\n".into()),
         (
             "L2/3 + TCP monitor + stream_hash NF",
-            format!("[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n", hash_out.display().to_string()),
+            format!(
+                "[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n",
+                hash_out.display().to_string()
+            ),
         ),
     ];
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + 1];

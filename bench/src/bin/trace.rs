@@ -56,7 +56,8 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("in.pcap");
     let mut w = PcapWriter::create(&input, LinkType::Ethernet)?;
-    let summary = generate(&GenConfig { flows, seed: 42, ..GenConfig::default() }, |ts, f| w.write(ts, f, f.len() as u32))?;
+    let summary =
+        generate(&GenConfig { flows, seed: 42, ..GenConfig::default() }, |ts, f| w.write(ts, f, f.len() as u32))?;
     w.finish()?;
     println!("input: {} packets, {} bytes, {} flows ({})", summary.packets, summary.bytes, flows, input.display());
     let flows_out = dir.join("flows.jsonl");
@@ -75,7 +76,13 @@ fn main() -> Result<()> {
     let base = median(&off);
     println!("{:<36} {:>12} {:>12} {:>8}", "variant", "median pps", "best pps", "ratio");
     println!("{:<36} {:>12.0} {:>12.0} {:>8.2}", "tracing off (baseline)", base, best(&off), 1.0);
-    println!("{:<36} {:>12.0} {:>12.0} {:>8.2}", "tracing on (1,000,000 spans/actor)", median(&on), best(&on), median(&on) / base);
+    println!(
+        "{:<36} {:>12.0} {:>12.0} {:>8.2}",
+        "tracing on (1,000,000 spans/actor)",
+        median(&on),
+        best(&on),
+        median(&on) / base
+    );
     println!(
         "trace: {spans} spans recorded, {dropped} dropped; overhead {:.1}% (ratio = median traced pps / median untraced pps)",
         (1.0 - median(&on) / base) * 100.0

@@ -140,11 +140,7 @@ impl GenConfig {
             }
         }
         for (name, (lo, hi), max) in [
-            (
-                "requests_per_flow",
-                self.requests_per_flow,
-                MAX_REQUESTS_PER_FLOW,
-            ),
+            ("requests_per_flow", self.requests_per_flow, MAX_REQUESTS_PER_FLOW),
             ("request_size", self.request_size, MAX_REQUEST_SIZE),
             ("response_size", self.response_size, MAX_RESPONSE_SIZE),
         ] {
@@ -162,10 +158,7 @@ impl GenConfig {
             errs.push("concurrency must be at least 1".to_string());
         }
         if self.flows > MAX_FLOWS {
-            errs.push(format!(
-                "flows must be at most {MAX_FLOWS} (client ports are not reused), not {}",
-                self.flows
-            ));
+            errs.push(format!("flows must be at most {MAX_FLOWS} (client ports are not reused), not {}", self.flows));
         }
         if errs.is_empty() {
             Ok(())
@@ -255,9 +248,7 @@ impl Msg {
 }
 
 fn body_byte(seed: u64, i: u64) -> u8 {
-    let x = (i ^ seed)
-        .wrapping_add(0x9e37_79b9_7f4a_7c15)
-        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (i ^ seed).wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (x >> 56) as u8
 }
 
@@ -269,20 +260,11 @@ struct Flags {
     psh: bool,
 }
 
-const NO_FLAGS: Flags = Flags {
-    syn: false,
-    fin: false,
-    rst: false,
-    psh: false,
-};
+const NO_FLAGS: Flags = Flags { syn: false, fin: false, rst: false, psh: false };
 
 #[derive(Clone, Copy)]
 enum Kind {
-    Tcp {
-        seq: u32,
-        ack: Option<u32>,
-        flags: Flags,
-    },
+    Tcp { seq: u32, ack: Option<u32>, flags: Flags },
     Udp,
 }
 
@@ -313,31 +295,9 @@ struct TcpPlan<'a> {
 }
 
 impl TcpPlan<'_> {
-    fn push(
-        &mut self,
-        to_server: bool,
-        flags: Flags,
-        ack: bool,
-        msg: usize,
-        off: usize,
-        len: usize,
-    ) {
-        let (seq, peer) = if to_server {
-            (self.cn, self.sn)
-        } else {
-            (self.sn, self.cn)
-        };
-        self.plan.push_back(Pkt {
-            to_server,
-            kind: Kind::Tcp {
-                seq,
-                ack: ack.then_some(peer),
-                flags,
-            },
-            msg,
-            off,
-            len,
-        });
+    fn push(&mut self, to_server: bool, flags: Flags, ack: bool, msg: usize, off: usize, len: usize) {
+        let (seq, peer) = if to_server { (self.cn, self.sn) } else { (self.sn, self.cn) };
+        self.plan.push_back(Pkt { to_server, kind: Kind::Tcp { seq, ack: ack.then_some(peer), flags }, msg, off, len });
         let used = len as u32 + u32::from(flags.syn) + u32::from(flags.fin);
         if to_server {
             self.cn = self.cn.wrapping_add(used);
@@ -355,10 +315,7 @@ impl TcpPlan<'_> {
             let off = k * mss;
             let len = mss.min(total - off);
             let last = k + 1 == segments;
-            let flags = Flags {
-                psh: last,
-                ..NO_FLAGS
-            };
+            let flags = Flags { psh: last, ..NO_FLAGS };
             self.push(to_server, flags, true, msg, off, len);
             if last || (ack_every_two && k % 2 == 1) {
                 self.push(!to_server, NO_FLAGS, true, 0, 0, 0);
@@ -378,16 +335,7 @@ fn pick_isn(rng: &mut ChaCha8Rng) -> u32 {
 fn client_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
     if v6 {
         let host: u32 = rng.gen_range(1..=u32::MAX);
-        IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            1,
-            0,
-            0,
-            (host >> 16) as u16,
-            host as u16,
-        ))
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, (host >> 16) as u16, host as u16))
     } else {
         let host: u8 = rng.gen_range(1..=254);
         if rng.gen_bool(0.5) {
@@ -401,16 +349,7 @@ fn client_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
 fn server_ip(rng: &mut ChaCha8Rng, v6: bool) -> IpAddr {
     let host: u8 = rng.gen_range(1..=254);
     if v6 {
-        IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            0x113,
-            0,
-            0,
-            0,
-            u16::from(host),
-        ))
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0x113, 0, 0, 0, u16::from(host)))
     } else {
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, host))
     }
@@ -430,9 +369,7 @@ fn mac_for(prefix: u8, ip: IpAddr) -> [u8; 6] {
 fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
     let udp = rng.gen_bool(cfg.udp_fraction);
     let v6 = rng.gen_bool(cfg.ipv6_fraction);
-    let vlan_id = rng
-        .gen_bool(cfg.vlan_fraction)
-        .then(|| rng.gen_range(1..=4094u16));
+    let vlan_id = rng.gen_bool(cfg.vlan_fraction).then(|| rng.gen_range(1..=4094u16));
     let cip = client_ip(rng, v6);
     let sip = server_ip(rng, v6);
     // id < MAX_FLOWS, so the port stays within 1024..=65535.
@@ -461,11 +398,7 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
         vlan: vlan_id.and_then(|v| VlanId::try_new(v).ok()),
         mss: cfg.mss,
         // msgs[0] is the empty message used by packets without payload.
-        msgs: vec![Msg {
-            head: Vec::new(),
-            body_len: 0,
-            body_seed: 0,
-        }],
+        msgs: vec![Msg { head: Vec::new(), body_len: 0, body_seed: 0 }],
         plan: VecDeque::new(),
     };
     if udp {
@@ -502,18 +435,8 @@ fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
         answer.extend_from_slice(&[203, 0, 113, rng.gen_range(1..=254)]);
         for (to_server, bytes) in [(true, query), (false, answer)] {
             let len = bytes.len();
-            flow.msgs.push(Msg {
-                head: bytes,
-                body_len: 0,
-                body_seed: 0,
-            });
-            flow.plan.push_back(Pkt {
-                to_server,
-                kind: Kind::Udp,
-                msg: flow.msgs.len() - 1,
-                off: 0,
-                len,
-            });
+            flow.msgs.push(Msg { head: bytes, body_len: 0, body_seed: 0 });
+            flow.plan.push_back(Pkt { to_server, kind: Kind::Udp, msg: flow.msgs.len() - 1, off: 0, len });
         }
     }
 }
@@ -528,46 +451,29 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
     };
     let mss = usize::from(cfg.mss);
     let mut msgs = std::mem::take(&mut flow.msgs);
-    let mut tcp = TcpPlan {
-        plan: &mut flow.plan,
-        cn: c_isn,
-        sn: s_isn,
-    };
-    let syn = Flags {
-        syn: true,
-        ..NO_FLAGS
-    };
+    let mut tcp = TcpPlan { plan: &mut flow.plan, cn: c_isn, sn: s_isn };
+    let syn = Flags { syn: true, ..NO_FLAGS };
     tcp.push(true, syn, false, 0, 0, 0);
     tcp.push(false, syn, true, 0, 0, 0);
     tcp.push(true, NO_FLAGS, true, 0, 0, 0);
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         let obj: u32 = rng.gen_range(0..1_000_000);
-        let mut head = format!(
-            "GET /obj/{obj} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mbox-gen\r\nAccept: */*\r\nX-Pad: "
-        )
-        .into_bytes();
+        let mut head =
+            format!("GET /obj/{obj} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mbox-gen\r\nAccept: */*\r\nX-Pad: ")
+                .into_bytes();
         let pad = size.saturating_sub(head.len() + 4);
         head.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
         head.extend_from_slice(b"\r\n\r\n");
         let req_len = head.len();
-        msgs.push(Msg {
-            head,
-            body_len: 0,
-            body_seed: 0,
-        });
+        msgs.push(Msg { head, body_len: 0, body_seed: 0 });
         tcp.send(true, msgs.len() - 1, req_len, mss, false);
 
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n"
-        )
-        .into_bytes();
-        let resp = Msg {
-            head,
-            body_len,
-            body_seed: rng.gen(),
-        };
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .into_bytes();
+        let resp = Msg { head, body_len, body_seed: rng.gen() };
         let resp_len = resp.len();
         msgs.push(resp);
         tcp.send(false, msgs.len() - 1, resp_len, mss, true);
@@ -575,17 +481,11 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
     let rst = rng.gen_bool(cfg.rst_fraction);
     let from_client = rng.gen_bool(0.5);
     if rst {
-        let flags = Flags {
-            rst: true,
-            ..NO_FLAGS
-        };
+        let flags = Flags { rst: true, ..NO_FLAGS };
         tcp.push(from_client, flags, true, 0, 0, 0);
         flow.rec.teardown = "rst".to_string();
     } else {
-        let fin = Flags {
-            fin: true,
-            ..NO_FLAGS
-        };
+        let fin = Flags { fin: true, ..NO_FLAGS };
         tcp.push(from_client, fin, true, 0, 0, 0);
         tcp.push(!from_client, NO_FLAGS, true, 0, 0, 0);
         tcp.push(!from_client, fin, true, 0, 0, 0);
@@ -619,32 +519,16 @@ fn build(flow: &Flow, pkt: &Pkt, frame: &mut Vec<u8>, payload: &mut Vec<u8>) {
     payload.clear();
     flow.msgs[pkt.msg].copy_range(pkt.off, pkt.len, payload);
     let (src, dst, smac, dmac) = if pkt.to_server {
-        (
-            flow.rec.client,
-            flow.rec.server,
-            flow.client_mac,
-            flow.server_mac,
-        )
+        (flow.rec.client, flow.rec.server, flow.client_mac, flow.server_mac)
     } else {
-        (
-            flow.rec.server,
-            flow.rec.client,
-            flow.server_mac,
-            flow.client_mac,
-        )
+        (flow.rec.server, flow.rec.client, flow.server_mac, flow.client_mac)
     };
     let eth = PacketBuilder::ethernet2(smac, dmac);
     let ip: PacketBuilderStep<etherparse::IpHeaders> = match (flow.vlan, src.ip()) {
         (None, IpAddr::V4(_)) => eth.ipv4(octets4(src.ip()), octets4(dst.ip()), 64),
         (None, IpAddr::V6(_)) => eth.ipv6(octets16(src.ip()), octets16(dst.ip()), 64),
-        (Some(v), IpAddr::V4(_)) => {
-            eth.single_vlan(v)
-                .ipv4(octets4(src.ip()), octets4(dst.ip()), 64)
-        }
-        (Some(v), IpAddr::V6(_)) => {
-            eth.single_vlan(v)
-                .ipv6(octets16(src.ip()), octets16(dst.ip()), 64)
-        }
+        (Some(v), IpAddr::V4(_)) => eth.single_vlan(v).ipv4(octets4(src.ip()), octets4(dst.ip()), 64),
+        (Some(v), IpAddr::V6(_)) => eth.single_vlan(v).ipv6(octets16(src.ip()), octets16(dst.ip()), 64),
     };
     frame.clear();
     // Writing into a Vec cannot fail for I/O reasons, and payloads are at most MAX_MSS
@@ -685,21 +569,14 @@ fn build(flow: &Flow, pkt: &Pkt, frame: &mut Vec<u8>, payload: &mut Vec<u8>) {
 ///
 /// An invalid `cfg` is clamped into range, not refused (see the module docs); the only
 /// errors are the sink's.
-pub fn generate<E>(
-    cfg: &GenConfig,
-    mut sink: impl FnMut(u64, &[u8]) -> Result<(), E>,
-) -> Result<GenSummary, E> {
+pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<GenSummary, E> {
     let cfg = cfg.sanitized();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut active: Vec<Flow> = Vec::with_capacity(cfg.concurrency.min(cfg.flows));
     let mut done: Vec<GenFlow> = Vec::with_capacity(cfg.flows);
     let mut next_id = 0usize;
     let mut ts = cfg.start_ts_ns;
-    let mut summary = GenSummary {
-        packets: 0,
-        bytes: 0,
-        flows: Vec::new(),
-    };
+    let mut summary = GenSummary { packets: 0, bytes: 0, flows: Vec::new() };
     let (mut frame, mut payload) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     // Each pass emits one planned packet; plans are finite, so the loop ends.
     loop {

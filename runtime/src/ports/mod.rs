@@ -116,25 +116,13 @@ pub enum PortError {
         "{}: interfaces have different link types ({first} and {other}); one link type per capture is supported",
         path.display()
     )]
-    MixedLinkTypes {
-        path: PathBuf,
-        first: u32,
-        other: u32,
-    },
+    MixedLinkTypes { path: PathBuf, first: u32, other: u32 },
     /// A record or block that cannot be right (absurd length, inconsistent fields,
     /// a packet on an interface that was never described). `offset` is the byte offset
     /// of the record or block from the start of the file.
     #[error("{}: corrupt capture at byte offset {offset}: {detail}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        detail: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, detail: String },
     /// The writer was asked to store a frame larger than its snap length.
     #[error("{}: frame of {len} bytes exceeds the snap length {snaplen}", path.display())]
-    FrameTooLarge {
-        path: PathBuf,
-        len: usize,
-        snaplen: u32,
-    },
+    FrameTooLarge { path: PathBuf, len: usize, snaplen: u32 },
 }

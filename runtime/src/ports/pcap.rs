@@ -68,9 +68,7 @@ use std::fs::File;
 use std::io::{Cursor, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use pcap_parser::pcap::{
-    parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
-};
+use pcap_parser::pcap::{parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header};
 use pcap_parser::pcapng::{parse_block_be, parse_block_le, parse_sectionheaderblock, Block};
 
 use super::{LinkType, PacketRecord, PortError};
@@ -138,12 +136,7 @@ enum Format {
 
 /// What one step of the block/record loop produced; ranges index `buf`.
 enum Step {
-    Packet {
-        ts_ns: u64,
-        start: usize,
-        len: usize,
-        orig_len: u32,
-    },
+    Packet { ts_ns: u64, start: usize, len: usize, orig_len: u32 },
     Skipped,
     End,
 }
@@ -183,10 +176,7 @@ impl PcapReader {
     /// Opens a capture file and reads its header (for pcapng: up to its first interface
     /// description).
     pub fn open(path: &Path) -> Result<PcapReader, PortError> {
-        let io_err = |source| PortError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| PortError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let total = file.metadata().map_err(io_err)?.len();
         PcapReader::new(path.to_path_buf(), Box::new(file), Some(total))
@@ -195,11 +185,7 @@ impl PcapReader {
     /// Reads a capture held in memory; `name` stands for the path in errors.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<PcapReader, PortError> {
         let total = bytes.len() as u64;
-        PcapReader::new(
-            PathBuf::from(name),
-            Box::new(Cursor::new(bytes)),
-            Some(total),
-        )
+        PcapReader::new(PathBuf::from(name), Box::new(Cursor::new(bytes)), Some(total))
     }
 
     /// Reads a capture from any byte stream; `name` stands for the path in errors.
@@ -211,16 +197,9 @@ impl PcapReader {
         PcapReader::new(PathBuf::from(name), src, total_bytes)
     }
 
-    fn new(
-        name: PathBuf,
-        src: Box<dyn Read + Send>,
-        total: Option<u64>,
-    ) -> Result<PcapReader, PortError> {
-        let cap = total.map_or(INITIAL_BUFFER, |t| {
-            usize::try_from(t)
-                .unwrap_or(INITIAL_BUFFER)
-                .clamp(64, INITIAL_BUFFER)
-        });
+    fn new(name: PathBuf, src: Box<dyn Read + Send>, total: Option<u64>) -> Result<PcapReader, PortError> {
+        let cap =
+            total.map_or(INITIAL_BUFFER, |t| usize::try_from(t).unwrap_or(INITIAL_BUFFER).clamp(64, INITIAL_BUFFER));
         let mut r = PcapReader {
             name,
             src,
@@ -231,11 +210,7 @@ impl PcapReader {
             eof: false,
             done: false,
             total,
-            format: Format::Legacy {
-                kind: Legacy::Le,
-                nanos: false,
-                snaplen: 0,
-            },
+            format: Format::Legacy { kind: Legacy::Le, nanos: false, snaplen: 0 },
             link: LinkType::Ethernet,
             stats: ReaderStats::default(),
         };
@@ -268,22 +243,13 @@ impl PcapReader {
                     self.done = true;
                     return Ok(None);
                 }
-                Step::Packet {
-                    ts_ns,
-                    start,
-                    len,
-                    orig_len,
-                } => {
+                Step::Packet { ts_ns, start, len, orig_len } => {
                     self.stats.packets += 1;
                     self.stats.bytes += len as u64;
                     if (len as u64) < u64::from(orig_len) {
                         self.stats.snaplen_clipped += 1;
                     }
-                    return Ok(Some(PacketRecord {
-                        ts_ns,
-                        data: &self.buf[start..start + len],
-                        orig_len,
-                    }));
+                    return Ok(Some(PacketRecord { ts_ns, data: &self.buf[start..start + len], orig_len }));
                 }
             }
         }
@@ -327,24 +293,14 @@ impl PcapReader {
                 Ok(0) => self.eof = true,
                 Ok(k) => self.end += k,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(PortError::Io {
-                        path: self.name.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(PortError::Io { path: self.name.clone(), source }),
             }
         }
         Ok(true)
     }
 
     fn u32_at(&self, at: usize, big_endian: bool) -> u32 {
-        let b = [
-            self.buf[at],
-            self.buf[at + 1],
-            self.buf[at + 2],
-            self.buf[at + 3],
-        ];
+        let b = [self.buf[at], self.buf[at + 1], self.buf[at + 2], self.buf[at + 3]];
         if big_endian {
             u32::from_be_bytes(b)
         } else {
@@ -353,18 +309,11 @@ impl PcapReader {
     }
 
     fn not_a_capture(&self, detail: impl Into<String>) -> PortError {
-        PortError::NotACapture {
-            path: self.name.clone(),
-            detail: detail.into(),
-        }
+        PortError::NotACapture { path: self.name.clone(), detail: detail.into() }
     }
 
     fn corrupt(&self, offset: u64, detail: impl Into<String>) -> PortError {
-        PortError::Corrupt {
-            path: self.name.clone(),
-            offset,
-            detail: detail.into(),
-        }
+        PortError::Corrupt { path: self.name.clone(), offset, detail: detail.into() }
     }
 
     /// The stream ends here; if bytes are left over, the file was cut mid-record.
@@ -388,9 +337,7 @@ impl PcapReader {
         let magic = self.u32_at(0, false);
         match magic {
             SHB_MAGIC => self.read_ng_header(),
-            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xa1b2_cd34 | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
-                self.read_legacy_header()
-            }
+            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xa1b2_cd34 | 0xd4c3_b2a1 | 0x4d3c_b2a1 => self.read_legacy_header(),
             _ => Err(self.not_a_capture(format!("unknown magic number 0x{magic:08x}"))),
         }
     }
@@ -404,10 +351,8 @@ impl PcapReader {
             Err(_) => return Err(self.not_a_capture("malformed pcap file header")),
         };
         let linktype = header.network.0 as u32;
-        self.link = LinkType::from_pcap(linktype).ok_or(PortError::UnsupportedLinkType {
-            path: self.name.clone(),
-            linktype,
-        })?;
+        self.link = LinkType::from_pcap(linktype)
+            .ok_or(PortError::UnsupportedLinkType { path: self.name.clone(), linktype })?;
         let kind = if header.is_modified_format() {
             Legacy::Modified
         } else if header.is_bigendian() {
@@ -415,11 +360,7 @@ impl PcapReader {
         } else {
             Legacy::Le
         };
-        self.format = Format::Legacy {
-            kind,
-            nanos: header.is_nanosecond_precision(),
-            snaplen: header.snaplen,
-        };
+        self.format = Format::Legacy { kind, nanos: header.is_nanosecond_precision(), snaplen: header.snaplen };
         self.pos = 24;
         Ok(())
     }
@@ -432,9 +373,9 @@ impl PcapReader {
             BOM_MAGIC => false,
             m if m == BOM_MAGIC.swap_bytes() => true,
             m => {
-                return Err(self.not_a_capture(format!(
-                    "pcapng byte-order magic 0x{m:08x} is neither 0x1a2b3c4d nor its swap"
-                )))
+                return Err(
+                    self.not_a_capture(format!("pcapng byte-order magic 0x{m:08x} is neither 0x1a2b3c4d nor its swap"))
+                )
             }
         };
         let len = self.u32_at(4, big_endian) as usize;
@@ -448,36 +389,21 @@ impl PcapReader {
             return Err(self.not_a_capture("malformed pcapng section header"));
         }
         self.pos = len;
-        self.format = Format::Ng {
-            big_endian,
-            interfaces: Vec::new(),
-            first_linktype: None,
-            last_ts: 0,
-        };
+        self.format = Format::Ng { big_endian, interfaces: Vec::new(), first_linktype: None, last_ts: 0 };
         // Read ahead to the first interface description, so that link_type() is known.
         // Each step consumes at least 12 bytes, so this ends with the input.
         loop {
-            if matches!(
-                &self.format,
-                Format::Ng {
-                    first_linktype: Some(_),
-                    ..
-                }
-            ) {
+            if matches!(&self.format, Format::Ng { first_linktype: Some(_), .. }) {
                 return Ok(());
             }
             let offset = self.bytes_read();
             match self.step_ng()? {
                 Step::Skipped => {}
                 Step::End => {
-                    return Err(self.not_a_capture(
-                        "the pcapng file ends before its first interface description block",
-                    ))
+                    return Err(self.not_a_capture("the pcapng file ends before its first interface description block"))
                 }
                 // step_ng refuses packets before an interface is described.
-                Step::Packet { .. } => {
-                    return Err(self.corrupt(offset, "packet before any interface description"))
-                }
+                Step::Packet { .. } => return Err(self.corrupt(offset, "packet before any interface description")),
             }
         }
     }
@@ -486,27 +412,17 @@ impl PcapReader {
 
     fn step(&mut self) -> Result<Step, PortError> {
         match self.format {
-            Format::Legacy {
-                kind,
-                nanos,
-                snaplen,
-            } => self.step_legacy(kind, nanos, snaplen),
+            Format::Legacy { kind, nanos, snaplen } => self.step_legacy(kind, nanos, snaplen),
             Format::Ng { .. } => self.step_ng(),
         }
     }
 
     fn check_caplen(&self, offset: u64, caplen: u32, snaplen: u32) -> Result<(), PortError> {
         if caplen > MAX_CAPLEN {
-            return Err(self.corrupt(
-                offset,
-                format!("captured length {caplen} exceeds the {MAX_CAPLEN}-byte limit"),
-            ));
+            return Err(self.corrupt(offset, format!("captured length {caplen} exceeds the {MAX_CAPLEN}-byte limit")));
         }
         if snaplen != 0 && caplen > snaplen.saturating_add(SNAPLEN_SLACK) {
-            return Err(self.corrupt(
-                offset,
-                format!("captured length {caplen} far exceeds the snap length {snaplen}"),
-            ));
+            return Err(self.corrupt(offset, format!("captured length {caplen} far exceeds the snap length {snaplen}")));
         }
         Ok(())
     }
@@ -536,20 +452,11 @@ impl PcapReader {
             Ok((_, b)) => (b.ts_sec, b.ts_usec, b.origlen, b.data.len()),
             Err(_) => return Err(self.corrupt(offset, "malformed pcap record")),
         };
-        let frac_ns = if nanos {
-            u64::from(frac)
-        } else {
-            u64::from(frac) * 1_000
-        };
+        let frac_ns = if nanos { u64::from(frac) } else { u64::from(frac) * 1_000 };
         let ts_ns = u64::from(ts_sec) * 1_000_000_000 + frac_ns;
         let start = self.pos + hdr;
         self.pos += total;
-        Ok(Step::Packet {
-            ts_ns,
-            start,
-            len,
-            orig_len,
-        })
+        Ok(Step::Packet { ts_ns, start, len, orig_len })
     }
 
     fn step_ng(&mut self) -> Result<Step, PortError> {
@@ -566,56 +473,29 @@ impl PcapReader {
             match self.u32_at(self.pos + 8, false) {
                 BOM_MAGIC => false,
                 m if m == BOM_MAGIC.swap_bytes() => true,
-                m => {
-                    return Err(self.corrupt(
-                        offset,
-                        format!("section header with byte-order magic 0x{m:08x}"),
-                    ))
-                }
+                m => return Err(self.corrupt(offset, format!("section header with byte-order magic 0x{m:08x}"))),
             }
         } else {
             big_endian
         };
         let len = self.u32_at(self.pos + 4, be) as usize;
         if len < 12 || len & 3 != 0 || len > MAX_BLOCK {
-            return Err(self.corrupt(
-                offset,
-                format!("block of type 0x{block_type:08x} has length {len}"),
-            ));
+            return Err(self.corrupt(offset, format!("block of type 0x{block_type:08x} has length {len}")));
         }
         if !self.fill(len)? {
             return Ok(self.end_of_input());
         }
         let pos = self.pos;
         let raw = &self.buf[pos..pos + len];
-        let parsed = if be {
-            parse_block_be(raw)
-        } else {
-            parse_block_le(raw)
-        };
+        let parsed = if be { parse_block_be(raw) } else { parse_block_le(raw) };
         let block = match parsed {
             Ok((_, b)) => b,
-            Err(_) => {
-                return Err(self.corrupt(
-                    offset,
-                    format!("malformed block of type 0x{block_type:08x}"),
-                ))
-            }
+            Err(_) => return Err(self.corrupt(offset, format!("malformed block of type 0x{block_type:08x}"))),
         };
-        let Format::Ng {
-            big_endian,
-            interfaces,
-            first_linktype,
-            last_ts,
-        } = &mut self.format
-        else {
+        let Format::Ng { big_endian, interfaces, first_linktype, last_ts } = &mut self.format else {
             return Ok(Step::End);
         };
-        let corrupt = |detail: String| PortError::Corrupt {
-            path: self.name.clone(),
-            offset,
-            detail,
-        };
+        let corrupt = |detail: String| PortError::Corrupt { path: self.name.clone(), offset, detail };
         let step = match block {
             Block::SectionHeader(_) => {
                 *big_endian = be;
@@ -625,10 +505,7 @@ impl PcapReader {
             Block::InterfaceDescription(idb) => {
                 let linktype = idb.linktype.0 as u32;
                 let Some(link) = LinkType::from_pcap(linktype) else {
-                    return Err(PortError::UnsupportedLinkType {
-                        path: self.name.clone(),
-                        linktype,
-                    });
+                    return Err(PortError::UnsupportedLinkType { path: self.name.clone(), linktype });
                 };
                 match *first_linktype {
                     None => {
@@ -636,22 +513,14 @@ impl PcapReader {
                         self.link = link;
                     }
                     Some(first) if self.link != link => {
-                        return Err(PortError::MixedLinkTypes {
-                            path: self.name.clone(),
-                            first,
-                            other: linktype,
-                        })
+                        return Err(PortError::MixedLinkTypes { path: self.name.clone(), first, other: linktype })
                     }
                     Some(_) => {}
                 }
-                let units_per_sec = ts_units(idb.if_tsresol).ok_or_else(|| {
-                    corrupt(format!("unsupported if_tsresol 0x{:02x}", idb.if_tsresol))
-                })?;
-                let ts_offset = idb
-                    .options
-                    .iter()
-                    .find(|o| o.code.0 == OPT_IF_TSOFFSET && o.value().len() >= 8)
-                    .map_or(0, |o| {
+                let units_per_sec = ts_units(idb.if_tsresol)
+                    .ok_or_else(|| corrupt(format!("unsupported if_tsresol 0x{:02x}", idb.if_tsresol)))?;
+                let ts_offset =
+                    idb.options.iter().find(|o| o.code.0 == OPT_IF_TSOFFSET && o.value().len() >= 8).map_or(0, |o| {
                         let mut b = [0u8; 8];
                         b.copy_from_slice(&o.value()[..8]);
                         if be {
@@ -660,11 +529,7 @@ impl PcapReader {
                             i64::from_le_bytes(b)
                         }
                     });
-                interfaces.push(Interface {
-                    snaplen: idb.snaplen,
-                    units_per_sec,
-                    ts_offset,
-                });
+                interfaces.push(Interface { snaplen: idb.snaplen, units_per_sec, ts_offset });
                 Step::Skipped
             }
             Block::EnhancedPacket(epb) => {
@@ -683,12 +548,7 @@ impl PcapReader {
                 let caplen = epb.caplen;
                 let orig_len = epb.origlen;
                 self.check_caplen(offset, caplen, snaplen)?;
-                Step::Packet {
-                    ts_ns,
-                    start: pos + 28,
-                    len,
-                    orig_len,
-                }
+                Step::Packet { ts_ns, start: pos + 28, len, orig_len }
             }
             Block::SimplePacket(spb) => {
                 let Some(iface) = interfaces.first() else {
@@ -701,12 +561,7 @@ impl PcapReader {
                 let ts_ns = *last_ts;
                 let orig_len = spb.origlen;
                 self.check_caplen(offset, len as u32, 0)?;
-                Step::Packet {
-                    ts_ns,
-                    start: pos + 12,
-                    len,
-                    orig_len,
-                }
+                Step::Packet { ts_ns, start: pos + 12, len, orig_len }
             }
             _ => {
                 self.stats.skipped_blocks += 1;
@@ -750,21 +605,11 @@ mod tests {
 
     #[test]
     fn ns_conversion_clamps() {
-        let us = Interface {
-            snaplen: 0,
-            units_per_sec: 1_000_000,
-            ts_offset: 0,
-        };
+        let us = Interface { snaplen: 0, units_per_sec: 1_000_000, ts_offset: 0 };
         assert_eq!(to_ns(1_500_000, &us), 1_500_000_000);
-        let neg = Interface {
-            ts_offset: -10,
-            ..us
-        };
+        let neg = Interface { ts_offset: -10, ..us };
         assert_eq!(to_ns(1_000_000, &neg), 0);
-        let huge = Interface {
-            units_per_sec: 1,
-            ..us
-        };
+        let huge = Interface { units_per_sec: 1, ..us };
         assert_eq!(to_ns(u64::MAX, &huge), u64::MAX);
     }
 }

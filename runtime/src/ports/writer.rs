@@ -41,10 +41,7 @@ pub struct PcapWriter<W: Write = BufWriter<File>> {
 impl PcapWriter<BufWriter<File>> {
     /// Creates (or truncates) `path` and writes the pcap header for `link`.
     pub fn create(path: &Path, link: LinkType) -> Result<PcapWriter, PortError> {
-        let file = File::create(path).map_err(|source| PortError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = File::create(path).map_err(|source| PortError::Io { path: path.to_path_buf(), source })?;
         PcapWriter::new(BufWriter::with_capacity(1 << 16, file), path, link)
     }
 }
@@ -54,37 +51,21 @@ impl PcapWriter<Vec<u8>> {
     pub fn to_vec(link: LinkType) -> PcapWriter<Vec<u8>> {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(&header(link));
-        PcapWriter {
-            out,
-            path: PathBuf::from("<memory>"),
-            packets: 0,
-        }
+        PcapWriter { out, path: PathBuf::from("<memory>"), packets: 0 }
     }
 }
 
 impl<W: Write> PcapWriter<W> {
     /// Wraps `out`, writing the pcap header at once; `name` is used in errors.
     pub fn new(mut out: W, name: &Path, link: LinkType) -> Result<PcapWriter<W>, PortError> {
-        out.write_all(&header(link))
-            .map_err(|source| PortError::Io {
-                path: name.to_path_buf(),
-                source,
-            })?;
-        Ok(PcapWriter {
-            out,
-            path: name.to_path_buf(),
-            packets: 0,
-        })
+        out.write_all(&header(link)).map_err(|source| PortError::Io { path: name.to_path_buf(), source })?;
+        Ok(PcapWriter { out, path: name.to_path_buf(), packets: 0 })
     }
 
     /// Appends one frame captured at `ts_ns` (nanoseconds since the epoch).
     pub fn write(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError> {
         if data.len() > SNAPLEN as usize {
-            return Err(PortError::FrameTooLarge {
-                path: self.path.clone(),
-                len: data.len(),
-                snaplen: SNAPLEN,
-            });
+            return Err(PortError::FrameTooLarge { path: self.path.clone(), len: data.len(), snaplen: SNAPLEN });
         }
         let secs = u32::try_from(ts_ns / 1_000_000_000).map_err(|_| PortError::Corrupt {
             path: self.path.clone(),
@@ -101,10 +82,7 @@ impl<W: Write> PcapWriter<W> {
         self.out
             .write_all(&rec)
             .and_then(|()| self.out.write_all(data))
-            .map_err(|source| PortError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(|source| PortError::Io { path: self.path.clone(), source })?;
         self.packets += 1;
         Ok(())
     }
@@ -123,10 +101,7 @@ impl<W: Write> PcapWriter<W> {
 
     /// Flushes and hands back the sink (for [`PcapWriter::to_vec`], the file's bytes).
     pub fn into_inner(mut self) -> Result<W, PortError> {
-        self.out.flush().map_err(|source| PortError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.out.flush().map_err(|source| PortError::Io { path: self.path.clone(), source })?;
         Ok(self.out)
     }
 }
