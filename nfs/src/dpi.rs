@@ -685,6 +685,9 @@ impl Dpi {
         let mut d = EventDesc::new(self.cfg.event, cx.me(), ev.seq, ev.ts_ns);
         d.flow = Some(flow);
         d.flow_start = ev.flow_start;
+        // The deciding event's snapshot: NFs that start inspecting the flow now know how far
+        // its streams were at the decision (`signature_match`'s `after_dpi`).
+        d.snap = ev.snap;
         d.meta.flags = ev.meta.flags & meta_flags::TO_SERVER;
         d.meta.proto = st.proto;
         d.aux = result.as_ref().map_or(u64::from(UNKNOWN_CODE), |(p, _)| u64::from(p.code()));

@@ -107,6 +107,25 @@ pub fn configure(
             cfg.alert_type = registry
                 .register("EVENT/IDS_ALERT")
                 .map_err(|e| vec![format!("nf `{}` (signature_match): {e}", common.name)])?;
+            if let Some(p) = &cfg.after_dpi {
+                let code = match p.as_str() {
+                    "http" => 1,
+                    "tls" => 2,
+                    "ssh" => 3,
+                    "dns" => 4,
+                    "smtp" => 5,
+                    other => {
+                        return Err(vec![format!(
+                            "nf `{}` (signature_match): key `after_dpi`: unknown protocol `{other}` (http, tls, ssh, dns, smtp)",
+                            common.name
+                        )])
+                    }
+                };
+                let dpi = registry.resolve("EVENT/DPI_DETECT").map_err(|_| {
+                    vec![format!("nf `{}` (signature_match): `after_dpi` needs a `dpi` NF before it", common.name)]
+                })?;
+                cfg.gate = Some((dpi, code));
+            }
             Ok(NfConfig::SignatureMatch(cfg))
         }
         "dpi" => {

@@ -97,6 +97,15 @@ pub struct SignatureConfig {
     /// subscriptions: they are no longer delivered; counted by the runner).
     #[serde(default)]
     pub stop_after_alert: bool,
+    /// Inspect a flow only once a `dpi` NF (before this one) said it carries this protocol
+    /// (`http`, `tls`, `ssh`, `dns`, `smtp`): until then the matcher unsubscribes from the
+    /// flow's payload events; on `EVENT/DPI_DETECT` it subscribes again and, in stream mode,
+    /// first scans the stream from its start up to the detection's snapshot frontier.
+    #[serde(default)]
+    pub after_dpi: Option<String>,
+    /// `EVENT/DPI_DETECT` and the protocol code, when `after_dpi` is set.
+    #[serde(skip)]
+    pub gate: Option<(EventType, u64)>,
     /// The parsed rules.
     #[serde(skip)]
     pub parsed: Vec<Rule>,
@@ -250,6 +259,10 @@ type FlowTuple = (u8, Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>);
 
 struct FlowState {
     flow_start: u64,
+    /// DPI said the wanted protocol (with `after_dpi`).
+    cleared: bool,
+    /// Unsubscribed from the flow's payload events until DPI clears it.
+    gated: bool,
     /// (proto, client, client port, server, server port), when a packet was seen.
     tuple: Option<FlowTuple>,
     dirs: [DirState; 2],
@@ -264,6 +277,9 @@ pub struct SignatureMatch {
     m: Matcher,
     max_positions: usize,
     stop_after_alert: bool,
+    gate: Option<(EventType, u64)>,
+    /// Payload events of flows not (yet) cleared by DPI.
+    gated_events: u64,
     alert_type: EventType,
     path: PathBuf,
     out: Option<BufWriter<File>>,
@@ -347,6 +363,9 @@ impl SignatureMatch {
                     .push(Subscription { from: Some("l23".into()), ..Subscription::new("end", builtin::FLOW) });
             }
         }
+        if let Some((dpi, _)) = cfg.gate {
+            subscriptions.push(Subscription::new("dpi", dpi));
+        }
         let contract = Contract {
             name: common.name.clone(),
             kind: "signature_match".into(),
@@ -362,6 +381,8 @@ impl SignatureMatch {
             m,
             max_positions: cfg.max_positions,
             stop_after_alert: cfg.stop_after_alert,
+            gate: cfg.gate,
+            gated_events: 0,
             alert_type: cfg.alert_type,
             path: cfg.output.clone(),
             out: Some(BufWriter::new(file)),
@@ -387,7 +408,14 @@ impl SignatureMatch {
     ) -> &'f mut FlowState {
         flows.entry(flow).or_insert_with(|| {
             *tracked += 1;
-            FlowState { flow_start, tuple: None, dirs: [DirState::default(), DirState::default()], alerted: Vec::new() }
+            FlowState {
+                flow_start,
+                cleared: false,
+                gated: false,
+                tuple: None,
+                dirs: [DirState::default(), DirState::default()],
+                alerted: Vec::new(),
+            }
         })
     }
 
@@ -406,6 +434,55 @@ impl SignatureMatch {
     }
 
     /// Matches what this event brought (already scanned into `self.hits`) and alerts.
+    /// DPI said the flow carries the wanted protocol: inspect it from now on, and in stream
+    /// mode scan what the stream already holds, up to the detection's snapshot frontier.
+    fn clear_flow(&mut self, flow: FlowRef, ev: &EventDesc, cx: &mut Context<'_>) {
+        let fs = Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start);
+        fs.cleared = true;
+        if std::mem::take(&mut fs.gated) {
+            cx.subscribe_flow(ev, builtin::PKT);
+            cx.subscribe_flow(ev, builtin::DATA_RDY);
+        }
+        if self.on != On::Stream {
+            return;
+        }
+        for dir in 0..2 {
+            let to = ev.snap.frontier[dir];
+            if to == 0 {
+                continue;
+            }
+            let to_server = dir == 0;
+            let mut hits = std::mem::take(&mut self.hits);
+            hits.clear();
+            let m = &self.m;
+            let d = &mut self.flows.get_mut(&flow).expect("entry").dirs[dir];
+            d.started = true;
+            d.states.clone_from(&m.starts);
+            d.offset = 0;
+            let mut n = 0u64;
+            if cx
+                .read_stream(flow, to_server, 0, to, &mut |s| {
+                    n += s.len() as u64;
+                    scan(m, d, s, &mut hits);
+                })
+                .is_err()
+            {
+                // Already released: matching starts with the next DATA_RDY instead.
+                d.started = false;
+            }
+            self.bytes_scanned += n;
+            self.pattern_matches += hits.len() as u64;
+            self.hits = hits;
+            let mut e = *ev;
+            e.meta.flags = (e.meta.flags & !actors::desc::meta_flags::TO_SERVER)
+                | if to_server { actors::desc::meta_flags::TO_SERVER } else { 0 };
+            if n > 0 {
+                self.evaluate(flow, &e, true, cx);
+            }
+            self.hits.clear();
+        }
+    }
+
     fn evaluate(&mut self, flow: FlowRef, ev: &EventDesc, had_data: bool, cx: &mut Context<'_>) {
         let to_server = ev.to_server();
         let dir = usize::from(!to_server);
@@ -519,6 +596,33 @@ impl Actor for SignatureMatch {
             }
             return Verdict::Continue;
         }
+        if let Some((dpi, code)) = self.gate {
+            if t == dpi {
+                if ev.aux == code {
+                    self.clear_flow(flow, ev, cx);
+                }
+                return Verdict::Continue;
+            }
+            let fs = Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start);
+            if !fs.cleared {
+                // Not (yet) a flow of the wanted protocol: learn its tuple, then stop getting
+                // its payload events until DPI says so.
+                if fs.tuple.is_none() {
+                    if let Some(view) = cx.view(ev) {
+                        let tu = Tuple::of(&view);
+                        let tu = if ev.to_server() { tu } else { tu.reversed() };
+                        fs.tuple = Some((tu.proto, tu.src, tu.src_port, tu.dst, tu.dst_port));
+                    }
+                }
+                if !fs.gated {
+                    fs.gated = true;
+                    cx.unsubscribe_flow(ev, builtin::PKT);
+                    cx.unsubscribe_flow(ev, builtin::DATA_RDY);
+                }
+                self.gated_events += 1;
+                return Verdict::Continue;
+            }
+        }
         let to_server = ev.to_server();
         let dir = usize::from(!to_server);
         self.hits.clear();
@@ -598,6 +702,7 @@ impl Actor for SignatureMatch {
     fn counters(&self) -> Vec<(String, u64)> {
         vec![
             ("rules".into(), self.rules.len() as u64),
+            ("events_before_dpi".into(), self.gated_events),
             ("bytes_scanned".into(), self.bytes_scanned),
             ("pattern_matches".into(), self.pattern_matches),
             ("candidate_matches".into(), self.candidate_matches),

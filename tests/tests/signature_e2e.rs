@@ -330,3 +330,38 @@ fn stop_after_alert_drops_the_flows_subscription() {
     assert_eq!(first_only, 1, "only the first alert with stop_after_alert");
     assert!(counters.get("not_delivered_by_flow_subscription").copied().unwrap_or(0) > 0, "{counters:?}");
 }
+
+/// `after_dpi = "http"`: the matcher leaves a flow alone until DPI says it is HTTP, then
+/// scans what the stream already holds: the same alerts with far fewer events delivered,
+/// and the same in every mode.
+#[test]
+fn after_dpi_inspects_only_http_flows_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.rules");
+    std::fs::write(&rules, "alert tcp any any -> any any (msg:\"GET\"; content:\"GET /\"; flow:to_server; sid:1;)\nalert tcp any any -> any any (msg:\"OK\"; content:\"200 OK\"; flow:to_client; sid:2;)\n").unwrap();
+    let input = tests::repo_file("tests/fixtures/captures/loss_reorder_dup.pcap");
+    let run = |gate: bool| {
+        let out = dir.path().join(format!("a-{gate}.jsonl"));
+        let text = format!(
+            "[stack.tcp]\n[[nf]]\nname = \"dpi\"\nkind = \"dpi\"\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = {:?}\noutput = {:?}\n{}",
+            rules.display().to_string(),
+            out.display().to_string(),
+            if gate { "after_dpi = \"http\"\n" } else { "" }
+        );
+        let app = microboxes::App::parse(&text, "gate.toml").unwrap();
+        let r = microboxes::run(&app, microboxes::RunOptions::new(&input)).unwrap();
+        assert!(r.ok(), "{}", r.to_text());
+        let check = microboxes::check::check(&app, &input, &microboxes::check::CheckOptions::default()).unwrap();
+        assert!(check.consistent(), "{}", check.to_text());
+        let ids = r.actors.iter().find(|a| a.name == "ids").unwrap();
+        let mut lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+        lines.sort();
+        (lines, ids.handled_total, ids.counters.clone())
+    };
+    let (plain, plain_events, _) = run(false);
+    let (gated, gated_events, counters) = run(true);
+    assert!(!plain.is_empty());
+    assert_eq!(gated, plain, "the same alerts");
+    assert!(gated_events < plain_events, "fewer events: {gated_events} vs {plain_events}");
+    assert!(counters["not_delivered_by_flow_subscription"] > 0, "{counters:?}");
+}
