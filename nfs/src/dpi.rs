@@ -62,7 +62,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -696,29 +696,24 @@ impl Dpi {
             Some((p, _)) => self.detected[usize::from(p.code() - 1)] += 1,
             None => self.unknown += 1,
         }
-        if self.error.is_none() {
-            if let Some(out) = self.out.as_mut() {
-                let (c, cp, s, sp) = match st.tuple {
-                    Some((c, cp, s, sp)) => (Some(c.to_string()), Some(cp), Some(s.to_string()), Some(sp)),
-                    None => (None, None, None, None),
-                };
-                let rec = DpiRecord {
-                    flow_id: ev.flow_start,
-                    proto: proto_name(st.proto),
-                    app_proto: result.as_ref().map_or("unknown", |(p, _)| p.name()).to_string(),
-                    host: result.and_then(|(_, h)| h),
-                    src_ip: c,
-                    src_port: cp,
-                    dest_ip: s,
-                    dest_port: sp,
-                };
-                let res = serde_json::to_string(&rec)
-                    .map_err(|e| e.to_string())
-                    .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
-                match res {
-                    Ok(()) => self.written += 1,
-                    Err(e) => self.error = Some(format!("writing output: {e}")),
-                }
+        if self.out.is_some() && self.error.is_none() {
+            let (c, cp, s, sp) = match st.tuple {
+                Some((c, cp, s, sp)) => (Some(c.to_string()), Some(cp), Some(s.to_string()), Some(sp)),
+                None => (None, None, None, None),
+            };
+            let rec = DpiRecord {
+                flow_id: ev.flow_start,
+                proto: proto_name(st.proto),
+                app_proto: result.as_ref().map_or("unknown", |(p, _)| p.name()).to_string(),
+                host: result.and_then(|(_, h)| h),
+                src_ip: c,
+                src_port: cp,
+                dest_ip: s,
+                dest_port: sp,
+            };
+            let path = self.cfg.output.clone().unwrap_or_default();
+            if crate::common::write_line(&mut self.out, &mut self.error, &path, &rec) {
+                self.written += 1;
             }
         }
     }
@@ -838,11 +833,8 @@ impl Actor for Dpi {
     }
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = out.flush() {
-                self.error.get_or_insert(format!("writing output: {e}"));
-            }
-        }
+        let path = self.cfg.output.clone().unwrap_or_default();
+        crate::common::close_output(&mut self.out, &mut self.error, &path);
         if self.read_errors > 0 {
             self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
         }

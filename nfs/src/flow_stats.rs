@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -238,16 +238,8 @@ impl FlowStats {
                 reason: reason.to_string(),
             },
         };
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(out) = self.out.as_mut() {
-            let line = serde_json::to_string(&rec).map_err(|e| e.to_string());
-            let res = line.and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
-            match res {
-                Ok(()) => self.written += 1,
-                Err(e) => self.error = Some(format!("writing `{}`: {e}", self.path.display())),
-            }
+        if crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec) {
+            self.written += 1;
         }
     }
 }
@@ -315,11 +307,7 @@ impl Actor for FlowStats {
         for (id, acc) in rest {
             self.emit(id, acc, "shutdown");
         }
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = out.flush() {
-                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
         match &self.error {
             Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
             None => Ok(()),

@@ -36,7 +36,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent};
@@ -158,15 +158,7 @@ impl Logger {
             aux: ev.aux,
         };
         self.logged += 1;
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(out) = self.out.as_mut() {
-            let line = serde_json::to_string(&rec).map_err(|e| e.to_string());
-            if let Err(e) = line.and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string())) {
-                self.error = Some(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec);
     }
 }
 
@@ -197,11 +189,7 @@ impl Actor for Logger {
     }
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = out.flush() {
-                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
         match &self.error {
             Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
             None => Ok(()),

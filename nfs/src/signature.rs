@@ -47,7 +47,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -420,17 +420,7 @@ impl SignatureMatch {
     }
 
     fn write(&mut self, rec: &AlertRecord) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(out) = self.out.as_mut() {
-            let res = serde_json::to_string(rec)
-                .map_err(|e| e.to_string())
-                .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
-            if let Err(e) = res {
-                self.error = Some(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::write_line(&mut self.out, &mut self.error, &self.path, rec);
     }
 
     /// Matches what this event brought (already scanned into `self.hits`) and alerts.
@@ -685,11 +675,7 @@ impl Actor for SignatureMatch {
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
         self.flows.clear();
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = out.flush() {
-                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
         if self.read_errors > 0 {
             self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
         }

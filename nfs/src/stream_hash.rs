@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -124,17 +124,8 @@ impl StreamHash {
             sha256_toclient: hex(&h1.finalize()),
             end: end.to_string(),
         };
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(out) = self.out.as_mut() {
-            let res = serde_json::to_string(&rec)
-                .map_err(|e| e.to_string())
-                .and_then(|l| writeln!(out, "{l}").map_err(|e| e.to_string()));
-            match res {
-                Ok(()) => self.written += 1,
-                Err(e) => self.error = Some(format!("writing `{}`: {e}", self.path.display())),
-            }
+        if crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec) {
+            self.written += 1;
         }
     }
 }
@@ -188,11 +179,7 @@ impl Actor for StreamHash {
         for (f, acc) in rest {
             self.emit(f, acc, "shutdown");
         }
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = out.flush() {
-                self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
-            }
-        }
+        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
         if self.read_errors > 0 {
             self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
         }
