@@ -18,7 +18,10 @@ fn fixtures() -> Vec<(PathBuf, Value)> {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if let Some(stem) = name.strip_suffix(".expected.json") {
             let expected: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            out.push((dir.join(format!("{stem}.pcap")), expected));
+            // Only tshark's answers (other fixtures describe other expectations).
+            if expected.get("streams").is_some_and(Value::is_array) {
+                out.push((dir.join(format!("{stem}.pcap")), expected));
+            }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
