@@ -365,6 +365,11 @@ pub trait Actor: Send {
         Ok(())
     }
 
+    /// Time passed: packet `seq` (captured at `ts_ns`) went to another instance of this
+    /// actor (a shard). A stack advances its clock here — ends flows whose timeouts expired —
+    /// so that every shard notices a timeout at the same packet a single instance would.
+    fn tick(&mut self, _seq: u64, _ts_ns: u64, _cx: &mut Context<'_>) {}
+
     /// Actor-specific counters for the run summary, by name.
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()

@@ -346,8 +346,11 @@ impl Runnable for Stage {
                 break;
             }
             if ev.is_skip() {
-                // A marker for the merger behind sharded stacks: not an event for actors.
-                self.pending.push_back(ev);
+                // A marker for the merger behind sharded stacks; the actor only learns that
+                // time passed (a stack ends flows that timed out, before the marker).
+                let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
+                self.actor.tick(ev.seq, ev.ts_ns, &mut cx);
+                self.enqueue(ev);
                 continue;
             }
             self.process(ev);

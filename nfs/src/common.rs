@@ -69,7 +69,9 @@ pub fn write_line<T: serde::Serialize>(
 ) -> bool {
     use std::io::Write as _;
     let Some(w) = out.as_mut().filter(|_| error.is_none()) else { return false };
-    let res = serde_json::to_string(rec).map_err(|e| e.to_string()).and_then(|l| writeln!(w, "{l}").map_err(|e| e.to_string()));
+    let res = serde_json::to_string(rec)
+        .map_err(|e| e.to_string())
+        .and_then(|l| writeln!(w, "{l}").map_err(|e| e.to_string()));
     match res {
         Ok(()) => true,
         Err(e) => {
@@ -80,7 +82,11 @@ pub fn write_line<T: serde::Serialize>(
 }
 
 /// Flushes and closes an NF's output at the end of input, keeping the first error.
-pub fn close_output(out: &mut Option<std::io::BufWriter<std::fs::File>>, error: &mut Option<String>, path: &std::path::Path) {
+pub fn close_output(
+    out: &mut Option<std::io::BufWriter<std::fs::File>>,
+    error: &mut Option<String>,
+    path: &std::path::Path,
+) {
     use std::io::Write as _;
     if let Some(mut w) = out.take() {
         if let Err(e) = w.flush() {

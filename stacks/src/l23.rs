@@ -291,6 +291,12 @@ impl Actor for L23Stack {
         Verdict::Continue
     }
 
+    fn tick(&mut self, seq: u64, ts_ns: u64, cx: &mut Context<'_>) {
+        self.last_ts = self.last_ts.max(ts_ns);
+        self.table.expire(ts_ns, &mut self.ended);
+        self.publish_ended(cx, seq, ts_ns);
+    }
+
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
         self.table.drain(&mut self.ended);
         // Flows still open end "at" the last packet of the input (not this instance's last:

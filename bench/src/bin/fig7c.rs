@@ -33,11 +33,36 @@ struct Setup {
 }
 
 const SETUPS: &[Setup] = &[
-    Setup { name: "1 both sides", paper: "1.0x", dpi: "on = \"packets\"\nside = \"both\"\n", ids: "on = \"packets\"\nside = \"both\"\n" },
-    Setup { name: "2 client side", paper: "1.2x", dpi: "on = \"packets\"\nside = \"client\"\n", ids: "on = \"packets\"\nside = \"client\"\n" },
-    Setup { name: "3 server side", paper: "2.6x", dpi: "on = \"packets\"\nside = \"server\"\n", ids: "on = \"packets\"\nside = \"server\"\n" },
-    Setup { name: "4 dynamic (DPI_DETECT)", paper: "~5x", dpi: "on = \"packets\"\n", ids: "on = \"packets\"\nafter_dpi = \"http\"\n" },
-    Setup { name: "5 as 4, on DATA_RDY", paper: "~15% below 4", dpi: "on = \"stream\"\n", ids: "on = \"stream\"\nafter_dpi = \"http\"\n" },
+    Setup {
+        name: "1 both sides",
+        paper: "1.0x",
+        dpi: "on = \"packets\"\nside = \"both\"\n",
+        ids: "on = \"packets\"\nside = \"both\"\n",
+    },
+    Setup {
+        name: "2 client side",
+        paper: "1.2x",
+        dpi: "on = \"packets\"\nside = \"client\"\n",
+        ids: "on = \"packets\"\nside = \"client\"\n",
+    },
+    Setup {
+        name: "3 server side",
+        paper: "2.6x",
+        dpi: "on = \"packets\"\nside = \"server\"\n",
+        ids: "on = \"packets\"\nside = \"server\"\n",
+    },
+    Setup {
+        name: "4 dynamic (DPI_DETECT)",
+        paper: "~5x",
+        dpi: "on = \"packets\"\n",
+        ids: "on = \"packets\"\nafter_dpi = \"http\"\n",
+    },
+    Setup {
+        name: "5 as 4, on DATA_RDY",
+        paper: "~15% below 4",
+        dpi: "on = \"stream\"\n",
+        ids: "on = \"stream\"\nafter_dpi = \"http\"\n",
+    },
 ];
 
 fn app_text(s: &Setup, rules: &Path, dir: &Path) -> String {
@@ -73,7 +98,8 @@ fn main() -> Result<()> {
             let r = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(r.ok(), "{}", r.to_text());
             pps[i].push(r.packets_in as f64 / start.elapsed().as_secs_f64());
-            let handled: u64 = r.actors.iter().filter(|a| a.name == "dpi" || a.name == "ids").map(|a| a.handled_total).sum();
+            let handled: u64 =
+                r.actors.iter().filter(|a| a.name == "dpi" || a.name == "ids").map(|a| a.handled_total).sum();
             events[i] = handled as f64 / r.packets_in as f64;
         }
     }
@@ -88,7 +114,13 @@ fn main() -> Result<()> {
     }
     println!("(events/pkt: events handled by DPI and the matcher per input packet; setup 3 approximates the paper's)");
     let plot = Path::new("target/fig7c.svg");
-    line_plot_svg(plot, "Figure 7c: DPI + Signature_Match", "setup", "throughput vs setup 1", &[Series { label: "measured", points }])?;
+    line_plot_svg(
+        plot,
+        "Figure 7c: DPI + Signature_Match",
+        "setup",
+        "throughput vs setup 1",
+        &[Series { label: "measured", points }],
+    )?;
     println!("plot: {}", plot.display());
     Ok(())
 }

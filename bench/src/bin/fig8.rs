@@ -116,7 +116,10 @@ fn main() -> Result<()> {
         "Figure 8: average latency, sequential vs parallel (1 Default, 2 DPI_DETECT, 3 LONG_FLOW, 4 both)",
         "setup",
         "µs per packet",
-        &[Series { label: "sequential (mode c)", points: seq_pts }, Series { label: "parallel (mode d)", points: par_pts }],
+        &[
+            Series { label: "sequential (mode c)", points: seq_pts },
+            Series { label: "parallel (mode d)", points: par_pts },
+        ],
     )?;
     println!("plot: {}", plot.display());
     Ok(())
