@@ -121,3 +121,24 @@ pub fn flows_and_reps(default_flows: usize) -> anyhow::Result<(usize, usize)> {
     }
     Ok((flows, reps))
 }
+
+/// Loads an example app of the repository, with `rules = "apps/..."` made absolute and every
+/// `output = "NAME"` moved into `dir` (a benchmark's temporary directory).
+pub fn load_app(rel: &str, dir: &std::path::Path) -> anyhow::Result<microboxes::App> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(rel))?;
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("rules = \"apps/") {
+            out += &format!("rules = {:?}\n", root.join("apps").join(rest.trim_end_matches('"')).display().to_string());
+        } else if let Some(rest) = t.strip_prefix("output = \"") {
+            let name = rest.split('"').next().unwrap_or("out");
+            out += &format!("output = {:?}\n", dir.join(name).display().to_string());
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    microboxes::App::parse(&out, rel).map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -21,59 +21,18 @@ use std::time::Instant;
 
 use anyhow::Result;
 use bench::{line_plot_svg, median, Series};
-use microboxes::{App, RunOptions};
+use microboxes::RunOptions;
 use runtime::ports::gen::{generate, GenConfig};
 use runtime::ports::{LinkType, PcapWriter};
 
-struct Setup {
-    name: &'static str,
-    paper: &'static str,
-    dpi: &'static str,
-    ids: &'static str,
-}
-
-const SETUPS: &[Setup] = &[
-    Setup {
-        name: "1 both sides",
-        paper: "1.0x",
-        dpi: "on = \"packets\"\nside = \"both\"\n",
-        ids: "on = \"packets\"\nside = \"both\"\n",
-    },
-    Setup {
-        name: "2 client side",
-        paper: "1.2x",
-        dpi: "on = \"packets\"\nside = \"client\"\n",
-        ids: "on = \"packets\"\nside = \"client\"\n",
-    },
-    Setup {
-        name: "3 server side",
-        paper: "2.6x",
-        dpi: "on = \"packets\"\nside = \"server\"\n",
-        ids: "on = \"packets\"\nside = \"server\"\n",
-    },
-    Setup {
-        name: "4 dynamic (DPI_DETECT)",
-        paper: "~5x",
-        dpi: "on = \"packets\"\n",
-        ids: "on = \"packets\"\nafter_dpi = \"http\"\n",
-    },
-    Setup {
-        name: "5 as 4, on DATA_RDY",
-        paper: "~15% below 4",
-        dpi: "on = \"stream\"\n",
-        ids: "on = \"stream\"\nafter_dpi = \"http\"\n",
-    },
+/// (app file, name, the paper's throughput relative to setup 1)
+const SETUPS: &[(&str, &str, &str)] = &[
+    ("apps/fig7c/1-both-sides.toml", "1 both sides", "1.0x"),
+    ("apps/fig7c/2-client-side.toml", "2 client side", "1.2x"),
+    ("apps/fig7c/3-server-side.toml", "3 server side", "2.6x"),
+    ("apps/fig7c/4-dynamic.toml", "4 dynamic (DPI_DETECT)", "~5x"),
+    ("apps/fig7c/5-stream.toml", "5 as 4, on DATA_RDY", "~15% below 4"),
 ];
-
-fn app_text(s: &Setup, rules: &Path, dir: &Path) -> String {
-    format!(
-        "[stack.tcp]\n[[nf]]\nname = \"dpi\"\nkind = \"dpi\"\n{}[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = {:?}\noutput = {:?}\n{}",
-        s.dpi,
-        rules.display().to_string(),
-        dir.join("alerts.jsonl").display().to_string(),
-        s.ids
-    )
-}
 
 fn main() -> Result<()> {
     let (flows, reps) = bench::flows_and_reps(2000)?;
@@ -84,14 +43,13 @@ fn main() -> Result<()> {
     let cfg = GenConfig { flows, seed: 77, udp_fraction: 0.3, response_size: (2_000, 30_000), ..GenConfig::default() };
     let s = generate(&cfg, |ts, f| w.write(ts, f, f.len() as u32))?;
     w.finish()?;
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/ids.rules");
-    println!("input: {} packets, {} flows (30 % UDP/DNS); rules: {}", s.packets, flows, rules.display());
+    println!("input: {} packets, {} flows (30 % UDP/DNS); apps: apps/fig7c/*.toml", s.packets, flows);
 
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); SETUPS.len()];
     let mut events = vec![0f64; SETUPS.len()];
     for rep in 0..reps {
-        for (i, setup) in SETUPS.iter().enumerate() {
-            let app = App::parse(&app_text(setup, &rules, &dir), setup.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, (file, _, _)) in SETUPS.iter().enumerate() {
+            let app = bench::load_app(file, &dir)?;
             let mut opts = RunOptions::new(&input);
             opts.prefix = Some(format!("fig7c{}-{rep}-{i}", std::process::id()));
             let start = Instant::now();
@@ -107,9 +65,9 @@ fn main() -> Result<()> {
     let base = median(&pps[0]);
     println!("{:<26} {:>16} {:>12} {:>10} {:>14}", "setup", "NF events/pkt", "median pps", "vs 1", "paper vs 1");
     let mut points = Vec::new();
-    for (i, setup) in SETUPS.iter().enumerate() {
+    for (i, (_, name, paper)) in SETUPS.iter().enumerate() {
         let m = median(&pps[i]);
-        println!("{:<26} {:>16.2} {:>12.0} {:>9.2}x {:>14}", setup.name, events[i], m, m / base, setup.paper);
+        println!("{:<26} {:>16.2} {:>12.0} {:>9.2}x {:>14}", name, events[i], m, m / base, paper);
         points.push(((i + 1) as f64, m / base));
     }
     println!("(events/pkt: events handled by DPI and the matcher per input packet; setup 3 approximates the paper's)");

@@ -15,30 +15,18 @@ use std::path::Path;
 
 use anyhow::Result;
 use bench::{line_plot_svg, median, Series};
-use microboxes::{App, Mode, RunOptions};
+use microboxes::{Mode, RunOptions};
 use runtime::ports::gen::{generate, GenConfig};
 use runtime::ports::{LinkType, PcapWriter};
 use runtime::trace::SpanKind;
 
-const SETUPS: &[(&str, bool, bool)] =
-    &[("Default", false, false), ("DPI_DETECT", true, false), ("LONG_FLOW", false, true), ("both", true, true)];
-
-fn app_text(dpi_gate: bool, long_only: bool, rules: &Path, dir: &Path) -> String {
-    let out = |n: &str| format!("{:?}", dir.join(n).display().to_string());
-    format!(
-        "[runtime]\npool_buffers = 8\nring_capacity = 8\n[stack.tcp]\n\
-         [[nf]]\nname = \"dpi\"\nkind = \"dpi\"\non = \"packets\"\n\
-         [[nf]]\nname = \"ids\"\nkind = \"signature_match\"\non = \"packets\"\nrules = {:?}\noutput = {}\n{}\
-         [[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = {}\nlong_flow_avg_bytes = 900\n\
-         [[nf]]\nname = \"logger\"\nkind = \"logger\"\noutput = {}\nonly_long_flows = {long_only}\n\
-         [[nf]]\nname = \"fw\"\nkind = \"firewall\"\nrules = [{{ action = \"drop\", proto = \"udp\", src = \"198.51.100.0/24\" }}]\n",
-        rules.display().to_string(),
-        out("alerts.jsonl"),
-        if dpi_gate { "after_dpi = \"http\"\n" } else { "" },
-        out("flows.jsonl"),
-        out("log.jsonl"),
-    )
-}
+/// (setup, app file)
+const SETUPS: &[(&str, &str)] = &[
+    ("Default", "apps/fig8/default.toml"),
+    ("DPI_DETECT", "apps/fig8/dpi_detect.toml"),
+    ("LONG_FLOW", "apps/fig8/long_flow.toml"),
+    ("both", "apps/fig8/both.toml"),
+];
 
 /// (average, p99) latency in µs of packets from RX to TX.
 fn latencies(t: &runtime::trace::TraceData) -> (f64, f64) {
@@ -69,15 +57,14 @@ fn main() -> Result<()> {
     let cfg = GenConfig { flows, seed: 88, udp_fraction: 0.2, response_size: (500, 20_000), ..GenConfig::default() };
     let s = generate(&cfg, |ts, f| w.write(ts, f, f.len() as u32))?;
     w.finish()?;
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/ids.rules");
     println!("input: {} packets, {} flows; five NFs: dpi, ids, stats, logger, fw", s.packets, flows);
     println!(
         "{:<12} {:>14} {:>14} {:>14} {:>14} {:>10} {:>10}",
         "setup", "seq avg µs", "seq p99 µs", "par avg µs", "par p99 µs", "avg Δ", "p99 Δ"
     );
     let (mut seq_pts, mut par_pts) = (Vec::new(), Vec::new());
-    for (i, (name, gate, long)) in SETUPS.iter().enumerate() {
-        let app = App::parse(&app_text(*gate, *long, &rules, &dir), name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, file)) in SETUPS.iter().enumerate() {
+        let app = bench::load_app(file, &dir)?;
         let mut res: HashMap<Mode, (Vec<f64>, Vec<f64>)> = HashMap::new();
         for rep in 0..reps {
             for mode in [Mode::C, Mode::D] {
