@@ -25,6 +25,7 @@
 //! filter = { proto = "tcp" } # optional: only events whose packet matches
 //! from = "l23"               # optional: take them only from this publisher
 //! side = "client"            # optional: only TCP-monitor events of the client's (or server's) updates
+//! direction = "to_server"    # optional: only events of packets sent this way (or "to_client")
 //! # ... the kind's own keys
 //! ```
 //!
@@ -250,7 +251,9 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegis
     let who = name.as_ref().map_or(who, |n| format!("nf `{n}`"));
     let kind = string(&mut t, "kind", true, &who);
     let from = string(&mut t, "from", false, &who);
-    let side = match string(&mut t, "side", false, &who).as_deref() {
+    let side_raw = string(&mut t, "side", false, &who);
+    let direction_raw = string(&mut t, "direction", false, &who);
+    let side = match side_raw.as_deref() {
         None => None,
         Some("client") => Some(actors::contract::Side::Client),
         Some("server") => Some(actors::contract::Side::Server),
@@ -296,7 +299,16 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegis
         },
     };
     let (Some(name), Some(kind)) = (name, kind) else { return Err(errs) };
-    let common = NfCommon { name, subscribe, filter, from, side };
+    let to_server = match direction_raw.as_deref() {
+        None => None,
+        Some("to_server") => Some(true),
+        Some("to_client") => Some(false),
+        Some(other) => {
+            errs.push(format!("{source}: {who}: key `direction`: `{other}` is not \"to_server\" or \"to_client\""));
+            None
+        }
+    };
+    let common = NfCommon { name, subscribe, filter, from, side, to_server };
     match nfs::configure(&kind, &common, t, registry) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),

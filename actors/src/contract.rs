@@ -51,6 +51,9 @@ pub struct Subscription {
     /// packet the server sent, the client half's update is its reception); `Both`: all.
     /// Events that are not TCP-monitor updates are not affected.
     pub side: Option<Side>,
+    /// Only events of packets sent this way: `Some(true)` initiator → responder,
+    /// `Some(false)` the other way (Figure 7c's "server-side updates of client packets").
+    pub to_server: Option<bool>,
     /// The actor rewrites these events into its own publications (a µStack layered on
     /// another: L2/3 turns `FRAME`s into `PKT`s, the TCP monitor turns L2/3's `PKT/TCP` into
     /// its own, with snapshots). Actors after it receive them from it, not from the original

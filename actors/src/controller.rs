@@ -50,6 +50,8 @@ pub struct LinkedSubscription {
     pub from: Option<u16>,
     /// Only TCP-monitor events of this half's updates.
     pub side: Option<crate::contract::Side>,
+    /// Only events of packets sent this way.
+    pub to_server: Option<bool>,
     /// The actor rewrites these events into its own publications.
     pub consumes: bool,
     /// Dropped events are delivered too.
@@ -231,6 +233,7 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
                 publishers: matches.iter().map(|(j, _)| *j as u16).collect(),
                 from: from.map(|f| f as u16),
                 side: s.side,
+                to_server: s.to_server,
                 consumes: s.consumes,
                 include_dropped: s.include_dropped,
             });

@@ -94,6 +94,7 @@ pub fn subscription_for<'p>(plan: &'p PlannedActor, pool: &PoolView, ev: &EventD
             && s.publishers.contains(&ev.publisher)
             && s.from.is_none_or(|f| f == ev.publisher)
             && side_accepts(s.side, ev)
+            && s.to_server.is_none_or(|d| ev.flow.is_some() && ev.to_server() == d)
             && match &s.filter {
                 None => true,
                 Some(f) => ev.packet.is_some_and(|h| {

@@ -26,6 +26,8 @@ pub struct NfCommon {
     pub from: Option<String>,
     /// Only TCP-monitor events of this half's updates, on the main port.
     pub side: Option<Side>,
+    /// Only events of packets sent this way, on the main port.
+    pub to_server: Option<bool>,
 }
 
 impl NfCommon {
@@ -43,6 +45,7 @@ impl NfCommon {
                 filter: self.filter.clone(),
                 from: self.from.clone(),
                 side: self.side,
+                to_server: self.to_server,
                 ..Subscription::new(port, *t)
             })
             .collect()

@@ -62,3 +62,27 @@ fn a_missing_input_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(text(&o).contains("/nonexistent/x.pcap"), "{}", text(&o));
 }
+
+#[test]
+fn a_direction_filter_keeps_one_direction() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 30, seed: 2, ..GenConfig::default() });
+    let flows = dir.path().join("flows.jsonl");
+    let app = microboxes::App::parse(
+        &format!(
+            "[[nf]]\nname = \"up\"\nkind = \"flow_stats\"\noutput = {:?}\ndirection = \"to_server\"\n",
+            flows.display().to_string()
+        ),
+        "dir.toml",
+    )
+    .unwrap();
+    let r = microboxes::run(&app, microboxes::RunOptions::new(&input)).unwrap();
+    assert!(r.ok(), "{}", r.to_text());
+    let recs: Vec<serde_json::Value> =
+        std::fs::read_to_string(&flows).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 30);
+    assert!(recs.iter().all(|r| r["flow"]["pkts_toclient"] == 0 && r["flow"]["pkts_toserver"].as_u64().unwrap() > 0));
+    let (ok, t) = run_app("[[nf]]\nname = \"fw\"\nkind = \"firewall\"\ndirection = \"up\"\n");
+    assert!(!ok && t.contains("key `direction`"), "{t}");
+}

@@ -4,9 +4,8 @@
 //! 1. both sides' events: every TCP packet raises the client's and the server's update, and
 //!    both NFs take both (`side = "both"`), payloads per packet;
 //! 2. client side only (`side = "client"`);
-//! 3. server-side updates only (`side = "server"`; the paper takes the server's updates of
-//!    client packets only, which needs a direction filter we do not have yet: this setup
-//!    also gets the server's own packets);
+//! 3. the server half's updates from client packets only (`side = "server"`,
+//!    `direction = "to_server"`);
 //! 4. dynamic subscriptions: DPI decides each flow from its first payload and unsubscribes;
 //!    the matcher inspects a flow only after DPI said HTTP (`after_dpi`), packets mode;
 //! 5. as 4 on the TCP monitor's reassembled streams (`DATA_RDY`).
@@ -70,7 +69,7 @@ fn main() -> Result<()> {
         println!("{:<26} {:>16.2} {:>12.0} {:>9.2}x {:>14}", name, events[i], m, m / base, paper);
         points.push(((i + 1) as f64, m / base));
     }
-    println!("(events/pkt: events handled by DPI and the matcher per input packet; setup 3 approximates the paper's)");
+    println!("(events/pkt: events handled by DPI and the matcher per input packet)");
     let plot = Path::new("target/fig7c.svg");
     line_plot_svg(
         plot,
