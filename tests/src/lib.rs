@@ -83,3 +83,54 @@ pub fn example_app(dir: &Path) -> PathBuf {
 pub fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
+
+/// A hand-built capture: Ethernet + IPv4 TCP/UDP frames, one millisecond apart.
+#[derive(Default)]
+pub struct Capture {
+    /// The frames, in order.
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Capture {
+    /// Appends a TCP segment; `flags` uses `stacks::parse::tcp_flags` (SYN, ACK, RST, FIN, PSH).
+    pub fn tcp(&mut self, src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, flags: u8, payload: &[u8]) {
+        use stacks::parse::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+        let mut b =
+            etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 65535);
+        if flags & SYN != 0 {
+            b = b.syn();
+        }
+        if flags & ACK != 0 {
+            b = b.ack(ack);
+        }
+        if flags & RST != 0 {
+            b = b.rst();
+        }
+        if flags & FIN != 0 {
+            b = b.fin();
+        }
+        if flags & PSH != 0 {
+            b = b.psh();
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("build a TCP frame");
+        self.frames.push(v);
+    }
+
+    /// Appends a UDP datagram.
+    pub fn udp(&mut self, src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) {
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src.0, dst.0, 64).udp(src.1, dst.1);
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("build a UDP frame");
+        self.frames.push(v);
+    }
+
+    /// Writes the frames as a pcap, 1 ms apart.
+    pub fn save(&self, path: &Path) {
+        let mut w = PcapWriter::create(path, LinkType::Ethernet).expect("create pcap");
+        for (i, f) in self.frames.iter().enumerate() {
+            w.write(1_700_000_000_000_000_000 + i as u64 * 1000, f, f.len() as u32).expect("write pcap");
+        }
+        w.finish().expect("finish pcap");
+    }
+}

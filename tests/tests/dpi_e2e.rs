@@ -6,12 +6,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use etherparse::PacketBuilder;
 use microboxes::check::{check, CheckOptions};
 use microboxes::{App, RunOptions};
 use nfs::dpi::DpiRecord;
 use runtime::ports::gen::GenConfig;
-use runtime::ports::{LinkType, PcapWriter};
 use tests::*;
 
 fn dpi_app(out: &Path, on: &str) -> App {
@@ -89,10 +87,6 @@ fn generated_http_and_dns_are_detected_with_hosts() {
 
 // ---- a hand-built capture ----
 
-struct Cap {
-    frames: Vec<Vec<u8>>,
-}
-
 const C: [u8; 4] = [192, 0, 2, 10];
 const S: [u8; 4] = [198, 51, 100, 20];
 
@@ -104,23 +98,29 @@ struct Conn {
     sseq: u32,
 }
 
-impl Cap {
-    fn tcp(&mut self, c: &mut Conn, from_client: bool, syn: bool, payload: &[u8]) {
-        let (src, dst, sp, dp) = if from_client { (C, S, c.cport, c.sport) } else { (S, C, c.sport, c.cport) };
+/// This file's connection-aware shorthands over the shared capture builder.
+trait Cap {
+    fn conn(&mut self, c: &mut Conn, from_client: bool, syn: bool, payload: &[u8]);
+    fn open(&mut self, cport: u16, sport: u16) -> Conn;
+    fn dgram(&mut self, from_client: bool, cport: u16, sport: u16, payload: &[u8]);
+}
+
+impl Cap for Capture {
+    fn conn(&mut self, c: &mut Conn, from_client: bool, syn: bool, payload: &[u8]) {
+        use stacks::parse::tcp_flags::{ACK, PSH, SYN};
+        let (src, dst) = if from_client { ((C, c.cport), (S, c.sport)) } else { ((S, c.sport), (C, c.cport)) };
         let (seq, ack) = if from_client { (c.cseq, c.sseq) } else { (c.sseq, c.cseq) };
-        let mut b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).tcp(sp, dp, seq, 65535);
+        let mut flags = 0;
         if syn {
-            b = b.syn();
+            flags |= SYN;
         }
         if !(syn && from_client) {
-            b = b.ack(ack);
+            flags |= ACK;
         }
         if !payload.is_empty() {
-            b = b.psh();
+            flags |= PSH;
         }
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        self.frames.push(v);
+        self.tcp(src, dst, seq, ack, flags, payload);
         let adv = payload.len() as u32 + u32::from(syn);
         if from_client {
             c.cseq = c.cseq.wrapping_add(adv);
@@ -131,26 +131,15 @@ impl Cap {
 
     fn open(&mut self, cport: u16, sport: u16) -> Conn {
         let mut c = Conn { cport, sport, cseq: 1000 + u32::from(cport), sseq: 90_000 };
-        self.tcp(&mut c, true, true, b"");
-        self.tcp(&mut c, false, true, b"");
-        self.tcp(&mut c, true, false, b"");
+        self.conn(&mut c, true, true, b"");
+        self.conn(&mut c, false, true, b"");
+        self.conn(&mut c, true, false, b"");
         c
     }
 
-    fn udp(&mut self, from_client: bool, cport: u16, sport: u16, payload: &[u8]) {
-        let (src, dst, sp, dp) = if from_client { (C, S, cport, sport) } else { (S, C, sport, cport) };
-        let b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, dst, 64).udp(sp, dp);
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        self.frames.push(v);
-    }
-
-    fn save(&self, path: &Path) {
-        let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
-        for (i, f) in self.frames.iter().enumerate() {
-            w.write(1_700_000_000_000_000_000 + i as u64 * 1000, f, f.len() as u32).unwrap();
-        }
-        w.finish().unwrap();
+    fn dgram(&mut self, from_client: bool, cport: u16, sport: u16, payload: &[u8]) {
+        let (src, dst) = if from_client { ((C, cport), (S, sport)) } else { ((S, sport), (C, cport)) };
+        self.udp(src, dst, payload);
     }
 }
 
@@ -196,7 +185,7 @@ fn dns_query(name: &str) -> Vec<u8> {
 }
 
 fn custom(path: &Path) {
-    let mut cap = Cap { frames: Vec::new() };
+    let mut cap = Capture::default();
     let mut tls = cap.open(50001, 443);
     let mut ssh = cap.open(50002, 22);
     let mut smtp = cap.open(50003, 25);
@@ -204,24 +193,24 @@ fn custom(path: &Path) {
     let mut dns = cap.open(50005, 53);
     // TLS: the ClientHello in two segments, interleaved with the others.
     let hello = client_hello("secure.example.net");
-    cap.tcp(&mut tls, true, false, &hello[..60]);
-    cap.tcp(&mut ssh, false, false, b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n");
-    cap.tcp(&mut smtp, false, false, b"220 mail.example.com ESMTP Postfix (Ubuntu)\r\n");
-    cap.tcp(&mut tls, true, false, &hello[60..]);
-    cap.tcp(&mut ssh, true, false, b"SSH-2.0-OpenSSH_9.6\r\n");
-    cap.tcp(&mut smtp, true, false, b"EHLO client.example.org\r\n");
-    cap.tcp(&mut other, true, false, b"HELLO FRIEND how are you\r\n");
-    cap.tcp(&mut other, false, false, b"+FINE thanks\r\n");
+    cap.conn(&mut tls, true, false, &hello[..60]);
+    cap.conn(&mut ssh, false, false, b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n");
+    cap.conn(&mut smtp, false, false, b"220 mail.example.com ESMTP Postfix (Ubuntu)\r\n");
+    cap.conn(&mut tls, true, false, &hello[60..]);
+    cap.conn(&mut ssh, true, false, b"SSH-2.0-OpenSSH_9.6\r\n");
+    cap.conn(&mut smtp, true, false, b"EHLO client.example.org\r\n");
+    cap.conn(&mut other, true, false, b"HELLO FRIEND how are you\r\n");
+    cap.conn(&mut other, false, false, b"+FINE thanks\r\n");
     let q = dns_query("www.example.com");
     let mut t = Vec::new();
     be16(&mut t, q.len());
     t.extend_from_slice(&q);
-    cap.tcp(&mut dns, true, false, &t);
+    cap.conn(&mut dns, true, false, &t);
     // UDP DNS to a port that is not 53: the bytes decide.
-    cap.udp(true, 50006, 5300, &dns_query("udp.example.org"));
+    cap.dgram(true, 50006, 5300, &dns_query("udp.example.org"));
     // More data after detection.
-    cap.tcp(&mut tls, false, false, &[22, 3, 3, 0, 2, 0, 0]);
-    cap.tcp(&mut ssh, true, false, &[0; 64]);
+    cap.conn(&mut tls, false, false, &[22, 3, 3, 0, 2, 0, 0]);
+    cap.conn(&mut ssh, true, false, &[0; 64]);
     cap.save(path);
 }
 

@@ -5,50 +5,22 @@
 
 use std::path::Path;
 
-use etherparse::PacketBuilder;
 use microboxes::streams::{streams, StreamsOptions};
 use microboxes::{App, RunOptions};
-use runtime::ports::{LinkType, PcapWriter};
 use stacks::parse::tcp_flags::{ACK, SYN};
-
-struct Cap {
-    frames: Vec<Vec<u8>>,
-}
-
-impl Cap {
-    fn tcp(&mut self, src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, flags: u8, payload: &[u8]) {
-        let mut b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 65535);
-        if flags & SYN != 0 {
-            b = b.syn();
-        }
-        if flags & ACK != 0 {
-            b = b.ack(ack);
-        }
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        self.frames.push(v);
-    }
-
-    fn save(&self, path: &Path) {
-        let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
-        for (i, f) in self.frames.iter().enumerate() {
-            w.write(1_700_000_000_000_000_000 + i as u64 * 1000, f, f.len() as u32).unwrap();
-        }
-        w.finish().unwrap();
-    }
-}
+use tests::Capture;
 
 const C: [u8; 4] = [192, 0, 2, 1];
 const S: [u8; 4] = [203, 0, 113, 1];
 
-fn handshake(cap: &mut Cap, port: u16) {
+fn handshake(cap: &mut Capture, port: u16) {
     cap.tcp((C, port), (S, 80), 1000, 0, SYN, b"");
     cap.tcp((S, 80), (C, port), 5000, 1001, SYN | ACK, b"");
     cap.tcp((C, port), (S, 80), 1001, 5001, ACK, b"");
 }
 
 fn hostile(path: &Path) {
-    let mut cap = Cap { frames: Vec::new() };
+    let mut cap = Capture::default();
     // 1. SYN flood: 3000 ports.
     for i in 0..3000u16 {
         cap.tcp(([198, 51, 100, 7], 20000 + i), (S, 1 + i), 77, 0, SYN, b"");

@@ -6,35 +6,23 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use etherparse::PacketBuilder;
 use microboxes::check::{check, CheckOptions};
 use microboxes::{App, RunOptions};
 use nfs::signature::AlertRecord;
-use runtime::ports::{LinkType, PcapWriter};
 use stacks::parse::tcp_flags::{ACK, SYN};
-use tests::{read_all, repo_file};
-
-struct Cap {
-    frames: Vec<Vec<u8>>,
-}
+use tests::{read_all, repo_file, Capture};
 
 const C: [u8; 4] = [192, 0, 2, 1];
 const S: [u8; 4] = [203, 0, 113, 1];
 
-impl Cap {
-    fn tcp(&mut self, src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, flags: u8, payload: &[u8]) {
-        let mut b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, seq, 65535);
-        if flags & SYN != 0 {
-            b = b.syn();
-        }
-        if flags & ACK != 0 {
-            b = b.ack(ack);
-        }
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        self.frames.push(v);
-    }
+/// This file's shorthands over the shared capture builder.
+trait Cap {
+    fn handshake(&mut self, port: u16);
+    fn c(&mut self, port: u16, off: u32, data: &[u8]);
+    fn s(&mut self, port: u16, off: u32, data: &[u8]);
+}
 
+impl Cap for Capture {
     fn handshake(&mut self, port: u16) {
         self.tcp((C, port), (S, 80), 1000, 0, SYN, b"");
         self.tcp((S, 80), (C, port), 5000, 1001, SYN | ACK, b"");
@@ -49,14 +37,6 @@ impl Cap {
     /// Server data at stream offset `off`.
     fn s(&mut self, port: u16, off: u32, data: &[u8]) {
         self.tcp((S, 80), (C, port), 5001 + off, 1001, ACK, data);
-    }
-
-    fn save(&self, path: &Path) {
-        let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
-        for (i, f) in self.frames.iter().enumerate() {
-            w.write(1_700_000_000_000_000_000 + i as u64 * 1000, f, f.len() as u32).unwrap();
-        }
-        w.finish().unwrap();
     }
 }
 
@@ -81,7 +61,7 @@ alert tcp any any -> any 8080 (msg:"port"; content:"GET"; sid:10;)
 "#;
 
 fn capture(path: &Path) {
-    let mut k = Cap { frames: Vec::new() };
+    let mut k = Capture::default();
     // A: the URI attack twice (two requests), and SECRET in the response.
     k.handshake(40001);
     let req = b"GET /etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -210,7 +190,7 @@ fn packet_mode_finds_split_patterns_but_not_out_of_order_ones() {
 fn a_small_position_cap_is_counted_and_still_alerts_on_fresh_matches() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("cap.pcap");
-    let mut k = Cap { frames: Vec::new() };
+    let mut k = Capture::default();
     k.handshake(40100);
     let mut off = 0;
     for _ in 0..50 {
