@@ -23,14 +23,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
+use runtime::trace::{now_ns, Span, TraceBuffer};
 
 use crate::contract::{Actor, ActorError, Context, Contract, Outbox, StreamAccess, Verdict};
 use crate::controller::Plan;
-use crate::desc::{desc_flags, snapshot_update, EventDesc};
+use crate::desc::{desc_flags, EventDesc};
 use crate::dynsub::FlowSubscriptions;
 use crate::event::builtin;
-use crate::stage::subscription_for;
+use crate::stage::{handle_span, subscription_for};
 
 /// What a traced [`PrivateChain`] recorded (see [`PrivateChain::with_trace`]).
 #[derive(Clone, Debug, Default)]
@@ -178,22 +178,7 @@ impl PrivateChain {
                         self.stacks[i - 1].handle(&mut ev, &mut icx)
                     };
                     if let Some((core, buf, _)) = self.trace.as_mut() {
-                        buf.record(Span {
-                            actor: i as u16,
-                            core: *core,
-                            kind: SpanKind::Handle,
-                            seq: ev.seq,
-                            flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
-                            event_type: ty.raw(),
-                            publisher,
-                            start_ns: start,
-                            end_ns: now_ns(),
-                            snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == builtin::DATA_RDY {
-                                ev.seq
-                            } else {
-                                0
-                            },
-                        });
+                        buf.record(handle_span(i as u16, *core, &ev, ty, publisher, start));
                     }
                     if consumes {
                         ev.publisher = i as u16;

@@ -86,6 +86,27 @@ pub fn publish<T: Clone>(slot: &ReportSlot<T>, report: &T) {
     }
 }
 
+/// The span of one handling of `ev` (of type `ty`, as published by `publisher`) by actor
+/// `actor` on `core`, from `start` to now.
+pub fn handle_span(actor: u16, core: u16, ev: &EventDesc, ty: EventType, publisher: u16, start: u64) -> Span {
+    Span {
+        actor,
+        core,
+        kind: SpanKind::Handle,
+        seq: ev.seq,
+        flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
+        event_type: ty.raw(),
+        publisher,
+        start_ns: start,
+        end_ns: now_ns(),
+        snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == crate::event::builtin::DATA_RDY {
+            ev.seq
+        } else {
+            0
+        },
+    }
+}
+
 /// The first of an actor's subscriptions that accepts `ev` (type covered, publisher linked,
 /// `from`, `side` and filter satisfied), if any.
 pub fn subscription_for<'p>(plan: &'p PlannedActor, pool: &PoolView, ev: &EventDesc) -> Option<&'p LinkedSubscription> {
@@ -220,22 +241,7 @@ impl Stage {
             let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
             let verdict = self.actor.handle(&mut ev, &mut cx);
             if let Some((core, buf)) = self.trace.as_mut() {
-                buf.record(Span {
-                    actor: self.plan.index,
-                    core: *core,
-                    kind: SpanKind::Handle,
-                    seq: ev.seq,
-                    flow: ev.flow.map_or(u64::MAX, |f| f.id64()),
-                    event_type: ty.raw(),
-                    publisher,
-                    start_ns: start,
-                    end_ns: now_ns(),
-                    snapshot_seq: if ev.snap.update != snapshot_update::NONE || ty == crate::event::builtin::DATA_RDY {
-                        ev.seq
-                    } else {
-                        0
-                    },
-                });
+                buf.record(handle_span(self.plan.index, *core, &ev, ty, publisher, start));
             }
             *self.report.handled.entry(ty).or_default() += 1;
             if consumes {
