@@ -27,7 +27,7 @@ use runtime::executor::{PollResult, Runnable};
 use runtime::ring::{Consumer, Producer};
 
 use crate::desc::{desc_flags, EventDesc};
-use crate::stage::BURST;
+use crate::stage::{push_queue, BURST};
 
 /// Several output rings, each with a queue of what did not fit yet: the splitters' half of a
 /// fan-out (the group splitter here, the shard splitter in `stacks::shard`).
@@ -60,18 +60,7 @@ impl FanOut {
 
     /// Pushes what it can; returns how many went out.
     pub fn flush(&mut self) -> usize {
-        let mut sent = 0;
-        for (out, q) in self.outputs.iter_mut().zip(&mut self.pending) {
-            while !q.is_empty() {
-                let n = out.push_burst(q.as_slices().0);
-                q.drain(..n);
-                sent += n;
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        sent
+        self.outputs.iter_mut().zip(&mut self.pending).map(|(out, q)| push_queue(out, q)).sum()
     }
 
     /// True while some output still has queued events (back-pressure: take no more input).
@@ -252,13 +241,9 @@ impl Runnable for Merger {
     fn poll(&mut self) -> PollResult {
         let mut work = 0;
         loop {
-            while !self.pending.is_empty() {
-                let n = self.output.push_burst(self.pending.as_slices().0);
-                self.pending.drain(..n);
-                work += n;
-                if n == 0 {
-                    return PollResult::from_work(work);
-                }
+            work += push_queue(&mut self.output, &mut self.pending);
+            if !self.pending.is_empty() {
+                return PollResult::from_work(work);
             }
             if self.end {
                 return PollResult::Finished;
@@ -301,7 +286,7 @@ pub struct SeqMerger {
     ended: Vec<bool>,
     /// Per ring: no future event of it has a smaller sequence number.
     floor: Vec<u64>,
-    pending: Vec<EventDesc>,
+    pending: VecDeque<EventDesc>,
     inbuf: Vec<EventDesc>,
     end: Option<EventDesc>,
     done: bool,
@@ -318,7 +303,7 @@ impl SeqMerger {
             held: (0..n).map(|_| VecDeque::new()).collect(),
             ended: vec![false; n],
             floor: vec![0; n],
-            pending: Vec::with_capacity(BURST),
+            pending: VecDeque::with_capacity(BURST),
             inbuf: Vec::with_capacity(BURST),
             end: None,
             done: false,
@@ -334,13 +319,9 @@ impl Runnable for SeqMerger {
     fn poll(&mut self) -> PollResult {
         let mut work = 0;
         loop {
+            work += push_queue(&mut self.output, &mut self.pending);
             if !self.pending.is_empty() {
-                let n = self.output.push_burst(&self.pending);
-                self.pending.drain(..n);
-                work += n;
-                if !self.pending.is_empty() {
-                    return PollResult::from_work(work);
-                }
+                return PollResult::from_work(work);
             }
             if self.done {
                 return PollResult::Finished;
@@ -393,7 +374,7 @@ impl Runnable for SeqMerger {
                 }
                 let ev = self.held[i].pop_front().expect("a head");
                 self.floor[i] = self.floor[i].max(ev.seq);
-                self.pending.push(ev);
+                self.pending.push_back(ev);
                 while self.held[i].front().is_some_and(EventDesc::is_skip) {
                     let s = self.held[i].pop_front().expect("a head").seq;
                     self.floor[i] = self.floor[i].max(s + 1);

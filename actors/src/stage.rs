@@ -75,6 +75,21 @@ impl StageReport {
     }
 }
 
+/// Pushes a queue of descriptors into a ring, as much as fits; returns how many went out.
+/// What does not fit stays queued (the caller then takes no more input: back-pressure).
+pub fn push_queue(out: &mut Producer<EventDesc>, q: &mut VecDeque<EventDesc>) -> usize {
+    let mut sent = 0;
+    while !q.is_empty() {
+        let n = out.push_burst(q.as_slices().0);
+        q.drain(..n);
+        sent += n;
+        if n == 0 {
+            break;
+        }
+    }
+    sent
+}
+
 /// Where a stage leaves its report; the engine reads it after the run.
 pub type ReportSlot<T> = Arc<Mutex<T>>;
 
@@ -287,16 +302,9 @@ impl Stage {
 
     /// Pushes the pending queue; returns how many went out.
     fn flush(&mut self) -> usize {
-        let mut sent = 0;
-        while !self.pending.is_empty() {
-            let (a, _) = self.pending.as_slices();
-            let n = self.output.push_burst(a);
-            self.pending.drain(..n);
-            sent += n;
-            if n == 0 {
-                self.report.stalls += 1;
-                break;
-            }
+        let sent = push_queue(&mut self.output, &mut self.pending);
+        if !self.pending.is_empty() {
+            self.report.stalls += 1;
         }
         sent
     }
