@@ -45,6 +45,9 @@ impl FlowSubscriptions {
 
     /// Whether `ev` may be delivered (counts it when not).
     pub fn allows(&mut self, ev: &EventDesc) -> bool {
+        if self.off.is_empty() {
+            return true; // the common case: no lookup on the hot path
+        }
         let Some(list) = self.off.get(&ev.flow_start) else { return true };
         if list.iter().any(|t| t.covers(ev.event_type)) {
             self.not_delivered += 1;
