@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, Subscription};
 use crate::event::{EventRegistry, EventType};
 use crate::matcher::FlowMatch;
 
@@ -114,129 +114,19 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
     if contracts.len() > usize::from(u16::MAX) {
         problems.push(format!("{} actors is more than a plan can hold", contracts.len()));
     }
-    let names = |ts: &mut dyn Iterator<Item = EventType>| ts.map(|t| registry.name(t)).collect::<Vec<_>>().join(", ");
-
+    let linker = Linker { contracts, registry, by_name };
     let mut actors = Vec::with_capacity(contracts.len());
     let mut links = Vec::new();
     for (i, c) in contracts.iter().enumerate() {
         let mut subscriptions = Vec::new();
         for s in &c.subscriptions {
-            let what = format!("actor `{}` port `{}` subscribes to `{}`", c.name, s.port, registry.name(s.event));
-            let from = match &s.from {
-                None => None,
-                Some(f) => match by_name.get(f.as_str()) {
-                    Some(&j) => Some(j),
-                    None => {
-                        problems.push(format!(
-                            "{what} from `{f}`, but there is no actor named `{f}` (actors: {})",
-                            contracts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ));
-                        continue;
-                    }
-                },
-            };
-            // Every (actor, types) whose publications the subscription covers and that reach
-            // this actor: a type is consumed (rewritten) by a µStack between its publisher
-            // and this actor never arrives from the original publisher.
-            let consumed_between = |j: usize, t: EventType| {
-                (j + 1..i).any(|k| {
-                    contracts[k].subscriptions.iter().any(|cs| {
-                        cs.consumes && cs.event.covers(t) && cs.from.as_deref().is_none_or(|f| f == contracts[j].name)
-                    })
-                })
-            };
-            let mut upstream: Vec<(usize, Vec<EventType>)> = Vec::new();
-            let mut downstream: Vec<(usize, Vec<EventType>)> = Vec::new();
-            for (j, p) in contracts.iter().enumerate() {
-                if j == i || from.is_some_and(|f| f != j) {
-                    continue;
+            match linker.subscription(i, s) {
+                Ok((linked, line)) => {
+                    links.push(line);
+                    subscriptions.push(linked);
                 }
-                let types: Vec<EventType> = p
-                    .publications
-                    .iter()
-                    .map(|p| p.event)
-                    .filter(|t| s.event.covers(*t) && !(j < i && consumed_between(j, *t)))
-                    .collect();
-                if !types.is_empty() {
-                    if j < i {
-                        upstream.push((j, types))
-                    } else {
-                        downstream.push((j, types))
-                    }
-                }
+                Err(problem) => problems.push(problem),
             }
-            if upstream.is_empty() {
-                if let Some((j, ts)) = downstream.first() {
-                    problems.push(format!(
-                        "{what}, published by `{}` ({}), which comes after `{}` in the chain; events only flow down the chain, so move `{}` before `{}`",
-                        contracts[*j].name,
-                        names(&mut ts.iter().copied()),
-                        c.name,
-                        contracts[*j].name,
-                        c.name
-                    ));
-                    continue;
-                }
-                let published = contracts
-                    .iter()
-                    .filter(|p| !p.publications.is_empty())
-                    .map(|p| format!("{}: {}", p.name, names(&mut p.publications.iter().map(|x| x.event))))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let whose = match &s.from {
-                    Some(f) => format!("`{f}` does not publish"),
-                    None => "no actor publishes".to_string(),
-                };
-                problems.push(format!(
-                    "{what}, but {whose} `{}` or a descendant of it (published: {})",
-                    registry.name(s.event),
-                    if published.is_empty() { "nothing".to_string() } else { published }
-                ));
-                continue;
-            }
-            // Ambiguous: one concrete type reaching this actor from two publishers.
-            let mut twice = Vec::new();
-            for (a, (ja, ta)) in upstream.iter().enumerate() {
-                for (jb, tb) in &upstream[a + 1..] {
-                    for t in ta.iter().filter(|t| tb.contains(t)) {
-                        twice.push(format!(
-                            "`{}` from both `{}` and `{}`",
-                            registry.name(*t),
-                            contracts[*ja].name,
-                            contracts[*jb].name
-                        ));
-                    }
-                }
-            }
-            if !twice.is_empty() {
-                problems.push(format!(
-                    "{what}, which is ambiguous: it would receive {}; add `from = \"...\"` to choose",
-                    twice.join(", ")
-                ));
-                continue;
-            }
-            let matches = upstream;
-            links.push(format!(
-                "{}.{} <- {}",
-                c.name,
-                s.port,
-                matches
-                    .iter()
-                    .map(|(j, ts)| format!("{} ({})", contracts[*j].name, names(&mut ts.iter().copied())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            subscriptions.push(LinkedSubscription {
-                port: s.port.clone(),
-                event: s.event,
-                filter: s.filter.clone(),
-                publishers: matches.iter().map(|(j, _)| *j as u16).collect(),
-                from: from.map(|f| f as u16),
-                side: s.side,
-                to_server: s.to_server,
-                consumes: s.consumes,
-                include_dropped: s.include_dropped,
-            });
         }
         actors.push(PlannedActor {
             index: i as u16,
@@ -250,6 +140,163 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
         Ok(Plan { actors, links })
     } else {
         Err(LinkError { problems })
+    }
+}
+
+/// Publishers of one subscription: `(chain index, the types of its publications it covers)`.
+type Feeds = Vec<(usize, Vec<EventType>)>;
+
+/// What linking one subscription needs to know about the whole chain.
+struct Linker<'a> {
+    contracts: &'a [&'a Contract],
+    registry: &'a EventRegistry,
+    /// Chain index of each actor name (the last, when a name repeats).
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl Linker<'_> {
+    /// Type names, comma-separated.
+    fn names(&self, ts: impl Iterator<Item = EventType>) -> String {
+        ts.map(|t| self.registry.name(t)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Links subscription `s` of actor `i`: the linked subscription and its `--explain` line,
+    /// or the problem naming actor, port and types.
+    fn subscription(&self, i: usize, s: &Subscription) -> Result<(LinkedSubscription, String), String> {
+        let c = self.contracts[i];
+        let what = format!("actor `{}` port `{}` subscribes to `{}`", c.name, s.port, self.registry.name(s.event));
+        let from = match &s.from {
+            None => None,
+            Some(f) => match self.by_name.get(f.as_str()) {
+                Some(&j) => Some(j),
+                None => {
+                    return Err(format!(
+                        "{what} from `{f}`, but there is no actor named `{f}` (actors: {})",
+                        self.contracts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            },
+        };
+        let (upstream, downstream) = self.feeds(i, s, from);
+        if upstream.is_empty() {
+            return Err(self.unlinked(&what, i, s, &downstream));
+        }
+        self.ambiguity(&what, &upstream)?;
+        let matches = upstream;
+        let line = format!(
+            "{}.{} <- {}",
+            c.name,
+            s.port,
+            matches
+                .iter()
+                .map(|(j, ts)| format!("{} ({})", self.contracts[*j].name, self.names(ts.iter().copied())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let linked = LinkedSubscription {
+            port: s.port.clone(),
+            event: s.event,
+            filter: s.filter.clone(),
+            publishers: matches.iter().map(|(j, _)| *j as u16).collect(),
+            from: from.map(|f| f as u16),
+            side: s.side,
+            to_server: s.to_server,
+            consumes: s.consumes,
+            include_dropped: s.include_dropped,
+        };
+        Ok((linked, line))
+    }
+
+    /// Every (actor, types) whose publications subscription `s` of actor `i` covers (only
+    /// actor `from`, if set), split into those before `i` that reach it and those after it.
+    /// A type consumed (rewritten) by a µStack between its publisher and `i` never arrives
+    /// from the original publisher.
+    fn feeds(&self, i: usize, s: &Subscription, from: Option<usize>) -> (Feeds, Feeds) {
+        let contracts = self.contracts;
+        let consumed_between = |j: usize, t: EventType| {
+            (j + 1..i).any(|k| {
+                contracts[k].subscriptions.iter().any(|cs| {
+                    cs.consumes && cs.event.covers(t) && cs.from.as_deref().is_none_or(|f| f == contracts[j].name)
+                })
+            })
+        };
+        let mut upstream = Vec::new();
+        let mut downstream = Vec::new();
+        for (j, p) in contracts.iter().enumerate() {
+            if j == i || from.is_some_and(|f| f != j) {
+                continue;
+            }
+            let types: Vec<EventType> = p
+                .publications
+                .iter()
+                .map(|p| p.event)
+                .filter(|t| s.event.covers(*t) && !(j < i && consumed_between(j, *t)))
+                .collect();
+            if !types.is_empty() {
+                if j < i {
+                    upstream.push((j, types))
+                } else {
+                    downstream.push((j, types))
+                }
+            }
+        }
+        (upstream, downstream)
+    }
+
+    /// The problem of subscription `s` of actor `i` that nothing before it satisfies: a
+    /// publisher placed after it, or none at all (listing what is published).
+    fn unlinked(&self, what: &str, i: usize, s: &Subscription, downstream: &Feeds) -> String {
+        let c = self.contracts[i];
+        if let Some((j, ts)) = downstream.first() {
+            return format!(
+                "{what}, published by `{}` ({}), which comes after `{}` in the chain; events only flow down the chain, so move `{}` before `{}`",
+                self.contracts[*j].name,
+                self.names(ts.iter().copied()),
+                c.name,
+                self.contracts[*j].name,
+                c.name
+            );
+        }
+        let published = self
+            .contracts
+            .iter()
+            .filter(|p| !p.publications.is_empty())
+            .map(|p| format!("{}: {}", p.name, self.names(p.publications.iter().map(|x| x.event))))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let whose = match &s.from {
+            Some(f) => format!("`{f}` does not publish"),
+            None => "no actor publishes".to_string(),
+        };
+        format!(
+            "{what}, but {whose} `{}` or a descendant of it (published: {})",
+            self.registry.name(s.event),
+            if published.is_empty() { "nothing".to_string() } else { published }
+        )
+    }
+
+    /// Ambiguous: one concrete type reaching the subscriber from two publishers.
+    fn ambiguity(&self, what: &str, upstream: &Feeds) -> Result<(), String> {
+        let mut twice = Vec::new();
+        for (a, (ja, ta)) in upstream.iter().enumerate() {
+            for (jb, tb) in &upstream[a + 1..] {
+                for t in ta.iter().filter(|t| tb.contains(t)) {
+                    twice.push(format!(
+                        "`{}` from both `{}` and `{}`",
+                        self.registry.name(*t),
+                        self.contracts[*ja].name,
+                        self.contracts[*jb].name
+                    ));
+                }
+            }
+        }
+        if twice.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{what}, which is ambiguous: it would receive {}; add `from = \"...\"` to choose",
+            twice.join(", ")
+        ))
     }
 }
 

@@ -395,25 +395,7 @@ impl TcpTracker {
     /// Processes one segment of connection `flow`; appends what happened to `events` and
     /// returns the connection's state as of the sender's update and as of the receiver's.
     pub fn segment(&mut self, flow: FlowId, seg: &Segment<'_>, events: &mut Vec<TcpEvent>) -> Updates {
-        let cfg = &self.cfg;
-        let syn = seg.flags & SYN != 0;
-        let conn = self.conns.entry(flow).or_insert_with(|| {
-            let midstream = !(syn && seg.flags & ACK == 0);
-            events.push(TcpEvent::Start { midstream });
-            let mut c = Connection {
-                half: [HalfConnection::default(); 2],
-                streams: [None, None],
-                established: false,
-                midstream,
-            };
-            if midstream {
-                for h in &mut c.half {
-                    h.state = TcpState::Established;
-                }
-                c.established = true;
-            }
-            c
-        });
+        let conn = self.conns.entry(flow).or_insert_with(|| Connection::open(seg.flags, events));
         if conn.half.iter().all(|h| h.packets == 0) {
             self.stats.connections += 1;
             self.stats.midstream += u64::from(conn.midstream);
@@ -426,130 +408,12 @@ impl TcpTracker {
         let (si, ri) = (me.index(), peer.index());
         let before = [conn.half[0].state, conn.half[1].state];
 
-        // --- sender-side update ---
-        let fin = seg.flags & FIN != 0;
-        let rst = seg.flags & RST != 0;
-        let seg_len = seg.payload.len() as u32 + u32::from(syn) + u32::from(fin);
-        let end_seq = seg.seq.wrapping_add(seg_len);
-        {
-            let s = &mut conn.half[si];
-            s.packets += 1;
-            s.payload_bytes += seg.payload.len() as u64;
-            s.flags_seen |= seg.flags;
-            let retrans = seg_len > 0 && !rst && s.seq_known && seq_le(end_seq, s.next_seq);
-            if retrans {
-                s.retransmissions += 1;
-                self.stats.retransmissions += 1;
-                events.push(TcpEvent::Retransmission { dir: seg.dir });
-            }
-            if syn {
-                s.isn.get_or_insert(seg.seq);
-                if let Some(ws) = window_scale(seg.options) {
-                    s.wscale = Some(ws);
-                }
-            }
-            if !s.seq_known || seq_lt(s.next_seq, end_seq) {
-                s.next_seq = end_seq;
-                s.seq_known = true;
-            }
-            if seg.flags & ACK != 0 {
-                s.ack = seg.ack;
-            }
-            let both_scaled = conn.half[0].wscale.is_some() && conn.half[1].wscale.is_some();
-            let s = &mut conn.half[si];
-            let shift = if both_scaled && !syn { s.wscale.unwrap_or(0) } else { 0 };
-            s.window = u32::from(seg.window) << shift;
-            if fin && s.fin_seq.is_none() {
-                s.fin_seq = Some(seg.seq.wrapping_add(seg.payload.len() as u32 + u32::from(syn)));
-            }
-            let peer_syn_seen = conn.half[ri].isn.is_some();
-            let s = &mut conn.half[si];
-            s.state = if rst {
-                TcpState::Closed
-            } else {
-                match (s.state, syn, seg.flags & ACK != 0, fin) {
-                    // A bare SYN after the peer's SYN arrived: simultaneous open.
-                    (TcpState::Closed, true, false, _) if peer_syn_seen => TcpState::SynRcvd,
-                    (TcpState::Closed, true, false, _) => TcpState::SynSent,
-                    (TcpState::Closed | TcpState::SynSent, true, true, _) => TcpState::SynRcvd,
-                    (TcpState::Established | TcpState::SynRcvd, _, _, true) => TcpState::FinWait1,
-                    (TcpState::CloseWait, _, _, true) => TcpState::LastAck,
-                    (st, ..) => st,
-                }
-            };
-        }
-
-        let frontiers = [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)];
-        let after_sender = Snapshot { half: conn.half, frontier: frontiers };
-
-        // --- receiver-side update ---
-        {
-            let sender_fin = conn.half[si].fin_seq;
-            let r = &mut conn.half[ri];
-            if rst {
-                r.state = TcpState::Closed;
-            } else {
-                let acks_my_fin = seg.flags & ACK != 0 && r.fin_seq.is_some_and(|f| seq_lt(f, seg.ack));
-                r.state = match r.state {
-                    TcpState::SynSent if syn && seg.flags & ACK != 0 => TcpState::Established,
-                    TcpState::SynSent if syn => TcpState::SynRcvd, // simultaneous open
-                    // The ACK of our SYN (in a simultaneous open it comes with the peer's SYN).
-                    TcpState::SynRcvd if seg.flags & ACK != 0 => TcpState::Established,
-                    TcpState::Established if fin => TcpState::CloseWait,
-                    TcpState::FinWait1 if fin && acks_my_fin => TcpState::TimeWait,
-                    TcpState::FinWait1 if fin => TcpState::Closing,
-                    TcpState::FinWait1 if acks_my_fin => TcpState::FinWait2,
-                    TcpState::FinWait2 if fin => TcpState::TimeWait,
-                    TcpState::Closing if acks_my_fin => TcpState::TimeWait,
-                    TcpState::LastAck if acks_my_fin => TcpState::Closed,
-                    st => st,
-                };
-            }
-            let _ = sender_fin;
-        }
-        for (e, ep) in [(0usize, Endpoint::Client), (1, Endpoint::Server)] {
-            if before[e] != conn.half[e].state {
-                events.push(TcpEvent::StateChange { endpoint: ep, from: before[e], to: conn.half[e].state });
-            }
-        }
-        if !conn.established && conn.half.iter().all(|h| h.state == TcpState::Established) {
-            conn.established = true;
-            events.push(TcpEvent::Established);
-        }
-
-        // --- bytestream ---
-        let di = dir_index(seg.dir);
-        if conn.streams[di].is_none() {
-            let first = match conn.half[si].isn {
-                Some(isn) => Some(isn.wrapping_add(1)),
-                None if !seg.payload.is_empty() && !rst => Some(seg.seq),
-                None => None,
-            };
-            if let Some(first) = first {
-                conn.streams[di] = Some(ByteStream::new(first, &cfg.reassembly));
-            }
-        }
-        if !seg.payload.is_empty() && !rst {
-            if let Some(stream) = conn.streams[di].as_mut() {
-                let data_seq = seg.seq.wrapping_add(u32::from(syn));
-                let before_stats = stream.stats().clone();
-                let from = stream.frontier();
-                let ins: Insert = stream.insert(data_seq, seg.payload, &mut self.budget);
-                if ins.out_of_order {
-                    conn.half[si].out_of_order += 1;
-                    self.stats.out_of_order += 1;
-                }
-                account(&mut self.stats, &before_stats, stream.stats());
-                if ins.advanced > 0 {
-                    events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
-                }
-            }
-        }
-        let after_receiver = Snapshot {
-            half: conn.half,
-            frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
-        };
-        Updates { sender: me, after_sender, after_receiver }
+        update_sender(&mut conn.half, si, ri, seg, &mut self.stats, events);
+        let after_sender = conn.snapshot();
+        update_receiver(&mut conn.half[ri], seg);
+        conn.report_state_changes(before, events);
+        conn.feed_stream(si, seg, &self.cfg.reassembly, &mut self.budget, &mut self.stats, events);
+        Updates { sender: me, after_sender, after_receiver: conn.snapshot() }
     }
 
     /// Ends connection `flow` (the flow table ended it): finishes both streams (skipping
@@ -579,6 +443,173 @@ impl TcpTracker {
             s.clear(&mut self.budget);
         }
     }
+}
+
+impl Connection {
+    /// A new connection whose first segment has `flags`; reports its start. A connection
+    /// not opened by a bare SYN is picked up mid-stream, with both ends `Established`.
+    fn open(flags: u8, events: &mut Vec<TcpEvent>) -> Connection {
+        let midstream = !(flags & SYN != 0 && flags & ACK == 0);
+        events.push(TcpEvent::Start { midstream });
+        let mut c =
+            Connection { half: [HalfConnection::default(); 2], streams: [None, None], established: false, midstream };
+        if midstream {
+            for h in &mut c.half {
+                h.state = TcpState::Established;
+            }
+            c.established = true;
+        }
+        c
+    }
+
+    /// Both halves and both frontiers, now.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot { half: self.half, frontier: [self.frontier(Direction::ToServer), self.frontier(Direction::ToClient)] }
+    }
+
+    /// Reports each endpoint whose state differs from `before`, then `Established` the first
+    /// time both ends are.
+    fn report_state_changes(&mut self, before: [TcpState; 2], events: &mut Vec<TcpEvent>) {
+        for (e, ep) in [(0usize, Endpoint::Client), (1, Endpoint::Server)] {
+            if before[e] != self.half[e].state {
+                events.push(TcpEvent::StateChange { endpoint: ep, from: before[e], to: self.half[e].state });
+            }
+        }
+        if !self.established && self.half.iter().all(|h| h.state == TcpState::Established) {
+            self.established = true;
+            events.push(TcpEvent::Established);
+        }
+    }
+
+    /// Appends the segment's payload to its direction's stream (sender half `si`), creating
+    /// the stream once its first sequence number is known; reports the frontier's move.
+    fn feed_stream(
+        &mut self,
+        si: usize,
+        seg: &Segment<'_>,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        stats: &mut TcpStats,
+        events: &mut Vec<TcpEvent>,
+    ) {
+        let syn = seg.flags & SYN != 0;
+        let rst = seg.flags & RST != 0;
+        let di = dir_index(seg.dir);
+        if self.streams[di].is_none() {
+            let first = match self.half[si].isn {
+                Some(isn) => Some(isn.wrapping_add(1)),
+                None if !seg.payload.is_empty() && !rst => Some(seg.seq),
+                None => None,
+            };
+            if let Some(first) = first {
+                self.streams[di] = Some(ByteStream::new(first, cfg));
+            }
+        }
+        if seg.payload.is_empty() || rst {
+            return;
+        }
+        if let Some(stream) = self.streams[di].as_mut() {
+            let data_seq = seg.seq.wrapping_add(u32::from(syn));
+            let before_stats = stream.stats().clone();
+            let from = stream.frontier();
+            let ins: Insert = stream.insert(data_seq, seg.payload, budget);
+            if ins.out_of_order {
+                self.half[si].out_of_order += 1;
+                stats.out_of_order += 1;
+            }
+            account(stats, &before_stats, stream.stats());
+            if ins.advanced > 0 {
+                events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
+            }
+        }
+    }
+}
+
+/// The sender's update (half `si`, peer `ri`): counters, retransmission, ISN and window
+/// scale from its SYN, highest sequence sent, last ACK, scaled window, FIN, inferred state.
+fn update_sender(
+    half: &mut [HalfConnection; 2],
+    si: usize,
+    ri: usize,
+    seg: &Segment<'_>,
+    stats: &mut TcpStats,
+    events: &mut Vec<TcpEvent>,
+) {
+    let syn = seg.flags & SYN != 0;
+    let fin = seg.flags & FIN != 0;
+    let rst = seg.flags & RST != 0;
+    let seg_len = seg.payload.len() as u32 + u32::from(syn) + u32::from(fin);
+    let end_seq = seg.seq.wrapping_add(seg_len);
+    let s = &mut half[si];
+    s.packets += 1;
+    s.payload_bytes += seg.payload.len() as u64;
+    s.flags_seen |= seg.flags;
+    let retrans = seg_len > 0 && !rst && s.seq_known && seq_le(end_seq, s.next_seq);
+    if retrans {
+        s.retransmissions += 1;
+        stats.retransmissions += 1;
+        events.push(TcpEvent::Retransmission { dir: seg.dir });
+    }
+    if syn {
+        s.isn.get_or_insert(seg.seq);
+        if let Some(ws) = window_scale(seg.options) {
+            s.wscale = Some(ws);
+        }
+    }
+    if !s.seq_known || seq_lt(s.next_seq, end_seq) {
+        s.next_seq = end_seq;
+        s.seq_known = true;
+    }
+    if seg.flags & ACK != 0 {
+        s.ack = seg.ack;
+    }
+    let both_scaled = half[0].wscale.is_some() && half[1].wscale.is_some();
+    let s = &mut half[si];
+    let shift = if both_scaled && !syn { s.wscale.unwrap_or(0) } else { 0 };
+    s.window = u32::from(seg.window) << shift;
+    if fin && s.fin_seq.is_none() {
+        s.fin_seq = Some(seg.seq.wrapping_add(seg.payload.len() as u32 + u32::from(syn)));
+    }
+    let peer_syn_seen = half[ri].isn.is_some();
+    let s = &mut half[si];
+    s.state = if rst {
+        TcpState::Closed
+    } else {
+        match (s.state, syn, seg.flags & ACK != 0, fin) {
+            // A bare SYN after the peer's SYN arrived: simultaneous open.
+            (TcpState::Closed, true, false, _) if peer_syn_seen => TcpState::SynRcvd,
+            (TcpState::Closed, true, false, _) => TcpState::SynSent,
+            (TcpState::Closed | TcpState::SynSent, true, true, _) => TcpState::SynRcvd,
+            (TcpState::Established | TcpState::SynRcvd, _, _, true) => TcpState::FinWait1,
+            (TcpState::CloseWait, _, _, true) => TcpState::LastAck,
+            (st, ..) => st,
+        }
+    };
+}
+
+/// The receiver's update (half `r`): the effect of receiving the segment.
+fn update_receiver(r: &mut HalfConnection, seg: &Segment<'_>) {
+    let syn = seg.flags & SYN != 0;
+    let fin = seg.flags & FIN != 0;
+    if seg.flags & RST != 0 {
+        r.state = TcpState::Closed;
+        return;
+    }
+    let acks_my_fin = seg.flags & ACK != 0 && r.fin_seq.is_some_and(|f| seq_lt(f, seg.ack));
+    r.state = match r.state {
+        TcpState::SynSent if syn && seg.flags & ACK != 0 => TcpState::Established,
+        TcpState::SynSent if syn => TcpState::SynRcvd, // simultaneous open
+        // The ACK of our SYN (in a simultaneous open it comes with the peer's SYN).
+        TcpState::SynRcvd if seg.flags & ACK != 0 => TcpState::Established,
+        TcpState::Established if fin => TcpState::CloseWait,
+        TcpState::FinWait1 if fin && acks_my_fin => TcpState::TimeWait,
+        TcpState::FinWait1 if fin => TcpState::Closing,
+        TcpState::FinWait1 if acks_my_fin => TcpState::FinWait2,
+        TcpState::FinWait2 if fin => TcpState::TimeWait,
+        TcpState::Closing if acks_my_fin => TcpState::TimeWait,
+        TcpState::LastAck if acks_my_fin => TcpState::Closed,
+        st => st,
+    };
 }
 
 fn account(stats: &mut TcpStats, before: &StreamStats, after: &StreamStats) {
