@@ -134,9 +134,10 @@ impl SideSnapshot {
 }
 
 /// The TCP monitor's stack snapshot, copied into each event it raises: the state of both
-/// endpoints and the frontier of both bytestreams *as of that event* (DESIGN.md §5). A
-/// network function reads stack state only through it, so it sees what a private stack
-/// processing packets one at a time would show, however far the shared stack has run ahead.
+/// endpoints and the frontier of both bytestreams *as of that event* (docs/architecture.md,
+/// "Snapshots and the frontier"). A network function reads stack state only through it, so it
+/// sees what a private stack processing packets one at a time would show, however far the
+/// shared stack has run ahead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TcpSnapshot {

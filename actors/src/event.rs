@@ -93,7 +93,7 @@ impl fmt::Debug for EventType {
     }
 }
 
-/// The built-in event types (DESIGN.md §4).
+/// The built-in event types (docs/architecture.md, "Event types").
 pub mod builtin {
     use super::EventType;
 

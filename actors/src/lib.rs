@@ -18,6 +18,12 @@
 //! 4. The [`TxSink`](io::TxSink) emits undropped packets, counts drops by actor and reason,
 //!    and releases every packet reference so the pool balances.
 //!
+//! The same actors run in every execution mode (docs/architecture.md, "Execution modes"):
+//! [`private`] gives each NF its own stacks (mode a, the reference); [`parallel`] has the
+//! splitter and merger of parallel groups and the sequence merger of sharded stacks (mode
+//! d); [`dynsub`] holds per-flow subscription changes; [`observe`] logs what each NF saw and
+//! said, for the consistency checker.
+//!
 //! Before any packet moves, the [`controller`] links every subscription to the publications
 //! that can satisfy it and rejects what cannot be linked, with messages naming actor, port
 //! and types:

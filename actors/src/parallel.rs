@@ -1,5 +1,5 @@
 //! Parallel groups: a splitter that hands one event to N read-only NFs at once, and a merger
-//! that combines their answers (DESIGN.md §5, "parallel events").
+//! that combines their answers (docs/architecture.md, "Parallel events").
 //!
 //! The [`Splitter`] reads the chain's ring and writes a copy of every descriptor to each
 //! member's ring, flagged `SPLIT`. Only the first copy holds the packet reference; the

@@ -15,7 +15,9 @@
 //! * [`coremap`] and [`executor`] — which core each actor runs on (a TOML file, checked
 //!   against the application and the machine), and one pinned thread per core that polls its
 //!   actors round-robin.
-//! * [`sys`] — CPU affinity and thread ids; [`ports`] — packet sources and sinks.
+//! * [`sys`] — CPU affinity and thread ids; [`ports`] — packet sources and sinks (pcap and
+//!   pcapng reader, pcap writer, traffic generator).
+//! * [`trace`] — the trace recorder's spans, kept in per-stage buffers with no lock.
 //!
 //! Unsafe code is confined to `shm`, `ring`, `pool` and `sys`, each block with a `// SAFETY:`
 //! comment; every other module, and every crate above this one, is safe code.
@@ -40,7 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod coremap;
 pub mod executor;

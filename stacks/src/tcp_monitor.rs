@@ -17,10 +17,10 @@
 //!   input), after the last `DATA_RDY` (holes that will never fill are skipped then, and
 //!   counted as gaps).
 //!
-//! **Snapshots and the frontier** (DESIGN.md §5): events carry copies, so an NF that runs
-//! behind the stack still sees each event's state; a stream is append-only and bytes below
-//! the frontier never change, so an NF reading `[aux, frontier)` of its event sees exactly
-//! the bytes of that moment even while the monitor appends newer ones.
+//! **Snapshots and the frontier** (docs/architecture.md, same section): events carry copies,
+//! so an NF that runs behind the stack still sees each event's state; a stream is append-only
+//! and bytes below the frontier never change, so an NF reading `[aux, frontier)` of its event
+//! sees exactly the bytes of that moment even while the monitor appends newer ones.
 //!
 //! **Reclaiming**: the monitor remembers each `DATA_RDY` it raised; the TX sink reports how
 //! far events have left the chain ([`TxSink::completed`](actors::io::TxSink::completed)),
