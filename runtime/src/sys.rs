@@ -86,27 +86,6 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
     parts.join(",")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(format_cpu_list(&[]), "");
-        assert_eq!(format_cpu_list(&[3]), "3");
-        assert_eq!(format_cpu_list(&[0, 1, 4]), "0-1,4");
-        assert_eq!(format_cpu_list(&[4, 1, 0, 1, 5, 6, 9]), "0-1,4-6,9");
-    }
-
-    #[test]
-    fn affinity_is_readable() {
-        let cpus = allowed_cpus().unwrap();
-        assert!(!cpus.is_empty());
-        assert!(current_tid() > 0);
-        assert!(pin_current_thread(SET_CPUS).is_err());
-    }
-}
-
 /// The effective user id of this process.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
@@ -143,4 +122,25 @@ pub fn free_space(path: &std::path::Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(format_cpu_list(&[]), "");
+        assert_eq!(format_cpu_list(&[3]), "3");
+        assert_eq!(format_cpu_list(&[0, 1, 4]), "0-1,4");
+        assert_eq!(format_cpu_list(&[4, 1, 0, 1, 5, 6, 9]), "0-1,4-6,9");
+    }
+
+    #[test]
+    fn affinity_is_readable() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        assert!(current_tid() > 0);
+        assert!(pin_current_thread(SET_CPUS).is_err());
+    }
 }
