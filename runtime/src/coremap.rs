@@ -110,7 +110,8 @@ impl CoreMap {
     /// Reads and parses the core-map file at `path`.
     pub fn load(path: &Path) -> Result<CoreMap, CoreMapError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CoreMapError::Io { path: name.clone(), source })?;
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)
+            .map_err(|source| CoreMapError::Io { path: name.clone(), source })?;
         CoreMap::parse(&text, &name)
     }
 

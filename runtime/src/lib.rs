@@ -15,9 +15,10 @@
 //! * [`coremap`] and [`executor`] — which core each actor runs on (a TOML file, checked
 //!   against the application and the machine), and one pinned thread per core that polls its
 //!   actors round-robin.
-//! * [`sys`] — CPU affinity and thread ids; [`ports`] — packet sources and sinks (pcap and
-//!   pcapng reader, pcap writer, traffic generator).
+//! * [`sys`] — CPU affinity, thread ids, the effective uid, file space; [`ports`] — packet
+//!   sources and sinks (pcap and pcapng reader, pcap writer, traffic generator).
 //! * [`trace`] — the trace recorder's spans, kept in per-stage buffers with no lock.
+//! * [`files`] — reading user-written files (app, core map, rules) with size and type limits.
 //!
 //! Unsafe code is confined to `shm`, `ring`, `pool` and `sys`, each block with a `// SAFETY:`
 //! comment; every other module, and every crate above this one, is safe code.
@@ -46,6 +47,7 @@
 
 pub mod coremap;
 pub mod executor;
+pub mod files;
 pub mod pool;
 pub mod ports;
 pub mod ring;

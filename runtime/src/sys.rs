@@ -1,4 +1,6 @@
-//! Thin, safe wrappers over the Linux calls the executor needs: CPU affinity and thread ids.
+//! Thin, safe wrappers over the Linux calls the runtime needs: CPU affinity and thread ids for
+//! the executor; the effective uid, file space reservation and free space for the shared-memory
+//! region.
 //!
 //! Contract: every function either succeeds or returns the OS error (`errno`) as an
 //! `io::Error`; nothing here panics. CPU sets are `Vec<usize>` in ascending order. The
@@ -82,6 +84,44 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
         i += 1;
     }
     parts.join(",")
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// Reserves `len` bytes of disk (or tmpfs) space for `file` from offset 0, so that later
+/// writes through a shared mapping cannot fail with SIGBUS for lack of space. Returns the OS
+/// error (`ENOSPC` when the file system is too small).
+pub fn reserve_file_space(file: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: the descriptor is open and owned by `file` for the duration of the call;
+    // posix_fallocate reads no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Bytes available to unprivileged users on the file system holding `path`.
+pub fn free_space(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: statvfs is plain old data; zeroed is a valid value for it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call and `st` is a valid,
+    // writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]

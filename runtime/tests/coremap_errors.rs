@@ -93,3 +93,17 @@ fn default_placement_rules() {
     assert!(p.cores.iter().all(|(_, c)| *c == 3));
     assert_eq!(p.by_core().len(), 1);
 }
+
+#[test]
+fn a_core_map_that_is_not_a_small_regular_file_is_refused() {
+    // `/dev/zero` never ends: reading it whole would exhaust memory.
+    let e = runtime::coremap::CoreMap::load(std::path::Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    let dir = std::env::temp_dir().join(format!("mbox-cm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; (runtime::files::MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+    let e = runtime::coremap::CoreMap::load(&big).unwrap_err().to_string();
+    assert!(e.contains("larger than the limit of 1048576 bytes"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -232,6 +232,55 @@ pub enum Refused {
     Memory,
 }
 
+/// Refused inserts by [`Refused`] reason: one counter per limit, so that an operator sees
+/// which limit was hit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedCounts {
+    /// [`Refused::Memory`]: the shared budget (`memory_limit`) was exhausted.
+    pub memory: u64,
+    /// [`Refused::OooBytesLimit`]: `max_ooo_bytes`.
+    pub ooo_bytes: u64,
+    /// [`Refused::OooSegmentsLimit`]: `max_ooo_segments`.
+    pub ooo_segments: u64,
+    /// [`Refused::TooFarAhead`]: `max_ahead`.
+    pub ahead: u64,
+    /// [`Refused::Depth`]: `depth`.
+    pub depth: u64,
+}
+
+impl RefusedCounts {
+    /// Counts one insert refused for `why`.
+    pub fn count(&mut self, why: Refused) {
+        *match why {
+            Refused::Memory => &mut self.memory,
+            Refused::OooBytesLimit => &mut self.ooo_bytes,
+            Refused::OooSegmentsLimit => &mut self.ooo_segments,
+            Refused::TooFarAhead => &mut self.ahead,
+            Refused::Depth => &mut self.depth,
+        } += 1;
+    }
+
+    /// Adds what `after` counted beyond `before`.
+    pub fn add_delta(&mut self, before: &RefusedCounts, after: &RefusedCounts) {
+        self.memory += after.memory - before.memory;
+        self.ooo_bytes += after.ooo_bytes - before.ooo_bytes;
+        self.ooo_segments += after.ooo_segments - before.ooo_segments;
+        self.ahead += after.ahead - before.ahead;
+        self.depth += after.depth - before.depth;
+    }
+
+    /// `(counter name, value)` pairs for stats: `refused_memory`, `refused_ooo_bytes`, ...
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("refused_memory", self.memory),
+            ("refused_ooo_bytes", self.ooo_bytes),
+            ("refused_ooo_segments", self.ooo_segments),
+            ("refused_ahead", self.ahead),
+            ("refused_depth", self.depth),
+        ]
+    }
+}
+
 /// What [`ByteStream::finish`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Finish {
@@ -262,6 +311,8 @@ pub struct StreamStats {
     pub gap_bytes: u64,
     /// Inserts with a [`Refused`] reason.
     pub refused_segments: u64,
+    /// The same inserts, by reason.
+    pub refused: RefusedCounts,
     /// Bytes refused (including bytes beyond `depth`).
     pub refused_bytes: u64,
     /// Some byte lay at or beyond `depth`.
@@ -470,8 +521,9 @@ impl ByteStream {
         }
         self.stats.segments += 1;
         self.insert_inner(seq, data, budget, &mut out);
-        if out.refused.is_some() {
+        if let Some(why) = out.refused {
             self.stats.refused_segments += 1;
+            self.stats.refused.count(why);
         }
         self.stats.retransmitted_bytes += out.old + out.duplicate + out.conflicting;
         self.stats.overlap_conflicts += out.conflicting;

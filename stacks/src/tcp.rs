@@ -310,6 +310,8 @@ pub struct TcpStats {
     pub overlap_conflict_bytes: u64,
     /// Segments refused by a limit.
     pub refused_segments: u64,
+    /// The same segments, by limit.
+    pub refused: crate::reassembly::RefusedCounts,
     /// Bytes never seen (holes skipped at the end).
     pub gap_bytes: u64,
 }
@@ -616,6 +618,7 @@ fn account(stats: &mut TcpStats, before: &StreamStats, after: &StreamStats) {
     stats.bytes_delivered += after.bytes - before.bytes;
     stats.overlap_conflict_bytes += after.overlap_conflicts - before.overlap_conflicts;
     stats.refused_segments += after.refused_segments - before.refused_segments;
+    stats.refused.add_delta(&before.refused, &after.refused);
     stats.gap_bytes += after.gap_bytes - before.gap_bytes;
 }
 

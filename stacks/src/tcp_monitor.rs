@@ -376,5 +376,8 @@ impl Actor for TcpMonitor {
             ("reassembly_refused_bytes".into(), b.refused_bytes),
             ("bad_tcp_headers".into(), self.bad_headers),
         ]
+        .into_iter()
+        .chain(s.refused.named().into_iter().map(|(n, v)| (n.to_string(), v)))
+        .collect()
     }
 }

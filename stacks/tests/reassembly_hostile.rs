@@ -213,3 +213,42 @@ fn memory_is_chunk_capacity_and_release_frees_whole_chunks() {
     s.clear(&mut b);
     assert_eq!(b.used, 0);
 }
+
+#[test]
+fn every_limit_has_its_own_counter() {
+    let c = ReassemblyConfig {
+        max_ooo_bytes: 1000,
+        max_ooo_segments: 2,
+        max_ahead: 100_000,
+        chunk_size: 256,
+        ..ReassemblyConfig::default()
+    };
+    let mut b = Budget::with_limit(4 * 256);
+    let mut s = ByteStream::new(0, &c);
+    let hit = |s: &mut ByteStream, b: &mut Budget, seq: u32, len: usize| s.insert(seq, &vec![1u8; len], b).refused;
+    assert_eq!(hit(&mut s, &mut b, 200_000, 10), Some(Refused::TooFarAhead));
+    assert_eq!(hit(&mut s, &mut b, 100, 10), None);
+    assert_eq!(hit(&mut s, &mut b, 120, 10), None);
+    assert_eq!(hit(&mut s, &mut b, 140, 10), Some(Refused::OooSegmentsLimit));
+    assert_eq!(hit(&mut s, &mut b, 130, 990), Some(Refused::OooBytesLimit));
+    // Fill the hole and go in order up to the memory budget (4 chunks), then past it.
+    assert_eq!(hit(&mut s, &mut b, 0, 1024), None);
+    assert_eq!(hit(&mut s, &mut b, 1024, 256), Some(Refused::Memory));
+    let st = s.stats();
+    assert_eq!(
+        (st.refused.ahead, st.refused.ooo_segments, st.refused.ooo_bytes, st.refused.memory, st.refused.depth),
+        (1, 1, 1, 1, 0),
+        "{st:?}"
+    );
+    assert_eq!(st.refused_segments, 4);
+    let names: Vec<&str> = st.refused.named().iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        ["refused_memory", "refused_ooo_bytes", "refused_ooo_segments", "refused_ahead", "refused_depth"]
+    );
+    // Depth: a fresh stream, bytes beyond `depth` are ignored and counted as such.
+    let mut b = Budget::default();
+    let mut s = ByteStream::new(0, &ReassemblyConfig { depth: Some(10), ..ReassemblyConfig::default() });
+    assert_eq!(s.insert(0, &[1; 20], &mut b).refused, Some(Refused::Depth));
+    assert_eq!(s.stats().refused.depth, 1);
+}

@@ -6,10 +6,17 @@
 //!
 //! # Contract
 //!
-//! * [`Region::create`] first removes stale files `mbox.<prefix>.*` left by a killed run, then
-//!   creates the file exclusively (`O_CREAT | O_EXCL`, mode `0600`), sizes it with
-//!   `ftruncate` and maps it read-write with `MAP_POPULATE`. The creating `Region` unlinks the
-//!   file when its last `Arc` drops; attached regions never unlink.
+//! * [`Region::create`] refuses a prefix whose region is still in use by a live run
+//!   ([`ShmError::InUse`]) or whose file belongs to another user ([`ShmError::NotOwned`]),
+//!   removes stale files `mbox.<prefix>.*` left by a dead run (see [`owner`]), then creates the
+//!   file exclusively (`O_CREAT | O_EXCL`, mode `0600`), sizes it with `ftruncate`, **reserves
+//!   its space** with `posix_fallocate` (a `/dev/shm` too small for the region is a clear
+//!   [`ShmError::NoSpace`] naming the size needed and the space free — never a SIGBUS on a
+//!   later page fault) and maps it read-write with `MAP_POPULATE`. The creating `Region`
+//!   unlinks the file when its last `Arc` drops; attached regions never unlink.
+//! * The header records the **creator** (pid and process start time), so that a region whose
+//!   creator died can be told from a live one: [`Region::attach`] refuses an orphaned region
+//!   ([`ShmError::Orphaned`]) and [`owner::clean`] removes only dead runs' files.
 //! * The region is carved into **named blocks** by [`Region::reserve`]: a bump allocator plus a
 //!   fixed directory of [`DIR_ENTRIES`] entries (name of at most [`NAME_MAX`] bytes, offset,
 //!   size) in the header. Blocks are never freed, so a block is zero-filled when reserved (the
@@ -38,6 +45,9 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+pub mod owner;
+pub use owner::Creator;
+
 /// Directory where region files live.
 pub const SHM_DIR: &str = "/dev/shm";
 /// Number of named blocks a region can hold.
@@ -52,7 +62,7 @@ pub const ALIGN_MAX: usize = 4096;
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MBOXSHM1");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// One directory entry: a named block `[offset, offset + size)`.
 #[repr(C)]
@@ -76,7 +86,10 @@ struct Header {
     used: AtomicU64,
     /// Number of published directory entries.
     count: AtomicU32,
-    _pad: u32,
+    /// The creating process's pid ...
+    creator_pid: u32,
+    /// ... and its start time (clock ticks since boot), which tells a reused pid apart.
+    creator_start: u64,
     entries: [DirEntry; DIR_ENTRIES],
 }
 
@@ -180,6 +193,40 @@ pub enum ShmError {
         /// Comma-separated list of existing names.
         known: String,
     },
+    /// The file system holding the region has too little space for it.
+    #[error("not enough shared memory for region `{prefix}`: it needs {} ({needed} bytes) but {} has {} free{}", mib(*.needed), SHM_DIR, mib(*.free), if .needed > .free { "" } else { " (others are using it too)" })]
+    NoSpace {
+        /// Region prefix.
+        prefix: String,
+        /// Bytes the region needs.
+        needed: u64,
+        /// Bytes free on the file system before the attempt.
+        free: u64,
+    },
+    /// A live run already uses the region of this prefix.
+    #[error("shared-memory prefix `{prefix}` is in use by a live run (pid {pid}): choose another prefix")]
+    InUse {
+        /// Region prefix.
+        prefix: String,
+        /// The creator's pid.
+        pid: u32,
+    },
+    /// The region file of this prefix belongs to another user: it is never touched.
+    #[error("{} belongs to user {uid}, not to us: choose another prefix", .path.display())]
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// The region's creator is gone: nothing will ever serve it.
+    #[error("region `{prefix}` is orphaned: the run that created it (pid {pid}) has ended")]
+    Orphaned {
+        /// Region prefix.
+        prefix: String,
+        /// The dead creator's pid.
+        pid: u32,
+    },
     /// Another reserver held the lock for too long (maybe it died holding it).
     #[error("region `{prefix}`: reservation lock held by pid {holder} for more than {timeout:?}")]
     LockTimeout {
@@ -213,6 +260,11 @@ impl std::fmt::Debug for Region {
     }
 }
 
+/// `bytes` as mebibytes with one decimal, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 fn check_prefix(prefix: &str) -> Result<(), ShmError> {
     let bad = |reason| Err(ShmError::BadPrefix { prefix: prefix.to_string(), reason });
     if prefix.is_empty() {
@@ -231,27 +283,15 @@ fn region_path(prefix: &str) -> PathBuf {
     Path::new(SHM_DIR).join(format!("mbox.{prefix}.region"))
 }
 
-/// Removes `/dev/shm/mbox.<prefix>.*`; returns how many files were removed.
+/// Removes the stale files `/dev/shm/mbox.<prefix>.*` of a dead run; returns how many files
+/// were removed. Files of a live run and files of other users are left alone (see
+/// [`owner::clean`]).
 ///
 /// Used by [`Region::create`] to clean up after a killed run. An invalid prefix is an
 /// `InvalidInput` error (so that a pattern can never escape the `mbox.<prefix>.` namespace).
 pub fn remove_stale(prefix: &str) -> std::io::Result<usize> {
     check_prefix(prefix).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let start = format!("mbox.{prefix}.");
-    let mut removed = 0;
-    for entry in std::fs::read_dir(SHM_DIR)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&start) {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(removed)
+    Ok(owner::clean(Some(prefix))?.removed.len())
 }
 
 impl Region {
@@ -267,6 +307,7 @@ impl Region {
             return Err(ShmError::TooSmall { size, min: HEADER_SIZE });
         }
         let io = |op, source| ShmError::Io { op, path: path.clone(), source };
+        owner::check_free(prefix, &path)?;
         remove_stale(prefix).map_err(|e| io("remove stale files for", e))?;
         let file = OpenOptions::new()
             .read(true)
@@ -281,15 +322,26 @@ impl Region {
             e
         };
         file.set_len(size as u64).map_err(|e| cleanup(io("ftruncate", e)))?;
+        let free = crate::sys::free_space(Path::new(SHM_DIR)).unwrap_or(0);
+        crate::sys::reserve_file_space(&file, size as u64).map_err(|e| {
+            cleanup(if e.raw_os_error() == Some(libc::ENOSPC) {
+                ShmError::NoSpace { prefix: prefix.to_string(), needed: size as u64, free }
+            } else {
+                io("reserve space for", e)
+            })
+        })?;
         let map = MmapOptions::new().len(size).populate().map_raw(&file).map_err(|e| cleanup(io("mmap", e)))?;
         let region = Region { prefix: prefix.to_string(), path: path.clone(), map, size, owner: true };
         let h = region.header_ptr();
+        let me = Creator::current();
         // SAFETY: the mapping is `size >= HEADER_SIZE` bytes, page aligned (so aligned for
         // Header), freshly created and zero-filled, and no other process knows it yet (the
         // magic is not set), so these plain writes race with nothing.
         unsafe {
             (*h).version = VERSION;
             (*h).size = size as u64;
+            (*h).creator_pid = me.pid;
+            (*h).creator_start = me.start;
         }
         region.header().used.store(HEADER_SIZE as u64, Ordering::Relaxed);
         region.header().magic.store(MAGIC, Ordering::Release);
@@ -303,9 +355,19 @@ impl Region {
         check_prefix(prefix)?;
         let path = region_path(prefix);
         let io = |op, source| ShmError::Io { op, path: path.clone(), source };
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io("open", e))?;
-        let len = file.metadata().map_err(|e| io("stat", e))?.len() as usize;
+        // Never follow a link planted in /dev/shm, never block on a FIFO.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| io("open", e))?;
+        let meta = file.metadata().map_err(|e| io("stat", e))?;
         let bad = |reason: String| ShmError::BadHeader { path: path.clone(), reason };
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        let len = meta.len() as usize;
         if len < HEADER_SIZE {
             return Err(bad(format!("file is {len} bytes, smaller than the {HEADER_SIZE}-byte header")));
         }
@@ -321,6 +383,9 @@ impl Region {
         }
         if h.size != len as u64 {
             return Err(bad(format!("header says {} bytes but the file has {len}", h.size)));
+        }
+        if !region.creator().is_alive() {
+            return Err(ShmError::Orphaned { prefix: prefix.to_string(), pid: h.creator_pid });
         }
         Ok(Arc::new(region))
     }
@@ -338,6 +403,18 @@ impl Region {
     /// Total size in bytes, header included.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// The process that created the region.
+    pub fn creator(&self) -> Creator {
+        let h = self.header();
+        Creator { pid: h.creator_pid, start: h.creator_start }
+    }
+
+    /// Whether the region's creator is still running (an attached process stops waiting for a
+    /// run that has ended).
+    pub fn creator_alive(&self) -> bool {
+        self.creator().is_alive()
     }
 
     /// Bytes handed out so far, header included.
