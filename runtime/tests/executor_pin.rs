@@ -1,5 +1,7 @@
 //! The executor: pinning read back per thread, round-robin to completion, panics reported.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ fn threads_are_pinned_and_report_it() {
     if allowed.len() > 1 {
         assignments.push(CoreAssignment { core: allowed[1], actors: vec![counter("c", 500)] });
     } else {
-        println!("note: only one allowed CPU ({allowed:?}); skipping the second core");
+        common::skip("runtime executor_pin: second core", &format!("only one allowed CPU ({allowed:?})"));
     }
     let n = assignments.len();
     let reports = executor::run(assignments, Arc::new(AtomicBool::new(false))).unwrap();

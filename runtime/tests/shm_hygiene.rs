@@ -6,6 +6,8 @@
 //! `SKIPPED: ...` when they cannot run, and append it to `$MBOX_SKIP_LOG` if set, so that the
 //! skip is visible in CI's output.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -18,15 +20,7 @@ fn prefix(test: &str) -> String {
 }
 
 fn skip(test: &str, why: &str) {
-    let line = format!("SKIPPED: runtime shm_hygiene::{test}: {why}");
-    println!("{line}");
-    eprintln!("{line}");
-    if let Ok(log) = std::env::var("MBOX_SKIP_LOG") {
-        use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    common::skip(&format!("runtime shm_hygiene::{test}"), why);
 }
 
 fn is_root() -> bool {

@@ -29,7 +29,7 @@ fn opts() -> Fig4Options {
 fn two_cpus() -> bool {
     let n = runtime::sys::allowed_cpus().map(|c| c.len()).unwrap_or(0);
     if n < 2 {
-        eprintln!("skipped: Figure 4's overlaps need two CPUs, this process may use {n}");
+        tests::skip("fig4: overlaps", &format!("Figure 4's overlaps need two CPUs, this process may use {n}"));
     }
     n >= 2
 }

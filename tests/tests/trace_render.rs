@@ -221,7 +221,7 @@ fn chromium(profile: &Path) -> Command {
 #[test]
 fn html_loads_in_headless_chromium() {
     if !Path::new("/usr/bin/chromium").exists() {
-        eprintln!("chromium not installed: skipped");
+        tests::skip("trace_render::html_loads_in_headless_chromium", "/usr/bin/chromium is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
