@@ -35,7 +35,29 @@ use actors::matcher::{FlowMatch, Tuple};
 use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
 use serde::Deserialize;
 
-use crate::common::NfCommon;
+use crate::common::{self, NfCommon};
+use crate::{NfKind, NfSpec};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "firewall";
+
+/// The firewall kind, for [`KINDS`](crate::KINDS).
+pub struct Kind;
+
+impl NfKind for Kind {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn configure(
+        &self,
+        common: &NfCommon,
+        options: toml::Table,
+        _registry: &mut actors::EventRegistry,
+    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
+        Ok(Box::new(FirewallConfig::parse(common, options)?))
+    }
+}
 
 /// Allow or drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -71,6 +93,9 @@ pub struct FirewallConfig {
     /// Rules as TOML tables; see [`FirewallConfig::rules`].
     #[serde(default)]
     rules: Vec<toml::Table>,
+    /// The rules, parsed by [`FirewallConfig::parse`].
+    #[serde(skip)]
+    pub parsed: Vec<Rule>,
 }
 
 fn default_action() -> Action {
@@ -81,13 +106,20 @@ fn yes() -> bool {
 }
 
 impl FirewallConfig {
+    /// The options of firewall `common.name`, with its rules parsed.
+    pub fn parse(common: &NfCommon, options: toml::Table) -> Result<FirewallConfig, Vec<String>> {
+        let mut cfg: FirewallConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
+        cfg.parsed = cfg.rules(&common.name)?;
+        Ok(cfg)
+    }
+
     /// Parses the rule tables; every bad rule is reported.
     pub fn rules(&self, nf: &str) -> Result<Vec<Rule>, Vec<String>> {
         let mut out = Vec::new();
         let mut errs = Vec::new();
         for (i, t) in self.rules.iter().enumerate() {
             let mut t = t.clone();
-            let at = format!("nf `{nf}` (firewall): rule {}", i + 1);
+            let at = format!("nf `{nf}` ({NAME}): rule {}", i + 1);
             let action = match t.remove("action") {
                 None => {
                     errs.push(format!("{at}: missing key `action` (\"allow\" or \"drop\")"));
@@ -122,6 +154,12 @@ impl FirewallConfig {
     }
 }
 
+impl NfSpec for FirewallConfig {
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful)))
+    }
+}
+
 /// The firewall NF (see the module docs).
 #[derive(Debug)]
 pub struct Firewall {
@@ -152,7 +190,7 @@ impl Firewall {
         drop_reasons.push("default".into());
         let contract = Contract {
             name: common.name.clone(),
-            kind: "firewall".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: vec![],
             modifies: Modifies::default(),
@@ -257,10 +295,8 @@ mod tests {
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
         let common = NfCommon::named("fw");
-        match crate::configure("firewall", &common, t, &mut actors::EventRegistry::new())? {
-            crate::NfConfig::Firewall(c, rules) => Ok(Firewall::new(&common, rules, c.default, c.stateful)),
-            other => panic!("{other:?}"),
-        }
+        let c = FirewallConfig::parse(&common, t)?;
+        Ok(Firewall::new(&common, c.parsed, c.default, c.stateful))
     }
 
     #[test]
