@@ -460,3 +460,60 @@ fn dns_tcp(b: &[u8], response: bool, relaxed: bool) -> M {
     let m = &b[2..b.len().min(2 + len)];
     dns_message(m, response, relaxed, m.len() == len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detected(p: Protocol, host: Option<&str>) -> Verdict {
+        Verdict::Detected { protocol: p, host: host.map(str::to_string) }
+    }
+
+    /// A DNS query for `name` (one question, type A, class IN).
+    fn dns_query(name: &str) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    #[test]
+    fn one_classification_per_protocol() {
+        let http = b"GET /x HTTP/1.1\r\nUser-Agent: t\r\nHost: Example.org\r\n\r\n";
+        assert_eq!(classify(http, b"", 6, (40000, 8080)), detected(Protocol::Http, Some("Example.org")));
+        assert_eq!(classify(b"", b"SSH-2.0-OpenSSH_9.6\r\n", 6, (1, 2)), detected(Protocol::Ssh, None));
+        let banner = b"220 mail.example.net ESMTP ready\r\n";
+        assert_eq!(classify(b"", banner, 6, (1, 25)), detected(Protocol::Smtp, Some("mail.example.net")));
+        let q = dns_query("www.example.com");
+        assert_eq!(classify(&q, b"", 17, (5000, 9999)), detected(Protocol::Dns, Some("www.example.com")));
+        let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
+        tcp.extend_from_slice(&q);
+        assert_eq!(classify(&tcp, b"", 6, (5000, 53)), detected(Protocol::Dns, Some("www.example.com")));
+        // A ServerHello alone: TLS without a host.
+        let mut hello = vec![22, 3, 3, 0, 42, 2, 0, 0, 38, 3, 3];
+        hello.extend_from_slice(&[0; 32]);
+        hello.extend_from_slice(&[0, 0x13, 0x01, 0]);
+        assert_eq!(classify(b"", &hello, 6, (1, 443)), detected(Protocol::Tls, None));
+    }
+
+    #[test]
+    fn prefixes_wait_and_strangers_are_unknown() {
+        assert_eq!(classify(b"GE", b"", 6, (1, 80)), Verdict::NeedMore { likely: None });
+        assert_eq!(classify(b"GET / HTTP/1.1\r\nAccept: x", b"", 6, (1, 80)), Verdict::NeedMore { likely: Some(Protocol::Http) });
+        assert_eq!(classify(b"\x00\x01binary", b"\x00\x01binary", 6, (1, 80)), Verdict::Unknown);
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n\r\n", b"", 1, (0, 0)), Verdict::Unknown, "not TCP or UDP");
+    }
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::from_code(u64::from(p.code())), Some(p));
+            assert_eq!(Protocol::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Protocol::from_code(u64::from(UNKNOWN_CODE)), None);
+        assert_eq!(Protocol::from_name("gopher"), None);
+    }
+}
