@@ -502,7 +502,10 @@ mod tests {
     #[test]
     fn prefixes_wait_and_strangers_are_unknown() {
         assert_eq!(classify(b"GE", b"", 6, (1, 80)), Verdict::NeedMore { likely: None });
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nAccept: x", b"", 6, (1, 80)), Verdict::NeedMore { likely: Some(Protocol::Http) });
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nAccept: x", b"", 6, (1, 80)),
+            Verdict::NeedMore { likely: Some(Protocol::Http) }
+        );
         assert_eq!(classify(b"\x00\x01binary", b"\x00\x01binary", 6, (1, 80)), Verdict::Unknown);
         assert_eq!(classify(b"GET / HTTP/1.1\r\n\r\n", b"", 1, (0, 0)), Verdict::Unknown, "not TCP or UDP");
     }

@@ -803,7 +803,10 @@ mod tests {
                 "t.rules:1: missing `sid`",
             ]
         );
-        assert_eq!(one("alert tcp any any -> any any (nocase; sid:1;)").unwrap_err(), ["t.rules:1: `nocase` needs a preceding `content`"]);
+        assert_eq!(
+            one("alert tcp any any -> any any (nocase; sid:1;)").unwrap_err(),
+            ["t.rules:1: `nocase` needs a preceding `content`"]
+        );
         assert_eq!(
             one("alert tcp any any -> any any (content:\"a\"; nocase; nocase; sid:1; sid:2;)").unwrap_err(),
             ["t.rules:1: `nocase` given twice for one content", "t.rules:1: `sid` given twice"]
