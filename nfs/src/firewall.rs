@@ -35,29 +35,16 @@ use actors::matcher::{FlowMatch, Tuple};
 use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
 use serde::Deserialize;
 
-use crate::common::{self, NfCommon};
-use crate::{NfKind, NfSpec};
+use actors::EventRegistry;
+
+use crate::common::NfCommon;
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "firewall";
 
-/// The firewall kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        _registry: &mut actors::EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        Ok(Box::new(FirewallConfig::parse(common, options)?))
-    }
-}
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<FirewallConfig> = Kind::new();
 
 /// Allow or drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -93,9 +80,22 @@ pub struct FirewallConfig {
     /// Rules as TOML tables; see [`FirewallConfig::rules`].
     #[serde(default)]
     rules: Vec<toml::Table>,
-    /// The rules, parsed by [`FirewallConfig::parse`].
+    /// The rules, parsed when the options are checked.
     #[serde(skip)]
     pub parsed: Vec<Rule>,
+}
+
+impl NfOptions for FirewallConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, _registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.parsed = self.rules(&common.name)?;
+        Ok(())
+    }
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful)))
+    }
 }
 
 fn default_action() -> Action {
@@ -106,13 +106,6 @@ fn yes() -> bool {
 }
 
 impl FirewallConfig {
-    /// The options of firewall `common.name`, with its rules parsed.
-    pub fn parse(common: &NfCommon, options: toml::Table) -> Result<FirewallConfig, Vec<String>> {
-        let mut cfg: FirewallConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        cfg.parsed = cfg.rules(&common.name)?;
-        Ok(cfg)
-    }
-
     /// Parses the rule tables; every bad rule is reported.
     pub fn rules(&self, nf: &str) -> Result<Vec<Rule>, Vec<String>> {
         let mut out = Vec::new();
@@ -151,12 +144,6 @@ impl FirewallConfig {
         } else {
             Err(errs)
         }
-    }
-}
-
-impl NfSpec for FirewallConfig {
-    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful)))
     }
 }
 
@@ -295,7 +282,8 @@ mod tests {
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
         let common = NfCommon::named("fw");
-        let c = FirewallConfig::parse(&common, t)?;
+        let mut c: FirewallConfig = crate::common::options("fw", NAME, t).map_err(|e| vec![e])?;
+        c.check(&common, &mut EventRegistry::new())?;
         Ok(Firewall::new(&common, c.parsed, c.default, c.stateful))
     }
 

@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actors::desc::meta_flags;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
@@ -50,35 +50,18 @@ use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{self, NfCommon};
+use crate::common::NfCommon;
 use crate::output::{self, proto_name, rfc3339, Endpoints, JsonLines};
-use crate::{NfKind, NfSpec};
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "flow_stats";
 
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<FlowStatsConfig> = Kind::new();
+
 /// The name of the event type Flow_Stats publishes when `long_flow_avg_bytes` is set.
 pub const LONG_FLOW_EVENT: &str = "EVENT/LONG_FLOW";
-
-/// The Flow_Stats kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        registry: &mut EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let mut cfg: FlowStatsConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        cfg.long_flow_event = registry.register(LONG_FLOW_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
-        Ok(Box::new(cfg))
-    }
-}
 
 /// Flow_Stats options.
 #[derive(Clone, Debug, Deserialize)]
@@ -98,6 +81,21 @@ pub struct FlowStatsConfig {
     pub long_flow_event: EventType,
 }
 
+impl NfOptions for FlowStatsConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.long_flow_event = registry.register(LONG_FLOW_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        Ok(())
+    }
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(FlowStats::from_config(common, self)?))
+    }
+}
+
 fn default_long_flow_min_packets() -> u64 {
     4
 }
@@ -111,20 +109,6 @@ impl FlowStatsConfig {
             long_flow_min_packets: default_long_flow_min_packets(),
             long_flow_event: EventType::default(),
         }
-    }
-}
-
-impl NfSpec for FlowStatsConfig {
-    fn output(&self) -> Option<&Path> {
-        Some(&self.output)
-    }
-
-    fn set_output(&mut self, path: PathBuf) {
-        self.output = path;
-    }
-
-    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(FlowStats::from_config(common, self)?))
     }
 }
 

@@ -37,16 +37,14 @@
 //!      `NAME` wherever the kind is named (its contract's `kind`, its messages);
 //!    * `pub const <WHAT>_EVENT: &str = "EVENT/<WHAT>";` for each event type it publishes;
 //!    * its options: a `#[derive(Clone, Debug, Deserialize)] #[serde(deny_unknown_fields)]`
-//!      config struct, which implements [`NfSpec`]: [`output`](NfSpec::output) and
-//!      [`set_output`](NfSpec::set_output) when it writes a file, and
-//!      [`build`](NfSpec::build), which makes the actor (and creates the file, through
-//!      [`output::JsonLines`]);
-//!    * `pub struct Kind;` implementing [`NfKind`]: [`name`](NfKind::name) returns `NAME`;
-//!      [`configure`](NfKind::configure) parses the options with [`common::options`],
-//!      checks them, registers the event types it publishes (and resolves those it needs)
-//!      in the [`EventRegistry`], and returns the config struct boxed;
+//!      config struct implementing [`NfOptions`]: `const NAME: &'static str = NAME;`,
+//!      [`check`](NfOptions::check) when the options need more than serde's checks or the
+//!      kind publishes or needs event types (register them there), `output_field!();`
+//!      when it writes a file named by its `output` key, and [`build`](NfOptions::build),
+//!      which makes the actor (creating the file through [`output::JsonLines`]);
+//!    * `pub const KIND: Kind<ItsConfig> = Kind::new();`;
 //!    * the actor.
-//! 2. Add `pub mod <kind>;` and `&<kind>::Kind` to [`KINDS`] in this file.
+//! 2. Add `pub mod <kind>;` and `&<kind>::KIND` to [`KINDS`] in this file.
 //!
 //! Nothing else names the kind: [`configure`] finds it in [`KINDS`], and an unknown kind's
 //! message lists the names from there.
@@ -61,25 +59,27 @@ pub mod output;
 pub mod signature;
 pub mod stream_hash;
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use actors::{Actor, EventRegistry};
 pub use common::NfCommon;
+use serde::de::DeserializeOwned;
 pub use signature::rules;
 
 /// Every NF kind an app file can name, in the order messages list them.
 pub const KINDS: &[&dyn NfKind] =
-    &[&firewall::Kind, &flow_stats::Kind, &stream_hash::Kind, &signature::Kind, &dpi::Kind, &logger::Kind];
+    &[&firewall::KIND, &flow_stats::KIND, &stream_hash::KIND, &signature::KIND, &dpi::KIND, &logger::KIND];
 
-/// A kind of NF: its name and how it turns an `[[nf]]` table into an [`NfSpec`].
+/// A kind of NF, as [`KINDS`] lists it: its name and how it turns an `[[nf]]` table into
+/// an [`NfSpec`]. Implemented by [`Kind`] for every [`NfOptions`] type.
 pub trait NfKind: Sync {
     /// The name in the app file (`kind = "..."`).
     fn name(&self) -> &'static str;
 
     /// Checks the kind-specific part of an NF's table (the common keys are already taken
-    /// out, into `common`); registers the event types the kind publishes (under
-    /// `EVENT/...`) in `registry`, so that NFs after it can subscribe, and resolves those it
-    /// needs from NFs before it. Errors name the NF and the kind; all of them are returned.
+    /// out, into `common`): see [`NfOptions::check`]. Errors name the NF and the kind; all
+    /// of them are returned.
     fn configure(
         &self,
         common: &NfCommon,
@@ -88,9 +88,22 @@ pub trait NfKind: Sync {
     ) -> Result<Box<dyn NfSpec>, Vec<String>>;
 }
 
-/// An NF's options, checked but not yet acted on (no file opened).
-pub trait NfSpec: SpecClone + std::fmt::Debug + Send + Sync {
-    /// The file this NF writes, if any.
+/// A kind's options: the strict config struct of its `[[nf]]` table
+/// (`#[serde(deny_unknown_fields)]`), which, once checked, builds the NF.
+pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The kind's name in the app file.
+    const NAME: &'static str;
+
+    /// Checks the parsed options beyond what serde does; registers the event types the kind
+    /// publishes (under `EVENT/...`) in `registry`, so that NFs after it can subscribe, and
+    /// resolves those it needs from NFs before it.
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        let _ = (common, registry);
+        Ok(())
+    }
+
+    /// The file this NF writes, if any ([`output_field!`] writes this and
+    /// [`set_output`](NfOptions::set_output) for an `output: PathBuf` field).
     fn output(&self) -> Option<&Path> {
         None
     }
@@ -104,13 +117,61 @@ pub trait NfSpec: SpecClone + std::fmt::Debug + Send + Sync {
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
 }
 
-/// Cloning a boxed [`NfSpec`]; implemented for every `Clone` spec.
-pub trait SpecClone {
+/// The [`NfKind`] whose options are `T`: `pub const KIND: Kind<MyConfig> = Kind::new();`.
+pub struct Kind<T>(PhantomData<fn() -> T>);
+
+impl<T> Kind<T> {
+    /// The kind of `T`.
+    pub const fn new() -> Kind<T> {
+        Kind(PhantomData)
+    }
+}
+
+impl<T: NfOptions> NfKind for Kind<T> {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn configure(
+        &self,
+        common: &NfCommon,
+        options: toml::Table,
+        registry: &mut EventRegistry,
+    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
+        let mut cfg: T = common::options(&common.name, T::NAME, options).map_err(|e| vec![e])?;
+        cfg.check(common, registry)?;
+        Ok(Box::new(cfg))
+    }
+}
+
+/// One NF's checked options, of any kind (no file opened yet); every [`NfOptions`] is one.
+pub trait NfSpec: std::fmt::Debug + Send + Sync {
+    /// The file this NF writes, if any.
+    fn output(&self) -> Option<&Path>;
+
+    /// Writes this NF's output to `path` instead.
+    fn set_output(&mut self, path: PathBuf);
+
+    /// Builds the actor.
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
+
     /// A boxed copy.
     fn box_clone(&self) -> Box<dyn NfSpec>;
 }
 
-impl<T: NfSpec + Clone + 'static> SpecClone for T {
+impl<T: NfOptions> NfSpec for T {
+    fn output(&self) -> Option<&Path> {
+        NfOptions::output(self)
+    }
+
+    fn set_output(&mut self, path: PathBuf) {
+        NfOptions::set_output(self, path);
+    }
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        NfOptions::build(self, common)
+    }
+
     fn box_clone(&self) -> Box<dyn NfSpec> {
         Box::new(self.clone())
     }
@@ -120,6 +181,21 @@ impl Clone for Box<dyn NfSpec> {
     fn clone(&self) -> Self {
         self.as_ref().box_clone()
     }
+}
+
+/// Writes [`NfOptions::output`] and [`NfOptions::set_output`] for options whose
+/// `output: PathBuf` field is the file the NF writes; use it inside the `impl NfOptions`.
+#[macro_export]
+macro_rules! output_field {
+    () => {
+        fn output(&self) -> Option<&std::path::Path> {
+            Some(&self.output)
+        }
+
+        fn set_output(&mut self, path: std::path::PathBuf) {
+            self.output = path;
+        }
+    };
 }
 
 /// The kind named `name`, if [`KINDS`] has it.

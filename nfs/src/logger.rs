@@ -35,7 +35,7 @@
 //! `logged`, `skipped_not_long`.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent};
 use actors::event::{builtin, EventRegistry, EventType};
@@ -43,44 +43,16 @@ use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{self, NfCommon};
+use crate::common::NfCommon;
 use crate::flow_stats::LONG_FLOW_EVENT;
 use crate::output::{self, Endpoints, JsonLines};
-use crate::{NfKind, NfSpec};
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "logger";
 
-/// The Logger kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        registry: &mut EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let mut cfg: LoggerConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        if cfg.only_long_flows {
-            cfg.long_flow_event = Some(registry.resolve(LONG_FLOW_EVENT).map_err(|_| {
-                vec![common.error(
-                    NAME,
-                    format_args!(
-                        "only_long_flows needs a `{}` NF with `long_flow_avg_bytes` before it",
-                        crate::flow_stats::NAME
-                    ),
-                )]
-            })?);
-        }
-        cfg.registry = registry.clone();
-        Ok(Box::new(cfg))
-    }
-}
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<LoggerConfig> = Kind::new();
 
 /// Logger options.
 #[derive(Clone, Debug, Deserialize)]
@@ -99,14 +71,23 @@ pub struct LoggerConfig {
     pub long_flow_event: Option<EventType>,
 }
 
-impl NfSpec for LoggerConfig {
-    fn output(&self) -> Option<&Path> {
-        Some(&self.output)
+impl NfOptions for LoggerConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        if self.only_long_flows {
+            let needs = format_args!(
+                "only_long_flows needs a `{}` NF with `long_flow_avg_bytes` before it",
+                crate::flow_stats::NAME
+            );
+            let needs = common.error(NAME, needs);
+            self.long_flow_event = Some(registry.resolve(LONG_FLOW_EVENT).map_err(|_| vec![needs])?);
+        }
+        self.registry = registry.clone();
+        Ok(())
     }
 
-    fn set_output(&mut self, path: PathBuf) {
-        self.output = path;
-    }
+    crate::output_field!();
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(Box::new(Logger::new(common, self)?))

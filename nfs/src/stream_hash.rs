@@ -18,40 +18,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
-use actors::event::{builtin, EventRegistry};
+use actors::event::builtin;
 use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::common::{self, NfCommon};
+use crate::common::NfCommon;
 use crate::output::{self, JsonLines};
-use crate::{NfKind, NfSpec};
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "stream_hash";
 
-/// The Stream_Hash kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        _registry: &mut EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let cfg: StreamHashConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        Ok(Box::new(cfg))
-    }
-}
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<StreamHashConfig> = Kind::new();
 
 /// Stream_Hash options.
 #[derive(Clone, Debug, Deserialize)]
@@ -61,14 +45,10 @@ pub struct StreamHashConfig {
     pub output: PathBuf,
 }
 
-impl NfSpec for StreamHashConfig {
-    fn output(&self) -> Option<&Path> {
-        Some(&self.output)
-    }
+impl NfOptions for StreamHashConfig {
+    const NAME: &'static str = NAME;
 
-    fn set_output(&mut self, path: PathBuf) {
-        self.output = path;
-    }
+    crate::output_field!();
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(Box::new(StreamHash::new(common, self.output.clone())?))

@@ -65,36 +65,19 @@ use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscr
 use serde::{Deserialize, Serialize};
 
 pub use self::classify::{classify, Protocol, Verdict, UNKNOWN_CODE};
-use crate::common::{self, NfCommon};
+use crate::common::NfCommon;
 use crate::output::{self, proto_name, Endpoints, JsonLines};
-use crate::{NfKind, NfSpec};
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "dpi";
 
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<DpiConfig> = Kind::new();
+
 /// The name of the event type this NF publishes.
 pub const DETECT_EVENT: &str = "EVENT/DPI_DETECT";
 
-/// The DPI kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        registry: &mut EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let mut cfg: DpiConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        cfg.validate(&common.name)?;
-        cfg.event = registry.register(DETECT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
-        Ok(Box::new(cfg))
-    }
-}
 /// Where the DPI NF reads TCP payloads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +118,28 @@ pub struct DpiConfig {
     pub event: EventType,
 }
 
+impl NfOptions for DpiConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.validate(&common.name)?;
+        self.event = registry.register(DETECT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        Ok(())
+    }
+
+    fn output(&self) -> Option<&Path> {
+        self.output.as_deref()
+    }
+
+    fn set_output(&mut self, path: PathBuf) {
+        self.output = Some(path);
+    }
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(Dpi::new(common, self.clone())?))
+    }
+}
+
 impl DpiConfig {
     /// Checks the bounds.
     pub fn validate(&self, nf: &str) -> Result<(), Vec<String>> {
@@ -170,20 +175,6 @@ pub struct DpiRecord {
 }
 
 output::deref_endpoints!(DpiRecord);
-
-impl NfSpec for DpiConfig {
-    fn output(&self) -> Option<&Path> {
-        self.output.as_deref()
-    }
-
-    fn set_output(&mut self, path: PathBuf) {
-        self.output = Some(path);
-    }
-
-    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(Dpi::new(common, self.clone())?))
-    }
-}
 
 #[derive(Default)]
 struct FlowState {

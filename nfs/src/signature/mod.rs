@@ -53,7 +53,7 @@ pub mod rules;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::{builtin, EventRegistry, EventType};
@@ -63,48 +63,19 @@ use serde::{Deserialize, Serialize};
 
 use self::matcher::{DirState, Hit, Matcher};
 use self::rules::Rule;
-use crate::common::{self, NfCommon};
+use crate::common::NfCommon;
 use crate::dpi::{self, Protocol};
 use crate::output::{self, proto_name, rfc3339, Endpoints, JsonLines};
-use crate::{NfKind, NfSpec};
+use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
 pub const NAME: &str = "signature_match";
 
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<SignatureConfig> = Kind::new();
+
 /// The name of the event type this NF publishes, one per alert.
 pub const ALERT_EVENT: &str = "EVENT/IDS_ALERT";
-
-/// The Signature_Match kind, for [`KINDS`](crate::KINDS).
-pub struct Kind;
-
-impl NfKind for Kind {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn configure(
-        &self,
-        common: &NfCommon,
-        options: toml::Table,
-        registry: &mut EventRegistry,
-    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let mut cfg: SignatureConfig = common::options(&common.name, NAME, options).map_err(|e| vec![e])?;
-        cfg.load(&common.name)?;
-        cfg.alert_type = registry.register(ALERT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
-        if let Some(p) = &cfg.after_dpi {
-            let Some(protocol) = Protocol::from_name(p) else {
-                let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
-                let msg = format_args!("key `after_dpi`: unknown protocol `{p}` ({})", names.join(", "));
-                return Err(vec![common.error(NAME, msg)]);
-            };
-            let detect = registry.resolve(dpi::DETECT_EVENT).map_err(|_| {
-                vec![common.error(NAME, format_args!("`after_dpi` needs a `{}` NF before it", dpi::NAME))]
-            })?;
-            cfg.gate = Some((detect, u64::from(protocol.code())));
-        }
-        Ok(Box::new(cfg))
-    }
-}
 
 /// What to match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -156,6 +127,33 @@ pub struct SignatureConfig {
     pub alert_type: EventType,
 }
 
+impl NfOptions for SignatureConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.load(&common.name)?;
+        self.alert_type = registry.register(ALERT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        if let Some(p) = &self.after_dpi {
+            let Some(protocol) = Protocol::from_name(p) else {
+                let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                let msg = format_args!("key `after_dpi`: unknown protocol `{p}` ({})", names.join(", "));
+                return Err(vec![common.error(NAME, msg)]);
+            };
+            let detect = registry.resolve(dpi::DETECT_EVENT).map_err(|_| {
+                vec![common.error(NAME, format_args!("`after_dpi` needs a `{}` NF before it", dpi::NAME))]
+            })?;
+            self.gate = Some((detect, u64::from(protocol.code())));
+        }
+        Ok(())
+    }
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(SignatureMatch::new(common, self)?))
+    }
+}
+
 impl SignatureConfig {
     /// Loads the rule file into `parsed`; errors name the NF.
     pub fn load(&mut self, nf: &str) -> Result<(), Vec<String>> {
@@ -169,20 +167,6 @@ impl SignatureConfig {
         }
         self.parsed = rules;
         Ok(())
-    }
-}
-
-impl NfSpec for SignatureConfig {
-    fn output(&self) -> Option<&Path> {
-        Some(&self.output)
-    }
-
-    fn set_output(&mut self, path: PathBuf) {
-        self.output = path;
-    }
-
-    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(SignatureMatch::new(common, self)?))
     }
 }
 
