@@ -127,6 +127,12 @@ impl<T> Kind<T> {
     }
 }
 
+impl<T> Default for Kind<T> {
+    fn default() -> Kind<T> {
+        Kind::new()
+    }
+}
+
 impl<T: NfOptions> NfKind for Kind<T> {
     fn name(&self) -> &'static str {
         T::NAME
