@@ -20,7 +20,7 @@
 //! * [`logger`] — one JSON line per event, optionally only for flows flagged by
 //!   Flow_Stats' `EVENT/LONG_FLOW`.
 //!
-//! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`] (the
+//! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
 //! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
 //! (the rule language). [`output`] is what they write: JSON-lines files and the EVE fields
 //! they share. [`common`] is the part of an `[[nf]]` table every kind has.

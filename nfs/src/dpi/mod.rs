@@ -14,7 +14,7 @@
 //! output = "dpi.jsonl"       # optional JSON lines, one per flow decided
 //! ```
 //!
-//! **What it detects** is the business of [`classify`] (module [`classify`](self::classify),
+//! **What it detects** is the business of [`classify`](fn@classify) (module [`classify`](mod@classify),
 //! pure and I/O-free): HTTP, TLS, SSH, DNS and SMTP, with the host where the protocol names
 //! one (HTTP `Host`, TLS SNI, DNS qname, SMTP banner host).
 //!
@@ -29,7 +29,7 @@
 //! datagram of each direction is classified (datagrams are not concatenated).
 //!
 //! **Per flow** (keyed by the event's flow): bytes are accumulated up to `max_bytes` per
-//! direction; after each addition [`classify`] runs on the whole prefix. When it detects a
+//! direction; after each addition [`classify`](fn@classify) runs on the whole prefix. When it detects a
 //! protocol, or says no known protocol can match, or a bound is hit (`max_bytes` in a
 //! direction or `max_packets` payload events: a *likely* protocol — e.g. a TLS ClientHello
 //! whose SNI lies beyond the bound — is taken without host, else unknown), or the flow ends
