@@ -39,7 +39,7 @@
 //!    * its options: a `#[derive(Clone, Debug, Deserialize)] #[serde(deny_unknown_fields)]`
 //!      config struct implementing [`NfOptions`]: `const NAME: &'static str = NAME;`,
 //!      [`check`](NfOptions::check) when the options need more than serde's checks or the
-//!      kind publishes or needs event types (register them there), `output_field!();`
+//!      kind publishes or needs event types (register them there), `crate::output_field!();`
 //!      when it writes a file named by its `output` key, and [`build`](NfOptions::build),
 //!      which makes the actor (creating the file through [`output::JsonLines`]);
 //!    * `pub const KIND: Kind<ItsConfig> = Kind::new();`;
