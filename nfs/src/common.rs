@@ -1,5 +1,5 @@
-//! What every network function shares: its name, the app-file subscription override, and
-//! the strict parsing of its options.
+//! What every network function shares: its name, the app-file subscription override, the
+//! strict parsing of its options, and the form of its messages (``nf `NAME` (KIND): …``).
 //!
 //! In the app file each `[[nf]]` table has the common keys `name`, `kind`, `subscribe`
 //! (event types replacing the NF's main input port), `filter` (a [`FlowMatch`] on that port),
@@ -36,6 +36,11 @@ impl NfCommon {
         NfCommon { name: name.to_string(), ..Default::default() }
     }
 
+    /// A message about this NF, of kind `kind`: ``nf `NAME` (KIND): MSG``.
+    pub fn error(&self, kind: &str, msg: impl std::fmt::Display) -> String {
+        format!("nf `{}` ({kind}): {msg}", self.name)
+    }
+
     /// The main input port's subscriptions: the override if any, else `default`.
     pub fn main_port(&self, port: &str, default: &[EventType]) -> Vec<Subscription> {
         let types = self.subscribe.as_deref().unwrap_or(default);
@@ -60,40 +65,4 @@ pub fn options<T: DeserializeOwned>(nf: &str, kind: &str, table: toml::Table) ->
 /// Resolves a list of type names against the registry.
 pub fn resolve_types(nf: &str, names: &[String], reg: &EventRegistry) -> Result<Vec<EventType>, String> {
     names.iter().map(|n| reg.resolve(n).map_err(|e| format!("nf `{nf}`: key `subscribe`: {e}"))).collect()
-}
-
-/// Appends one JSON line to an NF's output: nothing after a first failure (whose message,
-/// naming `path`, is kept in `error` for `finish` to report). Returns true when written.
-pub fn write_line<T: serde::Serialize>(
-    out: &mut Option<std::io::BufWriter<std::fs::File>>,
-    error: &mut Option<String>,
-    path: &std::path::Path,
-    rec: &T,
-) -> bool {
-    use std::io::Write as _;
-    let Some(w) = out.as_mut().filter(|_| error.is_none()) else { return false };
-    let res = serde_json::to_string(rec)
-        .map_err(|e| e.to_string())
-        .and_then(|l| writeln!(w, "{l}").map_err(|e| e.to_string()));
-    match res {
-        Ok(()) => true,
-        Err(e) => {
-            *error = Some(format!("writing `{}`: {e}", path.display()));
-            false
-        }
-    }
-}
-
-/// Flushes and closes an NF's output at the end of input, keeping the first error.
-pub fn close_output(
-    out: &mut Option<std::io::BufWriter<std::fs::File>>,
-    error: &mut Option<String>,
-    path: &std::path::Path,
-) {
-    use std::io::Write as _;
-    if let Some(mut w) = out.take() {
-        if let Err(e) = w.flush() {
-            error.get_or_insert(format!("writing `{}`: {e}", path.display()));
-        }
-    }
 }

@@ -35,7 +35,16 @@ use actors::matcher::{FlowMatch, Tuple};
 use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
 use serde::Deserialize;
 
+use actors::EventRegistry;
+
 use crate::common::NfCommon;
+use crate::{Kind, NfOptions};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "firewall";
+
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<FirewallConfig> = Kind::new();
 
 /// Allow or drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -71,6 +80,22 @@ pub struct FirewallConfig {
     /// Rules as TOML tables; see [`FirewallConfig::rules`].
     #[serde(default)]
     rules: Vec<toml::Table>,
+    /// The rules, parsed when the options are checked.
+    #[serde(skip)]
+    pub parsed: Vec<Rule>,
+}
+
+impl NfOptions for FirewallConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, _registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.parsed = self.rules(&common.name)?;
+        Ok(())
+    }
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful)))
+    }
 }
 
 fn default_action() -> Action {
@@ -87,7 +112,7 @@ impl FirewallConfig {
         let mut errs = Vec::new();
         for (i, t) in self.rules.iter().enumerate() {
             let mut t = t.clone();
-            let at = format!("nf `{nf}` (firewall): rule {}", i + 1);
+            let at = format!("nf `{nf}` ({NAME}): rule {}", i + 1);
             let action = match t.remove("action") {
                 None => {
                     errs.push(format!("{at}: missing key `action` (\"allow\" or \"drop\")"));
@@ -152,7 +177,7 @@ impl Firewall {
         drop_reasons.push("default".into());
         let contract = Contract {
             name: common.name.clone(),
-            kind: "firewall".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: vec![],
             modifies: Modifies::default(),
@@ -257,10 +282,9 @@ mod tests {
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
         let common = NfCommon::named("fw");
-        match crate::configure("firewall", &common, t, &mut actors::EventRegistry::new())? {
-            crate::NfConfig::Firewall(c, rules) => Ok(Firewall::new(&common, rules, c.default, c.stateful)),
-            other => panic!("{other:?}"),
-        }
+        let mut c: FirewallConfig = crate::common::options("fw", NAME, t).map_err(|e| vec![e])?;
+        c.check(&common, &mut EventRegistry::new())?;
+        Ok(Firewall::new(&common, c.parsed, c.default, c.stateful))
     }
 
     #[test]

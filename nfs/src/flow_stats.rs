@@ -40,20 +40,28 @@
 //! the same whichever stack instance tracked the flow.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
 
 use actors::desc::meta_flags;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
-use actors::event::{builtin, EventType};
+use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::common::NfCommon;
+use crate::output::{self, proto_name, rfc3339, Endpoints, JsonLines};
+use crate::{Kind, NfOptions};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "flow_stats";
+
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<FlowStatsConfig> = Kind::new();
+
+/// The name of the event type Flow_Stats publishes when `long_flow_avg_bytes` is set.
+pub const LONG_FLOW_EVENT: &str = "EVENT/LONG_FLOW";
 
 /// Flow_Stats options.
 #[derive(Clone, Debug, Deserialize)]
@@ -73,12 +81,24 @@ pub struct FlowStatsConfig {
     pub long_flow_event: EventType,
 }
 
+impl NfOptions for FlowStatsConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.long_flow_event = registry.register(LONG_FLOW_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        Ok(())
+    }
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(FlowStats::from_config(common, self)?))
+    }
+}
+
 fn default_long_flow_min_packets() -> u64 {
     4
 }
-
-/// The name of the event type Flow_Stats publishes when `long_flow_avg_bytes` is set.
-pub const LONG_FLOW_EVENT: &str = "EVENT/LONG_FLOW";
 
 impl FlowStatsConfig {
     /// A config writing to `output`, without `EVENT/LONG_FLOW`.
@@ -119,14 +139,9 @@ pub struct FlowRecord {
     pub flow_id: u64,
     /// `TCP`, `UDP`, `ICMP`, `IPv6-ICMP` or the protocol number.
     pub proto: String,
-    /// Initiator address.
-    pub src_ip: Option<String>,
-    /// Initiator port.
-    pub src_port: Option<u16>,
-    /// Responder address.
-    pub dest_ip: Option<String>,
-    /// Responder port.
-    pub dest_port: Option<u16>,
+    /// Initiator (`src_ip`, `src_port`) and responder (`dest_ip`, `dest_port`).
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
     /// Counters.
     pub flow: FlowCounters,
 }
@@ -150,32 +165,15 @@ pub struct FlowCounters {
     pub reason: String,
 }
 
-fn rfc3339(ns: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        1 => "ICMP".into(),
-        58 => "IPv6-ICMP".into(),
-        n => n.to_string(),
-    }
-}
-
 /// The Flow_Stats NF (see the module docs).
 pub struct FlowStats {
     contract: Contract,
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: JsonLines,
     flows: HashMap<FlowRef, FlowAcc>,
-    written: u64,
     without_packets: u64,
     /// (threshold, minimum packets, event type) when `EVENT/LONG_FLOW` is on.
     long_flow: Option<(u64, u64, EventType)>,
     long_flows: u64,
-    error: Option<String>,
 }
 
 impl FlowStats {
@@ -186,16 +184,13 @@ impl FlowStats {
 
     /// A Flow_Stats from its full config (`EVENT/LONG_FLOW` when enabled).
     pub fn from_config(common: &NfCommon, cfg: &FlowStatsConfig) -> Result<FlowStats, String> {
-        let path = cfg.output.clone();
-        let file = File::create(&path).map_err(|e| {
-            format!("nf `{}` (flow_stats): cannot create output `{}`: {e}", common.name, path.display())
-        })?;
+        let out = JsonLines::create(&common.name, NAME, &cfg.output)?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
         subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
         let contract = Contract {
             name: common.name.clone(),
-            kind: "flow_stats".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: match cfg.long_flow_avg_bytes {
                 Some(_) => vec![Publication { port: "long_flow".into(), event: cfg.long_flow_event }],
@@ -206,28 +201,21 @@ impl FlowStats {
         };
         Ok(FlowStats {
             contract,
-            path,
-            out: Some(BufWriter::new(file)),
+            out,
             flows: HashMap::new(),
-            written: 0,
             without_packets: 0,
             long_flow: cfg.long_flow_avg_bytes.map(|n| (n, cfg.long_flow_min_packets, cfg.long_flow_event)),
             long_flows: 0,
-            error: None,
         })
     }
 
     fn emit(&mut self, _id: FlowRef, acc: FlowAcc, reason: &str) {
-        let to_s = |a: Option<IpAddr>| a.map(|a| a.to_string());
         let rec = FlowRecord {
             timestamp: rfc3339(acc.last_ns),
             event_type: "flow".into(),
             flow_id: acc.flow_start,
             proto: proto_name(acc.proto),
-            src_ip: to_s(acc.client),
-            src_port: acc.client_port,
-            dest_ip: to_s(acc.server),
-            dest_port: acc.server_port,
+            endpoints: Endpoints::new(acc.client, acc.client_port, acc.server, acc.server_port),
             flow: FlowCounters {
                 pkts_toserver: acc.pkts[0],
                 pkts_toclient: acc.pkts[1],
@@ -238,9 +226,7 @@ impl FlowStats {
                 reason: reason.to_string(),
             },
         };
-        if crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec) {
-            self.written += 1;
-        }
+        self.out.write(&rec);
     }
 }
 
@@ -307,16 +293,12 @@ impl Actor for FlowStats {
         for (id, acc) in rest {
             self.emit(id, acc, "shutdown");
         }
-        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
-        match &self.error {
-            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
-            None => Ok(()),
-        }
+        output::finish(&self.contract.name, Some(&mut self.out), 0)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
         vec![
-            ("records_written".to_string(), self.written),
+            ("records_written".to_string(), self.out.lines()),
             ("flows_open".to_string(), self.flows.len() as u64),
             ("flows_without_packets".to_string(), self.without_packets),
             ("long_flows".to_string(), self.long_flows),

@@ -5,14 +5,49 @@
 //! answers a verdict. None of them parses headers: the L2/3 µStack did that once, and an NF
 //! reads addresses and ports through [`actors::packet::PacketView`].
 //!
+//! The kinds an app file can name (`kind = "..."` in an `[[nf]]` table), all in [`KINDS`]:
+//!
 //! * [`firewall`] — ordered allow/drop rules, per flow (stateful) or per packet;
 //! * [`flow_stats`] — per-flow packets and bytes each way as Suricata-style JSON lines;
-//! * [`logger`] — one JSON line per event, optionally only for flows flagged by
-//!   Flow_Stats' `EVENT/LONG_FLOW`;
+//!   optionally publishes `EVENT/LONG_FLOW`;
 //! * [`stream_hash`] — length and SHA-256 of both bytestreams of every TCP connection, read
-//!   through the TCP monitor.
+//!   through the TCP monitor;
+//! * [`signature_match`](signature) — an IDS matching Snort/Suricata-style [`rules`] against
+//!   the bytestreams or packet payloads; publishes `EVENT/IDS_ALERT` and writes EVE-like
+//!   alert lines;
+//! * [`dpi`] — the application protocol (HTTP, TLS, SSH, DNS, SMTP) of every flow from its
+//!   first bytes; publishes `EVENT/DPI_DETECT`;
+//! * [`logger`] — one JSON line per event, optionally only for flows flagged by
+//!   Flow_Stats' `EVENT/LONG_FLOW`.
 //!
-//! [`build`] makes an NF from its app-file table: the engine calls it for every `[[nf]]`.
+//! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
+//! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
+//! (the rule language). [`output`] is what they write: JSON-lines files and the EVE fields
+//! they share. [`common`] is the part of an `[[nf]]` table every kind has.
+//!
+//! [`configure`] checks an `[[nf]]` table (the app loader calls it for each, so that every
+//! error is reported together) and gives an [`NfConfig`]; [`NfConfig::build`] makes the actor.
+//!
+//! ## Adding an NF kind
+//!
+//! One new module file plus one line (and its section in the README):
+//!
+//! 1. Write `src/<kind>.rs` (or `src/<kind>/mod.rs`) holding, together:
+//!    * `pub const NAME: &str = "<kind>";` — the name the app file uses; the module passes
+//!      `NAME` wherever the kind is named (its contract's `kind`, its messages);
+//!    * `pub const <WHAT>_EVENT: &str = "EVENT/<WHAT>";` for each event type it publishes;
+//!    * its options: a `#[derive(Clone, Debug, Deserialize)] #[serde(deny_unknown_fields)]`
+//!      config struct implementing [`NfOptions`]: `const NAME: &'static str = NAME;`,
+//!      [`check`](NfOptions::check) when the options need more than serde's checks or the
+//!      kind publishes or needs event types (register them there), `crate::output_field!();`
+//!      when it writes a file named by its `output` key, and [`build`](NfOptions::build),
+//!      which makes the actor (creating the file through [`output::JsonLines`]);
+//!    * `pub const KIND: Kind<ItsConfig> = Kind::new();`;
+//!    * the actor.
+//! 2. Add `pub mod <kind>;` and `&<kind>::KIND` to [`KINDS`] in this file.
+//!
+//! Nothing else names the kind: [`configure`] finds it in [`KINDS`], and an unknown kind's
+//! message lists the names from there.
 #![forbid(unsafe_code)]
 
 pub mod common;
@@ -20,32 +55,166 @@ pub mod dpi;
 pub mod firewall;
 pub mod flow_stats;
 pub mod logger;
-pub mod rules;
+pub mod output;
 pub mod signature;
 pub mod stream_hash;
 
-use actors::Actor;
-pub use common::NfCommon;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 
-/// The NF kinds this crate provides, for messages.
-pub const KINDS: &[&str] = &["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"];
+use actors::{Actor, EventRegistry};
+pub use common::NfCommon;
+use serde::de::DeserializeOwned;
+pub use signature::rules;
+
+/// Every NF kind an app file can name, in the order messages list them.
+pub const KINDS: &[&dyn NfKind] =
+    &[&firewall::KIND, &flow_stats::KIND, &stream_hash::KIND, &signature::KIND, &dpi::KIND, &logger::KIND];
+
+/// A kind of NF, as [`KINDS`] lists it: its name and how it turns an `[[nf]]` table into
+/// an [`NfSpec`]. Implemented by [`Kind`] for every [`NfOptions`] type.
+pub trait NfKind: Sync {
+    /// The name in the app file (`kind = "..."`).
+    fn name(&self) -> &'static str;
+
+    /// Checks the kind-specific part of an NF's table (the common keys are already taken
+    /// out, into `common`): see [`NfOptions::check`]. Errors name the NF and the kind; all
+    /// of them are returned.
+    fn configure(
+        &self,
+        common: &NfCommon,
+        options: toml::Table,
+        registry: &mut EventRegistry,
+    ) -> Result<Box<dyn NfSpec>, Vec<String>>;
+}
+
+/// A kind's options: the strict config struct of its `[[nf]]` table
+/// (`#[serde(deny_unknown_fields)]`), which, once checked, builds the NF.
+pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The kind's name in the app file.
+    const NAME: &'static str;
+
+    /// Checks the parsed options beyond what serde does; registers the event types the kind
+    /// publishes (under `EVENT/...`) in `registry`, so that NFs after it can subscribe, and
+    /// resolves those it needs from NFs before it.
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        let _ = (common, registry);
+        Ok(())
+    }
+
+    /// The file this NF writes, if any ([`output_field!`] writes this and
+    /// [`set_output`](NfOptions::set_output) for an `output: PathBuf` field).
+    fn output(&self) -> Option<&Path> {
+        None
+    }
+
+    /// Writes this NF's output to `path` instead (nothing for an NF without output).
+    fn set_output(&mut self, path: PathBuf) {
+        let _ = path;
+    }
+
+    /// Builds the actor (this is where an output file is created).
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
+}
+
+/// The [`NfKind`] whose options are `T`: `pub const KIND: Kind<MyConfig> = Kind::new();`.
+pub struct Kind<T>(PhantomData<fn() -> T>);
+
+impl<T> Kind<T> {
+    /// The kind of `T`.
+    pub const fn new() -> Kind<T> {
+        Kind(PhantomData)
+    }
+}
+
+impl<T> Default for Kind<T> {
+    fn default() -> Kind<T> {
+        Kind::new()
+    }
+}
+
+impl<T: NfOptions> NfKind for Kind<T> {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn configure(
+        &self,
+        common: &NfCommon,
+        options: toml::Table,
+        registry: &mut EventRegistry,
+    ) -> Result<Box<dyn NfSpec>, Vec<String>> {
+        let mut cfg: T = common::options(&common.name, T::NAME, options).map_err(|e| vec![e])?;
+        cfg.check(common, registry)?;
+        Ok(Box::new(cfg))
+    }
+}
+
+/// One NF's checked options, of any kind (no file opened yet); every [`NfOptions`] is one.
+pub trait NfSpec: std::fmt::Debug + Send + Sync {
+    /// The file this NF writes, if any.
+    fn output(&self) -> Option<&Path>;
+
+    /// Writes this NF's output to `path` instead.
+    fn set_output(&mut self, path: PathBuf);
+
+    /// Builds the actor.
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
+
+    /// A boxed copy.
+    fn box_clone(&self) -> Box<dyn NfSpec>;
+}
+
+impl<T: NfOptions> NfSpec for T {
+    fn output(&self) -> Option<&Path> {
+        NfOptions::output(self)
+    }
+
+    fn set_output(&mut self, path: PathBuf) {
+        NfOptions::set_output(self, path);
+    }
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        NfOptions::build(self, common)
+    }
+
+    fn box_clone(&self) -> Box<dyn NfSpec> {
+        Box::new(self.clone())
+    }
+}
+
+impl Clone for Box<dyn NfSpec> {
+    fn clone(&self) -> Self {
+        self.as_ref().box_clone()
+    }
+}
+
+/// Writes [`NfOptions::output`] and [`NfOptions::set_output`] for options whose
+/// `output: PathBuf` field is the file the NF writes; use it inside the `impl NfOptions`.
+#[macro_export]
+macro_rules! output_field {
+    () => {
+        fn output(&self) -> Option<&std::path::Path> {
+            Some(&self.output)
+        }
+
+        fn set_output(&mut self, path: std::path::PathBuf) {
+            self.output = path;
+        }
+    };
+}
+
+/// The kind named `name`, if [`KINDS`] has it.
+pub fn kind(name: &str) -> Option<&'static dyn NfKind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
 
 /// An NF's options, checked but not yet acted on (no file opened): the app loader makes
 /// these for every `[[nf]]` so that all configuration errors are reported together.
 #[derive(Clone, Debug)]
 pub enum NfConfig {
-    /// A firewall.
-    Firewall(firewall::FirewallConfig, Vec<firewall::Rule>),
-    /// Flow statistics.
-    FlowStats(flow_stats::FlowStatsConfig),
-    /// Stream hashes.
-    StreamHash(stream_hash::StreamHashConfig),
-    /// Signature matching (publishes `EVENT/IDS_ALERT`).
-    SignatureMatch(signature::SignatureConfig),
-    /// Deep packet inspection (publishes `EVENT/DPI_DETECT`).
-    Dpi(dpi::DpiConfig),
-    /// Event logger (optionally only flows flagged by `EVENT/LONG_FLOW`).
-    Logger(logger::LoggerConfig),
+    /// An NF of a kind in [`KINDS`].
+    Kind(Box<dyn NfSpec>),
     /// An NF built by code (tests, programs embedding the engine).
     Custom(CustomNf),
 }
@@ -66,89 +235,29 @@ impl std::fmt::Debug for CustomNf {
     }
 }
 
-/// Checks the kind-specific part of an NF's app-file table; registers the event types the
-/// kind publishes (under `EVENT/...`) in `registry`, so that NFs after it can subscribe.
+/// Checks the kind-specific part of an NF's app-file table (see [`NfKind::configure`]);
+/// an unknown kind is an error listing [`KINDS`].
 pub fn configure(
     kind: &str,
     common: &NfCommon,
     options: toml::Table,
-    registry: &mut actors::EventRegistry,
+    registry: &mut EventRegistry,
 ) -> Result<NfConfig, Vec<String>> {
-    let _ = &registry;
-    match kind {
-        "firewall" => {
-            let cfg: firewall::FirewallConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            let rules = cfg.rules(&common.name)?;
-            Ok(NfConfig::Firewall(cfg, rules))
+    match self::kind(kind) {
+        Some(k) => k.configure(common, options, registry).map(NfConfig::Kind),
+        None => {
+            let known: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+            Err(vec![format!("nf `{}`: unknown kind `{kind}` (known kinds: {})", common.name, known.join(", "))])
         }
-        "flow_stats" => {
-            let mut cfg: flow_stats::FlowStatsConfig =
-                common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            cfg.long_flow_event = registry
-                .register(flow_stats::LONG_FLOW_EVENT)
-                .map_err(|e| vec![format!("nf `{}` (flow_stats): {e}", common.name)])?;
-            Ok(NfConfig::FlowStats(cfg))
-        }
-        "logger" => {
-            let mut cfg: logger::LoggerConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            if cfg.only_long_flows {
-                cfg.long_flow_event = Some(registry.resolve(flow_stats::LONG_FLOW_EVENT).map_err(|_| {
-                    vec![format!("nf `{}` (logger): only_long_flows needs a `flow_stats` NF with `long_flow_avg_bytes` before it", common.name)]
-                })?);
-            }
-            cfg.registry = registry.clone();
-            Ok(NfConfig::Logger(cfg))
-        }
-        "stream_hash" => Ok(NfConfig::StreamHash(common::options(&common.name, kind, options).map_err(|e| vec![e])?)),
-        "signature_match" => {
-            let mut cfg: signature::SignatureConfig =
-                common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            cfg.load(&common.name)?;
-            cfg.alert_type = registry
-                .register("EVENT/IDS_ALERT")
-                .map_err(|e| vec![format!("nf `{}` (signature_match): {e}", common.name)])?;
-            if let Some(p) = &cfg.after_dpi {
-                let code = match p.as_str() {
-                    "http" => 1,
-                    "tls" => 2,
-                    "ssh" => 3,
-                    "dns" => 4,
-                    "smtp" => 5,
-                    other => {
-                        return Err(vec![format!(
-                            "nf `{}` (signature_match): key `after_dpi`: unknown protocol `{other}` (http, tls, ssh, dns, smtp)",
-                            common.name
-                        )])
-                    }
-                };
-                let dpi = registry.resolve("EVENT/DPI_DETECT").map_err(|_| {
-                    vec![format!("nf `{}` (signature_match): `after_dpi` needs a `dpi` NF before it", common.name)]
-                })?;
-                cfg.gate = Some((dpi, code));
-            }
-            Ok(NfConfig::SignatureMatch(cfg))
-        }
-        "dpi" => {
-            let mut cfg: dpi::DpiConfig = common::options(&common.name, kind, options).map_err(|e| vec![e])?;
-            cfg.validate(&common.name)?;
-            cfg.event =
-                registry.register(dpi::DETECT_EVENT).map_err(|e| vec![format!("nf `{}` (dpi): {e}", common.name)])?;
-            Ok(NfConfig::Dpi(cfg))
-        }
-        other => Err(vec![format!("nf `{}`: unknown kind `{other}` (known kinds: {})", common.name, KINDS.join(", "))]),
     }
 }
 
 impl NfConfig {
-    /// The files this NF writes, if any.
-    pub fn output(&self) -> Option<&std::path::Path> {
+    /// The file this NF writes, if any.
+    pub fn output(&self) -> Option<&Path> {
         match self {
-            NfConfig::Firewall(..) | NfConfig::Custom(_) => None,
-            NfConfig::FlowStats(c) => Some(&c.output),
-            NfConfig::StreamHash(c) => Some(&c.output),
-            NfConfig::SignatureMatch(c) => Some(&c.output),
-            NfConfig::Dpi(c) => c.output.as_deref(),
-            NfConfig::Logger(c) => Some(&c.output),
+            NfConfig::Kind(spec) => spec.output(),
+            NfConfig::Custom(_) => None,
         }
     }
 
@@ -156,34 +265,53 @@ impl NfConfig {
     /// a process that links the whole app but runs only one NF of it.
     pub fn contract_only(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         let mut c = self.clone();
-        c.set_output(std::path::PathBuf::from("/dev/null"));
+        c.set_output(PathBuf::from("/dev/null"));
         c.build(common)
     }
 
     /// Writes this NF's output to `path` instead (the checker gives each mode its own).
-    pub fn set_output(&mut self, path: std::path::PathBuf) {
+    pub fn set_output(&mut self, path: PathBuf) {
         match self {
-            NfConfig::Firewall(..) | NfConfig::Custom(_) => {}
-            NfConfig::FlowStats(c) => c.output = path,
-            NfConfig::StreamHash(c) => c.output = path,
-            NfConfig::SignatureMatch(c) => c.output = path,
-            NfConfig::Dpi(c) => c.output = Some(path),
-            NfConfig::Logger(c) => c.output = path,
+            NfConfig::Kind(spec) => spec.set_output(path),
+            NfConfig::Custom(_) => {}
         }
     }
 
     /// Builds the actor (this is where output files are created).
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(match self {
-            NfConfig::Firewall(cfg, rules) => {
-                Box::new(firewall::Firewall::new(common, rules.clone(), cfg.default, cfg.stateful))
-            }
-            NfConfig::FlowStats(cfg) => Box::new(flow_stats::FlowStats::from_config(common, cfg)?),
-            NfConfig::StreamHash(cfg) => Box::new(stream_hash::StreamHash::new(common, cfg.output.clone())?),
-            NfConfig::SignatureMatch(cfg) => Box::new(signature::SignatureMatch::new(common, cfg)?),
-            NfConfig::Dpi(cfg) => Box::new(dpi::Dpi::new(common, cfg.clone())?),
-            NfConfig::Logger(cfg) => Box::new(logger::Logger::new(common, cfg)?),
-            NfConfig::Custom(c) => (c.make)(common),
-        })
+        match self {
+            NfConfig::Kind(spec) => spec.build(common),
+            NfConfig::Custom(c) => Ok((c.make)(common)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_distinct_names_and_unknown_ones_are_listed() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"]);
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        let e =
+            configure("teleporter", &NfCommon::named("x"), toml::Table::new(), &mut EventRegistry::new()).unwrap_err();
+        assert_eq!(
+            e,
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)"]
+        );
+    }
+
+    #[test]
+    fn a_kind_configures_and_builds_through_the_list() {
+        let t: toml::Table = toml::from_str("default = \"drop\"").unwrap();
+        let common = NfCommon::named("fw");
+        let mut c = configure("firewall", &common, t, &mut EventRegistry::new()).unwrap();
+        assert_eq!(c.output(), None);
+        c.set_output(PathBuf::from("/dev/null"));
+        let a = c.contract_only(&common).unwrap();
+        assert_eq!((a.contract().name.as_str(), a.contract().kind.as_str()), ("fw", firewall::NAME));
     }
 }

@@ -35,8 +35,6 @@
 //! `logged`, `skipped_not_long`.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent};
@@ -46,6 +44,15 @@ use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdi
 use serde::{Deserialize, Serialize};
 
 use crate::common::NfCommon;
+use crate::flow_stats::LONG_FLOW_EVENT;
+use crate::output::{self, Endpoints, JsonLines};
+use crate::{Kind, NfOptions};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "logger";
+
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<LoggerConfig> = Kind::new();
 
 /// Logger options.
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +71,29 @@ pub struct LoggerConfig {
     pub long_flow_event: Option<EventType>,
 }
 
+impl NfOptions for LoggerConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        if self.only_long_flows {
+            let needs = format_args!(
+                "only_long_flows needs a `{}` NF with `long_flow_avg_bytes` before it",
+                crate::flow_stats::NAME
+            );
+            let needs = common.error(NAME, needs);
+            self.long_flow_event = Some(registry.resolve(LONG_FLOW_EVENT).map_err(|_| vec![needs])?);
+        }
+        self.registry = registry.clone();
+        Ok(())
+    }
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(Logger::new(common, self)?))
+    }
+}
+
 /// One line of the output.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogRecord {
@@ -73,18 +103,9 @@ pub struct LogRecord {
     pub event: String,
     /// Number of the flow's first packet (0: no flow).
     pub flow_id: u64,
-    /// Packet source address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src_ip: Option<String>,
-    /// Packet source port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src_port: Option<u16>,
-    /// Packet destination address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dest_ip: Option<String>,
-    /// Packet destination port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dest_port: Option<u16>,
+    /// The packet's sender and receiver (each key left out when unknown).
+    #[serde(flatten, serialize_with = "Endpoints::skip_unknown")]
+    pub endpoints: Endpoints,
     /// Frame length on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub len: Option<u32>,
@@ -92,30 +113,28 @@ pub struct LogRecord {
     pub aux: u64,
 }
 
+output::deref_endpoints!(LogRecord);
+
 /// The Logger NF (see the module docs).
 pub struct Logger {
     contract: Contract,
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: JsonLines,
     registry: EventRegistry,
     long_flow_event: Option<EventType>,
     flagged: HashSet<u64>,
     logged: u64,
     skipped: u64,
-    error: Option<String>,
 }
 
 impl Logger {
     /// A Logger (creates its output file).
     pub fn new(common: &NfCommon, cfg: &LoggerConfig) -> Result<Logger, String> {
-        let file = File::create(&cfg.output).map_err(|e| {
-            format!("nf `{}` (logger): cannot create output `{}`: {e}", common.name, cfg.output.display())
-        })?;
+        let out = JsonLines::create(&common.name, NAME, &cfg.output)?;
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         let long_flow_event = if cfg.only_long_flows {
             let t = cfg
                 .long_flow_event
-                .ok_or_else(|| format!("nf `{}` (logger): only_long_flows needs EVENT/LONG_FLOW", common.name))?;
+                .ok_or_else(|| common.error(NAME, format_args!("only_long_flows needs {LONG_FLOW_EVENT}")))?;
             subscriptions.push(Subscription::new("long_flow", t));
             subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
             Some(t)
@@ -124,7 +143,7 @@ impl Logger {
         };
         let contract = Contract {
             name: common.name.clone(),
-            kind: "logger".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: vec![],
             modifies: Modifies::default(),
@@ -132,14 +151,12 @@ impl Logger {
         };
         Ok(Logger {
             contract,
-            path: cfg.output.clone(),
-            out: Some(BufWriter::new(file)),
+            out,
             registry: cfg.registry.clone(),
             long_flow_event,
             flagged: HashSet::new(),
             logged: 0,
             skipped: 0,
-            error: None,
         })
     }
 
@@ -150,15 +167,12 @@ impl Logger {
             seq: ev.seq,
             event: self.registry.name(ev.event_type),
             flow_id: ev.flow_start,
-            src_ip: t.as_ref().and_then(|t| t.src).map(|a| a.to_string()),
-            src_port: t.as_ref().and_then(|t| t.src_port),
-            dest_ip: t.as_ref().and_then(|t| t.dst).map(|a| a.to_string()),
-            dest_port: t.as_ref().and_then(|t| t.dst_port),
+            endpoints: t.map(|t| Endpoints::new(t.src, t.src_port, t.dst, t.dst_port)).unwrap_or_default(),
             len: ev.packet.map(|_| ev.meta.wire_len),
             aux: ev.aux,
         };
         self.logged += 1;
-        crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec);
+        self.out.write(&rec);
     }
 }
 
@@ -189,11 +203,7 @@ impl Actor for Logger {
     }
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
-        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
-        match &self.error {
-            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
-            None => Ok(()),
-        }
+        output::finish(&self.contract.name, Some(&mut self.out), 0)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

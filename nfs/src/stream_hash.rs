@@ -17,8 +17,6 @@
 //! what makes it a test of snapshots and the frontier as much as a tool.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,6 +28,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::common::NfCommon;
+use crate::output::{self, JsonLines};
+use crate::{Kind, NfOptions};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "stream_hash";
+
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<StreamHashConfig> = Kind::new();
 
 /// Stream_Hash options.
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +43,16 @@ use crate::common::NfCommon;
 pub struct StreamHashConfig {
     /// Where the JSON lines go.
     pub output: PathBuf,
+}
+
+impl NfOptions for StreamHashConfig {
+    const NAME: &'static str = NAME;
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(StreamHash::new(common, self.output.clone())?))
+    }
 }
 
 /// One line of the output.
@@ -72,12 +88,9 @@ struct Acc {
 /// The Stream_Hash NF (see the module docs).
 pub struct StreamHash {
     contract: Contract,
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: JsonLines,
     conns: HashMap<FlowRef, Acc>,
-    written: u64,
     read_errors: u64,
-    error: Option<String>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -87,29 +100,19 @@ fn hex(b: &[u8]) -> String {
 impl StreamHash {
     /// A Stream_Hash writing to `path`.
     pub fn new(common: &NfCommon, path: PathBuf) -> Result<StreamHash, String> {
-        let file = File::create(&path).map_err(|e| {
-            format!("nf `{}` (stream_hash): cannot create output `{}`: {e}", common.name, path.display())
-        })?;
+        let out = JsonLines::create(&common.name, NAME, &path)?;
         let mut subscriptions = common.main_port("data", &[builtin::DATA_RDY]);
         subscriptions.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
         subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
         let contract = Contract {
             name: common.name.clone(),
-            kind: "stream_hash".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: vec![],
             modifies: Modifies::default(),
             drop_reasons: vec![],
         };
-        Ok(StreamHash {
-            contract,
-            path,
-            out: Some(BufWriter::new(file)),
-            conns: HashMap::new(),
-            written: 0,
-            read_errors: 0,
-            error: None,
-        })
+        Ok(StreamHash { contract, out, conns: HashMap::new(), read_errors: 0 })
     }
 
     fn emit(&mut self, _flow: FlowRef, acc: Acc, end: &str) {
@@ -124,9 +127,7 @@ impl StreamHash {
             sha256_toclient: hex(&h1.finalize()),
             end: end.to_string(),
         };
-        if crate::common::write_line(&mut self.out, &mut self.error, &self.path, &rec) {
-            self.written += 1;
-        }
+        self.out.write(&rec);
     }
 }
 
@@ -179,17 +180,10 @@ impl Actor for StreamHash {
         for (f, acc) in rest {
             self.emit(f, acc, "shutdown");
         }
-        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
-        if self.read_errors > 0 {
-            self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
-        }
-        match &self.error {
-            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
-            None => Ok(()),
-        }
+        output::finish(&self.contract.name, Some(&mut self.out), self.read_errors)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        vec![("records_written".into(), self.written), ("stream_read_errors".into(), self.read_errors)]
+        vec![("records_written".into(), self.out.lines()), ("stream_read_errors".into(), self.read_errors)]
     }
 }

@@ -501,7 +501,8 @@ fn num<T: std::str::FromStr>(v: &str, opt: &str) -> Result<T, String> {
     v.trim().parse::<T>().map_err(|_| format!("`{opt}`: bad number `{v}`"))
 }
 
-/// Parses one (joined) rule line.
+/// Parses one (joined) rule line: the header, then the options one by one; every error of
+/// the rule is returned.
 fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
     let (head, rest) = s.split_once('(').ok_or_else(|| vec!["missing the options `( ... )`".to_string()])?;
     let body = rest
@@ -510,46 +511,7 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
         .ok_or_else(|| vec!["the options must end with `)` at the end of the rule".to_string()])?;
     let mut errors = Vec::new();
     let toks = header_tokens(head).map_err(|e| vec![e])?;
-    let mut header = None;
-    if toks.len() != 7 {
-        errors.push(format!("the header needs 7 fields (action proto src sport -> dst dport), found {}", toks.len()));
-    } else {
-        let action = match toks[0].as_str() {
-            "alert" => Ok(Action::Alert),
-            a @ ("drop" | "pass" | "reject" | "log") => {
-                Err(format!("action `{a}` is not supported (this NF only detects: use `alert`)"))
-            }
-            a => Err(format!("unknown action `{a}`")),
-        };
-        let proto = match toks[1].as_str() {
-            "tcp" => Ok(RuleProto::Tcp),
-            "udp" => Ok(RuleProto::Udp),
-            "ip" => Ok(RuleProto::Ip),
-            p => Err(format!("unsupported protocol `{p}` (tcp, udp, ip)")),
-        };
-        let bidi = match toks[4].as_str() {
-            "->" => Ok(false),
-            "<>" => Ok(true),
-            d => Err(format!("bad direction `{d}` (`->` or `<>`)")),
-        };
-        let parts = (
-            action,
-            proto,
-            parse_addr(&toks[2], 0),
-            parse_ports(&toks[3], 0),
-            bidi,
-            parse_addr(&toks[5], 0),
-            parse_ports(&toks[6], 0),
-        );
-        match parts {
-            (Ok(a), Ok(p), Ok(sa), Ok(sp), Ok(b), Ok(da), Ok(dp)) => header = Some((a, p, sa, sp, b, da, dp)),
-            (a, p, sa, sp, b, da, dp) => {
-                for e in [a.err(), p.err(), sa.err(), sp.err(), b.err(), da.err(), dp.err()].into_iter().flatten() {
-                    errors.push(e);
-                }
-            }
-        }
-    }
+    let header = parse_header(&toks, &mut errors);
     let opts = match split_options(body) {
         Ok(o) => o,
         Err(e) => {
@@ -557,159 +519,297 @@ fn parse_rule(s: &str, line: usize) -> Result<Rule, Vec<String>> {
             Vec::new()
         }
     };
-    let (mut msg, mut contents, mut flow, mut established, mut sid, mut rev, mut classtype) =
-        (None::<String>, Vec::<Content>::new(), None, false, None, None, None);
-    for o in opts {
-        let o = o.trim();
-        if o.is_empty() {
+    let mut o = Options::default();
+    for opt in opts {
+        let opt = opt.trim();
+        if opt.is_empty() {
             continue;
         }
+        if let Err(e) = o.apply(opt) {
+            errors.push(e);
+        }
+    }
+    if o.sid.is_none() {
+        errors.push("missing `sid`".into());
+    }
+    match (header, o.sid) {
+        (Some(h), Some(sid)) if errors.is_empty() => Ok(Rule {
+            action: h.action,
+            proto: h.proto,
+            src: h.src,
+            src_ports: h.src_ports,
+            bidirectional: h.bidirectional,
+            dst: h.dst,
+            dst_ports: h.dst_ports,
+            msg: o.msg.unwrap_or_default(),
+            contents: o.contents,
+            flow: o.flow,
+            established: o.established,
+            sid,
+            rev: o.rev.unwrap_or(1),
+            classtype: o.classtype,
+            line,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// A rule's header, parsed.
+struct Header {
+    action: Action,
+    proto: RuleProto,
+    src: AddrSpec,
+    src_ports: PortSpec,
+    bidirectional: bool,
+    dst: AddrSpec,
+    dst_ports: PortSpec,
+}
+
+/// Parses the 7 header tokens; on failure pushes every error of the header.
+fn parse_header(toks: &[String], errors: &mut Vec<String>) -> Option<Header> {
+    if toks.len() != 7 {
+        errors.push(format!("the header needs 7 fields (action proto src sport -> dst dport), found {}", toks.len()));
+        return None;
+    }
+    let action = match toks[0].as_str() {
+        "alert" => Ok(Action::Alert),
+        a @ ("drop" | "pass" | "reject" | "log") => {
+            Err(format!("action `{a}` is not supported (this NF only detects: use `alert`)"))
+        }
+        a => Err(format!("unknown action `{a}`")),
+    };
+    let proto = match toks[1].as_str() {
+        "tcp" => Ok(RuleProto::Tcp),
+        "udp" => Ok(RuleProto::Udp),
+        "ip" => Ok(RuleProto::Ip),
+        p => Err(format!("unsupported protocol `{p}` (tcp, udp, ip)")),
+    };
+    let bidi = match toks[4].as_str() {
+        "->" => Ok(false),
+        "<>" => Ok(true),
+        d => Err(format!("bad direction `{d}` (`->` or `<>`)")),
+    };
+    let parts = (
+        action,
+        proto,
+        parse_addr(&toks[2], 0),
+        parse_ports(&toks[3], 0),
+        bidi,
+        parse_addr(&toks[5], 0),
+        parse_ports(&toks[6], 0),
+    );
+    match parts {
+        (Ok(action), Ok(proto), Ok(src), Ok(src_ports), Ok(bidirectional), Ok(dst), Ok(dst_ports)) => {
+            Some(Header { action, proto, src, src_ports, bidirectional, dst, dst_ports })
+        }
+        (a, p, sa, sp, b, da, dp) => {
+            errors.extend([a.err(), p.err(), sa.err(), sp.err(), b.err(), da.err(), dp.err()].into_iter().flatten());
+            None
+        }
+    }
+}
+
+/// The options of a rule, as they are read.
+#[derive(Default)]
+struct Options {
+    msg: Option<String>,
+    contents: Vec<Content>,
+    flow: Option<FlowDir>,
+    established: bool,
+    sid: Option<u32>,
+    rev: Option<u32>,
+    classtype: Option<String>,
+}
+
+/// An option's value, which it needs.
+fn need<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, String> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| format!("`{name}` needs a value"))
+}
+
+impl Options {
+    /// Reads one option (`name:value` or `name`, trimmed and not empty).
+    fn apply(&mut self, o: &str) -> Result<(), String> {
         let (name, value) = match o.split_once(':') {
             Some((n, v)) => (n.trim(), Some(v.trim())),
             None => (o, None),
         };
-        let need = || value.filter(|v| !v.is_empty()).ok_or_else(|| format!("`{name}` needs a value"));
-        let r: Result<(), String> = (|| {
-            match name {
-                "msg" => {
-                    let v = decode(unquote(need()?, name)?, false, name)?;
-                    msg = Some(String::from_utf8(v).map_err(|_| "`msg` is not UTF-8".to_string())?);
-                }
-                "content" => {
-                    let v = need()?;
-                    if v.starts_with('!') {
-                        return Err("negated content (`content:!\"...\"`) is not supported".into());
-                    }
-                    let bytes = decode(unquote(v, name)?, true, name)?;
-                    if bytes.is_empty() {
-                        return Err("empty `content`".into());
-                    }
-                    contents.push(Content { bytes, ..Content::default() });
-                }
-                "nocase" | "offset" | "depth" | "distance" | "within" => {
-                    let c = contents.last_mut().ok_or_else(|| format!("`{name}` needs a preceding `content`"))?;
-                    let dup = || format!("`{name}` given twice for one content");
-                    match name {
-                        "nocase" => {
-                            if value.is_some() {
-                                return Err("`nocase` takes no value".into());
-                            }
-                            if c.nocase {
-                                return Err(dup());
-                            }
-                            c.nocase = true;
-                        }
-                        "offset" => {
-                            if c.offset.replace(num(need()?, name)?).is_some() {
-                                return Err(dup());
-                            }
-                        }
-                        "depth" => {
-                            let d: u64 = num(need()?, name)?;
-                            if d < c.bytes.len() as u64 {
-                                return Err(format!(
-                                    "`depth:{d}` is shorter than its content ({} bytes)",
-                                    c.bytes.len()
-                                ));
-                            }
-                            if c.depth.replace(d).is_some() {
-                                return Err(dup());
-                            }
-                        }
-                        "distance" => {
-                            if c.distance.replace(num(need()?, name)?).is_some() {
-                                return Err(dup());
-                            }
-                        }
-                        _ => {
-                            let w: u64 = num(need()?, name)?;
-                            if w < c.bytes.len() as u64 {
-                                return Err(format!(
-                                    "`within:{w}` is shorter than its content ({} bytes)",
-                                    c.bytes.len()
-                                ));
-                            }
-                            if c.within.replace(w).is_some() {
-                                return Err(dup());
-                            }
-                        }
-                    }
-                    if c.is_relative() && (c.offset.is_some() || c.depth.is_some()) {
-                        return Err("`offset`/`depth` and `distance`/`within` cannot be mixed on one content".into());
-                    }
-                }
-                "flow" => {
-                    for f in need()?.split(',').map(str::trim) {
-                        let d = match f {
-                            "to_server" | "from_client" => Some(FlowDir::ToServer),
-                            "to_client" | "from_server" => Some(FlowDir::ToClient),
-                            "established" => {
-                                established = true;
-                                None
-                            }
-                            "stateless" => None,
-                            other => return Err(format!("unsupported flow option `{other}`")),
-                        };
-                        if let Some(d) = d {
-                            if flow.is_some_and(|f| f != d) {
-                                return Err("`flow` gives both directions".into());
-                            }
-                            flow = Some(d);
-                        }
-                    }
-                }
-                "sid" => {
-                    let v: u32 = num(need()?, name)?;
-                    if v == 0 {
-                        return Err("`sid` must be > 0".into());
-                    }
-                    if sid.replace(v).is_some() {
-                        return Err("`sid` given twice".into());
-                    }
-                }
-                "rev" => {
-                    if rev.replace(num::<u32>(need()?, name)?).is_some() {
-                        return Err("`rev` given twice".into());
-                    }
-                }
-                "classtype" => {
-                    let v = need()?;
-                    if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                        return Err(format!("bad classtype `{v}`"));
-                    }
-                    classtype = Some(v.to_string());
-                }
-                other => return Err(format!("unsupported option `{other}`")),
+        match name {
+            "msg" => {
+                let v = decode(unquote(need(name, value)?, name)?, false, name)?;
+                self.msg = Some(String::from_utf8(v).map_err(|_| "`msg` is not UTF-8".to_string())?);
             }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            errors.push(e);
+            "content" => self.content(need(name, value)?)?,
+            "nocase" | "offset" | "depth" | "distance" | "within" => {
+                let c = self.contents.last_mut().ok_or_else(|| format!("`{name}` needs a preceding `content`"))?;
+                modifier(c, name, value)?;
+            }
+            "flow" => self.flow(need(name, value)?)?,
+            "sid" => {
+                let v: u32 = num(need(name, value)?, name)?;
+                if v == 0 {
+                    return Err("`sid` must be > 0".into());
+                }
+                if self.sid.replace(v).is_some() {
+                    return Err("`sid` given twice".into());
+                }
+            }
+            "rev" => {
+                if self.rev.replace(num::<u32>(need(name, value)?, name)?).is_some() {
+                    return Err("`rev` given twice".into());
+                }
+            }
+            "classtype" => {
+                let v = need(name, value)?;
+                if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(format!("bad classtype `{v}`"));
+                }
+                self.classtype = Some(v.to_string());
+            }
+            other => return Err(format!("unsupported option `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// `content:"..."`.
+    fn content(&mut self, v: &str) -> Result<(), String> {
+        if v.starts_with('!') {
+            return Err("negated content (`content:!\"...\"`) is not supported".into());
+        }
+        let bytes = decode(unquote(v, "content")?, true, "content")?;
+        if bytes.is_empty() {
+            return Err("empty `content`".into());
+        }
+        self.contents.push(Content { bytes, ..Content::default() });
+        Ok(())
+    }
+
+    /// `flow:a,b,...`.
+    fn flow(&mut self, v: &str) -> Result<(), String> {
+        for f in v.split(',').map(str::trim) {
+            let d = match f {
+                "to_server" | "from_client" => Some(FlowDir::ToServer),
+                "to_client" | "from_server" => Some(FlowDir::ToClient),
+                "established" => {
+                    self.established = true;
+                    None
+                }
+                "stateless" => None,
+                other => return Err(format!("unsupported flow option `{other}`")),
+            };
+            if let Some(d) = d {
+                if self.flow.is_some_and(|f| f != d) {
+                    return Err("`flow` gives both directions".into());
+                }
+                self.flow = Some(d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A modifier (`nocase`, `offset`, `depth`, `distance`, `within`) of content `c`.
+fn modifier(c: &mut Content, name: &str, value: Option<&str>) -> Result<(), String> {
+    let dup = || format!("`{name}` given twice for one content");
+    // A bound no shorter than the content.
+    let bound = |what: &str| -> Result<u64, String> {
+        let v: u64 = num(need(name, value)?, name)?;
+        if v < c.bytes.len() as u64 {
+            return Err(format!("`{what}:{v}` is shorter than its content ({} bytes)", c.bytes.len()));
+        }
+        Ok(v)
+    };
+    match name {
+        "nocase" => {
+            if value.is_some() {
+                return Err("`nocase` takes no value".into());
+            }
+            if c.nocase {
+                return Err(dup());
+            }
+            c.nocase = true;
+        }
+        "offset" => {
+            if c.offset.replace(num(need(name, value)?, name)?).is_some() {
+                return Err(dup());
+            }
+        }
+        "depth" => {
+            let d = bound("depth")?;
+            if c.depth.replace(d).is_some() {
+                return Err(dup());
+            }
+        }
+        "distance" => {
+            if c.distance.replace(num(need(name, value)?, name)?).is_some() {
+                return Err(dup());
+            }
+        }
+        _ => {
+            let w = bound("within")?;
+            if c.within.replace(w).is_some() {
+                return Err(dup());
+            }
         }
     }
-    if sid.is_none() {
-        errors.push("missing `sid`".into());
+    if c.is_relative() && (c.offset.is_some() || c.depth.is_some()) {
+        return Err("`offset`/`depth` and `distance`/`within` cannot be mixed on one content".into());
     }
-    match (header, sid) {
-        (Some((action, proto, src, src_ports, bidirectional, dst, dst_ports)), Some(sid)) if errors.is_empty() => {
-            Ok(Rule {
-                action,
-                proto,
-                src,
-                src_ports,
-                bidirectional,
-                dst,
-                dst_ports,
-                msg: msg.unwrap_or_default(),
-                contents,
-                flow,
-                established,
-                sid,
-                rev: rev.unwrap_or(1),
-                classtype,
-                line,
-            })
-        }
-        _ => Err(errors),
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(rule: &str) -> Result<Rule, Vec<String>> {
+        parse_rules(rule, "t.rules").map(|mut v| v.remove(0))
+    }
+
+    #[test]
+    fn a_rule_with_every_option_parses() {
+        let r = one("alert tcp 10.0.0.0/8 any <> ![192.0.2.1,192.0.2.2] [80,8000:] (msg:\"a \\\"b\\\"\"; \
+                     content:\"GET\"; nocase; offset:1; depth:8; content:\"|0d 0a|x\"; distance:-2; within:9; \
+                     flow:to_server,established; sid:7; rev:3; classtype:web-attack;)")
+        .unwrap();
+        assert_eq!((r.sid, r.rev, r.msg.as_str(), r.classtype.as_deref()), (7, 3, "a \"b\"", Some("web-attack")));
+        assert!(r.bidirectional && r.established && r.flow == Some(FlowDir::ToServer));
+        assert_eq!(r.dst_ports, PortSpec::List(vec![PortSpec::Range(80, 80), PortSpec::Range(8000, 65535)]));
+        assert_eq!(
+            r.contents,
+            vec![
+                Content { bytes: b"GET".to_vec(), nocase: true, offset: Some(1), depth: Some(8), ..Content::default() },
+                Content { bytes: b"\r\nx".to_vec(), distance: Some(-2), within: Some(9), ..Content::default() },
+            ]
+        );
+        assert!(r.header_matches(6, ("10.1.2.3".parse().ok(), Some(5)), ("192.0.2.9".parse().ok(), Some(8080)), true));
+        assert!(!r.header_matches(6, ("10.1.2.3".parse().ok(), Some(5)), ("192.0.2.1".parse().ok(), Some(80)), true));
+    }
+
+    #[test]
+    fn every_error_of_a_rule_is_named() {
+        let e = one("drop tcp $HOME_NET any -> any 99999 (content:\"a\"; within:0; offset:1; distance:1; \
+                     depth:2; pcre:\"/x/\";)")
+        .unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "t.rules:1: action `drop` is not supported (this NF only detects: use `alert`)",
+                "t.rules:1: variables (`$HOME_NET`) are not supported: write addresses, CIDRs or `any`",
+                "t.rules:1: bad port `99999`",
+                "t.rules:1: `within:0` is shorter than its content (1 bytes)",
+                "t.rules:1: `offset`/`depth` and `distance`/`within` cannot be mixed on one content",
+                "t.rules:1: `offset`/`depth` and `distance`/`within` cannot be mixed on one content",
+                "t.rules:1: unsupported option `pcre`",
+                "t.rules:1: missing `sid`",
+            ]
+        );
+        assert_eq!(
+            one("alert tcp any any -> any any (nocase; sid:1;)").unwrap_err(),
+            ["t.rules:1: `nocase` needs a preceding `content`"]
+        );
+        assert_eq!(
+            one("alert tcp any any -> any any (content:\"a\"; nocase; nocase; sid:1; sid:2;)").unwrap_err(),
+            ["t.rules:1: `nocase` given twice for one content", "t.rules:1: `sid` given twice"]
+        );
     }
 }

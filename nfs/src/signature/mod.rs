@@ -1,5 +1,8 @@
-//! Signature_Match: an IDS that matches [Snort/Suricata-style rules](crate::rules) against
+//! Signature_Match: an IDS that matches [Snort/Suricata-style rules](rules) against
 //! the TCP bytestreams (or packet payloads) and writes EVE-like alert lines.
+//!
+//! The rule language is [`rules`] and the automata and per-direction scan state are
+//! [`matcher`], both free of I/O; this module is the actor around them.
 //!
 //! ```toml
 //! [stack.tcp]                # stream mode needs the TCP monitor
@@ -13,7 +16,7 @@
 //! max_positions = 4096       # optional: pattern matches remembered per flow and direction
 //! ```
 //!
-//! **Matching.** Every rule's contents go into two Aho-Corasick DFAs (case-sensitive, and
+//! **Matching** ([`matcher`]). Every rule's contents go into two Aho-Corasick DFAs (case-sensitive, and
 //! ASCII-case-insensitive for `nocase` contents). Each flow and direction keeps its DFA
 //! states and its absolute offset between events, and the DFAs are stepped one byte at a
 //! time, so a pattern split over any number of segments or events is found at its absolute
@@ -45,24 +48,34 @@
 //! "signature_id","rev","signature","category"}}` — `src` is the sender of the matching
 //! bytes.
 
+pub mod matcher;
+pub mod rules;
+
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
 
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
-use actors::event::{builtin, EventType};
+use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, MatchKind};
 use serde::{Deserialize, Serialize};
 
+use self::matcher::{DirState, Hit, Matcher};
+use self::rules::Rule;
 use crate::common::NfCommon;
-use crate::rules::Rule;
+use crate::dpi::{self, Protocol};
+use crate::output::{self, proto_name, rfc3339, Endpoints, JsonLines};
+use crate::{Kind, NfOptions};
+
+/// The kind's name in the app file.
+pub const NAME: &str = "signature_match";
+
+/// The kind, for [`KINDS`](crate::KINDS).
+pub const KIND: Kind<SignatureConfig> = Kind::new();
+
+/// The name of the event type this NF publishes, one per alert.
+pub const ALERT_EVENT: &str = "EVENT/IDS_ALERT";
 
 /// What to match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -114,16 +127,43 @@ pub struct SignatureConfig {
     pub alert_type: EventType,
 }
 
+impl NfOptions for SignatureConfig {
+    const NAME: &'static str = NAME;
+
+    fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
+        self.load(&common.name)?;
+        self.alert_type = registry.register(ALERT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        if let Some(p) = &self.after_dpi {
+            let Some(protocol) = Protocol::from_name(p) else {
+                let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                let msg = format_args!("key `after_dpi`: unknown protocol `{p}` ({})", names.join(", "));
+                return Err(vec![common.error(NAME, msg)]);
+            };
+            let detect = registry.resolve(dpi::DETECT_EVENT).map_err(|_| {
+                vec![common.error(NAME, format_args!("`after_dpi` needs a `{}` NF before it", dpi::NAME))]
+            })?;
+            self.gate = Some((detect, u64::from(protocol.code())));
+        }
+        Ok(())
+    }
+
+    crate::output_field!();
+
+    fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
+        Ok(Box::new(SignatureMatch::new(common, self)?))
+    }
+}
+
 impl SignatureConfig {
     /// Loads the rule file into `parsed`; errors name the NF.
     pub fn load(&mut self, nf: &str) -> Result<(), Vec<String>> {
-        let rules = crate::rules::load_rules(&self.rules)
-            .map_err(|es| es.into_iter().map(|e| format!("nf `{nf}` (signature_match): {e}")).collect::<Vec<_>>())?;
+        let rules = rules::load_rules(&self.rules)
+            .map_err(|es| es.into_iter().map(|e| format!("nf `{nf}` ({NAME}): {e}")).collect::<Vec<_>>())?;
         if rules.is_empty() {
-            return Err(vec![format!("nf `{nf}` (signature_match): `{}` holds no rules", self.rules.display())]);
+            return Err(vec![format!("nf `{nf}` ({NAME}): `{}` holds no rules", self.rules.display())]);
         }
         if self.max_positions == 0 {
-            return Err(vec![format!("nf `{nf}` (signature_match): `max_positions` must be > 0")]);
+            return Err(vec![format!("nf `{nf}` ({NAME}): `max_positions` must be > 0")]);
         }
         self.parsed = rules;
         Ok(())
@@ -139,14 +179,10 @@ pub struct AlertRecord {
     pub flow_id: u64,
     /// Always `"alert"`.
     pub event_type: String,
-    /// Sender of the matching bytes.
-    pub src_ip: Option<String>,
-    /// Its port.
-    pub src_port: Option<u16>,
-    /// Receiver.
-    pub dest_ip: Option<String>,
-    /// Its port.
-    pub dest_port: Option<u16>,
+    /// Sender (`src_ip`, `src_port`) and receiver (`dest_ip`, `dest_port`) of the matching
+    /// bytes.
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
     /// `TCP`, `UDP` or the number.
     pub proto: String,
     /// `to_server` or `to_client`.
@@ -154,6 +190,8 @@ pub struct AlertRecord {
     /// The rule.
     pub alert: AlertInfo,
 }
+
+output::deref_endpoints!(AlertRecord);
 
 /// The `alert` object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,88 +208,6 @@ pub struct AlertInfo {
     pub signature: String,
     /// classtype.
     pub category: Option<String>,
-}
-
-/// One automaton and the global pattern ids of its patterns.
-struct Ac {
-    dfa: DFA,
-    global: Vec<u32>,
-}
-
-/// Contents compiled: automata, and per rule content the global pattern id.
-struct Matcher {
-    acs: Vec<Ac>,
-    /// Per rule, per content: global pattern id.
-    rule_pats: Vec<Vec<u32>>,
-    /// Per global pattern: (length, rules using it).
-    pats: Vec<(u64, Vec<u32>)>,
-    /// Rules without content.
-    bare: Vec<u32>,
-    /// The automata's unanchored start states.
-    starts: Vec<StateID>,
-}
-
-impl Matcher {
-    fn new(rules: &[Rule]) -> Result<Matcher, String> {
-        let mut ids: HashMap<(bool, Vec<u8>), u32> = HashMap::new();
-        let mut lists: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-        let mut globals: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-        let mut pats: Vec<(u64, Vec<u32>)> = Vec::new();
-        let mut rule_pats = Vec::new();
-        let mut bare = Vec::new();
-        for (ri, r) in rules.iter().enumerate() {
-            let mut v = Vec::new();
-            for c in &r.contents {
-                let key = (c.nocase, if c.nocase { c.bytes.to_ascii_lowercase() } else { c.bytes.clone() });
-                let id = match ids.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = pats.len() as u32;
-                        pats.push((key.1.len() as u64, Vec::new()));
-                        lists[usize::from(key.0)].push(key.1.clone());
-                        globals[usize::from(key.0)].push(id);
-                        ids.insert(key, id);
-                        id
-                    }
-                };
-                if !pats[id as usize].1.contains(&(ri as u32)) {
-                    pats[id as usize].1.push(ri as u32);
-                }
-                v.push(id);
-            }
-            if v.is_empty() {
-                bare.push(ri as u32);
-            }
-            rule_pats.push(v);
-        }
-        let mut acs = Vec::new();
-        for (nocase, (list, global)) in lists.into_iter().zip(globals).enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let dfa = DFA::builder()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(nocase == 1)
-                .build(&list)
-                .map_err(|e| format!("building the pattern automaton: {e}"))?;
-            acs.push(Ac { dfa, global });
-        }
-        let starts = acs
-            .iter()
-            .map(|a| a.dfa.start_state(Anchored::No))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("pattern automaton without an unanchored start: {e}"))?;
-        Ok(Matcher { acs, rule_pats, pats, bare, starts })
-    }
-}
-
-#[derive(Default)]
-struct DirState {
-    started: bool,
-    offset: u64,
-    states: Vec<StateID>,
-    /// (global pattern, absolute end offset), in scan order.
-    positions: Vec<(u32, u64)>,
 }
 
 /// A flow's (proto, client, client port, server, server port).
@@ -273,7 +229,6 @@ struct FlowState {
 pub struct SignatureMatch {
     contract: Contract,
     on: On,
-    rules: Vec<Rule>,
     m: Matcher,
     max_positions: usize,
     stop_after_alert: bool,
@@ -281,10 +236,8 @@ pub struct SignatureMatch {
     /// Payload events of flows not (yet) cleared by DPI.
     gated_events: u64,
     alert_type: EventType,
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: JsonLines,
     flows: HashMap<FlowRef, FlowState>,
-    error: Option<String>,
     bytes_scanned: u64,
     pattern_matches: u64,
     candidate_matches: u64,
@@ -294,62 +247,14 @@ pub struct SignatureMatch {
     discontinuities: u64,
     read_errors: u64,
     /// Scratch: hits of the event being handled.
-    hits: Vec<(u32, u64)>,
-}
-
-fn rfc3339(ns: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
-}
-
-/// True when the rule's content chain is satisfied by the remembered positions.
-fn chain_ok(rule: &Rule, pats: &[u32], plen: &[(u64, Vec<u32>)], positions: &[(u32, u64)]) -> bool {
-    let mut prev: Vec<u64> = vec![0];
-    for (c, &pid) in rule.contents.iter().zip(pats) {
-        let len = plen[pid as usize].0;
-        let mut ends: Vec<u64> = positions.iter().filter(|(p, _)| *p == pid).map(|(_, e)| *e).collect();
-        ends.sort_unstable();
-        ends.dedup();
-        let mut next = Vec::new();
-        for e in ends {
-            let s = e - len;
-            if let Some(o) = c.offset {
-                if s < o {
-                    continue;
-                }
-            }
-            if let Some(d) = c.depth {
-                if e > c.offset.unwrap_or(0).saturating_add(d) {
-                    continue;
-                }
-            }
-            if c.is_relative() {
-                let dist = i128::from(c.distance.unwrap_or(0));
-                let hi = i128::from(s) - dist;
-                let lo = c.within.map(|w| i128::from(e) - dist - i128::from(w)).unwrap_or(i128::MIN);
-                let i = prev.partition_point(|&p| i128::from(p) < lo);
-                if prev.get(i).is_none_or(|&p| i128::from(p) > hi) {
-                    continue;
-                }
-            } else if prev.is_empty() {
-                continue;
-            }
-            next.push(e);
-        }
-        if next.is_empty() {
-            return false;
-        }
-        prev = next;
-    }
-    true
+    hits: Vec<Hit>,
 }
 
 impl SignatureMatch {
     /// A Signature_Match built from its config (creates the output file).
     pub fn new(common: &NfCommon, cfg: &SignatureConfig) -> Result<SignatureMatch, String> {
-        let m = Matcher::new(&cfg.parsed).map_err(|e| format!("nf `{}` (signature_match): {e}", common.name))?;
-        let file = File::create(&cfg.output).map_err(|e| {
-            format!("nf `{}` (signature_match): cannot create output `{}`: {e}", common.name, cfg.output.display())
-        })?;
+        let m = Matcher::new(&cfg.parsed).map_err(|e| common.error(NAME, e))?;
+        let out = JsonLines::create(&common.name, NAME, &cfg.output)?;
         let mut subscriptions;
         match cfg.on {
             On::Stream => {
@@ -368,7 +273,7 @@ impl SignatureMatch {
         }
         let contract = Contract {
             name: common.name.clone(),
-            kind: "signature_match".into(),
+            kind: NAME.into(),
             subscriptions,
             publications: vec![Publication { port: "alert".into(), event: cfg.alert_type }],
             modifies: Modifies::default(),
@@ -377,17 +282,14 @@ impl SignatureMatch {
         Ok(SignatureMatch {
             contract,
             on: cfg.on,
-            rules: cfg.parsed.clone(),
             m,
             max_positions: cfg.max_positions,
             stop_after_alert: cfg.stop_after_alert,
             gate: cfg.gate,
             gated_events: 0,
             alert_type: cfg.alert_type,
-            path: cfg.output.clone(),
-            out: Some(BufWriter::new(file)),
+            out,
             flows: HashMap::new(),
-            error: None,
             bytes_scanned: 0,
             pattern_matches: 0,
             candidate_matches: 0,
@@ -419,10 +321,6 @@ impl SignatureMatch {
         })
     }
 
-    fn write(&mut self, rec: &AlertRecord) {
-        crate::common::write_line(&mut self.out, &mut self.error, &self.path, rec);
-    }
-
     /// Matches what this event brought (already scanned into `self.hits`) and alerts.
     /// DPI said the flow carries the wanted protocol: inspect it from now on, and in stream
     /// mode scan what the stream already holds, up to the detection's snapshot frontier.
@@ -446,14 +344,12 @@ impl SignatureMatch {
             hits.clear();
             let m = &self.m;
             let d = &mut self.flows.get_mut(&flow).expect("entry").dirs[dir];
-            d.started = true;
-            d.states.clone_from(&m.starts);
-            d.offset = 0;
+            m.restart(d, 0);
             let mut n = 0u64;
             if cx
                 .read_stream(flow, to_server, 0, to, &mut |s| {
                     n += s.len() as u64;
-                    scan(m, d, s, &mut hits);
+                    m.scan(d, s, &mut hits);
                 })
                 .is_err()
             {
@@ -476,15 +372,7 @@ impl SignatureMatch {
     fn evaluate(&mut self, flow: FlowRef, ev: &EventDesc, had_data: bool, cx: &mut Context<'_>) {
         let to_server = ev.to_server();
         let dir = usize::from(!to_server);
-        let mut cands: Vec<u32> = Vec::new();
-        for (p, _) in &self.hits {
-            cands.extend_from_slice(&self.m.pats[*p as usize].1);
-        }
-        if had_data {
-            cands.extend_from_slice(&self.m.bare);
-        }
-        cands.sort_unstable();
-        cands.dedup();
+        let cands = self.m.candidates(&self.hits, had_data);
         let Some(fs) = self.flows.get_mut(&flow) else { return };
         let d = &mut fs.dirs[dir];
         d.positions.extend_from_slice(&self.hits);
@@ -498,12 +386,12 @@ impl SignatureMatch {
             if fs.alerted.contains(&ri) {
                 continue;
             }
-            let rule = &self.rules[ri as usize];
+            let rule = &self.m.rules()[ri as usize];
             if !rule.header_matches(proto, (src, sport), (dst, dport), to_server) {
                 continue;
             }
             self.candidate_matches += 1;
-            if chain_ok(rule, &self.m.rule_pats[ri as usize], &self.m.pats, &d.positions) {
+            if self.m.chain_ok(ri, &d.positions) {
                 fs.alerted.push(ri);
                 fired.push(ri);
             }
@@ -515,20 +403,13 @@ impl SignatureMatch {
         let flow_start = fs.flow_start;
         let stop = self.stop_after_alert && !fs.alerted.is_empty();
         for ri in fired {
-            let rule = &self.rules[ri as usize];
+            let rule = &self.m.rules()[ri as usize];
             let rec = AlertRecord {
                 timestamp: rfc3339(ev.ts_ns),
                 flow_id: flow_start,
                 event_type: "alert".into(),
-                src_ip: src.map(|a| a.to_string()),
-                src_port: sport,
-                dest_ip: dst.map(|a| a.to_string()),
-                dest_port: dport,
-                proto: match proto {
-                    6 => "TCP".into(),
-                    17 => "UDP".into(),
-                    n => n.to_string(),
-                },
+                endpoints: Endpoints::new(src, sport, dst, dport),
+                proto: proto_name(proto),
                 direction: if to_server { "to_server" } else { "to_client" }.into(),
                 alert: AlertInfo {
                     action: rule.action.as_str().into(),
@@ -547,27 +428,11 @@ impl SignatureMatch {
             a.meta.proto = proto;
             a.meta.flags = ev.meta.flags & actors::desc::meta_flags::TO_SERVER;
             cx.publish(a);
-            self.write(&rec);
+            self.out.write(&rec);
         }
         if stop {
             cx.unsubscribe_flow(ev, builtin::PKT);
             cx.unsubscribe_flow(ev, builtin::DATA_RDY);
-        }
-    }
-}
-
-/// Steps the automata over `bytes`, recording hits at absolute offsets.
-fn scan(m: &Matcher, d: &mut DirState, bytes: &[u8], hits: &mut Vec<(u32, u64)>) {
-    for &b in bytes {
-        d.offset += 1;
-        for (ac, st) in m.acs.iter().zip(d.states.iter_mut()) {
-            *st = ac.dfa.next_state(Anchored::No, *st, b);
-            if ac.dfa.is_match(*st) {
-                for i in 0..ac.dfa.match_len(*st) {
-                    let pid = ac.dfa.match_pattern(*st, i);
-                    hits.push((ac.global[pid.as_usize()], d.offset));
-                }
-            }
         }
     }
 }
@@ -622,9 +487,7 @@ impl Actor for SignatureMatch {
             let d = &mut Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start).dirs[dir];
             let jump = d.started && d.offset != ev.aux;
             if !d.started || jump {
-                d.started = true;
-                d.states.clone_from(&self.m.starts);
-                d.offset = ev.aux;
+                self.m.restart(d, ev.aux);
             }
             self.discontinuities += u64::from(jump);
             let m = &self.m;
@@ -633,7 +496,7 @@ impl Actor for SignatureMatch {
             if cx
                 .data_ready(ev, &mut |s| {
                     n += s.len() as u64;
-                    scan(m, d, s, &mut hits);
+                    m.scan(d, s, &mut hits);
                 })
                 .is_err()
             {
@@ -655,11 +518,10 @@ impl Actor for SignatureMatch {
             if self.on == On::Packets {
                 let d = &mut fs.dirs[dir];
                 if !d.started {
-                    d.started = true;
-                    d.states.clone_from(&self.m.starts);
+                    self.m.restart(d, d.offset);
                 }
                 let payload = view.payload();
-                scan(&self.m, d, payload, &mut hits);
+                self.m.scan(d, payload, &mut hits);
                 self.bytes_scanned += payload.len() as u64;
                 had_data = !payload.is_empty();
             }
@@ -675,19 +537,12 @@ impl Actor for SignatureMatch {
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
         self.flows.clear();
-        crate::common::close_output(&mut self.out, &mut self.error, &self.path);
-        if self.read_errors > 0 {
-            self.error.get_or_insert(format!("{} stream reads failed", self.read_errors));
-        }
-        match &self.error {
-            Some(e) => Err(ActorError { actor: self.contract.name.clone(), message: e.clone() }),
-            None => Ok(()),
-        }
+        output::finish(&self.contract.name, Some(&mut self.out), self.read_errors)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
         vec![
-            ("rules".into(), self.rules.len() as u64),
+            ("rules".into(), self.m.rules().len() as u64),
             ("events_before_dpi".into(), self.gated_events),
             ("bytes_scanned".into(), self.bytes_scanned),
             ("pattern_matches".into(), self.pattern_matches),
@@ -699,51 +554,5 @@ impl Actor for SignatureMatch {
             ("stream_discontinuities".into(), self.discontinuities),
             ("stream_read_errors".into(), self.read_errors),
         ]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hits(rules: &str, chunks: &[&[u8]]) -> Vec<(u32, u64)> {
-        let rules = crate::rules::parse_rules(rules, "t").unwrap();
-        let m = Matcher::new(&rules).unwrap();
-        let mut d = DirState { started: true, offset: 0, states: m.starts.clone(), positions: Vec::new() };
-        let mut h = Vec::new();
-        for c in chunks {
-            scan(&m, &mut d, c, &mut h);
-        }
-        h.sort_unstable();
-        h
-    }
-
-    #[test]
-    fn overlapping_and_suffix_patterns_all_match_across_chunks() {
-        let r = "alert tcp any any -> any any (content:\"abc\"; sid:1;)\n\
-                 alert tcp any any -> any any (content:\"bc\"; sid:2;)\n\
-                 alert tcp any any -> any any (content:\"BC\"; nocase; sid:3;)\n\
-                 alert tcp any any -> any any (content:\"abc\"; content:\"bc\"; sid:4;)\n";
-        // patterns: 0 = "abc", 1 = "bc", 2 = "bc" nocase
-        assert_eq!(hits(r, &[b"xa", b"b", b"cbC"]), vec![(0, 4), (1, 4), (2, 4), (2, 6)]);
-    }
-
-    #[test]
-    fn chains_follow_distance_and_within() {
-        let rules = crate::rules::parse_rules(
-            "alert tcp any any -> any any (content:\"ab\"; offset:1; depth:4; content:\"cd\"; distance:2; within:3; sid:1;)\n",
-            "t",
-        )
-        .unwrap();
-        let m = Matcher::new(&rules).unwrap();
-        let ok = |pos: &[(u32, u64)]| chain_ok(&rules[0], &m.rule_pats[0], &m.pats, pos);
-        // "ab" at [1,3); "cd" must start at >= 5 and end at <= 3 + 2 + 3 = 8.
-        assert!(ok(&[(0, 3), (1, 7)]));
-        assert!(ok(&[(0, 3), (1, 8)]));
-        assert!(!ok(&[(0, 3), (1, 9)]), "outside within");
-        assert!(!ok(&[(0, 3), (1, 6)]), "inside distance");
-        assert!(!ok(&[(0, 2), (1, 6)]), "before offset");
-        assert!(!ok(&[(0, 6), (1, 10)]), "past depth");
-        assert!(ok(&[(0, 2), (0, 3), (0, 6), (1, 10), (1, 7)]), "any combination will do");
     }
 }
