@@ -66,3 +66,35 @@ pub fn options<T: DeserializeOwned>(nf: &str, kind: &str, table: toml::Table) ->
 pub fn resolve_types(nf: &str, names: &[String], reg: &EventRegistry) -> Result<Vec<EventType>, String> {
     names.iter().map(|n| reg.resolve(n).map_err(|e| format!("nf `{nf}`: key `subscribe`: {e}"))).collect()
 }
+
+/// Where an NF that reads TCP payloads takes them from (the `on` key of `dpi` and
+/// `signature_match`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadSource {
+    /// The TCP monitor's reassembled bytestreams (`DATA_RDY`).
+    #[default]
+    Stream,
+    /// Packet payloads (`PKT/TCP`, `PKT/UDP`) as they arrive.
+    Packets,
+}
+
+impl NfCommon {
+    /// The contract of an NF of `kind` that publishes nothing, modifies nothing and drops
+    /// for the given reasons.
+    pub fn contract(
+        &self,
+        kind: &str,
+        subscriptions: Vec<Subscription>,
+        drop_reasons: Vec<String>,
+    ) -> actors::Contract {
+        actors::Contract {
+            name: self.name.clone(),
+            kind: kind.into(),
+            subscriptions,
+            publications: vec![],
+            modifies: actors::contract::Modifies::default(),
+            drop_reasons,
+        }
+    }
+}

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::builtin;
 use actors::matcher::{FlowMatch, Tuple};
-use actors::{Actor, Context, Contract, Modifies, Subscription, Verdict};
+use actors::{Actor, Context, Contract, Subscription, Verdict};
 use serde::Deserialize;
 
 use actors::EventRegistry;
@@ -175,14 +175,7 @@ impl Firewall {
             .map(|(i, r)| format!("rule {}: {}", i + 1, r.name.clone().unwrap_or_else(|| describe(&r.matches))))
             .collect();
         drop_reasons.push("default".into());
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions,
-            publications: vec![],
-            modifies: Modifies::default(),
-            drop_reasons,
-        };
+        let contract = common.contract(NAME, subscriptions, drop_reasons);
         let hits = vec![0; rules.len() + 1];
         Firewall { contract, rules, default, stateful, flows: HashMap::new(), hits, flows_dropped: 0, flows_allowed: 0 }
     }

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use actors::desc::{EventDesc, FlowEvent};
 use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use actors::{Actor, ActorError, Context, Contract, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::common::NfCommon;
@@ -141,14 +141,7 @@ impl Logger {
         } else {
             None
         };
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions,
-            publications: vec![],
-            modifies: Modifies::default(),
-            drop_reasons: vec![],
-        };
+        let contract = common.contract(NAME, subscriptions, vec![]);
         Ok(Logger {
             contract,
             out,

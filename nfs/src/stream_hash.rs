@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::builtin;
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Modifies, Subscription, Verdict};
+use actors::{Actor, ActorError, Context, Contract, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -104,14 +104,7 @@ impl StreamHash {
         let mut subscriptions = common.main_port("data", &[builtin::DATA_RDY]);
         subscriptions.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
         subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions,
-            publications: vec![],
-            modifies: Modifies::default(),
-            drop_reasons: vec![],
-        };
+        let contract = common.contract(NAME, subscriptions, vec![]);
         Ok(StreamHash { contract, out, conns: HashMap::new(), read_errors: 0 })
     }
 

@@ -65,7 +65,7 @@ use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscr
 use serde::{Deserialize, Serialize};
 
 pub use self::classify::{classify, Protocol, Verdict, UNKNOWN_CODE};
-use crate::common::NfCommon;
+use crate::common::{NfCommon, PayloadSource};
 use crate::output::{self, proto_name, Endpoints, JsonLines};
 use crate::{Kind, NfOptions};
 
@@ -77,17 +77,6 @@ pub const KIND: Kind<DpiConfig> = Kind::new();
 
 /// The name of the event type this NF publishes.
 pub const DETECT_EVENT: &str = "EVENT/DPI_DETECT";
-
-/// Where the DPI NF reads TCP payloads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DpiOn {
-    /// The TCP monitor's reassembled bytestreams (`DATA_RDY`).
-    #[default]
-    Stream,
-    /// Packet payloads as they arrive.
-    Packets,
-}
 
 fn default_max_bytes() -> usize {
     4096
@@ -103,7 +92,7 @@ fn default_max_packets() -> u32 {
 pub struct DpiConfig {
     /// `"stream"` (default) or `"packets"`.
     #[serde(default)]
-    pub on: DpiOn,
+    pub on: PayloadSource,
     /// Bytes kept per direction before giving up (1..=65536; default 4096).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
@@ -205,14 +194,14 @@ impl Dpi {
     pub fn new(common: &NfCommon, cfg: DpiConfig) -> Result<Dpi, String> {
         let out = cfg.output.as_deref().map(|path| JsonLines::create(&common.name, NAME, path)).transpose()?;
         let mut subscriptions = match cfg.on {
-            DpiOn::Stream => {
+            PayloadSource::Stream => {
                 let mut s = common.main_port("data", &[builtin::DATA_RDY]);
                 s.push(Subscription::new("udp", builtin::PKT_UDP));
                 s.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
                 s.push(Subscription::new("term", builtin::FLOW_TCP_TERMINATE));
                 s
             }
-            DpiOn::Packets => common.main_port("pkt", &[builtin::PKT_TCP, builtin::PKT_UDP]),
+            PayloadSource::Packets => common.main_port("pkt", &[builtin::PKT_TCP, builtin::PKT_UDP]),
         };
         subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("end", builtin::FLOW) });
         let contract = Contract {
@@ -303,7 +292,7 @@ impl Actor for Dpi {
         if t == builtin::FLOW {
             if let Some(FlowEvent::End(_)) = FlowEvent::decode(ev.aux) {
                 // In stream mode the monitor's last DATA_RDYs and TERMINATE follow a TCP end.
-                if !(self.cfg.on == DpiOn::Stream && ev.meta.proto == 6) {
+                if !(self.cfg.on == PayloadSource::Stream && ev.meta.proto == 6) {
                     self.end_flow(flow, ev, cx);
                 }
             }
@@ -349,7 +338,7 @@ impl Actor for Dpi {
             }
             let proto = view.proto();
             // In stream mode TCP packets only name the flow; the bytes come with DATA_RDY.
-            let read = proto == 17 || (proto == 6 && self.cfg.on == DpiOn::Packets);
+            let read = proto == 17 || (proto == 6 && self.cfg.on == PayloadSource::Packets);
             let payload = view.payload();
             if read && !payload.is_empty() {
                 st.proto = proto;

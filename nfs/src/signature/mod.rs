@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use self::matcher::{DirState, Hit, Matcher};
 use self::rules::Rule;
-use crate::common::NfCommon;
+use crate::common::{NfCommon, PayloadSource};
 use crate::dpi::{self, Protocol};
 use crate::output::{self, proto_name, rfc3339, Endpoints, JsonLines};
 use crate::{Kind, NfOptions};
@@ -76,17 +76,6 @@ pub const KIND: Kind<SignatureConfig> = Kind::new();
 
 /// The name of the event type this NF publishes, one per alert.
 pub const ALERT_EVENT: &str = "EVENT/IDS_ALERT";
-
-/// What to match.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum On {
-    /// The TCP monitor's `DATA_RDY` bytes.
-    #[default]
-    Stream,
-    /// `PKT/TCP` and `PKT/UDP` payloads.
-    Packets,
-}
 
 fn default_max_positions() -> usize {
     4096
@@ -102,7 +91,7 @@ pub struct SignatureConfig {
     pub output: PathBuf,
     /// Stream or packets.
     #[serde(default)]
-    pub on: On,
+    pub on: PayloadSource,
     /// Pattern matches remembered per flow and direction.
     #[serde(default = "default_max_positions")]
     pub max_positions: usize,
@@ -228,7 +217,7 @@ struct FlowState {
 /// The Signature_Match NF (see the module docs).
 pub struct SignatureMatch {
     contract: Contract,
-    on: On,
+    on: PayloadSource,
     m: Matcher,
     max_positions: usize,
     stop_after_alert: bool,
@@ -257,12 +246,12 @@ impl SignatureMatch {
         let out = JsonLines::create(&common.name, NAME, &cfg.output)?;
         let mut subscriptions;
         match cfg.on {
-            On::Stream => {
+            PayloadSource::Stream => {
                 subscriptions = common.main_port("data", &[builtin::DATA_RDY]);
                 subscriptions.push(Subscription::new("tuple", builtin::PKT_TCP));
                 subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
             }
-            On::Packets => {
+            PayloadSource::Packets => {
                 subscriptions = common.main_port("in", &[builtin::PKT_TCP, builtin::PKT_UDP]);
                 subscriptions
                     .push(Subscription { from: Some("l23".into()), ..Subscription::new("end", builtin::FLOW) });
@@ -331,7 +320,7 @@ impl SignatureMatch {
             cx.subscribe_flow(ev, builtin::PKT);
             cx.subscribe_flow(ev, builtin::DATA_RDY);
         }
-        if self.on != On::Stream {
+        if self.on != PayloadSource::Stream {
             return;
         }
         for dir in 0..2 {
@@ -445,7 +434,7 @@ impl Actor for SignatureMatch {
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
         let Some(flow) = ev.flow else { return Verdict::Continue };
         let t = ev.event_type;
-        if t == builtin::FLOW_TCP_TERMINATE || (self.on == On::Packets && builtin::FLOW.covers(t)) {
+        if t == builtin::FLOW_TCP_TERMINATE || (self.on == PayloadSource::Packets && builtin::FLOW.covers(t)) {
             if matches!(FlowEvent::decode(ev.aux), Some(FlowEvent::End(_))) {
                 self.flows.remove(&flow);
             }
@@ -515,7 +504,7 @@ impl Actor for SignatureMatch {
                 let tu = if to_server { tu } else { tu.reversed() };
                 fs.tuple = Some((tu.proto, tu.src, tu.src_port, tu.dst, tu.dst_port));
             }
-            if self.on == On::Packets {
+            if self.on == PayloadSource::Packets {
                 let d = &mut fs.dirs[dir];
                 if !d.started {
                     self.m.restart(d, d.offset);
