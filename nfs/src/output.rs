@@ -3,7 +3,10 @@
 //! * [`JsonLines`] owns one output file: it creates it (an error names the NF, its kind and
 //!   the path), appends one JSON line per record, counts the lines written, keeps the first
 //!   write error (nothing is written after it) and, at the end of input, [`finish`]es: flushes,
-//!   closes, and reports that error as the NF's error.
+//!   closes, and reports that error as the NF's error. The file is written under a temporary
+//!   name beside the destination and renamed into place when it is closed
+//!   ([`runtime::files::AtomicFile`]): a run that fails or is aborted before the end of input
+//!   leaves an existing file of that name untouched and no half file behind.
 //! * [`rfc3339`], [`proto_name`] and [`Endpoints`] are the record fields every NF shares, as
 //!   in Suricata's EVE JSON: a timestamp of the packet time with microseconds, the IP
 //!   protocol's name, and `src_ip`/`src_port`/`dest_ip`/`dest_port`.
@@ -11,13 +14,13 @@
 //! Nothing here knows an NF kind; a record struct flattens [`Endpoints`] where its fields
 //! go, so that the bytes of a line are those of a struct with the four fields in place.
 
-use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use actors::ActorError;
+use runtime::files::AtomicFile;
 use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -25,16 +28,16 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug)]
 pub struct JsonLines {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<AtomicFile>>,
     lines: u64,
     error: Option<String>,
 }
 
 impl JsonLines {
-    /// Creates (or truncates) `path` for NF `nf` of kind `kind`; the error says
-    /// ``nf `NAME` (KIND): cannot create output `PATH`: …``.
+    /// Starts writing `path` for NF `nf` of kind `kind` (under a temporary name until
+    /// [`close`](Self::close)); the error says ``nf `NAME` (KIND): cannot create output `PATH`: …``.
     pub fn create(nf: &str, kind: &str, path: &Path) -> Result<JsonLines, String> {
-        let file = File::create(path)
+        let file = AtomicFile::create(path)
             .map_err(|e| format!("nf `{nf}` ({kind}): cannot create output `{}`: {e}", path.display()))?;
         Ok(JsonLines { path: path.to_path_buf(), out: Some(BufWriter::new(file)), lines: 0, error: None })
     }
@@ -68,11 +71,12 @@ impl JsonLines {
         self.error.as_deref()
     }
 
-    /// Flushes and closes the file (once; later writes do nothing), keeping the first error;
-    /// returns that error.
+    /// Flushes the file and renames it into place (once; later writes do nothing), keeping
+    /// the first error; returns that error. After a write error the file is not renamed: an
+    /// existing file of that name stays as it was.
     pub fn close(&mut self) -> Result<(), String> {
-        if let Some(mut w) = self.out.take() {
-            if let Err(e) = w.flush() {
+        if let Some(mut w) = self.out.take().filter(|_| self.error.is_none()) {
+            if let Err(e) = w.flush().and_then(|()| w.get_mut().commit()) {
                 self.error.get_or_insert(format!("writing `{}`: {e}", self.path.display()));
             }
         }

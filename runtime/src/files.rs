@@ -1,4 +1,7 @@
-//! Reading the files a user writes (app file, core map, rules) without trusting them.
+//! The files a user gives us: reading what they wrote without trusting it, and writing
+//! outputs so that a failed or interrupted run never leaves a half file under the real name.
+//!
+//! # Reading
 //!
 //! A path given on the command line or in an app file may name anything: `/dev/zero` (which
 //! never ends), a FIFO (which blocks until someone writes), a directory, or a huge file.
@@ -6,6 +9,18 @@
 //! error that says which and names the limit, and never reads more than `limit + 1` bytes
 //! even if the file grows meanwhile. It opens with `O_NONBLOCK`, so a FIFO is refused at once
 //! instead of hanging the run.
+//!
+//! # Writing
+//!
+//! [`AtomicFile`] writes to a temporary file beside the destination (same directory, so the
+//! rename cannot cross file systems), named `.<name>.mbox-<pid>-<n>.tmp`, created exclusively;
+//! [`AtomicFile::commit`] renames it over the destination in one step. Until then an existing
+//! file of that name is untouched; if the writer is dropped uncommitted (the run failed or
+//! was aborted) the temporary file is removed. Only a SIGKILL can leave a temporary file
+//! behind (a hidden dot-file, never the destination). A destination that is a character
+//! device (`/dev/null`, `/dev/stdout`) is written directly (there is nothing to replace);
+//! any other destination that exists and is not a regular file (a directory, a FIFO) is
+//! refused at creation.
 
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -53,6 +68,74 @@ pub fn read_text(path: &Path, limit: u64) -> io::Result<String> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("it is not UTF-8 text ({e})")))
 }
 
+/// A file written under a temporary name and renamed into place by [`commit`](Self::commit).
+/// See the module docs.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: std::fs::File,
+    /// The temporary name; `None` when writing a device directly.
+    tmp: Option<std::path::PathBuf>,
+    dest: std::path::PathBuf,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest`: creates the temporary file beside it. Errors if the directory
+    /// cannot be written or `dest` exists and is not a regular file.
+    pub fn create(dest: &Path) -> io::Result<AtomicFile> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        if let Ok(meta) = std::fs::metadata(dest) {
+            if meta.file_type().is_char_device() {
+                let file = std::fs::OpenOptions::new().write(true).open(dest)?;
+                return Ok(AtomicFile { file, tmp: None, dest: dest.to_path_buf(), committed: true });
+            }
+            if !meta.is_file() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "it exists and is not a regular file"));
+            }
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "it names no file"))?
+            .to_string_lossy();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dest.with_file_name(format!(".{name}.mbox-{}-{n}.tmp", std::process::id()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+        Ok(AtomicFile { file, tmp: Some(tmp), dest: dest.to_path_buf(), committed: false })
+    }
+
+    /// The destination.
+    pub fn path(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Renames the temporary file over the destination (once; later calls do nothing).
+    pub fn commit(&mut self) -> io::Result<()> {
+        if let (false, Some(tmp)) = (self.committed, &self.tmp) {
+            std::fs::rename(tmp, &self.dest)?;
+            self.committed = true;
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let (false, Some(tmp)) = (self.committed, &self.tmp) {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +163,42 @@ mod tests {
         }
         std::fs::write(&ok, [0xff, 0xfe]).unwrap();
         assert!(read_text(&ok, 100).unwrap_err().to_string().contains("not UTF-8"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn atomic_file_replaces_only_on_commit() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("mbox-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("out.jsonl");
+        std::fs::write(&dest, "old\n").unwrap();
+        let listing = || {
+            let mut v: Vec<String> =
+                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"half").unwrap();
+            assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old\n");
+            assert_eq!(listing().len(), 2, "the temporary file sits beside it");
+        } // dropped uncommitted: a failed run
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old\n");
+        assert_eq!(listing(), ["out.jsonl"]);
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"new\n").unwrap();
+        f.commit().unwrap();
+        f.commit().unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new\n");
+        assert_eq!(listing(), ["out.jsonl"]);
+        let mut null = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        null.write_all(b"discarded").unwrap();
+        null.commit().unwrap();
+        let e = AtomicFile::create(&dir).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

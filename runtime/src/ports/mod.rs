@@ -41,7 +41,7 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use pcap::{PcapReader, ReaderStats};
-pub use writer::PcapWriter;
+pub use writer::{PcapWriter, Sink};
 
 /// The link layer of every frame in a capture.
 ///

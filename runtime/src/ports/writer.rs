@@ -15,14 +15,36 @@
 //! * Frames longer than the snap length are refused with [`PortError::FrameTooLarge`]
 //!   (the reader would treat them as corrupt).
 //! * Output is buffered; [`PcapWriter::finish`] (or [`PcapWriter::into_inner`]) flushes it
-//!   and reports a failing flush. Dropping a writer without finishing flushes on a best
-//!   effort basis only (that is `BufWriter`'s behaviour), so callers should finish.
+//!   and reports a failing flush. A file made by [`PcapWriter::create`] is written under a
+//!   temporary name ([`AtomicFile`]) and renamed into place only by `finish`: a writer dropped
+//!   without finishing (a failed run) leaves an existing file of that name untouched and no
+//!   half file behind.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{LinkType, PortError};
+use crate::files::AtomicFile;
+
+/// Where a [`PcapWriter`] writes: any `Write` that can be closed — flushed, and for an
+/// [`AtomicFile`] renamed into place.
+pub trait Sink: Write {
+    /// Flushes; makes the bytes final.
+    fn close(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
+}
+
+impl Sink for Vec<u8> {}
+impl Sink for File {}
+impl Sink for BufWriter<File> {}
+impl Sink for BufWriter<AtomicFile> {
+    fn close(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.get_mut().commit()
+    }
+}
 
 /// Snap length written in the header, and the largest frame accepted.
 pub const SNAPLEN: u32 = 262_144;
@@ -32,16 +54,17 @@ const MAGIC_NS: u32 = 0xa1b2_3c4d;
 
 /// A pcap writer over any `Write` sink; by default a buffered file.
 #[derive(Debug)]
-pub struct PcapWriter<W: Write = BufWriter<File>> {
+pub struct PcapWriter<W: Sink = BufWriter<AtomicFile>> {
     out: W,
     path: PathBuf,
     packets: u64,
 }
 
-impl PcapWriter<BufWriter<File>> {
-    /// Creates (or truncates) `path` and writes the pcap header for `link`.
+impl PcapWriter<BufWriter<AtomicFile>> {
+    /// Starts writing `path` (under a temporary name until [`finish`](Self::finish)) with
+    /// the pcap header for `link`.
     pub fn create(path: &Path, link: LinkType) -> Result<PcapWriter, PortError> {
-        let file = File::create(path).map_err(|source| PortError::Io { path: path.to_path_buf(), source })?;
+        let file = AtomicFile::create(path).map_err(|source| PortError::Io { path: path.to_path_buf(), source })?;
         PcapWriter::new(BufWriter::with_capacity(1 << 16, file), path, link)
     }
 }
@@ -55,7 +78,7 @@ impl PcapWriter<Vec<u8>> {
     }
 }
 
-impl<W: Write> PcapWriter<W> {
+impl<W: Sink> PcapWriter<W> {
     /// Wraps `out`, writing the pcap header at once; `name` is used in errors.
     pub fn new(mut out: W, name: &Path, link: LinkType) -> Result<PcapWriter<W>, PortError> {
         out.write_all(&header(link)).map_err(|source| PortError::Io { path: name.to_path_buf(), source })?;
@@ -99,9 +122,9 @@ impl<W: Write> PcapWriter<W> {
         Ok(packets)
     }
 
-    /// Flushes and hands back the sink (for [`PcapWriter::to_vec`], the file's bytes).
+    /// Closes and hands back the sink (for [`PcapWriter::to_vec`], the file's bytes).
     pub fn into_inner(mut self) -> Result<W, PortError> {
-        self.out.flush().map_err(|source| PortError::Io { path: self.path.clone(), source })?;
+        self.out.close().map_err(|source| PortError::Io { path: self.path.clone(), source })?;
         Ok(self.out)
     }
 }
