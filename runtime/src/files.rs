@@ -174,8 +174,10 @@ mod tests {
         let dest = dir.join("out.jsonl");
         std::fs::write(&dest, "old\n").unwrap();
         let listing = || {
-            let mut v: Vec<String> =
-                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            let mut v: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
             v.sort();
             v
         };
