@@ -42,6 +42,7 @@ use actors::desc::{
 use actors::event::builtin;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::flow_table::{Direction, EndReason, FlowId};
 use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
 
@@ -376,5 +377,24 @@ impl Actor for TcpMonitor {
             ("reassembly_refused_bytes".into(), b.refused_bytes),
             ("bad_tcp_headers".into(), self.bad_headers),
         ]
+    }
+}
+
+/// The TCP monitor's registration ([`crate::registry`]): `[stack.tcp]`, only when present.
+pub static STACK: StackKind = StackKind { table: "tcp", actor: "tcp", default: None, parse: parse_stack };
+
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
+    let c = <TcpConfig as serde::Deserialize>::deserialize(v).map_err(|e| StackConfigError::new("stack.tcp", e.message()))?;
+    c.reassembly.validate().map_err(|e| StackConfigError::new("stack.tcp.reassembly", e.to_string()))?;
+    Ok(Arc::new(c))
+}
+
+impl StackConfig for TcpConfig {
+    fn build(&self, actor: &str, cx: &StackContext<'_>) -> StackInstance {
+        let mut tcp = TcpMonitor::new(actor, self);
+        tcp.set_completed(cx.completed.clone());
+        tcp.set_receiver_events(cx.receiver_events);
+        let streams: Arc<dyn StreamAccess> = tcp.streams();
+        StackInstance { actor: Box::new(tcp), streams: Some(streams) }
     }
 }
