@@ -62,7 +62,11 @@ pub(super) fn collect_trace(
         let inner = slot.lock().map(|g| g.clone()).unwrap_or_default();
         let base = actors.len() as u16;
         let core = core_of(chain);
-        actors.extend(inner.actors.iter().map(|(n, k)| TraceActor { name: format!("{chain}/{n}"), kind: k.clone(), core }));
+        actors.extend(inner.actors.iter().map(|(n, k)| TraceActor {
+            name: format!("{chain}/{n}"),
+            kind: k.clone(),
+            core,
+        }));
         spans.extend(inner.spans.iter().map(|s| Span {
             actor: base + s.actor,
             publisher: base + s.publisher,

@@ -130,15 +130,12 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
     }
 }
 
+/// A stack instance of every µStack, in chain order, and the streams the NFs read.
+type StackSet = (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>);
+
 /// One instance of every µStack of `app`, for shard `shard` (flow ids from `shard ×` the
 /// stacks' flow-id range), in chain order; and the streams of the last that has some.
-fn build_stacks(
-    app: &App,
-    link: LinkType,
-    receiver_events: bool,
-    shard: u32,
-    completed: &Arc<AtomicU64>,
-) -> (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>) {
+fn build_stacks(app: &App, link: LinkType, receiver_events: bool, shard: u32, completed: &Arc<AtomicU64>) -> StackSet {
     let flow_base = shard.saturating_mul(registry::flow_ids_per_instance(&app.stacks));
     let cx = StackContext { link, shard, flow_base, completed, receiver_events };
     let mut actors = Vec::new();
@@ -221,8 +218,7 @@ fn private_chain(
     let n_stacks = stacks.len();
     // Outer publisher k (k = 1..=j: the chain of upstream NF k-1) is stand-in
     // n_stacks + k in the inner plan.
-    let publishers: Vec<Option<u16>> =
-        (0..=upstream.len()).map(|k| (k > 0).then_some((n_stacks + k) as u16)).collect();
+    let publishers: Vec<Option<u16>> = (0..=upstream.len()).map(|k| (k > 0).then_some((n_stacks + k) as u16)).collect();
     let nf_contract = nf.contract().clone();
     let mut subscriptions = vec![Subscription { include_dropped: true, ..Subscription::new("frames", builtin::FRAME) }];
     let last = inner_plan.actors.last().expect("the NF");

@@ -243,6 +243,9 @@ mod tests {
         ];
         assert_eq!(labels(&l), want);
         let rt = &app.runtime;
-        assert_eq!(l.region_size(rt) - Layout { rings: Vec::new(), ..l.clone() }.region_size(rt), 14 * (1024 * 64 + 1024 * std::mem::size_of::<EventDesc>()));
+        assert_eq!(
+            l.region_size(rt) - Layout { rings: Vec::new(), ..l.clone() }.region_size(rt),
+            14 * (1024 * 64 + 1024 * std::mem::size_of::<EventDesc>())
+        );
     }
 }

@@ -200,9 +200,11 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     });
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
-    let region = Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| RunError::Setup(e.to_string()))?;
-    let (alloc, release, pool_view) = pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let region =
+        Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| RunError::Setup(e.to_string()))?;
+    let (alloc, release, pool_view) =
+        pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
+            .map_err(|e| RunError::Setup(e.to_string()))?;
     nf_process::check_external(&opts, &plan)?;
 
     let input = wire::WireInput {
@@ -220,14 +222,15 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let io = wire::Io { source: Box::new(reader), alloc, release, writer };
     let wired = wire::wire(input, io, actors, shards)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
-    let (cores, nf_processes) = execute(app, &mut opts, &prefix, link, assignments, &wired.external, &wired.progress)?;
+    let Executed { cores, nf_processes } =
+        execute(app, &mut opts, &prefix, link, assignments, &wired.external, &wired.progress)?;
 
     let mut rx = take(&wired.rx_slot);
     let mut tx = take(&wired.tx_slot);
     let mut stages: Vec<StageReport> = wired.stage_slots.iter().map(take).collect();
-    let trace = opts.trace.map(|_| {
-        assemble::collect_trace(&plan, &registry, &placement, &mut rx, &mut tx, &mut stages, &inner_traces)
-    });
+    let trace = opts
+        .trace
+        .map(|_| assemble::collect_trace(&plan, &registry, &placement, &mut rx, &mut tx, &mut stages, &inner_traces));
     let rings = assemble::ring_stats(&region, &layout);
     let pool = pool_view.stats();
     let elapsed = started.elapsed();
@@ -265,7 +268,7 @@ fn execute(
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
     progress: &RxProgress,
-) -> Result<(Vec<CoreReport>, Vec<(String, u32)>), RunError> {
+) -> Result<Executed, RunError> {
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
     // flag aborts every thread at once and is set only when an actor panics, or when an NF
     // process fails.
@@ -295,7 +298,13 @@ fn execute(
     if !child_errors.is_empty() {
         return Err(RunError::Setup(child_errors.join("\n")));
     }
-    Ok((cores, nf_processes))
+    Ok(Executed { cores, nf_processes })
+}
+
+/// What [`execute`] returns: each core's report, and each NF process's name and pid.
+struct Executed {
+    cores: Vec<CoreReport>,
+    nf_processes: Vec<(String, u32)>,
 }
 
 /// A copy of what a report slot holds.

@@ -88,7 +88,15 @@ pub(crate) struct Io {
 
 /// The layout's rings, created; each end taken once by whoever the layout says.
 struct Rings {
-    ends: Vec<(End, End, Option<Producer<EventDesc>>, Option<Consumer<EventDesc>>)>,
+    ends: Vec<RingEnds>,
+}
+
+/// A created ring: who writes and reads it, and the ends not yet handed out.
+struct RingEnds {
+    from: End,
+    to: End,
+    producer: Option<Producer<EventDesc>>,
+    consumer: Option<Consumer<EventDesc>>,
 }
 
 impl Rings {
@@ -97,31 +105,31 @@ impl Rings {
         for (i, r) in layout.rings.iter().enumerate() {
             let (p, c) = ring::create::<EventDesc>(region, &shm_name(i), capacity)
                 .map_err(|e| RunError::Setup(e.to_string()))?;
-            ends.push((r.from.clone(), r.to.clone(), Some(p), Some(c)));
+            ends.push(RingEnds { from: r.from.clone(), to: r.to.clone(), producer: Some(p), consumer: Some(c) });
         }
         Ok(Rings { ends })
     }
 
     /// The index of the first ring written by `from` whose writing end is still here.
     fn from(&self, from: &End) -> usize {
-        self.ends.iter().position(|e| &e.0 == from && e.2.is_some()).expect("the layout has this ring")
+        self.ends.iter().position(|e| &e.from == from && e.producer.is_some()).expect("the layout has this ring")
     }
 
     /// The index of the first ring read by `to` whose reading end is still here.
     fn to(&self, to: &End) -> usize {
-        self.ends.iter().position(|e| &e.1 == to && e.3.is_some()).expect("the layout has this ring")
+        self.ends.iter().position(|e| &e.to == to && e.consumer.is_some()).expect("the layout has this ring")
     }
 
     /// The writing end of `from`'s (next) output ring.
     fn output(&mut self, from: &End) -> Producer<EventDesc> {
         let i = self.from(from);
-        self.ends[i].2.take().expect("not taken")
+        self.ends[i].producer.take().expect("not taken")
     }
 
     /// The reading end of `to`'s (next) input ring.
     fn input(&mut self, to: &End) -> Consumer<EventDesc> {
         let i = self.to(to);
-        self.ends[i].3.take().expect("not taken")
+        self.ends[i].consumer.take().expect("not taken")
     }
 
     /// The writing ends of every ring `from` writes, in layout order.
@@ -146,8 +154,7 @@ pub(crate) fn wire(
     let in_flight = (i.opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
     let core_of = |name: &str| i.placement.core_of(name).unwrap_or(0) as u16;
 
-    let (mut rx, rx_slot, progress) =
-        RxStage::new(io.source, io.alloc, rings.output(&End::Rx), i.opts.stop.clone());
+    let (mut rx, rx_slot, progress) = RxStage::new(io.source, io.alloc, rings.output(&End::Rx), i.opts.stop.clone());
     if let Some(f) = &in_flight {
         rx = rx.with_gate(f.clone());
     }
@@ -278,7 +285,13 @@ impl Wiring<'_> {
         drop((actor, self.rings.input(&end), self.rings.output(&end)));
         let slot: ReportSlot<StageReport> = Arc::default();
         let core = self.i.placement.core_of(&name).unwrap_or(0);
-        self.external.push(ExternalNf { name, input: shm_name(input), output: shm_name(output), core, slot: slot.clone() });
+        self.external.push(ExternalNf {
+            name,
+            input: shm_name(input),
+            output: shm_name(output),
+            core,
+            slot: slot.clone(),
+        });
         self.stage_slots.push(slot);
     }
 
@@ -294,7 +307,8 @@ impl Wiring<'_> {
         let to_members = self.rings.outputs(&split, members.len());
         let to_merger = self.rings.inputs(&merge, members.len());
         let output = self.rings.output(&merge);
-        self.helpers.push((self.name_of(members[0]), Box::new(Splitter::new(format!("split[{label}]"), input, to_members))));
+        self.helpers
+            .push((self.name_of(members[0]), Box::new(Splitter::new(format!("split[{label}]"), input, to_members))));
         let mut merger = Merger::new(format!("merge[{label}]"), to_merger, output);
         if self.i.opts.fault == Some(Fault::EagerMerger) {
             merger = merger.with_fault_eager();

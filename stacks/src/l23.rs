@@ -26,9 +26,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::flow::FlowKey;
-use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::flow_table::{Direction, EndReason, EndedFlow, FlowTable, FlowTableConfig};
 use crate::parse::{parse, tcp_flags, Malformed, Parsed, Transport};
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 
 /// What to do with a frame the parser rejects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

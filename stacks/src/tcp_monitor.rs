@@ -42,8 +42,8 @@ use actors::desc::{
 use actors::event::builtin;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 
-use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::flow_table::{Direction, EndReason, FlowId};
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
 
 /// The tracker and the connections that ended but may still be read, shared with readers.
@@ -384,7 +384,8 @@ impl Actor for TcpMonitor {
 pub static STACK: StackKind = StackKind { table: "tcp", actor: "tcp", default: None, parse: parse_stack };
 
 fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
-    let c = <TcpConfig as serde::Deserialize>::deserialize(v).map_err(|e| StackConfigError::new("stack.tcp", e.message()))?;
+    let c = <TcpConfig as serde::Deserialize>::deserialize(v)
+        .map_err(|e| StackConfigError::new("stack.tcp", e.message()))?;
     c.reassembly.validate().map_err(|e| StackConfigError::new("stack.tcp.reassembly", e.to_string()))?;
     Ok(Arc::new(c))
 }
