@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actors::controller::Plan;
 use actors::event::EventRegistry;
@@ -13,17 +14,77 @@ use actors::io::{RxReport, TxReport};
 use actors::private::InnerTraceSlot;
 use actors::stage::StageReport;
 use runtime::coremap::Placement;
+use runtime::executor::CoreReport;
+use runtime::pool::PoolView;
 use runtime::ring::{self, RingStats};
 use runtime::shm::Region;
 use runtime::trace::{Span, TraceActor, TraceData};
 
 use super::layout::{shm_name, Layout};
-use super::RunOptions;
+use super::wire::Slots;
+use super::{take, Logs, RunOptions};
 use crate::app::App;
 use crate::report::{ActorSummary, DropLine, RunReport};
 
+/// Everything a finished run leaves behind.
+pub(super) struct Finished<'a> {
+    pub app: &'a App,
+    pub opts: &'a RunOptions,
+    pub plan: &'a Plan,
+    pub registry: &'a EventRegistry,
+    pub placement: &'a Placement,
+    pub layout: &'a Layout,
+    /// The run's region: unlinked here, once the rings' and the pool's counters are read.
+    pub region: Arc<Region>,
+    pub pool: PoolView,
+    pub slots: Slots,
+    pub inner_traces: &'a [(String, InnerTraceSlot)],
+    pub logs: Option<Logs>,
+    pub cores: Vec<CoreReport>,
+    pub nf_processes: Vec<(String, u32)>,
+    pub started: Instant,
+    pub total_bytes: Option<u64>,
+}
+
+/// The run's report: takes every report out of its slot, the trace, the rings' and the
+/// pool's counters, then releases the region and checks the books ([`assemble`]).
+pub(super) fn finish(f: Finished<'_>) -> RunReport {
+    let mut rx = take(&f.slots.rx);
+    let mut tx = take(&f.slots.tx);
+    let mut stages: Vec<StageReport> = f.slots.stages.iter().map(take).collect();
+    let trace = f
+        .opts
+        .trace
+        .map(|_| collect_trace(f.plan, f.registry, f.placement, &mut rx, &mut tx, &mut stages, f.inner_traces));
+    let rings = ring_stats(&f.region, f.layout);
+    let pool = f.pool.stats();
+    let elapsed = f.started.elapsed();
+    drop(f.pool);
+    drop(f.region);
+    let report = assemble(AssembleInput {
+        app: f.app,
+        opts: f.opts,
+        plan: f.plan,
+        registry: f.registry,
+        placement: f.placement,
+        rx,
+        tx,
+        stages,
+        rings,
+        pool,
+        cores: f.cores,
+        elapsed,
+        total_bytes: f.total_bytes,
+    });
+    let observations = f
+        .logs
+        .map(|l| l.into_iter().map(|(k, v)| (k, v.lock().map(|g| g.clone()).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    RunReport { trace, observations, nf_processes: f.nf_processes, ..report }
+}
+
 /// Each ring of the layout with its counters, named `from -> to`.
-pub(super) fn ring_stats(region: &Arc<Region>, layout: &Layout) -> Vec<(String, RingStats)> {
+fn ring_stats(region: &Arc<Region>, layout: &Layout) -> Vec<(String, RingStats)> {
     layout
         .rings
         .iter()
@@ -35,7 +96,7 @@ pub(super) fn ring_stats(region: &Arc<Region>, layout: &Layout) -> Vec<(String, 
 /// The run's trace: every actor of the plan and TX, with their spans in chain order, then
 /// mode a's private chains' inner actors (`chain/l23`, `chain/tcp`, `chain/nf`) on their
 /// chain's core. Takes the spans out of the reports.
-pub(super) fn collect_trace(
+fn collect_trace(
     plan: &Plan,
     registry: &EventRegistry,
     placement: &Placement,
@@ -80,7 +141,7 @@ pub(super) fn collect_trace(
 }
 
 /// What a finished run left behind, for [`assemble`].
-pub(super) struct AssembleInput<'a> {
+struct AssembleInput<'a> {
     pub app: &'a App,
     pub opts: &'a RunOptions,
     pub plan: &'a Plan,
@@ -98,7 +159,7 @@ pub(super) struct AssembleInput<'a> {
 
 /// The run's report, its books checked: every packet read is emitted or dropped with a
 /// reason, the pool balances, every stage finished.
-pub(super) fn assemble(i: AssembleInput<'_>) -> RunReport {
+fn assemble(i: AssembleInput<'_>) -> RunReport {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let actor_name = |idx: u16| i.plan.actors.get(usize::from(idx)).map_or("?".to_string(), |a| a.name.clone());

@@ -38,7 +38,6 @@ use std::time::Instant;
 
 use actors::io::RxProgress;
 use actors::observe::Log;
-use actors::stage::StageReport;
 use runtime::coremap::CoreMap;
 use runtime::executor::{self, CoreAssignment, CoreReport};
 use runtime::pool;
@@ -193,11 +192,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
         None => None,
     };
-    let prefix = opts.prefix.clone().unwrap_or_else(|| {
-        // Unique in this process too: several runs may share it (tests, `mbox check`).
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        format!("run{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-    });
+    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
     let region =
@@ -225,37 +220,23 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let Executed { cores, nf_processes } =
         execute(app, &mut opts, &prefix, link, assignments, &wired.external, &wired.progress)?;
 
-    let mut rx = take(&wired.rx_slot);
-    let mut tx = take(&wired.tx_slot);
-    let mut stages: Vec<StageReport> = wired.stage_slots.iter().map(take).collect();
-    let trace = opts
-        .trace
-        .map(|_| assemble::collect_trace(&plan, &registry, &placement, &mut rx, &mut tx, &mut stages, &inner_traces));
-    let rings = assemble::ring_stats(&region, &layout);
-    let pool = pool_view.stats();
-    let elapsed = started.elapsed();
-    drop(pool_view);
-    drop(region);
-
-    let report = assemble::assemble(assemble::AssembleInput {
+    Ok(assemble::finish(assemble::Finished {
         app,
         opts: &opts,
         plan: &plan,
         registry: &registry,
         placement: &placement,
-        rx,
-        tx,
-        stages,
-        rings,
-        pool,
+        layout: &layout,
+        region,
+        pool: pool_view,
+        slots: wired.slots,
+        inner_traces: &inner_traces,
+        logs,
         cores,
-        elapsed,
+        nf_processes,
+        started,
         total_bytes,
-    });
-    let observations = logs
-        .map(|l| l.into_iter().map(|(k, v)| (k, v.lock().map(|g| g.clone()).unwrap_or_default())).collect())
-        .unwrap_or_default();
-    Ok(RunReport { trace, observations, nf_processes, ..report })
+    }))
 }
 
 /// Step 6: starts the external NF processes, runs the executor on its own thread while
@@ -305,6 +286,13 @@ fn execute(
 struct Executed {
     cores: Vec<CoreReport>,
     nf_processes: Vec<(String, u32)>,
+}
+
+/// A shared-memory prefix unique to this run: `run<pid>-<n>` (several runs of one process
+/// may share it: tests, `mbox check`).
+fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("run{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A copy of what a report slot holds.

@@ -52,16 +52,22 @@ pub(crate) struct Wired {
     /// not in core maps: each runs with its group's first / last member, the shard splitter
     /// with RX, the shard merger with the first stack).
     pub helpers: Vec<(String, Box<dyn Runnable>)>,
-    /// Every stage's report, in chain order.
-    pub stage_slots: Vec<ReportSlot<StageReport>>,
     /// The NFs other processes serve.
     pub external: Vec<ExternalNf>,
-    /// RX's report.
-    pub rx_slot: ReportSlot<RxReport>,
     /// RX's live progress.
     pub progress: Arc<RxProgress>,
+    /// Where RX, TX and the stages leave their reports.
+    pub slots: Slots,
+}
+
+/// Where the chain's runnables leave their reports when they finish.
+pub(crate) struct Slots {
+    /// RX's report.
+    pub rx: ReportSlot<RxReport>,
     /// TX's report.
-    pub tx_slot: ReportSlot<TxReport>,
+    pub tx: ReportSlot<TxReport>,
+    /// Every stage's report, in chain order.
+    pub stages: Vec<ReportSlot<StageReport>>,
 }
 
 /// What the wiring needs besides the actors.
@@ -197,11 +203,9 @@ pub(crate) fn wire(
     Ok(Wired {
         runnables: w.runnables,
         helpers: w.helpers,
-        stage_slots: w.stage_slots,
         external: w.external,
-        rx_slot,
         progress,
-        tx_slot,
+        slots: Slots { rx: rx_slot, tx: tx_slot, stages: w.stage_slots },
     })
 }
 
