@@ -4,30 +4,30 @@
 //! 1. open the input capture (its link type configures the L2/3 stack);
 //! 2. build the actors — the app's µStacks ([`stacks::registry`], in chain order), then
 //!    every `[[nf]]` in order; mode a gives each NF private stacks — collecting every
-//!    configuration problem ([`build`](mod@build));
-//! 3. link them with the controller (type-checked plan; also [`build`](mod@build));
+//!    configuration problem (`build.rs`);
+//! 3. link them with the controller (type-checked plan; also `build.rs`);
 //! 4. place each actor on a core: core-map file, or the documented default placement
-//!    ([`place`]);
-//! 5. lay the chain out once — every ring, from where to where ([`layout`]) — size the
+//!    (`place.rs`);
+//! 5. lay the chain out once — every ring, from where to where (`layout.rs`) — size the
 //!    shared-memory region from it, create the region and the packet pool, and wire the
-//!    stages, splitters, mergers and stack shards along it ([`wire`]):
+//!    stages, splitters, mergers and stack shards along it (`wire.rs`):
 //!    `rx → l23 → [tcp →] nf1 → … → nfN → tx`;
-//! 6. start the NFs that run in their own processes ([`nf_process`]) and run one pinned
+//! 6. start the NFs that run in their own processes (`nf_process.rs`) and run one pinned
 //!    executor thread per used core until the end-of-input marker has travelled the whole
 //!    chain;
 //! 7. collect the reports and the trace, and check the books: every packet read is either
 //!    emitted or dropped with a reason, and the pool balances. A mismatch is an error, never a
-//!    footnote ([`assemble`]).
+//!    footnote (`assemble.rs`).
 //!
 //! The region is unlinked when the run ends — normally, on error, or after Ctrl-C (the stop
 //! flag makes RX end the input early, and the chain drains as usual). The execution modes
 //! are described in docs/architecture.md.
 
 mod assemble;
-pub mod build;
+mod build;
 mod layout;
 mod nf_process;
-pub mod place;
+mod place;
 mod wire;
 
 use std::collections::BTreeMap;
