@@ -20,7 +20,7 @@
 //!
 //! [[nf]]                     # network functions, in chain order
 //! name = "fw"                # unique; letters, digits, `_`, `-`
-//! kind = "firewall"          # firewall | flow_stats
+//! kind = "firewall"          # one of the kinds nfs registers (nfs::configure lists them)
 //! subscribe = ["PKT"]        # optional: replaces the NF's main input types
 //! filter = { proto = "tcp" } # optional: only events whose packet matches
 //! from = "l23"               # optional: take them only from this publisher
@@ -29,8 +29,10 @@
 //! # ... the kind's own keys
 //! ```
 //!
-//! Unknown keys are errors at every level. Loading collects every problem — file, key and
-//! reason — and reports them together.
+//! The `[stack.*]` tables are the µStacks' own (parsed through [`stacks::registry`], which
+//! lists them in chain order); the `[[nf]]` entries are the NFs' (parsed through
+//! [`nfs::configure`]). Unknown keys are errors at every level. Loading collects every
+//! problem — file, key and reason — and reports them together.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -39,8 +41,7 @@ use actors::event::EventRegistry;
 use actors::matcher::FlowMatch;
 use nfs::{NfCommon, NfConfig};
 use serde::Deserialize;
-use stacks::tcp::TcpConfig;
-use stacks::L23Config;
+use stacks::registry::{self, ConfiguredStack};
 
 /// `[runtime]`: sizes of the shared structures.
 #[derive(Clone, Debug, Deserialize)]
@@ -80,10 +81,8 @@ pub struct App {
     pub source: String,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
-    /// `[stack.l23]`.
-    pub l23: L23Config,
-    /// `[stack.tcp]`: the TCP monitor, when present.
-    pub tcp: Option<TcpConfig>,
+    /// The µStacks, in chain order (`[stack.*]`; the L2/3 stack always).
+    pub stacks: Vec<ConfiguredStack>,
     /// The NFs in chain order.
     pub nfs: Vec<NfEntry>,
     /// Every event type the app can name.
@@ -98,8 +97,12 @@ pub struct App {
 #[error("{}", .0.join("\n"))]
 pub struct AppError(pub Vec<String>);
 
-/// Names the runtime uses for its own actors.
-pub const RESERVED_NAMES: &[&str] = &["rx", "tx", "l23", "tcp"];
+/// Names the runtime uses for its own actors: RX, TX and every µStack's.
+pub fn reserved_names() -> Vec<&'static str> {
+    let mut names = vec!["rx", "tx"];
+    names.extend(registry::STACKS.iter().map(|k| k.actor));
+    names
+}
 
 impl App {
     /// Reads and parses an app file.
@@ -136,35 +139,18 @@ impl App {
             errs.push(at("runtime.shards", "must be between 1 and 64"));
         }
 
-        let mut l23 = L23Config::default();
-        let mut tcp = None;
-        match top.remove("stack") {
-            None => {}
-            Some(toml::Value::Table(mut stacks)) => {
-                if let Some(v) = stacks.remove("l23") {
-                    match L23Config::deserialize(v) {
-                        Ok(c) => match c.validate() {
-                            Ok(()) => l23 = c,
-                            Err(e) => errs.push(at("stack.l23", &e)),
-                        },
-                        Err(e) => errs.push(at("stack.l23", e.message())),
-                    }
-                }
-                if let Some(v) = stacks.remove("tcp") {
-                    match TcpConfig::deserialize(v) {
-                        Ok(c) => match c.reassembly.validate() {
-                            Ok(()) => tcp = Some(c),
-                            Err(e) => errs.push(at("stack.tcp.reassembly", &e.to_string())),
-                        },
-                        Err(e) => errs.push(at("stack.tcp", e.message())),
-                    }
-                }
-                for k in stacks.keys() {
-                    errs.push(at(&format!("stack.{k}"), "unknown µStack (known: l23, tcp)"));
-                }
+        let tables = match top.remove("stack") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(tables)) => tables,
+            Some(other) => {
+                errs.push(at("stack", &format!("must be a table, not {}", other.type_str())));
+                toml::Table::new()
             }
-            Some(other) => errs.push(at("stack", &format!("must be a table, not {}", other.type_str()))),
-        }
+        };
+        let stacks = registry::configure(tables).unwrap_or_else(|problems| {
+            errs.extend(problems.iter().map(|e| at(&e.key, &e.message)));
+            Vec::new()
+        });
 
         let mut registry = EventRegistry::new();
         let mut nfs = Vec::new();
@@ -176,10 +162,11 @@ impl App {
                     match nf_entry(i, item, source, &mut registry) {
                         Ok(nf) => {
                             let name = &nf.common.name;
-                            if RESERVED_NAMES.contains(&name.as_str()) {
+                            let reserved = reserved_names();
+                            if reserved.contains(&name.as_str()) {
                                 errs.push(format!(
                                     "{source}: nf `{name}`: the name is reserved for the runtime ({})",
-                                    RESERVED_NAMES.join(", ")
+                                    reserved.join(", ")
                                 ));
                             } else if !seen.insert(name.clone()) {
                                 errs.push(format!("{source}: nf `{name}`: two NFs have this name"));
@@ -220,7 +207,7 @@ impl App {
             errs.push(at(k, "unknown key (known: runtime, stack, nf, parallel)"));
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, l23, tcp, nfs, registry, parallel })
+            Ok(App { source: source.to_string(), runtime, stacks, nfs, registry, parallel })
         } else {
             Err(AppError(errs))
         }

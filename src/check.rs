@@ -1,6 +1,7 @@
 //! `mbox check`: runs one input through several execution modes and compares everything the
 //! network functions observed and did against mode a (every NF with its own private stack,
-//! one packet at a time) — DESIGN.md §5's promise, made executable.
+//! one packet at a time) — the promise of docs/architecture.md (execution modes), made
+//! executable.
 //!
 //! For each mode the run records (1) every NF's observation log
 //! ([`actors::observe`]): each event it handled with its snapshot, the hash of the bytes it

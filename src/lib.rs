@@ -1,20 +1,31 @@
 //! # microboxes — the `mbox` command's library
 //!
-//! Ties the crates together: [`app`] loads an application file, [`engine`] builds the
-//! actors, links them with the controller, places them on cores and runs them over shared
-//! rings, and [`report`] summarizes the run; [`streams`] reassembles every TCP connection of
-//! a capture (`mbox streams`). The `mbox` binary (src/main.rs) is a thin
-//! command line over these.
+//! Ties the crates together. The folders of `src/` follow the concerns:
+//!
+//! * [`app`] — the application file: `[runtime]`, the µStacks' `[stack.*]` tables (through
+//!   [`stacks::registry`]), the `[[nf]]` chain (through [`nfs::configure`]);
+//! * [`engine`] (`src/engine/`) — runs an app over a capture: builds the actors, links them
+//!   with the controller, places them on cores, lays the chain's shared rings out once and
+//!   wires the stages along them, runs them, and assembles the report; also serves one NF of
+//!   a run in its own process (`mbox nf`);
+//! * [`report`] — what a run reports: the summary text and the stats JSON;
+//! * [`check`] — `mbox check`: one capture through several execution modes, compared with
+//!   mode a;
+//! * [`streams`] — `mbox streams`: every TCP connection of a capture, reassembled;
+//! * [`trace`] (`src/trace/`) — recorded traces: Chrome JSON export and timeline rendering;
+//! * [`repro`] (`src/repro/`) — the paper's results reproduced (Figure 4).
+//!
+//! The `mbox` binary (src/main.rs) is a thin command line over these. How the pieces fit —
+//! actors, the controller, the execution modes — is told in docs/architecture.md.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod check;
 pub mod engine;
-pub mod fig4;
 pub mod report;
+pub mod repro;
 pub mod streams;
-pub mod trace_export;
-pub mod trace_render;
+pub mod trace;
 
 pub use app::App;
 pub use engine::{run, Mode, RunError, RunOptions};

@@ -11,6 +11,7 @@
 //!
 //! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage, 3 `mbox
 //! check` found a divergence, 130 interrupted by Ctrl-C (after draining and reporting).
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ struct Fig4Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Synthetic work per NF and packet, in µs (0: the NFs' real cost only).
-    #[arg(long, value_name = "N", default_value_t = microboxes::fig4::DEFAULT_WORK_US)]
+    #[arg(long, value_name = "N", default_value_t = microboxes::repro::fig4::DEFAULT_WORK_US)]
     work_us: u64,
 }
 
@@ -306,13 +307,13 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
 }
 
 fn cmd_fig4(a: Fig4Args) -> Result<()> {
-    let opts = microboxes::fig4::Fig4Options { work_us: a.work_us, ..Default::default() };
-    let runs = microboxes::fig4::write_all(&a.output, &opts)?;
+    let opts = microboxes::repro::fig4::Fig4Options { work_us: a.work_us, ..Default::default() };
+    let runs = microboxes::repro::fig4::write_all(&a.output, &opts)?;
     for r in &runs {
         let placed: Vec<String> = r.placement.iter().map(|(c, n)| format!("core {c}: {}", n.join(" "))).collect();
         eprintln!(
             "mbox fig4: {:<30} {:>3} spans drawn · {}",
-            microboxes::fig4::title(r.mode),
+            microboxes::repro::fig4::title(r.mode),
             r.slices.len(),
             placed.join(" | ")
         );
@@ -322,9 +323,9 @@ fn cmd_fig4(a: Fig4Args) -> Result<()> {
 }
 
 fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
-    use microboxes::trace_render::{render_to_file, Format};
+    use microboxes::trace::render::{render_to_file, Format};
     Format::from_path(&a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let spans = microboxes::trace_export::read_chrome_trace(&a.input).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spans = microboxes::trace::export::read_chrome_trace(&a.input).map_err(|e| anyhow::anyhow!("{e}"))?;
     let title = format!(
         "mbox trace: {}",
         a.input.file_name().map_or_else(|| a.input.display().to_string(), |n| n.to_string_lossy().into_owned())
@@ -445,7 +446,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
 
     let report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let (Some(p), Some(t)) = (&a.trace, &report.trace) {
-        microboxes::trace_export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
+        microboxes::trace::export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
         if !a.quiet {
             eprintln!(
                 "mbox run: wrote {} spans to {} ({} dropped; raise --trace-limit to keep more)",

@@ -14,6 +14,9 @@
 //! * `modifies`: whether it writes packet bytes or stack state (the controller keeps writers
 //!   out of parallel groups);
 //! * `drop_reasons`: the names its [`Verdict::Drop`] indices refer to, for the stats.
+//!
+//! Its [`ActorRole`] (µStack or NF) follows from the contract: a µStack consumes what it
+//! subscribes to.
 
 use runtime::pool::{PacketHandle, PoolView};
 
@@ -110,6 +113,38 @@ pub struct Contract {
     pub modifies: Modifies,
     /// Names of its drop reasons; `Verdict::Drop(i)` refers to `drop_reasons[i]`.
     pub drop_reasons: Vec<String>,
+}
+
+/// What an actor is to the engine: one of the shared µStacks, or a network function.
+///
+/// The engine places stacks with RX, shards them in mode d, gives each NF private copies of
+/// them in mode a, and keeps them out of parallel NF groups; it reads the role from the
+/// contract ([`Contract::role`]), never from a kind name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActorRole {
+    /// A µStack: it consumes the events it subscribes to and rewrites them into its own.
+    Stack,
+    /// A network function (also RX's stand-ins and mode a's private chains).
+    Nf,
+}
+
+impl Contract {
+    /// The actor's role. An actor that *consumes* some subscription (see
+    /// [`Subscription::consumes`]: it rewrites those events into its own publications, a
+    /// layer of protocol processing) is a µStack; every other actor is an NF.
+    pub fn role(&self) -> ActorRole {
+        role_of(self.subscriptions.iter().map(|s| s.consumes))
+    }
+}
+
+/// The role of an actor whose subscriptions consume as `consumes` says (shared by
+/// [`Contract::role`] and the plan's [`PlannedActor::role`](crate::controller::PlannedActor::role)).
+pub(crate) fn role_of(mut consumes: impl Iterator<Item = bool>) -> ActorRole {
+    if consumes.any(|c| c) {
+        ActorRole::Stack
+    } else {
+        ActorRole::Nf
+    }
 }
 
 /// An actor's answer to one event.

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use crate::contract::{Contract, Subscription};
+use crate::contract::{ActorRole, Contract, Subscription};
 use crate::event::{EventRegistry, EventType};
 use crate::matcher::FlowMatch;
 
@@ -80,6 +80,13 @@ pub struct Plan {
     pub actors: Vec<PlannedActor>,
     /// Human-readable links, `"fw.pkt <- l23 (PKT, PKT/TCP, ...)"`, for `--explain` output.
     pub links: Vec<String>,
+}
+
+impl PlannedActor {
+    /// The actor's role, as its contract declared it ([`Contract::role`]).
+    pub fn role(&self) -> ActorRole {
+        crate::contract::role_of(self.subscriptions.iter().map(|s| s.consumes))
+    }
 }
 
 impl Plan {
@@ -393,6 +400,10 @@ mod tests {
         assert_eq!(plan.actors[4].subscriptions[0].publishers, vec![1, 3], "PKT: UDP etc. from l23, TCP from tcp");
         assert_eq!(plan.actors[4].subscriptions[1].publishers, vec![3], "PKT/TCP only from tcp");
         assert!(plan.actors[3].subscriptions[0].consumes);
+        let roles: Vec<ActorRole> = plan.actors.iter().map(|a| a.role()).collect();
+        use ActorRole::{Nf, Stack};
+        assert_eq!(roles, [Nf, Stack, Nf, Stack, Nf], "consuming actors are stacks");
+        assert_eq!((l23.role(), after.role()), (Stack, Nf), "the contract says the same");
         // Without consumption the same chain is ambiguous.
         tcp.subscriptions[0].consumes = false;
         let e = link(&[&rx, &l23, &tcp, &after], &reg).unwrap_err().to_string();

@@ -23,10 +23,12 @@ use actors::event::builtin;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use runtime::ports::LinkType;
 use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::flow::FlowKey;
 use crate::flow_table::{Direction, EndReason, EndedFlow, FlowTable, FlowTableConfig};
 use crate::parse::{parse, tcp_flags, Malformed, Parsed, Transport};
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 
 /// What to do with a frame the parser rejects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -150,8 +152,13 @@ impl L23Stack {
 
     /// This instance is shard `shard` of several: its flow ids start at `shard * max_flows`
     /// (as slots of one table would), so ids never collide between shards.
-    pub fn with_shard(mut self, shard: u32, max_flows: usize) -> L23Stack {
-        self.slot_base = shard.saturating_mul(max_flows.min(u32::MAX as usize) as u32);
+    pub fn with_shard(self, shard: u32, max_flows: usize) -> L23Stack {
+        self.with_flow_base(shard.saturating_mul(max_flows.min(u32::MAX as usize) as u32))
+    }
+
+    /// This instance's flow ids start at `base` (a shard's range; see [`Self::with_shard`]).
+    pub fn with_flow_base(mut self, base: u32) -> L23Stack {
+        self.slot_base = base;
         self
     }
 
@@ -327,5 +334,30 @@ impl Actor for L23Stack {
             }
         }
         c
+    }
+}
+
+/// The L2/3 µStack's registration ([`crate::registry`]): `[stack.l23]`, always present.
+pub static STACK: StackKind =
+    StackKind { table: "l23", actor: "l23", default: Some(default_stack), parse: parse_stack };
+
+fn default_stack() -> Arc<dyn StackConfig> {
+    Arc::new(L23Config::default())
+}
+
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
+    let c = L23Config::deserialize(v).map_err(|e| StackConfigError::new("stack.l23", e.message()))?;
+    c.validate().map_err(|e| StackConfigError::new("stack.l23", e))?;
+    Ok(Arc::new(c))
+}
+
+impl StackConfig for L23Config {
+    fn build(&self, actor: &str, cx: &StackContext<'_>) -> StackInstance {
+        let stack = L23Stack::new(actor, self, cx.link).with_flow_base(cx.flow_base);
+        StackInstance { actor: Box::new(stack), streams: None }
+    }
+
+    fn flow_ids(&self) -> Option<u32> {
+        Some(self.max_flows.min(u32::MAX as usize) as u32)
     }
 }

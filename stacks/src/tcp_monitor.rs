@@ -43,6 +43,7 @@ use actors::event::builtin;
 use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
 
 use crate::flow_table::{Direction, EndReason, FlowId};
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
 
 /// The tracker and the connections that ended but may still be read, shared with readers.
@@ -379,5 +380,25 @@ impl Actor for TcpMonitor {
         .into_iter()
         .chain(s.refused.named().into_iter().map(|(n, v)| (n.to_string(), v)))
         .collect()
+    }
+}
+
+/// The TCP monitor's registration ([`crate::registry`]): `[stack.tcp]`, only when present.
+pub static STACK: StackKind = StackKind { table: "tcp", actor: "tcp", default: None, parse: parse_stack };
+
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
+    let c = <TcpConfig as serde::Deserialize>::deserialize(v)
+        .map_err(|e| StackConfigError::new("stack.tcp", e.message()))?;
+    c.reassembly.validate().map_err(|e| StackConfigError::new("stack.tcp.reassembly", e.to_string()))?;
+    Ok(Arc::new(c))
+}
+
+impl StackConfig for TcpConfig {
+    fn build(&self, actor: &str, cx: &StackContext<'_>) -> StackInstance {
+        let mut tcp = TcpMonitor::new(actor, self);
+        tcp.set_completed(cx.completed.clone());
+        tcp.set_receiver_events(cx.receiver_events);
+        let streams: Arc<dyn StreamAccess> = tcp.streams();
+        StackInstance { actor: Box::new(tcp), streams: Some(streams) }
     }
 }

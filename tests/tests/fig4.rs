@@ -1,6 +1,6 @@
 //! Figure 4's shapes, asserted from the recorded spans themselves (not from the picture):
 //! three packets of one TCP flow through the TCP monitor and three NFs with a generous
-//! synthetic work time, in each execution mode, on two cores (`microboxes::fig4`).
+//! synthetic work time, in each execution mode, on two cores (`microboxes::repro::fig4`).
 //!
 //! * (a) per-NF stacks: every NF's actor does, for each packet in turn, its private stack's
 //!   work and then its NF work — one packet after another;
@@ -15,7 +15,7 @@
 //! (c) and (d) are timing properties; on a noisy machine each gets one retry, and says why
 //! the first try missed.
 
-use microboxes::fig4::{self, Fig4Options, ModeRun, Slice, Work, NF_NAMES, PACKETS};
+use microboxes::repro::fig4::{self, Fig4Options, ModeRun, Slice, Work, NF_NAMES, PACKETS};
 use microboxes::Mode;
 use tests::*;
 
@@ -248,7 +248,7 @@ fn mbox_fig4_writes_the_figure_and_a_chrome_trace_per_mode() {
     }
     assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
     for m in ["a", "b", "c", "d"] {
-        let spans = microboxes::trace_export::read_chrome_trace(&out.join(format!("fig4-{m}.json"))).unwrap();
+        let spans = microboxes::trace::export::read_chrome_trace(&out.join(format!("fig4-{m}.json"))).unwrap();
         assert!(spans.iter().any(|s| s.actor.contains("NF1")), "mode {m}: {} spans", spans.len());
         if m == "a" {
             // The private chains' inner actors are in mode a's trace.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use microboxes::trace_export::{chrome_trace, read_chrome_trace, render_spans, write_chrome_trace};
+use microboxes::trace::export::{chrome_trace, read_chrome_trace, render_spans, write_chrome_trace};
 use microboxes::{App, RunOptions, RunReport};
 use runtime::ports::gen::GenConfig;
 use runtime::trace::{SpanKind, TraceData};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use microboxes::trace_export::{render_spans, RenderSpan};
-use microboxes::trace_render::{packet_colour, render_html, render_svg, render_svg_with, RenderOptions};
+use microboxes::trace::export::{render_spans, RenderSpan};
+use microboxes::trace::render::{packet_colour, render_html, render_svg, render_svg_with, RenderOptions};
 use microboxes::{App, RunOptions};
 use runtime::ports::gen::GenConfig;
 use tests::*;

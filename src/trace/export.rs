@@ -17,7 +17,7 @@
 //!
 //! [`write_chrome_trace`] streams the same events to a file without building the whole
 //! JSON tree; [`read_chrome_trace`] loads any Chrome trace back as [`RenderSpan`]s for
-//! [`crate::trace_render`].
+//! [`crate::trace::render`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use crate::trace_export::RenderSpan;
+pub use crate::trace::export::RenderSpan;
 
 /// The colours of packets 1, 2, 3, ... (ColorBrewer Set3: light enough for black text).
 pub const PALETTE: [&str; 12] = [

@@ -56,7 +56,7 @@ use runtime::trace::{SpanKind, TraceData};
 
 use crate::app::{App, NfEntry};
 use crate::engine::{Mode, RunOptions};
-use crate::trace_render::packet_colour;
+use crate::trace::render::packet_colour;
 
 /// The synthetic work per NF and packet, µs, unless told otherwise.
 pub const DEFAULT_WORK_US: u64 = 200;
@@ -380,10 +380,12 @@ fn slices_of(t: &TraceData) -> Vec<Slice> {
                 Some((c, n)) => (Some(c.to_string()), n.to_string()),
                 None => (None, a.name.clone()),
             };
-            let work = match a.kind.as_str() {
-                "l23" | "tcp_monitor" => Work::Stack,
-                _ if NF_NAMES.contains(&name.as_str()) => Work::Nf,
-                _ => return None,
+            let work = if NF_NAMES.contains(&name.as_str()) {
+                Work::Nf
+            } else if stacks::registry::STACKS.iter().any(|k| k.actor == name) {
+                Work::Stack
+            } else {
+                return None;
             };
             Some(Slice {
                 core: usize::from(s.core),
@@ -469,7 +471,7 @@ pub fn render_svg(runs: &[ModeRun], work_us: u64) -> String {
         let (t0, t1) = span_of(r);
         let range_us = ((t1 - t0) as f64 / 1000.0).max(1.0);
         let scale = plot_w / range_us; // px per µs
-        let step = crate::trace_render::tick_step(range_us, 6.0);
+        let step = crate::trace::render::tick_step(range_us, 6.0);
         panel(&mut o, r, x0, y0, pw, ph, &rows_of(r), scale, step, t0);
     }
     // Legend.
@@ -580,7 +582,19 @@ fn panel(
             t = esc(&names.join(" "))
         );
     }
-    // Slices: stack work first, so NF slices (wider) are never hidden under them.
+    slices(o, r, cores, px, rows_top, scale, t0_ns);
+    let _ = write!(
+        o,
+        r##"<text x="{x}" y="{y}" font-size="10" fill="#666">core map: {m}</text>"##,
+        x = x0 + 10.0,
+        y = y0 + ph - 12.0,
+        m = esc(&r.core_map.lines().skip(2).collect::<Vec<_>>().join(", "))
+    );
+}
+
+/// A panel's slices, on their cores' rows (rows start at `rows_top`, time 0 at `px`):
+/// stack work first, so NF slices (wider) are never hidden under them.
+fn slices(o: &mut String, r: &ModeRun, cores: &[usize], px: f64, rows_top: f64, scale: f64, t0_ns: u64) {
     let mut labels_above: Vec<(f64, f64)> = Vec::new(); // see `taken`
     let mut sorted: Vec<&Slice> = r.slices.iter().collect();
     sorted.sort_by_key(|s| (s.work, s.start_ns));
@@ -648,13 +662,6 @@ fn panel(
             }
         }
     }
-    let _ = write!(
-        o,
-        r##"<text x="{x}" y="{y}" font-size="10" fill="#666">core map: {m}</text>"##,
-        x = x0 + 10.0,
-        y = y0 + ph - 12.0,
-        m = esc(&r.core_map.lines().skip(2).collect::<Vec<_>>().join(", "))
-    );
 }
 
 /// Whether an actor's work is drawn (not rx, tx, splitters, mergers, idle stack shards).
@@ -711,7 +718,7 @@ pub fn write_all(dir: &Path, opts: &Fig4Options) -> Result<Vec<ModeRun>> {
     let runs = run_all(opts)?;
     for r in &runs {
         let p = dir.join(format!("fig4-{}.json", r.mode));
-        crate::trace_export::write_chrome_trace(&p, &r.trace).with_context(|| format!("writing {}", p.display()))?;
+        crate::trace::export::write_chrome_trace(&p, &r.trace).with_context(|| format!("writing {}", p.display()))?;
     }
     let svg = dir.join("fig4.svg");
     std::fs::write(&svg, format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}", render_svg(&runs, opts.work_us)))

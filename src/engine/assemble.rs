@@ -1,0 +1,289 @@
+//! Step 7 of a run: the report. Collects RX's, TX's and every stage's report, the rings'
+//! and the pool's counters, and the trace (every actor's spans, mode a's private chains'
+//! inner spans as `chain/actor`), and checks the books: every packet read is either emitted
+//! or dropped with a reason, and the pool balances. A mismatch is an error in the report,
+//! never a footnote.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::controller::Plan;
+use actors::event::EventRegistry;
+use actors::io::{RxReport, TxReport};
+use actors::private::InnerTraceSlot;
+use actors::stage::StageReport;
+use runtime::coremap::Placement;
+use runtime::executor::CoreReport;
+use runtime::pool::PoolView;
+use runtime::ring::{self, RingStats};
+use runtime::shm::Region;
+use runtime::trace::{Span, TraceActor, TraceData};
+
+use super::layout::{shm_name, Layout};
+use super::wire::Slots;
+use super::{take, Logs, RunOptions};
+use crate::app::App;
+use crate::report::{ActorSummary, DropLine, RunReport};
+
+/// Everything a finished run leaves behind.
+pub(super) struct Finished<'a> {
+    pub app: &'a App,
+    pub opts: &'a RunOptions,
+    pub plan: &'a Plan,
+    pub registry: &'a EventRegistry,
+    pub placement: &'a Placement,
+    pub layout: &'a Layout,
+    /// The run's region: unlinked here, once the rings' and the pool's counters are read.
+    pub region: Arc<Region>,
+    pub pool: PoolView,
+    pub slots: Slots,
+    pub inner_traces: &'a [(String, InnerTraceSlot)],
+    pub logs: Option<Logs>,
+    pub cores: Vec<CoreReport>,
+    pub nf_processes: Vec<(String, u32)>,
+    pub started: Instant,
+    pub total_bytes: Option<u64>,
+}
+
+/// The run's report: takes every report out of its slot, the trace, the rings' and the
+/// pool's counters, then releases the region and checks the books ([`assemble`]).
+pub(super) fn finish(f: Finished<'_>) -> RunReport {
+    let mut rx = take(&f.slots.rx);
+    let mut tx = take(&f.slots.tx);
+    let mut stages: Vec<StageReport> = f.slots.stages.iter().map(take).collect();
+    let trace = f
+        .opts
+        .trace
+        .map(|_| collect_trace(f.plan, f.registry, f.placement, &mut rx, &mut tx, &mut stages, f.inner_traces));
+    let rings = ring_stats(&f.region, f.layout);
+    let pool = f.pool.stats();
+    let elapsed = f.started.elapsed();
+    drop(f.pool);
+    drop(f.region);
+    let report = assemble(AssembleInput {
+        app: f.app,
+        opts: f.opts,
+        plan: f.plan,
+        registry: f.registry,
+        placement: f.placement,
+        rx,
+        tx,
+        stages,
+        rings,
+        pool,
+        cores: f.cores,
+        elapsed,
+        total_bytes: f.total_bytes,
+    });
+    let observations = f
+        .logs
+        .map(|l| l.into_iter().map(|(k, v)| (k, v.lock().map(|g| g.clone()).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    RunReport { trace, observations, nf_processes: f.nf_processes, ..report }
+}
+
+/// Each ring of the layout with its counters, named `from -> to`.
+fn ring_stats(region: &Arc<Region>, layout: &Layout) -> Vec<(String, RingStats)> {
+    layout
+        .rings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.label(), ring::peek_stats(region, &shm_name(i)).unwrap_or_default()))
+        .collect()
+}
+
+/// The run's trace: every actor of the plan and TX, with their spans in chain order, then
+/// mode a's private chains' inner actors (`chain/l23`, `chain/tcp`, `chain/nf`) on their
+/// chain's core. Takes the spans out of the reports.
+fn collect_trace(
+    plan: &Plan,
+    registry: &EventRegistry,
+    placement: &Placement,
+    rx: &mut RxReport,
+    tx: &mut TxReport,
+    stages: &mut [StageReport],
+    inner_traces: &[(String, InnerTraceSlot)],
+) -> TraceData {
+    let core_of = |name: &str| placement.core_of(name).unwrap_or(0) as u16;
+    let mut actors: Vec<TraceActor> = plan
+        .actors
+        .iter()
+        .map(|a| TraceActor { name: a.name.clone(), kind: a.kind.clone(), core: core_of(&a.name) })
+        .collect();
+    actors.push(TraceActor { name: "tx".into(), kind: "tx".into(), core: core_of("tx") });
+    let mut spans = std::mem::take(&mut rx.trace);
+    let mut dropped = rx.trace_dropped + tx.trace_dropped;
+    for s in stages.iter_mut() {
+        spans.append(&mut s.trace);
+        dropped += s.trace_dropped;
+    }
+    spans.append(&mut tx.trace);
+    for (chain, slot) in inner_traces {
+        let inner = slot.lock().map(|g| g.clone()).unwrap_or_default();
+        let base = actors.len() as u16;
+        let core = core_of(chain);
+        actors.extend(inner.actors.iter().map(|(n, k)| TraceActor {
+            name: format!("{chain}/{n}"),
+            kind: k.clone(),
+            core,
+        }));
+        spans.extend(inner.spans.iter().map(|s| Span {
+            actor: base + s.actor,
+            publisher: base + s.publisher,
+            core,
+            ..*s
+        }));
+        dropped += inner.dropped;
+    }
+    let event_types = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
+    TraceData { actors, event_types, spans, dropped }
+}
+
+/// What a finished run left behind, for [`assemble`].
+struct AssembleInput<'a> {
+    pub app: &'a App,
+    pub opts: &'a RunOptions,
+    pub plan: &'a Plan,
+    pub registry: &'a EventRegistry,
+    pub placement: &'a Placement,
+    pub rx: RxReport,
+    pub tx: TxReport,
+    pub stages: Vec<StageReport>,
+    pub rings: Vec<(String, RingStats)>,
+    pub pool: runtime::pool::PoolStats,
+    pub cores: Vec<runtime::executor::CoreReport>,
+    pub elapsed: std::time::Duration,
+    pub total_bytes: Option<u64>,
+}
+
+/// The run's report, its books checked: every packet read is emitted or dropped with a
+/// reason, the pool balances, every stage finished.
+fn assemble(i: AssembleInput<'_>) -> RunReport {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let actor_name = |idx: u16| i.plan.actors.get(usize::from(idx)).map_or("?".to_string(), |a| a.name.clone());
+    let reason_name = |idx: u16, r: u16| {
+        i.plan
+            .actors
+            .get(usize::from(idx))
+            .and_then(|a| a.drop_reasons.get(usize::from(r)).cloned())
+            .unwrap_or_else(|| format!("reason {r}"))
+    };
+    let mut dropped: Vec<DropLine> =
+        i.tx.packet_drops
+            .iter()
+            .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+            .collect();
+    if i.rx.too_large > 0 {
+        dropped.insert(
+            0,
+            DropLine { actor: "rx".into(), reason: "frame larger than pool buffer".into(), packets: i.rx.too_large },
+        );
+    }
+    let event_drops: Vec<DropLine> =
+        i.tx.event_drops
+            .iter()
+            .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
+            .collect();
+    let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
+
+    if let Some(e) = &i.rx.error {
+        errors.push(format!("reading `{}`: {e} (packets before it were processed)", i.opts.input.display()));
+    }
+    if let Some(n) = &i.rx.note {
+        warnings.push(format!("`{}`: {n}", i.opts.input.display()));
+    }
+    if i.rx.interrupted {
+        warnings.push("interrupted: input reading stopped early; the chain was drained and flushed".into());
+    }
+    if let Some(e) = &i.tx.error {
+        errors.push(format!("writing the output: {e}"));
+    }
+    for s in &i.stages {
+        if let Some(e) = &s.error {
+            errors.push(e.clone());
+        }
+        if !s.finished {
+            errors.push(format!("actor `{}` did not finish", s.name));
+        }
+    }
+    if !i.rx.finished || !i.tx.finished {
+        errors.push("the run did not reach the end of the chain".into());
+    }
+    if i.rx.packets_in != i.tx.packets_out + packets_dropped {
+        errors.push(format!(
+            "accounting mismatch: {} packets in, {} out + {} dropped — {} unaccounted for (this is a bug)",
+            i.rx.packets_in,
+            i.tx.packets_out,
+            packets_dropped,
+            i.rx.packets_in as i128 - (i.tx.packets_out + packets_dropped) as i128
+        ));
+    }
+    if !i.pool.balanced() {
+        errors.push(format!(
+            "packet pool does not balance: {} allocated, {} freed, {} in use (this is a bug)",
+            i.pool.allocated, i.pool.freed, i.pool.in_use
+        ));
+    }
+
+    let actors = i
+        .stages
+        .iter()
+        .map(|s| ActorSummary {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            core: i.placement.core_of(&s.name),
+            handled: s.handled.iter().map(|(t, n)| (i.registry.name(*t), *n)).collect(),
+            handled_total: s.handled_total(),
+            passed: s.passed,
+            published: s.published,
+            drops: s.drops.clone(),
+            stalls: s.stalls,
+            counters: s.counters.iter().cloned().collect(),
+        })
+        .collect();
+
+    let secs = i.elapsed.as_secs_f64();
+    RunReport {
+        app: i.app.source.clone(),
+        input: i.opts.input.display().to_string(),
+        input_bytes: i.total_bytes,
+        output: i.opts.output.as_ref().map(|p| p.display().to_string()),
+        packets_in: i.rx.packets_in,
+        bytes_in: i.rx.bytes_in,
+        packets_out: i.tx.packets_out,
+        bytes_out: i.tx.bytes_out,
+        packets_written: i.tx.written,
+        packets_dropped,
+        dropped,
+        event_drops,
+        rx_pool_stalls: i.rx.pool_stalls,
+        rx_ring_stalls: i.rx.ring_stalls,
+        actors,
+        rings: i.rings.into_iter().map(|(n, s)| crate::report::RingLine { link: n, stats: s }).collect(),
+        pool_balanced: i.pool.balanced(),
+        pool: i.pool,
+        cores: i.cores,
+        links: i.plan.links.clone(),
+        elapsed_s: secs,
+        packets_per_s: if secs > 0.0 { i.rx.packets_in as f64 / secs } else { 0.0 },
+        interrupted: i.rx.interrupted,
+        warnings,
+        errors,
+        trace: None,
+        observations: BTreeMap::new(),
+        nf_processes: Vec::new(),
+        mode: i.opts.mode.to_string(),
+        emitted: i
+            .tx
+            .emitted
+            .iter()
+            .map(|(seq, flow, by)| crate::report::Emitted {
+                seq: *seq,
+                flow: *flow,
+                dropped: by.map(|(a, r)| format!("{}: {}", actor_name(a), reason_name(a, r))),
+            })
+            .collect(),
+    }
+}

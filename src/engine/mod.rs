@@ -1,0 +1,301 @@
+//! The engine: turns an app file and an input into a running system, and the run into a
+//! report. [`run`] is the orchestration; each step lives in its own module:
+//!
+//! 1. open the input capture (its link type configures the L2/3 stack);
+//! 2. build the actors — the app's µStacks ([`stacks::registry`], in chain order), then
+//!    every `[[nf]]` in order; mode a gives each NF private stacks — collecting every
+//!    configuration problem (`build.rs`);
+//! 3. link them with the controller (type-checked plan; also `build.rs`);
+//! 4. place each actor on a core: core-map file, or the documented default placement
+//!    (`place.rs`);
+//! 5. lay the chain out once — every ring, from where to where (`layout.rs`) — size the
+//!    shared-memory region from it, create the region and the packet pool, and wire the
+//!    stages, splitters, mergers and stack shards along it (`wire.rs`):
+//!    `rx → l23 → [tcp →] nf1 → … → nfN → tx`;
+//! 6. start the NFs that run in their own processes (`nf_process.rs`) and run one pinned
+//!    executor thread per used core until the end-of-input marker has travelled the whole
+//!    chain;
+//! 7. collect the reports and the trace, and check the books: every packet read is either
+//!    emitted or dropped with a reason, and the pool balances. A mismatch is an error, never a
+//!    footnote (`assemble.rs`).
+//!
+//! The region is unlinked when the run ends — normally, on error, or after Ctrl-C (the stop
+//! flag makes RX end the input early, and the chain drains as usual). The execution modes
+//! are described in docs/architecture.md.
+
+mod assemble;
+mod build;
+mod layout;
+mod nf_process;
+mod place;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actors::io::RxProgress;
+use actors::observe::Log;
+use runtime::coremap::CoreMap;
+use runtime::executor::{self, CoreAssignment, CoreReport};
+use runtime::pool;
+use runtime::ports::{PcapReader, PcapWriter};
+use runtime::shm::Region;
+
+use crate::app::App;
+use crate::report::RunReport;
+
+pub use build::{build, Built};
+pub use nf_process::{link_name, parse_link, serve_nf};
+pub use place::actor_roles;
+
+/// A progress callback (see [`RunOptions::progress`]).
+pub type ProgressFn = Box<dyn FnMut(&RxProgress) + Send>;
+
+/// How to run an app.
+pub struct RunOptions {
+    /// Input capture (pcap or pcapng).
+    pub input: PathBuf,
+    /// Output capture (pcap), if wanted.
+    pub output: Option<PathBuf>,
+    /// Core map; the default placement when `None`.
+    pub core_map: Option<CoreMap>,
+    /// Shared-memory prefix; `run<pid>-<n>` when `None`.
+    pub prefix: Option<String>,
+    /// Set to stop reading input early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// Called about every 10 ms with live input progress.
+    pub progress: Option<ProgressFn>,
+    /// Record a trace, keeping at most this many spans per actor.
+    pub trace: Option<usize>,
+    /// Execution mode.
+    pub mode: Mode,
+    /// Record every NF's observation log and every packet's fate (for `mbox check`).
+    pub observe: bool,
+    /// Put every actor on the first allowed CPU (overrides `core_map`).
+    pub single_core: bool,
+    /// A deliberate fault, to show that the consistency checker catches it (tests only).
+    pub fault: Option<Fault>,
+    /// NFs to run in their own OS process (`mbox nf`), each attached to this run's
+    /// shared-memory region by name. Mode c only; the app must have been loaded from a file.
+    pub external: Vec<String>,
+    /// The `mbox` executable that serves external NFs (default: this program).
+    pub nf_exe: Option<PathBuf>,
+}
+
+/// Deliberate faults (see [`RunOptions::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Mergers go on with the first member's answer, without waiting for the others'.
+    EagerMerger,
+}
+
+impl RunOptions {
+    /// Options for `input` with everything else defaulted.
+    pub fn new(input: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            input: input.into(),
+            output: None,
+            core_map: None,
+            prefix: None,
+            stop: Arc::default(),
+            progress: None,
+            trace: None,
+            mode: Mode::C,
+            observe: false,
+            single_core: false,
+            fault: None,
+            external: Vec::new(),
+            nf_exe: None,
+        }
+    }
+}
+
+/// Why a run could not start (or broke down).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// App, NF or link configuration problems, one per line.
+    #[error("{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// The input could not be opened.
+    #[error("input: {0}")]
+    Input(#[from] runtime::ports::PortError),
+    /// Output could not be created.
+    #[error("output: {0}")]
+    Output(String),
+    /// Core placement.
+    #[error("{0}")]
+    CoreMap(#[from] runtime::coremap::CoreMapError),
+    /// Shared memory, rings, pool.
+    #[error("setting up shared memory: {0}")]
+    Setup(String),
+    /// An executor thread failed.
+    #[error("{0}")]
+    Exec(#[from] runtime::executor::ExecError),
+}
+
+/// How stacks and NFs are arranged (docs/architecture.md, the paper's Figure 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    /// Every NF has its own private stacks; NFs pipelined (the reference).
+    A,
+    /// One shared stack; one packet at a time through stack and NFs.
+    B,
+    /// The shared stack runs ahead asynchronously; NFs read snapshots (the default).
+    #[default]
+    C,
+    /// As c, with read-only NFs in parallel groups behind a splitter.
+    D,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "a" => Ok(Mode::A),
+            "b" => Ok(Mode::B),
+            "c" => Ok(Mode::C),
+            "d" => Ok(Mode::D),
+            other => Err(format!("unknown mode `{other}` (modes: a, b, c, d)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::A => "a",
+            Mode::B => "b",
+            Mode::C => "c",
+            Mode::D => "d",
+        })
+    }
+}
+
+/// Observation logs by NF name.
+pub type Logs = BTreeMap<String, Log>;
+
+/// Runs `app` over the input of `opts`.
+pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let reader = PcapReader::open(&opts.input)?;
+    let total_bytes = reader.total_bytes();
+    let link = reader.link_type();
+    let logs: Option<Logs> =
+        opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
+    let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
+        build::build_for(app, link, opts.mode, logs.as_ref(), None, opts.trace)?;
+    let placement = place::place(&opts, &plan, shards.len())?;
+    let writer = match &opts.output {
+        Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
+        None => None,
+    };
+    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
+    let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
+    let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
+    let region =
+        Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| RunError::Setup(e.to_string()))?;
+    let (alloc, release, pool_view) =
+        pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+    nf_process::check_external(&opts, &plan)?;
+
+    let input = wire::WireInput {
+        opts: &opts,
+        plan: &plan,
+        layout: &layout,
+        placement: &placement,
+        region: &region,
+        ring_capacity: layout::ring_capacity(&app.runtime),
+        link,
+        streams,
+        completed,
+        pool: pool_view.clone(),
+    };
+    let io = wire::Io { source: Box::new(reader), alloc, release, writer };
+    let wired = wire::wire(input, io, actors, shards)?;
+    let assignments = place::assign(&placement, wired.runnables, wired.helpers);
+    let Executed { cores, nf_processes } =
+        execute(app, &mut opts, &prefix, link, assignments, &wired.external, &wired.progress)?;
+
+    Ok(assemble::finish(assemble::Finished {
+        app,
+        opts: &opts,
+        plan: &plan,
+        registry: &registry,
+        placement: &placement,
+        layout: &layout,
+        region,
+        pool: pool_view,
+        slots: wired.slots,
+        inner_traces: &inner_traces,
+        logs,
+        cores,
+        nf_processes,
+        started,
+        total_bytes,
+    }))
+}
+
+/// Step 6: starts the external NF processes, runs the executor on its own thread while
+/// reporting progress, and waits for both. The NF processes' reports go into their slots.
+fn execute(
+    app: &App,
+    opts: &mut RunOptions,
+    prefix: &str,
+    link: runtime::ports::LinkType,
+    assignments: Vec<CoreAssignment>,
+    external: &[wire::ExternalNf],
+    progress: &RxProgress,
+) -> Result<Executed, RunError> {
+    // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
+    // flag aborts every thread at once and is set only when an actor panics, or when an NF
+    // process fails.
+    let abort = Arc::new(AtomicBool::new(false));
+    let children = nf_process::spawn_nf_processes(app, opts, prefix, link, external, &abort)?;
+    let exec = std::thread::Builder::new()
+        .name("mbox-exec".into())
+        .spawn(move || executor::run(assignments, abort))
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    while !exec.is_finished() {
+        if let Some(cb) = opts.progress.as_mut() {
+            cb(progress);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Some(cb) = opts.progress.as_mut() {
+        cb(progress);
+    }
+    let cores = exec.join().map_err(|_| RunError::Setup("the executor thread panicked".into()));
+    if !matches!(cores, Ok(Ok(_))) {
+        for c in &children {
+            c.kill.store(true, Ordering::SeqCst);
+        }
+    }
+    let (child_errors, nf_processes) = nf_process::collect_nf_processes(children, external);
+    let cores = cores??;
+    if !child_errors.is_empty() {
+        return Err(RunError::Setup(child_errors.join("\n")));
+    }
+    Ok(Executed { cores, nf_processes })
+}
+
+/// What [`execute`] returns: each core's report, and each NF process's name and pid.
+struct Executed {
+    cores: Vec<CoreReport>,
+    nf_processes: Vec<(String, u32)>,
+}
+
+/// A shared-memory prefix unique to this run: `run<pid>-<n>` (several runs of one process
+/// may share it: tests, `mbox check`).
+fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("run{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A copy of what a report slot holds.
+fn take<T: Clone + Default>(slot: &Arc<Mutex<T>>) -> T {
+    slot.lock().map(|g| g.clone()).unwrap_or_default()
+}

@@ -1,0 +1,323 @@
+//! Step 5 of a run: wiring the built actors along the [`Layout`] — create every ring of the
+//! layout in the shared-memory region, then hand each stage, splitter, merger, the RX stage
+//! and the TX sink the ends of its rings.
+//!
+//! Contract: every ring of the layout is created, in its order, as `link{i}`; each end is
+//! taken by exactly the runnable the layout names (a stage served by another process,
+//! `--nf-process`, gives its ends up and is recorded as an [`ExternalNf`]). Stage reports
+//! come back in chain order: the stack shards' instances first (shard by shard), then the
+//! nodes. Splitters and mergers are helpers that run with a stage of theirs (see
+//! [`Wired::helpers`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use actors::contract::StreamAccess;
+use actors::controller::Plan;
+use actors::io::{PacketSink, PacketSource, RxProgress, RxReport, RxStage, TxReport, TxSink};
+use actors::parallel::{Merger, SeqMerger, Splitter};
+use actors::stage::{ReportSlot, Stage, StageReport};
+use actors::{Actor, EventDesc};
+use runtime::coremap::Placement;
+use runtime::executor::Runnable;
+use runtime::pool::{PoolAllocator, PoolReleaser, PoolView};
+use runtime::ports::{LinkType, PcapWriter};
+use runtime::ring::{self, Consumer, Producer};
+use runtime::shm::Region;
+use stacks::shard::ShardSplitter;
+
+use super::layout::{shm_name, End, Layout, Node};
+use super::{Fault, Mode, RunError, RunOptions};
+
+/// An NF served by its own process (`mbox nf`): the names of its rings in the region.
+pub(crate) struct ExternalNf {
+    /// The NF's name.
+    pub name: String,
+    /// The ring it reads.
+    pub input: String,
+    /// The ring it writes.
+    pub output: String,
+    /// The core it is placed on.
+    pub core: usize,
+    /// Where its report goes when the process has written it.
+    pub slot: ReportSlot<StageReport>,
+}
+
+/// The wired chain, ready to be placed on cores.
+pub(crate) struct Wired {
+    /// Every stage, RX and TX, by name.
+    pub runnables: BTreeMap<String, Box<dyn Runnable>>,
+    /// Splitters and mergers, each with the name of the actor whose core it runs on (they are
+    /// not in core maps: each runs with its group's first / last member, the shard splitter
+    /// with RX, the shard merger with the first stack).
+    pub helpers: Vec<(String, Box<dyn Runnable>)>,
+    /// The NFs other processes serve.
+    pub external: Vec<ExternalNf>,
+    /// RX's live progress.
+    pub progress: Arc<RxProgress>,
+    /// Where RX, TX and the stages leave their reports.
+    pub slots: Slots,
+}
+
+/// Where the chain's runnables leave their reports when they finish.
+pub(crate) struct Slots {
+    /// RX's report.
+    pub rx: ReportSlot<RxReport>,
+    /// TX's report.
+    pub tx: ReportSlot<TxReport>,
+    /// Every stage's report, in chain order.
+    pub stages: Vec<ReportSlot<StageReport>>,
+}
+
+/// What the wiring needs besides the actors.
+pub(crate) struct WireInput<'a> {
+    pub opts: &'a RunOptions,
+    pub plan: &'a Plan,
+    pub layout: &'a Layout,
+    pub placement: &'a Placement,
+    pub region: &'a Arc<Region>,
+    pub ring_capacity: usize,
+    pub link: LinkType,
+    pub streams: Option<Arc<dyn StreamAccess>>,
+    pub completed: Arc<std::sync::atomic::AtomicU64>,
+    pub pool: PoolView,
+}
+
+/// The packet pool's ends and the capture's.
+pub(crate) struct Io {
+    pub source: Box<dyn PacketSource>,
+    pub alloc: PoolAllocator,
+    pub release: PoolReleaser,
+    pub writer: Option<PcapWriter>,
+}
+
+/// The layout's rings, created; each end taken once by whoever the layout says.
+struct Rings {
+    ends: Vec<RingEnds>,
+}
+
+/// A created ring: who writes and reads it, and the ends not yet handed out.
+struct RingEnds {
+    from: End,
+    to: End,
+    producer: Option<Producer<EventDesc>>,
+    consumer: Option<Consumer<EventDesc>>,
+}
+
+impl Rings {
+    fn create(region: &Arc<Region>, layout: &Layout, capacity: usize) -> Result<Rings, RunError> {
+        let mut ends = Vec::with_capacity(layout.rings.len());
+        for (i, r) in layout.rings.iter().enumerate() {
+            let (p, c) = ring::create::<EventDesc>(region, &shm_name(i), capacity)
+                .map_err(|e| RunError::Setup(e.to_string()))?;
+            ends.push(RingEnds { from: r.from.clone(), to: r.to.clone(), producer: Some(p), consumer: Some(c) });
+        }
+        Ok(Rings { ends })
+    }
+
+    /// The index of the first ring written by `from` whose writing end is still here.
+    fn from(&self, from: &End) -> usize {
+        self.ends.iter().position(|e| &e.from == from && e.producer.is_some()).expect("the layout has this ring")
+    }
+
+    /// The index of the first ring read by `to` whose reading end is still here.
+    fn to(&self, to: &End) -> usize {
+        self.ends.iter().position(|e| &e.to == to && e.consumer.is_some()).expect("the layout has this ring")
+    }
+
+    /// The writing end of `from`'s (next) output ring.
+    fn output(&mut self, from: &End) -> Producer<EventDesc> {
+        let i = self.from(from);
+        self.ends[i].producer.take().expect("not taken")
+    }
+
+    /// The reading end of `to`'s (next) input ring.
+    fn input(&mut self, to: &End) -> Consumer<EventDesc> {
+        let i = self.to(to);
+        self.ends[i].consumer.take().expect("not taken")
+    }
+
+    /// The writing ends of every ring `from` writes, in layout order.
+    fn outputs(&mut self, from: &End, n: usize) -> Vec<Producer<EventDesc>> {
+        (0..n).map(|_| self.output(from)).collect()
+    }
+
+    /// The reading ends of every ring `to` reads, in layout order.
+    fn inputs(&mut self, to: &End, n: usize) -> Vec<Consumer<EventDesc>> {
+        (0..n).map(|_| self.input(to)).collect()
+    }
+}
+
+/// Wires `actors` (the plan's, after RX) and the `shards`' stack instances along the layout.
+pub(crate) fn wire(
+    i: WireInput<'_>,
+    io: Io,
+    actors: Vec<Box<dyn Actor>>,
+    shards: Vec<Vec<Box<dyn Actor>>>,
+) -> Result<Wired, RunError> {
+    let mut rings = Rings::create(i.region, i.layout, i.ring_capacity)?;
+    let in_flight = (i.opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
+    let core_of = |name: &str| i.placement.core_of(name).unwrap_or(0) as u16;
+
+    let (mut rx, rx_slot, progress) = RxStage::new(io.source, io.alloc, rings.output(&End::Rx), i.opts.stop.clone());
+    if let Some(f) = &in_flight {
+        rx = rx.with_gate(f.clone());
+    }
+    if let Some(cap) = i.opts.trace {
+        rx = rx.with_trace(core_of("rx"), cap);
+    }
+    let mut w = Wiring {
+        i: &i,
+        rings,
+        in_flight,
+        actors: actors.into_iter().map(Some).collect(),
+        runnables: BTreeMap::new(),
+        helpers: Vec::new(),
+        stage_slots: Vec::new(),
+        external: Vec::new(),
+    };
+    w.runnables.insert("rx".into(), Box::new(rx));
+    if !i.layout.shards.is_empty() {
+        w.wire_shards(shards);
+    }
+    for node in &i.layout.nodes {
+        match node {
+            Node::Stage(k) => w.wire_stage(*k),
+            Node::Group(members) => w.wire_group(members),
+        }
+    }
+    let sink: Box<dyn PacketSink> = Box::new(io.writer);
+    let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), sink);
+    tx.set_completed(i.completed.clone());
+    if let Some(cap) = i.opts.trace {
+        tx = tx.with_trace(i.plan.actors.len() as u16, core_of("tx"), cap);
+    }
+    if let Some(f) = &w.in_flight {
+        tx = tx.with_in_flight(f.clone());
+    }
+    if i.opts.observe {
+        tx = tx.with_record();
+    }
+    w.runnables.insert("tx".into(), Box::new(tx));
+    Ok(Wired {
+        runnables: w.runnables,
+        helpers: w.helpers,
+        external: w.external,
+        progress,
+        slots: Slots { rx: rx_slot, tx: tx_slot, stages: w.stage_slots },
+    })
+}
+
+/// The wiring in progress.
+struct Wiring<'a> {
+    i: &'a WireInput<'a>,
+    rings: Rings,
+    /// Mode b: descriptors in the chain (RX's gate).
+    in_flight: Option<Arc<AtomicI64>>,
+    /// The plan's actors after RX (plan index k at k - 1), each taken once.
+    actors: Vec<Option<Box<dyn Actor>>>,
+    runnables: BTreeMap<String, Box<dyn Runnable>>,
+    helpers: Vec<(String, Box<dyn Runnable>)>,
+    stage_slots: Vec<ReportSlot<StageReport>>,
+    external: Vec<ExternalNf>,
+}
+
+impl Wiring<'_> {
+    fn name_of(&self, k: usize) -> String {
+        self.i.plan.actors[k].name.clone()
+    }
+
+    fn take_actor(&mut self, k: usize) -> Box<dyn Actor> {
+        self.actors[k - 1].take().expect("each actor once")
+    }
+
+    /// A stage for plan actor `k` running `actor` as `name`, between its rings.
+    fn add_stage(&mut self, k: usize, name: String, actor: Box<dyn Actor>) {
+        let input = self.rings.input(&End::Stage(name.clone()));
+        let output = self.rings.output(&End::Stage(name.clone()));
+        let planned = &self.i.plan.actors[k];
+        let (mut stage, slot) = Stage::new(actor, planned.clone(), input, output, self.i.pool.clone());
+        if name != planned.name {
+            stage = stage.with_name(name.clone());
+        }
+        if let Some(s) = &self.i.streams {
+            stage = stage.with_streams(s.clone());
+        }
+        if let Some(cap) = self.i.opts.trace {
+            stage = stage.with_trace(self.i.placement.core_of(&name).unwrap_or(0) as u16, cap);
+        }
+        if let Some(f) = &self.in_flight {
+            stage = stage.with_in_flight(f.clone());
+        }
+        self.runnables.insert(name, Box::new(stage));
+        self.stage_slots.push(slot);
+    }
+
+    /// rx -> shard-split -> K × (the stacks' instances) -> shard-merge.
+    fn wire_shards(&mut self, shards: Vec<Vec<Box<dyn Actor>>>) {
+        let layout = self.i.layout;
+        let first: Vec<Box<dyn Actor>> = layout.shards[0].iter().map(|&(k, _)| self.take_actor(k)).collect();
+        let instances = std::iter::once(first).chain(shards);
+        for (stacks, names) in instances.zip(&layout.shards) {
+            for (actor, (k, name)) in stacks.into_iter().zip(names) {
+                self.add_stage(*k, name.clone(), actor);
+            }
+        }
+        let n = layout.shards.len();
+        let input = self.rings.input(&End::ShardSplit);
+        let to_shards = self.rings.outputs(&End::ShardSplit, n);
+        let from_shards = self.rings.inputs(&End::ShardMerge, n);
+        let output = self.rings.output(&End::ShardMerge);
+        let splitter = ShardSplitter::new(input, to_shards, self.i.pool.clone(), self.i.link);
+        self.helpers.push(("rx".into(), Box::new(splitter)));
+        let first_stack = self.name_of(1);
+        self.helpers.push((first_stack, Box::new(SeqMerger::new("shard-merge".into(), from_shards, output))));
+    }
+
+    /// One stage, here or (`--nf-process`) in another process.
+    fn wire_stage(&mut self, k: usize) {
+        let name = self.name_of(k);
+        let actor = self.take_actor(k);
+        if !self.i.opts.external.contains(&name) {
+            self.add_stage(k, name, actor);
+            return;
+        }
+        // Another process serves this stage: give up our ends of its rings.
+        let end = End::Stage(name.clone());
+        let (input, output) = (self.rings.to(&end), self.rings.from(&end));
+        drop((actor, self.rings.input(&end), self.rings.output(&end)));
+        let slot: ReportSlot<StageReport> = Arc::default();
+        let core = self.i.placement.core_of(&name).unwrap_or(0);
+        self.external.push(ExternalNf {
+            name,
+            input: shm_name(input),
+            output: shm_name(output),
+            core,
+            slot: slot.clone(),
+        });
+        self.stage_slots.push(slot);
+    }
+
+    /// split[group] -> each member -> merge[group].
+    fn wire_group(&mut self, members: &[usize]) {
+        let label = Layout::group_label(self.i.plan, members);
+        for &k in members {
+            let actor = self.take_actor(k);
+            self.add_stage(k, self.name_of(k), actor);
+        }
+        let (split, merge) = (End::Split(label.clone()), End::Merge(label.clone()));
+        let input = self.rings.input(&split);
+        let to_members = self.rings.outputs(&split, members.len());
+        let to_merger = self.rings.inputs(&merge, members.len());
+        let output = self.rings.output(&merge);
+        self.helpers
+            .push((self.name_of(members[0]), Box::new(Splitter::new(format!("split[{label}]"), input, to_members))));
+        let mut merger = Merger::new(format!("merge[{label}]"), to_merger, output);
+        if self.i.opts.fault == Some(Fault::EagerMerger) {
+            merger = merger.with_fault_eager();
+        }
+        let last = self.name_of(*members.last().expect("members"));
+        self.helpers.push((last, Box::new(merger)));
+    }
+}
