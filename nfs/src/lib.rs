@@ -44,20 +44,28 @@
 //!      which makes the actor (creating the file through [`output::JsonLines`]);
 //!    * `pub const KIND: Kind<ItsConfig> = Kind::new();`;
 //!    * the actor.
-//! 2. Add `pub mod <kind>;` and `&<kind>::KIND` to [`KINDS`] in this file.
+//! 2. Add the module's name to the one `nf_kinds!(...)` line in this file: it declares the
+//!    module (`pub mod <kind>;`) and puts `&<kind>::KIND` in [`KINDS`].
 //!
 //! Nothing else names the kind: [`configure`] finds it in [`KINDS`], and an unknown kind's
-//! message lists the names from there.
+//! message lists the names from there. The engine, the app loader, the checker and
+//! `mbox nf` know NFs only through [`NfConfig`].
 #![forbid(unsafe_code)]
 
 pub mod common;
-pub mod dpi;
-pub mod firewall;
-pub mod flow_stats;
-pub mod logger;
 pub mod output;
-pub mod signature;
-pub mod stream_hash;
+
+/// Declares the NF kind modules and lists their [`Kind`]s in [`KINDS`], in one place.
+macro_rules! nf_kinds {
+    ($($kind:ident),* $(,)?) => {
+        $(pub mod $kind;)*
+        /// Every NF kind an app file can name, in the order messages list them.
+        pub const KINDS: &[&dyn NfKind] = &[$(&$kind::KIND),*];
+    };
+}
+
+// The registry: one module name per NF kind (see "Adding an NF kind" above).
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -66,10 +74,6 @@ use actors::{Actor, EventRegistry};
 pub use common::NfCommon;
 use serde::de::DeserializeOwned;
 pub use signature::rules;
-
-/// Every NF kind an app file can name, in the order messages list them.
-pub const KINDS: &[&dyn NfKind] =
-    &[&firewall::KIND, &flow_stats::KIND, &stream_hash::KIND, &signature::KIND, &dpi::KIND, &logger::KIND];
 
 /// A kind of NF, as [`KINDS`] lists it: its name and how it turns an `[[nf]]` table into
 /// an [`NfSpec`]. Implemented by [`Kind`] for every [`NfOptions`] type.
