@@ -131,7 +131,7 @@ struct StreamsArgs {
     /// Print JSON (one object with a `connections` array) instead of lines.
     #[arg(long)]
     json: bool,
-    /// Write each direction's reassembled bytes to DIR/<index>-client.bin and DIR/<index>-server.bin.
+    /// Write each direction's reassembled bytes to DIR/INDEX-client.bin and DIR/INDEX-server.bin.
     #[arg(long)]
     dump: Option<PathBuf>,
 }
@@ -206,7 +206,7 @@ struct RunArgs {
     /// Write the full run report as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
-    /// Shared-memory prefix (files /dev/shm/mbox.<prefix>.*); default run<pid>.
+    /// Shared-memory prefix (files /dev/shm/mbox.PREFIX.*); default runPID-N.
     #[arg(long)]
     prefix: Option<String>,
     /// Execution mode: a (private stacks per NF), b (strictly sequential), c (asynchronous

@@ -13,13 +13,13 @@
 //! * a `from` naming an unknown actor, or one that publishes nothing matching;
 //! * a subscription only publishers placed after it could satisfy (events only flow down the
 //!   chain);
+//! * two actors with the same name.
 //!
 //! A µStack that *consumes* a type (its subscription is marked
 //! [`consumes`](crate::Subscription::consumes)) rewrites those events into its own: actors
 //! after it receive that type from it, not from the original publisher. This is how stacks
 //! layer: `FRAME` → L2/3 → `PKT/...`; L2/3's `PKT/TCP` → TCP monitor → `PKT/TCP` with a
 //! snapshot.
-//! * two actors with the same name.
 //!
 //! Every problem is collected before failing, so a user fixes an app file in one pass.
 //!
@@ -27,7 +27,8 @@
 //! travels down the stages; a stage whose actor subscribed to it handles it and answers, and
 //! when the stage has answered the event continues to the next stage (a stage of one
 //! subscriber is a reference count of one). Parallel groups (a splitter publishing to N
-//! read-only actors with a reference count of N) come with the consistency work.
+//! read-only actors with a reference count of N, mode d) are checked or formed by
+//! [`groups`] over the same contracts.
 
 use std::collections::HashMap;
 

@@ -11,7 +11,7 @@
 //!    publishes its primary `FRAME` event.
 //! 2. The L2/3 µStack (crate `stacks`) subscribes to `FRAME`, parses the headers once and
 //!    rewrites the event into a typed `PKT/...` event with the offsets in
-//!    [`PacketMeta`](desc::PacketMeta); it publishes `FLOW` events as flows start and end.
+//!    [`PacketMeta`]; it publishes `FLOW` events as flows start and end.
 //! 3. Each network function, a [`Stage`](stage::Stage) in the chain, handles the events it
 //!    subscribed to — a subscription to a type accepts its descendants ([`event`]) — and may
 //!    drop the packet or publish events of its own types (`EVENT/...`).

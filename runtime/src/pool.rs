@@ -19,7 +19,7 @@
 //!   the free list and fills them; [`PoolReleaser`] (one, not `Clone`) drops references and
 //!   returns buffers whose count reaches zero; [`PoolView`] (`Clone + Send + Sync`, also
 //!   obtainable in another process with [`attach`]) reads bytes and adjusts reference counts.
-//! * The free list is an SPSC [`ring`](crate::ring) of `u32` indices named `pool.<name>.free`:
+//! * The free list is an SPSC [`ring`] of `u32` indices named `pool.<name>.free`:
 //!   the releaser is its producer, the allocator its consumer. It starts full of every index.
 //! * Every failure is counted: `exhausted` (no free buffer), `too_large` (data longer than a
 //!   buffer), `bad_release` (releasing a buffer whose count is already 0 — ignored, so a

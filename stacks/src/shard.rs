@@ -11,8 +11,9 @@
 //! see [`L23Stack::with_shard`](crate::l23::L23Stack::with_shard), then the TCP monitor).
 //! Their outputs meet again in a [`SeqMerger`](actors::parallel::SeqMerger), which restores
 //! the input's order by packet number, so the network functions after it see exactly the
-//! events a single stack would raise — except flow timeouts, which each instance notices at
-//! its own next packet (its clock advances only with its own flows).
+//! events a single stack would raise. Flow timeouts included: the skip markers carry every
+//! packet's time, and a stack stage learns it from them ([`actors::Actor::tick`]), so each
+//! instance ends its timed-out flows at the same packet as a single stack would.
 //!
 //! [`ShardedStreams`] lets the NFs read the bytestreams of every instance: it routes a
 //! flow to the instance whose flow-id range holds it.

@@ -23,7 +23,7 @@
 //!   file starts as zeros from `ftruncate` and no byte is handed out twice).
 //! * **No raw pointers in the region.** The header and every block store offsets from the
 //!   region start, never addresses, so each process may map the region at a different address.
-//!   [`Region::base`] gives this process's address for the other runtime modules.
+//!   `Region::base` gives this process's address for the other runtime modules.
 //!
 //! # Invariants
 //!

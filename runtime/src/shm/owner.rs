@@ -14,7 +14,7 @@
 //!   file is a region file whose creator is dead, a file named like a region whose header is
 //!   not a region's (left half-made by a killed run), or another `mbox.<prefix>.*` file whose
 //!   prefix has no live region; only files owned by the effective user count.
-//! * [`check_free`] is what [`Region::create`](super::Region::create) asks before it
+//! * `check_free` is what [`Region::create`](super::Region::create) asks before it
 //!   creates: a prefix in use by a live run, or whose region file belongs to someone else, is
 //!   refused with an error naming the pid or the owner.
 
