@@ -113,7 +113,13 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core: false, work_dir: None, fault: None, progress: false }
+        CheckOptions {
+            modes: vec![Mode::B, Mode::C, Mode::D],
+            single_core: false,
+            work_dir: None,
+            fault: None,
+            progress: false,
+        }
     }
 }
 

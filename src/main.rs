@@ -374,8 +374,7 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     }
     // The writer's errors name the file and the OS error.
     let mut w = PcapWriter::create(&a.output, LinkType::Ethernet).context("creating the capture")?;
-    let summary =
-        generate(&cfg, |ts, frame| w.write(ts, frame, frame.len() as u32)).context("writing the capture")?;
+    let summary = generate(&cfg, |ts, frame| w.write(ts, frame, frame.len() as u32)).context("writing the capture")?;
     w.finish().context("writing the capture")?;
     if let Some(m) = &a.manifest {
         let json = serde_json::to_string_pretty(&summary)?;

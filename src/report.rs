@@ -236,7 +236,8 @@ impl RunReport {
     fn actors_text(&self, s: &mut String) {
         let _ = writeln!(s, "  actors:");
         let _ = writeln!(s, "    handled: events it processed · published: events it sent on · passed: events it");
-        let _ = writeln!(s, "    forwarded without handling (not subscribed) · stalls: waits for room in the next ring");
+        let _ =
+            writeln!(s, "    forwarded without handling (not subscribed) · stalls: waits for room in the next ring");
         let mut rows = vec![row(&["name", "kind", "core", "handled", "published", "passed", "stalls"])];
         for a in &self.actors {
             let core = a.core.map_or("-".to_string(), |c| c.to_string());
@@ -259,12 +260,8 @@ impl RunReport {
                 let _ = writeln!(s, "      events: {handled}");
             }
             let writes = self.files.iter().any(|f| f.written_by == a.name);
-            let counters: Vec<String> = a
-                .counters
-                .iter()
-                .filter(|(_, v)| writes || **v > 0)
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+            let counters: Vec<String> =
+                a.counters.iter().filter(|(_, v)| writes || **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
             if !counters.is_empty() {
                 let _ = writeln!(s, "      counters: {}", counters.join(", "));
             }

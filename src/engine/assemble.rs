@@ -189,7 +189,10 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
     if let Some(e) = &i.rx.error {
-        errors.push(format!("reading `{}`: {e} (packets before it were processed)", i.opts.input.display()));
+        // The reader's errors name the capture; say it once.
+        let input = i.opts.input.display().to_string();
+        let what = if e.contains(&input) { e.clone() } else { format!("reading `{input}`: {e}") };
+        errors.push(format!("{what} (packets before it were processed)"));
     }
     if let Some(n) = &i.rx.note {
         warnings.push(format!("`{}`: {n}", i.opts.input.display()));
