@@ -205,7 +205,7 @@ impl RunReport {
             s,
             "  pool: {} buffers of {}; {} allocated, {} freed, {} in use: {}",
             self.pool.buffers,
-            human_bytes(u64::from(self.pool.buf_size)),
+            human_bytes(self.pool.buf_size),
             self.pool.allocated,
             self.pool.freed,
             self.pool.in_use,
