@@ -106,11 +106,20 @@ pub struct CheckOptions {
     pub work_dir: Option<PathBuf>,
     /// A deliberate fault in the modes checked (never in mode a), to test the checker.
     pub fault: Option<crate::engine::Fault>,
+    /// Say on stderr when each mode starts and finishes (with its time), and show a progress
+    /// bar while a large input is read when stderr is a terminal (`mbox check` without `-q`).
+    pub progress: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core: false, work_dir: None, fault: None }
+        CheckOptions {
+            modes: vec![Mode::B, Mode::C, Mode::D],
+            single_core: false,
+            work_dir: None,
+            fault: None,
+            progress: false,
+        }
     }
 }
 
@@ -168,6 +177,9 @@ fn run_mode(app: &App, input: &Path, mode: Mode, opts: &CheckOptions, dir: &Path
     ro.single_core = opts.single_core;
     ro.fault = if mode == Mode::A { None } else { opts.fault };
     ro.prefix = Some(format!("check{}-{}-{mode}", std::process::id(), unique()));
+    if opts.progress {
+        ro.progress = crate::report::progress_bar(input);
+    }
     let report = run(&app, ro).map_err(|source| CheckError::Run { mode, source })?;
     if !report.ok() {
         return Err(CheckError::Failed { mode, errors: report.errors.join("\n") });
@@ -280,13 +292,29 @@ pub fn check(app: &App, input: &Path, opts: &CheckOptions) -> Result<CheckReport
             tmp
         }
     };
-    let reference = run_mode(app, input, Mode::A, opts, &dir)?;
-    let mut modes = Vec::new();
-    for m in &opts.modes {
-        if *m == Mode::A {
-            continue;
+    let others: Vec<Mode> = opts.modes.iter().copied().filter(|m| *m != Mode::A).collect();
+    let step = |i: usize, mode: Mode| -> Result<ModeRun, CheckError> {
+        let what = if mode == Mode::A { "mode a (the reference)".to_string() } else { format!("mode {mode}") };
+        if opts.progress {
+            eprintln!("mbox check: [{}/{}] {what}: running", i + 1, others.len() + 1);
         }
-        let other = run_mode(app, input, *m, opts, &dir)?;
+        let t = std::time::Instant::now();
+        let r = run_mode(app, input, mode, opts, &dir)?;
+        if opts.progress {
+            eprintln!(
+                "mbox check: [{}/{}] {what}: done in {} ({} packets)",
+                i + 1,
+                others.len() + 1,
+                crate::report::human_duration(t.elapsed().as_secs_f64()),
+                r.report.packets_in
+            );
+        }
+        Ok(r)
+    };
+    let reference = step(0, Mode::A)?;
+    let mut modes = Vec::new();
+    for (i, m) in others.iter().enumerate() {
+        let other = step(i + 1, *m)?;
         modes.push((*m, compare(*m, &reference, &other)));
     }
     if opts.work_dir.is_none() {

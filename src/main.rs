@@ -8,12 +8,18 @@
 //!
 //! * `mbox check` runs a capture through several execution modes and compares what the NFs
 //!   observed with mode a.
+//! * `mbox shm list|clean` shows the shared-memory files under `/dev/shm` and removes those
+//!   of dead runs.
 //!
 //! Exit status: 0 success, 1 any error (with a message on stderr), 2 bad usage, 3 `mbox
 //! check` found a divergence, 130 interrupted by Ctrl-C (after draining and reporting).
+//!
+//! Where things go: results and summaries on stdout (also when the run failed), errors on
+//! stderr, each cause said once; progress (bars, `mbox check`'s per-mode lines) and Ctrl-C
+//! notices on stderr. `-q` prints nothing but errors.
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -49,6 +55,9 @@ enum Cmd {
     /// Work with recorded traces (`mbox run --trace FILE.json`).
     #[command(subcommand)]
     Trace(TraceCmd),
+    /// Shared-memory files under /dev/shm: list them, or remove those of dead runs.
+    #[command(subcommand)]
+    Shm(ShmCmd),
     /// Reproduce the paper's Figure 4: three packets through a stack and three NFs in modes
     /// a, b, c and d, traced and drawn side by side (DIR/fig4.html, DIR/fig4.svg).
     Fig4(Fig4Args),
@@ -62,6 +71,19 @@ struct Fig4Args {
     /// Synthetic work per NF and packet, in µs (0: the NFs' real cost only).
     #[arg(long, value_name = "N", default_value_t = microboxes::repro::fig4::DEFAULT_WORK_US)]
     work_us: u64,
+}
+
+#[derive(Subcommand)]
+enum ShmCmd {
+    /// Every /dev/shm/mbox.* file: prefix, size, owner, and whether its run is alive.
+    List,
+    /// Remove the files of dead runs that belong to you (never a live run's, never another
+    /// user's); says what it removed and what it kept, and why.
+    Clean {
+        /// Only files of this shared-memory prefix (`/dev/shm/mbox.PREFIX.*`).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +126,9 @@ struct NfArgs {
     /// Write the stage's report (JSON) here when done.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// The run's --output-dir: relative NF output paths go under it.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,6 +147,9 @@ struct CheckArgs {
     /// Keep each mode's NF outputs in this directory (default: a temporary one, removed).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// No progress lines; print only errors and divergences.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -199,6 +227,11 @@ struct RunArgs {
     /// Write emitted packets to this pcap file.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Put the NFs' output files whose path in the app file is relative (`output =
+    /// "flows.jsonl"`) in this directory, created if missing; absolute paths stay. Default:
+    /// the current directory.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
     /// Core map (TOML): actor name -> core id. Default: rx, l23 and tx on the first allowed
     /// CPU, NFs spread over the others.
     #[arg(long)]
@@ -217,7 +250,7 @@ struct RunArgs {
     /// repeatable. Mode c.
     #[arg(long = "nf-process", value_name = "NAME")]
     nf_process: Vec<String>,
-    /// Print nothing on success (errors still go to stderr).
+    /// Print nothing but errors (on stderr), whether the run succeeds or fails.
     #[arg(long, short)]
     quiet: bool,
     /// Never show a progress bar.
@@ -242,14 +275,69 @@ fn main() {
         Cmd::Nf(a) => cmd_nf(a).map(|_| 0),
         Cmd::Trace(TraceCmd::Render(a)) => cmd_trace_render(a).map(|_| 0),
         Cmd::Fig4(a) => cmd_fig4(a).map(|_| 0),
+        Cmd::Shm(c) => cmd_shm(c).map(|_| 0),
     };
     match code {
         Ok(c) => std::process::exit(c),
         Err(e) => {
-            eprintln!("mbox: error: {e:#}");
+            eprintln!("mbox: error: {}", error_text(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// An error and its causes, each said once: a cause whose text is already part of the
+/// message (errors that name their path and their OS error) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if s.contains(&t) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&t);
+    }
+    s
+}
+
+fn cmd_shm(c: ShmCmd) -> Result<()> {
+    use runtime::shm::owner::{self, State};
+    match c {
+        ShmCmd::List => {
+            let files = owner::list().context("listing /dev/shm")?;
+            if files.is_empty() {
+                println!("no mbox.* files in /dev/shm");
+                return Ok(());
+            }
+            let mut rows = vec![["file", "prefix", "size", "owner uid", "state"].map(String::from).to_vec()];
+            for f in &files {
+                let state = match &f.state {
+                    State::Live(c) => format!("live (pid {} runs)", c.pid),
+                    State::Dead(c) => format!("dead (pid {} has ended): `mbox shm clean` removes it", c.pid),
+                    State::Other(why) => format!("not a region: {why}"),
+                };
+                let size = microboxes::report::human_bytes(f.size);
+                rows.push(vec![f.path.display().to_string(), f.prefix.clone(), size, f.uid.to_string(), state]);
+            }
+            for line in microboxes::report::table(&rows, &[false, false, true, true, false]) {
+                println!("{line}");
+            }
+        }
+        ShmCmd::Clean { prefix } => {
+            let cleaned = owner::clean(prefix.as_deref()).context("cleaning /dev/shm")?;
+            for p in &cleaned.removed {
+                println!("removed {}", p.display());
+            }
+            for (p, why) in &cleaned.kept {
+                println!("kept {}: {why}", p.display());
+            }
+            println!("mbox shm clean: removed {} file(s), kept {}", cleaned.removed.len(), cleaned.kept.len());
+        }
+    }
+    Ok(())
 }
 
 fn cmd_gen(a: GenArgs) -> Result<()> {
@@ -284,11 +372,10 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     if let Err(e) = cfg.validate() {
         bail!("invalid generator options: {e}");
     }
-    let mut w = PcapWriter::create(&a.output, LinkType::Ethernet)
-        .with_context(|| format!("creating {}", a.output.display()))?;
-    let summary = generate(&cfg, |ts, frame| w.write(ts, frame, frame.len() as u32))
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    w.finish().with_context(|| format!("writing {}", a.output.display()))?;
+    // The writer's errors name the file and the OS error.
+    let mut w = PcapWriter::create(&a.output, LinkType::Ethernet).context("creating the capture")?;
+    let summary = generate(&cfg, |ts, frame| w.write(ts, frame, frame.len() as u32)).context("writing the capture")?;
+    w.finish().context("writing the capture")?;
     if let Some(m) = &a.manifest {
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(m, json).with_context(|| format!("writing {}", m.display()))?;
@@ -336,7 +423,10 @@ fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
 }
 
 fn cmd_nf(a: NfArgs) -> Result<()> {
-    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(d) = &a.output_dir {
+        microboxes::engine::resolve_outputs(&mut app, d);
+    }
     let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
     let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
         .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
@@ -356,16 +446,19 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
         single_core: a.single_core,
         work_dir: a.work_dir,
         fault: None,
+        progress: !a.quiet,
     };
     let report = microboxes::check::check(&app, &a.input, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    print!("{}", report.to_text());
+    if !a.quiet || !report.consistent() {
+        print!("{}", report.to_text());
+    }
     Ok(if report.consistent() { 0 } else { 3 })
 }
 
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
     let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
-    let report =
-        microboxes::streams::streams(&a.input, opts).with_context(|| format!("reading {}", a.input.display()))?;
+    // Its errors name the capture.
+    let report = microboxes::streams::streams(&a.input, opts)?;
     let mut out = std::io::stdout().lock();
     let written = if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
@@ -395,11 +488,16 @@ fn cmd_streams(a: StreamsArgs) -> Result<()> {
 }
 
 fn cmd_run(a: RunArgs) -> Result<i32> {
-    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
     let core_map = match &a.core_map {
         Some(p) => Some(CoreMap::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
+    if let Some(d) = &a.output_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("--output-dir {}: cannot create the directory", d.display()))?;
+        microboxes::engine::resolve_outputs(&mut app, d);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let prefix = a.prefix.clone().unwrap_or_else(|| format!("run{}", std::process::id()));
     {
@@ -420,53 +518,51 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
 
     let mut opts = RunOptions::new(&a.input);
     opts.output = a.output.clone();
+    opts.output_dir = a.output_dir.clone();
     opts.core_map = core_map;
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
     opts.mode = a.mode;
     opts.external = a.nf_process.clone();
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
-    let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
-    if !a.no_progress && !a.quiet && std::io::stderr().is_terminal() && total >= 32 << 20 {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        opts.progress = Some(Box::new(move |p: &actors::io::RxProgress| {
-            bar.set_position(p.bytes.load(Ordering::Relaxed));
-            bar.set_message(format!("{} packets", p.packets.load(Ordering::Relaxed)));
-            if p.bytes.load(Ordering::Relaxed) >= total {
-                bar.finish_and_clear();
-            }
-        }));
+    if !a.no_progress && !a.quiet {
+        opts.progress = microboxes::report::progress_bar(&a.input);
     }
 
-    let report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let (Some(p), Some(t)) = (&a.trace, &report.trace) {
         microboxes::trace::export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
+        report.files.push(microboxes::report::FileLine {
+            path: p.display().to_string(),
+            written_by: "mbox".into(),
+            what: format!("trace (--trace), {} spans", t.spans.len()),
+            bytes: std::fs::metadata(p).ok().map(|m| m.len()),
+            lines: None,
+            packets: None,
+        });
         if !a.quiet {
-            eprintln!(
-                "mbox run: wrote {} spans to {} ({} dropped; raise --trace-limit to keep more)",
-                t.spans.len(),
-                p.display(),
-                t.dropped
-            );
+            let hint = if t.dropped > 0 { "; raise --trace-limit to keep more" } else { "" };
+            println!("mbox run: wrote {} spans to {} ({} dropped{hint})", t.spans.len(), p.display(), t.dropped);
         }
     }
     if let Some(p) = &a.stats_json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
-    }
-    let text = report.to_text();
-    if !report.ok() {
-        eprint!("{text}");
-        bail!("the run had {} error(s); see above", report.errors.len());
+        report.files.push(microboxes::report::FileLine {
+            path: p.display().to_string(),
+            written_by: "mbox".into(),
+            what: "run report (--stats-json)".into(),
+            bytes: std::fs::metadata(p).ok().map(|m| m.len()),
+            lines: None,
+            packets: None,
+        });
     }
     if !a.quiet {
-        print!("{text}");
+        print!("{}", report.summary());
+    }
+    if !report.ok() {
+        let errors: Vec<String> = report.errors.iter().map(|e| format!("\n  {e}")).collect();
+        bail!("the run had {} error(s):{}", report.errors.len(), errors.concat());
     }
     Ok(if report.interrupted { 130 } else { 0 })
 }

@@ -1,9 +1,12 @@
 //! The run report: what `mbox run` prints and what `--stats-json` writes.
 //!
 //! The JSON form is the [`RunReport`] struct serialized as is; its field names are the
-//! stable interface for scripts (documented in the README). The text form is a summary for
-//! people: packets in / out / dropped by reason, events per actor, ring back-pressure, pool
-//! balance, core placement, and every warning and error.
+//! stable interface for scripts (documented in the README; fields are added, never renamed).
+//! The text form ([`RunReport::summary`]) is for people: packets in / out / dropped by
+//! reason, events per actor with a legend, ring back-pressure, pool balance, core placement,
+//! every file written, and every warning — in aligned columns with units. Errors are not part
+//! of the summary: `mbox run` prints them once, on stderr ([`RunReport::to_text`] appends them
+//! for callers that want one text).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,6 +60,25 @@ pub struct RingLine {
     /// Its counters.
     #[serde(flatten)]
     pub stats: RingStats,
+}
+
+/// A file the run wrote.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FileLine {
+    /// Its path, as given (relative paths are relative to the current directory).
+    pub path: String,
+    /// Who wrote it: an NF's name, `tx` (the `-o` capture), `mbox` (`--trace`).
+    pub written_by: String,
+    /// What it is: `flow_stats output`, `output capture (-o)`, `trace (--trace)`.
+    pub what: String,
+    /// Its size after the run (`None` when it could not be read).
+    pub bytes: Option<u64>,
+    /// Lines in it (JSON-lines outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u64>,
+    /// Packets in it (the `-o` capture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
 }
 
 /// Everything a run reports.
@@ -117,6 +139,8 @@ pub struct RunReport {
     pub trace: Option<runtime::trace::TraceData>,
     /// Execution mode.
     pub mode: String,
+    /// Every file the run wrote: NF outputs, the `-o` capture, the trace.
+    pub files: Vec<FileLine>,
     /// NFs that ran in their own process: (name, pid).
     pub nf_processes: Vec<(String, u32)>,
     /// With observation on: every NF's log, by NF name.
@@ -144,62 +168,44 @@ impl RunReport {
         self.errors.is_empty()
     }
 
-    /// The human summary.
+    /// The human summary and then every error (`error: ...` lines).
     pub fn to_text(&self) -> String {
+        let mut s = self.summary();
+        for e in &self.errors {
+            let _ = writeln!(s, "error: {e}");
+        }
+        s
+    }
+
+    /// The human summary: everything but the errors (`mbox run` prints it on stdout, the
+    /// errors on stderr).
+    pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "mbox run: {} on {}", self.app, self.input);
+        let _ = writeln!(s, "mbox run: {} on {} (mode {})", self.app, self.input, self.mode);
         let _ = writeln!(
             s,
-            "  packets: {} in, {} out, {} dropped   ({:.2} s, {:.0} packets/s)",
-            self.packets_in, self.packets_out, self.packets_dropped, self.elapsed_s, self.packets_per_s
+            "  packets: {} in, {} out, {} dropped   ({} in, {} out; {}, {:.0} packets/s)",
+            self.packets_in,
+            self.packets_out,
+            self.packets_dropped,
+            human_bytes(self.bytes_in),
+            human_bytes(self.bytes_out),
+            human_duration(self.elapsed_s),
+            self.packets_per_s
         );
-        if let Some(o) = &self.output {
-            let _ = writeln!(s, "  output: {} packets written to {o}", self.packets_written);
-        }
         for d in &self.dropped {
             let _ = writeln!(s, "  dropped by {}: {}: {}", d.actor, d.reason, d.packets);
         }
         for d in &self.event_drops {
             let _ = writeln!(s, "  events stopped by {}: {}: {}", d.actor, d.reason, d.packets);
         }
-        let _ = writeln!(s, "  actors:");
-        for a in &self.actors {
-            let core = a.core.map_or("-".to_string(), |c| c.to_string());
-            let handled = a.handled.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
-            let _ = writeln!(
-                s,
-                "    {:<12} {:<11} core {:<3} handled {:>9}  published {:>7}  passed {:>7}  stalls {}",
-                a.name, a.kind, core, a.handled_total, a.published, a.passed, a.stalls
-            );
-            if !handled.is_empty() {
-                let _ = writeln!(s, "      events: {handled}");
-            }
-            let counters: Vec<String> =
-                a.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
-            if !counters.is_empty() {
-                let _ = writeln!(s, "      counters: {}", counters.join(", "));
-            }
-        }
-        let _ = writeln!(s, "  rings (back-pressure: a full ring makes the producer wait; nothing is dropped):");
-        for r in &self.rings {
-            let _ = writeln!(
-                s,
-                "    {:<24} capacity {:<6} enqueued {:>9}  full {:>6}  high-water {}",
-                r.link, r.stats.capacity, r.stats.enqueued, r.stats.full_events, r.stats.high_water
-            );
-        }
-        if self.rx_pool_stalls + self.rx_ring_stalls > 0 {
-            let _ = writeln!(
-                s,
-                "    rx waited: {} times for a buffer, {} times for ring room",
-                self.rx_pool_stalls, self.rx_ring_stalls
-            );
-        }
+        self.actors_text(&mut s);
+        self.rings_text(&mut s);
         let _ = writeln!(
             s,
-            "  pool: {} buffers of {} B; {} allocated, {} freed, {} in use: {}",
+            "  pool: {} buffers of {}; {} allocated, {} freed, {} in use: {}",
             self.pool.buffers,
-            self.pool.buf_size,
+            human_bytes(self.pool.buf_size),
             self.pool.allocated,
             self.pool.freed,
             self.pool.in_use,
@@ -218,12 +224,171 @@ impl RunReport {
         for (n, pid) in &self.nf_processes {
             let _ = writeln!(s, "  nf `{n}` ran in its own process (pid {pid}), attached to the shared memory");
         }
+        self.files_text(&mut s);
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }
-        for e in &self.errors {
-            let _ = writeln!(s, "error: {e}");
-        }
         s
     }
+
+    /// The actors' table with its legend; NF counters are shown even when 0 for NFs that
+    /// write a file (an empty output then explains itself), other zero counters are hidden.
+    fn actors_text(&self, s: &mut String) {
+        let _ = writeln!(s, "  actors:");
+        let _ = writeln!(s, "    handled: events it processed · published: events it sent on · passed: events it");
+        let _ =
+            writeln!(s, "    forwarded without handling (not subscribed) · stalls: waits for room in the next ring");
+        let mut rows = vec![row(&["name", "kind", "core", "handled", "published", "passed", "stalls"])];
+        for a in &self.actors {
+            let core = a.core.map_or("-".to_string(), |c| c.to_string());
+            rows.push(vec![
+                a.name.clone(),
+                a.kind.clone(),
+                core,
+                a.handled_total.to_string(),
+                a.published.to_string(),
+                a.passed.to_string(),
+                a.stalls.to_string(),
+            ]);
+        }
+        let lines = table(&rows, &[false, false, true, true, true, true, true]);
+        let _ = writeln!(s, "    {}", lines[0]);
+        for (a, line) in self.actors.iter().zip(&lines[1..]) {
+            let _ = writeln!(s, "    {line}");
+            let handled = a.handled.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
+            if !handled.is_empty() {
+                let _ = writeln!(s, "      events: {handled}");
+            }
+            let writes = self.files.iter().any(|f| f.written_by == a.name);
+            let counters: Vec<String> =
+                a.counters.iter().filter(|(_, v)| writes || **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+            if !counters.is_empty() {
+                let _ = writeln!(s, "      counters: {}", counters.join(", "));
+            }
+        }
+    }
+
+    /// The rings' table (columns sized to the longest ring name).
+    fn rings_text(&self, s: &mut String) {
+        let _ = writeln!(s, "  rings (back-pressure: a full ring makes the producer wait; nothing is dropped):");
+        let mut rows = vec![row(&["ring", "capacity", "enqueued", "full", "high-water"])];
+        for r in &self.rings {
+            rows.push(vec![
+                r.link.clone(),
+                r.stats.capacity.to_string(),
+                r.stats.enqueued.to_string(),
+                r.stats.full_events.to_string(),
+                r.stats.high_water.to_string(),
+            ]);
+        }
+        for line in table(&rows, &[false, true, true, true, true]) {
+            let _ = writeln!(s, "    {line}");
+        }
+        if self.rx_pool_stalls + self.rx_ring_stalls > 0 {
+            let _ = writeln!(
+                s,
+                "    rx waited: {} times for a buffer, {} times for ring room",
+                self.rx_pool_stalls, self.rx_ring_stalls
+            );
+        }
+    }
+
+    /// Every file written: path, size, lines or packets, and who wrote it.
+    fn files_text(&self, s: &mut String) {
+        if self.files.is_empty() {
+            let _ = writeln!(s, "  files written: none");
+            return;
+        }
+        let _ = writeln!(s, "  files written:");
+        let rows: Vec<Vec<String>> = self
+            .files
+            .iter()
+            .map(|f| {
+                let count = match (f.lines, f.packets) {
+                    (_, Some(p)) => format!("{p} packets"),
+                    (Some(l), None) => format!("{l} lines"),
+                    (None, None) => String::new(),
+                };
+                let size = f.bytes.map_or_else(|| "missing".to_string(), human_bytes);
+                vec![f.path.clone(), count, size, format!("{}, by {}", f.what, f.written_by)]
+            })
+            .collect();
+        for line in table(&rows, &[false, true, true, false]) {
+            let _ = writeln!(s, "    {line}");
+        }
+    }
+}
+
+/// A table row from string slices.
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Rows laid out in columns as wide as their widest cell (two spaces apart); `right[i]`
+/// right-aligns column `i`. Trailing spaces are trimmed.
+pub fn table(rows: &[Vec<String>], right: &[bool]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|x| x.chars().count()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(c, x)| {
+                    if right.get(c).copied().unwrap_or(false) {
+                        format!("{x:>w$}", w = width[c])
+                    } else {
+                        format!("{x:<w$}", w = width[c])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// `bytes` for people: `512 B`, `45.6 kB`, `1.2 MB`, `3.40 GB` (powers of 1000).
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..=999 => format!("{bytes} B"),
+        1_000..=999_999 => format!("{:.1} kB", b / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
+/// Seconds for people: `850 ms` below a second, `12.34 s` above.
+pub fn human_duration(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.0} ms", secs * 1e3)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+/// A progress bar on stderr for reading `input`, when stderr is a terminal and the input is
+/// large enough (32 MiB) to take a while; `None` otherwise.
+pub fn progress_bar(input: &std::path::Path) -> Option<crate::engine::ProgressFn> {
+    use std::io::IsTerminal as _;
+    use std::sync::atomic::Ordering;
+    let total = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    if !std::io::stderr().is_terminal() || total < 32 << 20 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(Box::new(move |p: &actors::io::RxProgress| {
+        bar.set_position(p.bytes.load(Ordering::Relaxed));
+        bar.set_message(format!("{} packets", p.packets.load(Ordering::Relaxed)));
+        if p.bytes.load(Ordering::Relaxed) >= total {
+            bar.finish_and_clear();
+        }
+    }))
 }

@@ -24,7 +24,7 @@ use super::layout::{shm_name, Layout};
 use super::wire::Slots;
 use super::{take, Logs, RunOptions};
 use crate::app::App;
-use crate::report::{ActorSummary, DropLine, RunReport};
+use crate::report::{ActorSummary, DropLine, FileLine, RunReport};
 
 /// Everything a finished run leaves behind.
 pub(super) struct Finished<'a> {
@@ -189,7 +189,10 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
     if let Some(e) = &i.rx.error {
-        errors.push(format!("reading `{}`: {e} (packets before it were processed)", i.opts.input.display()));
+        // The reader's errors name the capture; say it once.
+        let input = i.opts.input.display().to_string();
+        let what = if e.contains(&input) { e.clone() } else { format!("reading `{input}`: {e}") };
+        errors.push(format!("{what} (packets before it were processed)"));
     }
     if let Some(n) = &i.rx.note {
         warnings.push(format!("`{}`: {n}", i.opts.input.display()));
@@ -275,6 +278,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         observations: BTreeMap::new(),
         nf_processes: Vec::new(),
         mode: i.opts.mode.to_string(),
+        files: files_written(i.app, i.opts, i.tx.written),
         emitted: i
             .tx
             .emitted
@@ -285,5 +289,56 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
                 dropped: by.map(|(a, r)| format!("{}: {}", actor_name(a), reason_name(a, r))),
             })
             .collect(),
+    }
+}
+
+/// Every file the run wrote: each NF's output (size and lines) and the `-o` capture (size
+/// and packets). A file that is not there (its NF failed before renaming it into place) is
+/// listed with no size.
+fn files_written(app: &App, opts: &RunOptions, packets_written: u64) -> Vec<FileLine> {
+    let mut files: Vec<FileLine> = app
+        .nfs
+        .iter()
+        .filter_map(|nf| {
+            let path = nf.config.output()?;
+            Some(FileLine {
+                path: path.display().to_string(),
+                written_by: nf.common.name.clone(),
+                what: format!("{} output", nf.kind),
+                bytes: std::fs::metadata(path).ok().map(|m| m.len()),
+                lines: count_lines(path),
+                packets: None,
+            })
+        })
+        .collect();
+    if let Some(p) = &opts.output {
+        files.push(FileLine {
+            path: p.display().to_string(),
+            written_by: "tx".into(),
+            what: "output capture (-o)".into(),
+            bytes: std::fs::metadata(p).ok().map(|m| m.len()),
+            lines: None,
+            packets: Some(packets_written),
+        });
+    }
+    files
+}
+
+/// The number of lines of a regular file (read in blocks), `None` when it cannot be read.
+fn count_lines(path: &std::path::Path) -> Option<u64> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    let mut lines = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(lines),
+            Ok(n) => lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
     }
 }

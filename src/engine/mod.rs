@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub external: Vec<String>,
     /// The `mbox` executable that serves external NFs (default: this program).
     pub nf_exe: Option<PathBuf>,
+    /// `--output-dir`: the directory the app's relative NF output paths were resolved into
+    /// (by [`resolve_outputs`], before the run); passed on to NFs in their own process.
+    pub output_dir: Option<PathBuf>,
 }
 
 /// Deliberate faults (see [`RunOptions::fault`]).
@@ -109,6 +112,7 @@ impl RunOptions {
             fault: None,
             external: Vec::new(),
             nf_exe: None,
+            output_dir: None,
         }
     }
 }
@@ -128,12 +132,48 @@ pub enum RunError {
     /// Core placement.
     #[error("{0}")]
     CoreMap(#[from] runtime::coremap::CoreMapError),
-    /// Shared memory, rings, pool.
-    #[error("setting up shared memory: {0}")]
+    /// Starting the run: CPU affinity, rings, threads, NF processes (the message says what).
+    #[error("{0}")]
     Setup(String),
+    /// The shared-memory region or the packet pool could not be created.
+    #[error("setting up shared memory: {0}")]
+    Shm(String),
+    /// The file system under `/dev/shm` has too little space for the run's region.
+    #[error(
+        "{error}\n  the region holds the packet pool and the rings; make it smaller in the app file's [runtime] table: \
+         pool_buffers (now {pool_buffers}), buffer_size (now {buffer_size} B), ring_capacity (now {ring_capacity})\n  \
+         or give /dev/shm more room: `docker run --shm-size=1g ...`, or `mount -o remount,size=1G /dev/shm` as root"
+    )]
+    ShmSpace {
+        /// The region's error (size needed, space free).
+        error: runtime::shm::ShmError,
+        /// `[runtime] pool_buffers`.
+        pool_buffers: u32,
+        /// `[runtime] buffer_size`.
+        buffer_size: u32,
+        /// `[runtime] ring_capacity`.
+        ring_capacity: u32,
+    },
+    /// The run broke down after it started (an executor thread or an NF process failed).
+    #[error("the run broke down: {0}")]
+    Failed(String),
     /// An executor thread failed.
     #[error("{0}")]
     Exec(#[from] runtime::executor::ExecError),
+}
+
+/// Makes every relative NF output path of `app` relative to `dir` (`--output-dir`);
+/// absolute paths stay. Returns the NFs' output paths after the change.
+pub fn resolve_outputs(app: &mut App, dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for nf in &mut app.nfs {
+        if let Some(p) = nf.config.output().map(std::path::Path::to_path_buf) {
+            let p = if p.is_relative() { dir.join(p) } else { p };
+            nf.config.set_output(p.clone());
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// How stacks and NFs are arranged (docs/architecture.md, the paper's Figure 4).
@@ -195,11 +235,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
-    let region =
-        Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| RunError::Setup(e.to_string()))?;
+    let region = Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| shm_error(app, e))?;
     let (alloc, release, pool_view) =
         pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
-            .map_err(|e| RunError::Setup(e.to_string()))?;
+            .map_err(|e| RunError::Shm(e.to_string()))?;
     nf_process::check_external(&opts, &plan)?;
 
     let input = wire::WireInput {
@@ -258,7 +297,7 @@ fn execute(
     let exec = std::thread::Builder::new()
         .name("mbox-exec".into())
         .spawn(move || executor::run(assignments, abort))
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+        .map_err(|e| RunError::Setup(format!("starting the executor thread: {e}")))?;
     while !exec.is_finished() {
         if let Some(cb) = opts.progress.as_mut() {
             cb(progress);
@@ -268,7 +307,7 @@ fn execute(
     if let Some(cb) = opts.progress.as_mut() {
         cb(progress);
     }
-    let cores = exec.join().map_err(|_| RunError::Setup("the executor thread panicked".into()));
+    let cores = exec.join().map_err(|_| RunError::Failed("the executor thread panicked".into()));
     if !matches!(cores, Ok(Ok(_))) {
         for c in &children {
             c.kill.store(true, Ordering::SeqCst);
@@ -277,9 +316,23 @@ fn execute(
     let (child_errors, nf_processes) = nf_process::collect_nf_processes(children, external);
     let cores = cores??;
     if !child_errors.is_empty() {
-        return Err(RunError::Setup(child_errors.join("\n")));
+        return Err(RunError::Failed(child_errors.join("\n")));
     }
     Ok(Executed { cores, nf_processes })
+}
+
+/// The region's error as a [`RunError`]: too little room under `/dev/shm` names the app
+/// keys that size the region.
+fn shm_error(app: &App, e: runtime::shm::ShmError) -> RunError {
+    match e {
+        e @ runtime::shm::ShmError::NoSpace { .. } => RunError::ShmSpace {
+            error: e,
+            pool_buffers: app.runtime.pool_buffers,
+            buffer_size: app.runtime.buffer_size,
+            ring_capacity: app.runtime.ring_capacity,
+        },
+        e => RunError::Shm(e.to_string()),
+    }
 }
 
 /// What [`execute`] returns: each core's report, and each NF process's name and pid.

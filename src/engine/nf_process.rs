@@ -102,6 +102,7 @@ pub(super) fn spawn_nf_processes(
             ])
             .args(["--core", &core.to_string(), "--link", link_name(link), "--report"])
             .arg(&report)
+            .args(opts.output_dir.iter().flat_map(|d| [std::ffi::OsStr::new("--output-dir"), d.as_os_str()]))
             .stdin(std::process::Stdio::null())
             .spawn()
             .map_err(|e| RunError::Setup(format!("starting `{} nf {name}`: {e}", exe.display())))?;
