@@ -31,8 +31,24 @@
 //!
 //! The `[stack.*]` tables are the µStacks' own (parsed through [`stacks::registry`], which
 //! lists them in chain order); the `[[nf]]` entries are the NFs' (parsed through
-//! [`nfs::configure`]). Unknown keys are errors at every level. Loading collects every
-//! problem — file, key and reason — and reports them together.
+//! [`nfs::configure`]). Unknown keys are errors at every level.
+//!
+//! **Paths.** A file an NF *reads* (signature_match's `rules`) is relative to the app
+//! file's directory when relative ([`App::load`]; [`App::parse`], which has no file, resolves
+//! against the current directory, and [`App::parse_in`] against a directory given). A file
+//! an NF *writes* (every `output`) stays relative to the current directory — the run's
+//! output directory — so that outputs never land among the app files. Absolute paths are
+//! used as they are.
+//!
+//! **Errors.** Loading collects every problem of every stage — each bad key with its value
+//! and what is allowed (``key `runtime.shards` ``, ``nf `fw` (firewall): rule 2: key
+//! `dst_port` ``), unknown kinds, every NF's options, duplicate or reserved names,
+//! `parallel`, and the links between actors as modes b, c and d chain them (an NF reading
+//! what only an absent µStack publishes gets one line naming the `[stack.*]` table to add) —
+//! and reports them together, so every subcommand that loads an app prints the same list.
+//! Links are checked for the NFs up to the first one whose options are wrong (the rest may
+//! depend on what it publishes). The app file and rule files are read through
+//! [`runtime::files::read_text`]: regular files only, at most 1 MiB and 64 MiB.
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! [[nf]]
 //! name = "ids"
 //! kind = "signature_match"
-//! rules = "apps/ids.rules"   # rule file (see nfs::rules for the syntax)
+//! rules = "ids.rules"        # rule file, relative to the app file (see nfs::rules for the syntax)
 //! output = "alerts.jsonl"
 //! on = "stream"              # "stream" (default): DATA_RDY bytes; "packets": PKT/TCP + PKT/UDP payloads
 //! max_positions = 4096       # optional: pattern matches remembered per flow and direction
