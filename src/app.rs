@@ -396,7 +396,10 @@ fn nf_entry(
         match t.remove(key) {
             Some(toml::Value::String(s)) => Some(s),
             Some(other) => {
-                errs.push(format!("{source}: {who}: key `{key}`: expected a string, found {}", nfs::common::describe(&other)));
+                errs.push(format!(
+                    "{source}: {who}: key `{key}`: expected a string, found {}",
+                    nfs::common::describe(&other)
+                ));
                 None
             }
             None if required => {

@@ -325,9 +325,14 @@ mod tests {
         assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"]);
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
-        let e =
-            configure("teleporter", &NfCommon::named("x"), toml::Table::new(), &mut EventRegistry::new(), Path::new(""))
-                .unwrap_err();
+        let e = configure(
+            "teleporter",
+            &NfCommon::named("x"),
+            toml::Table::new(),
+            &mut EventRegistry::new(),
+            Path::new(""),
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)"]

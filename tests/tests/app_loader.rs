@@ -148,11 +148,24 @@ fn rule_paths_are_relative_to_the_app_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("conf")).unwrap();
     std::fs::copy(repo_file("apps/ids.rules"), dir.path().join("conf/my.rules")).unwrap();
-    let text = "[stack.tcp]\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"my.rules\"\noutput = \"a.jsonl\"\n";
+    let text =
+        "[stack.tcp]\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"my.rules\"\noutput = \"a.jsonl\"\n";
     let app = dir.path().join("conf/app.toml");
     std::fs::write(&app, text).unwrap();
     let loaded = microboxes::App::load(&app).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.nfs[0].config.output(), Some(Path::new("a.jsonl")), "outputs stay relative to the run");
     let e = microboxes::App::parse(text, "app.toml").unwrap_err().to_string();
     assert!(e.contains("cannot read rules `my.rules`"), "{e}");
+}
+
+/// `parallel` applies in mode d only; the loader says so for the other modes.
+#[test]
+fn parallel_groups_outside_mode_d_get_a_note() {
+    let text = "parallel = [[\"a\", \"b\"]]\n[[nf]]\nname = \"a\"\nkind = \"firewall\"\n[[nf]]\nname = \"b\"\nkind = \"firewall\"\n";
+    let app = microboxes::App::parse(text, "p.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(app.parallel_note(microboxes::engine::Mode::D), None);
+    assert_eq!(
+        app.parallel_note(microboxes::engine::Mode::C).as_deref(),
+        Some("p.toml: key `parallel`: NF groups run in parallel in mode d only; ignored in mode c")
+    );
 }
