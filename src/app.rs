@@ -31,17 +31,38 @@
 //!
 //! The `[stack.*]` tables are the µStacks' own (parsed through [`stacks::registry`], which
 //! lists them in chain order); the `[[nf]]` entries are the NFs' (parsed through
-//! [`nfs::configure`]). Unknown keys are errors at every level. Loading collects every
-//! problem — file, key and reason — and reports them together.
+//! [`nfs::configure`]). Unknown keys are errors at every level.
+//!
+//! **Paths.** A file an NF *reads* (signature_match's `rules`) is relative to the app
+//! file's directory when relative ([`App::load`]; [`App::parse`], which has no file, resolves
+//! against the current directory, and [`App::parse_in`] against a directory given). A file
+//! an NF *writes* (every `output`) stays relative to the current directory — the run's
+//! output directory — so that outputs never land among the app files. Absolute paths are
+//! used as they are.
+//!
+//! **Errors.** Loading collects every problem of every stage — each bad key with its value
+//! and what is allowed (``key `runtime.shards` ``, ``nf `fw` (firewall): rule 2: key
+//! `dst_port` ``), unknown kinds, every NF's options, duplicate or reserved names,
+//! `parallel`, and the links between actors as modes b, c and d chain them (an NF reading
+//! what only an absent µStack publishes gets one line naming the `[stack.*]` table to add) —
+//! and reports them together, so every subcommand that loads an app prints the same list.
+//! Links are checked for the NFs up to the first one whose options are wrong (the rest may
+//! depend on what it publishes). The app file and rule files are read through
+//! [`runtime::files::read_text`]: regular files only, at most 1 MiB and 64 MiB.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use actors::event::EventRegistry;
+use actors::controller;
+use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::FlowMatch;
+use actors::{Actor, Contract, Publication, Subscription};
 use nfs::{NfCommon, NfConfig};
+use runtime::ports::LinkType;
 use serde::Deserialize;
-use stacks::registry::{self, ConfiguredStack};
+use stacks::registry::{self, ConfiguredStack, StackContext, StackKind};
 
 /// `[runtime]`: sizes of the shared structures.
 #[derive(Clone, Debug, Deserialize)]
@@ -105,39 +126,36 @@ pub fn reserved_names() -> Vec<&'static str> {
 }
 
 impl App {
-    /// Reads and parses an app file.
+    /// Reads and parses an app file: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`](runtime::files::MAX_CONFIG_BYTES) (anything else is refused, never
+    /// read without end). Relative paths of the files its NFs read (`rules`) are relative to
+    /// the app file's directory.
     pub fn load(path: &Path) -> Result<App, AppError> {
-        let text = std::fs::read_to_string(path)
+        let text = runtime::files::read_text(path, runtime::files::MAX_CONFIG_BYTES)
             .map_err(|e| AppError(vec![format!("{}: cannot read the app file: {e}", path.display())]))?;
-        App::parse(&text, &path.display().to_string())
+        let dir = path.parent().unwrap_or(Path::new(""));
+        App::parse_in(&text, &path.display().to_string(), dir)
     }
 
-    /// Parses app-file text; `source` names it in messages.
+    /// Parses app-file text; `source` names it in messages. Relative paths of the files its
+    /// NFs read are relative to the current directory (there is no file to be relative to);
+    /// see [`App::parse_in`].
     pub fn parse(text: &str, source: &str) -> Result<App, AppError> {
+        App::parse_in(text, source, Path::new(""))
+    }
+
+    /// Parses app-file text whose relative input paths (`rules`) are relative to `dir`.
+    /// Every problem of every stage is collected — keys and their values, kinds, each NF's
+    /// options, names, `parallel`, and the links between the actors (as modes b, c and d
+    /// chain them) — and reported together, in file order within each stage.
+    pub fn parse_in(text: &str, source: &str, dir: &Path) -> Result<App, AppError> {
         let mut top: toml::Table =
             toml::from_str(text).map_err(|e| AppError(vec![format!("{source}: {}", e.to_string().trim_end())]))?;
         let mut errs = Vec::new();
         let at = |key: &str, msg: &str| format!("{source}: key `{key}`: {msg}");
 
-        let runtime = match top.remove("runtime") {
-            None => RuntimeConfig::default(),
-            Some(v) => RuntimeConfig::deserialize(v).unwrap_or_else(|e| {
-                errs.push(at("runtime", e.message()));
-                RuntimeConfig::default()
-            }),
-        };
-        if runtime.pool_buffers < 2 {
-            errs.push(at("runtime.pool_buffers", "must be at least 2"));
-        }
-        if runtime.buffer_size < 64 {
-            errs.push(at("runtime.buffer_size", "must be at least 64 bytes"));
-        }
-        if runtime.ring_capacity < 2 {
-            errs.push(at("runtime.ring_capacity", "must be at least 2"));
-        }
-        if !(1..=64).contains(&runtime.shards) {
-            errs.push(at("runtime.shards", "must be between 1 and 64"));
-        }
+        let runtime = parse_runtime(top.remove("runtime"), &mut errs);
+        let mut errs: Vec<String> = errs.into_iter().map(|e| format!("{source}: {e}")).collect();
 
         let tables = match top.remove("stack") {
             None => toml::Table::new(),
@@ -153,58 +171,21 @@ impl App {
         });
 
         let mut registry = EventRegistry::new();
-        let mut nfs = Vec::new();
-        match top.remove("nf") {
-            None => {}
-            Some(toml::Value::Array(items)) => {
-                let mut seen = HashSet::new();
-                for (i, item) in items.into_iter().enumerate() {
-                    match nf_entry(i, item, source, &mut registry) {
-                        Ok(nf) => {
-                            let name = &nf.common.name;
-                            let reserved = reserved_names();
-                            if reserved.contains(&name.as_str()) {
-                                errs.push(format!(
-                                    "{source}: nf `{name}`: the name is reserved for the runtime ({})",
-                                    reserved.join(", ")
-                                ));
-                            } else if !seen.insert(name.clone()) {
-                                errs.push(format!("{source}: nf `{name}`: two NFs have this name"));
-                            }
-                            nfs.push(nf);
-                        }
-                        Err(mut e) => errs.append(&mut e),
-                    }
-                }
-            }
+        let (nfs, all_nfs_ok) = match top.remove("nf") {
+            None => (Vec::new(), true),
+            Some(toml::Value::Array(items)) => parse_nfs(items, source, dir, &mut registry, &mut errs),
             Some(other) => {
-                errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str())))
+                errs.push(at("nf", &format!("must be an array of tables ([[nf]]), not {}", other.type_str())));
+                (Vec::new(), false)
             }
-        }
-        let parallel = match top.remove("parallel") {
-            None => Vec::new(),
-            Some(v) => match Vec::<Vec<String>>::deserialize(v) {
-                Ok(groups) => {
-                    for g in &groups {
-                        for n in g {
-                            if !nfs.iter().any(|nf: &NfEntry| &nf.common.name == n) {
-                                errs.push(at("parallel", &format!("`{n}` is not an NF of this app")));
-                            }
-                        }
-                        if g.len() < 2 {
-                            errs.push(at("parallel", &format!("group {g:?} needs at least two NFs")));
-                        }
-                    }
-                    groups
-                }
-                Err(e) => {
-                    errs.push(at("parallel", &format!("{} (expected a list of lists of NF names)", e.message())));
-                    Vec::new()
-                }
-            },
         };
+        let parallel = parse_parallel(top.remove("parallel"), &nfs, all_nfs_ok, &mut errs, &at);
         for k in top.keys() {
             errs.push(at(k, "unknown key (known: runtime, stack, nf, parallel)"));
+        }
+        if !stacks.is_empty() {
+            // Links of the NFs that configured (all, or those before the first that did not).
+            errs.extend(link_problems(&stacks, &nfs, &registry).into_iter().map(|p| format!("{source}: {p}")));
         }
         if errs.is_empty() {
             Ok(App { source: source.to_string(), runtime, stacks, nfs, registry, parallel })
@@ -212,18 +193,213 @@ impl App {
             Err(AppError(errs))
         }
     }
+
+    /// A note for a run in `mode` when the app's `parallel` groups do not apply to it (they
+    /// are formed in mode d only): `None` when they apply or there are none.
+    pub fn parallel_note(&self, mode: crate::engine::Mode) -> Option<String> {
+        (!self.parallel.is_empty() && mode != crate::engine::Mode::D).then(|| {
+            format!("{}: key `parallel`: NF groups run in parallel in mode d only; ignored in mode {mode}", self.source)
+        })
+    }
 }
 
-fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegistry) -> Result<NfEntry, Vec<String>> {
+/// `[runtime]`: every bad key and value.
+fn parse_runtime(table: Option<toml::Value>, errs: &mut Vec<String>) -> RuntimeConfig {
+    let runtime = match table {
+        None => RuntimeConfig::default(),
+        Some(toml::Value::Table(t)) => {
+            let (cfg, e) = nfs::common::deserialize_all::<RuntimeConfig>(t, "runtime.");
+            errs.extend(e);
+            cfg.unwrap_or_default()
+        }
+        Some(other) => {
+            errs.push(format!("key `runtime`: must be a table, not {}", other.type_str()));
+            RuntimeConfig::default()
+        }
+    };
+    let mut bad = |key: &str, v: u32, allowed: &str| errs.push(format!("key `runtime.{key}`: {allowed}, found {v}"));
+    if runtime.pool_buffers < 2 {
+        bad("pool_buffers", runtime.pool_buffers, "must be at least 2");
+    }
+    if runtime.buffer_size < 64 {
+        bad("buffer_size", runtime.buffer_size, "must be at least 64 bytes");
+    }
+    if runtime.ring_capacity < 2 {
+        bad("ring_capacity", runtime.ring_capacity, "must be at least 2");
+    }
+    if !(1..=64).contains(&runtime.shards) {
+        bad("shards", runtime.shards, "must be between 1 and 64");
+    }
+    runtime
+}
+
+/// The `[[nf]]` entries that configured, in file order, up to the first that did not (the
+/// NFs after it cannot be linked: it may publish what they read); and whether all did.
+/// Every problem of every entry goes to `errs`, and names are checked on every entry.
+fn parse_nfs(
+    items: Vec<toml::Value>,
+    source: &str,
+    dir: &Path,
+    registry: &mut EventRegistry,
+    errs: &mut Vec<String>,
+) -> (Vec<NfEntry>, bool) {
+    let mut nfs = Vec::new();
+    let mut all_ok = true;
+    let mut seen = HashSet::new();
+    let reserved = reserved_names();
+    for (i, item) in items.into_iter().enumerate() {
+        let (name, entry) = nf_entry(i, item, source, dir, registry);
+        if let Some(name) = name {
+            if reserved.contains(&name.as_str()) {
+                errs.push(format!(
+                    "{source}: nf `{name}`: the name is reserved for the runtime ({})",
+                    reserved.join(", ")
+                ));
+            } else if !seen.insert(name.clone()) {
+                errs.push(format!("{source}: nf `{name}`: two NFs have this name"));
+            }
+        }
+        match entry {
+            Ok(nf) if all_ok => nfs.push(nf),
+            Ok(_) => {}
+            Err(mut e) => {
+                all_ok = false;
+                errs.append(&mut e);
+            }
+        }
+    }
+    (nfs, all_ok)
+}
+
+/// `parallel = [["a", "b"], ...]`; names are checked against the NFs when all configured.
+fn parse_parallel(
+    value: Option<toml::Value>,
+    nfs: &[NfEntry],
+    all_nfs_ok: bool,
+    errs: &mut Vec<String>,
+    at: &dyn Fn(&str, &str) -> String,
+) -> Vec<Vec<String>> {
+    let Some(v) = value else { return Vec::new() };
+    let shown = nfs::common::describe(&v);
+    match Vec::<Vec<String>>::deserialize(v) {
+        Ok(groups) => {
+            for g in &groups {
+                for n in g {
+                    if all_nfs_ok && !nfs.iter().any(|nf| &nf.common.name == n) {
+                        errs.push(at("parallel", &format!("`{n}` is not an NF of this app")));
+                    }
+                }
+                if g.len() < 2 {
+                    errs.push(at("parallel", &format!("group {g:?} needs at least two NFs")));
+                }
+            }
+            groups
+        }
+        Err(_) => {
+            errs.push(at("parallel", &format!("expected a list of lists of NF names, found {shown}")));
+            Vec::new()
+        }
+    }
+}
+
+/// The link problems of the chain RX → the µStacks → `nfs`, as modes b, c and d link it,
+/// found at load so that they are reported with the others. An NF that reads what only a
+/// µStack the app does not run publishes gets one line naming the table to add (and the
+/// chain is linked as if it were there, so that nothing else is blamed for it).
+fn link_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry], registry: &EventRegistry) -> Vec<String> {
+    let completed = Arc::new(AtomicU64::new(0));
+    let receiver_events = nfs.iter().any(|nf| nf.common.side.is_some());
+    let cx = StackContext { link: LinkType::Ethernet, shard: 0, flow_base: 0, completed: &completed, receiver_events };
+    let mut problems = Vec::new();
+    let mut nf_actors = Vec::new();
+    for nf in nfs {
+        match nf.config.contract_only(&nf.common) {
+            Ok(a) => nf_actors.push(a),
+            Err(e) => problems.push(e),
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    // Every µStack kind in chain order: the app's, or (`missing`) one with its defaults.
+    let mut chain: Vec<(&'static StackKind, Box<dyn Actor>, bool)> = Vec::new();
+    for &kind in registry::STACKS {
+        if let Some(s) = stacks.iter().find(|s| std::ptr::eq(s.kind, kind)) {
+            chain.push((kind, s.build(&cx).actor, false));
+        } else if let Ok(cfg) = (kind.parse)(toml::Value::Table(toml::Table::new())) {
+            chain.push((kind, cfg.build(kind.actor, &cx).actor, true));
+        }
+    }
+    let rx = rx_contract();
+    let mut published: Vec<EventType> = rx.publications.iter().map(|p| p.event).collect();
+    published.extend(chain.iter().filter(|c| !c.2).flat_map(|c| c.1.contract().publications.iter().map(|p| p.event)));
+    let mut needed = Vec::new();
+    for (nf, actor) in nfs.iter().zip(&nf_actors) {
+        let c = actor.contract();
+        let unmet: Vec<&Subscription> =
+            c.subscriptions.iter().filter(|s| !published.iter().any(|&p| s.event.covers(p))).collect();
+        for (kind, stack, _) in chain.iter().filter(|c| c.2) {
+            let from_it: Vec<String> = unmet
+                .iter()
+                .filter(|s| s.from.as_deref().is_none_or(|f| f == kind.actor))
+                .filter(|s| stack.contract().publications.iter().any(|p| s.event.covers(p.event)))
+                .map(|s| format!("`{}`", registry.name(s.event)))
+                .collect();
+            if !from_it.is_empty() {
+                problems.push(format!(
+                    "nf `{}` ({}) reads {}, which only the `{}` µStack publishes: add `[stack.{}]` to the app file",
+                    nf.common.name,
+                    nf.kind,
+                    from_it.join(", "),
+                    kind.actor,
+                    kind.table
+                ));
+                needed.push(kind.table);
+            }
+        }
+        published.extend(c.publications.iter().map(|p| p.event));
+    }
+    let mut contracts: Vec<&Contract> = vec![&rx];
+    contracts.extend(chain.iter().filter(|c| !c.2 || needed.contains(&c.0.table)).map(|c| c.1.contract()));
+    contracts.extend(nf_actors.iter().map(|a| a.contract()));
+    if let Err(e) = controller::link(&contracts, registry) {
+        // Two NFs of one name are already reported, in the app file's terms.
+        problems.extend(e.problems.into_iter().filter(|p| !p.starts_with("two actors are named")));
+    }
+    problems
+}
+
+/// The contract of RX, the first actor of every chain: it publishes the frames it reads.
+pub fn rx_contract() -> Contract {
+    Contract {
+        name: "rx".into(),
+        kind: "rx".into(),
+        publications: vec![Publication { port: "frames".into(), event: builtin::FRAME }],
+        ..Default::default()
+    }
+}
+
+/// One `[[nf]]` entry: its name when it has one (to check names even when the rest is
+/// wrong), and the entry or every problem of it.
+fn nf_entry(
+    i: usize,
+    item: toml::Value,
+    source: &str,
+    dir: &Path,
+    registry: &mut EventRegistry,
+) -> (Option<String>, Result<NfEntry, Vec<String>>) {
     let toml::Value::Table(mut t) = item else {
-        return Err(vec![format!("{source}: nf #{}: must be a table", i + 1)]);
+        return (None, Err(vec![format!("{source}: nf #{}: must be a table", i + 1)]));
     };
     let mut errs = Vec::new();
     let mut string = |t: &mut toml::Table, key: &str, required: bool, who: &str| -> Option<String> {
         match t.remove(key) {
             Some(toml::Value::String(s)) => Some(s),
             Some(other) => {
-                errs.push(format!("{source}: {who}: key `{key}` must be a string, not {}", other.type_str()));
+                errs.push(format!(
+                    "{source}: {who}: key `{key}`: expected a string, found {}",
+                    nfs::common::describe(&other)
+                ));
                 None
             }
             None if required => {
@@ -285,7 +461,7 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegis
             }
         },
     };
-    let (Some(name), Some(kind)) = (name, kind) else { return Err(errs) };
+    let (Some(name), Some(kind)) = (name.clone(), kind) else { return (name, Err(errs)) };
     let to_server = match direction_raw.as_deref() {
         None => None,
         Some("to_server") => Some(true),
@@ -295,13 +471,14 @@ fn nf_entry(i: usize, item: toml::Value, source: &str, registry: &mut EventRegis
             None
         }
     };
-    let common = NfCommon { name, subscribe, filter, from, side, to_server };
-    match nfs::configure(&kind, &common, t, registry) {
+    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server };
+    let entry = match nfs::configure(&kind, &common, t, registry, dir) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),
         Err(e) => {
             errs.extend(e.into_iter().map(|e| format!("{source}: {e}")));
             Err(errs)
         }
-    }
+    };
+    (Some(name), entry)
 }

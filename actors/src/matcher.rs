@@ -54,7 +54,9 @@ impl<'de> Deserialize<'de> for Proto {
             N(u8),
             S(String),
         }
-        match Raw::deserialize(d)? {
+        let raw = Raw::deserialize(d)
+            .map_err(|_: D::Error| serde::de::Error::custom("expected tcp, udp, icmp or a protocol number 0-255"))?;
+        match raw {
             Raw::N(n) => Ok(Proto::Number(n)),
             Raw::S(s) => match s.to_ascii_lowercase().as_str() {
                 "tcp" => Ok(Proto::Tcp),
@@ -93,7 +95,10 @@ impl<'de> Deserialize<'de> for Networks {
             One(String),
             Many(Vec<String>),
         }
-        let list = match Raw::deserialize(d)? {
+        let raw = Raw::deserialize(d).map_err(|_: D::Error| {
+            serde::de::Error::custom("expected an address or CIDR (\"192.0.2.0/24\"), or a list of them")
+        })?;
+        let list = match raw {
             Raw::One(s) => vec![s],
             Raw::Many(v) => v,
         };
@@ -143,7 +148,10 @@ impl<'de> Deserialize<'de> for Ports {
             One(One),
             Many(Vec<One>),
         }
-        let list = match Raw::deserialize(d)? {
+        let raw = Raw::deserialize(d).map_err(|_: D::Error| {
+            serde::de::Error::custom("expected a port 0-65535, a range \"80-90\", or a list of them")
+        })?;
+        let list = match raw {
             Raw::One(o) => vec![o],
             Raw::Many(v) => v,
         };

@@ -47,13 +47,32 @@ pub const NAME: &str = "firewall";
 pub const KIND: Kind<FirewallConfig> = Kind::new();
 
 /// Allow or drop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Let it through.
     Allow,
     /// Drop it.
     Drop,
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Action;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"allow\" or \"drop\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Action, E> {
+                match s {
+                    "allow" => Ok(Action::Allow),
+                    "drop" => Ok(Action::Drop),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// One rule.
@@ -105,38 +124,31 @@ fn yes() -> bool {
     true
 }
 
+/// One rule as written: `action`, an optional `name`, and the [`FlowMatch`] keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    action: Action,
+    name: Option<String>,
+    proto: Option<actors::matcher::Proto>,
+    src: Option<actors::matcher::Networks>,
+    dst: Option<actors::matcher::Networks>,
+    src_port: Option<actors::matcher::Ports>,
+    dst_port: Option<actors::matcher::Ports>,
+}
+
 impl FirewallConfig {
-    /// Parses the rule tables; every bad rule is reported.
+    /// Parses the rule tables; every bad key of every rule is reported.
     pub fn rules(&self, nf: &str) -> Result<Vec<Rule>, Vec<String>> {
         let mut out = Vec::new();
         let mut errs = Vec::new();
         for (i, t) in self.rules.iter().enumerate() {
-            let mut t = t.clone();
-            let at = format!("nf `{nf}` ({NAME}): rule {}", i + 1);
-            let action = match t.remove("action") {
-                None => {
-                    errs.push(format!("{at}: missing key `action` (\"allow\" or \"drop\")"));
-                    continue;
-                }
-                Some(v) => match Action::deserialize(v) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        errs.push(format!("{at}: key `action`: {}", e.message()));
-                        continue;
-                    }
-                },
-            };
-            let name = match t.remove("name") {
-                None => None,
-                Some(toml::Value::String(s)) => Some(s),
-                Some(other) => {
-                    errs.push(format!("{at}: key `name` must be a string, not {}", other.type_str()));
-                    continue;
-                }
-            };
-            match FlowMatch::deserialize(toml::Value::Table(t)) {
-                Ok(m) => out.push(Rule { action, name, matches: m }),
-                Err(e) => errs.push(format!("{at}: {}", e.message())),
+            let (rule, e) = crate::common::deserialize_all::<RawRule>(t.clone(), "");
+            errs.extend(e.into_iter().map(|e| format!("nf `{nf}` ({NAME}): rule {}: {e}", i + 1)));
+            if let Some(r) = rule {
+                let matches =
+                    FlowMatch { proto: r.proto, src: r.src, dst: r.dst, src_port: r.src_port, dst_port: r.dst_port };
+                out.push(Rule { action: r.action, name: r.name, matches });
             }
         }
         if errs.is_empty() {
@@ -275,7 +287,10 @@ mod tests {
     fn cfg(s: &str) -> Result<Firewall, Vec<String>> {
         let t: toml::Table = toml::from_str(s).unwrap();
         let common = NfCommon::named("fw");
-        let mut c: FirewallConfig = crate::common::options("fw", NAME, t).map_err(|e| vec![e])?;
+        let dir = std::path::Path::new("");
+        crate::configure(NAME, &common, t.clone(), &mut EventRegistry::new(), dir)?;
+        let (c, _) = crate::common::options::<FirewallConfig>("fw", NAME, t);
+        let mut c = c.expect("configure passed");
         c.check(&common, &mut EventRegistry::new())?;
         Ok(Firewall::new(&common, c.parsed, c.default, c.stateful))
     }
@@ -292,6 +307,22 @@ mod tests {
         assert!(e[2].contains("rule 4") && e[2].contains("missing key `action`"), "{e:?}");
         let e = cfg("defualt = \"drop\"").unwrap_err();
         assert!(e[0].contains("defualt"), "{e:?}");
+    }
+
+    #[test]
+    fn every_bad_key_of_every_rule_is_named_with_what_is_allowed() {
+        let e = cfg("default = 3\nrules = [{ action = \"drop\", dst_port = \"80-\", proto = 300 }, { action = \"dorp\", src_port = true }]").unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "nf `fw` (firewall): key `default`: invalid type: integer `3`, expected \"allow\" or \"drop\"",
+                "nf `fw` (firewall): rule 1: key `dst_port`: `80-` is not a port or a `low-high` port range",
+                "nf `fw` (firewall): rule 1: key `proto`: expected tcp, udp, icmp or a protocol number 0-255, found integer 300",
+                "nf `fw` (firewall): rule 2: key `action`: invalid value: string \"dorp\", expected \"allow\" or \"drop\"",
+                "nf `fw` (firewall): rule 2: key `src_port`: expected a port 0-65535, a range \"80-90\", or a list of them, found boolean true",
+            ],
+            "{e:#?}"
+        );
     }
 
     #[test]

@@ -82,13 +82,15 @@ pub trait NfKind: Sync {
     fn name(&self) -> &'static str;
 
     /// Checks the kind-specific part of an NF's table (the common keys are already taken
-    /// out, into `common`): see [`NfOptions::check`]. Errors name the NF and the kind; all
-    /// of them are returned.
+    /// out, into `common`): see [`NfOptions::check`]. Relative paths of files the NF reads
+    /// ([`NfOptions::inputs`]) are resolved against `dir` first. Errors name the NF and the
+    /// kind; all of them are returned (every bad key, then the checks of the rest).
     fn configure(
         &self,
         common: &NfCommon,
         options: toml::Table,
         registry: &mut EventRegistry,
+        dir: &Path,
     ) -> Result<Box<dyn NfSpec>, Vec<String>>;
 }
 
@@ -104,6 +106,13 @@ pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
     fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
         let _ = (common, registry);
         Ok(())
+    }
+
+    /// The files this NF reads (a rule file), as written in the app file: relative ones are
+    /// resolved against the app file's directory before [`check`](NfOptions::check). (The
+    /// file it writes is not one: outputs stay relative to the current directory.)
+    fn inputs(&mut self) -> Vec<&mut PathBuf> {
+        Vec::new()
     }
 
     /// The file this NF writes, if any ([`output_field!`] writes this and
@@ -147,10 +156,23 @@ impl<T: NfOptions> NfKind for Kind<T> {
         common: &NfCommon,
         options: toml::Table,
         registry: &mut EventRegistry,
+        dir: &Path,
     ) -> Result<Box<dyn NfSpec>, Vec<String>> {
-        let mut cfg: T = common::options(&common.name, T::NAME, options).map_err(|e| vec![e])?;
-        cfg.check(common, registry)?;
-        Ok(Box::new(cfg))
+        let (cfg, mut errs) = common::options::<T>(&common.name, T::NAME, options);
+        let Some(mut cfg) = cfg else { return Err(errs) };
+        for p in cfg.inputs() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if let Err(more) = cfg.check(common, registry) {
+            errs.extend(more);
+        }
+        if errs.is_empty() {
+            Ok(Box::new(cfg))
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -239,16 +261,19 @@ impl std::fmt::Debug for CustomNf {
     }
 }
 
-/// Checks the kind-specific part of an NF's app-file table (see [`NfKind::configure`]);
-/// an unknown kind is an error listing [`KINDS`].
+/// Checks the kind-specific part of an NF's app-file table (see [`NfKind::configure`]),
+/// resolving the relative paths of the files it reads against `dir` (the app file's
+/// directory; `Path::new("")` for the current one); an unknown kind is an error listing
+/// [`KINDS`].
 pub fn configure(
     kind: &str,
     common: &NfCommon,
     options: toml::Table,
     registry: &mut EventRegistry,
+    dir: &Path,
 ) -> Result<NfConfig, Vec<String>> {
     match self::kind(kind) {
-        Some(k) => k.configure(common, options, registry).map(NfConfig::Kind),
+        Some(k) => k.configure(common, options, registry, dir).map(NfConfig::Kind),
         None => {
             let known: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
             Err(vec![format!("nf `{}`: unknown kind `{kind}` (known kinds: {})", common.name, known.join(", "))])
@@ -300,8 +325,14 @@ mod tests {
         assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"]);
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
-        let e =
-            configure("teleporter", &NfCommon::named("x"), toml::Table::new(), &mut EventRegistry::new()).unwrap_err();
+        let e = configure(
+            "teleporter",
+            &NfCommon::named("x"),
+            toml::Table::new(),
+            &mut EventRegistry::new(),
+            Path::new(""),
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)"]
@@ -312,7 +343,7 @@ mod tests {
     fn a_kind_configures_and_builds_through_the_list() {
         let t: toml::Table = toml::from_str("default = \"drop\"").unwrap();
         let common = NfCommon::named("fw");
-        let mut c = configure("firewall", &common, t, &mut EventRegistry::new()).unwrap();
+        let mut c = configure("firewall", &common, t, &mut EventRegistry::new(), Path::new("")).unwrap();
         assert_eq!(c.output(), None);
         c.set_output(PathBuf::from("/dev/null"));
         let a = c.contract_only(&common).unwrap();

@@ -294,16 +294,12 @@ fn dpi_options_are_strict() {
         .unwrap_err()
         .to_string();
     assert!(bad.contains("bogus"), "{bad}");
-    // Stream mode needs the TCP monitor: the controller says nothing publishes DATA_RDY.
+    // Stream mode needs the TCP monitor: loading says DATA_RDY comes only from it.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("custom.pcap");
     custom(&input);
-    let app = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\n", "s.toml").unwrap();
-    let e = match microboxes::run(&app, RunOptions::new(&input)) {
-        Ok(r) => r.errors.join("\n"),
-        Err(e) => e.to_string(),
-    };
-    assert!(e.contains("DATA_RDY"), "{e}");
+    let e = App::parse("[[nf]]\nname = \"d\"\nkind = \"dpi\"\n", "s.toml").unwrap_err().to_string();
+    assert!(e.contains("DATA_RDY") && e.contains("add `[stack.tcp]`"), "{e}");
     // An NF after it can subscribe to its event (the type is registered while loading).
     let text = format!(
         "[[nf]]\nname = \"d\"\nkind = \"dpi\"\non = \"packets\"\n[[nf]]\nname = \"after\"\nkind = \"flow_stats\"\nsubscribe = [\"EVENT/DPI_DETECT\"]\noutput = {:?}\n",

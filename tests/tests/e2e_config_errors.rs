@@ -19,7 +19,11 @@ fn subscription_without_a_publisher_is_named() {
     let (ok, t) =
         run_app("[[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"FLOWS\"\nsubscribe = [\"FLOW/TCP\"]\n");
     assert!(!ok, "{t}");
-    assert!(t.contains("actor `stats` port `in` subscribes to `FLOW/TCP`, but no actor publishes `FLOW/TCP`"), "{t}");
+    // Only the TCP monitor publishes it: the message says which table to add.
+    assert!(
+        t.contains("nf `stats` (flow_stats) reads `FLOW/TCP`, which only the `tcp` µStack publishes: add `[stack.tcp]` to the app file"),
+        "{t}"
+    );
 }
 
 #[test]

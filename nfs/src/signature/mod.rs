@@ -10,7 +10,7 @@
 //! [[nf]]
 //! name = "ids"
 //! kind = "signature_match"
-//! rules = "apps/ids.rules"   # rule file (see nfs::rules for the syntax)
+//! rules = "ids.rules"        # rule file, relative to the app file (see nfs::rules for the syntax)
 //! output = "alerts.jsonl"
 //! on = "stream"              # "stream" (default): DATA_RDY bytes; "packets": PKT/TCP + PKT/UDP payloads
 //! max_positions = 4096       # optional: pattern matches remembered per flow and direction
@@ -119,21 +119,31 @@ pub struct SignatureConfig {
 impl NfOptions for SignatureConfig {
     const NAME: &'static str = NAME;
 
+    fn inputs(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.rules]
+    }
+
     fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {
-        self.load(&common.name)?;
+        let loaded = self.load(&common.name);
         self.alert_type = registry.register(ALERT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
+        let mut errs = loaded.err().unwrap_or_default();
         if let Some(p) = &self.after_dpi {
             let Some(protocol) = Protocol::from_name(p) else {
                 let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
                 let msg = format_args!("key `after_dpi`: unknown protocol `{p}` ({})", names.join(", "));
-                return Err(vec![common.error(NAME, msg)]);
+                errs.push(common.error(NAME, msg));
+                return Err(errs);
             };
-            let detect = registry.resolve(dpi::DETECT_EVENT).map_err(|_| {
-                vec![common.error(NAME, format_args!("`after_dpi` needs a `{}` NF before it", dpi::NAME))]
-            })?;
-            self.gate = Some((detect, u64::from(protocol.code())));
+            match registry.resolve(dpi::DETECT_EVENT) {
+                Ok(detect) => self.gate = Some((detect, u64::from(protocol.code()))),
+                Err(_) => errs.push(common.error(NAME, format_args!("`after_dpi` needs a `{}` NF before it", dpi::NAME))),
+            }
         }
-        Ok(())
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
     }
 
     crate::output_field!();
@@ -144,18 +154,25 @@ impl NfOptions for SignatureConfig {
 }
 
 impl SignatureConfig {
-    /// Loads the rule file into `parsed`; errors name the NF.
+    /// Loads the rule file into `parsed`; errors name the NF (all of them).
     pub fn load(&mut self, nf: &str) -> Result<(), Vec<String>> {
-        let rules = rules::load_rules(&self.rules)
-            .map_err(|es| es.into_iter().map(|e| format!("nf `{nf}` ({NAME}): {e}")).collect::<Vec<_>>())?;
-        if rules.is_empty() {
-            return Err(vec![format!("nf `{nf}` ({NAME}): `{}` holds no rules", self.rules.display())]);
-        }
+        let mut errs = Vec::new();
         if self.max_positions == 0 {
-            return Err(vec![format!("nf `{nf}` ({NAME}): `max_positions` must be > 0")]);
+            errs.push(format!("nf `{nf}` ({NAME}): key `max_positions`: must be at least 1, found 0"));
         }
-        self.parsed = rules;
-        Ok(())
+        match rules::load_rules(&self.rules) {
+            Ok(rules) if rules.is_empty() => {
+                errs.push(format!("nf `{nf}` ({NAME}): `{}` holds no rules", self.rules.display()))
+            }
+            Ok(rules) if errs.is_empty() => self.parsed = rules,
+            Ok(_) => {}
+            Err(es) => errs.extend(es.into_iter().map(|e| format!("nf `{nf}` ({NAME}): {e}"))),
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
     }
 }
 

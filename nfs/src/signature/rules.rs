@@ -227,10 +227,12 @@ impl Rule {
     }
 }
 
-/// Reads and parses a rule file (see [`parse_rules`]).
+/// Reads and parses a rule file (see [`parse_rules`]): a regular file of at most
+/// [`MAX_RULES_BYTES`](runtime::files::MAX_RULES_BYTES) (a device, a FIFO or a larger file is
+/// refused, never read without end).
 pub fn load_rules(path: &Path) -> Result<Vec<Rule>, Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read rules `{}`: {e}", path.display())])?;
+    let text = runtime::files::read_text(path, runtime::files::MAX_RULES_BYTES)
+        .map_err(|e| vec![format!("cannot read rules `{}`: {e}", path.display())])?;
     parse_rules(&text, &path.display().to_string())
 }
 

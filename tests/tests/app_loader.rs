@@ -1,0 +1,171 @@
+//! The app-file loader as a user meets it: paths relative to the app file, one list of every
+//! problem (the same from `mbox run` and `mbox check`), hints, and bounded reads.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tests::*;
+
+fn error_lines(o: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| l.strip_prefix("mbox: error: ").unwrap_or(l).to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Every example app loads from a directory that is not the repository root; the IDS runs
+/// there, reading its rules next to the app file and writing its outputs where it runs.
+#[test]
+fn example_apps_work_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut apps = vec![repo_file("apps/ids.toml")];
+    for sub in ["apps/fig7c", "apps/fig8"] {
+        for e in std::fs::read_dir(repo_file(sub)).unwrap() {
+            apps.push(e.unwrap().path());
+        }
+    }
+    for app in &apps {
+        if let Err(e) = microboxes::App::load(app) {
+            panic!("{} does not load: {e}", app.display());
+        }
+    }
+    let input = repo_file("tests/fixtures/captures/ids_http_attacks.pcap");
+    let ids = repo_file("apps/ids.toml");
+    let o = mbox(dir.path(), &["run", ids.to_str().unwrap(), "--input", input.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert!(alerts.lines().count() > 0, "no alerts: {}", text(&o));
+    assert!(dir.path().join("dpi.jsonl").exists());
+}
+
+const SIX_ERRORS: &str = r#"
+[runtime]
+shards = "two"
+
+[[nf]]
+name = "fw"
+kind = "firewall"
+default = 3
+rules = [{ action = "drop", dst_port = "80-" }]
+
+[[nf]]
+name = "fw"
+kind = "flow_stats"
+output = "f.jsonl"
+
+[[nf]]
+name = "tcp"
+kind = "teleporter"
+"#;
+
+const LINKS: &str = r#"
+[[nf]]
+name = "fw"
+kind = "firewall"
+from = "nobody"
+
+[[nf]]
+name = "hash"
+kind = "stream_hash"
+output = "h.jsonl"
+"#;
+
+/// One pass reports every problem of every stage, and `run` and `check` print the same list.
+#[test]
+fn every_problem_at_once_the_same_from_run_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = repo_file("tests/fixtures/captures/clean_oneshot.pcap");
+    let app = dir.path().join("bad.toml");
+    std::fs::write(&app, SIX_ERRORS).unwrap();
+    let want = [
+        "bad.toml: key `runtime.shards`: invalid type: string \"two\", expected u32",
+        "bad.toml: nf `fw` (firewall): key `default`: invalid type: integer `3`, expected \"allow\" or \"drop\"",
+        "bad.toml: nf `fw` (firewall): rule 1: key `dst_port`: `80-` is not a port or a `low-high` port range",
+        "bad.toml: nf `fw`: two NFs have this name",
+        "bad.toml: nf `tcp`: the name is reserved for the runtime (rx, tx, l23, tcp)",
+        "bad.toml: nf `tcp`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)",
+    ];
+    let run = mbox(dir.path(), &["run", "bad.toml", "--input", input.to_str().unwrap()]);
+    let check = mbox(dir.path(), &["check", "bad.toml", "--input", input.to_str().unwrap()]);
+    assert!(!run.status.success() && !check.status.success());
+    let lines = error_lines(&run);
+    let mut sorted = lines.clone();
+    sorted.sort();
+    let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    w.sort();
+    assert_eq!(sorted, w, "mbox run:\n{}", lines.join("\n"));
+    assert_eq!(error_lines(&check), lines, "mbox check differs from mbox run");
+
+    // Link problems too, the same from both (mode a used to stop at the first NF).
+    std::fs::write(&app, LINKS).unwrap();
+    let run = mbox(dir.path(), &["run", "bad.toml", "--input", input.to_str().unwrap()]);
+    let check = mbox(dir.path(), &["check", "bad.toml", "--input", input.to_str().unwrap()]);
+    let lines = error_lines(&run);
+    assert_eq!(error_lines(&check), lines);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[1].contains("there is no actor named `nobody`"), "{lines:#?}");
+    // The hint replaces the controller's lines about DATA_RDY.
+    assert_eq!(
+        lines[0],
+        "bad.toml: nf `hash` (stream_hash) reads `DATA_RDY`, `FLOW/TCP/TERMINATE`, which only the `tcp` µStack publishes: add `[stack.tcp]` to the app file"
+    );
+}
+
+/// A rules file or app file that is a device or a FIFO is refused at once, naming it.
+#[test]
+fn unbounded_or_blocking_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let mut rules = vec![("/dev/zero".to_string(), "it is a device, not a regular file")];
+    if made {
+        rules.push((fifo.display().to_string(), "it is a FIFO, not a regular file"));
+    } else {
+        skip("app_loader fifo", "mkfifo is not available");
+    }
+    for (path, why) in &rules {
+        let text = format!(
+            "[stack.tcp]\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = {path:?}\noutput = \"a.jsonl\"\n"
+        );
+        let t = Instant::now();
+        let e = microboxes::App::parse_in(&text, "ids.toml", dir.path()).unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(e, format!("ids.toml: nf `ids` (signature_match): cannot read rules `{path}`: {why}"));
+    }
+    let e = microboxes::App::load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert_eq!(e, "/dev/zero: cannot read the app file: it is a device, not a regular file");
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+    let e = microboxes::App::load(&big).unwrap_err().to_string();
+    assert!(e.contains("larger than the limit of 1048576 bytes"), "{e}");
+}
+
+/// Relative rule paths: against the app file's directory in `load`, the current directory
+/// in `parse`.
+#[test]
+fn rule_paths_are_relative_to_the_app_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::copy(repo_file("apps/ids.rules"), dir.path().join("conf/my.rules")).unwrap();
+    let text =
+        "[stack.tcp]\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"my.rules\"\noutput = \"a.jsonl\"\n";
+    let app = dir.path().join("conf/app.toml");
+    std::fs::write(&app, text).unwrap();
+    let loaded = microboxes::App::load(&app).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.nfs[0].config.output(), Some(Path::new("a.jsonl")), "outputs stay relative to the run");
+    let e = microboxes::App::parse(text, "app.toml").unwrap_err().to_string();
+    assert!(e.contains("cannot read rules `my.rules`"), "{e}");
+}
+
+/// `parallel` applies in mode d only; the loader says so for the other modes.
+#[test]
+fn parallel_groups_outside_mode_d_get_a_note() {
+    let text = "parallel = [[\"a\", \"b\"]]\n[[nf]]\nname = \"a\"\nkind = \"firewall\"\n[[nf]]\nname = \"b\"\nkind = \"firewall\"\n";
+    let app = microboxes::App::parse(text, "p.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(app.parallel_note(microboxes::engine::Mode::D), None);
+    assert_eq!(
+        app.parallel_note(microboxes::engine::Mode::C).as_deref(),
+        Some("p.toml: key `parallel`: NF groups run in parallel in mode d only; ignored in mode c")
+    );
+}
