@@ -509,7 +509,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
                 eprintln!("\nmbox: interrupted — draining the chain (press Ctrl-C again to quit at once)");
                 stop.store(true, Ordering::SeqCst);
             } else {
-                let _ = runtime::shm::remove_stale(&prefix);
+                let _ = runtime::shm::owner::clean_own(&prefix);
                 std::process::exit(130);
             }
         })
@@ -523,6 +523,9 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
     opts.mode = a.mode;
+    if let (false, Some(note)) = (a.quiet, app.parallel_note(a.mode)) {
+        eprintln!("mbox: note: {note}");
+    }
     opts.external = a.nf_process.clone();
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     if !a.no_progress && !a.quiet {

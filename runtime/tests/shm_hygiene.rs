@@ -174,3 +174,14 @@ fn a_small_dev_shm_is_a_clear_error_not_a_sigbus() {
     assert!(out.status.success(), "child failed ({}):\n{text}", out.status);
     assert!(text.contains("small-shm child: ok"), "{text}");
 }
+
+#[test]
+fn clean_own_removes_this_processs_region_and_clean_does_not() {
+    let p = prefix("own");
+    let r = Region::create(&p, 64 << 10).unwrap();
+    let path = r.path().to_path_buf();
+    std::mem::forget(r); // as at a second Ctrl-C: the process exits without dropping it
+    assert!(owner::clean(Some(&p)).unwrap().removed.is_empty(), "a live region is kept");
+    assert_eq!(owner::clean_own(&p).unwrap().removed, vec![path.clone()]);
+    assert!(!path.exists());
+}

@@ -169,3 +169,22 @@ fn parallel_groups_outside_mode_d_get_a_note() {
         Some("p.toml: key `parallel`: NF groups run in parallel in mode d only; ignored in mode c")
     );
 }
+
+/// `mbox run` prints that note (and not with `-q`, nor in mode d).
+#[test]
+fn mbox_run_says_when_parallel_groups_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &runtime::ports::gen::GenConfig { flows: 3, seed: 1, ..Default::default() });
+    let app = dir.path().join("p.toml");
+    let nf = |n: &str| format!("[[nf]]\nname = \"{n}\"\nkind = \"flow_stats\"\noutput = \"{n}.jsonl\"\n");
+    std::fs::write(&app, format!("parallel = [[\"a\", \"b\"]]\n{}{}", nf("a"), nf("b"))).unwrap();
+    let (a, i) = (app.to_str().unwrap(), input.to_str().unwrap());
+    let note = "NF groups run in parallel in mode d only; ignored in mode c";
+    let o = mbox(dir.path(), &["run", a, "--input", i]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains(note), "{}", text(&o));
+    let o = mbox(dir.path(), &["run", a, "--input", i, "-q"]);
+    assert!(o.status.success() && !text(&o).contains(note), "{}", text(&o));
+    let o = mbox(dir.path(), &["run", a, "--input", i, "--mode", "d"]);
+    assert!(o.status.success() && !text(&o).contains("ignored in mode"), "{}", text(&o));
+}

@@ -19,11 +19,12 @@ fn keys_of(kind: &str) -> Vec<String> {
     let mut t = toml::Table::new();
     t.insert("__probe__".into(), toml::Value::Integer(1));
     let mut reg = EventRegistry::new();
-    let err = match nfs::configure(kind, &NfCommon::named("probe"), t, &mut reg) {
+    let err = match nfs::configure(kind, &NfCommon::named("probe"), t, &mut reg, Path::new(".")) {
         Ok(_) => panic!("kind `{kind}` accepted an unknown key"),
         Err(e) => e.join("\n"),
     };
-    let Some((_, expected)) = err.split_once("expected") else {
+    let line = err.lines().find(|l| l.contains("`__probe__`")).unwrap_or_default();
+    let Some((_, expected)) = line.split_once("expected") else {
         panic!("kind `{kind}`: cannot read its keys from: {err}")
     };
     expected.split('`').skip(1).step_by(2).map(str::to_string).collect()

@@ -153,15 +153,26 @@ pub struct Cleaned {
 /// Removes the stale files of dead runs — of `prefix` only, or of every prefix — that belong
 /// to the effective user. See the module contract.
 pub fn clean(prefix: Option<&str>) -> io::Result<Cleaned> {
+    clean_where(prefix, false)
+}
+
+/// As [`clean`] for `prefix`, and also removes the regions this very process created: for
+/// a process about to exit at once (a second Ctrl-C) that will not drop its `Region`.
+pub fn clean_own(prefix: &str) -> io::Result<Cleaned> {
+    clean_where(Some(prefix), true)
+}
+
+fn clean_where(prefix: Option<&str>, own_too: bool) -> io::Result<Cleaned> {
     let me = crate::sys::effective_uid();
+    let this = Creator::current();
     let files: Vec<FileInfo> = list()?.into_iter().filter(|f| prefix.is_none_or(|p| f.prefix == p)).collect();
-    let live: Vec<&str> =
-        files.iter().filter(|f| matches!(f.state, State::Live(_))).map(|f| f.prefix.as_str()).collect();
+    let is_live = |s: &State| matches!(s, State::Live(c) if !(own_too && *c == this));
+    let live: Vec<&str> = files.iter().filter(|f| is_live(&f.state)).map(|f| f.prefix.as_str()).collect();
     let mut out = Cleaned::default();
     for f in &files {
         let keep = if f.uid != me {
             Some(format!("belongs to user {}", f.uid))
-        } else if let State::Live(c) = f.state {
+        } else if let (true, State::Live(c)) = (is_live(&f.state), &f.state) {
             Some(format!("in use by pid {}", c.pid))
         } else if live.contains(&f.prefix.as_str()) {
             Some(format!("prefix `{}` is in use by a live run", f.prefix))
