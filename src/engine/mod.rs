@@ -20,8 +20,9 @@
 //!    footnote (`assemble.rs`).
 //!
 //! The region is unlinked when the run ends — normally, on error, or after Ctrl-C (the stop
-//! flag makes RX end the input early, and the chain drains as usual). The execution modes
-//! are described in docs/architecture.md.
+//! flag makes RX end the input early, and the chain drains as usual; a chain that has not
+//! drained [`RunOptions::drain_timeout`] after the request is aborted, and the run fails
+//! saying so). The execution modes are described in docs/architecture.md.
 
 mod assemble;
 mod build;

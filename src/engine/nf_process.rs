@@ -1,12 +1,24 @@
 //! External NF processes (`mbox run --nf-process NAME`, mode c): checking the request,
-//! starting `mbox nf NAME --attach PREFIX ...` for each with a watcher thread, collecting
-//! their reports — and the other side, [`serve_nf`], which runs one NF of a run in this
-//! process, attached to the run's shared memory by name.
+//! starting `mbox nf NAME --attach PREFIX ... --report -` for each with a watcher thread,
+//! collecting their reports — and the other side, [`serve_nf`], which runs one NF of a run in
+//! this process, attached to the run's shared memory by name.
 //!
-//! Contract: an external NF is linked exactly as in the main process (the other NFs are
-//! built as contracts only); if its process fails, the watcher aborts the run (the chain
-//! could not finish without it); if the run fails, the watcher kills the process; if the
-//! run's process goes away, the served NF stops instead of waiting forever.
+//! Contract:
+//! * An external NF is linked exactly as in the main process (the other NFs are built as
+//!   contracts only).
+//! * Its report comes back through a pipe: one JSON line, the last on the process's stdout,
+//!   read concurrently and capped at [`REPORT_MAX`] bytes (more is an error naming the
+//!   limit); earlier lines go to stderr. No file in a shared directory is involved.
+//! * If its process fails, the watcher aborts the run (the chain could not finish without
+//!   it); if the run fails, the watcher kills the process.
+//! * If the process takes nothing from its input ring for
+//!   [`RunOptions::nf_stall_timeout`] while events wait there and its output ring has room
+//!   (stopped, deadlocked, starved), the watcher kills it and aborts the run with an error
+//!   naming the NF, its pid, how long it was stuck, how many events waited and the process
+//!   state.
+//! * A served NF stops instead of waiting forever when the run goes away: its parent
+//!   changes, or the region's creator (pid and start time) has ended; attaching to a region
+//!   whose creator has ended is refused at once ([`runtime::shm::ShmError::Orphaned`]).
 
 use std::io::Read;
 use std::process::{Child, Stdio};

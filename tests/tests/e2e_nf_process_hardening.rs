@@ -84,7 +84,8 @@ fn files_planted_at_the_old_report_path_are_ignored_and_untouched() {
     let (app, input) = setup(dir.path(), 200);
     let target = dir.path().join("precious.txt");
     std::fs::write(&target, "precious").unwrap();
-    let plants: [(&str, &dyn Fn(&Path)); 3] = [
+    type Plant<'a> = (&'a str, &'a dyn Fn(&Path));
+    let plants: [Plant; 3] = [
         ("a link to a file of ours", &|p| std::os::unix::fs::symlink(&target, p).unwrap()),
         ("a FIFO", &|p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success(), "mkfifo")),
         ("a link to /dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
@@ -109,7 +110,7 @@ fn files_planted_at_the_old_report_path_are_ignored_and_untouched() {
 /// Starts a `--nf-process stats` run, waits for its NF process and stops it (SIGSTOP).
 /// Returns the run and the NF process's pid.
 fn run_with_stopped_nf(dir: &Path, prefix: &str, args: &[&str]) -> (Child, u32) {
-    let (app, input) = setup(dir, 20_000);
+    let (app, input) = setup(dir, 2_000);
     let mut run = start_run(dir, &app, &input, prefix, args);
     let start = Instant::now();
     loop {
@@ -125,52 +126,46 @@ fn run_with_stopped_nf(dir: &Path, prefix: &str, args: &[&str]) -> (Child, u32) 
     }
 }
 
-/// Makes sure a stopped NF process does not outlive a failed test.
-fn reap(nf: u32) {
+/// Waits (at most a minute) for a run started by [`run_with_stopped_nf`] to fail, then makes
+/// sure its NF process does not outlive the test. Returns the run's output and how long it
+/// took; checks that it failed, left no region behind and ended its NF process.
+fn expect_failure(dir: &Path, prefix: &str, mut run: Child, nf: u32, why: &str) -> (String, Duration) {
+    let start = Instant::now();
+    let status = wait_bounded(&mut run, Duration::from_secs(60));
+    let took = start.elapsed();
     signal(nf, "KILL");
     signal(nf, "CONT");
+    let out = logs(dir, prefix);
+    let status = status.unwrap_or_else(|| panic!("{why}\n{out}"));
+    assert!(!status.success(), "{out}");
+    assert!(out.contains(&format!("`stats` (pid {nf})")), "{out}");
+    assert!(!region_file(prefix).exists(), "the region was left behind");
+    assert!(!Path::new(&format!("/proc/{nf}")).exists(), "the stopped NF process was not ended");
+    (out, took)
 }
 
 #[test]
 fn a_stopped_nf_process_fails_the_run_within_the_stall_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("nfs{}", std::process::id());
-    let (mut run, nf) = run_with_stopped_nf(dir.path(), &prefix, &["--nf-stall-timeout", "2"]);
-    let stopped = Instant::now();
-    let status = wait_bounded(&mut run, Duration::from_secs(60));
-    let took = stopped.elapsed();
-    reap(nf);
-    let out = logs(dir.path(), &prefix);
-    let status = status.unwrap_or_else(|| panic!("the run hung with its NF process stopped\n{out}"));
-    assert!(!status.success(), "{out}");
+    let (run, nf) = run_with_stopped_nf(dir.path(), &prefix, &["--nf-stall-timeout", "2"]);
+    let (out, took) = expect_failure(dir.path(), &prefix, run, nf, "the run hung with its NF process stopped");
     assert!(took >= Duration::from_secs(2), "failed before the stall timeout ({took:?})\n{out}");
-    for want in [format!("`stats` (pid {nf})"), "made no progress for".into(), "stopped".into(), "--nf-stall-timeout 2".into()]
-    {
-        assert!(out.contains(&want), "missing `{want}` in:\n{out}");
+    for want in ["made no progress for", "stopped", "--nf-stall-timeout 2"] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
-    assert!(!region_file(&prefix).exists(), "the region was left behind");
-    assert!(!Path::new(&format!("/proc/{nf}")).exists(), "the stopped NF process was not ended");
 }
 
 #[test]
 fn sigterm_ends_a_run_whose_nf_process_is_stopped_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("nft{}", std::process::id());
-    let (mut run, nf) = run_with_stopped_nf(dir.path(), &prefix, &["--nf-stall-timeout", "600"]);
+    let (run, nf) = run_with_stopped_nf(dir.path(), &prefix, &["--nf-stall-timeout", "600"]);
     std::thread::sleep(Duration::from_millis(300));
     signal(run.id(), "TERM");
-    let sent = Instant::now();
-    let status = wait_bounded(&mut run, Duration::from_secs(60));
-    let took = sent.elapsed();
-    reap(nf);
-    let out = logs(dir.path(), &prefix);
-    let status = status.unwrap_or_else(|| panic!("SIGTERM did not end the run\n{out}"));
-    assert!(!status.success(), "{out}");
+    let (out, took) = expect_failure(dir.path(), &prefix, run, nf, "SIGTERM did not end the run");
     assert!(took < Duration::from_secs(30), "took {took:?}\n{out}");
     assert!(out.contains("did not drain within 5.0 s of the stop request"), "{out}");
-    assert!(out.contains(&format!("`stats` (pid {nf})")), "{out}");
-    assert!(!region_file(&prefix).exists(), "the region was left behind");
-    assert!(!Path::new(&format!("/proc/{nf}")).exists(), "the stopped NF process was not ended");
 }
 
 const HELPER_ENV: &str = "MBOX_TEST_REGION_CREATOR";
