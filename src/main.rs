@@ -123,7 +123,8 @@ struct NfArgs {
     /// Link type of the capture: ethernet, raw-ip or linux-sll.
     #[arg(long, default_value = "ethernet")]
     link: String,
-    /// Write the stage's report (JSON) here when done.
+    /// Write the stage's report (JSON) when done: `-` for one line on stdout (how `mbox run`
+    /// takes it), or a new file (an existing file or link there is refused, never replaced).
     #[arg(long)]
     report: Option<PathBuf>,
     /// The run's --output-dir: relative NF output paths go under it.
@@ -172,6 +173,13 @@ fn parse_range(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("`{s}`: MIN is larger than MAX"));
     }
     Ok((a, b))
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds between 0 and 86400 (e.g. 10 or 2.5)")),
+    }
 }
 
 #[derive(Args)]
@@ -256,6 +264,10 @@ struct RunArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// With --nf-process: an NF process that takes no event for this many seconds while
+    /// events wait for it is killed and the run fails.
+    #[arg(long, value_name = "SECS", default_value_t = microboxes::engine::NF_STALL_TIMEOUT.as_secs_f64(), value_parser = parse_secs)]
+    nf_stall_timeout: f64,
     /// Record every actor's work and write it as Chrome Trace Event JSON (opens in Perfetto;
     /// draw it with `mbox trace render`).
     #[arg(long, value_name = "FILE.json")]
@@ -430,8 +442,22 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
     let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
     let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
         .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
-    if let Some(p) = &a.report {
-        std::fs::write(p, serde_json::to_string(&report)?).with_context(|| format!("writing {}", p.display()))?;
+    let json = serde_json::to_string(&report)?;
+    match &a.report {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{json}").and_then(|_| out.flush()).context("writing the report to stdout")?;
+        }
+        Some(p) => {
+            // `create_new` is O_CREAT|O_EXCL: it never follows a link, never opens a FIFO.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .with_context(|| format!("creating the report file {} (it must not exist yet)", p.display()))?;
+            f.write_all(json.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {}
     }
     if let Some(e) = &report.error {
         bail!("nf `{}`: {e}", a.name);
@@ -527,6 +553,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
         eprintln!("mbox: note: {note}");
     }
     opts.external = a.nf_process.clone();
+    opts.nf_stall_timeout = std::time::Duration::from_secs_f64(a.nf_stall_timeout);
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     if !a.no_progress && !a.quiet {
         opts.progress = microboxes::report::progress_bar(&a.input);

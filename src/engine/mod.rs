@@ -20,8 +20,9 @@
 //!    footnote (`assemble.rs`).
 //!
 //! The region is unlinked when the run ends — normally, on error, or after Ctrl-C (the stop
-//! flag makes RX end the input early, and the chain drains as usual). The execution modes
-//! are described in docs/architecture.md.
+//! flag makes RX end the input early, and the chain drains as usual; a chain that has not
+//! drained [`RunOptions::drain_timeout`] after the request is aborted, and the run fails
+//! saying so). The execution modes are described in docs/architecture.md.
 
 mod assemble;
 mod build;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actors::io::RxProgress;
 use actors::observe::Log;
@@ -86,7 +87,20 @@ pub struct RunOptions {
     /// `--output-dir`: the directory the app's relative NF output paths were resolved into
     /// (by [`resolve_outputs`], before the run); passed on to NFs in their own process.
     pub output_dir: Option<PathBuf>,
+    /// An NF process that takes nothing from its input ring for this long while events wait
+    /// there (and its output ring has room) is killed and the run fails.
+    pub nf_stall_timeout: Duration,
+    /// After a stop request (`stop`), a chain that has not drained within this time is
+    /// aborted: NF processes are killed and the run fails, saying what was lost.
+    pub drain_timeout: Duration,
 }
+
+/// Default of [`RunOptions::nf_stall_timeout`].
+pub const NF_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`RunOptions::drain_timeout`].
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an aborted executor may take to end before the run gives up on it.
+const ABANDON_AFTER: Duration = Duration::from_secs(2);
 
 /// Deliberate faults (see [`RunOptions::fault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +127,8 @@ impl RunOptions {
             external: Vec::new(),
             nf_exe: None,
             output_dir: None,
+            nf_stall_timeout: NF_STALL_TIMEOUT,
+            drain_timeout: DRAIN_TIMEOUT,
         }
     }
 }
@@ -160,6 +176,10 @@ pub enum RunError {
     /// An executor thread failed.
     #[error("{0}")]
     Exec(#[from] runtime::executor::ExecError),
+    /// The run was aborted: an NF process failed or stalled, the chain did not drain after a
+    /// stop request, or (in `mbox nf`) the run being served went away.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 /// Makes every relative NF output path of `app` relative to `dir` (`--output-dir`);
@@ -257,7 +277,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let wired = wire::wire(input, io, actors, shards)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
     let Executed { cores, nf_processes } =
-        execute(app, &mut opts, &prefix, link, assignments, &wired.external, &wired.progress)?;
+        execute(app, &mut opts, &region, link, assignments, &wired.external, &wired.progress)?;
 
     Ok(assemble::finish(assemble::Finished {
         app,
@@ -280,27 +300,46 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
 
 /// Step 6: starts the external NF processes, runs the executor on its own thread while
 /// reporting progress, and waits for both. The NF processes' reports go into their slots.
+///
+/// Bounded in time: a stalled NF process aborts the run (its watcher, `nf_process.rs`); a
+/// chain that has not drained [`RunOptions::drain_timeout`] after a stop request is aborted;
+/// an executor that does not end [`ABANDON_AFTER`] after an abort is given up on (NF
+/// processes killed, the region file removed).
 fn execute(
     app: &App,
     opts: &mut RunOptions,
-    prefix: &str,
+    region: &Arc<Region>,
     link: runtime::ports::LinkType,
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
     progress: &RxProgress,
 ) -> Result<Executed, RunError> {
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
-    // flag aborts every thread at once and is set only when an actor panics, or when an NF
-    // process fails.
+    // flag aborts every thread at once and is set when an actor panics, when an NF process
+    // fails or stalls, or when the chain does not drain in time after a stop request.
     let abort = Arc::new(AtomicBool::new(false));
-    let children = nf_process::spawn_nf_processes(app, opts, prefix, link, external, &abort)?;
+    let children = nf_process::spawn_nf_processes(app, opts, region, link, external, &abort)?;
+    let exec_abort = abort.clone();
     let exec = std::thread::Builder::new()
         .name("mbox-exec".into())
-        .spawn(move || executor::run(assignments, abort))
+        .spawn(move || executor::run(assignments, exec_abort))
         .map_err(|e| RunError::Setup(format!("starting the executor thread: {e}")))?;
+    let mut stopped: Option<Instant> = None;
+    let mut aborted: Option<Instant> = None;
+    let mut drain_failed = false;
     while !exec.is_finished() {
         if let Some(cb) = opts.progress.as_mut() {
             cb(progress);
+        }
+        if opts.stop.load(Ordering::SeqCst) {
+            let since = *stopped.get_or_insert_with(Instant::now);
+            if !drain_failed && since.elapsed() > opts.drain_timeout {
+                drain_failed = true;
+                abort.store(true, Ordering::SeqCst);
+            }
+        }
+        if abort.load(Ordering::SeqCst) && aborted.get_or_insert_with(Instant::now).elapsed() > ABANDON_AFTER {
+            return Err(abandon(region, children, external));
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -308,15 +347,25 @@ fn execute(
         cb(progress);
     }
     let cores = exec.join().map_err(|_| RunError::Failed("the executor thread panicked".into()));
-    if !matches!(cores, Ok(Ok(_))) {
+    if !matches!(cores, Ok(Ok(_))) || abort.load(Ordering::SeqCst) {
         for c in &children {
             c.kill.store(true, Ordering::SeqCst);
         }
     }
-    let (child_errors, nf_processes) = nf_process::collect_nf_processes(children, external);
+    let (mut child_errors, nf_processes) = nf_process::collect_nf_processes(children, external);
     let cores = cores??;
+    if drain_failed {
+        child_errors.insert(
+            0,
+            format!(
+                "the chain did not drain within {:.1} s of the stop request: aborted the run; {} packet(s) had been read, and those still in the chain were neither emitted nor counted",
+                opts.drain_timeout.as_secs_f64(),
+                progress.packets.load(Ordering::Relaxed)
+            ),
+        );
+    }
     if !child_errors.is_empty() {
-        return Err(RunError::Failed(child_errors.join("\n")));
+        return Err(RunError::Aborted(child_errors.join("\n")));
     }
     Ok(Executed { cores, nf_processes })
 }
@@ -333,6 +382,23 @@ fn shm_error(app: &App, e: runtime::shm::ShmError) -> RunError {
         },
         e => RunError::Shm(e.to_string()),
     }
+}
+
+/// Gives up on an executor that did not end after an abort (an actor stuck inside a poll):
+/// kills the NF processes and removes the region file now (the stuck thread still maps it).
+fn abandon(region: &Region, children: Vec<nf_process::NfProcess>, external: &[wire::ExternalNf]) -> RunError {
+    for c in &children {
+        c.kill.store(true, Ordering::SeqCst);
+    }
+    let (errors, _) = nf_process::collect_nf_processes(children, external);
+    let _ = std::fs::remove_file(region.path());
+    let mut lines = vec![format!(
+        "the run was aborted but its executor did not stop within {:.1} s (an actor is stuck): gave up on it and removed {}; the packets in the chain were lost",
+        ABANDON_AFTER.as_secs_f64(),
+        region.path().display()
+    )];
+    lines.extend(errors);
+    RunError::Aborted(lines.join("\n"))
 }
 
 /// What [`execute`] returns: each core's report, and each NF process's name and pid.

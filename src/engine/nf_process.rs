@@ -1,16 +1,30 @@
 //! External NF processes (`mbox run --nf-process NAME`, mode c): checking the request,
-//! starting `mbox nf NAME --attach PREFIX ...` for each with a watcher thread, collecting
-//! their reports — and the other side, [`serve_nf`], which runs one NF of a run in this
-//! process, attached to the run's shared memory by name.
+//! starting `mbox nf NAME --attach PREFIX ... --report -` for each with a watcher thread,
+//! collecting their reports — and the other side, [`serve_nf`], which runs one NF of a run in
+//! this process, attached to the run's shared memory by name.
 //!
-//! Contract: an external NF is linked exactly as in the main process (the other NFs are
-//! built as contracts only); if its process fails, the watcher aborts the run (the chain
-//! could not finish without it); if the run fails, the watcher kills the process; if the
-//! run's process goes away, the served NF stops instead of waiting forever.
+//! Contract:
+//! * An external NF is linked exactly as in the main process (the other NFs are built as
+//!   contracts only).
+//! * Its report comes back through a pipe: one JSON line, the last on the process's stdout,
+//!   read concurrently and capped at [`REPORT_MAX`] bytes (more is an error naming the
+//!   limit); earlier lines go to stderr. No file in a shared directory is involved.
+//! * If its process fails, the watcher aborts the run (the chain could not finish without
+//!   it); if the run fails, the watcher kills the process.
+//! * If the process takes nothing from its input ring for
+//!   [`RunOptions::nf_stall_timeout`] while events wait there and its output ring has room
+//!   (stopped, deadlocked, starved), the watcher kills it and aborts the run with an error
+//!   naming the NF, its pid, how long it was stuck, how many events waited and the process
+//!   state.
+//! * A served NF stops instead of waiting forever when the run goes away: its parent
+//!   changes, or the region's creator (pid and start time) has ended; attaching to a region
+//!   whose creator has ended is refused at once ([`runtime::shm::ShmError::Orphaned`]).
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actors::controller::Plan;
 use actors::event::builtin;
@@ -52,22 +66,37 @@ pub(super) fn check_external(opts: &RunOptions, plan: &Plan) -> Result<(), RunEr
     Ok(())
 }
 
+/// The largest report an NF process may send back (its stdout), in bytes.
+pub const REPORT_MAX: usize = 16 << 20;
+
+/// How often a watcher looks at its NF's rings for progress.
+const STALL_POLL: Duration = Duration::from_millis(100);
+
 /// A started NF process.
 pub(super) struct NfProcess {
     name: String,
     pid: u32,
     /// Set to have the watcher kill the process (the run failed without it).
     pub kill: Arc<AtomicBool>,
-    report: PathBuf,
     watcher: std::thread::JoinHandle<Result<(), String>>,
+    /// Reads the process's stdout: its report (the last line), capped at [`REPORT_MAX`].
+    reader: std::thread::JoinHandle<Result<Vec<u8>, String>>,
 }
 
-/// Starts `mbox nf NAME --attach PREFIX ...` for every external NF, with a watcher thread
-/// that aborts the run if the process fails (the chain could not finish without it).
+impl NfProcess {
+    /// `` `name` (pid N) ``, for messages.
+    pub fn describe(&self) -> String {
+        format!("`{}` (pid {})", self.name, self.pid)
+    }
+}
+
+/// Starts `mbox nf NAME --attach PREFIX ... --report -` for every external NF, with a watcher
+/// thread that aborts the run if the process fails or stalls (the chain could not finish
+/// without it) and a reader thread that takes its report from its stdout.
 pub(super) fn spawn_nf_processes(
     app: &App,
     opts: &RunOptions,
-    prefix: &str,
+    region: &Arc<Region>,
     link: LinkType,
     external: &[ExternalNf],
     abort: &Arc<AtomicBool>,
@@ -86,50 +115,170 @@ pub(super) fn spawn_nf_processes(
                 std::env::current_exe().map_err(|e| RunError::Setup(format!("finding the mbox executable: {e}")))?
             }
         };
-        let report = std::env::temp_dir().join(format!("mbox-nf-{prefix}-{name}.json"));
         let mut child = std::process::Command::new(&exe)
-            .args([
-                "nf",
-                name,
-                "--app",
-                &app.source,
-                "--attach",
-                prefix,
-                "--input-ring",
-                input,
-                "--output-ring",
-                output,
-            ])
-            .args(["--core", &core.to_string(), "--link", link_name(link), "--report"])
-            .arg(&report)
+            .args(["nf", name, "--app", &app.source, "--attach", region.prefix(), "--input-ring", input])
+            .args(["--output-ring", output, "--core", &core.to_string(), "--link", link_name(link)])
+            .args(["--report", "-"])
             .args(opts.output_dir.iter().flat_map(|d| [std::ffi::OsStr::new("--output-dir"), d.as_os_str()]))
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| RunError::Setup(format!("starting `{} nf {name}`: {e}", exe.display())))?;
         let pid = child.id();
-        let abort = abort.clone();
-        let who = name.clone();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let who = format!("`{name}` (pid {pid})");
+        let reader = std::thread::spawn(move || read_capped(stdout, REPORT_MAX, &who));
         let kill = Arc::new(AtomicBool::new(false));
-        let kill_flag = kill.clone();
-        let watcher = std::thread::spawn(move || loop {
+        let watch = Watch {
+            name: name.clone(),
+            region: region.clone(),
+            input: input.clone(),
+            output: output.clone(),
+            stall_timeout: opts.nf_stall_timeout,
+            abort: abort.clone(),
+            kill: kill.clone(),
+        };
+        let watcher = std::thread::spawn(move || watch.run(child));
+        out.push(NfProcess { name: name.clone(), pid, kill, watcher, reader });
+    }
+    Ok(out)
+}
+
+/// What a watcher thread needs to watch one NF process.
+struct Watch {
+    name: String,
+    region: Arc<Region>,
+    input: String,
+    output: String,
+    stall_timeout: Duration,
+    abort: Arc<AtomicBool>,
+    kill: Arc<AtomicBool>,
+}
+
+impl Watch {
+    /// Waits for the process; kills it when asked to, or when it made no progress with work
+    /// pending for `stall_timeout` (then aborts the run).
+    fn run(self, mut child: Child) -> Result<(), String> {
+        let (who, pid) = (&self.name, child.id());
+        let mut progress = Progress::default();
+        let mut last_look = Instant::now();
+        loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => {
-                    abort.store(true, Ordering::SeqCst);
+                    self.abort.store(true, Ordering::SeqCst);
                     return Err(format!("NF process `{who}` (pid {pid}) failed: {status}"));
                 }
-                Ok(None) if kill_flag.load(Ordering::SeqCst) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                Ok(None) if self.kill.load(Ordering::SeqCst) => {
+                    end(&mut child);
                     return Err(format!("NF process `{who}` (pid {pid}) was stopped because the run failed"));
                 }
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
-                Err(e) => return Err(format!("NF process `{who}`: {e}")),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    self.abort.store(true, Ordering::SeqCst);
+                    end(&mut child);
+                    return Err(format!("NF process `{who}` (pid {pid}): {e}"));
+                }
             }
-        });
-        out.push(NfProcess { name: name.clone(), pid, kill, report, watcher });
+            if last_look.elapsed() < STALL_POLL {
+                continue;
+            }
+            last_look = Instant::now();
+            if let Some(waiting) = progress.stalled(&self, self.stall_timeout) {
+                let state = process_state(pid);
+                end(&mut child);
+                self.abort.store(true, Ordering::SeqCst);
+                return Err(format!(
+                    "NF process `{who}` (pid {pid}) made no progress for {:.1} s with {waiting} event(s) waiting in its input ring `{}` (process state: {state}): killed it and aborted the run (limit: --nf-stall-timeout {})",
+                    progress.since.elapsed().as_secs_f64(),
+                    self.input,
+                    self.stall_timeout.as_secs_f64()
+                ));
+            }
+        }
     }
-    Ok(out)
+}
+
+/// A watcher's view of its NF's progress: the counters last seen, and since when they have
+/// not moved while work was pending.
+struct Progress {
+    dequeued: u64,
+    enqueued: u64,
+    since: Instant,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress { dequeued: 0, enqueued: 0, since: Instant::now() }
+    }
+}
+
+impl Progress {
+    /// `Some(events waiting)` when the NF has had events waiting in its input ring, room in
+    /// its output ring and taken nothing for longer than `limit`.
+    fn stalled(&mut self, w: &Watch, limit: Duration) -> Option<u64> {
+        let (Ok(input), Ok(output)) = (ring::peek_stats(&w.region, &w.input), ring::peek_stats(&w.region, &w.output))
+        else {
+            return None;
+        };
+        let moved = input.dequeued != self.dequeued || output.enqueued != self.enqueued;
+        let idle = input.occupancy() == 0;
+        // A full output ring means the chain behind the NF is slow, not the NF.
+        let blocked = output.occupancy() >= output.capacity;
+        (self.dequeued, self.enqueued) = (input.dequeued, output.enqueued);
+        if moved || idle || blocked {
+            self.since = Instant::now();
+            return None;
+        }
+        (self.since.elapsed() > limit).then(|| input.occupancy())
+    }
+}
+
+/// Kills and reaps a child (SIGKILL also ends a stopped process).
+fn end(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The state of process `pid` in words (`/proc/PID/stat` field 3).
+fn process_state(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("?");
+    match state {
+        "R" => "running".into(),
+        "S" => "sleeping".into(),
+        "D" => "waiting for I/O".into(),
+        "T" | "t" => "stopped (SIGSTOP or a debugger)".into(),
+        "Z" => "exited".into(),
+        other => format!("`{other}`"),
+    }
+}
+
+/// Reads `from` to its end, keeping at most `max` bytes (the rest is read and dropped, so the
+/// writer never blocks); more than `max` is an error naming the limit.
+fn read_capped(mut from: impl Read, max: usize, who: &str) -> Result<Vec<u8>, String> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    let mut total = 0usize;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total = total.saturating_add(n);
+                if kept.len() < max {
+                    kept.extend_from_slice(&buf[..n.min(max - kept.len())]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the output of NF process {who}: {e}")),
+        }
+    }
+    if total > max {
+        return Err(format!(
+            "NF process {who} wrote {total} bytes to its stdout, more than the {max}-byte limit for its report"
+        ));
+    }
+    Ok(kept)
 }
 
 /// Waits for the NF processes and takes their reports into their slots.
@@ -140,30 +289,45 @@ pub(super) fn collect_nf_processes(
     let mut errors = Vec::new();
     let pids = children.iter().map(|c| (c.name.clone(), c.pid)).collect();
     for c in children {
-        match c.watcher.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.push(e),
-            Err(_) => errors.push(format!("watching NF process `{}` failed", c.name)),
-        }
+        let who = c.describe();
+        let failed = match c.watcher.join() {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                errors.push(e);
+                true
+            }
+            Err(_) => {
+                errors.push(format!("watching NF process {who} failed"));
+                true
+            }
+        };
+        let output = c.reader.join().unwrap_or_else(|_| Err(format!("reading NF process {who} failed")));
         let slot = external.iter().find(|e| e.name == c.name).map(|e| e.slot.clone());
-        match std::fs::read_to_string(&c.report)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<StageReport>(&t).map_err(|e| e.to_string()))
-        {
+        match output.and_then(|bytes| parse_report(&bytes, &who)) {
             Ok(r) => {
                 if let Some(s) = slot {
                     actors::stage::publish(&s, &r);
                 }
             }
-            Err(e) => {
-                errors.push(format!("reading the report of NF process `{}` ({}): {e}", c.name, c.report.display()))
-            }
+            // A failed process's missing report says nothing new.
+            Err(_) if failed => {}
+            Err(e) => errors.push(e),
         }
-        let _ = std::fs::remove_file(&c.report);
     }
     (errors, pids)
 }
 
+/// The report in an NF process's stdout: its last line, as JSON. Earlier lines (anything
+/// the NF itself printed) go to stderr.
+fn parse_report(bytes: &[u8], who: &str) -> Result<StageReport, String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.pop().ok_or_else(|| format!("NF process {who} sent no report"))?;
+    for l in lines {
+        eprintln!("nf {who}: {l}");
+    }
+    serde_json::from_str(last).map_err(|e| format!("the report of NF process {who} is not valid: {e}"))
+}
 /// The `--link` name of a link type.
 pub fn link_name(l: LinkType) -> &'static str {
     match l {
@@ -210,24 +374,44 @@ pub fn serve_nf(
     let (stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
     // If the run's process goes away, stop instead of waiting for its events forever.
     let abort = Arc::new(AtomicBool::new(false));
-    let parent = std::os::unix::process::parent_id();
     let (flag, done) = (abort.clone(), Arc::new(AtomicBool::new(false)));
     let done_flag = done.clone();
-    let watchdog = std::thread::spawn(move || {
-        while !done_flag.load(Ordering::SeqCst) {
-            if std::os::unix::process::parent_id() != parent {
-                flag.store(true, Ordering::SeqCst);
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    });
+    let watched = region.clone();
+    let watchdog = std::thread::spawn(move || watch_run(&watched, &flag, &done_flag));
     let result = executor::run(vec![CoreAssignment { core, actors: vec![Box::new(stage)] }], abort.clone());
     done.store(true, Ordering::SeqCst);
-    let _ = watchdog.join();
+    let gone = watchdog.join().unwrap_or(None);
     result?;
-    if abort.load(Ordering::SeqCst) {
-        return Err(RunError::Setup("the run this NF served went away".into()));
+    if let Some(why) = gone {
+        return Err(RunError::Aborted(why));
     }
     Ok(take(&slot))
+}
+
+/// How often a served NF checks that its run is still there.
+const RUN_CHECK: Duration = Duration::from_millis(100);
+
+/// Watches, until `done`, that the run a served NF belongs to is still there: this process's
+/// parent (when started by `mbox run`) and the region's creator (pid and start time). When
+/// either has gone, sets `abort` and says why.
+fn watch_run(region: &Region, abort: &AtomicBool, done: &AtomicBool) -> Option<String> {
+    let parent = std::os::unix::process::parent_id();
+    let creator = region.creator();
+    while !done.load(Ordering::SeqCst) {
+        let why = if !creator.is_alive() {
+            format!(
+                "the run that created region `{}` (pid {}) has ended: nothing will come to serve",
+                region.prefix(),
+                creator.pid
+            )
+        } else if std::os::unix::process::parent_id() != parent {
+            format!("the process that started this NF (pid {parent}) has ended")
+        } else {
+            std::thread::sleep(RUN_CHECK);
+            continue;
+        };
+        abort.store(true, Ordering::SeqCst);
+        return Some(why);
+    }
+    None
 }
