@@ -7,6 +7,11 @@
 //! ended, retransmissions, out-of-order segments, conflicting overlaps and gaps. `--dump`
 //! writes each direction's bytes to a file.
 //!
+//! **Gaps** (holes skipped at a connection's end: bytes never received) cost O(1): the hash
+//! and the dump cover the received bytes only, `stream_bytes` counts the gap bytes too, and
+//! `gap_bytes` says how many there were (`GAP n B` in the text line). A stream without gaps
+//! hashes as tshark's "follow tcp" does.
+//!
 //! Bytes are consumed as they become ready (`DataReady` events) and released once they are
 //! `keep_behind` behind the frontier (kept that long so that retransmissions are compared
 //! with them, [`TcpConfig`]), so memory stays bounded by the reassembly limits and that
@@ -24,6 +29,7 @@ use sha2::{Digest, Sha256};
 use stacks::flow::FlowKey;
 use stacks::flow_table::{Direction, EndedFlow, FlowId, FlowTable, FlowTableConfig};
 use stacks::parse::{parse, Transport};
+use stacks::reassembly::Slices;
 use stacks::tcp::{Segment, TcpConfig, TcpEvent, TcpState, TcpTracker};
 
 /// One direction of a connection.
@@ -33,9 +39,9 @@ pub struct DirectionRecord {
     pub packets: u64,
     /// Payload bytes on the wire this way (retransmissions included).
     pub payload_bytes: u64,
-    /// Length of the reassembled bytestream.
+    /// Length of the reassembled bytestream (gap bytes included).
     pub stream_bytes: u64,
-    /// SHA-256 of the reassembled bytestream, hex.
+    /// SHA-256 of the reassembled bytestream's received bytes (gaps skipped), hex.
     pub sha256: String,
     /// Retransmitted segments.
     pub retransmissions: u64,
@@ -153,17 +159,7 @@ impl Run {
             if let TcpEvent::DataReady { dir, from, to } = *ev {
                 let (Some(conn), Some(acc)) = (self.tcp.get(flow), self.accs.get_mut(&flow)) else { continue };
                 let stream = conn.stream(dir).expect("data ready on a started stream");
-                let slices = stream.read(from, to).expect("ready bytes are held");
-                let i = dir_i(dir);
-                for s in slices {
-                    acc.hash[i].update(s);
-                    if let Some(w) = acc.dump[i].as_mut() {
-                        w.write_all(s).map_err(|e| StreamsError::Dump {
-                            path: dump_path(&self.opts, acc.index, dir),
-                            source: e,
-                        })?;
-                    }
-                }
+                consume(acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
                 self.tcp.release(flow, dir, to);
             }
         }
@@ -183,16 +179,7 @@ impl Run {
                 for ev in &events {
                     if let TcpEvent::DataReady { dir, from, to } = *ev {
                         let stream = conn.stream(dir).expect("data ready on a started stream");
-                        let i = dir_i(dir);
-                        for s in stream.read(from, to).expect("ready bytes are held") {
-                            acc.hash[i].update(s);
-                            if let Some(w) = acc.dump[i].as_mut() {
-                                w.write_all(s).map_err(|err| StreamsError::Dump {
-                                    path: dump_path(&self.opts, acc.index, dir),
-                                    source: err,
-                                })?;
-                            }
-                        }
+                        consume(&mut acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
                     }
                 }
                 let reason = match e.reason {
@@ -246,6 +233,19 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// Hashes (and dumps) the received bytes of a ready range; gaps are skipped, never read as
+/// bytes (their length is in the stream's `gap_bytes`).
+fn consume(acc: &mut Acc, dir: Direction, slices: Slices<'_>, opts: &StreamsOptions) -> Result<(), StreamsError> {
+    let i = dir_i(dir);
+    for s in slices.data() {
+        acc.hash[i].update(s);
+        if let Some(w) = acc.dump[i].as_mut() {
+            w.write_all(s).map_err(|e| StreamsError::Dump { path: dump_path(opts, acc.index, dir), source: e })?;
+        }
+    }
+    Ok(())
 }
 
 fn dump_path(opts: &StreamsOptions, index: u64, dir: Direction) -> PathBuf {
