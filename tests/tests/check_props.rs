@@ -1,7 +1,9 @@
 //! Property test of the consistency claim: generated traffic — many interleaved flows, then
 //! impaired with loss, reordering, duplicated and overlapping retransmissions, RSTs in odd
 //! places — through generated chains of 1–5 NFs with random subscriptions, sides and
-//! parallel groups: every mode agrees with mode a.
+//! parallel groups: every mode agrees with mode a. The same on corrupted captures
+//! (truncated, bytes flipped, the wrong link type in the header, zero-length records,
+//! corrupted deterministically from the case's seed): malformed frames are dropped alike.
 //!
 //! CI runs a few cases; `PROPTEST_CASES=200 cargo test -p tests --test check_props` runs
 //! more. A failure shrinks to a small case, which proptest saves under
@@ -273,6 +275,19 @@ fn corrupted(frames: &[(u64, Vec<u8>)], how: Corruption, seed: u64) -> Vec<u8> {
     bytes
 }
 
+/// Generated traffic: `udp` and `rst` in percent.
+fn traffic(flows: usize, seed: u64, udp: u8, rst: u8, concurrency: usize) -> GenConfig {
+    GenConfig {
+        flows,
+        seed,
+        udp_fraction: f64::from(udp) / 100.0,
+        rst_fraction: f64::from(rst) / 100.0,
+        concurrency,
+        response_size: (0, 6000),
+        ..GenConfig::default()
+    }
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
 }
@@ -293,16 +308,7 @@ proptest! {
         single_core in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = GenConfig {
-            flows,
-            seed,
-            udp_fraction: f64::from(udp) / 100.0,
-            rst_fraction: f64::from(rst) / 100.0,
-            concurrency,
-            response_size: (0, 6000),
-            ..GenConfig::default()
-        };
-        let frames = impaired(&cfg, &imp);
+        let frames = impaired(&traffic(flows, seed, udp, rst, concurrency), &imp);
         let input = dir.path().join("in.pcap");
         let mut w = PcapWriter::create(&input, LinkType::Ethernet).unwrap();
         for (ts, f) in &frames {
@@ -328,14 +334,7 @@ proptest! {
         single_core in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = GenConfig {
-            flows,
-            seed,
-            udp_fraction: f64::from(udp) / 100.0,
-            response_size: (0, 4000),
-            ..GenConfig::default()
-        };
-        let frames = impaired(&cfg, &Impair { loss: 0, dup: 0, reorder: 0, overlap: 0, rst: 0, seed });
+        let frames = impaired(&traffic(flows, seed, udp, 0, 4), &Impair { loss: 0, dup: 0, reorder: 0, overlap: 0, rst: 0, seed });
         let input = dir.path().join("in.pcap");
         std::fs::write(&input, corrupted(&frames, how, seed)).unwrap();
         check_all_modes(&nfs, &cuts, dir.path(), &input, single_core, true)?;
