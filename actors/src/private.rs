@@ -10,7 +10,10 @@
 //!    the stages of the shared runtime would — same subscriptions, same order, same events;
 //! 2. delivers the resulting events to the NF (its own subscriptions, sides and filters);
 //! 3. applies the NF's verdict on the packet's own event to the outer primary event, and
-//!    forwards the events the NF published, down the outer chain.
+//!    forwards the events the NF published, down the outer chain. A packet a private stack
+//!    drops (a malformed frame under `malformed = "drop"`) is dropped on the outer chain
+//!    too — as the shared stack drops it in the other modes — under the chain's drop reason
+//!    `<stack>: <reason>` (the stacks' reasons follow the NF's own in the outer contract).
 //!
 //! Events of upstream NFs (published on the outer chain) are handed to the NF as well; the
 //! inner plan holds a stand-in for each upstream NF so that links are checked the same way.
