@@ -163,6 +163,10 @@ struct StreamsArgs {
     /// Write each direction's reassembled bytes to DIR/INDEX-client.bin and DIR/INDEX-server.bin.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// Connections tracked at once (as `[stack.l23] max_flows` in `mbox run`); beyond it the
+    /// least recently seen is evicted, reported with end `evicted` and counted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_flows: u64,
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -482,26 +486,39 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
 }
 
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
-    let opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
-    // Its errors name the capture.
-    let report = microboxes::streams::streams(&a.input, opts)?;
+    let mut opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
+    opts.flows.max_flows = usize::try_from(a.max_flows).unwrap_or(usize::MAX);
     let mut out = std::io::stdout().lock();
-    let written = if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)
+    // Its errors name the capture: no context to add.
+    let (report, written) = if a.json {
+        let report = microboxes::streams::streams(&a.input, opts)?;
+        let w = writeln!(out, "{}", serde_json::to_string_pretty(&report)?);
+        (report, w)
     } else {
-        report.connections.iter().try_for_each(|c| writeln!(out, "{}", c.line()))
+        // Lines as connections end (memory bounded by --max-flows, not by the capture).
+        let mut w = Ok(());
+        let report = microboxes::streams::streams_each(&a.input, opts, &mut |c| {
+            if w.is_ok() {
+                w = writeln!(out, "{}", c.line());
+            }
+            Ok(())
+        })?;
+        (report, w)
     };
     match written {
         // `mbox streams x.pcap | head` is fine.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
         other => other.context("writing to stdout")?,
     }
+    if let Some(n) = report.eviction_note() {
+        eprintln!("mbox streams: {n}");
+    }
     if !a.json {
         let malformed: u64 = report.malformed.values().sum();
         eprintln!(
             "mbox streams: {} packets, {} TCP connections, {} non-TCP frames, {} malformed; peak reassembly memory {} B",
             report.packets,
-            report.connections.len(),
+            report.connections_seen,
             report.non_tcp,
             malformed,
             report.memory_high_water

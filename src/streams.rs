@@ -7,6 +7,18 @@
 //! ended, retransmissions, out-of-order segments, conflicting overlaps and gaps. `--dump`
 //! writes each direction's bytes to a file.
 //!
+//! **Gaps** (holes skipped at a connection's end: bytes never received) cost O(1): the hash
+//! and the dump cover the received bytes only, `stream_bytes` counts the gap bytes too, and
+//! `gap_bytes` says how many there were (`GAP n B` in the text line). A stream without gaps
+//! hashes as tshark's "follow tcp" does.
+//!
+//! **Connections at once** are bounded like `mbox run`'s: the flow table holds at most
+//! `max_flows` (default 100 000, `mbox streams --max-flows N`); beyond that the least
+//! recently seen connection is evicted — ended early, reported with end `evicted`, counted in
+//! [`StreamsReport::evicted`] and explained by [`StreamsReport::eviction_note`].
+//! [`streams_each`] hands each record over as its connection ends, so memory does not grow
+//! with the number of connections.
+//!
 //! Bytes are consumed as they become ready (`DataReady` events) and released once they are
 //! `keep_behind` behind the frontier (kept that long so that retransmissions are compared
 //! with them, [`TcpConfig`]), so memory stays bounded by the reassembly limits and that
@@ -24,6 +36,7 @@ use sha2::{Digest, Sha256};
 use stacks::flow::FlowKey;
 use stacks::flow_table::{Direction, EndedFlow, FlowId, FlowTable, FlowTableConfig};
 use stacks::parse::{parse, Transport};
+use stacks::reassembly::Slices;
 use stacks::tcp::{Segment, TcpConfig, TcpEvent, TcpState, TcpTracker};
 
 /// One direction of a connection.
@@ -33,9 +46,9 @@ pub struct DirectionRecord {
     pub packets: u64,
     /// Payload bytes on the wire this way (retransmissions included).
     pub payload_bytes: u64,
-    /// Length of the reassembled bytestream.
+    /// Length of the reassembled bytestream (gap bytes included).
     pub stream_bytes: u64,
-    /// SHA-256 of the reassembled bytestream, hex.
+    /// SHA-256 of the reassembled bytestream's received bytes (gaps skipped), hex.
     pub sha256: String,
     /// Retransmitted segments.
     pub retransmissions: u64,
@@ -90,6 +103,25 @@ pub struct StreamsReport {
     pub memory_high_water: usize,
     /// A warning from the capture reader.
     pub warning: Option<String>,
+    /// TCP connections seen (records handed over; `connections.len()` with [`streams`]).
+    pub connections_seen: u64,
+    /// The connection limit in force (the flow table's `max_flows`).
+    pub max_flows: usize,
+    /// Connections ended early because the table was full (the least recently seen one
+    /// goes; its record says `end: "evicted"`, and a later packet of it starts a new one).
+    pub evicted: u64,
+}
+
+impl StreamsReport {
+    /// The line that explains evictions, when there were some.
+    pub fn eviction_note(&self) -> Option<String> {
+        (self.evicted > 0).then(|| {
+            format!(
+                "evicted {} connections (limit {}; --max-flows): each was ended early and reported with end `evicted`",
+                self.evicted, self.max_flows
+            )
+        })
+    }
 }
 
 struct Acc {
@@ -129,13 +161,14 @@ pub enum StreamsError {
     },
 }
 
-struct Run {
+struct Run<'a> {
     opts: StreamsOptions,
     table: FlowTable,
     tcp: TcpTracker,
     accs: HashMap<FlowId, Acc>,
     next_index: u64,
-    done: Vec<ConnectionRecord>,
+    /// Where each connection's record goes as it ends.
+    sink: &'a mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
     events: Vec<TcpEvent>,
 }
 
@@ -146,24 +179,14 @@ fn dir_i(d: Direction) -> usize {
     }
 }
 
-impl Run {
+impl Run<'_> {
     fn handle_events(&mut self, flow: FlowId) -> Result<(), StreamsError> {
         let events = std::mem::take(&mut self.events);
         for ev in &events {
             if let TcpEvent::DataReady { dir, from, to } = *ev {
                 let (Some(conn), Some(acc)) = (self.tcp.get(flow), self.accs.get_mut(&flow)) else { continue };
                 let stream = conn.stream(dir).expect("data ready on a started stream");
-                let slices = stream.read(from, to).expect("ready bytes are held");
-                let i = dir_i(dir);
-                for s in slices {
-                    acc.hash[i].update(s);
-                    if let Some(w) = acc.dump[i].as_mut() {
-                        w.write_all(s).map_err(|e| StreamsError::Dump {
-                            path: dump_path(&self.opts, acc.index, dir),
-                            source: e,
-                        })?;
-                    }
-                }
+                consume(acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
                 self.tcp.release(flow, dir, to);
             }
         }
@@ -183,16 +206,7 @@ impl Run {
                 for ev in &events {
                     if let TcpEvent::DataReady { dir, from, to } = *ev {
                         let stream = conn.stream(dir).expect("data ready on a started stream");
-                        let i = dir_i(dir);
-                        for s in stream.read(from, to).expect("ready bytes are held") {
-                            acc.hash[i].update(s);
-                            if let Some(w) = acc.dump[i].as_mut() {
-                                w.write_all(s).map_err(|err| StreamsError::Dump {
-                                    path: dump_path(&self.opts, acc.index, dir),
-                                    source: err,
-                                })?;
-                            }
-                        }
+                        consume(&mut acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
                     }
                 }
                 let reason = match e.reason {
@@ -230,7 +244,7 @@ impl Run {
                         })?;
                     }
                 }
-                self.done.push(ConnectionRecord {
+                (self.sink)(ConnectionRecord {
                     index: acc.index,
                     client: acc.client,
                     server: acc.server,
@@ -240,12 +254,25 @@ impl Run {
                     midstream: conn.midstream,
                     first_ts_ns: acc.first_ts,
                     last_ts_ns: acc.last_ts,
-                });
+                })?;
             }
             self.tcp.recycle(conn);
         }
         Ok(())
     }
+}
+
+/// Hashes (and dumps) the received bytes of a ready range; gaps are skipped, never read as
+/// bytes (their length is in the stream's `gap_bytes`).
+fn consume(acc: &mut Acc, dir: Direction, slices: Slices<'_>, opts: &StreamsOptions) -> Result<(), StreamsError> {
+    let i = dir_i(dir);
+    for s in slices.data() {
+        acc.hash[i].update(s);
+        if let Some(w) = acc.dump[i].as_mut() {
+            w.write_all(s).map_err(|e| StreamsError::Dump { path: dump_path(opts, acc.index, dir), source: e })?;
+        }
+    }
+    Ok(())
 }
 
 fn dump_path(opts: &StreamsOptions, index: u64, dir: Direction) -> PathBuf {
@@ -257,8 +284,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reassembles every TCP connection of the capture at `input`.
+/// Reassembles every TCP connection of the capture at `input`; the report lists them all,
+/// by `index` (held in memory: for captures of very many connections, see
+/// [`streams_each`]).
 pub fn streams(input: &Path, opts: StreamsOptions) -> Result<StreamsReport, StreamsError> {
+    let mut all = Vec::new();
+    let mut report = streams_each(input, opts, &mut |c| {
+        all.push(c);
+        Ok(())
+    })?;
+    all.sort_by_key(|c| c.index);
+    report.connections = all;
+    Ok(report)
+}
+
+/// As [`streams`], but hands each connection's record to `each` as the connection ends (in
+/// end order) and keeps none: memory is bounded by the flow table (`opts.flows.max_flows`
+/// connections at once, the least recently seen evicted beyond it, counted) and the
+/// reassembly limits, whatever the number of connections. The report's `connections` is
+/// empty.
+pub fn streams_each(
+    input: &Path,
+    opts: StreamsOptions,
+    each: &mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
+) -> Result<StreamsReport, StreamsError> {
     let mut reader = PcapReader::open(input)?;
     let link = reader.link_type();
     if let Some(d) = &opts.dump {
@@ -270,7 +319,7 @@ pub fn streams(input: &Path, opts: StreamsOptions) -> Result<StreamsReport, Stre
         opts,
         accs: HashMap::new(),
         next_index: 0,
-        done: Vec::new(),
+        sink: each,
         events: Vec::new(),
     };
     let (mut packets, mut non_tcp) = (0u64, 0u64);
@@ -348,8 +397,17 @@ pub fn streams(input: &Path, opts: StreamsOptions) -> Result<StreamsReport, Stre
         .then(|| "the capture ends in the middle of a packet record; the partial record was not read".to_string());
     run.table.drain(&mut ended);
     run.ended(ended)?;
-    run.done.sort_by_key(|c| c.index);
-    Ok(StreamsReport { connections: run.done, packets, non_tcp, malformed, memory_high_water: high_water, warning })
+    Ok(StreamsReport {
+        connections: Vec::new(),
+        packets,
+        non_tcp,
+        malformed,
+        memory_high_water: high_water,
+        warning,
+        connections_seen: run.next_index,
+        max_flows: run.opts.flows.max_flows.max(1),
+        evicted: run.table.stats().evicted,
+    })
 }
 
 impl ConnectionRecord {

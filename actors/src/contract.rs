@@ -223,17 +223,49 @@ pub enum StreamReadError {
     },
 }
 
+/// A piece of a bytestream range, in stream order: bytes received, or a gap.
+///
+/// A **gap** is a hole the TCP monitor skipped because it can never be filled (the
+/// connection ended with data missing before later data, see
+/// `stacks::reassembly::ByteStream::finish`): its bytes were never seen. Only its length is
+/// known — it costs O(1) whatever its size, and is never read as bytes. A reader treats it as
+/// a discontinuity (like Suricata's stream gap flag): a pattern must not match across it,
+/// and a hash of the stream covers the received bytes only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// Bytes received, in order.
+    Data(&'a [u8]),
+    /// This many bytes never received.
+    Gap(u64),
+}
+
+impl Chunk<'_> {
+    /// Length in stream bytes (a gap's included).
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::Data(d) => d.len() as u64,
+            Chunk::Gap(n) => *n,
+        }
+    }
+
+    /// True for an empty piece.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Read access to the TCP bytestreams, provided by the TCP monitor to the stages after it.
 pub trait StreamAccess: Send + Sync {
-    /// Calls `f` with the bytes `[from, to)` of one direction of `flow`'s connection, in
-    /// order, as one or more slices.
+    /// Calls `f` with the range `[from, to)` of one direction of `flow`'s connection, in
+    /// order, as one or more [`Chunk`]s: slices of received bytes, and gaps (never filled
+    /// with zeros).
     fn read(
         &self,
         flow: FlowRef,
         to_server: bool,
         from: u64,
         to: u64,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(Chunk<'_>),
     ) -> Result<(), StreamReadError>;
 
     /// The *live* frontier of a direction — where the stack is now, not where it was when an
@@ -284,7 +316,7 @@ impl<'a> Context<'a> {
 
     /// The new bytes a `DATA_RDY` event announces — `[aux, frontier)` of its direction, as of
     /// that event, however far the TCP monitor has run ahead since — passed to `f` in order.
-    pub fn data_ready(&self, ev: &EventDesc, f: &mut dyn FnMut(&[u8])) -> Result<(), StreamReadError> {
+    pub fn data_ready(&self, ev: &EventDesc, f: &mut dyn FnMut(Chunk<'_>)) -> Result<(), StreamReadError> {
         let flow = ev.flow.ok_or(StreamReadError::NoStreams)?;
         let to_server = ev.to_server();
         let to = ev.snap.frontier[usize::from(!to_server)];
@@ -304,7 +336,7 @@ impl<'a> Context<'a> {
         to_server: bool,
         from: u64,
         to: u64,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(Chunk<'_>),
     ) -> Result<(), StreamReadError> {
         self.streams.ok_or(StreamReadError::NoStreams)?.read(flow, to_server, from, to, f)
     }

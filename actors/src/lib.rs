@@ -62,6 +62,8 @@ pub mod parallel;
 pub mod private;
 pub mod stage;
 
-pub use contract::{Actor, ActorError, ActorRole, Context, Contract, Modifies, Publication, Subscription, Verdict};
+pub use contract::{
+    Actor, ActorError, ActorRole, Chunk, Context, Contract, Modifies, Publication, Subscription, Verdict,
+};
 pub use desc::{EventDesc, FlowEndReason, FlowEvent, FlowRef, PacketMeta};
 pub use event::{builtin, EventRegistry, EventType};

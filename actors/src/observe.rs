@@ -103,7 +103,14 @@ pub fn describe(ev: &EventDesc, names: &EventRegistry, cx: &Context<'_>) -> Stri
     }
     if ev.event_type == builtin::DATA_RDY {
         let mut f = Fnv::default();
-        let res = cx.data_ready(ev, &mut |b| f.update(b));
+        let res = cx.data_ready(ev, &mut |c| match c {
+            crate::contract::Chunk::Data(b) => f.update(b),
+            // A gap: its length, marked (never its bytes: there are none).
+            crate::contract::Chunk::Gap(n) => {
+                f.update(b"\0gap");
+                f.update(&n.to_le_bytes());
+            }
+        });
         line += &match res {
             Ok(()) => format!(" data={:016x}", f.finish()),
             Err(e) => format!(" data=unreadable({e})"),

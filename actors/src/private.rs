@@ -10,7 +10,10 @@
 //!    the stages of the shared runtime would — same subscriptions, same order, same events;
 //! 2. delivers the resulting events to the NF (its own subscriptions, sides and filters);
 //! 3. applies the NF's verdict on the packet's own event to the outer primary event, and
-//!    forwards the events the NF published, down the outer chain.
+//!    forwards the events the NF published, down the outer chain. A packet a private stack
+//!    drops (a malformed frame under `malformed = "drop"`) is dropped on the outer chain
+//!    too — as the shared stack drops it in the other modes — under the chain's drop reason
+//!    `<stack>: <reason>` (the stacks' reasons follow the NF's own in the outer contract).
 //!
 //! Events of upstream NFs (published on the outer chain) are handed to the NF as well; the
 //! inner plan holds a stand-in for each upstream NF so that links are checked the same way.
@@ -71,6 +74,9 @@ pub struct PrivateChain {
     dynsub: FlowSubscriptions,
     /// With tracing on: the chain's core, the span buffer and where to publish it.
     trace: Option<(u16, TraceBuffer, InnerTraceSlot)>,
+    /// Per private stack: where its drop reasons start in the outer contract's (after the
+    /// NF's own).
+    stack_reasons: Vec<u16>,
 }
 
 impl PrivateChain {
@@ -87,7 +93,18 @@ impl PrivateChain {
         streams: Option<Arc<dyn StreamAccess>>,
         completed: Option<Arc<AtomicU64>>,
     ) -> PrivateChain {
+        let mut contract = contract;
+        // A packet a private stack drops (a malformed frame, with `malformed = "drop"`) is
+        // dropped on the outer chain too, as the shared stack drops it in the other modes:
+        // the stacks' drop reasons follow the NF's, each named `<stack>: <reason>`.
+        let mut stack_reasons = Vec::with_capacity(stacks.len());
+        for s in &stacks {
+            stack_reasons.push(u16::try_from(contract.drop_reasons.len()).unwrap_or(u16::MAX));
+            let name = &s.contract().name;
+            contract.drop_reasons.extend(s.contract().drop_reasons.iter().map(|r| format!("{name}: {r}")));
+        }
         PrivateChain {
+            stack_reasons,
             contract,
             stacks,
             nf,
@@ -186,9 +203,13 @@ impl PrivateChain {
                     if ev.flags & desc_flags::PRIMARY != 0 {
                         self.primary_flow = ev.flow_start;
                     }
-                    if let Verdict::Drop(r) = v {
-                        if is_nf && ev.flags & desc_flags::PRIMARY != 0 {
-                            primary_verdict = Some(v);
+                    if let (Verdict::Drop(r), false) = (v, ev.is_dropped()) {
+                        if ev.flags & desc_flags::PRIMARY != 0 {
+                            primary_verdict = Some(if is_nf {
+                                v
+                            } else {
+                                Verdict::Drop(self.stack_reasons[i - 1].saturating_add(r))
+                            });
                         }
                         ev.flags |= desc_flags::DROPPED;
                         ev.dropped_by = i as u16;
@@ -240,7 +261,21 @@ impl PrivateChain {
                 self.run_queue(cx, Some(i + 1));
             }
         }
-        self.nf.finish(cx)
+        // The NF finishes with an outbox of its own: what it published while handling the
+        // stacks' last events is already on the outer one (and, observed, in its log).
+        let mut out = Outbox::new();
+        let r = {
+            let mut icx = Context::internal(pool, &mut out, self.nf_index() as u16, streams.as_deref());
+            if let Some(e) = cx.end_seq() {
+                icx = icx.at_end(e);
+            }
+            self.nf.finish(&mut icx)
+        };
+        let (before, after) = out.take();
+        for p in before.into_iter().chain(after) {
+            cx.publish(p);
+        }
+        r
     }
 }
 

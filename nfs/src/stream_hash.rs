@@ -15,6 +15,12 @@
 //! network-function twin of `mbox streams`: the same numbers, computed by an NF that runs
 //! behind the stack on its own core, reading each event's bytes `[aux, frontier)` — which is
 //! what makes it a test of snapshots and the frontier as much as a tool.
+//!
+//! **Gaps** (holes the TCP monitor skipped at the connection's end, see
+//! [`actors::Chunk::Gap`]): the stream's length `bytes_*` counts them, the SHA-256 covers the
+//! bytes received only (a gap is skipped, never hashed as zeros), and `gap_bytes_toserver` /
+//! `gap_bytes_toclient` (present only when not 0) say how many bytes were never received. A
+//! stream without gaps hashes exactly as before, and as `mbox streams` and tshark do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +29,7 @@ use std::path::PathBuf;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::builtin;
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Subscription, Verdict};
+use actors::{Actor, ActorError, Chunk, Context, Contract, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -64,16 +70,26 @@ pub struct StreamRecord {
     pub client: Option<SocketAddr>,
     /// Responder.
     pub server: Option<SocketAddr>,
-    /// Client → server stream length.
+    /// Client → server stream length (gap bytes included).
     pub bytes_toserver: u64,
-    /// Server → client stream length.
+    /// Server → client stream length (gap bytes included).
     pub bytes_toclient: u64,
-    /// SHA-256 of the client → server stream, hex.
+    /// SHA-256 of the client → server stream's received bytes, hex.
     pub sha256_toserver: String,
-    /// SHA-256 of the server → client stream, hex.
+    /// SHA-256 of the server → client stream's received bytes, hex.
     pub sha256_toclient: String,
     /// How the connection ended.
     pub end: String,
+    /// Client → server bytes never received (gaps; the field is left out when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_bytes_toserver: u64,
+    /// Server → client bytes never received.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_bytes_toclient: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Default)]
@@ -83,6 +99,7 @@ struct Acc {
     server: Option<SocketAddr>,
     hash: [Sha256; 2],
     bytes: [u64; 2],
+    gap_bytes: [u64; 2],
 }
 
 /// The Stream_Hash NF (see the module docs).
@@ -119,6 +136,8 @@ impl StreamHash {
             sha256_toserver: hex(&h0.finalize()),
             sha256_toclient: hex(&h1.finalize()),
             end: end.to_string(),
+            gap_bytes_toserver: acc.gap_bytes[0],
+            gap_bytes_toclient: acc.gap_bytes[1],
         };
         self.out.write(&rec);
     }
@@ -144,11 +163,14 @@ impl Actor for StreamHash {
         acc.flow_start = ev.flow_start;
         if ev.event_type == builtin::DATA_RDY {
             let i = usize::from(!ev.to_server());
-            let (hash, bytes) = (&mut acc.hash[i], &mut acc.bytes[i]);
+            let (hash, bytes, gaps) = (&mut acc.hash[i], &mut acc.bytes[i], &mut acc.gap_bytes[i]);
             if cx
-                .data_ready(ev, &mut |s| {
-                    hash.update(s);
-                    *bytes += s.len() as u64;
+                .data_ready(ev, &mut |c| {
+                    *bytes += c.len();
+                    match c {
+                        Chunk::Data(s) => hash.update(s),
+                        Chunk::Gap(n) => *gaps += n,
+                    }
                 })
                 .is_err()
             {

@@ -16,7 +16,7 @@
 //! assert_eq!((s.frontier(), s.ooo_bytes()), (0, 5));
 //! let ins = s.insert(1000, b"hello", &mut budget); // fills the hole: both become readable
 //! assert_eq!(ins.advanced, 10);
-//! let bytes: Vec<u8> = s.read(0, s.frontier()).unwrap().flatten().copied().collect();
+//! let bytes: Vec<u8> = s.read(0, s.frontier()).unwrap().to_vec(); // received bytes (gaps: `Chunk::Gap`)
 //! assert_eq!(bytes, b"helloworld");
 //! assert_eq!(s.frontier_seq(), 1010);
 //! s.clear(&mut budget);
@@ -47,7 +47,8 @@
 //! * **The frontier** is the length of the contiguous prefix received: it never moves
 //!   backwards and never passes a hole — except in [`ByteStream::finish`], which skips holes
 //!   that will never be filled (the connection ended): the skipped ranges are counted as gaps,
-//!   listed by [`ByteStream::gaps`], and read as zeros.
+//!   listed by [`ByteStream::gaps`], and read as [`Chunk::Gap`]s — their length only, never
+//!   zero bytes, so a hole of any size costs O(1) to skip.
 //! * **Nothing below the frontier ever changes**: those bytes may already have been seen by
 //!   network functions. A reader's [`read`](ByteStream::read) slices point into chunks that
 //!   never move.
@@ -92,6 +93,7 @@
 //! * **Zero-length data** is a no-op (not even counted as a segment).
 //! * Nothing panics, whatever the input.
 
+pub use actors::contract::Chunk;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
@@ -335,64 +337,92 @@ pub enum ReadError {
     Reversed { from: u64, to: u64 },
 }
 
-static ZEROS: [u8; 4096] = [0; 4096];
-
-/// The bytes of a range, as slices over the chunks (no copy). Bytes of a skipped gap whose
-/// chunk was never allocated come from a static zero buffer.
+/// A range of a stream as [`Chunk`]s, in order, without copying: slices over the chunks
+/// for bytes received, one [`Chunk::Gap`] per skipped hole (or part of one) in the range —
+/// O(1) per gap whatever its length: gap bytes are never materialised.
 #[derive(Clone, Debug)]
 pub struct Slices<'a> {
     chunks: &'a VecDeque<(u64, Box<[u8]>)>,
+    gaps: &'a VecDeque<Range<u64>>,
     chunk_size: u64,
     /// Index in `chunks` of the first chunk whose index is >= the chunk of `at`.
     pos: usize,
+    /// Index in `gaps` of the first gap ending after `at`.
+    gpos: usize,
     at: u64,
     end: u64,
 }
 
-impl Slices<'_> {
-    /// Bytes not yet yielded.
+impl<'a> Slices<'a> {
+    /// Bytes not yet yielded (gap bytes included).
     pub fn remaining(&self) -> u64 {
         self.end - self.at
     }
 
-    /// Copies the bytes into one vector (for tests and slow paths).
+    /// The received bytes only, gaps skipped.
+    pub fn data(self) -> impl Iterator<Item = &'a [u8]> {
+        self.filter_map(|c| match c {
+            Chunk::Data(d) => Some(d),
+            Chunk::Gap(_) => None,
+        })
+    }
+
+    /// Copies the received bytes into one vector, gaps skipped (for tests and slow paths).
     pub fn to_vec(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(usize::try_from(self.remaining()).unwrap_or(0));
-        for s in self {
+        let mut v = Vec::with_capacity(usize::try_from(self.remaining()).unwrap_or(0).min(1 << 20));
+        for s in self.data() {
             v.extend_from_slice(s);
         }
         v
     }
+
+    /// Moves to `at`, after a gap (the chunk position follows).
+    fn skip_to(&mut self, at: u64) {
+        self.at = at;
+        let idx = at / self.chunk_size;
+        self.pos = self.chunks.partition_point(|(i, _)| *i < idx);
+    }
 }
 
 impl<'a> Iterator for Slices<'a> {
-    type Item = &'a [u8];
+    type Item = Chunk<'a>;
 
-    fn next(&mut self) -> Option<&'a [u8]> {
+    fn next(&mut self) -> Option<Chunk<'a>> {
         if self.at >= self.end {
             return None;
         }
+        while self.gaps.get(self.gpos).is_some_and(|g| g.end <= self.at) {
+            self.gpos += 1;
+        }
+        let gap = self.gaps.get(self.gpos);
+        if let Some(g) = gap.filter(|g| g.start <= self.at) {
+            let stop = g.end.min(self.end);
+            let n = stop - self.at;
+            self.skip_to(stop);
+            return Some(Chunk::Gap(n));
+        }
         let idx = self.at / self.chunk_size;
         let within = self.at % self.chunk_size;
-        let chunk_end = (idx + 1).saturating_mul(self.chunk_size).min(self.end);
+        let stop = (idx + 1).saturating_mul(self.chunk_size).min(self.end).min(gap.map_or(u64::MAX, |g| g.start));
         match self.chunks.get(self.pos) {
             Some((i, chunk)) if *i == idx => {
                 let lo = usize::try_from(within).ok()?;
-                let hi = usize::try_from(chunk_end - idx * self.chunk_size).ok()?;
+                let hi = usize::try_from(stop - idx * self.chunk_size).ok()?;
                 let s = chunk.get(lo..hi)?;
-                self.at = chunk_end;
+                self.at = stop;
                 if self.at == (idx + 1) * self.chunk_size {
                     self.pos += 1;
                 }
-                Some(s)
+                Some(Chunk::Data(s))
             }
+            // Below the frontier every byte outside a gap is held: not reached. Defensive:
+            // what is not held reads as a gap up to the next chunk, never as zeros.
             next => {
-                // A chunk never allocated (wholly inside a skipped gap): zeros up to the next
-                // chunk held or the end of the range.
-                let stop = next.map_or(self.end, |(i, _)| i.saturating_mul(self.chunk_size));
-                let n = (stop.min(self.end) - self.at).min(ZEROS.len() as u64);
-                self.at += n;
-                ZEROS.get(..usize::try_from(n).ok()?)
+                let held = next.map_or(self.end, |(i, _)| i.saturating_mul(self.chunk_size));
+                let stop = held.min(self.end).min(gap.map_or(u64::MAX, |g| g.start)).max(self.at + 1);
+                let n = stop - self.at;
+                self.skip_to(stop);
+                Some(Chunk::Gap(n))
             }
         }
     }
@@ -491,12 +521,13 @@ impl ByteStream {
     }
 
     /// Ranges skipped by [`finish`](Self::finish) that end above the base (they read as
-    /// zeros).
+    /// [`Chunk::Gap`]s).
     pub fn gaps(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.gaps.iter().cloned()
     }
 
-    /// The bytes `[from, to)` as slices over the chunks, without copying.
+    /// The range `[from, to)` as [`Chunk`]s: slices over the chunks, without copying, and
+    /// the skipped gaps by length.
     pub fn read(&self, from: u64, to: u64) -> Result<Slices<'_>, ReadError> {
         if from > to {
             return Err(ReadError::Reversed { from, to });
@@ -509,7 +540,8 @@ impl ByteStream {
         }
         let idx = from / self.cs;
         let pos = self.chunks.partition_point(|(i, _)| *i < idx);
-        Ok(Slices { chunks: &self.chunks, chunk_size: self.cs, pos, at: from, end: to })
+        let gpos = self.gaps.partition_point(|g| g.end <= from);
+        Ok(Slices { chunks: &self.chunks, gaps: &self.gaps, chunk_size: self.cs, pos, gpos, at: from, end: to })
     }
 
     /// Adds a segment's payload starting at sequence number `seq`. See the module
@@ -830,7 +862,7 @@ impl ByteStream {
     }
 
     /// End of the connection: the holes before out-of-order data will never be filled. They
-    /// are skipped (counted as gaps, listed by [`gaps`](Self::gaps), read as zeros) and the
+    /// are skipped (counted as gaps, listed by [`gaps`](Self::gaps), read as [`Chunk::Gap`]) and the
     /// out-of-order data beyond them is delivered in order. Allocates nothing: the budget does
     /// not change.
     pub fn finish(&mut self, budget: &mut Budget) -> Finish {

@@ -129,7 +129,7 @@ impl StreamAccess for ShardedStreams {
         to_server: bool,
         from: u64,
         to: u64,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(actors::contract::Chunk<'_>),
     ) -> Result<(), StreamReadError> {
         self.route(flow).ok_or(StreamReadError::NoConnection(flow))?.read(flow, to_server, from, to, f)
     }

@@ -718,7 +718,7 @@ mod tests {
         assert_eq!(c.half[0].window, 100 << 7, "scaled once both SYNs had the option");
         assert_eq!(c.frontier(ToServer), 6, "sequence numbers wrapped across 2^32");
         let mut bytes = vec![];
-        for s in c.stream(ToServer).unwrap().read(0, 6).unwrap() {
+        for s in c.stream(ToServer).unwrap().read(0, 6).unwrap().data() {
             bytes.extend_from_slice(s);
         }
         assert_eq!(bytes, b"early!");

@@ -76,7 +76,7 @@ impl StreamAccess for SharedStreams {
         to_server: bool,
         from: u64,
         to: u64,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(actors::contract::Chunk<'_>),
     ) -> Result<(), StreamReadError> {
         let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = flow_id(flow);

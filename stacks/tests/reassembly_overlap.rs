@@ -73,7 +73,7 @@ fn below_frontier_is_never_rewritten() {
         let mut b = Budget::default();
         let mut s = stream(policy, 4);
         s.insert(100, b"0123456789", &mut b);
-        let before: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
+        let before: Vec<*const u8> = s.read(0, 10).unwrap().data().map(<[u8]>::as_ptr).collect();
         // Overlaps 6..10 (2 identical, 2 different) and brings 4 new bytes.
         let ins = s.insert(106, b"67XYabcd", &mut b);
         assert_eq!(ins, Insert { advanced: 4, duplicate: 2, conflicting: 2, ..Insert::default() }, "{policy:?}");
@@ -81,7 +81,7 @@ fn below_frontier_is_never_rewritten() {
         let ins = s.insert(100, b"ABC", &mut b);
         assert_eq!((ins.conflicting, ins.duplicate, ins.advanced), (3, 0, 0));
         assert_eq!(all(&s), b"0123456789abcd", "{policy:?}");
-        let after: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
+        let after: Vec<*const u8> = s.read(0, 10).unwrap().data().map(<[u8]>::as_ptr).collect();
         assert_eq!(before, after);
         assert_eq!(s.stats().overlap_conflicts, 5);
         assert_eq!(s.stats().retransmitted_bytes, 7);

@@ -159,7 +159,7 @@ proptest! {
         // Slices cover exactly the range, whatever the chunking.
         let f = s.frontier();
         for (from, to) in [(0, f), (f / 3, f / 2), (f, f)] {
-            let total: usize = s.read(from, to).unwrap().map(<[u8]>::len).sum();
+            let total: usize = s.read(from, to).unwrap().data().map(<[u8]>::len).sum();
             prop_assert_eq!(total as u64, to - from);
         }
         s.clear(&mut budget);
@@ -229,12 +229,12 @@ fn slices_point_into_stable_chunks() {
     let mut budget = Budget::default();
     let mut s = ByteStream::new(0, &ReassemblyConfig { chunk_size: 8, ..Default::default() });
     s.insert(0, b"0123456789", &mut budget);
-    let before: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
+    let before: Vec<*const u8> = s.read(0, 10).unwrap().data().map(<[u8]>::as_ptr).collect();
     // More data, out of order and then in order, plus a retransmission that differs.
     s.insert(20, &[7; 100], &mut budget);
     s.insert(10, b"abcdefghij", &mut budget);
     s.insert(0, b"XXXXXXXXXX", &mut budget);
-    let after: Vec<*const u8> = s.read(0, 10).unwrap().map(<[u8]>::as_ptr).collect();
+    let after: Vec<*const u8> = s.read(0, 10).unwrap().data().map(<[u8]>::as_ptr).collect();
     assert_eq!(before, after, "chunks never move");
     assert_eq!(s.read(0, 10).unwrap().to_vec(), b"0123456789");
     s.clear(&mut budget);

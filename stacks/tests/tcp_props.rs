@@ -90,7 +90,7 @@ proptest! {
                     prop_assert!(to > from, "the frontier only moves forward");
                     frontier[c][di] = to;
                     let stream = t.get(id(c)).unwrap().stream(ed).unwrap();
-                    for sl in stream.read(from, to).unwrap() {
+                    for sl in stream.read(from, to).unwrap().data() {
                         hashed[c][di].extend_from_slice(sl);
                     }
                     // What an event exposes is a prefix of the original bytes.

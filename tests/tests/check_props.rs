@@ -1,7 +1,9 @@
 //! Property test of the consistency claim: generated traffic — many interleaved flows, then
 //! impaired with loss, reordering, duplicated and overlapping retransmissions, RSTs in odd
 //! places — through generated chains of 1–5 NFs with random subscriptions, sides and
-//! parallel groups: every mode agrees with mode a.
+//! parallel groups: every mode agrees with mode a. The same on corrupted captures
+//! (truncated, bytes flipped, the wrong link type in the header, zero-length records,
+//! corrupted deterministically from the case's seed): malformed frames are dropped alike.
 //!
 //! CI runs a few cases; `PROPTEST_CASES=200 cargo test -p tests --test check_props` runs
 //! more. A failure shrinks to a small case, which proptest saves under
@@ -110,6 +112,7 @@ enum NfKind {
     Firewall { drop_udp: bool, drop_port: Option<u16>, stateful: bool },
     FlowStats { subscribe: Option<&'static str> },
     StreamHash { side: Option<&'static str> },
+    Dpi,
 }
 
 fn nf_strategy() -> impl Strategy<Value = NfKind> {
@@ -120,6 +123,7 @@ fn nf_strategy() -> impl Strategy<Value = NfKind> {
             .prop_map(|subscribe| NfKind::FlowStats { subscribe }),
         prop::option::of(prop_oneof![Just("client"), Just("server"), Just("both")])
             .prop_map(|side| NfKind::StreamHash { side }),
+        Just(NfKind::Dpi),
     ]
 }
 
@@ -164,9 +168,124 @@ fn app_text(nfs: &[NfKind], groups: &[Vec<usize>], dir: &std::path::Path) -> Str
                     s += &format!("side = \"{sd}\"\n");
                 }
             }
+            NfKind::Dpi => {
+                s +=
+                    &format!("kind = \"dpi\"\noutput = {:?}\n", dir.join(format!("nf{i}.jsonl")).display().to_string());
+            }
         }
     }
     s
+}
+
+/// Random parallel groups: `cuts` cuts the chain of `n` NFs into runs.
+fn groups(n: usize, cuts: &[bool]) -> Vec<Vec<usize>> {
+    let mut groups = Vec::new();
+    let mut cur = vec![0usize];
+    for i in 1..n {
+        if cuts[i - 1] {
+            if cur.len() > 1 {
+                groups.push(std::mem::take(&mut cur));
+            }
+            cur = vec![i];
+        } else {
+            cur.push(i);
+        }
+    }
+    if cur.len() > 1 {
+        groups.push(cur);
+    }
+    groups
+}
+
+/// Checks modes b, c, d against mode a on `input`. With `input_may_fail`, a run of mode a
+/// that fails on the input (a capture the reader rejects part-way) ends the case: the other
+/// modes are not compared (they read the same bytes).
+fn check_all_modes(
+    nfs: &[NfKind],
+    cuts: &[bool],
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    single_core: bool,
+    input_may_fail: bool,
+) -> Result<(), TestCaseError> {
+    let text = app_text(nfs, &groups(nfs.len(), cuts), dir);
+    let app = App::parse(&text, "generated.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core, ..CheckOptions::default() };
+    match check(&app, input, &opts) {
+        // The controller refused the random groups (a dropper before a reader, ...): a
+        // correct refusal, not a divergence. Try the case without explicit groups.
+        Err(CheckError::Run { mode: Mode::D, source: RunError::Config(problems) }) => {
+            prop_assert!(problems.iter().all(|p| p.contains("parallel group")), "{problems:?}");
+            let app = App::parse(&app_text(nfs, &[], dir), "generated.toml").unwrap();
+            let r = check(&app, input, &opts).unwrap();
+            prop_assert!(r.consistent(), "{}\n{}", r.to_text(), app_text(nfs, &[], dir));
+        }
+        Err(CheckError::Failed { mode: Mode::A, .. }) if input_may_fail => {}
+        Err(e) => prop_assert!(false, "{e}\n{text}"),
+        Ok(r) => prop_assert!(r.consistent(), "{}\n{text}", r.to_text()),
+    }
+    Ok(())
+}
+
+/// How a capture is corrupted.
+#[derive(Clone, Copy, Debug)]
+enum Corruption {
+    /// Cut at a random byte.
+    Truncate,
+    /// Random bytes of the records flipped.
+    Flip,
+    /// The header names another link type (raw IP or Linux SLL) than the frames have.
+    WrongLink,
+    /// Records of length zero inserted between frames.
+    ZeroLength,
+}
+
+/// The pcap bytes of `frames`, corrupted by `how`, deterministically from `seed`.
+fn corrupted(frames: &[(u64, Vec<u8>)], how: Corruption, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut w = PcapWriter::to_vec(LinkType::Ethernet);
+    for (ts, f) in frames {
+        w.write(*ts, f, f.len() as u32).unwrap();
+        if matches!(how, Corruption::ZeroLength) && next() % 4 == 0 {
+            w.write(*ts, &[], 0).unwrap();
+        }
+    }
+    let mut bytes = w.into_inner().unwrap();
+    let records = bytes.len() - 24;
+    match how {
+        Corruption::Truncate if records > 0 => bytes.truncate(24 + (next() as usize % records)),
+        Corruption::Flip if records > 0 => {
+            for _ in 0..1 + next() % 16 {
+                let at = 24 + next() as usize % records;
+                bytes[at] ^= 1 << (next() % 8);
+            }
+        }
+        Corruption::WrongLink => {
+            let link = if next() % 2 == 0 { LinkType::RawIp } else { LinkType::LinuxSll };
+            bytes[20..24].copy_from_slice(&link.to_pcap().to_le_bytes());
+        }
+        _ => {}
+    }
+    bytes
+}
+
+/// Generated traffic: `udp` and `rst` in percent.
+fn traffic(flows: usize, seed: u64, udp: u8, rst: u8, concurrency: usize) -> GenConfig {
+    GenConfig {
+        flows,
+        seed,
+        udp_fraction: f64::from(udp) / 100.0,
+        rst_fraction: f64::from(rst) / 100.0,
+        concurrency,
+        response_size: (0, 6000),
+        ..GenConfig::default()
+    }
 }
 
 fn cases() -> u32 {
@@ -189,48 +308,35 @@ proptest! {
         single_core in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = GenConfig {
-            flows,
-            seed,
-            udp_fraction: f64::from(udp) / 100.0,
-            rst_fraction: f64::from(rst) / 100.0,
-            concurrency,
-            response_size: (0, 6000),
-            ..GenConfig::default()
-        };
-        let frames = impaired(&cfg, &imp);
+        let frames = impaired(&traffic(flows, seed, udp, rst, concurrency), &imp);
         let input = dir.path().join("in.pcap");
         let mut w = PcapWriter::create(&input, LinkType::Ethernet).unwrap();
         for (ts, f) in &frames {
             w.write(*ts, f, f.len() as u32).unwrap();
         }
         w.finish().unwrap();
-        // Random parallel groups: cut the chain into runs.
-        let mut groups = Vec::new();
-        let mut cur = vec![0usize];
-        for i in 1..nfs.len() {
-            if cuts[i - 1] {
-                if cur.len() > 1 { groups.push(std::mem::take(&mut cur)); }
-                cur = vec![i];
-            } else {
-                cur.push(i);
-            }
-        }
-        if cur.len() > 1 { groups.push(cur); }
-        let text = app_text(&nfs, &groups, dir.path());
-        let app = App::parse(&text, "generated.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], single_core, ..CheckOptions::default() };
-        match check(&app, &input, &opts) {
-            // The controller refused the random groups (a dropper before a reader, ...): a
-            // correct refusal, not a divergence. Try the case without explicit groups.
-            Err(CheckError::Run { mode: Mode::D, source: RunError::Config(problems) }) => {
-                prop_assert!(problems.iter().all(|p| p.contains("parallel group")), "{problems:?}");
-                let app = App::parse(&app_text(&nfs, &[], dir.path()), "generated.toml").unwrap();
-                let r = check(&app, &input, &opts).unwrap();
-                prop_assert!(r.consistent(), "{}\n{}", r.to_text(), app_text(&nfs, &[], dir.path()));
-            }
-            Err(e) => prop_assert!(false, "{e}\n{text}"),
-            Ok(r) => prop_assert!(r.consistent(), "{}\n{text}", r.to_text()),
-        }
+        check_all_modes(&nfs, &cuts, dir.path(), &input, single_core, false)?;
+    }
+
+    #[test]
+    fn every_mode_agrees_on_corrupted_captures(
+        flows in 3usize..20,
+        seed in any::<u64>(),
+        udp in 0u8..40,
+        how in prop_oneof![
+            Just(Corruption::Truncate),
+            Just(Corruption::Flip),
+            Just(Corruption::WrongLink),
+            Just(Corruption::ZeroLength),
+        ],
+        nfs in prop::collection::vec(nf_strategy(), 1..=4),
+        cuts in prop::collection::vec(any::<bool>(), 4),
+        single_core in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = impaired(&traffic(flows, seed, udp, 0, 4), &Impair { loss: 0, dup: 0, reorder: 0, overlap: 0, rst: 0, seed });
+        let input = dir.path().join("in.pcap");
+        std::fs::write(&input, corrupted(&frames, how, seed)).unwrap();
+        check_all_modes(&nfs, &cuts, dir.path(), &input, single_core, true)?;
     }
 }

@@ -91,7 +91,12 @@ impl Actor for SlowRecorder {
         let mut seen = self.seen.lock().unwrap();
         if ev.event_type == builtin::DATA_RDY {
             let mut h = Sha256::new();
-            cx.data_ready(ev, &mut |s| h.update(s)).expect("the event's bytes are readable");
+            cx.data_ready(ev, &mut |c| {
+                if let actors::Chunk::Data(s) = c {
+                    h.update(s)
+                }
+            })
+            .expect("the event's bytes are readable");
             let to = ev.snap.frontier[usize::from(!ev.to_server())];
             let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
             seen.data.push((ev.seq, ev.to_server(), ev.aux, to, hex));
@@ -123,7 +128,7 @@ fn reference(frames: &[(u64, Vec<u8>)]) -> Seen {
             if let TcpEvent::DataReady { dir, from, to } = e {
                 let conn = tcp.get(id).or_else(|| retired.last()).unwrap();
                 let mut h = Sha256::new();
-                for s in conn.stream(dir).unwrap().read(from, to).unwrap() {
+                for s in conn.stream(dir).unwrap().read(from, to).unwrap().data() {
                     h.update(s);
                 }
                 let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();

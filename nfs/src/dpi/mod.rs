@@ -29,7 +29,8 @@
 //! datagram of each direction is classified (datagrams are not concatenated).
 //!
 //! **Per flow** (keyed by the event's flow): bytes are accumulated up to `max_bytes` per
-//! direction; after each addition [`classify`](fn@classify) runs on the whole prefix. When it detects a
+//! direction, and only up to a stream gap ([`actors::Chunk::Gap`]: bytes never received;
+//! what follows one is not read into the prefix, so a gap costs nothing); after each addition [`classify`](fn@classify) runs on the whole prefix. When it detects a
 //! protocol, or says no known protocol can match, or a bound is hit (`max_bytes` in a
 //! direction or `max_packets` payload events: a *likely* protocol — e.g. a TLS ClientHello
 //! whose SNI lies beyond the bound — is taken without host, else unknown), or the flow ends
@@ -61,7 +62,9 @@ use std::path::{Path, PathBuf};
 use actors::desc::{meta_flags, EventDesc, FlowEvent, FlowRef};
 use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict as ActorVerdict};
+use actors::{
+    Actor, ActorError, Chunk, Context, Contract, Modifies, Publication, Subscription, Verdict as ActorVerdict,
+};
 use serde::{Deserialize, Serialize};
 
 pub use self::classify::{classify, Protocol, Verdict, UNKNOWN_CODE};
@@ -171,6 +174,8 @@ struct FlowState {
     /// (client, client port, server, server port).
     tuple: Option<(IpAddr, u16, IpAddr, u16)>,
     buf: [Vec<u8>; 2],
+    /// Per direction: a stream gap was met; the prefix classified ends there.
+    gap: [bool; 2],
     /// Payload-carrying events seen.
     events: u32,
 }
@@ -316,12 +321,17 @@ impl Actor for Dpi {
         let (mut added, mut kept) = (0usize, 0usize);
         if is_data {
             st.proto = 6;
-            let buf = &mut st.buf[dir];
-            let res = cx.data_ready(ev, &mut |s| {
-                let n = s.len().min(max.saturating_sub(buf.len()));
-                buf.extend_from_slice(&s[..n]);
-                added += s.len();
-                kept += n;
+            let (buf, gap) = (&mut st.buf[dir], &mut st.gap[dir]);
+            let res = cx.data_ready(ev, &mut |c| match c {
+                // Bytes after a gap do not continue the prefix: not kept.
+                Chunk::Data(s) if !*gap => {
+                    let n = s.len().min(max.saturating_sub(buf.len()));
+                    buf.extend_from_slice(&s[..n]);
+                    added += s.len();
+                    kept += n;
+                }
+                Chunk::Data(_) => {}
+                Chunk::Gap(_) => *gap = true,
             });
             if res.is_err() {
                 self.read_errors += 1;

@@ -121,6 +121,12 @@ impl Matcher {
         d.offset = offset;
     }
 
+    /// A stream gap of `len` bytes (never received): the automata restart after it, so no
+    /// pattern matches across a gap; the offset moves over it. O(1) whatever `len`.
+    pub fn gap(&self, d: &mut DirState, len: u64) {
+        self.restart(d, d.offset.saturating_add(len));
+    }
+
     /// Steps the automata over `bytes`, the next bytes of `d`'s direction, appending each
     /// pattern match to `hits` at its absolute end offset.
     pub fn scan(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {

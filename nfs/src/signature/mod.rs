@@ -25,6 +25,10 @@
 //! it counts the payload bytes of that direction in arrival order (retransmitted bytes
 //! count again, out-of-order segments are scanned as they arrive).
 //!
+//! A **stream gap** (bytes the TCP monitor never received, [`actors::Chunk::Gap`]) is
+//! skipped in O(1), never scanned: the automata restart after it (no pattern matches across
+//! a gap) and the offset moves over it; its bytes are counted as `gap_bytes`.
+//!
 //! Each pattern match's end offset is remembered per flow and direction (at most
 //! `max_positions`; beyond that new matches are used for the event at hand and then
 //! forgotten, counted as `state_cap_hits`). A rule is a candidate when one of its patterns
@@ -58,7 +62,7 @@ use std::path::PathBuf;
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
-use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscription, Verdict};
+use actors::{Actor, ActorError, Chunk, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::{Deserialize, Serialize};
 
 use self::matcher::{DirState, Hit, Matcher};
@@ -245,6 +249,8 @@ pub struct SignatureMatch {
     out: JsonLines,
     flows: HashMap<FlowRef, FlowState>,
     bytes_scanned: u64,
+    /// Stream gap bytes skipped (never scanned).
+    gap_bytes: u64,
     pattern_matches: u64,
     candidate_matches: u64,
     alerts: u64,
@@ -297,6 +303,7 @@ impl SignatureMatch {
             out,
             flows: HashMap::new(),
             bytes_scanned: 0,
+            gap_bytes: 0,
             pattern_matches: 0,
             candidate_matches: 0,
             alerts: 0,
@@ -353,9 +360,12 @@ impl SignatureMatch {
             m.restart(d, 0);
             let mut n = 0u64;
             if cx
-                .read_stream(flow, to_server, 0, to, &mut |s| {
-                    n += s.len() as u64;
-                    m.scan(d, s, &mut hits);
+                .read_stream(flow, to_server, 0, to, &mut |c| match c {
+                    Chunk::Data(s) => {
+                        n += s.len() as u64;
+                        m.scan(d, s, &mut hits);
+                    }
+                    Chunk::Gap(len) => m.gap(d, len),
                 })
                 .is_err()
             {
@@ -498,17 +508,24 @@ impl Actor for SignatureMatch {
             self.discontinuities += u64::from(jump);
             let m = &self.m;
             let d = &mut self.flows.get_mut(&flow).expect("entry").dirs[dir];
-            let mut n = 0u64;
+            let (mut n, mut gaps) = (0u64, 0u64);
             if cx
-                .data_ready(ev, &mut |s| {
-                    n += s.len() as u64;
-                    m.scan(d, s, &mut hits);
+                .data_ready(ev, &mut |c| match c {
+                    Chunk::Data(s) => {
+                        n += s.len() as u64;
+                        m.scan(d, s, &mut hits);
+                    }
+                    Chunk::Gap(len) => {
+                        m.gap(d, len);
+                        gaps += len;
+                    }
                 })
                 .is_err()
             {
                 self.read_errors += 1;
             }
             self.bytes_scanned += n;
+            self.gap_bytes += gaps;
             had_data = n > 0;
         } else {
             let Some(view) = cx.view(ev) else {
@@ -551,6 +568,7 @@ impl Actor for SignatureMatch {
             ("rules".into(), self.m.rules().len() as u64),
             ("events_before_dpi".into(), self.gated_events),
             ("bytes_scanned".into(), self.bytes_scanned),
+            ("gap_bytes".into(), self.gap_bytes),
             ("pattern_matches".into(), self.pattern_matches),
             ("candidate_matches".into(), self.candidate_matches),
             ("alerts".into(), self.alerts),
