@@ -64,56 +64,7 @@ pub fn options<T: DeserializeOwned>(nf: &str, kind: &str, table: toml::Table) ->
     (cfg, errs.into_iter().map(|e| format!("nf `{nf}` ({kind}): {e}")).collect())
 }
 
-/// Deserializes `table` into a strict config struct and reports **every** bad key, not only
-/// the first one serde meets: each bad key is reported (``key `PATH`: MESSAGE``, `PATH` being
-/// `path` followed by the key) and left out, and the rest is tried again. The result is
-/// `Some` when what is left deserializes (the bad keys had defaults), so that the caller can
-/// go on checking it; a missing required key ends the search.
-pub fn deserialize_all<T: DeserializeOwned>(mut table: toml::Table, path: &str) -> (Option<T>, Vec<String>) {
-    let mut errs = Vec::new();
-    let mut removed = Vec::new();
-    // Each round removes one key, so this ends; the bound is a guard.
-    for _ in 0..=table.len() {
-        // One `"key" = value` per key (values inline), so that an error's span names its key.
-        let mut text = String::new();
-        let mut starts = Vec::with_capacity(table.len());
-        for (k, v) in &table {
-            starts.push((text.len(), k.clone()));
-            text.push_str(&format!("{} = {v}\n", toml::Value::String(k.clone())));
-        }
-        let e = match toml::from_str::<T>(&text) {
-            Ok(cfg) => return (Some(cfg), errs),
-            Err(e) => e,
-        };
-        let msg = e.message().trim().to_string();
-        if let Some(missing) = msg.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-            if !removed.iter().any(|r| r == missing) {
-                errs.push(format!("missing key `{path}{missing}` (it is required)"));
-            }
-            return (None, errs);
-        }
-        let key = e.span().and_then(|sp| starts.iter().rev().find(|(at, _)| *at <= sp.start)).map(|(_, k)| k.clone());
-        let Some(key) = key else {
-            errs.push(msg);
-            return (None, errs);
-        };
-        let value = table.remove(&key).unwrap_or(toml::Value::Boolean(false));
-        let found = if msg.starts_with("expected") { format!(", found {}", describe(&value)) } else { String::new() };
-        errs.push(format!("key `{path}{key}`: {msg}{found}"));
-        removed.push(key);
-    }
-    (None, errs)
-}
-
-/// A value as a message shows it: its TOML type and text (``integer 3``, ``string "80-"``).
-pub fn describe(v: &toml::Value) -> String {
-    let text = v.to_string();
-    if text.len() > 60 {
-        format!("{} {}…", v.type_str(), text.chars().take(60).collect::<String>())
-    } else {
-        format!("{} {text}", v.type_str())
-    }
-}
+pub use runtime::files::{describe, deserialize_all};
 
 /// Resolves a list of type names against the registry.
 pub fn resolve_types(nf: &str, names: &[String], reg: &EventRegistry) -> Result<Vec<EventType>, String> {

@@ -10,6 +10,12 @@
 //! even if the file grows meanwhile. It opens with `O_NONBLOCK`, so a FIFO is refused at once
 //! instead of hanging the run.
 //!
+//! # Parsing
+//!
+//! [`deserialize_all`] turns a TOML table into a strict config struct
+//! (`#[serde(deny_unknown_fields)]`) and reports every bad key, not only the first one serde
+//! meets, each with its full key path and value.
+//!
 //! # Writing
 //!
 //! [`AtomicFile`] writes to a temporary file beside the destination (same directory, so the
@@ -133,6 +139,86 @@ impl Drop for AtomicFile {
         if let (false, Some(tmp)) = (self.committed, &self.tmp) {
             let _ = std::fs::remove_file(tmp);
         }
+    }
+}
+
+/// Deserializes `table` into a strict config struct and reports **every** bad key, not only
+/// the first one serde meets: each bad key is reported (``key `PATH`: MESSAGE``, `PATH` being
+/// `path` followed by the key) and left out, and the rest is tried again. The result is
+/// `Some` when what is left deserializes (the bad keys had defaults), so that the caller can
+/// go on checking it; a missing required key ends the search.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(table: toml::Table, path: &str) -> (Option<T>, Vec<String>) {
+    let (cfg, errs) = deserialize_all_keyed(table, path);
+    (cfg, errs.into_iter().map(|e| e.to_string()).collect())
+}
+
+/// A bad key found by [`deserialize_all_keyed`]: its full path and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyError {
+    /// `path` + the key; empty when serde named no key.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.key.is_empty(), self.message.as_str()) {
+            (true, m) => f.write_str(m),
+            (false, "(it is required)") => write!(f, "missing key `{}` (it is required)", self.key),
+            (false, m) => write!(f, "key `{}`: {m}", self.key),
+        }
+    }
+}
+
+/// As [`deserialize_all`], each problem with its key apart (for callers that format it
+/// themselves).
+pub fn deserialize_all_keyed<T: serde::de::DeserializeOwned>(
+    mut table: toml::Table,
+    path: &str,
+) -> (Option<T>, Vec<KeyError>) {
+    let mut errs = Vec::new();
+    let mut removed = Vec::new();
+    // Each round removes one key, so this ends; the bound is a guard.
+    for _ in 0..=table.len() {
+        // One `"key" = value` per key (values inline), so that an error's span names its key.
+        let mut text = String::new();
+        let mut starts = Vec::with_capacity(table.len());
+        for (k, v) in &table {
+            starts.push((text.len(), k.clone()));
+            text.push_str(&format!("{} = {v}\n", toml::Value::String(k.clone())));
+        }
+        let e = match toml::from_str::<T>(&text) {
+            Ok(cfg) => return (Some(cfg), errs),
+            Err(e) => e,
+        };
+        let msg = e.message().trim().to_string();
+        if let Some(missing) = msg.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            if !removed.iter().any(|r| r == missing) {
+                errs.push(KeyError { key: format!("{path}{missing}"), message: "(it is required)".into() });
+            }
+            return (None, errs);
+        }
+        let key = e.span().and_then(|sp| starts.iter().rev().find(|(at, _)| *at <= sp.start)).map(|(_, k)| k.clone());
+        let Some(key) = key else {
+            errs.push(KeyError { key: String::new(), message: msg });
+            return (None, errs);
+        };
+        let value = table.remove(&key).unwrap_or(toml::Value::Boolean(false));
+        let found = if msg.starts_with("expected") { format!(", found {}", describe(&value)) } else { String::new() };
+        errs.push(KeyError { key: format!("{path}{key}"), message: format!("{msg}{found}") });
+        removed.push(key);
+    }
+    (None, errs)
+}
+
+/// A value as a message shows it: its TOML type and text (``integer 3``, ``string "80-"``).
+pub fn describe(v: &toml::Value) -> String {
+    let text = v.to_string();
+    if text.len() > 60 {
+        format!("{} {}…", v.type_str(), text.chars().take(60).collect::<String>())
+    } else {
+        format!("{} {text}", v.type_str())
     }
 }
 

@@ -345,9 +345,9 @@ fn default_stack() -> Arc<dyn StackConfig> {
     Arc::new(L23Config::default())
 }
 
-fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
-    let c = L23Config::deserialize(v).map_err(|e| StackConfigError::new("stack.l23", e.message()))?;
-    c.validate().map_err(|e| StackConfigError::new("stack.l23", e))?;
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>> {
+    let c: L23Config = crate::registry::parse_table(v, "stack.l23")?;
+    c.validate().map_err(|e| vec![StackConfigError::new("stack.l23", e)])?;
     Ok(Arc::new(c))
 }
 

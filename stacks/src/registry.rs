@@ -35,7 +35,7 @@ pub struct StackKind {
     /// when its table is present.
     pub default: Option<fn() -> Arc<dyn StackConfig>>,
     /// Parses and validates the stack's table.
-    pub parse: fn(toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError>,
+    pub parse: fn(toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>>,
 }
 
 /// A µStack's parsed, validated configuration: a constructor of its instances.
@@ -91,6 +91,24 @@ impl StackConfigError {
     }
 }
 
+/// Deserializes a `[stack.NAME]` table (at key path `table`, e.g. `stack.tcp.reassembly`)
+/// into a strict config struct, reporting every bad key
+/// ([`runtime::files::deserialize_all_keyed`]).
+pub fn parse_table<T: serde::de::DeserializeOwned>(v: toml::Value, table: &str) -> Result<T, Vec<StackConfigError>> {
+    let toml::Value::Table(t) = v else {
+        return Err(vec![StackConfigError::new(table, format!("must be a table, not {}", v.type_str()))]);
+    };
+    let (cfg, errs) = runtime::files::deserialize_all_keyed::<T>(t, &format!("{table}."));
+    let errs: Vec<StackConfigError> = errs
+        .into_iter()
+        .map(|e| StackConfigError::new(if e.key.is_empty() { table.to_string() } else { e.key }, e.message))
+        .collect();
+    match cfg {
+        Some(c) if errs.is_empty() => Ok(c),
+        _ => Err(errs),
+    }
+}
+
 /// A µStack of an app: its kind and its configuration.
 #[derive(Clone, Debug)]
 pub struct ConfiguredStack {
@@ -125,7 +143,7 @@ pub fn configure(mut tables: toml::Table) -> Result<Vec<ConfiguredStack>, Vec<St
         };
         match config {
             Ok(config) => stacks.push(ConfiguredStack { kind, config }),
-            Err(e) => errs.push(e),
+            Err(e) => errs.extend(e),
         }
     }
     for k in tables.keys() {

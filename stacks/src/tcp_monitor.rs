@@ -386,11 +386,38 @@ impl Actor for TcpMonitor {
 /// The TCP monitor's registration ([`crate::registry`]): `[stack.tcp]`, only when present.
 pub static STACK: StackKind = StackKind { table: "tcp", actor: "tcp", default: None, parse: parse_stack };
 
-fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, StackConfigError> {
-    let c = <TcpConfig as serde::Deserialize>::deserialize(v)
-        .map_err(|e| StackConfigError::new("stack.tcp", e.message()))?;
-    c.reassembly.validate().map_err(|e| StackConfigError::new("stack.tcp.reassembly", e.to_string()))?;
-    Ok(Arc::new(c))
+/// `[stack.tcp]` with its `[stack.tcp.reassembly]` sub-table, every bad key of both reported.
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>> {
+    let mut v = v;
+    let sub = v.as_table_mut().and_then(|t| t.remove("reassembly"));
+    let mut errs = Vec::new();
+    let reassembly = match sub
+        .map(|r| crate::registry::parse_table::<crate::reassembly::ReassemblyConfig>(r, "stack.tcp.reassembly"))
+    {
+        None => Some(crate::reassembly::ReassemblyConfig::default()),
+        Some(Ok(r)) => match r.validate() {
+            Ok(()) => Some(r),
+            Err(e) => {
+                errs.push(StackConfigError::new("stack.tcp.reassembly", e.to_string()));
+                None
+            }
+        },
+        Some(Err(e)) => {
+            errs.extend(e);
+            None
+        }
+    };
+    match (crate::registry::parse_table::<TcpConfig>(v, "stack.tcp"), reassembly) {
+        (Ok(mut c), Some(r)) if errs.is_empty() => {
+            c.reassembly = r;
+            Ok(Arc::new(c))
+        }
+        (Err(e), _) => {
+            errs.extend(e);
+            Err(errs)
+        }
+        _ => Err(errs),
+    }
 }
 
 impl StackConfig for TcpConfig {

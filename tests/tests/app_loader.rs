@@ -188,3 +188,20 @@ fn mbox_run_says_when_parallel_groups_are_ignored() {
     let o = mbox(dir.path(), &["run", a, "--input", i, "--mode", "d"]);
     assert!(o.status.success() && !text(&o).contains("ignored in mode"), "{}", text(&o));
 }
+
+/// Every bad key of every `[stack.*]` table is reported, nested tables included.
+#[test]
+fn every_bad_stack_key_is_reported() {
+    let text = "[stack.l23]\nmax_flow = 3\nmalformed = \"eat\"\n[stack.tcp]\nmemry = 1\n[stack.tcp.reassembly]\noverlap = \"middle\"\nmax_ahed = 3\n";
+    let err = microboxes::App::parse(text, "s.toml").map(|_| ()).unwrap_err().to_string();
+    for key in [
+        "stack.l23.max_flow",
+        "stack.l23.malformed",
+        "stack.tcp.memry",
+        "stack.tcp.reassembly.overlap",
+        "stack.tcp.reassembly.max_ahed",
+    ] {
+        assert!(err.contains(&format!("key `{key}`")), "`{key}` not reported in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+}
