@@ -35,7 +35,7 @@ pub struct StackKind {
     /// when its table is present.
     pub default: Option<fn() -> Arc<dyn StackConfig>>,
     /// Parses and validates the stack's table.
-    pub parse: fn(toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>>,
+    pub parse: ParseStack,
 }
 
 /// A µStack's parsed, validated configuration: a constructor of its instances.
@@ -73,6 +73,9 @@ pub struct StackInstance {
     /// The bytestreams it reassembles, for the NFs after it (the TCP monitor's).
     pub streams: Option<Arc<dyn StreamAccess>>,
 }
+
+/// Parses a `[stack.NAME]` table into its configuration, or every problem with it.
+pub type ParseStack = fn(toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>>;
 
 /// A problem with a `[stack.NAME]` table.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
