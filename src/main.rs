@@ -187,6 +187,10 @@ struct GenArgs {
     /// Flows active at the same time (interleaved).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Plant the attack strings of apps/ids.rules (sids 1000001-1000004) in N TCP flows,
+    /// spread over the run; --manifest names each carrier's attack and sid.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    attacks: usize,
 }
 
 #[derive(Args)]
@@ -253,7 +257,7 @@ fn main() {
 }
 
 fn cmd_gen(a: GenArgs) -> Result<()> {
-    let mut cfg = GenConfig { flows: a.flows, seed: a.seed, ..GenConfig::default() };
+    let mut cfg = GenConfig { flows: a.flows, seed: a.seed, attacks: a.attacks, ..GenConfig::default() };
     if let Some(v) = a.udp_fraction {
         cfg.udp_fraction = v;
     }
@@ -303,6 +307,14 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
         summary.flows.len() - tcp,
         a.output.display()
     );
+    if a.attacks > 0 {
+        eprintln!(
+            "mbox gen: planted {} of {} attacks (apps/ids.rules sids 1000001-1000004){}",
+            summary.attacks,
+            a.attacks,
+            if summary.attacks < a.attacks as u64 { "; too few TCP flows for the rest" } else { "" }
+        );
+    }
     Ok(())
 }
 
