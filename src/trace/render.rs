@@ -95,9 +95,10 @@ impl Util {
             let r = index[&(s.actor.as_str(), s.core)];
             let (a, b) = (s.start_us, s.start_us + s.dur_us);
             count[r][bucket(a)] += 1;
-            for k in bucket(a)..=bucket(b) {
+            let (first, last) = (bucket(a), bucket(b));
+            for (k, v) in busy[r].iter_mut().enumerate().take(last + 1).skip(first) {
                 let (ka, kb) = (t0 + k as f64 * bw, t0 + (k + 1) as f64 * bw);
-                busy[r][k] += (b.min(kb) - a.max(ka)).max(0.0);
+                *v += (b.min(kb) - a.max(ka)).max(0.0);
             }
         }
         for row in &mut busy {

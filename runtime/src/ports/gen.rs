@@ -450,7 +450,7 @@ struct Attacker {
 impl Attacker {
     fn new(cfg: &GenConfig) -> Attacker {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xa77a_c4ed_5eed_0001);
-        let stride = if cfg.attacks == 0 { 1 } else { (cfg.flows / cfg.attacks).max(1) };
+        let stride = cfg.flows.checked_div(cfg.attacks).unwrap_or(1).max(1);
         let next_at = rng.gen_range(0..stride);
         Attacker { rng, stride, planted: 0, wanted: cfg.attacks, next_at }
     }
