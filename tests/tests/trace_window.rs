@@ -93,6 +93,13 @@ fn mbox_trace_render_window_and_packets() {
     assert!(text(&o).contains("FROM is after TO"), "{}", text(&o));
 }
 
+/// A trace file and its complete (`ph: "X"`) events.
+fn complete_events(p: &std::path::Path) -> (Value, Vec<Value>) {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let x = v["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "X").cloned().collect();
+    (v, x)
+}
+
 #[test]
 fn run_trace_selection_and_the_limit_hint() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,8 +107,7 @@ fn run_trace_selection_and_the_limit_hint() {
     gen_pcap(&input, &GenConfig { flows: 10, seed: 5, ..GenConfig::default() });
     let app = example_app(dir.path());
     let run = |extra: &[&str]| {
-        let mut args = vec!["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "-q"];
-        args.retain(|a| *a != "-q");
+        let mut args = vec!["run", app.to_str().unwrap(), "--input", input.to_str().unwrap()];
         args.extend_from_slice(extra);
         mbox(dir.path(), &args)
     };
@@ -118,26 +124,14 @@ fn run_trace_selection_and_the_limit_hint() {
     let o = run(&["--trace", "p.json", "--trace-packets", "5..7"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("recorded (packets 5..7)"), "{}", text(&o));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("p.json")).unwrap()).unwrap();
-    let packets: Vec<u64> = v["traceEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["ph"] == "X")
-        .map(|e| e["args"]["packet"].as_u64().unwrap())
-        .collect();
+    let (v, spans) = complete_events(&dir.path().join("p.json"));
+    let packets: Vec<u64> = spans.iter().map(|e| e["args"]["packet"].as_u64().unwrap()).collect();
     assert!(!packets.is_empty() && packets.iter().all(|p| (5..=7).contains(p)), "{packets:?}");
     assert_eq!(v["metadata"]["selection"], "packets 5..7");
     // A window: every span starts in it.
     let o = run(&["--trace", "w.json", "--trace-window", "..0.5"]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("w.json")).unwrap()).unwrap();
-    let ts: Vec<f64> = v["traceEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["ph"] == "X")
-        .map(|e| e["ts"].as_f64().unwrap())
-        .collect();
+    let ts: Vec<f64> =
+        complete_events(&dir.path().join("w.json")).1.iter().map(|e| e["ts"].as_f64().unwrap()).collect();
     assert!(!ts.is_empty() && ts.iter().all(|t| *t < 500.0), "{ts:?}");
 }
