@@ -99,6 +99,17 @@ struct TraceRenderArgs {
     /// Output file: *.html or *.svg.
     #[arg(short, long)]
     output: PathBuf,
+    /// Draw only slices that start in this window, in ms from the trace's start: FROM..TO
+    /// (TO excluded; e.g. 100..120; either side may be left out).
+    #[arg(long, value_name = "FROM..TO", value_parser = microboxes::trace::export::Selection::parse_window_ms)]
+    window: Option<(f64, f64)>,
+    /// Draw only the slices of these packets (numbers in the input, inclusive): FROM..TO.
+    #[arg(long, value_name = "FROM..TO", value_parser = microboxes::trace::export::Selection::parse_packets)]
+    packets: Option<(u64, u64)>,
+    /// Draw at most this many single slices; with more selected, draw each actor's
+    /// utilisation (busy fraction over time) instead.
+    #[arg(long, value_name = "N", default_value_t = microboxes::trace::render::MAX_SLICES)]
+    max_slices: usize,
 }
 
 #[derive(Args)]
@@ -227,6 +238,10 @@ struct GenArgs {
     /// Flows active at the same time (interleaved).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Plant the attack strings of apps/ids.rules (sids 1000001-1000004) in N TCP flows,
+    /// spread over the run; --manifest names each carrier's attack and sid.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    attacks: usize,
 }
 
 #[derive(Args)]
@@ -279,6 +294,14 @@ struct RunArgs {
     /// With --trace: keep at most this many spans per actor (the rest are counted as dropped).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, requires = "trace")]
     trace_limit: usize,
+    /// With --trace: write only spans that start in this window, in ms from the run's first
+    /// span: FROM..TO (TO excluded; either side may be left out).
+    #[arg(long, value_name = "FROM..TO", requires = "trace", value_parser = microboxes::trace::export::Selection::parse_window_ms)]
+    trace_window: Option<(f64, f64)>,
+    /// With --trace: write only the spans of these packets (numbers in the input,
+    /// inclusive): FROM..TO.
+    #[arg(long, value_name = "FROM..TO", requires = "trace", value_parser = microboxes::trace::export::Selection::parse_packets)]
+    trace_packets: Option<(u64, u64)>,
 }
 
 fn main() {
@@ -357,7 +380,7 @@ fn cmd_shm(c: ShmCmd) -> Result<()> {
 }
 
 fn cmd_gen(a: GenArgs) -> Result<()> {
-    let mut cfg = GenConfig { flows: a.flows, seed: a.seed, ..GenConfig::default() };
+    let mut cfg = GenConfig { flows: a.flows, seed: a.seed, attacks: a.attacks, ..GenConfig::default() };
     if let Some(v) = a.udp_fraction {
         cfg.udp_fraction = v;
     }
@@ -406,6 +429,14 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
         summary.flows.len() - tcp,
         a.output.display()
     );
+    if a.attacks > 0 {
+        eprintln!(
+            "mbox gen: planted {} of {} attacks (apps/ids.rules sids 1000001-1000004){}",
+            summary.attacks,
+            a.attacks,
+            if summary.attacks < a.attacks as u64 { "; too few TCP flows for the rest" } else { "" }
+        );
+    }
     Ok(())
 }
 
@@ -426,15 +457,33 @@ fn cmd_fig4(a: Fig4Args) -> Result<()> {
 }
 
 fn cmd_trace_render(a: TraceRenderArgs) -> Result<()> {
-    use microboxes::trace::render::{render_to_file, Format};
+    use microboxes::trace::render::{render_to_file, Format, RenderOptions, Selection};
     Format::from_path(&a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
     let spans = microboxes::trace::export::read_chrome_trace(&a.input).map_err(|e| anyhow::anyhow!("{e}"))?;
     let title = format!(
         "mbox trace: {}",
         a.input.file_name().map_or_else(|| a.input.display().to_string(), |n| n.to_string_lossy().into_owned())
     );
-    let (drawn, total) = render_to_file(&spans, &title, &a.output).map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("mbox trace render: drew {drawn} of {total} spans to {}", a.output.display());
+    let selection = Selection { window_us: a.window, packets: a.packets };
+    let opts = RenderOptions { max_slices: a.max_slices, selection, ..RenderOptions::default() };
+    let d = render_to_file(&spans, &title, &a.output, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sel = if selection.is_all() {
+        String::new()
+    } else {
+        format!(" ({} selected: {})", d.selected, selection.describe())
+    };
+    if d.aggregated {
+        eprintln!(
+            "mbox trace render: {} of {} spans{sel} are more than --max-slices {}: drew each actor's utilisation \
+             over time to {} (choose --window or --packets to see single spans)",
+            d.selected,
+            d.total,
+            a.max_slices,
+            a.output.display()
+        );
+    } else {
+        eprintln!("mbox trace render: drew {} of {} spans{sel} to {}", d.slices, d.total, a.output.display());
+    }
     Ok(())
 }
 
@@ -578,18 +627,32 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
 
     let mut report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let (Some(p), Some(t)) = (&a.trace, &report.trace) {
-        microboxes::trace::export::write_chrome_trace(p, t).with_context(|| format!("writing {}", p.display()))?;
+        let sel = microboxes::trace::export::Selection { window_us: a.trace_window, packets: a.trace_packets };
+        let written = microboxes::trace::export::write_chrome_trace_selected(p, t, &sel)
+            .with_context(|| format!("writing {}", p.display()))?;
         report.files.push(microboxes::report::FileLine {
             path: p.display().to_string(),
             written_by: "mbox".into(),
-            what: format!("trace (--trace), {} spans", t.spans.len()),
+            what: format!("trace (--trace), {written} spans"),
             bytes: std::fs::metadata(p).ok().map(|m| m.len()),
             lines: None,
             packets: None,
         });
         if !a.quiet {
-            let hint = if t.dropped > 0 { "; raise --trace-limit to keep more" } else { "" };
-            println!("mbox run: wrote {} spans to {} ({} dropped{hint})", t.spans.len(), p.display(), t.dropped);
+            let of = if sel.is_all() {
+                String::new()
+            } else {
+                format!(" of {} recorded ({})", t.spans.len(), sel.describe())
+            };
+            let dropped = if t.dropped > 0 {
+                format!(
+                    "; {} dropped at the limit of {} per actor: raise --trace-limit to keep more",
+                    t.dropped, a.trace_limit
+                )
+            } else {
+                String::new()
+            };
+            println!("mbox run: wrote {written} spans{of} to {}{dropped}", p.display());
         }
     }
     if let Some(p) = &a.stats_json {

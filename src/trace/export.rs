@@ -16,8 +16,11 @@
 //!   handler's span.
 //!
 //! [`write_chrome_trace`] streams the same events to a file without building the whole
-//! JSON tree; [`read_chrome_trace`] loads any Chrome trace back as [`RenderSpan`]s for
-//! [`crate::trace::render`].
+//! JSON tree; [`write_chrome_trace_selected`] writes only the spans a [`Selection`] keeps (a
+//! time window and/or a packet range: `mbox run --trace-window/--trace-packets`), with
+//! times still measured from the run's first span, so windows mean the same in the file
+//! and in `mbox trace render --window`; [`read_chrome_trace`] loads any Chrome trace back
+//! as [`RenderSpan`]s for [`crate::trace::render`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;
@@ -28,6 +31,87 @@ use serde_json::{json, Value};
 
 /// The pid of the one process in the exported trace.
 pub const PID: u64 = 1;
+
+/// Which spans to keep: a time window (from, up to but not including, to) and/or a packet
+/// range (inclusive). The default keeps everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Selection {
+    /// Keep spans that start in `from..to` (`to` excluded), µs from the trace's first span.
+    pub window_us: Option<(f64, f64)>,
+    /// Keep spans of packets `from..=to` (numbers in the input, from 1).
+    pub packets: Option<(u64, u64)>,
+}
+
+impl Selection {
+    /// True when the selection keeps everything.
+    pub fn is_all(&self) -> bool {
+        self.window_us.is_none() && self.packets.is_none()
+    }
+
+    /// Whether a span that starts at `start_us` (µs from the trace's first span) for packet
+    /// `seq` is kept; a span without a packet number is kept only without a packet range.
+    pub fn keeps(&self, start_us: f64, seq: Option<u64>) -> bool {
+        self.window_us.is_none_or(|(a, b)| start_us >= a && start_us < b)
+            && self.packets.is_none_or(|(a, b)| seq.is_some_and(|s| s >= a && s <= b))
+    }
+
+    /// For messages: `packets 10..20, window 1.5..3 ms`, or `everything`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some((a, b)) = self.packets {
+            parts.push(format!("packets {a}..{b}"));
+        }
+        if let Some((a, b)) = self.window_us {
+            parts.push(format!("window {}..{} ms", a / 1000.0, b / 1000.0));
+        }
+        if parts.is_empty() {
+            "everything".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Parses a window in milliseconds, `FROM..TO` (either side may be left out).
+    pub fn parse_window_ms(s: &str) -> Result<(f64, f64), String> {
+        let (a, b) = split_range(s)?;
+        let num = |t: &str, dflt: f64| -> Result<f64, String> {
+            if t.is_empty() {
+                return Ok(dflt);
+            }
+            match t.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * 1000.0),
+                _ => Err(format!("`{s}`: `{t}` is not a time in ms (a number >= 0)")),
+            }
+        };
+        let (a, b) = (num(a, 0.0)?, num(b, f64::MAX)?);
+        if a > b {
+            return Err(format!("`{s}`: FROM is after TO"));
+        }
+        Ok((a, b))
+    }
+
+    /// Parses a packet range, `FROM..TO` (inclusive; either side may be left out).
+    pub fn parse_packets(s: &str) -> Result<(u64, u64), String> {
+        let (a, b) = split_range(s)?;
+        let num = |t: &str, dflt: u64| -> Result<u64, String> {
+            if t.is_empty() {
+                return Ok(dflt);
+            }
+            t.parse::<u64>().map_err(|_| format!("`{s}`: `{t}` is not a packet number"))
+        };
+        let (a, b) = (num(a, 0)?, num(b, u64::MAX)?);
+        if a > b {
+            return Err(format!("`{s}`: FROM is after TO"));
+        }
+        Ok((a, b))
+    }
+}
+
+fn split_range(s: &str) -> Result<(&str, &str), String> {
+    s.split_once("..")
+        .map(|(a, b)| (a.trim(), b.trim()))
+        .ok_or_else(|| format!("`{s}` is not a range FROM..TO (e.g. 100..200; either side may be left out)"))
+}
 
 /// One slice to draw: a span with its names resolved and its times in microseconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,9 +242,16 @@ fn publisher_links(spans: &[&Span]) -> Vec<Option<usize>> {
 }
 
 /// Every trace event, in output order, handed to `emit` one at a time.
-fn for_each_event(data: &TraceData, mut emit: impl FnMut(Value) -> std::io::Result<()>) -> std::io::Result<()> {
+fn for_each_event(
+    data: &TraceData,
+    sel: &Selection,
+    mut emit: impl FnMut(Value) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let names = Names::new(data);
-    let spans = sorted(data);
+    let mut spans = sorted(data);
+    if !sel.is_all() {
+        spans.retain(|s| sel.keeps(names.ts_us(s.start_ns), Some(s.seq)));
+    }
     let cores: BTreeSet<u16> = data.actors.iter().map(|a| a.core).chain(spans.iter().map(|s| s.core)).collect();
 
     emit(json!({"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "ts": 0, "args": {"name": "mbox"}}))?;
@@ -215,11 +306,18 @@ fn for_each_event(data: &TraceData, mut emit: impl FnMut(Value) -> std::io::Resu
     Ok(())
 }
 
-fn metadata(data: &TraceData) -> Value {
+fn metadata(data: &TraceData, sel: &Selection) -> Value {
     let names = Names::new(data);
+    let kept = if sel.is_all() {
+        data.spans.len()
+    } else {
+        data.spans.iter().filter(|s| sel.keeps(names.ts_us(s.start_ns), Some(s.seq))).count()
+    };
     json!({
         "source": "microboxes",
-        "spans": data.spans.len(),
+        "spans": kept,
+        "recorded_spans": data.spans.len(),
+        "selection": sel.describe(),
         "dropped_spans": data.dropped,
         "origin_ns": names.origin,
         "actors": data.actors,
@@ -230,31 +328,40 @@ fn metadata(data: &TraceData) -> Value {
 /// The trace as Chrome Trace Event JSON (object format).
 pub fn chrome_trace(data: &TraceData) -> Value {
     let mut events = Vec::with_capacity(data.spans.len() * 3 + 16);
-    let _ = for_each_event(data, |e| {
+    let sel = Selection::default();
+    let _ = for_each_event(data, &sel, |e| {
         events.push(e);
         Ok(())
     });
-    json!({"traceEvents": events, "displayTimeUnit": "ns", "metadata": metadata(data)})
+    json!({"traceEvents": events, "displayTimeUnit": "ns", "metadata": metadata(data, &sel)})
 }
 
 /// Writes [`chrome_trace`]'s JSON to `path`, one event per line, without building it in
 /// memory first.
 pub fn write_chrome_trace(path: &Path, data: &TraceData) -> std::io::Result<()> {
+    write_chrome_trace_selected(path, data, &Selection::default()).map(|_| ())
+}
+
+/// [`write_chrome_trace`] of the spans `sel` keeps; returns how many were written.
+pub fn write_chrome_trace_selected(path: &Path, data: &TraceData, sel: &Selection) -> std::io::Result<usize> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
     w.write_all(b"{\"displayTimeUnit\":\"ns\",\"metadata\":")?;
-    serde_json::to_writer(&mut w, &metadata(data))?;
+    serde_json::to_writer(&mut w, &metadata(data, sel))?;
     w.write_all(b",\"traceEvents\":[\n")?;
     let mut first = true;
-    for_each_event(data, |e| {
+    let mut spans = 0;
+    for_each_event(data, sel, |e| {
         if !first {
             w.write_all(b",\n")?;
         }
         first = false;
+        spans += usize::from(e.get("ph").and_then(Value::as_str) == Some("X"));
         serde_json::to_writer(&mut w, &e)?;
         Ok(())
     })?;
     w.write_all(b"\n]}\n")?;
-    w.flush()
+    w.flush()?;
+    Ok(spans)
 }
 
 /// The complete (`ph: "X"`) events of a Chrome trace as [`RenderSpan`]s, sorted by core

@@ -9,15 +9,21 @@
 //!
 //! Slices are coloured by packet (a fixed palette indexed by the packet number, so packet 1
 //! always has the same colour) and labelled `actor #packet` when wide enough. Every slice
-//! carries an SVG `<title>` with its details. Large traces are capped at
-//! [`RenderOptions::max_slices`] slices (the earliest ones); the header says how many were
-//! drawn of how many recorded.
+//! carries an SVG `<title>` with its details.
+//!
+//! **Selection and large traces**: [`RenderOptions::selection`] keeps only the slices of a
+//! time window and/or a packet range (`mbox trace render --window/--packets`). When more
+//! slices remain than [`RenderOptions::max_slices`], the page draws no single slices but
+//! each actor's **utilisation**: one row per actor, the time range cut into buckets, each
+//! bucket a bar as high as the fraction of it the actor was busy (hover for the numbers);
+//! the header says so and how to see single slices. Either way the header says how many
+//! slices were drawn (or aggregated) of how many recorded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use crate::trace::export::RenderSpan;
+pub use crate::trace::export::{RenderSpan, Selection};
 
 /// The colours of packets 1, 2, 3, ... (ColorBrewer Set3: light enough for black text).
 pub const PALETTE: [&str; 12] = [
@@ -27,19 +33,80 @@ pub const PALETTE: [&str; 12] = [
 
 /// The default cap on drawn slices.
 pub const MAX_SLICES: usize = 20_000;
+/// Time buckets of the utilisation view.
+pub const UTIL_BUCKETS: usize = 300;
 
 /// Layout choices.
 #[derive(Clone, Debug)]
 pub struct RenderOptions {
     /// Total width in pixels.
     pub width: u32,
-    /// Draw at most this many slices (the earliest).
+    /// Draw at most this many slices; with more selected, draw per-actor utilisation.
     pub max_slices: usize,
+    /// Which slices to draw.
+    pub selection: Selection,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions { width: 1400, max_slices: MAX_SLICES }
+        RenderOptions { width: 1400, max_slices: MAX_SLICES, selection: Selection::default() }
+    }
+}
+
+/// What a render drew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drawn {
+    /// Single slices drawn (0 in the utilisation view).
+    pub slices: usize,
+    /// Slices the selection kept.
+    pub selected: usize,
+    /// Slices in the input.
+    pub total: usize,
+    /// True when the selected slices were drawn as per-actor utilisation.
+    pub aggregated: bool,
+}
+
+/// The utilisation view: per actor, the busy fraction of each time bucket.
+struct Util {
+    /// (actor, core) per row, sorted by core then actor.
+    rows: Vec<(String, u64)>,
+    /// `busy[row][bucket]`, in [0, 1].
+    busy: Vec<Vec<f64>>,
+    /// Slices starting in each row and bucket (for the hover text).
+    count: Vec<Vec<u64>>,
+}
+
+impl Util {
+    fn new(slices: &[&RenderSpan], t0: f64, t1: f64) -> Util {
+        let rows: Vec<(String, u64)> = slices
+            .iter()
+            .map(|s| (s.core, s.actor.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(c, a)| (a.to_string(), c))
+            .collect();
+        let index: BTreeMap<(&str, u64), usize> =
+            rows.iter().enumerate().map(|(i, (a, c))| ((a.as_str(), *c), i)).collect();
+        let bw = (t1 - t0) / UTIL_BUCKETS as f64;
+        let mut busy = vec![vec![0.0; UTIL_BUCKETS]; rows.len()];
+        let mut count = vec![vec![0u64; UTIL_BUCKETS]; rows.len()];
+        let bucket = |t: f64| (((t - t0) / bw).floor().max(0.0) as usize).min(UTIL_BUCKETS - 1);
+        for s in slices {
+            let r = index[&(s.actor.as_str(), s.core)];
+            let (a, b) = (s.start_us, s.start_us + s.dur_us);
+            count[r][bucket(a)] += 1;
+            let (first, last) = (bucket(a), bucket(b));
+            for (k, v) in busy[r].iter_mut().enumerate().take(last + 1).skip(first) {
+                let (ka, kb) = (t0 + k as f64 * bw, t0 + (k + 1) as f64 * bw);
+                *v += (b.min(kb) - a.max(ka)).max(0.0);
+            }
+        }
+        for row in &mut busy {
+            for v in row.iter_mut() {
+                *v = (*v / bw).clamp(0.0, 1.0);
+            }
+        }
+        Util { rows, busy, count }
     }
 }
 
@@ -101,10 +168,15 @@ fn fmt_us(t: f64, step: f64) -> String {
     format!("{t:.decimals$} µs")
 }
 
-/// What is drawn: the rows, the kept slices and the time range.
+/// What is drawn: the rows, the kept slices (or their utilisation) and the time range.
 struct Layout<'a> {
     cores: Vec<u64>,
     slices: Vec<&'a RenderSpan>,
+    /// Set instead of `slices` when too many were selected.
+    util: Option<Util>,
+    selection: Selection,
+    selected: usize,
+    max_slices: usize,
     total: usize,
     t0: f64,
     t1: f64,
@@ -113,11 +185,17 @@ struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     fn new(spans: &'a [RenderSpan], opts: &RenderOptions) -> Layout<'a> {
-        let mut slices: Vec<&RenderSpan> =
-            spans.iter().filter(|s| s.start_us.is_finite() && s.dur_us.is_finite()).collect();
+        let sel = opts.selection;
+        let mut slices: Vec<&RenderSpan> = spans
+            .iter()
+            .filter(|s| s.start_us.is_finite() && s.dur_us.is_finite() && sel.keeps(s.start_us, s.seq))
+            .collect();
         slices.sort_by(|a, b| a.start_us.total_cmp(&b.start_us));
-        slices.truncate(opts.max_slices);
-        let cores: Vec<u64> = spans.iter().map(|s| s.core).collect::<BTreeSet<_>>().into_iter().collect();
+        let selected = slices.len();
+        // Every core of the trace gets a row, unless a selection narrows it.
+        let all: &[RenderSpan] = if sel.is_all() { spans } else { &[] };
+        let cores: Vec<u64> =
+            all.iter().chain(slices.iter().copied()).map(|s| s.core).collect::<BTreeSet<_>>().into_iter().collect();
         let t0 = slices.iter().map(|s| s.start_us).fold(f64::INFINITY, f64::min);
         let t1 = slices.iter().map(|s| s.start_us + s.dur_us).fold(f64::NEG_INFINITY, f64::max);
         let (t0, t1) = if t0.is_finite() && t1 > t0 {
@@ -127,7 +205,35 @@ impl<'a> Layout<'a> {
         } else {
             (0.0, 1.0)
         };
-        Layout { cores, slices, total: spans.len(), t0, t1, width: f64::from(opts.width.max(300)) }
+        let util = (selected > opts.max_slices).then(|| Util::new(&slices, t0, t1));
+        if util.is_some() {
+            slices.clear();
+        }
+        Layout {
+            cores,
+            slices,
+            util,
+            selection: sel,
+            selected,
+            max_slices: opts.max_slices,
+            total: spans.len(),
+            t0,
+            t1,
+            width: f64::from(opts.width.max(300)),
+        }
+    }
+
+    fn drawn(&self) -> Drawn {
+        Drawn { slices: self.slices.len(), selected: self.selected, total: self.total, aggregated: self.util.is_some() }
+    }
+
+    /// Rows: cores, or (utilisation) actors.
+    fn row_count(&self) -> usize {
+        self.util.as_ref().map_or(self.cores.len(), |u| u.rows.len())
+    }
+
+    fn row_top(&self, i: usize) -> f64 {
+        TOP + i as f64 * (ROW_H + ROW_GAP)
     }
 
     fn plot_w(&self) -> f64 {
@@ -135,7 +241,7 @@ impl<'a> Layout<'a> {
     }
 
     fn height(&self) -> f64 {
-        TOP + self.cores.len().max(1) as f64 * (ROW_H + ROW_GAP) + 24.0
+        TOP + self.row_count().max(1) as f64 * (ROW_H + ROW_GAP) + 24.0
     }
 
     fn x(&self, t: f64) -> f64 {
@@ -143,26 +249,41 @@ impl<'a> Layout<'a> {
     }
 
     fn row_y(&self, core: u64) -> f64 {
-        let i = self.cores.iter().position(|&c| c == core).unwrap_or(0);
-        TOP + i as f64 * (ROW_H + ROW_GAP)
+        self.row_top(self.cores.iter().position(|&c| c == core).unwrap_or(0))
     }
 
     fn summary(&self) -> String {
-        format!(
-            "{} cores · drew {} of {} slices{} · {:.3} µs to {:.3} µs",
-            self.cores.len(),
-            self.slices.len(),
-            self.total,
-            if self.slices.len() < self.total { " (the earliest)" } else { "" },
-            self.t0,
-            self.t1
-        )
+        let sel = if self.selection.is_all() {
+            String::new()
+        } else {
+            format!(" ({} selected: {})", self.selected, self.selection.describe())
+        };
+        let range = format!("{:.3} µs to {:.3} µs", self.t0, self.t1);
+        match &self.util {
+            None => format!(
+                "{} cores · drew {} of {} slices{sel} · {range}",
+                self.cores.len(),
+                self.slices.len(),
+                self.total
+            ),
+            Some(u) => format!(
+                "{} actors · utilisation view: {} slices selected of {}{sel}, more than the {} drawn one by one, \
+                 so each row shows an actor's busy fraction in {} buckets of {:.3} µs · choose a window \
+                 (--window FROM..TO, ms) or packets (--packets FROM..TO) to see single slices · {range}",
+                u.rows.len(),
+                self.selected,
+                self.total,
+                self.max_slices,
+                UTIL_BUCKETS,
+                (self.t1 - self.t0) / UTIL_BUCKETS as f64
+            ),
+        }
     }
 
     /// The SVG. `interactive` adds the data attributes the HTML page's script uses.
     fn svg(&self, title: &str, interactive: bool) -> String {
         let (w, h, pw) = (self.width, self.height(), self.plot_w());
-        let rows_h = self.cores.len().max(1) as f64 * (ROW_H + ROW_GAP);
+        let rows_h = self.row_count().max(1) as f64 * (ROW_H + ROW_GAP);
         let mut o = String::with_capacity(256 + self.slices.len() * 220);
         let _ = write!(
             o,
@@ -180,24 +301,14 @@ impl<'a> Layout<'a> {
             let _ = write!(o, r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
             let _ = write!(o, r##"<text x="10" y="38" fill="#555">{}</text>"##, esc(&self.summary()));
         }
-        // Rows.
-        o.push_str(r#"<g id="rows">"#);
-        for (i, c) in self.cores.iter().enumerate() {
-            let y = self.row_y(*c);
-            let fill = if i % 2 == 0 { "#f4f4f4" } else { "#ebebeb" };
-            let _ = write!(
-                o,
-                r#"<g class="row" data-core="{c}"><rect x="{LEFT}" y="{y}" width="{pw}" height="{ROW_H}" fill="{fill}"/><text x="10" y="{ty}" font-size="12" font-weight="bold">core {c}</text></g>"#,
-                ty = y + ROW_H / 2.0 + 4.0
-            );
-        }
-        o.push_str("</g>");
+        self.rows(&mut o);
         // Axis (the HTML page's script redraws it on zoom).
         o.push_str(r#"<g id="axis">"#);
         self.axis(&mut o, rows_h);
         o.push_str("</g>");
         // Slices.
         o.push_str(r#"<g id="slices" clip-path="url(#plot)">"#);
+        self.util_bars(&mut o, interactive);
         let scale = pw / (self.t1 - self.t0);
         for s in &self.slices {
             let x = self.x(s.start_us);
@@ -233,7 +344,7 @@ impl<'a> Layout<'a> {
             }
         }
         o.push_str("</g>");
-        if self.slices.is_empty() {
+        if self.slices.is_empty() && self.util.is_none() {
             let _ = write!(
                 o,
                 r##"<text x="{}" y="{}" fill="#888">no spans recorded</text>"##,
@@ -243,6 +354,66 @@ impl<'a> Layout<'a> {
         }
         o.push_str("</svg>");
         o
+    }
+
+    /// The row backgrounds and names: `core N`, or (utilisation) `actor · core N`.
+    fn rows(&self, o: &mut String) {
+        let pw = self.plot_w();
+        o.push_str(r#"<g id="rows">"#);
+        let names: Vec<(String, String)> = match &self.util {
+            None => self.cores.iter().map(|c| (format!("core {c}"), format!(r#"data-core="{c}""#))).collect(),
+            Some(u) => u
+                .rows
+                .iter()
+                .map(|(a, c)| (format!("{a} · core {c}"), format!(r#"data-core="{c}" data-actor="{}""#, esc(a))))
+                .collect(),
+        };
+        for (i, (name, data)) in names.iter().enumerate() {
+            let y = self.row_top(i);
+            let fill = if i % 2 == 0 { "#f4f4f4" } else { "#ebebeb" };
+            let _ = write!(
+                o,
+                r#"<g class="row" {data}><rect x="{LEFT}" y="{y}" width="{pw}" height="{ROW_H}" fill="{fill}"/><text x="10" y="{ty}" font-size="12" font-weight="bold">{}</text></g>"#,
+                esc(name),
+                ty = y + ROW_H / 2.0 + 4.0
+            );
+        }
+        o.push_str("</g>");
+    }
+
+    /// The utilisation view's bars (class `s util`), one per actor and busy bucket.
+    fn util_bars(&self, o: &mut String, interactive: bool) {
+        let Some(u) = &self.util else { return };
+        let bw = (self.t1 - self.t0) / UTIL_BUCKETS as f64;
+        let scale = self.plot_w() / (self.t1 - self.t0);
+        for (r, (actor, core)) in u.rows.iter().enumerate() {
+            for (k, &f) in u.busy[r].iter().enumerate() {
+                if f <= 0.0 && u.count[r][k] == 0 {
+                    continue;
+                }
+                let t = self.t0 + k as f64 * bw;
+                let h = ((ROW_H - 6.0) * f).max(1.0);
+                let y = self.row_top(r) + ROW_H - 3.0 - h;
+                let _ = write!(
+                    o,
+                    r##"<rect class="s util" x="{:.2}" y="{y:.2}" width="{:.2}" height="{h:.2}" fill="#4a78c2""##,
+                    self.x(t),
+                    bw * scale
+                );
+                if interactive {
+                    let _ = write!(o, r#" data-s="{t:.3}" data-d="{bw:.3}" data-l="""#);
+                }
+                let _ = write!(
+                    o,
+                    "><title>{} · core {core}\n{:.3} µs to {:.3} µs\nbusy {:.1} % · {} slices start here</title></rect>",
+                    esc(actor),
+                    t,
+                    t + bw,
+                    f * 100.0,
+                    u.count[r][k]
+                );
+            }
+        }
     }
 
     fn axis(&self, o: &mut String, rows_h: f64) {
@@ -298,7 +469,10 @@ pub fn render_svg(spans: &[RenderSpan], title: &str) -> String {
 
 /// [`render_svg`] with layout options.
 pub fn render_svg_with(spans: &[RenderSpan], title: &str, opts: &RenderOptions) -> String {
-    let layout = Layout::new(spans, opts);
+    svg_doc(&Layout::new(spans, opts), title)
+}
+
+fn svg_doc(layout: &Layout, title: &str) -> String {
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}\n", layout.svg(title, false))
 }
 
@@ -309,7 +483,10 @@ pub fn render_html(spans: &[RenderSpan], title: &str) -> String {
 
 /// [`render_html`] with layout options.
 pub fn render_html_with(spans: &[RenderSpan], title: &str, opts: &RenderOptions) -> String {
-    let layout = Layout::new(spans, opts);
+    html_page(&Layout::new(spans, opts), title)
+}
+
+fn html_page(layout: &Layout, title: &str) -> String {
     let svg = layout.svg(title, true);
     let mut o = String::with_capacity(svg.len() + 8192);
     let _ = write!(
@@ -330,7 +507,7 @@ rect.s:hover {{ stroke: #000; stroke-width: 1; }}
 </style></head>
 <body>
 <h1>{t}</h1>
-<div id="info">{info} · colour = packet · hover a slice for details</div>
+<div id="info">{info} · {legend}</div>
 <div id="controls">from <input id="t0" type="number" step="any"> to <input id="t1" type="number" step="any"> µs
 <button id="zoom">Zoom</button> <button id="reset">Reset</button> <span style="color:#777">or drag across the timeline to zoom (or open page.html#FROM-TO)</span></div>
 <div id="wrap">{svg}</div>
@@ -342,6 +519,11 @@ rect.s:hover {{ stroke: #000; stroke-width: 1; }}
 "#,
         t = esc(title),
         info = esc(&layout.summary()),
+        legend = if layout.util.is_some() {
+            "bar height = busy fraction · hover a bar for details"
+        } else {
+            "colour = packet · hover a slice for details"
+        },
         js = SCRIPT,
     );
     o
@@ -473,14 +655,14 @@ impl Format {
     }
 }
 
-/// Renders `spans` to `out` in the format its extension names; returns (drawn, recorded).
-pub fn render_to_file(spans: &[RenderSpan], title: &str, out: &Path) -> Result<(usize, usize), String> {
+/// Renders `spans` to `out` in the format its extension names.
+pub fn render_to_file(spans: &[RenderSpan], title: &str, out: &Path, opts: &RenderOptions) -> Result<Drawn, String> {
     let format = Format::from_path(out)?;
-    let opts = RenderOptions::default();
+    let layout = Layout::new(spans, opts);
     let text = match format {
-        Format::Html => render_html_with(spans, title, &opts),
-        Format::Svg => render_svg_with(spans, title, &opts),
+        Format::Html => html_page(&layout, title),
+        Format::Svg => svg_doc(&layout, title),
     };
     std::fs::write(out, text).map_err(|e| format!("writing {}: {e}", out.display()))?;
-    Ok((spans.len().min(opts.max_slices), spans.len()))
+    Ok(layout.drawn())
 }

@@ -148,8 +148,10 @@ fn large_traces_are_capped() {
         .collect();
     let svg = render_svg_with(&spans, "cap", &RenderOptions { max_slices: 100, ..RenderOptions::default() });
     check_xml(&svg);
-    assert_eq!(svg.matches("<rect class=\"s ").count(), 100);
-    assert!(svg.contains("drew 100 of 500 slices (the earliest)"));
+    // More slices than the cap: each actor's utilisation instead of the earliest slices.
+    assert_eq!(svg.matches("<rect class=\"s handle").count(), 0);
+    assert!(svg.matches("<rect class=\"s util").count() > 0);
+    assert!(svg.contains("utilisation view: 500 slices selected of 500"), "{svg}");
     // Labels appear inside slices wide enough for them.
     let few = render_svg(&spans[..3], "few");
     assert!(few.contains(">fw #1</text>"), "{few}");

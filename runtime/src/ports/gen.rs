@@ -41,6 +41,19 @@
 //!   200 µs (uniform, whole microseconds) after the previous one, so timestamps strictly
 //!   increase.
 //!
+//! * **Attacks** (`attacks = N`, default 0): N TCP flows carry one attack string each, in
+//!   their first request (or first response), matching one rule of the example rule set
+//!   `apps/ids.rules`: [`Attack::HttpAdmin`] (`GET /admin/…`, sid 1000001),
+//!   [`Attack::PasswdAccess`] (`?file=../../etc/passwd`, sid 1000002), [`Attack::SqlInjection`]
+//!   (`?id=1+UNION+SELECT+…`, sid 1000003) and [`Attack::ShellPrompt`] (a `root@…` line in the
+//!   response, sid 1000004), in that order, cycling. The carriers are spread over the run:
+//!   attack `k` goes to the first TCP flow at or after a seeded position in the `k`-th of N
+//!   equal slices of the flow ids (fewer are planted when a slice's tail has no TCP flow;
+//!   [`GenSummary::attacks`] counts them). Positions are drawn from a second stream, so
+//!   `attacks = 0` gives exactly the traffic of a generator without the option (with
+//!   attacks, a carrier's longer messages may take more segments, which changes the
+//!   interleaving of the flows after it). Each carrier's [`GenFlow::attack`] names its attack.
+//!
 //! # Invariants and policies
 //!
 //! * Memory is bounded by the active flows' plans (a few words per packet) and their
@@ -104,6 +117,8 @@ pub struct GenConfig {
     pub concurrency: usize,
     /// Timestamp of the first frame, nanoseconds since the epoch.
     pub start_ts_ns: u64,
+    /// TCP flows that carry an attack string of the example rules (see the module docs).
+    pub attacks: usize,
 }
 
 impl Default for GenConfig {
@@ -121,6 +136,7 @@ impl Default for GenConfig {
             mss: 1460,
             concurrency: 32,
             start_ts_ns: 1_700_000_000_000_000_000,
+            attacks: 0,
         }
     }
 }
@@ -160,6 +176,9 @@ impl GenConfig {
         if self.flows > MAX_FLOWS {
             errs.push(format!("flows must be at most {MAX_FLOWS} (client ports are not reused), not {}", self.flows));
         }
+        if self.attacks > self.flows {
+            errs.push(format!("attacks must be at most flows ({}), not {}", self.flows, self.attacks));
+        }
         if errs.is_empty() {
             Ok(())
         } else {
@@ -184,8 +203,47 @@ impl GenConfig {
             mss: self.mss.clamp(64, MAX_MSS),
             concurrency: self.concurrency.max(1),
             start_ts_ns: self.start_ts_ns,
+            attacks: self.attacks.min(self.flows.min(MAX_FLOWS)),
         }
     }
+}
+
+/// An attack string planted in a flow (see the module docs); each matches one rule of
+/// `apps/ids.rules`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// The first request is `GET /admin/obj/<n>` (sid 1000001).
+    HttpAdmin,
+    /// The first request's URI ends in `?file=../../etc/passwd` (sid 1000002).
+    PasswdAccess,
+    /// The first request's URI ends in `?id=1+UNION+SELECT+password+FROM+users` (sid 1000003).
+    SqlInjection,
+    /// The first response has a header line `root@gen: 1` (sid 1000004, to the client).
+    ShellPrompt,
+}
+
+impl Attack {
+    /// The attacks in the order they are planted.
+    pub const ALL: [Attack; 4] = [Attack::HttpAdmin, Attack::PasswdAccess, Attack::SqlInjection, Attack::ShellPrompt];
+
+    /// The `sid` of the rule in `apps/ids.rules` that this attack triggers.
+    pub fn sid(self) -> u32 {
+        match self {
+            Attack::HttpAdmin => 1_000_001,
+            Attack::PasswdAccess => 1_000_002,
+            Attack::SqlInjection => 1_000_003,
+            Attack::ShellPrompt => 1_000_004,
+        }
+    }
+}
+
+/// An attack as recorded in the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GenAttack {
+    pub kind: Attack,
+    /// The rule it triggers in `apps/ids.rules`.
+    pub sid: u32,
 }
 
 /// What was written for one flow. Directions are from the client's point of view.
@@ -213,6 +271,9 @@ pub struct GenFlow {
     pub teardown: String,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+    /// The attack string this flow carries, if any (`attacks`); absent from JSON when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<GenAttack>,
 }
 
 /// Totals and per-flow records of one run; `flows` is sorted by `id`.
@@ -221,6 +282,13 @@ pub struct GenSummary {
     pub packets: u64,
     pub bytes: u64,
     pub flows: Vec<GenFlow>,
+    /// Flows that carry an attack; absent from JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attacks: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 // ---- flow plans ----
@@ -366,7 +434,42 @@ fn mac_for(prefix: u8, ip: IpAddr) -> [u8; 6] {
     [0x02, prefix, o[0], o[1], o[2], o[3]]
 }
 
-fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
+/// Chooses the flows that carry attacks, from its own random stream.
+struct Attacker {
+    rng: ChaCha8Rng,
+    /// Flow ids per attack slice.
+    stride: usize,
+    /// Attacks planted so far.
+    planted: usize,
+    /// Attacks wanted.
+    wanted: usize,
+    /// The next carrier is the first TCP flow with an id at or after this.
+    next_at: usize,
+}
+
+impl Attacker {
+    fn new(cfg: &GenConfig) -> Attacker {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xa77a_c4ed_5eed_0001);
+        let stride = cfg.flows.checked_div(cfg.attacks).unwrap_or(1).max(1);
+        let next_at = rng.gen_range(0..stride);
+        Attacker { rng, stride, planted: 0, wanted: cfg.attacks, next_at }
+    }
+
+    /// The attack TCP flow `id` carries, if it is chosen as a carrier.
+    fn pick(&mut self, id: usize) -> Option<Attack> {
+        if self.planted >= self.wanted || id < self.next_at {
+            return None;
+        }
+        let attack = Attack::ALL[self.planted % Attack::ALL.len()];
+        self.planted += 1;
+        // The next slice starts after this one, and after this flow.
+        let slice = (self.planted * self.stride).max(id + 1);
+        self.next_at = slice + self.rng.gen_range(0..self.stride);
+        Some(attack)
+    }
+}
+
+fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, attacker: &mut Attacker) -> Flow {
     let udp = rng.gen_bool(cfg.udp_fraction);
     let v6 = rng.gen_bool(cfg.ipv6_fraction);
     let vlan_id = rng.gen_bool(cfg.vlan_fraction).then(|| rng.gen_range(1..=4094u16));
@@ -392,6 +495,7 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
             teardown: "none".to_string(),
             first_ts_ns: 0,
             last_ts_ns: 0,
+            attack: None,
         },
         client_mac: mac_for(0x00, cip),
         server_mac: mac_for(0x01, sip),
@@ -404,7 +508,9 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng) -> Flow {
     if udp {
         plan_udp(&mut flow, rng);
     } else {
-        plan_tcp(&mut flow, cfg, rng);
+        let attack = attacker.pick(id);
+        flow.rec.attack = attack.map(|kind| GenAttack { kind, sid: kind.sid() });
+        plan_tcp(&mut flow, cfg, rng, attack);
     }
     flow
 }
@@ -441,7 +547,7 @@ fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
     }
 }
 
-fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
+fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, mut attack: Option<Attack>) {
     let (c_isn, s_isn) = (pick_isn(rng), pick_isn(rng));
     let requests = rng.gen_range(cfg.requests_per_flow.0..=cfg.requests_per_flow.1);
     flow.rec.requests = requests;
@@ -459,9 +565,18 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         let obj: u32 = rng.gen_range(0..1_000_000);
-        let mut head =
-            format!("GET /obj/{obj} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mbox-gen\r\nAccept: */*\r\nX-Pad: ")
-                .into_bytes();
+        // Only the first exchange carries the attack (rules anchor at the stream start).
+        let this = attack.take();
+        let (dir, query) = match this {
+            Some(Attack::HttpAdmin) => ("/admin", ""),
+            Some(Attack::PasswdAccess) => ("", "?file=../../etc/passwd"),
+            Some(Attack::SqlInjection) => ("", "?id=1+UNION+SELECT+password+FROM+users"),
+            _ => ("", ""),
+        };
+        let mut head = format!(
+            "GET {dir}/obj/{obj}{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mbox-gen\r\nAccept: */*\r\nX-Pad: "
+        )
+        .into_bytes();
         let pad = size.saturating_sub(head.len() + 4);
         head.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
         head.extend_from_slice(b"\r\n\r\n");
@@ -470,9 +585,11 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng) {
         tcp.send(true, msgs.len() - 1, req_len, mss, false);
 
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
-        let head =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n")
-                .into_bytes();
+        let shell = if this == Some(Attack::ShellPrompt) { "root@gen: 1\r\n" } else { "" };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\n{shell}Content-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
         let resp = Msg { head, body_len, body_seed: rng.gen() };
         let resp_len = resp.len();
         msgs.push(resp);
@@ -576,12 +693,13 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
     let mut done: Vec<GenFlow> = Vec::with_capacity(cfg.flows);
     let mut next_id = 0usize;
     let mut ts = cfg.start_ts_ns;
-    let mut summary = GenSummary { packets: 0, bytes: 0, flows: Vec::new() };
+    let mut summary = GenSummary { packets: 0, bytes: 0, flows: Vec::new(), attacks: 0 };
+    let mut attacker = Attacker::new(&cfg);
     let (mut frame, mut payload) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     // Each pass emits one planned packet; plans are finite, so the loop ends.
     loop {
         while active.len() < cfg.concurrency && next_id < cfg.flows {
-            active.push(new_flow(next_id, &cfg, &mut rng));
+            active.push(new_flow(next_id, &cfg, &mut rng, &mut attacker));
             next_id += 1;
         }
         if active.is_empty() {
@@ -619,6 +737,7 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
         }
     }
     done.sort_by_key(|f| f.id);
+    summary.attacks = done.iter().filter(|f| f.attack.is_some()).count() as u64;
     summary.flows = done;
     Ok(summary)
 }
