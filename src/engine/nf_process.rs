@@ -51,7 +51,15 @@ pub(super) fn check_external(opts: &RunOptions, plan: &Plan) -> Result<(), RunEr
             )]));
         }
         let Some(k) = plan.index_of(name) else {
-            return Err(RunError::Config(vec![format!("--nf-process `{name}`: there is no NF of that name")]));
+            let nfs: Vec<&str> = plan.actors[1..]
+                .iter()
+                .filter(|a| a.role() == actors::ActorRole::Nf)
+                .map(|a| a.name.as_str())
+                .collect();
+            return Err(RunError::Config(vec![format!(
+                "--nf-process `{name}`: there is no NF of that name (NFs in this app: {})",
+                nfs.join(", ")
+            )]));
         };
         if plan.actors[usize::from(k)]
             .subscriptions

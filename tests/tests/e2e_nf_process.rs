@@ -61,3 +61,19 @@ fn an_nf_reading_streams_cannot_run_in_its_own_process_and_says_why() {
     let e = microboxes::run(&app, opts).map(|r| r.to_text()).expect_err("refused");
     assert!(e.to_string().contains("reads TCP bytestreams"), "{e}");
 }
+
+#[test]
+fn an_unknown_nf_process_name_lists_the_nfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 3, seed: 4, ..GenConfig::default() });
+    let app = example_app(dir.path());
+    let o =
+        mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--nf-process", "nosuch"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--nf-process `nosuch`: there is no NF of that name (NFs in this app: fw, stats)"),
+        "{}",
+        text(&o)
+    );
+}
