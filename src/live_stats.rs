@@ -198,7 +198,7 @@ impl Snapshot {
         let secs = self.elapsed.saturating_sub(prev.elapsed).as_secs_f64().max(1e-9);
         let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
         let mut s = format!(
-            "mbox stats {:.1}s: in {:.0} pkt/s, {} total; out {:.0} pkt/s, {} total; dropped {}",
+            "mbox stats {:.2}s: in {:.0} pkt/s, {} total; out {:.0} pkt/s, {} total; dropped {}",
             self.elapsed.as_secs_f64(),
             rate(self.packets_in, prev.packets_in),
             self.packets_in,
@@ -498,7 +498,7 @@ mod tests {
         let a = snap(1000, 100, 90, &[("fw", "blocked", 5), ("fw", "other", 1)]);
         let b = snap(1500, 600, 580, &[("fw", "blocked", 15), ("fw", "other", 1)]);
         let l = b.line(&a);
-        assert!(l.starts_with("mbox stats 1.5s: in 1000 pkt/s, 600 total; out 980 pkt/s, 580 total; dropped 16"), "{l}");
+        assert!(l.starts_with("mbox stats 1.50s: in 1000 pkt/s, 600 total; out 980 pkt/s, 580 total; dropped 16"), "{l}");
         assert!(l.contains("(fw: blocked +10)"), "{l}");
         assert!(!l.contains("other"), "unchanged reasons are not repeated: {l}");
         assert!(l.contains("pool 3/64 in use"), "{l}");

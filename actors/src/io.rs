@@ -641,3 +641,21 @@ impl Runnable for TxSink {
         PollResult::from_work(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TxLive;
+
+    #[test]
+    fn tx_live_counts_drops_by_actor_and_reason_and_keeps_strays_apart() {
+        let live = TxLive::new(&[0, 2, 1]);
+        live.count_drop(1, 1);
+        live.count_drop(1, 1);
+        live.count_drop(2, 0);
+        live.count_drop(0, 0); // actor 0 has no reasons
+        live.count_drop(7, 0); // no such actor
+        assert_eq!(live.drops(), vec![((1, 1), 2), ((2, 0), 1)]);
+        assert_eq!(live.other_drops(), 2);
+        assert_eq!(TxLive::default().drops(), vec![]);
+    }
+}
