@@ -210,11 +210,8 @@ impl Snapshot {
             .drops
             .iter()
             .filter_map(|d| {
-                let before = prev
-                    .drops
-                    .iter()
-                    .find(|p| p.actor == d.actor && p.reason == d.reason)
-                    .map_or(0, |p| p.packets);
+                let before =
+                    prev.drops.iter().find(|p| p.actor == d.actor && p.reason == d.reason).map_or(0, |p| p.packets);
                 (d.packets > before).then(|| format!("{}: {} +{}", d.actor, d.reason, d.packets - before))
             })
             .collect();
@@ -258,8 +255,8 @@ impl Monitor {
     fn tick(&mut self, src: &LiveSources, finished: bool) {
         let now = src.started.elapsed();
         let line_due = self.interval.is_some_and(|i| !finished && now >= self.last_line.elapsed + i);
-        let metrics_due = self.metrics.is_some()
-            && (finished || self.last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY));
+        let metrics_due =
+            self.metrics.is_some() && (finished || self.last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY));
         if !line_due && !metrics_due {
             return;
         }
@@ -335,12 +332,21 @@ impl Metrics {
         up(&self.packets_out, s.packets_out);
         up(&self.bytes_out, s.bytes_out);
         for d in &s.drops {
-            up(&self.dropped.get_or_create(&vec![("actor".into(), d.actor.clone()), ("reason".into(), d.reason.clone())]), d.packets);
+            up(
+                &self
+                    .dropped
+                    .get_or_create(&vec![("actor".into(), d.actor.clone()), ("reason".into(), d.reason.clone())]),
+                d.packets,
+            );
         }
         if let Some(k) = s.kernel_drops {
             let c = self.kernel_drops.get_or_insert_with(|| {
                 let c = Counter::default();
-                self.registry.register("kernel_drops", "Frames the kernel dropped before the port read them", c.clone());
+                self.registry.register(
+                    "kernel_drops",
+                    "Frames the kernel dropped before the port read them",
+                    c.clone(),
+                );
                 c
             });
             up(c, k);
@@ -383,9 +389,13 @@ impl MetricsServer {
     pub fn bind(addr: &str) -> Result<MetricsServer, String> {
         let listener = TcpListener::bind(addr).map_err(|e| {
             let why = match e.kind() {
-                std::io::ErrorKind::AddrInUse => "the address is in use (another program listens there; pick another port)".to_string(),
+                std::io::ErrorKind::AddrInUse => {
+                    "the address is in use (another program listens there; pick another port)".to_string()
+                }
                 std::io::ErrorKind::AddrNotAvailable => "not an address of this machine".to_string(),
-                std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".to_string(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need privileges)".to_string()
+                }
                 _ => e.to_string(),
             };
             format!("--metrics {addr}: cannot listen: {why}")
@@ -498,7 +508,10 @@ mod tests {
         let a = snap(1000, 100, 90, &[("fw", "blocked", 5), ("fw", "other", 1)]);
         let b = snap(1500, 600, 580, &[("fw", "blocked", 15), ("fw", "other", 1)]);
         let l = b.line(&a);
-        assert!(l.starts_with("mbox stats 1.50s: in 1000 pkt/s, 600 total; out 980 pkt/s, 580 total; dropped 16"), "{l}");
+        assert!(
+            l.starts_with("mbox stats 1.50s: in 1000 pkt/s, 600 total; out 980 pkt/s, 580 total; dropped 16"),
+            "{l}"
+        );
         assert!(l.contains("(fw: blocked +10)"), "{l}");
         assert!(!l.contains("other"), "unchanged reasons are not repeated: {l}");
         assert!(l.contains("pool 3/64 in use"), "{l}");

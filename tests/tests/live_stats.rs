@@ -35,7 +35,7 @@ fn feed(dir: &Path, stop: Arc<AtomicBool>) -> (PathBuf, JoinHandle<()>) {
                 return Err(std::io::Error::other("enough"));
             }
             n += 1;
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 std::thread::sleep(Duration::from_micros(300));
             }
             w.write(ts, frame, frame.len() as u32).map_err(|e| std::io::Error::other(e.to_string()))
@@ -120,8 +120,7 @@ fn metrics_are_served_to_curl_while_the_run_goes_on() {
     let stop = Arc::new(AtomicBool::new(false));
     let (fifo, feeder) = feed(dir.path(), stop.clone());
     let json = dir.path().join("stats.json");
-    let mut child =
-        spawn_run(dir.path(), &fifo, &["--metrics", "127.0.0.1:0", "--stats-json", json.to_str().unwrap()]);
+    let mut child = spawn_run(dir.path(), &fifo, &["--metrics", "127.0.0.1:0", "--stats-json", json.to_str().unwrap()]);
     // The address (port 0: the system picks one) is on stderr's first line.
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
