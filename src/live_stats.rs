@@ -51,33 +51,21 @@ use crate::report::DropLine;
 /// run's counters, and once more with `true` when the executor has ended.
 pub type LiveFn = Box<dyn FnMut(&LiveSources, bool) + Send>;
 
-/// Where the live counters of a running chain are read from (built by the engine).
+/// Where the live counters of a running chain are read from (built by the engine when the
+/// chain is wired).
 pub struct LiveSources {
-    started: Instant,
-    rx: Arc<RxProgress>,
-    tx: Arc<TxLive>,
-    pool: PoolView,
-    region: Arc<Region>,
+    pub(crate) started: Instant,
+    pub(crate) rx: Arc<RxProgress>,
+    pub(crate) tx: Arc<TxLive>,
+    pub(crate) pool: PoolView,
+    pub(crate) region: Arc<Region>,
     /// Every ring: its label (`"from -> to"`) and its name in the region.
-    rings: Vec<(String, String)>,
-    /// Every actor of the plan: its name and its drop reasons, by index.
-    actors: Vec<(String, Vec<String>)>,
+    pub(crate) rings: Vec<(String, String)>,
+    /// Every actor of the plan, by index: its name and its drop reasons.
+    pub(crate) actors: Vec<(String, Vec<String>)>,
 }
 
 impl LiveSources {
-    /// The sources of a wired chain. `rings`: label and region name of every ring; `actors`:
-    /// each plan actor's name and drop reasons, in plan order.
-    pub(crate) fn new(
-        rx: Arc<RxProgress>,
-        tx: Arc<TxLive>,
-        pool: PoolView,
-        region: Arc<Region>,
-        rings: Vec<(String, String)>,
-        actors: Vec<(String, Vec<String>)>,
-    ) -> LiveSources {
-        LiveSources { started: Instant::now(), rx, tx, pool, region, rings, actors }
-    }
-
     /// RX's progress (for the progress bar and the drain message).
     pub fn rx(&self) -> &RxProgress {
         &self.rx
@@ -378,7 +366,8 @@ pub struct MetricsServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// How long the server waits for a request or for a client to take the answer.
+/// How long the server waits for a whole request, and for a client to take each part of
+/// the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request read.
 const MAX_REQUEST: usize = 8 << 10;
@@ -453,7 +442,9 @@ fn answer(mut conn: TcpStream, metrics: &Mutex<Metrics>) -> std::io::Result<()> 
     conn.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
+    // A client trickling bytes is cut off too: the whole request within the timeout.
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST && Instant::now() < deadline {
         let n = conn.read(&mut buf)?;
         if n == 0 {
             break;

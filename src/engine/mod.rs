@@ -281,14 +281,15 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let io = wire::Io { source: Box::new(reader), alloc, release, writer };
     let wired = wire::wire(input, io, actors, shards)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
-    let live = LiveSources::new(
-        wired.progress.clone(),
-        wired.tx_live.clone(),
-        pool_view.clone(),
-        region.clone(),
-        layout.rings.iter().enumerate().map(|(i, r)| (r.label(), layout::shm_name(i))).collect(),
-        plan.actors.iter().map(|a| (a.name.clone(), a.drop_reasons.clone())).collect(),
-    );
+    let live = LiveSources {
+        started: Instant::now(),
+        rx: wired.progress.clone(),
+        tx: wired.tx_live.clone(),
+        pool: pool_view.clone(),
+        region: region.clone(),
+        rings: layout.rings.iter().enumerate().map(|(i, r)| (r.label(), layout::shm_name(i))).collect(),
+        actors: plan.actors.iter().map(|a| (a.name.clone(), a.drop_reasons.clone())).collect(),
+    };
     let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
