@@ -302,6 +302,14 @@ struct RunArgs {
     /// inclusive): FROM..TO.
     #[arg(long, value_name = "FROM..TO", requires = "trace", value_parser = microboxes::trace::export::Selection::parse_packets)]
     trace_packets: Option<(u64, u64)>,
+    /// Print one line of live statistics on stderr every SECS seconds (packets/s in and out,
+    /// drops by reason, pool, fullest ring, kernel drops); not with --quiet.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    stats_interval: Option<f64>,
+    /// Serve the live statistics in the Prometheus text format on http://ADDR:PORT/metrics
+    /// while the run goes on (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
 }
 
 fn main() {
@@ -621,8 +629,20 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.external = a.nf_process.clone();
     opts.nf_stall_timeout = std::time::Duration::from_secs_f64(a.nf_stall_timeout);
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
-    if !a.no_progress && !a.quiet {
+    let interval = a.stats_interval.filter(|_| !a.quiet).map(std::time::Duration::from_secs_f64);
+    // The bar would redraw over the interval lines.
+    if !a.no_progress && !a.quiet && interval.is_none() {
         opts.progress = microboxes::report::progress_bar(&a.input);
+    }
+    let metrics = match &a.metrics {
+        Some(addr) => Some(microboxes::live_stats::MetricsServer::bind(addr).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if let (false, Some(m)) = (a.quiet, &metrics) {
+        eprintln!("mbox: serving live metrics on http://{}/metrics", m.local_addr());
+    }
+    if interval.is_some() || metrics.is_some() {
+        opts.live = Some(microboxes::live_stats::Monitor::new(interval, metrics).into_fn());
     }
 
     let mut report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;

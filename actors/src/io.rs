@@ -40,6 +40,13 @@ pub trait PacketSource: Send {
     fn end_note(&self) -> Option<String> {
         None
     }
+    /// Frames the kernel dropped before this source could read them (a live port's
+    /// `PACKET_STATISTICS`), or `None` when the source has no such counter (a capture file).
+    /// Called once per burst: it must be cheap (return a value the source refreshes at its
+    /// own pace, never a system call per call). Shown by `--stats-interval` and `--metrics`.
+    fn kernel_drops(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl PacketSource for PcapReader {
@@ -106,13 +113,28 @@ pub struct RxReport {
     pub trace_dropped: u64,
 }
 
-/// Live counters for a progress bar.
+/// Live counters of RX, for a progress bar and live statistics (relaxed atomics, stored once
+/// per burst).
 #[derive(Debug, Default)]
 pub struct RxProgress {
     /// Source bytes consumed.
     pub bytes: AtomicU64,
     /// Frames read.
     pub packets: AtomicU64,
+    /// Frames that did not fit a pool buffer (dropped by `rx`).
+    pub too_large: AtomicU64,
+    /// The source's kernel drops ([`PacketSource::kernel_drops`]); meaningful only when
+    /// [`RxProgress::kernel_drops_known`] is set.
+    pub kernel_drops: AtomicU64,
+    /// The source counts kernel drops.
+    pub kernel_drops_known: AtomicBool,
+}
+
+impl RxProgress {
+    /// The source's kernel drops so far, `None` when it does not count them.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.kernel_drops_known.load(Ordering::Relaxed).then(|| self.kernel_drops.load(Ordering::Relaxed))
+    }
 }
 
 /// The RX stage (see the module docs).
@@ -261,6 +283,11 @@ impl RxStage {
         }
         self.progress.bytes.store(self.source.bytes_read(), Ordering::Relaxed);
         self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
+        self.progress.too_large.store(self.report.too_large, Ordering::Relaxed);
+        if let Some(k) = self.source.kernel_drops() {
+            self.progress.kernel_drops.store(k, Ordering::Relaxed);
+            self.progress.kernel_drops_known.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -370,6 +397,63 @@ impl TxReport {
     }
 }
 
+/// Live counters of TX, readable while the run goes on: packets and bytes out (stored once
+/// per burst) and dropped packets by (actor, reason) (one relaxed add per drop, into a table
+/// sized from the plan when the chain is wired; no allocation).
+#[derive(Debug, Default)]
+pub struct TxLive {
+    /// Primary events emitted so far.
+    pub packets_out: AtomicU64,
+    /// Their bytes.
+    pub bytes_out: AtomicU64,
+    /// Dropped packets, one counter per (actor, reason) at `offsets[actor] + reason`.
+    drops: Box<[AtomicU64]>,
+    /// Where each actor's reasons start in `drops` (one more entry than actors).
+    offsets: Vec<usize>,
+    /// Drops whose (actor, reason) is outside the table (none when it is sized from the plan).
+    other_drops: AtomicU64,
+}
+
+impl TxLive {
+    /// Counters for a chain whose actor `i` has `reasons_per_actor[i]` drop reasons.
+    pub fn new(reasons_per_actor: &[usize]) -> TxLive {
+        let mut offsets = vec![0];
+        for n in reasons_per_actor {
+            offsets.push(offsets[offsets.len() - 1] + n);
+        }
+        let drops = (0..offsets[offsets.len() - 1]).map(|_| AtomicU64::new(0)).collect();
+        TxLive { drops, offsets, ..TxLive::default() }
+    }
+
+    fn count_drop(&self, actor: u16, reason: u16) {
+        let (a, r) = (usize::from(actor), usize::from(reason));
+        let slot = match (self.offsets.get(a), self.offsets.get(a + 1)) {
+            (Some(start), Some(end)) if start + r < *end => self.drops.get(start + r),
+            _ => None,
+        };
+        slot.unwrap_or(&self.other_drops).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dropped packets so far by (actor, reason), only those with drops.
+    pub fn drops(&self) -> Vec<((u16, u16), u64)> {
+        let mut out = Vec::new();
+        for a in 0..self.offsets.len().saturating_sub(1) {
+            for i in self.offsets[a]..self.offsets[a + 1] {
+                let n = self.drops[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push(((a as u16, (i - self.offsets[a]) as u16), n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Dropped packets whose (actor, reason) the table does not have.
+    pub fn other_drops(&self) -> u64 {
+        self.other_drops.load(Ordering::Relaxed)
+    }
+}
+
 /// The TX sink (see the module docs).
 pub struct TxSink {
     input: Consumer<EventDesc>,
@@ -384,6 +468,7 @@ pub struct TxSink {
     trace: Option<(u16, u16, TraceBuffer)>,
     record: bool,
     in_flight: Option<Arc<AtomicI64>>,
+    live: Arc<TxLive>,
 }
 
 impl TxSink {
@@ -408,6 +493,7 @@ impl TxSink {
             trace: None,
             record: false,
             in_flight: None,
+            live: Arc::default(),
         };
         (tx, slot)
     }
@@ -415,6 +501,12 @@ impl TxSink {
     /// Records every packet's fate in order ([`TxReport::emitted`]), for the checker.
     pub fn with_record(mut self) -> TxSink {
         self.record = true;
+        self
+    }
+
+    /// Keeps `live` up to date while the run goes on (live statistics).
+    pub fn with_live(mut self, live: Arc<TxLive>) -> TxSink {
+        self.live = live;
         self
     }
 
@@ -462,6 +554,7 @@ impl TxSink {
         if ev.is_primary() {
             if ev.is_dropped() {
                 *self.report.packet_drops.entry((ev.dropped_by, ev.drop_reason)).or_default() += 1;
+                self.live.count_drop(ev.dropped_by, ev.drop_reason);
             } else {
                 let data = self.pool.data(h);
                 self.report.packets_out += 1;
@@ -520,6 +613,10 @@ impl Runnable for TxSink {
             }
         }
         self.inbuf = inbuf;
+        if n > 0 {
+            self.live.packets_out.store(self.report.packets_out, Ordering::Relaxed);
+            self.live.bytes_out.store(self.report.bytes_out, Ordering::Relaxed);
+        }
         if done > 0 {
             self.completed.fetch_max(done, Ordering::Release);
         }
@@ -542,5 +639,23 @@ impl Runnable for TxSink {
             return PollResult::Finished;
         }
         PollResult::from_work(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxLive;
+
+    #[test]
+    fn tx_live_counts_drops_by_actor_and_reason_and_keeps_strays_apart() {
+        let live = TxLive::new(&[0, 2, 1]);
+        live.count_drop(1, 1);
+        live.count_drop(1, 1);
+        live.count_drop(2, 0);
+        live.count_drop(0, 0); // actor 0 has no reasons
+        live.count_drop(7, 0); // no such actor
+        assert_eq!(live.drops(), vec![((1, 1), 2), ((2, 0), 1)]);
+        assert_eq!(live.other_drops(), 2);
+        assert_eq!(TxLive::default().drops(), vec![]);
     }
 }

@@ -46,6 +46,7 @@ use runtime::ports::{PcapReader, PcapWriter};
 use runtime::shm::Region;
 
 use crate::app::App;
+use crate::live_stats::{LiveFn, LiveSources};
 use crate::report::RunReport;
 
 pub use build::{build, Built};
@@ -69,6 +70,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Called about every 10 ms with live input progress.
     pub progress: Option<ProgressFn>,
+    /// Live statistics (`--stats-interval`, `--metrics`): called about every 10 ms with the
+    /// chain's live counters, and once more when the executor has ended.
+    pub live: Option<LiveFn>,
     /// Record a trace, keeping at most this many spans per actor.
     pub trace: Option<usize>,
     /// Execution mode.
@@ -119,6 +123,7 @@ impl RunOptions {
             prefix: None,
             stop: Arc::default(),
             progress: None,
+            live: None,
             trace: None,
             mode: Mode::C,
             observe: false,
@@ -276,8 +281,18 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let io = wire::Io { source: Box::new(reader), alloc, release, writer };
     let wired = wire::wire(input, io, actors, shards)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
-    let Executed { cores, nf_processes } =
-        execute(app, &mut opts, &region, link, assignments, &wired.external, &wired.progress)?;
+    let live = LiveSources {
+        started: Instant::now(),
+        rx: wired.progress.clone(),
+        tx: wired.tx_live.clone(),
+        pool: pool_view.clone(),
+        region: region.clone(),
+        rings: layout.rings.iter().enumerate().map(|(i, r)| (r.label(), layout::shm_name(i))).collect(),
+        actors: plan.actors.iter().map(|a| (a.name.clone(), a.drop_reasons.clone())).collect(),
+    };
+    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live);
+    drop(live);
+    let Executed { cores, nf_processes } = executed?;
 
     Ok(assemble::finish(assemble::Finished {
         app,
@@ -312,8 +327,9 @@ fn execute(
     link: runtime::ports::LinkType,
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
-    progress: &RxProgress,
+    live: &LiveSources,
 ) -> Result<Executed, RunError> {
+    let progress = live.rx();
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
     // flag aborts every thread at once and is set when an actor panics, when an NF process
     // fails or stalls, or when the chain does not drain in time after a stop request.
@@ -331,6 +347,9 @@ fn execute(
         if let Some(cb) = opts.progress.as_mut() {
             cb(progress);
         }
+        if let Some(cb) = opts.live.as_mut() {
+            cb(live, false);
+        }
         if opts.stop.load(Ordering::SeqCst) {
             let since = *stopped.get_or_insert_with(Instant::now);
             if !drain_failed && since.elapsed() > opts.drain_timeout {
@@ -345,6 +364,9 @@ fn execute(
     }
     if let Some(cb) = opts.progress.as_mut() {
         cb(progress);
+    }
+    if let Some(cb) = opts.live.as_mut() {
+        cb(live, true);
     }
     let cores = exec.join().map_err(|_| RunError::Failed("the executor thread panicked".into()));
     if !matches!(cores, Ok(Ok(_))) || abort.load(Ordering::SeqCst) {

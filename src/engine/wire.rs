@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use actors::contract::StreamAccess;
 use actors::controller::Plan;
-use actors::io::{PacketSink, PacketSource, RxProgress, RxReport, RxStage, TxReport, TxSink};
+use actors::io::{PacketSink, PacketSource, RxProgress, RxReport, RxStage, TxLive, TxReport, TxSink};
 use actors::parallel::{Merger, SeqMerger, Splitter};
 use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::{Actor, EventDesc};
@@ -56,6 +56,8 @@ pub(crate) struct Wired {
     pub external: Vec<ExternalNf>,
     /// RX's live progress.
     pub progress: Arc<RxProgress>,
+    /// TX's live counters (drops sized from the plan's drop reasons).
+    pub tx_live: Arc<TxLive>,
     /// Where RX, TX and the stages leave their reports.
     pub slots: Slots,
 }
@@ -199,12 +201,16 @@ pub(crate) fn wire(
     if i.opts.observe {
         tx = tx.with_record();
     }
+    let reasons: Vec<usize> = i.plan.actors.iter().map(|a| a.drop_reasons.len()).collect();
+    let tx_live = Arc::new(TxLive::new(&reasons));
+    tx = tx.with_live(tx_live.clone());
     w.runnables.insert("tx".into(), Box::new(tx));
     Ok(Wired {
         runnables: w.runnables,
         helpers: w.helpers,
         external: w.external,
         progress,
+        tx_live,
         slots: Slots { rx: rx_slot, tx: tx_slot, stages: w.stage_slots },
     })
 }
