@@ -93,12 +93,8 @@ fn counter(r: &RunReport, name: &str) -> u64 {
 /// Every blocked flow lost exactly the packet that completed the match (the client frame
 /// with the alert's time) and everything after it; every other flow is intact.
 fn assert_blocked_flows_cut(r: &Run) {
-    let blocked: BTreeMap<u16, &AlertRecord> = r
-        .alerts
-        .iter()
-        .filter(|a| a.alert.action == "blocked")
-        .map(|a| (a.src_port.unwrap(), a))
-        .collect();
+    let blocked: BTreeMap<u16, &AlertRecord> =
+        r.alerts.iter().filter(|a| a.alert.action == "blocked").map(|a| (a.src_port.unwrap(), a)).collect();
     assert!(blocked.len() >= 2, "{:?}", r.alerts);
     let input = by_port(read_all(&repo_file(ATTACKS)));
     let mut output = by_port(read_all(&r.pcap_out));
@@ -137,7 +133,8 @@ fn drop_and_reject_rules_cut_their_flows_at_the_matching_packet() {
             assert_eq!(a.alert.action, want, "{on}: {a:?}");
         }
         assert_blocked_flows_cut(&r);
-        let sids: BTreeSet<u32> = r.alerts.iter().filter(|a| a.alert.action == "blocked").map(|a| a.alert.signature_id).collect();
+        let sids: BTreeSet<u32> =
+            r.alerts.iter().filter(|a| a.alert.action == "blocked").map(|a| a.alert.signature_id).collect();
         assert_eq!(sids, BTreeSet::from([1001, 1004]), "{on}");
         let blocked = |sid| r.alerts.iter().filter(|a| a.alert.signature_id == sid).count() as u64;
         assert_eq!(counter(&r.report, "drop_matches"), blocked(1001), "{on}");
@@ -147,7 +144,10 @@ fn drop_and_reject_rules_cut_their_flows_at_the_matching_packet() {
         let reasons: BTreeSet<&str> = drops.keys().map(String::as_str).collect();
         assert_eq!(
             reasons,
-            BTreeSet::from(["drop sid 1001: passwd file in request", "reject sid 1004: UNION SELECT with a space (POST body)"]),
+            BTreeSet::from([
+                "drop sid 1001: passwd file in request",
+                "reject sid 1004: UNION SELECT with a space (POST body)"
+            ]),
             "{on}: {drops:?}"
         );
         let text = r.report.to_text();
@@ -191,4 +191,63 @@ fn passive_mode_reports_would_drop_and_drops_nothing() {
     let as_alerts: Vec<String> =
         passive.lines.iter().map(|l| l.replace("\"action\":\"allowed\"", "\"action\":\"alert\"")).collect();
     assert_eq!(as_alerts, plain.lines);
+}
+
+/// Two TCP connections to port 80 and one to 443: the stateless rule drops only what the
+/// server of port 80 sends, yet from the first of those packets on, the client's packets of
+/// that flow go too (a drop stops the flow); the 443 flow is intact.
+fn fw_capture(path: &Path) -> Vec<Vec<u8>> {
+    use stacks::parse::tcp_flags::{ACK, SYN};
+    const C: [u8; 4] = [192, 0, 2, 1];
+    const S: [u8; 4] = [203, 0, 113, 1];
+    let mut k = tests::Capture::default();
+    for (cport, sport) in [(40001, 80), (40002, 443)] {
+        k.tcp((C, cport), (S, sport), 1000, 0, SYN, b"");
+        k.tcp((S, sport), (C, cport), 5000, 1001, SYN | ACK, b"");
+        k.tcp((C, cport), (S, sport), 1001, 5001, ACK, b"");
+        k.tcp((C, cport), (S, sport), 1001, 5001, ACK, b"GET / HTTP/1.0\r\n\r\n");
+    }
+    k.save(path);
+    k.frames.clone()
+}
+
+fn fw_app(extra: &str) -> App {
+    let text = format!(
+        "[[nf]]\nname = \"fw\"\nkind = \"firewall\"\nstateful = false\n{extra}rules = [{{ action = \"drop\", proto = \"tcp\", src_port = 80, name = \"from web\" }}]\n"
+    );
+    App::parse(&text, "fw.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn fw_counter(r: &RunReport, name: &str) -> u64 {
+    r.actors.iter().find(|a| a.name == "fw").unwrap().counters[name]
+}
+
+#[test]
+fn a_stateless_firewall_drop_stops_the_flow_and_passive_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("fw.pcap");
+    let frames = fw_capture(&input);
+    let out = dir.path().join("fw.out.pcap");
+    let mut opts = RunOptions::new(&input);
+    opts.output = Some(out.clone());
+    let r = microboxes::run(&fw_app(""), opts).unwrap();
+    assert!(r.ok(), "{}", r.to_text());
+    let got: Vec<Vec<u8>> = read_all(&out).into_iter().map(|(_, f)| f).collect();
+    // Port 80: the SYN passes; the SYN-ACK is dropped by the rule, and the client's ACK and
+    // request after it because the flow is stopped. Port 443: all four.
+    assert_eq!(got, [&frames[..1], &frames[4..]].concat());
+    let drops = &r.actors.iter().find(|a| a.name == "fw").unwrap().drops;
+    assert_eq!(drops.get("rule 1: from web"), Some(&3), "{drops:?}");
+    assert_eq!(fw_counter(&r, "flows_dropped"), 1);
+    let opts = CheckOptions { modes: vec![Mode::B, Mode::C, Mode::D], ..CheckOptions::default() };
+    let rep = check(&fw_app(""), &input, &opts).unwrap();
+    assert!(rep.consistent(), "{}", rep.to_text());
+
+    let mut opts = RunOptions::new(&input);
+    opts.output = Some(out.clone());
+    let r = microboxes::run(&fw_app("passive = true\n"), opts).unwrap();
+    assert!(r.ok(), "{}", r.to_text());
+    assert_eq!(read_all(&out).into_iter().map(|(_, f)| f).collect::<Vec<_>>(), frames);
+    assert_eq!(fw_counter(&r, "would_drop"), 3);
+    assert_eq!(r.packets_out, r.packets_in);
 }

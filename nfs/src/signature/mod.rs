@@ -14,6 +14,7 @@
 //! output = "alerts.jsonl"
 //! on = "stream"              # "stream" (default): DATA_RDY bytes; "packets": PKT/TCP + PKT/UDP payloads
 //! max_positions = 4096       # optional: pattern matches remembered per flow and direction
+//! passive = false            # true: `drop`/`reject` rules only report "would drop"
 //! ```
 //!
 //! **Matching** ([`matcher`]). Every rule's contents go into two Aho-Corasick DFAs (case-sensitive, and
@@ -46,11 +47,28 @@
 //! **Forgetting**: a flow's state goes on `FLOW/TCP/TERMINATE` (stream mode) or on the L2/3
 //! `FLOW` end (packet mode), so memory is bounded by live flows.
 //!
+//! **Verdicts** (Suricata's IPS actions): a `drop` rule's match drops the packet that
+//! completed it and every later packet of the flow, both directions (verdict `Drop`, reason
+//! `drop sid N: <msg>`), and the flow is no longer inspected; `reject` does the same, reason
+//! `reject sid N: <msg>`, and publishes `EVENT/IDS_REJECT` (`aux` = sid; a copy of the event
+//! that matched, so with the packet and snapshot when there is one): the request to reset
+//! both ends, for a port that can send — on pcap input nothing is sent and `reject` acts as
+//! `drop`. In **stream mode** the match is normally found on a `DATA_RDY`, which carries no
+//! packet and follows its packet's `PKT/TCP` event; so when the rules can drop, the NF scans
+//! at each `PKT/TCP` event the bytes that packet added to its stream — from the event's
+//! snapshot frontier (before the packet) to its `aux` (after it, set by the TCP monitor) —
+//! and drops that packet on a match; the `DATA_RDY` that follows finds those bytes scanned.
+//! A match on bytes no packet event brought (gaps skipped at the end, the scan after DPI)
+//! blocks the flow from its next packet. With `passive = true` nothing is dropped: matches of
+//! `drop`/`reject` rules are written with `"action":"allowed"` and counted as `would_drop`,
+//! and the flow stays inspected.
+//!
 //! **Output**: it publishes `EVENT/IDS_ALERT` (`aux` = sid) and writes one JSON line per
 //! alert: `{"timestamp","flow_id","event_type":"alert","src_ip","src_port","dest_ip",
-//! "dest_port","proto","direction":"to_server"|"to_client","alert":{"action":"alert","gid":1,
+//! "dest_port","proto","direction":"to_server"|"to_client","alert":{"action","gid":1,
 //! "signature_id","rev","signature","category"}}` — `src` is the sender of the matching
-//! bytes.
+//! bytes; `action` is `"alert"` for `alert` rules, and as in Suricata's EVE `"blocked"` for
+//! an enforced `drop`/`reject`, `"allowed"` for one in passive mode.
 
 pub mod matcher;
 pub mod rules;
@@ -457,7 +475,6 @@ impl SignatureMatch {
     /// whether there were data bytes. The automata restart when the stream does not go on
     /// where the last scan ended (counted as a discontinuity); with early verdicts, bytes a
     /// packet event already scanned are skipped when its `DATA_RDY` follows.
-    #[allow(clippy::too_many_arguments)]
     fn scan_stream(
         &mut self,
         flow: FlowRef,
