@@ -140,6 +140,7 @@ fn drop_and_reject_rules_cut_their_flows_at_the_matching_packet() {
         assert_eq!(counter(&r.report, "drop_matches"), blocked(1001), "{on}");
         assert_eq!(counter(&r.report, "reject_matches"), blocked(1004), "{on}");
         assert_eq!(counter(&r.report, "would_drop"), 0);
+        assert_eq!(counter(&r.report, "flows_blocked"), blocked(1001) + blocked(1004), "{on}");
         let drops = &r.report.actors.iter().find(|a| a.name == "ids").unwrap().drops;
         let reasons: BTreeSet<&str> = drops.keys().map(String::as_str).collect();
         assert_eq!(

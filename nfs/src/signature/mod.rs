@@ -338,6 +338,7 @@ pub struct SignatureMatch {
     drops: u64,
     rejects: u64,
     would_drop: u64,
+    flows_blocked: u64,
     packets_dropped: u64,
     /// Scratch: hits of the event being handled.
     hits: Vec<Hit>,
@@ -401,6 +402,7 @@ impl SignatureMatch {
             drops: 0,
             rejects: 0,
             would_drop: 0,
+            flows_blocked: 0,
             packets_dropped: 0,
             hits: Vec::new(),
         })
@@ -579,7 +581,7 @@ impl SignatureMatch {
         let to_server = ev.to_server();
         let dir = usize::from(!to_server);
         let cands = self.m.candidates(&self.hits, had_data);
-        let Some(fs) = self.flows.get_mut(&flow) else { return None };
+        let fs = self.flows.get_mut(&flow)?;
         let d = &mut fs.dirs[dir];
         d.positions.extend_from_slice(&self.hits);
         let mut fired = Vec::new();
@@ -663,6 +665,7 @@ impl SignatureMatch {
         }
         if let (Some(r), Some(fs)) = (block, self.flows.get_mut(&flow)) {
             fs.blocked = Some(r);
+            self.flows_blocked += 1;
         }
         if stop {
             // A blocked flow's packets must still come, to be dropped.
@@ -757,7 +760,7 @@ impl Actor for SignatureMatch {
             ("drop_matches".into(), self.drops),
             ("reject_matches".into(), self.rejects),
             ("would_drop".into(), self.would_drop),
-            ("flows_blocked".into(), self.flows.values().filter(|f| f.blocked.is_some()).count() as u64),
+            ("flows_blocked".into(), self.flows_blocked),
             ("packets_dropped".into(), self.packets_dropped),
         ]
     }
