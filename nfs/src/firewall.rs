@@ -23,9 +23,16 @@
 //! as an operator expects. The per-flow verdicts live as long as the L2/3 flow (the
 //! firewall forgets a flow on its `FLOW` end event), so memory is bounded by the flow
 //! table. Packets without a flow (non-IP frames) are judged one by one.
-//! **Stateless** (`stateful = false`): every packet is judged on its own header fields.
+//! **Stateless** (`stateful = false`): every packet is judged on its own header fields —
+//! until one is dropped: **a drop stops the flow**, in both modes, so every later packet of
+//! that flow (both directions) is dropped with the same reason, whatever the rules say about
+//! it (the flow is remembered until its `FLOW` end, like the stateful verdicts).
 //!
 //! Drop reasons in the run summary are `rule N: <name or rule text>` and `default`.
+//!
+//! **Passive** (`passive = true`): nothing is dropped; each packet the rules would drop is
+//! counted as `would_drop` (and its flow in `flows_dropped`), the per-rule hits as usual —
+//! for a tap, or to try a rule set on live traffic first.
 
 use std::collections::HashMap;
 
@@ -96,6 +103,9 @@ pub struct FirewallConfig {
     /// Judge flows (true) or packets (false).
     #[serde(default = "yes")]
     pub stateful: bool,
+    /// Count what would be dropped (`would_drop`) instead of dropping.
+    #[serde(default)]
+    pub passive: bool,
     /// Rules as TOML tables; see [`FirewallConfig::rules`].
     #[serde(default)]
     rules: Vec<toml::Table>,
@@ -113,7 +123,7 @@ impl NfOptions for FirewallConfig {
     }
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful)))
+        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful).passive(self.passive)))
     }
 }
 
@@ -166,21 +176,22 @@ pub struct Firewall {
     rules: Vec<Rule>,
     default: Action,
     stateful: bool,
-    /// Decision per live flow: index of the deciding rule, `rules.len()` for the default.
+    /// Decision per live flow: index of the deciding rule, `rules.len()` for the default
+    /// (stateless: only flows stopped by a drop).
     flows: HashMap<FlowRef, usize>,
     hits: Vec<u64>,
     flows_dropped: u64,
     flows_allowed: u64,
+    passive: bool,
+    would_drop: u64,
 }
 
 impl Firewall {
     /// A firewall with these rules.
     pub fn new(common: &NfCommon, rules: Vec<Rule>, default: Action, stateful: bool) -> Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
-        if stateful {
-            // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
-            subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
-        }
+        // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
+        subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
         let mut drop_reasons: Vec<String> = rules
             .iter()
             .enumerate()
@@ -189,7 +200,27 @@ impl Firewall {
         drop_reasons.push("default".into());
         let contract = common.contract(NAME, subscriptions, drop_reasons);
         let hits = vec![0; rules.len() + 1];
-        Firewall { contract, rules, default, stateful, flows: HashMap::new(), hits, flows_dropped: 0, flows_allowed: 0 }
+        Firewall {
+            contract,
+            rules,
+            default,
+            stateful,
+            flows: HashMap::new(),
+            hits,
+            flows_dropped: 0,
+            flows_allowed: 0,
+            passive: false,
+            would_drop: 0,
+        }
+    }
+
+    /// With `passive`: counts `would_drop` instead of dropping (and declares no drop reasons).
+    pub fn passive(mut self, passive: bool) -> Firewall {
+        self.passive = passive;
+        if passive {
+            self.contract.drop_reasons.clear();
+        }
+        self
     }
 
     fn decide(&self, t: &Tuple) -> usize {
@@ -257,11 +288,27 @@ impl Actor for Firewall {
                     d
                 }
             },
-            _ => self.decide(&tuple),
+            (false, Some(f)) => match self.flows.get(&f) {
+                // An earlier packet of the flow was dropped: the flow stays stopped.
+                Some(d) => *d,
+                None => {
+                    let d = self.decide(&tuple);
+                    if self.action(d) == Action::Drop {
+                        self.flows.insert(f, d);
+                        self.flows_dropped += 1;
+                    }
+                    d
+                }
+            },
+            (_, None) => self.decide(&tuple),
         };
         self.hits[decision] += 1;
         match self.action(decision) {
             Action::Allow => Verdict::Continue,
+            Action::Drop if self.passive => {
+                self.would_drop += 1;
+                Verdict::Continue
+            }
             Action::Drop => Verdict::Drop(decision as u16),
         }
     }
@@ -271,6 +318,7 @@ impl Actor for Firewall {
             ("flows_allowed".to_string(), self.flows_allowed),
             ("flows_dropped".to_string(), self.flows_dropped),
             ("flows_tracked".to_string(), self.flows.len() as u64),
+            ("would_drop".to_string(), self.would_drop),
         ];
         for (i, h) in self.hits.iter().enumerate() {
             let name = if i == self.rules.len() { "default_hits".to_string() } else { format!("rule_{}_hits", i + 1) };

@@ -111,7 +111,7 @@ fn all_errors_of_a_file_are_reported_with_file_line_and_option() {
     let text = r#"alert tcp any any -> any 80 (msg:"ok"; content:"GET"; sid:1;)
 alert tcp any any -> any 80 (msg:"bad"; content:"x"; pcre:"/x/"; sid:2;)
 alert tcp any any -> any 80 (msg:"no sid"; content:"x";)
-drop tcp any any -> any 80 (content:"x"; sid:4;)
+pass tcp any any -> any 80 (content:"x"; sid:4;)
 alert tcp $HOME_NET any -> any 80 (content:"x"; sid:5;)
 alert tcp any any -> any 99999 (content:"x"; sid:6;)
 alert tcp any any -> any 80 (nocase; content:"x"; sid:7;)
@@ -127,7 +127,7 @@ alert tcp any any -> any 80 (content:"x"; depth:0; sid:14;)
     let has = |needle: &str| assert!(e.iter().any(|m| m.contains(needle)), "no `{needle}` in {e:#?}");
     has("rules.rules:2: unsupported option `pcre`");
     has("rules.rules:3: missing `sid`");
-    has("rules.rules:4: action `drop` is not supported");
+    has("rules.rules:4: action `pass` is not supported (`alert`, `drop` or `reject`)");
     has("rules.rules:5: variables (`$HOME_NET`) are not supported");
     has("rules.rules:6: bad port `99999`");
     has("rules.rules:7: `nocase` needs a preceding `content`");
@@ -173,4 +173,33 @@ fn the_example_rule_file_loads() {
     assert_eq!(v[0].contents.len(), 2);
     assert_eq!(v[0].dst_ports, PortSpec::List(vec![PortSpec::Range(80, 80), PortSpec::Range(8000, 8080)]));
     assert!(load_rules(std::path::Path::new("/nonexistent.rules")).unwrap_err()[0].contains("cannot read rules"));
+}
+
+#[test]
+fn drop_and_reject_are_actions_pass_and_unknown_ones_are_errors() {
+    let v = parse_rules(
+        "alert tcp any any -> any any (content:\"a\"; sid:1;)\n\
+         drop tcp any any -> any any (content:\"b\"; sid:2;)\n\
+         reject ip any any <> any any (content:\"c\"; sid:3;)\n",
+        "t.rules",
+    )
+    .unwrap();
+    let actions: Vec<_> = v.iter().map(|r| (r.action, r.action.as_str(), r.action.blocks())).collect();
+    assert_eq!(
+        actions,
+        [(Action::Alert, "alert", false), (Action::Drop, "drop", true), (Action::Reject, "reject", true)]
+    );
+    let e = parse_rules(
+        "pass tcp any any -> any any (sid:1;)\nlog tcp any any -> any any (sid:2;)\nblock tcp any any -> any any (sid:3;)\n",
+        "x.rules",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        [
+            "x.rules:1: action `pass` is not supported (`alert`, `drop` or `reject`)",
+            "x.rules:2: action `log` is not supported (`alert`, `drop` or `reject`)",
+            "x.rules:3: unknown action `block` (`alert`, `drop` or `reject`)",
+        ]
+    );
 }

@@ -6,7 +6,10 @@
 //! endpoints' state, sequence numbers, windows and flags, and both stream frontiers — taken
 //! right after the sender's half was updated. When some subscriber asked for a `side`, a
 //! second event about the same packet follows with the snapshot after the receiver's update
-//! (the paper's client-side / server-side updates, Figure 7c). It also publishes
+//! (the paper's client-side / server-side updates, Figure 7c). Its `aux` is the packet's
+//! direction's frontier once the packet's bytes entered the stream — the end of what the
+//! `DATA_RDY` it raises announces — so an NF that acts on the packet itself (an IPS dropping
+//! it) may read its stream up to there at the packet event. It also publishes
 //!
 //! * `FLOW/TCP` — start, established, every state change of either endpoint, every
 //!   retransmission ([`TcpFlowEvent`] in `aux`);
@@ -335,6 +338,7 @@ impl Actor for TcpMonitor {
         let up = guard.tracker.segment(flow_id(flow), &seg, &mut self.events);
         drop(guard);
         ev.snap = snapshot(&up.after_sender, update_of(up.sender));
+        ev.aux = up.after_receiver.frontier[usize::from(!ev.to_server())];
         if self.receiver_events {
             let mut copy = *ev;
             copy.snap = snapshot(

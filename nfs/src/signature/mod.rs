@@ -14,6 +14,7 @@
 //! output = "alerts.jsonl"
 //! on = "stream"              # "stream" (default): DATA_RDY bytes; "packets": PKT/TCP + PKT/UDP payloads
 //! max_positions = 4096       # optional: pattern matches remembered per flow and direction
+//! passive = false            # true: `drop`/`reject` rules only report "would drop"
 //! ```
 //!
 //! **Matching** ([`matcher`]). Every rule's contents go into two Aho-Corasick DFAs (case-sensitive, and
@@ -46,11 +47,28 @@
 //! **Forgetting**: a flow's state goes on `FLOW/TCP/TERMINATE` (stream mode) or on the L2/3
 //! `FLOW` end (packet mode), so memory is bounded by live flows.
 //!
+//! **Verdicts** (Suricata's IPS actions): a `drop` rule's match drops the packet that
+//! completed it and every later packet of the flow, both directions (verdict `Drop`, reason
+//! `drop sid N: <msg>`), and the flow is no longer inspected; `reject` does the same, reason
+//! `reject sid N: <msg>`, and publishes `EVENT/IDS_REJECT` (`aux` = sid; a copy of the event
+//! that matched, so with the packet and snapshot when there is one): the request to reset
+//! both ends, for a port that can send — on pcap input nothing is sent and `reject` acts as
+//! `drop`. In **stream mode** the match is normally found on a `DATA_RDY`, which carries no
+//! packet and follows its packet's `PKT/TCP` event; so when the rules can drop, the NF scans
+//! at each `PKT/TCP` event the bytes that packet added to its stream — from the event's
+//! snapshot frontier (before the packet) to its `aux` (after it, set by the TCP monitor) —
+//! and drops that packet on a match; the `DATA_RDY` that follows finds those bytes scanned.
+//! A match on bytes no packet event brought (gaps skipped at the end, the scan after DPI)
+//! blocks the flow from its next packet. With `passive = true` nothing is dropped: matches of
+//! `drop`/`reject` rules are written with `"action":"allowed"` and counted as `would_drop`,
+//! and the flow stays inspected.
+//!
 //! **Output**: it publishes `EVENT/IDS_ALERT` (`aux` = sid) and writes one JSON line per
 //! alert: `{"timestamp","flow_id","event_type":"alert","src_ip","src_port","dest_ip",
-//! "dest_port","proto","direction":"to_server"|"to_client","alert":{"action":"alert","gid":1,
+//! "dest_port","proto","direction":"to_server"|"to_client","alert":{"action","gid":1,
 //! "signature_id","rev","signature","category"}}` — `src` is the sender of the matching
-//! bytes.
+//! bytes; `action` is `"alert"` for `alert` rules, and as in Suricata's EVE `"blocked"` for
+//! an enforced `drop`/`reject`, `"allowed"` for one in passive mode.
 
 pub mod matcher;
 pub mod rules;
@@ -80,6 +98,10 @@ pub const KIND: Kind<SignatureConfig> = Kind::new();
 
 /// The name of the event type this NF publishes, one per alert.
 pub const ALERT_EVENT: &str = "EVENT/IDS_ALERT";
+
+/// The name of the event type this NF publishes for each `reject` match (inline only):
+/// a request to reset both ends of the flow, for a port that can send (`aux` = sid).
+pub const REJECT_EVENT: &str = "EVENT/IDS_REJECT";
 
 fn default_max_positions() -> usize {
     4096
@@ -115,9 +137,16 @@ pub struct SignatureConfig {
     /// The parsed rules.
     #[serde(skip)]
     pub parsed: Vec<Rule>,
+    /// Report `drop`/`reject` matches as "would drop" (`alert.action` `"allowed"`, counted
+    /// as `would_drop`) instead of dropping: for a tap or a trial run of a rule set.
+    #[serde(default)]
+    pub passive: bool,
     /// `EVENT/IDS_ALERT`, as registered.
     #[serde(skip)]
     pub alert_type: EventType,
+    /// `EVENT/IDS_REJECT`, registered when the rules hold a `reject` and `passive` is off.
+    #[serde(skip)]
+    pub reject_type: Option<EventType>,
 }
 
 impl NfOptions for SignatureConfig {
@@ -131,6 +160,12 @@ impl NfOptions for SignatureConfig {
         let loaded = self.load(&common.name);
         self.alert_type = registry.register(ALERT_EVENT).map_err(|e| vec![common.error(NAME, e)])?;
         let mut errs = loaded.err().unwrap_or_default();
+        if !self.passive && self.parsed.iter().any(|r| r.action == rules::Action::Reject) {
+            match registry.register(REJECT_EVENT) {
+                Ok(t) => self.reject_type = Some(t),
+                Err(e) => errs.push(common.error(NAME, e)),
+            }
+        }
         if let Some(p) = &self.after_dpi {
             let Some(protocol) = Protocol::from_name(p) else {
                 let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
@@ -168,6 +203,9 @@ impl SignatureConfig {
             Ok(rules) if rules.is_empty() => {
                 errs.push(format!("nf `{nf}` ({NAME}): `{}` holds no rules", self.rules.display()))
             }
+            Ok(rules) if rules.iter().filter(|r| r.action.blocks()).count() >= usize::from(u16::MAX) => errs.push(
+                format!("nf `{nf}` ({NAME}): `{}` holds more than 65534 `drop`/`reject` rules", self.rules.display()),
+            ),
             Ok(rules) if errs.is_empty() => self.parsed = rules,
             Ok(_) => {}
             Err(es) => errs.extend(es.into_iter().map(|e| format!("nf `{nf}` ({NAME}): {e}"))),
@@ -206,7 +244,9 @@ output::deref_endpoints!(AlertRecord);
 /// The `alert` object.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AlertInfo {
-    /// The rule's action (`alert`).
+    /// `"alert"` for an `alert` rule; for `drop`/`reject` rules, as Suricata's EVE:
+    /// `"blocked"` (the flow is dropped from this packet on), or `"allowed"` with
+    /// `passive = true` (it would have been).
     pub action: String,
     /// Always 1.
     pub gid: u32,
@@ -218,6 +258,40 @@ pub struct AlertInfo {
     pub signature: String,
     /// classtype.
     pub category: Option<String>,
+}
+
+/// What the NF does on a `drop`/`reject` match (see the module docs).
+struct Verdicts {
+    /// Per rule: its drop reason (index into `drop_reasons`) for blocking rules, inline.
+    reason: Vec<Option<u16>>,
+    /// `drop sid N: msg` / `reject sid N: msg`, one per blocking rule (none when passive).
+    drop_reasons: Vec<String>,
+    passive: bool,
+    reject_type: Option<EventType>,
+    /// Stream mode with blocking rules, inline: a packet's `PKT/TCP` event scans the bytes the
+    /// packet added to its stream (up to its `aux`, the frontier after it), so the packet
+    /// that completes a match is the one dropped; its `DATA_RDY` then finds them scanned.
+    early: bool,
+}
+
+impl Verdicts {
+    fn new(rules: &[Rule], passive: bool, reject_type: Option<EventType>, on: PayloadSource) -> Verdicts {
+        let mut drop_reasons = Vec::new();
+        let reason = rules
+            .iter()
+            .map(|r| {
+                if passive || !r.action.blocks() {
+                    return None;
+                }
+                let i = u16::try_from(drop_reasons.len()).unwrap_or(u16::MAX);
+                let msg = if r.msg.is_empty() { String::new() } else { format!(": {}", r.msg) };
+                drop_reasons.push(format!("{} sid {}{msg}", r.action.as_str(), r.sid));
+                Some(i)
+            })
+            .collect();
+        let early = on == PayloadSource::Stream && !drop_reasons.is_empty();
+        Verdicts { reason, drop_reasons, passive, reject_type, early }
+    }
 }
 
 /// A flow's (proto, client, client port, server, server port).
@@ -233,6 +307,8 @@ struct FlowState {
     tuple: Option<FlowTuple>,
     dirs: [DirState; 2],
     alerted: Vec<u32>,
+    /// A `drop`/`reject` rule matched: every later packet is dropped with this reason.
+    blocked: Option<u16>,
 }
 
 /// The Signature_Match NF (see the module docs).
@@ -246,6 +322,7 @@ pub struct SignatureMatch {
     /// Payload events of flows not (yet) cleared by DPI.
     gated_events: u64,
     alert_type: EventType,
+    verdicts: Verdicts,
     out: JsonLines,
     flows: HashMap<FlowRef, FlowState>,
     bytes_scanned: u64,
@@ -258,6 +335,11 @@ pub struct SignatureMatch {
     state_cap_hits: u64,
     discontinuities: u64,
     read_errors: u64,
+    drops: u64,
+    rejects: u64,
+    would_drop: u64,
+    flows_blocked: u64,
+    packets_dropped: u64,
     /// Scratch: hits of the event being handled.
     hits: Vec<Hit>,
 }
@@ -283,13 +365,18 @@ impl SignatureMatch {
         if let Some((dpi, _)) = cfg.gate {
             subscriptions.push(Subscription::new("dpi", dpi));
         }
+        let verdicts = Verdicts::new(&cfg.parsed, cfg.passive, cfg.reject_type, cfg.on);
+        let mut publications = vec![Publication { port: "alert".into(), event: cfg.alert_type }];
+        if let Some(event) = cfg.reject_type {
+            publications.push(Publication { port: "reject".into(), event });
+        }
         let contract = Contract {
             name: common.name.clone(),
             kind: NAME.into(),
             subscriptions,
-            publications: vec![Publication { port: "alert".into(), event: cfg.alert_type }],
+            publications,
             modifies: Modifies::default(),
-            drop_reasons: vec![],
+            drop_reasons: verdicts.drop_reasons.clone(),
         };
         Ok(SignatureMatch {
             contract,
@@ -300,6 +387,7 @@ impl SignatureMatch {
             gate: cfg.gate,
             gated_events: 0,
             alert_type: cfg.alert_type,
+            verdicts,
             out,
             flows: HashMap::new(),
             bytes_scanned: 0,
@@ -311,6 +399,11 @@ impl SignatureMatch {
             state_cap_hits: 0,
             discontinuities: 0,
             read_errors: 0,
+            drops: 0,
+            rejects: 0,
+            would_drop: 0,
+            flows_blocked: 0,
+            packets_dropped: 0,
             hits: Vec::new(),
         })
     }
@@ -330,11 +423,106 @@ impl SignatureMatch {
                 tuple: None,
                 dirs: [DirState::default(), DirState::default()],
                 alerted: Vec::new(),
+                blocked: None,
             }
         })
     }
 
-    /// Matches what this event brought (already scanned into `self.hits`) and alerts.
+    /// Scans what this event brings — a `DATA_RDY`'s bytes; in packet mode a packet's
+    /// payload; in stream mode with [early](Verdicts::early) verdicts, the bytes the packet
+    /// added to its stream — and evaluates the rules. Returns the drop reason when a
+    /// `drop`/`reject` rule fired (inline).
+    fn inspect(&mut self, flow: FlowRef, ev: &EventDesc, cx: &mut Context<'_>) -> Option<u16> {
+        let to_server = ev.to_server();
+        let dir = usize::from(!to_server);
+        self.hits.clear();
+        let mut hits = std::mem::take(&mut self.hits);
+        let had_data = if ev.event_type == builtin::DATA_RDY {
+            self.scan_stream(flow, ev, ev.aux, ev.snap.frontier[dir], cx, &mut hits)
+        } else if let Some(view) = cx.view(ev) {
+            let fs = Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start);
+            if fs.tuple.is_none() {
+                let tu = Tuple::of(&view);
+                let tu = if to_server { tu } else { tu.reversed() };
+                fs.tuple = Some((tu.proto, tu.src, tu.src_port, tu.dst, tu.dst_port));
+            }
+            match self.on {
+                PayloadSource::Packets => {
+                    let d = &mut fs.dirs[dir];
+                    if !d.started {
+                        self.m.restart(d, d.offset);
+                    }
+                    let payload = view.payload();
+                    self.m.scan(d, payload, &mut hits);
+                    self.bytes_scanned += payload.len() as u64;
+                    !payload.is_empty()
+                }
+                // The packet's snapshot frontier is the one before its bytes; `aux` the one after.
+                PayloadSource::Stream if self.verdicts.early => {
+                    self.scan_stream(flow, ev, ev.snap.frontier[dir], ev.aux, cx, &mut hits)
+                }
+                PayloadSource::Stream => false,
+            }
+        } else {
+            false
+        };
+        self.pattern_matches += hits.len() as u64;
+        self.hits = hits;
+        let block = if had_data || !self.hits.is_empty() { self.evaluate(flow, ev, had_data, cx) } else { None };
+        self.hits.clear();
+        block
+    }
+
+    /// Scans bytes `[from, to)` of the event's direction of the stream into `hits`; returns
+    /// whether there were data bytes. The automata restart when the stream does not go on
+    /// where the last scan ended (counted as a discontinuity); with early verdicts, bytes a
+    /// packet event already scanned are skipped when its `DATA_RDY` follows.
+    fn scan_stream(
+        &mut self,
+        flow: FlowRef,
+        ev: &EventDesc,
+        mut from: u64,
+        to: u64,
+        cx: &mut Context<'_>,
+        hits: &mut Vec<Hit>,
+    ) -> bool {
+        let to_server = ev.to_server();
+        let early = self.verdicts.early;
+        let d = &mut Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start).dirs
+            [usize::from(!to_server)];
+        if early && d.started && from < d.offset {
+            from = d.offset;
+        }
+        if to <= from {
+            return false;
+        }
+        let jump = d.started && d.offset != from;
+        if !d.started || jump {
+            self.m.restart(d, from);
+        }
+        self.discontinuities += u64::from(jump);
+        let m = &self.m;
+        let (mut n, mut gaps) = (0u64, 0u64);
+        if cx
+            .read_stream(flow, to_server, from, to, &mut |c| match c {
+                Chunk::Data(s) => {
+                    n += s.len() as u64;
+                    m.scan(d, s, hits);
+                }
+                Chunk::Gap(len) => {
+                    m.gap(d, len);
+                    gaps += len;
+                }
+            })
+            .is_err()
+        {
+            self.read_errors += 1;
+        }
+        self.bytes_scanned += n;
+        self.gap_bytes += gaps;
+        n > 0
+    }
+
     /// DPI said the flow carries the wanted protocol: inspect it from now on, and in stream
     /// mode scan what the stream already holds, up to the detection's snapshot frontier.
     fn clear_flow(&mut self, flow: FlowRef, ev: &EventDesc, cx: &mut Context<'_>) {
@@ -379,17 +567,21 @@ impl SignatureMatch {
             e.meta.flags = (e.meta.flags & !actors::desc::meta_flags::TO_SERVER)
                 | if to_server { actors::desc::meta_flags::TO_SERVER } else { 0 };
             if n > 0 {
+                // A block decided here takes effect from the flow's next packet.
                 self.evaluate(flow, &e, true, cx);
             }
             self.hits.clear();
         }
     }
 
-    fn evaluate(&mut self, flow: FlowRef, ev: &EventDesc, had_data: bool, cx: &mut Context<'_>) {
+    /// Matches what this event brought (already scanned into `self.hits`), alerts, and
+    /// returns the drop reason when a `drop`/`reject` rule fired inline (the flow is then
+    /// blocked).
+    fn evaluate(&mut self, flow: FlowRef, ev: &EventDesc, had_data: bool, cx: &mut Context<'_>) -> Option<u16> {
         let to_server = ev.to_server();
         let dir = usize::from(!to_server);
         let cands = self.m.candidates(&self.hits, had_data);
-        let Some(fs) = self.flows.get_mut(&flow) else { return };
+        let fs = self.flows.get_mut(&flow)?;
         let d = &mut fs.dirs[dir];
         d.positions.extend_from_slice(&self.hits);
         let mut fired = Vec::new();
@@ -418,8 +610,33 @@ impl SignatureMatch {
         }
         let flow_start = fs.flow_start;
         let stop = self.stop_after_alert && !fs.alerted.is_empty();
+        let mut block = None;
         for ri in fired {
             let rule = &self.m.rules()[ri as usize];
+            let action = match (rule.action, self.verdicts.passive) {
+                (rules::Action::Alert, _) => "alert",
+                (_, true) => {
+                    self.would_drop += 1;
+                    "allowed"
+                }
+                (action, false) => {
+                    if let (rules::Action::Reject, Some(t)) = (action, self.verdicts.reject_type) {
+                        self.rejects += 1;
+                        // For a port that can send: reset both ends (the event carries the
+                        // packet, when there is one, and the snapshot's sequence numbers).
+                        let mut r = *ev;
+                        r.event_type = t;
+                        r.aux = u64::from(rule.sid);
+                        r.flow = Some(flow);
+                        r.flow_start = flow_start;
+                        cx.publish(r);
+                    } else {
+                        self.drops += 1;
+                    }
+                    block = block.or(self.verdicts.reason[ri as usize]);
+                    "blocked"
+                }
+            };
             let rec = AlertRecord {
                 timestamp: rfc3339(ev.ts_ns),
                 flow_id: flow_start,
@@ -428,7 +645,7 @@ impl SignatureMatch {
                 proto: proto_name(proto),
                 direction: if to_server { "to_server" } else { "to_client" }.into(),
                 alert: AlertInfo {
-                    action: rule.action.as_str().into(),
+                    action: action.into(),
                     gid: 1,
                     signature_id: rule.sid,
                     rev: rule.rev,
@@ -446,10 +663,18 @@ impl SignatureMatch {
             cx.publish(a);
             self.out.write(&rec);
         }
+        if let (Some(r), Some(fs)) = (block, self.flows.get_mut(&flow)) {
+            fs.blocked = Some(r);
+            self.flows_blocked += 1;
+        }
         if stop {
-            cx.unsubscribe_flow(ev, builtin::PKT);
+            // A blocked flow's packets must still come, to be dropped.
+            if block.is_none() {
+                cx.unsubscribe_flow(ev, builtin::PKT);
+            }
             cx.unsubscribe_flow(ev, builtin::DATA_RDY);
         }
+        block
     }
 }
 
@@ -464,6 +689,15 @@ impl Actor for SignatureMatch {
         if t == builtin::FLOW_TCP_TERMINATE || (self.on == PayloadSource::Packets && builtin::FLOW.covers(t)) {
             if matches!(FlowEvent::decode(ev.aux), Some(FlowEvent::End(_))) {
                 self.flows.remove(&flow);
+            }
+            return Verdict::Continue;
+        }
+        if let Some(reason) = self.flows.get(&flow).and_then(|f| f.blocked) {
+            // A `drop`/`reject` rule matched earlier: every later packet goes, nothing more is
+            // inspected.
+            if builtin::PKT.covers(t) {
+                self.packets_dropped += 1;
+                return Verdict::Drop(reason);
             }
             return Verdict::Continue;
         }
@@ -494,68 +728,14 @@ impl Actor for SignatureMatch {
                 return Verdict::Continue;
             }
         }
-        let to_server = ev.to_server();
-        let dir = usize::from(!to_server);
-        self.hits.clear();
-        let mut hits = std::mem::take(&mut self.hits);
-        let mut had_data = false;
-        if t == builtin::DATA_RDY {
-            let d = &mut Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start).dirs[dir];
-            let jump = d.started && d.offset != ev.aux;
-            if !d.started || jump {
-                self.m.restart(d, ev.aux);
+        let block = self.inspect(flow, ev, cx);
+        match block {
+            Some(reason) if builtin::PKT.covers(t) => {
+                self.packets_dropped += 1;
+                Verdict::Drop(reason)
             }
-            self.discontinuities += u64::from(jump);
-            let m = &self.m;
-            let d = &mut self.flows.get_mut(&flow).expect("entry").dirs[dir];
-            let (mut n, mut gaps) = (0u64, 0u64);
-            if cx
-                .data_ready(ev, &mut |c| match c {
-                    Chunk::Data(s) => {
-                        n += s.len() as u64;
-                        m.scan(d, s, &mut hits);
-                    }
-                    Chunk::Gap(len) => {
-                        m.gap(d, len);
-                        gaps += len;
-                    }
-                })
-                .is_err()
-            {
-                self.read_errors += 1;
-            }
-            self.bytes_scanned += n;
-            self.gap_bytes += gaps;
-            had_data = n > 0;
-        } else {
-            let Some(view) = cx.view(ev) else {
-                self.hits = hits;
-                return Verdict::Continue;
-            };
-            let fs = Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start);
-            if fs.tuple.is_none() {
-                let tu = Tuple::of(&view);
-                let tu = if to_server { tu } else { tu.reversed() };
-                fs.tuple = Some((tu.proto, tu.src, tu.src_port, tu.dst, tu.dst_port));
-            }
-            if self.on == PayloadSource::Packets {
-                let d = &mut fs.dirs[dir];
-                if !d.started {
-                    self.m.restart(d, d.offset);
-                }
-                let payload = view.payload();
-                self.m.scan(d, payload, &mut hits);
-                self.bytes_scanned += payload.len() as u64;
-                had_data = !payload.is_empty();
-            }
+            _ => Verdict::Continue,
         }
-        self.pattern_matches += hits.len() as u64;
-        self.hits = hits;
-        if had_data || !self.hits.is_empty() {
-            self.evaluate(flow, ev, had_data, cx);
-        }
-        self.hits.clear();
-        Verdict::Continue
     }
 
     fn finish(&mut self, _cx: &mut Context<'_>) -> Result<(), ActorError> {
@@ -577,6 +757,11 @@ impl Actor for SignatureMatch {
             ("state_cap_hits".into(), self.state_cap_hits),
             ("stream_discontinuities".into(), self.discontinuities),
             ("stream_read_errors".into(), self.read_errors),
+            ("drop_matches".into(), self.drops),
+            ("reject_matches".into(), self.rejects),
+            ("would_drop".into(), self.would_drop),
+            ("flows_blocked".into(), self.flows_blocked),
+            ("packets_dropped".into(), self.packets_dropped),
         ]
     }
 }

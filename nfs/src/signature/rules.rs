@@ -11,7 +11,9 @@
 //! (`rules.rules:7: unsupported option `pcre``), and every error of a file is reported.
 //!
 //! **Header**: `action proto src_addr src_port dir dst_addr dst_port`.
-//! * action: `alert` only (`drop`, `pass`, `reject` are refused: the NF only detects);
+//! * action: `alert` (report), `drop` (report, and drop the matching packet and every later
+//!   packet of its flow, both directions) or `reject` (as `drop`, plus a request to reset
+//!   both ends: see [`signature`](crate::signature)); `pass` and `log` are refused;
 //! * proto: `tcp`, `udp`, `ip` (either);
 //! * addresses: `any`, an IP (v4 or v6), a CIDR, a list `[a,b,...]` (nested lists allowed),
 //!   a negation `!x` / `![..]` (a list matches when some positive item matches — or it has
@@ -45,12 +47,25 @@ use ipnet::IpNet;
 pub enum Action {
     /// Report an alert.
     Alert,
+    /// Report, and drop the matching packet and every later packet of the flow.
+    Drop,
+    /// As [`Drop`](Action::Drop), and ask for a TCP RST to both ends.
+    Reject,
 }
 
 impl Action {
     /// The rule-file keyword.
     pub fn as_str(self) -> &'static str {
-        "alert"
+        match self {
+            Action::Alert => "alert",
+            Action::Drop => "drop",
+            Action::Reject => "reject",
+        }
+    }
+
+    /// True for `drop` and `reject`: the rule blocks its flow.
+    pub fn blocks(self) -> bool {
+        self != Action::Alert
     }
 }
 
@@ -575,10 +590,12 @@ fn parse_header(toks: &[String], errors: &mut Vec<String>) -> Option<Header> {
     }
     let action = match toks[0].as_str() {
         "alert" => Ok(Action::Alert),
-        a @ ("drop" | "pass" | "reject" | "log") => {
-            Err(format!("action `{a}` is not supported (this NF only detects: use `alert`)"))
+        "drop" => Ok(Action::Drop),
+        "reject" => Ok(Action::Reject),
+        a @ ("pass" | "log" | "rejectsrc" | "rejectdst" | "rejectboth") => {
+            Err(format!("action `{a}` is not supported (`alert`, `drop` or `reject`)"))
         }
-        a => Err(format!("unknown action `{a}`")),
+        a => Err(format!("unknown action `{a}` (`alert`, `drop` or `reject`)")),
     };
     let proto = match toks[1].as_str() {
         "tcp" => Ok(RuleProto::Tcp),
@@ -789,13 +806,13 @@ mod tests {
 
     #[test]
     fn every_error_of_a_rule_is_named() {
-        let e = one("drop tcp $HOME_NET any -> any 99999 (content:\"a\"; within:0; offset:1; distance:1; \
+        let e = one("pass tcp $HOME_NET any -> any 99999 (content:\"a\"; within:0; offset:1; distance:1; \
                      depth:2; pcre:\"/x/\";)")
         .unwrap_err();
         assert_eq!(
             e,
             [
-                "t.rules:1: action `drop` is not supported (this NF only detects: use `alert`)",
+                "t.rules:1: action `pass` is not supported (`alert`, `drop` or `reject`)",
                 "t.rules:1: variables (`$HOME_NET`) are not supported: write addresses, CIDRs or `any`",
                 "t.rules:1: bad port `99999`",
                 "t.rules:1: `within:0` is shorter than its content (1 bytes)",
