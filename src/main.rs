@@ -234,8 +234,26 @@ struct RunArgs {
     /// Application file (TOML).
     app: PathBuf,
     /// Input capture (pcap or pcapng).
-    #[arg(long, short)]
-    input: PathBuf,
+    #[arg(long, short, required_unless_present = "iface", conflicts_with = "iface")]
+    input: Option<PathBuf>,
+    /// Live traffic (Linux AF_PACKET, root or CAP_NET_RAW): `A` passive (read only, nothing
+    /// is sent), `A,B` inline (frames from A leave through B and vice versa unless an NF drops
+    /// them). Turn offloads off first: `ethtool -K IF gro off gso off tso off tx off`.
+    #[arg(long, value_name = "A[,B]", value_delimiter = ',')]
+    iface: Vec<String>,
+    /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    duration: Option<f64>,
+    /// With --iface: bytes per receive-ring block (a multiple of 4096; also the largest frame).
+    #[arg(long, value_name = "BYTES", default_value_t = runtime::ports::RingConfig::default().block_size, requires = "iface")]
+    ring_block_size: u32,
+    /// With --iface: blocks per receive ring (one ring per interface).
+    #[arg(long, value_name = "N", default_value_t = runtime::ports::RingConfig::default().block_count, requires = "iface")]
+    ring_blocks: u32,
+    /// With --iface: a partly filled block is handed over after this many milliseconds (the
+    /// most a frame waits in the kernel).
+    #[arg(long, value_name = "MS", default_value_t = runtime::ports::RingConfig::default().block_timeout_ms, requires = "iface")]
+    ring_timeout_ms: u32,
     /// Write emitted packets to this pcap file.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -559,7 +577,19 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    let mut opts = RunOptions::new(&a.input);
+    let input = a.input.clone().unwrap_or_default();
+    let mut opts = RunOptions::new(&input);
+    if !a.iface.is_empty() {
+        opts.live = Some(microboxes::engine::LiveOptions {
+            ifaces: a.iface.clone(),
+            ring: runtime::ports::RingConfig {
+                block_size: a.ring_block_size,
+                block_count: a.ring_blocks,
+                block_timeout_ms: a.ring_timeout_ms,
+            },
+        });
+    }
+    opts.duration = a.duration.map(std::time::Duration::from_secs_f64);
     opts.output = a.output.clone();
     opts.output_dir = a.output_dir.clone();
     opts.core_map = core_map;
@@ -572,8 +602,8 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.external = a.nf_process.clone();
     opts.nf_stall_timeout = std::time::Duration::from_secs_f64(a.nf_stall_timeout);
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
-    if !a.no_progress && !a.quiet {
-        opts.progress = microboxes::report::progress_bar(&a.input);
+    if !a.no_progress && !a.quiet && a.iface.is_empty() {
+        opts.progress = microboxes::report::progress_bar(&input);
     }
 
     let mut report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
