@@ -244,16 +244,17 @@ struct RunArgs {
     /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<f64>,
-    /// With --iface: bytes per receive-ring block (a multiple of 4096; also the largest frame).
-    #[arg(long, value_name = "BYTES", default_value_t = runtime::ports::RingConfig::default().block_size, requires = "iface")]
-    ring_block_size: u32,
-    /// With --iface: blocks per receive ring (one ring per interface).
-    #[arg(long, value_name = "N", default_value_t = runtime::ports::RingConfig::default().block_count, requires = "iface")]
-    ring_blocks: u32,
-    /// With --iface: a partly filled block is handed over after this many milliseconds (the
-    /// most a frame waits in the kernel).
-    #[arg(long, value_name = "MS", default_value_t = runtime::ports::RingConfig::default().block_timeout_ms, requires = "iface")]
-    ring_timeout_ms: u32,
+    /// With --iface: bytes per receive-ring block, a multiple of 4096 (default 262144); also
+    /// the largest frame the ring takes.
+    #[arg(long, value_name = "BYTES")]
+    ring_block_size: Option<u32>,
+    /// With --iface: blocks per receive ring, one ring per interface (default 64).
+    #[arg(long, value_name = "N")]
+    ring_blocks: Option<u32>,
+    /// With --iface: a partly filled block is handed over after this many milliseconds, the
+    /// most a frame waits in the kernel (default 1).
+    #[arg(long, value_name = "MS")]
+    ring_timeout_ms: Option<u32>,
     /// Write emitted packets to this pcap file.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -579,13 +580,17 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
 
     let input = a.input.clone().unwrap_or_default();
     let mut opts = RunOptions::new(&input);
+    if a.iface.is_empty() && (a.ring_block_size.is_some() || a.ring_blocks.is_some() || a.ring_timeout_ms.is_some()) {
+        bail!("--ring-block-size, --ring-blocks and --ring-timeout-ms size the receive rings of --iface; they need --iface");
+    }
     if !a.iface.is_empty() {
+        let ring = runtime::ports::RingConfig::default();
         opts.live = Some(microboxes::engine::LiveOptions {
             ifaces: a.iface.clone(),
             ring: runtime::ports::RingConfig {
-                block_size: a.ring_block_size,
-                block_count: a.ring_blocks,
-                block_timeout_ms: a.ring_timeout_ms,
+                block_size: a.ring_block_size.unwrap_or(ring.block_size),
+                block_count: a.ring_blocks.unwrap_or(ring.block_count),
+                block_timeout_ms: a.ring_timeout_ms.unwrap_or(ring.block_timeout_ms),
             },
         });
     }

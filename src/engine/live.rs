@@ -2,8 +2,10 @@
 //! stops the run after `--duration`.
 //!
 //! One interface is passive: frames are read, nothing is sent (`-o` may still record what
-//! the chain emits). Two interfaces are inline, a bump in the wire: a frame read on the first
-//! leaves through the second and vice versa unless an NF drops it. The frame's ingress port
+//! the chain emits); the port also reads what the local host sends on the interface. Two
+//! interfaces are inline, a bump in the wire: a frame read on the first leaves through the
+//! second and vice versa unless an NF drops it; the ports ignore outgoing frames, so what
+//! they send is never read back. The frame's ingress port
 //! travels beside the pool ([`actors::io::Ingress`]). The link type is Ethernet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +55,7 @@ pub(crate) fn open_source(live: &LiveOptions) -> Result<Box<dyn PacketSource>, R
     }
     let mut rx = Vec::new();
     for i in &live.ifaces {
-        rx.push(AfPacketRx::open(i, live.ring)?);
+        rx.push(AfPacketRx::open(i, live.ring, live.inline())?);
     }
     Ok(Box::new(LiveSource::new(rx)))
 }

@@ -8,9 +8,10 @@
 //!
 //! [`AfPacketRx::open`] creates a raw packet socket that receives nothing until it is bound
 //! (protocol 0), switches it to `TPACKET_V3`, maps a ring of [`RingConfig::block_count`]
-//! blocks of [`RingConfig::block_size`] bytes, turns on `PACKET_IGNORE_OUTGOING` (frames sent
-//! *out of* the interface, ours included, are never read back), binds it to the interface for
-//! every protocol and puts the interface in promiscuous mode (a membership: the kernel turns it
+//! blocks of [`RingConfig::block_size`] bytes, optionally turns on `PACKET_IGNORE_OUTGOING`
+//! (frames sent *out of* the interface, ours included, are never read back: what an inline
+//! port needs; a passive port leaves it off, so that it also sees what the local host sends
+//! on a tapped interface), binds it to the interface for every protocol and puts the interface in promiscuous mode (a membership: the kernel turns it
 //! off again when the socket closes). The kernel fills a block and hands it to us when it is
 //! full or after [`RingConfig::block_timeout_ms`] — the latency a lone frame can see.
 //! [`AfPacketRx::next_frame`] returns the next frame of the current block, borrowing the ring
@@ -186,8 +187,9 @@ pub struct AfPacketRx {
 unsafe impl Send for AfPacketRx {}
 
 impl AfPacketRx {
-    /// Opens `iface` for receiving (see the module docs).
-    pub fn open(iface: &str, cfg: RingConfig) -> Result<AfPacketRx, PortError> {
+    /// Opens `iface` for receiving (see the module docs); with `ignore_outgoing`, frames sent
+    /// out of the interface (by anyone) are not received.
+    pub fn open(iface: &str, cfg: RingConfig, ignore_outgoing: bool) -> Result<AfPacketRx, PortError> {
         let page = 4096u32;
         if cfg.block_size == 0 || cfg.block_size % page != 0 || cfg.block_count == 0 || cfg.block_timeout_ms == 0 {
             let e = io::Error::new(
@@ -243,9 +245,11 @@ impl AfPacketRx {
             offset: 0,
             stats: KernelStats::default(),
         };
-        let one: libc::c_int = 1;
-        setsockopt(&rx.fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
-            .map_err(|e| iface_err(iface, "ignoring outgoing frames (PACKET_IGNORE_OUTGOING, Linux 4.20+)", e))?;
+        if ignore_outgoing {
+            let one: libc::c_int = 1;
+            setsockopt(&rx.fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
+                .map_err(|e| iface_err(iface, "ignoring outgoing frames (PACKET_IGNORE_OUTGOING, Linux 4.20+)", e))?;
+        }
         bind(&rx.fd, index, libc::ETH_P_ALL as u16).map_err(|e| iface_err(iface, "binding the packet socket", e))?;
         let mreq = libc::packet_mreq {
             mr_ifindex: index,
@@ -491,10 +495,10 @@ mod tests {
 
     #[test]
     fn bad_names_and_geometry_are_named() {
-        let e = AfPacketRx::open("no-such-if0", RingConfig::default()).err().unwrap().to_string();
+        let e = AfPacketRx::open("no-such-if0", RingConfig::default(), true).err().unwrap().to_string();
         assert!(e.contains("no-such-if0"), "{e}");
         let cfg = RingConfig { block_size: 1000, ..RingConfig::default() };
-        let e = AfPacketRx::open("lo", cfg).err().unwrap().to_string();
+        let e = AfPacketRx::open("lo", cfg, true).err().unwrap().to_string();
         assert!(e.contains("lo") && e.contains("block size 1000"), "{e}");
         assert!(AfPacketTx::open("no-such-if0").err().unwrap().to_string().contains("no-such-if0"));
     }
