@@ -60,13 +60,12 @@ pub(crate) fn open_source(live: &LiveOptions) -> Result<Box<dyn PacketSource>, R
     Ok(Box::new(LiveSource::new(rx)))
 }
 
+/// TX's sink and, inline, the table of each buffer's ingress port.
+pub(crate) type TxEnd = (Box<dyn PacketSink>, Option<Arc<Ingress>>);
+
 /// TX's sink for `live` and, inline, the ingress table; `capture` is the `-o` writer.
 /// Passive: only the capture, nothing is sent.
-pub(crate) fn open_sink(
-    live: &LiveOptions,
-    pool_buffers: u32,
-    capture: Option<PcapWriter>,
-) -> Result<(Box<dyn PacketSink>, Option<Arc<Ingress>>), RunError> {
+pub(crate) fn open_sink(live: &LiveOptions, pool_buffers: u32, capture: Option<PcapWriter>) -> Result<TxEnd, RunError> {
     if !live.inline() {
         return Ok((Box::new(capture), None));
     }

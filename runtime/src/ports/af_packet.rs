@@ -191,7 +191,11 @@ impl AfPacketRx {
     /// out of the interface (by anyone) are not received.
     pub fn open(iface: &str, cfg: RingConfig, ignore_outgoing: bool) -> Result<AfPacketRx, PortError> {
         let page = 4096u32;
-        if cfg.block_size == 0 || cfg.block_size % page != 0 || cfg.block_count == 0 || cfg.block_timeout_ms == 0 {
+        if cfg.block_size == 0
+            || !cfg.block_size.is_multiple_of(page)
+            || cfg.block_count == 0
+            || cfg.block_timeout_ms == 0
+        {
             let e = io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
