@@ -169,6 +169,18 @@ fn tcp_out_segs(lab: &Lab, ns: &str) -> u64 {
     values.split_whitespace().nth(col).and_then(|v| v.parse().ok()).expect("OutSegs value")
 }
 
+/// `mbox run apps/firewall_stats.toml --iface IFACES --duration SECS`, writing stats.json
+/// and the NF outputs into `dir`.
+fn live_run_args(dir: &Path, ifaces: &str, secs: &str) -> Vec<String> {
+    let app = repo_file("apps/firewall_stats.toml");
+    let bin = mbox_bin();
+    let args = ["run", app.to_str().unwrap(), "--iface", ifaces, "--duration", secs, "--stats-json", "stats.json"];
+    let mut v = vec![bin.to_str().unwrap().to_string()];
+    v.extend(args.iter().map(|a| a.to_string()));
+    v.extend(["--output-dir".to_string(), dir.to_str().unwrap().to_string()]);
+    v
+}
+
 #[test]
 fn inline_download_through_firewall_stats() {
     if let Some(why) = unavailable("i") {
@@ -188,21 +200,8 @@ fn inline_download_through_firewall_stats() {
 
     let srv = ["python3", "-m", "http.server", "8080", "--bind", "10.99.0.2"];
     lab.spawn(&s, 90, d, &srv, "server.log");
-    let app = repo_file("apps/firewall_stats.toml");
-    let bin = mbox_bin();
-    let mbox_args = [
-        bin.to_str().unwrap(),
-        "run",
-        app.to_str().unwrap(),
-        "--iface",
-        "m0,m1",
-        "--duration",
-        "60",
-        "--stats-json",
-        "stats.json",
-        "--output-dir",
-        d.to_str().unwrap(),
-    ];
+    let mbox_args = live_run_args(d, "m0,m1", "60");
+    let mbox_args: Vec<&str> = mbox_args.iter().map(String::as_str).collect();
     let mb = lab.spawn(&m, 80, d, &mbox_args, "mbox.log");
 
     let got = d.join("got.bin");
@@ -264,21 +263,8 @@ fn passive_sees_traffic_and_sends_nothing() {
     lab.veth(&a, "a0", &b, "b0").unwrap();
     lab.exec(&a, &["ip", "addr", "add", "10.99.1.1/24", "dev", "a0"]).unwrap();
     lab.exec(&b, &["ip", "addr", "add", "10.99.1.2/24", "dev", "b0"]).unwrap();
-    let app = repo_file("apps/firewall_stats.toml");
-    let bin = mbox_bin();
-    let args = [
-        bin.to_str().unwrap(),
-        "run",
-        app.to_str().unwrap(),
-        "--iface",
-        "b0",
-        "--duration",
-        "4",
-        "--stats-json",
-        "stats.json",
-        "--output-dir",
-        d.to_str().unwrap(),
-    ];
+    let args = live_run_args(d, "b0", "4");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     std::fs::write(d.join("small.bin"), vec![7u8; 100_000]).unwrap();
     lab.spawn(&b, 30, d, &["python3", "-m", "http.server", "8081", "--bind", "10.99.1.2"], "server.log");
     let mb = lab.spawn(&b, 30, d, &args, "mbox.log");
