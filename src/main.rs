@@ -249,8 +249,27 @@ struct RunArgs {
     /// Application file (TOML).
     app: PathBuf,
     /// Input capture (pcap or pcapng).
-    #[arg(long, short)]
-    input: PathBuf,
+    #[arg(long, short, required_unless_present = "iface", conflicts_with = "iface")]
+    input: Option<PathBuf>,
+    /// Live traffic (Linux AF_PACKET, root or CAP_NET_RAW): `A` passive (read only, nothing
+    /// is sent), `A,B` inline (frames from A leave through B and vice versa unless an NF drops
+    /// them). Turn offloads off first: `ethtool -K IF gro off gso off tso off tx off`.
+    #[arg(long, value_name = "A[,B]", value_delimiter = ',')]
+    iface: Vec<String>,
+    /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    duration: Option<f64>,
+    /// With --iface: bytes per receive-ring block, a multiple of 4096 (default 262144); also
+    /// the largest frame the ring takes.
+    #[arg(long, value_name = "BYTES")]
+    ring_block_size: Option<u32>,
+    /// With --iface: blocks per receive ring, one ring per interface (default 64).
+    #[arg(long, value_name = "N")]
+    ring_blocks: Option<u32>,
+    /// With --iface: a partly filled block is handed over after this many milliseconds, the
+    /// most a frame waits in the kernel (default 1).
+    #[arg(long, value_name = "MS")]
+    ring_timeout_ms: Option<u32>,
     /// Write emitted packets to this pcap file.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -616,7 +635,23 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    let mut opts = RunOptions::new(&a.input);
+    let input = a.input.clone().unwrap_or_default();
+    let mut opts = RunOptions::new(&input);
+    if a.iface.is_empty() && (a.ring_block_size.is_some() || a.ring_blocks.is_some() || a.ring_timeout_ms.is_some()) {
+        bail!("--ring-block-size, --ring-blocks and --ring-timeout-ms size the receive rings of --iface; they need --iface");
+    }
+    if !a.iface.is_empty() {
+        let ring = runtime::ports::RingConfig::default();
+        opts.live = Some(microboxes::engine::LiveOptions {
+            ifaces: a.iface.clone(),
+            ring: runtime::ports::RingConfig {
+                block_size: a.ring_block_size.unwrap_or(ring.block_size),
+                block_count: a.ring_blocks.unwrap_or(ring.block_count),
+                block_timeout_ms: a.ring_timeout_ms.unwrap_or(ring.block_timeout_ms),
+            },
+        });
+    }
+    opts.duration = a.duration.map(std::time::Duration::from_secs_f64);
     opts.output = a.output.clone();
     opts.output_dir = a.output_dir.clone();
     opts.core_map = core_map;
@@ -630,9 +665,9 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.nf_stall_timeout = std::time::Duration::from_secs_f64(a.nf_stall_timeout);
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     let interval = a.stats_interval.filter(|_| !a.quiet).map(std::time::Duration::from_secs_f64);
-    // The bar would redraw over the interval lines.
-    if !a.no_progress && !a.quiet && interval.is_none() {
-        opts.progress = microboxes::report::progress_bar(&a.input);
+    // The bar would redraw over the interval lines; a live port has no end to show.
+    if !a.no_progress && !a.quiet && interval.is_none() && a.iface.is_empty() {
+        opts.progress = microboxes::report::progress_bar(&input);
     }
     let metrics = match &a.metrics {
         Some(addr) => Some(microboxes::live_stats::MetricsServer::bind(addr).map_err(anyhow::Error::msg)?),
@@ -642,7 +677,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
         eprintln!("mbox: serving live metrics on http://{}/metrics", m.local_addr());
     }
     if interval.is_some() || metrics.is_some() {
-        opts.live = Some(microboxes::live_stats::Monitor::new(interval, metrics).into_fn());
+        opts.live_stats = Some(microboxes::live_stats::Monitor::new(interval, metrics).into_fn());
     }
 
     let mut report = microboxes::run(&app, opts).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -15,14 +15,21 @@
 //! the dropping actor and reason. Every descriptor that holds a packet reference releases it,
 //! so when the end marker arrives every buffer is back in the pool. The accounting identity
 //! `packets in = packets out + packets dropped` is checked by the engine from these reports.
+//!
+//! **Live.** [`LiveSource`] reads live interfaces (`AF_PACKET` rings, round robin) and never
+//! ends by itself: only the stop flag (Ctrl-C, `--duration`) ends it. [`LiveSink`] sends each
+//! emitted frame out of the *other* interface of an inline pair. The ingress interface of a
+//! frame is kept beside the pool, in an [`Ingress`] table indexed by pool buffer (RX writes
+//! it before publishing, TX reads it when the frame leaves): only RX allocates buffers and a
+//! primary packet keeps its buffer to the end, so descriptors and NFs stay untouched.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use runtime::executor::{PollResult, Runnable};
 use runtime::pool::{AllocError, PoolAllocator, PoolReleaser, PoolView};
-use runtime::ports::{PacketRecord, PcapReader, PcapWriter, PortError};
+use runtime::ports::{AfPacketRx, AfPacketTx, KernelStats, PacketRecord, PcapReader, PcapWriter, PortError};
 use runtime::ring::{Consumer, Producer};
 use runtime::trace::{now_ns, Span, SpanKind, TraceBuffer};
 
@@ -32,8 +39,24 @@ use crate::stage::{publish, ReportSlot, BURST};
 
 /// Where frames come from.
 pub trait PacketSource: Send {
-    /// The next frame, `Ok(None)` at the end.
+    /// The next frame, `Ok(None)` at the end (or, for a source that has not [`ended`],
+    /// when no frame is waiting now).
+    ///
+    /// [`ended`]: PacketSource::ended
     fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, PortError>;
+    /// After `Ok(None)`: true if the source is over, false if it may have frames later (a
+    /// live interface). Files end.
+    fn ended(&self) -> bool {
+        true
+    }
+    /// The port (interface index) the last frame came from; 0 for files.
+    fn port(&self) -> u8 {
+        0
+    }
+    /// The kernel's counters, for a live source (read once, at the end).
+    fn kernel_stats(&mut self) -> Option<KernelStats> {
+        None
+    }
     /// Bytes consumed so far (for progress).
     fn bytes_read(&self) -> u64;
     /// A warning to show at the end (e.g. a truncated capture), if any.
@@ -67,8 +90,167 @@ impl PacketSource for PcapReader {
 pub trait PacketSink: Send {
     /// Writes one frame.
     fn write(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError>;
+    /// Writes one frame that entered through `port` (see [`PacketSource::port`]).
+    fn write_from(&mut self, port: u8, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError> {
+        let _ = port;
+        self.write(ts_ns, data, orig_len)
+    }
+    /// Called after every burst TX handled: a batching sink sends what it holds.
+    fn flush_burst(&mut self) {}
     /// Flushes; returns frames written.
     fn finish(&mut self) -> Result<u64, PortError>;
+    /// A warning to show at the end (e.g. frames the kernel refused to send), if any.
+    fn end_note(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The ingress port of every pool buffer in use (see the module docs).
+#[derive(Debug)]
+pub struct Ingress(Box<[AtomicU8]>);
+
+impl Ingress {
+    /// A table for a pool of `buffers` buffers.
+    pub fn new(buffers: u32) -> Arc<Ingress> {
+        Arc::new(Ingress((0..buffers).map(|_| AtomicU8::new(0)).collect()))
+    }
+
+    fn set(&self, buffer: u32, port: u8) {
+        if let Some(p) = self.0.get(buffer as usize) {
+            p.store(port, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, buffer: u32) -> u8 {
+        self.0.get(buffer as usize).map_or(0, |p| p.load(Ordering::Relaxed))
+    }
+}
+
+/// Frames from live interfaces, port `i` being `ports[i]` (see the module docs).
+pub struct LiveSource {
+    ports: Vec<AfPacketRx>,
+    next: usize,
+    last: u8,
+    /// Kernel ring drops of every port, as last read (live statistics read this; refreshed
+    /// at most every [`KERNEL_STATS_EVERY`], never per frame: the read is a syscall).
+    kernel_drops: u64,
+    refreshed: std::time::Instant,
+}
+
+/// How often a [`LiveSource`] reads the kernel's ring counters while running.
+pub const KERNEL_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl LiveSource {
+    /// A source over `ports` (at most 255).
+    pub fn new(ports: Vec<AfPacketRx>) -> LiveSource {
+        LiveSource { ports, next: 0, last: 0, kernel_drops: 0, refreshed: std::time::Instant::now() }
+    }
+
+    fn refresh_kernel_drops(&mut self) {
+        if self.refreshed.elapsed() >= KERNEL_STATS_EVERY {
+            self.refreshed = std::time::Instant::now();
+            // Each port accumulates what it read (the kernel resets its counters on a read).
+            self.kernel_drops = self.ports.iter_mut().filter_map(|p| p.stats().ok()).map(|s| s.drops).sum();
+        }
+    }
+}
+
+impl PacketSource for LiveSource {
+    fn next_packet(&mut self) -> Result<Option<PacketRecord<'_>>, PortError> {
+        self.refresh_kernel_drops();
+        let n = self.ports.len();
+        for _ in 0..n {
+            let i = self.next;
+            self.next = (i + 1) % n;
+            if self.ports[i].ready() {
+                self.last = i as u8;
+                return self.ports[i].next_frame();
+            }
+        }
+        Ok(None)
+    }
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+    fn ended(&self) -> bool {
+        false
+    }
+    fn port(&self) -> u8 {
+        self.last
+    }
+    fn end_note(&self) -> Option<String> {
+        None
+    }
+    fn kernel_drops(&self) -> Option<u64> {
+        Some(self.kernel_drops)
+    }
+    fn kernel_stats(&mut self) -> Option<KernelStats> {
+        let mut sum = KernelStats::default();
+        for p in &mut self.ports {
+            // A socket that cannot say leaves its counters out (it was open a moment ago).
+            if let Ok(s) = p.stats() {
+                sum.packets += s.packets;
+                sum.drops += s.drops;
+                sum.freezes += s.freezes;
+                sum.csum_not_ready += s.csum_not_ready;
+            }
+        }
+        Some(sum)
+    }
+}
+
+/// Sends each frame out of the other interface of an inline pair: a frame from port 0 leaves
+/// through port 1 and vice versa; optionally also writes it to a capture (`-o`).
+pub struct LiveSink {
+    ports: Vec<AfPacketTx>,
+    capture: Option<PcapWriter>,
+}
+
+impl LiveSink {
+    /// A sink over an inline pair (`ports` holds the transmitters of port 0 and port 1).
+    pub fn new(ports: Vec<AfPacketTx>, capture: Option<PcapWriter>) -> LiveSink {
+        LiveSink { ports, capture }
+    }
+}
+
+impl PacketSink for LiveSink {
+    fn write(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError> {
+        self.write_from(0, ts_ns, data, orig_len)
+    }
+    fn write_from(&mut self, port: u8, ts_ns: u64, data: &[u8], orig_len: u32) -> Result<(), PortError> {
+        if let Some(out) = self.ports.get_mut(usize::from(port ^ 1)) {
+            out.queue(data);
+        }
+        match &mut self.capture {
+            Some(w) => w.write(ts_ns, data, orig_len),
+            None => Ok(()),
+        }
+    }
+    fn flush_burst(&mut self) {
+        for p in &mut self.ports {
+            p.flush();
+        }
+    }
+    fn finish(&mut self) -> Result<u64, PortError> {
+        self.flush_burst();
+        let sent = self.ports.iter().map(AfPacketTx::sent).sum();
+        match self.capture.take() {
+            Some(w) => w.finish().map(|_| sent),
+            None => Ok(sent),
+        }
+    }
+    fn end_note(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|p| p.failed() > 0)
+            .map(|p| {
+                let why = p.last_error().map_or_else(String::new, |e| format!(" (last: {e})"));
+                format!("{} frame(s) the kernel refused to send on `{}`{why}", p.failed(), p.iface())
+            })
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
 }
 
 impl PacketSink for Option<PcapWriter> {
@@ -103,6 +285,8 @@ pub struct RxReport {
     pub error: Option<String>,
     /// A warning from the source.
     pub note: Option<String>,
+    /// A live source's kernel counters (ring drops), read at the end.
+    pub kernel: Option<KernelStats>,
     /// Stopped by the stop flag before the end of the source.
     pub interrupted: bool,
     /// True once RX sent the end marker.
@@ -145,6 +329,10 @@ pub struct RxStage {
     stop: Arc<AtomicBool>,
     /// A frame read but not yet in a buffer (pool exhausted): its time, bytes, wire length.
     waiting: Option<(u64, Vec<u8>, u32)>,
+    /// The port the waiting frame came from.
+    waiting_port: u8,
+    /// Where each buffer's ingress port is noted (live inline runs).
+    ingress: Option<Arc<Ingress>>,
     batch: Vec<EventDesc>,
     seq: u64,
     last_ts: u64,
@@ -176,6 +364,8 @@ impl RxStage {
             output,
             stop,
             waiting: None,
+            waiting_port: 0,
+            ingress: None,
             batch: Vec::with_capacity(BURST),
             seq: 0,
             last_ts: 0,
@@ -198,6 +388,19 @@ impl RxStage {
         self
     }
 
+    /// Notes every frame's ingress port in `ingress` (see the module docs).
+    pub fn with_ingress(mut self, ingress: Arc<Ingress>) -> RxStage {
+        self.ingress = Some(ingress);
+        self
+    }
+
+    /// Notes the ingress port of the frame just admitted (the batch's last descriptor).
+    fn note_ingress(&self, port: u8) {
+        if let (Some(t), Some(h)) = (&self.ingress, self.batch.last().and_then(|d| d.packet)) {
+            t.set(h.index(), port);
+        }
+    }
+
     /// Records a span for every frame read (at most `capacity`).
     pub fn with_trace(mut self, core: u16, capacity: usize) -> RxStage {
         self.trace = Some((core, TraceBuffer::new(capacity)));
@@ -214,6 +417,9 @@ impl RxStage {
                 self.waiting = Some((ts, data, len));
                 self.report.pool_stalls += 1;
                 return;
+            }
+            if self.batch.len() > before {
+                self.note_ingress(self.waiting_port);
             }
             if let (Some(g), true) = (&self.gate, self.batch.len() > before) {
                 g.fetch_add(1, Ordering::AcqRel);
@@ -234,7 +440,7 @@ impl RxStage {
             let rec = match self.source.next_packet() {
                 Ok(Some(r)) => r,
                 Ok(None) => {
-                    self.done_reading = true;
+                    self.done_reading = self.source.ended();
                     break;
                 }
                 Err(e) => {
@@ -258,8 +464,12 @@ impl RxStage {
                 rec.orig_len,
             ) {
                 self.waiting = Some((rec.ts_ns, rec.data.to_vec(), rec.orig_len));
+                self.waiting_port = self.source.port();
                 self.report.pool_stalls += 1;
                 break;
+            }
+            if self.batch.len() > before {
+                self.note_ingress(self.source.port());
             }
             if let (Some(g), true) = (&self.gate, self.batch.len() > before) {
                 g.fetch_add(1, Ordering::AcqRel);
@@ -347,6 +557,7 @@ impl Runnable for RxStage {
             self.finished = true;
             self.report.finished = true;
             self.report.note = self.source.end_note();
+            self.report.kernel = self.source.kernel_stats();
             if let Some((_, buf)) = self.trace.as_mut() {
                 (self.report.trace, self.report.trace_dropped) = buf.take();
             }
@@ -376,6 +587,8 @@ pub struct TxReport {
     pub written: u64,
     /// Writing failed (later frames were counted but not written).
     pub error: Option<String>,
+    /// A warning from the sink (e.g. frames a live interface refused).
+    pub note: Option<String>,
     /// True once the end marker arrived.
     pub finished: bool,
     /// Recorded spans (with `--trace`).
@@ -469,6 +682,7 @@ pub struct TxSink {
     record: bool,
     in_flight: Option<Arc<AtomicI64>>,
     live: Arc<TxLive>,
+    ingress: Option<Arc<Ingress>>,
 }
 
 impl TxSink {
@@ -494,6 +708,7 @@ impl TxSink {
             record: false,
             in_flight: None,
             live: Arc::default(),
+            ingress: None,
         };
         (tx, slot)
     }
@@ -507,6 +722,12 @@ impl TxSink {
     /// Keeps `live` up to date while the run goes on (live statistics).
     pub fn with_live(mut self, live: Arc<TxLive>) -> TxSink {
         self.live = live;
+        self
+    }
+
+    /// Hands each frame's ingress port (noted by RX in `ingress`) to the sink.
+    pub fn with_ingress(mut self, ingress: Arc<Ingress>) -> TxSink {
+        self.ingress = Some(ingress);
         self
     }
 
@@ -560,7 +781,8 @@ impl TxSink {
                 self.report.packets_out += 1;
                 self.report.bytes_out += data.len() as u64;
                 if self.report.error.is_none() {
-                    match self.sink.write(ev.ts_ns, data, ev.meta.wire_len) {
+                    let port = self.ingress.as_ref().map_or(0, |t| t.get(h.index()));
+                    match self.sink.write_from(port, ev.ts_ns, data, ev.meta.wire_len) {
                         Ok(()) => self.report.written += 1,
                         Err(e) => self.report.error = Some(e.to_string()),
                     }
@@ -616,6 +838,7 @@ impl Runnable for TxSink {
         if n > 0 {
             self.live.packets_out.store(self.report.packets_out, Ordering::Relaxed);
             self.live.bytes_out.store(self.report.bytes_out, Ordering::Relaxed);
+            self.sink.flush_burst();
         }
         if done > 0 {
             self.completed.fetch_max(done, Ordering::Release);
@@ -630,6 +853,7 @@ impl Runnable for TxSink {
             if let Err(e) = self.sink.finish() {
                 self.report.error.get_or_insert(e.to_string());
             }
+            self.report.note = self.sink.end_note();
             self.report.finished = true;
             self.finished = true;
             if let Some((_, _, buf)) = self.trace.as_mut() {

@@ -44,6 +44,8 @@ pub(super) struct Finished<'a> {
     pub nf_processes: Vec<(String, u32)>,
     pub started: Instant,
     pub total_bytes: Option<u64>,
+    /// `--duration` ended the run (not an interruption).
+    pub duration_ended: bool,
 }
 
 /// The run's report: takes every report out of its slot, the trace, the rings' and the
@@ -75,6 +77,7 @@ pub(super) fn finish(f: Finished<'_>) -> RunReport {
         cores: f.cores,
         elapsed,
         total_bytes: f.total_bytes,
+        duration_ended: f.duration_ended,
     });
     let observations = f
         .logs
@@ -155,6 +158,35 @@ struct AssembleInput<'a> {
     pub cores: Vec<runtime::executor::CoreReport>,
     pub elapsed: std::time::Duration,
     pub total_bytes: Option<u64>,
+    pub duration_ended: bool,
+}
+
+/// The warnings of a live run: kernel ring drops, frames with unfilled checksums, frames the
+/// kernel refused to send.
+fn live_warnings(i: &AssembleInput<'_>, warnings: &mut Vec<String>) {
+    if let Some(k) = &i.rx.kernel {
+        if k.drops > 0 || k.freezes > 0 {
+            warnings.push(format!(
+                "kernel: {} frame(s) dropped because the receive ring was full (tp_drops), the ring froze {} time(s) (tp_freeze_q_cnt); these frames never reached rx and are not in packets in",
+                k.drops, k.freezes
+            ));
+        }
+        if k.csum_not_ready > 0 {
+            warnings.push(format!(
+                "kernel: {} frame(s) arrived with their checksum not filled in (TX checksum offload of a local sender): turn offloads off with `ethtool -K IF gro off gso off tso off tx off` (docs/live.md)",
+                k.csum_not_ready
+            ));
+        }
+    }
+    if i.rx.too_large > 0 && i.opts.live.is_some() {
+        warnings.push(format!(
+            "{} frame(s) were larger than a pool buffer (GRO/TSO merge frames): turn offloads off with `ethtool -K IF gro off gso off tso off tx off` (docs/live.md)",
+            i.rx.too_large
+        ));
+    }
+    if let Some(n) = &i.tx.note {
+        warnings.push(format!("tx: {n}"));
+    }
 }
 
 /// The run's report, its books checked: every packet read is emitted or dropped with a
@@ -188,16 +220,17 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             .collect();
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
+    let input = i.opts.live.as_ref().map_or_else(|| i.opts.input.display().to_string(), |l| l.describe());
     if let Some(e) = &i.rx.error {
         // The reader's errors name the capture; say it once.
-        let input = i.opts.input.display().to_string();
         let what = if e.contains(&input) { e.clone() } else { format!("reading `{input}`: {e}") };
         errors.push(format!("{what} (packets before it were processed)"));
     }
     if let Some(n) = &i.rx.note {
-        warnings.push(format!("`{}`: {n}", i.opts.input.display()));
+        warnings.push(format!("`{input}`: {n}"));
     }
-    if i.rx.interrupted {
+    live_warnings(&i, &mut warnings);
+    if i.rx.interrupted && i.opts.live.is_none() {
         warnings.push("interrupted: input reading stopped early; the chain was drained and flushed".into());
     }
     if let Some(e) = &i.tx.error {
@@ -250,7 +283,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
     let secs = i.elapsed.as_secs_f64();
     RunReport {
         app: i.app.source.clone(),
-        input: i.opts.input.display().to_string(),
+        input,
         input_bytes: i.total_bytes,
         output: i.opts.output.as_ref().map(|p| p.display().to_string()),
         packets_in: i.rx.packets_in,
@@ -271,7 +304,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         links: i.plan.links.clone(),
         elapsed_s: secs,
         packets_per_s: if secs > 0.0 { i.rx.packets_in as f64 / secs } else { 0.0 },
-        interrupted: i.rx.interrupted,
+        interrupted: i.rx.interrupted && !i.duration_ended,
         warnings,
         errors,
         trace: None,

@@ -27,6 +27,7 @@
 mod assemble;
 mod build;
 mod layout;
+mod live;
 mod nf_process;
 mod place;
 mod wire;
@@ -37,12 +38,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::io::RxProgress;
+use actors::io::{PacketSink, PacketSource, RxProgress};
 use actors::observe::Log;
 use runtime::coremap::CoreMap;
 use runtime::executor::{self, CoreAssignment, CoreReport};
 use runtime::pool;
-use runtime::ports::{PcapReader, PcapWriter};
+use runtime::ports::{LinkType, PcapReader, PcapWriter};
 use runtime::shm::Region;
 
 use crate::app::App;
@@ -50,6 +51,7 @@ use crate::live_stats::{LiveFn, LiveSources};
 use crate::report::RunReport;
 
 pub use build::{build, Built};
+pub use live::LiveOptions;
 pub use nf_process::{link_name, parse_link, serve_nf};
 pub use place::actor_roles;
 
@@ -72,7 +74,7 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
     /// Live statistics (`--stats-interval`, `--metrics`): called about every 10 ms with the
     /// chain's live counters, and once more when the executor has ended.
-    pub live: Option<LiveFn>,
+    pub live_stats: Option<LiveFn>,
     /// Record a trace, keeping at most this many spans per actor.
     pub trace: Option<usize>,
     /// Execution mode.
@@ -97,6 +99,10 @@ pub struct RunOptions {
     /// After a stop request (`stop`), a chain that has not drained within this time is
     /// aborted: NF processes are killed and the run fails, saying what was lost.
     pub drain_timeout: Duration,
+    /// Read live interfaces instead of `input` (`--iface`).
+    pub live: Option<LiveOptions>,
+    /// Stop (as on Ctrl-C) after this long (`--duration`).
+    pub duration: Option<Duration>,
 }
 
 /// Default of [`RunOptions::nf_stall_timeout`].
@@ -123,7 +129,7 @@ impl RunOptions {
             prefix: None,
             stop: Arc::default(),
             progress: None,
-            live: None,
+            live_stats: None,
             trace: None,
             mode: Mode::C,
             observe: false,
@@ -134,6 +140,8 @@ impl RunOptions {
             output_dir: None,
             nf_stall_timeout: NF_STALL_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
+            live: None,
+            duration: None,
         }
     }
 }
@@ -245,9 +253,14 @@ pub type Logs = BTreeMap<String, Log>;
 /// Runs `app` over the input of `opts`.
 pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let reader = PcapReader::open(&opts.input)?;
-    let total_bytes = reader.total_bytes();
-    let link = reader.link_type();
+    let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match &opts.live {
+        Some(l) => (live::open_source(l)?, None, LinkType::Ethernet),
+        None => {
+            let r = PcapReader::open(&opts.input)?;
+            let (t, l) = (r.total_bytes(), r.link_type());
+            (Box::new(r), t, l)
+        }
+    };
     let logs: Option<Logs> =
         opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
     let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
@@ -256,6 +269,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let writer = match &opts.output {
         Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
         None => None,
+    };
+    let (sink, ingress) = match &opts.live {
+        Some(l) => live::open_sink(l, app.runtime.pool_buffers, writer)?,
+        None => (Box::new(writer) as Box<dyn PacketSink>, None),
     };
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
@@ -278,7 +295,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         completed,
         pool: pool_view.clone(),
     };
-    let io = wire::Io { source: Box::new(reader), alloc, release, writer };
+    let io = wire::Io { source, alloc, release, sink, ingress };
     let wired = wire::wire(input, io, actors, shards)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
     let live = LiveSources {
@@ -290,9 +307,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         rings: layout.rings.iter().enumerate().map(|(i, r)| (r.label(), layout::shm_name(i))).collect(),
         actors: plan.actors.iter().map(|a| (a.name.clone(), a.drop_reasons.clone())).collect(),
     };
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = opts.duration.map(|d| live::stop_after(opts.stop.clone(), d, done.clone()));
     let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live);
+    done.store(true, Ordering::SeqCst);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
+    let duration_ended = timed_out.is_some_and(|f| f.load(Ordering::SeqCst));
 
     Ok(assemble::finish(assemble::Finished {
         app,
@@ -310,6 +331,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         nf_processes,
         started,
         total_bytes,
+        duration_ended,
     }))
 }
 
@@ -347,7 +369,7 @@ fn execute(
         if let Some(cb) = opts.progress.as_mut() {
             cb(progress);
         }
-        if let Some(cb) = opts.live.as_mut() {
+        if let Some(cb) = opts.live_stats.as_mut() {
             cb(live, false);
         }
         if opts.stop.load(Ordering::SeqCst) {
@@ -365,7 +387,7 @@ fn execute(
     if let Some(cb) = opts.progress.as_mut() {
         cb(progress);
     }
-    if let Some(cb) = opts.live.as_mut() {
+    if let Some(cb) = opts.live_stats.as_mut() {
         cb(live, true);
     }
     let cores = exec.join().map_err(|_| RunError::Failed("the executor thread panicked".into()));

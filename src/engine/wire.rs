@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use actors::contract::StreamAccess;
 use actors::controller::Plan;
-use actors::io::{PacketSink, PacketSource, RxProgress, RxReport, RxStage, TxLive, TxReport, TxSink};
+use actors::io::{Ingress, PacketSink, PacketSource, RxProgress, RxReport, RxStage, TxLive, TxReport, TxSink};
 use actors::parallel::{Merger, SeqMerger, Splitter};
 use actors::stage::{ReportSlot, Stage, StageReport};
 use actors::{Actor, EventDesc};
 use runtime::coremap::Placement;
 use runtime::executor::Runnable;
 use runtime::pool::{PoolAllocator, PoolReleaser, PoolView};
-use runtime::ports::{LinkType, PcapWriter};
+use runtime::ports::LinkType;
 use runtime::ring::{self, Consumer, Producer};
 use runtime::shm::Region;
 use stacks::shard::ShardSplitter;
@@ -91,7 +91,10 @@ pub(crate) struct Io {
     pub source: Box<dyn PacketSource>,
     pub alloc: PoolAllocator,
     pub release: PoolReleaser,
-    pub writer: Option<PcapWriter>,
+    /// Where emitted frames go: the `-o` capture (or nothing), or a live inline pair.
+    pub sink: Box<dyn PacketSink>,
+    /// Live inline runs: each buffer's ingress port, shared by RX and TX.
+    pub ingress: Option<Arc<Ingress>>,
 }
 
 /// The layout's rings, created; each end taken once by whoever the layout says.
@@ -169,6 +172,9 @@ pub(crate) fn wire(
     if let Some(cap) = i.opts.trace {
         rx = rx.with_trace(core_of("rx"), cap);
     }
+    if let Some(t) = &io.ingress {
+        rx = rx.with_ingress(t.clone());
+    }
     let mut w = Wiring {
         i: &i,
         rings,
@@ -189,8 +195,10 @@ pub(crate) fn wire(
             Node::Group(members) => w.wire_group(members),
         }
     }
-    let sink: Box<dyn PacketSink> = Box::new(io.writer);
-    let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), sink);
+    let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), io.sink);
+    if let Some(t) = io.ingress {
+        tx = tx.with_ingress(t);
+    }
     tx.set_completed(i.completed.clone());
     if let Some(cap) = i.opts.trace {
         tx = tx.with_trace(i.plan.actors.len() as u16, core_of("tx"), cap);

@@ -1,6 +1,6 @@
-//! Packet ports: where frames enter and leave the platform when no live NIC is involved.
+//! Packet ports: where frames enter and leave the platform.
 //!
-//! Three pieces live here, each in its own module:
+//! Four pieces live here, each in its own module:
 //!
 //! * [`pcap`] — [`PcapReader`], a streaming reader for legacy pcap (micro- and nanosecond
 //!   resolution, either byte order) and pcapng files, built on `pcap-parser`'s block
@@ -11,6 +11,8 @@
 //! * [`gen`] — a deterministic traffic generator: seeded TCP (HTTP/1.1 keep-alive) and UDP
 //!   (DNS-like) flows, interleaved, with correct checksums and sequence arithmetic, and a
 //!   summary of exactly what it wrote, so tests can check a pipeline against ground truth.
+//! * [`af_packet`] — live Linux interfaces: a `TPACKET_V3` receive ring ([`AfPacketRx`]) and
+//!   a batched `sendmmsg` transmitter ([`AfPacketTx`]) per interface (docs/live.md).
 //!
 //! # Contract shared by the ports
 //!
@@ -34,12 +36,14 @@
 //! assert!(r.next_packet().unwrap().is_none());
 //! ```
 
+pub mod af_packet;
 pub mod gen;
 pub mod pcap;
 pub mod writer;
 
 use std::path::PathBuf;
 
+pub use af_packet::{AfPacketRx, AfPacketTx, KernelStats, RingConfig};
 pub use pcap::{PcapReader, ReaderStats};
 pub use writer::{PcapWriter, Sink};
 
@@ -125,4 +129,12 @@ pub enum PortError {
     /// The writer was asked to store a frame larger than its snap length.
     #[error("{}: frame of {len} bytes exceeds the snap length {snaplen}", path.display())]
     FrameTooLarge { path: PathBuf, len: usize, snaplen: u32 },
+    /// A live interface could not be opened or read (`action` says which step failed).
+    #[error("interface `{iface}`: {action}: {source}")]
+    Interface {
+        iface: String,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

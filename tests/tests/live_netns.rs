@@ -1,0 +1,330 @@
+//! Live traffic through `mbox run --iface` in network namespaces (root only; skipped visibly
+//! without root, `ip`, veth support, `ethtool`, `curl` or `python3`).
+//!
+//! * inline: client ns `c0` ↔ `m0` | mbox in the middle ns | `m1` ↔ `s0` server ns, one subnet
+//!   (a bump in the wire). Real `curl` downloads a few MB from `python3 -m http.server`
+//!   through `mbox run apps/firewall_stats.toml --iface m0,m1`; the bytes' SHA-256 equals the
+//!   file's, and the connection's flow record is in flows.jsonl.
+//! * passive: `--iface` on one end of a veth pair; an HTTP download between the ends is seen
+//!   (packets_in > 0) and nothing is sent (the other end receives only what the kernel sent).
+//!
+//! Every process runs under `timeout`, is kept by PID and killed by PID; the namespaces are
+//! deleted by a guard's Drop, also when a check panics. Traffic stays in these namespaces.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tests::{mbox_bin, repo_file, skip};
+
+/// Namespaces and processes of one test, torn down on drop.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        Lab { prefix: format!("mbl{}{tag}", std::process::id()), namespaces: Vec::new(), children: Vec::new() }
+    }
+
+    /// Creates namespace `<prefix><suffix>` with loopback up and IPv6 off (no stray ND/MLD).
+    fn netns(&mut self, suffix: &str) -> Result<String, String> {
+        let name = format!("{}{suffix}", self.prefix);
+        run(&["ip", "netns", "add", &name])?;
+        self.namespaces.push(name.clone());
+        self.exec(&name, &["ip", "link", "set", "lo", "up"])?;
+        self.exec(&name, &["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])?;
+        self.exec(&name, &["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        Ok(name)
+    }
+
+    /// A veth pair `a` (in `ns_a`) ↔ `b` (in `ns_b`), both up, offloads off.
+    fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<(), String> {
+        run(&["ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b])?;
+        for (ns, dev) in [(ns_a, a), (ns_b, b)] {
+            self.exec(ns, &["ip", "link", "set", dev, "up"])?;
+            self.exec(ns, &["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off", "tx", "off"])?;
+        }
+        Ok(())
+    }
+
+    fn exec(&self, ns: &str, cmd: &[&str]) -> Result<Output, String> {
+        let mut v = vec!["timeout", "30", "ip", "netns", "exec", ns];
+        v.extend_from_slice(cmd);
+        run(&v)
+    }
+
+    /// Starts `cmd` in `ns` under `timeout -k 5 SECS`, in `dir`; returns its index.
+    fn spawn(&mut self, ns: &str, secs: u32, dir: &Path, cmd: &[&str], log: &str) -> usize {
+        let out = std::fs::File::create(dir.join(log)).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("timeout")
+            .args(["-k", "5", &secs.to_string(), "ip", "netns", "exec", ns])
+            .args(cmd)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn under timeout");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Sends SIGINT to the command `timeout` runs as process `i` (by its PID: `timeout` would
+    /// pass the signal on twice, to the command and to its group, and a second Ctrl-C quits at
+    /// once) and waits for it, at most `within`.
+    fn interrupt_and_wait(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let parent = self.children[i].id().to_string();
+        if let Ok(o) = Command::new("pgrep").args(["-P", &parent]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-INT", pid]).status();
+            }
+        }
+        self.wait(i, within)
+    }
+
+    fn wait(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(s)) = self.children[i].try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                // SIGTERM to `timeout` is passed on to its command; SIGKILL follows.
+                let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(cmd: &[&str]) -> Result<Output, String> {
+    let o = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
+    if o.status.success() {
+        Ok(o)
+    } else {
+        Err(format!("{}: {}{}", cmd.join(" "), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Why these tests cannot run here, if they cannot.
+fn unavailable(tag: &str) -> Option<String> {
+    match Command::new("id").arg("-u").output() {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "0" => {}
+        _ => return Some("needs root (network namespaces, AF_PACKET)".into()),
+    }
+    for tool in ["ip", "ethtool", "curl", "python3", "timeout", "sysctl", "pgrep"] {
+        if !have(tool) {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    let probe = format!("mblprobe{}{tag}", std::process::id());
+    if let Err(e) = run(&["ip", "netns", "add", &probe]) {
+        return Some(format!("cannot create a network namespace: {e}"));
+    }
+    let veth = run(&["ip", "-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+    let _ = run(&["ip", "netns", "del", &probe]);
+    veth.err().map(|e| format!("no veth support: {e}"))
+}
+
+fn stats_json(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("stats.json")).expect("stats.json written");
+    serde_json::from_str(&text).expect("stats.json parses")
+}
+
+fn sysfs_counter(lab: &Lab, ns: &str, dev: &str, what: &str) -> u64 {
+    let o = lab.exec(ns, &["cat", &format!("/sys/class/net/{dev}/statistics/{what}")]).expect("read counter");
+    String::from_utf8_lossy(&o.stdout).trim().parse().expect("counter")
+}
+
+/// TCP segments the kernel of `ns` sent (`Tcp: OutSegs` of its /proc/net/snmp).
+fn tcp_out_segs(lab: &Lab, ns: &str) -> u64 {
+    let o = lab.exec(ns, &["cat", "/proc/net/snmp"]).expect("read snmp");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
+    let col = names.split_whitespace().position(|n| n == "OutSegs").expect("OutSegs");
+    values.split_whitespace().nth(col).and_then(|v| v.parse().ok()).expect("OutSegs value")
+}
+
+/// `mbox run apps/firewall_stats.toml --iface IFACES --duration SECS`, writing stats.json
+/// and the NF outputs into `dir`.
+fn live_run_args(dir: &Path, ifaces: &str, secs: &str) -> Vec<String> {
+    let app = repo_file("apps/firewall_stats.toml");
+    let bin = mbox_bin();
+    let args = ["run", app.to_str().unwrap(), "--iface", ifaces, "--duration", secs, "--stats-json", "stats.json"];
+    let mut v = vec![bin.to_str().unwrap().to_string()];
+    v.extend(args.iter().map(|a| a.to_string()));
+    v.extend(["--output-dir".to_string(), dir.to_str().unwrap().to_string()]);
+    v
+}
+
+#[test]
+fn inline_download_through_firewall_stats() {
+    if let Some(why) = unavailable("i") {
+        skip("live inline download through mbox (network namespaces)", &why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(d.join("file.bin"), &file).unwrap();
+    let mut lab = Lab::new("i");
+    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
+    lab.veth(&c, "c0", &m, "m0").unwrap();
+    lab.veth(&s, "s0", &m, "m1").unwrap();
+    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
+    lab.exec(&s, &["ip", "addr", "add", "10.99.0.2/24", "dev", "s0"]).unwrap();
+
+    let srv = ["python3", "-m", "http.server", "8080", "--bind", "10.99.0.2"];
+    lab.spawn(&s, 90, d, &srv, "server.log");
+    let mbox_args = live_run_args(d, "m0,m1", "60");
+    let mbox_args: Vec<&str> = mbox_args.iter().map(String::as_str).collect();
+    let mb = lab.spawn(&m, 80, d, &mbox_args, "mbox.log");
+
+    let got = d.join("got.bin");
+    let curl = [
+        "curl",
+        "-sS",
+        "--retry",
+        "15",
+        "--retry-connrefused",
+        "--retry-delay",
+        "1",
+        "--connect-timeout",
+        "2",
+        "--max-time",
+        "40",
+        "-o",
+        got.to_str().unwrap(),
+        "http://10.99.0.2:8080/file.bin",
+    ];
+    let fetched = lab.exec(&c, &curl);
+    let status = lab.interrupt_and_wait(mb, Duration::from_secs(15));
+    let log = std::fs::read_to_string(d.join("mbox.log")).unwrap_or_default();
+    fetched.unwrap_or_else(|e| panic!("curl through mbox failed: {e}\nmbox:\n{log}"));
+    let status = status.unwrap_or_else(|| panic!("mbox did not end within 15 s of SIGINT:\n{log}"));
+    assert_eq!(status.code(), Some(130), "Ctrl-C ends a live run with 130 after draining:\n{log}");
+
+    let body = std::fs::read(&got).unwrap();
+    let (want, have) = (Sha256::digest(&file), Sha256::digest(&body));
+    assert_eq!(have, want, "{} bytes arrived, {} sent: SHA-256 differs\n{log}", body.len(), file.len());
+    println!("inline: {} bytes through mbox --iface m0,m1, SHA-256 {:x} equal", body.len(), have);
+
+    let st = stats_json(d);
+    let (pin, pout) = (st["packets_in"].as_u64().unwrap(), st["packets_out"].as_u64().unwrap());
+    assert!(pin > 2000 && pout == pin - st["packets_dropped"].as_u64().unwrap(), "{st}");
+    assert!(st["input"].as_str().unwrap().contains("m0,m1"), "{}", st["input"]);
+    let flows = std::fs::read_to_string(d.join("flows.jsonl")).unwrap();
+    let rec = flows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| {
+            r["proto"] == "TCP" && r["dest_port"] == 8080 && r["src_ip"] == "10.99.0.1" && r["dest_ip"] == "10.99.0.2"
+        })
+        .unwrap_or_else(|| panic!("no flow record of the download in flows.jsonl:\n{flows}"));
+    let to_client = rec["flow"]["bytes_toclient"].as_u64().unwrap();
+    assert!(to_client >= file.len() as u64, "flow record counts {to_client} bytes to the client: {rec}");
+    println!("inline: {pin} packets in, {pout} out; flow record: {rec}");
+}
+
+#[test]
+fn passive_sees_traffic_and_sends_nothing() {
+    if let Some(why) = unavailable("p") {
+        skip("live passive tap (network namespaces)", &why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut lab = Lab::new("p");
+    let (a, b) = (lab.netns("a").unwrap(), lab.netns("b").unwrap());
+    lab.veth(&a, "a0", &b, "b0").unwrap();
+    lab.exec(&a, &["ip", "addr", "add", "10.99.1.1/24", "dev", "a0"]).unwrap();
+    lab.exec(&b, &["ip", "addr", "add", "10.99.1.2/24", "dev", "b0"]).unwrap();
+    let args = live_run_args(d, "b0", "4");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    std::fs::write(d.join("small.bin"), vec![7u8; 100_000]).unwrap();
+    lab.spawn(&b, 30, d, &["python3", "-m", "http.server", "8081", "--bind", "10.99.1.2"], "server.log");
+    let mb = lab.spawn(&b, 30, d, &args, "mbox.log");
+    std::thread::sleep(Duration::from_millis(700));
+    let (rx0, out0) = (sysfs_counter(&lab, &a, "a0", "rx_packets"), tcp_out_segs(&lab, &b));
+    let curl = [
+        "curl",
+        "-sS",
+        "--retry",
+        "10",
+        "--retry-connrefused",
+        "--retry-delay",
+        "1",
+        "--max-time",
+        "20",
+        "-o",
+        "/dev/null",
+        "http://10.99.1.2:8081/small.bin",
+    ];
+    let fetched = lab.exec(&a, &curl);
+    let (rx1, out1) = (sysfs_counter(&lab, &a, "a0", "rx_packets"), tcp_out_segs(&lab, &b));
+    let status = lab.wait(mb, Duration::from_secs(15));
+    let log = std::fs::read_to_string(d.join("mbox.log")).unwrap_or_default();
+    fetched.unwrap_or_else(|e| panic!("curl across the tapped pair failed: {e}\nmbox:\n{log}"));
+    let status = status.unwrap_or_else(|| panic!("--duration 4 did not end the run:\n{log}"));
+    assert_eq!(status.code(), Some(0), "a run ended by --duration succeeds:\n{log}");
+    // Every frame a0 receives was sent by B's kernel (TCP segments, plus an ARP reply or two);
+    // a passive port that sent what it read out of b0 would add A's own frames.
+    let (got, sent_by_b) = (rx1 - rx0, out1 - out0);
+    assert!(
+        got <= sent_by_b + 3,
+        "a0 received {got} frames, B's kernel sent {sent_by_b}: mbox must send nothing\n{log}"
+    );
+    let st = stats_json(d);
+    let pin = st["packets_in"].as_u64().unwrap();
+    assert!(pin >= sent_by_b, "mbox saw {pin} packets; B alone sent {sent_by_b}: {st}");
+    assert!(!st["interrupted"].as_bool().unwrap(), "--duration is the normal end of a live run: {st}");
+    println!(
+        "passive: mbox saw {pin} packets; B sent {sent_by_b} TCP segments, a0 received {got} frames (nothing added)"
+    );
+}
+
+#[test]
+fn live_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app = repo_file("apps/firewall_stats.toml");
+    let app = app.to_str().unwrap();
+    let both = tests::mbox(d, &["run", app, "--input", "x.pcap", "--iface", "lo"]);
+    assert!(!both.status.success());
+    assert!(tests::text(&both).contains("cannot be used with"), "{}", tests::text(&both));
+    let neither = tests::mbox(d, &["run", app]);
+    assert!(!neither.status.success() && tests::text(&neither).contains("--input"), "{}", tests::text(&neither));
+    let three = tests::mbox(d, &["run", app, "--iface", "a0,b0,c0"]);
+    assert!(tests::text(&three).contains("one interface (passive) or two (inline), not 3"), "{}", tests::text(&three));
+    let same = tests::mbox(d, &["run", app, "--iface", "lo,lo"]);
+    assert!(tests::text(&same).contains("two different interfaces"), "{}", tests::text(&same));
+    let missing = tests::mbox(d, &["run", app, "--iface", "no-such-if0", "--duration", "1"]);
+    let t = tests::text(&missing);
+    assert!(!missing.status.success() && t.contains("interface `no-such-if0`"), "{t}");
+    let ring = tests::mbox(d, &["run", app, "--input", "x.pcap", "--ring-blocks", "8"]);
+    assert!(!ring.status.success() && tests::text(&ring).contains("--iface"), "{}", tests::text(&ring));
+}
