@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stacks::reassembly::{Budget, ByteStream, OverlapPolicy, ReassemblyConfig};
+use stacks::reassembly::{Budget, ByteStream, Chunk, OverlapPolicy, ReassemblyConfig};
 
 /// What the stream must hold, byte by byte, from offset 0 (bounded by the input size).
 struct Shadow {
@@ -108,9 +108,16 @@ fuzz_target!(|data: &[u8]| {
         let in_order = chunks as usize * cs;
         assert!(s.memory() <= in_order + ooo_bound, "memory {} > {} + {}", s.memory(), in_order, ooo_bound);
         // The bytes readable now must match the shadow where it knows them; newly delivered
-        // bytes extend it (gaps from `finish` read as zeros).
+        // bytes extend it (a gap skipped by `finish` is a `Chunk::Gap` of its length: the
+        // shadow holds zeros there).
         let b = s.base();
-        let got = s.read(b, f).expect("[base, frontier) is readable").to_vec();
+        let mut got = Vec::new();
+        for c in s.read(b, f).expect("[base, frontier) is readable") {
+            match c {
+                Chunk::Data(d) => got.extend_from_slice(d),
+                Chunk::Gap(n) => got.resize(got.len() + n as usize, 0),
+            }
+        }
         assert_eq!(got.len() as u64, f - b);
         let known = shadow.bytes.len() as u64;
         for (i, byte) in got.iter().enumerate() {
