@@ -53,4 +53,5 @@ pub mod ports;
 pub mod ring;
 pub mod shm;
 pub mod sys;
+pub mod test_support;
 pub mod trace;

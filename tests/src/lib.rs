@@ -135,18 +135,6 @@ impl Capture {
     }
 }
 
-/// Reports a check that could not run here (a missing tool, too few CPUs, no root): prints
-/// `SKIPPED: <check>: <why>` on stdout and stderr, and appends the line to the file named by
-/// `$MBOX_SKIP_LOG` when set — `.ci/run` sets it and prints the list at the end, so that a
-/// skip is never invisible.
-pub fn skip(check: &str, why: &str) {
-    let line = format!("SKIPPED: {check}: {why}");
-    println!("{line}");
-    eprintln!("{line}");
-    if let Some(log) = std::env::var_os("MBOX_SKIP_LOG") {
-        use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
+/// Reports a check that could not run here (a missing tool, too few CPUs, no root), visibly:
+/// see [`runtime::test_support::skip`].
+pub use runtime::test_support::skip;
