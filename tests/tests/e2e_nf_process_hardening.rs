@@ -114,7 +114,13 @@ fn run_with_stopped_nf(dir: &Path, prefix: &str, args: &[&str]) -> (Child, u32) 
     let mut run = start_run(dir, &app, &input, prefix, args);
     let start = Instant::now();
     loop {
-        if let Some(&nf) = children_of(run.id()).first() {
+        // Only once the child runs `mbox nf` (it has exec'd): a child stopped between fork and
+        // exec would hold its parent inside `spawn` (vfork), which no run can be expected to
+        // survive.
+        let serving = |p: &u32| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"--attach"))
+        };
+        if let Some(&nf) = children_of(run.id()).iter().find(|p| serving(p)) {
             signal(nf, "STOP");
             return (run, nf);
         }
