@@ -56,9 +56,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actors::controller;
-use actors::event::{builtin, EventRegistry, EventType};
+use actors::event::{EventRegistry, EventType};
 use actors::matcher::FlowMatch;
-use actors::{Actor, Contract, Publication, Subscription};
+use actors::{Actor, Contract, Subscription};
 use nfs::{NfCommon, NfConfig};
 use runtime::ports::LinkType;
 use serde::Deserialize;
@@ -330,7 +330,7 @@ fn link_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry], registry: &EventRe
             chain.push((kind, cfg.build(kind.actor, &cx).actor, true));
         }
     }
-    let rx = rx_contract();
+    let rx = actors::io::rx_contract();
     let mut published: Vec<EventType> = rx.publications.iter().map(|p| p.event).collect();
     published.extend(chain.iter().filter(|c| !c.2).flat_map(|c| c.1.contract().publications.iter().map(|p| p.event)));
     let mut needed = Vec::new();
@@ -367,16 +367,6 @@ fn link_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry], registry: &EventRe
         problems.extend(e.problems.into_iter().filter(|p| !p.starts_with("two actors are named")));
     }
     problems
-}
-
-/// The contract of RX, the first actor of every chain: it publishes the frames it reads.
-pub fn rx_contract() -> Contract {
-    Contract {
-        name: "rx".into(),
-        kind: "rx".into(),
-        publications: vec![Publication { port: "frames".into(), event: builtin::FRAME }],
-        ..Default::default()
-    }
 }
 
 /// One `[[nf]]` entry: its name when it has one (to check names even when the rest is

@@ -20,10 +20,12 @@ use actors::event::{builtin, EventRegistry};
 use actors::observe::Observed;
 use actors::private::{InnerTraceSlot, PrivateChain};
 use actors::Subscription;
-use actors::{Actor, ActorRole, Contract, Publication};
+use actors::{Actor, ActorRole, Contract};
 use runtime::ports::LinkType;
 use stacks::registry::{self, StackContext};
 use stacks::shard::ShardedStreams;
+
+use actors::io::rx_contract;
 
 use super::{Logs, Mode, RunError};
 use crate::app::{App, NfEntry};
@@ -264,15 +266,5 @@ pub(super) fn parallel_groups(app: &App, plan: &Plan, actors: &[Box<dyn Actor>])
         Ok(out)
     } else {
         Err(config_err(app, problems))
-    }
-}
-
-/// RX's contract: it publishes every frame of the input.
-fn rx_contract() -> Contract {
-    Contract {
-        name: "rx".into(),
-        kind: "rx".into(),
-        publications: vec![Publication { port: "frames".into(), event: builtin::FRAME }],
-        ..Default::default()
     }
 }
