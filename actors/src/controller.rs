@@ -51,6 +51,11 @@ pub struct LinkedSubscription {
     pub from: Option<u16>,
     /// Only TCP-monitor events of this half's updates.
     pub side: Option<crate::contract::Side>,
+    /// The publishers (plan indices) whose events `side` applies to: the µStacks among
+    /// `publishers`. An event an NF publishes is not a stack's update, even when it carries
+    /// a copy of the snapshot of the event that raised it (DPI's `EVENT/DPI_DETECT` does):
+    /// `side` never filters it.
+    pub side_publishers: Vec<u16>,
     /// Only events of packets sent this way.
     pub to_server: Option<bool>,
     /// The actor rewrites these events into its own publications.
@@ -208,6 +213,11 @@ impl Linker<'_> {
             publishers: matches.iter().map(|(j, _)| *j as u16).collect(),
             from: from.map(|f| f as u16),
             side: s.side,
+            side_publishers: matches
+                .iter()
+                .filter(|(j, _)| self.contracts[*j].role() == ActorRole::Stack)
+                .map(|(j, _)| *j as u16)
+                .collect(),
             to_server: s.to_server,
             consumes: s.consumes,
             include_dropped: s.include_dropped,

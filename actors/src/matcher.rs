@@ -36,7 +36,8 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn matches(self, proto: u8) -> bool {
+    /// Whether IP protocol number `proto` is this one.
+    pub fn matches(self, proto: u8) -> bool {
         match self {
             Proto::Tcp => proto == 6,
             Proto::Udp => proto == 17,

@@ -129,7 +129,7 @@ pub fn subscription_for<'p>(plan: &'p PlannedActor, pool: &PoolView, ev: &EventD
         s.event.covers(ev.event_type)
             && s.publishers.contains(&ev.publisher)
             && s.from.is_none_or(|f| f == ev.publisher)
-            && side_accepts(s.side, ev)
+            && (!s.side_publishers.contains(&ev.publisher) || side_accepts(s.side, ev))
             && s.to_server.is_none_or(|d| ev.flow.is_some() && ev.to_server() == d)
             && match &s.filter {
                 None => true,

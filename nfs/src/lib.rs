@@ -189,6 +189,10 @@ pub trait NfSpec: std::fmt::Debug + Send + Sync {
 
     /// A boxed copy.
     fn box_clone(&self) -> Box<dyn NfSpec>;
+
+    /// The options themselves, for checks across NFs (`signature_match`'s `after_dpi` looks
+    /// at the `dpi` NF's options: [`signature::gate::problems`]).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl<T: NfOptions> NfSpec for T {
@@ -206,6 +210,10 @@ impl<T: NfOptions> NfSpec for T {
 
     fn box_clone(&self) -> Box<dyn NfSpec> {
         Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -62,6 +62,14 @@ impl Protocol {
         Protocol::ALL.into_iter().find(|p| p.name() == name)
     }
 
+    /// The IP protocol it usually runs over: 17 (UDP) for DNS, 6 (TCP) for the others.
+    pub fn transport(self) -> u8 {
+        match self {
+            Protocol::Dns => 17,
+            _ => 6,
+        }
+    }
+
     /// Suricata's `app_proto` name.
     pub fn name(self) -> &'static str {
         match self {

@@ -178,6 +178,9 @@ struct FlowState {
     gap: [bool; 2],
     /// Payload-carrying events seen.
     events: u32,
+    /// The last packet read: `side = "both"` delivers each packet twice (both halves'
+    /// updates); its payload is read once.
+    last_packet: Option<u64>,
 }
 
 /// The DPI NF (see the module docs).
@@ -249,7 +252,9 @@ impl Dpi {
         d.meta.flags = ev.meta.flags & meta_flags::TO_SERVER;
         d.meta.proto = st.proto;
         d.aux = result.as_ref().map_or(u64::from(UNKNOWN_CODE), |(p, _)| u64::from(p.code()));
-        cx.publish(d);
+        // Before the deciding event: an NF that starts inspecting the flow on this decision
+        // (`after_dpi`) must also get the packet that made it, as it would without the gate.
+        cx.publish_before(d);
         match &result {
             Some((p, _)) => self.detected[usize::from(p.code() - 1)] += 1,
             None => self.unknown += 1,
@@ -338,6 +343,9 @@ impl Actor for Dpi {
             }
         } else {
             let Some(view) = cx.view(ev) else { return ActorVerdict::Continue };
+            if std::mem::replace(&mut st.last_packet, Some(ev.seq)) == Some(ev.seq) {
+                return ActorVerdict::Continue;
+            }
             if st.tuple.is_none() {
                 let tu = Tuple::of(&view);
                 let tu = if ev.to_server() { tu } else { tu.reversed() };

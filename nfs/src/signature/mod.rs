@@ -70,6 +70,7 @@
 //! bytes; `action` is `"alert"` for `alert` rules, and as in Suricata's EVE `"blocked"` for
 //! an enforced `drop`/`reject`, `"allowed"` for one in passive mode.
 
+pub mod gate;
 pub mod matcher;
 pub mod rules;
 
@@ -303,6 +304,10 @@ struct FlowState {
     cleared: bool,
     /// Unsubscribed from the flow's payload events until DPI clears it.
     gated: bool,
+    /// Per direction: stream offset scanned when DPI cleared the flow ([`gate`]).
+    caught_up: [u64; 2],
+    /// Packet mode: the last packet scanned (one scan per packet, see [`gate`]).
+    last_packet: Option<u64>,
     /// (proto, client, client port, server, server port), when a packet was seen.
     tuple: Option<FlowTuple>,
     dirs: [DirState; 2],
@@ -319,6 +324,8 @@ pub struct SignatureMatch {
     max_positions: usize,
     stop_after_alert: bool,
     gate: Option<(EventType, u64)>,
+    /// The directions the main port takes (`direction`): [to server, to client].
+    inspects: [bool; 2],
     /// Payload events of flows not (yet) cleared by DPI.
     gated_events: u64,
     alert_type: EventType,
@@ -385,6 +392,7 @@ impl SignatureMatch {
             max_positions: cfg.max_positions,
             stop_after_alert: cfg.stop_after_alert,
             gate: cfg.gate,
+            inspects: [common.to_server != Some(false), common.to_server != Some(true)],
             gated_events: 0,
             alert_type: cfg.alert_type,
             verdicts,
@@ -420,6 +428,8 @@ impl SignatureMatch {
                 flow_start,
                 cleared: false,
                 gated: false,
+                caught_up: [0; 2],
+                last_packet: None,
                 tuple: None,
                 dirs: [DirState::default(), DirState::default()],
                 alerted: Vec::new(),
@@ -446,8 +456,11 @@ impl SignatureMatch {
                 let tu = if to_server { tu } else { tu.reversed() };
                 fs.tuple = Some((tu.proto, tu.src, tu.src_port, tu.dst, tu.dst_port));
             }
-            match self.on {
-                PayloadSource::Packets => {
+            let on = if self.on == PayloadSource::Packets && self.packet_scanned(flow, ev) { None } else { Some(self.on) };
+            match on {
+                None => false,
+                Some(PayloadSource::Packets) => {
+                    let fs = self.flows.get_mut(&flow).expect("entry made above");
                     let d = &mut fs.dirs[dir];
                     if !d.started {
                         self.m.restart(d, d.offset);
@@ -458,10 +471,10 @@ impl SignatureMatch {
                     !payload.is_empty()
                 }
                 // The packet's snapshot frontier is the one before its bytes; `aux` the one after.
-                PayloadSource::Stream if self.verdicts.early => {
+                Some(PayloadSource::Stream) if self.verdicts.early => {
                     self.scan_stream(flow, ev, ev.snap.frontier[dir], ev.aux, cx, &mut hits)
                 }
-                PayloadSource::Stream => false,
+                Some(PayloadSource::Stream) => false,
             }
         } else {
             false
@@ -475,8 +488,8 @@ impl SignatureMatch {
 
     /// Scans bytes `[from, to)` of the event's direction of the stream into `hits`; returns
     /// whether there were data bytes. The automata restart when the stream does not go on
-    /// where the last scan ended (counted as a discontinuity); with early verdicts, bytes a
-    /// packet event already scanned are skipped when its `DATA_RDY` follows.
+    /// where the last scan ended (counted as a discontinuity); bytes already scanned (by a
+    /// packet event's early verdict, or up to a DPI decision) are skipped.
     fn scan_stream(
         &mut self,
         flow: FlowRef,
@@ -487,10 +500,11 @@ impl SignatureMatch {
         hits: &mut Vec<Hit>,
     ) -> bool {
         let to_server = ev.to_server();
-        let early = self.verdicts.early;
         let d = &mut Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start).dirs
             [usize::from(!to_server)];
-        if early && d.started && from < d.offset {
+        // Bytes already scanned (by a packet event's early verdict, or when DPI cleared the
+        // flow up to its snapshot frontier) are not scanned again: the stream is append-only.
+        if d.started && from < d.offset {
             from = d.offset;
         }
         if to <= from {
@@ -521,57 +535,6 @@ impl SignatureMatch {
         self.bytes_scanned += n;
         self.gap_bytes += gaps;
         n > 0
-    }
-
-    /// DPI said the flow carries the wanted protocol: inspect it from now on, and in stream
-    /// mode scan what the stream already holds, up to the detection's snapshot frontier.
-    fn clear_flow(&mut self, flow: FlowRef, ev: &EventDesc, cx: &mut Context<'_>) {
-        let fs = Self::flow_entry(&mut self.flows, &mut self.flows_tracked, flow, ev.flow_start);
-        fs.cleared = true;
-        if std::mem::take(&mut fs.gated) {
-            cx.subscribe_flow(ev, builtin::PKT);
-            cx.subscribe_flow(ev, builtin::DATA_RDY);
-        }
-        if self.on != PayloadSource::Stream {
-            return;
-        }
-        for dir in 0..2 {
-            let to = ev.snap.frontier[dir];
-            if to == 0 {
-                continue;
-            }
-            let to_server = dir == 0;
-            let mut hits = std::mem::take(&mut self.hits);
-            hits.clear();
-            let m = &self.m;
-            let d = &mut self.flows.get_mut(&flow).expect("entry").dirs[dir];
-            m.restart(d, 0);
-            let mut n = 0u64;
-            if cx
-                .read_stream(flow, to_server, 0, to, &mut |c| match c {
-                    Chunk::Data(s) => {
-                        n += s.len() as u64;
-                        m.scan(d, s, &mut hits);
-                    }
-                    Chunk::Gap(len) => m.gap(d, len),
-                })
-                .is_err()
-            {
-                // Already released: matching starts with the next DATA_RDY instead.
-                d.started = false;
-            }
-            self.bytes_scanned += n;
-            self.pattern_matches += hits.len() as u64;
-            self.hits = hits;
-            let mut e = *ev;
-            e.meta.flags = (e.meta.flags & !actors::desc::meta_flags::TO_SERVER)
-                | if to_server { actors::desc::meta_flags::TO_SERVER } else { 0 };
-            if n > 0 {
-                // A block decided here takes effect from the flow's next packet.
-                self.evaluate(flow, &e, true, cx);
-            }
-            self.hits.clear();
-        }
     }
 
     /// Matches what this event brought (already scanned into `self.hits`), alerts, and
