@@ -111,6 +111,9 @@ pub struct App {
     /// `parallel = [["a", "b"], ...]`: NF groups that run in parallel in mode d (when empty,
     /// mode d groups consecutive read-only NFs itself).
     pub parallel: Vec<Vec<String>>,
+    /// What loads but will not work as the file probably means (e.g. an `after_dpi` gate
+    /// that opens late): `mbox run` and `mbox check` print them.
+    pub warnings: Vec<String>,
 }
 
 /// Everything wrong with an app file, one problem per line.
@@ -187,8 +190,17 @@ impl App {
             // Links of the NFs that configured (all, or those before the first that did not).
             errs.extend(link_problems(&stacks, &nfs, &registry).into_iter().map(|p| format!("{source}: {p}")));
         }
+        let mut warnings = Vec::new();
+        for p in gate_problems(&stacks, &nfs) {
+            let line = format!("{source}: {}", p.message);
+            if p.fatal {
+                errs.push(line);
+            } else {
+                warnings.push(line);
+            }
+        }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, stacks, nfs, registry, parallel })
+            Ok(App { source: source.to_string(), runtime, stacks, nfs, registry, parallel, warnings })
         } else {
             Err(AppError(errs))
         }
@@ -300,6 +312,20 @@ fn parse_parallel(
             Vec::new()
         }
     }
+}
+
+/// The problems of every `signature_match` with `after_dpi` (see
+/// [`nfs::signature::gate::problems`]), with the `dpi` NF before it.
+fn gate_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry]) -> Vec<nfs::signature::gate::Problem> {
+    let tcp_stack = stacks.iter().any(|s| s.kind.table == "tcp");
+    let mut out = Vec::new();
+    for (i, nf) in nfs.iter().enumerate() {
+        let NfConfig::Kind(spec) = &nf.config else { continue };
+        let Some(cfg) = spec.as_any().downcast_ref::<nfs::signature::SignatureConfig>() else { continue };
+        let dpi = nfs[..i].iter().rev().find(|d| d.kind == nfs::dpi::NAME).map(|d| &d.common);
+        out.extend(nfs::signature::gate::problems(&nf.common, cfg, dpi, tcp_stack));
+    }
+    out
 }
 
 /// The link problems of the chain RX → the µStacks → `nfs`, as modes b, c and d link it,

@@ -545,8 +545,16 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
     Ok(())
 }
 
+/// The app file's warnings ([`App::warnings`]), on stderr unless `quiet`.
+fn print_warnings(app: &App, quiet: bool) {
+    for w in app.warnings.iter().filter(|_| !quiet) {
+        eprintln!("mbox: warning: {w}");
+    }
+}
+
 fn cmd_check(a: CheckArgs) -> Result<i32> {
     let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_warnings(&app, a.quiet);
     let opts = microboxes::check::CheckOptions {
         modes: a.modes,
         single_core: a.single_core,
@@ -661,6 +669,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     if let (false, Some(note)) = (a.quiet, app.parallel_note(a.mode)) {
         eprintln!("mbox: note: {note}");
     }
+    print_warnings(&app, a.quiet);
     opts.external = a.nf_process.clone();
     opts.nf_stall_timeout = std::time::Duration::from_secs_f64(a.nf_stall_timeout);
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);

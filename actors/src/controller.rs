@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 
 use crate::contract::{ActorRole, Contract, Subscription};
-use crate::event::{EventRegistry, EventType};
+use crate::event::{builtin, EventRegistry, EventType};
 use crate::matcher::FlowMatch;
 
 /// A subscription after linking.
@@ -195,6 +195,7 @@ impl Linker<'_> {
             return Err(self.unlinked(&what, i, s, &downstream));
         }
         self.ambiguity(&what, &upstream)?;
+        self.deaf(&what, s, &upstream)?;
         let matches = upstream;
         let line = format!(
             "{}.{} <- {}",
@@ -223,6 +224,20 @@ impl Linker<'_> {
             include_dropped: s.include_dropped,
         };
         Ok((linked, line))
+    }
+
+    /// A subscription that no linked publication can pass: a `filter` looks at the event's
+    /// packet, and `DATA_RDY` and `FLOW` events carry none — such a port would receive
+    /// nothing, silently.
+    fn deaf(&self, what: &str, s: &Subscription, upstream: &Feeds) -> Result<(), String> {
+        let packetless = |t: &EventType| builtin::DATA_RDY.covers(*t) || builtin::FLOW.covers(*t);
+        if s.filter.is_some() && upstream.iter().all(|(_, ts)| ts.iter().all(packetless)) {
+            let types = self.names(upstream.iter().flat_map(|(_, ts)| ts.iter().copied()));
+            return Err(format!(
+                "{what} with a `filter`, but a filter looks at the event's packet and `{types}` events carry none: the port would receive nothing (filter the packets before, e.g. with a firewall, or use `direction`)"
+            ));
+        }
+        Ok(())
     }
 
     /// Every (actor, types) whose publications subscription `s` of actor `i` covers (only
