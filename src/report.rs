@@ -27,6 +27,23 @@ pub struct DropLine {
     pub packets: u64,
 }
 
+/// The TCP resets that `reject` matches asked for (`EVENT/IDS_REJECT`, two per match: one to
+/// each end of the flow; docs/live.md).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ResetLine {
+    /// Reject events that reached TX.
+    pub rejects: u64,
+    /// Resets sent on a live interface (inline runs).
+    pub rst_sent: u64,
+    /// Resets only written to the `-o` capture (offline or passive runs).
+    pub rst_captured: u64,
+    /// Resets neither sent nor written.
+    pub rst_not_sent: u64,
+    /// Why the last unsent ones were not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
 /// One actor's numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActorSummary {
@@ -108,6 +125,8 @@ pub struct RunReport {
     pub dropped: Vec<DropLine>,
     /// Non-packet events whose propagation an actor ended.
     pub event_drops: Vec<DropLine>,
+    /// TCP resets for `reject` matches.
+    pub resets: ResetLine,
     /// RX polls that waited for a free buffer.
     pub rx_pool_stalls: u64,
     /// RX polls that waited for ring room.
@@ -198,6 +217,15 @@ impl RunReport {
         }
         for d in &self.event_drops {
             let _ = writeln!(s, "  events stopped by {}: {}: {}", d.actor, d.reason, d.packets);
+        }
+        let r = &self.resets;
+        if r.rejects > 0 {
+            let why = r.why_not.as_ref().map_or_else(String::new, |w| format!(" ({w})"));
+            let _ = writeln!(
+                s,
+                "  reject: {} match(es), TCP resets: {} sent (rst_sent), {} written to the capture only, {} not sent{why}",
+                r.rejects, r.rst_sent, r.rst_captured, r.rst_not_sent
+            );
         }
         self.actors_text(&mut s);
         self.rings_text(&mut s);

@@ -22,6 +22,15 @@
 //! frame is kept beside the pool, in an [`Ingress`] table indexed by pool buffer (RX writes
 //! it before publishing, TX reads it when the frame leaves): only RX allocates buffers and a
 //! primary packet keeps its buffer to the end, so descriptors and NFs stay untouched.
+//!
+//! **Resets.** With [`TxSink::with_rejects`], TX answers each `EVENT/IDS_REJECT` (a
+//! `reject` rule's match, published after the dropped packet's own descriptor) with the two
+//! TCP resets of [`runtime::ports::Resets`], built from the event's packet and handed to
+//! [`PacketSink::inject`]: the one to the packet's receiver leaves by the other interface,
+//! the one to its sender by the packet's own ingress interface. A live inline pair sends
+//! them (`rst_sent`); a file run writes them to the `-o` capture, if any (`rst_captured`);
+//! otherwise they are counted as not sent. A reject event without a packet waits for the
+//! flow's next packet at TX and takes its addresses and numbers from it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -103,6 +112,23 @@ pub trait PacketSink: Send {
     fn end_note(&self) -> Option<String> {
         None
     }
+    /// Sends a frame the platform made itself (a TCP reset) out of port `egress` and records
+    /// it in the capture, if any; says what became of it. The default can do neither.
+    fn inject(&mut self, egress: u8, ts_ns: u64, data: &[u8]) -> Result<Injected, PortError> {
+        let _ = (egress, ts_ns, data);
+        Ok(Injected::NotSent)
+    }
+}
+
+/// What a sink did with a frame the platform made ([`PacketSink::inject`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// Queued for sending on a live interface (and written to the capture, if any).
+    Sent,
+    /// Only written to the output capture (an offline or passive run with `-o`).
+    Captured,
+    /// Neither: no interface can send and there is no capture.
+    NotSent,
 }
 
 /// The ingress port of every pool buffer in use (see the module docs).
@@ -238,6 +264,14 @@ impl PacketSink for LiveSink {
             p.flush();
         }
     }
+    fn inject(&mut self, egress: u8, ts_ns: u64, data: &[u8]) -> Result<Injected, PortError> {
+        let Some(out) = self.ports.get_mut(usize::from(egress)) else { return Ok(Injected::NotSent) };
+        out.queue(data);
+        if let Some(w) = &mut self.capture {
+            w.write(ts_ns, data, data.len() as u32)?;
+        }
+        Ok(Injected::Sent)
+    }
     fn finish(&mut self) -> Result<u64, PortError> {
         self.flush_burst();
         let sent = self.ports.iter().map(AfPacketTx::sent).sum();
@@ -271,6 +305,12 @@ impl PacketSink for Option<PcapWriter> {
         match self.take() {
             Some(w) => w.finish(),
             None => Ok(0),
+        }
+    }
+    fn inject(&mut self, _egress: u8, ts_ns: u64, data: &[u8]) -> Result<Injected, PortError> {
+        match self {
+            Some(w) => w.write(ts_ns, data, data.len() as u32).map(|()| Injected::Captured),
+            None => Ok(Injected::NotSent),
         }
     }
 }
@@ -616,6 +656,24 @@ pub struct TxReport {
     /// With recording on: every packet in the order it left, `(seq, flow_start, dropped by
     /// (actor, reason))`.
     pub emitted: Vec<Fate>,
+    /// What became of the TCP resets `reject` matches asked for (see [`TxSink::with_rejects`]).
+    pub resets: ResetReport,
+}
+
+/// The TCP resets TX made for `reject` matches (`EVENT/IDS_REJECT`, two per match).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Reject events that reached TX.
+    pub requests: u64,
+    /// Resets queued for sending on a live interface (`rst_sent`).
+    pub sent: u64,
+    /// Resets only written to the `-o` capture (offline or passive runs).
+    pub captured: u64,
+    /// Resets neither sent nor written (no interface can send, no capture; or the frame was
+    /// not TCP/IP, or no packet of the flow came after a match without one).
+    pub not_sent: u64,
+    /// Why the last ones were not sent.
+    pub why_not: Option<String>,
 }
 
 /// A packet's fate at the end of the chain: `(seq, flow_start, dropped by (actor, reason))`.
@@ -701,7 +759,15 @@ pub struct TxSink {
     in_flight: Option<Arc<AtomicI64>>,
     live: Arc<TxLive>,
     ingress: Option<Arc<Ingress>>,
+    /// `EVENT/IDS_REJECT`, when an NF can publish it.
+    reject: Option<crate::event::EventType>,
+    /// Flows (`flow_start`) whose reject event had no packet: their next packet's frame
+    /// gives the resets' addresses and numbers (at most [`PENDING_RESETS`]).
+    pending_resets: Vec<u64>,
 }
+
+/// Flows that wait for a packet to build their resets from (beyond, counted as not sent).
+pub const PENDING_RESETS: usize = 1024;
 
 impl TxSink {
     /// A sink consuming `input`, releasing into `release`, writing to `sink`.
@@ -727,6 +793,8 @@ impl TxSink {
             in_flight: None,
             live: Arc::default(),
             ingress: None,
+            reject: None,
+            pending_resets: Vec::new(),
         };
         (tx, slot)
     }
@@ -746,6 +814,16 @@ impl TxSink {
     /// Hands each frame's ingress port (noted by RX in `ingress`) to the sink.
     pub fn with_ingress(mut self, ingress: Arc<Ingress>) -> TxSink {
         self.ingress = Some(ingress);
+        self
+    }
+
+    /// Answers every `reject` event (of type `reject`, `EVENT/IDS_REJECT`) with two TCP
+    /// resets built from its packet ([`runtime::ports::Resets`]): the forward one leaves by
+    /// the interface the packet would have left by, the backward one by the interface it came
+    /// in by ([`PacketSink::inject`]). A reject event without a packet (a match on bytes no
+    /// packet event brought) waits for the flow's next packet at TX (which the NF drops).
+    pub fn with_rejects(mut self, reject: crate::event::EventType) -> TxSink {
+        self.reject = Some(reject);
         self
     }
 
@@ -775,11 +853,62 @@ impl TxSink {
         self.completed.clone()
     }
 
+    /// Builds the two resets from the frame in `h` and hands them to the sink.
+    fn reset(&mut self, h: runtime::pool::PacketHandle, ts_ns: u64) {
+        let ingress = self.ingress.as_ref().map_or(0, |t| t.get(h.index()));
+        let r = &mut self.report.resets;
+        match runtime::ports::Resets::for_frame(self.pool.data(h)) {
+            Ok(rst) => {
+                for (egress, frame) in [(ingress ^ 1, &rst.forward), (ingress, &rst.backward)] {
+                    match self.sink.inject(egress, ts_ns, frame) {
+                        Ok(Injected::Sent) => r.sent += 1,
+                        Ok(Injected::Captured) => r.captured += 1,
+                        Ok(Injected::NotSent) => {
+                            r.not_sent += 1;
+                            r.why_not = Some("no interface can send them and there is no -o capture".into());
+                        }
+                        Err(e) => {
+                            r.not_sent += 1;
+                            r.why_not = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                r.not_sent += 2;
+                r.why_not = Some(format!("the matching frame: {e}"));
+            }
+        }
+    }
+
+    /// A reject event: resets now (from its packet) or at the flow's next packet.
+    fn reject(&mut self, ev: &EventDesc) {
+        self.report.resets.requests += 1;
+        match ev.packet {
+            Some(h) => self.reset(h, ev.ts_ns),
+            None if self.pending_resets.len() < PENDING_RESETS => self.pending_resets.push(ev.flow_start),
+            None => {
+                self.report.resets.not_sent += 2;
+                self.report.resets.why_not = Some(format!("more than {PENDING_RESETS} flows waited for a packet"));
+            }
+        }
+    }
+
     fn consume(&mut self, ev: &EventDesc) {
         if ev.is_skip() {
             return;
         }
         self.report.events_in += 1;
+        if self.reject.is_some_and(|t| t == ev.event_type) && !ev.is_dropped() {
+            self.reject(ev);
+        } else if let (Some(h), false) = (ev.packet, self.pending_resets.is_empty()) {
+            if ev.is_primary() {
+                if let Some(i) = self.pending_resets.iter().position(|f| *f == ev.flow_start && *f != 0) {
+                    self.pending_resets.swap_remove(i);
+                    self.reset(h, ev.ts_ns);
+                }
+            }
+        }
         if self.record && ev.is_primary() {
             let by = ev.is_dropped().then_some((ev.dropped_by, ev.drop_reason));
             self.report.emitted.push((ev.seq, ev.flow_start, by));
@@ -868,6 +997,11 @@ impl Runnable for TxSink {
             }
         }
         if end {
+            if !self.pending_resets.is_empty() {
+                self.report.resets.not_sent += 2 * self.pending_resets.len() as u64;
+                self.report.resets.why_not = Some("no packet of the flow came after the match".into());
+                self.pending_resets.clear();
+            }
             if let Err(e) = self.sink.finish() {
                 self.report.error.get_or_insert(e.to_string());
             }

@@ -294,6 +294,13 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         packets_dropped,
         dropped,
         event_drops,
+        resets: crate::report::ResetLine {
+            rejects: i.tx.resets.requests,
+            rst_sent: i.tx.resets.sent,
+            rst_captured: i.tx.resets.captured,
+            rst_not_sent: i.tx.resets.not_sent,
+            why_not: i.tx.resets.why_not.clone(),
+        },
         rx_pool_stalls: i.rx.pool_stalls,
         rx_ring_stalls: i.rx.ring_stalls,
         actors,

@@ -294,6 +294,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         streams,
         completed,
         pool: pool_view.clone(),
+        reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
     };
     let io = wire::Io { source, alloc, release, sink, ingress };
     let wired = wire::wire(input, io, actors, shards)?;

@@ -84,6 +84,8 @@ pub(crate) struct WireInput<'a> {
     pub streams: Option<Arc<dyn StreamAccess>>,
     pub completed: Arc<std::sync::atomic::AtomicU64>,
     pub pool: PoolView,
+    /// `EVENT/IDS_REJECT`, when an NF registered it: TX answers it with TCP resets.
+    pub reject: Option<actors::event::EventType>,
 }
 
 /// The packet pool's ends and the capture's.
@@ -198,6 +200,9 @@ pub(crate) fn wire(
     let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), io.sink);
     if let Some(t) = io.ingress {
         tx = tx.with_ingress(t);
+    }
+    if let Some(t) = i.reject {
+        tx = tx.with_rejects(t);
     }
     tx.set_completed(i.completed.clone());
     if let Some(cap) = i.opts.trace {

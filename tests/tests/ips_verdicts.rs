@@ -91,29 +91,39 @@ fn counter(r: &RunReport, name: &str) -> u64 {
 }
 
 /// Every blocked flow lost exactly the packet that completed the match (the client frame
-/// with the alert's time) and everything after it; every other flow is intact.
+/// with the alert's time) and everything after it; every other flow is intact. A `reject`
+/// flow's capture ends with the two TCP resets TX made from that packet (written to the `-o`
+/// capture, as nothing can send them offline).
 fn assert_blocked_flows_cut(r: &Run) {
     let blocked: BTreeMap<u16, &AlertRecord> =
         r.alerts.iter().filter(|a| a.alert.action == "blocked").map(|a| (a.src_port.unwrap(), a)).collect();
     assert!(blocked.len() >= 2, "{:?}", r.alerts);
     let input = by_port(read_all(&repo_file(ATTACKS)));
     let mut output = by_port(read_all(&r.pcap_out));
-    let mut dropped = 0;
+    let (mut dropped, mut resets) = (0, 0);
     for (port, frames) in &input {
         let got = output.remove(port).unwrap_or_default();
-        let want: &[(u64, Vec<u8>)] = match blocked.get(port) {
+        let want: Vec<(u64, Vec<u8>)> = match blocked.get(port) {
             Some(a) => {
                 let at = frames
                     .iter()
                     .position(|(ts, f)| rfc3339(*ts) == a.timestamp && client_port(f) == a.src_port.unwrap())
                     .unwrap_or_else(|| panic!("no frame of port {port} at {}", a.timestamp));
-                &frames[..at]
+                let mut w = frames[..at].to_vec();
+                dropped += frames.len() - at;
+                if a.alert.signature_id == 1004 {
+                    let rst = runtime::ports::Resets::for_frame(&frames[at].1).unwrap();
+                    w.extend([(frames[at].0, rst.forward), (frames[at].0, rst.backward)]);
+                    resets += 2;
+                }
+                w
             }
-            None => frames,
+            None => frames.clone(),
         };
-        assert!(got.as_slice() == want, "port {port}: {} frames out, {} expected", got.len(), want.len());
-        dropped += frames.len() - want.len();
+        assert!(got == want, "port {port}: {} frames out, {} expected", got.len(), want.len());
     }
+    let rs = &r.report.resets;
+    assert_eq!((rs.rejects * 2, rs.rst_captured, rs.rst_sent, rs.rst_not_sent), (resets, resets, 0, 0), "{rs:?}");
     assert!(output.is_empty(), "frames of unknown flows in the output");
     assert_eq!(r.report.packets_in - r.report.packets_out, dropped as u64);
     assert_eq!(counter(&r.report, "packets_dropped"), dropped as u64);
@@ -163,6 +173,25 @@ fn drop_and_reject_rules_cut_their_flows_at_the_matching_packet_in_every_mode() 
             assert!(c.packets > 0, "mode {m} compared nothing: {c:?}");
         }
     }
+}
+
+/// Offline without `-o` nothing can carry a `reject`'s resets: they are counted as not sent,
+/// and the summary says so.
+#[test]
+fn reject_resets_without_a_capture_are_counted_as_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = ips_rules(dir.path());
+    let app = app(&rules, &dir.path().join("a.jsonl"), "stream", "");
+    let report = microboxes::run(&app, RunOptions::new(repo_file(ATTACKS))).unwrap();
+    let rs = &report.resets;
+    assert!(rs.rejects > 0, "{rs:?}");
+    assert_eq!((rs.rst_sent, rs.rst_captured, rs.rst_not_sent), (0, 0, 2 * rs.rejects), "{rs:?}");
+    let text = report.to_text();
+    assert!(
+        text.contains(&format!("{} not sent (no interface can send them and there is no -o capture)", 2 * rs.rejects)),
+        "{text}"
+    );
+    println!("{}", text.lines().find(|l| l.contains("reject:")).unwrap());
 }
 
 /// `passive = true`: nothing is dropped; the drop/reject matches are written as `"allowed"`

@@ -52,8 +52,9 @@
 //! `drop sid N: <msg>`), and the flow is no longer inspected; `reject` does the same, reason
 //! `reject sid N: <msg>`, and publishes `EVENT/IDS_REJECT` (`aux` = sid; a copy of the event
 //! that matched, so with the packet and snapshot when there is one): the request to reset
-//! both ends, for a port that can send — on pcap input nothing is sent and `reject` acts as
-//! `drop`. In **stream mode** the match is normally found on a `DATA_RDY`, which carries no
+//! both ends. The TX sink answers it with two TCP resets (`actors::io`, `runtime::ports::rst`):
+//! sent on a live inline pair, written to the `-o` capture offline, else counted as not
+//! sent (docs/live.md). In **stream mode** the match is normally found on a `DATA_RDY`, which carries no
 //! packet and follows its packet's `PKT/TCP` event; so when the rules can drop, the NF scans
 //! at each `PKT/TCP` event the bytes that packet added to its stream — from the event's
 //! snapshot frontier (before the packet) to its `aux` (after it, set by the TCP monitor) —

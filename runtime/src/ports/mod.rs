@@ -1,6 +1,6 @@
 //! Packet ports: where frames enter and leave the platform.
 //!
-//! Four pieces live here, each in its own module:
+//! Five pieces live here, each in its own module:
 //!
 //! * [`pcap`] — [`PcapReader`], a streaming reader for legacy pcap (micro- and nanosecond
 //!   resolution, either byte order) and pcapng files, built on `pcap-parser`'s block
@@ -13,6 +13,8 @@
 //!   summary of exactly what it wrote, so tests can check a pipeline against ground truth.
 //! * [`af_packet`] — live Linux interfaces: a `TPACKET_V3` receive ring ([`AfPacketRx`]) and
 //!   a batched `sendmmsg` transmitter ([`AfPacketTx`]) per interface (docs/live.md).
+//! * [`rst`] — [`Resets`], the two TCP `RST|ACK` frames that reset both ends of the
+//!   connection a frame belongs to (an inline IPS's `reject`).
 //!
 //! # Contract shared by the ports
 //!
@@ -39,12 +41,14 @@
 pub mod af_packet;
 pub mod gen;
 pub mod pcap;
+pub mod rst;
 pub mod writer;
 
 use std::path::PathBuf;
 
 pub use af_packet::{AfPacketRx, AfPacketTx, KernelStats, RingConfig};
 pub use pcap::{PcapReader, ReaderStats};
+pub use rst::{Resets, RstError};
 pub use writer::{PcapWriter, Sink};
 
 /// The link layer of every frame in a capture.
