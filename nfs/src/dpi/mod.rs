@@ -36,7 +36,11 @@
 //! whose SNI lies beyond the bound — is taken without host, else unknown), or the flow ends
 //! with payload seen but no decision (unknown), the NF publishes ONE `EVENT/DPI_DETECT`:
 //! `aux` = the code, `flow`/`flow_start` copied from the deciding event, `meta.flags` its
-//! `TO_SERVER` bit, `meta.proto` the IP protocol, no packet. The flow then goes to a small
+//! `TO_SERVER` bit, `meta.proto` the IP protocol, no packet, and the deciding event's
+//! snapshot — whose frontier, when a TCP packet decided, includes that packet's bytes (its
+//! `aux`), so that an NF that starts inspecting on the detection can read everything up to
+//! and including what decided (`signature_match`'s `after_dpi`, see `signature::gate`).
+//! With `side = "both"` a packet's two update events are read once. The flow then goes to a small
 //! "done" set and the NF unsubscribes from the flow's `PKT` and `DATA_RDY` events (dynamic
 //! subscriptions: they are no longer delivered, counted by the runner as
 //! `not_delivered_by_flow_subscription`); any that still arrive are counted as
@@ -59,7 +63,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use actors::desc::{meta_flags, EventDesc, FlowEvent, FlowRef};
+use actors::desc::{meta_flags, snapshot_update, EventDesc, FlowEvent, FlowRef};
 use actors::event::{builtin, EventRegistry, EventType};
 use actors::matcher::Tuple;
 use actors::{
@@ -249,12 +253,16 @@ impl Dpi {
         // The deciding event's snapshot: NFs that start inspecting the flow now know how far
         // its streams were at the decision (`signature_match`'s `after_dpi`).
         d.snap = ev.snap;
+        if ev.snap.update != snapshot_update::NONE && builtin::PKT_TCP.covers(ev.event_type) {
+            // A packet's snapshot frontier is the one before its bytes, `aux` the one after:
+            // the stream as of the decision includes the deciding packet.
+            let dir = usize::from(!ev.to_server());
+            d.snap.frontier[dir] = d.snap.frontier[dir].max(ev.aux);
+        }
         d.meta.flags = ev.meta.flags & meta_flags::TO_SERVER;
         d.meta.proto = st.proto;
         d.aux = result.as_ref().map_or(u64::from(UNKNOWN_CODE), |(p, _)| u64::from(p.code()));
-        // Before the deciding event: an NF that starts inspecting the flow on this decision
-        // (`after_dpi`) must also get the packet that made it, as it would without the gate.
-        cx.publish_before(d);
+        cx.publish(d);
         match &result {
             Some((p, _)) => self.detected[usize::from(p.code() - 1)] += 1,
             None => self.unknown += 1,
@@ -343,7 +351,7 @@ impl Actor for Dpi {
             }
         } else {
             let Some(view) = cx.view(ev) else { return ActorVerdict::Continue };
-            if std::mem::replace(&mut st.last_packet, Some(ev.seq)) == Some(ev.seq) {
+            if st.last_packet.replace(ev.seq) == Some(ev.seq) {
                 return ActorVerdict::Continue;
             }
             if st.tuple.is_none() {

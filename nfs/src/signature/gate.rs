@@ -2,16 +2,15 @@
 //! carries a protocol — the paper's dynamic subscriptions (Figure 7c, setups 4 and 5).
 //!
 //! **Gating.** Until DPI decides, the matcher unsubscribes from the flow's payload events
-//! (they are no longer delivered, counted by the runner). DPI publishes its
-//! `EVENT/DPI_DETECT` *before* the event it decided on, so the deciding packet (or
-//! `DATA_RDY`) reaches the matcher after the decision, as it would without the gate. The
-//! detection event is DPI's own: the subscriber's `side` does not filter it (`side` selects
-//! µStack updates only), whatever snapshot it carries.
+//! (they are no longer delivered, counted by the runner). The detection event is DPI's own:
+//! the subscriber's `side` does not filter it (`side` selects µStack updates only), whatever
+//! snapshot it carries.
 //!
-//! **Catching up.** DPI usually needs more than one event (a request split over segments,
-//! a reordered first segment), and those events passed while the flow was gated. When the
-//! flow is cleared, the matcher reads what the TCP monitor's stream holds, from its start up
-//! to the detection's snapshot frontier, in each direction its main port inspects
+//! **Catching up.** DPI needs at least the deciding event, often more (a request split over
+//! segments, a reordered first segment), and those events passed while the flow was gated.
+//! When the flow is cleared, the matcher reads what the TCP monitor's stream holds, from its
+//! start up to the detection's snapshot frontier (which includes the deciding packet's
+//! bytes), in each direction its main port inspects
 //! (`direction`), and scans it: in stream mode and in packet mode alike. In packet mode the
 //! packets covered by that scan are not scanned again (a packet event whose stream range ends
 //! at or before the caught-up offset is skipped). So the flow is matched as the static

@@ -44,6 +44,10 @@
 //! first one it sees; until then only `any` addresses and ports match. `udp` rules never
 //! match in stream mode.
 //!
+//! **Dynamic subscriptions** (`after_dpi`): see [`gate`] — the flow is inspected once DPI
+//! says its protocol, after a catch-up scan of what its streams hold; load-time checks refuse
+//! or warn about configurations under which that cannot work.
+//!
 //! **Forgetting**: a flow's state goes on `FLOW/TCP/TERMINATE` (stream mode) or on the L2/3
 //! `FLOW` end (packet mode), so memory is bounded by live flows.
 //!
