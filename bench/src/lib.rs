@@ -12,6 +12,9 @@
 //! * `cargo run -p bench --release --bin chain` — packets/second of chains of 1..=5
 //!   `stream_hash` NFs with per-NF stacks (mode a) against one shared stack (modes c, d);
 //!   writes an SVG plot ([`line_plot_svg`]).
+//! * `cargo run -p bench --release --bin fig7c` / `fig8` — the paper's Figures 7c and 8
+//!   (docs/benchmarks.md); categorical results are drawn as grouped bars, measured beside
+//!   the paper's values ([`bar_chart_svg`], y ticks from [`nice_ticks`]).
 
 /// Best (largest) value of a list of rates.
 pub fn best(xs: &[f64]) -> f64 {
@@ -190,6 +193,9 @@ pub struct BarChart {
     pub groups: Vec<BarGroup>,
     /// A line of text under the panel (what differs from the paper, and why).
     pub footnote: Option<String>,
+    /// Fill colours of the series (SVG colours, e.g. `"#9e9e9e"` for the paper's values);
+    /// series beyond the list take the default palette.
+    pub colors: Vec<String>,
 }
 
 /// Ticks `0, step, 2·step, …, top` for an axis from 0 covering `max` with about five steps:
@@ -223,8 +229,8 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Colours of the series, in order (measured first, the paper's in grey).
-const BAR_COLORS: [&str; 6] = ["#1f77b4", "#9e9e9e", "#ff7f0e", "#c7c7c7", "#2ca02c", "#d62728"];
+/// Default colours of the series, in order.
+const BAR_COLORS: [&str; 6] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
 
 /// The SVG text of `charts`, one panel under the other. Every bar is a
 /// `<rect class="bar" data-series=… data-group=… data-value=…>`, every y tick a
@@ -293,6 +299,7 @@ pub fn bar_chart_svg_text(charts: &[BarChart]) -> String {
         let n = chart.groups.len().max(1) as f64;
         let gw = pw / n;
         let ns = chart.series.len().max(1) as f64;
+        let color = |k: usize| chart.colors.get(k).map_or(BAR_COLORS[k % BAR_COLORS.len()], String::as_str);
         let bw = gw * 0.8 / ns;
         for (g, group) in chart.groups.iter().enumerate() {
             let gx = px + g as f64 * gw + gw * 0.1;
@@ -307,7 +314,7 @@ pub fn bar_chart_svg_text(charts: &[BarChart]) -> String {
                     xml_escape(name),
                     xml_escape(&group.label),
                     bw * 0.92,
-                    BAR_COLORS[k % BAR_COLORS.len()]
+                    xml_escape(color(k))
                 );
                 let label = bar.label.clone().unwrap_or_else(|| format!("{v:.2}"));
                 let _ = writeln!(
@@ -341,7 +348,7 @@ pub fn bar_chart_svg_text(charts: &[BarChart]) -> String {
                 s,
                 r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text class="legend" x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
                 y0 + 34.0,
-                BAR_COLORS[k % BAR_COLORS.len()],
+                xml_escape(color(k)),
                 lx + 16.0,
                 y0 + 44.0,
                 xml_escape(name)
@@ -448,6 +455,7 @@ mod tests {
                 },
             ],
             footnote: Some("2 cores".into()),
+            colors: vec!["#111111".into()],
         };
         let svg = bar_chart_svg_text(&[chart.clone(), chart]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -455,6 +463,10 @@ mod tests {
         assert_eq!(b.len(), 10, "5 bars per panel, the missing one not drawn");
         assert_eq!((b[2].0.as_str(), b[2].1.as_str(), b[2].2), ("measured", "4 dynamic", 2.2));
         assert_eq!((b[3].0.as_str(), b[3].2), ("paper", 5.0));
+        // The first series takes the given colour, the second the palette's second.
+        let fills: Vec<&str> =
+            svg.match_indices("<rect class=\"bar\"").map(|(i, _)| attr(&svg[i..], "fill").unwrap()).collect();
+        assert_eq!(fills[..2], ["#111111", BAR_COLORS[1]]);
         // Heights are proportional to values.
         let ratio = b[3].3 / b[1].3;
         assert!((ratio - 5.0).abs() < 0.05, "{ratio}");

@@ -277,6 +277,7 @@ fn main() -> Result<()> {
             y_label: "throughput vs setup 1".into(),
             series: vec!["measured (here)".into(), "paper".into()],
             groups,
+            colors: vec!["#1f77b4".into(), "#9e9e9e".into()],
             footnote: Some(format!(
                 "{} flows, {} packets; {cores} cores for RX, stack, DPI, matcher, TX; median of {reps} runs; \
                  the TCP monitor alone (no NF) ran at {ceiling:.2}x",
