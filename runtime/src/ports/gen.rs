@@ -448,6 +448,8 @@ struct TcpPlan<'a> {
     plan: &'a mut VecDeque<Pkt>,
     cn: u32,
     sn: u32,
+    /// Maximum segment size: the most payload bytes per segment.
+    mss: usize,
 }
 
 impl TcpPlan<'_> {
@@ -465,7 +467,8 @@ impl TcpPlan<'_> {
     /// Sends message `msg` (of `total` bytes) in MSS segments, PSH on the last; when
     /// `ack_every_two`, the receiver acknowledges every second segment and the last,
     /// otherwise once after the last.
-    fn send(&mut self, to_server: bool, msg: usize, total: usize, mss: usize, ack_every_two: bool) {
+    fn send(&mut self, to_server: bool, msg: usize, total: usize, ack_every_two: bool) {
+        let mss = self.mss;
         let segments = total.div_ceil(mss);
         for k in 0..segments {
             let off = k * mss;
@@ -670,7 +673,7 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, app: GenApp,
     let requests = rng.gen_range(cfg.requests_per_flow.0..=cfg.requests_per_flow.1);
     flow.rec.requests = requests;
     let mut msgs = std::mem::take(&mut flow.msgs);
-    let mut tcp = TcpPlan { plan: &mut flow.plan, cn: c_isn, sn: s_isn };
+    let mut tcp = TcpPlan { plan: &mut flow.plan, cn: c_isn, sn: s_isn, mss: usize::from(cfg.mss) };
     let syn = Flags { syn: true, ..NO_FLAGS };
     tcp.push(true, syn, false, 0, 0, 0);
     tcp.push(false, syn, true, 0, 0, 0);
@@ -710,7 +713,6 @@ fn plan_http(
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
-    let mss = usize::from(cfg.mss);
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         let obj: u32 = rng.gen_range(0..1_000_000);
@@ -731,7 +733,7 @@ fn plan_http(
         head.extend_from_slice(b"\r\n\r\n");
         let req_len = head.len();
         msgs.push(Msg { head, body_len: 0, body_seed: 0 });
-        tcp.send(true, msgs.len() - 1, req_len, mss, false);
+        tcp.send(true, msgs.len() - 1, req_len, false);
 
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
         let shell = if this == Some(Attack::ShellPrompt) { "root@gen: 1\r\n" } else { "" };
@@ -742,7 +744,7 @@ fn plan_http(
         let resp = Msg { head, body_len, body_seed: rng.gen() };
         let resp_len = resp.len();
         msgs.push(resp);
-        tcp.send(false, msgs.len() - 1, resp_len, mss, true);
+        tcp.send(false, msgs.len() - 1, resp_len, true);
     }
 }
 
@@ -828,7 +830,6 @@ fn send_records(
     total: usize,
     max: usize,
     seed: u64,
-    mss: usize,
     header: impl Fn(usize) -> Vec<u8>,
 ) {
     let mut left = total;
@@ -839,7 +840,7 @@ fn send_records(
         let msg = Msg { head: header(len), body_len: len, body_seed: seed.wrapping_add(k) };
         let n = msg.len();
         msgs.push(msg);
-        tcp.send(to_server, msgs.len() - 1, n, mss, !to_server);
+        tcp.send(to_server, msgs.len() - 1, n, !to_server);
         k += 1;
     }
 }
@@ -852,22 +853,21 @@ fn plan_tls(
     rng: &mut ChaCha8Rng,
     requests: u32,
 ) {
-    let mss = usize::from(cfg.mss);
     let seed: u64 = rng.gen();
     let hello = client_hello(&format!("f{}.example.net", rec.id), seed);
     let n = hello.len();
     msgs.push(Msg { head: hello, body_len: 0, body_seed: 0 });
-    tcp.send(true, msgs.len() - 1, n, mss, false);
+    tcp.send(true, msgs.len() - 1, n, false);
     let cert_len = rng.gen_range(800..=4000usize);
     let flight = Msg { head: server_flight_head(seed ^ 4, cert_len), body_len: cert_len, body_seed: seed ^ 5 };
     let n = flight.len();
     msgs.push(flight);
-    tcp.send(false, msgs.len() - 1, n, mss, true);
+    tcp.send(false, msgs.len() - 1, n, true);
     // The client's ChangeCipherSpec and Finished (53 bytes, encrypted).
     let mut head = vec![20, 3, 3, 0, 1, 1];
     tls_record_header(&mut head, 23, 3, 53);
     msgs.push(Msg { head, body_len: 53, body_seed: seed ^ 6 });
-    tcp.send(true, msgs.len() - 1, 6 + 5 + 53, mss, false);
+    tcp.send(true, msgs.len() - 1, 6 + 5 + 53, false);
     let app_data = |len: usize| {
         let mut h = Vec::with_capacity(5);
         tls_record_header(&mut h, 23, 3, len);
@@ -875,26 +875,25 @@ fn plan_tls(
     };
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
-        send_records(tcp, msgs, true, size.max(1), TLS_MAX_RECORD, rng.gen(), mss, app_data);
+        send_records(tcp, msgs, true, size.max(1), TLS_MAX_RECORD, rng.gen(), app_data);
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
-        send_records(tcp, msgs, false, body_len, TLS_MAX_RECORD, rng.gen(), mss, app_data);
+        send_records(tcp, msgs, false, body_len, TLS_MAX_RECORD, rng.gen(), app_data);
     }
 }
 
 fn plan_ssh(tcp: &mut TcpPlan, msgs: &mut Vec<Msg>, cfg: &GenConfig, rng: &mut ChaCha8Rng, requests: u32) {
-    let mss = usize::from(cfg.mss);
     for (to_server, banner) in
         [(true, &b"SSH-2.0-OpenSSH_9.6 mbox-gen\r\n"[..]), (false, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")]
     {
         msgs.push(Msg { head: banner.to_vec(), body_len: 0, body_seed: 0 });
-        tcp.send(to_server, msgs.len() - 1, banner.len(), mss, false);
+        tcp.send(to_server, msgs.len() - 1, banner.len(), false);
     }
     let packet = |len: usize| (len as u32).to_be_bytes().to_vec();
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
-        send_records(tcp, msgs, true, size.max(1), SSH_MAX_PACKET, rng.gen(), mss, packet);
+        send_records(tcp, msgs, true, size.max(1), SSH_MAX_PACKET, rng.gen(), packet);
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
-        send_records(tcp, msgs, false, body_len, SSH_MAX_PACKET, rng.gen(), mss, packet);
+        send_records(tcp, msgs, false, body_len, SSH_MAX_PACKET, rng.gen(), packet);
     }
 }
 
