@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use microboxes::{App, RunOptions};
 use runtime::coremap::CoreMap;
-use runtime::ports::gen::{generate, GenConfig};
+use runtime::ports::gen::{generate, GenApp, GenConfig};
 use runtime::ports::{LinkType, PcapWriter};
 
 #[derive(Parser)]
@@ -214,6 +214,13 @@ struct GenArgs {
     /// Share of flows that are UDP (0..1).
     #[arg(long)]
     udp_fraction: Option<f64>,
+    /// Share of flows that are TLS connections on port 443 (0..1; default 0). The TCP flows
+    /// that are neither TLS nor SSH are HTTP.
+    #[arg(long)]
+    tls_fraction: Option<f64>,
+    /// Share of flows that are SSH connections on port 22 (0..1; default 0).
+    #[arg(long)]
+    ssh_fraction: Option<f64>,
     /// Share of TCP connections torn down with RST instead of FIN (0..1).
     #[arg(long)]
     rst_fraction: Option<f64>,
@@ -238,7 +245,7 @@ struct GenArgs {
     /// Flows active at the same time (interleaved).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Plant the attack strings of apps/ids.rules (sids 1000001-1000004) in N TCP flows,
+    /// Plant the attack strings of apps/ids.rules (sids 1000001-1000004) in N HTTP flows,
     /// spread over the run; --manifest names each carrier's attack and sid.
     #[arg(long, value_name = "N", default_value_t = 0)]
     attacks: usize,
@@ -411,6 +418,12 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     if let Some(v) = a.udp_fraction {
         cfg.udp_fraction = v;
     }
+    if let Some(v) = a.tls_fraction {
+        cfg.tls_fraction = v;
+    }
+    if let Some(v) = a.ssh_fraction {
+        cfg.ssh_fraction = v;
+    }
     if let Some(v) = a.rst_fraction {
         cfg.rst_fraction = v;
     }
@@ -447,8 +460,14 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
         std::fs::write(m, json).with_context(|| format!("writing {}", m.display()))?;
     }
     let tcp = summary.flows.iter().filter(|f| f.proto == "tcp").count();
+    let apps = |app: GenApp| summary.flows.iter().filter(|f| f.app == app).count();
+    let mix = if apps(GenApp::Tls) + apps(GenApp::Ssh) > 0 {
+        format!(": {} HTTP, {} TLS, {} SSH", apps(GenApp::Http), apps(GenApp::Tls), apps(GenApp::Ssh))
+    } else {
+        String::new()
+    };
     eprintln!(
-        "mbox gen: wrote {} packets ({} bytes) in {} flows ({} TCP, {} UDP) to {}",
+        "mbox gen: wrote {} packets ({} bytes) in {} flows ({} TCP{mix}, {} UDP) to {}",
         summary.packets,
         summary.bytes,
         summary.flows.len(),
@@ -461,7 +480,7 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
             "mbox gen: planted {} of {} attacks (apps/ids.rules sids 1000001-1000004){}",
             summary.attacks,
             a.attacks,
-            if summary.attacks < a.attacks as u64 { "; too few TCP flows for the rest" } else { "" }
+            if summary.attacks < a.attacks as u64 { "; too few HTTP flows for the rest" } else { "" }
         );
     }
     Ok(())

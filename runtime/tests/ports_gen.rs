@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{NetHeaders, PacketHeaders, PayloadSlice, TransportHeader, VlanHeader};
-use runtime::ports::gen::{generate, GenConfig, GenSummary};
+use runtime::ports::gen::{generate, GenApp, GenConfig, GenSummary};
 use runtime::ports::{LinkType, PcapReader, PcapWriter};
 
 /// One generated frame, parsed.
@@ -96,7 +96,8 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
             IpAddr::V4(a) => assert_eq!(a.octets()[..3], [203, 0, 113]),
             IpAddr::V6(a) => assert_eq!(a.segments()[..2], [0x2001, 0xdb8]),
         }
-        assert_eq!(f.server.port(), if f.proto == "tcp" { 80 } else { 53 });
+        assert_eq!(f.server.port(), f.app.port());
+        assert_eq!(f.proto == "udp", f.app == GenApp::Dns);
     }
     #[derive(Default, Clone)]
     struct Count {
@@ -181,13 +182,21 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
                 "rst" => assert_eq!((c.fins, c.rsts), (0, 1)),
                 t => panic!("teardown {t}"),
             }
-            let reqs = count(&c.client_stream, b"GET /obj/");
-            assert_eq!(reqs, f.requests as usize);
-            assert_eq!(count(&c.client_stream, b"User-Agent: mbox-gen\r\n"), reqs);
-            assert_eq!(count(&c.server_stream, b"HTTP/1.1 200 OK\r\nContent-Length: "), reqs);
-            if reqs > 0 {
-                assert!(c.client_stream.starts_with(b"GET /obj/"));
-                assert!(c.server_stream.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            match f.app {
+                GenApp::Http => {
+                    // `GET /admin/obj/` when the flow carries that attack.
+                    let reqs = count(&c.client_stream, b"GET /");
+                    assert_eq!(reqs, f.requests as usize);
+                    assert_eq!(count(&c.client_stream, b"User-Agent: mbox-gen\r\n"), reqs);
+                    assert_eq!(count(&c.server_stream, b"HTTP/1.1 200 OK\r\n"), reqs);
+                    if reqs > 0 {
+                        assert!(c.client_stream.starts_with(b"GET /"));
+                        assert!(c.server_stream.starts_with(b"HTTP/1.1 200 OK\r\n"));
+                    }
+                }
+                GenApp::Tls => check_tls(f.id, f.requests, &c.client_stream, &c.server_stream),
+                GenApp::Ssh => check_ssh(f.requests, &c.client_stream, &c.server_stream),
+                GenApp::Dns => panic!("a TCP flow marked dns"),
             }
         } else {
             assert_eq!(f.teardown, "none");
@@ -199,6 +208,57 @@ fn check_against_frames(cfg: &GenConfig, frames: &[(u64, Vec<u8>)], s: &GenSumma
     if cfg.flows >= 50 && cfg.udp_fraction < 0.5 {
         assert!(wraps > 0, "some sequence numbers wrap");
     }
+}
+
+/// Walks a TLS byte stream as records: each header's length fits the stream exactly.
+/// Returns (content type, payload) per record.
+fn tls_records(stream: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < stream.len() {
+        let h = &stream[i..i + 5];
+        assert!(matches!(h[0], 20..=23) && h[1] == 3, "record header {h:?} at {i}");
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        assert!(len <= 16_384, "record of {len} bytes");
+        out.push((h[0], &stream[i + 5..i + 5 + len]));
+        i += 5 + len;
+    }
+    assert_eq!(i, stream.len(), "records end with the stream");
+    out
+}
+
+/// TLS: ClientHello (with the SNI `f<id>.example.net`), CCS, Finished, then application
+/// data; the server: ServerHello, CCS, application data.
+fn check_tls(id: u64, requests: u32, client: &[u8], server: &[u8]) {
+    let c = tls_records(client);
+    let s = tls_records(server);
+    assert_eq!((c[0].0, c[0].1[0]), (22, 1), "ClientHello first");
+    let sni = format!("f{id}.example.net");
+    assert_eq!(count(c[0].1, sni.as_bytes()), 1, "SNI in the ClientHello");
+    assert_eq!((c[1].0, c[2].0), (20, 23), "CCS, Finished");
+    assert_eq!((s[0].0, s[0].1[0]), (22, 2), "ServerHello first");
+    assert_eq!((s[1].0, s[2].0), (20, 23));
+    assert!(c[3..].iter().chain(&s[3..]).all(|r| r.0 == 23), "then application data only");
+    assert!(c.len() - 3 >= requests as usize, "a record per request at least");
+}
+
+/// SSH: both banners, then binary packets whose 4-byte lengths fit the stream exactly.
+fn check_ssh(requests: u32, client: &[u8], server: &[u8]) {
+    let mut packets = 0;
+    for (stream, banner) in
+        [(client, &b"SSH-2.0-OpenSSH_9.6 mbox-gen\r\n"[..]), (server, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")]
+    {
+        assert!(stream.starts_with(banner));
+        let mut i = banner.len();
+        while i < stream.len() {
+            let len = u32::from_be_bytes(stream[i..i + 4].try_into().unwrap()) as usize;
+            assert!((1..=32_768).contains(&len));
+            i += 4 + len;
+            packets += usize::from(stream == client);
+        }
+        assert_eq!(i, stream.len());
+    }
+    assert!(packets >= requests as usize);
 }
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {
@@ -375,4 +435,66 @@ fn config_from_toml() {
     assert_eq!((cfg.flows, cfg.seed, cfg.request_size), (5, 9, (200, 300)));
     assert_eq!(cfg.mss, 1460);
     assert!(toml::from_str::<GenConfig>("flowz = 5\n").is_err());
+}
+
+#[test]
+fn tls_and_ssh_mix_has_its_shares_and_well_formed_streams() {
+    let cfg = GenConfig {
+        flows: 2000,
+        seed: 21,
+        udp_fraction: 0.2,
+        tls_fraction: 0.3,
+        ssh_fraction: 0.1,
+        mss: 536,
+        response_size: (0, 40_000),
+        attacks: 40,
+        ..GenConfig::default()
+    };
+    cfg.validate().unwrap();
+    let (frames, s) = collect(&cfg);
+    check_against_frames(&cfg, &frames, &s);
+    let share = |app: GenApp| s.flows.iter().filter(|f| f.app == app).count() as f64 / s.flows.len() as f64;
+    for (app, want) in [(GenApp::Dns, 0.2), (GenApp::Tls, 0.3), (GenApp::Ssh, 0.1), (GenApp::Http, 0.4)] {
+        let got = share(app);
+        assert!((got - want).abs() < 0.03, "{app:?}: {got} vs {want}");
+    }
+    // Attacks go to HTTP flows only, all of them planted.
+    assert_eq!(s.attacks, 40);
+    assert!(s.flows.iter().filter(|f| f.attack.is_some()).all(|f| f.app == GenApp::Http));
+    // Same configuration, same bytes.
+    assert!(collect(&cfg).0 == frames);
+}
+
+#[test]
+fn only_tls_or_only_ssh() {
+    for (tls, ssh) in [(1.0, 0.0), (0.0, 1.0)] {
+        let cfg = GenConfig {
+            flows: 50,
+            udp_fraction: 0.0,
+            tls_fraction: tls,
+            ssh_fraction: ssh,
+            requests_per_flow: (0, 3),
+            response_size: (0, 70_000),
+            attacks: 5,
+            ..GenConfig::default()
+        };
+        let (frames, s) = collect(&cfg);
+        check_against_frames(&cfg, &frames, &s);
+        let want = if tls > 0.0 { GenApp::Tls } else { GenApp::Ssh };
+        assert!(s.flows.iter().all(|f| f.app == want));
+        assert_eq!(s.attacks, 0, "no HTTP flow to carry them");
+    }
+}
+
+#[test]
+fn mix_shares_over_one_are_refused_and_scaled() {
+    let cfg = GenConfig { udp_fraction: 0.5, tls_fraction: 0.4, ssh_fraction: 0.4, ..GenConfig::default() };
+    let e = cfg.validate().unwrap_err();
+    assert!(e.contains("udp_fraction + tls_fraction + ssh_fraction must be at most 1"), "{e}");
+    let (_, s) = collect(&GenConfig { flows: 400, ..cfg });
+    assert!(s.flows.iter().all(|f| f.app != GenApp::Http), "TLS and SSH scaled to fill what UDP leaves");
+    assert!(s.flows.iter().any(|f| f.app == GenApp::Tls) && s.flows.iter().any(|f| f.app == GenApp::Ssh));
+    let bad = GenConfig { tls_fraction: 1.5, ssh_fraction: f64::NAN, ..GenConfig::default() };
+    let e = bad.validate().unwrap_err();
+    assert!(e.contains("tls_fraction must be in [0, 1]") && e.contains("ssh_fraction"), "{e}");
 }

@@ -19,8 +19,13 @@
 //!   203.0.113.0/24 (hosts .1–.254); IPv6 clients in 2001:db8:0:1::/64, IPv6 servers in
 //!   2001:db8:0:113::/64. Flow `i` (0-based) uses client port `1024 + i`, so no two flows
 //!   share a 5-tuple and ports are never reused within a run; that bounds a run at
-//!   [`MAX_FLOWS`] flows. Servers listen on 80 (TCP) and 53 (UDP).
-//! * **TCP flows** (a `1 - udp_fraction` share): SYN, SYN-ACK (both with an MSS option),
+//!   [`MAX_FLOWS`] flows. Servers listen on 80 (HTTP), 443 (TLS), 22 (SSH) and 53 (UDP).
+//! * **Traffic mix** ([`GenApp`]): each flow is UDP (DNS-like) with probability
+//!   `udp_fraction`; a TCP flow is TLS or SSH so that, in expectation, `tls_fraction` and
+//!   `ssh_fraction` of *all* flows are (both default to 0), and HTTP otherwise. The choice
+//!   among TCP applications is drawn from a separate stream, so with both fractions 0 the
+//!   output is byte-identical to the generator before they existed.
+//! * **HTTP flows** (TCP, port 80): SYN, SYN-ACK (both with an MSS option),
 //!   ACK, with seeded initial sequence numbers of which a quarter lie within 4 KiB below
 //!   2^32, so sequence numbers wrap inside the flow. Then `requests_per_flow` HTTP/1.1
 //!   keep-alive exchanges: a `GET /obj/<n>` request of `request_size` bytes (its headers
@@ -32,6 +37,18 @@
 //!   `rst_fraction` a RST (with ACK) from a random side; otherwise FIN from a random side,
 //!   its ACK, FIN from the other side, and the final ACK. Sequence and acknowledgment
 //!   numbers follow TCP's modular arithmetic (SYN and FIN count one).
+//! * **TLS flows** (TCP, port 443; handshake and teardown as HTTP's): a TLS 1.3-style
+//!   ClientHello record with the SNI `f<id>.example.net` (x25519 key share, three cipher
+//!   suites); the server's flight: a ServerHello record, ChangeCipherSpec and one
+//!   application-data record of 800..=4000 bytes standing for the encrypted certificate;
+//!   the client's ChangeCipherSpec and a 53-byte Finished record; then `requests_per_flow`
+//!   exchanges: one application-data record of `request_size` bytes from the client and a
+//!   response of `response_size` bytes in records of at most 16,384 bytes (5-byte record
+//!   headers added), each record sent as its own MSS-cut message.
+//! * **SSH flows** (TCP, port 22): the client's banner `SSH-2.0-OpenSSH_9.6 mbox-gen`, the
+//!   server's `SSH-2.0-OpenSSH_9.2p1 Debian-2`, then `requests_per_flow` exchanges of binary
+//!   packets (a 4-byte length, then opaque bytes): `request_size` bytes from the client, a
+//!   response of `response_size` bytes in packets of at most 32,768 bytes.
 //! * **UDP flows:** one to three DNS-like query/response pairs (a standard A query for
 //!   `q<k>.f<id>.example.com` and an answer with one A record), client port → 53.
 //!   `requests` counts the queries; `teardown` is `"none"`.
@@ -41,18 +58,20 @@
 //!   200 µs (uniform, whole microseconds) after the previous one, so timestamps strictly
 //!   increase.
 //!
-//! * **Attacks** (`attacks = N`, default 0): N TCP flows carry one attack string each, in
+//! * **Attacks** (`attacks = N`, default 0): N HTTP flows carry one attack string each, in
 //!   their first request (or first response), matching one rule of the example rule set
 //!   `apps/ids.rules`: [`Attack::HttpAdmin`] (`GET /admin/…`, sid 1000001),
 //!   [`Attack::PasswdAccess`] (`?file=../../etc/passwd`, sid 1000002), [`Attack::SqlInjection`]
 //!   (`?id=1+UNION+SELECT+…`, sid 1000003) and [`Attack::ShellPrompt`] (a `root@…` line in the
 //!   response, sid 1000004), in that order, cycling. The carriers are spread over the run:
-//!   attack `k` goes to the first TCP flow at or after a seeded position in the `k`-th of N
-//!   equal slices of the flow ids (fewer are planted when a slice's tail has no TCP flow;
+//!   attack `k` goes to the first HTTP flow at or after a seeded position in the `k`-th of N
+//!   equal slices of the flow ids (fewer are planted when a slice's tail has no HTTP flow;
 //!   [`GenSummary::attacks`] counts them). Positions are drawn from a second stream, so
 //!   `attacks = 0` gives exactly the traffic of a generator without the option (with
 //!   attacks, a carrier's longer messages may take more segments, which changes the
 //!   interleaving of the flows after it). Each carrier's [`GenFlow::attack`] names its attack.
+//!   TLS and SSH flows never carry one: the rules look at HTTP requests and responses, and
+//!   a matcher told to inspect only HTTP flows (`after_dpi = "http"`) must see every attack.
 //!
 //! # Invariants and policies
 //!
@@ -86,7 +105,13 @@ pub const MAX_REQUESTS_PER_FLOW: u32 = 100_000;
 
 const TCP_WINDOW: u16 = 64_240;
 const HTTP_PORT: u16 = 80;
+const TLS_PORT: u16 = 443;
+const SSH_PORT: u16 = 22;
 const DNS_PORT: u16 = 53;
+/// Largest TLS record payload (RFC 8446 §5.1).
+const TLS_MAX_RECORD: usize = 16_384;
+/// Largest SSH binary packet the generator writes.
+const SSH_MAX_PACKET: usize = 32_768;
 const FIRST_CLIENT_PORT: u16 = 1024;
 
 /// The generator's configuration. Every field has a default; unknown keys are errors.
@@ -99,6 +124,11 @@ pub struct GenConfig {
     pub seed: u64,
     /// Share of the flows that are UDP (DNS-like).
     pub udp_fraction: f64,
+    /// Share of the flows that are TLS connections (port 443); default 0.
+    pub tls_fraction: f64,
+    /// Share of the flows that are SSH connections (port 22); default 0. The rest of the
+    /// TCP flows (`1 - udp_fraction - tls_fraction - ssh_fraction`) are HTTP.
+    pub ssh_fraction: f64,
     /// Share of the TCP connections torn down by RST instead of FIN.
     pub rst_fraction: f64,
     /// Share of the flows over IPv6.
@@ -117,7 +147,7 @@ pub struct GenConfig {
     pub concurrency: usize,
     /// Timestamp of the first frame, nanoseconds since the epoch.
     pub start_ts_ns: u64,
-    /// TCP flows that carry an attack string of the example rules (see the module docs).
+    /// HTTP flows that carry an attack string of the example rules (see the module docs).
     pub attacks: usize,
 }
 
@@ -127,6 +157,8 @@ impl Default for GenConfig {
             flows: 100,
             seed: 1,
             udp_fraction: 0.1,
+            tls_fraction: 0.0,
+            ssh_fraction: 0.0,
             rst_fraction: 0.2,
             ipv6_fraction: 0.1,
             vlan_fraction: 0.0,
@@ -147,6 +179,8 @@ impl GenConfig {
         let mut errs = Vec::new();
         for (name, v) in [
             ("udp_fraction", self.udp_fraction),
+            ("tls_fraction", self.tls_fraction),
+            ("ssh_fraction", self.ssh_fraction),
             ("rst_fraction", self.rst_fraction),
             ("ipv6_fraction", self.ipv6_fraction),
             ("vlan_fraction", self.vlan_fraction),
@@ -166,6 +200,13 @@ impl GenConfig {
             if hi > max {
                 errs.push(format!("{name}: maximum {hi} exceeds the limit {max}"));
             }
+        }
+        let mix = self.udp_fraction + self.tls_fraction + self.ssh_fraction;
+        if mix > 1.0 + 1e-9 {
+            errs.push(format!(
+                "udp_fraction + tls_fraction + ssh_fraction must be at most 1, not {mix} \
+                 (the rest of the flows are HTTP)"
+            ));
         }
         if !(64..=MAX_MSS).contains(&self.mss) {
             errs.push(format!("mss must be in 64..={MAX_MSS}, not {}", self.mss));
@@ -190,10 +231,19 @@ impl GenConfig {
     fn sanitized(&self) -> GenConfig {
         let frac = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
         let range = |(a, b): (u32, u32), max: u32| (a.min(b).min(max), a.max(b).min(max));
+        let udp = frac(self.udp_fraction);
+        let (mut tls, mut ssh) = (frac(self.tls_fraction), frac(self.ssh_fraction));
+        if udp + tls + ssh > 1.0 {
+            // Scale the TCP applications down to what UDP leaves.
+            let k = (1.0 - udp) / (tls + ssh);
+            (tls, ssh) = (tls * k, ssh * k);
+        }
         GenConfig {
             flows: self.flows.min(MAX_FLOWS),
             seed: self.seed,
-            udp_fraction: frac(self.udp_fraction),
+            udp_fraction: udp,
+            tls_fraction: tls,
+            ssh_fraction: ssh,
             rst_fraction: frac(self.rst_fraction),
             ipv6_fraction: frac(self.ipv6_fraction),
             vlan_fraction: frac(self.vlan_fraction),
@@ -204,6 +254,42 @@ impl GenConfig {
             concurrency: self.concurrency.max(1),
             start_ts_ns: self.start_ts_ns,
             attacks: self.attacks.min(self.flows.min(MAX_FLOWS)),
+        }
+    }
+}
+
+/// The application protocol of a generated flow (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenApp {
+    /// HTTP/1.1 keep-alive exchanges, server port 80.
+    Http,
+    /// A TLS handshake (ClientHello with SNI) and application-data records, port 443.
+    Tls,
+    /// SSH banners and binary packets, port 22.
+    Ssh,
+    /// DNS-like UDP query/response pairs, port 53.
+    Dns,
+}
+
+impl GenApp {
+    /// The server's port.
+    pub fn port(self) -> u16 {
+        match self {
+            GenApp::Http => HTTP_PORT,
+            GenApp::Tls => TLS_PORT,
+            GenApp::Ssh => SSH_PORT,
+            GenApp::Dns => DNS_PORT,
+        }
+    }
+
+    /// The name DPI reports for it (Suricata's `app_proto`): `http`, `tls`, `ssh`, `dns`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenApp::Http => "http",
+            GenApp::Tls => "tls",
+            GenApp::Ssh => "ssh",
+            GenApp::Dns => "dns",
         }
     }
 }
@@ -253,6 +339,8 @@ pub struct GenFlow {
     pub id: u64,
     /// `"tcp"` or `"udp"`.
     pub proto: String,
+    /// The application protocol (`"dns"` for every UDP flow).
+    pub app: GenApp,
     pub client: SocketAddr,
     pub server: SocketAddr,
     /// 802.1Q VLAN id, if tagged.
@@ -265,7 +353,7 @@ pub struct GenFlow {
     /// TCP/UDP payload bytes.
     pub payload_toserver: u64,
     pub payload_toclient: u64,
-    /// HTTP requests (TCP) or DNS queries (UDP).
+    /// Exchanges: HTTP requests, TLS or SSH request/response pairs, or DNS queries (UDP).
     pub requests: u32,
     /// `"fin"`, `"rst"` or `"none"` (UDP).
     pub teardown: String,
@@ -360,6 +448,8 @@ struct TcpPlan<'a> {
     plan: &'a mut VecDeque<Pkt>,
     cn: u32,
     sn: u32,
+    /// Maximum segment size: the most payload bytes per segment.
+    mss: usize,
 }
 
 impl TcpPlan<'_> {
@@ -377,7 +467,8 @@ impl TcpPlan<'_> {
     /// Sends message `msg` (of `total` bytes) in MSS segments, PSH on the last; when
     /// `ack_every_two`, the receiver acknowledges every second segment and the last,
     /// otherwise once after the last.
-    fn send(&mut self, to_server: bool, msg: usize, total: usize, mss: usize, ack_every_two: bool) {
+    fn send(&mut self, to_server: bool, msg: usize, total: usize, ack_every_two: bool) {
+        let mss = self.mss;
         let segments = total.div_ceil(mss);
         for k in 0..segments {
             let off = k * mss;
@@ -455,7 +546,7 @@ impl Attacker {
         Attacker { rng, stride, planted: 0, wanted: cfg.attacks, next_at }
     }
 
-    /// The attack TCP flow `id` carries, if it is chosen as a carrier.
+    /// The attack HTTP flow `id` carries, if it is chosen as a carrier.
     fn pick(&mut self, id: usize) -> Option<Attack> {
         if self.planted >= self.wanted || id < self.next_at {
             return None;
@@ -469,7 +560,34 @@ impl Attacker {
     }
 }
 
-fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, attacker: &mut Attacker) -> Flow {
+/// Chooses each TCP flow's application, from its own random stream.
+struct Mixer {
+    rng: ChaCha8Rng,
+    /// Probability that a TCP flow is TLS, and that it is TLS or SSH.
+    tls: f64,
+    tls_or_ssh: f64,
+}
+
+impl Mixer {
+    fn new(cfg: &GenConfig) -> Mixer {
+        let tcp = 1.0 - cfg.udp_fraction;
+        let (tls, ssh) = if tcp > 0.0 { (cfg.tls_fraction / tcp, cfg.ssh_fraction / tcp) } else { (0.0, 0.0) };
+        Mixer { rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6d69_7865_645f_7463), tls, tls_or_ssh: tls + ssh }
+    }
+
+    fn pick(&mut self) -> GenApp {
+        let u: f64 = self.rng.gen();
+        if u < self.tls {
+            GenApp::Tls
+        } else if u < self.tls_or_ssh {
+            GenApp::Ssh
+        } else {
+            GenApp::Http
+        }
+    }
+}
+
+fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, mixer: &mut Mixer, attacker: &mut Attacker) -> Flow {
     let udp = rng.gen_bool(cfg.udp_fraction);
     let v6 = rng.gen_bool(cfg.ipv6_fraction);
     let vlan_id = rng.gen_bool(cfg.vlan_fraction).then(|| rng.gen_range(1..=4094u16));
@@ -477,13 +595,14 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, attacker: &mut Att
     let sip = server_ip(rng, v6);
     // id < MAX_FLOWS, so the port stays within 1024..=65535.
     let cport = FIRST_CLIENT_PORT.wrapping_add(id as u16);
-    let sport = if udp { DNS_PORT } else { HTTP_PORT };
+    let app = if udp { GenApp::Dns } else { mixer.pick() };
     let mut flow = Flow {
         rec: GenFlow {
             id: id as u64,
             proto: if udp { "udp" } else { "tcp" }.to_string(),
+            app,
             client: SocketAddr::new(cip, cport),
-            server: SocketAddr::new(sip, sport),
+            server: SocketAddr::new(sip, app.port()),
             vlan: vlan_id,
             pkts_toserver: 0,
             pkts_toclient: 0,
@@ -505,12 +624,14 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, attacker: &mut Att
         msgs: vec![Msg { head: Vec::new(), body_len: 0, body_seed: 0 }],
         plan: VecDeque::new(),
     };
-    if udp {
-        plan_udp(&mut flow, rng);
-    } else {
-        let attack = attacker.pick(id);
-        flow.rec.attack = attack.map(|kind| GenAttack { kind, sid: kind.sid() });
-        plan_tcp(&mut flow, cfg, rng, attack);
+    match app {
+        GenApp::Dns => plan_udp(&mut flow, rng),
+        GenApp::Http => {
+            let attack = attacker.pick(id);
+            flow.rec.attack = attack.map(|kind| GenAttack { kind, sid: kind.sid() });
+            plan_tcp(&mut flow, cfg, rng, app, attack);
+        }
+        GenApp::Tls | GenApp::Ssh => plan_tcp(&mut flow, cfg, rng, app, None),
     }
     flow
 }
@@ -547,21 +668,51 @@ fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
     }
 }
 
-fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, mut attack: Option<Attack>) {
+fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, app: GenApp, attack: Option<Attack>) {
     let (c_isn, s_isn) = (pick_isn(rng), pick_isn(rng));
     let requests = rng.gen_range(cfg.requests_per_flow.0..=cfg.requests_per_flow.1);
     flow.rec.requests = requests;
-    let host = match flow.rec.server.ip() {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let mss = usize::from(cfg.mss);
     let mut msgs = std::mem::take(&mut flow.msgs);
-    let mut tcp = TcpPlan { plan: &mut flow.plan, cn: c_isn, sn: s_isn };
+    let mut tcp = TcpPlan { plan: &mut flow.plan, cn: c_isn, sn: s_isn, mss: usize::from(cfg.mss) };
     let syn = Flags { syn: true, ..NO_FLAGS };
     tcp.push(true, syn, false, 0, 0, 0);
     tcp.push(false, syn, true, 0, 0, 0);
     tcp.push(true, NO_FLAGS, true, 0, 0, 0);
+    match app {
+        GenApp::Tls => plan_tls(&mut tcp, &mut msgs, &flow.rec, cfg, rng, requests),
+        GenApp::Ssh => plan_ssh(&mut tcp, &mut msgs, cfg, rng, requests),
+        GenApp::Http | GenApp::Dns => plan_http(&mut tcp, &mut msgs, &flow.rec, cfg, rng, requests, attack),
+    }
+    let rst = rng.gen_bool(cfg.rst_fraction);
+    let from_client = rng.gen_bool(0.5);
+    if rst {
+        let flags = Flags { rst: true, ..NO_FLAGS };
+        tcp.push(from_client, flags, true, 0, 0, 0);
+        flow.rec.teardown = "rst".to_string();
+    } else {
+        let fin = Flags { fin: true, ..NO_FLAGS };
+        tcp.push(from_client, fin, true, 0, 0, 0);
+        tcp.push(!from_client, NO_FLAGS, true, 0, 0, 0);
+        tcp.push(!from_client, fin, true, 0, 0, 0);
+        tcp.push(from_client, NO_FLAGS, true, 0, 0, 0);
+        flow.rec.teardown = "fin".to_string();
+    }
+    flow.msgs = msgs;
+}
+
+fn plan_http(
+    tcp: &mut TcpPlan,
+    msgs: &mut Vec<Msg>,
+    rec: &GenFlow,
+    cfg: &GenConfig,
+    rng: &mut ChaCha8Rng,
+    requests: u32,
+    mut attack: Option<Attack>,
+) {
+    let host = match rec.server.ip() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         let obj: u32 = rng.gen_range(0..1_000_000);
@@ -582,7 +733,7 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, mut attack: 
         head.extend_from_slice(b"\r\n\r\n");
         let req_len = head.len();
         msgs.push(Msg { head, body_len: 0, body_seed: 0 });
-        tcp.send(true, msgs.len() - 1, req_len, mss, false);
+        tcp.send(true, msgs.len() - 1, req_len, false);
 
         let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
         let shell = if this == Some(Attack::ShellPrompt) { "root@gen: 1\r\n" } else { "" };
@@ -593,23 +744,157 @@ fn plan_tcp(flow: &mut Flow, cfg: &GenConfig, rng: &mut ChaCha8Rng, mut attack: 
         let resp = Msg { head, body_len, body_seed: rng.gen() };
         let resp_len = resp.len();
         msgs.push(resp);
-        tcp.send(false, msgs.len() - 1, resp_len, mss, true);
+        tcp.send(false, msgs.len() - 1, resp_len, true);
     }
-    let rst = rng.gen_bool(cfg.rst_fraction);
-    let from_client = rng.gen_bool(0.5);
-    if rst {
-        let flags = Flags { rst: true, ..NO_FLAGS };
-        tcp.push(from_client, flags, true, 0, 0, 0);
-        flow.rec.teardown = "rst".to_string();
-    } else {
-        let fin = Flags { fin: true, ..NO_FLAGS };
-        tcp.push(from_client, fin, true, 0, 0, 0);
-        tcp.push(!from_client, NO_FLAGS, true, 0, 0, 0);
-        tcp.push(!from_client, fin, true, 0, 0, 0);
-        tcp.push(from_client, NO_FLAGS, true, 0, 0, 0);
-        flow.rec.teardown = "fin".to_string();
+}
+
+/// `n` deterministic bytes from `seed` (the generator's body data).
+fn bytes_from(seed: u64, n: usize) -> impl Iterator<Item = u8> {
+    (0..n as u64).map(move |i| body_byte(seed, i))
+}
+
+/// Appends a TLS record header (TLS 1.2 on the wire) of content type `ty`.
+fn tls_record_header(out: &mut Vec<u8>, ty: u8, version_minor: u8, len: usize) {
+    out.extend_from_slice(&[ty, 3, version_minor]);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// Appends a handshake message: type, 24-bit length, body.
+fn tls_handshake(out: &mut Vec<u8>, ty: u8, body: &[u8]) {
+    out.push(ty);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(body);
+}
+
+/// A ClientHello record with the SNI `sni`, an x25519 key share and three cipher suites.
+fn client_hello(sni: &str, seed: u64) -> Vec<u8> {
+    let mut ext = Vec::new();
+    // server_name: list length, type 0 (host_name), name length, name.
+    let name = sni.as_bytes();
+    ext.extend_from_slice(&[0, 0]);
+    ext.extend_from_slice(&(name.len() as u16 + 5).to_be_bytes());
+    ext.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    ext.extend_from_slice(name);
+    // supported_groups (x25519), supported_versions (TLS 1.3, 1.2).
+    ext.extend_from_slice(&[0x00, 0x0a, 0, 4, 0, 2, 0x00, 0x1d]);
+    ext.extend_from_slice(&[0x00, 0x2b, 0, 5, 4, 3, 4, 3, 3]);
+    // key_share: one x25519 share of 32 bytes.
+    ext.extend_from_slice(&[0x00, 0x33, 0, 38, 0, 36, 0x00, 0x1d, 0, 32]);
+    ext.extend(bytes_from(seed ^ 1, 32));
+    let mut body = vec![3, 3];
+    body.extend(bytes_from(seed, 32)); // random
+    body.push(32);
+    body.extend(bytes_from(seed ^ 2, 32)); // legacy session id
+    body.extend_from_slice(&[0, 6, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]);
+    body.extend_from_slice(&[1, 0]); // compression: null
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = Vec::new();
+    tls_handshake(&mut hs, 1, &body);
+    let mut rec = Vec::new();
+    tls_record_header(&mut rec, 22, 1, hs.len());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// The server's first flight up to the header of the record standing for the encrypted
+/// certificate (`cert_len` bytes, the message's body): ServerHello, ChangeCipherSpec.
+fn server_flight_head(seed: u64, cert_len: usize) -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend(bytes_from(seed, 32));
+    body.push(32);
+    body.extend(bytes_from(seed ^ 2, 32));
+    body.extend_from_slice(&[0x13, 0x01, 0]);
+    let mut ext = vec![0x00, 0x2b, 0, 2, 3, 4, 0x00, 0x33, 0, 36, 0x00, 0x1d, 0, 32];
+    ext.extend(bytes_from(seed ^ 3, 32));
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = Vec::new();
+    tls_handshake(&mut hs, 2, &body);
+    let mut out = Vec::new();
+    tls_record_header(&mut out, 22, 3, hs.len());
+    out.extend_from_slice(&hs);
+    out.extend_from_slice(&[20, 3, 3, 0, 1, 1]); // ChangeCipherSpec
+    tls_record_header(&mut out, 23, 3, cert_len);
+    out
+}
+
+/// Sends `total` bytes from `to_server` as records of at most `max` bytes, each with the
+/// header `header(len)` and its own MSS-cut message; nothing when `total` is 0.
+fn send_records(
+    tcp: &mut TcpPlan,
+    msgs: &mut Vec<Msg>,
+    to_server: bool,
+    total: usize,
+    max: usize,
+    seed: u64,
+    header: impl Fn(usize) -> Vec<u8>,
+) {
+    let mut left = total;
+    let mut k = 0u64;
+    while left > 0 {
+        let len = left.min(max);
+        left -= len;
+        let msg = Msg { head: header(len), body_len: len, body_seed: seed.wrapping_add(k) };
+        let n = msg.len();
+        msgs.push(msg);
+        tcp.send(to_server, msgs.len() - 1, n, !to_server);
+        k += 1;
     }
-    flow.msgs = msgs;
+}
+
+fn plan_tls(
+    tcp: &mut TcpPlan,
+    msgs: &mut Vec<Msg>,
+    rec: &GenFlow,
+    cfg: &GenConfig,
+    rng: &mut ChaCha8Rng,
+    requests: u32,
+) {
+    let seed: u64 = rng.gen();
+    let hello = client_hello(&format!("f{}.example.net", rec.id), seed);
+    let n = hello.len();
+    msgs.push(Msg { head: hello, body_len: 0, body_seed: 0 });
+    tcp.send(true, msgs.len() - 1, n, false);
+    let cert_len = rng.gen_range(800..=4000usize);
+    let flight = Msg { head: server_flight_head(seed ^ 4, cert_len), body_len: cert_len, body_seed: seed ^ 5 };
+    let n = flight.len();
+    msgs.push(flight);
+    tcp.send(false, msgs.len() - 1, n, true);
+    // The client's ChangeCipherSpec and Finished (53 bytes, encrypted).
+    let mut head = vec![20, 3, 3, 0, 1, 1];
+    tls_record_header(&mut head, 23, 3, 53);
+    msgs.push(Msg { head, body_len: 53, body_seed: seed ^ 6 });
+    tcp.send(true, msgs.len() - 1, 6 + 5 + 53, false);
+    let app_data = |len: usize| {
+        let mut h = Vec::with_capacity(5);
+        tls_record_header(&mut h, 23, 3, len);
+        h
+    };
+    for _ in 0..requests {
+        let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
+        send_records(tcp, msgs, true, size.max(1), TLS_MAX_RECORD, rng.gen(), app_data);
+        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        send_records(tcp, msgs, false, body_len, TLS_MAX_RECORD, rng.gen(), app_data);
+    }
+}
+
+fn plan_ssh(tcp: &mut TcpPlan, msgs: &mut Vec<Msg>, cfg: &GenConfig, rng: &mut ChaCha8Rng, requests: u32) {
+    for (to_server, banner) in
+        [(true, &b"SSH-2.0-OpenSSH_9.6 mbox-gen\r\n"[..]), (false, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")]
+    {
+        msgs.push(Msg { head: banner.to_vec(), body_len: 0, body_seed: 0 });
+        tcp.send(to_server, msgs.len() - 1, banner.len(), false);
+    }
+    let packet = |len: usize| (len as u32).to_be_bytes().to_vec();
+    for _ in 0..requests {
+        let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
+        send_records(tcp, msgs, true, size.max(1), SSH_MAX_PACKET, rng.gen(), packet);
+        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        send_records(tcp, msgs, false, body_len, SSH_MAX_PACKET, rng.gen(), packet);
+    }
 }
 
 // ---- frames ----
@@ -695,11 +980,12 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
     let mut ts = cfg.start_ts_ns;
     let mut summary = GenSummary { packets: 0, bytes: 0, flows: Vec::new(), attacks: 0 };
     let mut attacker = Attacker::new(&cfg);
+    let mut mixer = Mixer::new(&cfg);
     let (mut frame, mut payload) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
     // Each pass emits one planned packet; plans are finite, so the loop ends.
     loop {
         while active.len() < cfg.concurrency && next_id < cfg.flows {
-            active.push(new_flow(next_id, &cfg, &mut rng, &mut attacker));
+            active.push(new_flow(next_id, &cfg, &mut rng, &mut mixer, &mut attacker));
             next_id += 1;
         }
         if active.is_empty() {
