@@ -206,6 +206,14 @@ impl App {
         }
     }
 
+    /// Makes every NF passive (`passive = true` of the NFs that can drop: their drops become
+    /// "would drop"); a passive live run (`--iface A`) does this before building.
+    pub fn set_passive(&mut self) {
+        for nf in &mut self.nfs {
+            nf.config.set_passive();
+        }
+    }
+
     /// A note for a run in `mode` when the app's `parallel` groups do not apply to it (they
     /// are formed in mode d only): `None` when they apply or there are none.
     pub fn parallel_note(&self, mode: crate::engine::Mode) -> Option<String> {

@@ -141,6 +141,9 @@ struct NfArgs {
     /// The run's --output-dir: relative NF output paths go under it.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// The run is passive (`--iface A`): the NF's drops become "would drop".
+    #[arg(long)]
+    passive: bool,
 }
 
 #[derive(Args)]
@@ -518,6 +521,9 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
     let mut app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(d) = &a.output_dir {
         microboxes::engine::resolve_outputs(&mut app, d);
+    }
+    if a.passive {
+        app.set_passive();
     }
     let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
     let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
