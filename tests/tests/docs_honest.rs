@@ -221,3 +221,33 @@ fn every_stats_json_field_is_documented() {
     assert!(missing.is_empty(), "docs/running.md does not name these --stats-json fields: {missing:?}");
     assert_eq!(st["ports"], serde_json::json!([]), "a capture run has no live ports");
 }
+
+/// The keys a top-level table of the app file accepts, as serde lists them for an unknown key.
+fn table_keys(table: &str) -> Vec<String> {
+    let err = match microboxes::App::parse(&format!("[{table}]\n__probe__ = 1\n"), "probe.toml") {
+        Ok(_) => panic!("[{table}] accepted an unknown key"),
+        Err(e) => e.to_string(),
+    };
+    let line = err.lines().find(|l| l.contains("__probe__")).unwrap_or_default();
+    let Some((_, expected)) = line.split_once("expected") else {
+        panic!("[{table}]: cannot read its keys from: {err}")
+    };
+    expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// `[runtime]` and `[port]`: every key is in docs/app-file.md's example block.
+#[test]
+fn every_runtime_and_port_key_is_documented() {
+    let doc = read("docs/app-file.md");
+    for table in ["runtime", "port"] {
+        assert!(doc.contains(&format!("[{table}]")), "docs/app-file.md does not show `[{table}]`");
+        let keys = table_keys(table);
+        assert!(!keys.is_empty(), "no keys read for [{table}]");
+        for key in keys {
+            assert!(
+                doc.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "docs/app-file.md: `[{table}]` key `{key}` is not in the example"
+            );
+        }
+    }
+}
