@@ -9,6 +9,11 @@
 //! ring_capacity = 1024       # descriptors per ring between two stages (rounded up to 2^n)
 //! shards = 2                 # mode d: stack instances flows are sharded across
 //!
+//! [port]                     # optional: live receive rings (mbox run --iface; flags override)
+//! block_size = 262144        # bytes per AF_PACKET ring block, a multiple of 4096
+//! blocks = 64                # blocks per ring, one ring per interface
+//! block_timeout_ms = 1       # a partly filled block is handed over after this long
+//!
 //! [stack.l23]                # the L2/3 µStack; all keys optional (see stacks::l23)
 //! max_flows = 100000
 //! malformed = "drop"
@@ -84,6 +89,45 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// `[port]`: the live interfaces' `AF_PACKET` receive rings (`mbox run --iface`, docs/live.md);
+/// `--ring-block-size`, `--ring-blocks` and `--ring-timeout-ms` override it. Ignored when the
+/// input is a capture file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortConfig {
+    /// Bytes per ring block: a positive multiple of 4096; also the largest frame the ring takes.
+    pub block_size: u32,
+    /// Blocks per ring (one ring per interface).
+    pub blocks: u32,
+    /// A partly filled block is handed over after this many milliseconds (1 or more).
+    pub block_timeout_ms: u32,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        let r = runtime::ports::RingConfig::default();
+        PortConfig { block_size: r.block_size, blocks: r.block_count, block_timeout_ms: r.block_timeout_ms }
+    }
+}
+
+impl PortConfig {
+    /// The ring geometry it names, each of `block_size`, `blocks`, `block_timeout_ms` given
+    /// (the command line's `--ring-block-size`, `--ring-blocks`, `--ring-timeout-ms`)
+    /// replacing its key.
+    pub fn ring_with(
+        &self,
+        block_size: Option<u32>,
+        blocks: Option<u32>,
+        block_timeout_ms: Option<u32>,
+    ) -> runtime::ports::RingConfig {
+        runtime::ports::RingConfig {
+            block_size: block_size.unwrap_or(self.block_size),
+            block_count: blocks.unwrap_or(self.blocks),
+            block_timeout_ms: block_timeout_ms.unwrap_or(self.block_timeout_ms),
+        }
+    }
+}
+
 /// One `[[nf]]` entry, checked but not yet built.
 #[derive(Clone, Debug)]
 pub struct NfEntry {
@@ -102,6 +146,8 @@ pub struct App {
     pub source: String,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// `[port]`: the live receive rings.
+    pub port: PortConfig,
     /// The µStacks, in chain order (`[stack.*]`; the L2/3 stack always).
     pub stacks: Vec<ConfiguredStack>,
     /// The NFs in chain order.
@@ -158,6 +204,7 @@ impl App {
         let at = |key: &str, msg: &str| format!("{source}: key `{key}`: {msg}");
 
         let runtime = parse_runtime(top.remove("runtime"), &mut errs);
+        let port = parse_port(top.remove("port"), &mut errs);
         let mut errs: Vec<String> = errs.into_iter().map(|e| format!("{source}: {e}")).collect();
 
         let tables = match top.remove("stack") {
@@ -184,7 +231,7 @@ impl App {
         };
         let parallel = parse_parallel(top.remove("parallel"), &nfs, all_nfs_ok, &mut errs, &at);
         for k in top.keys() {
-            errs.push(at(k, "unknown key (known: runtime, stack, nf, parallel)"));
+            errs.push(at(k, "unknown key (known: runtime, port, stack, nf, parallel)"));
         }
         if !stacks.is_empty() {
             // Links of the NFs that configured (all, or those before the first that did not).
@@ -200,9 +247,17 @@ impl App {
             }
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, stacks, nfs, registry, parallel, warnings })
+            Ok(App { source: source.to_string(), runtime, port, stacks, nfs, registry, parallel, warnings })
         } else {
             Err(AppError(errs))
+        }
+    }
+
+    /// Makes every NF passive (`passive = true` of the NFs that can drop: their drops become
+    /// "would drop"); a passive live run (`--iface A`) does this before building.
+    pub fn set_passive(&mut self) {
+        for nf in &mut self.nfs {
+            nf.config.set_passive();
         }
     }
 
@@ -244,6 +299,41 @@ fn parse_runtime(table: Option<toml::Value>, errs: &mut Vec<String>) -> RuntimeC
     }
     runtime
 }
+
+fn parse_port(table: Option<toml::Value>, errs: &mut Vec<String>) -> PortConfig {
+    let port = match table {
+        None => PortConfig::default(),
+        Some(toml::Value::Table(t)) => {
+            let (cfg, e) = nfs::common::deserialize_all::<PortConfig>(t, "port.");
+            errs.extend(e);
+            cfg.unwrap_or_default()
+        }
+        Some(other) => {
+            errs.push(format!("key `port`: must be a table, not {}", other.type_str()));
+            PortConfig::default()
+        }
+    };
+    let mut bad = |key: &str, v: u32, allowed: &str| errs.push(format!("key `port.{key}`: {allowed}, found {v}"));
+    if port.block_size == 0 || !port.block_size.is_multiple_of(4096) {
+        bad("block_size", port.block_size, "must be a positive multiple of 4096 bytes");
+    }
+    if port.blocks == 0 {
+        bad("blocks", port.blocks, "must be at least 1");
+    }
+    if port.block_timeout_ms == 0 {
+        bad("block_timeout_ms", port.block_timeout_ms, "must be at least 1 ms");
+    }
+    if u64::from(port.block_size) * u64::from(port.blocks) > MAX_RING_BYTES {
+        let total = u64::from(port.block_size) * u64::from(port.blocks);
+        errs.push(format!(
+            "key `port`: block_size × blocks is {total} bytes per interface; at most {MAX_RING_BYTES} (4 GiB)"
+        ));
+    }
+    port
+}
+
+/// The most memory one interface's receive ring may take (`[port]`).
+pub const MAX_RING_BYTES: u64 = 1 << 32;
 
 /// The `[[nf]]` entries that configured, in file order, up to the first that did not (the
 /// NFs after it cannot be linked: it may publish what they read); and whether all did.

@@ -141,6 +141,9 @@ struct NfArgs {
     /// The run's --output-dir: relative NF output paths go under it.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// The run is passive (`--iface A`): the NF's drops become "would drop".
+    #[arg(long)]
+    passive: bool,
 }
 
 #[derive(Args)]
@@ -266,15 +269,16 @@ struct RunArgs {
     /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<f64>,
-    /// With --iface: bytes per receive-ring block, a multiple of 4096 (default 262144); also
-    /// the largest frame the ring takes.
+    /// With --iface: bytes per receive-ring block, a multiple of 4096 (default: the app's
+    /// `[port] block_size`, else 262144); also the largest frame the ring takes.
     #[arg(long, value_name = "BYTES")]
     ring_block_size: Option<u32>,
-    /// With --iface: blocks per receive ring, one ring per interface (default 64).
+    /// With --iface: blocks per receive ring, one ring per interface (default: the app's
+    /// `[port] blocks`, else 64).
     #[arg(long, value_name = "N")]
     ring_blocks: Option<u32>,
     /// With --iface: a partly filled block is handed over after this many milliseconds, the
-    /// most a frame waits in the kernel (default 1).
+    /// most a frame waits in the kernel (default: the app's `[port] block_timeout_ms`, else 1).
     #[arg(long, value_name = "MS")]
     ring_timeout_ms: Option<u32>,
     /// Write emitted packets to this pcap file.
@@ -538,6 +542,9 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
     if let Some(d) = &a.output_dir {
         microboxes::engine::resolve_outputs(&mut app, d);
     }
+    if a.passive {
+        app.set_passive();
+    }
     let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
     let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
         .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
@@ -668,14 +675,10 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
         bail!("--ring-block-size, --ring-blocks and --ring-timeout-ms size the receive rings of --iface; they need --iface");
     }
     if !a.iface.is_empty() {
-        let ring = runtime::ports::RingConfig::default();
+        // The app's `[port]` table, each flag overriding its key.
         opts.live = Some(microboxes::engine::LiveOptions {
             ifaces: a.iface.clone(),
-            ring: runtime::ports::RingConfig {
-                block_size: a.ring_block_size.unwrap_or(ring.block_size),
-                block_count: a.ring_blocks.unwrap_or(ring.block_count),
-                block_timeout_ms: a.ring_timeout_ms.unwrap_or(ring.block_timeout_ms),
-            },
+            ring: app.port.ring_with(a.ring_block_size, a.ring_blocks, a.ring_timeout_ms),
         });
     }
     opts.duration = a.duration.map(std::time::Duration::from_secs_f64);

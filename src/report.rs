@@ -69,6 +69,22 @@ pub struct ActorSummary {
     pub counters: BTreeMap<String, u64>,
 }
 
+/// One live interface's receive ring, as the kernel counts it (`PACKET_STATISTICS`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PortLine {
+    /// The interface.
+    pub iface: String,
+    /// Frames the kernel passed to the port's socket, those it dropped included (`tp_packets`).
+    pub tp_packets: u64,
+    /// Frames the kernel dropped because the receive ring was full (`tp_drops`): they never
+    /// reached `rx` and are not in `packets_in`.
+    pub tp_drops: u64,
+    /// Times the ring was frozen full (`tp_freeze_q_cnt`).
+    pub tp_freeze_q_cnt: u64,
+    /// Frames whose checksum a local sender's TX offload had not filled in.
+    pub csum_not_ready: u64,
+}
+
 /// One ring between two stages.
 #[derive(Clone, Debug, Serialize)]
 pub struct RingLine {
@@ -127,6 +143,8 @@ pub struct RunReport {
     pub event_drops: Vec<DropLine>,
     /// TCP resets for `reject` matches.
     pub resets: ResetLine,
+    /// A live run's interfaces and their kernel ring counters (empty for a capture file).
+    pub ports: Vec<PortLine>,
     /// RX polls that waited for a free buffer.
     pub rx_pool_stalls: u64,
     /// RX polls that waited for ring room.
@@ -217,6 +235,13 @@ impl RunReport {
         }
         for d in &self.event_drops {
             let _ = writeln!(s, "  events stopped by {}: {}: {}", d.actor, d.reason, d.packets);
+        }
+        for p in &self.ports {
+            let _ = writeln!(
+                s,
+                "  port {}: {} frames from the kernel; kernel ring drops: {} (tp_drops), {} ring freezes (tp_freeze_q_cnt)",
+                p.iface, p.tp_packets, p.tp_drops, p.tp_freeze_q_cnt
+            );
         }
         let r = &self.resets;
         if r.rejects > 0 {

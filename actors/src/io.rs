@@ -62,9 +62,10 @@ pub trait PacketSource: Send {
     fn port(&self) -> u8 {
         0
     }
-    /// The kernel's counters, for a live source (read once, at the end).
-    fn kernel_stats(&mut self) -> Option<KernelStats> {
-        None
+    /// The kernel's counters of each interface of a live source, with the interface's name
+    /// (read once, at the end); empty for a source without them (a capture file).
+    fn kernel_stats(&mut self) -> Vec<(String, KernelStats)> {
+        Vec::new()
     }
     /// Bytes consumed so far (for progress).
     fn bytes_read(&self) -> u64;
@@ -217,18 +218,15 @@ impl PacketSource for LiveSource {
     fn kernel_drops(&self) -> Option<u64> {
         Some(self.kernel_drops)
     }
-    fn kernel_stats(&mut self) -> Option<KernelStats> {
-        let mut sum = KernelStats::default();
-        for p in &mut self.ports {
-            // A socket that cannot say leaves its counters out (it was open a moment ago).
-            if let Ok(s) = p.stats() {
-                sum.packets += s.packets;
-                sum.drops += s.drops;
-                sum.freezes += s.freezes;
-                sum.csum_not_ready += s.csum_not_ready;
-            }
-        }
-        Some(sum)
+    fn kernel_stats(&mut self) -> Vec<(String, KernelStats)> {
+        // A socket that cannot say (it was open a moment ago) reports what it read before.
+        self.ports
+            .iter_mut()
+            .map(|p| {
+                let s = p.stats().unwrap_or_else(|_| p.last_stats());
+                (p.iface().to_string(), s)
+            })
+            .collect()
     }
 }
 
@@ -332,8 +330,9 @@ pub struct RxReport {
     pub error: Option<String>,
     /// A warning from the source.
     pub note: Option<String>,
-    /// A live source's kernel counters (ring drops), read at the end.
-    pub kernel: Option<KernelStats>,
+    /// A live source's kernel counters (ring drops) per interface, read at the end; empty for
+    /// a capture file.
+    pub kernel: Vec<(String, KernelStats)>,
     /// Stopped by the stop flag before the end of the source.
     pub interrupted: bool,
     /// True once RX sent the end marker.

@@ -32,7 +32,8 @@
 //!
 //! **Passive** (`passive = true`): nothing is dropped; each packet the rules would drop is
 //! counted as `would_drop` (and its flow in `flows_dropped`), the per-rule hits as usual —
-//! for a tap, or to try a rule set on live traffic first.
+//! for a tap, or to try a rule set on live traffic first. A passive live run (`mbox run APP
+//! --iface A`) sets it for every firewall ([`NfOptions::set_passive`](crate::NfOptions::set_passive)).
 
 use std::collections::HashMap;
 
@@ -120,6 +121,10 @@ impl NfOptions for FirewallConfig {
     fn check(&mut self, common: &NfCommon, _registry: &mut EventRegistry) -> Result<(), Vec<String>> {
         self.parsed = self.rules(&common.name)?;
         Ok(())
+    }
+
+    fn set_passive(&mut self) {
+        self.passive = true;
     }
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {

@@ -126,6 +126,12 @@ pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
         let _ = path;
     }
 
+    /// Makes the NF passive: its drops become "would drop" (counted as `would_drop`, alert
+    /// lines say `"allowed"`), as its own `passive = true` would. The engine calls it for every
+    /// NF of a passive live run (`mbox run APP --iface A`), after the options were checked and
+    /// before the NF is built. Kinds that never drop keep this default, which does nothing.
+    fn set_passive(&mut self) {}
+
     /// Builds the actor (this is where an output file is created).
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
 }
@@ -184,6 +190,9 @@ pub trait NfSpec: std::fmt::Debug + Send + Sync {
     /// Writes this NF's output to `path` instead.
     fn set_output(&mut self, path: PathBuf);
 
+    /// Makes the NF passive ([`NfOptions::set_passive`]).
+    fn set_passive(&mut self);
+
     /// Builds the actor.
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
 
@@ -202,6 +211,10 @@ impl<T: NfOptions> NfSpec for T {
 
     fn set_output(&mut self, path: PathBuf) {
         NfOptions::set_output(self, path);
+    }
+
+    fn set_passive(&mut self) {
+        NfOptions::set_passive(self);
     }
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
@@ -314,6 +327,15 @@ impl NfConfig {
         }
     }
 
+    /// Makes the NF passive: drops become "would drop" ([`NfOptions::set_passive`]; an NF
+    /// built by code is left as it is).
+    pub fn set_passive(&mut self) {
+        match self {
+            NfConfig::Kind(spec) => spec.set_passive(),
+            NfConfig::Custom(_) => {}
+        }
+    }
+
     /// Builds the actor (this is where output files are created).
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         match self {
@@ -356,5 +378,35 @@ mod tests {
         c.set_output(PathBuf::from("/dev/null"));
         let a = c.contract_only(&common).unwrap();
         assert_eq!((a.contract().name.as_str(), a.contract().kind.as_str()), ("fw", firewall::NAME));
+    }
+
+    /// `set_passive` (a passive live run) does what `passive = true` does: the firewall and
+    /// the signature matcher declare no drop reasons, and the matcher publishes no resets.
+    #[test]
+    fn set_passive_turns_drops_into_would_drops() {
+        let dir = std::env::temp_dir().join(format!("nfs-passive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("r.rules"),
+            "drop tcp any any -> any any (msg:\"d\"; content:\"x\"; sid:1;)\nreject tcp any any -> any any (msg:\"r\"; content:\"y\"; sid:2;)\n",
+        )
+        .unwrap();
+        let tables = [
+            ("fw", "firewall", "default = \"drop\"".to_string()),
+            ("ids", "signature_match", format!("rules = \"r.rules\"\noutput = \"{}\"", dir.join("a.jsonl").display())),
+        ];
+        for (name, kind, text) in tables {
+            let common = NfCommon::named(name);
+            let t: toml::Table = toml::from_str(&text).unwrap();
+            let mut c = configure(kind, &common, t, &mut EventRegistry::new(), &dir).unwrap();
+            let inline = c.contract_only(&common).unwrap();
+            assert!(!inline.contract().drop_reasons.is_empty(), "{kind} drops inline");
+            c.set_passive();
+            let passive = c.contract_only(&common).unwrap();
+            assert_eq!(passive.contract().drop_reasons, Vec::<String>::new(), "{kind}, passive");
+            let publishes: Vec<&str> = passive.contract().publications.iter().map(|p| p.port.as_str()).collect();
+            assert!(!publishes.contains(&"reject"), "{kind}, passive, publishes {publishes:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -164,16 +164,16 @@ struct AssembleInput<'a> {
 /// The warnings of a live run: kernel ring drops, frames with unfilled checksums, frames the
 /// kernel refused to send.
 fn live_warnings(i: &AssembleInput<'_>, warnings: &mut Vec<String>) {
-    if let Some(k) = &i.rx.kernel {
+    for (iface, k) in &i.rx.kernel {
         if k.drops > 0 || k.freezes > 0 {
             warnings.push(format!(
-                "kernel: {} frame(s) dropped because the receive ring was full (tp_drops), the ring froze {} time(s) (tp_freeze_q_cnt); these frames never reached rx and are not in packets in",
+                "kernel: `{iface}`: {} frame(s) dropped because the receive ring was full (tp_drops), the ring froze {} time(s) (tp_freeze_q_cnt); these frames never reached rx and are not in packets in (bigger rings: [port] blocks or --ring-blocks, docs/live.md)",
                 k.drops, k.freezes
             ));
         }
         if k.csum_not_ready > 0 {
             warnings.push(format!(
-                "kernel: {} frame(s) arrived with their checksum not filled in (TX checksum offload of a local sender): turn offloads off with `ethtool -K IF gro off gso off tso off tx off` (docs/live.md)",
+                "kernel: `{iface}`: {} frame(s) arrived with their checksum not filled in (TX checksum offload of a local sender): turn offloads off with `ethtool -K IF gro off gso off tso off tx off` (docs/live.md)",
                 k.csum_not_ready
             ));
         }
@@ -301,6 +301,18 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             rst_not_sent: i.tx.resets.not_sent,
             why_not: i.tx.resets.why_not.clone(),
         },
+        ports: i
+            .rx
+            .kernel
+            .iter()
+            .map(|(iface, k)| crate::report::PortLine {
+                iface: iface.clone(),
+                tp_packets: k.packets,
+                tp_drops: k.drops,
+                tp_freeze_q_cnt: k.freezes,
+                csum_not_ready: k.csum_not_ready,
+            })
+            .collect(),
         rx_pool_stalls: i.rx.pool_stalls,
         rx_ring_stalls: i.rx.ring_stalls,
         actors,

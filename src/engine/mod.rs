@@ -253,6 +253,18 @@ pub type Logs = BTreeMap<String, Log>;
 /// Runs `app` over the input of `opts`.
 pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    // A passive live run (one interface) enforces nothing: every NF that can drop reports
+    // "would drop" instead, as with its own `passive = true` (docs/live.md).
+    let passive_app;
+    let app = match &opts.live {
+        Some(l) if !l.inline() => {
+            let mut a = app.clone();
+            a.set_passive();
+            passive_app = a;
+            &passive_app
+        }
+        _ => app,
+    };
     let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match &opts.live {
         Some(l) => (live::open_source(l)?, None, LinkType::Ethernet),
         None => {

@@ -128,6 +128,7 @@ pub(super) fn spawn_nf_processes(
             .args(["--output-ring", output, "--core", &core.to_string(), "--link", link_name(link)])
             .args(["--report", "-"])
             .args(opts.output_dir.iter().flat_map(|d| [std::ffi::OsStr::new("--output-dir"), d.as_os_str()]))
+            .args(opts.live.as_ref().filter(|l| !l.inline()).map(|_| "--passive"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

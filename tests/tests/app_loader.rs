@@ -205,3 +205,41 @@ fn every_bad_stack_key_is_reported() {
     }
     assert_eq!(err.lines().count(), 5, "{err}");
 }
+
+/// `[port]` (the live receive rings): every bad key is reported, with the other tables'
+/// problems, and the command line's ring flags override its keys one by one.
+#[test]
+fn port_table_keys_are_checked_and_flags_override_them() {
+    let text = "[runtime]\nshards = 0\n[port]\nblock_sise = 4096\nblocks = \"many\"\nblock_size = 5000\nblock_timeout_ms = 0\n";
+    let err = microboxes::App::parse(text, "p.toml").map(|_| ()).unwrap_err().to_string();
+    let want = [
+        "p.toml: key `runtime.shards`: must be between 1 and 64, found 0",
+        "p.toml: key `port.block_sise`: unknown field `block_sise`, expected one of `block_size`, `blocks`, `block_timeout_ms`",
+        "p.toml: key `port.blocks`: invalid type: string \"many\", expected u32",
+        "p.toml: key `port.block_size`: must be a positive multiple of 4096 bytes, found 5000",
+        "p.toml: key `port.block_timeout_ms`: must be at least 1 ms, found 0",
+    ];
+    for w in want {
+        assert!(err.lines().any(|l| l.starts_with(w)), "`{w}` not reported in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), want.len(), "{err}");
+
+    let err = microboxes::App::parse("port = 3\n", "p.toml").map(|_| ()).unwrap_err().to_string();
+    assert_eq!(err, "p.toml: key `port`: must be a table, not integer");
+    let err = microboxes::App::parse("[port]\nblock_size = 1048576\nblocks = 8192\n", "p.toml")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key `port`: block_size × blocks is 8589934592 bytes per interface"), "{err}");
+
+    // Good keys, and the flags over them.
+    let app =
+        microboxes::App::parse("[port]\nblock_size = 65536\nblocks = 16\nblock_timeout_ms = 5\n", "p.toml").unwrap();
+    let r = app.port.ring_with(None, None, None);
+    assert_eq!((r.block_size, r.block_count, r.block_timeout_ms), (65536, 16, 5));
+    let r = app.port.ring_with(Some(8192), None, Some(2));
+    assert_eq!((r.block_size, r.block_count, r.block_timeout_ms), (8192, 16, 2));
+    // Without the table: the runtime's defaults.
+    let app = microboxes::App::parse("", "p.toml").unwrap();
+    assert_eq!(app.port.ring_with(None, None, None), runtime::ports::RingConfig::default());
+}

@@ -173,3 +173,81 @@ fn every_mbox_command_in_the_docs_runs() {
     }
     assert!(ran >= 6, "only {ran} commands found: the extraction is broken");
 }
+
+/// True when `word` occurs in `doc` as a whole word (not inside a longer identifier).
+fn names_word(doc: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    doc.match_indices(word).any(|(i, _)| {
+        let before = doc[..i].chars().next_back();
+        let after = doc[i + word.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
+}
+
+/// Every top-level field of `--stats-json` is named (as a word) in docs/running.md, and so
+/// is every field of a live port's line (`ports`, which a capture run leaves empty).
+#[test]
+fn every_stats_json_field_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app = repo_file("apps/firewall_stats.toml");
+    let pcap = repo_file("tests/fixtures/captures/clean_oneshot.pcap");
+    let o = mbox(
+        d,
+        &[
+            "run",
+            app.to_str().unwrap(),
+            "--input",
+            pcap.to_str().unwrap(),
+            "--stats-json",
+            "s.json",
+            "--output-dir",
+            ".",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
+    let doc = read("docs/running.md");
+    let port = microboxes::report::PortLine {
+        iface: "m0".into(),
+        tp_packets: 0,
+        tp_drops: 0,
+        tp_freeze_q_cnt: 0,
+        csum_not_ready: 0,
+    };
+    let port = serde_json::to_value(port).unwrap();
+    let keys = st.as_object().unwrap().keys().chain(port.as_object().unwrap().keys());
+    let missing: Vec<&String> = keys.filter(|k| !names_word(&doc, k)).collect();
+    assert!(missing.is_empty(), "docs/running.md does not name these --stats-json fields: {missing:?}");
+    assert_eq!(st["ports"], serde_json::json!([]), "a capture run has no live ports");
+}
+
+/// The keys a top-level table of the app file accepts, as serde lists them for an unknown key.
+fn table_keys(table: &str) -> Vec<String> {
+    let err = match microboxes::App::parse(&format!("[{table}]\n__probe__ = 1\n"), "probe.toml") {
+        Ok(_) => panic!("[{table}] accepted an unknown key"),
+        Err(e) => e.to_string(),
+    };
+    let line = err.lines().find(|l| l.contains("__probe__")).unwrap_or_default();
+    let Some((_, expected)) = line.split_once("expected") else {
+        panic!("[{table}]: cannot read its keys from: {err}")
+    };
+    expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// `[runtime]` and `[port]`: every key is in docs/app-file.md's example block.
+#[test]
+fn every_runtime_and_port_key_is_documented() {
+    let doc = read("docs/app-file.md");
+    for table in ["runtime", "port"] {
+        assert!(doc.contains(&format!("[{table}]")), "docs/app-file.md does not show `[{table}]`");
+        let keys = table_keys(table);
+        assert!(!keys.is_empty(), "no keys read for [{table}]");
+        for key in keys {
+            assert!(
+                doc.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "docs/app-file.md: `[{table}]` key `{key}` is not in the example"
+            );
+        }
+    }
+}

@@ -16,8 +16,9 @@
 //! * [`firewall_blocks_one_port_and_not_another`] — port 9091 times out, 8080 answers;
 //! * [`passive_on_a_mirror_sees_every_flow_and_blocks_nothing`] — client ↔ server directly, `tc`
 //!   mirrors both directions of the server's veth to a third namespace where `mbox --iface t0`
-//!   runs the app with `passive = true`: every request succeeds (drop/reject contents and port
-//!   9091 included), every flow has its record, the would-be drops are counted (`would_drop`);
+//!   runs the same app, with no `passive` key: the one interface makes the run passive, so
+//!   every request succeeds (drop/reject contents and port 9091 included), every flow has its
+//!   record, the would-be drops are counted (`would_drop`), alerts say `"allowed"`;
 //! * [`download_20mb_inline_equals_offline_run_of_client_capture`] — 20 MB arrive
 //!   byte-identical (SHA-256), and the flow record and alerts of the live run equal those of an
 //!   offline `mbox run` over `tcpdump`'s capture on `c0` of the same download.
@@ -45,10 +46,10 @@ alert tcp any 8080 -> any any (msg:"HTTP 200"; content:"200 OK"; flow:to_client;
 "#;
 
 /// Writes `ips.rules` and `ips.toml` (see the module docs) into `dir`; returns the app's path.
-fn ips_app(dir: &Path, passive: bool) -> PathBuf {
+/// No NF has a `passive` key: the same app blocks inline and only reports on one interface.
+fn ips_app(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("ips.rules"), RULES).unwrap();
-    let app = format!(
-        r#"[runtime]
+    let app = r#"[runtime]
 pool_buffers = 8192
 buffer_size = 2048
 
@@ -58,8 +59,7 @@ buffer_size = 2048
 name = "fw"
 kind = "firewall"
 default = "allow"
-passive = {passive}
-rules = [ {{ action = "drop", name = "no port 9091", proto = "tcp", dst_port = 9091 }} ]
+rules = [ { action = "drop", name = "no port 9091", proto = "tcp", dst_port = 9091 } ]
 
 [[nf]]
 name = "stats"
@@ -71,9 +71,7 @@ name = "ids"
 kind = "signature_match"
 rules = "ips.rules"
 output = "alerts.jsonl"
-passive = {passive}
-"#
-    );
+"#;
     let p = dir.join("ips.toml");
     std::fs::write(&p, app).unwrap();
     p
@@ -186,7 +184,7 @@ fn ab_thousand_requests_all_succeed_inline() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("page.html"), vec![b'x'; 2000]).unwrap();
-    let app = ips_app(d, false);
+    let app = ips_app(d);
     let mut lab = Lab::new("a");
     let (c, m, s) = inline_lab(&mut lab, 10).unwrap();
     start_server(&mut lab, &s, d, "10.99.10.2", 8080);
@@ -226,7 +224,7 @@ fn drop_and_reject_block_their_flow_and_others_pass() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("ok.txt"), b"fine\n").unwrap();
-    let app = ips_app(d, false);
+    let app = ips_app(d);
     let mut lab = Lab::new("b");
     let (c, m, s) = inline_lab(&mut lab, 11).unwrap();
     start_server(&mut lab, &s, d, "10.99.11.2", 8080);
@@ -289,7 +287,7 @@ fn firewall_blocks_one_port_and_not_another() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("ok.txt"), b"fine\n").unwrap();
-    let app = ips_app(d, false);
+    let app = ips_app(d);
     let mut lab = Lab::new("f");
     let (c, m, s) = inline_lab(&mut lab, 12).unwrap();
     start_server(&mut lab, &s, d, "10.99.12.2", 8080);
@@ -324,7 +322,7 @@ fn passive_on_a_mirror_sees_every_flow_and_blocks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("ok.txt"), b"fine\n").unwrap();
-    let app = ips_app(d, true);
+    let app = ips_app(d);
     let mut lab = Lab::new("d");
     let (c, s, t) = (lab.netns("c").unwrap(), lab.netns("s").unwrap(), lab.netns("t").unwrap());
     lab.veth(&c, "c0", &s, "s0").unwrap();
@@ -387,7 +385,7 @@ fn passive_on_a_mirror_sees_every_flow_and_blocks_nothing() {
     let allowed = json_lines(&d.join("alerts.jsonl")).iter().filter(|a| a["alert"]["action"] == "allowed").count();
     assert_eq!(allowed, 2, "would-be drops are written as \"allowed\"");
     println!(
-        "passive (tc mirror of s0 → t0): 4 flows seen with records, all requests succeeded; would_drop ids {ids_would}, fw {fw_would}; {} packets in, 0 dropped",
+        "passive (tc mirror of s0 → t0, no `passive` key in the app): 4 flows seen with records, all requests succeeded; would_drop ids {ids_would}, fw {fw_would}; {} packets in, 0 dropped",
         st["packets_in"]
     );
 }
@@ -419,7 +417,7 @@ fn download_20mb_inline_equals_offline_run_of_client_capture() {
     let file: Vec<u8> = (0..20_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(d.join("big.bin"), &file).unwrap();
     std::fs::write(d.join("ok.txt"), b"fine\n").unwrap();
-    let app = ips_app(d, false);
+    let app = ips_app(d);
     let (live_out, off_out) = (d.join("live"), d.join("offline"));
     std::fs::create_dir_all(&live_out).unwrap();
     std::fs::create_dir_all(&off_out).unwrap();

@@ -4,7 +4,8 @@
 //! * inline: client ns `c0` ↔ `m0` | mbox in the middle ns | `m1` ↔ `s0` server ns, one subnet
 //!   (a bump in the wire). Real `curl` downloads a few MB from `python3 -m http.server`
 //!   through `mbox run apps/firewall_stats.toml --iface m0,m1`; the bytes' SHA-256 equals the
-//!   file's, and the connection's flow record is in flows.jsonl.
+//!   file's, and the connection's flow record is in flows.jsonl; the kernel's ring counters of
+//!   both ports are in stats.json (`ports`) and on the summary's `port` lines.
 //! * passive: `--iface` on one end of a veth pair; an HTTP download between the ends is seen
 //!   (packets_in > 0) and nothing is sent (the other end receives only what the kernel sent).
 //!
@@ -89,6 +90,26 @@ fn inline_download_through_firewall_stats() {
     let (pin, pout) = (st["packets_in"].as_u64().unwrap(), st["packets_out"].as_u64().unwrap());
     assert!(pin > 2000 && pout == pin - st["packets_dropped"].as_u64().unwrap(), "{st}");
     assert!(st["input"].as_str().unwrap().contains("m0,m1"), "{}", st["input"]);
+    // The kernel's ring counters of both ports: in the JSON (`ports`) and on the summary's
+    // `port` lines (0 drops is fine: the point is that they are reported).
+    let ports = st["ports"].as_array().unwrap_or_else(|| panic!("no `ports` in stats.json: {st}"));
+    let names: Vec<&str> = ports.iter().map(|p| p["iface"].as_str().unwrap()).collect();
+    assert_eq!(names, ["m0", "m1"], "{}", st["ports"]);
+    for p in ports {
+        for f in ["tp_packets", "tp_drops", "tp_freeze_q_cnt", "csum_not_ready"] {
+            assert!(p[f].is_u64(), "port field `{f}` missing: {p}");
+        }
+        let line = format!(
+            "port {}: {} frames from the kernel; kernel ring drops: {} (tp_drops)",
+            p["iface"].as_str().unwrap(),
+            p["tp_packets"],
+            p["tp_drops"]
+        );
+        assert!(log.contains(&line), "no `{line}` in the summary:\n{log}");
+    }
+    let kernel_packets: u64 = ports.iter().map(|p| p["tp_packets"].as_u64().unwrap()).sum();
+    let kernel_drops: u64 = ports.iter().map(|p| p["tp_drops"].as_u64().unwrap()).sum();
+    assert!(kernel_packets >= pin, "the kernel passed {kernel_packets} frames to the ports, rx read {pin}");
     let flows = std::fs::read_to_string(d.join("flows.jsonl")).unwrap();
     let rec = flows
         .lines()
@@ -102,7 +123,7 @@ fn inline_download_through_firewall_stats() {
         .unwrap_or_else(|| panic!("no flow record of the download in flows.jsonl:\n{flows}"));
     let to_client = rec["flow"]["bytes_toclient"].as_u64().unwrap();
     assert!(to_client >= file.len() as u64, "flow record counts {to_client} bytes to the client: {rec}");
-    println!("inline: {pin} packets in, {pout} out; flow record: {rec}");
+    println!("inline: {pin} packets in, {pout} out; kernel: {kernel_packets} frames, {kernel_drops} ring drops; flow record: {rec}");
 }
 
 #[test]

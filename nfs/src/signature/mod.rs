@@ -66,7 +66,8 @@
 //! A match on bytes no packet event brought (gaps skipped at the end, the scan after DPI)
 //! blocks the flow from its next packet. With `passive = true` nothing is dropped: matches of
 //! `drop`/`reject` rules are written with `"action":"allowed"` and counted as `would_drop`,
-//! and the flow stays inspected.
+//! and the flow stays inspected. A passive live run (`mbox run APP --iface A`) sets it
+//! itself ([`NfOptions::set_passive`]).
 //!
 //! **Output**: it publishes `EVENT/IDS_ALERT` (`aux` = sid) and writes one JSON line per
 //! alert: `{"timestamp","flow_id","event_type":"alert","src_ip","src_port","dest_ip",
@@ -160,6 +161,13 @@ impl NfOptions for SignatureConfig {
 
     fn inputs(&mut self) -> Vec<&mut PathBuf> {
         vec![&mut self.rules]
+    }
+
+    /// Passive: no drops and no resets (the `EVENT/IDS_REJECT` type registered by `check`
+    /// stays in the registry, unpublished).
+    fn set_passive(&mut self) {
+        self.passive = true;
+        self.reject_type = None;
     }
 
     fn check(&mut self, common: &NfCommon, registry: &mut EventRegistry) -> Result<(), Vec<String>> {

@@ -350,6 +350,11 @@ impl AfPacketRx {
         Ok(Some(PacketRecord { ts_ns, data, orig_len: h.tp_len }))
     }
 
+    /// The ring's counters as last read by [`stats`](AfPacketRx::stats) (no system call).
+    pub fn last_stats(&self) -> KernelStats {
+        self.stats
+    }
+
     /// The ring's counters so far (reads and accumulates `PACKET_STATISTICS`).
     pub fn stats(&mut self) -> Result<KernelStats, PortError> {
         // SAFETY: plain old data; zeroed is valid.
