@@ -1,0 +1,91 @@
+//! The matcher's chunked scan (DFAs stepped byte by byte from carried states) against a search of the whole stream: for any patterns (plain
+//! and `nocase`, overlapping, prefixes of each other) and any way of cutting the stream into
+//! chunks (1-byte ones included), [`Matcher::scan`] reports exactly the matches — pattern
+//! and absolute end offset — of one overlapping search over the whole stream.
+
+use std::collections::BTreeSet;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use nfs::signature::matcher::{DirState, Matcher};
+use nfs::signature::rules::parse_rules;
+use proptest::prelude::*;
+
+/// Rules with one content each: `(bytes, nocase)`; pattern ids follow the rule order for
+/// distinct patterns, which these tests make sure of.
+fn rules(pats: &[(Vec<u8>, bool)]) -> String {
+    let mut s = String::new();
+    for (i, (p, nocase)) in pats.iter().enumerate() {
+        let hex: Vec<String> = p.iter().map(|b| format!("{b:02x}")).collect();
+        let nc = if *nocase { " nocase;" } else { "" };
+        s += &format!("alert tcp any any -> any any (content:\"|{}|\";{nc} sid:{};)\n", hex.join(" "), i + 1);
+    }
+    s
+}
+
+/// Every (pattern index, end offset) of the whole stream, by a plain overlapping search.
+fn whole(pats: &[(Vec<u8>, bool)], stream: &[u8]) -> BTreeSet<(u32, u64)> {
+    let mut out = BTreeSet::new();
+    for (i, (p, nocase)) in pats.iter().enumerate() {
+        let ac =
+            AhoCorasick::builder().match_kind(MatchKind::Standard).ascii_case_insensitive(*nocase).build([p]).unwrap();
+        for m in ac.find_overlapping_iter(stream) {
+            out.insert((i as u32, m.end() as u64));
+        }
+    }
+    out
+}
+
+fn chunked(pats: &[(Vec<u8>, bool)], stream: &[u8], cuts: &[usize]) -> Vec<(u32, u64)> {
+    let rules = parse_rules(&rules(pats), "t").unwrap();
+    let m = Matcher::new(&rules).unwrap();
+    let mut d = DirState::default();
+    m.restart(&mut d, 0);
+    let mut hits = Vec::new();
+    let mut at = 0;
+    for &c in cuts.iter().chain(std::iter::once(&stream.len())) {
+        let c = c.clamp(at, stream.len());
+        let before = hits.len();
+        m.scan(&mut d, &stream[at..c], &mut hits);
+        // Hits of one chunk come in end-offset order and end inside it.
+        assert!(hits[before..].windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(hits[before..].iter().all(|h| h.1 > at as u64 && h.1 <= c as u64));
+        at = c;
+    }
+    assert_eq!(d.offset, stream.len() as u64);
+    hits
+}
+
+fn distinct(pats: Vec<(Vec<u8>, bool)>) -> Vec<(Vec<u8>, bool)> {
+    let mut seen = BTreeSet::new();
+    pats.into_iter()
+        .filter(|(p, nc)| seen.insert((if *nc { p.to_ascii_lowercase() } else { p.clone() }, *nc)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn chunked_scan_equals_whole_stream_search(
+        pats in prop::collection::vec((prop::collection::vec(prop::sample::select(b"abAB\r\n".to_vec()), 1..9), any::<bool>()), 1..6),
+        stream in prop::collection::vec(prop::sample::select(b"abAB\r\nx".to_vec()), 0..300),
+        mut cuts in prop::collection::vec(0usize..300, 0..40),
+    ) {
+        let pats = distinct(pats);
+        cuts.sort_unstable();
+        let got = chunked(&pats, &stream, &cuts);
+        let set: BTreeSet<(u32, u64)> = got.iter().copied().collect();
+        prop_assert_eq!(set.len(), got.len(), "a match reported twice");
+        prop_assert_eq!(set, whole(&pats, &stream));
+    }
+}
+
+#[test]
+fn one_byte_chunks_and_long_patterns() {
+    let pats = vec![(b"GET /admin".to_vec(), false), (b"admin".to_vec(), true), (b"n".to_vec(), false)];
+    let stream = b"xxGET /adminGET /ADMIN".to_vec();
+    let cuts: Vec<usize> = (1..stream.len()).collect();
+    let got: BTreeSet<(u32, u64)> = chunked(&pats, &stream, &cuts).into_iter().collect();
+    assert_eq!(got, whole(&pats, &stream));
+    assert!(got.contains(&(0, 12)) && got.contains(&(1, 22)), "{got:?}");
+}
