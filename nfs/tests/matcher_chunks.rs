@@ -1,6 +1,6 @@
-//! The matcher's chunked scan (DFAs stepped byte by byte from carried states) against a search of the whole stream: for any patterns (plain
-//! and `nocase`, overlapping, prefixes of each other) and any way of cutting the stream into
-//! chunks (1-byte ones included), [`Matcher::scan`] reports exactly the matches — pattern
+//! The matcher's chunked scan (DFAs stepped byte by byte from carried states) against a
+//! search of the whole stream: for any patterns (plain and `nocase`, overlapping, prefixes of
+//! each other) and any way of cutting the stream into chunks (1-byte ones included), [`Matcher::scan`] reports exactly the matches — pattern
 //! and absolute end offset — of one overlapping search over the whole stream.
 
 use std::collections::BTreeSet;

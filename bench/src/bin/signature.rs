@@ -35,9 +35,9 @@ fn traffic(bytes: usize) -> Vec<u8> {
             x ^= x >> 7;
             x ^= x << 17;
             const TEXT: &[u8] = b"abcdefghijklmnopqrstuvwxyz <>/=\"\n";
-            out.push(if i % 2 == 0 { TEXT[(x % TEXT.len() as u64) as usize] } else { (x >> 24) as u8 });
+            out.push(if i.is_multiple_of(2) { TEXT[(x % TEXT.len() as u64) as usize] } else { (x >> 24) as u8 });
         }
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             out.extend_from_slice(b"GET /cgi-bin/view?file=../../etc/passwd HTTP/1.1\r\n");
         }
     }
