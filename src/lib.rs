@@ -22,6 +22,7 @@
 pub mod app;
 pub mod check;
 pub mod engine;
+pub mod graph;
 pub mod live_stats;
 pub mod report;
 pub mod repro;

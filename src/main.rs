@@ -55,12 +55,24 @@ enum Cmd {
     /// Work with recorded traces (`mbox run --trace FILE.json`).
     #[command(subcommand)]
     Trace(TraceCmd),
+    /// Print the publish/subscribe graph the controller links for an app file (text, or
+    /// Graphviz DOT with --dot); runs nothing, writes no output file.
+    Graph(GraphArgs),
     /// Shared-memory files under /dev/shm: list them, or remove those of dead runs.
     #[command(subcommand)]
     Shm(ShmCmd),
     /// Reproduce the paper's Figure 4: three packets through a stack and three NFs in modes
     /// a, b, c and d, traced and drawn side by side (DIR/fig4.html, DIR/fig4.svg).
     Fig4(Fig4Args),
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// The application file.
+    app: PathBuf,
+    /// Print Graphviz DOT instead of text (e.g. `mbox graph APP --dot | dot -Tsvg > g.svg`).
+    #[arg(long)]
+    dot: bool,
 }
 
 #[derive(Args)]
@@ -353,6 +365,7 @@ fn main() {
         Cmd::Trace(TraceCmd::Render(a)) => cmd_trace_render(a).map(|_| 0),
         Cmd::Fig4(a) => cmd_fig4(a).map(|_| 0),
         Cmd::Shm(c) => cmd_shm(c).map(|_| 0),
+        Cmd::Graph(a) => cmd_graph(a).map(|_| 0),
     };
     match code {
         Ok(c) => std::process::exit(c),
@@ -576,6 +589,15 @@ fn print_warnings(app: &App, quiet: bool) {
     for w in app.warnings.iter().filter(|_| !quiet) {
         eprintln!("mbox: warning: {w}");
     }
+}
+
+fn cmd_graph(a: GraphArgs) -> Result<()> {
+    let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let g = microboxes::graph::graph(&app).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let mut out = std::io::stdout().lock();
+    let text = if a.dot { g.to_dot() } else { g.to_text() };
+    out.write_all(text.as_bytes()).and_then(|_| out.flush()).context("writing the graph to stdout")?;
+    Ok(())
 }
 
 fn cmd_check(a: CheckArgs) -> Result<i32> {
