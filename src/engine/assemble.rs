@@ -277,6 +277,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             drops: s.drops.clone(),
             stalls: s.stalls,
             counters: s.counters.iter().cloned().collect(),
+            events_lost_in_failure: s.events_lost_in_failure,
         })
         .collect();
 
@@ -329,6 +330,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         trace: None,
         observations: BTreeMap::new(),
         nf_processes: Vec::new(),
+        failures: i.stages.iter().flat_map(|s| s.failures.iter().cloned()).collect(),
         mode: i.opts.mode.to_string(),
         files: files_written(i.app, i.opts, i.tx.written),
         emitted: i

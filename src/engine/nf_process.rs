@@ -380,7 +380,10 @@ pub fn serve_nf(
     let pool = pool::attach(&region, "packets").map_err(|e| setup(&e))?;
     let cons = ring::attach_consumer::<EventDesc>(&region, input).map_err(|e| setup(&e))?;
     let prod = ring::attach_producer::<EventDesc>(&region, output).map_err(|e| setup(&e))?;
-    let (stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
+    let (mut stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
+    if let Some(s) = super::supervise::supervisors(app, &plan, link, Mode::C, None).remove(name) {
+        stage = stage.with_supervision(s);
+    }
     // If the run's process goes away, stop instead of waiting for its events forever.
     let abort = Arc::new(AtomicBool::new(false));
     let (flag, done) = (abort.clone(), Arc::new(AtomicBool::new(false)));

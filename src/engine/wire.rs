@@ -88,6 +88,9 @@ pub(crate) struct WireInput<'a> {
     pub reject: Option<actors::event::EventType>,
 }
 
+/// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
+pub(crate) type Supervisors = BTreeMap<String, actors::supervise::Supervisor>;
+
 /// The packet pool's ends and the capture's.
 pub(crate) struct Io {
     pub source: Box<dyn PacketSource>,
@@ -162,6 +165,7 @@ pub(crate) fn wire(
     io: Io,
     actors: Vec<Box<dyn Actor>>,
     shards: Vec<Vec<Box<dyn Actor>>>,
+    supervisors: Supervisors,
 ) -> Result<Wired, RunError> {
     let mut rings = Rings::create(i.region, i.layout, i.ring_capacity)?;
     let in_flight = (i.opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
@@ -186,6 +190,7 @@ pub(crate) fn wire(
         helpers: Vec::new(),
         stage_slots: Vec::new(),
         external: Vec::new(),
+        supervisors,
     };
     w.runnables.insert("rx".into(), Box::new(rx));
     if !i.layout.shards.is_empty() {
@@ -240,6 +245,7 @@ struct Wiring<'a> {
     helpers: Vec<(String, Box<dyn Runnable>)>,
     stage_slots: Vec<ReportSlot<StageReport>>,
     external: Vec<ExternalNf>,
+    supervisors: Supervisors,
 }
 
 impl Wiring<'_> {
@@ -268,6 +274,9 @@ impl Wiring<'_> {
         }
         if let Some(f) = &self.in_flight {
             stage = stage.with_in_flight(f.clone());
+        }
+        if let Some(s) = self.supervisors.remove(&name) {
+            stage = stage.with_supervision(s);
         }
         self.runnables.insert(name, Box::new(stage));
         self.stage_slots.push(slot);
