@@ -185,6 +185,8 @@ pub struct RunReport {
     /// Every NF failure the run contained or stopped at, in the order they happened per NF
     /// (docs/running.md, "NF failures").
     pub failures: Vec<actors::supervise::Failure>,
+    /// Packet-buffer references a dead NF process held, released at the end of the run.
+    pub buffers_reclaimed: u64,
     /// With observation on: every NF's log, by NF name.
     #[serde(skip)]
     pub observations: BTreeMap<String, Vec<String>>,
@@ -270,6 +272,13 @@ impl RunReport {
             self.pool.in_use,
             if self.pool_balanced { "balanced" } else { "NOT BALANCED" }
         );
+        if self.buffers_reclaimed > 0 {
+            let _ = writeln!(
+                s,
+                "  pool: {} buffer reference(s) held by dead NF processes were reclaimed at the end",
+                self.buffers_reclaimed
+            );
+        }
         for c in &self.cores {
             let _ = writeln!(
                 s,

@@ -192,6 +192,17 @@ pub struct Stage {
     dynsub: FlowSubscriptions,
     /// The NF's failure policy and failures (an NF's stage; none for a µStack's).
     supervisor: Option<Supervisor>,
+    /// An NF process's custody record (see [`crate::supervise::custody`]).
+    custody: Option<Custody>,
+}
+
+/// What an NF process has taken and passed on, kept in shared cells (see
+/// [`crate::supervise::custody`]), with this stage's running totals.
+struct Custody {
+    cells: runtime::cells::Cells,
+    taken_primaries: u64,
+    forwarded_inputs: u64,
+    forwarded_primaries: u64,
 }
 
 /// What takes a failed actor's place (it is never called: the stage bypasses or drops).
@@ -236,8 +247,67 @@ impl Stage {
             in_flight: None,
             dynsub: FlowSubscriptions::default(),
             supervisor: None,
+            custody: None,
         };
         (stage, slot)
+    }
+
+    /// A stand-in for an NF whose process died (policy `bypass` or `drop`): the NF's
+    /// subscriptions, no actor, `supervisor` in its failed state.
+    pub fn stand_in(
+        plan: PlannedActor,
+        input: Consumer<EventDesc>,
+        output: Producer<EventDesc>,
+        pool: PoolView,
+        mut supervisor: Supervisor,
+    ) -> (Stage, ReportSlot<StageReport>) {
+        let contract = crate::Contract { name: plan.name.clone(), kind: plan.kind.clone(), ..Default::default() };
+        supervisor.failed = true;
+        let (stage, slot) = Stage::new(Box::new(Discarded(contract)), plan, input, output, pool);
+        (stage.with_supervision(supervisor), slot)
+    }
+
+    /// Keeps a custody record in `cells` (an NF served in its own process): before taking a
+    /// burst from its input ring and before each push to its output ring, what it has taken
+    /// and passed on, so that the run can tell exactly what it held if it dies. Starts from
+    /// the totals the cells hold (a restarted process goes on from its predecessor's).
+    pub fn with_custody(mut self, cells: runtime::cells::Cells) -> Stage {
+        use crate::supervise::custody as c;
+        self.custody = Some(Custody {
+            taken_primaries: cells.get(c::TAKEN_PRIMARIES),
+            forwarded_inputs: cells.get(c::FORWARDED_INPUTS),
+            forwarded_primaries: cells.get(c::FORWARDED_PRIMARIES),
+            cells,
+        });
+        self
+    }
+
+    /// Takes up to a burst from the input ring into `inbuf`; with custody, records it first.
+    fn take_burst(&mut self, inbuf: &mut Vec<EventDesc>) -> usize {
+        let Some(c) = self.custody.as_mut() else {
+            return self.input.pop_burst(inbuf, BURST);
+        };
+        use crate::supervise::custody as k;
+        let n = self.input.peek_burst(inbuf, BURST);
+        if n == 0 {
+            return 0;
+        }
+        let primaries = inbuf.iter().filter(|e| e.is_primary()).count() as u64;
+        c.taken_primaries += primaries;
+        let cells = &c.cells;
+        if let Some(last) = inbuf.iter().rev().find(|e| !e.is_end() && !e.is_skip()) {
+            cells.set(k::LAST_SEQ, last.seq);
+            cells.set(k::LAST_TS, last.ts_ns);
+        }
+        if let Some(end) = inbuf.iter().find(|e| e.is_end()) {
+            cells.set(k::END_SEQ, end.seq);
+            cells.set(k::END_TS, end.ts_ns);
+        }
+        cells.set(k::LAST_PRIMARIES, primaries);
+        cells.set(k::TAKEN_PRIMARIES, c.taken_primaries);
+        cells.set(k::HEAD_AFTER, self.input.position() + n as u64);
+        self.input.commit(n);
+        n
     }
 
     /// Catches a panic of the actor and applies `supervisor`'s policy (see the module docs).
@@ -450,6 +520,26 @@ impl Stage {
 
     /// Pushes the pending queue; returns how many went out.
     fn flush(&mut self) -> usize {
+        if let Some(c) = self.custody.as_mut() {
+            use crate::supervise::custody as k;
+            if self.pending.is_empty() {
+                return 0;
+            }
+            c.cells.set(k::FORWARDED_INPUTS, c.forwarded_inputs);
+            c.cells.set(k::FORWARDED_PRIMARIES, c.forwarded_primaries);
+            c.cells.set(k::OUT_BEFORE, self.output.position());
+            let kinds: Vec<(bool, bool)> =
+                self.pending.iter().map(|e| (k::is_input(e, self.plan.index), e.is_primary())).collect();
+            let sent = push_queue(&mut self.output, &mut self.pending);
+            for (input, primary) in &kinds[..sent] {
+                c.forwarded_inputs += u64::from(*input);
+                c.forwarded_primaries += u64::from(*primary);
+            }
+            if !self.pending.is_empty() {
+                self.report.stalls += 1;
+            }
+            return sent;
+        }
         let sent = push_queue(&mut self.output, &mut self.pending);
         if !self.pending.is_empty() {
             self.report.stalls += 1;
@@ -538,7 +628,7 @@ impl Runnable for Stage {
         }
         self.inbuf.clear();
         let mut inbuf = std::mem::take(&mut self.inbuf);
-        let n = self.input.pop_burst(&mut inbuf, BURST);
+        let n = self.take_burst(&mut inbuf);
         for ev in inbuf.drain(..) {
             if ev.is_end() {
                 self.finish(ev.seq);

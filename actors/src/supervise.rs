@@ -252,6 +252,58 @@ impl Supervisor {
     }
 }
 
+/// An NF process's custody record: shared cells (`runtime::cells`) that the process's stage
+/// writes *before* it takes a burst from its input ring and *before* each push to its output
+/// ring, so that when the process dies the run can tell exactly what it held.
+///
+/// Recovery (the process is dead and reaped; the run attaches both rings):
+///
+/// * **taken**: the input ring's consumer position `head` counts every event it took. Its
+///   primaries are `TAKEN_PRIMARIES`, less `LAST_PRIMARIES` if `head` is short of
+///   `HEAD_AFTER` (it died between recording a burst and taking it: the burst is still in
+///   the ring).
+/// * **passed on**: `FORWARDED_*` count what went out before the last push began; what that
+///   push got out is read back from the output ring itself (positions `OUT_BEFORE..tail`:
+///   only a producer writes slots, and the only one was the dead process), and classified
+///   by the same rule as the stage: [`is_input`] (and `PRIMARY` for packets).
+/// * **lost** = taken − passed on, for events and for packets.
+///
+/// Every cell is written by the process only; the run reads them after the process has
+/// ended, then (restart) rewrites the baseline the next process starts from.
+pub mod custody {
+    use crate::desc::EventDesc;
+
+    /// Cells in a custody record.
+    pub const CELLS: usize = 12;
+    /// Input position after the burst being taken.
+    pub const HEAD_AFTER: usize = 0;
+    /// Primaries taken, the last burst's included.
+    pub const TAKEN_PRIMARIES: usize = 1;
+    /// Primaries in the last burst.
+    pub const LAST_PRIMARIES: usize = 2;
+    /// Output position before the last push.
+    pub const OUT_BEFORE: usize = 3;
+    /// Input events passed on before the last push.
+    pub const FORWARDED_INPUTS: usize = 4;
+    /// Primaries passed on before the last push.
+    pub const FORWARDED_PRIMARIES: usize = 5;
+    /// The end marker's sequence number, once taken (0 before).
+    pub const END_SEQ: usize = 6;
+    /// The end marker's time.
+    pub const END_TS: usize = 7;
+    /// The last packet number taken.
+    pub const LAST_SEQ: usize = 8;
+    /// Its capture time.
+    pub const LAST_TS: usize = 9;
+
+    /// Whether an event the NF passes on is one it took from its input (not one it
+    /// published): its publications carry its own index. An NF never rewrites an input
+    /// event into its own publication (only µStacks consume events), so this is exact.
+    pub fn is_input(ev: &EventDesc, me: u16) -> bool {
+        ev.publisher != me
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
