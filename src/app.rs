@@ -522,6 +522,7 @@ fn nf_entry(
     let from = string(&mut t, "from", false, &who);
     let side_raw = string(&mut t, "side", false, &who);
     let direction_raw = string(&mut t, "direction", false, &who);
+    let on_failure_raw = string(&mut t, "on_failure", false, &who);
     let side = match side_raw.as_deref() {
         None => None,
         Some("client") => Some(actors::contract::Side::Client),
@@ -577,7 +578,16 @@ fn nf_entry(
             None
         }
     };
-    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server };
+    let on_failure = match on_failure_raw.as_deref() {
+        None => actors::supervise::OnFailure::Stop,
+        Some(s) => actors::supervise::OnFailure::parse(s).unwrap_or_else(|| {
+            errs.push(format!(
+                "{source}: {who}: key `on_failure`: `{s}` is not \"stop\", \"bypass\", \"drop\" or \"restart\""
+            ));
+            actors::supervise::OnFailure::Stop
+        }),
+    };
+    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server, on_failure };
     let entry = match nfs::configure(&kind, &common, t, registry, dir) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),

@@ -67,6 +67,8 @@ pub struct ActorSummary {
     pub stalls: u64,
     /// Actor-specific counters.
     pub counters: BTreeMap<String, u64>,
+    /// Events lost in this NF's failures (docs/running.md, "NF failures").
+    pub events_lost_in_failure: u64,
 }
 
 /// One live interface's receive ring, as the kernel counts it (`PACKET_STATISTICS`).
@@ -180,6 +182,11 @@ pub struct RunReport {
     pub files: Vec<FileLine>,
     /// NFs that ran in their own process: (name, pid).
     pub nf_processes: Vec<(String, u32)>,
+    /// Every NF failure the run contained or stopped at, in the order they happened per NF
+    /// (docs/running.md, "NF failures").
+    pub failures: Vec<actors::supervise::Failure>,
+    /// Packet-buffer references a dead NF process held, released at the end of the run.
+    pub buffers_reclaimed: u64,
     /// With observation on: every NF's log, by NF name.
     #[serde(skip)]
     pub observations: BTreeMap<String, Vec<String>>,
@@ -236,6 +243,7 @@ impl RunReport {
         for d in &self.event_drops {
             let _ = writeln!(s, "  events stopped by {}: {}: {}", d.actor, d.reason, d.packets);
         }
+        self.failures_text(&mut s);
         for p in &self.ports {
             let _ = writeln!(
                 s,
@@ -264,6 +272,13 @@ impl RunReport {
             self.pool.in_use,
             if self.pool_balanced { "balanced" } else { "NOT BALANCED" }
         );
+        if self.buffers_reclaimed > 0 {
+            let _ = writeln!(
+                s,
+                "  pool: {} buffer reference(s) held by dead NF processes were reclaimed at the end",
+                self.buffers_reclaimed
+            );
+        }
         for c in &self.cores {
             let _ = writeln!(
                 s,
@@ -282,6 +297,33 @@ impl RunReport {
             let _ = writeln!(s, "warning: {w}");
         }
         s
+    }
+
+    /// One line per NF failure: what, when, the policy applied and what was lost.
+    fn failures_text(&self, s: &mut String) {
+        for f in &self.failures {
+            let at = match (f.seq, f.ts_ns) {
+                (Some(seq), Some(ts)) => format!("at packet {seq} (capture time {})", clock(ts / 1_000_000)),
+                (Some(seq), None) => format!("at packet {seq}"),
+                _ => "before any packet".to_string(),
+            };
+            let who = match (f.pid, f.new_pid) {
+                (Some(p), Some(n)) => format!(" (pid {p}; pid {n} took over)"),
+                (Some(p), None) => format!(" (pid {p})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  NF failure: `{}`{who} {}: {} — {at}, {} UTC; on_failure = {}; {} event(s) lost ({} packet(s))",
+                f.nf,
+                if f.what == "panic" { "panicked" } else { "died" },
+                f.message,
+                clock(f.unix_ms),
+                f.policy,
+                f.events_lost,
+                f.packets_lost
+            );
+        }
     }
 
     /// The actors' table with its legend; NF counters are shown even when 0 for NFs that
@@ -444,4 +486,10 @@ pub fn progress_bar(input: &std::path::Path) -> Option<crate::engine::ProgressFn
             bar.finish_and_clear();
         }
     }))
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a time in ms since the epoch.
+fn clock(ms: u64) -> String {
+    let (s, ms) = (ms / 1000, ms % 1000);
+    format!("{:02}:{:02}:{:02}.{ms:03}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }

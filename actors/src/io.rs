@@ -657,6 +657,9 @@ pub struct TxReport {
     pub emitted: Vec<Fate>,
     /// What became of the TCP resets `reject` matches asked for (see [`TxSink::with_rejects`]).
     pub resets: ResetReport,
+    /// Packet references released at the end because a dead NF process held them
+    /// ([`TxSink::with_sweep`]).
+    pub reclaimed: u64,
 }
 
 /// The TCP resets TX made for `reject` matches (`EVENT/IDS_REJECT`, two per match).
@@ -763,6 +766,8 @@ pub struct TxSink {
     /// Flows (`flow_start`) whose reject event had no packet: their next packet's frame
     /// gives the resets' addresses and numbers (at most [`PENDING_RESETS`]).
     pending_resets: Vec<u64>,
+    /// Set when an NF process died: at the end, release what it held ([`TxSink::with_sweep`]).
+    sweep: Option<Arc<AtomicBool>>,
 }
 
 /// Flows that wait for a packet to build their resets from (beyond, counted as not sent).
@@ -794,6 +799,7 @@ impl TxSink {
             ingress: None,
             reject: None,
             pending_resets: Vec::new(),
+            sweep: None,
         };
         (tx, slot)
     }
@@ -823,6 +829,16 @@ impl TxSink {
     /// packet event brought) waits for the flow's next packet at TX (which the NF drops).
     pub fn with_rejects(mut self, reject: crate::event::EventType) -> TxSink {
         self.reject = Some(reject);
+        self
+    }
+
+    /// When `sweep` is set by the time the end marker arrives (an NF process died holding
+    /// packet references that no descriptor carries any more), releases every reference still
+    /// held in the pool: at that point every other actor has finished and passed everything
+    /// on, so whatever is still referenced was held by the dead process. Counted in
+    /// [`TxReport::reclaimed`].
+    pub fn with_sweep(mut self, sweep: Arc<AtomicBool>) -> TxSink {
+        self.sweep = Some(sweep);
         self
     }
 
@@ -996,6 +1012,15 @@ impl Runnable for TxSink {
             }
         }
         if end {
+            if self.sweep.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                for i in 0..self.pool.count() {
+                    let h = runtime::pool::PacketHandle::from_index(i);
+                    while self.pool.refcount(h) > 0 {
+                        self.release.release(h);
+                        self.report.reclaimed += 1;
+                    }
+                }
+            }
             if !self.pending_resets.is_empty() {
                 self.report.resets.not_sent += 2 * self.pending_resets.len() as u64;
                 self.report.resets.why_not = Some("no packet of the flow came after the match".into());

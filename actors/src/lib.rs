@@ -61,6 +61,7 @@ pub mod packet;
 pub mod parallel;
 pub mod private;
 pub mod stage;
+pub mod supervise;
 
 pub use contract::{
     Actor, ActorError, ActorRole, Chunk, Context, Contract, Modifies, Publication, Subscription, Verdict,

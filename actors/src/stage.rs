@@ -18,6 +18,11 @@
 //!
 //! The end-of-input marker makes the stage call [`Actor::finish`], forward what it published
 //! and the marker, write its [`StageReport`] and finish.
+//!
+//! **Supervision.** An NF's stage may carry a [`Supervisor`] ([`Stage::with_supervision`]):
+//! a panic inside the actor is then caught at this boundary and the NF's `on_failure`
+//! policy applied (see [`crate::supervise`]); without one, a panic ends the run as the
+//! executor's error.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicI64;
@@ -35,6 +40,7 @@ use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::dynsub::FlowSubscriptions;
 use crate::event::EventType;
 use crate::matcher::Tuple;
+use crate::supervise::{guarded, unix_ms, Failure, OnFailure, Supervisor};
 
 /// Descriptors taken from a ring per poll.
 pub const BURST: usize = 32;
@@ -66,6 +72,13 @@ pub struct StageReport {
     pub trace: Vec<Span>,
     /// Spans that did not fit the trace buffer.
     pub trace_dropped: u64,
+    /// The NF's failures (see [`crate::supervise`]), at most
+    /// [`FAILURES_KEPT`](crate::supervise::FAILURES_KEPT).
+    #[serde(default)]
+    pub failures: Vec<Failure>,
+    /// Events lost in the NF's failures.
+    #[serde(default)]
+    pub events_lost_in_failure: u64,
 }
 
 impl StageReport {
@@ -177,6 +190,31 @@ pub struct Stage {
     in_flight: Option<Arc<AtomicI64>>,
     /// The actor's per-flow subscription changes.
     dynsub: FlowSubscriptions,
+    /// The NF's failure policy and failures (an NF's stage; none for a µStack's).
+    supervisor: Option<Supervisor>,
+    /// An NF process's custody record (see [`crate::supervise::custody`]).
+    custody: Option<Custody>,
+}
+
+/// What an NF process has taken and passed on, kept in shared cells (see
+/// [`crate::supervise::custody`]), with this stage's running totals.
+struct Custody {
+    cells: runtime::cells::Cells,
+    taken_primaries: u64,
+    forwarded_inputs: u64,
+    forwarded_primaries: u64,
+}
+
+/// What takes a failed actor's place (it is never called: the stage bypasses or drops).
+struct Discarded(crate::Contract);
+
+impl Actor for Discarded {
+    fn contract(&self) -> &crate::Contract {
+        &self.0
+    }
+    fn handle(&mut self, _ev: &mut EventDesc, _cx: &mut Context<'_>) -> Verdict {
+        Verdict::Continue
+    }
 }
 
 impl Stage {
@@ -208,8 +246,162 @@ impl Stage {
             trace: None,
             in_flight: None,
             dynsub: FlowSubscriptions::default(),
+            supervisor: None,
+            custody: None,
         };
         (stage, slot)
+    }
+
+    /// A stand-in for an NF whose process died (policy `bypass` or `drop`): the NF's
+    /// subscriptions, no actor, `supervisor` in its failed state.
+    pub fn stand_in(
+        plan: PlannedActor,
+        input: Consumer<EventDesc>,
+        output: Producer<EventDesc>,
+        pool: PoolView,
+        mut supervisor: Supervisor,
+    ) -> (Stage, ReportSlot<StageReport>) {
+        let contract = crate::Contract { name: plan.name.clone(), kind: plan.kind.clone(), ..Default::default() };
+        supervisor.failed = true;
+        let (stage, slot) = Stage::new(Box::new(Discarded(contract)), plan, input, output, pool);
+        (stage.with_supervision(supervisor), slot)
+    }
+
+    /// Keeps a custody record in `cells` (an NF served in its own process): before taking a
+    /// burst from its input ring and before each push to its output ring, what it has taken
+    /// and passed on, so that the run can tell exactly what it held if it dies. Starts from
+    /// the totals the cells hold (a restarted process goes on from its predecessor's).
+    pub fn with_custody(mut self, cells: runtime::cells::Cells) -> Stage {
+        use crate::supervise::custody as c;
+        self.custody = Some(Custody {
+            taken_primaries: cells.get(c::TAKEN_PRIMARIES),
+            forwarded_inputs: cells.get(c::FORWARDED_INPUTS),
+            forwarded_primaries: cells.get(c::FORWARDED_PRIMARIES),
+            cells,
+        });
+        self
+    }
+
+    /// Takes up to a burst from the input ring into `inbuf`; with custody, records it first.
+    fn take_burst(&mut self, inbuf: &mut Vec<EventDesc>) -> usize {
+        let Some(c) = self.custody.as_mut() else {
+            return self.input.pop_burst(inbuf, BURST);
+        };
+        use crate::supervise::custody as k;
+        let n = self.input.peek_burst(inbuf, BURST);
+        if n == 0 {
+            return 0;
+        }
+        let primaries = inbuf.iter().filter(|e| e.is_primary()).count() as u64;
+        c.taken_primaries += primaries;
+        let cells = &c.cells;
+        if let Some(last) = inbuf.iter().rev().find(|e| !e.is_end() && !e.is_skip()) {
+            cells.set(k::LAST_SEQ, last.seq);
+            cells.set(k::LAST_TS, last.ts_ns);
+        }
+        if let Some(end) = inbuf.iter().find(|e| e.is_end()) {
+            cells.set(k::END_SEQ, end.seq);
+            cells.set(k::END_TS, end.ts_ns);
+        }
+        cells.set(k::LAST_PRIMARIES, primaries);
+        cells.set(k::TAKEN_PRIMARIES, c.taken_primaries);
+        cells.set(k::HEAD_AFTER, self.input.position() + n as u64);
+        self.input.commit(n);
+        n
+    }
+
+    /// Catches a panic of the actor and applies `supervisor`'s policy (see the module docs).
+    pub fn with_supervision(mut self, supervisor: Supervisor) -> Stage {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// Marks `ev` dropped by this actor for `reason` (unless an earlier stage dropped it).
+    fn mark_dropped(&mut self, ev: &mut EventDesc, reason: u16) {
+        if ev.is_dropped() {
+            return;
+        }
+        ev.flags |= desc_flags::DROPPED;
+        ev.dropped_by = self.plan.index;
+        ev.drop_reason = reason;
+        let i = usize::from(reason).min(self.drop_counts.len() - 1);
+        self.drop_counts[i] += 1;
+    }
+
+    /// The actor panicked (message `msg`) while handling `ev` (or, `None`, at the end):
+    /// the event and what the actor published for it are lost — forwarded marked dropped,
+    /// so their packets are released and counted — and the policy is applied. `stop`
+    /// resumes the panic with a message naming the NF, the packet and the policy (the
+    /// executor ends the run with it); `bypass` and `drop` discard the actor; `restart`
+    /// replaces it with a fresh instance.
+    fn fail(&mut self, ev: Option<&mut EventDesc>, msg: String, at: (Option<u64>, Option<u64>)) {
+        let Some(sup) = self.supervisor.as_ref() else { return };
+        let (policy, reason) = (sup.policy, sup.reason);
+        self.outbox.changes.clear();
+        let mut lost = 0u64;
+        let mut packets = 0u64;
+        let mut published = std::mem::take(&mut self.outbox.before);
+        let mut after = std::mem::take(&mut self.outbox.after);
+        for p in published.iter_mut().chain(after.iter_mut()) {
+            lost += 1;
+            self.mark_dropped(p, reason);
+        }
+        (self.outbox.before, self.outbox.after) = (std::mem::take(&mut published), std::mem::take(&mut after));
+        if let Some(ev) = ev {
+            lost += 1;
+            if ev.is_primary() && !ev.is_dropped() {
+                packets += 1;
+            }
+            self.mark_dropped(ev, reason);
+        }
+        let name = self.report.name.clone();
+        let failure = Failure {
+            nf: name.clone(),
+            what: "panic".into(),
+            message: msg.clone(),
+            policy,
+            seq: at.0,
+            ts_ns: at.1,
+            unix_ms: unix_ms(),
+            events_lost: lost,
+            packets_lost: packets,
+            ..Failure::default()
+        };
+        let where_ = at.0.map_or_else(|| "at the end of input".to_string(), |s| format!("at packet {s}"));
+        if policy == OnFailure::Stop {
+            // The executor catches this payload and ends the run with it (no hook runs for
+            // a resumed panic, so nothing else is printed).
+            std::panic::resume_unwind(Box::new(format!(
+                "NF `{name}` failed {where_}: {msg} (on_failure = \"stop\" ends the run; \"bypass\", \"drop\" or \"restart\" would contain it)"
+            )));
+        }
+        let sup = self.supervisor.as_mut().expect("checked above");
+        sup.record(failure);
+        let contract = self.actor.contract().clone();
+        let old = std::mem::replace(&mut self.actor, Box::new(Discarded(contract)));
+        // The broken actor is never called again; even its Drop runs under the guard.
+        let _ = guarded(move || drop(old));
+        match policy {
+            OnFailure::Stop => unreachable!("handled above"),
+            OnFailure::Bypass | OnFailure::Drop => sup.failed = true,
+            OnFailure::Restart => {
+                let built = match sup.rebuild.as_ref() {
+                    Some(r) => guarded(|| r()).and_then(|b| b),
+                    None => Err("no way to build it again".into()),
+                };
+                match built {
+                    Ok(a) => {
+                        self.actor = a;
+                        sup.restarts += 1;
+                        // A fresh instance has asked for nothing yet.
+                        self.dynsub = FlowSubscriptions::default();
+                    }
+                    Err(e) => std::panic::resume_unwind(Box::new(format!(
+                        "NF `{name}` failed {where_}: {msg}; on_failure = \"restart\" could not build it again: {e}"
+                    ))),
+                }
+            }
+        }
     }
 
     /// Names this stage `name` in reports (several stages may run one planned actor: the
@@ -250,11 +442,37 @@ impl Stage {
         let consumes = consumes.filter(|_| self.dynsub.allows(&ev));
         self.dynsub.observe(&ev);
         if let Some(consumes) = consumes {
+            if let Some(sup) = self.supervisor.as_mut().filter(|s| s.failed) {
+                // The NF failed: `bypass` forwards its events as if it did not subscribe,
+                // `drop` drops them.
+                if sup.policy == OnFailure::Drop {
+                    sup.dropped += 1;
+                    let reason = sup.reason;
+                    self.mark_dropped(&mut ev, reason);
+                } else {
+                    sup.bypassed += 1;
+                    self.report.passed += 1;
+                }
+                self.enqueue(ev);
+                return;
+            }
             let ty = ev.event_type;
             let publisher = ev.publisher;
             let start = if self.trace.is_some() { now_ns() } else { 0 };
             let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
-            let verdict = self.actor.handle(&mut ev, &mut cx);
+            let verdict = if self.supervisor.is_some() {
+                match guarded(|| self.actor.handle(&mut ev, &mut cx)) {
+                    Ok(v) => v,
+                    Err(msg) => {
+                        let at = (Some(ev.seq), Some(ev.ts_ns));
+                        self.fail(Some(&mut ev), msg, at);
+                        self.enqueue(ev);
+                        return;
+                    }
+                }
+            } else {
+                self.actor.handle(&mut ev, &mut cx)
+            };
             if let Some((core, buf)) = self.trace.as_mut() {
                 buf.record(handle_span(self.plan.index, *core, &ev, ty, publisher, start));
             }
@@ -302,6 +520,26 @@ impl Stage {
 
     /// Pushes the pending queue; returns how many went out.
     fn flush(&mut self) -> usize {
+        if let Some(c) = self.custody.as_mut() {
+            use crate::supervise::custody as k;
+            if self.pending.is_empty() {
+                return 0;
+            }
+            c.cells.set(k::FORWARDED_INPUTS, c.forwarded_inputs);
+            c.cells.set(k::FORWARDED_PRIMARIES, c.forwarded_primaries);
+            c.cells.set(k::OUT_BEFORE, self.output.position());
+            let kinds: Vec<(bool, bool)> =
+                self.pending.iter().map(|e| (k::is_input(e, self.plan.index), e.is_primary())).collect();
+            let sent = push_queue(&mut self.output, &mut self.pending);
+            for (input, primary) in &kinds[..sent] {
+                c.forwarded_inputs += u64::from(*input);
+                c.forwarded_primaries += u64::from(*primary);
+            }
+            if !self.pending.is_empty() {
+                self.report.stalls += 1;
+            }
+            return sent;
+        }
         let sent = push_queue(&mut self.output, &mut self.pending);
         if !self.pending.is_empty() {
             self.report.stalls += 1;
@@ -310,15 +548,53 @@ impl Stage {
     }
 
     fn finish(&mut self, end_seq: u64) {
+        if self.supervisor.as_ref().is_some_and(|s| s.failed) {
+            return;
+        }
         let mut cx =
             Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref()).at_end(end_seq);
-        if let Err(e) = self.actor.finish(&mut cx) {
+        let result = if self.supervisor.is_some() {
+            match guarded(|| self.actor.finish(&mut cx)) {
+                Ok(r) => r,
+                Err(msg) => {
+                    self.fail(None, msg, (None, None));
+                    Ok(())
+                }
+            }
+        } else {
+            self.actor.finish(&mut cx)
+        };
+        if let Err(e) = result {
             self.report.error = Some(e.to_string());
         }
     }
 
+    /// Time passed (a skip marker); a supervised actor's panic here fails it like one in
+    /// `handle`, with no event lost.
+    fn tick(&mut self, seq: u64, ts_ns: u64) {
+        if self.supervisor.as_ref().is_some_and(|s| s.failed) {
+            return;
+        }
+        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
+        if self.supervisor.is_none() {
+            self.actor.tick(seq, ts_ns, &mut cx);
+        } else if let Err(msg) = guarded(|| self.actor.tick(seq, ts_ns, &mut cx)) {
+            self.fail(None, msg, (Some(seq), Some(ts_ns)));
+        }
+    }
+
     fn write_report(&mut self) {
-        self.report.counters = self.actor.counters();
+        // A failed actor was discarded: its counters died with it.
+        self.report.counters = match &self.supervisor {
+            Some(s) if s.failed => Vec::new(),
+            Some(_) => guarded(|| self.actor.counters()).unwrap_or_default(),
+            None => self.actor.counters(),
+        };
+        if let Some(s) = &self.supervisor {
+            self.report.counters.extend(s.counters());
+            self.report.failures = s.failures.clone();
+            self.report.events_lost_in_failure = s.events_lost;
+        }
         if self.dynsub.not_delivered > 0 {
             self.report.counters.push(("not_delivered_by_flow_subscription".into(), self.dynsub.not_delivered));
         }
@@ -352,7 +628,7 @@ impl Runnable for Stage {
         }
         self.inbuf.clear();
         let mut inbuf = std::mem::take(&mut self.inbuf);
-        let n = self.input.pop_burst(&mut inbuf, BURST);
+        let n = self.take_burst(&mut inbuf);
         for ev in inbuf.drain(..) {
             if ev.is_end() {
                 self.finish(ev.seq);
@@ -363,8 +639,7 @@ impl Runnable for Stage {
             if ev.is_skip() {
                 // A marker for the merger behind sharded stacks; the actor only learns that
                 // time passed (a stack ends flows that timed out, before the marker).
-                let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
-                self.actor.tick(ev.seq, ev.ts_ns, &mut cx);
+                self.tick(ev.seq, ev.ts_ns);
                 self.enqueue(ev);
                 continue;
             }

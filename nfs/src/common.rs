@@ -4,8 +4,9 @@
 //! In the app file each `[[nf]]` table has the common keys `name`, `kind`, `subscribe`
 //! (event types replacing the NF's main input port), `filter` (a [`FlowMatch`] on that port),
 //! `from` (the publisher to take them from) and `side` (`"client"` or `"server"`: only
-//! the TCP monitor's events raised by that half's update); every other key belongs to the kind's own
-//! config struct, which denies unknown keys.
+//! the TCP monitor's events raised by that half's update), `direction` and `on_failure` (what
+//! the platform does when the NF fails: `stop`, `bypass`, `drop` or `restart`); every other
+//! key belongs to the kind's own config struct, which denies unknown keys.
 
 use actors::contract::Side;
 use actors::event::{EventRegistry, EventType};
@@ -28,6 +29,8 @@ pub struct NfCommon {
     pub side: Option<Side>,
     /// Only events of packets sent this way, on the main port.
     pub to_server: Option<bool>,
+    /// What the platform does when this NF fails (`on_failure`; see [`actors::supervise`]).
+    pub on_failure: actors::supervise::OnFailure,
 }
 
 impl NfCommon {

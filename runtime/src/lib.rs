@@ -45,6 +45,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cells;
 pub mod coremap;
 pub mod executor;
 pub mod files;

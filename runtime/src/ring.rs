@@ -531,7 +531,30 @@ impl<T: Copy> Producer<T> {
     }
 }
 
+impl<T: Copy> Producer<T> {
+    /// The items pushed at positions `[from, tail)`, as far as the ring still holds them
+    /// (the last `capacity` pushed): slots are only ever written by the producer, so this
+    /// is what the ring's previous producer (a process that died) last wrote.
+    pub fn recent(&self, from: u64) -> Vec<T> {
+        let from = from.max(self.tail.saturating_sub(self.shared.capacity));
+        let slots = self.shared.slots.as_ptr();
+        (from..self.tail)
+            .map(|i| {
+                // SAFETY: `i & mask < capacity`, inside the slot array; the slot was written by
+                // a producer (positions below tail) and only a producer — us, the only one now —
+                // writes slots; the consumer only reads them. T: Copy.
+                unsafe { slots.add((i & self.shared.mask) as usize).read() }
+            })
+            .collect()
+    }
+}
+
 impl<T> Producer<T> {
+    /// Items pushed into this ring so far (its `tail`).
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
     /// Slots free right now (reloads the consumer's index).
     pub fn free_slots(&mut self) -> usize {
         self.cached_head = self.shared.hdr().head.load(Ordering::Acquire);
@@ -581,6 +604,17 @@ impl<T: Copy> Consumer<T> {
     /// Appends up to `max` items to `out`, oldest first; returns how many.
     #[inline]
     pub fn pop_burst(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let k = self.peek_burst(out, max);
+        self.commit(k);
+        k
+    }
+
+    /// As [`pop_burst`](Self::pop_burst) but without taking the items: they stay in the
+    /// ring (the producer cannot reuse their slots) until [`commit`](Self::commit). A
+    /// consumer that must record what it takes before it takes it (an NF process's custody)
+    /// peeks, records, then commits.
+    #[inline]
+    pub fn peek_burst(&mut self, out: &mut Vec<T>, max: usize) -> usize {
         let max = max as u64;
         let mut avail = self.cached_tail.wrapping_sub(self.head);
         if avail < max {
@@ -596,15 +630,29 @@ impl<T: Copy> Consumer<T> {
         let first = k.min(cap - start);
         let slots = self.shared.slots.as_ptr();
         // SAFETY: slots [head, head + k) were published by the producer (k <= tail - head with
-        // tail loaded Acquire) and stay untouched until we store the new head; both pieces lie
-        // inside the slot array; T: Copy, so reading them through shared slices is a copy.
+        // tail loaded Acquire) and stay untouched until we store a head past them; both pieces
+        // lie inside the slot array; T: Copy, so reading them through shared slices is a copy.
         unsafe {
             out.extend_from_slice(std::slice::from_raw_parts(slots.add(start), first));
             out.extend_from_slice(std::slice::from_raw_parts(slots, k - first));
         }
-        self.head += k as u64;
-        self.shared.hdr().head.store(self.head, Ordering::Release);
         k
+    }
+
+    /// Takes the first `k` items (at most those waiting, as last seen): frees their slots.
+    #[inline]
+    pub fn commit(&mut self, k: usize) {
+        let k = (k as u64).min(self.cached_tail.wrapping_sub(self.head));
+        if k == 0 {
+            return;
+        }
+        self.head += k;
+        self.shared.hdr().head.store(self.head, Ordering::Release);
+    }
+
+    /// Items taken from this ring so far (its `head`).
+    pub fn position(&self) -> u64 {
+        self.head
     }
 }
 

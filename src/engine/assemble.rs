@@ -218,6 +218,20 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             .iter()
             .map(|((a, r), n)| DropLine { actor: actor_name(*a), reason: reason_name(*a, *r), packets: *n })
             .collect();
+    // Packets a dead NF process had taken and not passed on never reach TX: its failure
+    // records count them (`supervise.rs`), as drops of the NF's with reason `nf failed`.
+    for s in &i.stages {
+        for f in s.failures.iter().filter(|f| f.what == "process" && f.packets_lost > 0) {
+            match dropped.iter_mut().find(|d| d.actor == f.nf && d.reason == actors::supervise::NF_FAILED) {
+                Some(d) => d.packets += f.packets_lost,
+                None => dropped.push(DropLine {
+                    actor: f.nf.clone(),
+                    reason: actors::supervise::NF_FAILED.into(),
+                    packets: f.packets_lost,
+                }),
+            }
+        }
+    }
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
     let input = i.opts.live.as_ref().map_or_else(|| i.opts.input.display().to_string(), |l| l.describe());
@@ -277,6 +291,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             drops: s.drops.clone(),
             stalls: s.stalls,
             counters: s.counters.iter().cloned().collect(),
+            events_lost_in_failure: s.events_lost_in_failure,
         })
         .collect();
 
@@ -329,6 +344,8 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         trace: None,
         observations: BTreeMap::new(),
         nf_processes: Vec::new(),
+        failures: i.stages.iter().flat_map(|s| s.failures.iter().cloned()).collect(),
+        buffers_reclaimed: i.tx.reclaimed,
         mode: i.opts.mode.to_string(),
         files: files_written(i.app, i.opts, i.tx.written),
         emitted: i

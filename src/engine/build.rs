@@ -95,7 +95,8 @@ pub(super) fn build_for(
         }
     }
     actors.extend(nfs);
-    let plan = link_chain(app, &actors, &registry)?;
+    let mut plan = link_chain(app, &actors, &registry)?;
+    super::supervise::add_failure_reasons(app, &mut plan);
     Ok(Built { actors, streams, completed, plan, registry, shards, inner_traces: Vec::new() })
 }
 
@@ -172,7 +173,8 @@ fn build_private(
         }
         actors.push(Box::new(chain.chain));
     }
-    let plan = link_chain(app, &actors, &registry)?;
+    let mut plan = link_chain(app, &actors, &registry)?;
+    super::supervise::add_failure_reasons(app, &mut plan);
     Ok(Built {
         actors,
         streams: None,

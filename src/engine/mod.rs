@@ -30,6 +30,7 @@ mod layout;
 mod live;
 mod nf_process;
 mod place;
+mod supervise;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -309,7 +310,8 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
     };
     let io = wire::Io { source, alloc, release, sink, ingress };
-    let wired = wire::wire(input, io, actors, shards)?;
+    let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());
+    let wired = wire::wire(input, io, actors, shards, supervisors)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
     let live = LiveSources {
         started: Instant::now(),

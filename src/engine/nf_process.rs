@@ -9,8 +9,12 @@
 //! * Its report comes back through a pipe: one JSON line, the last on the process's stdout,
 //!   read concurrently and capped at [`REPORT_MAX`] bytes (more is an error naming the
 //!   limit); earlier lines go to stderr. No file in a shared directory is involved.
-//! * If its process fails, the watcher aborts the run (the chain could not finish without
-//!   it); if the run fails, the watcher kills the process.
+//! * The watcher notices the process's end by `waitpid` (every 5 ms). If it fails and the
+//!   NF's `on_failure` is `stop` (the default), the watcher aborts the run (the chain could not
+//!   finish without it); with `bypass` or `drop` a stand-in stage in the run takes its place
+//!   on the same rings, with `restart` a new `mbox nf` process does (`supervise.rs` says how
+//!   what the dead process held is found and reclaimed). If the run fails, the watcher kills
+//!   the process.
 //! * If the process takes nothing from its input ring for
 //!   [`RunOptions::nf_stall_timeout`] while events wait there and its output ring has room
 //!   (stopped, deadlocked, starved), the watcher kills it and aborts the run with an error
@@ -35,7 +39,10 @@ use runtime::ports::LinkType;
 use runtime::shm::Region;
 use runtime::{pool, ring};
 
+use actors::supervise::{Failure, OnFailure};
+
 use super::build::{build_for, Built};
+use super::supervise::StandInCtl;
 use super::wire::ExternalNf;
 use super::{take, Mode, RunError, RunOptions};
 use crate::app::App;
@@ -80,15 +87,29 @@ pub const REPORT_MAX: usize = 16 << 20;
 /// How often a watcher looks at its NF's rings for progress.
 const STALL_POLL: Duration = Duration::from_millis(100);
 
+/// At most this many new processes are started for one NF (`restart`); one more death
+/// stops the run.
+pub const MAX_PROCESS_RESTARTS: usize = 16;
+
 /// A started NF process.
 pub(super) struct NfProcess {
     name: String,
     pid: u32,
     /// Set to have the watcher kill the process (the run failed without it).
     pub kill: Arc<AtomicBool>,
-    watcher: std::thread::JoinHandle<Result<(), String>>,
-    /// Reads the process's stdout: its report (the last line), capped at [`REPORT_MAX`].
-    reader: std::thread::JoinHandle<Result<Vec<u8>, String>>,
+    watcher: std::thread::JoinHandle<WatchEnd>,
+}
+
+/// What a watcher leaves when it ends.
+struct WatchEnd {
+    /// An error that stops the run.
+    result: Result<(), String>,
+    /// The last process's stdout (its report), when it ended normally.
+    report: Option<Result<Vec<u8>, String>>,
+    /// The NF's process failures that were contained.
+    failures: Vec<actors::supervise::Failure>,
+    /// Every pid that served the NF.
+    pids: Vec<u32>,
 }
 
 impl NfProcess {
@@ -99,8 +120,8 @@ impl NfProcess {
 }
 
 /// Starts `mbox nf NAME --attach PREFIX ... --report -` for every external NF, with a watcher
-/// thread that aborts the run if the process fails or stalls (the chain could not finish
-/// without it) and a reader thread that takes its report from its stdout.
+/// thread that applies the NF's `on_failure` policy if the process dies, aborts the run if it
+/// stalls, and (a reader thread) takes its report from its stdout.
 pub(super) fn spawn_nf_processes(
     app: &App,
     opts: &RunOptions,
@@ -110,7 +131,8 @@ pub(super) fn spawn_nf_processes(
     abort: &Arc<AtomicBool>,
 ) -> Result<Vec<NfProcess>, RunError> {
     let mut out = Vec::new();
-    for ExternalNf { name, input, output, core, .. } in external {
+    for ext in external {
+        let ExternalNf { name, input, output, core, .. } = ext;
         if !std::path::Path::new(&app.source).is_file() {
             return Err(RunError::Config(vec![format!(
                 "NF `{name}` in its own process needs the app file on disk (`{}` is not a file)",
@@ -123,21 +145,22 @@ pub(super) fn spawn_nf_processes(
                 std::env::current_exe().map_err(|e| RunError::Setup(format!("finding the mbox executable: {e}")))?
             }
         };
-        let mut child = std::process::Command::new(&exe)
-            .args(["nf", name, "--app", &app.source, "--attach", region.prefix(), "--input-ring", input])
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["nf", name, "--app", &app.source, "--attach", region.prefix(), "--input-ring", input])
             .args(["--output-ring", output, "--core", &core.to_string(), "--link", link_name(link)])
             .args(["--report", "-"])
             .args(opts.output_dir.iter().flat_map(|d| [std::ffi::OsStr::new("--output-dir"), d.as_os_str()]))
             .args(opts.live.as_ref().filter(|l| !l.inline()).map(|_| "--passive"))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| RunError::Setup(format!("starting `{} nf {name}`: {e}", exe.display())))?;
+            .stdout(Stdio::piped());
+        let spawn_err = {
+            let (exe, name) = (exe.clone(), name.clone());
+            move |e: std::io::Error| format!("starting `{} nf {name}`: {e}", exe.display())
+        };
+        let child = cmd.spawn().map_err(|e| RunError::Setup(spawn_err(e)))?;
         let pid = child.id();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let who = format!("`{name}` (pid {pid})");
-        let reader = std::thread::spawn(move || read_capped(stdout, REPORT_MAX, &who));
         let kill = Arc::new(AtomicBool::new(false));
+        let policy = app.nfs.iter().find(|n| &n.common.name == name).map(|n| n.common.on_failure).unwrap_or_default();
         let watch = Watch {
             name: name.clone(),
             region: region.clone(),
@@ -146,9 +169,14 @@ pub(super) fn spawn_nf_processes(
             stall_timeout: opts.nf_stall_timeout,
             abort: abort.clone(),
             kill: kill.clone(),
+            policy,
+            me: ext.index,
+            stand_in: ext.stand_in.clone(),
+            sweep: ext.sweep.clone(),
+            respawn: Box::new(move || cmd.spawn().map_err(&spawn_err)),
         };
         let watcher = std::thread::spawn(move || watch.run(child));
-        out.push(NfProcess { name: name.clone(), pid, kill, watcher, reader });
+        out.push(NfProcess { name: name.clone(), pid, kill, watcher });
     }
     Ok(out)
 }
@@ -162,31 +190,97 @@ struct Watch {
     stall_timeout: Duration,
     abort: Arc<AtomicBool>,
     kill: Arc<AtomicBool>,
+    /// The NF's `on_failure`.
+    policy: OnFailure,
+    /// The NF's plan index.
+    me: u16,
+    /// The stand-in waiting in the run's executor.
+    stand_in: Arc<StandInCtl>,
+    /// Set when a process died (TX reclaims what it held).
+    sweep: Arc<AtomicBool>,
+    /// Starts a new process for the NF (`restart`).
+    respawn: Box<dyn FnMut() -> Result<Child, String> + Send>,
+}
+
+/// A thread reading a process's stdout (its report), capped at [`REPORT_MAX`].
+type Reader = std::thread::JoinHandle<Result<Vec<u8>, String>>;
+
+fn reader(child: &mut Child, who: String) -> Reader {
+    let stdout = child.stdout.take();
+    std::thread::spawn(move || match stdout {
+        Some(s) => read_capped(s, REPORT_MAX, &who),
+        None => Err(format!("NF process {who} has no stdout")),
+    })
 }
 
 impl Watch {
     /// Waits for the process; kills it when asked to, or when it made no progress with work
-    /// pending for `stall_timeout` (then aborts the run).
-    fn run(self, mut child: Child) -> Result<(), String> {
-        let (who, pid) = (&self.name, child.id());
+    /// pending for `stall_timeout` (then aborts the run). When it dies, applies the policy:
+    /// `stop` aborts the run; `bypass` and `drop` hand its place to the stand-in; `restart`
+    /// starts a new process and watches that one.
+    fn run(mut self, mut child: Child) -> WatchEnd {
+        let who = self.name.clone();
+        let who = &who;
+        let mut pid = child.id();
+        let mut out = WatchEnd { result: Ok(()), report: None, failures: Vec::new(), pids: vec![pid] };
+        let mut rd = reader(&mut child, format!("`{who}` (pid {pid})"));
         let mut progress = Progress::default();
         let mut last_look = Instant::now();
         loop {
             match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) if status.success() => {
+                    self.stand_in.release();
+                    out.report = Some(rd.join().unwrap_or_else(|_| Err(format!("reading NF process `{who}` failed"))));
+                    return out;
+                }
                 Ok(Some(status)) => {
-                    self.abort.store(true, Ordering::SeqCst);
-                    return Err(format!("NF process `{who}` (pid {pid}) failed: {status}"));
+                    let _ = rd.join();
+                    let (how, signal) = super::supervise::describe_exit(status);
+                    if self.policy == OnFailure::Stop || self.kill.load(Ordering::SeqCst) {
+                        self.stand_in.release();
+                        self.abort.store(true, Ordering::SeqCst);
+                        out.result = Err(format!(
+                            "NF process `{who}` (pid {pid}) failed: {how} (on_failure = \"{}\")",
+                            self.policy
+                        ));
+                        return out;
+                    }
+                    match self.contain(pid, how, signal, out.failures.len()) {
+                        Ok((failure, None)) => {
+                            out.failures.push(failure);
+                            return out;
+                        }
+                        Ok((failure, Some(mut next))) => {
+                            pid = next.id();
+                            out.failures.push(failure);
+                            out.pids.push(pid);
+                            rd = reader(&mut next, format!("`{who}` (pid {pid})"));
+                            child = next;
+                            progress = Progress::default();
+                        }
+                        Err(e) => {
+                            self.stand_in.release();
+                            self.abort.store(true, Ordering::SeqCst);
+                            out.result = Err(e);
+                            return out;
+                        }
+                    }
                 }
                 Ok(None) if self.kill.load(Ordering::SeqCst) => {
                     end(&mut child);
-                    return Err(format!("NF process `{who}` (pid {pid}) was stopped because the run failed"));
+                    let _ = rd.join();
+                    self.stand_in.release();
+                    out.result = Err(format!("NF process `{who}` (pid {pid}) was stopped because the run failed"));
+                    return out;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
                     self.abort.store(true, Ordering::SeqCst);
                     end(&mut child);
-                    return Err(format!("NF process `{who}` (pid {pid}): {e}"));
+                    let _ = rd.join();
+                    self.stand_in.release();
+                    out.result = Err(format!("NF process `{who}` (pid {pid}): {e}"));
+                    return out;
                 }
             }
             if last_look.elapsed() < STALL_POLL {
@@ -196,15 +290,63 @@ impl Watch {
             if let Some(waiting) = progress.stalled(&self, self.stall_timeout) {
                 let state = process_state(pid);
                 end(&mut child);
+                let _ = rd.join();
+                self.stand_in.release();
                 self.abort.store(true, Ordering::SeqCst);
-                return Err(format!(
+                out.result = Err(format!(
                     "NF process `{who}` (pid {pid}) made no progress for {:.1} s with {waiting} event(s) waiting in its input ring `{}` (process state: {state}): killed it and aborted the run (limit: --nf-stall-timeout {})",
                     progress.since.elapsed().as_secs_f64(),
                     self.input,
                     self.stall_timeout.as_secs_f64()
                 ));
+                return out;
             }
         }
+    }
+
+    /// The process `pid` died (`how`) and the policy contains it: finds out what it held,
+    /// asks TX to reclaim its buffers, and hands its place on (to the stand-in, or to a new
+    /// process, returned). `failures` is how many this NF had before.
+    fn contain(
+        &mut self,
+        pid: u32,
+        how: String,
+        signal: Option<i32>,
+        failures: usize,
+    ) -> Result<(Failure, Option<Child>), String> {
+        let who = self.name.clone();
+        let rec = super::supervise::recover(&self.region, &who, &self.input, &self.output, self.me)
+            .map_err(|e| format!("NF process `{who}` (pid {pid}) failed: {how}; its place could not be taken: {e}"))?;
+        self.sweep.store(true, Ordering::SeqCst);
+        let mut failure = Failure {
+            nf: who.clone(),
+            what: "process".into(),
+            message: how.clone(),
+            signal,
+            pid: Some(pid),
+            new_pid: None,
+            policy: self.policy,
+            seq: rec.last.map(|l| l.0),
+            ts_ns: rec.last.map(|l| l.1),
+            unix_ms: actors::supervise::unix_ms(),
+            events_lost: rec.events_lost,
+            packets_lost: rec.packets_lost,
+        };
+        if self.policy != OnFailure::Restart || rec.end_taken.is_some() {
+            // The stand-in takes over (under `restart` too when only the end marker is left
+            // to pass on).
+            self.stand_in.take_over(self.policy, rec.end_taken);
+            return Ok((failure, None));
+        }
+        if failures >= MAX_PROCESS_RESTARTS {
+            return Err(format!(
+                "NF process `{who}` (pid {pid}) failed: {how}; it was restarted {MAX_PROCESS_RESTARTS} times already: stopped the run"
+            ));
+        }
+        let next = (self.respawn)()
+            .map_err(|e| format!("NF process `{who}` (pid {pid}) failed: {how}; restarting it: {e}"))?;
+        failure.new_pid = Some(next.id());
+        Ok((failure, Some(next)))
     }
 }
 
@@ -290,38 +432,62 @@ fn read_capped(mut from: impl Read, max: usize, who: &str) -> Result<Vec<u8>, St
     Ok(kept)
 }
 
-/// Waits for the NF processes and takes their reports into their slots.
+/// Waits for the NF processes and takes their reports into their slots: the last process's,
+/// or the stand-in's if it took over; with the NF's contained failures added.
 pub(super) fn collect_nf_processes(
     children: Vec<NfProcess>,
     external: &[ExternalNf],
 ) -> (Vec<String>, Vec<(String, u32)>) {
     let mut errors = Vec::new();
-    let pids = children.iter().map(|c| (c.name.clone(), c.pid)).collect();
+    let mut pids = Vec::new();
     for c in children {
         let who = c.describe();
-        let failed = match c.watcher.join() {
-            Ok(Ok(())) => false,
-            Ok(Err(e)) => {
+        let end = c.watcher.join().unwrap_or_else(|_| WatchEnd {
+            result: Err(format!("watching NF process {who} failed")),
+            report: None,
+            failures: Vec::new(),
+            pids: vec![c.pid],
+        });
+        pids.extend(end.pids.iter().map(|p| (c.name.clone(), *p)));
+        let failed = match end.result {
+            Ok(()) => false,
+            Err(e) => {
                 errors.push(e);
                 true
             }
-            Err(_) => {
-                errors.push(format!("watching NF process {who} failed"));
-                true
-            }
         };
-        let output = c.reader.join().unwrap_or_else(|_| Err(format!("reading NF process {who} failed")));
-        let slot = external.iter().find(|e| e.name == c.name).map(|e| e.slot.clone());
-        match output.and_then(|bytes| parse_report(&bytes, &who)) {
-            Ok(r) => {
-                if let Some(s) = slot {
-                    actors::stage::publish(&s, &r);
+        let Some(ext) = external.iter().find(|e| e.name == c.name) else { continue };
+        let stand_in = ext.stand_in.report.lock().ok().and_then(|mut r| r.take());
+        let report = match (end.report, stand_in) {
+            (_, Some(r)) => Some(r),
+            (Some(output), None) => match output.and_then(|bytes| parse_report(&bytes, &who)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // A failed process's missing report says nothing new.
+                    if !failed {
+                        errors.push(e);
+                    }
+                    None
                 }
-            }
-            // A failed process's missing report says nothing new.
-            Err(_) if failed => {}
-            Err(e) => errors.push(e),
+            },
+            (None, None) => None,
+        };
+        let mut r = report.unwrap_or_else(|| StageReport {
+            name: c.name.clone(),
+            // Only the end marker was left to pass on: the stand-in did that.
+            finished: !end.failures.is_empty() && !failed,
+            ..StageReport::default()
+        });
+        let lost: u64 = end.failures.iter().map(|f| f.events_lost).sum();
+        if !end.failures.is_empty() {
+            r.counters.retain(|(k, _)| k != "failures");
+            r.counters.push(("failures".into(), end.failures.len() as u64));
         }
+        r.events_lost_in_failure += lost;
+        let mut failures = end.failures;
+        failures.append(&mut r.failures);
+        r.failures = failures;
+        actors::stage::publish(&ext.slot, &r);
     }
     (errors, pids)
 }
@@ -380,7 +546,15 @@ pub fn serve_nf(
     let pool = pool::attach(&region, "packets").map_err(|e| setup(&e))?;
     let cons = ring::attach_consumer::<EventDesc>(&region, input).map_err(|e| setup(&e))?;
     let prod = ring::attach_producer::<EventDesc>(&region, output).map_err(|e| setup(&e))?;
-    let (stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
+    let (mut stage, slot) = Stage::new(actor, plan.actors[k].clone(), cons, prod, pool);
+    // The custody record `mbox run` made for this NF (`supervise.rs`); a region made by
+    // other means (an NF served by hand) has none, and then no one supervises the process.
+    if let Ok(custody) = runtime::cells::attach(&region, &super::supervise::custody_name(name)) {
+        stage = stage.with_custody(custody);
+    }
+    if let Some(s) = super::supervise::supervisors(app, &plan, link, Mode::C, None).remove(name) {
+        stage = stage.with_supervision(s);
+    }
     // If the run's process goes away, stop instead of waiting for its events forever.
     let abort = Arc::new(AtomicBool::new(false));
     let (flag, done) = (abort.clone(), Arc::new(AtomicBool::new(false)));

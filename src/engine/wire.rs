@@ -42,6 +42,12 @@ pub(crate) struct ExternalNf {
     pub core: usize,
     /// Where its report goes when the process has written it.
     pub slot: ReportSlot<StageReport>,
+    /// Its plan index (the `publisher` of what it publishes).
+    pub index: u16,
+    /// The stand-in that takes its place if its process dies (`on_failure` bypass, drop).
+    pub stand_in: Arc<super::supervise::StandInCtl>,
+    /// Set when its process died: TX reclaims, at the end, the buffers it held.
+    pub sweep: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The wired chain, ready to be placed on cores.
@@ -87,6 +93,9 @@ pub(crate) struct WireInput<'a> {
     /// `EVENT/IDS_REJECT`, when an NF registered it: TX answers it with TCP resets.
     pub reject: Option<actors::event::EventType>,
 }
+
+/// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
+pub(crate) type Supervisors = BTreeMap<String, actors::supervise::Supervisor>;
 
 /// The packet pool's ends and the capture's.
 pub(crate) struct Io {
@@ -162,6 +171,7 @@ pub(crate) fn wire(
     io: Io,
     actors: Vec<Box<dyn Actor>>,
     shards: Vec<Vec<Box<dyn Actor>>>,
+    supervisors: Supervisors,
 ) -> Result<Wired, RunError> {
     let mut rings = Rings::create(i.region, i.layout, i.ring_capacity)?;
     let in_flight = (i.opts.mode == Mode::B).then(|| Arc::new(AtomicI64::new(0)));
@@ -186,6 +196,8 @@ pub(crate) fn wire(
         helpers: Vec::new(),
         stage_slots: Vec::new(),
         external: Vec::new(),
+        supervisors,
+        sweep: Arc::default(),
     };
     w.runnables.insert("rx".into(), Box::new(rx));
     if !i.layout.shards.is_empty() {
@@ -193,7 +205,7 @@ pub(crate) fn wire(
     }
     for node in &i.layout.nodes {
         match node {
-            Node::Stage(k) => w.wire_stage(*k),
+            Node::Stage(k) => w.wire_stage(*k)?,
             Node::Group(members) => w.wire_group(members),
         }
     }
@@ -217,6 +229,9 @@ pub(crate) fn wire(
     let reasons: Vec<usize> = i.plan.actors.iter().map(|a| a.drop_reasons.len()).collect();
     let tx_live = Arc::new(TxLive::new(&reasons));
     tx = tx.with_live(tx_live.clone());
+    if !w.external.is_empty() {
+        tx = tx.with_sweep(w.sweep.clone());
+    }
     w.runnables.insert("tx".into(), Box::new(tx));
     Ok(Wired {
         runnables: w.runnables,
@@ -240,6 +255,9 @@ struct Wiring<'a> {
     helpers: Vec<(String, Box<dyn Runnable>)>,
     stage_slots: Vec<ReportSlot<StageReport>>,
     external: Vec<ExternalNf>,
+    supervisors: Supervisors,
+    /// Set when an NF process died (shared by every external NF and TX).
+    sweep: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Wiring<'_> {
@@ -269,6 +287,9 @@ impl Wiring<'_> {
         if let Some(f) = &self.in_flight {
             stage = stage.with_in_flight(f.clone());
         }
+        if let Some(s) = self.supervisors.remove(&name) {
+            stage = stage.with_supervision(s);
+        }
         self.runnables.insert(name, Box::new(stage));
         self.stage_slots.push(slot);
     }
@@ -295,12 +316,12 @@ impl Wiring<'_> {
     }
 
     /// One stage, here or (`--nf-process`) in another process.
-    fn wire_stage(&mut self, k: usize) {
+    fn wire_stage(&mut self, k: usize) -> Result<(), RunError> {
         let name = self.name_of(k);
         let actor = self.take_actor(k);
         if !self.i.opts.external.contains(&name) {
             self.add_stage(k, name, actor);
-            return;
+            return Ok(());
         }
         // Another process serves this stage: give up our ends of its rings.
         let end = End::Stage(name.clone());
@@ -308,14 +329,44 @@ impl Wiring<'_> {
         drop((actor, self.rings.input(&end), self.rings.output(&end)));
         let slot: ReportSlot<StageReport> = Arc::default();
         let core = self.i.placement.core_of(&name).unwrap_or(0);
+        // The process's custody record, and the stand-in that waits (with TX) to take its
+        // place if it dies (`supervise.rs`).
+        runtime::cells::create(
+            self.i.region,
+            &super::supervise::custody_name(&name),
+            actors::supervise::custody::CELLS,
+        )
+        .map_err(|e| RunError::Setup(format!("NF `{name}`: its custody record: {e}")))?;
+        let stand_in = Arc::new(super::supervise::StandInCtl::default());
+        let (input, output) = (shm_name(input), shm_name(output));
+        self.helpers.push((
+            "tx".into(),
+            Box::new(super::supervise::StandIn {
+                ctl: stand_in.clone(),
+                name: format!("{name} (stand-in)"),
+                plan: self.i.plan.actors[k].clone(),
+                region: self.i.region.clone(),
+                pool: self.i.pool.clone(),
+                input: input.clone(),
+                output: output.clone(),
+                reason: super::supervise::failure_reason(self.i.plan, k),
+                running: None,
+                end: None,
+            }),
+        ));
+        let sweep = self.sweep.clone();
         self.external.push(ExternalNf {
             name,
-            input: shm_name(input),
-            output: shm_name(output),
+            input,
+            output,
             core,
             slot: slot.clone(),
+            index: k as u16,
+            stand_in,
+            sweep,
         });
         self.stage_slots.push(slot);
+        Ok(())
     }
 
     /// split[group] -> each member -> merge[group].
