@@ -274,3 +274,23 @@ fn net_af_packet_carries_a_real_download() {
         have
     );
 }
+
+#[test]
+fn bad_ports_and_eal_arguments_are_named() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("l23.toml"), "").unwrap();
+    let eal = format!("{EAL} --vdev=net_null0");
+    let o = run(d, &["run", "l23.toml", "--dpdk", &eal, "--ports", "5"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("DPDK port 5 does not exist; ports: 0 (net_null0)"), "{t}");
+    let o = run(d, &["run", "l23.toml", "--dpdk", &eal, "--ports", "0,0"]);
+    assert!(text(&o).contains("an inline pair needs two different ports"), "{}", text(&o));
+    let o = run(d, &["run", "l23.toml", "--dpdk", "--no-such-eal-option", "--ports", "0"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("DPDK EAL initialisation failed (--no-such-eal-option)"), "{t}");
+    println!("unknown port, a port twice and a bad EAL argument: each an error that names it");
+}
