@@ -43,7 +43,7 @@ enum Cmd {
     /// Generate deterministic synthetic traffic as a pcap file.
     Gen(GenArgs),
     /// Run an application file over a capture.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Reassemble every TCP connection of a capture: one line (or JSON object) each.
     Streams(StreamsArgs),
     /// Run a capture through several execution modes and compare everything the NFs saw and
@@ -271,13 +271,24 @@ struct RunArgs {
     /// Application file (TOML).
     app: PathBuf,
     /// Input capture (pcap or pcapng).
-    #[arg(long, short, required_unless_present = "iface", conflicts_with = "iface")]
+    #[arg(long, short, required_unless_present_any = ["iface", "dpdk"], conflicts_with_all = ["iface", "dpdk"])]
     input: Option<PathBuf>,
     /// Live traffic (Linux AF_PACKET, root or CAP_NET_RAW): `A` passive (read only, nothing
     /// is sent), `A,B` inline (frames from A leave through B and vice versa unless an NF drops
     /// them). Turn offloads off first: `ethtool -K IF gro off gso off tso off tx off`.
-    #[arg(long, value_name = "A[,B]", value_delimiter = ',')]
+    #[arg(long, value_name = "A[,B]", value_delimiter = ',', conflicts_with = "dpdk")]
     iface: Vec<String>,
+    /// DPDK ports (an mbox built with `--features dpdk`, docs/dpdk.md): the EAL's arguments
+    /// as one string, e.g. "-l 0 --no-huge -m 256 --no-pci --vdev=net_null0 --vdev=net_null1".
+    #[arg(long, value_name = "EAL ARGS", requires = "ports", allow_hyphen_values = true)]
+    dpdk: Option<String>,
+    /// With --dpdk: port ids, `A` passive (read only) or `A,B` inline (frames from A leave
+    /// through B and vice versa unless an NF drops them).
+    #[arg(long, value_name = "A[,B]", value_delimiter = ',', requires = "dpdk")]
+    ports: Vec<u16>,
+    /// With --dpdk: end the input after N frames were received (as at the end of a capture).
+    #[arg(long, value_name = "N", requires = "dpdk")]
+    count: Option<u64>,
     /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<f64>,
@@ -358,7 +369,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Gen(a) => cmd_gen(a).map(|_| 0),
-        Cmd::Run(a) => cmd_run(a),
+        Cmd::Run(a) => cmd_run(*a),
         Cmd::Streams(a) => cmd_streams(a).map(|_| 0),
         Cmd::Check(a) => cmd_check(a),
         Cmd::Nf(a) => cmd_nf(a).map(|_| 0),
@@ -703,6 +714,13 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
             ring: app.port.ring_with(a.ring_block_size, a.ring_blocks, a.ring_timeout_ms),
         });
     }
+    if let Some(eal_args) = &a.dpdk {
+        opts.dpdk = Some(microboxes::engine::DpdkOptions {
+            eal_args: eal_args.clone(),
+            ports: a.ports.clone(),
+            count: a.count,
+        });
+    }
     opts.duration = a.duration.map(std::time::Duration::from_secs_f64);
     opts.output = a.output.clone();
     opts.output_dir = a.output_dir.clone();
@@ -719,7 +737,7 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.trace = a.trace.as_ref().map(|_| a.trace_limit);
     let interval = a.stats_interval.filter(|_| !a.quiet).map(std::time::Duration::from_secs_f64);
     // The bar would redraw over the interval lines; a live port has no end to show.
-    if !a.no_progress && !a.quiet && interval.is_none() && a.iface.is_empty() {
+    if !a.no_progress && !a.quiet && interval.is_none() && a.iface.is_empty() && a.dpdk.is_none() {
         opts.progress = microboxes::report::progress_bar(&input);
     }
     let metrics = match &a.metrics {

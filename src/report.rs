@@ -147,6 +147,9 @@ pub struct RunReport {
     pub resets: ResetLine,
     /// A live run's interfaces and their kernel ring counters (empty for a capture file).
     pub ports: Vec<PortLine>,
+    /// A DPDK run's ports and their `rte_eth_stats` counters (docs/dpdk.md); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dpdk_ports: Vec<crate::engine::DpdkPortLine>,
     /// RX polls that waited for a free buffer.
     pub rx_pool_stalls: u64,
     /// RX polls that waited for ring room.
@@ -249,6 +252,13 @@ impl RunReport {
                 s,
                 "  port {}: {} frames from the kernel; kernel ring drops: {} (tp_drops), {} ring freezes (tp_freeze_q_cnt)",
                 p.iface, p.tp_packets, p.tp_drops, p.tp_freeze_q_cnt
+            );
+        }
+        for p in &self.dpdk_ports {
+            let _ = writeln!(
+                s,
+                "  dpdk port {}: {} frames in, {} out; imissed {}, ierrors {}, rx_nombuf {}, oerrors {}",
+                p.port, p.ipackets, p.opackets, p.imissed, p.ierrors, p.rx_nombuf, p.oerrors
             );
         }
         let r = &self.resets;

@@ -53,6 +53,24 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on every CPU of `cpus` (`sched_setaffinity(0, cpus)`): gives a
+/// thread back the set it had before a library pinned it (the DPDK EAL pins the thread that
+/// initialises it). CPUs beyond what a `cpu_set_t` holds are ignored.
+pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < SET_CPUS) {
+        // SAFETY: `c < CPU_SETSIZE` (filtered), so CPU_SET writes inside the set.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t and we pass its exact size.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The calling thread's affinity as the kernel reports it now (read back after pinning).
 pub fn current_thread_affinity() -> io::Result<Vec<usize>> {
     read_affinity()

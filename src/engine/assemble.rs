@@ -234,7 +234,11 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
     }
     let packets_dropped: u64 = dropped.iter().map(|d| d.packets).sum();
 
-    let input = i.opts.live.as_ref().map_or_else(|| i.opts.input.display().to_string(), |l| l.describe());
+    let input = match (&i.opts.live, &i.opts.dpdk) {
+        (Some(l), _) => l.describe(),
+        (None, Some(d)) => d.describe(),
+        (None, None) => i.opts.input.display().to_string(),
+    };
     if let Some(e) = &i.rx.error {
         // The reader's errors name the capture; say it once.
         let what = if e.contains(&input) { e.clone() } else { format!("reading `{input}`: {e}") };
@@ -244,7 +248,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         warnings.push(format!("`{input}`: {n}"));
     }
     live_warnings(&i, &mut warnings);
-    if i.rx.interrupted && i.opts.live.is_none() {
+    if i.rx.interrupted && i.opts.live.is_none() && i.opts.dpdk.is_none() {
         warnings.push("interrupted: input reading stopped early; the chain was drained and flushed".into());
     }
     if let Some(e) = &i.tx.error {
@@ -343,6 +347,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         errors,
         trace: None,
         observations: BTreeMap::new(),
+        dpdk_ports: Vec::new(),
         nf_processes: Vec::new(),
         failures: i.stages.iter().flat_map(|s| s.failures.iter().cloned()).collect(),
         buffers_reclaimed: i.tx.reclaimed,

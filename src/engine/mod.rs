@@ -26,6 +26,7 @@
 
 mod assemble;
 mod build;
+mod dpdk;
 mod layout;
 mod live;
 mod nf_process;
@@ -52,6 +53,7 @@ use crate::live_stats::{LiveFn, LiveSources};
 use crate::report::RunReport;
 
 pub use build::{build, Built};
+pub use dpdk::{DpdkOptions, DpdkPortLine};
 pub use live::LiveOptions;
 pub use nf_process::{link_name, parse_link, serve_nf};
 pub use place::actor_roles;
@@ -104,6 +106,8 @@ pub struct RunOptions {
     pub live: Option<LiveOptions>,
     /// Stop (as on Ctrl-C) after this long (`--duration`).
     pub duration: Option<Duration>,
+    /// Read DPDK ports instead of `input` (`--dpdk`; needs the `dpdk` cargo feature).
+    pub dpdk: Option<DpdkOptions>,
 }
 
 /// Default of [`RunOptions::nf_stall_timeout`].
@@ -143,6 +147,7 @@ impl RunOptions {
             drain_timeout: DRAIN_TIMEOUT,
             live: None,
             duration: None,
+            dpdk: None,
         }
     }
 }
@@ -257,8 +262,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     // A passive live run (one interface) enforces nothing: every NF that can drop reports
     // "would drop" instead, as with its own `passive = true` (docs/live.md).
     let passive_app;
-    let app = match &opts.live {
-        Some(l) if !l.inline() => {
+    let passive = opts.live.as_ref().is_some_and(|l| !l.inline()) || opts.dpdk.as_ref().is_some_and(|d| !d.inline());
+    let app = match passive {
+        true => {
             let mut a = app.clone();
             a.set_passive();
             passive_app = a;
@@ -266,9 +272,15 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         }
         _ => app,
     };
-    let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match &opts.live {
-        Some(l) => (live::open_source(l)?, None, LinkType::Ethernet),
-        None => {
+    let mut dpdk_ports = None;
+    let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match (&opts.live, &opts.dpdk) {
+        (Some(l), _) => (live::open_source(l)?, None, LinkType::Ethernet),
+        (None, Some(d)) => {
+            let (source, ports) = dpdk::open(d)?;
+            dpdk_ports = Some(ports);
+            (source, None, LinkType::Ethernet)
+        }
+        (None, None) => {
             let r = PcapReader::open(&opts.input)?;
             let (t, l) = (r.total_bytes(), r.link_type());
             (Box::new(r), t, l)
@@ -283,9 +295,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
         None => None,
     };
-    let (sink, ingress) = match &opts.live {
-        Some(l) => live::open_sink(l, app.runtime.pool_buffers, writer)?,
-        None => (Box::new(writer) as Box<dyn PacketSink>, None),
+    let (sink, ingress) = match (&opts.live, &opts.dpdk, &dpdk_ports) {
+        (Some(l), _, _) => live::open_sink(l, app.runtime.pool_buffers, writer)?,
+        (None, Some(d), Some(p)) => dpdk::open_sink(p, d, app.runtime.pool_buffers, writer),
+        _ => (Box::new(writer) as Box<dyn PacketSink>, None),
     };
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
@@ -330,7 +343,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let Executed { cores, nf_processes } = executed?;
     let duration_ended = timed_out.is_some_and(|f| f.load(Ordering::SeqCst));
 
-    Ok(assemble::finish(assemble::Finished {
+    let mut report = assemble::finish(assemble::Finished {
         app,
         opts: &opts,
         plan: &plan,
@@ -347,7 +360,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         started,
         total_bytes,
         duration_ended,
-    }))
+    });
+    // The ports' final counters; stopping them also flushes a `net_pcap` device's tx_pcap.
+    if let Some(p) = &dpdk_ports {
+        report.dpdk_ports = dpdk::finish(p);
+        report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
+    }
+    Ok(report)
 }
 
 /// Step 6: starts the external NF processes, runs the executor on its own thread while

@@ -13,6 +13,8 @@
 //!   summary of exactly what it wrote, so tests can check a pipeline against ground truth.
 //! * [`af_packet`] — live Linux interfaces: a `TPACKET_V3` receive ring ([`AfPacketRx`]) and
 //!   a batched `sendmmsg` transmitter ([`AfPacketTx`]) per interface (docs/live.md).
+//! * `dpdk` (feature `dpdk`) — DPDK ports through the system's DPDK: EAL set-up, one RX and
+//!   one TX queue per port, frames copied into the pool (docs/dpdk.md).
 //! * [`rst`] — [`Resets`], the two TCP `RST|ACK` frames that reset both ends of the
 //!   connection a frame belongs to (an inline IPS's `reject`).
 //!
@@ -39,6 +41,8 @@
 //! ```
 
 pub mod af_packet;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod gen;
 pub mod pcap;
 pub mod rst;

@@ -1,0 +1,296 @@
+//! The DPDK port on virtual devices, with no hugepages and no NIC (`--features dpdk`; needs
+//! libdpdk-dev, dpdk-dev, pkg-config, libclang-dev and clang, which `.ci/run` installs):
+//!
+//! * `net_pcap` in → the IDS app (TCP monitor, DPI, signature matching, flow records) →
+//!   `net_pcap` out: the alerts, DPI and flow records are byte-identical to the same app's
+//!   pcap-mode run, and the frames the second device wrote equal the pcap run's `-o` capture;
+//!   every port counter agrees (frames in, out, nothing missed);
+//! * `net_null` ↔ `net_null` inline: 500,000 frames through `rx → l23 → tx`, none lost (the
+//!   devices' counters, the run's books and the pool agree); the rate is printed;
+//! * `net_af_packet` on the veths of the live tests' namespace lab: a real `curl` download
+//!   through the DPDK ports arrives intact (SHA-256); skipped visibly without root, namespaces
+//!   or the tools.
+//!
+//! `rte_eal_init` runs once per process, so every run is an `mbox` subprocess (built with the
+//! feature). The runs are serialised: each busy-polls a core.
+#![cfg(feature = "dpdk")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use runtime::ports::gen::GenConfig;
+use sha2::{Digest, Sha256};
+use tests::{gen_pcap, read_all, repo_file, skip, text};
+
+mod netns;
+
+use netns::{unavailable, Lab};
+
+/// The runs of this file, one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// EAL arguments that need no hugepages, no NIC and no shared files.
+const EAL: &str = "-l 0 --no-huge -m 256 --no-pci --no-shconf --log-level=warning";
+
+/// `mbox` built with `--features dpdk`, copied to `mbox-dpdk` beside the default binary (so
+/// that a default build of `mbox` afterwards does not replace it under this test).
+fn mbox_dpdk() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "microboxes", "--features", "dpdk", "--bin", "mbox", "--manifest-path"])
+            .arg(&manifest);
+        if release {
+            cmd.arg("--release");
+        }
+        cmd.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
+        assert!(cmd.status().expect("run cargo build").success(), "building mbox --features dpdk failed");
+        let bin = profile_dir.join("mbox-dpdk");
+        std::fs::copy(profile_dir.join("mbox"), &bin).expect("copy mbox to mbox-dpdk");
+        bin
+    })
+    .clone()
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(mbox_dpdk()).args(args).current_dir(dir).output().expect("run mbox")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("json parses")
+}
+
+/// The IDS app with flow records, its outputs relative to the current directory.
+fn ids_app(dir: &Path) -> PathBuf {
+    let rules = repo_file("apps/ids.rules");
+    let app = dir.join("ids_flows.toml");
+    std::fs::write(
+        &app,
+        format!(
+            "[stack.tcp]\n\n[[nf]]\nname = \"dpi\"\nkind = \"dpi\"\noutput = \"dpi.jsonl\"\n\n\
+             [[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"{}\"\noutput = \"alerts.jsonl\"\n\n\
+             [[nf]]\nname = \"stats\"\nkind = \"flow_stats\"\noutput = \"flows.jsonl\"\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    app
+}
+
+#[test]
+fn net_pcap_through_the_ids_equals_the_pcap_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.pcap");
+    let cfg = GenConfig { flows: 300, seed: 16, attacks: 6, vlan_fraction: 0.1, ..GenConfig::default() };
+    gen_pcap(&input, &cfg);
+    let frames = read_all(&input);
+    let n = frames.len();
+    let app = ids_app(d);
+    let app = app.to_str().unwrap();
+    let (pcap_dir, dpdk_dir) = (d.join("pcap"), d.join("dpdk"));
+    std::fs::create_dir_all(&pcap_dir).unwrap();
+    std::fs::create_dir_all(&dpdk_dir).unwrap();
+
+    let o = run(&pcap_dir, &["run", app, "-i", input.to_str().unwrap(), "-o", "out.pcap", "-q"]);
+    assert!(o.status.success(), "pcap run failed:\n{}", text(&o));
+
+    // Port 0 reads the capture (and would write what leaves through it to out0.pcap); port 1
+    // only writes: frames from port 0 leave through port 1.
+    let eal = format!(
+        "{EAL} --vdev=net_pcap0,rx_pcap={},tx_pcap=out0.pcap --vdev=net_pcap1,tx_pcap=out1.pcap",
+        input.display()
+    );
+    let count = n.to_string();
+    let o = run(
+        &dpdk_dir,
+        &["run", app, "--dpdk", &eal, "--ports", "0,1", "--count", &count, "--stats-json", "stats.json"],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "DPDK run failed:\n{log}");
+
+    for f in ["alerts.jsonl", "dpi.jsonl", "flows.jsonl"] {
+        let (a, b) = (std::fs::read(pcap_dir.join(f)).unwrap(), std::fs::read(dpdk_dir.join(f)).unwrap());
+        assert!(!a.is_empty(), "{f} of the pcap run is empty");
+        assert!(a == b, "{f} differs between the pcap run and the DPDK run:\n{log}");
+    }
+    let alerts = std::fs::read_to_string(pcap_dir.join("alerts.jsonl")).unwrap().lines().count();
+    let flows = std::fs::read_to_string(pcap_dir.join("flows.jsonl")).unwrap().lines().count();
+    assert!(alerts >= 6, "{alerts} alerts for 6 planted attacks");
+
+    // net_pcap stamps what it writes with its own clock: compare the frames' bytes, in order.
+    let want: Vec<Vec<u8>> = read_all(&pcap_dir.join("out.pcap")).into_iter().map(|(_, f)| f).collect();
+    let got: Vec<Vec<u8>> = read_all(&dpdk_dir.join("out1.pcap")).into_iter().map(|(_, f)| f).collect();
+    assert_eq!(want.len(), n, "the pcap run forwards every frame");
+    assert_eq!(got.len(), want.len(), "frames written by net_pcap1 vs the pcap run's -o");
+    assert!(got == want, "the frames net_pcap1 wrote differ from the pcap run's output capture");
+    assert!(read_all(&dpdk_dir.join("out0.pcap")).is_empty(), "nothing leaves through the ingress port");
+
+    let st = json(&dpdk_dir.join("stats.json"));
+    assert_eq!(st["input"], "dpdk ports 0,1 (inline)", "{st}");
+    assert_eq!((st["packets_in"].as_u64(), st["packets_out"].as_u64()), (Some(n as u64), Some(n as u64)), "{st}");
+    let ports = st["dpdk_ports"].as_array().unwrap_or_else(|| panic!("no dpdk_ports in stats.json: {st}"));
+    assert_eq!(ports.len(), 2, "{st}");
+    let c = |i: usize, f: &str| ports[i][f].as_u64().unwrap_or_else(|| panic!("no {f}: {}", ports[i]));
+    assert_eq!(ports[0]["port"], "0 (net_pcap0)");
+    assert_eq!((c(0, "ipackets"), c(0, "opackets"), c(1, "ipackets"), c(1, "opackets")), (n as u64, 0, 0, n as u64));
+    for i in 0..2 {
+        for f in ["imissed", "ierrors", "oerrors", "rx_nombuf"] {
+            assert_eq!(c(i, f), 0, "port {i} {f}");
+        }
+    }
+    assert!(log.contains(&format!("dpdk port 0 (net_pcap0): {n} frames in, 0 out; imissed 0")), "{log}");
+    println!(
+        "net_pcap -> IDS -> net_pcap: {n} frames; {alerts} alerts, {flows} flow records, DPI records and \
+         the {n} emitted frames equal to the pcap-mode run's; port counters in {n}/out {n}, 0 missed"
+    );
+}
+
+#[test]
+fn net_null_inline_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("l23.toml"), "# rx -> l23 -> tx\n").unwrap();
+    let n: u64 = 500_000;
+    let eal = format!("{EAL} --vdev=net_null0 --vdev=net_null1");
+    let o = run(
+        d,
+        &["run", "l23.toml", "--dpdk", &eal, "--ports", "0,1", "--count", &n.to_string(), "--stats-json", "s.json"],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let st = json(&d.join("s.json"));
+    assert_eq!(st["packets_in"].as_u64(), Some(n), "{st}");
+    assert_eq!(st["packets_out"].as_u64(), Some(n), "{st}");
+    assert_eq!(st["packets_dropped"].as_u64(), Some(0), "{st}");
+    assert_eq!(st["pool_balanced"], true, "{st}");
+    let ports = st["dpdk_ports"].as_array().unwrap();
+    let sum = |f: &str| ports.iter().map(|p| p[f].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("ipackets"), n, "devices received exactly --count frames: {st}");
+    assert_eq!(sum("opackets"), n, "devices sent every frame: {st}");
+    for f in ["imissed", "ierrors", "oerrors", "rx_nombuf"] {
+        assert_eq!(sum(f), 0, "{f}: {st}");
+    }
+    // Each frame leaves by the other port.
+    assert_eq!(ports[0]["ipackets"], ports[1]["opackets"], "{st}");
+    assert_eq!(ports[1]["ipackets"], ports[0]["opackets"], "{st}");
+    println!(
+        "net_null0 <-> net_null1: {n} frames in, {n} out, 0 lost, 0 missed; {:.0} packets/s (this build, this machine)",
+        st["packets_per_s"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn net_af_packet_carries_a_real_download() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = unavailable("d") {
+        skip("DPDK net_af_packet download through mbox (network namespaces)", &why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(d.join("file.bin"), &file).unwrap();
+    let mut lab = Lab::new("d");
+    let (c, m, s) = netns::inline_lab(&mut lab, 16).unwrap();
+
+    lab.spawn(&s, 90, d, &["python3", "-m", "http.server", "8080", "--bind", "10.99.16.2"], "server.log");
+    let bin = mbox_dpdk();
+    let app = repo_file("apps/firewall_stats.toml");
+    let eal = format!("{EAL} --vdev=net_af_packet0,iface=m0 --vdev=net_af_packet1,iface=m1");
+    let args = [
+        bin.to_str().unwrap(),
+        "run",
+        app.to_str().unwrap(),
+        "--dpdk",
+        &eal,
+        "--ports",
+        "0,1",
+        "--duration",
+        "60",
+        "--stats-json",
+        "stats.json",
+        "--output-dir",
+        d.to_str().unwrap(),
+    ];
+    let mb = lab.spawn(&m, 80, d, &args, "mbox.log");
+    let got = d.join("got.bin");
+    let curl = [
+        "curl",
+        "-sS",
+        "--retry",
+        "15",
+        "--retry-connrefused",
+        "--retry-delay",
+        "1",
+        "--connect-timeout",
+        "2",
+        "--max-time",
+        "40",
+        "-o",
+        got.to_str().unwrap(),
+        "http://10.99.16.2:8080/file.bin",
+    ];
+    let fetched = lab.exec(&c, &curl);
+    let status = lab.interrupt_and_wait(mb, Duration::from_secs(15));
+    let log = std::fs::read_to_string(d.join("mbox.log")).unwrap_or_default();
+    fetched.unwrap_or_else(|e| panic!("curl through the DPDK ports failed: {e}\nmbox:\n{log}"));
+    let status = status.unwrap_or_else(|| panic!("mbox did not end within 15 s of SIGINT:\n{log}"));
+    assert_eq!(status.code(), Some(130), "Ctrl-C ends the run with 130 after draining:\n{log}");
+    let body = std::fs::read(&got).unwrap();
+    let (want, have) = (Sha256::digest(&file), Sha256::digest(&body));
+    assert_eq!(have, want, "{} bytes arrived, {} sent: SHA-256 differs\n{log}", body.len(), file.len());
+
+    let st = json(&d.join("stats.json"));
+    let (pin, pout) = (st["packets_in"].as_u64().unwrap(), st["packets_out"].as_u64().unwrap());
+    assert!(pin > 2000 && pout == pin - st["packets_dropped"].as_u64().unwrap(), "{st}");
+    let ports = st["dpdk_ports"].as_array().unwrap_or_else(|| panic!("no dpdk_ports: {st}"));
+    let names: Vec<&str> = ports.iter().map(|p| p["port"].as_str().unwrap()).collect();
+    assert_eq!(names, ["0 (net_af_packet0)", "1 (net_af_packet1)"], "{st}");
+    let ipackets: u64 = ports.iter().map(|p| p["ipackets"].as_u64().unwrap()).sum();
+    let opackets: u64 = ports.iter().map(|p| p["opackets"].as_u64().unwrap()).sum();
+    // A device may have received frames RX had not read when the run stopped.
+    assert!(ipackets >= pin, "devices received {ipackets}, rx read {pin}: {st}");
+    assert_eq!(opackets, pout, "every emitted frame was sent: {st}");
+    let flows = std::fs::read_to_string(d.join("flows.jsonl")).unwrap();
+    let rec = flows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["proto"] == "TCP" && r["dest_port"] == 8080 && r["dest_ip"] == "10.99.16.2")
+        .max_by_key(|r| r["flow"]["bytes_toclient"].as_u64().unwrap_or(0))
+        .unwrap_or_else(|| panic!("no flow record of the download:\n{flows}"));
+    assert!(rec["flow"]["bytes_toclient"].as_u64().unwrap() >= file.len() as u64, "{rec}");
+    println!(
+        "net_af_packet m0 <-> m1: {} bytes by curl, SHA-256 {:x} equal; {pin} frames in, {pout} out; devices {ipackets} in, {opackets} out",
+        body.len(),
+        have
+    );
+}
+
+#[test]
+fn bad_ports_and_eal_arguments_are_named() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("l23.toml"), "").unwrap();
+    let eal = format!("{EAL} --vdev=net_null0");
+    let o = run(d, &["run", "l23.toml", "--dpdk", &eal, "--ports", "5"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("DPDK port 5 does not exist; ports: 0 (net_null0)"), "{t}");
+    let o = run(d, &["run", "l23.toml", "--dpdk", &eal, "--ports", "0,0"]);
+    assert!(text(&o).contains("an inline pair needs two different ports"), "{}", text(&o));
+    let o = run(d, &["run", "l23.toml", "--dpdk", "--no-such-eal-option", "--ports", "0"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("DPDK EAL initialisation failed (--no-such-eal-option)"), "{t}");
+    println!("unknown port, a port twice and a bad EAL argument: each an error that names it");
+}
