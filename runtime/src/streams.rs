@@ -341,7 +341,11 @@ pub fn create(
 /// A store in this process's heap (for a monitor whose readers are all in its process).
 pub fn heap(cfg: StoreConfig) -> Result<(StoreWriter, Arc<StreamStore>), StoreError> {
     let g = geometry("heap", cfg)?;
-    let words: Box<[AtomicU64]> = (0..g.total).map(|_| AtomicU64::new(0)).collect();
+    // Zeroed lazily by the allocator (pages are touched only when used).
+    let zeroed: Box<[u64]> = vec![0u64; g.total].into_boxed_slice();
+    // SAFETY: `AtomicU64` has the same size, alignment and bit validity as `u64`, so a boxed
+    // slice of one is a boxed slice of the other; the box is uniquely owned here.
+    let words: Box<[AtomicU64]> = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicU64]) };
     Ok(init("heap", g, Backing::Heap(words)))
 }
 

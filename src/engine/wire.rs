@@ -322,8 +322,7 @@ impl Wiring<'_> {
     fn wire_group(&mut self, members: &[usize]) {
         let label = Layout::group_label(self.i.plan, members);
         for &k in members {
-            let actor = self.take_actor(k);
-            self.add_stage(k, self.name_of(k), actor);
+            self.wire_stage(k);
         }
         let (split, merge) = (End::Split(label.clone()), End::Merge(label.clone()));
         let input = self.rings.input(&split);
