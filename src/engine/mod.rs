@@ -52,7 +52,7 @@ use crate::report::RunReport;
 
 pub use build::{build, Built};
 pub use live::LiveOptions;
-pub use nf_process::{link_name, parse_link, serve_nf};
+pub use nf_process::{layout_hash, link_name, parse_link, serve_nf};
 pub use place::actor_roles;
 
 /// A progress callback (see [`RunOptions::progress`]).

@@ -365,10 +365,7 @@ pub fn serve_nf(
         return Err(RunError::Config(vec![format!("an NF process serves a run of mode c or d, not {mode}")]));
     }
     let Built { actors, plan, streams, shards, .. } = build_for(app, link, mode, None, Some(name), None)?;
-    let groups = if mode == Mode::D { super::build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
-    let layout = super::layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
-    let stream_blocks = streams.as_ref().map(|s| s.region_blocks()).unwrap_or_default();
-    let layout_hash = layout.hash(&app.runtime, &stream_blocks);
+    let layout_hash = hash_of(app, mode, &plan, &actors, shards.len(), streams.as_deref())?;
     let k = plan
         .index_of(name)
         .ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
@@ -400,6 +397,26 @@ pub fn serve_nf(
         return Err(RunError::Aborted(why));
     }
     Ok(take(&slot))
+}
+
+/// The layout hash a run of `app` in `mode` records in its region (what `mbox nf` expects).
+pub fn layout_hash(app: &App, link: LinkType, mode: Mode) -> Result<u64, RunError> {
+    let Built { actors, plan, streams, shards, .. } = build_for(app, link, mode, None, None, None)?;
+    hash_of(app, mode, &plan, &actors, shards.len(), streams.as_deref())
+}
+
+fn hash_of(
+    app: &App,
+    mode: Mode,
+    plan: &Plan,
+    actors: &[Box<dyn actors::Actor>],
+    extra_shards: usize,
+    streams: Option<&dyn actors::contract::StreamAccess>,
+) -> Result<u64, RunError> {
+    let groups = if mode == Mode::D { super::build::parallel_groups(app, plan, actors)? } else { Vec::new() };
+    let layout = super::layout::Layout::new(plan, app.stacks.len(), extra_shards, &groups);
+    let stream_blocks = streams.map(|s| s.region_blocks()).unwrap_or_default();
+    Ok(layout.hash(&app.runtime, &stream_blocks))
 }
 
 /// How often a served NF checks that its run is still there.
