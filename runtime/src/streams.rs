@@ -28,7 +28,9 @@
 //! * a header: magic, version, chunk size, chunk count, record count, bucket count, the two
 //!   free lists' positions, counters;
 //! * two **free lists**, rings of indices (chunks and records) — like the packet pool's, but
-//!   both ends belong to the single writer, so they need no synchronisation of their own;
+//!   both ends belong to the single writer, so they need no synchronisation of their own; the
+//!   writer takes from the end it returns to (last freed, first reused), which keeps the
+//!   chunks in use few and warm;
 //! * **buckets**: per hash of a connection key, the first record of a chain (index + 1);
 //! * **records**, one per connection: a version, the key (flow index and generation), the
 //!   next record of its bucket, and per direction: first and last chunk, base (first byte
@@ -461,11 +463,11 @@ impl StreamStore {
 
     /// Counters.
     pub fn stats(&self) -> StoreStats {
-        let used = self.w(H_CFREE_HEAD).load(Ordering::Relaxed);
-        let head_tail = self.w(H_CFREE_TAIL).load(Ordering::Relaxed);
+        let head = self.w(H_CFREE_HEAD).load(Ordering::Relaxed);
+        let tail = self.w(H_CFREE_TAIL).load(Ordering::Relaxed);
         StoreStats {
             chunks: self.g.chunks as u64,
-            chunks_in_use: (self.g.chunks as u64).saturating_sub(head_tail.saturating_sub(used)),
+            chunks_in_use: (self.g.chunks as u64).saturating_sub(tail.saturating_sub(head)),
             chunks_high_water: self.w(H_HIGH_WATER).load(Ordering::Relaxed),
             chunks_exhausted: self.w(H_CHUNKS_EXHAUSTED).load(Ordering::Relaxed),
             records_exhausted: self.w(H_RECORDS_EXHAUSTED).load(Ordering::Relaxed),
@@ -621,13 +623,28 @@ impl StreamStore {
         let base = self.g.data_at + c * self.g.stride;
         let mut pos = at as usize;
         let mut o = 0;
-        while o < out.len() {
+        // A partial first word.
+        if !pos.is_multiple_of(8) && !out.is_empty() {
             let word = self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes();
             let within = pos % 8;
-            let n = (8 - within).min(out.len() - o);
-            out[o..o + n].copy_from_slice(&word[within..within + n]);
-            o += n;
+            let n = (8 - within).min(out.len());
+            out[..n].copy_from_slice(&word[within..within + n]);
+            o = n;
             pos += n;
+        }
+        // Whole words.
+        let mut whole = out[o..].chunks_exact_mut(8);
+        for dst in &mut whole {
+            dst.copy_from_slice(&self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes());
+            pos += 8;
+        }
+        // A partial last word.
+        let rest = whole.into_remainder();
+        if !rest.is_empty() {
+            let word = self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes();
+            for (k, b) in rest.iter_mut().enumerate() {
+                *b = word[k];
+            }
         }
     }
 }
@@ -653,14 +670,18 @@ impl StoreWriter {
         self.store.stats()
     }
 
+    /// Takes the index freed last (the free list is a ring of indices used from its tail, as
+    /// a stack: the most recently freed chunk — still in cache, its pages already touched — is
+    /// reused first, so a run touches only as many chunks as it holds at once).
     fn pop_free(&mut self, at: usize, head: usize, tail: usize) -> Option<usize> {
         let s = &self.store;
-        let h = s.w(head).load(Ordering::Relaxed);
-        if h == s.w(tail).load(Ordering::Relaxed) {
+        let t = s.w(tail).load(Ordering::Relaxed);
+        if s.w(head).load(Ordering::Relaxed) == t {
             return None;
         }
-        let i = s.w(at + (h as usize & (s.g.free_cap - 1))).load(Ordering::Relaxed) as usize;
-        s.w(head).store(h + 1, Ordering::Relaxed);
+        let t = t - 1;
+        let i = s.w(at + (t as usize & (s.g.free_cap - 1))).load(Ordering::Relaxed) as usize;
+        s.w(tail).store(t, Ordering::Relaxed);
         Some(i)
     }
 
@@ -768,15 +789,31 @@ impl StoreWriter {
         let base = s.g.data_at + c * s.g.stride;
         let mut pos = at;
         let mut i = 0;
-        while i < bytes.len() {
+        // A partial first word: keep the bytes already there.
+        if !pos.is_multiple_of(8) && !bytes.is_empty() {
             let w = s.w(base + pos / 8);
+            let mut word = w.load(Ordering::Relaxed).to_le_bytes();
             let within = pos % 8;
-            let n = (8 - within).min(bytes.len() - i);
-            let mut word = if within == 0 && n == 8 { [0u8; 8] } else { w.load(Ordering::Relaxed).to_le_bytes() };
-            word[within..within + n].copy_from_slice(&bytes[i..i + n]);
+            let n = (8 - within).min(bytes.len());
+            word[within..within + n].copy_from_slice(&bytes[..n]);
             w.store(u64::from_le_bytes(word), Ordering::Relaxed);
-            i += n;
+            i = n;
             pos += n;
+        }
+        // Whole words.
+        let mut whole = bytes[i..].chunks_exact(8);
+        for src in &mut whole {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(src);
+            s.w(base + pos / 8).store(u64::from_le_bytes(word), Ordering::Relaxed);
+            pos += 8;
+        }
+        // A partial last word (the bytes after it are unused).
+        let rest = whole.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            s.w(base + pos / 8).store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
     }
 
