@@ -156,6 +156,10 @@ struct NfArgs {
     /// The run is passive (`--iface A`): the NF's drops become "would drop".
     #[arg(long)]
     passive: bool,
+    /// The run's execution mode (c or d): the NF process computes the run's layout from it
+    /// and refuses a region made for another.
+    #[arg(long, default_value = "c")]
+    mode: microboxes::Mode,
 }
 
 #[derive(Args)]
@@ -570,8 +574,9 @@ fn cmd_nf(a: NfArgs) -> Result<()> {
         app.set_passive();
     }
     let link = microboxes::engine::parse_link(&a.link).with_context(|| format!("unknown link type `{}`", a.link))?;
-    let report = microboxes::engine::serve_nf(&app, &a.name, link, &a.attach, &a.input_ring, &a.output_ring, a.core)
-        .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
+    let report =
+        microboxes::engine::serve_nf(&app, &a.name, link, a.mode, &a.attach, &a.input_ring, &a.output_ring, a.core)
+            .map_err(|e| anyhow::anyhow!("nf `{}`: {e}", a.name))?;
     let json = serde_json::to_string(&report)?;
     match &a.report {
         Some(p) if p.as_os_str() == "-" => {

@@ -272,6 +272,20 @@ pub trait StreamAccess: Send + Sync {
     /// event was raised. For monitoring only: an NF that decides by it observes something no
     /// private stack would show it (the consistency checker catches exactly that).
     fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64>;
+
+    /// Blocks this access needs in a run's shared-memory region to be readable from other
+    /// processes: (name suffix, bytes). None by default (in-process only).
+    fn region_blocks(&self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
+
+    /// Places the streams in `region` under `name` (`create`: the run, before any actor
+    /// runs), or attaches to the blocks placed there (`!create`: an NF process). The default
+    /// has nothing to place.
+    fn share(&self, region: &std::sync::Arc<runtime::shm::Region>, name: &str, create: bool) -> Result<(), String> {
+        let _ = (region, name, create);
+        Ok(())
+    }
 }
 
 /// What an actor may use while handling an event: the packet pool (read), the TCP

@@ -53,6 +53,7 @@ pub mod pool;
 pub mod ports;
 pub mod ring;
 pub mod shm;
+pub mod streams;
 pub mod sys;
 pub mod test_support;
 pub mod trace;

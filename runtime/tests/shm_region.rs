@@ -128,3 +128,18 @@ fn concurrent_reserves_get_disjoint_blocks() {
     }
     assert_eq!(r.names().len(), 100);
 }
+
+#[test]
+fn attach_checks_the_layout_hash() {
+    let r = Region::create_with_layout(&prefix("layout"), 64 << 10, 0xfeed).unwrap();
+    assert_eq!(Region::attach_layout(r.prefix(), 0xfeed).unwrap().layout_hash(), 0xfeed);
+    let e = Region::attach_layout(r.prefix(), 0xbeef).unwrap_err().to_string();
+    assert!(e.contains("was made for another layout") && e.contains("0x000000000000feed"), "{e}");
+    // A region of another version is refused by the plain attach too, naming both versions.
+    let path = r.path().to_path_buf();
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&99u32.to_le_bytes(), 8).unwrap();
+    let e = Region::attach(r.prefix()).unwrap_err().to_string();
+    assert!(e.contains("region version 99"), "{e}");
+}

@@ -194,6 +194,37 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// A hash of everything a process attaching to the run's region must agree on: the mbox
+    /// version, every ring (its ends, in creation order) and its capacity, the packet pool,
+    /// and the stream stores (name and size). Recorded in the region header by the run and
+    /// recomputed by `mbox nf`, which refuses a region of another layout.
+    pub fn hash(&self, rt: &RuntimeConfig, stream_blocks: &[(String, usize)]) -> u64 {
+        let labels: Vec<String> = self.rings.iter().map(Ring::label).collect();
+        let text = format!(
+            "mbox {} | rings {:?} x {} | pool {} x {} | streams {:?}",
+            env!("CARGO_PKG_VERSION"),
+            labels,
+            ring_capacity(rt),
+            rt.pool_buffers,
+            rt.buffer_size,
+            stream_blocks
+        );
+        // FNV-1a, 64 bits; never 0 (0 means "no layout recorded").
+        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        h.max(1)
+    }
+}
+
+/// The name under which the TCP monitor's streams are placed in the region (`streams.tcp`,
+/// and `streams.tcp.K` per shard in mode d).
+pub(crate) const STREAMS_NAME: &str = "tcp";
+
+/// Bytes of region the stream stores need, each with room for alignment.
+pub(crate) fn streams_size(blocks: &[(String, usize)]) -> usize {
+    blocks.iter().map(|(_, b)| b + 4096).sum()
+}
+
 /// Descriptors per ring: `[runtime] ring_capacity` rounded up to a power of two.
 pub(crate) fn ring_capacity(rt: &RuntimeConfig) -> usize {
     (rt.ring_capacity as usize).next_power_of_two()

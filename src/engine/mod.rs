@@ -55,7 +55,7 @@ use crate::report::RunReport;
 pub use build::{build, Built};
 pub use dpdk::{DpdkOptions, DpdkPortLine};
 pub use live::LiveOptions;
-pub use nf_process::{link_name, parse_link, serve_nf};
+pub use nf_process::{layout_hash, link_name, parse_link, serve_nf};
 pub use place::actor_roles;
 
 /// A progress callback (see [`RunOptions::progress`]).
@@ -303,7 +303,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
-    let region = Region::create(&prefix, layout.region_size(&app.runtime)).map_err(|e| shm_error(app, e))?;
+    let stream_blocks = streams.as_ref().map(|s| s.region_blocks()).unwrap_or_default();
+    let size = layout.region_size(&app.runtime) + layout::streams_size(&stream_blocks);
+    let region = Region::create_with_layout(&prefix, size, layout.hash(&app.runtime, &stream_blocks))
+        .map_err(|e| shm_error(app, e))?;
+    if let Some(s) = &streams {
+        s.share(&region, layout::STREAMS_NAME, true).map_err(RunError::Shm)?;
+    }
     let (alloc, release, pool_view) =
         pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
             .map_err(|e| RunError::Shm(e.to_string()))?;

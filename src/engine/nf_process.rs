@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::controller::Plan;
-use actors::event::builtin;
 use actors::stage::{Stage, StageReport};
 use actors::EventDesc;
 use runtime::executor::{self, CoreAssignment};
@@ -47,17 +46,17 @@ use super::wire::ExternalNf;
 use super::{take, Mode, RunError, RunOptions};
 use crate::app::App;
 
-/// Refuses `--nf-process` requests the run cannot honour: not mode c, an unknown NF, or an
-/// NF that reads TCP bytestreams (shared between the threads of one process only).
+/// Refuses `--nf-process` requests the run cannot honour: not mode c or d, or an unknown NF.
+/// (An NF that reads TCP bytestreams reads them from the stream store in the run's region.)
 pub(super) fn check_external(opts: &RunOptions, plan: &Plan) -> Result<(), RunError> {
     for name in &opts.external {
-        if opts.mode != Mode::C {
+        if !matches!(opts.mode, Mode::C | Mode::D) {
             return Err(RunError::Config(vec![format!(
-                "NF `{name}` in its own process: only mode c supports that (this run is mode {})",
+                "NF `{name}` in its own process: only modes c and d support that (this run is mode {}; docs/modes-and-checker.md says why)",
                 opts.mode
             )]));
         }
-        let Some(k) = plan.index_of(name) else {
+        if plan.index_of(name).is_none() {
             let nfs: Vec<&str> = plan.actors[1..]
                 .iter()
                 .filter(|a| a.role() == actors::ActorRole::Nf)
@@ -66,15 +65,6 @@ pub(super) fn check_external(opts: &RunOptions, plan: &Plan) -> Result<(), RunEr
             return Err(RunError::Config(vec![format!(
                 "--nf-process `{name}`: there is no NF of that name (NFs in this app: {})",
                 nfs.join(", ")
-            )]));
-        };
-        if plan.actors[usize::from(k)]
-            .subscriptions
-            .iter()
-            .any(|s| s.event.covers(builtin::DATA_RDY) || builtin::DATA_RDY.covers(s.event))
-        {
-            return Err(RunError::Config(vec![format!(
-                "NF `{name}` reads TCP bytestreams, which are shared between the threads of one process only: it cannot run in its own process yet"
             )]));
         }
     }
@@ -148,7 +138,7 @@ pub(super) fn spawn_nf_processes(
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["nf", name, "--app", &app.source, "--attach", region.prefix(), "--input-ring", input])
             .args(["--output-ring", output, "--core", &core.to_string(), "--link", link_name(link)])
-            .args(["--report", "-"])
+            .args(["--report", "-", "--mode", &opts.mode.to_string()])
             .args(opts.output_dir.iter().flat_map(|d| [std::ffi::OsStr::new("--output-dir"), d.as_os_str()]))
             .args(opts.live.as_ref().filter(|l| !l.inline()).map(|_| "--passive"))
             .stdin(Stdio::null())
@@ -526,23 +516,32 @@ pub fn parse_link(s: &str) -> Option<LinkType> {
 /// prefix, to its input and output rings by name, and runs the NF's stage pinned to `core`
 /// until the end marker has passed. The NF is linked exactly as in the main process (the
 /// other NFs are built as contracts only, without side effects).
+#[allow(clippy::too_many_arguments)]
 pub fn serve_nf(
     app: &App,
     name: &str,
     link: LinkType,
+    mode: Mode,
     prefix: &str,
     input: &str,
     output: &str,
     core: usize,
 ) -> Result<StageReport, RunError> {
-    let Built { actors, plan, .. } = build_for(app, link, Mode::C, None, Some(name), None)?;
+    if !matches!(mode, Mode::C | Mode::D) {
+        return Err(RunError::Config(vec![format!("an NF process serves a run of mode c or d, not {mode}")]));
+    }
+    let Built { actors, plan, streams, shards, .. } = build_for(app, link, mode, None, Some(name), None)?;
+    let layout_hash = hash_of(app, mode, &plan, &actors, shards.len(), streams.as_deref())?;
     let k = plan
         .index_of(name)
         .ok_or_else(|| RunError::Config(vec![format!("there is no NF named `{name}` in {}", app.source)]))?;
     let k = usize::from(k);
     let actor = actors.into_iter().nth(k - 1).expect("plan and actors agree");
     let setup = |e: &dyn std::fmt::Display| RunError::Setup(e.to_string());
-    let region = Region::attach(prefix).map_err(|e| setup(&e))?;
+    let region = Region::attach_layout(prefix, layout_hash).map_err(|e| setup(&e))?;
+    if let Some(s) = &streams {
+        s.share(&region, super::layout::STREAMS_NAME, false).map_err(|e| setup(&e))?;
+    }
     let pool = pool::attach(&region, "packets").map_err(|e| setup(&e))?;
     let cons = ring::attach_consumer::<EventDesc>(&region, input).map_err(|e| setup(&e))?;
     let prod = ring::attach_producer::<EventDesc>(&region, output).map_err(|e| setup(&e))?;
@@ -552,8 +551,11 @@ pub fn serve_nf(
     if let Ok(custody) = runtime::cells::attach(&region, &super::supervise::custody_name(name)) {
         stage = stage.with_custody(custody);
     }
-    if let Some(s) = super::supervise::supervisors(app, &plan, link, Mode::C, None).remove(name) {
+    if let Some(s) = super::supervise::supervisors(app, &plan, link, mode, None).remove(name) {
         stage = stage.with_supervision(s);
+    }
+    if let Some(s) = streams {
+        stage = stage.with_streams(s);
     }
     // If the run's process goes away, stop instead of waiting for its events forever.
     let abort = Arc::new(AtomicBool::new(false));
@@ -569,6 +571,26 @@ pub fn serve_nf(
         return Err(RunError::Aborted(why));
     }
     Ok(take(&slot))
+}
+
+/// The layout hash a run of `app` in `mode` records in its region (what `mbox nf` expects).
+pub fn layout_hash(app: &App, link: LinkType, mode: Mode) -> Result<u64, RunError> {
+    let Built { actors, plan, streams, shards, .. } = build_for(app, link, mode, None, None, None)?;
+    hash_of(app, mode, &plan, &actors, shards.len(), streams.as_deref())
+}
+
+fn hash_of(
+    app: &App,
+    mode: Mode,
+    plan: &Plan,
+    actors: &[Box<dyn actors::Actor>],
+    extra_shards: usize,
+    streams: Option<&dyn actors::contract::StreamAccess>,
+) -> Result<u64, RunError> {
+    let groups = if mode == Mode::D { super::build::parallel_groups(app, plan, actors)? } else { Vec::new() };
+    let layout = super::layout::Layout::new(plan, app.stacks.len(), extra_shards, &groups);
+    let stream_blocks = streams.map(|s| s.region_blocks()).unwrap_or_default();
+    Ok(layout.hash(&app.runtime, &stream_blocks))
 }
 
 /// How often a served NF checks that its run is still there.

@@ -206,7 +206,7 @@ pub(crate) fn wire(
     for node in &i.layout.nodes {
         match node {
             Node::Stage(k) => w.wire_stage(*k)?,
-            Node::Group(members) => w.wire_group(members),
+            Node::Group(members) => w.wire_group(members)?,
         }
     }
     let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), io.sink);
@@ -370,11 +370,10 @@ impl Wiring<'_> {
     }
 
     /// split[group] -> each member -> merge[group].
-    fn wire_group(&mut self, members: &[usize]) {
+    fn wire_group(&mut self, members: &[usize]) -> Result<(), RunError> {
         let label = Layout::group_label(self.i.plan, members);
         for &k in members {
-            let actor = self.take_actor(k);
-            self.add_stage(k, self.name_of(k), actor);
+            self.wire_stage(k)?;
         }
         let (split, merge) = (End::Split(label.clone()), End::Merge(label.clone()));
         let input = self.rings.input(&split);
@@ -389,5 +388,6 @@ impl Wiring<'_> {
         }
         let last = self.name_of(*members.last().expect("members"));
         self.helpers.push((last, Box::new(merger)));
+        Ok(())
     }
 }

@@ -137,4 +137,20 @@ impl StreamAccess for ShardedStreams {
     fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
         self.route(flow)?.live_frontier(flow, to_server)
     }
+
+    fn region_blocks(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for (k, (_, s)) in self.shards.iter().enumerate() {
+            out.extend(s.region_blocks().into_iter().map(|(n, b)| (format!(".{k}{n}"), b)));
+        }
+        out
+    }
+
+    /// Shard `k`'s streams go under `name.k`.
+    fn share(&self, region: &std::sync::Arc<runtime::shm::Region>, name: &str, create: bool) -> Result<(), String> {
+        for (k, (_, s)) in self.shards.iter().enumerate() {
+            s.share(region, &format!("{name}.{k}"), create)?;
+        }
+        Ok(())
+    }
 }

@@ -246,11 +246,48 @@ pub struct TcpConfig {
     /// that retransmissions can still be compared (conflicting overlaps counted). Older
     /// bytes are freed; a retransmission of them counts as old data, not compared.
     pub keep_behind: u64,
+    /// Chunks (of `reassembly.chunk_size` bytes) in the stream store the monitor shares with
+    /// the NFs (`runtime::streams`; as many connection records). Their bytes also cap the
+    /// reassembly memory: the effective limit is the smaller of `memory_limit` and
+    /// `stream_chunks × chunk_size`.
+    pub stream_chunks: u32,
 }
+
+/// Default [`TcpConfig::stream_chunks`]: 16384 (64 MiB with 4 KiB chunks).
+pub const DEFAULT_STREAM_CHUNKS: u32 = 16384;
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig { reassembly: ReassemblyConfig::default(), memory_limit: 256 << 20, keep_behind: 64 << 10 }
+        TcpConfig {
+            reassembly: ReassemblyConfig::default(),
+            memory_limit: 256 << 20,
+            keep_behind: 64 << 10,
+            stream_chunks: DEFAULT_STREAM_CHUNKS,
+        }
+    }
+}
+
+impl TcpConfig {
+    /// The stream store's size: `stream_chunks` chunks of `reassembly.chunk_size` bytes.
+    pub fn store_config(&self) -> runtime::streams::StoreConfig {
+        runtime::streams::StoreConfig {
+            chunk_size: u32::try_from(self.reassembly.chunk_size.clamp(1, crate::reassembly::MAX_CHUNK))
+                .unwrap_or(4096),
+            chunks: self.stream_chunks.clamp(1, runtime::streams::MAX_CHUNKS),
+        }
+    }
+
+    /// The reassembly memory limit in force: `memory_limit` (0: none) capped by the stream
+    /// store's bytes, so that a segment is refused (`refused_memory`) before the store runs
+    /// out of chunks.
+    pub fn effective_memory_limit(&self) -> usize {
+        let c = self.store_config();
+        let store = (c.chunk_size as usize).saturating_mul(c.chunks as usize);
+        if self.memory_limit == 0 {
+            store
+        } else {
+            self.memory_limit.min(store)
+        }
     }
 }
 

@@ -30,13 +30,28 @@
 //! and the monitor frees stream chunks that only finished events could see. A connection
 //! that ended stays readable until its last events have left.
 //!
-//! **Sharing**: streams live in this process, behind one mutex shared with the readers
-//! ([`SharedStreams`]); an NF's read holds it briefly. NFs in other processes cannot read
-//! streams yet (moving chunks into the shared-memory region comes with out-of-process NFs).
+//! **Sharing**: the monitor copies every byte that becomes contiguous (and every gap it
+//! skips) into a stream chunk store ([`runtime::streams`]) — in the run's shared-memory
+//! region when the engine places it there ([`StreamAccess::share`]), else in this process's
+//! heap — right after the segment (or the end of the connection) that moved the frontier,
+//! before the events announcing those bytes are published. Readers ([`SharedStreams`]) read
+//! the store without any lock, from any thread or process: the store's append-only and
+//! release-by-TX-progress rules keep an event's bytes immutable while the event is in the
+//! chain, and its seqlocks turn a read of bytes already freed into an error (the memory-order
+//! argument is in `runtime::streams`). The monitor's own reassembler (`stacks::reassembly`)
+//! keeps its working copy: out-of-order data waits there until it is contiguous, and held
+//! bytes are compared with retransmissions there. The reassembly memory limit is capped at
+//! the store's size (`stream_chunks × chunk_size`), so a segment is refused
+//! (`refused_memory`) before the store could run out; if it still does (gaps may start
+//! chunks early) the direction is cut from there (`stream_store_chunks_exhausted`) and reads
+//! past that point fail.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use runtime::shm::Region;
+use runtime::streams::{self, Piece, RecordId, StoreConfig, StoreReadError, StoreWriter, StreamStore};
 
 use actors::contract::{StreamAccess, StreamReadError};
 use actors::desc::{
@@ -49,16 +64,39 @@ use crate::flow_table::{Direction, EndReason, FlowId};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
 
-/// The tracker and the connections that ended but may still be read, shared with readers.
+/// Read access to the monitor's streams for the stages after it: the stream store, read
+/// without locks. The store is chosen once — placed in a region by the engine
+/// ([`StreamAccess::share`]), or made in the heap when the monitor first needs it.
 #[derive(Debug)]
-struct Shared {
-    tracker: TcpTracker,
-    retired: HashMap<FlowId, Connection>,
+pub struct SharedStreams {
+    cfg: StoreConfig,
+    store: OnceLock<Arc<StreamStore>>,
+    /// The writer of a store placed in a region, until the monitor takes it at its first
+    /// event (the engine places the store before any actor runs). Touched twice per run,
+    /// never by a read.
+    handoff: Mutex<Option<StoreWriter>>,
 }
 
-/// Read access to the monitor's streams for the stages after it.
-#[derive(Debug)]
-pub struct SharedStreams(Mutex<Shared>);
+impl SharedStreams {
+    fn new(cfg: StoreConfig) -> SharedStreams {
+        SharedStreams { cfg, store: OnceLock::new(), handoff: Mutex::new(None) }
+    }
+
+    /// The store, once chosen.
+    pub fn store(&self) -> Option<&Arc<StreamStore>> {
+        self.store.get()
+    }
+
+    /// The writer for the monitor: the placed store's, or a new heap store's.
+    fn take_writer(&self) -> Option<StoreWriter> {
+        if let Some(w) = self.handoff.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Some(w);
+        }
+        let (w, store) = streams::heap(self.cfg).ok()?;
+        self.store.set(store).ok()?;
+        Some(w)
+    }
+}
 
 fn flow_id(f: FlowRef) -> FlowId {
     FlowId { index: f.index(), generation: f.generation }
@@ -81,32 +119,47 @@ impl StreamAccess for SharedStreams {
         to: u64,
         f: &mut dyn FnMut(actors::contract::Chunk<'_>),
     ) -> Result<(), StreamReadError> {
-        let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let id = flow_id(flow);
-        let conn =
-            shared.tracker.get(id).or_else(|| shared.retired.get(&id)).ok_or(StreamReadError::NoConnection(flow))?;
-        let dir = dir_of(to_server);
-        let Some(stream) = conn.stream(dir) else {
-            return if from == to { Ok(()) } else { Err(StreamReadError::NotHeld { from, to, base: 0, frontier: 0 }) };
-        };
-        let slices = stream.read(from, to).map_err(|_| StreamReadError::NotHeld {
-            from,
-            to,
-            base: stream.base(),
-            frontier: stream.frontier(),
-        })?;
-        for s in slices {
-            f(s);
-        }
-        Ok(())
+        let store = self.store.get().ok_or(StreamReadError::NoConnection(flow))?;
+        let res = store.read(store_key(flow_id(flow)), dir_index(to_server), from, to, &mut |p| {
+            f(match p {
+                Piece::Data(d) => actors::contract::Chunk::Data(d),
+                Piece::Gap(n) => actors::contract::Chunk::Gap(n),
+            })
+        });
+        res.map_err(|e| match e {
+            StoreReadError::NoConnection => StreamReadError::NoConnection(flow),
+            StoreReadError::NotHeld { base, frontier } => StreamReadError::NotHeld { from, to, base, frontier },
+        })
     }
 
     fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
-        let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let id = flow_id(flow);
-        let conn = shared.tracker.get(id).or_else(|| shared.retired.get(&id))?;
-        Some(conn.frontier(dir_of(to_server)))
+        self.store.get()?.frontier(store_key(flow_id(flow)), dir_index(to_server))
     }
+
+    fn region_blocks(&self) -> Vec<(String, usize)> {
+        vec![(String::new(), streams::block_size(self.cfg))]
+    }
+
+    fn share(&self, region: &Arc<Region>, name: &str, create: bool) -> Result<(), String> {
+        let store = if create {
+            let (w, store) = streams::create(region, name, self.cfg).map_err(|e| e.to_string())?;
+            *self.handoff.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+            store
+        } else {
+            streams::attach(region, name).map_err(|e| e.to_string())?
+        };
+        self.store.set(store).map_err(|_| format!("the streams of `{name}` were already placed"))
+    }
+}
+
+/// A connection's key in the store.
+fn store_key(id: FlowId) -> u64 {
+    streams::key(id.index, id.generation)
+}
+
+/// The store's direction index: 0 client → server, 1 server → client.
+fn dir_index(to_server: bool) -> usize {
+    usize::from(!to_server)
 }
 
 fn side(h: &HalfConnection) -> SideSnapshot {
@@ -128,6 +181,12 @@ fn update_of(e: Endpoint) -> u8 {
 pub struct TcpMonitor {
     contract: Contract,
     shared: Arc<SharedStreams>,
+    tracker: TcpTracker,
+    /// Connections that ended but may still be read.
+    retired: HashMap<FlowId, Connection>,
+    /// The store's writer (taken at the first event) and each connection's record.
+    writer: Option<StoreWriter>,
+    records: HashMap<FlowId, RecordId>,
     completed: Option<Arc<AtomicU64>>,
     /// `DATA_RDY` events raised and not yet known to have left: (seq, flow, direction, end).
     pending: VecDeque<(u64, FlowId, Direction, u64)>,
@@ -165,13 +224,15 @@ impl TcpMonitor {
             modifies: Modifies { packets: false, stack_state: true },
             drop_reasons: vec![],
         };
-        let shared = Arc::new(SharedStreams(Mutex::new(Shared {
-            tracker: TcpTracker::new(cfg.clone()),
-            retired: HashMap::new(),
-        })));
+        let shared = Arc::new(SharedStreams::new(cfg.store_config()));
+        let tracker = TcpTracker::new(TcpConfig { memory_limit: cfg.effective_memory_limit(), ..cfg.clone() });
         TcpMonitor {
             contract,
             shared,
+            tracker,
+            retired: HashMap::new(),
+            writer: None,
+            records: HashMap::new(),
             completed: None,
             pending: VecDeque::new(),
             retiring: VecDeque::new(),
@@ -199,7 +260,7 @@ impl TcpMonitor {
         self.receiver_events = on;
     }
 
-    fn reclaim(&mut self, shared: &mut Shared) {
+    fn reclaim(&mut self) {
         let Some(done) = self.completed.as_ref().map(|c| c.load(Ordering::Acquire)) else { return };
         while let Some(&(seq, id, dir, to)) = self.pending.front() {
             if seq >= done {
@@ -207,8 +268,9 @@ impl TcpMonitor {
             }
             self.pending.pop_front();
             // A retired connection is freed whole once its last events have left.
-            if !shared.retired.contains_key(&id) {
-                shared.tracker.release(id, dir, to);
+            if !self.retired.contains_key(&id) {
+                self.tracker.release(id, dir, to);
+                self.sync(id);
             }
         }
         while let Some(&(seq, id)) = self.retiring.front() {
@@ -216,9 +278,55 @@ impl TcpMonitor {
                 break;
             }
             self.retiring.pop_front();
-            if let Some(conn) = shared.retired.remove(&id) {
-                shared.tracker.recycle(conn);
+            if let Some(conn) = self.retired.remove(&id) {
+                self.tracker.recycle(conn);
+                if let (Some(w), Some(rec)) = (self.writer.as_mut(), self.records.remove(&id)) {
+                    w.close(rec);
+                }
             }
+        }
+    }
+
+    /// Brings the store's copy of connection `id` up to date with the reassembler: new
+    /// contiguous bytes (and skipped gaps) appended, then the frontier published; the base
+    /// moved (chunks below it freed). Called after every change, before the events that
+    /// announce it are published.
+    fn sync(&mut self, id: FlowId) {
+        if self.writer.is_none() {
+            self.writer = self.shared.take_writer();
+        }
+        let Some(w) = self.writer.as_mut() else { return };
+        let Some(conn) = self.tracker.get(id).or_else(|| self.retired.get(&id)) else { return };
+        let rec = match self.records.get(&id) {
+            Some(&r) => r,
+            None => match w.open(store_key(id)) {
+                Some(r) => {
+                    self.records.insert(id, r);
+                    r
+                }
+                None => return, // counted by the store; reads say "no connection"
+            },
+        };
+        for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
+            let Some(s) = conn.stream(dir) else { continue };
+            w.set_present(rec, d);
+            let published = w.frontier(rec, d);
+            if s.frontier() > published {
+                if let Ok(slices) = s.read(published, s.frontier()) {
+                    let mut at = published;
+                    for c in slices {
+                        match c {
+                            actors::contract::Chunk::Data(b) => {
+                                w.append(rec, d, at, b);
+                                at += b.len() as u64;
+                            }
+                            actors::contract::Chunk::Gap(n) => at += n,
+                        }
+                    }
+                }
+                w.publish(rec, d, s.frontier());
+            }
+            w.release(rec, d, s.base());
         }
     }
 
@@ -275,17 +383,15 @@ impl TcpMonitor {
     }
 
     fn end(&mut self, cx: &mut Context<'_>, flow: FlowRef, flow_start: u64, reason: EndReason, seq: u64, ts: u64) {
-        let shared = self.shared.clone();
-        let mut shared = shared.0.lock().unwrap_or_else(|p| p.into_inner());
         let id = flow_id(flow);
-        let Some(conn) = shared.tracker.end(id, reason, &mut self.events) else { return };
+        let Some(conn) = self.tracker.end(id, reason, &mut self.events) else { return };
         let snap = Snapshot {
             half: conn.half,
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
         };
-        shared.retired.insert(id, conn);
+        self.retired.insert(id, conn);
         self.retiring.push_back((seq, id));
-        drop(shared);
+        self.sync(id);
         self.publish(cx, flow, flow_start, seq, ts, snapshot(&snap, snapshot_update::NONE));
     }
 }
@@ -332,11 +438,9 @@ impl Actor for TcpMonitor {
             options: bytes.get(l4 + 20..l4 + header_len.max(20)).unwrap_or(&[]),
             payload,
         };
-        let shared = self.shared.clone();
-        let mut guard = shared.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.reclaim(&mut guard);
-        let up = guard.tracker.segment(flow_id(flow), &seg, &mut self.events);
-        drop(guard);
+        self.reclaim();
+        let up = self.tracker.segment(flow_id(flow), &seg, &mut self.events);
+        self.sync(flow_id(flow));
         ev.snap = snapshot(&up.after_sender, update_of(up.sender));
         ev.aux = up.after_receiver.frontier[usize::from(!ev.to_server())];
         if self.receiver_events {
@@ -354,7 +458,7 @@ impl Actor for TcpMonitor {
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
         // The L2/3 stack ended every flow before the end of input; anything left was never
         // announced as a flow end (it cannot happen with L2/3 before the monitor).
-        let left = self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).tracker.live();
+        let left = self.tracker.live();
         let seq = cx.end_seq().map_or(self.last_seq, |e| e.saturating_sub(1));
         for id in left {
             let flow = FlowRef::new(id.index, id.generation);
@@ -364,9 +468,9 @@ impl Actor for TcpMonitor {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        let shared = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
-        let s = shared.tracker.stats();
-        let b = shared.tracker.budget();
+        let s = self.tracker.stats();
+        let b = self.tracker.budget();
+        let st = self.shared.store().map(|s| s.stats()).unwrap_or_default();
         vec![
             ("connections".into(), s.connections),
             ("connections_midstream".into(), s.midstream),
@@ -380,6 +484,9 @@ impl Actor for TcpMonitor {
             ("reassembly_memory_high_water".into(), b.high_water as u64),
             ("reassembly_refused_bytes".into(), b.refused_bytes),
             ("bad_tcp_headers".into(), self.bad_headers),
+            ("stream_store_chunks_high_water".into(), st.chunks_high_water),
+            ("stream_store_chunks_exhausted".into(), st.chunks_exhausted),
+            ("stream_store_records_exhausted".into(), st.records_exhausted),
         ]
         .into_iter()
         .chain(s.refused.named().into_iter().map(|(n, v)| (n.to_string(), v)))

@@ -41,25 +41,19 @@ fn an_nf_in_its_own_process_gives_the_same_output() {
 }
 
 #[test]
-fn an_nf_reading_streams_cannot_run_in_its_own_process_and_says_why() {
+fn mode_a_and_b_refuse_nf_processes_and_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("t.pcap");
-    gen_pcap(&input, &GenConfig { flows: 5, seed: 4, ..GenConfig::default() });
-    let app_path = dir.path().join("tcp.toml");
-    std::fs::write(
-        &app_path,
-        format!(
-            "[stack.tcp]\n[[nf]]\nname = \"hash\"\nkind = \"stream_hash\"\noutput = {:?}\n",
-            dir.path().join("h.jsonl").display().to_string()
-        ),
-    )
-    .unwrap();
-    let app = App::load(&app_path).unwrap();
-    let mut opts = RunOptions::new(&input);
-    opts.external = vec!["hash".into()];
-    opts.nf_exe = Some(mbox_bin());
-    let e = microboxes::run(&app, opts).map(|r| r.to_text()).expect_err("refused");
-    assert!(e.to_string().contains("reads TCP bytestreams"), "{e}");
+    gen_pcap(&input, &GenConfig { flows: 3, seed: 4, ..GenConfig::default() });
+    let app = App::load(&example_app(dir.path())).unwrap();
+    for mode in [microboxes::Mode::A, microboxes::Mode::B] {
+        let mut opts = RunOptions::new(&input);
+        opts.mode = mode;
+        opts.external = vec!["stats".into()];
+        opts.nf_exe = Some(mbox_bin());
+        let e = microboxes::run(&app, opts).map(|r| r.to_text()).expect_err("refused");
+        assert!(e.to_string().contains("only modes c and d support that"), "{e}");
+    }
 }
 
 #[test]

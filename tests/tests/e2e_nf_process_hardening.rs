@@ -175,6 +175,7 @@ fn sigterm_ends_a_run_whose_nf_process_is_stopped_in_bounded_time() {
 }
 
 const HELPER_ENV: &str = "MBOX_TEST_REGION_CREATOR";
+const HELPER_APP_ENV: &str = "MBOX_TEST_REGION_CREATOR_APP";
 
 /// Not a test: run by [`a_served_nf_exits_when_the_run_that_created_its_region_dies`] in a
 /// process of its own, it creates a region laid out for one NF (packet pool, two rings), says
@@ -183,7 +184,10 @@ const HELPER_ENV: &str = "MBOX_TEST_REGION_CREATOR";
 #[ignore = "helper process of another test"]
 fn helper_region_creator() {
     let Ok(prefix) = std::env::var(HELPER_ENV) else { return };
-    let region = runtime::shm::Region::create(&prefix, 8 << 20).unwrap();
+    // The region records the layout `mbox nf` computes for the app (it refuses any other).
+    let app = microboxes::App::load(std::path::Path::new(&std::env::var(HELPER_APP_ENV).unwrap())).unwrap();
+    let hash = microboxes::engine::layout_hash(&app, runtime::ports::LinkType::Ethernet, microboxes::Mode::C).unwrap();
+    let region = runtime::shm::Region::create_with_layout(&prefix, 8 << 20, hash).unwrap();
     let _pool = runtime::pool::create(&region, "packets", 256, 2048).unwrap();
     drop(runtime::ring::create::<actors::EventDesc>(&region, "nf-in", 64).unwrap());
     drop(runtime::ring::create::<actors::EventDesc>(&region, "nf-out", 64).unwrap());
@@ -217,6 +221,7 @@ fn a_served_nf_exits_when_the_run_that_created_its_region_dies() {
     let mut creator = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "helper_region_creator", "--ignored", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, &prefix)
+        .env(HELPER_APP_ENV, &app)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the region creator");

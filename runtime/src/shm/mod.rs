@@ -62,7 +62,7 @@ pub const ALIGN_MAX: usize = 4096;
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MBOXSHM1");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// One directory entry: a named block `[offset, offset + size)`.
 #[repr(C)]
@@ -90,6 +90,9 @@ struct Header {
     creator_pid: u32,
     /// ... and its start time (clock ticks since boot), which tells a reused pid apart.
     creator_start: u64,
+    /// A hash of the run's layout (rings, pool, stream stores, app): a process attaching to
+    /// serve part of the run checks it against the layout it computed ([`Region::attach_layout`]).
+    layout_hash: u64,
     entries: [DirEntry; DIR_ENTRIES],
 }
 
@@ -219,6 +222,17 @@ pub enum ShmError {
         /// Its owner.
         uid: u32,
     },
+    /// The region was made for another layout (another app file, other options, or another
+    /// build of mbox): attaching would read its blocks wrongly.
+    #[error("region `{prefix}` was made for another layout (its layout hash is {found:#018x}, this process computed {expected:#018x}): the app file, the run's options or the mbox build differ between the run and this process")]
+    LayoutMismatch {
+        /// Region prefix.
+        prefix: String,
+        /// The hash in the region's header.
+        found: u64,
+        /// The hash this process expected.
+        expected: u64,
+    },
     /// The region's creator is gone: nothing will ever serve it.
     #[error("region `{prefix}` is orphaned: the run that created it (pid {pid}) has ended")]
     Orphaned {
@@ -301,6 +315,12 @@ impl Region {
     /// with mode `0600`, sized, mapped read-write (pre-faulted) and given a header. The file is
     /// unlinked when the returned `Arc` (and every clone) is dropped.
     pub fn create(prefix: &str, size: usize) -> Result<Arc<Region>, ShmError> {
+        Region::create_with_layout(prefix, size, 0)
+    }
+
+    /// As [`create`](Self::create), recording `layout_hash` in the header for
+    /// [`attach_layout`](Self::attach_layout).
+    pub fn create_with_layout(prefix: &str, size: usize, layout_hash: u64) -> Result<Arc<Region>, ShmError> {
         check_prefix(prefix)?;
         let path = region_path(prefix);
         if size < HEADER_SIZE {
@@ -342,6 +362,7 @@ impl Region {
             (*h).size = size as u64;
             (*h).creator_pid = me.pid;
             (*h).creator_start = me.start;
+            (*h).layout_hash = layout_hash;
         }
         region.header().used.store(HEADER_SIZE as u64, Ordering::Relaxed);
         region.header().magic.store(MAGIC, Ordering::Release);
@@ -379,7 +400,10 @@ impl Region {
         }
         let h = region.header();
         if h.version != VERSION {
-            return Err(bad(format!("version {}, expected {VERSION}", h.version)));
+            return Err(bad(format!(
+                "region version {}, this mbox reads version {VERSION} (another build of mbox made it)",
+                h.version
+            )));
         }
         if h.size != len as u64 {
             return Err(bad(format!("header says {} bytes but the file has {len}", h.size)));
@@ -388,6 +412,22 @@ impl Region {
             return Err(ShmError::Orphaned { prefix: prefix.to_string(), pid: h.creator_pid });
         }
         Ok(Arc::new(region))
+    }
+
+    /// As [`attach`](Self::attach), and refuses a region whose header records another layout
+    /// hash than `expected` ([`ShmError::LayoutMismatch`]).
+    pub fn attach_layout(prefix: &str, expected: u64) -> Result<Arc<Region>, ShmError> {
+        let region = Region::attach(prefix)?;
+        let found = region.layout_hash();
+        if found != expected {
+            return Err(ShmError::LayoutMismatch { prefix: prefix.to_string(), found, expected });
+        }
+        Ok(region)
+    }
+
+    /// The layout hash recorded when the region was created (0: none).
+    pub fn layout_hash(&self) -> u64 {
+        self.header().layout_hash
     }
 
     /// The prefix this region was created or attached with.
