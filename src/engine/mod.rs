@@ -303,11 +303,16 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
-    let stream_blocks = streams.as_ref().map(|s| s.region_blocks()).unwrap_or_default();
+    // The streams go into the region only when an NF in another process reads them: the
+    // store is reserved at its full size (`stream_chunks`), which a run whose readers are all
+    // threads need not pay for (its monitor takes a heap store, whose pages are touched as
+    // used).
+    let placed = streams.as_ref().filter(|_| !opts.external.is_empty());
+    let stream_blocks = placed.map(|s| s.region_blocks()).unwrap_or_default();
     let size = layout.region_size(&app.runtime) + layout::streams_size(&stream_blocks);
     let region = Region::create_with_layout(&prefix, size, layout.hash(&app.runtime, &stream_blocks))
         .map_err(|e| shm_error(app, e))?;
-    if let Some(s) = &streams {
+    if let Some(s) = placed {
         s.share(&region, layout::STREAMS_NAME, true).map_err(RunError::Shm)?;
     }
     let (alloc, release, pool_view) =
