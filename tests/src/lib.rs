@@ -30,26 +30,66 @@ pub fn read_all(path: &Path) -> Vec<(u64, Vec<u8>)> {
 /// package's binaries for this crate's tests).
 pub fn mbox_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/<test-exe> -> target/<profile>/mbox
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "microboxes", "--bin", "mbox", "--manifest-path"]).arg(&manifest);
-        if release {
-            cmd.arg("--release");
+    BIN.get_or_init(|| build_mbox(&[], "mbox")).clone()
+}
+
+/// Builds `mbox` with cargo `features` into this test binary's target directory (same
+/// profile) and returns it; with features, copied to `name` beside the default binary, so
+/// that a default build afterwards does not replace it under the test.
+pub fn build_mbox(features: &[&str], name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-exe> -> target/<profile>/mbox
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", "microboxes", "--bin", "mbox", "--manifest-path"]).arg(&manifest);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    // Build into the same target directory as this test binary.
+    cmd.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
+    let status = cmd.status().expect("run cargo build for mbox");
+    assert!(status.success(), "building mbox (features: {features:?}) failed");
+    let built = profile_dir.join("mbox");
+    assert!(built.exists(), "{} missing after build", built.display());
+    if name == "mbox" {
+        return built;
+    }
+    let bin = profile_dir.join(name);
+    std::fs::copy(&built, &bin).expect("copy the built mbox");
+    bin
+}
+
+/// Waits at most `limit` for `child`; kills it (and says so: `None`) when it takes longer.
+pub fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
         }
-        // Build into the same target directory as this test binary.
-        cmd.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
-        let status = cmd.status().expect("run cargo build for mbox");
-        assert!(status.success(), "building mbox failed");
-        let bin = profile_dir.join("mbox");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The pids whose parent is `pid` (from /proc/*/stat).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Some(i) = stat.rfind(')') else { continue };
+        if stat[i + 1..].split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Runs `mbox` with `args` in `dir`.

@@ -34,28 +34,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// EAL arguments that need no hugepages, no NIC and no shared files.
 const EAL: &str = "-l 0 --no-huge -m 256 --no-pci --no-shconf --log-level=warning";
 
-/// `mbox` built with `--features dpdk`, copied to `mbox-dpdk` beside the default binary (so
-/// that a default build of `mbox` afterwards does not replace it under this test).
+/// `mbox` built with `--features dpdk`, as `mbox-dpdk` beside the default binary.
 fn mbox_dpdk() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "microboxes", "--features", "dpdk", "--bin", "mbox", "--manifest-path"])
-            .arg(&manifest);
-        if release {
-            cmd.arg("--release");
-        }
-        cmd.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
-        assert!(cmd.status().expect("run cargo build").success(), "building mbox --features dpdk failed");
-        let bin = profile_dir.join("mbox-dpdk");
-        std::fs::copy(profile_dir.join("mbox"), &bin).expect("copy mbox to mbox-dpdk");
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| tests::build_mbox(&["dpdk"], "mbox-dpdk")).clone()
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {

@@ -7,39 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime::ports::gen::GenConfig;
 use tests::*;
-
-/// Waits at most `limit` for `child`; kills it (and says so) when it takes longer.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// The pids whose parent is `pid` (from /proc/*/stat).
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        let Some(i) = stat.rfind(')') else { continue };
-        if stat[i + 1..].split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
-}
 
 /// True when `pid` runs `mbox nf` (it has exec'd: killing a child between fork and exec
 /// would hit its parent inside `spawn`).
