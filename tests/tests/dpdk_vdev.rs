@@ -205,23 +205,7 @@ fn net_af_packet_carries_a_real_download() {
     ];
     let mb = lab.spawn(&m, 80, d, &args, "mbox.log");
     let got = d.join("got.bin");
-    let curl = [
-        "curl",
-        "-sS",
-        "--retry",
-        "15",
-        "--retry-connrefused",
-        "--retry-delay",
-        "1",
-        "--connect-timeout",
-        "2",
-        "--max-time",
-        "40",
-        "-o",
-        got.to_str().unwrap(),
-        "http://10.99.16.2:8080/file.bin",
-    ];
-    let fetched = lab.exec(&c, &curl);
+    let fetched = lab.fetch(&c, "http://10.99.16.2:8080/file.bin", &got);
     let status = lab.interrupt_and_wait(mb, Duration::from_secs(15));
     let log = std::fs::read_to_string(d.join("mbox.log")).unwrap_or_default();
     fetched.unwrap_or_else(|e| panic!("curl through the DPDK ports failed: {e}\nmbox:\n{log}"));

@@ -49,6 +49,29 @@ impl Lab {
         run(&v)
     }
 
+    /// Downloads `url` with curl from `ns` into `out` (retried while the server or the path
+    /// through the middle comes up; at most 40 s).
+    pub fn fetch(&self, ns: &str, url: &str, out: &Path) -> Result<Output, String> {
+        let out = out.to_str().expect("utf-8 path");
+        let curl = [
+            "curl",
+            "-sS",
+            "--retry",
+            "15",
+            "--retry-connrefused",
+            "--retry-delay",
+            "1",
+            "--connect-timeout",
+            "2",
+            "--max-time",
+            "40",
+            "-o",
+            out,
+            url,
+        ];
+        self.exec(ns, &curl)
+    }
+
     /// Starts `cmd` in `ns` under `timeout -k 5 SECS`, in `dir`; returns its index.
     pub fn spawn(&mut self, ns: &str, secs: u32, dir: &Path, cmd: &[&str], log: &str) -> usize {
         let out = std::fs::File::create(dir.join(log)).expect("log file");
