@@ -258,7 +258,13 @@ impl RunReport {
             let _ = writeln!(
                 s,
                 "  dpdk port {}: {} frames in, {} out; imissed {}, ierrors {}, rx_nombuf {}, oerrors {}",
-                p.port, p.ipackets, p.opackets, p.imissed, p.ierrors, p.rx_nombuf, p.oerrors
+                p.port,
+                p.counters.ipackets,
+                p.counters.opackets,
+                p.counters.imissed,
+                p.counters.ierrors,
+                p.counters.rx_nombuf,
+                p.counters.oerrors
             );
         }
         let r = &self.resets;

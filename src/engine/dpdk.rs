@@ -44,21 +44,9 @@ impl DpdkOptions {
 pub struct DpdkPortLine {
     /// `0 (net_pcap0)`: the port id and the device's name.
     pub port: String,
-    /// Frames the device received (`ipackets`).
-    pub ipackets: u64,
-    /// Frames the device sent (`opackets`).
-    pub opackets: u64,
-    /// Bytes received (`ibytes`) and sent (`obytes`).
-    pub ibytes: u64,
-    pub obytes: u64,
-    /// Frames the device dropped because its RX queue was full (`imissed`): they never
-    /// reached `rx` and are not in `packets_in`.
-    pub imissed: u64,
-    /// Erroneous frames received (`ierrors`) and failed transmissions (`oerrors`).
-    pub ierrors: u64,
-    pub oerrors: u64,
-    /// Frames dropped because no mbuf was free to receive them (`rx_nombuf`).
-    pub rx_nombuf: u64,
+    /// Its counters (flattened into the line in JSON).
+    #[serde(flatten)]
+    pub counters: runtime::ports::DpdkStats,
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -202,21 +190,7 @@ mod imp {
     }
 
     pub(crate) fn finish(ports: &Ports) -> Vec<DpdkPortLine> {
-        ports
-            .finish()
-            .into_iter()
-            .map(|(port, s)| DpdkPortLine {
-                port,
-                ipackets: s.ipackets,
-                opackets: s.opackets,
-                ibytes: s.ibytes,
-                obytes: s.obytes,
-                imissed: s.imissed,
-                ierrors: s.ierrors,
-                oerrors: s.oerrors,
-                rx_nombuf: s.rx_nombuf,
-            })
-            .collect()
+        ports.finish().into_iter().map(|(port, counters)| DpdkPortLine { port, counters }).collect()
     }
 }
 
@@ -225,15 +199,15 @@ pub(crate) use imp::{finish, open, open_sink};
 /// The warnings the ports' counters call for.
 pub(crate) fn warnings(lines: &[DpdkPortLine]) -> Vec<String> {
     let mut w = Vec::new();
-    for p in lines {
+    for DpdkPortLine { port, counters: p } in lines {
         if p.imissed > 0 || p.rx_nombuf > 0 || p.ierrors > 0 {
             w.push(format!(
                 "dpdk: port {}: {} frame(s) missed because the RX queue was full (imissed), {} for want of an mbuf (rx_nombuf), {} erroneous (ierrors); these never reached rx and are not in packets in",
-                p.port, p.imissed, p.rx_nombuf, p.ierrors
+                port, p.imissed, p.rx_nombuf, p.ierrors
             ));
         }
         if p.oerrors > 0 {
-            w.push(format!("dpdk: port {}: {} transmission error(s) (oerrors)", p.port, p.oerrors));
+            w.push(format!("dpdk: port {port}: {} transmission error(s) (oerrors)", p.oerrors));
         }
     }
     w

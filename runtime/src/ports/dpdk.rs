@@ -180,24 +180,7 @@ impl Default for DpdkConfig {
     }
 }
 
-/// One port's counters (`rte_eth_stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DpdkStats {
-    /// Frames received (`ipackets`).
-    pub ipackets: u64,
-    /// Frames sent (`opackets`).
-    pub opackets: u64,
-    /// Bytes received and sent.
-    pub ibytes: u64,
-    pub obytes: u64,
-    /// Frames the device dropped because its RX queue was full (`imissed`).
-    pub imissed: u64,
-    /// Erroneous frames received (`ierrors`) and failed transmissions (`oerrors`).
-    pub ierrors: u64,
-    pub oerrors: u64,
-    /// Frames dropped because no mbuf was free to receive them (`rx_nombuf`).
-    pub rx_nombuf: u64,
-}
+pub use super::DpdkStats;
 
 #[derive(Clone, Debug)]
 struct Port {

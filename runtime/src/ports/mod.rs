@@ -43,6 +43,29 @@
 pub mod af_packet;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+
+/// One DPDK port's counters (`rte_eth_stats`). Plain data, outside the `dpdk` feature, so that
+/// reports can carry them in every build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DpdkStats {
+    /// Frames received (`ipackets`).
+    pub ipackets: u64,
+    /// Frames sent (`opackets`).
+    pub opackets: u64,
+    /// Bytes received (`ibytes`).
+    pub ibytes: u64,
+    /// Bytes sent (`obytes`).
+    pub obytes: u64,
+    /// Frames the device dropped because its RX queue was full (`imissed`): they never
+    /// reached `rx` and are not in the run's packets in.
+    pub imissed: u64,
+    /// Erroneous frames received (`ierrors`).
+    pub ierrors: u64,
+    /// Failed transmissions (`oerrors`).
+    pub oerrors: u64,
+    /// Frames dropped because no mbuf was free to receive them (`rx_nombuf`).
+    pub rx_nombuf: u64,
+}
 pub mod gen;
 pub mod pcap;
 pub mod rst;
