@@ -767,6 +767,16 @@ fn tls_handshake(out: &mut Vec<u8>, ty: u8, body: &[u8]) {
 }
 
 /// A ClientHello record with the SNI `sni`, an x25519 key share and three cipher suites.
+/// The start of a ClientHello's or ServerHello's body: legacy version 3.3, the 32-byte
+/// random, and a 32-byte legacy session id.
+fn hello_head(seed: u64) -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend(bytes_from(seed, 32)); // random
+    body.push(32);
+    body.extend(bytes_from(seed ^ 2, 32)); // legacy session id
+    body
+}
+
 fn client_hello(sni: &str, seed: u64) -> Vec<u8> {
     let mut ext = Vec::new();
     // server_name: list length, type 0 (host_name), name length, name.
@@ -783,10 +793,7 @@ fn client_hello(sni: &str, seed: u64) -> Vec<u8> {
     // key_share: one x25519 share of 32 bytes.
     ext.extend_from_slice(&[0x00, 0x33, 0, 38, 0, 36, 0x00, 0x1d, 0, 32]);
     ext.extend(bytes_from(seed ^ 1, 32));
-    let mut body = vec![3, 3];
-    body.extend(bytes_from(seed, 32)); // random
-    body.push(32);
-    body.extend(bytes_from(seed ^ 2, 32)); // legacy session id
+    let mut body = hello_head(seed);
     body.extend_from_slice(&[0, 6, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]);
     body.extend_from_slice(&[1, 0]); // compression: null
     body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
@@ -802,10 +809,7 @@ fn client_hello(sni: &str, seed: u64) -> Vec<u8> {
 /// The server's first flight up to the header of the record standing for the encrypted
 /// certificate (`cert_len` bytes, the message's body): ServerHello, ChangeCipherSpec.
 fn server_flight_head(seed: u64, cert_len: usize) -> Vec<u8> {
-    let mut body = vec![3, 3];
-    body.extend(bytes_from(seed, 32));
-    body.push(32);
-    body.extend(bytes_from(seed ^ 2, 32));
+    let mut body = hello_head(seed);
     body.extend_from_slice(&[0x13, 0x01, 0]);
     let mut ext = vec![0x00, 0x2b, 0, 2, 3, 4, 0x00, 0x33, 0, 36, 0x00, 0x1d, 0, 32];
     ext.extend(bytes_from(seed ^ 3, 32));
