@@ -618,32 +618,40 @@ impl StreamStore {
         ok.then_some(h)
     }
 
-    /// Copies bytes `[at, at + out.len())` of chunk `c` (word by word, atomically).
-    fn copy_out(&self, c: usize, at: u64, out: &mut [u8]) {
+    /// The data words of chunk `c` (`c` checked by the caller against the geometry).
+    fn data_words(&self, c: usize) -> &[AtomicU64] {
         let base = self.g.data_at + c * self.g.stride;
-        let mut pos = at as usize;
-        let mut o = 0;
+        &self.words()[base..base + self.g.stride]
+    }
+
+    /// Copies bytes `[at, at + out.len())` of chunk `c` (word by word, atomically: one slice
+    /// of the chunk's words, iterated, so the loop has no per-word index checks).
+    fn copy_out(&self, c: usize, at: u64, out: &mut [u8]) {
+        let at = at as usize;
+        let first = at / 8;
+        let within = at % 8;
+        let words = &self.data_words(c)[first..];
+        let mut words = words.iter();
+        let mut out = out;
         // A partial first word.
-        if !pos.is_multiple_of(8) && !out.is_empty() {
-            let word = self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes();
-            let within = pos % 8;
+        if within != 0 && !out.is_empty() {
+            let Some(w) = words.next() else { return };
+            let word = w.load(Ordering::Relaxed).to_le_bytes();
             let n = (8 - within).min(out.len());
-            out[..n].copy_from_slice(&word[within..within + n]);
-            o = n;
-            pos += n;
+            let (head, rest) = out.split_at_mut(n);
+            head.copy_from_slice(&word[within..within + n]);
+            out = rest;
         }
-        // Whole words.
-        let mut whole = out[o..].chunks_exact_mut(8);
-        for dst in &mut whole {
-            dst.copy_from_slice(&self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes());
-            pos += 8;
+        // Whole words, then a partial last word.
+        let mut dst = out.chunks_exact_mut(8);
+        for (d, w) in (&mut dst).zip(&mut words) {
+            d.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
-        // A partial last word.
-        let rest = whole.into_remainder();
+        let rest = dst.into_remainder();
         if !rest.is_empty() {
-            let word = self.w(base + pos / 8).load(Ordering::Relaxed).to_le_bytes();
-            for (k, b) in rest.iter_mut().enumerate() {
-                *b = word[k];
+            if let Some(w) = words.next() {
+                let n = rest.len();
+                rest.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes()[..n]);
             }
         }
     }
@@ -783,37 +791,37 @@ impl StoreWriter {
     }
 
     /// Writes `bytes` at byte `at` of chunk `c`, whose bytes from `at` on are unused (the
-    /// bytes before `at` in the first word are kept: readers may be reading them).
+    /// bytes before `at` in the first word are kept: readers may be reading them). One slice
+    /// of the chunk's words, iterated: no per-word index checks.
     fn copy_in(&mut self, c: usize, at: usize, bytes: &[u8]) {
-        let s = &self.store;
-        let base = s.g.data_at + c * s.g.stride;
-        let mut pos = at;
-        let mut i = 0;
+        let first = at / 8;
+        let within = at % 8;
+        let words = &self.store.data_words(c)[first..];
+        let mut words = words.iter();
+        let mut bytes = bytes;
         // A partial first word: keep the bytes already there.
-        if !pos.is_multiple_of(8) && !bytes.is_empty() {
-            let w = s.w(base + pos / 8);
+        if within != 0 && !bytes.is_empty() {
+            let Some(w) = words.next() else { return };
             let mut word = w.load(Ordering::Relaxed).to_le_bytes();
-            let within = pos % 8;
             let n = (8 - within).min(bytes.len());
             word[within..within + n].copy_from_slice(&bytes[..n]);
             w.store(u64::from_le_bytes(word), Ordering::Relaxed);
-            i = n;
-            pos += n;
+            bytes = &bytes[n..];
         }
-        // Whole words.
-        let mut whole = bytes[i..].chunks_exact(8);
-        for src in &mut whole {
+        // Whole words, then a partial last word (the bytes after it are unused).
+        let mut src = bytes.chunks_exact(8);
+        for (s, w) in (&mut src).zip(&mut words) {
             let mut word = [0u8; 8];
-            word.copy_from_slice(src);
-            s.w(base + pos / 8).store(u64::from_le_bytes(word), Ordering::Relaxed);
-            pos += 8;
+            word.copy_from_slice(s);
+            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
-        // A partial last word (the bytes after it are unused).
-        let rest = whole.remainder();
+        let rest = src.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            s.w(base + pos / 8).store(u64::from_le_bytes(word), Ordering::Relaxed);
+            if let Some(w) = words.next() {
+                let mut word = [0u8; 8];
+                word[..rest.len()].copy_from_slice(rest);
+                w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+            }
         }
     }
 

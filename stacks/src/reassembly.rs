@@ -42,6 +42,21 @@
 //! that is now contiguous, in that one `insert`, and the chunks move (the boxes, not the
 //! bytes) from the side map into the deque: out-of-order data is never copied again.
 //!
+//! # Streams with a sink
+//!
+//! A stream made with [`ByteStream::new_with_sink`] keeps no in-order bytes: whatever becomes
+//! contiguous is appended, in offset order, to the [`InOrderSink`] passed to
+//! [`ByteStream::insert_into`] / [`ByteStream::finish_into`] — straight from the segment,
+//! or from the out-of-order chunks when a hole fills (their chunks are then freed) — and
+//! overlaps below the frontier are compared with the sink's bytes
+//! ([`InOrderSink::differing`]). The TCP monitor uses this to keep each contiguous byte only
+//! in its shared stream store (copied once). Everything else — limits, policies, counters,
+//! the frontier, gaps — is the same as for a stream that keeps its bytes (a property test
+//! runs both side by side); the budget charges such a stream for the chunks its
+//! `[base, frontier)` spans outside skipped gaps (what the sink holds for it) plus its
+//! out-of-order chunks, where the chunk the frontier lies in may be counted on both sides
+//! (one chunk more than a stream that keeps its bytes, at most).
+//!
 //! # Invariants
 //!
 //! * **The frontier** is the length of the contiguous prefix received: it never moves
@@ -167,6 +182,11 @@ impl ReassemblyConfig {
 }
 
 /// Memory accounting shared by all the streams of one TCP monitor (passed by `&mut`).
+///
+/// It also keeps the chunks its streams gave back (up to [`SPARE_BYTES`]) and hands them
+/// out again: a monitor's streams free and take chunks all the time, and a recycled chunk
+/// costs neither an allocation, nor zeroing, nor fresh pages. Spare chunks are not held by
+/// any stream, so they are not in `used`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Budget {
     /// Bytes that may be held in all; 0 is unlimited.
@@ -177,12 +197,50 @@ pub struct Budget {
     pub high_water: usize,
     /// Bytes of segments refused because the limit would have been passed.
     pub refused_bytes: u64,
+    #[serde(skip)]
+    spare: SpareChunks,
+}
+
+/// At most this many bytes of freed chunks are kept for reuse by one [`Budget`] (at least
+/// one chunk, whatever its size).
+pub const SPARE_BYTES: usize = 1 << 20;
+
+/// Freed chunks kept for reuse (their old bytes are never read: a stream reads only bytes
+/// it wrote).
+#[derive(Clone, Default)]
+struct SpareChunks(Vec<Box<[u8]>>);
+
+impl std::fmt::Debug for SpareChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} spare chunks", self.0.len())
+    }
 }
 
 impl Budget {
     /// An empty budget with the given limit (0: unlimited).
     pub fn with_limit(limit: usize) -> Budget {
         Budget { limit, ..Budget::default() }
+    }
+
+    /// Freed chunks kept for reuse now.
+    pub fn spare_chunks(&self) -> usize {
+        self.spare.0.len()
+    }
+
+    /// A chunk of `size` bytes: a spare one of that size if any, else a new one.
+    fn take_chunk(&mut self, size: usize) -> Box<[u8]> {
+        match self.spare.0.pop() {
+            Some(c) if c.len() == size => c,
+            _ => vec![0; size].into_boxed_slice(),
+        }
+    }
+
+    /// Takes back a chunk a stream no longer holds (kept while under [`SPARE_BYTES`]).
+    fn recycle(&mut self, chunk: Box<[u8]>) {
+        let keep = SPARE_BYTES / chunk.len().max(1);
+        if self.spare.0.len() < keep.max(1) {
+            self.spare.0.push(chunk);
+        }
     }
 
     fn would_exceed(&self, more: usize) -> bool {
@@ -335,6 +393,31 @@ pub enum ReadError {
     /// `from > to`.
     #[error("read range {from}..{to} is reversed")]
     Reversed { from: u64, to: u64 },
+    /// The stream hands its in-order bytes to an [`InOrderSink`]: read them there.
+    #[error("the stream's in-order bytes are kept by its sink (the stream store), not by the reassembler")]
+    InSink,
+}
+
+/// Where a stream created with [`ByteStream::new_with_sink`] puts its in-order bytes: the
+/// TCP monitor's stream store, so that each contiguous byte is copied once, straight from
+/// the packet (or from the out-of-order area when a hole fills) into the memory readers read.
+pub trait InOrderSink {
+    /// Appends `bytes` at stream offset `at`: at the end of what was appended before, or
+    /// beyond it (the bytes between are a skipped gap). Appends come in offset order.
+    fn append(&mut self, at: u64, bytes: &[u8]);
+    /// How many bytes of `new` differ from those held at `at..` (all below the frontier and
+    /// at or above the base), or `None` if the sink cannot tell (they count as old).
+    fn differing(&self, at: u64, new: &[u8]) -> Option<u64>;
+}
+
+/// The sink of a stream that keeps its own bytes: never called.
+struct NoSink;
+
+impl InOrderSink for NoSink {
+    fn append(&mut self, _at: u64, _bytes: &[u8]) {}
+    fn differing(&self, _at: u64, _new: &[u8]) -> Option<u64> {
+        None
+    }
 }
 
 /// A range of a stream as [`Chunk`]s, in order, without copying: slices over the chunks
@@ -447,8 +530,13 @@ pub struct ByteStream {
     gaps: VecDeque<Range<u64>>,
     base: u64,
     frontier: u64,
-    /// Bytes charged to the budget: `(chunks.len() + ooo_chunks.len()) * chunk_size`.
+    /// Bytes charged to the budget: `(chunks.len() + ooo_chunks.len()) * chunk_size`, or
+    /// for a stream with a sink, its out-of-order chunks plus the chunks `[base, frontier)`
+    /// spans (what the sink holds for it).
     charged: usize,
+    /// In-order bytes go to an [`InOrderSink`] (`chunks` stays empty; `ooo_chunks` may hold
+    /// the chunk the frontier lies in, whose bytes below the frontier are then stale).
+    sink: bool,
     stats: StreamStats,
 }
 
@@ -470,8 +558,23 @@ impl ByteStream {
             base: 0,
             frontier: 0,
             charged: 0,
+            sink: false,
             stats: StreamStats::default(),
         }
+    }
+
+    /// Like [`new`](Self::new), but in-order bytes are handed to the [`InOrderSink`] given
+    /// to [`insert_into`](Self::insert_into) and [`finish_into`](Self::finish_into) instead of
+    /// being kept: [`read`](Self::read) answers [`ReadError::InSink`]. Limits, policies,
+    /// counters and the frontier are those of a stream that keeps its bytes; overlaps below
+    /// the frontier are compared through [`InOrderSink::differing`].
+    pub fn new_with_sink(first_seq: u32, cfg: &ReassemblyConfig) -> ByteStream {
+        ByteStream { sink: true, ..ByteStream::new(first_seq, cfg) }
+    }
+
+    /// In-order bytes go to a sink (see [`new_with_sink`](Self::new_with_sink)).
+    pub fn has_sink(&self) -> bool {
+        self.sink
     }
 
     /// The configuration in force (with `chunk_size` clamped).
@@ -529,6 +632,9 @@ impl ByteStream {
     /// The range `[from, to)` as [`Chunk`]s: slices over the chunks, without copying, and
     /// the skipped gaps by length.
     pub fn read(&self, from: u64, to: u64) -> Result<Slices<'_>, ReadError> {
+        if self.sink {
+            return Err(ReadError::InSink);
+        }
         if from > to {
             return Err(ReadError::Reversed { from, to });
         }
@@ -547,12 +653,18 @@ impl ByteStream {
     /// Adds a segment's payload starting at sequence number `seq`. See the module
     /// documentation for the policies.
     pub fn insert(&mut self, seq: u32, data: &[u8], budget: &mut Budget) -> Insert {
+        self.insert_into(seq, data, budget, &mut NoSink)
+    }
+
+    /// [`insert`](Self::insert) for a stream with a sink: the bytes that become contiguous
+    /// are appended to `sink` (for a stream without one, `sink` is never called).
+    pub fn insert_into(&mut self, seq: u32, data: &[u8], budget: &mut Budget, sink: &mut dyn InOrderSink) -> Insert {
         let mut out = Insert::default();
         if data.is_empty() {
             return out;
         }
         self.stats.segments += 1;
-        self.insert_inner(seq, data, budget, &mut out);
+        self.insert_inner(seq, data, budget, sink, &mut out);
         if let Some(why) = out.refused {
             self.stats.refused_segments += 1;
             self.stats.refused.count(why);
@@ -563,7 +675,14 @@ impl ByteStream {
         out
     }
 
-    fn insert_inner(&mut self, seq: u32, data: &[u8], budget: &mut Budget, out: &mut Insert) {
+    fn insert_inner(
+        &mut self,
+        seq: u32,
+        data: &[u8],
+        budget: &mut Budget,
+        sink: &mut dyn InOrderSink,
+        out: &mut Insert,
+    ) {
         // Offset of the segment: a signed 32-bit distance from the frontier.
         let rel = i128::from(seq.wrapping_sub(self.frontier_seq()) as i32);
         let start = i128::from(self.frontier) + rel;
@@ -631,7 +750,19 @@ impl ByteStream {
             let frontier_chunk_held = self.chunks.back().map(|(i, _)| *i);
             let mut new_chunks = 0u64;
             let mut new_ooo_chunks = 0u64;
-            if new_bytes > 0 {
+            if new_bytes > 0 && self.sink {
+                // With a sink, a segment reaching the frontier only grows the span the sink
+                // holds; one beyond it takes out-of-order chunks for every chunk it spans
+                // that is not held there.
+                if a == self.frontier {
+                    let span_after = (merged.end - 1) / self.cs - self.base.min(merged.end - 1) / self.cs + 1;
+                    new_chunks = span_after.saturating_sub(self.in_order_span() as u64);
+                } else {
+                    let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
+                    new_chunks = (hi_idx - lo_idx + 1).saturating_sub(held_ooo);
+                    new_ooo_chunks = new_chunks;
+                }
+            } else if new_bytes > 0 {
                 // Chunks spanned by [a, end) that are not held all receive a new byte.
                 let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
                 let held_front = u64::from(frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)));
@@ -669,11 +800,15 @@ impl ByteStream {
         let lo = start.max(self.base);
         let hi = end.min(self.frontier);
         if lo < hi {
-            self.compare_in_order(lo, hi, &data[(lo - start) as usize..(hi - start) as usize], out);
+            self.compare_in_order(lo, hi, &data[(lo - start) as usize..(hi - start) as usize], &*sink, out);
         }
         let Some((touching, new_bytes, merged)) = plan else {
             return;
         };
+        if self.sink && merged.start == self.frontier {
+            self.commit_to_sink(start, data, &touching, merged, sink, budget, out);
+            return;
+        }
         // Then the part at or beyond the frontier, range by range.
         let last = self.cfg.overlap == OverlapPolicy::Last;
         let mut at = a;
@@ -681,7 +816,7 @@ impl ByteStream {
             let s = s.clamp(a, end);
             let e = e.clamp(a, end);
             if at < s {
-                self.write(at, &data[(at - start) as usize..(s - start) as usize]);
+                self.write(at, &data[(at - start) as usize..(s - start) as usize], budget);
             }
             if s < e {
                 let new = &data[(s - start) as usize..(e - start) as usize];
@@ -689,7 +824,7 @@ impl ByteStream {
                 out.duplicate += dup;
                 out.conflicting += diff;
                 if last && diff > 0 {
-                    self.write(s, new);
+                    self.write(s, new, budget);
                 }
             }
             at = at.max(e);
@@ -736,7 +871,22 @@ impl ByteStream {
 
     /// Compares `new` with the held in-order bytes at `[lo, lo + new.len())`, all in
     /// `[base, frontier)`; bytes in skipped gaps count as old.
-    fn compare_in_order(&self, lo: u64, hi: u64, new: &[u8], out: &mut Insert) {
+    fn compare_in_order(&self, lo: u64, hi: u64, new: &[u8], sink: &dyn InOrderSink, out: &mut Insert) {
+        let held = |at: u64, bytes: &[u8], out: &mut Insert| {
+            if !self.sink {
+                let (d, c) = self.compare_held(at, bytes);
+                out.duplicate += d;
+                out.conflicting += c;
+                return;
+            }
+            match sink.differing(at, bytes) {
+                Some(c) => {
+                    out.duplicate += bytes.len() as u64 - c;
+                    out.conflicting += c;
+                }
+                None => out.old += bytes.len() as u64,
+            }
+        };
         let mut at = lo;
         for g in &self.gaps {
             if g.end <= at || at >= hi {
@@ -746,18 +896,14 @@ impl ByteStream {
                 break;
             }
             if at < g.start {
-                let (d, c) = self.compare_held(at, &new[(at - lo) as usize..(g.start - lo) as usize]);
-                out.duplicate += d;
-                out.conflicting += c;
+                held(at, &new[(at - lo) as usize..(g.start - lo) as usize], out);
             }
             let ge = g.end.min(hi);
             out.old += ge - at.max(g.start);
             at = ge;
         }
         if at < hi {
-            let (d, c) = self.compare_held(at, &new[(at - lo) as usize..]);
-            out.duplicate += d;
-            out.conflicting += c;
+            held(at, &new[(at - lo) as usize..], out);
         }
     }
 
@@ -781,8 +927,9 @@ impl ByteStream {
         (new.len() as u64 - diff, diff)
     }
 
-    /// Writes `bytes` at `off..` (all at or beyond the frontier), allocating chunks.
-    fn write(&mut self, off: u64, bytes: &[u8]) {
+    /// Writes `bytes` at `off..` (all at or beyond the frontier), taking chunks from the
+    /// budget's spares or allocating them.
+    fn write(&mut self, off: u64, bytes: &[u8], budget: &mut Budget) {
         let cs = self.cs as usize;
         let mut at = off;
         let mut rest = bytes;
@@ -791,13 +938,13 @@ impl ByteStream {
             let within = (at % self.cs) as usize;
             let n = rest.len().min(cs - within);
             let (now, later) = rest.split_at(n);
-            let chunk = if idx * self.cs < self.frontier {
+            let chunk = if !self.sink && idx * self.cs < self.frontier {
                 if self.chunks.back().map(|(i, _)| *i) != Some(idx) {
-                    self.chunks.push_back((idx, vec![0; cs].into_boxed_slice()));
+                    self.chunks.push_back((idx, budget.take_chunk(cs)));
                 }
                 self.chunks.back_mut().map(|(_, c)| c)
             } else {
-                Some(self.ooo_chunks.entry(idx).or_insert_with(|| vec![0; cs].into_boxed_slice()))
+                Some(self.ooo_chunks.entry(idx).or_insert_with(|| budget.take_chunk(cs)))
             };
             if let Some(dst) = chunk.and_then(|c| c.get_mut(within..within + n)) {
                 dst.copy_from_slice(now);
@@ -820,9 +967,105 @@ impl ByteStream {
         self.stats.bytes = self.frontier;
     }
 
+    /// Chunks `[base, frontier)` spans, less those wholly inside a skipped gap (what the
+    /// sink holds for a stream with one: it stores no gap bytes).
+    fn in_order_span(&self) -> usize {
+        if self.frontier <= self.base {
+            return 0;
+        }
+        let span = (self.frontier - 1) / self.cs - self.base / self.cs + 1;
+        let in_gaps: u64 = self
+            .gaps
+            .iter()
+            .map(|g| (g.end.min(self.frontier) / self.cs).saturating_sub(g.start.max(self.base).div_ceil(self.cs)))
+            .sum();
+        usize::try_from(span.saturating_sub(in_gaps)).unwrap_or(usize::MAX)
+    }
+
+    /// For a stream with a sink, a segment reaching the frontier: appends, in order, every
+    /// byte from the frontier to the end of the contiguous range it makes (`merged`) — its
+    /// own bytes where nothing was held, the held out-of-order bytes where it overlaps them
+    /// (compared; the new ones win under [`OverlapPolicy::Last`]) and beyond its end — then
+    /// moves the frontier and frees the out-of-order chunks wholly below it.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_to_sink(
+        &mut self,
+        start: u64,
+        data: &[u8],
+        touching: &[(u64, u64)],
+        merged: Range<u64>,
+        sink: &mut dyn InOrderSink,
+        budget: &mut Budget,
+        out: &mut Insert,
+    ) {
+        let a = self.frontier;
+        let end = start + data.len() as u64;
+        let last = self.cfg.overlap == OverlapPolicy::Last;
+        let mut at = a;
+        for &(s, e) in touching.iter().chain(std::iter::once(&(end, end))) {
+            let s = s.clamp(a, end);
+            let e = e.clamp(a, end);
+            if at < s {
+                sink.append(at, &data[(at - start) as usize..(s - start) as usize]);
+            }
+            if s < e {
+                let new = &data[(s - start) as usize..(e - start) as usize];
+                let (dup, diff) = self.compare_held(s, new);
+                out.duplicate += dup;
+                out.conflicting += diff;
+                if last && diff > 0 {
+                    sink.append(s, new);
+                } else {
+                    self.emit_held(s, e, sink);
+                }
+            }
+            at = at.max(e);
+        }
+        if merged.end > at {
+            self.emit_held(at, merged.end, sink);
+        }
+        for &(s, _) in touching {
+            self.ooo.remove(&s);
+        }
+        self.ooo_bytes -= touching.iter().map(|&(s, e)| e - s).sum::<u64>();
+        out.advanced = merged.end - self.frontier;
+        self.frontier = merged.end;
+        self.stats.bytes = self.frontier;
+        self.drop_ooo_chunks_below(self.frontier, budget);
+        self.recharge(budget);
+    }
+
+    /// Appends held out-of-order bytes `[from, to)` to the sink.
+    fn emit_held(&self, from: u64, to: u64, sink: &mut dyn InOrderSink) {
+        let mut at = from;
+        while at < to {
+            let idx = at / self.cs;
+            let within = (at % self.cs) as usize;
+            let stop = ((idx + 1) * self.cs).min(to);
+            let n = (stop - at) as usize;
+            // Held by the invariants; defensively, a missing chunk is skipped (a gap in the
+            // sink), never zeros.
+            if let Some(bytes) = self.ooo_chunks.get(&idx).and_then(|c| c.get(within..within + n)) {
+                sink.append(at, bytes);
+            }
+            at = stop;
+        }
+    }
+
+    /// Frees the out-of-order chunks that lie wholly below `to` (a stream with a sink).
+    fn drop_ooo_chunks_below(&mut self, to: u64, budget: &mut Budget) {
+        while let Some(entry) = self.ooo_chunks.first_entry() {
+            if (entry.key() + 1).saturating_mul(self.cs) > to {
+                break;
+            }
+            budget.recycle(entry.remove());
+        }
+    }
+
     /// Brings the budget in line with the chunks held.
     fn recharge(&mut self, budget: &mut Budget) {
-        let now = (self.chunks.len() + self.ooo_chunks.len()).saturating_mul(self.cs as usize);
+        let held = if self.sink { self.in_order_span() } else { self.chunks.len() };
+        let now = (held + self.ooo_chunks.len()).saturating_mul(self.cs as usize);
         if now > self.charged {
             budget.charge(now - self.charged);
         } else {
@@ -839,7 +1082,9 @@ impl ByteStream {
             if (idx + 1).saturating_mul(self.cs) > self.base {
                 break;
             }
-            self.chunks.pop_front();
+            if let Some((_, chunk)) = self.chunks.pop_front() {
+                budget.recycle(chunk);
+            }
         }
         while self.gaps.front().is_some_and(|g| g.end <= self.base) {
             self.gaps.pop_front();
@@ -852,8 +1097,12 @@ impl ByteStream {
     /// stream's share of the budget is 0. The stream stays usable.
     pub fn clear(&mut self, budget: &mut Budget) {
         self.base = self.frontier;
-        self.chunks.clear();
-        self.ooo_chunks.clear();
+        for (_, chunk) in self.chunks.drain(..) {
+            budget.recycle(chunk);
+        }
+        while let Some((_, chunk)) = self.ooo_chunks.pop_first() {
+            budget.recycle(chunk);
+        }
         self.ooo.clear();
         self.gaps.clear();
         self.stats.cleared_ooo_bytes += self.ooo_bytes;
@@ -866,6 +1115,12 @@ impl ByteStream {
     /// out-of-order data beyond them is delivered in order. Allocates nothing: the budget does
     /// not change.
     pub fn finish(&mut self, budget: &mut Budget) -> Finish {
+        self.finish_into(budget, &mut NoSink)
+    }
+
+    /// [`finish`](Self::finish) for a stream with a sink: the out-of-order bytes delivered
+    /// are appended to `sink` (each after its gap).
+    pub fn finish_into(&mut self, budget: &mut Budget, sink: &mut dyn InOrderSink) -> Finish {
         let mut f = Finish::default();
         while let Some((s, e)) = self.ooo.pop_first() {
             if s > self.frontier {
@@ -874,7 +1129,18 @@ impl ByteStream {
                 self.gaps.push_back(self.frontier..s);
             }
             f.delivered += e - s;
-            self.advance_to(e);
+            if self.sink {
+                self.emit_held(s, e, sink);
+                self.frontier = e;
+                self.stats.bytes = e;
+            } else {
+                self.advance_to(e);
+            }
+        }
+        if self.sink {
+            while let Some((_, chunk)) = self.ooo_chunks.pop_first() {
+                budget.recycle(chunk);
+            }
         }
         self.ooo_bytes = 0;
         self.stats.gaps += f.gaps;

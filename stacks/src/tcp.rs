@@ -33,13 +33,13 @@
 //! input): [`TcpTracker::end`] finishes both streams — holes that can no longer fill are
 //! skipped and counted as gaps — and reports the final data and the end.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
 use crate::flow_table::{Direction, EndReason, FlowId};
 use crate::parse::tcp_flags::{ACK, FIN, RST, SYN};
-use crate::reassembly::{Budget, ByteStream, Insert, ReassemblyConfig, StreamStats};
+use crate::reassembly::{Budget, ByteStream, InOrderSink, Insert, ReassemblyConfig, StreamStats};
 
 /// An endpoint's TCP state as inferred from the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -353,11 +353,51 @@ pub struct TcpStats {
     pub gap_bytes: u64,
 }
 
+/// Where the tracker's streams put their in-order bytes when it is given sinks
+/// ([`TcpTracker::segment_into`]): one sink per connection and direction, addressed by flow
+/// (the TCP monitor's stream store). See [`InOrderSink`] for what each call means.
+pub trait StreamSinks {
+    /// Appends `bytes` at offset `at` of `flow`'s stream in direction `dir`.
+    fn append(&mut self, flow: FlowId, dir: Direction, at: u64, bytes: &[u8]);
+    /// Bytes of `new` that differ from those held at `at..` (`None`: cannot tell).
+    fn differing(&self, flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64>;
+}
+
+/// One stream's sink among a tracker's [`StreamSinks`].
+struct SinkOf<'a> {
+    sinks: &'a mut dyn StreamSinks,
+    flow: FlowId,
+    dir: Direction,
+}
+
+impl InOrderSink for SinkOf<'_> {
+    fn append(&mut self, at: u64, bytes: &[u8]) {
+        self.sinks.append(self.flow, self.dir, at, bytes);
+    }
+
+    fn differing(&self, at: u64, new: &[u8]) -> Option<u64> {
+        self.sinks.differing(self.flow, self.dir, at, new)
+    }
+}
+
+/// Sink of a stream that has one when the caller passed none (never with the TCP monitor,
+/// which passes its sinks on every call): the bytes are not kept anywhere.
+struct Nowhere;
+
+impl InOrderSink for Nowhere {
+    fn append(&mut self, _at: u64, _bytes: &[u8]) {}
+    fn differing(&self, _at: u64, _new: &[u8]) -> Option<u64> {
+        None
+    }
+}
+
 /// Every live connection (see the module docs).
 #[derive(Debug)]
 pub struct TcpTracker {
     cfg: TcpConfig,
-    conns: HashMap<FlowId, Connection>,
+    /// Keyed by flow table slot and generation, which the flow table assigns (not the
+    /// packets' senders), so a fast non-keyed hash is safe here.
+    conns: FxHashMap<FlowId, Connection>,
     budget: Budget,
     stats: TcpStats,
 }
@@ -386,8 +426,8 @@ fn window_scale(options: &[u8]) -> Option<u8> {
 impl TcpTracker {
     /// An empty tracker.
     pub fn new(cfg: TcpConfig) -> TcpTracker {
-        let budget = Budget { limit: cfg.memory_limit, ..Budget::default() };
-        TcpTracker { cfg, conns: HashMap::new(), budget, stats: TcpStats::default() }
+        let budget = Budget::with_limit(cfg.memory_limit);
+        TcpTracker { cfg, conns: FxHashMap::default(), budget, stats: TcpStats::default() }
     }
 
     /// A live connection.
@@ -434,6 +474,20 @@ impl TcpTracker {
     /// Processes one segment of connection `flow`; appends what happened to `events` and
     /// returns the connection's state as of the sender's update and as of the receiver's.
     pub fn segment(&mut self, flow: FlowId, seg: &Segment<'_>, events: &mut Vec<TcpEvent>) -> Updates {
+        self.segment_into(flow, seg, events, None)
+    }
+
+    /// [`segment`](Self::segment), with sinks: a connection's streams created by a call with
+    /// sinks keep no in-order bytes themselves but hand them to `sinks` (each contiguous byte
+    /// copied once, from the segment or the out-of-order area); pass the same sinks on every
+    /// later call for that connection ([`end_into`](Self::end_into) too).
+    pub fn segment_into(
+        &mut self,
+        flow: FlowId,
+        seg: &Segment<'_>,
+        events: &mut Vec<TcpEvent>,
+        sinks: Option<&mut dyn StreamSinks>,
+    ) -> Updates {
         let conn = self.conns.entry(flow).or_insert_with(|| Connection::open(seg.flags, events));
         if conn.half.iter().all(|h| h.packets == 0) {
             self.stats.connections += 1;
@@ -451,7 +505,8 @@ impl TcpTracker {
         let after_sender = conn.snapshot();
         update_receiver(&mut conn.half[ri], seg);
         conn.report_state_changes(before, events);
-        conn.feed_stream(si, seg, &self.cfg.reassembly, &mut self.budget, &mut self.stats, events);
+        let stream_cx = StreamCx { cfg: &self.cfg.reassembly, budget: &mut self.budget, stats: &mut self.stats, sinks };
+        conn.feed_stream(flow, si, seg, stream_cx, events);
         Updates { sender: me, after_sender, after_receiver: conn.snapshot() }
     }
 
@@ -459,12 +514,26 @@ impl TcpTracker {
     /// holes that can no longer fill), reports the last data and the end, and forgets it.
     /// Returns the connection as it ended, or `None` if it was not tracked.
     pub fn end(&mut self, flow: FlowId, reason: EndReason, events: &mut Vec<TcpEvent>) -> Option<Connection> {
+        self.end_into(flow, reason, events, None)
+    }
+
+    /// [`end`](Self::end) with the sinks given to [`segment_into`](Self::segment_into).
+    pub fn end_into(
+        &mut self,
+        flow: FlowId,
+        reason: EndReason,
+        events: &mut Vec<TcpEvent>,
+        mut sinks: Option<&mut dyn StreamSinks>,
+    ) -> Option<Connection> {
         let mut conn = self.conns.remove(&flow)?;
         for dir in [Direction::ToServer, Direction::ToClient] {
             if let Some(s) = conn.streams[dir_index(dir)].as_mut() {
                 let before = s.stats().clone();
                 let from = s.frontier();
-                s.finish(&mut self.budget);
+                match sinks.as_deref_mut() {
+                    Some(sinks) => s.finish_into(&mut self.budget, &mut SinkOf { sinks, flow, dir }),
+                    None => s.finish_into(&mut self.budget, &mut Nowhere),
+                };
                 account(&mut self.stats, &before, s.stats());
                 if s.frontier() > from {
                     events.push(TcpEvent::DataReady { dir, from, to: s.frontier() });
@@ -482,6 +551,14 @@ impl TcpTracker {
             s.clear(&mut self.budget);
         }
     }
+}
+
+/// What a connection's streams need from their tracker for one segment.
+struct StreamCx<'a, 's> {
+    cfg: &'a ReassemblyConfig,
+    budget: &'a mut Budget,
+    stats: &'a mut TcpStats,
+    sinks: Option<&'a mut (dyn StreamSinks + 's)>,
 }
 
 impl Connection {
@@ -524,13 +601,13 @@ impl Connection {
     /// the stream once its first sequence number is known; reports the frontier's move.
     fn feed_stream(
         &mut self,
+        flow: FlowId,
         si: usize,
         seg: &Segment<'_>,
-        cfg: &ReassemblyConfig,
-        budget: &mut Budget,
-        stats: &mut TcpStats,
+        cx: StreamCx<'_, '_>,
         events: &mut Vec<TcpEvent>,
     ) {
+        let StreamCx { cfg, budget, stats, sinks } = cx;
         let syn = seg.flags & SYN != 0;
         let rst = seg.flags & RST != 0;
         let di = dir_index(seg.dir);
@@ -541,7 +618,10 @@ impl Connection {
                 None => None,
             };
             if let Some(first) = first {
-                self.streams[di] = Some(ByteStream::new(first, cfg));
+                self.streams[di] = Some(match sinks {
+                    Some(_) => ByteStream::new_with_sink(first, cfg),
+                    None => ByteStream::new(first, cfg),
+                });
             }
         }
         if seg.payload.is_empty() || rst {
@@ -551,7 +631,13 @@ impl Connection {
             let data_seq = seg.seq.wrapping_add(u32::from(syn));
             let before_stats = stream.stats().clone();
             let from = stream.frontier();
-            let ins: Insert = stream.insert(data_seq, seg.payload, budget);
+            let ins: Insert = match sinks {
+                Some(sinks) => {
+                    stream.insert_into(data_seq, seg.payload, budget, &mut SinkOf { sinks, flow, dir: seg.dir })
+                }
+                None if stream.has_sink() => stream.insert_into(data_seq, seg.payload, budget, &mut Nowhere),
+                None => stream.insert(data_seq, seg.payload, budget),
+            };
             if ins.out_of_order {
                 self.half[si].out_of_order += 1;
                 stats.out_of_order += 1;

@@ -30,23 +30,27 @@
 //! and the monitor frees stream chunks that only finished events could see. A connection
 //! that ended stays readable until its last events have left.
 //!
-//! **Sharing**: the monitor copies every byte that becomes contiguous (and every gap it
-//! skips) into a stream chunk store ([`runtime::streams`]) — in the run's shared-memory
-//! region when the engine places it there ([`StreamAccess::share`]), else in this process's
-//! heap — right after the segment (or the end of the connection) that moved the frontier,
-//! before the events announcing those bytes are published. Readers ([`SharedStreams`]) read
+//! **Sharing**: every byte that becomes contiguous (and every gap skipped) lives in a stream
+//! chunk store ([`runtime::streams`]) — in the run's shared-memory region when the engine
+//! places it there ([`StreamAccess::share`]), else in this process's heap — and only there:
+//! the reassembler's streams are made with a sink ([`ByteStream::new_with_sink`](crate::reassembly::ByteStream::new_with_sink),
+//! [`TcpTracker::segment_into`]) that appends each contiguous byte to the store straight from
+//! the segment (or from the out-of-order area when a hole fills), so each byte is copied
+//! once. The new frontier is published after the segment (or the end of the connection)
+//! that moved it, before the events announcing those bytes. Readers ([`SharedStreams`]) read
 //! the store without any lock, from any thread or process: the store's append-only and
 //! release-by-TX-progress rules keep an event's bytes immutable while the event is in the
 //! chain, and its seqlocks turn a read of bytes already freed into an error (the memory-order
-//! argument is in `runtime::streams`). The monitor's own reassembler (`stacks::reassembly`)
-//! keeps its working copy: out-of-order data waits there until it is contiguous, and held
-//! bytes are compared with retransmissions there. The reassembly memory limit is capped at
-//! the store's size (`stream_chunks × chunk_size`), so a segment is refused
-//! (`refused_memory`) before the store could run out; if it still does (gaps may start
-//! chunks early) the direction is cut from there (`stream_store_chunks_exhausted`) and reads
-//! past that point fail.
+//! argument is in `runtime::streams`). The reassembler keeps out-of-order data until it is
+//! contiguous, and compares retransmissions of bytes below the frontier with the store's.
+//! The reassembly memory limit (which charges each stream for the chunks its held range
+//! spans) is capped at the store's size (`stream_chunks × chunk_size`), so a segment is
+//! refused (`refused_memory`) before the store could run out; if it still does (gaps may
+//! start chunks early) the direction is cut from there (`stream_store_chunks_exhausted`) and
+//! reads past that point fail.
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -62,7 +66,9 @@ use actors::{Actor, ActorError, Context, Contract, Modifies, Publication, Subscr
 
 use crate::flow_table::{Direction, EndReason, FlowId};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
-use crate::tcp::{Connection, Endpoint, HalfConnection, Segment, Snapshot, TcpConfig, TcpEvent, TcpTracker};
+use crate::tcp::{
+    Connection, Endpoint, HalfConnection, Segment, Snapshot, StreamSinks, TcpConfig, TcpEvent, TcpTracker,
+};
 
 /// Read access to the monitor's streams for the stages after it: the stream store, read
 /// without locks. The store is chosen once — placed in a region by the engine
@@ -177,16 +183,66 @@ fn update_of(e: Endpoint) -> u8 {
     }
 }
 
+/// The store's writer and each connection's record: the sinks of the monitor's streams.
+struct StoreSinks {
+    writer: StoreWriter,
+    /// (Flow ids come from the flow table, not from packets: a non-keyed hash is safe.)
+    records: FxHashMap<FlowId, RecordId>,
+}
+
+impl StoreSinks {
+    /// The record of connection `id`, opened (both directions absent) if it has none yet;
+    /// `None` (counted by the store; reads say "no connection") when no record is free.
+    fn record(&mut self, id: FlowId) -> Option<RecordId> {
+        if let Some(&r) = self.records.get(&id) {
+            return Some(r);
+        }
+        let r = self.writer.open(store_key(id))?;
+        self.records.insert(id, r);
+        Some(r)
+    }
+}
+
+impl StreamSinks for StoreSinks {
+    fn append(&mut self, flow: FlowId, dir: Direction, at: u64, bytes: &[u8]) {
+        if let Some(rec) = self.record(flow) {
+            // A direction cut for want of chunks stays cut (counted by the store).
+            self.writer.append(rec, dir_index(dir == Direction::ToServer), at, bytes);
+        }
+    }
+
+    fn differing(&self, flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64> {
+        let d = dir_index(dir == Direction::ToServer);
+        let end = at.checked_add(new.len() as u64)?;
+        // Bytes below the reassembler's frontier were published after the segment that
+        // brought them (`sync`), so the store's read side has them, unless the direction was
+        // cut (the read fails: the bytes count as old).
+        let mut diff = 0u64;
+        let mut pos = 0usize;
+        let mut gap = false;
+        let res = self.writer.store().read(store_key(flow), d, at, end, &mut |p| match p {
+            Piece::Data(b) => {
+                diff += b.iter().zip(&new[pos..]).filter(|(x, y)| x != y).count() as u64;
+                pos += b.len();
+            }
+            Piece::Gap(n) => {
+                gap = true;
+                pos += n as usize;
+            }
+        });
+        (res.is_ok() && !gap).then_some(diff)
+    }
+}
+
 /// The TCP monitor (see the module docs).
 pub struct TcpMonitor {
     contract: Contract,
     shared: Arc<SharedStreams>,
     tracker: TcpTracker,
     /// Connections that ended but may still be read.
-    retired: HashMap<FlowId, Connection>,
+    retired: FxHashMap<FlowId, Connection>,
     /// The store's writer (taken at the first event) and each connection's record.
-    writer: Option<StoreWriter>,
-    records: HashMap<FlowId, RecordId>,
+    store: Option<StoreSinks>,
     completed: Option<Arc<AtomicU64>>,
     /// `DATA_RDY` events raised and not yet known to have left: (seq, flow, direction, end).
     pending: VecDeque<(u64, FlowId, Direction, u64)>,
@@ -230,9 +286,8 @@ impl TcpMonitor {
             contract,
             shared,
             tracker,
-            retired: HashMap::new(),
-            writer: None,
-            records: HashMap::new(),
+            retired: FxHashMap::default(),
+            store: None,
             completed: None,
             pending: VecDeque::new(),
             retiring: VecDeque::new(),
@@ -280,50 +335,36 @@ impl TcpMonitor {
             self.retiring.pop_front();
             if let Some(conn) = self.retired.remove(&id) {
                 self.tracker.recycle(conn);
-                if let (Some(w), Some(rec)) = (self.writer.as_mut(), self.records.remove(&id)) {
-                    w.close(rec);
+                if let Some(st) = self.store.as_mut() {
+                    if let Some(rec) = st.records.remove(&id) {
+                        st.writer.close(rec);
+                    }
                 }
             }
         }
     }
 
-    /// Brings the store's copy of connection `id` up to date with the reassembler: new
-    /// contiguous bytes (and skipped gaps) appended, then the frontier published; the base
-    /// moved (chunks below it freed). Called after every change, before the events that
-    /// announce it are published.
-    fn sync(&mut self, id: FlowId) {
-        if self.writer.is_none() {
-            self.writer = self.shared.take_writer();
+    /// The store's writer and records, taken at the first event that needs them.
+    fn sinks(&mut self) -> Option<&mut StoreSinks> {
+        if self.store.is_none() {
+            self.store = self.shared.take_writer().map(|writer| StoreSinks { writer, records: FxHashMap::default() });
         }
-        let Some(w) = self.writer.as_mut() else { return };
+        self.store.as_mut()
+    }
+
+    /// Publishes what the reassembler handed the store for connection `id`: each stream's
+    /// direction marked present, its new frontier published, its base moved (chunks below
+    /// it freed). Called after every change, before the events that announce it are
+    /// published.
+    fn sync(&mut self, id: FlowId) {
         let Some(conn) = self.tracker.get(id).or_else(|| self.retired.get(&id)) else { return };
-        let rec = match self.records.get(&id) {
-            Some(&r) => r,
-            None => match w.open(store_key(id)) {
-                Some(r) => {
-                    self.records.insert(id, r);
-                    r
-                }
-                None => return, // counted by the store; reads say "no connection"
-            },
-        };
+        let Some(st) = self.store.as_mut() else { return };
+        let Some(rec) = st.record(id) else { return };
+        let w = &mut st.writer;
         for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
             let Some(s) = conn.stream(dir) else { continue };
             w.set_present(rec, d);
-            let published = w.frontier(rec, d);
-            if s.frontier() > published {
-                if let Ok(slices) = s.read(published, s.frontier()) {
-                    let mut at = published;
-                    for c in slices {
-                        match c {
-                            actors::contract::Chunk::Data(b) => {
-                                w.append(rec, d, at, b);
-                                at += b.len() as u64;
-                            }
-                            actors::contract::Chunk::Gap(n) => at += n,
-                        }
-                    }
-                }
+            if s.frontier() > w.frontier(rec, d) {
                 w.publish(rec, d, s.frontier());
             }
             w.release(rec, d, s.base());
@@ -384,7 +425,9 @@ impl TcpMonitor {
 
     fn end(&mut self, cx: &mut Context<'_>, flow: FlowRef, flow_start: u64, reason: EndReason, seq: u64, ts: u64) {
         let id = flow_id(flow);
-        let Some(conn) = self.tracker.end(id, reason, &mut self.events) else { return };
+        self.sinks();
+        let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
+        let Some(conn) = self.tracker.end_into(id, reason, &mut self.events, sinks) else { return };
         let snap = Snapshot {
             half: conn.half,
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
@@ -439,7 +482,9 @@ impl Actor for TcpMonitor {
             payload,
         };
         self.reclaim();
-        let up = self.tracker.segment(flow_id(flow), &seg, &mut self.events);
+        self.sinks();
+        let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
+        let up = self.tracker.segment_into(flow_id(flow), &seg, &mut self.events, sinks);
         self.sync(flow_id(flow));
         ev.snap = snapshot(&up.after_sender, update_of(up.sender));
         ev.aux = up.after_receiver.frontier[usize::from(!ev.to_server())];

@@ -252,3 +252,29 @@ fn every_limit_has_its_own_counter() {
     assert_eq!(s.insert(0, &[1; 20], &mut b).refused, Some(Refused::Depth));
     assert_eq!(s.stats().refused.depth, 1);
 }
+
+/// Freed chunks are recycled through the budget: their old bytes never show in a read, and
+/// the spares kept stay under `SPARE_BYTES`, however many chunks were freed.
+#[test]
+fn recycled_chunks_never_leak_old_bytes_and_spares_stay_bounded() {
+    use stacks::reassembly::SPARE_BYTES;
+    let c = cfg(1 << 20, 1024, 512);
+    let mut b = Budget::default();
+    // Many streams fill chunks with their own byte, release them, and take recycled ones.
+    for round in 0..50u32 {
+        let mut s = ByteStream::new(round, &c);
+        let fill = (round % 251) as u8 + 1;
+        // Out of order first (its chunks come from the spares too), then the hole.
+        s.insert(round.wrapping_add(700), &vec![fill; 5000], &mut b);
+        s.insert(round, &vec![fill; 700], &mut b);
+        assert_eq!(s.frontier(), 5700);
+        let got = s.read(0, 5700).unwrap().to_vec();
+        assert!(got.iter().all(|&x| x == fill), "round {round}: a byte of an earlier stream leaked");
+        s.release_until(3000, &mut b);
+        assert!(s.read(3000, 5700).unwrap().to_vec().iter().all(|&x| x == fill));
+        s.clear(&mut b);
+        assert_eq!(b.used, 0);
+        assert!(b.spare_chunks() * 512 <= SPARE_BYTES);
+    }
+    assert!(b.spare_chunks() > 0, "released chunks were not kept for reuse");
+}

@@ -3,7 +3,7 @@
 //! chunk sizes, sequence numbers that wrap, releases interleaved at random.
 
 use proptest::prelude::*;
-use stacks::reassembly::{Budget, ByteStream, OverlapPolicy, ReassemblyConfig};
+use stacks::reassembly::{Budget, ByteStream, InOrderSink, OverlapPolicy, ReadError, ReassemblyConfig};
 
 /// One step of a scenario: insert `payload[lo..hi]`, or release up to a fraction of the
 /// frontier.
@@ -87,6 +87,40 @@ fn read_all(s: &ByteStream, from: u64, to: u64) -> Vec<u8> {
     s.read(from, to).expect("readable range").to_vec()
 }
 
+/// A sink that keeps every byte by offset (`None`: a gap) and notes appends out of order.
+#[derive(Default)]
+struct VecSink {
+    bytes: Vec<Option<u8>>,
+    out_of_order_appends: usize,
+}
+
+impl InOrderSink for VecSink {
+    fn append(&mut self, at: u64, bytes: &[u8]) {
+        let at = at as usize;
+        if at < self.bytes.len() {
+            self.out_of_order_appends += 1;
+            return;
+        }
+        self.bytes.resize(at, None);
+        self.bytes.extend(bytes.iter().map(|&b| Some(b)));
+    }
+
+    fn differing(&self, at: u64, new: &[u8]) -> Option<u64> {
+        let held = self.bytes.get(at as usize..at as usize + new.len())?;
+        let mut diff = 0;
+        for (h, n) in held.iter().zip(new) {
+            diff += u64::from(h.ok_or(()).ok()? != *n);
+        }
+        Some(diff)
+    }
+}
+
+/// Payload bytes for a step: retransmissions of some ranges carry different bytes (so the
+/// overlap policies and conflict counts are exercised).
+fn step_bytes(payload: &[u8], lo: usize, hi: usize, corrupt: bool) -> Vec<u8> {
+    payload[lo..hi].iter().map(|b| if corrupt { b ^ 0x5a } else { *b }).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -164,6 +198,66 @@ proptest! {
         }
         s.clear(&mut budget);
         prop_assert_eq!(budget.used, 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A stream with a sink behaves exactly as one that keeps its bytes — same insert
+    /// results, frontier, counters and finish — and its sink receives exactly the bytes the
+    /// other one reads, in order, gaps included; with conflicting retransmissions, releases,
+    /// and holes left for `finish`.
+    #[test]
+    fn a_stream_with_a_sink_equals_one_without(sc in scenario(), skip in 0usize..9, corrupt in 0usize..7) {
+        let c = cfg(sc.chunk_size, sc.last);
+        let (mut b_own, mut b_sink) = (Budget::default(), Budget::default());
+        let mut own = ByteStream::new(sc.first_seq, &c);
+        let mut with = ByteStream::new_with_sink(sc.first_seq, &c);
+        let mut sink = VecSink::default();
+        prop_assert_eq!(with.read(0, 0).err(), Some(ReadError::InSink));
+        for (i, step) in sc.steps.iter().enumerate() {
+            match *step {
+                // Some steps are left out (holes for `finish`), some carry other bytes.
+                Step::Insert { .. } if skip > 0 && i % 9 == skip => {}
+                Step::Insert { lo, hi } => {
+                    let seq = sc.first_seq.wrapping_add(lo as u32);
+                    let bytes = step_bytes(&sc.payload, lo, hi, corrupt > 0 && i % 7 == corrupt);
+                    let a = own.insert(seq, &bytes, &mut b_own);
+                    let b = with.insert_into(seq, &bytes, &mut b_sink, &mut sink);
+                    prop_assert_eq!(a, b, "step {}", i);
+                }
+                Step::Release { permille } => {
+                    let to = own.frontier() * u64::from(permille) / 1000;
+                    own.release_until(to, &mut b_own);
+                    with.release_until(to, &mut b_sink);
+                }
+            }
+            prop_assert_eq!((own.frontier(), own.base(), own.ooo_bytes()), (with.frontier(), with.base(), with.ooo_bytes()));
+            prop_assert_eq!(sink.bytes.len() as u64, with.frontier(), "the sink holds exactly the frontier");
+            // Charged like a stream that keeps its bytes, give or take the frontier's chunk
+            // (held on the out-of-order side too while out-of-order bytes share it).
+            prop_assert_eq!(b_sink.used, with.memory());
+            prop_assert!(b_sink.used <= b_own.used + sc.chunk_size, "{} > {} + one chunk", b_sink.used, b_own.used);
+        }
+        let fa = own.finish(&mut b_own);
+        let fb = with.finish_into(&mut b_sink, &mut sink);
+        prop_assert_eq!(fa, fb);
+        prop_assert_eq!(own.stats(), with.stats());
+        prop_assert_eq!(sink.out_of_order_appends, 0);
+        prop_assert_eq!(sink.bytes.len() as u64, with.frontier());
+        // The sink's bytes above the base equal what the other stream reads, gaps as gaps.
+        let mut expect: Vec<Option<u8>> = Vec::new();
+        for piece in own.read(own.base(), own.frontier()).unwrap() {
+            match piece {
+                stacks::reassembly::Chunk::Data(d) => expect.extend(d.iter().map(|&b| Some(b))),
+                stacks::reassembly::Chunk::Gap(n) => expect.extend(std::iter::repeat_n(None, n as usize)),
+            }
+        }
+        prop_assert_eq!(&sink.bytes[own.base() as usize..], &expect[..]);
+        with.clear(&mut b_sink);
+        prop_assert_eq!(b_sink.used, 0);
+        prop_assert_eq!(with.memory(), 0);
     }
 }
 
