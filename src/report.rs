@@ -170,6 +170,9 @@ pub struct RunReport {
     pub elapsed_s: f64,
     /// Input packets per second of wall time.
     pub packets_per_s: f64,
+    /// The process's peak resident memory (`VmHWM`), when `/proc` tells: NF processes
+    /// (`--nf-process`) are not included.
+    pub peak_rss_bytes: Option<u64>,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
     /// Things to know.
@@ -240,6 +243,9 @@ impl RunReport {
             human_duration(self.elapsed_s),
             self.packets_per_s
         );
+        if let Some(rss) = self.peak_rss_bytes {
+            let _ = writeln!(s, "  memory: peak resident {} (VmHWM)", human_bytes(rss));
+        }
         for d in &self.dropped {
             let _ = writeln!(s, "  dropped by {}: {}: {}", d.actor, d.reason, d.packets);
         }

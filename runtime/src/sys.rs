@@ -162,3 +162,25 @@ mod tests {
         assert!(pin_current_thread(SET_CPUS).is_err());
     }
 }
+
+/// The process's peak resident set size in bytes (`VmHWM` of `/proc/self/status`): the most
+/// physical memory it has held at once, shared-memory pages it touched included. `None` where
+/// `/proc` does not say (not Linux, no procfs mounted).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod peak_rss_tests {
+    #[test]
+    fn peak_rss_grows_with_touched_memory() {
+        let before = super::peak_rss_bytes().expect("VmHWM in /proc/self/status");
+        let v = vec![1u8; 64 << 20];
+        std::hint::black_box(&v);
+        let after = super::peak_rss_bytes().unwrap();
+        assert!(after >= before + (60 << 20), "64 MiB touched: peak {before} -> {after}");
+    }
+}

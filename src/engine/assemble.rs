@@ -301,6 +301,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
 
     let secs = i.elapsed.as_secs_f64();
     RunReport {
+        peak_rss_bytes: runtime::sys::peak_rss_bytes(),
         app: i.app.source.clone(),
         input,
         input_bytes: i.total_bytes,
