@@ -279,7 +279,10 @@ impl Linker<'_> {
         if upstream.is_empty() {
             return Err(self.unlinked(&what, i, s, &downstream));
         }
-        self.ambiguity(&what, &upstream)?;
+        if !s.feedback {
+            // Feedback ports take every policy's answer (each answers its own flows).
+            self.ambiguity(&what, &upstream)?;
+        }
         self.deaf(&what, s, &upstream)?;
         let matches = upstream;
         let line = format!(

@@ -82,7 +82,8 @@ pub(super) fn build_for(
         return Err(config_err(
             app,
             vec![format!(
-                "[stack.splicer] runs in modes b and c only, not {mode:?}: it is an active stack that owns its connections (mode a would give every NF a private splicer answering the same clients; mode d would shard the legs of one connection apart) (docs/splicer.md)"
+                "[stack.splicer] runs in modes b and c only, not mode {}: it is an active stack that owns its connections (mode a would give every NF a private splicer answering the same clients; mode d would shard the legs of one connection apart) (docs/splicer.md)",
+                format!("{mode:?}").to_lowercase()
             )],
         ));
     }
