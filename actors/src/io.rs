@@ -148,7 +148,8 @@ impl Ingress {
         }
     }
 
-    fn get(&self, buffer: u32) -> u8 {
+    /// The port buffer `buffer`'s frame came in by.
+    pub fn get(&self, buffer: u32) -> u8 {
         self.0.get(buffer as usize).map_or(0, |p| p.load(Ordering::Relaxed))
     }
 }
@@ -768,6 +769,9 @@ pub struct TxSink {
     pending_resets: Vec<u64>,
     /// Set when an NF process died: at the end, release what it held ([`TxSink::with_sweep`]).
     sweep: Option<Arc<AtomicBool>>,
+    /// The splicer's feedback path and frames ([`crate::splice::Loopback`]).
+    loopback: Option<Arc<crate::splice::Loopback>>,
+    loop_frames: Vec<(u8, Vec<u8>)>,
 }
 
 /// Flows that wait for a packet to build their resets from (beyond, counted as not sent).
@@ -800,6 +804,8 @@ impl TxSink {
             reject: None,
             pending_resets: Vec::new(),
             sweep: None,
+            loopback: None,
+            loop_frames: Vec::new(),
         };
         (tx, slot)
     }
@@ -840,6 +846,32 @@ impl TxSink {
     pub fn with_sweep(mut self, sweep: Arc<AtomicBool>) -> TxSink {
         self.sweep = Some(sweep);
         self
+    }
+
+    /// Hands every undropped `FLOW_DEST` to `loopback` (the feedback path to the splicer)
+    /// and sends the frames the splicer queued there, after every burst
+    /// ([`crate::splice`]).
+    pub fn with_loopback(mut self, loopback: Arc<crate::splice::Loopback>) -> TxSink {
+        self.loopback = Some(loopback);
+        self
+    }
+
+    /// Sends the frames queued in the loopback; returns how many.
+    fn send_loopback(&mut self) -> usize {
+        let Some(l) = self.loopback.clone() else { return 0 };
+        l.take_frames(&mut self.loop_frames);
+        let n = self.loop_frames.len();
+        let ts = now_ns();
+        for (egress, frame) in self.loop_frames.drain(..) {
+            match self.sink.inject(egress, ts, &frame) {
+                Ok(Injected::Sent | Injected::Captured) => l.frames_sent.fetch_add(1, Ordering::Relaxed),
+                _ => l.frames_not_sent.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        if n > 0 {
+            self.sink.flush_burst();
+        }
+        n
     }
 
     /// Counts every descriptor that leaves the chain off `in_flight` (mode b's gate).
@@ -914,6 +946,9 @@ impl TxSink {
             return;
         }
         self.report.events_in += 1;
+        if let (Some(l), true) = (&self.loopback, builtin::FLOW_DEST.covers(ev.event_type) && !ev.is_dropped()) {
+            l.feed(*ev);
+        }
         if self.reject.is_some_and(|t| t == ev.event_type) && !ev.is_dropped() {
             self.reject(ev);
         } else if let (Some(h), false) = (ev.packet, self.pending_resets.is_empty()) {
@@ -997,6 +1032,7 @@ impl Runnable for TxSink {
             }
         }
         self.inbuf = inbuf;
+        let looped = self.send_loopback();
         if n > 0 {
             self.live.packets_out.store(self.report.packets_out, Ordering::Relaxed);
             self.live.bytes_out.store(self.report.bytes_out, Ordering::Relaxed);
@@ -1038,7 +1074,7 @@ impl Runnable for TxSink {
             publish(&self.slot, &self.report);
             return PollResult::Finished;
         }
-        PollResult::from_work(n)
+        PollResult::from_work(n + looped)
     }
 }
 

@@ -18,7 +18,10 @@
 //! * [`dpi`] — the application protocol (HTTP, TLS, SSH, DNS, SMTP) of every flow from its
 //!   first bytes; publishes `EVENT/DPI_DETECT`;
 //! * [`logger`] — one JSON line per event, optionally only for flows flagged by
-//!   Flow_Stats' `EVENT/LONG_FLOW`.
+//!   Flow_Stats' `EVENT/LONG_FLOW`;
+//! * [`http_lb`] and [`memcached_lb`] — policy NFs of the TCP splicer: they answer its
+//!   `FLOW_REQ`s with a `FLOW_DEST` (HTTP pools and rules; memcached keys on a consistent
+//!   hash ring, [`balance`]).
 //!
 //! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
 //! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
@@ -52,6 +55,7 @@
 //! `mbox nf` know NFs only through [`NfConfig`].
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod common;
 pub mod output;
 
@@ -65,7 +69,7 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger);
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};

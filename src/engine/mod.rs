@@ -288,7 +288,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let logs: Option<Logs> =
         opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
-    let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
+    let Built { actors, streams, completed, plan, registry, shards, inner_traces, loopback } =
         build::build_for(app, link, opts.mode, logs.as_ref(), None, opts.trace)?;
     let placement = place::place(&opts, &plan, shards.len())?;
     let writer = match &opts.output {
@@ -332,6 +332,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         completed,
         pool: pool_view.clone(),
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
+        loopback,
     };
     let io = wire::Io { source, alloc, release, sink, ingress };
     let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());

@@ -92,6 +92,8 @@ pub(crate) struct WireInput<'a> {
     pub pool: PoolView,
     /// `EVENT/IDS_REJECT`, when an NF registered it: TX answers it with TCP resets.
     pub reject: Option<actors::event::EventType>,
+    /// The splicer's feedback path and frames (TX feeds and sends them).
+    pub loopback: Option<Arc<actors::splice::Loopback>>,
 }
 
 /// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
@@ -210,8 +212,14 @@ pub(crate) fn wire(
         }
     }
     let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), io.sink);
+    if let (Some(l), Some(t)) = (&i.loopback, &io.ingress) {
+        l.set_ingress(t.clone());
+    }
     if let Some(t) = io.ingress {
         tx = tx.with_ingress(t);
+    }
+    if let Some(l) = &i.loopback {
+        tx = tx.with_loopback(l.clone());
     }
     if let Some(t) = i.reject {
         tx = tx.with_rejects(t);
