@@ -263,8 +263,8 @@ impl RunReport {
             if d.rx_mode == "zero-copy" {
                 let _ = write!(
                     s,
-                    "; {} frames received into the pool, {} copied, {} lost, {} lent buffers returned",
-                    d.zero_copy_frames, d.copied_frames, d.lost_frames, d.returned_buffers
+                    "; {} frames received into the pool, {} copied, {} lost; {} of {} lent mbufs back in DPDK's mempool",
+                    d.zero_copy_frames, d.copied_frames, d.lost_frames, d.mempool_free_mbufs, d.lent_buffers
                 );
             }
             let _ = writeln!(s);
@@ -314,6 +314,13 @@ impl RunReport {
             self.pool.in_use,
             if self.pool_balanced { "balanced" } else { "NOT BALANCED" }
         );
+        if self.pool.lent > 0 {
+            let _ = writeln!(
+                s,
+                "  pool: {} lent to the DPDK devices, {} came back holding a frame, {} unused at the end",
+                self.pool.lent, self.pool.adopted, self.pool.returned
+            );
+        }
         if self.buffers_reclaimed > 0 {
             let _ = writeln!(
                 s,

@@ -60,10 +60,12 @@ pub struct DpdkRunLine {
     pub copied_frames: u64,
     /// Zero-copy: frames lost for want of a spare buffer to copy into.
     pub lost_frames: u64,
-    /// Zero-copy: lent buffers the devices still had at the end (the pool's `returned`).
-    pub returned_buffers: u64,
-    /// Zero-copy: of those, mbufs in DPDK's mempool after the ports closed (equal for
-    /// virtual devices, which keep no mbufs in their rings).
+    /// Zero-copy: lent buffers (one pinned mbuf each) the devices still had when RX ended.
+    pub at_device_buffers: u64,
+    /// Zero-copy: pool buffers lent to DPDK at the start, one external-buffer mbuf each.
+    pub lent_buffers: u64,
+    /// Zero-copy: of those mbufs, the ones in DPDK's mempool after the run: all of them
+    /// when none leaked (virtual devices keep none in their rings).
     pub mempool_free_mbufs: u64,
 }
 
@@ -290,7 +292,7 @@ mod imp {
             .zip(p.queues())
             .map(|((port, counters), (rx_queues, rss))| DpdkPortLine { port, rx_queues, rss, counters })
             .collect();
-        let (zero_copy_frames, copied_frames, lost_frames, returned_buffers) =
+        let (zero_copy_frames, copied_frames, lost_frames, at_device_buffers) =
             run.zc.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_default();
         let line = DpdkRunLine {
             rx_mode: p.rx_mode().to_string(),
@@ -299,7 +301,8 @@ mod imp {
             zero_copy_frames,
             copied_frames,
             lost_frames,
-            returned_buffers,
+            at_device_buffers,
+            lent_buffers: p.lent_buffers() as u64,
             mempool_free_mbufs: p.zero_copy_mbufs_free().map_or(0, u64::from),
         };
         (lines, line)

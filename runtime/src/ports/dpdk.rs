@@ -740,6 +740,11 @@ impl DpdkPorts {
         self.ports.iter().map(|p| (format!("{} ({})", p.id, p.name), read_stats(p))).collect()
     }
 
+    /// Pool buffers lent to DPDK at the start (zero-copy; 0 in copy mode).
+    pub fn lent_buffers(&self) -> usize {
+        self.ext.as_ref().map_or(0, |e| e.lent.len())
+    }
+
     /// Mbufs of the zero-copy pool sitting in DPDK's mempool now (`None` in copy mode).
     pub fn zero_copy_mbufs_free(&self) -> Option<u32> {
         // SAFETY: the pool is live until the process ends.
