@@ -349,6 +349,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         trace: None,
         observations: BTreeMap::new(),
         dpdk_ports: Vec::new(),
+        dpdk: None,
         nf_processes: Vec::new(),
         failures: i.stages.iter().flat_map(|s| s.failures.iter().cloned()).collect(),
         buffers_reclaimed: i.tx.reclaimed,

@@ -108,6 +108,9 @@ pub(crate) struct Io {
     pub sink: Box<dyn PacketSink>,
     /// Live inline runs: each buffer's ingress port, shared by RX and TX.
     pub ingress: Option<Arc<Ingress>>,
+    /// DPDK runs sharded by receive queue (`--dpdk-shard queue`): each buffer's queue,
+    /// noted by RX, read by mode d's shard splitter.
+    pub queues: Option<Arc<Ingress>>,
 }
 
 /// The layout's rings, created; each end taken once by whoever the layout says.
@@ -189,6 +192,9 @@ pub(crate) fn wire(
     if let Some(t) = &io.ingress {
         rx = rx.with_ingress(t.clone());
     }
+    if let Some(q) = &io.queues {
+        rx = rx.with_queues(q.clone());
+    }
     let mut w = Wiring {
         i: &i,
         rings,
@@ -203,7 +209,7 @@ pub(crate) fn wire(
     };
     w.runnables.insert("rx".into(), Box::new(rx));
     if !i.layout.shards.is_empty() {
-        w.wire_shards(shards);
+        w.wire_shards(shards, io.queues);
     }
     for node in &i.layout.nodes {
         match node {
@@ -303,7 +309,7 @@ impl Wiring<'_> {
     }
 
     /// rx -> shard-split -> K × (the stacks' instances) -> shard-merge.
-    fn wire_shards(&mut self, shards: Vec<Vec<Box<dyn Actor>>>) {
+    fn wire_shards(&mut self, shards: Vec<Vec<Box<dyn Actor>>>, queues: Option<Arc<Ingress>>) {
         let layout = self.i.layout;
         let first: Vec<Box<dyn Actor>> = layout.shards[0].iter().map(|&(k, _)| self.take_actor(k)).collect();
         let instances = std::iter::once(first).chain(shards);
@@ -317,7 +323,10 @@ impl Wiring<'_> {
         let to_shards = self.rings.outputs(&End::ShardSplit, n);
         let from_shards = self.rings.inputs(&End::ShardMerge, n);
         let output = self.rings.output(&End::ShardMerge);
-        let splitter = ShardSplitter::new(input, to_shards, self.i.pool.clone(), self.i.link);
+        let mut splitter = ShardSplitter::new(input, to_shards, self.i.pool.clone(), self.i.link);
+        if let Some(q) = queues {
+            splitter = splitter.with_queues(q);
+        }
         self.helpers.push(("rx".into(), Box::new(splitter)));
         let first_stack = self.name_of(1);
         self.helpers.push((first_stack, Box::new(SeqMerger::new("shard-merge".into(), from_shards, output))));
