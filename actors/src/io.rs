@@ -403,6 +403,8 @@ pub struct RxStage {
     poll_start: u64,
     /// Mode b: admit a frame only when nothing is in flight.
     gate: Option<Arc<AtomicI64>>,
+    /// Live reconfiguration: stamps requested reloads with the next packet's number.
+    boundary: Option<Arc<crate::boundary::Boundary>>,
 }
 
 impl RxStage {
@@ -434,6 +436,7 @@ impl RxStage {
             trace: None,
             poll_start: 0,
             gate: None,
+            boundary: None,
         };
         (rx, slot, progress)
     }
@@ -442,6 +445,13 @@ impl RxStage {
     /// descriptor in the chain: +1 when admitted or published, -1 when it leaves at TX) is 0.
     pub fn with_gate(mut self, in_flight: Arc<AtomicI64>) -> RxStage {
         self.gate = Some(in_flight);
+        self
+    }
+
+    /// Stamps the reloads requested at `boundary` with the number of the next packet, before
+    /// it is published ([`crate::boundary`]).
+    pub fn with_boundary(mut self, boundary: Arc<crate::boundary::Boundary>) -> RxStage {
+        self.boundary = Some(boundary);
         self
     }
 
@@ -467,6 +477,9 @@ impl RxStage {
     fn read_burst(&mut self) {
         if self.trace.is_some() {
             self.poll_start = now_ns();
+        }
+        if let Some(b) = &self.boundary {
+            b.stamp(self.seq + 1);
         }
         if let Some((ts, data, len)) = self.waiting.take() {
             let before = self.batch.len();
@@ -506,6 +519,9 @@ impl RxStage {
                     break;
                 }
             };
+            if let Some(b) = &self.boundary {
+                b.stamp(self.seq + 1);
+            }
             self.report.packets_in += 1;
             self.report.bytes_in += rec.data.len() as u64;
             self.last_ts = rec.ts_ns;

@@ -31,6 +31,7 @@ mod layout;
 mod live;
 mod nf_process;
 mod place;
+mod reconfigure;
 mod supervise;
 mod wire;
 
@@ -108,6 +109,14 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Read DPDK ports instead of `input` (`--dpdk`; needs the `dpdk` cargo feature).
     pub dpdk: Option<DpdkOptions>,
+    /// Reloads at given packet numbers (`--reload-at N:FILE`, docs/reconfiguration.md).
+    pub reloads: Vec<crate::reconfig::ScheduledReload>,
+    /// The app file, re-read by a reload request (`mbox ctl PREFIX reload`, SIGHUP).
+    pub app_file: Option<PathBuf>,
+    /// Serve the control socket `/dev/shm/mbox.PREFIX.ctl` (`mbox ctl`).
+    pub control: bool,
+    /// Set (by a SIGHUP handler) to reload the app file.
+    pub reload_signal: Option<Arc<AtomicBool>>,
 }
 
 /// Default of [`RunOptions::nf_stall_timeout`].
@@ -148,6 +157,10 @@ impl RunOptions {
             live: None,
             duration: None,
             dpdk: None,
+            reloads: Vec::new(),
+            app_file: None,
+            control: false,
+            reload_signal: None,
         }
     }
 }
@@ -272,6 +285,12 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         }
         _ => app,
     };
+    // Every NF gets a reload port; the controller keeps the app in force.
+    let mut attached = app.clone();
+    let controller = crate::reconfig::Controller::attach(&mut attached, passive, &opts.external);
+    let app = &attached;
+    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
+    let mut ctl = reconfigure::Ctl::new(controller, &opts, &prefix)?;
     let mut dpdk_ports = None;
     let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match (&opts.live, &opts.dpdk) {
         (Some(l), _) => (live::open_source(l)?, None, LinkType::Ethernet),
@@ -300,7 +319,6 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         (None, Some(d), Some(p)) => dpdk::open_sink(p, d, app.runtime.pool_buffers, writer),
         _ => (Box::new(writer) as Box<dyn PacketSink>, None),
     };
-    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
     // The streams go into the region only when an NF in another process reads them: the
@@ -332,6 +350,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         completed,
         pool: pool_view.clone(),
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
+        boundary: ctl.controller.boundary(),
     };
     let io = wire::Io { source, alloc, release, sink, ingress };
     let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());
@@ -348,7 +367,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let done = Arc::new(AtomicBool::new(false));
     let timed_out = opts.duration.map(|d| live::stop_after(opts.stop.clone(), d, done.clone()));
-    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live);
+    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live, &mut ctl);
     done.store(true, Ordering::SeqCst);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
@@ -377,6 +396,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         report.dpdk_ports = dpdk::finish(p);
         report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
     }
+    report.reconfigurations = ctl.controller.log();
     Ok(report)
 }
 
@@ -395,6 +415,7 @@ fn execute(
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
     live: &LiveSources,
+    ctl: &mut reconfigure::Ctl,
 ) -> Result<Executed, RunError> {
     let progress = live.rx();
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
@@ -417,6 +438,7 @@ fn execute(
         if let Some(cb) = opts.live_stats.as_mut() {
             cb(live, false);
         }
+        ctl.poll(live);
         if opts.stop.load(Ordering::SeqCst) {
             let since = *stopped.get_or_insert_with(Instant::now);
             if !drain_failed && since.elapsed() > opts.drain_timeout {

@@ -92,6 +92,8 @@ pub(crate) struct WireInput<'a> {
     pub pool: PoolView,
     /// `EVENT/IDS_REJECT`, when an NF registered it: TX answers it with TCP resets.
     pub reject: Option<actors::event::EventType>,
+    /// Where RX stamps live reloads with its next packet number.
+    pub boundary: std::sync::Arc<actors::boundary::Boundary>,
 }
 
 /// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
@@ -187,6 +189,7 @@ pub(crate) fn wire(
     if let Some(t) = &io.ingress {
         rx = rx.with_ingress(t.clone());
     }
+    rx = rx.with_boundary(i.boundary.clone());
     let mut w = Wiring {
         i: &i,
         rings,
