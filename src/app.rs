@@ -587,7 +587,7 @@ fn nf_entry(
             actors::supervise::OnFailure::Stop
         }),
     };
-    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server, on_failure };
+    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server, on_failure, reload: None };
     let entry = match nfs::configure(&kind, &common, t, registry, dir) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),

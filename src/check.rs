@@ -109,6 +109,8 @@ pub struct CheckOptions {
     /// Say on stderr when each mode starts and finishes (with its time), and show a progress
     /// bar while a large input is read when stderr is a terminal (`mbox check` without `-q`).
     pub progress: bool,
+    /// Reloads at given packets, the same in every mode (`--reload-at N:FILE`).
+    pub reloads: Vec<crate::reconfig::ScheduledReload>,
 }
 
 impl Default for CheckOptions {
@@ -119,6 +121,7 @@ impl Default for CheckOptions {
             work_dir: None,
             fault: None,
             progress: false,
+            reloads: Vec::new(),
         }
     }
 }
@@ -177,6 +180,7 @@ fn run_mode(app: &App, input: &Path, mode: Mode, opts: &CheckOptions, dir: &Path
     ro.single_core = opts.single_core;
     ro.fault = if mode == Mode::A { None } else { opts.fault };
     ro.prefix = Some(format!("check{}-{}-{mode}", std::process::id(), unique()));
+    ro.reloads = opts.reloads.clone();
     if opts.progress {
         ro.progress = crate::report::progress_bar(input);
     }

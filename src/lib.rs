@@ -9,6 +9,8 @@
 //!   wires the stages along them, runs them, and assembles the report; also serves one NF of
 //!   a run in its own process (`mbox nf`);
 //! * [`report`] — what a run reports: the summary text and the stats JSON;
+//! * [`reconfig`] and [`control`] — live reconfiguration: reloads checked against the
+//!   running app, and the control socket `mbox ctl` talks to;
 //! * [`check`] — `mbox check`: one capture through several execution modes, compared with
 //!   mode a;
 //! * [`streams`] — `mbox streams`: every TCP connection of a capture, reassembled;
@@ -21,9 +23,11 @@
 
 pub mod app;
 pub mod check;
+pub mod control;
 pub mod engine;
 pub mod graph;
 pub mod live_stats;
+pub mod reconfig;
 pub mod report;
 pub mod repro;
 pub mod streams;

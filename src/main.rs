@@ -61,6 +61,9 @@ enum Cmd {
     /// Shared-memory files under /dev/shm: list them, or remove those of dead runs.
     #[command(subcommand)]
     Shm(ShmCmd),
+    /// Talk to a running `mbox run` through its control socket /dev/shm/mbox.PREFIX.ctl:
+    /// status, stats, reload (re-read the app file; docs/reconfiguration.md), graph.
+    Ctl(CtlArgs),
     /// Reproduce the paper's Figure 4: three packets through a stack and three NFs in modes
     /// a, b, c and d, traced and drawn side by side (DIR/fig4.html, DIR/fig4.svg).
     Fig4(Fig4Args),
@@ -73,6 +76,24 @@ struct GraphArgs {
     /// Print Graphviz DOT instead of text (e.g. `mbox graph APP --dot | dot -Tsvg > g.svg`).
     #[arg(long)]
     dot: bool,
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The run's shared-memory prefix (`mbox run --prefix PREFIX`; default runPID).
+    prefix: String,
+    /// What to ask: status, stats, reload or graph.
+    #[arg(value_parser = ["status", "stats", "reload", "graph"])]
+    request: String,
+    /// With graph: print Graphviz DOT instead of text.
+    #[arg(long)]
+    dot: bool,
+    /// Print the JSON answer as it came (graph prints the graph itself otherwise).
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    timeout: f64,
 }
 
 #[derive(Args)]
@@ -178,6 +199,10 @@ struct CheckArgs {
     /// Keep each mode's NF outputs in this directory (default: a temporary one, removed).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Reload FILE (a changed app file) from packet N on, in every mode (repeatable;
+    /// docs/reconfiguration.md).
+    #[arg(long = "reload-at", value_name = "N:FILE")]
+    reload_at: Vec<microboxes::reconfig::ScheduledReload>,
     /// No progress lines; print only errors and divergences.
     #[arg(long, short)]
     quiet: bool,
@@ -336,9 +361,14 @@ struct RunArgs {
     /// Write the full run report as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
-    /// Shared-memory prefix (files /dev/shm/mbox.PREFIX.*); default runPID-N.
+    /// Shared-memory prefix (files /dev/shm/mbox.PREFIX.*, the control socket
+    /// /dev/shm/mbox.PREFIX.ctl for `mbox ctl PREFIX`); default runPID.
     #[arg(long)]
     prefix: Option<String>,
+    /// Reload FILE (a changed app file: new rules) from packet N on (repeatable;
+    /// docs/reconfiguration.md). Live, use `mbox ctl PREFIX reload` or SIGHUP.
+    #[arg(long = "reload-at", value_name = "N:FILE")]
+    reload_at: Vec<microboxes::reconfig::ScheduledReload>,
     /// Execution mode: a (private stacks per NF), b (strictly sequential), c (asynchronous
     /// shared stack, the default), d (c with parallel NF groups).
     #[arg(long, default_value = "c")]
@@ -394,6 +424,7 @@ fn main() {
         Cmd::Fig4(a) => cmd_fig4(a).map(|_| 0),
         Cmd::Shm(c) => cmd_shm(c).map(|_| 0),
         Cmd::Graph(a) => cmd_graph(a).map(|_| 0),
+        Cmd::Ctl(a) => cmd_ctl(a),
     };
     match code {
         Ok(c) => std::process::exit(c),
@@ -629,6 +660,22 @@ fn cmd_graph(a: GraphArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_ctl(a: CtlArgs) -> Result<i32> {
+    let v = microboxes::control::request(&a.prefix, &a.request, std::time::Duration::from_secs_f64(a.timeout))
+        .map_err(anyhow::Error::msg)?;
+    let ok = v["ok"].as_bool().unwrap_or(false);
+    let mut out = std::io::stdout().lock();
+    let text = match (a.request.as_str(), a.json, ok) {
+        ("graph", false, true) => v[if a.dot { "dot" } else { "text" }].as_str().unwrap_or_default().to_string(),
+        _ => format!("{}\n", serde_json::to_string_pretty(&v)?),
+    };
+    out.write_all(text.as_bytes()).and_then(|_| out.flush()).context("writing to stdout")?;
+    if !ok {
+        eprintln!("mbox ctl: error: {}", v["error"].as_str().unwrap_or("the run said no"));
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
 fn cmd_check(a: CheckArgs) -> Result<i32> {
     let app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
     print_warnings(&app, a.quiet);
@@ -638,6 +685,7 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
         work_dir: a.work_dir,
         fault: None,
         progress: !a.quiet,
+        reloads: a.reload_at.clone(),
     };
     let report = microboxes::check::check(&app, &a.input, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !a.quiet || !report.consistent() {
@@ -691,6 +739,34 @@ fn cmd_streams(a: StreamsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C and SIGTERM: drain and report (a second one quits at once); SIGHUP: reload the
+/// app file (docs/reconfiguration.md). Signals are taken on a thread of their own
+/// (`signal-hook`), never in a handler.
+fn signals(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>, prefix: String) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing the signal handlers")?;
+    let presses = AtomicU32::new(0);
+    std::thread::Builder::new()
+        .name("mbox-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload.store(true, Ordering::SeqCst);
+                } else if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+                    eprintln!("\nmbox: interrupted — draining the chain (press Ctrl-C again to quit at once)");
+                    stop.store(true, Ordering::SeqCst);
+                } else {
+                    let _ = runtime::shm::owner::clean_own(&prefix);
+                    let _ = std::fs::remove_file(microboxes::control::socket_path(&prefix));
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
 fn cmd_run(a: RunArgs) -> Result<i32> {
     let mut app = App::load(&a.app).map_err(|e| anyhow::anyhow!("{e}"))?;
     let core_map = match &a.core_map {
@@ -704,21 +780,8 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let prefix = a.prefix.clone().unwrap_or_else(|| format!("run{}", std::process::id()));
-    {
-        let stop = stop.clone();
-        let prefix = prefix.clone();
-        let presses = AtomicU32::new(0);
-        ctrlc::set_handler(move || {
-            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-                eprintln!("\nmbox: interrupted — draining the chain (press Ctrl-C again to quit at once)");
-                stop.store(true, Ordering::SeqCst);
-            } else {
-                let _ = runtime::shm::owner::clean_own(&prefix);
-                std::process::exit(130);
-            }
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let reload_signal = Arc::new(AtomicBool::new(false));
+    signals(stop.clone(), reload_signal.clone(), prefix.clone())?;
 
     let input = a.input.clone().unwrap_or_default();
     let mut opts = RunOptions::new(&input);
@@ -748,6 +811,10 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     opts.core_map = core_map;
     opts.prefix = Some(prefix);
     opts.stop = stop.clone();
+    opts.reloads = a.reload_at.clone();
+    opts.app_file = Some(a.app.clone());
+    opts.control = true;
+    opts.reload_signal = Some(reload_signal);
     opts.mode = a.mode;
     if let (false, Some(note)) = (a.quiet, app.parallel_note(a.mode)) {
         eprintln!("mbox: note: {note}");

@@ -179,6 +179,8 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// Reloads, accepted and refused (docs/reconfiguration.md).
+    pub reconfigurations: Vec<crate::reconfig::Reconfiguration>,
     /// Things to know.
     pub warnings: Vec<String>,
     /// Things that went wrong (the command exits non-zero).
@@ -257,6 +259,30 @@ impl RunReport {
             let _ = writeln!(s, "  events stopped by {}: {}: {}", d.actor, d.reason, d.packets);
         }
         self.failures_text(&mut s);
+        for r in &self.reconfigurations {
+            let from =
+                r.from_packet.map_or_else(|| "no packet came after it".to_string(), |n| format!("from packet {n}"));
+            if r.accepted {
+                let _ = writeln!(
+                    s,
+                    "  reload ({}, {:.3} s): generation {} from {}, {from}: {}",
+                    r.trigger,
+                    r.requested_at_s,
+                    r.generation,
+                    r.file,
+                    if r.changes.is_empty() { "nothing changed".to_string() } else { r.changes.join("; ") }
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  reload ({}, {:.3} s) of {} refused, nothing changed: {}",
+                    r.trigger,
+                    r.requested_at_s,
+                    r.file,
+                    r.errors.join("; ")
+                );
+            }
+        }
         for p in &self.ports {
             let _ = writeln!(
                 s,

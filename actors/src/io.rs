@@ -443,6 +443,8 @@ pub struct RxStage {
     poll_start: u64,
     /// Mode b: admit a frame only when nothing is in flight.
     gate: Option<Arc<AtomicI64>>,
+    /// Live reconfiguration: stamps requested reloads with the next packet's number.
+    boundary: Option<Arc<crate::boundary::Boundary>>,
 }
 
 impl RxStage {
@@ -477,6 +479,7 @@ impl RxStage {
             trace: None,
             poll_start: 0,
             gate: None,
+            boundary: None,
         };
         (rx, slot, progress)
     }
@@ -485,6 +488,13 @@ impl RxStage {
     /// descriptor in the chain: +1 when admitted or published, -1 when it leaves at TX) is 0.
     pub fn with_gate(mut self, in_flight: Arc<AtomicI64>) -> RxStage {
         self.gate = Some(in_flight);
+        self
+    }
+
+    /// Stamps the reloads requested at `boundary` with the number of the next packet, before
+    /// it is published ([`crate::boundary`]).
+    pub fn with_boundary(mut self, boundary: Arc<crate::boundary::Boundary>) -> RxStage {
+        self.boundary = Some(boundary);
         self
     }
 
@@ -558,6 +568,9 @@ impl RxStage {
         if self.trace.is_some() {
             self.poll_start = now_ns();
         }
+        if let Some(b) = &self.boundary {
+            b.stamp(self.seq + 1);
+        }
         if let Some((ts, data, len)) = self.waiting.take() {
             let before = self.batch.len();
             if !admit(&mut self.alloc, &mut self.batch, &mut self.seq, &mut self.report, ts, &data, len) {
@@ -602,6 +615,9 @@ impl RxStage {
                     break;
                 }
             };
+            if let Some(b) = &self.boundary {
+                b.stamp(self.seq + 1);
+            }
             self.report.packets_in += 1;
             self.report.bytes_in += rec.data.len() as u64;
             self.last_ts = rec.ts_ns;

@@ -31,6 +31,9 @@ pub struct NfCommon {
     pub to_server: Option<bool>,
     /// What the platform does when this NF fails (`on_failure`; see [`actors::supervise`]).
     pub on_failure: actors::supervise::OnFailure,
+    /// Where a running NF finds new generations of its options (set by the engine for every
+    /// NF of a run; `None` elsewhere). Not part of the app file.
+    pub reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
 }
 
 impl NfCommon {

@@ -128,8 +128,58 @@ impl NfOptions for FirewallConfig {
     }
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
-        Ok(Box::new(Firewall::new(common, self.parsed.clone(), self.default, self.stateful).passive(self.passive)))
+        let fw = Firewall::new(common, self.parsed.clone(), self.default, self.stateful).passive(self.passive);
+        Ok(Box::new(Firewall { reload: common.reload.clone(), ..fw }))
     }
+
+    /// The rules and the default can change; `stateful` and `passive` cannot, nor the drop
+    /// reasons (one per rule, by its name, and `default`: they are part of the linked
+    /// contract), so a reload keeps the number of rules and their names and may change what
+    /// each matches and does.
+    fn reload_changes(&self, new: &Self, common: &NfCommon) -> Result<Vec<String>, Vec<String>> {
+        let mut errs = Vec::new();
+        if new.stateful != self.stateful {
+            errs.push(common.error(NAME, "key `stateful` cannot change while the run goes on"));
+        }
+        if new.passive != self.passive {
+            errs.push(common.error(NAME, "key `passive` cannot change while the run goes on"));
+        }
+        let (old_r, new_r) = (drop_reasons(&self.parsed), drop_reasons(&new.parsed));
+        if old_r != new_r {
+            errs.push(common.error(
+                NAME,
+                format_args!(
+                    "the drop reasons would change ({} -> {}): they are part of the linked contract, so a reload keeps the number of rules and their names (change what a rule matches, its action or the default; restart to add, remove or rename rules)",
+                    old_r.join(", "),
+                    new_r.join(", ")
+                ),
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let mut changes = Vec::new();
+        for (i, (a, b)) in self.parsed.iter().zip(&new.parsed).enumerate() {
+            if a != b {
+                changes.push(format!("rule {} ({}): {:?} {} -> {:?} {}", i + 1, new_r[i], a.action, describe(&a.matches), b.action, describe(&b.matches)));
+            }
+        }
+        if new.default != self.default {
+            changes.push(format!("default: {:?} -> {:?}", self.default, new.default));
+        }
+        Ok(changes)
+    }
+}
+
+/// The drop reasons of a rule list: `rule N: NAME` (or what it matches), then `default`.
+fn drop_reasons(rules: &[Rule]) -> Vec<String> {
+    let mut r: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("rule {}: {}", i + 1, r.name.clone().unwrap_or_else(|| describe(&r.matches))))
+        .collect();
+    r.push("default".into());
+    r
 }
 
 fn default_action() -> Action {
@@ -189,6 +239,11 @@ pub struct Firewall {
     flows_allowed: u64,
     passive: bool,
     would_drop: u64,
+    /// New generations of the rules ([`crate::reload`]).
+    reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
+    /// The generation applied (1: the rules the run started with).
+    generation: u32,
+    reloads: u64,
 }
 
 impl Firewall {
@@ -197,12 +252,7 @@ impl Firewall {
         let mut subscriptions = common.main_port("in", &[builtin::PKT]);
         // Flow ends from the L2/3 flow table (not the TCP monitor's FLOW/TCP descendants).
         subscriptions.push(Subscription { from: Some("l23".into()), ..Subscription::new("flows", builtin::FLOW) });
-        let mut drop_reasons: Vec<String> = rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| format!("rule {}: {}", i + 1, r.name.clone().unwrap_or_else(|| describe(&r.matches))))
-            .collect();
-        drop_reasons.push("default".into());
+        let drop_reasons = drop_reasons(&rules);
         let contract = common.contract(NAME, subscriptions, drop_reasons);
         let hits = vec![0; rules.len() + 1];
         Firewall {
@@ -216,6 +266,22 @@ impl Firewall {
             flows_allowed: 0,
             passive: false,
             would_drop: 0,
+            reload: None,
+            generation: 1,
+            reloads: 0,
+        }
+    }
+
+    /// Takes a new generation of the rules when one is due at this event: each flow's
+    /// decision is made again, with the new rules, at its next packet.
+    fn reload_if_due(&mut self, seq: u64) {
+        let Some(g) = self.reload.as_ref().and_then(|p| p.due(self.generation, seq)) else { return };
+        self.generation = g.number;
+        if let Some(cfg) = crate::reload::options_of::<FirewallConfig>(&g) {
+            self.rules = cfg.parsed.clone();
+            self.default = cfg.default;
+            self.flows.clear();
+            self.reloads += 1;
         }
     }
 
@@ -271,6 +337,7 @@ impl Actor for Firewall {
     }
 
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        self.reload_if_due(ev.seq);
         if ev.event_type == builtin::FLOW {
             if let (Some(FlowEvent::End(_)), Some(f)) = (FlowEvent::decode(ev.aux), ev.flow) {
                 self.flows.remove(&f);
@@ -325,6 +392,10 @@ impl Actor for Firewall {
             ("flows_tracked".to_string(), self.flows.len() as u64),
             ("would_drop".to_string(), self.would_drop),
         ];
+        if self.reloads > 0 {
+            c.push(("reloads".to_string(), self.reloads));
+            c.push(("generation".to_string(), u64::from(self.generation)));
+        }
         for (i, h) in self.hits.iter().enumerate() {
             let name = if i == self.rules.len() { "default_hits".to_string() } else { format!("rule_{}_hits", i + 1) };
             c.push((name, *h));

@@ -58,6 +58,7 @@
 pub mod balance;
 pub mod common;
 pub mod output;
+pub mod reload;
 
 /// Declares the NF kind modules and lists their [`Kind`]s in [`KINDS`], in one place.
 macro_rules! nf_kinds {
@@ -138,6 +139,18 @@ pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
 
     /// Builds the actor (this is where an output file is created).
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
+
+    /// A reload from these options to `new` (checked as at start, with the running NF's
+    /// output and passive setting): what changes, one line each, or every reason why the
+    /// running NF cannot take `new` ([`reload`](crate::reload)). Called only when the
+    /// options differ. The default refuses: the kind takes no new options while running.
+    fn reload_changes(&self, new: &Self, common: &NfCommon) -> Result<Vec<String>, Vec<String>> {
+        let _ = new;
+        Err(vec![common.error(
+            Self::NAME,
+            "its options changed, but this kind cannot take new options while the run goes on (kinds that can: firewall, signature_match); restart the run",
+        )])
+    }
 }
 
 /// The [`NfKind`] whose options are `T`: `pub const KIND: Kind<MyConfig> = Kind::new();`.
@@ -206,6 +219,10 @@ pub trait NfSpec: std::fmt::Debug + Send + Sync {
     /// The options themselves, for checks across NFs (`signature_match`'s `after_dpi` looks
     /// at the `dpi` NF's options: [`signature::gate::problems`]).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// [`NfOptions::reload_changes`] from these options to `new` (of any kind: another
+    /// kind is refused).
+    fn reload_changes(&self, new: &dyn NfSpec, common: &NfCommon) -> Result<Vec<String>, Vec<String>>;
 }
 
 impl<T: NfOptions> NfSpec for T {
@@ -231,6 +248,13 @@ impl<T: NfOptions> NfSpec for T {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn reload_changes(&self, new: &dyn NfSpec, common: &NfCommon) -> Result<Vec<String>, Vec<String>> {
+        match new.as_any().downcast_ref::<T>() {
+            Some(new) => NfOptions::reload_changes(self, new, common),
+            None => Err(vec![common.error(T::NAME, "the new app file gives it another kind")]),
+        }
     }
 }
 

@@ -344,6 +344,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         elapsed_s: secs,
         packets_per_s: if secs > 0.0 { i.rx.packets_in as f64 / secs } else { 0.0 },
         interrupted: i.rx.interrupted && !i.duration_ended,
+        reconfigurations: Vec::new(),
         warnings,
         errors,
         trace: None,

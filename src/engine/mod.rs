@@ -31,6 +31,7 @@ mod layout;
 mod live;
 mod nf_process;
 mod place;
+mod reconfigure;
 mod supervise;
 mod wire;
 
@@ -108,6 +109,14 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Read DPDK ports instead of `input` (`--dpdk`; needs the `dpdk` cargo feature).
     pub dpdk: Option<DpdkOptions>,
+    /// Reloads at given packet numbers (`--reload-at N:FILE`, docs/reconfiguration.md).
+    pub reloads: Vec<crate::reconfig::ScheduledReload>,
+    /// The app file, re-read by a reload request (`mbox ctl PREFIX reload`, SIGHUP).
+    pub app_file: Option<PathBuf>,
+    /// Serve the control socket `/dev/shm/mbox.PREFIX.ctl` (`mbox ctl`).
+    pub control: bool,
+    /// Set (by a SIGHUP handler) to reload the app file.
+    pub reload_signal: Option<Arc<AtomicBool>>,
 }
 
 /// Default of [`RunOptions::nf_stall_timeout`].
@@ -148,6 +157,10 @@ impl RunOptions {
             live: None,
             duration: None,
             dpdk: None,
+            reloads: Vec::new(),
+            app_file: None,
+            control: false,
+            reload_signal: None,
         }
     }
 }
@@ -272,6 +285,12 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         }
         _ => app,
     };
+    // Every NF gets a reload port; the controller keeps the app in force.
+    let mut attached = app.clone();
+    let controller = crate::reconfig::Controller::attach(&mut attached, passive, &opts.external);
+    let app = &attached;
+    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
+    let mut ctl = reconfigure::Ctl::new(controller, &opts, &prefix)?;
     // A DPDK run opens its ports once the pool exists (zero-copy receive lends its buffers).
     let (source, total_bytes, link): (Option<Box<dyn PacketSource>>, _, _) = match (&opts.live, &opts.dpdk) {
         (Some(l), _) => (Some(live::open_source(l)?), None, LinkType::Ethernet),
@@ -291,7 +310,6 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
         None => None,
     };
-    let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
     // The streams go into the region only when an NF in another process reads them: the
@@ -341,6 +359,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         pool: pool_view.clone(),
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
         loopback,
+        boundary: ctl.controller.boundary(),
     };
     let io = wire::Io { source, alloc, release, sink, ingress, queues };
     let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());
@@ -357,7 +376,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let done = Arc::new(AtomicBool::new(false));
     let timed_out = opts.duration.map(|d| live::stop_after(opts.stop.clone(), d, done.clone()));
-    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live);
+    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live, &mut ctl);
     done.store(true, Ordering::SeqCst);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
@@ -388,6 +407,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         report.dpdk = Some(run);
         report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
     }
+    report.reconfigurations = ctl.controller.log();
     Ok(report)
 }
 
@@ -406,6 +426,7 @@ fn execute(
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
     live: &LiveSources,
+    ctl: &mut reconfigure::Ctl,
 ) -> Result<Executed, RunError> {
     let progress = live.rx();
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own
@@ -428,6 +449,7 @@ fn execute(
         if let Some(cb) = opts.live_stats.as_mut() {
             cb(live, false);
         }
+        ctl.poll(live);
         if opts.stop.load(Ordering::SeqCst) {
             let since = *stopped.get_or_insert_with(Instant::now);
             if !drain_failed && since.elapsed() > opts.drain_timeout {

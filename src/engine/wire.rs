@@ -94,6 +94,8 @@ pub(crate) struct WireInput<'a> {
     pub reject: Option<actors::event::EventType>,
     /// The splicer's feedback path and frames (TX feeds and sends them).
     pub loopback: Option<Arc<actors::splice::Loopback>>,
+    /// Where RX stamps live reloads with its next packet number.
+    pub boundary: std::sync::Arc<actors::boundary::Boundary>,
 }
 
 /// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
@@ -195,6 +197,7 @@ pub(crate) fn wire(
     if let Some(q) = &io.queues {
         rx = rx.with_queues(q.clone());
     }
+    rx = rx.with_boundary(i.boundary.clone());
     let mut w = Wiring {
         i: &i,
         rings,

@@ -204,6 +204,63 @@ impl NfOptions for SignatureConfig {
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         Ok(Box::new(SignatureMatch::new(common, self)?))
     }
+
+    /// The rule file and its rules can change; the other keys cannot, nor the drop reasons
+    /// (one per `drop`/`reject` rule: part of the linked contract), so a reload may add,
+    /// remove and change `alert` rules and change what a blocking rule matches, keeping its
+    /// action, sid and msg.
+    fn reload_changes(&self, new: &Self, common: &NfCommon) -> Result<Vec<String>, Vec<String>> {
+        let mut errs = Vec::new();
+        let fixed = [
+            ("on", self.on != new.on),
+            ("max_positions", self.max_positions != new.max_positions),
+            ("stop_after_alert", self.stop_after_alert != new.stop_after_alert),
+            ("after_dpi", self.after_dpi != new.after_dpi),
+            ("passive", self.passive != new.passive),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                errs.push(common.error(NAME, format_args!("key `{key}` cannot change while the run goes on")));
+            }
+        }
+        let reasons = |c: &SignatureConfig| Verdicts::new(&c.parsed, c.passive, c.reject_type, c.on).drop_reasons;
+        let (old_r, new_r) = (reasons(self), reasons(new));
+        if old_r != new_r {
+            errs.push(common.error(
+                NAME,
+                format_args!(
+                    "the `drop`/`reject` rules would change ([{}] -> [{}]): their drop reasons are part of the linked contract; a reload may change `alert` rules freely and what a blocking rule matches (same action, sid and msg); restart for the rest",
+                    old_r.join(", "),
+                    new_r.join(", ")
+                ),
+            ));
+        }
+        if let Err(e) = Matcher::new(&new.parsed) {
+            errs.push(common.error(NAME, e));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let mut changes = Vec::new();
+        if self.rules != new.rules {
+            changes.push(format!("rules: {} -> {}", self.rules.display(), new.rules.display()));
+        }
+        fn sids(c: &SignatureConfig) -> std::collections::BTreeMap<u32, &Rule> {
+            c.parsed.iter().map(|r| (r.sid, r)).collect()
+        }
+        let (a, b) = (sids(self), sids(new));
+        let list = |v: Vec<u32>| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let added: Vec<u32> = b.keys().filter(|s| !a.contains_key(s)).copied().collect();
+        let removed: Vec<u32> = a.keys().filter(|s| !b.contains_key(s)).copied().collect();
+        let changed: Vec<u32> = b.iter().filter(|(s, r)| a.get(s).is_some_and(|o| o != *r)).map(|(s, _)| *s).collect();
+        for (what, v) in [("added", added), ("removed", removed), ("changed", changed)] {
+            if !v.is_empty() {
+                changes.push(format!("rules {what}: sid {}", list(v)));
+            }
+        }
+        changes.push(format!("{} rules -> {} rules", self.parsed.len(), new.parsed.len()));
+        Ok(changes)
+    }
 }
 
 impl SignatureConfig {
@@ -362,6 +419,11 @@ pub struct SignatureMatch {
     packets_dropped: u64,
     /// Scratch: hits of the event being handled.
     hits: Vec<Hit>,
+    /// New generations of the rules ([`crate::reload`]).
+    reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
+    /// The generation applied (1: the rules the run started with).
+    generation: u32,
+    reloads: u64,
 }
 
 impl SignatureMatch {
@@ -426,7 +488,38 @@ impl SignatureMatch {
             flows_blocked: 0,
             packets_dropped: 0,
             hits: Vec::new(),
+            reload: common.reload.clone(),
+            generation: 1,
+            reloads: 0,
         })
+    }
+
+    /// Takes a new generation of the rules when one is due at this event (see
+    /// docs/reconfiguration.md): the new automata apply to each flow from its next event —
+    /// to the bytes that event brings, not to bytes scanned before; a rule (by sid) that
+    /// already alerted on a flow does not alert on it again; a blocked flow stays blocked.
+    fn reload_if_due(&mut self, seq: u64) {
+        let Some(g) = self.reload.as_ref().and_then(|p| p.due(self.generation, seq)) else { return };
+        self.generation = g.number;
+        let Some(cfg) = crate::reload::options_of::<SignatureConfig>(&g) else { return };
+        let Ok(m) = Matcher::new(&cfg.parsed) else { return };
+        let old_sids: Vec<u32> = self.m.rules().iter().map(|r| r.sid).collect();
+        for fs in self.flows.values_mut() {
+            for d in &mut fs.dirs {
+                d.started = false;
+                d.positions.clear();
+            }
+            fs.alerted = fs
+                .alerted
+                .iter()
+                .filter_map(|i| old_sids.get(*i as usize))
+                .filter_map(|sid| m.rules().iter().position(|r| r.sid == *sid))
+                .map(|i| i as u32)
+                .collect();
+        }
+        self.m = m;
+        self.verdicts = Verdicts::new(&cfg.parsed, cfg.passive, cfg.reject_type, cfg.on);
+        self.reloads += 1;
     }
 
     fn flow_entry<'f>(
@@ -660,6 +753,7 @@ impl Actor for SignatureMatch {
     }
 
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        self.reload_if_due(ev.seq);
         let Some(flow) = ev.flow else { return Verdict::Continue };
         let t = ev.event_type;
         if t == builtin::FLOW_TCP_TERMINATE || (self.on == PayloadSource::Packets && builtin::FLOW.covers(t)) {
@@ -720,7 +814,7 @@ impl Actor for SignatureMatch {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        vec![
+        let mut c: Vec<(String, u64)> = vec![
             ("rules".into(), self.m.rules().len() as u64),
             ("events_before_dpi".into(), self.gated_events),
             ("bytes_scanned".into(), self.bytes_scanned),
@@ -738,6 +832,11 @@ impl Actor for SignatureMatch {
             ("would_drop".into(), self.would_drop),
             ("flows_blocked".into(), self.flows_blocked),
             ("packets_dropped".into(), self.packets_dropped),
-        ]
+        ];
+        if self.reloads > 0 {
+            c.push(("reloads".into(), self.reloads));
+            c.push(("generation".into(), u64::from(self.generation)));
+        }
+        c
     }
 }

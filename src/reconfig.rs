@@ -1,0 +1,300 @@
+//! Live reconfiguration (docs/reconfiguration.md): the controller's side of a reload.
+//!
+//! A reload re-reads the app file (or takes one given with `--reload-at N:FILE`), checks it
+//! as at start — every error of the file, its rules and its links — and compares it with the
+//! running app:
+//!
+//! * the µStacks, `[runtime]`, `[port]`, the NFs (names, kinds, order), their common keys
+//!   (subscriptions, filters, `from`, `side`, `direction`, `on_failure`) and `parallel` must
+//!   be unchanged: anything else is a relink, which this version refuses with a message that
+//!   says so;
+//! * an NF whose options changed must be of a kind that takes new options while running
+//!   ([`nfs::NfOptions::reload_changes`]: `signature_match`'s rules, `firewall`'s rules and
+//!   default) and must run in this process (not `--nf-process`).
+//!
+//! An NF's `output` is not reloaded: the running NF keeps writing where it writes.
+//!
+//! If anything is wrong, nothing changes and every problem is reported. Otherwise the new
+//! options become a new [`Generation`] of each changed NF, due from a packet number: given
+//! (`--reload-at N`, offline) or stamped by the RX port at its next packet (live, through
+//! [`actors::boundary::Boundary`]). Every accepted or refused reload is logged as a
+//! [`Reconfiguration`] in the run report (summary, `--stats-json`) and the trace.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::boundary::Boundary;
+use nfs::reload::{Generation, ReloadPort};
+use nfs::NfConfig;
+use serde::Serialize;
+
+use crate::app::App;
+
+/// One reload, accepted or refused, as the run report lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Reconfiguration {
+    /// The generation it made (2 for the first accepted reload); 0 when refused.
+    pub generation: u32,
+    /// What asked for it: `--reload-at`, `ctl`, `SIGHUP`.
+    pub trigger: String,
+    /// The app file read.
+    pub file: String,
+    /// Seconds from the start of the run to the request.
+    pub requested_at_s: f64,
+    /// The first packet (number in the input, from 1) the new configuration applies to;
+    /// `None` when refused, or when no packet came after a live request.
+    pub from_packet: Option<u64>,
+    /// Whether it was accepted.
+    pub accepted: bool,
+    /// What changed, `nf `NAME`: ...` lines (empty: the file was unchanged).
+    pub changes: Vec<String>,
+    /// Why it was refused (every problem).
+    pub errors: Vec<String>,
+}
+
+/// When a reload applies.
+#[derive(Clone, Copy, Debug)]
+pub enum From {
+    /// From this packet number on (offline `--reload-at N`).
+    Packet(u64),
+    /// From the next packet RX reads (live).
+    NextPacket,
+}
+
+/// The controller of a run's reconfigurations (see the module docs).
+#[derive(Debug)]
+pub struct Controller {
+    /// The configuration now in force (the latest accepted), with the running NFs' outputs.
+    current: App,
+    ports: BTreeMap<String, Arc<ReloadPort>>,
+    boundary: Arc<Boundary>,
+    external: Vec<String>,
+    passive: bool,
+    generation: u32,
+    started: Instant,
+    log: Vec<(Reconfiguration, Option<Arc<AtomicU64>>)>,
+}
+
+impl Controller {
+    /// Gives every NF of `app` a reload port (in its common part) and returns the controller
+    /// of the run. `passive`: the run made every NF passive; `external`: NFs in their own
+    /// process.
+    pub fn attach(app: &mut App, passive: bool, external: &[String]) -> Controller {
+        let mut ports = BTreeMap::new();
+        for nf in &mut app.nfs {
+            let port = ReloadPort::new();
+            nf.common.reload = Some(port.clone());
+            ports.insert(nf.common.name.clone(), port);
+        }
+        Controller {
+            current: app.clone(),
+            ports,
+            boundary: Boundary::new(),
+            external: external.to_vec(),
+            passive,
+            generation: 1,
+            started: Instant::now(),
+            log: Vec::new(),
+        }
+    }
+
+    /// The boundary the RX port stamps.
+    pub fn boundary(&self) -> Arc<Boundary> {
+        self.boundary.clone()
+    }
+
+    /// The generation in force (1 at start).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The app now in force.
+    pub fn current(&self) -> &App {
+        &self.current
+    }
+
+    /// Checks `new` (from `file`) against the running app and, if it passes, schedules it.
+    /// Returns the log entry (refused ones too; they are logged as well).
+    pub fn reload(&mut self, new: Result<App, Vec<String>>, file: &str, trigger: &str, from: From) -> Reconfiguration {
+        let requested_at_s = self.started.elapsed().as_secs_f64();
+        let planned = new.and_then(|new| self.plan(new));
+        let (entry, cell) = match planned {
+            Err(errors) => (
+                Reconfiguration {
+                    generation: 0,
+                    trigger: trigger.into(),
+                    file: file.into(),
+                    requested_at_s,
+                    from_packet: None,
+                    accepted: false,
+                    changes: Vec::new(),
+                    errors,
+                },
+                None,
+            ),
+            Ok((app, specs, changes)) => {
+                self.generation += 1;
+                let cell = Arc::new(AtomicU64::new(match from {
+                    From::Packet(n) => n,
+                    From::NextPacket => u64::MAX,
+                }));
+                for (name, spec) in specs {
+                    if let Some(port) = self.ports.get(&name) {
+                        port.push(Generation { number: self.generation, from_seq: cell.clone(), spec });
+                    }
+                }
+                if matches!(from, From::NextPacket) {
+                    self.boundary.request(cell.clone());
+                }
+                self.current = app;
+                let from_packet = match from {
+                    From::Packet(n) => Some(n),
+                    From::NextPacket => None,
+                };
+                let entry = Reconfiguration {
+                    generation: self.generation,
+                    trigger: trigger.into(),
+                    file: file.into(),
+                    requested_at_s,
+                    from_packet,
+                    accepted: true,
+                    changes,
+                    errors: Vec::new(),
+                };
+                (entry, Some(cell))
+            }
+        };
+        self.log.push((entry.clone(), cell));
+        entry
+    }
+
+    /// The packet a live reload of generation `generation` was stamped with, if it was.
+    pub fn stamped(&self, generation: u32) -> Option<u64> {
+        self.log
+            .iter()
+            .find(|(r, _)| r.generation == generation && r.accepted)
+            .and_then(|(_, c)| c.as_ref())
+            .map(|c| c.load(Ordering::Acquire))
+            .filter(|s| *s != u64::MAX)
+    }
+
+    /// The log, with the packet numbers RX stamped.
+    pub fn log(&self) -> Vec<Reconfiguration> {
+        self.log
+            .iter()
+            .map(|(r, c)| {
+                let mut r = r.clone();
+                if let Some(c) = c {
+                    r.from_packet = Some(c.load(Ordering::Acquire)).filter(|s| *s != u64::MAX);
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// What changes from the app in force to `new`: the app to keep as current, the new
+    /// options of each changed NF, and the change lines; or every problem.
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, mut new: App) -> Result<(App, Vec<(String, Box<dyn nfs::NfSpec>)>, Vec<String>), Vec<String>> {
+        let old = &self.current;
+        let mut errs = Vec::new();
+        let relink = "relinking a running graph (adding, removing, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads are (docs/reconfiguration.md); restart the run for this change";
+        let names = |a: &App| a.nfs.iter().map(|n| format!("{} ({})", n.common.name, n.kind)).collect::<Vec<_>>();
+        if names(old) != names(&new) {
+            errs.push(format!(
+                "the NFs changed ([{}] -> [{}]): {relink}",
+                names(old).join(", "),
+                names(&new).join(", ")
+            ));
+        }
+        if format!("{:?}", old.stacks) != format!("{:?}", new.stacks) {
+            errs.push(format!("the µStacks ([stack.*]) changed: {relink}"));
+        }
+        if old.parallel != new.parallel {
+            errs.push(format!("`parallel` changed: {relink}"));
+        }
+        if format!("{:?}", old.runtime) != format!("{:?}", new.runtime) {
+            errs.push(
+                "[runtime] changed: the pool and the rings are sized at start; restart the run for this change".into(),
+            );
+        }
+        if old.port != new.port {
+            errs.push("[port] changed: the receive rings are sized at start; restart the run for this change".into());
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let mut specs = Vec::new();
+        let mut changes = Vec::new();
+        for (o, n) in old.nfs.iter().zip(new.nfs.iter_mut()) {
+            let name = &o.common.name;
+            let mut nc = n.common.clone();
+            nc.reload = o.common.reload.clone();
+            if format!("{:?}", o.common) != format!("{nc:?}") {
+                errs.push(format!("nf `{name}`: its subscriptions, filter, `from`, `side`, `direction` or `on_failure` changed: {relink}"));
+                continue;
+            }
+            n.common = nc;
+            // The running NF keeps its output file and its passive setting.
+            if let Some(out) = o.config.output() {
+                n.config.set_output(out.to_path_buf());
+            }
+            if self.passive {
+                n.config.set_passive();
+            }
+            if format!("{:?}", o.config) == format!("{:?}", n.config) {
+                continue;
+            }
+            if self.external.contains(name) {
+                errs.push(format!("nf `{name}` runs in its own process (--nf-process): its options cannot be reloaded (yet); restart the run"));
+                continue;
+            }
+            match (&o.config, &n.config) {
+                (NfConfig::Kind(a), NfConfig::Kind(b)) => match a.reload_changes(b.as_ref(), &o.common) {
+                    Ok(lines) => {
+                        changes.extend(lines.into_iter().map(|l| format!("nf `{name}`: {l}")));
+                        specs.push((name.clone(), b.clone()));
+                    }
+                    Err(e) => errs.extend(e),
+                },
+                _ => errs.push(format!("nf `{name}`: an NF built by code cannot be reloaded")),
+            }
+        }
+        if errs.is_empty() {
+            Ok((new, specs, changes))
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// Loads an app file for a reload: every problem, one per line.
+pub fn load(path: &std::path::Path) -> Result<App, Vec<String>> {
+    App::load(path).map_err(|e| e.0)
+}
+
+/// A scheduled offline reload (`--reload-at N:FILE`).
+#[derive(Clone, Debug)]
+pub struct ScheduledReload {
+    /// The first packet (from 1) the new file applies to.
+    pub at: u64,
+    /// The file.
+    pub file: std::path::PathBuf,
+}
+
+impl std::str::FromStr for ScheduledReload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ScheduledReload, String> {
+        let (n, f) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected N:FILE (packet number, app file)"))?;
+        let at: u64 = n.trim().parse().map_err(|_| format!("`{s}`: `{n}` is not a packet number"))?;
+        if at == 0 {
+            return Err(format!("`{s}`: packets are numbered from 1"));
+        }
+        if f.is_empty() {
+            return Err(format!("`{s}`: no app file after `:`"));
+        }
+        Ok(ScheduledReload { at, file: f.into() })
+    }
+}
