@@ -240,7 +240,17 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn seg(&mut self, to_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, fl: u8, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    fn seg(
+        &mut self,
+        to_mac: Mac,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        ack: u32,
+        fl: u8,
+        mss: Option<u16>,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let ip_id = self.next_id();
         wire::build(&Out {
             macs: (self.s.mac, to_mac),
@@ -299,7 +309,15 @@ impl Core {
         out.push(Action::Frame(port, f));
     }
 
-    fn from_client(&mut self, now: Instant, port: u8, f: &[u8], seg: &Segment<'_>, fref: Option<FlowRef>, out: &mut Vec<Action>) {
+    fn from_client(
+        &mut self,
+        now: Instant,
+        port: u8,
+        f: &[u8],
+        seg: &Segment<'_>,
+        fref: Option<FlowRef>,
+        out: &mut Vec<Action>,
+    ) {
         let key = (SocketAddrV4::new(seg.src, seg.sport), SocketAddrV4::new(seg.dst, seg.dport));
         if !self.flows.contains_key(&key) {
             self.handshake(now, port, seg, key, fref, out);
@@ -318,7 +336,16 @@ impl Core {
                 let (c, sp) = (fl.c_isn, fl.src_port);
                 let mac = self.arp.get(b.ip()).copied();
                 if let Some((m, p)) = mac {
-                    let g = self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c.wrapping_add(1), 0, flags::RST, None, &[]);
+                    let g = self.seg(
+                        m,
+                        SocketAddrV4::new(self.s.source, sp),
+                        b,
+                        c.wrapping_add(1),
+                        0,
+                        flags::RST,
+                        None,
+                        &[],
+                    );
                     out.push(Action::Frame(p, g));
                 }
             }
@@ -330,7 +357,8 @@ impl Core {
             // A retransmitted SYN of an established flow: answer as before.
             let (s_isn, c_isn, mss, mac) = (fl.s_isn, fl.c_isn, fl.mss, fl.client_mac);
             if seg.seq == c_isn {
-                let g = self.seg(mac, key.1, key.0, s_isn, c_isn.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
+                let g =
+                    self.seg(mac, key.1, key.0, s_isn, c_isn.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
                 out.push(Action::Frame(port, g));
             }
             return;
@@ -356,14 +384,31 @@ impl Core {
         }
     }
 
-    fn handshake(&mut self, now: Instant, port: u8, seg: &Segment<'_>, key: ClientKey, fref: Option<FlowRef>, out: &mut Vec<Action>) {
+    fn handshake(
+        &mut self,
+        now: Instant,
+        port: u8,
+        seg: &Segment<'_>,
+        key: ClientKey,
+        fref: Option<FlowRef>,
+        out: &mut Vec<Action>,
+    ) {
         let secs = self.secs(now);
         if seg.flags & flags::RST != 0 {
             return;
         }
         if seg.flags & flags::SYN != 0 && seg.flags & flags::ACK == 0 {
             let (cookie, mss) = self.cookies.make(key.0, key.1, seg.seq, seg.mss.unwrap_or(536).min(self.s.mss), secs);
-            let g = self.seg(seg.src_mac, key.1, key.0, cookie, seg.seq.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
+            let g = self.seg(
+                seg.src_mac,
+                key.1,
+                key.0,
+                cookie,
+                seg.seq.wrapping_add(1),
+                flags::SYN | flags::ACK,
+                Some(mss),
+                &[],
+            );
             out.push(Action::Frame(port, g));
             self.stats.cookies_sent += 1;
             return;
@@ -549,7 +594,8 @@ impl Core {
     }
 
     fn ask_arp(&mut self, now: Instant, ip: Ipv4Addr, out: &mut Vec<Action>) {
-        let recent = self.arp_asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_millis(100));
+        let recent =
+            self.arp_asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_millis(100));
         if recent {
             return;
         }
@@ -565,7 +611,10 @@ impl Core {
         if let Some(b) = fl.backend {
             Board::global().failed(b);
         }
-        if self.s.on_backend_failure == OnBackendFailure::Next && fl.cand + 1 < MAX_BACKENDS && fl.candidates[fl.cand + 1].is_some() {
+        if self.s.on_backend_failure == OnBackendFailure::Next
+            && fl.cand + 1 < MAX_BACKENDS
+            && fl.candidates[fl.cand + 1].is_some()
+        {
             fl.cand += 1;
             self.stats.backend_retries += 1;
             self.connect(now, key, out);
@@ -737,7 +786,19 @@ impl Core {
                     let _ = g;
                     // The exact next sequence number is not tracked; the backend's own idle
                     // timeout ends its side if this RST falls outside its window.
-                    out.push(Action::Frame(p, self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c.wrapping_add(1), 0, flags::RST, None, &[])));
+                    out.push(Action::Frame(
+                        p,
+                        self.seg(
+                            m,
+                            SocketAddrV4::new(self.s.source, sp),
+                            b,
+                            c.wrapping_add(1),
+                            0,
+                            flags::RST,
+                            None,
+                            &[],
+                        ),
+                    ));
                 }
             }
         }
