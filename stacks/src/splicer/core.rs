@@ -279,9 +279,9 @@ impl Core {
         let dst = SocketAddrV4::new(seg.dst, seg.dport);
         let src = SocketAddrV4::new(seg.src, seg.sport);
         if seg.dst == self.s.source && !self.s.services.contains(&dst) {
-            self.from_backend(now, f, &seg, src, out);
+            self.backend_segment(now, f, &seg, src, out);
         } else if self.s.services.contains(&dst) {
-            self.from_client(now, port, f, &seg, fref, out);
+            self.client_segment(now, port, f, &seg, fref, out);
         }
         true
     }
@@ -309,7 +309,7 @@ impl Core {
         out.push(Action::Frame(port, f));
     }
 
-    fn from_client(
+    fn client_segment(
         &mut self,
         now: Instant,
         port: u8,
@@ -624,7 +624,7 @@ impl Core {
         }
     }
 
-    fn from_backend(&mut self, now: Instant, f: &[u8], seg: &Segment<'_>, src: SocketAddrV4, out: &mut Vec<Action>) {
+    fn backend_segment(&mut self, now: Instant, f: &[u8], seg: &Segment<'_>, src: SocketAddrV4, out: &mut Vec<Action>) {
         let Some(&key) = self.by_backend.get(&(src, seg.dport)) else { return };
         let Some(fl) = self.flows.get_mut(&key) else { return };
         fl.last = now;
