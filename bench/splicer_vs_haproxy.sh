@@ -98,7 +98,7 @@ PIDS+=($!)
 
 for url in http://10.99.0.11:8000/small http://10.99.0.100/small http://10.99.0.150/small; do
   timeout 60 ip netns exec "$C_NS" curl -sS --retry 20 --retry-connrefused --retry-delay 1 \
-    --connect-timeout 2 --max-time 40 -o /dev/null "$url" || die "no answer from $url (see $WORK)"
+    --connect-timeout 2 --max-time 40 -o /dev/null "$url" 2>/dev/null || die "no answer from $url (see $WORK)"
 done
 
 declare -A RPS MEAN P99

@@ -356,7 +356,10 @@ mod tests {
     #[test]
     fn kinds_have_distinct_names_and_unknown_ones_are_listed() {
         let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]);
+        assert_eq!(
+            names,
+            ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]
+        );
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
         let e = configure(

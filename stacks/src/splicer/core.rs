@@ -270,7 +270,7 @@ impl Core {
     /// is none of the splicer's business (it then continues down the chain unchanged).
     pub fn on_frame(&mut self, now: Instant, port: u8, f: &[u8], fref: Option<FlowRef>, out: &mut Vec<Action>) -> bool {
         if let Some(a) = wire::arp(f) {
-            return self.on_arp(port, a, out);
+            return self.on_arp(now, port, a, out);
         }
         let Some(seg) = wire::segment(f) else { return false };
         if !self.owns(seg.dst) {
@@ -286,12 +286,26 @@ impl Core {
         true
     }
 
-    fn on_arp(&mut self, port: u8, a: wire::Arp, out: &mut Vec<Action>) -> bool {
+    fn on_arp(&mut self, now: Instant, port: u8, a: wire::Arp, out: &mut Vec<Action>) -> bool {
         if a.spa != Ipv4Addr::UNSPECIFIED {
-            let known = self.arp.contains_key(&a.spa) || self.arp_asked.contains_key(&a.spa);
-            if known {
+            let asked = self.arp_asked.remove(&a.spa).is_some();
+            if asked || self.arp.contains_key(&a.spa) {
                 self.arp.insert(a.spa, (a.sha, port));
-                self.arp_asked.remove(&a.spa);
+            }
+            if asked {
+                // The SYNs that waited for this address go now.
+                let waiting: Vec<ClientKey> = self
+                    .flows
+                    .iter()
+                    .filter(|(_, f)| f.phase == Phase::Connecting && f.backend.is_some_and(|b| *b.ip() == a.spa))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in waiting {
+                    if let Some(f) = self.flows.get_mut(&key) {
+                        f.tries = f.tries.saturating_sub(1);
+                    }
+                    self.send_syn(now, key, out);
+                }
             }
         }
         if !self.owns(a.tpa) {
@@ -319,6 +333,14 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let key = (SocketAddrV4::new(seg.src, seg.sport), SocketAddrV4::new(seg.dst, seg.dport));
+        let syn = seg.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        let reused = self.flows.get(&key).is_some_and(|f| syn && f.closing_since.is_some() && seg.seq != f.c_isn);
+        if reused {
+            // A new connection on the 4-tuple of one that closed and lingers (clients reuse
+            // ports quickly): the old one is over.
+            self.stats.closed_fin += 1;
+            self.remove(key);
+        }
         if !self.flows.contains_key(&key) {
             self.handshake(now, port, seg, key, fref, out);
             return;
