@@ -198,10 +198,7 @@ fn policy_problems(contracts: &[&Contract], actors: &[PlannedActor], registry: &
         }
         let fed = c.subscriptions.iter().any(|s| s.feedback && s.event.covers(builtin::FLOW_DEST));
         if !fed {
-            problems.push(format!(
-                "actor `{}` publishes `{req}` but has no feedback port for `FLOW_DEST`",
-                c.name
-            ));
+            problems.push(format!("actor `{}` publishes `{req}` but has no feedback port for `FLOW_DEST`", c.name));
         }
     }
     problems
@@ -270,10 +267,7 @@ impl Linker<'_> {
             // Feedback comes back from later actors (through TX's loopback).
             std::mem::swap(&mut upstream, &mut downstream);
             if upstream.is_empty() {
-                return Err(format!(
-                    "{what} as feedback, but no actor after `{}` publishes it",
-                    c.name
-                ));
+                return Err(format!("{what} as feedback, but no actor after `{}` publishes it", c.name));
             }
         }
         if upstream.is_empty() {

@@ -74,16 +74,15 @@ pub fn parse_backends(list: &[String], key: &str) -> Result<Vec<SocketAddrV4>, S
     if list.is_empty() {
         return Err(format!("key `{key}`: name at least one backend"));
     }
-    list.iter()
-        .map(|s| s.parse().map_err(|_| format!("key `{key}`: `{s}` is not an IPv4 ADDRESS:PORT")))
-        .collect()
+    list.iter().map(|s| s.parse().map_err(|_| format!("key `{key}`: `{s}` is not an IPv4 ADDRESS:PORT"))).collect()
 }
 
 /// Moves backends that failed within `down` (per the splicer's [`Board`]) to the end,
 /// keeping the order otherwise: they are tried only when the others fail too.
 pub fn healthy_first(order: Vec<SocketAddrV4>, down: Duration, now: Instant) -> Vec<SocketAddrV4> {
     let board = Board::global();
-    let is_down = |b: &SocketAddrV4| board.get(*b).last_failure.is_some_and(|t| now.saturating_duration_since(t) < down);
+    let is_down =
+        |b: &SocketAddrV4| board.get(*b).last_failure.is_some_and(|t| now.saturating_duration_since(t) < down);
     let (mut up, dn): (Vec<_>, Vec<_>) = order.into_iter().partition(|b| !is_down(b));
     up.extend(dn);
     up

@@ -380,7 +380,10 @@ mod tests {
     #[test]
     fn kinds_have_distinct_names_and_unknown_ones_are_listed() {
         let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"]);
+        assert_eq!(
+            names,
+            ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]
+        );
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
         let e = configure(
@@ -393,7 +396,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb)"]
         );
     }
 

@@ -47,7 +47,14 @@ impl Cookies {
 
     /// The cookie for a SYN from `client` (sequence number `client_isn`, MSS option `mss`)
     /// to `server`, at `now_secs` (any monotonic seconds), and the MSS it encodes.
-    pub fn make(&self, client: SocketAddrV4, server: SocketAddrV4, client_isn: u32, mss: u16, now_secs: u64) -> (u32, u16) {
+    pub fn make(
+        &self,
+        client: SocketAddrV4,
+        server: SocketAddrV4,
+        client_isn: u32,
+        mss: u16,
+        now_secs: u64,
+    ) -> (u32, u16) {
         let t = now_secs / PERIOD_SECS;
         let idx = MSS_TABLE.iter().rposition(|m| *m <= mss).unwrap_or(0);
         let c = ((t as u32 & 31) << 27) | ((idx as u32) << 24) | self.mac(client, server, client_isn, t);

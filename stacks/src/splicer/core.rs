@@ -240,7 +240,17 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn seg(&mut self, to_mac: Mac, src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, fl: u8, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    fn seg(
+        &mut self,
+        to_mac: Mac,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        ack: u32,
+        fl: u8,
+        mss: Option<u16>,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let ip_id = self.next_id();
         wire::build(&Out {
             macs: (self.s.mac, to_mac),
@@ -260,7 +270,7 @@ impl Core {
     /// is none of the splicer's business (it then continues down the chain unchanged).
     pub fn on_frame(&mut self, now: Instant, port: u8, f: &[u8], fref: Option<FlowRef>, out: &mut Vec<Action>) -> bool {
         if let Some(a) = wire::arp(f) {
-            return self.on_arp(port, a, out);
+            return self.on_arp(now, port, a, out);
         }
         let Some(seg) = wire::segment(f) else { return false };
         if !self.owns(seg.dst) {
@@ -269,19 +279,33 @@ impl Core {
         let dst = SocketAddrV4::new(seg.dst, seg.dport);
         let src = SocketAddrV4::new(seg.src, seg.sport);
         if seg.dst == self.s.source && !self.s.services.contains(&dst) {
-            self.from_backend(now, f, &seg, src, out);
+            self.backend_segment(now, f, &seg, src, out);
         } else if self.s.services.contains(&dst) {
-            self.from_client(now, port, f, &seg, fref, out);
+            self.client_segment(now, port, f, &seg, fref, out);
         }
         true
     }
 
-    fn on_arp(&mut self, port: u8, a: wire::Arp, out: &mut Vec<Action>) -> bool {
+    fn on_arp(&mut self, now: Instant, port: u8, a: wire::Arp, out: &mut Vec<Action>) -> bool {
         if a.spa != Ipv4Addr::UNSPECIFIED {
-            let known = self.arp.contains_key(&a.spa) || self.arp_asked.contains_key(&a.spa);
-            if known {
+            let asked = self.arp_asked.remove(&a.spa).is_some();
+            if asked || self.arp.contains_key(&a.spa) {
                 self.arp.insert(a.spa, (a.sha, port));
-                self.arp_asked.remove(&a.spa);
+            }
+            if asked {
+                // The SYNs that waited for this address go now.
+                let waiting: Vec<ClientKey> = self
+                    .flows
+                    .iter()
+                    .filter(|(_, f)| f.phase == Phase::Connecting && f.backend.is_some_and(|b| *b.ip() == a.spa))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in waiting {
+                    if let Some(f) = self.flows.get_mut(&key) {
+                        f.tries = f.tries.saturating_sub(1);
+                    }
+                    self.send_syn(now, key, out);
+                }
             }
         }
         if !self.owns(a.tpa) {
@@ -299,8 +323,24 @@ impl Core {
         out.push(Action::Frame(port, f));
     }
 
-    fn from_client(&mut self, now: Instant, port: u8, f: &[u8], seg: &Segment<'_>, fref: Option<FlowRef>, out: &mut Vec<Action>) {
+    fn client_segment(
+        &mut self,
+        now: Instant,
+        port: u8,
+        f: &[u8],
+        seg: &Segment<'_>,
+        fref: Option<FlowRef>,
+        out: &mut Vec<Action>,
+    ) {
         let key = (SocketAddrV4::new(seg.src, seg.sport), SocketAddrV4::new(seg.dst, seg.dport));
+        let syn = seg.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        let reused = self.flows.get(&key).is_some_and(|f| syn && f.closing_since.is_some() && seg.seq != f.c_isn);
+        if reused {
+            // A new connection on the 4-tuple of one that closed and lingers (clients reuse
+            // ports quickly): the old one is over.
+            self.stats.closed_fin += 1;
+            self.remove(key);
+        }
         if !self.flows.contains_key(&key) {
             self.handshake(now, port, seg, key, fref, out);
             return;
@@ -318,7 +358,16 @@ impl Core {
                 let (c, sp) = (fl.c_isn, fl.src_port);
                 let mac = self.arp.get(b.ip()).copied();
                 if let Some((m, p)) = mac {
-                    let g = self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c.wrapping_add(1), 0, flags::RST, None, &[]);
+                    let g = self.seg(
+                        m,
+                        SocketAddrV4::new(self.s.source, sp),
+                        b,
+                        c.wrapping_add(1),
+                        0,
+                        flags::RST,
+                        None,
+                        &[],
+                    );
                     out.push(Action::Frame(p, g));
                 }
             }
@@ -330,7 +379,8 @@ impl Core {
             // A retransmitted SYN of an established flow: answer as before.
             let (s_isn, c_isn, mss, mac) = (fl.s_isn, fl.c_isn, fl.mss, fl.client_mac);
             if seg.seq == c_isn {
-                let g = self.seg(mac, key.1, key.0, s_isn, c_isn.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
+                let g =
+                    self.seg(mac, key.1, key.0, s_isn, c_isn.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
                 out.push(Action::Frame(port, g));
             }
             return;
@@ -356,14 +406,31 @@ impl Core {
         }
     }
 
-    fn handshake(&mut self, now: Instant, port: u8, seg: &Segment<'_>, key: ClientKey, fref: Option<FlowRef>, out: &mut Vec<Action>) {
+    fn handshake(
+        &mut self,
+        now: Instant,
+        port: u8,
+        seg: &Segment<'_>,
+        key: ClientKey,
+        fref: Option<FlowRef>,
+        out: &mut Vec<Action>,
+    ) {
         let secs = self.secs(now);
         if seg.flags & flags::RST != 0 {
             return;
         }
         if seg.flags & flags::SYN != 0 && seg.flags & flags::ACK == 0 {
             let (cookie, mss) = self.cookies.make(key.0, key.1, seg.seq, seg.mss.unwrap_or(536).min(self.s.mss), secs);
-            let g = self.seg(seg.src_mac, key.1, key.0, cookie, seg.seq.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
+            let g = self.seg(
+                seg.src_mac,
+                key.1,
+                key.0,
+                cookie,
+                seg.seq.wrapping_add(1),
+                flags::SYN | flags::ACK,
+                Some(mss),
+                &[],
+            );
             out.push(Action::Frame(port, g));
             self.stats.cookies_sent += 1;
             return;
@@ -549,7 +616,8 @@ impl Core {
     }
 
     fn ask_arp(&mut self, now: Instant, ip: Ipv4Addr, out: &mut Vec<Action>) {
-        let recent = self.arp_asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_millis(100));
+        let recent =
+            self.arp_asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_millis(100));
         if recent {
             return;
         }
@@ -565,7 +633,10 @@ impl Core {
         if let Some(b) = fl.backend {
             Board::global().failed(b);
         }
-        if self.s.on_backend_failure == OnBackendFailure::Next && fl.cand + 1 < MAX_BACKENDS && fl.candidates[fl.cand + 1].is_some() {
+        if self.s.on_backend_failure == OnBackendFailure::Next
+            && fl.cand + 1 < MAX_BACKENDS
+            && fl.candidates[fl.cand + 1].is_some()
+        {
             fl.cand += 1;
             self.stats.backend_retries += 1;
             self.connect(now, key, out);
@@ -575,7 +646,7 @@ impl Core {
         }
     }
 
-    fn from_backend(&mut self, now: Instant, f: &[u8], seg: &Segment<'_>, src: SocketAddrV4, out: &mut Vec<Action>) {
+    fn backend_segment(&mut self, now: Instant, f: &[u8], seg: &Segment<'_>, src: SocketAddrV4, out: &mut Vec<Action>) {
         let Some(&key) = self.by_backend.get(&(src, seg.dport)) else { return };
         let Some(fl) = self.flows.get_mut(&key) else { return };
         fl.last = now;
@@ -737,7 +808,19 @@ impl Core {
                     let _ = g;
                     // The exact next sequence number is not tracked; the backend's own idle
                     // timeout ends its side if this RST falls outside its window.
-                    out.push(Action::Frame(p, self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c.wrapping_add(1), 0, flags::RST, None, &[])));
+                    out.push(Action::Frame(
+                        p,
+                        self.seg(
+                            m,
+                            SocketAddrV4::new(self.s.source, sp),
+                            b,
+                            c.wrapping_add(1),
+                            0,
+                            flags::RST,
+                            None,
+                            &[],
+                        ),
+                    ));
                 }
             }
         }

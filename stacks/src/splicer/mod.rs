@@ -350,7 +350,14 @@ impl Actor for Splicer {
 struct HeldStreams(Store);
 
 impl StreamAccess for HeldStreams {
-    fn read(&self, flow: FlowRef, to_server: bool, from: u64, to: u64, f: &mut dyn FnMut(Chunk<'_>)) -> Result<(), StreamReadError> {
+    fn read(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(Chunk<'_>),
+    ) -> Result<(), StreamReadError> {
         let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let b = store.get(&flow).filter(|_| to_server).ok_or(StreamReadError::NoConnection(flow))?;
         let len = b.len() as u64;
