@@ -339,7 +339,7 @@ unsafe impl Sync for DpdkPorts {}
 
 /// The data room of a zero-copy mbuf: the headroom plus a pool buffer.
 fn ext_data_room(buf_size: u32) -> Option<u16> {
-    u16::try_from(sys::RTE_PKTMBUF_HEADROOM + buf_size).ok()
+    sys::RTE_PKTMBUF_HEADROOM.checked_add(buf_size).and_then(|v| u16::try_from(v).ok())
 }
 
 impl DpdkPorts {
