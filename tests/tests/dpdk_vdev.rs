@@ -83,6 +83,10 @@ fn zero_copy_books(st: &serde_json::Value, n: u64) -> u64 {
     assert_eq!((z["copied_frames"].as_u64(), z["lost_frames"].as_u64()), (Some(0), Some(0)), "{st}");
     let lent = z["lent_buffers"].as_u64().unwrap();
     assert!(lent > 0, "{st}");
+    assert!(
+        z["extmem_registered_bytes"].as_u64().unwrap() >= lent * 10240,
+        "the lent buffers' span registered with rte_extmem_register: {st}"
+    );
     assert_eq!(z["mempool_free_mbufs"].as_u64(), Some(lent), "every lent mbuf back in DPDK's mempool: {st}");
     let p = &st["pool"];
     let g = |f: &str| p[f].as_u64().unwrap_or_else(|| panic!("pool.{f}: {st}"));

@@ -466,6 +466,9 @@ impl DpdkPorts {
                     None
                 }
             } else {
+                self.notes.push(
+                    "dpdk: the pool's buffers are not all inside its region's mapping: not registered with rte_extmem_register".into(),
+                );
                 None
             }
         };
@@ -738,6 +741,12 @@ impl DpdkPorts {
             return f.clone();
         }
         self.ports.iter().map(|p| (format!("{} ({})", p.id, p.name), read_stats(p))).collect()
+    }
+
+    /// Zero-copy: the lent buffers' span of the region was registered with
+    /// `rte_extmem_register` (bytes registered; 0 if not, or in copy mode).
+    pub fn extmem_registered(&self) -> usize {
+        self.ext.as_ref().and_then(|e| e.registered).map_or(0, |(_, len)| len)
     }
 
     /// Pool buffers lent to DPDK at the start (zero-copy; 0 in copy mode).
