@@ -179,12 +179,12 @@ fn lend_adopt_return_balances() {
     // A device writes into buffer lent[0] in place; its address maps back to its index.
     let addr = view.buffer_addr(lent[0]).unwrap();
     assert_eq!(view.index_of(addr), Some(lent[0]));
-    // SAFETY (test): addr is the start of a 128-byte buffer nobody else uses.
+    // SAFETY: (test) addr is the start of a 128-byte buffer nobody else uses.
     unsafe { std::ptr::copy_nonoverlapping(b"in place".as_ptr(), addr, 8) };
     let h = a.adopt(lent[0], 8).unwrap();
     assert_eq!((view.data(h), view.refcount(h)), (&b"in place"[..], 1));
     // A copied frame into a lent (spare) buffer.
-    // SAFETY (test): lent[1] is lent and written by nobody else.
+    // SAFETY: (test) lent[1] is lent and written by nobody else.
     let h2 = unsafe { a.fill_lent(lent[1], b"copied") }.unwrap();
     assert_eq!(view.data(h2), b"copied");
     assert_eq!(a.adopt(lent[2], 129), Err(AllocError::TooLarge { len: 129, buf_size: 128 }));
