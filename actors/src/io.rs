@@ -5,7 +5,9 @@
 //! publishes its primary `FRAME` event (sequence number from 1, capture time, wire length).
 //! When the pool is exhausted or the first ring is full it waits (back-pressure: a file
 //! source never needs to lose a packet); the frame waits in the stage, counted as a stall.
-//! A frame larger than a pool buffer cannot enter the system: it is counted as dropped by
+//! A source that receives straight into the pool (the DPDK port's zero-copy receive:
+//! [`PacketSource::receives_in_pool`]) hands RX frames already in pool buffers, and nothing
+//! is copied. A frame larger than a pool buffer cannot enter the system: it is counted as dropped by
 //! `rx` with the reason `frame larger than pool buffer`, never silently skipped. At the end
 //! of the source, on a source error, or when the stop flag is set (Ctrl-C), RX sends the
 //! end-of-input marker.

@@ -21,11 +21,18 @@
 //!   obtainable in another process with [`attach`]) reads bytes and adjusts reference counts.
 //! * The free list is an SPSC [`ring`] of `u32` indices named `pool.<name>.free`:
 //!   the releaser is its producer, the allocator its consumer. It starts full of every index.
+//! * Lending: a source that receives straight into pool buffers (the DPDK port's zero-copy
+//!   receive) takes free buffers with [`PoolAllocator::lend`] (counted `lent`), lets its
+//!   device write them, and turns each filled one into a packet with
+//!   [`PoolAllocator::adopt`] (counted `adopted` and `allocated`); a packet is released as
+//!   any other, back onto the free list, from where the source lends it again. Buffers still
+//!   lent at the end are counted with [`PoolAllocator::returned`]. The free list stays the
+//!   only place a buffer is free, and the allocator its only consumer.
 //! * Every failure is counted: `exhausted` (no free buffer), `too_large` (data longer than a
 //!   buffer), `bad_release` (releasing a buffer whose count is already 0 — ignored, so a
 //!   double release can never put a buffer on the free list twice).
 //! * The pool **balances** at the end of a run ([`PoolStats::balanced`]): every allocated
-//!   buffer was freed and none is in use.
+//!   buffer was freed and none is in use, and every lent buffer was adopted or returned.
 //! * Holding a handle is what makes reading its buffer meaningful: [`PoolView::data`] and
 //!   [`PoolView::retain`] are only valid while the caller holds a reference (it received the
 //!   handle through a ring, or retained it). The pool cannot check this ownership (handles are

@@ -64,6 +64,9 @@ pub struct DpdkRunLine {
     pub at_device_buffers: u64,
     /// Zero-copy: pool buffers lent to DPDK at the start, one external-buffer mbuf each.
     pub lent_buffers: u64,
+    /// Zero-copy: bytes of the region registered as external memory (`rte_extmem_register`;
+    /// 0 if that failed, which virtual devices do not need).
+    pub extmem_registered_bytes: u64,
     /// Zero-copy: of those mbufs, the ones in DPDK's mempool after the run: all of them
     /// when none leaked (virtual devices keep none in their rings).
     pub mempool_free_mbufs: u64,
@@ -303,6 +306,7 @@ mod imp {
             lost_frames,
             at_device_buffers,
             lent_buffers: p.lent_buffers() as u64,
+            extmem_registered_bytes: p.extmem_registered() as u64,
             mempool_free_mbufs: p.zero_copy_mbufs_free().map_or(0, u64::from),
         };
         (lines, line)

@@ -83,6 +83,10 @@ fn zero_copy_books(st: &serde_json::Value, n: u64) -> u64 {
     assert_eq!((z["copied_frames"].as_u64(), z["lost_frames"].as_u64()), (Some(0), Some(0)), "{st}");
     let lent = z["lent_buffers"].as_u64().unwrap();
     assert!(lent > 0, "{st}");
+    assert!(
+        z["extmem_registered_bytes"].as_u64().unwrap() >= lent * 10240,
+        "the lent buffers' span registered with rte_extmem_register: {st}"
+    );
     assert_eq!(z["mempool_free_mbufs"].as_u64(), Some(lent), "every lent mbuf back in DPDK's mempool: {st}");
     let p = &st["pool"];
     let g = |f: &str| p[f].as_u64().unwrap_or_else(|| panic!("pool.{f}: {st}"));
@@ -372,15 +376,23 @@ fn fallbacks_are_printed() {
     let d = dir.path();
     std::fs::write(d.join("l23.toml"), "[runtime]\nshards = 2\n").unwrap();
     let input = d.join("in.pcap");
-    gen_pcap(&input, &GenConfig { flows: 20, seed: 3, ..GenConfig::default() });
+    gen_pcap(&input, &GenConfig { flows: 60, seed: 3, attacks: 4, ..GenConfig::default() });
     let n = read_all(&input).len().to_string();
-    // net_pcap: one RX queue, no RSS.
+    // net_pcap: one RX queue, no RSS. The IDS app in mode d, hashed in software after the
+    // fallback, gives the same alerts and flow records as the pcap-mode run in mode d.
+    let app = ids_app(d);
+    let app = app.to_str().unwrap();
+    let (pcap_dir, dpdk_dir) = (d.join("pcap"), d.join("dpdk"));
+    std::fs::create_dir_all(&pcap_dir).unwrap();
+    std::fs::create_dir_all(&dpdk_dir).unwrap();
+    let o = run(&pcap_dir, &["run", app, "--mode", "d", "-i", input.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "pcap run failed:\n{}", text(&o));
     let eal = format!("{EAL} --vdev=net_pcap0,rx_pcap={}", input.display());
     let o = run(
-        d,
+        &dpdk_dir,
         &[
             "run",
-            "l23.toml",
+            app,
             "--mode",
             "d",
             "--dpdk",
@@ -405,10 +417,15 @@ fn fallbacks_are_printed() {
     ] {
         assert!(log.contains(want), "missing `{want}` in:\n{log}");
     }
-    let st = json(&d.join("s.json"));
+    let st = json(&dpdk_dir.join("s.json"));
     assert_eq!(st["dpdk"]["shard_by"], "hash", "{st}");
     assert_eq!(st["dpdk"]["notes"].as_array().map(Vec::len), Some(2), "{st}");
     assert_eq!(st["packets_in"].as_u64(), n.parse().ok(), "{st}");
+    for f in ["alerts.jsonl", "dpi.jsonl", "flows.jsonl"] {
+        let (a, b) = (std::fs::read(pcap_dir.join(f)).unwrap(), std::fs::read(dpdk_dir.join(f)).unwrap());
+        assert!(!a.is_empty() && a == b, "{f}: mode d over net_pcap differs from mode d over the file:\n{log}");
+    }
+    zero_copy_books(&st, n.parse().unwrap());
     // net_ring: several queues, but no RSS.
     let eal = format!("{EAL} --vdev=net_ring0");
     let o = run(d, &["run", "l23.toml", "--mode", "d", "--dpdk", &eal, "--ports", "0", "--duration", "0.3"]);
@@ -433,7 +450,10 @@ fn fallbacks_are_printed() {
     assert!(log.contains(want), "missing `{want}` in:\n{log}");
     let o = run(d, &["run", "l23.toml", "--dpdk", &eal, "--ports", "0", "--dpdk-rx", "sideways"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    println!("fallbacks printed: fewer queues than asked (net_pcap), no RSS (net_ring), queues != shards (net_null); a bad --dpdk-rx refused");
+    println!(
+        "fallbacks printed: fewer queues than asked (net_pcap; the IDS in mode d then equal to the pcap run's), \
+         no RSS (net_ring), queues != shards (net_null); a bad --dpdk-rx refused"
+    );
 }
 
 #[test]

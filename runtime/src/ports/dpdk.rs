@@ -339,7 +339,7 @@ unsafe impl Sync for DpdkPorts {}
 
 /// The data room of a zero-copy mbuf: the headroom plus a pool buffer.
 fn ext_data_room(buf_size: u32) -> Option<u16> {
-    u16::try_from(sys::RTE_PKTMBUF_HEADROOM + buf_size).ok()
+    sys::RTE_PKTMBUF_HEADROOM.checked_add(buf_size).and_then(|v| u16::try_from(v).ok())
 }
 
 impl DpdkPorts {
@@ -466,6 +466,9 @@ impl DpdkPorts {
                     None
                 }
             } else {
+                self.notes.push(
+                    "dpdk: the pool's buffers are not all inside its region's mapping: not registered with rte_extmem_register".into(),
+                );
                 None
             }
         };
@@ -698,6 +701,7 @@ impl DpdkPorts {
                 at_device: e.lent.len(),
                 spare: Vec::new(),
                 taken: Vec::with_capacity(BURST * 4),
+                freeing: Vec::with_capacity(BURST * 4),
                 adopted: 0,
                 copied: 0,
                 no_buffer: 0,
@@ -738,6 +742,12 @@ impl DpdkPorts {
             return f.clone();
         }
         self.ports.iter().map(|p| (format!("{} ({})", p.id, p.name), read_stats(p))).collect()
+    }
+
+    /// Zero-copy: the lent buffers' span of the region was registered with
+    /// `rte_extmem_register` (bytes registered; 0 if not, or in copy mode).
+    pub fn extmem_registered(&self) -> usize {
+        self.ext.as_ref().and_then(|e| e.registered).map_or(0, |(_, len)| len)
     }
 
     /// Pool buffers lent to DPDK at the start (zero-copy; 0 in copy mode).
@@ -842,6 +852,8 @@ struct ZeroCopy {
     at_device: usize,
     spare: Vec<u32>,
     taken: Vec<u32>,
+    /// Parked mbufs going back to DPDK in one call.
+    freeing: Vec<*mut sys::rte_mbuf>,
     adopted: u64,
     copied: u64,
     no_buffer: u64,
@@ -854,20 +866,25 @@ impl ZeroCopy {
     /// any other becomes a spare.
     fn relend(&mut self, alloc: &mut PoolAllocator) {
         self.taken.clear();
+        self.freeing.clear();
         let _ = alloc.lend(BURST * 4, &mut self.taken);
         for k in 0..self.taken.len() {
             let i = self.taken[k];
             let st = &mut self.state[i as usize];
             if *st == Lent::Parked {
-                // SAFETY: the mbuf pinned to this buffer, parked here since it was received;
-                // its buffer is free (it came off the free list), so DPDK may fill it again.
-                unsafe { sys::mbx_rte_pktmbuf_free(self.owner[i as usize]) };
+                self.freeing.push(self.owner[i as usize]);
                 *st = Lent::AtDevice;
                 self.at_device += 1;
             } else {
                 *st = Lent::Spare;
                 self.spare.push(i);
             }
+        }
+        if !self.freeing.is_empty() {
+            // SAFETY: the mbufs pinned to these buffers, parked here since they were
+            // received; their buffers are free (they came off the free list), so DPDK may
+            // fill them again. One bulk return to the mempool.
+            unsafe { sys::rte_pktmbuf_free_bulk(self.freeing.as_mut_ptr(), self.freeing.len() as u32) };
         }
     }
 }
