@@ -330,6 +330,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let size = layout.region_size(&app.runtime) + layout::streams_size(&stream_blocks);
     let region = Region::create_with_layout(&prefix, size, layout.hash(&app.runtime, &stream_blocks))
         .map_err(|e| shm_error(app, e))?;
+    ctl.serve(&opts)?;
     if let Some(s) = placed {
         s.share(&region, layout::STREAMS_NAME, true).map_err(RunError::Shm)?;
     }
