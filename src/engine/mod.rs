@@ -398,6 +398,17 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
     }
     report.reconfigurations = ctl.controller.log();
+    if let Some(t) = report.trace.as_mut() {
+        for r in report.reconfigurations.iter().filter(|r| r.accepted) {
+            if let Some(seq) = r.from_packet {
+                t.marks.push(runtime::trace::TraceMark {
+                    seq,
+                    name: format!("reload: generation {} ({})", r.generation, r.trigger),
+                    detail: r.changes.join("; "),
+                });
+            }
+        }
+    }
     Ok(report)
 }
 
