@@ -368,7 +368,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let done = Arc::new(AtomicBool::new(false));
     let timed_out = opts.duration.map(|d| live::stop_after(opts.stop.clone(), d, done.clone()));
-    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live, &mut ctl);
+    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, (&live, &mut ctl));
     done.store(true, Ordering::SeqCst);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
@@ -426,8 +426,7 @@ fn execute(
     link: runtime::ports::LinkType,
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
-    live: &LiveSources,
-    ctl: &mut reconfigure::Ctl,
+    (live, ctl): (&LiveSources, &mut reconfigure::Ctl),
 ) -> Result<Executed, RunError> {
     let progress = live.rx();
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own

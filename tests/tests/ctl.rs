@@ -134,7 +134,7 @@ fn ctl_reload_and_sighup_apply_from_the_next_packet_and_equal_an_offline_reload(
     let t = text(&out);
     assert!(status.success(), "{t}");
     assert!(!sock.exists(), "the control socket is removed at the end");
-    assert!(t.contains(&format!("reload (ctl, ")) && t.contains("refused, nothing changed"), "{t}");
+    assert!(t.contains("reload (ctl, ") && t.contains("refused, nothing changed"), "{t}");
     assert!(t.contains("reload (SIGHUP, ") && t.contains("SIGHUP: reload of"), "{t}");
 
     // The reloads as the stats JSON lists them: the packets they applied from.
