@@ -622,6 +622,9 @@ impl RxStage {
             }
             self.report.packets_in += 1;
             self.report.bytes_in += rec.data.len() as u64;
+            // Per packet (a relaxed store): a source that blocks in the middle of a burst (a
+            // pipe, a quiet interface) still shows every packet it has read.
+            self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
             self.last_ts = rec.ts_ns;
             // The frame is copied once, from the source's buffer into the pool.
             let before = self.batch.len();

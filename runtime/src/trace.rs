@@ -109,4 +109,19 @@ pub struct TraceData {
     pub spans: Vec<Span>,
     /// Spans that did not fit the buffers.
     pub dropped: u64,
+    /// Things that happened to the whole run at a packet (a reconfiguration), drawn as
+    /// instant events where RX read that packet.
+    #[serde(default)]
+    pub marks: Vec<TraceMark>,
+}
+
+/// A run-wide event at a packet (see [`TraceData::marks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceMark {
+    /// The packet (number in the input) it applies from.
+    pub seq: u64,
+    /// A short name (`reload: generation 2`).
+    pub name: String,
+    /// What changed.
+    pub detail: String,
 }

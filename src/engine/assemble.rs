@@ -140,7 +140,7 @@ fn collect_trace(
         dropped += inner.dropped;
     }
     let event_types = registry.iter().map(|(t, n)| (t.raw(), n.to_string())).collect();
-    TraceData { actors, event_types, spans, dropped }
+    TraceData { actors, event_types, spans, dropped, marks: Vec::new() }
 }
 
 /// What a finished run left behind, for [`assemble`].

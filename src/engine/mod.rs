@@ -321,6 +321,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let size = layout.region_size(&app.runtime) + layout::streams_size(&stream_blocks);
     let region = Region::create_with_layout(&prefix, size, layout.hash(&app.runtime, &stream_blocks))
         .map_err(|e| shm_error(app, e))?;
+    ctl.serve(&opts)?;
     if let Some(s) = placed {
         s.share(&region, layout::STREAMS_NAME, true).map_err(RunError::Shm)?;
     }
@@ -376,7 +377,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let done = Arc::new(AtomicBool::new(false));
     let timed_out = opts.duration.map(|d| live::stop_after(opts.stop.clone(), d, done.clone()));
-    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, &live, &mut ctl);
+    let executed = execute(app, &mut opts, &region, link, assignments, &wired.external, (&live, &mut ctl));
     done.store(true, Ordering::SeqCst);
     drop(live);
     let Executed { cores, nf_processes } = executed?;
@@ -408,6 +409,17 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
     }
     report.reconfigurations = ctl.controller.log();
+    if let Some(t) = report.trace.as_mut() {
+        for r in report.reconfigurations.iter().filter(|r| r.accepted) {
+            if let Some(seq) = r.from_packet {
+                t.marks.push(runtime::trace::TraceMark {
+                    seq,
+                    name: format!("reload: generation {} ({})", r.generation, r.trigger),
+                    detail: r.changes.join("; "),
+                });
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -425,8 +437,7 @@ fn execute(
     link: runtime::ports::LinkType,
     assignments: Vec<CoreAssignment>,
     external: &[wire::ExternalNf],
-    live: &LiveSources,
-    ctl: &mut reconfigure::Ctl,
+    (live, ctl): (&LiveSources, &mut reconfigure::Ctl),
 ) -> Result<Executed, RunError> {
     let progress = live.rx();
     // `opts.stop` only asks RX to end the input (the chain then drains); the executor's own

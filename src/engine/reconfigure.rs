@@ -32,7 +32,7 @@ pub(super) struct Ctl {
 
 impl Ctl {
     /// Schedules the `--reload-at` reloads (a bad one fails the run before it starts, with
-    /// every problem) and opens the control socket when asked.
+    /// every problem). The control socket is opened by [`Ctl::serve`].
     pub fn new(mut controller: Controller, opts: &RunOptions, prefix: &str) -> Result<Ctl, RunError> {
         let mut errs = Vec::new();
         for r in &opts.reloads {
@@ -43,16 +43,24 @@ impl Ctl {
         if !errs.is_empty() {
             return Err(RunError::Config(errs));
         }
-        let server = if opts.control { Some(Server::bind(prefix).map_err(RunError::Setup)?) } else { None };
         Ok(Ctl {
             controller,
-            server,
+            server: None,
             signal: opts.reload_signal.clone(),
             app_file: opts.app_file.clone(),
             prefix: prefix.to_string(),
             mode: opts.mode,
             started: Instant::now(),
         })
+    }
+
+    /// Opens the control socket when the options ask for it: after the region was created
+    /// (which removes a dead run's files of the prefix).
+    pub fn serve(&mut self, opts: &RunOptions) -> Result<(), RunError> {
+        if opts.control {
+            self.server = Some(Server::bind(&self.prefix).map_err(RunError::Setup)?);
+        }
+        Ok(())
     }
 
     /// Serves SIGHUP and the control socket's waiting requests.

@@ -289,6 +289,16 @@ fn for_each_event(
         }))?;
     }
 
+    // Run-wide marks (reconfigurations), where the first span of their packet starts.
+    for m in &data.marks {
+        let at = spans.iter().filter(|s| s.seq >= m.seq).map(|s| s.start_ns).min();
+        if let Some(at) = at {
+            emit(
+                json!({"ph": "i", "s": "g", "name": m.name, "cat": "reconfiguration", "pid": PID, "tid": 0, "ts": names.ts_us(at), "args": {"packet": m.seq, "changes": m.detail}}),
+            )?;
+        }
+    }
+
     // Flow arrows bind to the slice enclosing their timestamp, so each end sits in the
     // middle of its slice (a slice's start may equal the previous slice's end).
     let mid = |s: &Span| names.ts_us(s.start_ns) + s.end_ns.saturating_sub(s.start_ns) as f64 / 2000.0;
@@ -319,6 +329,7 @@ fn metadata(data: &TraceData, sel: &Selection) -> Value {
         "recorded_spans": data.spans.len(),
         "selection": sel.describe(),
         "dropped_spans": data.dropped,
+        "marks": data.marks,
         "origin_ns": names.origin,
         "actors": data.actors,
         "event_types": data.event_types.iter().map(|(id, n)| json!({"id": id, "name": n})).collect::<Vec<_>>(),

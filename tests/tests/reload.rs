@@ -314,6 +314,8 @@ fn the_command_line_reports_the_reload() {
             "--stats-json",
             "s.json",
             "--no-progress",
+            "--trace",
+            "t.json",
         ],
     );
     let t = tests::text(&o);
@@ -326,6 +328,16 @@ fn the_command_line_reports_the_reload() {
         (r["generation"].as_u64(), r["from_packet"].as_u64(), r["accepted"].as_bool()),
         (Some(2), Some(100), Some(true)),
         "{r}"
+    );
+    // The trace marks the reload where RX read packet 100.
+    let tr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json")).unwrap()).unwrap();
+    let marks: Vec<&serde_json::Value> =
+        tr["traceEvents"].as_array().unwrap().iter().filter(|e| e["ph"] == "i").collect();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(
+        (marks[0]["name"].as_str(), marks[0]["args"]["packet"].as_u64()),
+        (Some("reload: generation 2 (--reload-at)"), Some(100))
     );
     let o = tests::mbox(
         dir.path(),
