@@ -1100,10 +1100,11 @@ impl DpdkRx {
         self.zc.as_ref().map(|z| (z.adopted, z.copied, z.no_buffer, z.at_device))
     }
 
-    /// A line for the run's end, if something was lost or copied in zero-copy mode.
+    /// A warning for the run's end, if zero-copy mode lost frames for want of a spare
+    /// buffer (copied frames are normal: they are in the run's `dpdk` line).
     pub fn end_note(&self) -> Option<String> {
         let z = self.zc.as_ref()?;
-        (z.no_buffer > 0 || z.copied > 0).then(|| {
+        (z.no_buffer > 0).then(|| {
             format!(
                 "dpdk zero-copy: {} frame(s) received into the pool, {} copied (not in a lent buffer), {} lost for want of a spare buffer",
                 z.adopted, z.copied, z.no_buffer
