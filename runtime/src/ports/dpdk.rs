@@ -1015,10 +1015,10 @@ impl DpdkRx {
         Some((from, PacketRecord { ts_ns, data: bytes, orig_len: pkt_len }))
     }
 
-    /// Zero-copy mode: the next frame, in a pool buffer adopted through `alloc` (or
-    /// copied into a spare one), with its time, length and wire length; `Ok(None)` when
-    /// none is waiting (see the module docs). `Err` never happens in copy mode's sense; a
-    /// frame that found no spare buffer is counted ([`DpdkRx::end_note`]).
+    /// Zero-copy mode: the next frame — its buffer (adopted through `alloc`, or a spare
+    /// one it was copied into; `None` when it was too large or no spare buffer was left,
+    /// both counted), its time, length and wire length; `None` when no frame is waiting or
+    /// the receiver is in copy mode (see the module docs).
     pub fn next_in_pool(&mut self, alloc: &mut PoolAllocator) -> Option<(Option<PacketHandle>, u64, u32, u32)> {
         let zc = self.zc.as_mut()?;
         if self.pos == self.len {
