@@ -6,15 +6,15 @@
 # 1. rx -> l23 -> tx between net_null0 and net_null1 (inline, no NF), --count N frames of
 #    SIZE bytes; net_null with copy=1 writes every frame's bytes into its mbuf, as a NIC's
 #    DMA would. For each frame size in SIZES: ROUNDS runs of each mode, alternated; the
-#    median packets/s (the run report's packets_per_s) of each and the ratio zero-copy/copy.
+#    median and the best packets/s (the run report's packets_per_s) of each, and the ratios
+#    zero-copy/copy of both (on a shared machine the best run is the least disturbed one).
 # 2. The IDS app (apps/ids.toml) over one generated capture read by net_pcap (passive):
-#    ROUNDS runs of each mode, alternated; median packets/s and the ratio; both modes give
-#    the same alerts.
+#    ROUNDS runs of each mode, alternated; the same figures; both modes give the same alerts.
 #
 # Usage (from the repository root; builds nothing — first
 # `cargo build --release --features dpdk`, docs/dpdk.md):
 #
-#   bench/dpdk_zero_copy.sh                       # N=2000000, SIZES="64 1500", ROUNDS=3
+#   bench/dpdk_zero_copy.sh                       # N=2000000, SIZES="64 1500", ROUNDS=5
 #   N=500000 SIZES=1500 ROUNDS=5 bench/dpdk_zero_copy.sh
 #
 # Bounded: every process runs under `timeout`. Cleans its work directory on exit.
@@ -22,7 +22,7 @@ set -euo pipefail
 
 N=${N:-2000000}
 SIZES=${SIZES:-"64 1500"}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 FLOWS=${FLOWS:-4000}
 MBOX=${MBOX:-target/release/mbox}
 EAL="-l 0 --no-huge -m 256 --no-pci --no-shconf --log-level=warning"
@@ -37,7 +37,20 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# report NAME ZC... -- CP...: medians, bests and ratios of two series.
+report() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+a = sys.argv[1:]
+k = a.index("--")
+zc, cp = [float(x) for x in a[:k]], [float(x) for x in a[k + 1:]]
+for name, v in (("zero-copy", zc), ("copy", cp)):
+    print(f"{name + ':':10} median {statistics.median(v):.0f}, best {max(v):.0f} packets/s "
+          f"(runs: {' '.join(f'{x:.0f}' for x in v)})")
+print(f"ratio zero-copy/copy: median {statistics.median(zc) / statistics.median(cp):.3f}, "
+      f"best {max(zc) / max(cp):.3f}")
+PY
+}
 
 : > l23.toml
 for size in $SIZES; do
@@ -53,10 +66,7 @@ for size in $SIZES; do
       if [ "$mode" = zero-copy ]; then zc+=("$pps"); else cp+=("$pps"); fi
     done
   done
-  mz=$(median "${zc[@]}"); mc=$(median "${cp[@]}")
-  printf 'zero-copy: %.0f packets/s (runs: %s)\n' "$mz" "$(printf '%.0f ' "${zc[@]}")"
-  printf 'copy:      %.0f packets/s (runs: %s)\n' "$mc" "$(printf '%.0f ' "${cp[@]}")"
-  python3 -c "import sys; print(f'ratio zero-copy/copy: {float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$mz" "$mc"
+  report "${zc[@]}" -- "${cp[@]}"
 done
 
 echo "== 2. apps/ids.toml, net_pcap input (passive), $ROUNDS rounds"
@@ -83,8 +93,5 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 cmp -s zero-copy/alerts.jsonl copy/alerts.jsonl && same=yes || same=NO
-mz=$(median "${zc[@]}"); mc=$(median "${cp[@]}")
-printf 'zero-copy: %.0f packets/s (runs: %s)\n' "$mz" "$(printf '%.0f ' "${zc[@]}")"
-printf 'copy:      %.0f packets/s (runs: %s)\n' "$mc" "$(printf '%.0f ' "${cp[@]}")"
-python3 -c "import sys; print(f'ratio zero-copy/copy: {float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$mz" "$mc"
+report "${zc[@]}" -- "${cp[@]}"
 echo "same alerts: $same ($(wc -l < copy/alerts.jsonl) lines, $frames frames)"

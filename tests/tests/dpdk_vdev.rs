@@ -10,6 +10,8 @@
 //!   mempool, `lent == adopted + returned`);
 //! * `net_null` ↔ `net_null` inline: 500,000 frames through `rx → l23 → tx`, none lost (the
 //!   devices' counters, the run's books and the pool agree); the rate is printed;
+//! * zero-copy with `net_ring` (which hands over TX's own mbufs): those frames are copied
+//!   into spare pool buffers, `net_null`'s adopted, and the pool still balances;
 //! * two RX queues per `net_null` port (RSS advertised) feed mode d's two shards: each shard
 //!   handles exactly its queue's frames (per-queue counters); `--dpdk-shard hash` hashes
 //!   instead;
@@ -303,6 +305,42 @@ fn net_af_packet_carries_a_real_download() {
         body.len(),
         have
     );
+}
+
+#[test]
+fn foreign_mbufs_are_copied_in_zero_copy_mode() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("l23.toml"), "").unwrap();
+    // net_ring0 sends back to itself what it is given: the frames it receives are TX's own
+    // mbufs, not lent pool buffers, so zero-copy RX copies them into spare pool buffers;
+    // net_null0's frames land in lent buffers.
+    let n: u64 = 20_000;
+    let eal = format!("{EAL} --vdev=net_ring0 --vdev=net_null0");
+    let o = run(
+        d,
+        &["run", "l23.toml", "--dpdk", &eal, "--ports", "0,1", "--count", &n.to_string(), "--stats-json", "s.json"],
+    );
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    let st = json(&d.join("s.json"));
+    assert_eq!((st["packets_in"].as_u64(), st["packets_out"].as_u64()), (Some(n), Some(n)), "{st}");
+    let ports = st["dpdk_ports"].as_array().unwrap();
+    let ring_in = ports[0]["ipackets"].as_u64().unwrap();
+    let null_in = ports[1]["ipackets"].as_u64().unwrap();
+    assert!(ring_in > 0 && null_in > 0, "{st}");
+    let z = &st["dpdk"];
+    assert_eq!(z["copied_frames"].as_u64(), Some(ring_in), "net_ring's frames copied: {st}");
+    assert_eq!(z["zero_copy_frames"].as_u64(), Some(null_in), "net_null's frames adopted: {st}");
+    assert_eq!(z["lost_frames"].as_u64(), Some(0), "{st}");
+    assert_eq!(z["mempool_free_mbufs"], z["lent_buffers"], "{st}");
+    let p = &st["pool"];
+    assert_eq!(p["adopted"].as_u64(), Some(n), "copied frames are adopted from spare buffers: {st}");
+    assert_eq!(p["lent"].as_u64().unwrap(), p["adopted"].as_u64().unwrap() + p["returned"].as_u64().unwrap());
+    assert_eq!(st["pool_balanced"], true, "{st}");
+    assert!(!log.contains("warning: `dpdk"), "copies are not a warning: {log}");
+    println!("net_ring0 <-> net_null0, zero-copy: {null_in} frames received into lent buffers, {ring_in} foreign mbufs copied; the pool balances");
 }
 
 #[test]

@@ -1015,10 +1015,10 @@ impl DpdkRx {
         Some((from, PacketRecord { ts_ns, data: bytes, orig_len: pkt_len }))
     }
 
-    /// Zero-copy mode: the next frame, in a pool buffer adopted through `alloc` (or
-    /// copied into a spare one), with its time, length and wire length; `Ok(None)` when
-    /// none is waiting (see the module docs). `Err` never happens in copy mode's sense; a
-    /// frame that found no spare buffer is counted ([`DpdkRx::end_note`]).
+    /// Zero-copy mode: the next frame — its buffer (adopted through `alloc`, or a spare
+    /// one it was copied into; `None` when it was too large or no spare buffer was left,
+    /// both counted), its time, length and wire length; `None` when no frame is waiting or
+    /// the receiver is in copy mode (see the module docs).
     pub fn next_in_pool(&mut self, alloc: &mut PoolAllocator) -> Option<(Option<PacketHandle>, u64, u32, u32)> {
         let zc = self.zc.as_mut()?;
         if self.pos == self.len {
@@ -1100,10 +1100,11 @@ impl DpdkRx {
         self.zc.as_ref().map(|z| (z.adopted, z.copied, z.no_buffer, z.at_device))
     }
 
-    /// A line for the run's end, if something was lost or copied in zero-copy mode.
+    /// A warning for the run's end, if zero-copy mode lost frames for want of a spare
+    /// buffer (copied frames are normal: they are in the run's `dpdk` line).
     pub fn end_note(&self) -> Option<String> {
         let z = self.zc.as_ref()?;
-        (z.no_buffer > 0 || z.copied > 0).then(|| {
+        (z.no_buffer > 0).then(|| {
             format!(
                 "dpdk zero-copy: {} frame(s) received into the pool, {} copied (not in a lent buffer), {} lost for want of a spare buffer",
                 z.adopted, z.copied, z.no_buffer
