@@ -126,8 +126,12 @@ fn expect_failure(dir: &Path, prefix: &str, mut run: Child, nf: u32, why: &str) 
 fn a_stopped_nf_process_fails_the_run_within_the_stall_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("nfs{}", std::process::id());
+    // The stall clock starts when the NF is stopped, inside `run_with_stopped_nf`, so the time
+    // to the failure is counted from before that call (from after it, it can be a few ms short).
+    let before_stop = Instant::now();
     let (run, nf) = run_with_stopped_nf(dir.path(), &prefix, &["--nf-stall-timeout", "2"]);
-    let (out, took) = expect_failure(dir.path(), &prefix, run, nf, "the run hung with its NF process stopped");
+    let (out, _) = expect_failure(dir.path(), &prefix, run, nf, "the run hung with its NF process stopped");
+    let took = before_stop.elapsed();
     assert!(took >= Duration::from_secs(2), "failed before the stall timeout ({took:?})\n{out}");
     for want in ["made no progress for", "stopped", "--nf-stall-timeout 2"] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
