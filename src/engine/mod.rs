@@ -319,6 +319,11 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
             .map_err(|e| RunError::Shm(e.to_string()))?;
     nf_process::check_external(&opts, &plan)?;
+    if let (Some(name), true) = (opts.external.first(), loopback.is_some()) {
+        return Err(RunError::Config(vec![format!(
+            "--nf-process `{name}`: an app with [stack.splicer] keeps every NF in the run's process (the splicer's held request bytes and per-backend counts are in-process; docs/splicer.md)"
+        )]));
+    }
 
     let input = wire::WireInput {
         opts: &opts,
