@@ -902,6 +902,15 @@ mod tests {
         })
     }
 
+    trait Ports {
+        fn to_owned_ports(&self) -> (u16, u16);
+    }
+    impl Ports for Segment<'_> {
+        fn to_owned_ports(&self) -> (u16, u16) {
+            (self.sport, self.dport)
+        }
+    }
+
     fn frames(out: &mut Vec<Action>) -> Vec<(u8, Vec<u8>)> {
         out.drain(..)
             .filter_map(|a| match a {
@@ -1029,5 +1038,61 @@ mod tests {
             None,
             &mut out
         ));
+    }
+
+    /// A client through the handshake with `req` sent: (core, cookie).
+    fn established(c: &mut Core, now: Instant, req: &[u8], out: &mut Vec<Action>) -> u32 {
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1000, 0, flags::SYN, Some(1460), &[]);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
+        let cookie = wire::segment(&frames(out)[0].1).unwrap().seq;
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1001, cookie + 1, flags::ACK, None, req);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
+        out.clear();
+        cookie
+    }
+
+    #[test]
+    fn request_limits_and_timeouts_reset_the_client() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut c = Core::new(settings(), 2, Store::default());
+        let cookie = established(&mut c, now, b"x", &mut out);
+        let big = vec![b'y'; 1000];
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1002, cookie + 1, flags::ACK, None, &big);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), &mut out);
+        assert_eq!(c.stats.request_limit_resets, 1);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
+        assert_eq!(c.flows(), 0);
+
+        let mut c = Core::new(settings(), 2, Store::default());
+        established(&mut c, now, b"GET", &mut out);
+        c.tick(now + Duration::from_secs(6), &mut out);
+        assert_eq!((c.stats.request_timeouts, c.flows()), (1, 0));
+    }
+
+    #[test]
+    fn a_refusing_or_silent_backend_makes_way_for_the_next() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut c = Core::new(settings(), 2, Store::default());
+        established(&mut c, now, b"GET / HTTP/1.0\r\n\r\n", &mut out);
+        let (a, b): (SocketAddrV4, SocketAddrV4) = ("10.0.0.11:80".parse().unwrap(), "10.0.0.12:80".parse().unwrap());
+        for (ip, mac) in [(a.ip(), BMAC), (b.ip(), [2, 0, 0, 0, 0, 3])] {
+            c.arp.insert(*ip, (mac, 1));
+        }
+        c.on_dest(now, FlowRef::new(0, 0), FlowDest::connect(&[a, b]), &mut out);
+        let syn = wire::segment(&frames(&mut out)[0].1).unwrap().to_owned_ports();
+        // The first refuses.
+        let rst =
+            frame(BMAC, "10.0.0.11:80", &format!("10.0.0.200:{}", syn.0), 0, 1001, flags::RST | flags::ACK, None, &[]);
+        c.on_frame(now, 1, &rst, None, &mut out);
+        let next = frames(&mut out);
+        assert_eq!(wire::segment(&next[0].1).unwrap().dst, *b.ip(), "the next backend's SYN");
+        assert_eq!((c.stats.backend_refused, c.stats.backend_retries), (1, 1));
+        // The second stays silent: two SYNs, then the client is reset (no backend left).
+        c.tick(now + Duration::from_millis(1100), &mut out);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::SYN, "second try");
+        c.tick(now + Duration::from_millis(2300), &mut out);
+        assert_eq!((c.stats.backend_timeouts, c.stats.no_backend_resets, c.flows()), (1, 1, 0));
     }
 }
