@@ -672,3 +672,23 @@ pub mod groups {
         }
     }
 }
+
+#[cfg(test)]
+mod policy_tests {
+    use super::filters_overlap;
+    use crate::matcher::FlowMatch;
+
+    fn m(text: &str) -> FlowMatch {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn filters_overlap_unless_some_key_is_disjoint() {
+        assert!(filters_overlap(None, Some(&m("dst_port = 80"))));
+        assert!(!filters_overlap(Some(&m("dst_port = 80")), Some(&m("dst_port = 11211"))));
+        assert!(filters_overlap(Some(&m("dst_port = \"1-1000\"")), Some(&m("dst_port = 80"))));
+        assert!(!filters_overlap(Some(&m("dst = \"10.0.0.0/24\"")), Some(&m("dst = \"10.0.1.0/24\""))));
+        assert!(!filters_overlap(Some(&m("proto = \"tcp\"")), Some(&m("proto = \"udp\""))));
+        assert!(filters_overlap(Some(&m("dst_port = 80")), Some(&m("src_port = 80"))));
+    }
+}

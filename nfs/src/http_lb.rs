@@ -349,4 +349,32 @@ mod tests {
         assert!(!partial.complete);
         assert_eq!(Request::parse(b"\xff\xfe").path, "");
     }
+
+    fn pool(balance: Balance, key: Option<&str>) -> Pool {
+        let backends: Vec<SocketAddrV4> = (1..=3).map(|i| format!("10.9.0.{i}:80").parse().unwrap()).collect();
+        Pool { name: "p".into(), ring: Ring::new(&backends), backends, balance, key: key.map(Into::into), next: 0 }
+    }
+
+    #[test]
+    fn balances_pick_as_documented() {
+        let req = Request::parse(b"GET / HTTP/1.1\r\nX-User: alice\r\nCookie: sid=42\r\n\r\n");
+        let mut rr = pool(Balance::RoundRobin, None);
+        let firsts: Vec<SocketAddrV4> = (0..6).map(|_| rr.order(&req)[0]).collect();
+        assert_eq!(firsts[..3], rr.backends[..]);
+        assert_eq!(firsts[3..], rr.backends[..]);
+        let mut h = pool(Balance::HashHeader, Some("x-user"));
+        let a = h.order(&req);
+        assert_eq!(a, h.order(&req), "stable per key");
+        assert_eq!(a[0], h.ring.pick(b"alice").unwrap());
+        let mut ck = pool(Balance::HashCookie, Some("sid"));
+        assert_eq!(ck.order(&req)[0], ck.ring.pick(b"42").unwrap());
+        let mut lc = pool(Balance::LeastConnections, None);
+        let board = actors::splice::Board::global();
+        board.opened(lc.backends[0]);
+        board.opened(lc.backends[1]);
+        assert_eq!(lc.order(&req)[0], lc.backends[2], "the one without open connections");
+        board.closed(lc.backends[0]);
+        board.closed(lc.backends[1]);
+    }
+
 }

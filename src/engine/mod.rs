@@ -346,6 +346,11 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let queues = dpdk_ports.as_ref().and_then(|p| dpdk::shard_queues(p, app.runtime.pool_buffers));
     nf_process::check_external(&opts, &plan)?;
+    if let (Some(name), true) = (opts.external.first(), loopback.is_some()) {
+        return Err(RunError::Config(vec![format!(
+            "--nf-process `{name}`: an app with [stack.splicer] keeps every NF in the run's process (the splicer's held request bytes and per-backend counts are in-process; docs/splicer.md)"
+        )]));
+    }
 
     let input = wire::WireInput {
         opts: &opts,

@@ -1,7 +1,7 @@
 //! # stacks — the Microboxes µStacks
 //!
-//! Protocol processing done once and shared by every network function in a chain. Two
-//! µStacks run, in this order:
+//! Protocol processing done once and shared by every network function in a chain. The
+//! µStacks run in this order (L2/3 always, the others when the app file has their table):
 //!
 //! * [`l23`] — the L2/3 µStack: parses every frame once and publishes `PKT/...` and `FLOW`
 //!   events, built on

@@ -28,6 +28,9 @@
 //!    reaches the dead one; the splicer counted its refusal and retried the next backend;
 //! 8. the run's counters: cookies sent/validated, spliced flows, no frames lost.
 //!
+//! [`splicer_in_mode_b`] runs the same app in mode b: `ab -n 300 -c 5`, 300 complete, 0
+//! failed, exactly 100 per backend.
+//!
 //! [`controller_rejects_a_flow_req_without_policy_or_with_two`] (no root) loads apps
 //! where the splicer's `FLOW_REQ` has no policy NF, or two whose filters overlap.
 
@@ -40,6 +43,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use netns::{have, stats_json, unavailable, wait_for_log, Lab};
+
+/// One `mbox` at a time: its executor threads poll without sleeping.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use sha2::{Digest, Sha256};
 use tests::{mbox_bin, skip};
 
@@ -184,6 +190,7 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
             return;
         }
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let www = dir.join("www");
@@ -407,6 +414,82 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
     assert_eq!(sp("frames_not_sent"), 0);
     assert_eq!(sp("frames_dropped_queue_full"), 0);
     assert_eq!(stats["pool_balanced"], true);
+}
+
+/// Mode b (each packet through the whole chain before the next): `ab -n 300 -c 5` through
+/// the splicer, 300 complete, 0 failed, round robin exact (100 each).
+#[test]
+fn splicer_in_mode_b() {
+    let check = "live_splicer (mode b)";
+    if let Some(why) = unavailable("sb") {
+        skip(check, &why);
+        return;
+    }
+    if !have("ab") {
+        skip(check, "`ab` is not installed");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("small"), vec![b'x'; 1024]).unwrap();
+    let app = dir.join("splicer.toml");
+    std::fs::write(&app, APP).unwrap();
+    let mut lab = Lab::new("sb");
+    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
+    lab.veth(&c, "c0", &m, "m0").unwrap();
+    lab.veth(&s, "s0", &m, "m1").unwrap();
+    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
+    for b in BACKENDS {
+        lab.exec(&s, &["ip", "addr", "add", &format!("{b}/24"), "dev", "s0"]).unwrap();
+    }
+    for b in BACKENDS {
+        lab.spawn(
+            &s,
+            200,
+            &www,
+            &["python3", "-u", "-m", "http.server", "8000", "--bind", b],
+            &format!("http-{b}.log"),
+        );
+    }
+    for b in BACKENDS {
+        assert!(wait_for_log(&www, &format!("http-{b}.log"), "Serving HTTP", Duration::from_secs(15)), "server {b}");
+    }
+    let bin = mbox_bin();
+    let args = [bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--mode", "b"];
+    let mbox = lab.spawn(&m, 180, dir, &args, "mbox.log");
+    let warm = [
+        "curl",
+        "-sS",
+        "--retry",
+        "20",
+        "--retry-connrefused",
+        "--retry-delay",
+        "1",
+        "--connect-timeout",
+        "2",
+        "--max-time",
+        "40",
+        "-o",
+        "/dev/null",
+        "http://10.99.0.100/small?warm",
+    ];
+    let (code, _) = exec(&c, 60, &warm);
+    assert_eq!(
+        code,
+        0,
+        "no request got through:\n{}",
+        std::fs::read_to_string(dir.join("mbox.log")).unwrap_or_default()
+    );
+    let (code, text) = exec(&c, 120, &["ab", "-n", "300", "-c", "5", "-s", "10", "http://10.99.0.100/small"]);
+    assert_eq!(code, 0, "ab: {text}");
+    assert!(text.contains("Complete requests:      300") && text.contains("Failed requests:        0"), "{text}");
+    let per = hits(&www, "/small HTTP");
+    println!("checked: mode b: ab -n 300 -c 5 through the splicer: 300 complete, 0 failed; backends got {per:?}");
+    assert_eq!(per, vec![100, 100, 100]);
+    assert!(lab.interrupt_and_wait(mbox, Duration::from_secs(30)).is_some(), "mbox did not stop");
 }
 
 #[test]

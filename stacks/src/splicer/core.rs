@@ -860,3 +860,239 @@ fn client_to_backend(fl: &Flow, s: &Settings, b: SocketAddrV4, bmac: Mac) -> Rew
         ack_delta: fl.b_isn.wrapping_sub(fl.s_isn),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMAC: Mac = [2, 0, 0, 0, 0, 1];
+    const BMAC: Mac = [2, 0, 0, 0, 0, 2];
+
+    fn settings() -> Settings {
+        Settings {
+            services: vec!["10.0.0.100:80".parse().unwrap()],
+            source: Ipv4Addr::new(10, 0, 0, 200),
+            mac: [2, 0, 0, 0, 0, 0xaa],
+            mss: 1460,
+            max_request_bytes: 1000,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            connect_tries: 2,
+            idle_timeout: Duration::from_secs(60),
+            linger: Duration::from_secs(2),
+            on_backend_failure: OnBackendFailure::Next,
+            max_flows: 100,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frame(mac: Mac, src: &str, dst: &str, seq: u32, ack: u32, fl: u8, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+        let (s, d): (SocketAddrV4, SocketAddrV4) = (src.parse().unwrap(), dst.parse().unwrap());
+        wire::build(&Out {
+            macs: (mac, [2, 0, 0, 0, 0, 0xaa]),
+            ips: (*s.ip(), *d.ip()),
+            ports: (s.port(), d.port()),
+            seq,
+            ack,
+            flags: fl,
+            window: 1000,
+            mss,
+            ip_id: 0,
+            payload,
+        })
+    }
+
+    trait Ports {
+        fn to_owned_ports(&self) -> (u16, u16);
+    }
+    impl Ports for Segment<'_> {
+        fn to_owned_ports(&self) -> (u16, u16) {
+            (self.sport, self.dport)
+        }
+    }
+
+    fn frames(out: &mut Vec<Action>) -> Vec<(u8, Vec<u8>)> {
+        out.drain(..)
+            .filter_map(|a| match a {
+                Action::Frame(p, f) => Some((p, f)),
+                Action::FlowReq(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_is_spliced_with_translated_numbers() {
+        let now = Instant::now();
+        let mut c = Core::new(settings(), 2, Store::default());
+        let mut out = Vec::new();
+        let client = "10.0.0.1:40000";
+        let vip = "10.0.0.100:80";
+        let fref = FlowRef::new(0, 0);
+        assert!(c.on_frame(
+            now,
+            0,
+            &frame(CMAC, client, vip, 1000, 0, flags::SYN, Some(1460), &[]),
+            Some(fref),
+            &mut out
+        ));
+        let f = frames(&mut out);
+        let synack = wire::segment(&f[0].1).unwrap();
+        assert_eq!((f[0].0, synack.ack, synack.flags), (0, 1001, flags::SYN | flags::ACK));
+        assert_eq!(c.flows(), 0, "no state before the handshake completes");
+        let cookie = synack.seq;
+        c.on_frame(
+            now,
+            0,
+            &frame(CMAC, client, vip, 1001, cookie + 1, flags::ACK, None, b"GET / HTTP/1.0\r\n\r\n"),
+            Some(fref),
+            &mut out,
+        );
+        assert!(out.contains(&Action::FlowReq(fref, 18)), "{out:?}");
+        let acks = frames(&mut out);
+        assert_eq!(wire::segment(&acks[0].1).unwrap().ack, 1001 + 18);
+        assert_eq!(c.flows(), 1);
+        let backend: SocketAddrV4 = "10.0.0.11:8000".parse().unwrap();
+        c.on_dest(now, fref, FlowDest::connect(&[backend]), &mut out);
+        let arp = frames(&mut out);
+        assert_eq!(arp.len(), 2, "ARP asked on both ports");
+        let reply = wire::build_arp(2, BMAC, *backend.ip(), [2, 0, 0, 0, 0, 0xaa], Ipv4Addr::new(10, 0, 0, 200));
+        c.on_frame(now, 1, &reply, None, &mut out);
+        let syn = frames(&mut out);
+        let s = wire::segment(&syn[0].1).unwrap();
+        assert_eq!((syn[0].0, s.seq, s.flags, s.dst), (1, 1000, flags::SYN, *backend.ip()));
+        let sp = s.sport;
+        let bsrc = backend.to_string();
+        let to_src = format!("10.0.0.200:{sp}");
+        c.on_frame(
+            now,
+            1,
+            &frame(BMAC, &bsrc, &to_src, 5000, 1001, flags::SYN | flags::ACK, Some(1460), &[]),
+            None,
+            &mut out,
+        );
+        let replay = frames(&mut out);
+        assert_eq!(replay.len(), 2, "ACK, then the held bytes");
+        let data = wire::segment(&replay[1].1).unwrap();
+        assert_eq!((data.seq, data.ack, data.payload), (1001, 5001, &b"GET / HTTP/1.0\r\n\r\n"[..]));
+        // Backend -> client: its numbers shifted into the cookie's space.
+        c.on_frame(
+            now,
+            1,
+            &frame(BMAC, &bsrc, &to_src, 5001, 1019, flags::ACK, None, b"HTTP/1.0 200 OK\r\n"),
+            None,
+            &mut out,
+        );
+        let back = frames(&mut out);
+        let b = wire::segment(&back[0].1).unwrap();
+        assert_eq!(
+            (back[0].0, b.src, b.sport, b.dport, b.seq, b.ack),
+            (0, Ipv4Addr::new(10, 0, 0, 100), 80, 40000, cookie + 1, 1019)
+        );
+        // Client -> backend: its acknowledgment shifted back.
+        c.on_frame(
+            now,
+            0,
+            &frame(CMAC, client, vip, 1019, cookie + 1 + 17, flags::ACK, None, &[]),
+            Some(fref),
+            &mut out,
+        );
+        let fwd = frames(&mut out);
+        let a = wire::segment(&fwd[0].1).unwrap();
+        assert_eq!((fwd[0].0, a.ack, a.sport, a.dport), (1, 5001 + 17, sp, 8000));
+        assert_eq!(c.stats.spliced, 1);
+    }
+
+    #[test]
+    fn a_syn_flood_leaves_no_state_and_bad_cookies_are_reset() {
+        let now = Instant::now();
+        let mut c = Core::new(settings(), 2, Store::default());
+        let mut out = Vec::new();
+        for i in 0..5000u32 {
+            let src = format!("10.0.{}.{}:{}", i % 200, 1 + i % 250, 1024 + i % 60000);
+            c.on_frame(
+                now,
+                0,
+                &frame(CMAC, &src, "10.0.0.100:80", i, 0, flags::SYN, Some(1460), &[]),
+                Some(FlowRef::new(i, 0)),
+                &mut out,
+            );
+        }
+        assert_eq!(c.flows(), 0);
+        assert_eq!(c.stats.cookies_sent, 5000);
+        out.clear();
+        c.on_frame(
+            now,
+            0,
+            &frame(CMAC, "10.0.0.1:1", "10.0.0.100:80", 1, 12345, flags::ACK, None, &[]),
+            Some(FlowRef::new(1, 0)),
+            &mut out,
+        );
+        assert_eq!(c.stats.cookies_invalid, 1);
+        assert_eq!(c.flows(), 0);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::RST);
+        // Not for the splicer: not its business.
+        assert!(!c.on_frame(
+            now,
+            0,
+            &frame(CMAC, "10.0.0.1:1", "10.0.0.7:80", 1, 0, flags::SYN, None, &[]),
+            None,
+            &mut out
+        ));
+    }
+
+    /// A client through the handshake with `req` sent: (core, cookie).
+    fn established(c: &mut Core, now: Instant, req: &[u8], out: &mut Vec<Action>) -> u32 {
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1000, 0, flags::SYN, Some(1460), &[]);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
+        let cookie = wire::segment(&frames(out)[0].1).unwrap().seq;
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1001, cookie + 1, flags::ACK, None, req);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
+        out.clear();
+        cookie
+    }
+
+    #[test]
+    fn request_limits_and_timeouts_reset_the_client() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut c = Core::new(settings(), 2, Store::default());
+        let cookie = established(&mut c, now, b"x", &mut out);
+        let big = vec![b'y'; 1000];
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1002, cookie + 1, flags::ACK, None, &big);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), &mut out);
+        assert_eq!(c.stats.request_limit_resets, 1);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
+        assert_eq!(c.flows(), 0);
+
+        let mut c = Core::new(settings(), 2, Store::default());
+        established(&mut c, now, b"GET", &mut out);
+        c.tick(now + Duration::from_secs(6), &mut out);
+        assert_eq!((c.stats.request_timeouts, c.flows()), (1, 0));
+    }
+
+    #[test]
+    fn a_refusing_or_silent_backend_makes_way_for_the_next() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut c = Core::new(settings(), 2, Store::default());
+        established(&mut c, now, b"GET / HTTP/1.0\r\n\r\n", &mut out);
+        let (a, b): (SocketAddrV4, SocketAddrV4) = ("10.0.0.11:80".parse().unwrap(), "10.0.0.12:80".parse().unwrap());
+        for (ip, mac) in [(a.ip(), BMAC), (b.ip(), [2, 0, 0, 0, 0, 3])] {
+            c.arp.insert(*ip, (mac, 1));
+        }
+        c.on_dest(now, FlowRef::new(0, 0), FlowDest::connect(&[a, b]), &mut out);
+        let syn = wire::segment(&frames(&mut out)[0].1).unwrap().to_owned_ports();
+        // The first refuses.
+        let rst =
+            frame(BMAC, "10.0.0.11:80", &format!("10.0.0.200:{}", syn.0), 0, 1001, flags::RST | flags::ACK, None, &[]);
+        c.on_frame(now, 1, &rst, None, &mut out);
+        let next = frames(&mut out);
+        assert_eq!(wire::segment(&next[0].1).unwrap().dst, *b.ip(), "the next backend's SYN");
+        assert_eq!((c.stats.backend_refused, c.stats.backend_retries), (1, 1));
+        // The second stays silent: two SYNs, then the client is reset (no backend left).
+        c.tick(now + Duration::from_millis(1100), &mut out);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::SYN, "second try");
+        c.tick(now + Duration::from_millis(2300), &mut out);
+        assert_eq!((c.stats.backend_timeouts, c.stats.no_backend_resets, c.flows()), (1, 1, 0));
+    }
+}
