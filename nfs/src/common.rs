@@ -34,6 +34,10 @@ pub struct NfCommon {
     /// Where a running NF finds new generations of its options (set by the engine for every
     /// NF of a run; `None` elsewhere). Not part of the app file.
     pub reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
+    /// The packets (numbers in the input, `[from, until)`) whose events this NF handles, when
+    /// an offline relink adds or removes it (docs/reconfiguration.md); `None`: all. Not part
+    /// of the app file.
+    pub active: Option<(u64, u64)>,
 }
 
 impl NfCommon {
