@@ -88,16 +88,22 @@ impl Controller {
     /// Gives every NF of `app` a reload port (in its common part) and returns the controller
     /// of the run. `passive`: the run made every NF passive; `external`: NFs in their own
     /// process.
+    /// With `removable`, every NF can be removed while the run goes on (each is wrapped to
+    /// retire at a packet RX stamps: one atomic load per event).
     pub fn attach(
         app: &mut App,
         passive: bool,
         external: &[String],
         output_dir: Option<&std::path::Path>,
+        removable: bool,
     ) -> Controller {
         let mut ports = BTreeMap::new();
         for nf in &mut app.nfs {
             let port = ReloadPort::new();
             nf.common.reload = Some(port.clone());
+            if removable && !external.contains(&nf.common.name) {
+                nf.common.active = Some((0, Arc::new(AtomicU64::new(u64::MAX))));
+            }
             ports.insert(nf.common.name.clone(), port);
         }
         Controller {
@@ -155,8 +161,14 @@ impl Controller {
                 },
                 None,
             ),
-            Ok(Planned { app, specs, changes, union }) => {
+            Ok(Planned { app, specs, changes, union, retire }) => {
                 self.generation += 1;
+                for cell in retire {
+                    match from {
+                        From::Packet(n) => cell.store(n, Ordering::Release),
+                        From::NextPacket => self.boundary.request(cell),
+                    }
+                }
                 if let (Some(u), From::Packet(n)) = (union, from) {
                     // The added NFs' ports, for later reloads of their options.
                     for nf in &u.nfs {
@@ -231,19 +243,41 @@ impl Controller {
     fn plan(&self, mut new: App, from: From) -> Result<Planned, Vec<String>> {
         let old = &self.current;
         let mut errs = Vec::new();
-        let relink = "relinking a running graph (adding, removing, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads are, and offline (--reload-at) adding and removing NFs (docs/reconfiguration.md); restart the run for this change";
+        let relink = "relinking a running graph (adding, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads and removing NFs are, and offline (--reload-at) adding and removing NFs (docs/reconfiguration.md); restart the run for this change";
         let names = |a: &App| a.nfs.iter().map(|n| format!("{} ({})", n.common.name, n.kind)).collect::<Vec<_>>();
         let relinked = names(old) != names(&new);
         let offline = match from {
             From::Packet(n) => Some(n),
             From::NextPacket => None,
         };
+        // Live, NFs can only be removed: the new list is the old one less some NFs.
+        let mut retire = Vec::new();
         if relinked && offline.is_none() {
-            errs.push(format!(
-                "the NFs changed ([{}] -> [{}]): {relink}",
-                names(old).join(", "),
-                names(&new).join(", ")
-            ));
+            let mut rest = old.nfs.iter();
+            let removal_only =
+                new.nfs.iter().all(|n| rest.by_ref().any(|o| o.common.name == n.common.name && o.kind == n.kind));
+            if !removal_only {
+                errs.push(format!(
+                    "the NFs changed ([{}] -> [{}]): while the run goes on NFs can only be removed; {relink}",
+                    names(old).join(", "),
+                    names(&new).join(", ")
+                ));
+            }
+            for o in old.nfs.iter().filter(|o| new.nfs.iter().all(|n| n.common.name != o.common.name)) {
+                let gate = self
+                    .union
+                    .nfs
+                    .iter()
+                    .find(|u| u.common.name == o.common.name)
+                    .and_then(|u| u.common.active.clone());
+                match gate {
+                    Some((_, cell)) => retire.push(cell),
+                    None => errs.push(format!(
+                        "nf `{}` cannot be removed while this run goes on (it was not started removable)",
+                        o.common.name
+                    )),
+                }
+            }
         }
         if format!("{:?}", old.stacks) != format!("{:?}", new.stacks) {
             errs.push(format!("the µStacks ([stack.*]) changed: {relink}"));
@@ -264,7 +298,9 @@ impl Controller {
         }
         let mut union = None;
         if let (true, Some(n)) = (relinked, offline) {
-            union = Some(self.relink(old, &mut new, n)?);
+            let (u, cells) = self.relink(old, &mut new, n)?;
+            union = Some(u);
+            retire = cells;
         }
         let mut specs = Vec::new();
         let mut changes = Vec::new();
@@ -276,7 +312,7 @@ impl Controller {
             };
             let mut nc = n.common.clone();
             nc.reload = o.common.reload.clone();
-            nc.active = o.common.active;
+            nc.active = o.common.active.clone();
             if format!("{:?}", o.common) != format!("{nc:?}") {
                 errs.push(format!("nf `{name}`: its subscriptions, filter, `from`, `side`, `direction` or `on_failure` changed: {relink}"));
                 continue;
@@ -314,7 +350,7 @@ impl Controller {
             ));
         }
         if errs.is_empty() {
-            Ok(Planned { app: new, specs, changes, union })
+            Ok(Planned { app: new, specs, changes, union, retire })
         } else {
             Err(errs)
         }
@@ -324,7 +360,8 @@ impl Controller {
     /// NFs, each NF active for its packets; `new`'s added NFs get their reload ports and
     /// ranges here. Refused: replacing an NF under its name, reordering, reusing a removed
     /// NF's name, relinks out of packet order, event types the two files number differently.
-    fn relink(&self, old: &App, new: &mut App, n: u64) -> Result<App, Vec<String>> {
+    #[allow(clippy::type_complexity)]
+    fn relink(&self, old: &App, new: &mut App, n: u64) -> Result<(App, Vec<Arc<AtomicU64>>), Vec<String>> {
         let mut errs = Vec::new();
         let mut union = self.union.clone();
         if n <= self.last_relink {
@@ -361,7 +398,7 @@ impl Controller {
                     last = Some(i);
                     insert_at = i + 1;
                 }
-                Some(i) if old.nfs.iter().all(|o| o.common.name != name) && union.nfs[i].common.active.is_some() => {
+                Some(_) if old.nfs.iter().all(|o| o.common.name != name) => {
                     errs.push(format!(
                         "nf `{name}`: an NF of that name was removed earlier in this run: give the new NF another name"
                     ));
@@ -381,7 +418,7 @@ impl Controller {
                         nf.config.set_passive();
                     }
                     nf.common.reload = Some(ReloadPort::new());
-                    nf.common.active = Some((n, u64::MAX));
+                    nf.common.active = Some((n, Arc::new(AtomicU64::new(u64::MAX))));
                     union.nfs.insert(insert_at, nf.clone());
                     insert_at += 1;
                     if let Some(l) = last.as_mut() {
@@ -390,16 +427,17 @@ impl Controller {
                 }
             }
         }
+        let mut retire = Vec::new();
         for u in &mut union.nfs {
             let name = &u.common.name;
             let was_running = old.nfs.iter().any(|o| &o.common.name == name);
             if was_running && !new.nfs.iter().any(|nn| &nn.common.name == name) {
-                let from = u.common.active.map_or(0, |a| a.0);
-                u.common.active = Some((from, n));
+                let (_, cell) = u.common.active.get_or_insert_with(|| (0, Arc::new(AtomicU64::new(u64::MAX)))).clone();
+                retire.push(cell);
             }
         }
         if errs.is_empty() {
-            Ok(union)
+            Ok((union, retire))
         } else {
             Err(errs)
         }
@@ -416,6 +454,8 @@ struct Planned {
     changes: Vec<String>,
     /// An offline relink: the union graph to run.
     union: Option<App>,
+    /// The `until` cells of the NFs removed: set to the reload's packet.
+    retire: Vec<Arc<AtomicU64>>,
 }
 
 /// Loads an app file for a reload of `controller`'s run: checked as at start (every

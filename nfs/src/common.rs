@@ -35,9 +35,11 @@ pub struct NfCommon {
     /// NF of a run; `None` elsewhere). Not part of the app file.
     pub reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
     /// The packets (numbers in the input, `[from, until)`) whose events this NF handles, when
-    /// an offline relink adds or removes it (docs/reconfiguration.md); `None`: all. Not part
+    /// a relink adds or removes it (or may remove it while the run goes on) (docs/reconfiguration.md); `None`: all. Not part
     /// of the app file.
-    pub active: Option<(u64, u64)>,
+    /// The cell holds the first packet of `until` (`u64::MAX` while it stays): a live
+    /// removal has RX stamp it.
+    pub active: Option<(u64, std::sync::Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 impl NfCommon {

@@ -119,7 +119,7 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
             _ => nf.config.build(&nf.common),
         };
         // An NF an offline relink adds or removes handles only its packets (`relink.rs`).
-        let built = built.map(|a| match nf.common.active {
+        let built = built.map(|a| match nf.common.active.clone() {
             Some(range) => Box::new(super::relink::Gated::new(a, range)) as Box<dyn Actor>,
             None => a,
         });

@@ -288,8 +288,13 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     // Every NF gets a reload port; the controller keeps the app in force.
     let mut attached = app.clone();
-    let controller =
-        crate::reconfig::Controller::attach(&mut attached, passive, &opts.external, opts.output_dir.as_deref());
+    let controller = crate::reconfig::Controller::attach(
+        &mut attached,
+        passive,
+        &opts.external,
+        opts.output_dir.as_deref(),
+        opts.control,
+    );
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let mut ctl = reconfigure::Ctl::new(controller, &opts, &prefix)?;
     // The graph to link: the app, plus the NFs an offline relink adds (`relink.rs`).

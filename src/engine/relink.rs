@@ -11,6 +11,14 @@
 //!
 //! Every mode hands an NF the same events in the same order, so these boundaries are the
 //! same in modes a–d; no packet is lost or duplicated (events passing by continue as usual).
+//!
+//! A run with a control socket wraps every NF (active from packet 0, until "never"), so that
+//! a live reload may remove one: RX stamps the NF's `until` with its next packet number
+//! (`actors::boundary`), and the NF retires at its first event of that packet or later. The
+//! cost is one atomic load per event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actors::desc::EventDesc;
 use actors::{Actor, ActorError, Context, Contract, Verdict};
@@ -20,7 +28,9 @@ pub(super) struct Gated {
     inner: Option<Box<dyn Actor>>,
     contract: Contract,
     from: u64,
-    until: u64,
+    /// The first packet it no longer handles (`u64::MAX`: none yet); stamped by RX for a
+    /// live removal.
+    until: Arc<AtomicU64>,
     counters: Vec<(String, u64)>,
     /// Its finish failed at the boundary: reported at the end of the run.
     failed: Option<ActorError>,
@@ -28,7 +38,7 @@ pub(super) struct Gated {
 
 impl Gated {
     /// `inner`, handling the events of packets in `[from, until)`.
-    pub fn new(inner: Box<dyn Actor>, (from, until): (u64, u64)) -> Gated {
+    pub fn new(inner: Box<dyn Actor>, (from, until): (u64, Arc<AtomicU64>)) -> Gated {
         let contract = inner.contract().clone();
         Gated { inner: Some(inner), contract, from, until, counters: Vec::new(), failed: None }
     }
@@ -40,8 +50,9 @@ impl Gated {
         if self.from > 0 {
             self.counters.push(("added_at_packet".into(), self.from));
         }
-        if self.until != u64::MAX {
-            self.counters.push(("removed_at_packet".into(), self.until));
+        let until = self.until.load(Ordering::Acquire);
+        if until != u64::MAX {
+            self.counters.push(("removed_at_packet".into(), until));
         }
         r
     }
@@ -53,7 +64,7 @@ impl Actor for Gated {
     }
 
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
-        if ev.seq >= self.until {
+        if ev.seq >= self.until.load(Ordering::Acquire) {
             // A failure to complete its output is reported at the end, by `finish`.
             if let Err(e) = self.retire(cx) {
                 self.failed = Some(e);
@@ -74,7 +85,8 @@ impl Actor for Gated {
     }
 
     fn tick(&mut self, seq: u64, ts_ns: u64, cx: &mut Context<'_>) {
-        if let Some(inner) = self.inner.as_mut().filter(|_| seq >= self.from && seq < self.until) {
+        let until = self.until.load(Ordering::Acquire);
+        if let Some(inner) = self.inner.as_mut().filter(|_| seq >= self.from && seq < until) {
             inner.tick(seq, ts_ns, cx);
         }
     }
