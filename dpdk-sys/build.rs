@@ -67,6 +67,7 @@ fn main() {
         .allowlist_function("rte_eth_link_get_nowait")
         .allowlist_function("rte_eth_find_next_owned_by")
         .allowlist_function("rte_pktmbuf_pool_create.*")
+        .allowlist_function("rte_pktmbuf_free_bulk")
         .allowlist_function("rte_mempool_.*")
         .allowlist_function("rte_ring_create")
         .allowlist_function("rte_ring_free")

@@ -318,6 +318,19 @@ struct RunArgs {
     /// With --dpdk: end the input after N frames were received (as at the end of a capture).
     #[arg(long, value_name = "N", requires = "dpdk")]
     count: Option<u64>,
+    /// With --dpdk: `zero-copy` receives frames straight into the shared packet pool (its
+    /// buffers lent to DPDK as external mbuf buffers); `copy` copies each frame into it.
+    #[arg(long = "dpdk-rx", value_name = "MODE", default_value = "zero-copy", value_parser = ["zero-copy", "copy"], requires = "dpdk")]
+    dpdk_rx: String,
+    /// With --dpdk: RX queues per port (default: one per shard in mode d, else 1); RSS with a
+    /// symmetric key where the device has it.
+    #[arg(long = "dpdk-queues", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=255), requires = "dpdk")]
+    dpdk_queues: Option<u16>,
+    /// With --dpdk, mode d: `queue` makes each frame's RX queue its shard (needs RSS and one
+    /// queue per shard), `hash` hashes flows in software, `auto` takes queue where it holds;
+    /// every fallback is printed.
+    #[arg(long = "dpdk-shard", value_name = "HOW", default_value = "auto", value_parser = ["auto", "queue", "hash"], requires = "dpdk")]
+    dpdk_shard: String,
     /// Stop after this many seconds (as on Ctrl-C: the chain drains and the run reports).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<f64>,
@@ -787,6 +800,9 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
             eal_args: eal_args.clone(),
             ports: a.ports.clone(),
             count: a.count,
+            copy: a.dpdk_rx == "copy",
+            queues: a.dpdk_queues.unwrap_or(0),
+            shard: a.dpdk_shard.clone(),
         });
     }
     opts.duration = a.duration.map(std::time::Duration::from_secs_f64);

@@ -150,6 +150,10 @@ pub struct RunReport {
     /// A DPDK run's ports and their `rte_eth_stats` counters (docs/dpdk.md); absent otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dpdk_ports: Vec<crate::engine::DpdkPortLine>,
+    /// A DPDK run's receive mode, shard choice, set-up notes and zero-copy books; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<crate::engine::DpdkRunLine>,
     /// RX polls that waited for a free buffer.
     pub rx_pool_stalls: u64,
     /// RX polls that waited for ring room.
@@ -170,6 +174,9 @@ pub struct RunReport {
     pub elapsed_s: f64,
     /// Input packets per second of wall time.
     pub packets_per_s: f64,
+    /// The process's peak resident memory (`VmHWM`), when `/proc` tells: NF processes
+    /// (`--nf-process`) are not included.
+    pub peak_rss_bytes: Option<u64>,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
     /// Reloads, accepted and refused (docs/reconfiguration.md).
@@ -242,6 +249,9 @@ impl RunReport {
             human_duration(self.elapsed_s),
             self.packets_per_s
         );
+        if let Some(rss) = self.peak_rss_bytes {
+            let _ = writeln!(s, "  memory: peak resident {} (VmHWM)", human_bytes(rss));
+        }
         for d in &self.dropped {
             let _ = writeln!(s, "  dropped by {}: {}: {}", d.actor, d.reason, d.packets);
         }
@@ -280,18 +290,40 @@ impl RunReport {
                 p.iface, p.tp_packets, p.tp_drops, p.tp_freeze_q_cnt
             );
         }
+        if let Some(d) = &self.dpdk {
+            let _ = write!(s, "  dpdk: receive {}, shards by {}", d.rx_mode, d.shard_by);
+            if d.rx_mode == "zero-copy" {
+                let _ = write!(
+                    s,
+                    "; {} frames received into the pool, {} copied, {} lost; {} of {} lent mbufs back in DPDK's mempool",
+                    d.zero_copy_frames, d.copied_frames, d.lost_frames, d.mempool_free_mbufs, d.lent_buffers
+                );
+            }
+            let _ = writeln!(s);
+            for n in &d.notes {
+                let _ = writeln!(s, "  {n}");
+            }
+        }
         for p in &self.dpdk_ports {
             let _ = writeln!(
                 s,
-                "  dpdk port {}: {} frames in, {} out; imissed {}, ierrors {}, rx_nombuf {}, oerrors {}",
+                "  dpdk port {}: {} frames in, {} out; imissed {}, ierrors {}, rx_nombuf {}, oerrors {}; {} RX queue(s){}",
                 p.port,
                 p.counters.ipackets,
                 p.counters.opackets,
                 p.counters.imissed,
                 p.counters.ierrors,
                 p.counters.rx_nombuf,
-                p.counters.oerrors
+                p.counters.oerrors,
+                p.rx_queues,
+                if p.rss { ", RSS" } else { "" }
             );
+            if p.counters.queues.len() > 1 {
+                for (q, c) in p.counters.queues.iter().enumerate() {
+                    let _ =
+                        writeln!(s, "    queue {q}: {} frames, {} bytes, {} errors", c.ipackets, c.ibytes, c.errors);
+                }
+            }
         }
         let r = &self.resets;
         if r.rejects > 0 {
@@ -314,6 +346,13 @@ impl RunReport {
             self.pool.in_use,
             if self.pool_balanced { "balanced" } else { "NOT BALANCED" }
         );
+        if self.pool.lent > 0 {
+            let _ = writeln!(
+                s,
+                "  pool: {} lent to the DPDK devices, {} came back holding a frame, {} unused at the end",
+                self.pool.lent, self.pool.adopted, self.pool.returned
+            );
+        }
         if self.buffers_reclaimed > 0 {
             let _ = writeln!(
                 s,

@@ -65,6 +65,10 @@ pub struct Subscription {
     /// Also receive events an earlier actor dropped (mode a's private stacks must see every
     /// packet the shared stack would).
     pub include_dropped: bool,
+    /// A feedback port: its events are published by actors *after* this one and come back
+    /// through the TX sink's loopback ([`crate::splice::Loopback`]), not down the rings (the
+    /// splicer's `FLOW_DEST` port). The controller links it to those later publishers.
+    pub feedback: bool,
 }
 
 impl Subscription {
@@ -453,6 +457,11 @@ pub trait Actor: Send {
     /// actor (a shard). A stack advances its clock here — ends flows whose timeouts expired —
     /// so that every shard notices a timeout at the same packet a single instance would.
     fn tick(&mut self, _seq: u64, _ts_ns: u64, _cx: &mut Context<'_>) {}
+
+    /// The stage took no input this round (called often, while idle: keep it cheap). An
+    /// active µStack (the splicer) runs its timers and its feedback path here; what it
+    /// publishes goes down the chain as if published after its last event.
+    fn idle(&mut self, _cx: &mut Context<'_>) {}
 
     /// Actor-specific counters for the run summary, by name.
     fn counters(&self) -> Vec<(String, u64)> {

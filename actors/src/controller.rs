@@ -149,11 +149,83 @@ pub fn link(contracts: &[&Contract], registry: &EventRegistry) -> Result<Plan, L
             drop_reasons: c.drop_reasons.clone(),
         });
     }
+    problems.extend(policy_problems(contracts, &actors, registry));
     if problems.is_empty() {
         Ok(Plan { actors, links })
     } else {
         Err(LinkError { problems })
     }
+}
+
+/// Every `FLOW_REQ` publisher (the splicer) needs exactly one policy NF per request: an
+/// actor after it that subscribes to its `FLOW_REQ` and publishes `FLOW_DEST`. None is an
+/// error, and so are two whose filters can both accept the same request (they overlap
+/// unless their `proto`, `dst_port` or `dst` sets are disjoint).
+fn policy_problems(contracts: &[&Contract], actors: &[PlannedActor], registry: &EventRegistry) -> Vec<String> {
+    let mut problems = Vec::new();
+    let publishes = |c: &Contract, t: EventType| c.publications.iter().any(|p| p.event == t);
+    for (j, c) in contracts.iter().enumerate() {
+        if !publishes(c, builtin::FLOW_REQ) {
+            continue;
+        }
+        let mut policies: Vec<(usize, &LinkedSubscription)> = Vec::new();
+        for (i, a) in actors.iter().enumerate().skip(j + 1) {
+            if !publishes(contracts[i], builtin::FLOW_DEST) {
+                continue;
+            }
+            for s in &a.subscriptions {
+                if s.event.covers(builtin::FLOW_REQ) && s.publishers.contains(&(j as u16)) {
+                    policies.push((i, s));
+                }
+            }
+        }
+        let req = registry.name(builtin::FLOW_REQ);
+        if policies.is_empty() {
+            problems.push(format!(
+                "actor `{}` publishes `{req}`, but no policy NF takes it (one that subscribes to `{req}` and publishes `FLOW_DEST`, e.g. `http_lb`): its flows would wait forever",
+                c.name
+            ));
+        }
+        for (x, (ia, sa)) in policies.iter().enumerate() {
+            for (ib, sb) in &policies[x + 1..] {
+                if filters_overlap(sa.filter.as_ref(), sb.filter.as_ref()) {
+                    problems.push(format!(
+                        "actor `{}` publishes `{req}` to two policy NFs whose filters overlap: `{}` and `{}` could both answer the same request; give them disjoint `filter`s (e.g. dst_port = 80 and dst_port = 11211)",
+                        c.name, contracts[*ia].name, contracts[*ib].name
+                    ));
+                }
+            }
+        }
+        let fed = c.subscriptions.iter().any(|s| s.feedback && s.event.covers(builtin::FLOW_DEST));
+        if !fed {
+            problems.push(format!("actor `{}` publishes `{req}` but has no feedback port for `FLOW_DEST`", c.name));
+        }
+    }
+    problems
+}
+
+/// Whether two subscription filters can accept the same event (conservatively: yes, unless
+/// some key is set in both with disjoint values).
+pub fn filters_overlap(a: Option<&FlowMatch>, b: Option<&FlowMatch>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else { return true };
+    if let (Some(pa), Some(pb)) = (a.proto, b.proto) {
+        if pa != pb {
+            return false;
+        }
+    }
+    if let (Some(pa), Some(pb)) = (&a.dst_port, &b.dst_port) {
+        let any = pa.0.iter().any(|(l1, h1)| pb.0.iter().any(|(l2, h2)| l1 <= h2 && l2 <= h1));
+        if !any {
+            return false;
+        }
+    }
+    if let (Some(na), Some(nb)) = (&a.dst, &b.dst) {
+        let any = na.0.iter().any(|x| nb.0.iter().any(|y| x.contains(&y.network()) || y.contains(&x.network())));
+        if !any {
+            return false;
+        }
+    }
+    true
 }
 
 /// Publishers of one subscription: `(chain index, the types of its publications it covers)`.
@@ -190,11 +262,21 @@ impl Linker<'_> {
                 }
             },
         };
-        let (upstream, downstream) = self.feeds(i, s, from);
+        let (mut upstream, mut downstream) = self.feeds(i, s, from);
+        if s.feedback {
+            // Feedback comes back from later actors (through TX's loopback).
+            std::mem::swap(&mut upstream, &mut downstream);
+            if upstream.is_empty() {
+                return Err(format!("{what} as feedback, but no actor after `{}` publishes it", c.name));
+            }
+        }
         if upstream.is_empty() {
             return Err(self.unlinked(&what, i, s, &downstream));
         }
-        self.ambiguity(&what, &upstream)?;
+        if !s.feedback {
+            // Feedback ports take every policy's answer (each answers its own flows).
+            self.ambiguity(&what, &upstream)?;
+        }
         self.deaf(&what, s, &upstream)?;
         let matches = upstream;
         let line = format!(

@@ -5,7 +5,9 @@
 //! publishes its primary `FRAME` event (sequence number from 1, capture time, wire length).
 //! When the pool is exhausted or the first ring is full it waits (back-pressure: a file
 //! source never needs to lose a packet); the frame waits in the stage, counted as a stall.
-//! A frame larger than a pool buffer cannot enter the system: it is counted as dropped by
+//! A source that receives straight into the pool (the DPDK port's zero-copy receive:
+//! [`PacketSource::receives_in_pool`]) hands RX frames already in pool buffers, and nothing
+//! is copied. A frame larger than a pool buffer cannot enter the system: it is counted as dropped by
 //! `rx` with the reason `frame larger than pool buffer`, never silently skipped. At the end
 //! of the source, on a source error, or when the stop flag is set (Ctrl-C), RX sends the
 //! end-of-input marker.
@@ -80,6 +82,40 @@ pub trait PacketSource: Send {
     fn kernel_drops(&self) -> Option<u64> {
         None
     }
+    /// True for a source that receives straight into the pool (the DPDK port's zero-copy
+    /// receive): RX then calls [`next_in_pool`](PacketSource::next_in_pool) instead of
+    /// [`next_packet`](PacketSource::next_packet) and copies nothing. Asked once.
+    fn receives_in_pool(&self) -> bool {
+        false
+    }
+    /// The next frame, already in a pool buffer that the source took with
+    /// [`PoolAllocator::lend`] and turned into a packet with [`PoolAllocator::adopt`];
+    /// `Ok(None)` as for [`next_packet`](PacketSource::next_packet).
+    fn next_in_pool(&mut self, _alloc: &mut PoolAllocator) -> Result<Option<InPool>, PortError> {
+        Ok(None)
+    }
+    /// Called once when RX ends: a lending source counts the buffers it still holds
+    /// unused ([`PoolAllocator::returned`]), so that the pool balances.
+    fn finish_pool(&mut self, _alloc: &mut PoolAllocator) {}
+    /// The receive queue the last frame came from (a DPDK port with several queues); 0
+    /// otherwise. Noted beside the pool with [`RxStage::with_queues`].
+    fn queue(&self) -> u8 {
+        0
+    }
+}
+
+/// A frame a source received straight into the pool ([`PacketSource::next_in_pool`]).
+#[derive(Clone, Copy, Debug)]
+pub struct InPool {
+    /// Its buffer; `None` when the frame was larger than a buffer (counted by RX as
+    /// `too_large`, as for a copied frame).
+    pub packet: Option<runtime::pool::PacketHandle>,
+    /// Capture time.
+    pub ts_ns: u64,
+    /// Bytes received.
+    pub len: u32,
+    /// Length on the wire.
+    pub orig_len: u32,
 }
 
 impl PacketSource for PcapReader {
@@ -148,7 +184,9 @@ impl Ingress {
         }
     }
 
-    fn get(&self, buffer: u32) -> u8 {
+    /// The byte noted for `buffer` (0 if never noted or out of range): the port its frame
+    /// came in by, or (DPDK) the RX queue.
+    pub fn get(&self, buffer: u32) -> u8 {
         self.0.get(buffer as usize).map_or(0, |p| p.load(Ordering::Relaxed))
     }
 }
@@ -390,6 +428,10 @@ pub struct RxStage {
     waiting_port: u8,
     /// Where each buffer's ingress port is noted (live inline runs).
     ingress: Option<Arc<Ingress>>,
+    /// Where each buffer's receive queue is noted (DPDK ports whose queues pick the shard).
+    queues: Option<Arc<Ingress>>,
+    /// The source receives straight into the pool.
+    in_pool: bool,
     batch: Vec<EventDesc>,
     seq: u64,
     last_ts: u64,
@@ -417,7 +459,10 @@ impl RxStage {
     ) -> (RxStage, ReportSlot<RxReport>, Arc<RxProgress>) {
         let slot: ReportSlot<RxReport> = Arc::default();
         let progress = Arc::new(RxProgress::default());
+        let in_pool = source.receives_in_pool();
         let rx = RxStage {
+            in_pool,
+            queues: None,
             source,
             alloc,
             output,
@@ -461,11 +506,62 @@ impl RxStage {
         self
     }
 
-    /// Notes the ingress port of the frame just admitted (the batch's last descriptor).
+    /// Notes every frame's receive queue ([`PacketSource::queue`]) in `queues`, indexed by
+    /// pool buffer (read by mode d's shard splitter when the queues pick the shard).
+    pub fn with_queues(mut self, queues: Arc<Ingress>) -> RxStage {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// Notes the ingress port (and receive queue) of the frame just admitted (the batch's
+    /// last descriptor).
     fn note_ingress(&self, port: u8) {
-        if let (Some(t), Some(h)) = (&self.ingress, self.batch.last().and_then(|d| d.packet)) {
+        let Some(h) = self.batch.last().and_then(|d| d.packet) else { return };
+        if let Some(t) = &self.ingress {
             t.set(h.index(), port);
         }
+        if let Some(q) = &self.queues {
+            q.set(h.index(), self.source.queue());
+        }
+    }
+
+    /// One frame from a source that receives into the pool; false when none is waiting.
+    fn read_in_pool(&mut self) -> bool {
+        let f = match self.source.next_in_pool(&mut self.alloc) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.done_reading = self.source.ended();
+                return false;
+            }
+            Err(e) => {
+                self.report.error = Some(e.to_string());
+                self.done_reading = true;
+                return false;
+            }
+        };
+        if let Some(b) = &self.boundary {
+            b.stamp(self.seq + 1);
+        }
+        self.report.packets_in += 1;
+        self.report.bytes_in += u64::from(f.len);
+        self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
+        self.last_ts = f.ts_ns;
+        self.seq += 1;
+        match f.packet {
+            Some(h) => {
+                let mut d = EventDesc::new(builtin::FRAME, 0, self.seq, f.ts_ns);
+                d.packet = Some(h);
+                d.flags = desc_flags::PRIMARY;
+                d.meta.wire_len = f.orig_len.max(f.len);
+                self.batch.push(d);
+                self.note_ingress(self.source.port());
+                if let Some(g) = &self.gate {
+                    g.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            None => self.report.too_large += 1,
+        }
+        true
     }
 
     /// Records a span for every frame read (at most `capacity`).
@@ -506,6 +602,12 @@ impl RxStage {
                 self.report.interrupted = true;
                 self.done_reading = true;
                 break;
+            }
+            if self.in_pool {
+                if !self.read_in_pool() {
+                    break;
+                }
+                continue;
             }
             let rec = match self.source.next_packet() {
                 Ok(Some(r)) => r,
@@ -632,6 +734,7 @@ impl Runnable for RxStage {
             }
             self.finished = true;
             self.report.finished = true;
+            self.source.finish_pool(&mut self.alloc);
             self.report.note = self.source.end_note();
             self.report.kernel = self.source.kernel_stats();
             if let Some((_, buf)) = self.trace.as_mut() {
@@ -787,6 +890,9 @@ pub struct TxSink {
     pending_resets: Vec<u64>,
     /// Set when an NF process died: at the end, release what it held ([`TxSink::with_sweep`]).
     sweep: Option<Arc<AtomicBool>>,
+    /// The splicer's feedback path and frames ([`crate::splice::Loopback`]).
+    loopback: Option<Arc<crate::splice::Loopback>>,
+    loop_frames: Vec<(u8, Vec<u8>)>,
 }
 
 /// Flows that wait for a packet to build their resets from (beyond, counted as not sent).
@@ -819,6 +925,8 @@ impl TxSink {
             reject: None,
             pending_resets: Vec::new(),
             sweep: None,
+            loopback: None,
+            loop_frames: Vec::new(),
         };
         (tx, slot)
     }
@@ -859,6 +967,32 @@ impl TxSink {
     pub fn with_sweep(mut self, sweep: Arc<AtomicBool>) -> TxSink {
         self.sweep = Some(sweep);
         self
+    }
+
+    /// Hands every undropped `FLOW_DEST` to `loopback` (the feedback path to the splicer)
+    /// and sends the frames the splicer queued there, after every burst
+    /// ([`crate::splice`]).
+    pub fn with_loopback(mut self, loopback: Arc<crate::splice::Loopback>) -> TxSink {
+        self.loopback = Some(loopback);
+        self
+    }
+
+    /// Sends the frames queued in the loopback; returns how many.
+    fn send_loopback(&mut self) -> usize {
+        let Some(l) = self.loopback.clone() else { return 0 };
+        l.take_frames(&mut self.loop_frames);
+        let n = self.loop_frames.len();
+        let ts = now_ns();
+        for (egress, frame) in self.loop_frames.drain(..) {
+            match self.sink.inject(egress, ts, &frame) {
+                Ok(Injected::Sent | Injected::Captured) => l.frames_sent.fetch_add(1, Ordering::Relaxed),
+                _ => l.frames_not_sent.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        if n > 0 {
+            self.sink.flush_burst();
+        }
+        n
     }
 
     /// Counts every descriptor that leaves the chain off `in_flight` (mode b's gate).
@@ -933,6 +1067,9 @@ impl TxSink {
             return;
         }
         self.report.events_in += 1;
+        if let (Some(l), true) = (&self.loopback, builtin::FLOW_DEST.covers(ev.event_type) && !ev.is_dropped()) {
+            l.feed(*ev);
+        }
         if self.reject.is_some_and(|t| t == ev.event_type) && !ev.is_dropped() {
             self.reject(ev);
         } else if let (Some(h), false) = (ev.packet, self.pending_resets.is_empty()) {
@@ -1016,6 +1153,7 @@ impl Runnable for TxSink {
             }
         }
         self.inbuf = inbuf;
+        let looped = self.send_loopback();
         if n > 0 {
             self.live.packets_out.store(self.report.packets_out, Ordering::Relaxed);
             self.live.bytes_out.store(self.report.bytes_out, Ordering::Relaxed);
@@ -1057,7 +1195,7 @@ impl Runnable for TxSink {
             publish(&self.slot, &self.report);
             return PollResult::Finished;
         }
-        PollResult::from_work(n)
+        PollResult::from_work(n + looped)
     }
 }
 

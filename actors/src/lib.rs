@@ -61,6 +61,7 @@ pub mod observe;
 pub mod packet;
 pub mod parallel;
 pub mod private;
+pub mod splice;
 pub mod stage;
 pub mod supervise;
 

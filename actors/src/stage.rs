@@ -583,6 +583,24 @@ impl Stage {
         }
     }
 
+    /// Nothing came in: lets the actor run its timers ([`Actor::idle`]); what it publishes
+    /// goes out stamped with the last sequence number seen.
+    fn idle(&mut self) {
+        let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
+        self.actor.idle(&mut cx);
+        if self.outbox.is_empty() {
+            return;
+        }
+        let (before, after) = self.outbox.take();
+        let n = before.len() + after.len();
+        self.report.published += n as u64;
+        if let Some(f) = &self.in_flight {
+            f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.pending.extend(before);
+        self.pending.extend(after);
+    }
+
     fn write_report(&mut self) {
         // A failed actor was discarded: its counters died with it.
         self.report.counters = match &self.supervisor {
@@ -646,6 +664,9 @@ impl Runnable for Stage {
             self.process(ev);
         }
         self.inbuf = inbuf;
+        if n == 0 && !self.end_seen && self.supervisor.as_ref().is_none_or(|s| !s.failed) {
+            self.idle();
+        }
         work += n + self.flush();
         if self.end_seen && self.pending.is_empty() {
             self.write_report();

@@ -12,6 +12,8 @@
 //! * `cargo run -p bench --release --bin chain` — packets/second of chains of 1..=5
 //!   `stream_hash` NFs with per-NF stacks (mode a) against one shared stack (modes c, d);
 //!   writes an SVG plot ([`line_plot_svg`]).
+//! * `cargo run -p bench --release --bin idle_memory` — peak resident memory of `mbox run`
+//!   over 10k/100k/1M idle TCP connections and the bytes per connection (slope).
 //! * `cargo run -p bench --release --bin fig7c` / `fig8` — the paper's Figures 7c and 8
 //!   (docs/benchmarks.md); categorical results are drawn as grouped bars, measured beside
 //!   the paper's values ([`bar_chart_svg`], y ticks from [`nice_ticks`]).

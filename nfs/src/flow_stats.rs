@@ -39,7 +39,7 @@
 //! `flow_id` is the number of the flow's first packet in the input: unique within a run and
 //! the same whichever stack instance tracked the flow.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -169,7 +169,9 @@ pub struct FlowCounters {
 pub struct FlowStats {
     contract: Contract,
     out: JsonLines,
-    flows: HashMap<FlowRef, FlowAcc>,
+    /// Keyed by the flow table's slot and generation, not by packet contents: a fast
+    /// unkeyed hash is safe.
+    flows: FxHashMap<FlowRef, FlowAcc>,
     without_packets: u64,
     /// (threshold, minimum packets, event type) when `EVENT/LONG_FLOW` is on.
     long_flow: Option<(u64, u64, EventType)>,
@@ -202,7 +204,7 @@ impl FlowStats {
         Ok(FlowStats {
             contract,
             out,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
             without_packets: 0,
             long_flow: cfg.long_flow_avg_bytes.map(|n| (n, cfg.long_flow_min_packets, cfg.long_flow_event)),
             long_flows: 0,

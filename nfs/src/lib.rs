@@ -18,7 +18,10 @@
 //! * [`dpi`] — the application protocol (HTTP, TLS, SSH, DNS, SMTP) of every flow from its
 //!   first bytes; publishes `EVENT/DPI_DETECT`;
 //! * [`logger`] — one JSON line per event, optionally only for flows flagged by
-//!   Flow_Stats' `EVENT/LONG_FLOW`.
+//!   Flow_Stats' `EVENT/LONG_FLOW`;
+//! * [`http_lb`] and [`memcached_lb`] — policy NFs of the TCP splicer: they answer its
+//!   `FLOW_REQ`s with a `FLOW_DEST` (HTTP pools and rules; memcached keys on a consistent
+//!   hash ring, [`balance`]).
 //!
 //! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
 //! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
@@ -52,6 +55,7 @@
 //! `mbox nf` know NFs only through [`NfConfig`].
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod common;
 pub mod output;
 pub mod reload;
@@ -66,7 +70,7 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger);
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -376,7 +380,10 @@ mod tests {
     #[test]
     fn kinds_have_distinct_names_and_unknown_ones_are_listed() {
         let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger"]);
+        assert_eq!(
+            names,
+            ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]
+        );
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
         let e = configure(
@@ -389,7 +396,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb)"]
         );
     }
 

@@ -22,7 +22,7 @@
 //! `gap_bytes_toclient` (present only when not 0) say how many bytes were never received. A
 //! stream without gaps hashes exactly as before, and as `mbox streams` and tshark do.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -106,7 +106,9 @@ struct Acc {
 pub struct StreamHash {
     contract: Contract,
     out: JsonLines,
-    conns: HashMap<FlowRef, Acc>,
+    /// Keyed by the flow table's slot and generation, not by packet contents: a fast
+    /// unkeyed hash is safe.
+    conns: FxHashMap<FlowRef, Acc>,
     read_errors: u64,
 }
 
@@ -122,7 +124,7 @@ impl StreamHash {
         subscriptions.push(Subscription::new("syn", builtin::PKT_TCP_SYN));
         subscriptions.push(Subscription::new("end", builtin::FLOW_TCP_TERMINATE));
         let contract = common.contract(NAME, subscriptions, vec![]);
-        Ok(StreamHash { contract, out, conns: HashMap::new(), read_errors: 0 })
+        Ok(StreamHash { contract, out, conns: FxHashMap::default(), read_errors: 0 })
     }
 
     fn emit(&mut self, _flow: FlowRef, acc: Acc, end: &str) {

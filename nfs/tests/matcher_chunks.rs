@@ -89,3 +89,32 @@ fn one_byte_chunks_and_long_patterns() {
     assert_eq!(got, whole(&pats, &stream));
     assert!(got.contains(&(0, 12)) && got.contains(&(1, 22)), "{got:?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Wide alphabet, long streams, patterns planted sparsely (any byte value, patterns up to
+    /// 11 bytes, cuts anywhere): a matcher that skips ahead (prefilters) must still find the
+    /// matches that straddle a cut — a prefilter only sees matches that end inside the chunk
+    /// it searches, which this test catches (it failed on such a version, issue 14's notes).
+    #[test]
+    fn prefilter_skips_never_lose_a_match(
+        pats in prop::collection::vec((prop::collection::vec(any::<u8>(), 1..12), any::<bool>()), 1..8),
+        filler in prop::collection::vec(any::<u8>(), 0..4000),
+        plants in prop::collection::vec((0usize..4000, 0usize..8), 0..12),
+        mut cuts in prop::collection::vec(0usize..4100, 0..30),
+    ) {
+        let pats = distinct(pats);
+        let mut stream = filler;
+        for (at, which) in plants {
+            let p = &pats[which % pats.len()].0;
+            let at = at.min(stream.len());
+            stream.splice(at..at, p.iter().copied());
+        }
+        cuts.sort_unstable();
+        let got = chunked(&pats, &stream, &cuts);
+        let set: BTreeSet<(u32, u64)> = got.iter().copied().collect();
+        prop_assert_eq!(set.len(), got.len(), "a match reported twice");
+        prop_assert_eq!(set, whole(&pats, &stream));
+    }
+}

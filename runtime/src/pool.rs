@@ -21,11 +21,18 @@
 //!   obtainable in another process with [`attach`]) reads bytes and adjusts reference counts.
 //! * The free list is an SPSC [`ring`] of `u32` indices named `pool.<name>.free`:
 //!   the releaser is its producer, the allocator its consumer. It starts full of every index.
+//! * Lending: a source that receives straight into pool buffers (the DPDK port's zero-copy
+//!   receive) takes free buffers with [`PoolAllocator::lend`] (counted `lent`), lets its
+//!   device write them, and turns each filled one into a packet with
+//!   [`PoolAllocator::adopt`] (counted `adopted` and `allocated`); a packet is released as
+//!   any other, back onto the free list, from where the source lends it again. Buffers still
+//!   lent at the end are counted with [`PoolAllocator::returned`]. The free list stays the
+//!   only place a buffer is free, and the allocator its only consumer.
 //! * Every failure is counted: `exhausted` (no free buffer), `too_large` (data longer than a
 //!   buffer), `bad_release` (releasing a buffer whose count is already 0 — ignored, so a
 //!   double release can never put a buffer on the free list twice).
 //! * The pool **balances** at the end of a run ([`PoolStats::balanced`]): every allocated
-//!   buffer was freed and none is in use.
+//!   buffer was freed and none is in use, and every lent buffer was adopted or returned.
 //! * Holding a handle is what makes reading its buffer meaningful: [`PoolView::data`] and
 //!   [`PoolView::retain`] are only valid while the caller holds a reference (it received the
 //!   handle through a ring, or retained it). The pool cannot check this ownership (handles are
@@ -89,6 +96,9 @@ struct AllocCounters {
     allocated: AtomicU64,
     exhausted: AtomicU64,
     too_large: AtomicU64,
+    lent: AtomicU64,
+    adopted: AtomicU64,
+    returned: AtomicU64,
 }
 
 #[repr(C)]
@@ -137,12 +147,29 @@ pub struct PoolStats {
     pub too_large: u64,
     /// Releases of a buffer whose count was already 0 (ignored).
     pub bad_release: u64,
+    /// Buffers taken off the free list for a device to receive into
+    /// ([`PoolAllocator::lend`]; the DPDK port's zero-copy receive). Absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lent: u64,
+    /// Of the lent buffers, those that came back holding a frame ([`PoolAllocator::adopt`]);
+    /// each is also counted in `allocated`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub adopted: u64,
+    /// Of the lent buffers, those the device still had, unused, when the run ended
+    /// ([`PoolAllocator::returned`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub returned: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl PoolStats {
-    /// Every allocated buffer was freed and none is in use.
+    /// Every allocated buffer was freed and none is in use; every lent buffer came back,
+    /// with a frame or unused at the end.
     pub fn balanced(&self) -> bool {
-        self.allocated == self.freed && self.in_use == 0
+        self.allocated == self.freed && self.in_use == 0 && self.lent == self.adopted + self.returned
     }
 }
 
@@ -451,7 +478,30 @@ impl PoolView {
             exhausted: h.alloc.exhausted.load(Ordering::Relaxed),
             too_large: h.alloc.too_large.load(Ordering::Relaxed),
             bad_release: h.release.bad_release.load(Ordering::Relaxed),
+            lent: h.alloc.lent.load(Ordering::Relaxed),
+            adopted: h.alloc.adopted.load(Ordering::Relaxed),
+            returned: h.alloc.returned.load(Ordering::Relaxed),
         }
+    }
+
+    /// The address of buffer `index` (for a device that receives into lent buffers); `None`
+    /// when out of range.
+    pub fn buffer_addr(&self, index: u32) -> Option<*mut u8> {
+        // SAFETY: index < count: the buffer lies inside the data area of the block.
+        (index < self.count).then(|| unsafe { self.data.as_ptr().add(index as usize * self.stride) })
+    }
+
+    /// The buffer that `addr` (a device's write address) starts, if it is exactly the start
+    /// of one of this pool's buffers.
+    pub fn index_of(&self, addr: *const u8) -> Option<u32> {
+        let off = (addr as usize).checked_sub(self.data.as_ptr() as usize)?;
+        let i = off / self.stride;
+        (off % self.stride == 0 && i < self.count as usize).then_some(i as u32)
+    }
+
+    /// Bytes from one buffer's start to the next (`buf_size` rounded up to 64).
+    pub fn stride(&self) -> usize {
+        self.stride
     }
 
     /// Bytes per buffer.
@@ -510,6 +560,70 @@ impl PoolAllocator {
         meta.refcount.store(1, Ordering::Release);
         bump(&hdr.alloc.allocated, 1);
         Ok(h)
+    }
+
+    /// Lending (a source that receives straight into pool buffers, such as the DPDK port's
+    /// zero-copy receive): takes up to `max` free buffers off the free list, appends their
+    /// indices to `out` and returns how many. Each is counted `lent` and must end either
+    /// [`adopt`](Self::adopt)ed (holding a frame) or [`returned`](Self::returned) (unused at
+    /// the end) for the pool to balance.
+    pub fn lend(&mut self, max: usize, out: &mut Vec<u32>) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(i) = self.free.pop() else { break };
+            out.push(i);
+            n += 1;
+        }
+        bump(&self.view.hdr().alloc.lent, n as u64);
+        n
+    }
+
+    /// A lent buffer that now holds a frame of `len` bytes (written by the device, or
+    /// by [`fill_lent`](Self::fill_lent)) becomes a packet: its handle, with refcount 1,
+    /// counted in `allocated` and `adopted`.
+    ///
+    /// Errors: [`AllocError::TooLarge`] when `len` exceeds the buffer (counted; the buffer
+    /// stays lent).
+    ///
+    /// # Panics
+    ///
+    /// If `index` is out of range.
+    pub fn adopt(&mut self, index: u32, len: usize) -> Result<PacketHandle, AllocError> {
+        let v = &self.view;
+        let hdr = v.hdr();
+        if len > v.buf_size as usize {
+            bump(&hdr.alloc.too_large, 1);
+            return Err(AllocError::TooLarge { len, buf_size: v.buf_size });
+        }
+        let h = PacketHandle::from_index(index);
+        let meta = v.meta(h);
+        meta.len.store(len as u32, Ordering::Relaxed);
+        meta.refcount.store(1, Ordering::Release);
+        bump(&hdr.alloc.allocated, 1);
+        bump(&hdr.alloc.adopted, 1);
+        Ok(h)
+    }
+
+    /// Copies `data` into the lent buffer `index`, then [`adopt`](Self::adopt)s it.
+    ///
+    /// # Safety
+    ///
+    /// `index` must be a buffer this allocator lent and nobody else (no device) writes.
+    pub unsafe fn fill_lent(&mut self, index: u32, data: &[u8]) -> Result<PacketHandle, AllocError> {
+        if data.len() > self.view.buf_size as usize {
+            return self.adopt(index, data.len());
+        }
+        let h = PacketHandle::from_index(index);
+        let _ = self.view.meta(h); // bounds check
+                                   // SAFETY: in range (above), len <= buf_size; exclusive per the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.view.buf_ptr(h), data.len()) };
+        self.adopt(index, data.len())
+    }
+
+    /// Counts `n` lent buffers that came back unused at the end of the run (they do not
+    /// go back on the free list: the run is over).
+    pub fn returned(&mut self, n: u64) {
+        bump(&self.view.hdr().alloc.returned, n);
     }
 
     /// Buffers free right now.

@@ -164,3 +164,41 @@ fn cross_thread_alloc_and_release_balance() {
     assert_eq!(s.allocated, u64::from(N));
     assert_eq!(s.bad_release, 0);
 }
+
+/// Lending (the DPDK port's zero-copy receive): buffers taken off the free list for a
+/// device, written in place, adopted as packets, released, lent again; the pool balances
+/// only once every lent buffer is adopted or returned.
+#[test]
+fn lend_adopt_return_balances() {
+    let r = region("lend");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 8, 128).unwrap();
+    assert_eq!(view.stride(), 128);
+    let mut lent = Vec::new();
+    assert_eq!(a.lend(6, &mut lent), 6);
+    assert_eq!(a.available(), 2, "lent buffers are off the free list");
+    // A device writes into buffer lent[0] in place; its address maps back to its index.
+    let addr = view.buffer_addr(lent[0]).unwrap();
+    assert_eq!(view.index_of(addr), Some(lent[0]));
+    // SAFETY: (test) addr is the start of a 128-byte buffer nobody else uses.
+    unsafe { std::ptr::copy_nonoverlapping(b"in place".as_ptr(), addr, 8) };
+    let h = a.adopt(lent[0], 8).unwrap();
+    assert_eq!((view.data(h), view.refcount(h)), (&b"in place"[..], 1));
+    // A copied frame into a lent (spare) buffer.
+    // SAFETY: (test) lent[1] is lent and written by nobody else.
+    let h2 = unsafe { a.fill_lent(lent[1], b"copied") }.unwrap();
+    assert_eq!(view.data(h2), b"copied");
+    assert_eq!(a.adopt(lent[2], 129), Err(AllocError::TooLarge { len: 129, buf_size: 128 }));
+    assert!(view.index_of(addr.wrapping_add(1)).is_none(), "not a buffer's start");
+    assert!(view.buffer_addr(8).is_none());
+    assert!(rel.release(h) && rel.release(h2));
+    let s = view.stats();
+    assert_eq!((s.lent, s.adopted, s.allocated, s.freed), (6, 2, 2, 2), "{s:?}");
+    assert!(!s.balanced(), "4 lent buffers not accounted for yet: {s:?}");
+    // The released buffers come back off the free list: lent again.
+    let mut again = Vec::new();
+    assert_eq!(a.lend(8, &mut again), 4, "2 never lent + 2 released");
+    a.returned(8);
+    let s = view.stats();
+    assert_eq!((s.lent, s.adopted, s.returned), (10, 2, 8), "{s:?}");
+    assert!(s.balanced(), "{s:?}");
+}

@@ -301,6 +301,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
 
     let secs = i.elapsed.as_secs_f64();
     RunReport {
+        peak_rss_bytes: runtime::sys::peak_rss_bytes(),
         app: i.app.source.clone(),
         input,
         input_bytes: i.total_bytes,
@@ -349,6 +350,7 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
         trace: None,
         observations: BTreeMap::new(),
         dpdk_ports: Vec::new(),
+        dpdk: None,
         nf_processes: Vec::new(),
         failures: i.stages.iter().flat_map(|s| s.failures.iter().cloned()).collect(),
         buffers_reclaimed: i.tx.reclaimed,

@@ -50,6 +50,8 @@ pub struct Built {
     /// Mode a with tracing: each private chain's inner spans (its stacks' and its NF's work),
     /// by chain name.
     pub inner_traces: Vec<(String, InnerTraceSlot)>,
+    /// The splicer's feedback path and frames, for TX (an app with `[stack.splicer]`).
+    pub loopback: Option<Arc<actors::splice::Loopback>>,
 }
 
 /// The problems of `app`, each prefixed with its file.
@@ -75,18 +77,28 @@ pub(super) fn build_for(
 ) -> Result<Built, RunError> {
     let registry = app.registry.clone();
     let nfs = build_nfs(app, logs, only)?;
+    let active = app.stacks.iter().any(|s| s.kind.table == stacks::splicer::STACK.table);
+    if active && (mode == Mode::A || mode == Mode::D) {
+        return Err(config_err(
+            app,
+            vec![format!(
+                "[stack.splicer] runs in modes b and c only, not mode {}: it is an active stack that owns its connections (mode a would give every NF a private splicer answering the same clients; mode d would shard the legs of one connection apart) (docs/splicer.md)",
+                format!("{mode:?}").to_lowercase()
+            )],
+        ));
+    }
     if mode == Mode::A {
         return build_private(app, link, nfs, registry, trace);
     }
     let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
     let completed = Arc::new(AtomicU64::new(0));
-    let (mut actors, mut streams) = build_stacks(app, link, receiver_events, 0, &completed);
+    let (mut actors, mut streams, loopback) = build_stacks(app, link, receiver_events, 0, &completed);
     let mut shards = Vec::new();
     if mode == Mode::D && app.runtime.shards > 1 {
         let per = registry::flow_ids_per_instance(&app.stacks);
         let mut routes: Vec<(u32, Arc<dyn StreamAccess>)> = streams.iter().map(|s| (0, s.clone())).collect();
         for k in 1..app.runtime.shards {
-            let (stacks, s) = build_stacks(app, link, receiver_events, k, &completed);
+            let (stacks, s, _) = build_stacks(app, link, receiver_events, k, &completed);
             routes.extend(s.map(|s| (k.saturating_mul(per), s)));
             shards.push(stacks);
         }
@@ -97,7 +109,7 @@ pub(super) fn build_for(
     actors.extend(nfs);
     let mut plan = link_chain(app, &actors, &registry)?;
     super::supervise::add_failure_reasons(app, &mut plan);
-    Ok(Built { actors, streams, completed, plan, registry, shards, inner_traces: Vec::new() })
+    Ok(Built { actors, streams, completed, plan, registry, shards, inner_traces: Vec::new(), loopback })
 }
 
 /// Links RX and `actors` in chain order.
@@ -139,7 +151,7 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
 }
 
 /// A stack instance of every µStack, in chain order, and the streams the NFs read.
-type StackSet = (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>);
+type StackSet = (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Option<Arc<actors::splice::Loopback>>);
 
 /// One instance of every µStack of `app`, for shard `shard` (flow ids from `shard ×` the
 /// stacks' flow-id range), in chain order; and the streams of the last that has some.
@@ -148,12 +160,14 @@ fn build_stacks(app: &App, link: LinkType, receiver_events: bool, shard: u32, co
     let cx = StackContext { link, shard, flow_base, completed, receiver_events };
     let mut actors = Vec::new();
     let mut streams = None;
+    let mut loopback = None;
     for stack in &app.stacks {
         let instance = stack.build(&cx);
         actors.push(instance.actor);
         streams = instance.streams.or(streams);
+        loopback = instance.loopback.or(loopback);
     }
-    (actors, streams)
+    (actors, streams, loopback)
 }
 
 /// Mode a: one [`PrivateChain`] per NF, each with its own stacks.
@@ -188,6 +202,7 @@ fn build_private(
         registry,
         shards: Vec::new(),
         inner_traces,
+        loopback: None,
     })
 }
 
@@ -208,7 +223,7 @@ fn private_chain(
     registry: &EventRegistry,
 ) -> Result<Private, RunError> {
     let completed = Arc::new(AtomicU64::new(0));
-    let (stacks, streams) = build_stacks(app, link, entry.common.side.is_some(), 0, &completed);
+    let (stacks, streams, _) = build_stacks(app, link, entry.common.side.is_some(), 0, &completed);
     let standins: Vec<Contract> = upstream
         .iter()
         .map(|c| Contract {

@@ -55,7 +55,7 @@ use crate::live_stats::{LiveFn, LiveSources};
 use crate::report::RunReport;
 
 pub use build::{build, Built};
-pub use dpdk::{DpdkOptions, DpdkPortLine};
+pub use dpdk::{DpdkOptions, DpdkPortLine, DpdkRunLine};
 pub use live::LiveOptions;
 pub use nf_process::{layout_hash, link_name, parse_link, serve_nf};
 pub use place::actor_roles;
@@ -300,33 +300,24 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     // The graph to link: the app, plus the NFs an offline relink adds (`relink.rs`).
     let union = ctl.controller.union().clone();
     let app = &union;
-    let mut dpdk_ports = None;
-    let (source, total_bytes, link): (Box<dyn PacketSource>, _, _) = match (&opts.live, &opts.dpdk) {
-        (Some(l), _) => (live::open_source(l)?, None, LinkType::Ethernet),
-        (None, Some(d)) => {
-            let (source, ports) = dpdk::open(d)?;
-            dpdk_ports = Some(ports);
-            (source, None, LinkType::Ethernet)
-        }
+    // A DPDK run opens its ports once the pool exists (zero-copy receive lends its buffers).
+    let (source, total_bytes, link): (Option<Box<dyn PacketSource>>, _, _) = match (&opts.live, &opts.dpdk) {
+        (Some(l), _) => (Some(live::open_source(l)?), None, LinkType::Ethernet),
+        (None, Some(_)) => (None, None, LinkType::Ethernet),
         (None, None) => {
             let r = PcapReader::open(&opts.input)?;
             let (t, l) = (r.total_bytes(), r.link_type());
-            (Box::new(r), t, l)
+            (Some(Box::new(r)), t, l)
         }
     };
     let logs: Option<Logs> =
         opts.observe.then(|| app.nfs.iter().map(|nf| (nf.common.name.clone(), Log::default())).collect());
-    let Built { actors, streams, completed, plan, registry, shards, inner_traces } =
+    let Built { actors, streams, completed, plan, registry, shards, inner_traces, loopback } =
         build::build_for(app, link, opts.mode, logs.as_ref(), None, opts.trace)?;
     let placement = place::place(&opts, &plan, shards.len())?;
     let writer = match &opts.output {
         Some(p) => Some(PcapWriter::create(p, link).map_err(|e| RunError::Output(e.to_string()))?),
         None => None,
-    };
-    let (sink, ingress) = match (&opts.live, &opts.dpdk, &dpdk_ports) {
-        (Some(l), _, _) => live::open_sink(l, app.runtime.pool_buffers, writer)?,
-        (None, Some(d), Some(p)) => dpdk::open_sink(p, d, app.runtime.pool_buffers, writer),
-        _ => (Box::new(writer) as Box<dyn PacketSink>, None),
     };
     let groups = if opts.mode == Mode::D { build::parallel_groups(app, &plan, &actors)? } else { Vec::new() };
     let layout = layout::Layout::new(&plan, app.stacks.len(), shards.len(), &groups);
@@ -343,9 +334,26 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     if let Some(s) = placed {
         s.share(&region, layout::STREAMS_NAME, true).map_err(RunError::Shm)?;
     }
-    let (alloc, release, pool_view) =
+    let (mut alloc, release, pool_view) =
         pool::create(&region, "packets", app.runtime.pool_buffers, app.runtime.buffer_size)
             .map_err(|e| RunError::Shm(e.to_string()))?;
+    let mut dpdk_ports = None;
+    let source = match (source, &opts.dpdk) {
+        (Some(s), _) => s,
+        (None, Some(d)) => {
+            let shards = u16::try_from(layout.shards.len()).unwrap_or(u16::MAX);
+            let (s, p) = dpdk::open(d, shards, &mut alloc)?;
+            dpdk_ports = Some(p);
+            s
+        }
+        (None, None) => unreachable!("a source is opened for every run but a DPDK one"),
+    };
+    let (sink, ingress) = match (&opts.live, &opts.dpdk, &dpdk_ports) {
+        (Some(l), _, _) => live::open_sink(l, app.runtime.pool_buffers, writer)?,
+        (None, Some(d), Some(p)) => dpdk::open_sink(p, d, app.runtime.pool_buffers, writer),
+        _ => (Box::new(writer) as Box<dyn PacketSink>, None),
+    };
+    let queues = dpdk_ports.as_ref().and_then(|p| dpdk::shard_queues(p, app.runtime.pool_buffers));
     nf_process::check_external(&opts, &plan)?;
 
     let input = wire::WireInput {
@@ -360,9 +368,10 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         completed,
         pool: pool_view.clone(),
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
+        loopback,
         boundary: ctl.controller.boundary(),
     };
-    let io = wire::Io { source, alloc, release, sink, ingress };
+    let io = wire::Io { source, alloc, release, sink, ingress, queues };
     let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());
     let wired = wire::wire(input, io, actors, shards, supervisors)?;
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
@@ -403,7 +412,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     });
     // The ports' final counters; stopping them also flushes a `net_pcap` device's tx_pcap.
     if let Some(p) = &dpdk_ports {
-        report.dpdk_ports = dpdk::finish(p);
+        let (ports, run) = dpdk::finish(p);
+        report.dpdk_ports = ports;
+        report.dpdk = Some(run);
         report.warnings.extend(dpdk::warnings(&report.dpdk_ports));
     }
     report.reconfigurations = ctl.controller.log();

@@ -92,6 +92,8 @@ pub(crate) struct WireInput<'a> {
     pub pool: PoolView,
     /// `EVENT/IDS_REJECT`, when an NF registered it: TX answers it with TCP resets.
     pub reject: Option<actors::event::EventType>,
+    /// The splicer's feedback path and frames (TX feeds and sends them).
+    pub loopback: Option<Arc<actors::splice::Loopback>>,
     /// Where RX stamps live reloads with its next packet number.
     pub boundary: std::sync::Arc<actors::boundary::Boundary>,
 }
@@ -108,6 +110,9 @@ pub(crate) struct Io {
     pub sink: Box<dyn PacketSink>,
     /// Live inline runs: each buffer's ingress port, shared by RX and TX.
     pub ingress: Option<Arc<Ingress>>,
+    /// DPDK runs sharded by receive queue (`--dpdk-shard queue`): each buffer's queue,
+    /// noted by RX, read by mode d's shard splitter.
+    pub queues: Option<Arc<Ingress>>,
 }
 
 /// The layout's rings, created; each end taken once by whoever the layout says.
@@ -189,6 +194,9 @@ pub(crate) fn wire(
     if let Some(t) = &io.ingress {
         rx = rx.with_ingress(t.clone());
     }
+    if let Some(q) = &io.queues {
+        rx = rx.with_queues(q.clone());
+    }
     rx = rx.with_boundary(i.boundary.clone());
     let mut w = Wiring {
         i: &i,
@@ -204,7 +212,7 @@ pub(crate) fn wire(
     };
     w.runnables.insert("rx".into(), Box::new(rx));
     if !i.layout.shards.is_empty() {
-        w.wire_shards(shards);
+        w.wire_shards(shards, io.queues);
     }
     for node in &i.layout.nodes {
         match node {
@@ -213,8 +221,14 @@ pub(crate) fn wire(
         }
     }
     let (mut tx, tx_slot) = TxSink::new(w.rings.input(&End::Tx), io.release, i.pool.clone(), io.sink);
+    if let (Some(l), Some(t)) = (&i.loopback, &io.ingress) {
+        l.set_ingress(t.clone());
+    }
     if let Some(t) = io.ingress {
         tx = tx.with_ingress(t);
+    }
+    if let Some(l) = &i.loopback {
+        tx = tx.with_loopback(l.clone());
     }
     if let Some(t) = i.reject {
         tx = tx.with_rejects(t);
@@ -298,7 +312,7 @@ impl Wiring<'_> {
     }
 
     /// rx -> shard-split -> K × (the stacks' instances) -> shard-merge.
-    fn wire_shards(&mut self, shards: Vec<Vec<Box<dyn Actor>>>) {
+    fn wire_shards(&mut self, shards: Vec<Vec<Box<dyn Actor>>>, queues: Option<Arc<Ingress>>) {
         let layout = self.i.layout;
         let first: Vec<Box<dyn Actor>> = layout.shards[0].iter().map(|&(k, _)| self.take_actor(k)).collect();
         let instances = std::iter::once(first).chain(shards);
@@ -312,7 +326,10 @@ impl Wiring<'_> {
         let to_shards = self.rings.outputs(&End::ShardSplit, n);
         let from_shards = self.rings.inputs(&End::ShardMerge, n);
         let output = self.rings.output(&End::ShardMerge);
-        let splitter = ShardSplitter::new(input, to_shards, self.i.pool.clone(), self.i.link);
+        let mut splitter = ShardSplitter::new(input, to_shards, self.i.pool.clone(), self.i.link);
+        if let Some(q) = queues {
+            splitter = splitter.with_queues(q);
+        }
         self.helpers.push(("rx".into(), Box::new(splitter)));
         let first_stack = self.name_of(1);
         self.helpers.push((first_stack, Box::new(SeqMerger::new("shard-merge".into(), from_shards, output))));

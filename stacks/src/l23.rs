@@ -354,7 +354,7 @@ fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigEr
 impl StackConfig for L23Config {
     fn build(&self, actor: &str, cx: &StackContext<'_>) -> StackInstance {
         let stack = L23Stack::new(actor, self, cx.link).with_flow_base(cx.flow_base);
-        StackInstance { actor: Box::new(stack), streams: None }
+        StackInstance { actor: Box::new(stack), streams: None, loopback: None }
     }
 
     fn flow_ids(&self) -> Option<u32> {

@@ -14,6 +14,10 @@
 //! * [`tcp_monitor`] — the TCP monitor (`[stack.tcp]`): twin TCP state ([`tcp`]),
 //!   reassembled bytestreams ([`reassembly`]) and snapshots for the NFs after it.
 //!
+//! * [`splicer`] — the TCP splicer (`[stack.splicer]`): an active µStack that completes
+//!   clients' handshakes with SYN cookies, asks a policy NF for a backend (`FLOW_REQ` /
+//!   `FLOW_DEST`) and splices the two connections.
+//!
 //! [`shard`] spreads flows over several instances of the stacks (mode d), and [`registry`]
 //! lists every µStack kind for the app loader and the engine.
 //!
@@ -43,6 +47,7 @@ pub mod parse;
 pub mod reassembly;
 pub mod registry;
 pub mod shard;
+pub mod splicer;
 pub mod tcp;
 pub mod tcp_monitor;
 

@@ -22,7 +22,7 @@ use actors::Actor;
 use runtime::ports::LinkType;
 
 /// Every µStack kind, in chain order (each module's registration, one line each).
-pub static STACKS: &[&StackKind] = &[&crate::l23::STACK, &crate::tcp_monitor::STACK];
+pub static STACKS: &[&StackKind] = &[&crate::l23::STACK, &crate::tcp_monitor::STACK, &crate::splicer::STACK];
 
 /// A kind of µStack: what an app file calls it, and how to make it.
 #[derive(Debug)]
@@ -72,6 +72,8 @@ pub struct StackInstance {
     pub actor: Box<dyn Actor>,
     /// The bytestreams it reassembles, for the NFs after it (the TCP monitor's).
     pub streams: Option<Arc<dyn StreamAccess>>,
+    /// The feedback path and frames of an active µStack (the splicer's), for TX.
+    pub loopback: Option<Arc<actors::splice::Loopback>>,
 }
 
 /// Parses a `[stack.NAME]` table into its configuration, or every problem with it.
@@ -195,7 +197,7 @@ mod tests {
             e,
             [
                 StackConfigError::new("stack.l23", "max_flows must be at least 1"),
-                StackConfigError::new("stack.ip", "unknown µStack (known: l23, tcp)"),
+                StackConfigError::new("stack.ip", "unknown µStack (known: l23, tcp, splicer)"),
             ]
         );
     }

@@ -41,6 +41,9 @@ pub struct ShardSplitter {
     link: LinkType,
     inbuf: Vec<EventDesc>,
     end: bool,
+    /// When set, a frame's instance is its receive queue (noted by RX per pool buffer:
+    /// a DPDK port whose RSS already spread the flows over one queue per instance).
+    queues: Option<Arc<actors::io::Ingress>>,
     /// Frames sent to each instance.
     pub counts: Vec<u64>,
 }
@@ -61,12 +64,25 @@ impl ShardSplitter {
             link,
             inbuf: Vec::with_capacity(BURST),
             end: false,
+            queues: None,
             counts: vec![0; n],
         }
     }
 
+    /// Sends each frame to the instance of its receive queue instead of hashing its flow
+    /// (`mbox run --dpdk-shard queue`): the device's symmetric RSS chose the queue by flow,
+    /// so both directions of a connection still meet in one instance, and nothing is parsed
+    /// here.
+    pub fn with_queues(mut self, queues: Arc<actors::io::Ingress>) -> ShardSplitter {
+        self.queues = Some(queues);
+        self
+    }
+
     fn shard_of(&self, ev: &EventDesc) -> usize {
         let Some(h) = ev.packet else { return 0 };
+        if let Some(q) = &self.queues {
+            return usize::from(q.get(h.index())) % self.out.len();
+        }
         match parse(self.link, self.pool.data(h)).ok().and_then(|p| FlowKey::from_parsed(&p)) {
             Some((key, _)) => key.symmetric_hash() as usize % self.out.len(),
             None => 0,

@@ -396,8 +396,10 @@ impl InOrderSink for Nowhere {
 pub struct TcpTracker {
     cfg: TcpConfig,
     /// Keyed by flow table slot and generation, which the flow table assigns (not the
-    /// packets' senders), so a fast non-keyed hash is safe here.
-    conns: FxHashMap<FlowId, Connection>,
+    /// packets' senders), so a fast non-keyed hash is safe here. Boxed: growing the map then
+    /// moves 16-byte entries, not 840-byte connections, so its resizes do not hold two copies
+    /// of every connection at once (the peak memory of many idle connections, issue 14).
+    conns: FxHashMap<FlowId, Box<Connection>>,
     budget: Budget,
     stats: TcpStats,
 }
@@ -432,7 +434,7 @@ impl TcpTracker {
 
     /// A live connection.
     pub fn get(&self, flow: FlowId) -> Option<&Connection> {
-        self.conns.get(&flow)
+        self.conns.get(&flow).map(|c| &**c)
     }
 
     /// The ids of the live connections, sorted.
@@ -488,7 +490,7 @@ impl TcpTracker {
         events: &mut Vec<TcpEvent>,
         sinks: Option<&mut dyn StreamSinks>,
     ) -> Updates {
-        let conn = self.conns.entry(flow).or_insert_with(|| Connection::open(seg.flags, events));
+        let conn = self.conns.entry(flow).or_insert_with(|| Box::new(Connection::open(seg.flags, events)));
         if conn.half.iter().all(|h| h.packets == 0) {
             self.stats.connections += 1;
             self.stats.midstream += u64::from(conn.midstream);
@@ -541,7 +543,7 @@ impl TcpTracker {
             }
         }
         events.push(TcpEvent::End { reason });
-        Some(conn)
+        Some(*conn)
     }
 
     /// Gives a finished connection's memory back (call after reading what you need from the

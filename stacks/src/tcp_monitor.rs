@@ -582,6 +582,6 @@ impl StackConfig for TcpConfig {
         tcp.set_completed(cx.completed.clone());
         tcp.set_receiver_events(cx.receiver_events);
         let streams: Arc<dyn StreamAccess> = tcp.streams();
-        StackInstance { actor: Box::new(tcp), streams: Some(streams) }
+        StackInstance { actor: Box::new(tcp), streams: Some(streams), loopback: None }
     }
 }

@@ -59,7 +59,9 @@
 
 pub mod classify;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -192,7 +194,9 @@ pub struct Dpi {
     contract: Contract,
     cfg: DpiConfig,
     out: Option<JsonLines>,
-    flows: HashMap<FlowRef, FlowState>,
+    /// Keyed by the flow table's slot and generation, not by packet contents: a fast
+    /// unkeyed hash is safe.
+    flows: FxHashMap<FlowRef, FlowState>,
     done: HashSet<FlowRef>,
     detected: [u64; 5],
     unknown: u64,
@@ -228,7 +232,7 @@ impl Dpi {
             contract,
             cfg,
             out,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
             done: HashSet::new(),
             detected: [0; 5],
             unknown: 0,

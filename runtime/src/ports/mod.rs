@@ -13,8 +13,9 @@
 //!   summary of exactly what it wrote, so tests can check a pipeline against ground truth.
 //! * [`af_packet`] — live Linux interfaces: a `TPACKET_V3` receive ring ([`AfPacketRx`]) and
 //!   a batched `sendmmsg` transmitter ([`AfPacketTx`]) per interface (docs/live.md).
-//! * `dpdk` (feature `dpdk`) — DPDK ports through the system's DPDK: EAL set-up, one RX and
-//!   one TX queue per port, frames copied into the pool (docs/dpdk.md).
+//! * `dpdk` (feature `dpdk`) — DPDK ports through the system's DPDK: EAL set-up, RX queues
+//!   with RSS where the device has it, frames received straight into the pool (zero-copy)
+//!   or copied into it (docs/dpdk.md).
 //! * [`rst`] — [`Resets`], the two TCP `RST|ACK` frames that reset both ends of the
 //!   connection a frame belongs to (an inline IPS's `reject`).
 //!
@@ -46,7 +47,7 @@ pub mod dpdk;
 
 /// One DPDK port's counters (`rte_eth_stats`). Plain data, outside the `dpdk` feature, so that
 /// reports can carry them in every build.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DpdkStats {
     /// Frames received (`ipackets`).
     pub ipackets: u64,
@@ -65,6 +66,20 @@ pub struct DpdkStats {
     pub oerrors: u64,
     /// Frames dropped because no mbuf was free to receive them (`rx_nombuf`).
     pub rx_nombuf: u64,
+    /// Each RX queue's counters (`q_ipackets`, `q_ibytes`, `q_errors`; DPDK keeps them for
+    /// the first 16 queues), in queue order.
+    pub queues: Vec<DpdkQueueStats>,
+}
+
+/// One RX queue's counters (from `rte_eth_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DpdkQueueStats {
+    /// Frames received on the queue (`q_ipackets`).
+    pub ipackets: u64,
+    /// Their bytes (`q_ibytes`).
+    pub ibytes: u64,
+    /// Frames dropped in the queue (`q_errors`).
+    pub errors: u64,
 }
 pub mod gen;
 pub mod pcap;

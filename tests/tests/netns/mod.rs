@@ -102,6 +102,21 @@ impl Lab {
         self.wait(i, within)
     }
 
+    /// The PID of the command `timeout` runs as process `i` (`ip netns exec` execs it).
+    pub fn command_pid(&self, i: usize) -> Option<u32> {
+        let parent = self.children[i].id().to_string();
+        let o = Command::new("pgrep").args(["-P", &parent]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).split_whitespace().next()?.parse().ok()
+    }
+
+    /// Kills the command of process `i` (SIGKILL, by its PID) and waits for it, at most 10 s.
+    pub fn kill_command(&mut self, i: usize) {
+        if let Some(pid) = self.command_pid(i) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let _ = self.wait(i, Duration::from_secs(10));
+    }
+
     pub fn wait(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < within {
