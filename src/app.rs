@@ -198,6 +198,21 @@ impl App {
     /// options, names, `parallel`, and the links between the actors (as modes b, c and d
     /// chain them) — and reported together, in file order within each stage.
     pub fn parse_in(text: &str, source: &str, dir: &Path) -> Result<App, AppError> {
+        App::parse_with(text, source, dir, EventRegistry::new())
+    }
+
+    /// As [`App::load`], with event types numbered as in `registry` first (types it has
+    /// keep their ids; new ones come after): a relink's new file, numbered as the running
+    /// graph (docs/reconfiguration.md). Check the file with [`App::load`] first: types the
+    /// registry holds resolve here even when no NF of this file registers them.
+    pub fn load_with_registry(path: &Path, registry: EventRegistry) -> Result<App, AppError> {
+        let text = runtime::files::read_text(path, runtime::files::MAX_CONFIG_BYTES)
+            .map_err(|e| AppError(vec![format!("{}: cannot read the app file: {e}", path.display())]))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        App::parse_with(&text, &path.display().to_string(), dir, registry)
+    }
+
+    fn parse_with(text: &str, source: &str, dir: &Path, mut registry: EventRegistry) -> Result<App, AppError> {
         let mut top: toml::Table =
             toml::from_str(text).map_err(|e| AppError(vec![format!("{source}: {}", e.to_string().trim_end())]))?;
         let mut errs = Vec::new();
@@ -220,7 +235,6 @@ impl App {
             Vec::new()
         });
 
-        let mut registry = EventRegistry::new();
         let (nfs, all_nfs_ok) = match top.remove("nf") {
             None => (Vec::new(), true),
             Some(toml::Value::Array(items)) => parse_nfs(items, source, dir, &mut registry, &mut errs),
@@ -587,7 +601,17 @@ fn nf_entry(
             actors::supervise::OnFailure::Stop
         }),
     };
-    let common = NfCommon { name: name.clone(), subscribe, filter, from, side, to_server, on_failure, reload: None };
+    let common = NfCommon {
+        name: name.clone(),
+        subscribe,
+        filter,
+        from,
+        side,
+        to_server,
+        on_failure,
+        reload: None,
+        active: None,
+    };
     let entry = match nfs::configure(&kind, &common, t, registry, dir) {
         Ok(config) if errs.is_empty() => Ok(NfEntry { kind, common, config }),
         Ok(_) => Err(errs),

@@ -181,6 +181,8 @@ fn run_mode(app: &App, input: &Path, mode: Mode, opts: &CheckOptions, dir: &Path
     ro.fault = if mode == Mode::A { None } else { opts.fault };
     ro.prefix = Some(format!("check{}-{}-{mode}", std::process::id(), unique()));
     ro.reloads = opts.reloads.clone();
+    // NFs a relink adds write their outputs here too.
+    ro.output_dir = Some(mode_dir.clone());
     if opts.progress {
         ro.progress = crate::report::progress_bar(input);
     }

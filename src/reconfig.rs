@@ -75,20 +75,41 @@ pub struct Controller {
     generation: u32,
     started: Instant,
     log: Vec<(Reconfiguration, Option<Arc<AtomicU64>>)>,
+    /// Every NF of every graph so far (offline relinks), each with its active packets: the
+    /// graph the run links.
+    union: App,
+    /// The packet of the last offline relink (0: none).
+    last_relink: u64,
+    /// `--output-dir`: where added NFs' relative outputs go.
+    output_dir: Option<std::path::PathBuf>,
 }
 
 impl Controller {
     /// Gives every NF of `app` a reload port (in its common part) and returns the controller
     /// of the run. `passive`: the run made every NF passive; `external`: NFs in their own
     /// process.
-    pub fn attach(app: &mut App, passive: bool, external: &[String]) -> Controller {
+    /// With `removable`, every NF can be removed while the run goes on (each is wrapped to
+    /// retire at a packet RX stamps: one atomic load per event).
+    pub fn attach(
+        app: &mut App,
+        passive: bool,
+        external: &[String],
+        output_dir: Option<&std::path::Path>,
+        removable: bool,
+    ) -> Controller {
         let mut ports = BTreeMap::new();
         for nf in &mut app.nfs {
             let port = ReloadPort::new();
             nf.common.reload = Some(port.clone());
+            if removable && !external.contains(&nf.common.name) {
+                nf.common.active = Some((0, Arc::new(AtomicU64::new(u64::MAX))));
+            }
             ports.insert(nf.common.name.clone(), port);
         }
         Controller {
+            union: app.clone(),
+            last_relink: 0,
+            output_dir: output_dir.map(std::path::Path::to_path_buf),
             current: app.clone(),
             ports,
             boundary: Boundary::new(),
@@ -110,6 +131,12 @@ impl Controller {
         self.generation
     }
 
+    /// The graph the run links: the app it started with, plus every NF an offline relink
+    /// adds (each NF active for its packets).
+    pub fn union(&self) -> &App {
+        &self.union
+    }
+
     /// The app now in force.
     pub fn current(&self) -> &App {
         &self.current
@@ -119,7 +146,7 @@ impl Controller {
     /// Returns the log entry (refused ones too; they are logged as well).
     pub fn reload(&mut self, new: Result<App, Vec<String>>, file: &str, trigger: &str, from: From) -> Reconfiguration {
         let requested_at_s = self.started.elapsed().as_secs_f64();
-        let planned = new.and_then(|new| self.plan(new));
+        let planned = new.and_then(|new| self.plan(new, from));
         let (entry, cell) = match planned {
             Err(errors) => (
                 Reconfiguration {
@@ -134,8 +161,24 @@ impl Controller {
                 },
                 None,
             ),
-            Ok((app, specs, changes)) => {
+            Ok(Planned { app, specs, changes, union, retire }) => {
                 self.generation += 1;
+                for cell in retire {
+                    match from {
+                        From::Packet(n) => cell.store(n, Ordering::Release),
+                        From::NextPacket => self.boundary.request(cell),
+                    }
+                }
+                if let (Some(u), From::Packet(n)) = (union, from) {
+                    // The added NFs' ports, for later reloads of their options.
+                    for nf in &u.nfs {
+                        if let Some(p) = &nf.common.reload {
+                            self.ports.entry(nf.common.name.clone()).or_insert_with(|| p.clone());
+                        }
+                    }
+                    self.union = u;
+                    self.last_relink = n;
+                }
                 let cell = Arc::new(AtomicU64::new(match from {
                     From::Packet(n) => n,
                     From::NextPacket => u64::MAX,
@@ -195,19 +238,46 @@ impl Controller {
     }
 
     /// What changes from the app in force to `new`: the app to keep as current, the new
-    /// options of each changed NF, and the change lines; or every problem.
-    #[allow(clippy::type_complexity)]
-    fn plan(&self, mut new: App) -> Result<(App, Vec<(String, Box<dyn nfs::NfSpec>)>, Vec<String>), Vec<String>> {
+    /// options of each changed NF, the change lines and, for an offline relink, the union
+    /// graph to run; or every problem.
+    fn plan(&self, mut new: App, from: From) -> Result<Planned, Vec<String>> {
         let old = &self.current;
         let mut errs = Vec::new();
-        let relink = "relinking a running graph (adding, removing, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads are (docs/reconfiguration.md); restart the run for this change";
+        let relink = "relinking a running graph (adding, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads and removing NFs are, and offline (--reload-at) adding and removing NFs (docs/reconfiguration.md); restart the run for this change";
         let names = |a: &App| a.nfs.iter().map(|n| format!("{} ({})", n.common.name, n.kind)).collect::<Vec<_>>();
-        if names(old) != names(&new) {
-            errs.push(format!(
-                "the NFs changed ([{}] -> [{}]): {relink}",
-                names(old).join(", "),
-                names(&new).join(", ")
-            ));
+        let relinked = names(old) != names(&new);
+        let offline = match from {
+            From::Packet(n) => Some(n),
+            From::NextPacket => None,
+        };
+        // Live, NFs can only be removed: the new list is the old one less some NFs.
+        let mut retire = Vec::new();
+        if relinked && offline.is_none() {
+            let mut rest = old.nfs.iter();
+            let removal_only =
+                new.nfs.iter().all(|n| rest.by_ref().any(|o| o.common.name == n.common.name && o.kind == n.kind));
+            if !removal_only {
+                errs.push(format!(
+                    "the NFs changed ([{}] -> [{}]): while the run goes on NFs can only be removed; {relink}",
+                    names(old).join(", "),
+                    names(&new).join(", ")
+                ));
+            }
+            for o in old.nfs.iter().filter(|o| new.nfs.iter().all(|n| n.common.name != o.common.name)) {
+                let gate = self
+                    .union
+                    .nfs
+                    .iter()
+                    .find(|u| u.common.name == o.common.name)
+                    .and_then(|u| u.common.active.clone());
+                match gate {
+                    Some((_, cell)) => retire.push(cell),
+                    None => errs.push(format!(
+                        "nf `{}` cannot be removed while this run goes on (it was not started removable)",
+                        o.common.name
+                    )),
+                }
+            }
         }
         if format!("{:?}", old.stacks) != format!("{:?}", new.stacks) {
             errs.push(format!("the µStacks ([stack.*]) changed: {relink}"));
@@ -226,12 +296,23 @@ impl Controller {
         if !errs.is_empty() {
             return Err(errs);
         }
+        let mut union = None;
+        if let (true, Some(n)) = (relinked, offline) {
+            let (u, cells) = self.relink(old, &mut new, n)?;
+            union = Some(u);
+            retire = cells;
+        }
         let mut specs = Vec::new();
         let mut changes = Vec::new();
-        for (o, n) in old.nfs.iter().zip(new.nfs.iter_mut()) {
-            let name = &o.common.name;
+        for n in &mut new.nfs {
+            let name = n.common.name.clone();
+            let Some(o) = old.nfs.iter().find(|o| o.common.name == name) else {
+                changes.push(format!("nf `{name}` ({}) added: it sees each flow from the flow's next event", n.kind));
+                continue;
+            };
             let mut nc = n.common.clone();
             nc.reload = o.common.reload.clone();
+            nc.active = o.common.active.clone();
             if format!("{:?}", o.common) != format!("{nc:?}") {
                 errs.push(format!("nf `{name}`: its subscriptions, filter, `from`, `side`, `direction` or `on_failure` changed: {relink}"));
                 continue;
@@ -247,7 +328,7 @@ impl Controller {
             if format!("{:?}", o.config) == format!("{:?}", n.config) {
                 continue;
             }
-            if self.external.contains(name) {
+            if self.external.contains(&name) {
                 errs.push(format!("nf `{name}` runs in its own process (--nf-process): its options cannot be reloaded (yet); restart the run"));
                 continue;
             }
@@ -262,17 +343,127 @@ impl Controller {
                 _ => errs.push(format!("nf `{name}`: an NF built by code cannot be reloaded")),
             }
         }
+        for o in old.nfs.iter().filter(|o| !new.nfs.iter().any(|n| n.common.name == o.common.name)) {
+            changes.push(format!(
+                "nf `{}` ({}) removed: it finishes and its per-flow state is dropped",
+                o.common.name, o.kind
+            ));
+        }
         if errs.is_empty() {
-            Ok((new, specs, changes))
+            Ok(Planned { app: new, specs, changes, union, retire })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// An offline relink to `new` at packet `n`: the union of every graph so far with `new`'s
+    /// NFs, each NF active for its packets; `new`'s added NFs get their reload ports and
+    /// ranges here. Refused: replacing an NF under its name, reordering, reusing a removed
+    /// NF's name, relinks out of packet order, event types the two files number differently.
+    #[allow(clippy::type_complexity)]
+    fn relink(&self, old: &App, new: &mut App, n: u64) -> Result<(App, Vec<Arc<AtomicU64>>), Vec<String>> {
+        let mut errs = Vec::new();
+        let mut union = self.union.clone();
+        if n <= self.last_relink {
+            errs.push(format!(
+                "a relink at packet {n} after one at packet {}: relinks must come in packet order",
+                self.last_relink
+            ));
+        }
+        // Event types: the union keeps the old numbering; the new file's must agree with it.
+        for (t, name) in new.registry.iter() {
+            match union.registry.resolve(name) {
+                Ok(u) if u == t => {}
+                Ok(_) => errs.push(format!("event type `{name}` is numbered differently in the new file (its NFs register their types in another order): keep the NFs that publish types in the same order, adding new ones after them")),
+                Err(_) => match union.registry.register(name) {
+                    Ok(u) if u == t => {}
+                    _ => errs.push(format!("event type `{name}` would be numbered differently in the union of the two graphs: add the NFs that publish new types after the others")),
+                },
+            }
+        }
+        let mut last: Option<usize> = None;
+        let mut insert_at = 0;
+        for nf in &mut new.nfs {
+            let name = nf.common.name.clone();
+            match union.nfs.iter().position(|u| u.common.name == name) {
+                Some(i) if old.nfs.iter().any(|o| o.common.name == name) => {
+                    if union.nfs[i].kind != nf.kind {
+                        errs.push(format!("nf `{name}`: replaced by an NF of kind `{}`: give the new NF another name (the old one is removed, the new one added)", nf.kind));
+                    }
+                    if last.is_some_and(|l| i < l) {
+                        errs.push(format!(
+                            "nf `{name}`: the NFs kept are in another order: reordering is not supported"
+                        ));
+                    }
+                    last = Some(i);
+                    insert_at = i + 1;
+                }
+                Some(_) if old.nfs.iter().all(|o| o.common.name != name) => {
+                    errs.push(format!(
+                        "nf `{name}`: an NF of that name was removed earlier in this run: give the new NF another name"
+                    ));
+                }
+                _ => {
+                    if old.nfs.iter().any(|o| o.common.name == name) {
+                        continue;
+                    }
+                    if let (Some(out), Some(dir)) =
+                        (nf.config.output().map(std::path::Path::to_path_buf), &self.output_dir)
+                    {
+                        if out.is_relative() {
+                            nf.config.set_output(dir.join(out));
+                        }
+                    }
+                    if self.passive {
+                        nf.config.set_passive();
+                    }
+                    nf.common.reload = Some(ReloadPort::new());
+                    nf.common.active = Some((n, Arc::new(AtomicU64::new(u64::MAX))));
+                    union.nfs.insert(insert_at, nf.clone());
+                    insert_at += 1;
+                    if let Some(l) = last.as_mut() {
+                        *l += 1;
+                    }
+                }
+            }
+        }
+        let mut retire = Vec::new();
+        for u in &mut union.nfs {
+            let name = &u.common.name;
+            let was_running = old.nfs.iter().any(|o| &o.common.name == name);
+            if was_running && !new.nfs.iter().any(|nn| &nn.common.name == name) {
+                let (_, cell) = u.common.active.get_or_insert_with(|| (0, Arc::new(AtomicU64::new(u64::MAX)))).clone();
+                retire.push(cell);
+            }
+        }
+        if errs.is_empty() {
+            Ok((union, retire))
         } else {
             Err(errs)
         }
     }
 }
 
-/// Loads an app file for a reload: every problem, one per line.
-pub fn load(path: &std::path::Path) -> Result<App, Vec<String>> {
-    App::load(path).map_err(|e| e.0)
+/// What [`Controller::plan`] found.
+struct Planned {
+    /// The app in force after the reload.
+    app: App,
+    /// The new options of each NF whose options changed.
+    specs: Vec<(String, Box<dyn nfs::NfSpec>)>,
+    /// What changed.
+    changes: Vec<String>,
+    /// An offline relink: the union graph to run.
+    union: Option<App>,
+    /// The `until` cells of the NFs removed: set to the reload's packet.
+    retire: Vec<Arc<AtomicU64>>,
+}
+
+/// Loads an app file for a reload of `controller`'s run: checked as at start (every
+/// problem, one per line), then numbered as the running graph (its event types keep their
+/// ids, so that a relink's union graph means one thing by each).
+pub fn load(path: &std::path::Path, controller: &Controller) -> Result<App, Vec<String>> {
+    App::load(path).map_err(|e| e.0)?;
+    App::load_with_registry(path, controller.union().registry.clone()).map_err(|e| e.0)
 }
 
 /// A scheduled offline reload (`--reload-at N:FILE`).

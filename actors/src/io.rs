@@ -539,8 +539,12 @@ impl RxStage {
                 return false;
             }
         };
+        if let Some(b) = &self.boundary {
+            b.stamp(self.seq + 1);
+        }
         self.report.packets_in += 1;
         self.report.bytes_in += u64::from(f.len);
+        self.progress.packets.store(self.report.packets_in, Ordering::Relaxed);
         self.last_ts = f.ts_ns;
         self.seq += 1;
         match f.packet {

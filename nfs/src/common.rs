@@ -34,6 +34,12 @@ pub struct NfCommon {
     /// Where a running NF finds new generations of its options (set by the engine for every
     /// NF of a run; `None` elsewhere). Not part of the app file.
     pub reload: Option<std::sync::Arc<crate::reload::ReloadPort>>,
+    /// The packets (numbers in the input, `[from, until)`) whose events this NF handles, when
+    /// a relink adds or removes it (or may remove it while the run goes on) (docs/reconfiguration.md); `None`: all. Not part
+    /// of the app file.
+    /// The cell holds the first packet of `until` (`u64::MAX` while it stays): a live
+    /// removal has RX stamp it.
+    pub active: Option<(u64, std::sync::Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 impl NfCommon {

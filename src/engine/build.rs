@@ -130,6 +130,11 @@ fn build_nfs(app: &App, logs: Option<&Logs>, only: Option<&str>) -> Result<Vec<B
             Some(n) if n != nf.common.name => nf.config.contract_only(&nf.common),
             _ => nf.config.build(&nf.common),
         };
+        // An NF an offline relink adds or removes handles only its packets (`relink.rs`).
+        let built = built.map(|a| match nf.common.active.clone() {
+            Some(range) => Box::new(super::relink::Gated::new(a, range)) as Box<dyn Actor>,
+            None => a,
+        });
         match built {
             Ok(a) => match logs.and_then(|l| l.get(&nf.common.name)) {
                 Some(log) => out.push(Box::new(Observed::new(a, app.registry.clone(), log.clone())) as Box<dyn Actor>),

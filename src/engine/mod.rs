@@ -32,6 +32,7 @@ mod live;
 mod nf_process;
 mod place;
 mod reconfigure;
+mod relink;
 mod supervise;
 mod wire;
 
@@ -287,10 +288,18 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     };
     // Every NF gets a reload port; the controller keeps the app in force.
     let mut attached = app.clone();
-    let controller = crate::reconfig::Controller::attach(&mut attached, passive, &opts.external);
-    let app = &attached;
+    let controller = crate::reconfig::Controller::attach(
+        &mut attached,
+        passive,
+        &opts.external,
+        opts.output_dir.as_deref(),
+        opts.control,
+    );
     let prefix = opts.prefix.clone().unwrap_or_else(unique_prefix);
     let mut ctl = reconfigure::Ctl::new(controller, &opts, &prefix)?;
+    // The graph to link: the app, plus the NFs an offline relink adds (`relink.rs`).
+    let union = ctl.controller.union().clone();
+    let app = &union;
     // A DPDK run opens its ports once the pool exists (zero-copy receive lends its buffers).
     let (source, total_bytes, link): (Option<Box<dyn PacketSource>>, _, _) = match (&opts.live, &opts.dpdk) {
         (Some(l), _) => (Some(live::open_source(l)?), None, LinkType::Ethernet),

@@ -37,7 +37,8 @@ impl Ctl {
         let mut errs = Vec::new();
         for r in &opts.reloads {
             let file = r.file.display().to_string();
-            let e = controller.reload(reconfig::load(&r.file), &file, "--reload-at", reconfig::From::Packet(r.at));
+            let app = reconfig::load(&r.file, &controller);
+            let e = controller.reload(app, &file, "--reload-at", reconfig::From::Packet(r.at));
             errs.extend(e.errors.iter().map(|x| format!("--reload-at {}:{file}: {x}", r.at)));
         }
         if !errs.is_empty() {
@@ -81,7 +82,7 @@ impl Ctl {
 
     fn reload(&mut self, trigger: &str) -> Reconfiguration {
         let (app, file) = match &self.app_file {
-            Some(p) => (reconfig::load(p), p.display().to_string()),
+            Some(p) => (reconfig::load(p, &self.controller), p.display().to_string()),
             None => (Err(vec!["the run's app was not loaded from a file: nothing to re-read".into()]), String::new()),
         };
         self.controller.reload(app, &file, trigger, reconfig::From::NextPacket)

@@ -194,3 +194,101 @@ fn ctl_names_missing_and_stale_sockets_and_a_run_replaces_a_stale_one() {
     assert!(!o.status.success() && text(&o).contains("not a socket"), "{}", text(&o));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A run fed through a pipe in parts: `mbox run APP --input in.pcap --prefix PREFIX` in
+/// `d`, the capture's record offsets, and a sender of byte ranges to feed.
+struct Piped {
+    child: Child,
+    go: mpsc::Sender<std::ops::Range<usize>>,
+    feeder: std::thread::JoinHandle<()>,
+    starts: Vec<usize>,
+}
+
+fn piped(d: &Path, app: &str, prefix: &str, input: &Path) -> Piped {
+    let bytes = std::fs::read(input).unwrap();
+    let mut starts = vec![24usize];
+    while *starts.last().unwrap() < bytes.len() {
+        let p = *starts.last().unwrap();
+        starts.push(p + 16 + u32::from_le_bytes(bytes[p + 8..p + 12].try_into().unwrap()) as usize);
+    }
+    let fifo = d.join("in.pcap");
+    assert!(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo).status().unwrap().success(), "mkfifo");
+    let child = Command::new(mbox_bin())
+        .args(["run", app, "--input", "in.pcap", "--prefix", prefix, "--no-progress", "--stats-json", "s.json"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (go, parts) = mpsc::channel::<std::ops::Range<usize>>();
+    let feeder = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        while let Ok(range) = parts.recv_timeout(Duration::from_secs(30)) {
+            f.write_all(&bytes[range]).unwrap();
+            f.flush().unwrap();
+        }
+    });
+    Piped { child, go, feeder, starts }
+}
+
+/// `mbox ctl reload` with a file that removes an NF: it retires at the next packet, and the
+/// outputs equal an offline relink (`--reload-at`) at the packet the run reported; a file
+/// that adds an NF is refused live.
+#[test]
+fn ctl_removes_an_nf_at_the_next_packet_and_refuses_to_add_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("all.pcap");
+    gen_pcap(&input, &GenConfig { flows: 80, seed: 6, concurrency: 8, ..GenConfig::default() });
+    let nf = |name: &str| format!("\n[[nf]]\nname = \"{name}\"\nkind = \"flow_stats\"\noutput = \"{name}.jsonl\"\n");
+    std::fs::write(d.join("both.toml"), nf("keep") + &nf("gone")).unwrap();
+    std::fs::write(d.join("one.toml"), nf("keep")).unwrap();
+    std::fs::copy(d.join("both.toml"), d.join("app.toml")).unwrap();
+    let prefix = format!("ctlrm{}", std::process::id());
+    let mut p = piped(d, "app.toml", &prefix, &input);
+    let n = p.starts.len() - 1;
+    let k = n / 2;
+    p.go.send(0..p.starts[k]).unwrap();
+    wait_status(d, &prefix, &mut p.child, |v| v["packets_in"].as_u64() == Some(k as u64));
+    // Adding an NF live is refused, and says what is supported.
+    std::fs::write(d.join("app.toml"), nf("keep") + &nf("gone") + &nf("new")).unwrap();
+    let (o, v) = ctl(d, &prefix, "reload");
+    assert!(!o.status.success(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("while the run goes on NFs can only be removed"), "{v}");
+    std::fs::copy(d.join("one.toml"), d.join("app.toml")).unwrap();
+    let (o, v) = ctl(d, &prefix, "reload");
+    assert!(o.status.success(), "{v}");
+    assert!(v["changes"].to_string().contains("nf `gone` (flow_stats) removed"), "{v}");
+    p.go.send(p.starts[k]..p.starts[n]).unwrap();
+    drop(p.go);
+    p.feeder.join().unwrap();
+    let status = wait_bounded(&mut p.child, Duration::from_secs(30)).expect("mbox ends");
+    let t = text(&p.child.wait_with_output().unwrap());
+    assert!(status.success(), "{t}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
+    let from = s["reconfigurations"][1]["from_packet"].as_u64().unwrap();
+    assert_eq!(from, k as u64 + 1);
+    let gone = s["actors"].as_array().unwrap().iter().find(|a| a["name"] == "gone").unwrap();
+    assert_eq!(gone["counters"]["removed_at_packet"].as_u64(), Some(from), "{gone}");
+    let off = d.join("off");
+    std::fs::create_dir_all(&off).unwrap();
+    let both = d.join("both.toml");
+    let reload = format!("{from}:{}", d.join("one.toml").display());
+    let o = mbox(&off, &["run", both.to_str().unwrap(), "-i", input.to_str().unwrap(), "--reload-at", &reload, "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["keep.jsonl", "gone.jsonl"] {
+        assert_eq!(sorted_lines(&d.join(f)), sorted_lines(&off.join(f)), "{f}: live and offline differ");
+    }
+    // `gone` counted the packets before the removal only.
+    let pkts = |f: &str| -> u64 {
+        sorted_lines(&d.join(f))
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["flow"]["pkts_toserver"].as_u64().unwrap() + v["flow"]["pkts_toclient"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(pkts("keep.jsonl"), n as u64, "every packet of a flow counted by the NF kept");
+    assert!(pkts("gone.jsonl") <= k as u64, "the removed NF counted only packets before {from}");
+}

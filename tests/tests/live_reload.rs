@@ -6,8 +6,9 @@
 //! a request carrying `X-Reload-Marker` does not alert (rules A have no rule for it);
 //! `mbox ctl P reload` with rules B, which add one, is accepted and applies from a packet
 //! number RX stamped; the same request on a new connection now alerts; a reload that would
-//! relink (a new NF) is refused with the message that says what is supported, and changes
-//! nothing; the download completes byte for byte (SHA-256) and the run drops nothing.
+//! add an NF is refused with the message that says what is supported, and changes nothing;
+//! a reload that removes the flow-log NF retires it at a stamped packet; the download
+//! completes byte for byte (SHA-256) and the run drops nothing.
 
 mod netns;
 
@@ -25,11 +26,14 @@ const RULES_B: &str =
     "alert tcp any 8080 -> any any (msg:\"HTTP 200\"; content:\"200 OK\"; flow:to_client; sid:2004;)\n\
 alert tcp any any -> any 8080 (msg:\"reload marker\"; content:\"X-Reload-Marker\"; flow:to_server; sid:3001;)\n";
 
+/// The IDS, then `extra` (more NFs).
 fn app(extra: &str) -> String {
     format!(
         "[runtime]\npool_buffers = 8192\nbuffer_size = 2048\n\n[stack.tcp]\n\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"ids.rules\"\noutput = \"alerts.jsonl\"\n{extra}"
     )
 }
+
+const FLOWS: &str = "\n[[nf]]\nname = \"flows\"\nkind = \"flow_stats\"\noutput = \"flows.jsonl\"\n";
 
 /// curl in `ns` (bounded); its exit code.
 fn curl(ns: &str, max_time: u32, args: &[&str]) -> i32 {
@@ -48,7 +52,7 @@ fn ctl(dir: &Path, prefix: &str, req: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_reloaded_rule_alerts_on_new_requests_while_a_download_completes_intact() {
+fn a_reloaded_rule_alerts_on_new_requests_and_an_nf_is_removed_while_a_download_completes_intact() {
     let check = "live reload: a rule added by `mbox ctl reload` during a download";
     if let Some(why) = unavailable("r") {
         skip(check, &why);
@@ -64,7 +68,7 @@ fn a_reloaded_rule_alerts_on_new_requests_while_a_download_completes_intact() {
     std::fs::write(d.join("big.bin"), &file).unwrap();
     std::fs::write(d.join("ok.txt"), b"fine\n").unwrap();
     std::fs::write(d.join("ids.rules"), RULES_A).unwrap();
-    std::fs::write(d.join("ids.toml"), app("")).unwrap();
+    std::fs::write(d.join("ids.toml"), app(FLOWS)).unwrap();
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let mut lab = Lab::new("r");
@@ -115,21 +119,26 @@ fn a_reloaded_rule_alerts_on_new_requests_while_a_download_completes_intact() {
     std::thread::sleep(Duration::from_secs(2));
 
     // A relink is refused and changes nothing.
-    std::fs::write(d.join("ids.toml"), app("\n[[nf]]\nname = \"h\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n"))
-        .unwrap();
+    std::fs::write(
+        d.join("ids.toml"),
+        app(&format!("{FLOWS}\n[[nf]]\nname = \"h\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n")),
+    )
+    .unwrap();
     let v = ctl(d, &prefix, "reload");
     assert_eq!(v["ok"], false, "{v}");
-    assert!(
-        v["error"].as_str().unwrap_or_default().contains("not supported yet: only rule and option reloads are"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap_or_default().contains("while the run goes on NFs can only be removed"), "{v}");
     // Rules B, with the marker rule.
-    std::fs::write(d.join("ids.toml"), app("")).unwrap();
+    std::fs::write(d.join("ids.toml"), app(FLOWS)).unwrap();
     std::fs::write(d.join("ids.rules"), RULES_B).unwrap();
     let v = ctl(d, &prefix, "reload");
     assert_eq!((v["ok"].as_bool(), v["generation"].as_u64()), (Some(true), Some(2)), "{v}");
     assert!(v["from_packet"].as_u64().is_some(), "traffic flows: RX stamps the reload at once: {v}");
     assert_eq!(marker("43002"), 0);
+    // The flow log NF removed while the download goes on.
+    std::fs::write(d.join("ids.toml"), app("")).unwrap();
+    let v = ctl(d, &prefix, "reload");
+    assert_eq!((v["ok"].as_bool(), v["generation"].as_u64()), (Some(true), Some(3)), "{v}");
+    let removed_at = v["from_packet"].as_u64().expect("stamped at once: traffic flows");
     let st = lab.wait(dl, Duration::from_secs(50));
     assert_eq!(st.and_then(|s| s.code()), Some(0), "the download did not complete");
     let body = std::fs::read(&got).unwrap();
@@ -140,8 +149,10 @@ fn a_reloaded_rule_alerts_on_new_requests_while_a_download_completes_intact() {
     let stats = stats_json(d);
     assert_eq!(stats["packets_dropped"].as_u64(), Some(0), "{log}");
     let re = stats["reconfigurations"].as_array().unwrap();
-    assert_eq!(re.len(), 2, "{re:?}");
-    assert!(re[0]["accepted"] == false && re[1]["accepted"] == true, "{re:?}");
+    assert_eq!(re.len(), 3, "{re:?}");
+    let flows = stats["actors"].as_array().unwrap().iter().find(|a| a["name"] == "flows").unwrap();
+    assert_eq!(flows["counters"]["removed_at_packet"].as_u64(), Some(removed_at), "{flows}");
+    assert!(re[0]["accepted"] == false && re[1]["accepted"] == true && re[2]["accepted"] == true, "{re:?}");
     let alerts: Vec<serde_json::Value> = std::fs::read_to_string(out.join("alerts.jsonl"))
         .unwrap()
         .lines()

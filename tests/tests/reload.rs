@@ -1,7 +1,8 @@
 //! Rule reloads at a packet number (`--reload-at N:FILE`, docs/reconfiguration.md): the
 //! outputs equal rules A before packet N and rules B from it on, per flow from its next
 //! event, in every execution mode; `mbox check` agrees across modes; a bad reload changes
-//! nothing and names every problem; a relink is refused, saying what is supported.
+//! nothing and names every problem; a change of subscriptions is refused, saying what is
+//! supported (NFs added and removed: tests/tests/relink.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -223,10 +224,10 @@ fn a_firewall_reload_changes_each_flows_fate_from_its_next_packet() {
 }
 
 /// A reload file with errors changes nothing: the run refuses to start and names every
-/// problem (bad rules, keys that cannot change, drop reasons); a relink is refused with a
-/// message that says what is supported.
+/// problem (bad rules, keys that cannot change, drop reasons); a change of an NF's
+/// subscriptions is refused with a message that says what is supported.
 #[test]
-fn a_bad_reload_names_every_problem_and_a_relink_is_refused() {
+fn a_bad_reload_names_every_problem_and_a_subscription_change_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("t.pcap");
     gen_pcap(&input, &GenConfig { flows: 10, seed: 1, ..GenConfig::default() });
@@ -254,17 +255,6 @@ fn a_bad_reload_names_every_problem_and_a_relink_is_refused() {
     {
         assert!(e.contains(want), "missing `{want}` in:\n{e}");
     }
-    // A relink: another NF.
-    let relink = dir.path().join("relink.toml");
-    std::fs::write(
-        &relink,
-        std::fs::read_to_string(&app_a).unwrap()
-            + "\n[[nf]]\nname = \"h\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n",
-    )
-    .unwrap();
-    let e = try_reload(&relink);
-    assert!(e.contains("the NFs changed ([ids (signature_match)] -> [ids (signature_match), h (stream_hash)])"), "{e}");
-    assert!(e.contains("not supported yet: only rule and option reloads are"), "{e}");
     // A kind that takes no new options.
     let app_h = dir.path().join("h.toml");
     std::fs::write(&app_h, "[stack.tcp]\n\n[[nf]]\nname = \"h\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n")
@@ -280,7 +270,7 @@ fn a_bad_reload_names_every_problem_and_a_relink_is_refused() {
     let mut app = App::load(&app_h).unwrap();
     app.nfs[0].config.set_output(dir.path().join("h.jsonl"));
     let e = microboxes::run(&app, o).map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("nf `h`") && e.contains("relink"), "{e}");
+    assert!(e.contains("nf `h`: its subscriptions") && e.contains("not supported yet"), "{e}");
     // `--reload-at` syntax errors are clear.
     for (arg, want) in
         [("x:f", "is not a packet number"), ("0:f", "numbered from 1"), ("5", "expected N:FILE"), ("5:", "no app file")]
