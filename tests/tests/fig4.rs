@@ -12,8 +12,8 @@
 //!   test);
 //! * (d) parallel NFs: NF spans of the same packet overlap in time on different cores.
 //!
-//! (c) and (d) are timing properties; on a noisy machine each gets one retry, and says why
-//! the first try missed.
+//! (c) and (d) are timing properties; on a noisy machine each gets up to five tries, and says
+//! why each missed one failed.
 
 use microboxes::repro::fig4::{self, Fig4Options, ModeRun, Slice, Work, NF_NAMES, PACKETS};
 use microboxes::Mode;
