@@ -897,6 +897,11 @@ impl Core {
         self.flows.len()
     }
 
+    /// The stream store's counters (zeros before the first handshake took the writer).
+    pub fn store_stats(&self) -> runtime::streams::StoreStats {
+        self.writer.as_ref().map(StoreWriter::stats).unwrap_or_default()
+    }
+
     /// A copy of the bytes held for the flow of `key`, read back from the store (empty once
     /// its record is closed); `None` when the store no longer has them.
     fn held_bytes(&self, key: ClientKey) -> Option<Vec<u8>> {

@@ -362,6 +362,8 @@ impl Actor for Splicer {
             ("flows_open", s.flows),
             ("flows_peak", s.flows_peak),
         ];
+        let st = self.core.store_stats();
+        v.extend([("stream_chunks_in_use", st.chunks_in_use), ("stream_chunks_high_water", st.chunks_high_water)]);
         use std::sync::atomic::Ordering::Relaxed;
         let l = &self.loopback;
         let extra = [
