@@ -47,7 +47,8 @@
 //!
 //! # Who writes what
 //!
-//! Only the [`StoreWriter`] (one per store, not `Clone`; the TCP monitor) writes. It
+//! Only the [`StoreWriter`] (one per store, not `Clone`; the TCP monitor, or the TCP
+//! splicer for its own store of held request bytes) writes. It
 //! * appends bytes at a direction's end ([`StoreWriter::append`]) — bytes below a chunk's
 //!   `len` never change while the chunk is held (**append-only**);
 //! * then publishes the new frontier ([`StoreWriter::publish`]) with a release store; the

@@ -70,8 +70,8 @@ use crate::tcp::{
     Connection, Endpoint, HalfConnection, Segment, Snapshot, StreamSinks, TcpConfig, TcpEvent, TcpTracker,
 };
 
-/// Read access to the monitor's streams for the stages after it: the stream store, read
-/// without locks. The store is chosen once — placed in a region by the engine
+/// Read access to the monitor's (or the splicer's) streams for the stages after it: the
+/// stream store, read without locks. The store is chosen once — placed in a region by the engine
 /// ([`StreamAccess::share`]), or made in the heap when the monitor first needs it.
 #[derive(Debug)]
 pub struct SharedStreams {
@@ -84,7 +84,8 @@ pub struct SharedStreams {
 }
 
 impl SharedStreams {
-    fn new(cfg: StoreConfig) -> SharedStreams {
+    /// Streams in a store of `cfg`, not placed yet.
+    pub fn new(cfg: StoreConfig) -> SharedStreams {
         SharedStreams { cfg, store: OnceLock::new(), handoff: Mutex::new(None) }
     }
 
@@ -93,8 +94,9 @@ impl SharedStreams {
         self.store.get()
     }
 
-    /// The writer for the monitor: the placed store's, or a new heap store's.
-    fn take_writer(&self) -> Option<StoreWriter> {
+    /// The writer for the stack that writes these streams (the monitor or the splicer): the
+    /// placed store's, or a new heap store's. `None` when it was already taken.
+    pub(crate) fn take_writer(&self) -> Option<StoreWriter> {
         if let Some(w) = self.handoff.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Some(w);
         }
@@ -156,6 +158,11 @@ impl StreamAccess for SharedStreams {
         };
         self.store.set(store).map_err(|_| format!("the streams of `{name}` were already placed"))
     }
+}
+
+/// The store key of the connection of `flow`.
+pub(crate) fn flow_key(flow: FlowRef) -> u64 {
+    store_key(flow_id(flow))
 }
 
 /// A connection's key in the store.

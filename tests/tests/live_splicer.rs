@@ -397,14 +397,16 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
     let stats = stats_json(dir);
     let sp = |n: &str| counter(&stats, "splicer", n);
     println!(
-        "checked: splicer counters: cookies_sent {}, cookies_validated {}, spliced {}, flows_peak {}, backend_refused {}, backend_retries {}, frames_not_sent {}",
+        "checked: splicer counters: cookies_sent {}, cookies_validated {}, spliced {}, flows_peak {}, backend_refused {}, backend_retries {}, frames_not_sent {}, store_exhausted_resets {}, stream_chunks_high_water {}",
         sp("cookies_sent"),
         sp("cookies_validated"),
         sp("spliced"),
         sp("flows_peak"),
         sp("backend_refused"),
         sp("backend_retries"),
-        sp("frames_not_sent")
+        sp("frames_not_sent"),
+        sp("store_exhausted_resets"),
+        sp("stream_chunks_high_water")
     );
     assert!(sp("cookies_sent") >= 10_000 + 4000, "SYN-ACKs with cookies for the flood and the clients");
     assert!(sp("cookies_validated") >= 4000);
@@ -412,6 +414,8 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
     assert!(sp("flows_peak") < 5000, "the flood left no state (SYN cookies): peak {}", sp("flows_peak"));
     assert!(sp("backend_refused") >= 1 && sp("backend_retries") >= 1, "the dead backend's refusal was retried");
     assert_eq!(sp("frames_not_sent"), 0);
+    assert_eq!(sp("store_exhausted_resets"), 0, "the held bytes fit the stream store");
+    assert!(sp("stream_chunks_high_water") >= 1, "the held bytes went through the stream store");
     assert_eq!(sp("frames_dropped_queue_full"), 0);
     assert_eq!(stats["pool_balanced"], true);
 }

@@ -6,11 +6,16 @@
 //! 1. **SYN** → SYN-ACK whose ISN is a [cookie](super::cookie); nothing is stored.
 //! 2. **ACK** with a valid cookie → a [`Flow`] (counted `cookies_validated`); an ACK with a
 //!    bad one is answered with a RST (`cookies_invalid`).
-//! 3. **Request bytes**, in order, are acknowledged, kept in the flow's stream
-//!    ([`Store`]) and announced with a `FLOW_REQ` each time more arrive. Out-of-order bytes
-//!    are not kept (the client retransmits them; a duplicate ACK says where we are). More
-//!    than `max_request_bytes`, or no `FLOW_DEST` within `request_timeout_ms`: RST
-//!    (`request_limit_resets`, `request_timeouts`).
+//! 3. **Request bytes**, in order, are acknowledged, appended to the flow's client → server
+//!    stream in the splicer's stream chunk store ([`runtime::streams`], the same store the
+//!    TCP monitor writes; the splicer is its single writer), published (the new frontier)
+//!    and then announced with a `FLOW_REQ` each time more arrive — so the event's frontier
+//!    says what a policy NF may read, and the store's memory-ordering argument applies.
+//!    Out-of-order bytes are not kept (the client retransmits them; a duplicate ACK says
+//!    where we are). More than `max_request_bytes`, or no `FLOW_DEST` within
+//!    `request_timeout_ms`: RST (`request_limit_resets`, `request_timeouts`). A store with no
+//!    free record or chunk: RST (`store_exhausted_resets`). The flow's record is closed once
+//!    the backend acknowledged the replay, or when the flow ends.
 //! 4. **`FLOW_DEST`** → a SYN to the first backend from the configured `source` address (a
 //!    port of the splicer's own): replies come back to the splicer, whatever the backends'
 //!    routes. The SYN's ISN is the client's, so client → backend sequence numbers need no
@@ -34,11 +39,14 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::desc::FlowRef;
 use actors::splice::{Board, FlowDest, MAX_BACKENDS};
+use runtime::streams::{Piece, RecordId, StoreWriter};
+
+use crate::tcp_monitor::{flow_key, SharedStreams};
 
 use super::cookie::Cookies;
 use super::wire::{self, flags, Mac, Out, Rewrite, Segment};
@@ -92,8 +100,8 @@ pub enum Action {
     FlowReq(FlowRef, u64),
 }
 
-/// The client streams held before splicing, readable by the policy NFs.
-pub type Store = Arc<Mutex<HashMap<FlowRef, Vec<u8>>>>;
+/// The store's direction of the client → server stream.
+const TO_SERVER: usize = 0;
 
 /// Counters (the run summary shows them).
 #[derive(Clone, Debug, Default)]
@@ -124,6 +132,8 @@ pub struct Stats {
     pub request_limit_resets: u64,
     /// Clients reset: no `FLOW_DEST` in time.
     pub request_timeouts: u64,
+    /// Clients reset: the stream store had no free record (at the handshake) or chunk.
+    pub store_exhausted_resets: u64,
     /// Flows reset after `idle_timeout`.
     pub idle_timeouts: u64,
     /// Flows ended by FIN.
@@ -162,6 +172,10 @@ enum Phase {
 #[derive(Debug)]
 struct Flow {
     fref: FlowRef,
+    /// The flow's record in the stream store, until it is closed (replay acknowledged).
+    rec: Option<RecordId>,
+    /// Client bytes held: the published frontier of the client → server stream.
+    held: usize,
     client_mac: Mac,
     client_port: u8,
     c_isn: u32,
@@ -197,7 +211,9 @@ pub struct Core {
     ports: u8,
     next_port: u16,
     ip_id: u16,
-    store: Store,
+    streams: Arc<SharedStreams>,
+    /// The store's writer, taken at the first handshake (the engine places the store first).
+    writer: Option<StoreWriter>,
     /// Counters.
     pub stats: Stats,
 }
@@ -206,8 +222,9 @@ const FIRST_PORT: u16 = 20_000;
 const LAST_PORT: u16 = 60_999;
 
 impl Core {
-    /// A splicer with settings `s`, sending on `ports` ports, its held bytes in `store`.
-    pub fn new(s: Settings, ports: u8, store: Store) -> Core {
+    /// A splicer with settings `s`, sending on `ports` ports, writing its held bytes to the
+    /// store of `streams` (it must be their only writer).
+    pub fn new(s: Settings, ports: u8, streams: Arc<SharedStreams>) -> Core {
         Core {
             s,
             cookies: Cookies::new(),
@@ -220,7 +237,8 @@ impl Core {
             ports: ports.max(1),
             next_port: FIRST_PORT,
             ip_id: 1,
-            store,
+            streams,
+            writer: None,
             stats: Stats::default(),
         }
     }
@@ -450,6 +468,19 @@ impl Core {
             self.rst_to_client(key, seg.src_mac, port, seg.ack, seg.seq, out);
             return;
         }
+        if self.writer.is_none() {
+            self.writer = self.streams.take_writer();
+        }
+        let rec = self.writer.as_mut().and_then(|w| {
+            let r = w.open(flow_key(fref))?;
+            w.set_present(r, TO_SERVER);
+            Some(r)
+        });
+        let Some(rec) = rec else {
+            self.stats.store_exhausted_resets += 1;
+            self.rst_to_client(key, seg.src_mac, port, seg.ack, seg.seq, out);
+            return;
+        };
         self.stats.cookies_validated += 1;
         let c_isn = seg.seq.wrapping_sub(1);
         let s_isn = seg.ack.wrapping_sub(1);
@@ -457,6 +488,8 @@ impl Core {
             key,
             Flow {
                 fref,
+                rec: Some(rec),
+                held: 0,
                 client_mac: seg.src_mac,
                 client_port: port,
                 c_isn,
@@ -480,7 +513,6 @@ impl Core {
             },
         );
         self.by_ref.insert(fref, key);
-        self.store.lock().unwrap_or_else(|p| p.into_inner()).insert(fref, Vec::new());
         self.stats.flows = self.flows.len() as u64;
         self.stats.flows_peak = self.stats.flows_peak.max(self.stats.flows);
         if !seg.payload.is_empty() || seg.flags & flags::FIN != 0 {
@@ -491,11 +523,8 @@ impl Core {
     /// Client bytes before the splice: keep the in-order ones, acknowledge, announce.
     fn request_bytes(&mut self, now: Instant, port: u8, seg: &Segment<'_>, key: ClientKey, out: &mut Vec<Action>) {
         let Some(fl) = self.flows.get(&key) else { return };
-        let (fref, c_isn, s_isn, mac) = (fl.fref, fl.c_isn, fl.s_isn, fl.client_mac);
-        let mut held = {
-            let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            store.get(&fref).map_or(0, Vec::len)
-        };
+        let (fref, c_isn, s_isn, mac, rec) = (fl.fref, fl.c_isn, fl.s_isn, fl.client_mac, fl.rec);
+        let mut held = fl.held;
         let next = c_isn.wrapping_add(1).wrapping_add(held as u32);
         let mut grew = false;
         let fin = seg.flags & flags::FIN != 0;
@@ -506,10 +535,20 @@ impl Core {
                 self.remove(key);
                 return;
             }
-            let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(b) = store.get_mut(&fref) {
-                b.extend_from_slice(seg.payload);
-                held = b.len();
+            if let (Some(rec), Some(w)) = (rec, self.writer.as_mut()) {
+                // Append, then publish the new frontier: before the `FLOW_REQ` that
+                // announces it is pushed (by the actor, after this returns).
+                if !w.append(rec, TO_SERVER, held as u64, seg.payload) {
+                    self.stats.store_exhausted_resets += 1;
+                    self.rst_to_client(key, mac, port, s_isn.wrapping_add(1), next, out);
+                    self.remove(key);
+                    return;
+                }
+                held += seg.payload.len();
+                w.publish(rec, TO_SERVER, held as u64);
+                if let Some(fl) = self.flows.get_mut(&key) {
+                    fl.held = held;
+                }
                 grew = true;
             }
         }
@@ -559,7 +598,8 @@ impl Core {
 
     fn reset_client(&mut self, key: ClientKey, out: &mut Vec<Action>) {
         if let Some(fl) = self.flows.get(&key) {
-            let held = self.store.lock().unwrap_or_else(|p| p.into_inner()).get(&fl.fref).map_or(0, Vec::len);
+            // (Once the record is closed the held bytes no longer count, as before.)
+            let held = if fl.rec.is_some() { fl.held } else { 0 };
             let ack = fl.c_isn.wrapping_add(1).wrapping_add(held as u32).wrapping_add(u32::from(fl.client_fin));
             let (mac, port, seq) = (fl.client_mac, fl.client_port, fl.s_isn.wrapping_add(1));
             self.rst_to_client(key, mac, port, seq, ack, out);
@@ -679,7 +719,9 @@ impl Core {
                 if let Some(until) = fl.replay_until {
                     if seg.flags & flags::ACK != 0 && seq_ge(seg.ack, until) {
                         fl.replay_until = None;
-                        self.store.lock().unwrap_or_else(|p| p.into_inner()).remove(&fl.fref);
+                        if let (Some(rec), Some(w)) = (fl.rec.take(), self.writer.as_mut()) {
+                            w.close(rec);
+                        }
                     }
                 }
                 if seg.flags & flags::FIN != 0 {
@@ -715,8 +757,13 @@ impl Core {
         let Some(b) = fl.backend else { return };
         let Some(&(bmac, bport)) = self.arp.get(b.ip()) else { return };
         fl.sent_at = now;
-        let (c_isn, b_isn, sp, mss, fin, fref) = (fl.c_isn, fl.b_isn, fl.src_port, fl.mss, fl.client_fin, fl.fref);
-        let held = self.store.lock().unwrap_or_else(|p| p.into_inner()).get(&fref).cloned().unwrap_or_default();
+        let (c_isn, b_isn, sp, mss, fin) = (fl.c_isn, fl.b_isn, fl.src_port, fl.mss, fl.client_fin);
+        let Some(held) = self.held_bytes(key) else {
+            // The store lost the bytes (it cannot once appended; counted all the same).
+            self.stats.store_exhausted_resets += 1;
+            self.reset_client(key, out);
+            return;
+        };
         let src = SocketAddrV4::new(self.s.source, sp);
         let ack = b_isn.wrapping_add(1);
         let g = self.seg(bmac, src, b, c_isn.wrapping_add(1), ack, flags::ACK, None, &[]);
@@ -738,7 +785,9 @@ impl Core {
             let until = end.wrapping_add(u32::from(fin));
             fl.replay_until = (until != c_isn.wrapping_add(1)).then_some(until);
             if fl.replay_until.is_none() {
-                self.store.lock().unwrap_or_else(|p| p.into_inner()).remove(&fref);
+                if let (Some(rec), Some(w)) = (fl.rec.take(), self.writer.as_mut()) {
+                    w.close(rec);
+                }
             }
         }
     }
@@ -830,7 +879,9 @@ impl Core {
     fn remove(&mut self, key: ClientKey) {
         if let Some(fl) = self.flows.remove(&key) {
             self.by_ref.remove(&fl.fref);
-            self.store.lock().unwrap_or_else(|p| p.into_inner()).remove(&fl.fref);
+            if let (Some(rec), Some(w)) = (fl.rec, self.writer.as_mut()) {
+                w.close(rec);
+            }
             if let Some(b) = fl.backend {
                 self.by_backend.remove(&(b, fl.src_port));
                 if fl.phase == Phase::Spliced {
@@ -844,6 +895,28 @@ impl Core {
     /// Flows open now.
     pub fn flows(&self) -> usize {
         self.flows.len()
+    }
+
+    /// The stream store's counters (zeros before the first handshake took the writer).
+    pub fn store_stats(&self) -> runtime::streams::StoreStats {
+        self.writer.as_ref().map(StoreWriter::stats).unwrap_or_default()
+    }
+
+    /// A copy of the bytes held for the flow of `key`, read back from the store (empty once
+    /// its record is closed); `None` when the store no longer has them.
+    fn held_bytes(&self, key: ClientKey) -> Option<Vec<u8>> {
+        let fl = self.flows.get(&key)?;
+        if fl.rec.is_none() || fl.held == 0 {
+            return Some(Vec::new());
+        }
+        let w = self.writer.as_ref()?;
+        let mut v = Vec::with_capacity(fl.held);
+        let mut gap = false;
+        let res = w.store().read(flow_key(fl.fref), TO_SERVER, 0, fl.held as u64, &mut |p| match p {
+            Piece::Data(d) => v.extend_from_slice(d),
+            Piece::Gap(_) => gap = true,
+        });
+        (res.is_ok() && !gap && v.len() == fl.held).then_some(v)
     }
 }
 
@@ -885,6 +958,22 @@ mod tests {
         }
     }
 
+    /// A heap store of `chunks` chunks of 64 bytes.
+    fn streams(chunks: u32) -> Arc<SharedStreams> {
+        Arc::new(SharedStreams::new(runtime::streams::StoreConfig { chunk_size: 64, chunks }))
+    }
+
+    fn read_all(sh: &SharedStreams, fref: FlowRef, to: u64) -> Result<Vec<u8>, actors::contract::StreamReadError> {
+        use actors::contract::{Chunk, StreamAccess};
+        let mut v = Vec::new();
+        sh.read(fref, true, 0, to, &mut |c| {
+            if let Chunk::Data(d) = c {
+                v.extend_from_slice(d)
+            }
+        })?;
+        Ok(v)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn frame(mac: Mac, src: &str, dst: &str, seq: u32, ack: u32, fl: u8, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
         let (s, d): (SocketAddrV4, SocketAddrV4) = (src.parse().unwrap(), dst.parse().unwrap());
@@ -923,7 +1012,7 @@ mod tests {
     #[test]
     fn a_connection_is_spliced_with_translated_numbers() {
         let now = Instant::now();
-        let mut c = Core::new(settings(), 2, Store::default());
+        let mut c = Core::new(settings(), 2, streams(64));
         let mut out = Vec::new();
         let client = "10.0.0.1:40000";
         let vip = "10.0.0.100:80";
@@ -1005,7 +1094,7 @@ mod tests {
     #[test]
     fn a_syn_flood_leaves_no_state_and_bad_cookies_are_reset() {
         let now = Instant::now();
-        let mut c = Core::new(settings(), 2, Store::default());
+        let mut c = Core::new(settings(), 2, streams(64));
         let mut out = Vec::new();
         for i in 0..5000u32 {
             let src = format!("10.0.{}.{}:{}", i % 200, 1 + i % 250, 1024 + i % 60000);
@@ -1055,7 +1144,7 @@ mod tests {
     fn request_limits_and_timeouts_reset_the_client() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut c = Core::new(settings(), 2, Store::default());
+        let mut c = Core::new(settings(), 2, streams(64));
         let cookie = established(&mut c, now, b"x", &mut out);
         let big = vec![b'y'; 1000];
         let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1002, cookie + 1, flags::ACK, None, &big);
@@ -1064,7 +1153,7 @@ mod tests {
         assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
         assert_eq!(c.flows(), 0);
 
-        let mut c = Core::new(settings(), 2, Store::default());
+        let mut c = Core::new(settings(), 2, streams(64));
         established(&mut c, now, b"GET", &mut out);
         c.tick(now + Duration::from_secs(6), &mut out);
         assert_eq!((c.stats.request_timeouts, c.flows()), (1, 0));
@@ -1074,7 +1163,7 @@ mod tests {
     fn a_refusing_or_silent_backend_makes_way_for_the_next() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut c = Core::new(settings(), 2, Store::default());
+        let mut c = Core::new(settings(), 2, streams(64));
         established(&mut c, now, b"GET / HTTP/1.0\r\n\r\n", &mut out);
         let (a, b): (SocketAddrV4, SocketAddrV4) = ("10.0.0.11:80".parse().unwrap(), "10.0.0.12:80".parse().unwrap());
         for (ip, mac) in [(a.ip(), BMAC), (b.ip(), [2, 0, 0, 0, 0, 3])] {
@@ -1094,5 +1183,78 @@ mod tests {
         assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::SYN, "second try");
         c.tick(now + Duration::from_millis(2300), &mut out);
         assert_eq!((c.stats.backend_timeouts, c.stats.no_backend_resets, c.flows()), (1, 1, 0));
+    }
+
+    #[test]
+    fn held_bytes_live_in_the_stream_store_until_the_replay_is_acknowledged() {
+        use actors::contract::StreamAccess;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let sh = streams(64);
+        let mut c = Core::new(settings(), 2, sh.clone());
+        let req: Vec<u8> = (0..150u8).collect();
+        let cookie = established(&mut c, now, &req[..100], &mut out);
+        let fref = FlowRef::new(0, 0);
+        // Published before the FLOW_REQ: readable through the NFs' API, up to the frontier.
+        assert_eq!(read_all(&sh, fref, 100).unwrap(), &req[..100]);
+        assert!(read_all(&sh, fref, 101).is_err(), "nothing beyond the frontier");
+        assert_eq!(sh.live_frontier(fref, true), Some(100));
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, flags::ACK, None, &req[100..]);
+        c.on_frame(now, 0, &f, Some(fref), &mut out);
+        assert!(out.contains(&Action::FlowReq(fref, 150)), "{out:?}");
+        assert_eq!(read_all(&sh, fref, 150).unwrap(), req);
+        out.clear();
+        let backend: SocketAddrV4 = "10.0.0.11:8000".parse().unwrap();
+        c.arp.insert(*backend.ip(), (BMAC, 1));
+        c.on_dest(now, fref, FlowDest::connect(&[backend]), &mut out);
+        let sp = wire::segment(&frames(&mut out)[0].1).unwrap().sport;
+        let to_src = format!("10.0.0.200:{sp}");
+        let synack = frame(BMAC, "10.0.0.11:8000", &to_src, 5000, 1001, flags::SYN | flags::ACK, Some(1460), &[]);
+        c.on_frame(now, 1, &synack, None, &mut out);
+        let replay: Vec<u8> =
+            frames(&mut out).iter().flat_map(|(_, f)| wire::segment(f).unwrap().payload.to_vec()).collect();
+        assert_eq!(replay, req, "the replay is read back from the store");
+        assert!(read_all(&sh, fref, 150).is_ok(), "held until the backend acknowledges");
+        let ack = frame(BMAC, "10.0.0.11:8000", &to_src, 5001, 1151, flags::ACK, None, &[]);
+        c.on_frame(now, 1, &ack, None, &mut out);
+        assert!(read_all(&sh, fref, 150).is_err(), "released once spliced");
+        let st = sh.store().unwrap().stats();
+        assert_eq!(st.chunks_in_use, 0);
+        assert!(st.chunks_high_water >= 3);
+    }
+
+    #[test]
+    fn an_exhausted_store_resets_the_client_and_ending_flows_free_their_records() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // Two chunks of 64 bytes (and two records).
+        let sh = streams(2);
+        let mut c = Core::new(settings(), 2, sh.clone());
+        let cookie = established(&mut c, now, &[b'a'; 100], &mut out);
+        assert_eq!(c.flows(), 1);
+        // A third chunk is needed: the client is reset, counted, the flow and record gone.
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, flags::ACK, None, &[b'b'; 100]);
+        c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), &mut out);
+        assert_eq!(c.stats.store_exhausted_resets, 1);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
+        assert_eq!(c.flows(), 0);
+        assert_eq!(sh.store().unwrap().stats().chunks_in_use, 0);
+        // No free record: two flows take both, the third handshake is reset.
+        for (i, port) in [40001u16, 40002, 40003].into_iter().enumerate() {
+            let src = format!("10.0.0.1:{port}");
+            let f = frame(CMAC, &src, "10.0.0.100:80", 1000, 0, flags::SYN, Some(1460), &[]);
+            c.on_frame(now, 0, &f, Some(FlowRef::new(i as u32 + 1, 0)), &mut out);
+            let cookie = wire::segment(&frames(&mut out)[0].1).unwrap().seq;
+            let f = frame(CMAC, &src, "10.0.0.100:80", 1001, cookie + 1, flags::ACK, None, &[]);
+            c.on_frame(now, 0, &f, Some(FlowRef::new(i as u32 + 1, 0)), &mut out);
+            out.clear();
+        }
+        assert_eq!((c.flows(), c.stats.store_exhausted_resets), (2, 2));
+        // The flows time out: their records are freed and a new handshake gets one.
+        c.tick(now + Duration::from_secs(6), &mut out);
+        assert_eq!((c.flows(), c.stats.request_timeouts), (0, 2));
+        out.clear();
+        established(&mut c, now, b"GET", &mut out);
+        assert_eq!((c.flows(), c.stats.store_exhausted_resets), (1, 2));
     }
 }

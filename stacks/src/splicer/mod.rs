@@ -16,11 +16,13 @@
 //! (so NF filters select by the virtual service) and takes `FLOW_DEST` through its
 //! feedback port. Its timers run in [`Actor::idle`] and on every event.
 //!
-//! The client bytes held before the splice are in a per-flow buffer of at most
-//! `max_request_bytes`, readable by the policy NFs through
-//! [`Context::read_stream`](actors::Context::read_stream): this is not the TCP monitor's
-//! chunk store (which is append-only and shared across processes); the splicer's streams
-//! are short, bounded and dropped at the splice, so a plain buffer is enough.
+//! The client bytes held before the splice (at most `max_request_bytes` per flow) live in a
+//! stream chunk store ([`runtime::streams`]) of its own, the kind the TCP monitor writes:
+//! the splicer is its single writer, and the policy NFs read `[0, frontier)` of a
+//! `FLOW_REQ` without locks through [`Context::read_stream`](actors::Context::read_stream),
+//! from any thread or (when the engine places the store in the run's region) process —
+//! the same [`SharedStreams`] access as the monitor's. Sized by `stream_chunk_size` and
+//! `stream_chunks` (which is also the number of flows that can hold bytes at once).
 
 pub mod cookie;
 pub mod core;
@@ -30,15 +32,17 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::contract::{Chunk, StreamAccess, StreamReadError};
-use actors::desc::{EventDesc, FlowRef};
+use actors::contract::StreamAccess;
+use actors::desc::EventDesc;
 use actors::event::builtin;
 use actors::splice::{FlowDest, FlowReq, Loopback};
 use actors::{Actor, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::Deserialize;
 
-use self::core::{Action, Core, OnBackendFailure, Settings, Store};
+use self::core::{Action, Core, OnBackendFailure, Settings};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
+use crate::tcp_monitor::SharedStreams;
+use runtime::streams::{StoreConfig, MAX_CHUNKS, MAX_CHUNK_SIZE};
 
 /// The `[stack.splicer]` table.
 #[derive(Clone, Debug, Deserialize)]
@@ -57,6 +61,13 @@ pub struct SplicerConfig {
     /// Client bytes held per flow before `FLOW_DEST` (beyond: RST, counted).
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
+    /// Bytes per chunk of the stream store holding the client bytes.
+    #[serde(default = "default_stream_chunk_size")]
+    pub stream_chunk_size: u32,
+    /// Chunks (and flow records) of that store: flows holding bytes at once at most
+    /// (beyond, or out of chunks: RST, counted `store_exhausted_resets`).
+    #[serde(default = "default_stream_chunks")]
+    pub stream_chunks: u32,
     /// Time from the handshake to `FLOW_DEST` (beyond: RST, counted).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
@@ -91,6 +102,12 @@ fn default_mss() -> u16 {
 }
 fn default_max_request() -> usize {
     16 * 1024
+}
+fn default_stream_chunk_size() -> u32 {
+    4096
+}
+fn default_stream_chunks() -> u32 {
+    8192
 }
 fn default_request_timeout() -> u64 {
     5_000
@@ -148,6 +165,15 @@ impl SplicerConfig {
         if self.max_request_bytes == 0 || self.max_request_bytes > 1 << 20 {
             errs.push(StackConfigError::new("stack.splicer.max_request_bytes", "must be 1 to 1048576"));
         }
+        if self.stream_chunk_size == 0 || self.stream_chunk_size > MAX_CHUNK_SIZE {
+            errs.push(StackConfigError::new(
+                "stack.splicer.stream_chunk_size",
+                format!("must be 1 to {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        if self.stream_chunks == 0 || self.stream_chunks > MAX_CHUNKS {
+            errs.push(StackConfigError::new("stack.splicer.stream_chunks", format!("must be 1 to {MAX_CHUNKS}")));
+        }
         if self.connect_tries == 0 || self.max_flows == 0 || self.ports == 0 {
             errs.push(StackConfigError::new("stack.splicer", "connect_tries, max_flows and ports must be at least 1"));
         }
@@ -188,11 +214,12 @@ struct Parsed {
 
 impl StackConfig for Parsed {
     fn build(&self, actor: &str, _cx: &StackContext<'_>) -> StackInstance {
-        let store: Store = Arc::default();
+        let store = StoreConfig { chunk_size: self.cfg.stream_chunk_size, chunks: self.cfg.stream_chunks };
+        let streams = Arc::new(SharedStreams::new(store));
         let loopback = Loopback::new();
         let splicer = Splicer {
             contract: contract(actor),
-            core: Core::new(self.settings.clone(), self.cfg.ports, store.clone()),
+            core: Core::new(self.settings.clone(), self.cfg.ports, streams.clone()),
             loopback: loopback.clone(),
             out: Vec::new(),
             last_tick: Instant::now(),
@@ -201,7 +228,7 @@ impl StackConfig for Parsed {
         };
         StackInstance {
             actor: Box::new(splicer),
-            streams: Some(Arc::new(HeldStreams(store))),
+            streams: Some(streams as Arc<dyn StreamAccess>),
             loopback: Some(loopback),
         }
     }
@@ -323,6 +350,7 @@ impl Actor for Splicer {
             ("no_backend_resets", s.no_backend_resets),
             ("request_limit_resets", s.request_limit_resets),
             ("request_timeouts", s.request_timeouts),
+            ("store_exhausted_resets", s.store_exhausted_resets),
             ("idle_timeouts", s.idle_timeouts),
             ("closed_fin", s.closed_fin),
             ("closed_rst", s.closed_rst),
@@ -334,6 +362,8 @@ impl Actor for Splicer {
             ("flows_open", s.flows),
             ("flows_peak", s.flows_peak),
         ];
+        let st = self.core.store_stats();
+        v.extend([("stream_chunks_in_use", st.chunks_in_use), ("stream_chunks_high_water", st.chunks_high_water)]);
         use std::sync::atomic::Ordering::Relaxed;
         let l = &self.loopback;
         let extra = [
@@ -343,34 +373,6 @@ impl Actor for Splicer {
         ];
         v.extend(extra);
         v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
-    }
-}
-
-/// The held client bytes as streams for the policy NFs (client → server only).
-struct HeldStreams(Store);
-
-impl StreamAccess for HeldStreams {
-    fn read(
-        &self,
-        flow: FlowRef,
-        to_server: bool,
-        from: u64,
-        to: u64,
-        f: &mut dyn FnMut(Chunk<'_>),
-    ) -> Result<(), StreamReadError> {
-        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let b = store.get(&flow).filter(|_| to_server).ok_or(StreamReadError::NoConnection(flow))?;
-        let len = b.len() as u64;
-        if from > to || to > len {
-            return Err(StreamReadError::NotHeld { from, to, base: 0, frontier: len });
-        }
-        f(Chunk::Data(&b[from as usize..to as usize]));
-        Ok(())
-    }
-
-    fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
-        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(&flow).filter(|_| to_server).map(|b| b.len() as u64)
     }
 }
 
