@@ -525,8 +525,22 @@ impl TcpTracker {
         flow: FlowId,
         reason: EndReason,
         events: &mut Vec<TcpEvent>,
-        mut sinks: Option<&mut dyn StreamSinks>,
+        sinks: Option<&mut dyn StreamSinks>,
     ) -> Option<Connection> {
+        self.end_boxed(flow, reason, events, sinks).map(|c| *c)
+    }
+
+    /// [`end_into`](Self::end_into), the connection left in its box (the TCP monitor keeps
+    /// ended connections until their events have left: moving each out of its box would
+    /// copy it into the monitor's map of retired connections, and that map's resizes would
+    /// hold two copies of every one).
+    pub fn end_boxed(
+        &mut self,
+        flow: FlowId,
+        reason: EndReason,
+        events: &mut Vec<TcpEvent>,
+        mut sinks: Option<&mut dyn StreamSinks>,
+    ) -> Option<Box<Connection>> {
         let mut conn = self.conns.remove(&flow)?;
         for dir in [Direction::ToServer, Direction::ToClient] {
             if let Some(s) = conn.streams[dir_index(dir)].as_mut() {
@@ -543,7 +557,7 @@ impl TcpTracker {
             }
         }
         events.push(TcpEvent::End { reason });
-        Some(*conn)
+        Some(conn)
     }
 
     /// Gives a finished connection's memory back (call after reading what you need from the
