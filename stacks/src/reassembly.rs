@@ -112,6 +112,7 @@ pub use actors::contract::Chunk;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Default size of a chunk in bytes.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -516,7 +517,9 @@ impl<'a> Iterator for Slices<'a> {
 #[derive(Debug)]
 pub struct ByteStream {
     first_seq: u32,
-    cfg: ReassemblyConfig,
+    /// Shared by every stream of a tracker ([`new_shared`](Self::new_shared)): one copy per
+    /// monitor, not one per direction of every connection.
+    cfg: Arc<ReassemblyConfig>,
     cs: u64,
     /// Chunks holding at least one byte below the frontier, by increasing index (sparse only
     /// where `finish` skipped whole chunks).
@@ -544,8 +547,17 @@ impl ByteStream {
     /// A stream whose byte at offset 0 has sequence number `first_seq` (for a connection: the
     /// SYN's sequence number + 1). A `chunk_size` out of `1..=MAX_CHUNK` is clamped into it.
     pub fn new(first_seq: u32, cfg: &ReassemblyConfig) -> ByteStream {
-        let mut cfg = cfg.clone();
-        cfg.chunk_size = cfg.chunk_size.clamp(1, MAX_CHUNK);
+        ByteStream::new_shared(first_seq, &Arc::new(cfg.clone()))
+    }
+
+    /// Like [`new`](Self::new), sharing `cfg` (not copying it) when its `chunk_size` is in
+    /// range: the TCP tracker's streams all point at its one configuration.
+    pub fn new_shared(first_seq: u32, cfg: &Arc<ReassemblyConfig>) -> ByteStream {
+        let cfg = if (1..=MAX_CHUNK).contains(&cfg.chunk_size) {
+            cfg.clone()
+        } else {
+            Arc::new(ReassemblyConfig { chunk_size: cfg.chunk_size.clamp(1, MAX_CHUNK), ..(**cfg).clone() })
+        };
         ByteStream {
             first_seq,
             cs: cfg.chunk_size as u64,
@@ -570,6 +582,11 @@ impl ByteStream {
     /// the frontier are compared through [`InOrderSink::differing`].
     pub fn new_with_sink(first_seq: u32, cfg: &ReassemblyConfig) -> ByteStream {
         ByteStream { sink: true, ..ByteStream::new(first_seq, cfg) }
+    }
+
+    /// [`new_with_sink`](Self::new_with_sink) sharing `cfg` as [`new_shared`](Self::new_shared) does.
+    pub fn new_shared_with_sink(first_seq: u32, cfg: &Arc<ReassemblyConfig>) -> ByteStream {
+        ByteStream { sink: true, ..ByteStream::new_shared(first_seq, cfg) }
     }
 
     /// In-order bytes go to a sink (see [`new_with_sink`](Self::new_with_sink)).

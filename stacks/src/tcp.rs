@@ -34,6 +34,7 @@
 //! skipped and counted as gaps — and reports the final data and the end.
 
 use rustc_hash::FxHashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -400,6 +401,8 @@ pub struct TcpTracker {
     /// moves 16-byte entries, not 840-byte connections, so its resizes do not hold two copies
     /// of every connection at once (the peak memory of many idle connections, issue 14).
     conns: FxHashMap<FlowId, Box<Connection>>,
+    /// `cfg.reassembly`, shared by every stream.
+    reassembly: Arc<ReassemblyConfig>,
     budget: Budget,
     stats: TcpStats,
 }
@@ -429,7 +432,8 @@ impl TcpTracker {
     /// An empty tracker.
     pub fn new(cfg: TcpConfig) -> TcpTracker {
         let budget = Budget::with_limit(cfg.memory_limit);
-        TcpTracker { cfg, conns: FxHashMap::default(), budget, stats: TcpStats::default() }
+        let reassembly = Arc::new(cfg.reassembly.clone());
+        TcpTracker { cfg, conns: FxHashMap::default(), reassembly, budget, stats: TcpStats::default() }
     }
 
     /// A live connection.
@@ -507,7 +511,7 @@ impl TcpTracker {
         let after_sender = conn.snapshot();
         update_receiver(&mut conn.half[ri], seg);
         conn.report_state_changes(before, events);
-        let stream_cx = StreamCx { cfg: &self.cfg.reassembly, budget: &mut self.budget, stats: &mut self.stats, sinks };
+        let stream_cx = StreamCx { cfg: &self.reassembly, budget: &mut self.budget, stats: &mut self.stats, sinks };
         conn.feed_stream(flow, si, seg, stream_cx, events);
         Updates { sender: me, after_sender, after_receiver: conn.snapshot() }
     }
@@ -571,7 +575,7 @@ impl TcpTracker {
 
 /// What a connection's streams need from their tracker for one segment.
 struct StreamCx<'a, 's> {
-    cfg: &'a ReassemblyConfig,
+    cfg: &'a Arc<ReassemblyConfig>,
     budget: &'a mut Budget,
     stats: &'a mut TcpStats,
     sinks: Option<&'a mut (dyn StreamSinks + 's)>,
@@ -635,8 +639,8 @@ impl Connection {
             };
             if let Some(first) = first {
                 self.streams[di] = Some(match sinks {
-                    Some(_) => ByteStream::new_with_sink(first, cfg),
-                    None => ByteStream::new(first, cfg),
+                    Some(_) => ByteStream::new_shared_with_sink(first, cfg),
+                    None => ByteStream::new_shared(first, cfg),
                 });
             }
         }
