@@ -586,7 +586,44 @@ pub struct ByteStream {
     /// In-order bytes go to an [`InOrderSink`] (`chunks` stays empty; `ooo_chunks` may hold
     /// the chunk the frontier lies in, whose bytes below the frontier are then stale).
     sink: bool,
-    stats: StreamStats,
+    /// Non-empty segments inserted (`StreamStats::segments`).
+    segments: u64,
+    /// The other counters (`bytes` is the frontier): boxed when one first becomes non-zero,
+    /// so a stream with nothing unusual to count carries one word for them, not 128 bytes.
+    stats: LazyStats,
+}
+
+/// All-zero counters: what an absent [`LazyStats`] reads as.
+static NO_STATS: StreamStats = StreamStats {
+    bytes: 0,
+    segments: 0,
+    ooo_segments: 0,
+    retransmitted_bytes: 0,
+    overlap_conflicts: 0,
+    gaps: 0,
+    gap_bytes: 0,
+    refused_segments: 0,
+    refused: RefusedCounts { memory: 0, ooo_bytes: 0, ooo_segments: 0, ahead: 0, depth: 0 },
+    refused_bytes: 0,
+    depth_reached: false,
+    cleared_ooo_bytes: 0,
+};
+
+/// A stream's rarer counters, boxed on first mutable use (read as zeros while absent).
+#[derive(Debug, Default)]
+struct LazyStats(Option<Box<StreamStats>>);
+
+impl std::ops::Deref for LazyStats {
+    type Target = StreamStats;
+    fn deref(&self) -> &StreamStats {
+        self.0.as_deref().unwrap_or(&NO_STATS)
+    }
+}
+
+impl std::ops::DerefMut for LazyStats {
+    fn deref_mut(&mut self) -> &mut StreamStats {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl ByteStream {
@@ -613,7 +650,8 @@ impl ByteStream {
             frontier: 0,
             charged: 0,
             sink: false,
-            stats: StreamStats::default(),
+            segments: 0,
+            stats: LazyStats::default(),
         }
     }
 
@@ -662,9 +700,9 @@ impl ByteStream {
         self.first_seq
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &StreamStats {
-        &self.stats
+    /// Counters (a copy: most are kept boxed, and `bytes` is the frontier).
+    pub fn stats(&self) -> StreamStats {
+        StreamStats { bytes: self.frontier, segments: self.segments, ..(*self.stats).clone() }
     }
 
     /// Bytes of out-of-order data held.
@@ -730,15 +768,17 @@ impl ByteStream {
         if data.is_empty() {
             return out;
         }
-        self.stats.segments += 1;
+        self.segments += 1;
         self.insert_inner(seq, data, budget, sink, &mut out);
         if let Some(why) = out.refused {
             self.stats.refused_segments += 1;
             self.stats.refused.count(why);
         }
-        self.stats.retransmitted_bytes += out.old + out.duplicate + out.conflicting;
-        self.stats.overlap_conflicts += out.conflicting;
-        self.stats.bytes = self.frontier;
+        let again = out.old + out.duplicate + out.conflicting;
+        if again > 0 {
+            self.stats.retransmitted_bytes += again;
+            self.stats.overlap_conflicts += out.conflicting;
+        }
         out
     }
 
@@ -1034,7 +1074,6 @@ impl ByteStream {
             let (idx, chunk) = entry.remove_entry();
             self.held.chunks.push_back((idx, chunk));
         }
-        self.stats.bytes = self.frontier;
     }
 
     /// Chunks `[base, frontier)` spans, less those wholly inside a skipped gap (what the
@@ -1103,7 +1142,6 @@ impl ByteStream {
         }
         out.advanced = merged.end - self.frontier;
         self.frontier = merged.end;
-        self.stats.bytes = self.frontier;
         self.drop_ooo_chunks_below(self.frontier, budget);
         self.recharge(budget);
     }
@@ -1181,7 +1219,9 @@ impl ByteStream {
             for (_, chunk) in ooo_chunks {
                 budget.recycle(chunk);
             }
-            self.stats.cleared_ooo_bytes += ooo_bytes;
+            if ooo_bytes > 0 {
+                self.stats.cleared_ooo_bytes += ooo_bytes;
+            }
         }
         self.recharge(budget);
     }
@@ -1208,7 +1248,6 @@ impl ByteStream {
             if self.sink {
                 self.emit_held(s, e, sink);
                 self.frontier = e;
-                self.stats.bytes = e;
             } else {
                 self.advance_to(e);
             }
@@ -1221,8 +1260,10 @@ impl ByteStream {
             }
             held.ooo_bytes = 0;
         }
-        self.stats.gaps += f.gaps;
-        self.stats.gap_bytes += f.gap_bytes;
+        if f.gaps > 0 {
+            self.stats.gaps += f.gaps;
+            self.stats.gap_bytes += f.gap_bytes;
+        }
         self.recharge(budget);
         f
     }

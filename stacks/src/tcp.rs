@@ -548,13 +548,13 @@ impl TcpTracker {
         let mut conn = self.conns.remove(&flow)?;
         for dir in [Direction::ToServer, Direction::ToClient] {
             if let Some(s) = conn.streams[dir_index(dir)].as_mut() {
-                let before = s.stats().clone();
+                let before = s.stats();
                 let from = s.frontier();
                 match sinks.as_deref_mut() {
                     Some(sinks) => s.finish_into(&mut self.budget, &mut SinkOf { sinks, flow, dir }),
                     None => s.finish_into(&mut self.budget, &mut Nowhere),
                 };
-                account(&mut self.stats, &before, s.stats());
+                account(&mut self.stats, &before, &s.stats());
                 if s.frontier() > from {
                     events.push(TcpEvent::DataReady { dir, from, to: s.frontier() });
                 }
@@ -649,7 +649,7 @@ impl Connection {
         }
         if let Some(stream) = self.streams[di].as_mut() {
             let data_seq = seg.seq.wrapping_add(u32::from(syn));
-            let before_stats = stream.stats().clone();
+            let before_stats = stream.stats();
             let from = stream.frontier();
             let ins: Insert = match sinks {
                 Some(sinks) => {
@@ -662,7 +662,7 @@ impl Connection {
                 self.half[si].out_of_order += 1;
                 stats.out_of_order += 1;
             }
-            account(stats, &before_stats, stream.stats());
+            account(stats, &before_stats, &stream.stats());
             if ins.advanced > 0 {
                 events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
             }
