@@ -458,9 +458,6 @@ impl Actor for TcpMonitor {
                     FlowEndReason::Evicted => EndReason::Evicted,
                     FlowEndReason::Shutdown => EndReason::Shutdown,
                 };
-                // Ends come in storms (end of input, a timeout sweep): free what earlier
-                // ends left behind as soon as their events have left, not at the next packet.
-                self.reclaim();
                 self.end(cx, flow, ev.flow_start, reason, ev.seq, ev.ts_ns);
             }
             return Verdict::Continue;
