@@ -219,7 +219,7 @@ impl Run<'_> {
                 let dir_rec = |d: Direction, acc: &mut Acc| {
                     let i = dir_i(d);
                     let h = &conn.half[i];
-                    let st = conn.stream(d).map(|s| s.stats().clone()).unwrap_or_default();
+                    let st = conn.stream(d).map(|s| s.stats()).unwrap_or_default();
                     DirectionRecord {
                         packets: h.packets,
                         payload_bytes: h.payload_bytes,

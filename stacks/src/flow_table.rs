@@ -257,6 +257,9 @@ pub struct FlowTable {
     clock_ns: u64,
     next_seq: u64,
     stats: FlowTableStats,
+    /// The flows a [`drain_some`](FlowTable::drain_some) pass has still to end: (seq,
+    /// slot), newest first (popped from the back).
+    draining: Vec<(u64, u32)>,
 }
 
 fn ms_to_ns(ms: u64) -> u64 {
@@ -341,6 +344,7 @@ impl FlowTable {
             clock_ns: 0,
             next_seq: 0,
             stats: FlowTableStats::default(),
+            draining: Vec::new(),
         }
     }
 
@@ -427,13 +431,36 @@ impl FlowTable {
     /// closed (both FINs, or an RST, and was only lingering) ends with that reason; every
     /// other flow with `Shutdown`.
     pub fn drain(&mut self, ended: &mut Vec<EndedFlow>) {
-        let mut all: Vec<(u64, u32, EndReason)> =
-            self.slab.iter().map(|(i, e)| (e.seq, i as u32, e.closed.unwrap_or(EndReason::Shutdown))).collect();
-        all.sort_unstable_by_key(|(seq, idx, _)| (*seq, *idx));
-        ended.reserve(all.len());
-        for (_, idx, reason) in all {
-            self.end(idx, reason, ended);
+        while self.drain_some(ended, usize::MAX) > 0 {}
+    }
+
+    /// [`drain`](Self::drain) in steps of at most `max` flows (appended to `ended`), oldest
+    /// first, so that a caller ending a million flows need not hold a million
+    /// [`EndedFlow`]s at once (issue 14: the peak memory of many idle flows). Returns how
+    /// many it ended; 0 once the table is empty. Flows created between two calls are ended
+    /// by a later pass, after the older ones.
+    pub fn drain_some(&mut self, ended: &mut Vec<EndedFlow>, max: usize) -> usize {
+        if self.draining.is_empty() {
+            self.draining = self.slab.iter().map(|(i, e)| (e.seq, i as u32)).collect();
+            // Newest first: the oldest is popped first.
+            self.draining.sort_unstable_by_key(|&(seq, idx)| std::cmp::Reverse((seq, idx)));
         }
+        let mut n = 0;
+        while n < max {
+            let Some((seq, idx)) = self.draining.pop() else { break };
+            // A flow that ended meanwhile (its slot free, or reused by a newer flow) is skipped.
+            let Some(reason) =
+                self.slab.get(idx as usize).filter(|e| e.seq == seq).map(|e| e.closed.unwrap_or(EndReason::Shutdown))
+            else {
+                continue;
+            };
+            self.end(idx, reason, ended);
+            n += 1;
+        }
+        if self.draining.is_empty() {
+            self.draining = Vec::new();
+        }
+        n
     }
 
     /// The flow with this id; `None` once it ended (stale generation).

@@ -30,6 +30,9 @@ use crate::flow_table::{Direction, EndReason, EndedFlow, FlowTable, FlowTableCon
 use crate::parse::{parse, tcp_flags, Malformed, Parsed, Transport};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 
+/// Flows ended per step at the end of input ([`FlowTable::drain_some`]).
+const DRAIN_STEP: usize = 1024;
+
 /// What to do with a frame the parser rejects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,11 +308,14 @@ impl Actor for L23Stack {
     }
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
-        self.table.drain(&mut self.ended);
         // Flows still open end "at" the last packet of the input (not this instance's last:
         // a shard sees only some packets).
         let seq = cx.end_seq().map_or(self.last_seq, |e| e.saturating_sub(1));
         let ts = self.last_ts;
+        // In steps: the ended flows of one step at a time, not of every flow at once.
+        while self.table.drain_some(&mut self.ended, DRAIN_STEP) > 0 {
+            self.publish_ended(cx, seq, ts);
+        }
         self.publish_ended(cx, seq, ts);
         Ok(())
     }

@@ -112,6 +112,7 @@ pub use actors::contract::Chunk;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Default size of a chunk in bytes.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -511,13 +512,9 @@ impl<'a> Iterator for Slices<'a> {
     }
 }
 
-/// One direction of a TCP bytestream: contiguous data from the base to the frontier,
-/// out-of-order data beside it. See the [module documentation](self).
-#[derive(Debug)]
-pub struct ByteStream {
-    first_seq: u32,
-    cfg: ReassemblyConfig,
-    cs: u64,
+/// What a [`ByteStream`] holds besides its counters and offsets.
+#[derive(Debug, Default)]
+struct Held {
     /// Chunks holding at least one byte below the frontier, by increasing index (sparse only
     /// where `finish` skipped whole chunks).
     chunks: VecDeque<(u64, Box<[u8]>)>,
@@ -528,6 +525,58 @@ pub struct ByteStream {
     ooo_bytes: u64,
     /// Ranges skipped by `finish` that end above the base.
     gaps: VecDeque<Range<u64>>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+            && self.ooo_chunks.is_empty()
+            && self.ooo.is_empty()
+            && self.ooo_bytes == 0
+            && self.gaps.is_empty()
+    }
+}
+
+/// What an absent [`LazyHeld`] reads as.
+static NOTHING_HELD: Held = Held {
+    chunks: VecDeque::new(),
+    ooo_chunks: BTreeMap::new(),
+    ooo: BTreeMap::new(),
+    ooo_bytes: 0,
+    gaps: VecDeque::new(),
+};
+
+/// A [`Held`] boxed on first mutable use; read through [`Deref`](std::ops::Deref) as empty
+/// while absent. [`ByteStream::recharge`] drops it once it is empty again.
+#[derive(Debug, Default)]
+struct LazyHeld(Option<Box<Held>>);
+
+impl std::ops::Deref for LazyHeld {
+    type Target = Held;
+    fn deref(&self) -> &Held {
+        self.0.as_deref().unwrap_or(&NOTHING_HELD)
+    }
+}
+
+impl std::ops::DerefMut for LazyHeld {
+    fn deref_mut(&mut self) -> &mut Held {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// One direction of a TCP bytestream: contiguous data from the base to the frontier,
+/// out-of-order data beside it. See the [module documentation](self).
+#[derive(Debug)]
+pub struct ByteStream {
+    first_seq: u32,
+    /// Shared by every stream of a tracker ([`new_shared`](Self::new_shared)): one copy per
+    /// monitor, not one per direction of every connection.
+    cfg: Arc<ReassemblyConfig>,
+    cs: u64,
+    /// Chunks, out-of-order ranges and gaps: allocated when first needed, dropped when empty
+    /// again, so that a stream whose bytes all went to its sink in order (most streams of
+    /// the TCP monitor) carries one word for them, not 120 bytes.
+    held: LazyHeld,
     base: u64,
     frontier: u64,
     /// Bytes charged to the budget: `(chunks.len() + ooo_chunks.len()) * chunk_size`, or
@@ -537,29 +586,72 @@ pub struct ByteStream {
     /// In-order bytes go to an [`InOrderSink`] (`chunks` stays empty; `ooo_chunks` may hold
     /// the chunk the frontier lies in, whose bytes below the frontier are then stale).
     sink: bool,
-    stats: StreamStats,
+    /// Non-empty segments inserted (`StreamStats::segments`).
+    segments: u64,
+    /// The other counters (`bytes` is the frontier): boxed when one first becomes non-zero,
+    /// so a stream with nothing unusual to count carries one word for them, not 128 bytes.
+    stats: LazyStats,
+}
+
+/// All-zero counters: what an absent [`LazyStats`] reads as.
+static NO_STATS: StreamStats = StreamStats {
+    bytes: 0,
+    segments: 0,
+    ooo_segments: 0,
+    retransmitted_bytes: 0,
+    overlap_conflicts: 0,
+    gaps: 0,
+    gap_bytes: 0,
+    refused_segments: 0,
+    refused: RefusedCounts { memory: 0, ooo_bytes: 0, ooo_segments: 0, ahead: 0, depth: 0 },
+    refused_bytes: 0,
+    depth_reached: false,
+    cleared_ooo_bytes: 0,
+};
+
+/// A stream's rarer counters, boxed on first mutable use (read as zeros while absent).
+#[derive(Debug, Default)]
+struct LazyStats(Option<Box<StreamStats>>);
+
+impl std::ops::Deref for LazyStats {
+    type Target = StreamStats;
+    fn deref(&self) -> &StreamStats {
+        self.0.as_deref().unwrap_or(&NO_STATS)
+    }
+}
+
+impl std::ops::DerefMut for LazyStats {
+    fn deref_mut(&mut self) -> &mut StreamStats {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl ByteStream {
     /// A stream whose byte at offset 0 has sequence number `first_seq` (for a connection: the
     /// SYN's sequence number + 1). A `chunk_size` out of `1..=MAX_CHUNK` is clamped into it.
     pub fn new(first_seq: u32, cfg: &ReassemblyConfig) -> ByteStream {
-        let mut cfg = cfg.clone();
-        cfg.chunk_size = cfg.chunk_size.clamp(1, MAX_CHUNK);
+        ByteStream::new_shared(first_seq, &Arc::new(cfg.clone()))
+    }
+
+    /// Like [`new`](Self::new), sharing `cfg` (not copying it) when its `chunk_size` is in
+    /// range: the TCP tracker's streams all point at its one configuration.
+    pub fn new_shared(first_seq: u32, cfg: &Arc<ReassemblyConfig>) -> ByteStream {
+        let cfg = if (1..=MAX_CHUNK).contains(&cfg.chunk_size) {
+            cfg.clone()
+        } else {
+            Arc::new(ReassemblyConfig { chunk_size: cfg.chunk_size.clamp(1, MAX_CHUNK), ..(**cfg).clone() })
+        };
         ByteStream {
             first_seq,
             cs: cfg.chunk_size as u64,
             cfg,
-            chunks: VecDeque::new(),
-            ooo_chunks: BTreeMap::new(),
-            ooo: BTreeMap::new(),
-            ooo_bytes: 0,
-            gaps: VecDeque::new(),
+            held: LazyHeld::default(),
             base: 0,
             frontier: 0,
             charged: 0,
             sink: false,
-            stats: StreamStats::default(),
+            segments: 0,
+            stats: LazyStats::default(),
         }
     }
 
@@ -570,6 +662,11 @@ impl ByteStream {
     /// the frontier are compared through [`InOrderSink::differing`].
     pub fn new_with_sink(first_seq: u32, cfg: &ReassemblyConfig) -> ByteStream {
         ByteStream { sink: true, ..ByteStream::new(first_seq, cfg) }
+    }
+
+    /// [`new_with_sink`](Self::new_with_sink) sharing `cfg` as [`new_shared`](Self::new_shared) does.
+    pub fn new_shared_with_sink(first_seq: u32, cfg: &Arc<ReassemblyConfig>) -> ByteStream {
+        ByteStream { sink: true, ..ByteStream::new_shared(first_seq, cfg) }
     }
 
     /// In-order bytes go to a sink (see [`new_with_sink`](Self::new_with_sink)).
@@ -603,19 +700,19 @@ impl ByteStream {
         self.first_seq
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &StreamStats {
-        &self.stats
+    /// Counters (a copy: most are kept boxed, and `bytes` is the frontier).
+    pub fn stats(&self) -> StreamStats {
+        StreamStats { bytes: self.frontier, segments: self.segments, ..(*self.stats).clone() }
     }
 
     /// Bytes of out-of-order data held.
     pub fn ooo_bytes(&self) -> usize {
-        usize::try_from(self.ooo_bytes).unwrap_or(usize::MAX)
+        usize::try_from(self.held.ooo_bytes).unwrap_or(usize::MAX)
     }
 
     /// Separate out-of-order ranges held.
     pub fn ooo_ranges(&self) -> usize {
-        self.ooo.len()
+        self.held.ooo.len()
     }
 
     /// Bytes of memory held: chunks (in order and out of order), `chunk_size` each.
@@ -626,7 +723,7 @@ impl ByteStream {
     /// Ranges skipped by [`finish`](Self::finish) that end above the base (they read as
     /// [`Chunk::Gap`]s).
     pub fn gaps(&self) -> impl Iterator<Item = Range<u64>> + '_ {
-        self.gaps.iter().cloned()
+        self.held.gaps.iter().cloned()
     }
 
     /// The range `[from, to)` as [`Chunk`]s: slices over the chunks, without copying, and
@@ -645,9 +742,17 @@ impl ByteStream {
             return Err(ReadError::BeyondFrontier { to, frontier: self.frontier });
         }
         let idx = from / self.cs;
-        let pos = self.chunks.partition_point(|(i, _)| *i < idx);
-        let gpos = self.gaps.partition_point(|g| g.end <= from);
-        Ok(Slices { chunks: &self.chunks, gaps: &self.gaps, chunk_size: self.cs, pos, gpos, at: from, end: to })
+        let pos = self.held.chunks.partition_point(|(i, _)| *i < idx);
+        let gpos = self.held.gaps.partition_point(|g| g.end <= from);
+        Ok(Slices {
+            chunks: &self.held.chunks,
+            gaps: &self.held.gaps,
+            chunk_size: self.cs,
+            pos,
+            gpos,
+            at: from,
+            end: to,
+        })
     }
 
     /// Adds a segment's payload starting at sequence number `seq`. See the module
@@ -663,15 +768,17 @@ impl ByteStream {
         if data.is_empty() {
             return out;
         }
-        self.stats.segments += 1;
+        self.segments += 1;
         self.insert_inner(seq, data, budget, sink, &mut out);
         if let Some(why) = out.refused {
             self.stats.refused_segments += 1;
             self.stats.refused.count(why);
         }
-        self.stats.retransmitted_bytes += out.old + out.duplicate + out.conflicting;
-        self.stats.overlap_conflicts += out.conflicting;
-        self.stats.bytes = self.frontier;
+        let again = out.old + out.duplicate + out.conflicting;
+        if again > 0 {
+            self.stats.retransmitted_bytes += again;
+            self.stats.overlap_conflicts += out.conflicting;
+        }
         out
     }
 
@@ -730,6 +837,7 @@ impl ByteStream {
         let mut plan = None;
         if a < end {
             let touching: Vec<(u64, u64)> = self
+                .held
                 .ooo
                 .range(..=end)
                 .rev()
@@ -747,7 +855,7 @@ impl ByteStream {
             };
             let lo_idx = a / self.cs;
             let hi_idx = (end - 1) / self.cs;
-            let frontier_chunk_held = self.chunks.back().map(|(i, _)| *i);
+            let frontier_chunk_held = self.held.chunks.back().map(|(i, _)| *i);
             let mut new_chunks = 0u64;
             let mut new_ooo_chunks = 0u64;
             if new_bytes > 0 && self.sink {
@@ -758,13 +866,13 @@ impl ByteStream {
                     let span_after = (merged.end - 1) / self.cs - self.base.min(merged.end - 1) / self.cs + 1;
                     new_chunks = span_after.saturating_sub(self.in_order_span() as u64);
                 } else {
-                    let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
+                    let held_ooo = self.held.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
                     new_chunks = (hi_idx - lo_idx + 1).saturating_sub(held_ooo);
                     new_ooo_chunks = new_chunks;
                 }
             } else if new_bytes > 0 {
                 // Chunks spanned by [a, end) that are not held all receive a new byte.
-                let held_ooo = self.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
+                let held_ooo = self.held.ooo_chunks.range(lo_idx..=hi_idx).count() as u64;
                 let held_front = u64::from(frontier_chunk_held.is_some_and(|i| (lo_idx..=hi_idx).contains(&i)));
                 new_chunks = (hi_idx - lo_idx + 1) - held_ooo - held_front;
                 // A missing chunk below the frontier can only be the frontier's own chunk
@@ -773,12 +881,12 @@ impl ByteStream {
                 new_ooo_chunks = new_chunks - front_missing;
             }
             if a > self.frontier {
-                if self.ooo.len() + 1 - touching.len() > self.cfg.max_ooo_segments {
+                if self.held.ooo.len() + 1 - touching.len() > self.cfg.max_ooo_segments {
                     self.refuse(out, Refused::OooSegmentsLimit, len);
                     return;
                 }
-                let ooo_chunks_after = self.ooo_chunks.len() as u64 + new_ooo_chunks;
-                if self.ooo_bytes + new_bytes > self.cfg.max_ooo_bytes as u64
+                let ooo_chunks_after = self.held.ooo_chunks.len() as u64 + new_ooo_chunks;
+                if self.held.ooo_bytes + new_bytes > self.cfg.max_ooo_bytes as u64
                     || ooo_chunks_after > self.ooo_chunk_limit()
                 {
                     self.refuse(out, Refused::OooBytesLimit, len);
@@ -830,17 +938,19 @@ impl ByteStream {
             at = at.max(e);
         }
         for &(s, _) in &touching {
-            self.ooo.remove(&s);
+            self.held.ooo.remove(&s);
         }
         let touched_len: u64 = touching.iter().map(|&(s, e)| e - s).sum();
-        self.ooo_bytes -= touched_len;
+        if touched_len > 0 {
+            self.held.ooo_bytes -= touched_len;
+        }
         if merged.start == self.frontier {
             let old = self.frontier;
             self.advance_to(merged.end);
             out.advanced = self.frontier - old;
         } else {
-            self.ooo.insert(merged.start, merged.end);
-            self.ooo_bytes += merged.end - merged.start;
+            self.held.ooo.insert(merged.start, merged.end);
+            self.held.ooo_bytes += merged.end - merged.start;
             out.new_ooo = new_bytes;
         }
         self.recharge(budget);
@@ -859,11 +969,11 @@ impl ByteStream {
 
     /// The chunk holding offset `off`, if allocated.
     fn chunk(&self, idx: u64) -> Option<&[u8]> {
-        if let Some(c) = self.ooo_chunks.get(&idx) {
+        if let Some(c) = self.held.ooo_chunks.get(&idx) {
             return Some(c);
         }
-        let pos = self.chunks.partition_point(|(i, _)| *i < idx);
-        match self.chunks.get(pos) {
+        let pos = self.held.chunks.partition_point(|(i, _)| *i < idx);
+        match self.held.chunks.get(pos) {
             Some((i, c)) if *i == idx => Some(c),
             _ => None,
         }
@@ -888,7 +998,7 @@ impl ByteStream {
             }
         };
         let mut at = lo;
-        for g in &self.gaps {
+        for g in &self.held.gaps {
             if g.end <= at || at >= hi {
                 continue;
             }
@@ -939,12 +1049,12 @@ impl ByteStream {
             let n = rest.len().min(cs - within);
             let (now, later) = rest.split_at(n);
             let chunk = if !self.sink && idx * self.cs < self.frontier {
-                if self.chunks.back().map(|(i, _)| *i) != Some(idx) {
-                    self.chunks.push_back((idx, budget.take_chunk(cs)));
+                if self.held.chunks.back().map(|(i, _)| *i) != Some(idx) {
+                    self.held.chunks.push_back((idx, budget.take_chunk(cs)));
                 }
-                self.chunks.back_mut().map(|(_, c)| c)
+                self.held.chunks.back_mut().map(|(_, c)| c)
             } else {
-                Some(self.ooo_chunks.entry(idx).or_insert_with(|| budget.take_chunk(cs)))
+                Some(self.held.ooo_chunks.entry(idx).or_insert_with(|| budget.take_chunk(cs)))
             };
             if let Some(dst) = chunk.and_then(|c| c.get_mut(within..within + n)) {
                 dst.copy_from_slice(now);
@@ -957,14 +1067,13 @@ impl ByteStream {
     /// Moves the frontier to `to` and the chunks it now reaches into the in-order deque.
     fn advance_to(&mut self, to: u64) {
         self.frontier = to;
-        while let Some(entry) = self.ooo_chunks.first_entry() {
+        while let Some(entry) = self.held.0.as_mut().and_then(|h| h.ooo_chunks.first_entry()) {
             if entry.key().saturating_mul(self.cs) >= to {
                 break;
             }
             let (idx, chunk) = entry.remove_entry();
-            self.chunks.push_back((idx, chunk));
+            self.held.chunks.push_back((idx, chunk));
         }
-        self.stats.bytes = self.frontier;
     }
 
     /// Chunks `[base, frontier)` spans, less those wholly inside a skipped gap (what the
@@ -975,6 +1084,7 @@ impl ByteStream {
         }
         let span = (self.frontier - 1) / self.cs - self.base / self.cs + 1;
         let in_gaps: u64 = self
+            .held
             .gaps
             .iter()
             .map(|g| (g.end.min(self.frontier) / self.cs).saturating_sub(g.start.max(self.base).div_ceil(self.cs)))
@@ -1025,12 +1135,13 @@ impl ByteStream {
             self.emit_held(at, merged.end, sink);
         }
         for &(s, _) in touching {
-            self.ooo.remove(&s);
+            self.held.ooo.remove(&s);
         }
-        self.ooo_bytes -= touching.iter().map(|&(s, e)| e - s).sum::<u64>();
+        if !touching.is_empty() {
+            self.held.ooo_bytes -= touching.iter().map(|&(s, e)| e - s).sum::<u64>();
+        }
         out.advanced = merged.end - self.frontier;
         self.frontier = merged.end;
-        self.stats.bytes = self.frontier;
         self.drop_ooo_chunks_below(self.frontier, budget);
         self.recharge(budget);
     }
@@ -1045,7 +1156,7 @@ impl ByteStream {
             let n = (stop - at) as usize;
             // Held by the invariants; defensively, a missing chunk is skipped (a gap in the
             // sink), never zeros.
-            if let Some(bytes) = self.ooo_chunks.get(&idx).and_then(|c| c.get(within..within + n)) {
+            if let Some(bytes) = self.held.ooo_chunks.get(&idx).and_then(|c| c.get(within..within + n)) {
                 sink.append(at, bytes);
             }
             at = stop;
@@ -1054,7 +1165,7 @@ impl ByteStream {
 
     /// Frees the out-of-order chunks that lie wholly below `to` (a stream with a sink).
     fn drop_ooo_chunks_below(&mut self, to: u64, budget: &mut Budget) {
-        while let Some(entry) = self.ooo_chunks.first_entry() {
+        while let Some(entry) = self.held.0.as_mut().and_then(|h| h.ooo_chunks.first_entry()) {
             if (entry.key() + 1).saturating_mul(self.cs) > to {
                 break;
             }
@@ -1064,30 +1175,33 @@ impl ByteStream {
 
     /// Brings the budget in line with the chunks held.
     fn recharge(&mut self, budget: &mut Budget) {
-        let held = if self.sink { self.in_order_span() } else { self.chunks.len() };
-        let now = (held + self.ooo_chunks.len()).saturating_mul(self.cs as usize);
+        let held = if self.sink { self.in_order_span() } else { self.held.chunks.len() };
+        let now = (held + self.held.ooo_chunks.len()).saturating_mul(self.cs as usize);
         if now > self.charged {
             budget.charge(now - self.charged);
         } else {
             budget.give_back(self.charged - now);
         }
         self.charged = now;
+        if self.held.0.as_ref().is_some_and(|h| h.is_empty()) {
+            self.held.0 = None;
+        }
     }
 
     /// Frees every chunk that lies entirely below `offset` (clamped to the frontier); the base
     /// becomes `offset` (it never moves backwards).
     pub fn release_until(&mut self, offset: u64, budget: &mut Budget) {
         self.base = self.base.max(offset.min(self.frontier));
-        while let Some((idx, _)) = self.chunks.front() {
+        while let Some((idx, _)) = self.held.chunks.front() {
             if (idx + 1).saturating_mul(self.cs) > self.base {
                 break;
             }
-            if let Some((_, chunk)) = self.chunks.pop_front() {
+            if let Some((_, chunk)) = self.held.chunks.pop_front() {
                 budget.recycle(chunk);
             }
         }
-        while self.gaps.front().is_some_and(|g| g.end <= self.base) {
-            self.gaps.pop_front();
+        while self.held.gaps.front().is_some_and(|g| g.end <= self.base) {
+            self.held.gaps.pop_front();
         }
         self.recharge(budget);
     }
@@ -1097,16 +1211,18 @@ impl ByteStream {
     /// stream's share of the budget is 0. The stream stays usable.
     pub fn clear(&mut self, budget: &mut Budget) {
         self.base = self.frontier;
-        for (_, chunk) in self.chunks.drain(..) {
-            budget.recycle(chunk);
+        if let Some(held) = self.held.0.take() {
+            let Held { chunks, ooo_chunks, ooo_bytes, .. } = *held;
+            for (_, chunk) in chunks {
+                budget.recycle(chunk);
+            }
+            for (_, chunk) in ooo_chunks {
+                budget.recycle(chunk);
+            }
+            if ooo_bytes > 0 {
+                self.stats.cleared_ooo_bytes += ooo_bytes;
+            }
         }
-        while let Some((_, chunk)) = self.ooo_chunks.pop_first() {
-            budget.recycle(chunk);
-        }
-        self.ooo.clear();
-        self.gaps.clear();
-        self.stats.cleared_ooo_bytes += self.ooo_bytes;
-        self.ooo_bytes = 0;
         self.recharge(budget);
     }
 
@@ -1122,29 +1238,32 @@ impl ByteStream {
     /// are appended to `sink` (each after its gap).
     pub fn finish_into(&mut self, budget: &mut Budget, sink: &mut dyn InOrderSink) -> Finish {
         let mut f = Finish::default();
-        while let Some((s, e)) = self.ooo.pop_first() {
+        while let Some((s, e)) = self.held.0.as_mut().and_then(|h| h.ooo.pop_first()) {
             if s > self.frontier {
                 f.gaps += 1;
                 f.gap_bytes += s - self.frontier;
-                self.gaps.push_back(self.frontier..s);
+                self.held.gaps.push_back(self.frontier..s);
             }
             f.delivered += e - s;
             if self.sink {
                 self.emit_held(s, e, sink);
                 self.frontier = e;
-                self.stats.bytes = e;
             } else {
                 self.advance_to(e);
             }
         }
-        if self.sink {
-            while let Some((_, chunk)) = self.ooo_chunks.pop_first() {
-                budget.recycle(chunk);
+        if let Some(held) = self.held.0.as_mut() {
+            if self.sink {
+                while let Some((_, chunk)) = held.ooo_chunks.pop_first() {
+                    budget.recycle(chunk);
+                }
             }
+            held.ooo_bytes = 0;
         }
-        self.ooo_bytes = 0;
-        self.stats.gaps += f.gaps;
-        self.stats.gap_bytes += f.gap_bytes;
+        if f.gaps > 0 {
+            self.stats.gaps += f.gaps;
+            self.stats.gap_bytes += f.gap_bytes;
+        }
         self.recharge(budget);
         f
     }

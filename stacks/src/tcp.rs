@@ -34,6 +34,7 @@
 //! skipped and counted as gaps — and reports the final data and the end.
 
 use rustc_hash::FxHashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -400,6 +401,8 @@ pub struct TcpTracker {
     /// moves 16-byte entries, not 840-byte connections, so its resizes do not hold two copies
     /// of every connection at once (the peak memory of many idle connections, issue 14).
     conns: FxHashMap<FlowId, Box<Connection>>,
+    /// `cfg.reassembly`, shared by every stream.
+    reassembly: Arc<ReassemblyConfig>,
     budget: Budget,
     stats: TcpStats,
 }
@@ -429,7 +432,8 @@ impl TcpTracker {
     /// An empty tracker.
     pub fn new(cfg: TcpConfig) -> TcpTracker {
         let budget = Budget::with_limit(cfg.memory_limit);
-        TcpTracker { cfg, conns: FxHashMap::default(), budget, stats: TcpStats::default() }
+        let reassembly = Arc::new(cfg.reassembly.clone());
+        TcpTracker { cfg, conns: FxHashMap::default(), reassembly, budget, stats: TcpStats::default() }
     }
 
     /// A live connection.
@@ -507,7 +511,7 @@ impl TcpTracker {
         let after_sender = conn.snapshot();
         update_receiver(&mut conn.half[ri], seg);
         conn.report_state_changes(before, events);
-        let stream_cx = StreamCx { cfg: &self.cfg.reassembly, budget: &mut self.budget, stats: &mut self.stats, sinks };
+        let stream_cx = StreamCx { cfg: &self.reassembly, budget: &mut self.budget, stats: &mut self.stats, sinks };
         conn.feed_stream(flow, si, seg, stream_cx, events);
         Updates { sender: me, after_sender, after_receiver: conn.snapshot() }
     }
@@ -525,25 +529,39 @@ impl TcpTracker {
         flow: FlowId,
         reason: EndReason,
         events: &mut Vec<TcpEvent>,
-        mut sinks: Option<&mut dyn StreamSinks>,
+        sinks: Option<&mut dyn StreamSinks>,
     ) -> Option<Connection> {
+        self.end_boxed(flow, reason, events, sinks).map(|c| *c)
+    }
+
+    /// [`end_into`](Self::end_into), the connection left in its box (the TCP monitor keeps
+    /// ended connections until their events have left: moving each out of its box would
+    /// copy it into the monitor's map of retired connections, and that map's resizes would
+    /// hold two copies of every one).
+    pub fn end_boxed(
+        &mut self,
+        flow: FlowId,
+        reason: EndReason,
+        events: &mut Vec<TcpEvent>,
+        mut sinks: Option<&mut dyn StreamSinks>,
+    ) -> Option<Box<Connection>> {
         let mut conn = self.conns.remove(&flow)?;
         for dir in [Direction::ToServer, Direction::ToClient] {
             if let Some(s) = conn.streams[dir_index(dir)].as_mut() {
-                let before = s.stats().clone();
+                let before = s.stats();
                 let from = s.frontier();
                 match sinks.as_deref_mut() {
                     Some(sinks) => s.finish_into(&mut self.budget, &mut SinkOf { sinks, flow, dir }),
                     None => s.finish_into(&mut self.budget, &mut Nowhere),
                 };
-                account(&mut self.stats, &before, s.stats());
+                account(&mut self.stats, &before, &s.stats());
                 if s.frontier() > from {
                     events.push(TcpEvent::DataReady { dir, from, to: s.frontier() });
                 }
             }
         }
         events.push(TcpEvent::End { reason });
-        Some(*conn)
+        Some(conn)
     }
 
     /// Gives a finished connection's memory back (call after reading what you need from the
@@ -557,7 +575,7 @@ impl TcpTracker {
 
 /// What a connection's streams need from their tracker for one segment.
 struct StreamCx<'a, 's> {
-    cfg: &'a ReassemblyConfig,
+    cfg: &'a Arc<ReassemblyConfig>,
     budget: &'a mut Budget,
     stats: &'a mut TcpStats,
     sinks: Option<&'a mut (dyn StreamSinks + 's)>,
@@ -621,8 +639,8 @@ impl Connection {
             };
             if let Some(first) = first {
                 self.streams[di] = Some(match sinks {
-                    Some(_) => ByteStream::new_with_sink(first, cfg),
-                    None => ByteStream::new(first, cfg),
+                    Some(_) => ByteStream::new_shared_with_sink(first, cfg),
+                    None => ByteStream::new_shared(first, cfg),
                 });
             }
         }
@@ -631,7 +649,7 @@ impl Connection {
         }
         if let Some(stream) = self.streams[di].as_mut() {
             let data_seq = seg.seq.wrapping_add(u32::from(syn));
-            let before_stats = stream.stats().clone();
+            let before_stats = stream.stats();
             let from = stream.frontier();
             let ins: Insert = match sinks {
                 Some(sinks) => {
@@ -644,7 +662,7 @@ impl Connection {
                 self.half[si].out_of_order += 1;
                 stats.out_of_order += 1;
             }
-            account(stats, &before_stats, stream.stats());
+            account(stats, &before_stats, &stream.stats());
             if ins.advanced > 0 {
                 events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
             }

@@ -247,7 +247,8 @@ pub struct TcpMonitor {
     shared: Arc<SharedStreams>,
     tracker: TcpTracker,
     /// Connections that ended but may still be read.
-    retired: FxHashMap<FlowId, Connection>,
+    /// Boxed, as in the tracker: the boxes move here, not the connections.
+    retired: FxHashMap<FlowId, Box<Connection>>,
     /// The store's writer (taken at the first event) and each connection's record.
     store: Option<StoreSinks>,
     completed: Option<Arc<AtomicU64>>,
@@ -341,7 +342,7 @@ impl TcpMonitor {
             }
             self.retiring.pop_front();
             if let Some(conn) = self.retired.remove(&id) {
-                self.tracker.recycle(conn);
+                self.tracker.recycle(*conn);
                 if let Some(st) = self.store.as_mut() {
                     if let Some(rec) = st.records.remove(&id) {
                         st.writer.close(rec);
@@ -364,7 +365,7 @@ impl TcpMonitor {
     /// it freed). Called after every change, before the events that announce it are
     /// published.
     fn sync(&mut self, id: FlowId) {
-        let Some(conn) = self.tracker.get(id).or_else(|| self.retired.get(&id)) else { return };
+        let Some(conn) = self.tracker.get(id).or_else(|| self.retired.get(&id).map(|c| &**c)) else { return };
         let Some(st) = self.store.as_mut() else { return };
         let Some(rec) = st.record(id) else { return };
         let w = &mut st.writer;
@@ -434,7 +435,7 @@ impl TcpMonitor {
         let id = flow_id(flow);
         self.sinks();
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
-        let Some(conn) = self.tracker.end_into(id, reason, &mut self.events, sinks) else { return };
+        let Some(conn) = self.tracker.end_boxed(id, reason, &mut self.events, sinks) else { return };
         let snap = Snapshot {
             half: conn.half,
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],

@@ -293,6 +293,47 @@ fn drain_ends_everything_oldest_first() {
     assert_eq!((st.ended_shutdown, st.created, st.active), (5, 5, 0));
 }
 
+#[test]
+fn drain_in_steps_ends_the_same_flows_in_the_same_order() {
+    let keys: Vec<_> = (1..=7).map(|i| tcp(i, 2000 + u16::from(i))).collect();
+    let fill = |t: &mut FlowTable, ended: &mut Vec<_>| {
+        for (i, (k, s)) in keys.iter().enumerate() {
+            t.observe(*k, *s, None, i as u64, ended);
+        }
+        for (k, s) in keys.iter().rev() {
+            t.observe(*k, *s, None, 10, ended);
+        }
+    };
+    let (mut whole, mut stepped) = (FlowTable::new(cfg()), FlowTable::new(cfg()));
+    let (mut a, mut b) = (vec![], vec![]);
+    fill(&mut whole, &mut a);
+    fill(&mut stepped, &mut b);
+    whole.drain(&mut a);
+    let mut steps = vec![];
+    loop {
+        let n = stepped.drain_some(&mut b, 3);
+        if n == 0 {
+            break;
+        }
+        steps.push(n);
+    }
+    assert_eq!(steps, vec![3, 3, 1]);
+    let ids = |v: &[EndedFlow]| v.iter().map(|e| (e.info.key, e.reason)).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(b.len(), 7);
+    assert!(stepped.is_empty());
+    // A flow created between two steps is ended by a later pass.
+    let mut c = vec![];
+    fill(&mut stepped, &mut c);
+    assert_eq!(stepped.drain_some(&mut c, 2), 2);
+    let (late, ls) = tcp(9, 3000);
+    stepped.observe(late, ls, None, 20, &mut c);
+    while stepped.drain_some(&mut c, 2) > 0 {}
+    assert_eq!(c.len(), 8);
+    assert_eq!(c.last().map(|e| e.info.key), Some(late));
+    assert!(stepped.is_empty());
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Packet { flow: u8, from_hi: bool, flags: u8, dt: u64 },
