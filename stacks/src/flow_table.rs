@@ -74,8 +74,9 @@
 
 use crate::flow::{FlowKey, Side};
 use crate::parse::{ip_proto, tcp_flags};
+use hashbrown::HashTable;
 use slab::Slab;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Flow table settings.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -248,10 +249,13 @@ pub struct FlowTable {
     idle_ns: [u64; N_CLASSES],
     slab: Slab<Entry>,
     generations: Vec<u32>,
-    /// The keys come from packets, so the hasher is keyed (a per-table random seed: nobody
-    /// can aim traffic at one bucket), and fast: `foldhash` rather than the standard SipHash,
-    /// a measured per-packet cost (issue 14).
-    map: HashMap<FlowKey, u32, foldhash::fast::RandomState>,
+    /// Key → slot. The keys come from packets, so the hasher is keyed (a per-table random
+    /// seed: nobody can aim traffic at one bucket), and fast: `foldhash` rather than the
+    /// standard SipHash, a measured per-packet cost (issue 14). Only the slot is stored: the
+    /// key is the slot's `info.key` (a 4-byte entry rather than a 48-byte copy of the key
+    /// and slot, issue 14's memory per idle flow).
+    map: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     classes: [List; N_CLASSES],
     lru: List,
     clock_ns: u64,
@@ -338,7 +342,8 @@ impl FlowTable {
             idle_ns,
             slab: Slab::new(),
             generations: Vec::new(),
-            map: HashMap::default(),
+            map: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             classes: [List::default(); N_CLASSES],
             lru: List::default(),
             clock_ns: 0,
@@ -372,7 +377,10 @@ impl FlowTable {
         let flags = if key.proto == ip_proto::TCP { tcp_flags.unwrap_or(0) } else { 0 };
         let syn_only = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
 
-        if let Some(&idx) = self.map.get(&key) {
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        let found = self.map.find(hash, |&i| slab.get(i as usize).is_some_and(|e| e.info.key == key)).copied();
+        if let Some(idx) = found {
             let closing = self.slab.get(idx as usize).map(|e| {
                 let closing = e.rst || e.fin[0] || e.fin[1];
                 (closing, if e.rst { EndReason::Rst } else { EndReason::Fin })
@@ -383,10 +391,8 @@ impl FlowTable {
                     self.end(idx, reason, ended);
                 }
                 Some(_) => return self.touch(idx, side, flags, ts_ns),
-                // The map and the slab always agree; if they did not, recreate the flow.
-                None => {
-                    self.map.remove(&key);
-                }
+                // Unreachable: the entry matched its slot's key.
+                None => {}
             }
         }
 
@@ -513,7 +519,10 @@ impl FlowTable {
         });
         list_push_back(&mut self.slab, &mut self.classes[class], CLASS_LINK, index32);
         list_push_back(&mut self.slab, &mut self.lru, LRU_LINK, index32);
-        self.map.insert(key, index32);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.map.insert_unique(hasher.hash_one(key), index32, |&i| {
+            slab.get(i as usize).map_or(0, |e| hasher.hash_one(e.info.key))
+        });
         self.stats.created += 1;
         self.stats.max_active = self.stats.max_active.max(self.slab.len() as u64);
         self.apply_flags(index32, side, flags);
@@ -587,7 +596,10 @@ impl FlowTable {
         let Some(e) = self.slab.try_remove(idx as usize) else {
             return;
         };
-        self.map.remove(&e.info.key);
+        let hash = self.hasher.hash_one(e.info.key);
+        if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
         if let Some(g) = self.generations.get_mut(idx as usize) {
             *g = g.wrapping_add(1);
         }
