@@ -33,7 +33,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use netns::{have, inline_lab, stats_json, tcp_counter, unavailable, wait_for_log, Lab};
+use netns::{curl, have, inline_lab, stats_json, tcp_counter, unavailable, wait_for_log, Lab};
 use sha2::{Digest, Sha256};
 use tests::{mbox_bin, skip};
 
@@ -106,18 +106,6 @@ fn start_server(lab: &mut Lab, ns: &str, dir: &Path, addr: &str, port: u16) {
     let p = port.to_string();
     lab.spawn(ns, 120, dir, &["python3", "-u", "-m", "http.server", &p, "--bind", addr], &log);
     assert!(wait_for_log(dir, &log, "Serving HTTP", Duration::from_secs(15)), "the server on {port} did not start");
-}
-
-/// Runs curl in `ns` (bounded by `--max-time` and an outer `timeout`); its exit code.
-fn curl(ns: &str, max_time: u32, args: &[&str]) -> i32 {
-    let outer = (max_time + 10).to_string();
-    let max = max_time.to_string();
-    let o = Command::new("timeout")
-        .args([outer.as_str(), "ip", "netns", "exec", ns, "curl", "-sS", "--max-time", &max])
-        .args(args)
-        .output()
-        .expect("run curl");
-    o.status.code().unwrap_or(-1)
 }
 
 /// Waits (bounded) until a request through `mbox` succeeds: the inline path forwards.

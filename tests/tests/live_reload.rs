@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{have, inline_lab, stats_json, unavailable, wait_for_log, Lab};
+use netns::{curl, have, inline_lab, stats_json, unavailable, wait_for_log, Lab};
 use sha2::{Digest, Sha256};
 use tests::{mbox_bin, skip};
 
@@ -34,17 +34,6 @@ fn app(extra: &str) -> String {
 }
 
 const FLOWS: &str = "\n[[nf]]\nname = \"flows\"\nkind = \"flow_stats\"\noutput = \"flows.jsonl\"\n";
-
-/// curl in `ns` (bounded); its exit code.
-fn curl(ns: &str, max_time: u32, args: &[&str]) -> i32 {
-    let (outer, max) = ((max_time + 10).to_string(), max_time.to_string());
-    let o = Command::new("timeout")
-        .args([outer.as_str(), "ip", "netns", "exec", ns, "curl", "-sS", "--max-time", &max])
-        .args(args)
-        .output()
-        .expect("run curl");
-    o.status.code().unwrap_or(-1)
-}
 
 fn ctl(dir: &Path, prefix: &str, req: &str) -> serde_json::Value {
     let o = Command::new(mbox_bin()).args(["ctl", prefix, req, "--json"]).current_dir(dir).output().unwrap();

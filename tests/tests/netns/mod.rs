@@ -1,4 +1,4 @@
-//! The network-namespace lab of the live-traffic tests (`live_netns.rs`, `live_ips.rs`):
+//! The network-namespace lab of the live-traffic tests (`live_netns.rs`, `live_ips.rs`, …):
 //! namespaces, veth pairs with offloads off, processes started under `timeout` and kept by
 //! PID, all torn down by [`Lab`]'s `Drop` (also when a check panics); the checks of what the
 //! machine lacks ([`unavailable`]); counters read from the namespaces' kernels.
@@ -225,4 +225,16 @@ pub fn tcp_counter(lab: &Lab, ns: &str, name: &str) -> u64 {
     let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
     let col = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
     values.split_whitespace().nth(col).and_then(|v| v.parse().ok()).expect("counter value")
+}
+
+/// Runs curl in `ns` with `args` (bounded by `--max-time` and an outer `timeout`); its exit
+/// code (-1 when it was killed).
+pub fn curl(ns: &str, max_time: u32, args: &[&str]) -> i32 {
+    let (outer, max) = ((max_time + 10).to_string(), max_time.to_string());
+    let o = Command::new("timeout")
+        .args([outer.as_str(), "ip", "netns", "exec", ns, "curl", "-sS", "--max-time", &max])
+        .args(args)
+        .output()
+        .expect("run curl");
+    o.status.code().unwrap_or(-1)
 }
