@@ -33,7 +33,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use netns::{curl, have, inline_lab, stats_json, tcp_counter, unavailable, wait_for_log, Lab};
+use netns::{curl, have, inline_lab, stats_json, tcp_counter, unavailable, wait_for_log, wait_forwarding, Lab};
 use sha2::{Digest, Sha256};
 use tests::{mbox_bin, skip};
 
@@ -106,25 +106,6 @@ fn start_server(lab: &mut Lab, ns: &str, dir: &Path, addr: &str, port: u16) {
     let p = port.to_string();
     lab.spawn(ns, 120, dir, &["python3", "-u", "-m", "http.server", &p, "--bind", addr], &log);
     assert!(wait_for_log(dir, &log, "Serving HTTP", Duration::from_secs(15)), "the server on {port} did not start");
-}
-
-/// Waits (bounded) until a request through `mbox` succeeds: the inline path forwards.
-fn wait_forwarding(ns: &str, url: &str, dir: &Path) {
-    let args = [
-        "--retry",
-        "20",
-        "--retry-connrefused",
-        "--retry-delay",
-        "1",
-        "--connect-timeout",
-        "2",
-        "-o",
-        "/dev/null",
-        url,
-    ];
-    let code = curl(ns, 40, &args);
-    let log = std::fs::read_to_string(dir.join("mbox.log")).unwrap_or_default();
-    assert_eq!(code, 0, "no request got through mbox:\n{log}");
 }
 
 /// Ends `mbox` (SIGINT, drained) and returns its stats (`dir/stats.json`) and log.

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{curl, have, inline_lab, stats_json, unavailable, wait_for_log, Lab};
+use netns::{curl, have, inline_lab, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
 use sha2::{Digest, Sha256};
 use tests::{mbox_bin, skip};
 
@@ -89,9 +89,7 @@ fn a_reloaded_rule_alerts_on_new_requests_and_an_nf_is_removed_while_a_download_
     );
     let url = |p: &str| format!("http://10.99.31.2:8080/{p}");
     let ok = url("ok.txt");
-    let retry =
-        ["--retry", "20", "--retry-connrefused", "--retry-delay", "1", "--connect-timeout", "2", "-o", "/dev/null"];
-    assert_eq!(curl(&c, 40, &[&retry[..], &[ok.as_str()]].concat()), 0, "nothing got through mbox");
+    wait_forwarding(&c, &ok, d);
     let marker = |port: &str| curl(&c, 20, &["--local-port", port, "-H", "X-Reload-Marker: 1", "-o", "/dev/null", &ok]);
     assert_eq!(marker("43001"), 0);
 

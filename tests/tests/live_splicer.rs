@@ -42,7 +42,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{have, stats_json, unavailable, wait_for_log, Lab};
+use netns::{curl, have, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
 
 /// One `mbox` at a time: its executor threads poll without sleeping.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -237,16 +237,7 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
         &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
         "mbox.log",
     );
-    let warm = ["curl", "-sS", "--retry", "20", "--retry-connrefused", "--retry-delay", "1", "--connect-timeout", "2"];
-    let mut w = warm.to_vec();
-    w.extend(["--max-time", "40", "-o", "/dev/null", "http://10.99.0.100/other"]);
-    let (code, _) = exec(&c, 60, &w);
-    assert_eq!(
-        code,
-        0,
-        "no request got through the splicer:\n{}",
-        std::fs::read_to_string(dir.join("mbox.log")).unwrap_or_default()
-    );
+    wait_forwarding(&c, "http://10.99.0.100/other", dir);
 
     // 1. 1000 requests, one connection each.
     let bodies = dir.join("bodies");
@@ -269,40 +260,12 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
 
     // 2. Host/path rules.
     for i in 0..20 {
-        let (code, _) = exec(
-            &c,
-            20,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Host: static.example",
-                &format!("http://10.99.0.100/static/x?s={i}"),
-            ],
-        );
-        assert_eq!(code, 0);
+        let url = format!("http://10.99.0.100/static/x?s={i}");
+        assert_eq!(curl(&c, 10, &["-o", "/dev/null", "-H", "Host: static.example", &url]), 0);
     }
     for i in 0..21 {
-        let (code, _) = exec(
-            &c,
-            20,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "10",
-                "-o",
-                "/dev/null",
-                "-H",
-                "Host: static.example",
-                &format!("http://10.99.0.100/other?o={i}"),
-            ],
-        );
-        assert_eq!(code, 0);
+        let url = format!("http://10.99.0.100/other?o={i}");
+        assert_eq!(curl(&c, 10, &["-o", "/dev/null", "-H", "Host: static.example", &url]), 0);
     }
     let st = hits(&www, "/static/x?s=");
     let ot = hits(&www, "/other?o=");
@@ -464,29 +427,7 @@ fn splicer_in_mode_b() {
     let bin = mbox_bin();
     let args = [bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--mode", "b"];
     let mbox = lab.spawn(&m, 180, dir, &args, "mbox.log");
-    let warm = [
-        "curl",
-        "-sS",
-        "--retry",
-        "20",
-        "--retry-connrefused",
-        "--retry-delay",
-        "1",
-        "--connect-timeout",
-        "2",
-        "--max-time",
-        "40",
-        "-o",
-        "/dev/null",
-        "http://10.99.0.100/small?warm",
-    ];
-    let (code, _) = exec(&c, 60, &warm);
-    assert_eq!(
-        code,
-        0,
-        "no request got through:\n{}",
-        std::fs::read_to_string(dir.join("mbox.log")).unwrap_or_default()
-    );
+    wait_forwarding(&c, "http://10.99.0.100/small?warm", dir);
     let (code, text) = exec(&c, 120, &["ab", "-n", "300", "-c", "5", "-s", "10", "http://10.99.0.100/small"]);
     assert_eq!(code, 0, "ab: {text}");
     assert!(text.contains("Complete requests:      300") && text.contains("Failed requests:        0"), "{text}");

@@ -238,3 +238,23 @@ pub fn curl(ns: &str, max_time: u32, args: &[&str]) -> i32 {
         .expect("run curl");
     o.status.code().unwrap_or(-1)
 }
+
+/// Waits (bounded: curl retries for at most 40 s) until a request from `ns` to `url` gets
+/// through `mbox`, i.e. until the inline path forwards; on failure, shows `dir/mbox.log`.
+pub fn wait_forwarding(ns: &str, url: &str, dir: &Path) {
+    let args = [
+        "--retry",
+        "20",
+        "--retry-connrefused",
+        "--retry-delay",
+        "1",
+        "--connect-timeout",
+        "2",
+        "-o",
+        "/dev/null",
+        url,
+    ];
+    let code = curl(ns, 40, &args);
+    let log = std::fs::read_to_string(dir.join("mbox.log")).unwrap_or_default();
+    assert_eq!(code, 0, "no request got through mbox:\n{log}");
+}
