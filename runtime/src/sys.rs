@@ -167,28 +167,26 @@ mod tests {
 /// physical memory it has held at once, shared-memory pages it touched included. `None` where
 /// `/proc` does not say (not Linux, no procfs mounted).
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+/// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`, …), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
 }
 
 #[cfg(test)]
 mod peak_rss_tests {
-    /// `VmRSS` of this process now, in bytes.
-    fn rss_now() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
-    }
-
     #[test]
     fn the_peak_covers_memory_held_now() {
         // Other tests of this binary run in parallel and may have raised the peak already, so
         // the check is against what is resident now, while 64 MiB are held and touched.
         let v = vec![1u8; 64 << 20];
         std::hint::black_box(&v);
-        let now = rss_now();
+        let now = super::status_bytes("VmRSS").expect("VmRSS in /proc/self/status");
         let peak = super::peak_rss_bytes().expect("VmHWM in /proc/self/status");
         assert!(now >= 60 << 20, "64 MiB touched, resident {now}");
         assert!(peak >= now, "peak {peak} below resident {now}");

@@ -21,65 +21,35 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use etherparse::PacketBuilder;
 use runtime::ports::{LinkType, PcapWriter};
+use stacks::parse::tcp_flags::{ACK, PSH, SYN};
 
 /// The request each connection sends: 18 bytes.
 const REQUEST: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 
-/// One Ethernet + IPv4 + TCP frame (no options), checksums filled.
+/// One Ethernet + IPv4 + TCP frame (no options), checksums filled (etherparse builds it, as
+/// the tests' `Capture` does).
 fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, seq, 65535);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(ack);
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
     let mut f = Vec::with_capacity(54 + payload.len());
-    f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
-    let total = (20 + 20 + payload.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.0);
-    ip[16..20].copy_from_slice(&dst.0);
-    let c = checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&src.1.to_be_bytes());
-    tcp[2..4].copy_from_slice(&dst.1.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = flags;
-    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let mut pseudo = Vec::with_capacity(12 + 20 + payload.len());
-    pseudo.extend_from_slice(&src.0);
-    pseudo.extend_from_slice(&dst.0);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-    pseudo.extend_from_slice(&tcp);
-    pseudo.extend_from_slice(payload);
-    let c = checksum(&pseudo, 0);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&tcp);
-    f.extend_from_slice(payload);
+    b.write(&mut f, payload).expect("a TCP frame without options always builds");
     f
-}
-
-/// The Internet checksum of `data`.
-fn checksum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for pair in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Writes `n` idle connections: SYN, SYN-ACK, ACK, one 18-byte request; 1 µs apart.
 fn write_capture(path: &Path, n: u32) -> Result<()> {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    const PSH: u8 = 0x08;
     let mut w = PcapWriter::create(path, LinkType::Ethernet).with_context(|| format!("creating {}", path.display()))?;
     let mut t = 1_700_000_000_000_000_000u64;
     let server = ([192, 168, 0, 1], 80);
