@@ -32,6 +32,20 @@ use serde::Serialize;
 
 use crate::app::App;
 
+/// The running chain's side of adding NFs while the run goes on (the engine's, which wired
+/// the stages; `engine/guests.rs`): builds and links the added NFs against the running graph
+/// and picks the stage that will host each ([`actors::guest`]).
+pub trait LiveHost: Send {
+    /// Builds, links and places the NFs of `new` named in `added` (already given their
+    /// output paths, passive setting, reload port and removal cell), or says every reason
+    /// it cannot. Called last in a reload's checks: an `Ok` is committed.
+    fn prepare(&mut self, new: &App, added: &[String]) -> Result<PostGuests, Vec<String>>;
+}
+
+/// Hands the prepared NFs to their host stages, active from the packet RX stamps in the
+/// given cell.
+pub type PostGuests = Box<dyn FnOnce(Arc<AtomicU64>) + Send>;
+
 /// One reload, accepted or refused, as the run report lists it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Reconfiguration {
@@ -82,6 +96,14 @@ pub struct Controller {
     last_relink: u64,
     /// `--output-dir`: where added NFs' relative outputs go.
     output_dir: Option<std::path::PathBuf>,
+    /// Adds NFs to the running chain (none: a run without a control socket, or not wired).
+    live_host: Option<Box<dyn LiveHost>>,
+}
+
+impl std::fmt::Debug for dyn LiveHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveHost")
+    }
 }
 
 impl Controller {
@@ -118,7 +140,13 @@ impl Controller {
             generation: 1,
             started: Instant::now(),
             log: Vec::new(),
+            live_host: None,
         }
+    }
+
+    /// Lets live reloads add NFs, through `host` (the wired chain).
+    pub fn set_live_host(&mut self, host: Box<dyn LiveHost>) {
+        self.live_host = Some(host);
     }
 
     /// The boundary the RX port stamps.
@@ -161,14 +189,8 @@ impl Controller {
                 },
                 None,
             ),
-            Ok(Planned { app, specs, changes, union, retire }) => {
+            Ok(Planned { app, specs, changes, union, retire, added, guests }) => {
                 self.generation += 1;
-                for cell in retire {
-                    match from {
-                        From::Packet(n) => cell.store(n, Ordering::Release),
-                        From::NextPacket => self.boundary.request(cell),
-                    }
-                }
                 if let (Some(u), From::Packet(n)) = (union, from) {
                     // The added NFs' ports, for later reloads of their options.
                     for nf in &u.nfs {
@@ -179,6 +201,14 @@ impl Controller {
                     self.union = u;
                     self.last_relink = n;
                 }
+                // NFs added live: known from now on (their options reload, they can be removed).
+                for nf in added {
+                    if let Some(p) = &nf.common.reload {
+                        self.ports.insert(nf.common.name.clone(), p.clone());
+                    }
+                    self.union.nfs.push(nf);
+                }
+                self.union.registry = app.registry.clone();
                 let cell = Arc::new(AtomicU64::new(match from {
                     From::Packet(n) => n,
                     From::NextPacket => u64::MAX,
@@ -188,8 +218,16 @@ impl Controller {
                         port.push(Generation { number: self.generation, from_seq: cell.clone(), spec });
                     }
                 }
-                if matches!(from, From::NextPacket) {
-                    self.boundary.request(cell.clone());
+                match from {
+                    From::Packet(n) => retire.iter().for_each(|c| c.store(n, Ordering::Release)),
+                    From::NextPacket => {
+                        // The guests are in their boxes before RX can stamp their packet.
+                        if let Some(post) = guests {
+                            post(cell.clone());
+                        }
+                        // One request: removals, additions and new options share a packet.
+                        self.boundary.request_all(retire.into_iter().chain([cell.clone()]));
+                    }
                 }
                 self.current = app;
                 let from_packet = match from {
@@ -240,29 +278,21 @@ impl Controller {
     /// What changes from the app in force to `new`: the app to keep as current, the new
     /// options of each changed NF, the change lines and, for an offline relink, the union
     /// graph to run; or every problem.
-    fn plan(&self, mut new: App, from: From) -> Result<Planned, Vec<String>> {
+    fn plan(&mut self, mut new: App, from: From) -> Result<Planned, Vec<String>> {
         let old = &self.current;
         let mut errs = Vec::new();
-        let relink = "relinking a running graph (adding, replacing or reordering NFs, changing subscriptions, filters, parallel groups or µStacks) is not supported yet: only rule and option reloads and removing NFs are, and offline (--reload-at) adding and removing NFs (docs/reconfiguration.md); restart the run for this change";
+        let relink = "changing a running NF's subscriptions, filter, parallel groups or the µStacks is not supported yet: rule and option reloads, adding NFs and removing NFs are (docs/reconfiguration.md); restart the run for this change";
         let names = |a: &App| a.nfs.iter().map(|n| format!("{} ({})", n.common.name, n.kind)).collect::<Vec<_>>();
         let relinked = names(old) != names(&new);
         let offline = match from {
             From::Packet(n) => Some(n),
             From::NextPacket => None,
         };
-        // Live, NFs can only be removed: the new list is the old one less some NFs.
+        // Live, NFs can be removed and added: the NFs kept keep their order and kinds.
         let mut retire = Vec::new();
+        let mut added = Vec::new();
         if relinked && offline.is_none() {
-            let mut rest = old.nfs.iter();
-            let removal_only =
-                new.nfs.iter().all(|n| rest.by_ref().any(|o| o.common.name == n.common.name && o.kind == n.kind));
-            if !removal_only {
-                errs.push(format!(
-                    "the NFs changed ([{}] -> [{}]): while the run goes on NFs can only be removed; {relink}",
-                    names(old).join(", "),
-                    names(&new).join(", ")
-                ));
-            }
+            errs.extend(self.live_relink_problems(old, &new));
             for o in old.nfs.iter().filter(|o| new.nfs.iter().all(|n| n.common.name != o.common.name)) {
                 let gate = self
                     .union
@@ -278,6 +308,12 @@ impl Controller {
                     )),
                 }
             }
+            added = new
+                .nfs
+                .iter()
+                .filter(|n| old.nfs.iter().all(|o| o.common.name != n.common.name))
+                .map(|n| n.common.name.clone())
+                .collect();
         }
         if format!("{:?}", old.stacks) != format!("{:?}", new.stacks) {
             errs.push(format!("the µStacks ([stack.*]) changed: {relink}"));
@@ -349,11 +385,70 @@ impl Controller {
                 o.common.name, o.kind
             ));
         }
-        if errs.is_empty() {
-            Ok(Planned { app: new, specs, changes, union, retire })
-        } else {
-            Err(errs)
+        if !errs.is_empty() {
+            return Err(errs);
         }
+        // Last (an `Ok` here is committed): the added NFs, built, linked and placed.
+        let mut guests = None;
+        let mut added_defs = Vec::new();
+        if !added.is_empty() {
+            for nf in new.nfs.iter_mut().filter(|n| added.contains(&n.common.name)) {
+                self.prepare_added(nf, 0);
+                added_defs.push(nf.clone());
+            }
+            let host = self.live_host.as_mut().ok_or_else(|| {
+                vec!["NFs cannot be added to this run while it goes on (it has no control socket)".to_string()]
+            })?;
+            guests = Some(host.prepare(&new, &added)?);
+        }
+        Ok(Planned { app: new, specs, changes, union, retire, added: added_defs, guests })
+    }
+
+    /// What stops the live relink from the running app `old` to `new`: the NFs kept must be
+    /// in the same order with the same kinds, and an added NF may not reuse the name of one
+    /// removed earlier.
+    fn live_relink_problems(&self, old: &App, new: &App) -> Vec<String> {
+        let mut errs = Vec::new();
+        let kept: Vec<_> = new.nfs.iter().filter(|n| old.nfs.iter().any(|o| o.common.name == n.common.name)).collect();
+        let mut rest = old.nfs.iter();
+        for n in &kept {
+            match rest.by_ref().find(|o| o.common.name == n.common.name) {
+                Some(o) if o.kind != n.kind => errs.push(format!(
+                    "nf `{}`: replaced by an NF of kind `{}`: give the new NF another name (the old one is removed, the new one added)",
+                    n.common.name, n.kind
+                )),
+                Some(_) => {}
+                None => errs.push(format!(
+                    "nf `{}`: the NFs kept are in another order: reordering running NFs is not supported",
+                    n.common.name
+                )),
+            }
+        }
+        for n in new.nfs.iter().filter(|n| old.nfs.iter().all(|o| o.common.name != n.common.name)) {
+            if self.union.nfs.iter().any(|u| u.common.name == n.common.name) {
+                errs.push(format!(
+                    "nf `{}`: an NF of that name was removed earlier in this run: give the new NF another name",
+                    n.common.name
+                ));
+            }
+        }
+        errs
+    }
+
+    /// An NF a relink adds (offline at packet `from`; live: 0, its guest stage knows its
+    /// packet): its relative output under `--output-dir`, the run's passive setting, a reload
+    /// port and a removal cell.
+    fn prepare_added(&self, nf: &mut crate::app::NfEntry, from: u64) {
+        if let (Some(out), Some(dir)) = (nf.config.output().map(std::path::Path::to_path_buf), &self.output_dir) {
+            if out.is_relative() {
+                nf.config.set_output(dir.join(out));
+            }
+        }
+        if self.passive {
+            nf.config.set_passive();
+        }
+        nf.common.reload = Some(ReloadPort::new());
+        nf.common.active = Some((from, Arc::new(AtomicU64::new(u64::MAX))));
     }
 
     /// An offline relink to `new` at packet `n`: the union of every graph so far with `new`'s
@@ -407,18 +502,7 @@ impl Controller {
                     if old.nfs.iter().any(|o| o.common.name == name) {
                         continue;
                     }
-                    if let (Some(out), Some(dir)) =
-                        (nf.config.output().map(std::path::Path::to_path_buf), &self.output_dir)
-                    {
-                        if out.is_relative() {
-                            nf.config.set_output(dir.join(out));
-                        }
-                    }
-                    if self.passive {
-                        nf.config.set_passive();
-                    }
-                    nf.common.reload = Some(ReloadPort::new());
-                    nf.common.active = Some((n, Arc::new(AtomicU64::new(u64::MAX))));
+                    self.prepare_added(nf, n);
                     union.nfs.insert(insert_at, nf.clone());
                     insert_at += 1;
                     if let Some(l) = last.as_mut() {
@@ -456,6 +540,10 @@ struct Planned {
     union: Option<App>,
     /// The `until` cells of the NFs removed: set to the reload's packet.
     retire: Vec<Arc<AtomicU64>>,
+    /// NFs added live, as they will run.
+    added: Vec<crate::app::NfEntry>,
+    /// NFs added live: handed to their host stages once the reload is accepted.
+    guests: Option<PostGuests>,
 }
 
 /// Loads an app file for a reload of `controller`'s run: checked as at start (every

@@ -29,8 +29,14 @@ impl Boundary {
 
     /// Asks RX to stamp `from_seq` with the number of its next packet.
     pub fn request(&self, from_seq: Arc<AtomicU64>) {
+        self.request_all([from_seq]);
+    }
+
+    /// Asks RX to stamp every cell of `cells` with the number of its next packet: all with
+    /// the same number.
+    pub fn request_all(&self, cells: impl IntoIterator<Item = Arc<AtomicU64>>) {
         if let Ok(mut p) = self.pending.lock() {
-            p.push(from_seq);
+            p.extend(cells);
             self.requested.store(true, Ordering::Release);
         }
     }

@@ -55,6 +55,7 @@ pub mod controller;
 pub mod desc;
 pub mod dynsub;
 pub mod event;
+pub mod guest;
 pub mod io;
 pub mod matcher;
 pub mod observe;

@@ -39,6 +39,7 @@ use crate::controller::{LinkedSubscription, PlannedActor};
 use crate::desc::{desc_flags, snapshot_update, EventDesc};
 use crate::dynsub::FlowSubscriptions;
 use crate::event::EventType;
+use crate::guest::{Guest, GuestBox};
 use crate::matcher::Tuple;
 use crate::supervise::{guarded, unix_ms, Failure, OnFailure, Supervisor};
 
@@ -194,6 +195,10 @@ pub struct Stage {
     supervisor: Option<Supervisor>,
     /// An NF process's custody record (see [`crate::supervise::custody`]).
     custody: Option<Custody>,
+    /// NFs added while the run goes on, hosted here (see [`crate::guest`]), and the box
+    /// the controller posts them to.
+    guests: Vec<Guest>,
+    guest_box: Option<Arc<GuestBox>>,
 }
 
 /// What an NF process has taken and passed on, kept in shared cells (see
@@ -248,6 +253,8 @@ impl Stage {
             dynsub: FlowSubscriptions::default(),
             supervisor: None,
             custody: None,
+            guests: Vec::new(),
+            guest_box: None,
         };
         (stage, slot)
     }
@@ -308,6 +315,19 @@ impl Stage {
         cells.set(k::HEAD_AFTER, self.input.position() + n as u64);
         self.input.commit(n);
         n
+    }
+
+    /// Lets the controller add NFs to this stage while the run goes on ([`crate::guest`]).
+    pub fn with_guests(mut self, guests: Arc<GuestBox>) -> Stage {
+        self.guest_box = Some(guests);
+        self
+    }
+
+    /// Hands `ev` to the guests on `before_host`'s side of the stage's NF.
+    fn run_guests(&mut self, ev: &mut EventDesc, before_host: bool) {
+        for g in self.guests.iter_mut().filter(|g| g.before_host() == before_host) {
+            g.process(ev, &self.pool, &mut self.outbox, self.streams.as_deref());
+        }
     }
 
     /// Catches a panic of the actor and applies `supervisor`'s policy (see the module docs).
@@ -434,13 +454,26 @@ impl Stage {
         subscription_for(&self.plan, &self.pool, ev)
     }
 
+    /// Hands `ev` to the guests before the NF, to the NF, to the guests after it, and
+    /// queues it with what they published.
     fn process(&mut self, mut ev: EventDesc) {
-        let consumes = match self.subscription_for(&ev) {
+        if self.guests.is_empty() {
+            self.handle_host(&mut ev);
+        } else {
+            self.run_guests(&mut ev, true);
+            self.handle_host(&mut ev);
+            self.run_guests(&mut ev, false);
+        }
+        self.enqueue(ev);
+    }
+
+    fn handle_host(&mut self, ev: &mut EventDesc) {
+        let consumes = match self.subscription_for(ev) {
             Some(s) if !ev.is_dropped() || s.include_dropped => Some(s.consumes),
             _ => None,
         };
-        let consumes = consumes.filter(|_| self.dynsub.allows(&ev));
-        self.dynsub.observe(&ev);
+        let consumes = consumes.filter(|_| self.dynsub.allows(ev));
+        self.dynsub.observe(ev);
         if let Some(consumes) = consumes {
             if let Some(sup) = self.supervisor.as_mut().filter(|s| s.failed) {
                 // The NF failed: `bypass` forwards its events as if it did not subscribe,
@@ -448,12 +481,11 @@ impl Stage {
                 if sup.policy == OnFailure::Drop {
                     sup.dropped += 1;
                     let reason = sup.reason;
-                    self.mark_dropped(&mut ev, reason);
+                    self.mark_dropped(ev, reason);
                 } else {
                     sup.bypassed += 1;
                     self.report.passed += 1;
                 }
-                self.enqueue(ev);
                 return;
             }
             let ty = ev.event_type;
@@ -461,20 +493,19 @@ impl Stage {
             let start = if self.trace.is_some() { now_ns() } else { 0 };
             let mut cx = Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref());
             let verdict = if self.supervisor.is_some() {
-                match guarded(|| self.actor.handle(&mut ev, &mut cx)) {
+                match guarded(|| self.actor.handle(ev, &mut cx)) {
                     Ok(v) => v,
                     Err(msg) => {
                         let at = (Some(ev.seq), Some(ev.ts_ns));
-                        self.fail(Some(&mut ev), msg, at);
-                        self.enqueue(ev);
+                        self.fail(Some(ev), msg, at);
                         return;
                     }
                 }
             } else {
-                self.actor.handle(&mut ev, &mut cx)
+                self.actor.handle(ev, &mut cx)
             };
             if let Some((core, buf)) = self.trace.as_mut() {
-                buf.record(handle_span(self.plan.index, *core, &ev, ty, publisher, start));
+                buf.record(handle_span(self.plan.index, *core, ev, ty, publisher, start));
             }
             *self.report.handled.entry(ty).or_default() += 1;
             if consumes {
@@ -492,7 +523,6 @@ impl Stage {
         } else {
             self.report.passed += 1;
         }
-        self.enqueue(ev);
     }
 
     fn enqueue(&mut self, ev: EventDesc) {
@@ -547,7 +577,19 @@ impl Stage {
         sent
     }
 
+    /// The end of input: the guests before the NF, the NF, the guests after it finish.
     fn finish(&mut self, end_seq: u64) {
+        for before_host in [true, false] {
+            if !before_host {
+                self.finish_host(end_seq);
+            }
+            for g in self.guests.iter_mut().filter(|g| g.before_host() == before_host) {
+                g.finish(end_seq, &self.pool, &mut self.outbox, self.streams.as_deref());
+            }
+        }
+    }
+
+    fn finish_host(&mut self, end_seq: u64) {
         if self.supervisor.as_ref().is_some_and(|s| s.failed) {
             return;
         }
@@ -572,6 +614,9 @@ impl Stage {
     /// Time passed (a skip marker); a supervised actor's panic here fails it like one in
     /// `handle`, with no event lost.
     fn tick(&mut self, seq: u64, ts_ns: u64) {
+        for g in &mut self.guests {
+            g.tick(seq, ts_ns, &self.pool, &mut self.outbox, self.streams.as_deref());
+        }
         if self.supervisor.as_ref().is_some_and(|s| s.failed) {
             return;
         }
@@ -622,6 +667,9 @@ impl Stage {
                 self.report.drops.insert(name, *n);
             }
         }
+        if let Some(b) = &self.guest_box {
+            b.leave_reports(self.guests.drain(..).map(Guest::into_report).collect());
+        }
         self.report.finished = true;
         if let Some((_, buf)) = self.trace.as_mut() {
             (self.report.trace, self.report.trace_dropped) = buf.take();
@@ -647,6 +695,11 @@ impl Runnable for Stage {
         self.inbuf.clear();
         let mut inbuf = std::mem::take(&mut self.inbuf);
         let n = self.take_burst(&mut inbuf);
+        if let Some(b) = &self.guest_box {
+            // After the burst was taken (acquire): a guest posted before RX stamped the
+            // packets in it is seen here (`guest.rs`).
+            self.guests.extend(b.take());
+        }
         for ev in inbuf.drain(..) {
             if ev.is_end() {
                 self.finish(ev.seq);

@@ -38,6 +38,8 @@ pub(super) struct Finished<'a> {
     pub region: Arc<Region>,
     pub pool: PoolView,
     pub slots: Slots,
+    /// The NFs added while the run went on (`guests.rs`): their reports and plans.
+    pub guests: Vec<(StageReport, actors::controller::PlannedActor)>,
     pub inner_traces: &'a [(String, InnerTraceSlot)],
     pub logs: Option<Logs>,
     pub cores: Vec<CoreReport>,
@@ -58,6 +60,23 @@ pub(super) fn finish(f: Finished<'_>) -> RunReport {
         .opts
         .trace
         .map(|_| collect_trace(f.plan, f.registry, f.placement, &mut rx, &mut tx, &mut stages, f.inner_traces));
+    // The NFs added while the run went on: their reports after the chain's, their plans
+    // after TX's index (drops name them).
+    let mut named = f.plan.clone();
+    for (report, planned) in f.guests {
+        while named.actors.len() < usize::from(planned.index) {
+            let index = named.actors.len() as u16;
+            named.actors.push(actors::controller::PlannedActor {
+                index,
+                name: "tx".into(),
+                kind: "tx".into(),
+                subscriptions: Vec::new(),
+                drop_reasons: Vec::new(),
+            });
+        }
+        named.actors.push(planned);
+        stages.push(report);
+    }
     let rings = ring_stats(&f.region, f.layout);
     let pool = f.pool.stats();
     let elapsed = f.started.elapsed();
@@ -66,7 +85,7 @@ pub(super) fn finish(f: Finished<'_>) -> RunReport {
     let report = assemble(AssembleInput {
         app: f.app,
         opts: f.opts,
-        plan: f.plan,
+        plan: &named,
         registry: f.registry,
         placement: f.placement,
         rx,

@@ -27,6 +27,7 @@
 mod assemble;
 mod build;
 mod dpdk;
+mod guests;
 mod layout;
 mod live;
 mod nf_process;
@@ -375,10 +376,27 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         reject: registry.resolve(nfs::signature::REJECT_EVENT).ok(),
         loopback,
         boundary: ctl.controller.boundary(),
+        first_nf: (opts.control && opts.mode != Mode::A).then_some(1 + app.stacks.len()),
     };
+    // The running actors' contracts: an NF added live is linked against them (`guests.rs`).
+    let contracts: Vec<actors::Contract> = actors.iter().map(|a| a.contract().clone()).collect();
     let io = wire::Io { source, alloc, release, sink, ingress, queues };
     let supervisors = supervise::supervisors(app, &plan, link, opts.mode, logs.as_ref());
     let wired = wire::wire(input, io, actors, shards, supervisors)?;
+    let no_guests = match (opts.mode, opts.control) {
+        (Mode::A, _) => Some("NFs cannot be added while a mode a run goes on: every NF there has a private stack, built at start (modes b, c and d can)".to_string()),
+        (_, false) => Some("NFs cannot be added to a run without a control socket".to_string()),
+        _ => None,
+    };
+    let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
+    ctl.controller.set_live_host(Box::new(guests::Guests::new(
+        &plan,
+        contracts,
+        app.stacks.len(),
+        &wired.hosts,
+        no_guests,
+        receiver_events,
+    )));
     let assignments = place::assign(&placement, wired.runnables, wired.helpers);
     let live = LiveSources {
         started: Instant::now(),
@@ -407,6 +425,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
         region,
         pool: pool_view,
         slots: wired.slots,
+        guests: wired.hosts.reports(),
         inner_traces: &inner_traces,
         logs,
         cores,

@@ -66,6 +66,9 @@ pub(crate) struct Wired {
     pub tx_live: Arc<TxLive>,
     /// Where RX, TX and the stages leave their reports.
     pub slots: Slots,
+    /// The NF stages that can host NFs added while the run goes on, by NF name, and why
+    /// each other NF cannot (`guests.rs`).
+    pub hosts: super::guests::Hostable,
 }
 
 /// Where the chain's runnables leave their reports when they finish.
@@ -96,6 +99,9 @@ pub(crate) struct WireInput<'a> {
     pub loopback: Option<Arc<actors::splice::Loopback>>,
     /// Where RX stamps live reloads with its next packet number.
     pub boundary: std::sync::Arc<actors::boundary::Boundary>,
+    /// With a control socket (modes b-d): the plan index of the first NF; every NF stage
+    /// from it on, in this process and in no parallel group, can host NFs added live.
+    pub first_nf: Option<usize>,
 }
 
 /// Each NF's supervisor by name (`supervise.rs`): its stage takes it.
@@ -209,6 +215,8 @@ pub(crate) fn wire(
         external: Vec::new(),
         supervisors,
         sweep: Arc::default(),
+        hosts: Default::default(),
+        in_group: false,
     };
     w.runnables.insert("rx".into(), Box::new(rx));
     if !i.layout.shards.is_empty() {
@@ -257,6 +265,7 @@ pub(crate) fn wire(
         progress,
         tx_live,
         slots: Slots { rx: rx_slot, tx: tx_slot, stages: w.stage_slots },
+        hosts: w.hosts,
     })
 }
 
@@ -275,6 +284,9 @@ struct Wiring<'a> {
     supervisors: Supervisors,
     /// Set when an NF process died (shared by every external NF and TX).
     sweep: Arc<std::sync::atomic::AtomicBool>,
+    hosts: super::guests::Hostable,
+    /// Wiring a parallel group's members (they host no added NFs).
+    in_group: bool,
 }
 
 impl Wiring<'_> {
@@ -306,6 +318,13 @@ impl Wiring<'_> {
         }
         if let Some(s) = self.supervisors.remove(&name) {
             stage = stage.with_supervision(s);
+        }
+        if self.i.first_nf.is_some_and(|f| k >= f) {
+            if self.in_group {
+                self.hosts.refuse(&name, "is in a parallel group (mode d)");
+            } else {
+                stage = stage.with_guests(self.hosts.add(&name));
+            }
         }
         self.runnables.insert(name, Box::new(stage));
         self.stage_slots.push(slot);
@@ -344,6 +363,7 @@ impl Wiring<'_> {
             return Ok(());
         }
         // Another process serves this stage: give up our ends of its rings.
+        self.hosts.refuse(&name, "runs in its own process (--nf-process)");
         let end = End::Stage(name.clone());
         let (input, output) = (self.rings.to(&end), self.rings.from(&end));
         drop((actor, self.rings.input(&end), self.rings.output(&end)));
@@ -392,9 +412,11 @@ impl Wiring<'_> {
     /// split[group] -> each member -> merge[group].
     fn wire_group(&mut self, members: &[usize]) -> Result<(), RunError> {
         let label = Layout::group_label(self.i.plan, members);
+        self.in_group = true;
         for &k in members {
             self.wire_stage(k)?;
         }
+        self.in_group = false;
         let (split, merge) = (End::Split(label.clone()), End::Merge(label.clone()));
         let input = self.rings.input(&split);
         let to_members = self.rings.outputs(&split, members.len());

@@ -231,18 +231,19 @@ fn piped(d: &Path, app: &str, prefix: &str, input: &Path) -> Piped {
     Piped { child, go, feeder, starts }
 }
 
-/// `mbox ctl reload` with a file that removes an NF: it retires at the next packet, and the
-/// outputs equal an offline relink (`--reload-at`) at the packet the run reported; a file
-/// that adds an NF is refused live.
+/// `mbox ctl reload` with a file that removes an NF and adds another: the removed one
+/// retires and the added one starts at the next packet, and the outputs equal an offline
+/// relink (`--reload-at`) at the packet the run reported. A replacement under the same name
+/// is refused and changes nothing.
 #[test]
-fn ctl_removes_an_nf_at_the_next_packet_and_refuses_to_add_one() {
+fn ctl_removes_and_adds_nfs_at_the_next_packet_as_an_offline_relink() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let input = d.join("all.pcap");
     gen_pcap(&input, &GenConfig { flows: 80, seed: 6, concurrency: 8, ..GenConfig::default() });
     let nf = |name: &str| format!("\n[[nf]]\nname = \"{name}\"\nkind = \"flow_stats\"\noutput = \"{name}.jsonl\"\n");
     std::fs::write(d.join("both.toml"), nf("keep") + &nf("gone")).unwrap();
-    std::fs::write(d.join("one.toml"), nf("keep")).unwrap();
+    std::fs::write(d.join("next.toml"), nf("first") + &nf("keep") + &nf("new")).unwrap();
     std::fs::copy(d.join("both.toml"), d.join("app.toml")).unwrap();
     let prefix = format!("ctlrm{}", std::process::id());
     let mut p = piped(d, "app.toml", &prefix, &input);
@@ -250,15 +251,22 @@ fn ctl_removes_an_nf_at_the_next_packet_and_refuses_to_add_one() {
     let k = n / 2;
     p.go.send(0..p.starts[k]).unwrap();
     wait_status(d, &prefix, &mut p.child, |v| v["packets_in"].as_u64() == Some(k as u64));
-    // Adding an NF live is refused, and says what is supported.
-    std::fs::write(d.join("app.toml"), nf("keep") + &nf("gone") + &nf("new")).unwrap();
+    // Replacing an NF under its name is refused, and says what to do.
+    std::fs::write(
+        d.join("app.toml"),
+        nf("keep") + "\n[[nf]]\nname = \"gone\"\nkind = \"firewall\"\ndefault = \"allow\"\n",
+    )
+    .unwrap();
     let (o, v) = ctl(d, &prefix, "reload");
     assert!(!o.status.success(), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("while the run goes on NFs can only be removed"), "{v}");
-    std::fs::copy(d.join("one.toml"), d.join("app.toml")).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("give the new NF another name"), "{v}");
+    std::fs::copy(d.join("next.toml"), d.join("app.toml")).unwrap();
     let (o, v) = ctl(d, &prefix, "reload");
     assert!(o.status.success(), "{v}");
-    assert!(v["changes"].to_string().contains("nf `gone` (flow_stats) removed"), "{v}");
+    let changes = v["changes"].to_string();
+    assert!(changes.contains("nf `gone` (flow_stats) removed"), "{v}");
+    assert!(changes.contains("nf `new` (flow_stats) added"), "{v}");
+    assert!(changes.contains("nf `first` (flow_stats) added"), "{v}");
     p.go.send(p.starts[k]..p.starts[n]).unwrap();
     drop(p.go);
     p.feeder.join().unwrap();
@@ -266,20 +274,23 @@ fn ctl_removes_an_nf_at_the_next_packet_and_refuses_to_add_one() {
     let t = text(&p.child.wait_with_output().unwrap());
     assert!(status.success(), "{t}");
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
-    let from = s["reconfigurations"][1]["from_packet"].as_u64().unwrap();
+    let accepted: Vec<_> = s["reconfigurations"].as_array().unwrap().iter().filter(|r| r["accepted"] == true).collect();
+    assert_eq!(accepted.len(), 1, "{s}");
+    let from = accepted[0]["from_packet"].as_u64().unwrap();
     assert_eq!(from, k as u64 + 1);
-    let gone = s["actors"].as_array().unwrap().iter().find(|a| a["name"] == "gone").unwrap();
-    assert_eq!(gone["counters"]["removed_at_packet"].as_u64(), Some(from), "{gone}");
+    let actor = |name: &str| s["actors"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned().unwrap();
+    assert_eq!(actor("gone")["counters"]["removed_at_packet"].as_u64(), Some(from), "{}", actor("gone"));
+    assert_eq!(actor("new")["counters"]["added_at_packet"].as_u64(), Some(from), "{}", actor("new"));
+    assert!(actor("new")["handled_total"].as_u64().unwrap() > 0, "{}", actor("new"));
     let off = d.join("off");
     std::fs::create_dir_all(&off).unwrap();
     let both = d.join("both.toml");
-    let reload = format!("{from}:{}", d.join("one.toml").display());
+    let reload = format!("{from}:{}", d.join("next.toml").display());
     let o = mbox(&off, &["run", both.to_str().unwrap(), "-i", input.to_str().unwrap(), "--reload-at", &reload, "-q"]);
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["keep.jsonl", "gone.jsonl"] {
+    for f in ["keep.jsonl", "gone.jsonl", "new.jsonl", "first.jsonl"] {
         assert_eq!(sorted_lines(&d.join(f)), sorted_lines(&off.join(f)), "{f}: live and offline differ");
     }
-    // `gone` counted the packets before the removal only.
     let pkts = |f: &str| -> u64 {
         sorted_lines(&d.join(f))
             .iter()
@@ -291,4 +302,46 @@ fn ctl_removes_an_nf_at_the_next_packet_and_refuses_to_add_one() {
     };
     assert_eq!(pkts("keep.jsonl"), n as u64, "every packet of a flow counted by the NF kept");
     assert!(pkts("gone.jsonl") <= k as u64, "the removed NF counted only packets before {from}");
+    // The NFs added counted exactly the packets from `from` on (every packet is TCP or UDP
+    // of a flow here), and both together with `gone` every packet.
+    assert_eq!(pkts("new.jsonl"), (n - k) as u64, "the added NF counted the packets from {from} on");
+    assert_eq!(pkts("first.jsonl"), (n - k) as u64);
+    assert_eq!(pkts("gone.jsonl") + pkts("new.jsonl"), n as u64);
+}
+
+/// Adding an NF live is refused in mode a (every NF has a private stack there), and the run
+/// goes on unchanged.
+#[test]
+fn ctl_refuses_to_add_an_nf_in_mode_a() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nf = |name: &str| format!("\n[[nf]]\nname = \"{name}\"\nkind = \"flow_stats\"\noutput = \"{name}.jsonl\"\n");
+    std::fs::write(d.join("app.toml"), nf("keep")).unwrap();
+    let input = d.join("all.pcap");
+    gen_pcap(&input, &GenConfig { flows: 10, seed: 2, ..GenConfig::default() });
+    let prefix = format!("ctla{}", std::process::id());
+    let fifo = d.join("in.pcap");
+    assert!(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo).status().unwrap().success(), "mkfifo");
+    let mut child = Command::new(mbox_bin())
+        .args(["run", "app.toml", "--input", "in.pcap", "--prefix", &prefix, "--mode", "a", "--no-progress"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&input).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    f.write_all(&bytes[..24]).unwrap();
+    f.flush().unwrap();
+    wait_status(d, &prefix, &mut child, |v| v["ok"] == true);
+    std::fs::write(d.join("app.toml"), nf("keep") + &nf("new")).unwrap();
+    let (o, v) = ctl(d, &prefix, "reload");
+    assert!(!o.status.success(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("mode a"), "{v}");
+    f.write_all(&bytes[24..]).unwrap();
+    drop(f);
+    let status = wait_bounded(&mut child, Duration::from_secs(30)).expect("mbox ends");
+    let t = text(&child.wait_with_output().unwrap());
+    assert!(status.success(), "{t}");
+    assert!(!d.join("new.jsonl").exists(), "nothing was added");
 }
