@@ -205,6 +205,10 @@ struct Piped {
 }
 
 fn piped(d: &Path, app: &str, prefix: &str, input: &Path) -> Piped {
+    piped_with(d, app, prefix, input, &[])
+}
+
+fn piped_with(d: &Path, app: &str, prefix: &str, input: &Path, args: &[&str]) -> Piped {
     let bytes = std::fs::read(input).unwrap();
     let mut starts = vec![24usize];
     while *starts.last().unwrap() < bytes.len() {
@@ -215,6 +219,7 @@ fn piped(d: &Path, app: &str, prefix: &str, input: &Path) -> Piped {
     assert!(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo).status().unwrap().success(), "mkfifo");
     let child = Command::new(mbox_bin())
         .args(["run", app, "--input", "in.pcap", "--prefix", prefix, "--no-progress", "--stats-json", "s.json"])
+        .args(args)
         .current_dir(d)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -344,4 +349,63 @@ fn ctl_refuses_to_add_an_nf_in_mode_a() {
     let t = text(&child.wait_with_output().unwrap());
     assert!(status.success(), "{t}");
     assert!(!d.join("new.jsonl").exists(), "nothing was added");
+}
+
+/// In modes b, c and d: a `signature_match` (it reads the TCP streams) added live after a
+/// kept NF, then removed by a second reload: its alerts equal an offline run with the same
+/// two relinks at the packets the run reported.
+#[test]
+fn ctl_adds_then_removes_a_stream_reading_nf_in_every_shared_stack_mode() {
+    for mode in ["b", "c", "d"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("all.pcap");
+        gen_pcap(&input, &GenConfig { flows: 150, seed: 9, attacks: 12, concurrency: 8, ..GenConfig::default() });
+        std::fs::copy(repo_file("apps/ids.rules"), d.join("ids.rules")).unwrap();
+        let stats = "[stack.tcp]\n\n[[nf]]\nname = \"keep\"\nkind = \"flow_stats\"\noutput = \"keep.jsonl\"\n";
+        let ids =
+            "\n[[nf]]\nname = \"ids\"\nkind = \"signature_match\"\nrules = \"ids.rules\"\noutput = \"alerts.jsonl\"\n";
+        std::fs::write(d.join("one.toml"), stats).unwrap();
+        std::fs::write(d.join("two.toml"), format!("{stats}{ids}")).unwrap();
+        std::fs::copy(d.join("one.toml"), d.join("app.toml")).unwrap();
+        let prefix = format!("ctladd{mode}{}", std::process::id());
+        let mut p = piped_with(d, "app.toml", &prefix, &input, &["--mode", mode]);
+        let n = p.starts.len() - 1;
+        let (k1, k2) = (n / 4, 3 * n / 4);
+        p.go.send(0..p.starts[k1]).unwrap();
+        wait_status(d, &prefix, &mut p.child, |v| v["packets_in"].as_u64() == Some(k1 as u64));
+        std::fs::copy(d.join("two.toml"), d.join("app.toml")).unwrap();
+        let (o, v) = ctl(d, &prefix, "reload");
+        assert!(o.status.success(), "mode {mode}: {v}");
+        p.go.send(p.starts[k1]..p.starts[k2]).unwrap();
+        wait_status(d, &prefix, &mut p.child, |v| v["packets_in"].as_u64() == Some(k2 as u64));
+        std::fs::copy(d.join("one.toml"), d.join("app.toml")).unwrap();
+        let (o, v) = ctl(d, &prefix, "reload");
+        assert!(o.status.success(), "mode {mode}: {v}");
+        assert!(v["changes"].to_string().contains("nf `ids` (signature_match) removed"), "{v}");
+        p.go.send(p.starts[k2]..p.starts[n]).unwrap();
+        drop(p.go);
+        p.feeder.join().unwrap();
+        let status = wait_bounded(&mut p.child, Duration::from_secs(30)).expect("mbox ends");
+        let t = text(&p.child.wait_with_output().unwrap());
+        assert!(status.success(), "mode {mode}: {t}");
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("s.json")).unwrap()).unwrap();
+        let froms: Vec<u64> =
+            s["reconfigurations"].as_array().unwrap().iter().map(|r| r["from_packet"].as_u64().unwrap()).collect();
+        assert_eq!(froms, vec![k1 as u64 + 1, k2 as u64 + 1], "mode {mode}: {s}");
+        let live = sorted_lines(&d.join("alerts.jsonl"));
+        assert!(!live.is_empty(), "mode {mode}: the added NF alerted");
+        let off = d.join("off");
+        std::fs::create_dir_all(&off).unwrap();
+        std::fs::copy(d.join("ids.rules"), off.join("ids.rules")).unwrap();
+        let r1 = format!("{}:{}", froms[0], d.join("two.toml").display());
+        let r2 = format!("{}:{}", froms[1], d.join("one.toml").display());
+        let one = d.join("one.toml");
+        let args =
+            ["run", one.to_str().unwrap(), "-i", input.to_str().unwrap(), "--reload-at", &r1, "--reload-at", &r2];
+        let o = mbox(&off, &[&args[..], &["-q", "--mode", mode]].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(live, sorted_lines(&off.join("alerts.jsonl")), "mode {mode}: live and offline alerts differ");
+        assert_eq!(sorted_lines(&d.join("keep.jsonl")), sorted_lines(&off.join("keep.jsonl")), "mode {mode}");
+    }
 }
