@@ -6,9 +6,10 @@
 //! a request carrying `X-Reload-Marker` does not alert (rules A have no rule for it);
 //! `mbox ctl P reload` with rules B, which add one, is accepted and applies from a packet
 //! number RX stamped; the same request on a new connection now alerts; a reload that would
-//! add an NF is refused with the message that says what is supported, and changes nothing;
-//! a reload that removes the flow-log NF retires it at a stamped packet; the download
-//! completes byte for byte (SHA-256) and the run drops nothing.
+//! replace an NF under its name is refused and changes nothing; a second flow log is added
+//! (it counts the download's packets from the packet RX stamped), then both flow logs are
+//! removed at a stamped packet; the download completes byte for byte (SHA-256) and the run
+//! drops nothing.
 
 mod netns;
 
@@ -34,6 +35,7 @@ fn app(extra: &str) -> String {
 }
 
 const FLOWS: &str = "\n[[nf]]\nname = \"flows\"\nkind = \"flow_stats\"\noutput = \"flows.jsonl\"\n";
+const LATE: &str = "\n[[nf]]\nname = \"late\"\nkind = \"flow_stats\"\noutput = \"late.jsonl\"\n";
 
 fn ctl(dir: &Path, prefix: &str, req: &str) -> serde_json::Value {
     let o = Command::new(mbox_bin()).args(["ctl", prefix, req, "--json"]).current_dir(dir).output().unwrap();
@@ -41,7 +43,7 @@ fn ctl(dir: &Path, prefix: &str, req: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_reloaded_rule_alerts_on_new_requests_and_an_nf_is_removed_while_a_download_completes_intact() {
+fn a_reloaded_rule_alerts_on_new_requests_and_nfs_are_added_and_removed_while_a_download_completes_intact() {
     let check = "live reload: a rule added by `mbox ctl reload` during a download";
     if let Some(why) = unavailable("r") {
         skip(check, &why);
@@ -105,26 +107,31 @@ fn a_reloaded_rule_alerts_on_new_requests_and_an_nf_is_removed_while_a_download_
     );
     std::thread::sleep(Duration::from_secs(2));
 
-    // A relink is refused and changes nothing.
+    // A replacement under the same name is refused and changes nothing.
     std::fs::write(
         d.join("ids.toml"),
-        app(&format!("{FLOWS}\n[[nf]]\nname = \"h\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n")),
+        app("\n[[nf]]\nname = \"flows\"\nkind = \"stream_hash\"\noutput = \"h.jsonl\"\n"),
     )
     .unwrap();
     let v = ctl(d, &prefix, "reload");
     assert_eq!(v["ok"], false, "{v}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("while the run goes on NFs can only be removed"), "{v}");
-    // Rules B, with the marker rule.
-    std::fs::write(d.join("ids.toml"), app(FLOWS)).unwrap();
-    std::fs::write(d.join("ids.rules"), RULES_B).unwrap();
+    assert!(v["error"].as_str().unwrap_or_default().contains("give the new NF another name"), "{v}");
+    // A second flow log added while the download goes on.
+    std::fs::write(d.join("ids.toml"), app(&format!("{FLOWS}{LATE}"))).unwrap();
     let v = ctl(d, &prefix, "reload");
     assert_eq!((v["ok"].as_bool(), v["generation"].as_u64()), (Some(true), Some(2)), "{v}");
-    assert!(v["from_packet"].as_u64().is_some(), "traffic flows: RX stamps the reload at once: {v}");
-    assert_eq!(marker("43002"), 0);
-    // The flow log NF removed while the download goes on.
-    std::fs::write(d.join("ids.toml"), app("")).unwrap();
+    let added_at = v["from_packet"].as_u64().expect("stamped at once: traffic flows");
+    // Rules B, with the marker rule.
+    std::fs::write(d.join("ids.rules"), RULES_B).unwrap();
     let v = ctl(d, &prefix, "reload");
     assert_eq!((v["ok"].as_bool(), v["generation"].as_u64()), (Some(true), Some(3)), "{v}");
+    assert!(v["from_packet"].as_u64().is_some(), "traffic flows: RX stamps the reload at once: {v}");
+    assert_eq!(marker("43002"), 0);
+    // Both flow logs removed while the download goes on.
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(d.join("ids.toml"), app("")).unwrap();
+    let v = ctl(d, &prefix, "reload");
+    assert_eq!((v["ok"].as_bool(), v["generation"].as_u64()), (Some(true), Some(4)), "{v}");
     let removed_at = v["from_packet"].as_u64().expect("stamped at once: traffic flows");
     let st = lab.wait(dl, Duration::from_secs(50));
     assert_eq!(st.and_then(|s| s.code()), Some(0), "the download did not complete");
@@ -136,10 +143,26 @@ fn a_reloaded_rule_alerts_on_new_requests_and_an_nf_is_removed_while_a_download_
     let stats = stats_json(d);
     assert_eq!(stats["packets_dropped"].as_u64(), Some(0), "{log}");
     let re = stats["reconfigurations"].as_array().unwrap();
-    assert_eq!(re.len(), 3, "{re:?}");
-    let flows = stats["actors"].as_array().unwrap().iter().find(|a| a["name"] == "flows").unwrap();
+    assert_eq!(re.len(), 4, "{re:?}");
+    let actor = |n: &str| stats["actors"].as_array().unwrap().iter().find(|a| a["name"] == n).cloned().unwrap();
+    let (flows, late) = (actor("flows"), actor("late"));
     assert_eq!(flows["counters"]["removed_at_packet"].as_u64(), Some(removed_at), "{flows}");
-    assert!(re[0]["accepted"] == false && re[1]["accepted"] == true && re[2]["accepted"] == true, "{re:?}");
+    assert_eq!(late["counters"]["removed_at_packet"].as_u64(), Some(removed_at), "{late}");
+    assert_eq!(late["counters"]["added_at_packet"].as_u64(), Some(added_at), "{late}");
+    assert!(re[0]["accepted"] == false && re[1..].iter().all(|r| r["accepted"] == true), "{re:?}");
+    // The download's flow, in both logs: the NF added later counted part of its packets,
+    // from its first event at or after `added_at` until the removal.
+    let download = |f: &str| -> u64 {
+        let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["src_port"] == 43000)
+            .map(|v| v["flow"]["pkts_toserver"].as_u64().unwrap() + v["flow"]["pkts_toclient"].as_u64().unwrap())
+            .sum()
+    };
+    let (all, part) = (download("flows.jsonl"), download("late.jsonl"));
+    assert!(part > 0 && part < all, "the added NF saw the download from its add on: {part} of {all} packets");
+    assert!(all < removed_at, "{all} packets before the removal at {removed_at}");
     let alerts: Vec<serde_json::Value> = std::fs::read_to_string(out.join("alerts.jsonl"))
         .unwrap()
         .lines()
