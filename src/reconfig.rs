@@ -4,10 +4,13 @@
 //! as at start — every error of the file, its rules and its links — and compares it with the
 //! running app:
 //!
-//! * the µStacks, `[runtime]`, `[port]`, the NFs (names, kinds, order), their common keys
-//!   (subscriptions, filters, `from`, `side`, `direction`, `on_failure`) and `parallel` must
-//!   be unchanged: anything else is a relink, which this version refuses with a message that
-//!   says so;
+//! * the µStacks, `[runtime]`, `[port]`, `parallel`, and the kept NFs' kinds, order and
+//!   common keys (subscriptions, filters, `from`, `side`, `direction`, `on_failure`) must be
+//!   unchanged (refused with a message that says so);
+//! * NFs may be added and removed — a **relink**: offline (`--reload-at`) the run links the
+//!   union of the graphs at start (`engine/relink.rs`); live, a removed NF retires at the
+//!   packet RX stamps, and an added one is built, linked and placed in a neighbour's stage by
+//!   the engine's [`LiveHost`] (`engine/guests.rs`, [`actors::guest`]);
 //! * an NF whose options changed must be of a kind that takes new options while running
 //!   ([`nfs::NfOptions::reload_changes`]: `signature_match`'s rules, `firewall`'s rules and
 //!   default) and must run in this process (not `--nf-process`).
