@@ -165,9 +165,7 @@ impl Matcher {
             [t] => d.states[0] = scan_one(t, d.states[0], d.offset, bytes, hits),
             tables => {
                 // Two tables (the product was too large): step both per byte, plain first.
-                let mut off = d.offset;
-                for &b in bytes {
-                    off += 1;
+                for (off, &b) in (d.offset + 1..).zip(bytes) {
                     for (t, st) in tables.iter().zip(d.states.iter_mut()) {
                         *st = t.trans[(*st + u32::from(t.classes[usize::from(b)])) as usize];
                         if *st < t.match_limit {
