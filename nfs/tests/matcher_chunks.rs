@@ -37,7 +37,16 @@ fn whole(pats: &[(Vec<u8>, bool)], stream: &[u8]) -> BTreeSet<(u32, u64)> {
 
 fn chunked(pats: &[(Vec<u8>, bool)], stream: &[u8], cuts: &[usize]) -> Vec<(u32, u64)> {
     let rules = parse_rules(&rules(pats), "t").unwrap();
-    let m = Matcher::new(&rules).unwrap();
+    let got = chunked_with(&Matcher::new(&rules).unwrap(), stream, cuts);
+    // The same with the two automata tabulated separately (a rule set whose product is too
+    // large): the same hits in the same order.
+    let separate = Matcher::with_product_limit(&rules, 1).unwrap();
+    assert_eq!(separate.tables(), if pats.iter().any(|p| p.1) && pats.iter().any(|p| !p.1) { 2 } else { 1 });
+    assert_eq!(chunked_with(&separate, stream, cuts), got);
+    got
+}
+
+fn chunked_with(m: &Matcher, stream: &[u8], cuts: &[usize]) -> Vec<(u32, u64)> {
     let mut d = DirState::default();
     m.restart(&mut d, 0);
     let mut hits = Vec::new();
@@ -70,6 +79,27 @@ proptest! {
         pats in prop::collection::vec((prop::collection::vec(prop::sample::select(b"abAB\r\n".to_vec()), 1..9), any::<bool>()), 1..6),
         stream in prop::collection::vec(prop::sample::select(b"abAB\r\nx".to_vec()), 0..300),
         mut cuts in prop::collection::vec(0usize..300, 0..40),
+    ) {
+        let pats = distinct(pats);
+        cuts.sort_unstable();
+        let got = chunked(&pats, &stream, &cuts);
+        let set: BTreeSet<(u32, u64)> = got.iter().copied().collect();
+        prop_assert_eq!(set.len(), got.len(), "a match reported twice");
+        prop_assert_eq!(set, whole(&pats, &stream));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Long chunks of a small alphabet: the scan splits a long chunk into two chains (the
+    /// second started `max_len - 1` bytes early), and dense, overlapping matches around the
+    /// split must all come out, once, in end-offset order, with the right state carried on.
+    #[test]
+    fn long_chunks_split_into_two_chains_exactly(
+        pats in prop::collection::vec((prop::collection::vec(prop::sample::select(b"abAB\r\n".to_vec()), 1..40), any::<bool>()), 1..6),
+        stream in prop::collection::vec(prop::sample::select(b"abAB\r\nx".to_vec()), 300..3000),
+        mut cuts in prop::collection::vec(0usize..3000, 0..4),
     ) {
         let pats = distinct(pats);
         cuts.sort_unstable();

@@ -3,20 +3,21 @@
 //! rule's content chain against the pattern matches remembered — no I/O, no events.
 //!
 //! Every rule's contents go into two DFAs (case-sensitive, and ASCII-case-insensitive for
-//! `nocase` contents); equal patterns are one global pattern id. [`Matcher::scan`] steps the
-//! DFAs one byte at a time from the states kept in [`DirState`], so a pattern split over any
-//! number of chunks is found at its absolute end offset. A [`Hit`] is (global pattern id,
-//! absolute end offset).
+//! `nocase` contents); equal patterns are one global pattern id. The two are tabulated as one
+//! product automaton ([`super::dfa`]; two tables when the product would be too large).
+//! [`Matcher::scan`] steps it one byte at a time from the state kept in [`DirState`], so a
+//! pattern split over any number of chunks is found at its absolute end offset. A [`Hit`] is
+//! (global pattern id, absolute end offset).
 //!
 //! Invariants: every pattern id in a hit is below the number of patterns; a hit's end offset
 //! is at least its pattern's length.
 
 use std::collections::HashMap;
 
-use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, MatchKind};
+use aho_corasick::MatchKind;
 
+use super::dfa::{Source, Table, MAX_PRODUCT_STATES};
 use super::rules::Rule;
 
 /// A pattern match: (global pattern id, absolute end offset in its direction).
@@ -29,34 +30,39 @@ pub struct DirState {
     pub started: bool,
     /// Absolute offset of the next byte.
     pub offset: u64,
-    states: Vec<StateID>,
+    /// The state of each of the matcher's tables (one, or two when the product was too
+    /// large).
+    states: [u32; 2],
     /// Pattern matches remembered, in scan order.
     pub positions: Vec<Hit>,
-}
-
-/// One automaton and the global pattern ids of its patterns.
-struct Ac {
-    dfa: DFA,
-    global: Vec<u32>,
 }
 
 /// A rule set's contents compiled: the automata, and per rule content the global pattern id.
 pub struct Matcher {
     rules: Vec<Rule>,
-    acs: Vec<Ac>,
+    /// The scan automaton: one product table, or one table per DFA.
+    tables: Vec<Table>,
     /// Per rule, per content: global pattern id.
     rule_pats: Vec<Vec<u32>>,
     /// Per global pattern: (length, rules using it).
     pats: Vec<(u64, Vec<u32>)>,
     /// Rules without content.
     bare: Vec<u32>,
-    /// The automata's unanchored start states.
-    starts: Vec<StateID>,
+    /// The tables' start states.
+    starts: [u32; 2],
+    /// The longest pattern's length (at least 1).
+    max_len: usize,
 }
 
 impl Matcher {
     /// Compiles the contents of `rules` (rule `i` of the slice is rule `i` everywhere here).
     pub fn new(rules: &[Rule]) -> Result<Matcher, String> {
+        Matcher::with_product_limit(rules, MAX_PRODUCT_STATES)
+    }
+
+    /// As [`Matcher::new`], with the product automaton limited to `max_states` states (beyond
+    /// it, one table per DFA, stepped side by side): lets tests cover both layouts.
+    pub fn with_product_limit(rules: &[Rule], max_states: usize) -> Result<Matcher, String> {
         let mut ids: HashMap<(bool, Vec<u8>), u32> = HashMap::new();
         let mut lists: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
         let mut globals: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
@@ -88,7 +94,7 @@ impl Matcher {
             }
             rule_pats.push(v);
         }
-        let mut acs = Vec::new();
+        let mut dfas = Vec::new();
         for (nocase, (list, global)) in lists.into_iter().zip(globals).enumerate() {
             if list.is_empty() {
                 continue;
@@ -98,14 +104,35 @@ impl Matcher {
                 .ascii_case_insensitive(nocase == 1)
                 .build(&list)
                 .map_err(|e| format!("building the pattern automaton: {e}"))?;
-            acs.push(Ac { dfa, global });
+            let mut bytes = [false; 256];
+            for &b in list.iter().flatten() {
+                bytes[usize::from(b)] = true;
+                if nocase == 1 {
+                    bytes[usize::from(b.to_ascii_uppercase())] = true;
+                }
+            }
+            dfas.push((dfa, global, bytes));
         }
-        let starts = acs
-            .iter()
-            .map(|a| a.dfa.start_state(Anchored::No))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("pattern automaton without an unanchored start: {e}"))?;
-        Ok(Matcher { rules: rules.to_vec(), acs, rule_pats, pats, bare, starts })
+        let sources: Vec<Source<'_>> =
+            dfas.iter().map(|(dfa, global, bytes)| Source { dfa, global, bytes }).collect();
+        let tables = match Table::product(&sources, max_states)? {
+            Some(t) => vec![t],
+            None => sources
+                .iter()
+                .map(|s| Table::product(std::slice::from_ref(s), usize::MAX).map(|t| t.expect("no state limit")))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let mut starts = [0; 2];
+        for (s, t) in starts.iter_mut().zip(&tables) {
+            *s = t.start;
+        }
+        let max_len = pats.iter().map(|p| p.0 as usize).max().unwrap_or(1).max(1);
+        Ok(Matcher { rules: rules.to_vec(), tables, rule_pats, pats, bare, starts, max_len })
+    }
+
+    /// How many tables the scan steps: 1 (the product) or 2 (one per DFA).
+    pub fn tables(&self) -> usize {
+        self.tables.len()
     }
 
     /// The rules, in the order given to [`Matcher::new`].
@@ -117,7 +144,7 @@ impl Matcher {
     /// back to their start states (a pattern cannot span the jump).
     pub fn restart(&self, d: &mut DirState, offset: u64) {
         d.started = true;
-        d.states.clone_from(&self.starts);
+        d.states = self.starts;
         d.offset = offset;
     }
 
@@ -128,20 +155,27 @@ impl Matcher {
     }
 
     /// Steps the automata over `bytes`, the next bytes of `d`'s direction, appending each
-    /// pattern match to `hits` at its absolute end offset.
+    /// pattern match to `hits` at its absolute end offset (in end-offset order).
     pub fn scan(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
-        for &b in bytes {
-            d.offset += 1;
-            for (ac, st) in self.acs.iter().zip(d.states.iter_mut()) {
-                *st = ac.dfa.next_state(Anchored::No, *st, b);
-                if ac.dfa.is_match(*st) {
-                    for i in 0..ac.dfa.match_len(*st) {
-                        let pid = ac.dfa.match_pattern(*st, i);
-                        hits.push((ac.global[pid.as_usize()], d.offset));
+        match self.tables.as_slice() {
+            [] => {}
+            [t] if bytes.len() >= 2 * self.max_len + SPLIT_MIN => {
+                d.states[0] = scan_two(t, d.states[0], d.offset, bytes, self.max_len, hits)
+            }
+            [t] => d.states[0] = scan_one(t, d.states[0], d.offset, bytes, hits),
+            tables => {
+                // Two tables (the product was too large): step both per byte, plain first.
+                for (off, &b) in (d.offset + 1..).zip(bytes) {
+                    for (t, st) in tables.iter().zip(d.states.iter_mut()) {
+                        *st = t.trans[(*st + u32::from(t.classes[usize::from(b)])) as usize];
+                        if *st < t.match_limit {
+                            hits.extend(t.matches(*st).iter().map(|&p| (p, off)));
+                        }
                     }
                 }
             }
         }
+        d.offset += bytes.len() as u64;
     }
 
     /// The rules that `hits` may complete — those using a pattern matched there, and, when
@@ -165,6 +199,71 @@ impl Matcher {
         let ri = ri as usize;
         chain_ok(&self.rules[ri], &self.rule_pats[ri], &self.pats, positions)
     }
+}
+
+/// Chunks shorter than this (plus twice the longest pattern) are scanned in one chain.
+const SPLIT_MIN: usize = 256;
+
+/// As [`scan_one`], as two independent chains whose loads overlap in the CPU (the step is
+/// latency-bound): the first half from `s`, the second half from the start state
+/// `max_len - 1` bytes before it, reporting only matches that end in the second half. Exact:
+/// a match ending there starts at most `max_len - 1` bytes before the half, so the second
+/// chain sees all of it; and the state after the last byte (the longest suffix of the input
+/// that is a pattern prefix, at most `max_len` long) lies within the bytes the second chain
+/// read. Hits are put in end-offset order afterwards (a stable sort of this call's hits,
+/// which are few).
+fn scan_two(t: &Table, s: u32, offset: u64, bytes: &[u8], max_len: usize, hits: &mut Vec<Hit>) -> u32 {
+    let (trans, classes, limit) = (t.trans.as_slice(), &t.classes, t.match_limit);
+    let mid = bytes.len() / 2;
+    let (first, second) = bytes.split_at(mid);
+    // Warm the second chain up on the bytes before its half; matches there are the first's.
+    let mut b = t.start;
+    for &x in &first[mid + 1 - max_len..] {
+        b = trans[(b + u32::from(classes[usize::from(x)])) as usize];
+    }
+    let mut a = s;
+    let before = hits.len();
+    let base_b = offset + mid as u64;
+    for (i, (&x, &y)) in first.iter().zip(second).enumerate() {
+        a = trans[(a + u32::from(classes[usize::from(x)])) as usize];
+        b = trans[(b + u32::from(classes[usize::from(y)])) as usize];
+        if a < limit {
+            let end = offset + i as u64 + 1;
+            hits.extend(t.matches(a).iter().map(|&p| (p, end)));
+        }
+        if b < limit {
+            let end = base_b + i as u64 + 1;
+            hits.extend(t.matches(b).iter().map(|&p| (p, end)));
+        }
+    }
+    // `second` is one byte longer when the length is odd.
+    if let Some(&y) = second.get(mid) {
+        b = trans[(b + u32::from(classes[usize::from(y)])) as usize];
+        if b < limit {
+            let end = base_b + mid as u64 + 1;
+            hits.extend(t.matches(b).iter().map(|&p| (p, end)));
+        }
+    }
+    if hits.len() > before + 1 {
+        hits[before..].sort_by_key(|h| h.1);
+    }
+    b
+}
+
+/// Steps table `t` from state `s` over `bytes` (the first at absolute offset `offset`),
+/// appending matches to `hits`; returns the state after the last byte. The hot loop: one
+/// class lookup (independent of the state), one dependent load, one comparison per byte.
+#[inline]
+fn scan_one(t: &Table, mut s: u32, offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> u32 {
+    let (trans, classes, limit) = (t.trans.as_slice(), &t.classes, t.match_limit);
+    for (i, &b) in bytes.iter().enumerate() {
+        s = trans[(s + u32::from(classes[usize::from(b)])) as usize];
+        if s < limit {
+            let end = offset + i as u64 + 1;
+            hits.extend(t.matches(s).iter().map(|&p| (p, end)));
+        }
+    }
+    s
 }
 
 /// True when the rule's content chain is satisfied by the remembered positions.

@@ -77,6 +77,7 @@
 //! an enforced `drop`/`reject`, `"allowed"` for one in passive mode.
 
 pub mod gate;
+mod dfa;
 pub mod matcher;
 pub mod rules;
 
