@@ -409,3 +409,38 @@ fn ctl_adds_then_removes_a_stream_reading_nf_in_every_shared_stack_mode() {
         assert_eq!(sorted_lines(&d.join("keep.jsonl")), sorted_lines(&off.join("keep.jsonl")), "mode {mode}");
     }
 }
+
+/// A live addition that cannot be made changes nothing and says why: an NF whose output
+/// cannot be created, and one that would run next to an NF in its own process.
+#[test]
+fn ctl_refuses_additions_it_cannot_make_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("all.pcap");
+    gen_pcap(&input, &GenConfig { flows: 20, seed: 3, ..GenConfig::default() });
+    let nf =
+        |name: &str, out: &str| format!("\n[[nf]]\nname = \"{name}\"\nkind = \"flow_stats\"\noutput = \"{out}\"\n");
+    std::fs::write(d.join("app.toml"), nf("keep", "keep.jsonl")).unwrap();
+    let prefix = format!("ctlno{}", std::process::id());
+    let mut p = piped_with(d, "app.toml", &prefix, &input, &["--nf-process", "keep"]);
+    let n = p.starts.len() - 1;
+    p.go.send(0..p.starts[n / 2]).unwrap();
+    wait_status(d, &prefix, &mut p.child, |v| v["packets_in"].as_u64() == Some((n / 2) as u64));
+    std::fs::write(d.join("app.toml"), nf("keep", "keep.jsonl") + &nf("new", "no/such/dir/new.jsonl")).unwrap();
+    let (o, v) = ctl(d, &prefix, "reload");
+    assert!(!o.status.success(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no/such/dir/new.jsonl"), "{v}");
+    std::fs::write(d.join("app.toml"), nf("keep", "keep.jsonl") + &nf("new", "new.jsonl")).unwrap();
+    let (o, v) = ctl(d, &prefix, "reload");
+    assert!(!o.status.success(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("runs in its own process"), "{v}");
+    let (_, v) = ctl(d, &prefix, "status");
+    assert_eq!(v["generation"].as_u64(), Some(1), "nothing changed: {v}");
+    p.go.send(p.starts[n / 2]..p.starts[n]).unwrap();
+    drop(p.go);
+    p.feeder.join().unwrap();
+    let status = wait_bounded(&mut p.child, Duration::from_secs(30)).expect("mbox ends");
+    let t = text(&p.child.wait_with_output().unwrap());
+    assert!(status.success(), "{t}");
+    assert!(!d.join("new.jsonl").exists(), "nothing was added: {t}");
+}
