@@ -4,10 +4,11 @@
 //!
 //! Every rule's contents go into two DFAs (case-sensitive, and ASCII-case-insensitive for
 //! `nocase` contents); equal patterns are one global pattern id. The two are tabulated as one
-//! product automaton ([`super::dfa`]; two tables when the product would be too large).
+//! product automaton (module `dfa`; two tables when the product would be too large).
 //! [`Matcher::scan`] steps it one byte at a time from the state kept in [`DirState`], so a
-//! pattern split over any number of chunks is found at its absolute end offset. A [`Hit`] is
-//! (global pattern id, absolute end offset).
+//! pattern split over any number of chunks is found at its absolute end offset; a long chunk
+//! is stepped as independent chains that overlap in the CPU (exact: see `scan_split`). A
+//! [`Hit`] is (global pattern id, absolute end offset).
 //!
 //! Invariants: every pattern id in a hit is below the number of patterns; a hit's end offset
 //! is at least its pattern's length.
