@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use runtime::ports::PcapReader;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use stacks::flow::FlowKey;
@@ -165,7 +166,7 @@ struct Run<'a> {
     opts: StreamsOptions,
     table: FlowTable,
     tcp: TcpTracker,
-    accs: HashMap<FlowId, Acc>,
+    accs: FxHashMap<FlowId, Acc>,
     next_index: u64,
     /// Where each connection's record goes as it ends.
     sink: &'a mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
@@ -317,7 +318,7 @@ pub fn streams_each(
         table: FlowTable::new(opts.flows.clone()),
         tcp: TcpTracker::new(opts.tcp.clone()),
         opts,
-        accs: HashMap::new(),
+        accs: FxHashMap::default(),
         next_index: 0,
         sink: each,
         events: Vec::new(),

@@ -14,7 +14,7 @@
 //! most the live flows the NF changed. Events that the table keeps from the NF are counted
 //! as `not_delivered`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::desc::{EventDesc, FlowEvent};
 use crate::event::{builtin, EventType};
@@ -23,7 +23,7 @@ use crate::event::{builtin, EventType};
 #[derive(Debug, Default)]
 pub struct FlowSubscriptions {
     /// Per flow: the types it unsubscribed from.
-    off: HashMap<u64, Vec<EventType>>,
+    off: FxHashMap<u64, Vec<EventType>>,
     /// Events withheld.
     pub not_delivered: u64,
 }

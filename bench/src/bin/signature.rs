@@ -1,5 +1,6 @@
-//! Signature matching speed: [`nfs::signature::matcher::Matcher::scan`] (two DFAs stepped one
-//! byte at a time from carried states, so matches span chunks exactly) against the
+//! Signature matching speed: [`nfs::signature::matcher::Matcher::scan`] (one product table of
+//! the plain and `nocase` DFAs, stepped from a carried state, long chunks as independent
+//! chains, so matches span chunks exactly) against the
 //! aho-corasick crate's own overlapping search over each chunk (which uses its prefilters:
 //! memchr/SIMD skips to candidate bytes) — the candidate replacement issue 14 names — in the
 //! same run, over the same bytes cut into the same chunks, with the same patterns. The

@@ -59,9 +59,6 @@
 
 pub mod classify;
 
-use std::collections::HashSet;
-
-use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +68,7 @@ use actors::matcher::Tuple;
 use actors::{
     Actor, ActorError, Chunk, Context, Contract, Modifies, Publication, Subscription, Verdict as ActorVerdict,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 pub use self::classify::{classify, Protocol, Verdict, UNKNOWN_CODE};
@@ -197,7 +195,7 @@ pub struct Dpi {
     /// Keyed by the flow table's slot and generation, not by packet contents: a fast
     /// unkeyed hash is safe.
     flows: FxHashMap<FlowRef, FlowState>,
-    done: HashSet<FlowRef>,
+    done: FxHashSet<FlowRef>,
     detected: [u64; 5],
     unknown: u64,
     bytes_inspected: u64,
@@ -233,7 +231,7 @@ impl Dpi {
             cfg,
             out,
             flows: FxHashMap::default(),
-            done: HashSet::new(),
+            done: FxHashSet::default(),
             detected: [0; 5],
             unknown: 0,
             bytes_inspected: 0,

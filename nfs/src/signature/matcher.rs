@@ -4,10 +4,11 @@
 //!
 //! Every rule's contents go into two DFAs (case-sensitive, and ASCII-case-insensitive for
 //! `nocase` contents); equal patterns are one global pattern id. The two are tabulated as one
-//! product automaton ([`super::dfa`]; two tables when the product would be too large).
+//! product automaton (module `dfa`; two tables when the product would be too large).
 //! [`Matcher::scan`] steps it one byte at a time from the state kept in [`DirState`], so a
-//! pattern split over any number of chunks is found at its absolute end offset. A [`Hit`] is
-//! (global pattern id, absolute end offset).
+//! pattern split over any number of chunks is found at its absolute end offset; a long chunk
+//! is stepped as independent chains that overlap in the CPU (exact: see `scan_split`). A
+//! [`Hit`] is (global pattern id, absolute end offset).
 //!
 //! Invariants: every pattern id in a hit is below the number of patterns; a hit's end offset
 //! is at least its pattern's length.
@@ -159,8 +160,8 @@ impl Matcher {
     pub fn scan(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
         match self.tables.as_slice() {
             [] => {}
-            [t] if bytes.len() >= 2 * self.max_len + SPLIT_MIN => {
-                d.states[0] = scan_two(t, d.states[0], d.offset, bytes, self.max_len, hits)
+            [t] if bytes.len() >= CHAINS * self.max_len + SPLIT_MIN => {
+                d.states[0] = scan_split(t, d.states[0], d.offset, bytes, self.max_len, hits)
             }
             [t] => d.states[0] = scan_one(t, d.states[0], d.offset, bytes, hits),
             tables => {
@@ -201,53 +202,52 @@ impl Matcher {
     }
 }
 
-/// Chunks shorter than this (plus twice the longest pattern) are scanned in one chain.
+/// Chunks shorter than this (plus [`CHAINS`] times the longest pattern) are scanned in one
+/// chain.
 const SPLIT_MIN: usize = 256;
 
-/// As [`scan_one`], as two independent chains whose loads overlap in the CPU (the step is
-/// latency-bound): the first half from `s`, the second half from the start state
-/// `max_len - 1` bytes before it, reporting only matches that end in the second half. Exact:
-/// a match ending there starts at most `max_len - 1` bytes before the half, so the second
-/// chain sees all of it; and the state after the last byte (the longest suffix of the input
-/// that is a pattern prefix, at most `max_len` long) lies within the bytes the second chain
-/// read. Hits are put in end-offset order afterwards (a stable sort of this call's hits,
-/// which are few).
-fn scan_two(t: &Table, s: u32, offset: u64, bytes: &[u8], max_len: usize, hits: &mut Vec<Hit>) -> u32 {
+/// Independent chains a long chunk is scanned as (see [`scan_split`]).
+const CHAINS: usize = 3;
+
+/// As [`scan_one`], as [`CHAINS`] independent chains whose loads overlap in the CPU (the step
+/// is latency-bound): the chunk is cut into that many parts; the first is stepped from `s`,
+/// each other one from the start state `max_len - 1` bytes before it, reporting only matches
+/// that end inside its own part. Exact: a match ending in a part starts at most
+/// `max_len - 1` bytes before the part, so that part's chain read all of it; and the state
+/// after the last byte (the longest suffix of the input that is a pattern prefix, at most
+/// `max_len` long) lies within the bytes the last chain read. Hits are put in end-offset
+/// order afterwards (a stable sort of this call's hits, which are few). `bytes` is at least
+/// `CHAINS * max_len` long.
+fn scan_split(t: &Table, s: u32, offset: u64, bytes: &[u8], max_len: usize, hits: &mut Vec<Hit>) -> u32 {
     let (trans, classes, limit) = (t.trans.as_slice(), &t.classes, t.match_limit);
-    let mid = bytes.len() / 2;
-    let (first, second) = bytes.split_at(mid);
-    // Warm the second chain up on the bytes before its half; matches there are the first's.
-    let mut b = t.start;
-    for &x in &first[mid + 1 - max_len..] {
-        b = trans[(b + u32::from(classes[usize::from(x)])) as usize];
+    let step = |st: u32, x: u8| trans[(st + u32::from(classes[usize::from(x)])) as usize];
+    let part = bytes.len() / CHAINS;
+    let mut st = [t.start; CHAINS];
+    st[0] = s;
+    // Warm the later chains up on the bytes before their parts; matches there are not theirs.
+    for (k, state) in st.iter_mut().enumerate().skip(1) {
+        for &x in &bytes[k * part + 1 - max_len..k * part] {
+            *state = step(*state, x);
+        }
     }
-    let mut a = s;
     let before = hits.len();
-    let base_b = offset + mid as u64;
-    for (i, (&x, &y)) in first.iter().zip(second).enumerate() {
-        a = trans[(a + u32::from(classes[usize::from(x)])) as usize];
-        b = trans[(b + u32::from(classes[usize::from(y)])) as usize];
-        if a < limit {
-            let end = offset + i as u64 + 1;
-            hits.extend(t.matches(a).iter().map(|&p| (p, end)));
+    for i in 0..part {
+        for (k, state) in st.iter_mut().enumerate() {
+            *state = step(*state, bytes[k * part + i]);
         }
-        if b < limit {
-            let end = base_b + i as u64 + 1;
-            hits.extend(t.matches(b).iter().map(|&p| (p, end)));
+        for (k, &state) in st.iter().enumerate() {
+            if state < limit {
+                let end = offset + (k * part + i) as u64 + 1;
+                hits.extend(t.matches(state).iter().map(|&p| (p, end)));
+            }
         }
     }
-    // `second` is one byte longer when the length is odd.
-    if let Some(&y) = second.get(mid) {
-        b = trans[(b + u32::from(classes[usize::from(y)])) as usize];
-        if b < limit {
-            let end = base_b + mid as u64 + 1;
-            hits.extend(t.matches(b).iter().map(|&p| (p, end)));
-        }
-    }
+    // The last part also takes the bytes left over by the division.
+    let last = scan_one(t, st[CHAINS - 1], offset + (CHAINS * part) as u64, &bytes[CHAINS * part..], hits);
     if hits.len() > before + 1 {
         hits[before..].sort_by_key(|h| h.1);
     }
-    b
+    last
 }
 
 /// Steps table `t` from state `s` over `bytes` (the first at absolute offset `offset`),

@@ -81,7 +81,7 @@ mod dfa;
 pub mod matcher;
 pub mod rules;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -402,7 +402,7 @@ pub struct SignatureMatch {
     alert_type: EventType,
     verdicts: Verdicts,
     out: JsonLines,
-    flows: HashMap<FlowRef, FlowState>,
+    flows: FxHashMap<FlowRef, FlowState>,
     bytes_scanned: u64,
     /// Stream gap bytes skipped (never scanned).
     gap_bytes: u64,
@@ -473,7 +473,7 @@ impl SignatureMatch {
             alert_type: cfg.alert_type,
             verdicts,
             out,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
             bytes_scanned: 0,
             gap_bytes: 0,
             pattern_matches: 0,
@@ -524,7 +524,7 @@ impl SignatureMatch {
     }
 
     fn flow_entry<'f>(
-        flows: &'f mut HashMap<FlowRef, FlowState>,
+        flows: &'f mut FxHashMap<FlowRef, FlowState>,
         tracked: &mut u64,
         flow: FlowRef,
         flow_start: u64,
