@@ -159,7 +159,7 @@ const D_FRONTIER: usize = 3;
 const D_BROKEN: usize = 4;
 const D_PRESENT: usize = 5;
 const DIR_WORDS: usize = 6;
-const RECORD_WORDS: usize = 16;
+const RECORD_WORDS: usize = R_DIR + 2 * DIR_WORDS;
 
 // Chunk header words.
 const C_VERSION: usize = 0;
@@ -168,7 +168,7 @@ const C_OFFSET: usize = 2;
 const C_LEN: usize = 3;
 const C_NEXT: usize = 4;
 const C_PREV: usize = 5;
-const CHUNK_WORDS: usize = 8;
+const CHUNK_WORDS: usize = C_PREV + 1;
 
 /// Size of a store: chunk size and count (as many connection records as chunks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
