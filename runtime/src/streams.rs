@@ -777,6 +777,12 @@ impl StoreWriter {
         self.pop_free(g.cfree, H_CFREE_TAIL, H_CFRESH, 0, g.chunks)
     }
 
+    /// The record of connection `key`, if it has one (through the store's bucket index,
+    /// which only this writer changes: no race).
+    pub fn record_of(&self, key: u64) -> Option<RecordId> {
+        self.store.find(key).map(|(r, _)| RecordId(r as u32))
+    }
+
     /// A new record for connection `key` (both directions absent, empty); `None` (counted)
     /// when no record is free.
     pub fn open(&mut self, key: u64) -> Option<RecordId> {

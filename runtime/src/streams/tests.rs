@@ -198,6 +198,8 @@ fn first_chunk_is_small() {
     let r = w.open(k).unwrap();
     w.set_present(r, 0);
     w.set_present(r, 1);
+    assert_eq!(w.record_of(k), Some(r));
+    assert_eq!(w.record_of(key(5, 2)), None);
     // A few bytes: one small chunk.
     assert!(w.append(r, 1, 0, b"GET / HTTP/1.0\r\n\r\n"));
     w.publish(r, 1, 18);
@@ -237,6 +239,7 @@ fn first_chunk_is_small() {
         vec![Ok(b"GET / HTTP/1.0\r\n\r\n".to_vec()), Err(82), Ok(b"after a gap".to_vec())]
     );
     w.close(r);
+    assert_eq!(w.record_of(k), None);
     assert_eq!(w.stats().chunks_in_use, 0);
     assert_eq!(s.read(k, 0, 700, 701, &mut |_| {}), Err(StoreReadError::NoConnection));
     // The freed chunks are reused (small for first chunks), and every record's pool still works.
