@@ -35,8 +35,8 @@
 //! * **buckets**: per hash of a connection key, the first record of a chain (index + 1);
 //! * **records**, one per connection: a version, the key (flow index and generation), the
 //!   next record of its bucket, and per direction: first and last chunk, base (first byte
-//!   still readable), frontier (contiguous bytes published), the offset from which bytes
-//!   could not be stored (pool exhausted), and whether the stream exists;
+//!   still readable), frontier (contiguous bytes published; its top bit: whether the
+//!   stream exists), and the offset from which bytes could not be stored (pool exhausted);
 //! * **chunk headers**: a version, the owner (record, its version, direction), the stream
 //!   offset of the chunk's first byte, its length (bytes filled), next and previous chunk;
 //! * **chunk data**: `chunks × chunk_size` bytes (rounded up to words), then, when
@@ -114,7 +114,7 @@ use std::sync::Arc;
 use crate::shm::{Region, ShmError};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MBOXSTR1");
-const VERSION: u64 = 2;
+const VERSION: u64 = 3;
 /// Bytes of a *small* chunk: a direction that holds no chunk starts in one of these (when
 /// the store's `chunk_size` is larger), so a connection that sent a few bytes pins 64 bytes
 /// of data, not a whole chunk.
@@ -157,8 +157,10 @@ const D_TAIL: usize = 1;
 const D_BASE: usize = 2;
 const D_FRONTIER: usize = 3;
 const D_BROKEN: usize = 4;
-const D_PRESENT: usize = 5;
-const DIR_WORDS: usize = 6;
+const DIR_WORDS: usize = 5;
+/// In a direction's frontier word: the direction has a stream (set once, by
+/// [`StoreWriter::set_present`]); the frontier is the other 63 bits.
+const PRESENT: u64 = 1 << 63;
 const RECORD_WORDS: usize = R_DIR + 2 * DIR_WORDS;
 
 // Chunk header words.
@@ -555,7 +557,7 @@ impl StreamStore {
     /// The published frontier of direction `dir` (0: to the server) of `key`'s connection.
     pub fn frontier(&self, key: u64, dir: usize) -> Option<u64> {
         let (r, v) = self.find(key)?;
-        let f = self.dir(r, dir & 1, D_FRONTIER).load(Ordering::Acquire);
+        let f = self.dir(r, dir & 1, D_FRONTIER).load(Ordering::Acquire) & !PRESENT;
         fence(Ordering::Acquire);
         (self.rec(r, R_VERSION).load(Ordering::Relaxed) == v).then_some(f)
     }
@@ -574,16 +576,16 @@ impl StreamStore {
     ) -> Result<(), StoreReadError> {
         let dir = dir & 1;
         let (r, v) = self.find(key).ok_or(StoreReadError::NoConnection)?;
-        let present = self.dir(r, dir, D_PRESENT).load(Ordering::Acquire);
         let base = self.dir(r, dir, D_BASE).load(Ordering::Acquire);
         let frontier = self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire);
+        let (present, frontier) = (frontier & PRESENT != 0, frontier & !PRESENT);
         let broken = self.dir(r, dir, D_BROKEN).load(Ordering::Acquire);
         let tail = self.dir(r, dir, D_TAIL).load(Ordering::Acquire);
         fence(Ordering::Acquire);
         if self.rec(r, R_VERSION).load(Ordering::Relaxed) != v {
             return Err(StoreReadError::NoConnection);
         }
-        if present == 0 {
+        if !present {
             return if from == to { Ok(()) } else { Err(StoreReadError::NotHeld { base: 0, frontier: 0 }) };
         }
         let not_held = StoreReadError::NotHeld { base, frontier };
@@ -650,7 +652,7 @@ impl StreamStore {
     fn not_held_now(&self, r: usize, dir: usize) -> StoreReadError {
         StoreReadError::NotHeld {
             base: self.dir(r, dir, D_BASE).load(Ordering::Acquire),
-            frontier: self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire),
+            frontier: self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire) & !PRESENT,
         }
     }
 
@@ -795,9 +797,7 @@ impl StoreWriter {
         // The version is even (free): readers reject the record while we fill it.
         s.rec(r, R_KEY).store(key, Ordering::Relaxed);
         for d in 0..2 {
-            for (f, v) in
-                [(D_HEAD, NONE), (D_TAIL, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN), (D_PRESENT, 0)]
-            {
+            for (f, v) in [(D_HEAD, NONE), (D_TAIL, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN)] {
                 s.dir(r, d, f).store(v, Ordering::Relaxed);
             }
         }
@@ -812,7 +812,9 @@ impl StoreWriter {
 
     /// Direction `dir` of the connection now has a stream (reads of it may succeed).
     pub fn set_present(&mut self, rec: RecordId, dir: usize) {
-        self.store.dir(rec.0 as usize, dir & 1, D_PRESENT).store(1, Ordering::Release);
+        // Only this writer stores the word: a load and a store make no lost update.
+        let w = self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER);
+        w.store(w.load(Ordering::Relaxed) | PRESENT, Ordering::Release);
     }
 
     /// Appends `data` at stream offset `at` of direction `dir`: `at` at or beyond the
@@ -910,12 +912,14 @@ impl StoreWriter {
 
     /// Makes `[.., frontier)` of direction `dir` readable (release: after the bytes).
     pub fn publish(&mut self, rec: RecordId, dir: usize, frontier: u64) {
-        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).store(frontier, Ordering::Release);
+        let w = self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER);
+        let present = w.load(Ordering::Relaxed) & PRESENT;
+        w.store((frontier & !PRESENT) | present, Ordering::Release);
     }
 
     /// The published frontier of a direction.
     pub fn frontier(&self, rec: RecordId, dir: usize) -> u64 {
-        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).load(Ordering::Relaxed)
+        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).load(Ordering::Relaxed) & !PRESENT
     }
 
     /// Moves the base of direction `dir` up to `base` (never down) and frees every chunk
