@@ -453,6 +453,15 @@ pub trait Actor: Send {
         Ok(())
     }
 
+    /// The end of input in steps: does part of [`finish`](Self::finish)'s work and returns
+    /// whether some is left. A stage sends what a step published (before its event) down the
+    /// chain before it calls the next step, so an actor that ends every flow at the end of
+    /// input (the L2/3 stack) does not hold all their events at once (issue 14's memory per
+    /// idle connection). The default does all of `finish` in one step.
+    fn finish_step(&mut self, cx: &mut Context<'_>) -> Result<bool, ActorError> {
+        self.finish(cx).map(|()| false)
+    }
+
     /// Time passed: packet `seq` (captured at `ts_ns`) went to another instance of this
     /// actor (a shard). A stack advances its clock here — ends flows whose timeouts expired —
     /// so that every shard notices a timeout at the same packet a single instance would.

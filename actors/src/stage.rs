@@ -181,6 +181,8 @@ pub struct Stage {
     pending: VecDeque<EventDesc>,
     outbox: Outbox,
     end_seen: bool,
+    /// The end marker, held while the actor finishes in steps ([`Actor::finish_step`]).
+    finishing: Option<EventDesc>,
     report: StageReport,
     drop_counts: Vec<u64>,
     slot: ReportSlot<StageReport>,
@@ -244,6 +246,7 @@ impl Stage {
             pending: VecDeque::with_capacity(BURST * 2),
             outbox: Outbox::new(),
             end_seen: false,
+            finishing: None,
             report,
             drop_counts,
             slot: slot.clone(),
@@ -577,37 +580,61 @@ impl Stage {
         sent
     }
 
-    /// The end of input: the guests before the NF, the NF, the guests after it finish.
-    fn finish(&mut self, end_seq: u64) {
-        for before_host in [true, false] {
-            if !before_host {
-                self.finish_host(end_seq);
-            }
-            for g in self.guests.iter_mut().filter(|g| g.before_host() == before_host) {
-                g.finish(end_seq, &self.pool, &mut self.outbox, self.streams.as_deref());
-            }
+    /// The end of input: the guests before the NF, the NF (in steps, over several polls:
+    /// [`finish_next`](Self::finish_next)), the guests after it finish, then the marker.
+    fn finish_guests(&mut self, end_seq: u64, before_host: bool) {
+        for g in self.guests.iter_mut().filter(|g| g.before_host() == before_host) {
+            g.finish(end_seq, &self.pool, &mut self.outbox, self.streams.as_deref());
         }
     }
 
-    fn finish_host(&mut self, end_seq: u64) {
-        if self.supervisor.as_ref().is_some_and(|s| s.failed) {
+    /// One step of the end of input, once what the last step published has gone out:
+    /// the host's next [`Actor::finish_step`]; after its last, the guests after it and the
+    /// end marker. The host's events published before its event go out step by step; those
+    /// it publishes after its event stay in the outbox and follow the marker, as ever.
+    fn finish_next(&mut self) {
+        let Some(end) = self.finishing else { return };
+        if self.finish_host_step(end.seq) {
+            self.dynsub.apply(self.outbox.changes.drain(..));
+            let before = std::mem::take(&mut self.outbox.before);
+            let n = before.len();
+            self.report.published += n as u64;
+            if let (Some(f), true) = (&self.in_flight, n > 0) {
+                f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
+            }
+            self.pending.extend(before);
             return;
+        }
+        self.finish_guests(end.seq, false);
+        self.finishing = None;
+        self.enqueue(end);
+        self.end_seen = true;
+    }
+
+    /// One step of the host's end of input; whether there is more to do.
+    fn finish_host_step(&mut self, end_seq: u64) -> bool {
+        if self.supervisor.as_ref().is_some_and(|s| s.failed) {
+            return false;
         }
         let mut cx =
             Context::new(&self.pool, &mut self.outbox, self.plan.index, self.streams.as_deref()).at_end(end_seq);
         let result = if self.supervisor.is_some() {
-            match guarded(|| self.actor.finish(&mut cx)) {
+            match guarded(|| self.actor.finish_step(&mut cx)) {
                 Ok(r) => r,
                 Err(msg) => {
                     self.fail(None, msg, (None, None));
-                    Ok(())
+                    Ok(false)
                 }
             }
         } else {
-            self.actor.finish(&mut cx)
+            self.actor.finish_step(&mut cx)
         };
-        if let Err(e) = result {
-            self.report.error = Some(e.to_string());
+        match result {
+            Ok(more) => more,
+            Err(e) => {
+                self.report.error = Some(e.to_string());
+                false
+            }
         }
     }
 
@@ -688,6 +715,15 @@ impl Runnable for Stage {
         if !self.pending.is_empty() {
             return PollResult::from_work(work);
         }
+        if self.finishing.is_some() {
+            self.finish_next();
+            work += 1 + self.flush();
+            if self.end_seen && self.pending.is_empty() {
+                self.write_report();
+                return PollResult::Finished;
+            }
+            return PollResult::from_work(work);
+        }
         if self.end_seen {
             self.write_report();
             return PollResult::Finished;
@@ -702,9 +738,9 @@ impl Runnable for Stage {
         }
         for ev in inbuf.drain(..) {
             if ev.is_end() {
-                self.finish(ev.seq);
-                self.enqueue(ev);
-                self.end_seen = true;
+                self.finish_guests(ev.seq, true);
+                self.finishing = Some(ev);
+                self.finish_next();
                 break;
             }
             if ev.is_skip() {
@@ -717,7 +753,7 @@ impl Runnable for Stage {
             self.process(ev);
         }
         self.inbuf = inbuf;
-        if n == 0 && !self.end_seen && self.supervisor.as_ref().is_none_or(|s| !s.failed) {
+        if n == 0 && !self.end_seen && self.finishing.is_none() && self.supervisor.as_ref().is_none_or(|s| !s.failed) {
             self.idle();
         }
         work += n + self.flush();

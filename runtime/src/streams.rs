@@ -27,18 +27,26 @@
 //!
 //! * a header: magic, version, chunk size, chunk count, record count, bucket count, the two
 //!   free lists' positions, counters;
-//! * two **free lists**, rings of indices (chunks and records) — like the packet pool's, but
-//!   both ends belong to the single writer, so they need no synchronisation of their own; the
-//!   writer takes from the end it returns to (last freed, first reused), which keeps the
-//!   chunks in use few and warm;
+//! * three **free lists** (full-size chunks, records, small chunks), stacks of indices that
+//!   belong to the single writer, so they need no synchronisation of their own: last freed,
+//!   first reused, which keeps the chunks in use few and warm. They start empty, every index
+//!   *fresh*: when a list is empty the writer takes the next never-used index (a header
+//!   counter), so a new store writes none of its list words and touches no page of them;
 //! * **buckets**: per hash of a connection key, the first record of a chain (index + 1);
 //! * **records**, one per connection: a version, the key (flow index and generation), the
 //!   next record of its bucket, and per direction: first and last chunk, base (first byte
-//!   still readable), frontier (contiguous bytes published), the offset from which bytes
-//!   could not be stored (pool exhausted), and whether the stream exists;
+//!   still readable), frontier (contiguous bytes published; its top bit: whether the
+//!   stream exists), and the offset from which bytes could not be stored (pool exhausted);
 //! * **chunk headers**: a version, the owner (record, its version, direction), the stream
 //!   offset of the chunk's first byte, its length (bytes filled), next and previous chunk;
-//! * **chunk data**: `chunks × chunk_size` bytes (rounded up to words).
+//! * **chunk data**: `chunks × chunk_size` bytes (rounded up to words), then, when
+//!   `chunk_size` is larger than [`SMALL_CHUNK`] (64), `2 × chunks` **small chunks** of 64
+//!   bytes (chunk indices `chunks..3 × chunks`; headers like the others). A direction that
+//!   holds no chunk (its first bytes, or the first after it released all it held) starts in
+//!   a small chunk, its next ones are full-size: a connection that sent a few bytes pins 64
+//!   bytes of data, not a whole chunk (issue 14). No small chunk free: a full-size one.
+//!   A chunk's size is a function of its index and of the header's geometry only, which
+//!   never change while the store exists.
 //!
 //! Everything is an index or a stream offset, never an address, so any process can map it
 //! anywhere. Chunks are *packed*: a chunk holds contiguous bytes `[offset, offset + len)`; a
@@ -76,6 +84,14 @@
 //! with "not held" — the bytes it copied are thrown away, never handed to the caller. Each
 //! piece of a chunk is validated before it is given to the caller's function.
 //!
+//! Small chunks change none of this: a reader derives a chunk's size and data position from
+//! its index and the geometry (computed from the header on attach, identical to the
+//! writer's), never from anything the writer changes, clamps the `len` it reads to that size,
+//! and validates a small chunk exactly like a full-size one (version, owner, version again).
+//! So a reader never reads outside the chunk it validated, whatever it raced with. The free
+//! lists and their fresh counters are read and written by the writer alone (readers see them
+//! only in [`StreamStore::stats`], as counters).
+//!
 //! Bucket chains are walked the same way: a record's `next` is trusted only if the record's
 //! version did not change around the read, and a record whose key no longer hashes to the
 //! bucket (reused for another connection) restarts the walk. Walks are bounded (a reader can
@@ -98,7 +114,11 @@ use std::sync::Arc;
 use crate::shm::{Region, ShmError};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MBOXSTR1");
-const VERSION: u64 = 1;
+const VERSION: u64 = 3;
+/// Bytes of a *small* chunk: a direction that holds no chunk starts in one of these (when
+/// the store's `chunk_size` is larger), so a connection that sent a few bytes pins 64 bytes
+/// of data, not a whole chunk.
+pub const SMALL_CHUNK: u32 = 64;
 /// Largest chunk size accepted (the reassembler's own limit).
 pub const MAX_CHUNK_SIZE: u32 = 1 << 20;
 /// Most chunks (and records) a store may hold.
@@ -116,13 +136,15 @@ const H_VERSION: usize = 1;
 const H_CHUNK_SIZE: usize = 2;
 const H_CHUNKS: usize = 3;
 const H_BUCKETS: usize = 4;
-const H_CFREE_HEAD: usize = 5;
+const H_CFRESH: usize = 5;
 const H_CFREE_TAIL: usize = 6;
-const H_RFREE_HEAD: usize = 7;
+const H_RFRESH: usize = 7;
 const H_RFREE_TAIL: usize = 8;
 const H_CHUNKS_EXHAUSTED: usize = 9;
 const H_RECORDS_EXHAUSTED: usize = 10;
 const H_HIGH_WATER: usize = 11;
+const H_SFRESH: usize = 12;
+const H_SFREE_TAIL: usize = 13;
 const HEADER_WORDS: usize = 16;
 
 // Record words.
@@ -135,9 +157,11 @@ const D_TAIL: usize = 1;
 const D_BASE: usize = 2;
 const D_FRONTIER: usize = 3;
 const D_BROKEN: usize = 4;
-const D_PRESENT: usize = 5;
-const DIR_WORDS: usize = 6;
-const RECORD_WORDS: usize = 16;
+const DIR_WORDS: usize = 5;
+/// In a direction's frontier word: the direction has a stream (set once, by
+/// [`StoreWriter::set_present`]); the frontier is the other 63 bits.
+const PRESENT: u64 = 1 << 63;
+const RECORD_WORDS: usize = R_DIR + 2 * DIR_WORDS;
 
 // Chunk header words.
 const C_VERSION: usize = 0;
@@ -146,7 +170,7 @@ const C_OFFSET: usize = 2;
 const C_LEN: usize = 3;
 const C_NEXT: usize = 4;
 const C_PREV: usize = 5;
-const CHUNK_WORDS: usize = 8;
+const CHUNK_WORDS: usize = C_PREV + 1;
 
 /// Size of a store: chunk size and count (as many connection records as chunks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,16 +270,24 @@ enum Backing {
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     chunk_size: u64,
+    /// Full-size chunks (and records).
     chunks: usize,
-    free_cap: usize,
+    /// Small chunks ([`SMALL_CHUNK`] bytes; none when `chunk_size` is not larger), indices
+    /// `chunks..chunks + small`.
+    small: usize,
+    /// `chunks + small`: the chunk indices.
+    all: usize,
     buckets: usize,
     cfree: usize,
     rfree: usize,
+    sfree: usize,
     bucket_at: usize,
     records_at: usize,
     chunk_hdr_at: usize,
     data_at: usize,
+    small_data_at: usize,
     stride: usize,
+    small_stride: usize,
     total: usize,
 }
 
@@ -265,31 +297,49 @@ impl Geometry {
             return None;
         }
         let chunks = cfg.chunks as usize;
-        let free_cap = chunks.next_power_of_two();
-        let buckets = free_cap;
+        // Two small chunks per record: one first chunk per direction.
+        let small = if cfg.chunk_size > SMALL_CHUNK { chunks.checked_mul(2)? } else { 0 };
+        let all = chunks.checked_add(small)?;
+        let buckets = chunks.next_power_of_two();
         let stride = (cfg.chunk_size as usize).div_ceil(8);
+        let small_stride = SMALL_CHUNK as usize / 8;
         let cfree = HEADER_WORDS;
-        let rfree = cfree + free_cap;
-        let bucket_at = rfree + free_cap;
-        let records_at = bucket_at + buckets;
+        let rfree = cfree + chunks;
+        let sfree = rfree + chunks;
+        let bucket_at = sfree.checked_add(small)?;
+        let records_at = bucket_at.checked_add(buckets)?;
         let chunk_hdr_at = records_at.checked_add(chunks.checked_mul(RECORD_WORDS)?)?;
-        let data_at = chunk_hdr_at.checked_add(chunks.checked_mul(CHUNK_WORDS)?)?;
-        let total = data_at.checked_add(chunks.checked_mul(stride)?)?;
+        let data_at = chunk_hdr_at.checked_add(all.checked_mul(CHUNK_WORDS)?)?;
+        let small_data_at = data_at.checked_add(chunks.checked_mul(stride)?)?;
+        let total = small_data_at.checked_add(small.checked_mul(small_stride)?)?;
         total.checked_mul(8)?;
         Some(Geometry {
             chunk_size: u64::from(cfg.chunk_size),
             chunks,
-            free_cap,
+            small,
+            all,
             buckets,
             cfree,
             rfree,
+            sfree,
             bucket_at,
             records_at,
             chunk_hdr_at,
             data_at,
+            small_data_at,
             stride,
+            small_stride,
             total,
         })
+    }
+
+    /// Bytes chunk `c` holds: fixed by its index.
+    fn cap(&self, c: usize) -> u64 {
+        if c < self.chunks {
+            self.chunk_size
+        } else {
+            u64::from(SMALL_CHUNK)
+        }
     }
 }
 
@@ -365,12 +415,8 @@ fn geometry(name: &str, cfg: StoreConfig) -> Result<Geometry, StoreError> {
 fn init(name: &str, g: Geometry, backing: Backing) -> (StoreWriter, Arc<StreamStore>) {
     let s = Arc::new(StreamStore { name: name.to_string(), g, backing });
     let w = s.words();
-    for i in 0..g.chunks {
-        w[g.cfree + i].store(i as u64, Ordering::Relaxed);
-        w[g.rfree + i].store(i as u64, Ordering::Relaxed);
-    }
-    w[H_CFREE_TAIL].store(g.chunks as u64, Ordering::Relaxed);
-    w[H_RFREE_TAIL].store(g.chunks as u64, Ordering::Relaxed);
+    // The free lists start empty and every index *fresh* (never used): taking a fresh index
+    // touches no list word, so an idle store's pages stay untouched.
     w[H_VERSION].store(VERSION, Ordering::Relaxed);
     w[H_CHUNK_SIZE].store(g.chunk_size, Ordering::Relaxed);
     w[H_CHUNKS].store(g.chunks as u64, Ordering::Relaxed);
@@ -449,6 +495,12 @@ impl StreamStore {
     /// The chunk index in a link word (index + 1), if valid.
     fn link(&self, v: u64) -> Option<usize> {
         let i = usize::try_from(v.checked_sub(1)?).ok()?;
+        (i < self.g.all).then_some(i)
+    }
+
+    /// The record index in a link word (index + 1), if valid.
+    fn rec_link(&self, v: u64) -> Option<usize> {
+        let i = usize::try_from(v.checked_sub(1)?).ok()?;
         (i < self.g.chunks).then_some(i)
     }
 
@@ -464,11 +516,12 @@ impl StreamStore {
 
     /// Counters.
     pub fn stats(&self) -> StoreStats {
-        let head = self.w(H_CFREE_HEAD).load(Ordering::Relaxed);
-        let tail = self.w(H_CFREE_TAIL).load(Ordering::Relaxed);
+        let in_use = |fresh: usize, tail: usize| {
+            self.w(fresh).load(Ordering::Relaxed).saturating_sub(self.w(tail).load(Ordering::Relaxed))
+        };
         StoreStats {
             chunks: self.g.chunks as u64,
-            chunks_in_use: (self.g.chunks as u64).saturating_sub(tail.saturating_sub(head)),
+            chunks_in_use: in_use(H_CFRESH, H_CFREE_TAIL) + in_use(H_SFRESH, H_SFREE_TAIL),
             chunks_high_water: self.w(H_HIGH_WATER).load(Ordering::Relaxed),
             chunks_exhausted: self.w(H_CHUNKS_EXHAUSTED).load(Ordering::Relaxed),
             records_exhausted: self.w(H_RECORDS_EXHAUSTED).load(Ordering::Relaxed),
@@ -481,7 +534,7 @@ impl StreamStore {
         'restart: for _ in 0..MAX_RESTARTS {
             let mut link = self.w(self.g.bucket_at + b).load(Ordering::Acquire);
             for _ in 0..=self.g.chunks {
-                let r = self.link(link)?;
+                let r = self.rec_link(link)?;
                 let v1 = self.rec(r, R_VERSION).load(Ordering::Acquire);
                 let k = self.rec(r, R_KEY).load(Ordering::Relaxed);
                 let next = self.rec(r, R_NEXT).load(Ordering::Relaxed);
@@ -504,7 +557,7 @@ impl StreamStore {
     /// The published frontier of direction `dir` (0: to the server) of `key`'s connection.
     pub fn frontier(&self, key: u64, dir: usize) -> Option<u64> {
         let (r, v) = self.find(key)?;
-        let f = self.dir(r, dir & 1, D_FRONTIER).load(Ordering::Acquire);
+        let f = self.dir(r, dir & 1, D_FRONTIER).load(Ordering::Acquire) & !PRESENT;
         fence(Ordering::Acquire);
         (self.rec(r, R_VERSION).load(Ordering::Relaxed) == v).then_some(f)
     }
@@ -523,16 +576,16 @@ impl StreamStore {
     ) -> Result<(), StoreReadError> {
         let dir = dir & 1;
         let (r, v) = self.find(key).ok_or(StoreReadError::NoConnection)?;
-        let present = self.dir(r, dir, D_PRESENT).load(Ordering::Acquire);
         let base = self.dir(r, dir, D_BASE).load(Ordering::Acquire);
         let frontier = self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire);
+        let (present, frontier) = (frontier & PRESENT != 0, frontier & !PRESENT);
         let broken = self.dir(r, dir, D_BROKEN).load(Ordering::Acquire);
         let tail = self.dir(r, dir, D_TAIL).load(Ordering::Acquire);
         fence(Ordering::Acquire);
         if self.rec(r, R_VERSION).load(Ordering::Relaxed) != v {
             return Err(StoreReadError::NoConnection);
         }
-        if present == 0 {
+        if !present {
             return if from == to { Ok(()) } else { Err(StoreReadError::NotHeld { base: 0, frontier: 0 }) };
         }
         let not_held = StoreReadError::NotHeld { base, frontier };
@@ -545,7 +598,7 @@ impl StreamStore {
         let me = owner(r, v, dir);
         // Back from the last chunk to the one where `from` lies (or the first after it).
         let mut c = self.link(tail).ok_or(not_held)?;
-        for _ in 0..self.g.chunks {
+        for _ in 0..self.g.all {
             let h = self.header(c, me).ok_or(not_held)?;
             if h.offset <= from {
                 break;
@@ -567,7 +620,7 @@ impl StreamStore {
         let mut steps = 0usize;
         while p < to {
             steps += 1;
-            if steps > self.g.chunks.saturating_mul(2).saturating_add(to.div_ceil(READ_PIECE as u64) as usize) {
+            if steps > self.g.all.saturating_mul(2).saturating_add(to.div_ceil(READ_PIECE as u64) as usize) {
                 return Err(not_held);
             }
             let h = self.header(c, me).ok_or(not_held)?;
@@ -599,7 +652,7 @@ impl StreamStore {
     fn not_held_now(&self, r: usize, dir: usize) -> StoreReadError {
         StoreReadError::NotHeld {
             base: self.dir(r, dir, D_BASE).load(Ordering::Acquire),
-            frontier: self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire),
+            frontier: self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire) & !PRESENT,
         }
     }
 
@@ -610,7 +663,7 @@ impl StreamStore {
             version,
             owner: self.chunk(c, C_OWNER).load(Ordering::Relaxed),
             offset: self.chunk(c, C_OFFSET).load(Ordering::Relaxed),
-            len: self.chunk(c, C_LEN).load(Ordering::Acquire).min(self.g.chunk_size),
+            len: self.chunk(c, C_LEN).load(Ordering::Acquire).min(self.g.cap(c)),
             next: self.chunk(c, C_NEXT).load(Ordering::Acquire),
             prev: self.chunk(c, C_PREV).load(Ordering::Relaxed),
         };
@@ -621,8 +674,13 @@ impl StreamStore {
 
     /// The data words of chunk `c` (`c` checked by the caller against the geometry).
     fn data_words(&self, c: usize) -> &[AtomicU64] {
-        let base = self.g.data_at + c * self.g.stride;
-        &self.words()[base..base + self.g.stride]
+        let g = &self.g;
+        let (base, stride) = if c < g.chunks {
+            (g.data_at + c * g.stride, g.stride)
+        } else {
+            (g.small_data_at + (c - g.chunks) * g.small_stride, g.small_stride)
+        };
+        &self.words()[base..base + stride]
     }
 
     /// Copies bytes `[at, at + out.len())` of chunk `c` (word by word, atomically: one slice
@@ -679,33 +737,59 @@ impl StoreWriter {
         self.store.stats()
     }
 
-    /// Takes the index freed last (the free list is a ring of indices used from its tail, as
-    /// a stack: the most recently freed chunk — still in cache, its pages already touched — is
-    /// reused first, so a run touches only as many chunks as it holds at once).
-    fn pop_free(&mut self, at: usize, head: usize, tail: usize) -> Option<usize> {
+    /// Takes the index freed last (the free list is a stack of indices: the most recently
+    /// freed chunk — still in cache, its pages already touched — is reused first, so a run
+    /// touches only as many chunks as it holds at once); when none is free, the next *fresh*
+    /// index (`first + fresh`, never used; `count` of them in all). Writer-only words.
+    fn pop_free(&mut self, at: usize, tail: usize, fresh: usize, first: usize, count: usize) -> Option<usize> {
         let s = &self.store;
         let t = s.w(tail).load(Ordering::Relaxed);
-        if s.w(head).load(Ordering::Relaxed) == t {
+        if t > 0 {
+            let t = t - 1;
+            let i = s.w(at + t as usize).load(Ordering::Relaxed) as usize;
+            s.w(tail).store(t, Ordering::Relaxed);
+            return Some(i);
+        }
+        let f = s.w(fresh).load(Ordering::Relaxed);
+        if f as usize >= count {
             return None;
         }
-        let t = t - 1;
-        let i = s.w(at + (t as usize & (s.g.free_cap - 1))).load(Ordering::Relaxed) as usize;
-        s.w(tail).store(t, Ordering::Relaxed);
-        Some(i)
+        s.w(fresh).store(f + 1, Ordering::Relaxed);
+        Some(first + f as usize)
     }
 
+    /// Returns index `i` to the stack at `at` (at most as many entries as indices were taken
+    /// fresh: never past the stack's room).
     fn push_free(&mut self, at: usize, tail: usize, i: usize) {
         let s = &self.store;
         let t = s.w(tail).load(Ordering::Relaxed);
-        s.w(at + (t as usize & (s.g.free_cap - 1))).store(i as u64, Ordering::Relaxed);
+        s.w(at + t as usize).store(i as u64, Ordering::Relaxed);
         s.w(tail).store(t + 1, Ordering::Relaxed);
+    }
+
+    /// A free chunk for a direction whose last chunk is `tail`: a small one first when the
+    /// direction holds none (full-size if no small one is free), else a full-size one.
+    fn take_chunk(&mut self, tail: Option<usize>) -> Option<usize> {
+        let g = self.store.g;
+        if tail.is_none() && g.small > 0 {
+            if let Some(c) = self.pop_free(g.sfree, H_SFREE_TAIL, H_SFRESH, g.chunks, g.small) {
+                return Some(c);
+            }
+        }
+        self.pop_free(g.cfree, H_CFREE_TAIL, H_CFRESH, 0, g.chunks)
+    }
+
+    /// The record of connection `key`, if it has one (through the store's bucket index,
+    /// which only this writer changes: no race).
+    pub fn record_of(&self, key: u64) -> Option<RecordId> {
+        self.store.find(key).map(|(r, _)| RecordId(r as u32))
     }
 
     /// A new record for connection `key` (both directions absent, empty); `None` (counted)
     /// when no record is free.
     pub fn open(&mut self, key: u64) -> Option<RecordId> {
         let g = self.store.g;
-        let Some(r) = self.pop_free(g.rfree, H_RFREE_HEAD, H_RFREE_TAIL) else {
+        let Some(r) = self.pop_free(g.rfree, H_RFREE_TAIL, H_RFRESH, 0, g.chunks) else {
             self.store.w(H_RECORDS_EXHAUSTED).fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -713,9 +797,7 @@ impl StoreWriter {
         // The version is even (free): readers reject the record while we fill it.
         s.rec(r, R_KEY).store(key, Ordering::Relaxed);
         for d in 0..2 {
-            for (f, v) in
-                [(D_HEAD, NONE), (D_TAIL, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN), (D_PRESENT, 0)]
-            {
+            for (f, v) in [(D_HEAD, NONE), (D_TAIL, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN)] {
                 s.dir(r, d, f).store(v, Ordering::Relaxed);
             }
         }
@@ -730,7 +812,9 @@ impl StoreWriter {
 
     /// Direction `dir` of the connection now has a stream (reads of it may succeed).
     pub fn set_present(&mut self, rec: RecordId, dir: usize) {
-        self.store.dir(rec.0 as usize, dir & 1, D_PRESENT).store(1, Ordering::Release);
+        // Only this writer stores the word: a load and a store make no lost update.
+        let w = self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER);
+        w.store(w.load(Ordering::Relaxed) | PRESENT, Ordering::Release);
     }
 
     /// Appends `data` at stream offset `at` of direction `dir`: `at` at or beyond the
@@ -753,12 +837,12 @@ impl StoreWriter {
             let room = tail.and_then(|c| {
                 let off = s.chunk(c, C_OFFSET).load(Ordering::Relaxed);
                 let len = s.chunk(c, C_LEN).load(Ordering::Relaxed);
-                (off + len == at && len < g.chunk_size).then_some((c, len))
+                (off + len == at && len < g.cap(c)).then_some((c, len))
             });
             let (c, len) = match room {
                 Some(x) => x,
                 None => {
-                    let Some(c) = self.pop_free(g.cfree, H_CFREE_HEAD, H_CFREE_TAIL) else {
+                    let Some(c) = self.take_chunk(tail) else {
                         let s = &self.store;
                         s.w(H_CHUNKS_EXHAUSTED).fetch_add(1, Ordering::Relaxed);
                         s.dir(r, dir, D_BROKEN).store(at, Ordering::Release);
@@ -781,7 +865,7 @@ impl StoreWriter {
                     (c, 0)
                 }
             };
-            let n = rest.len().min((g.chunk_size - len) as usize);
+            let n = rest.len().min((g.cap(c) - len) as usize);
             self.copy_in(c, len as usize, &rest[..n]);
             // Release: the bytes before the length that covers them.
             self.store.chunk(c, C_LEN).store(len + n as u64, Ordering::Release);
@@ -828,12 +912,14 @@ impl StoreWriter {
 
     /// Makes `[.., frontier)` of direction `dir` readable (release: after the bytes).
     pub fn publish(&mut self, rec: RecordId, dir: usize, frontier: u64) {
-        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).store(frontier, Ordering::Release);
+        let w = self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER);
+        let present = w.load(Ordering::Relaxed) & PRESENT;
+        w.store((frontier & !PRESENT) | present, Ordering::Release);
     }
 
     /// The published frontier of a direction.
     pub fn frontier(&self, rec: RecordId, dir: usize) -> u64 {
-        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).load(Ordering::Relaxed)
+        self.store.dir(rec.0 as usize, dir & 1, D_FRONTIER).load(Ordering::Relaxed) & !PRESENT
     }
 
     /// Moves the base of direction `dir` up to `base` (never down) and frees every chunk
@@ -845,7 +931,7 @@ impl StoreWriter {
             return;
         }
         s.dir(r, dir, D_BASE).store(base, Ordering::Release);
-        for _ in 0..s.g.chunks {
+        for _ in 0..s.g.all {
             let s = &self.store;
             let Some(c) = s.link(s.dir(r, dir, D_HEAD).load(Ordering::Relaxed)) else { break };
             let end = s.chunk(c, C_OFFSET).load(Ordering::Relaxed) + s.chunk(c, C_LEN).load(Ordering::Relaxed);
@@ -874,7 +960,11 @@ impl StoreWriter {
         // a reader that copies any of it sees the new version on its second load.
         fence(Ordering::Release);
         let g = s.g;
-        self.push_free(g.cfree, H_CFREE_TAIL, c);
+        if c < g.chunks {
+            self.push_free(g.cfree, H_CFREE_TAIL, c);
+        } else {
+            self.push_free(g.sfree, H_SFREE_TAIL, c);
+        }
     }
 
     /// Frees a record and all its chunks (the connection's last events have left).
@@ -904,7 +994,7 @@ impl StoreWriter {
             }
         }
         for d in 0..2 {
-            for _ in 0..g.chunks {
+            for _ in 0..g.all {
                 let s = &self.store;
                 let Some(c) = s.link(s.dir(r, d, D_HEAD).load(Ordering::Relaxed)) else { break };
                 let n = s.chunk(c, C_NEXT).load(Ordering::Relaxed);

@@ -211,10 +211,24 @@ const N_CLASSES: usize = 4;
 const CLASS_LINK: usize = 0;
 const LRU_LINK: usize = 1;
 
-#[derive(Clone, Copy, Debug, Default)]
+/// A link's "none" (slots are below `max_flows <= u32::MAX`, so never this): 4-byte links,
+/// not 8-byte `Option<u32>`s (16 bytes less per flow, issue 14).
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
 struct Link {
-    prev: Option<u32>,
-    next: Option<u32>,
+    prev: u32,
+    next: u32,
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link { prev: NIL, next: NIL }
+    }
+}
+
+fn some(v: u32) -> Option<u32> {
+    (v != NIL).then_some(v)
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -227,7 +241,7 @@ struct List {
 struct Entry {
     info: FlowInfo,
     /// The timeout list the entry is on (`LINGER` once closed).
-    class: usize,
+    class: u8,
     /// When the flow ends if nothing else happens.
     deadline_ns: u64,
     /// FIN seen from `[Side::Lo, Side::Hi]`.
@@ -290,35 +304,35 @@ fn list_unlink(slab: &mut Slab<Entry>, list: &mut List, which: usize, idx: u32) 
         return;
     };
     let Link { prev, next } = std::mem::take(&mut e.links[which]);
-    match prev {
+    match some(prev) {
         Some(p) => {
             if let Some(pe) = slab.get_mut(p as usize) {
                 pe.links[which].next = next;
             }
         }
-        None => list.head = next,
+        None => list.head = some(next),
     }
-    match next {
+    match some(next) {
         Some(n) => {
             if let Some(ne) = slab.get_mut(n as usize) {
                 ne.links[which].prev = prev;
             }
         }
-        None => list.tail = prev,
+        None => list.tail = some(prev),
     }
 }
 
 fn list_push_back(slab: &mut Slab<Entry>, list: &mut List, which: usize, idx: u32) {
     let old_tail = list.tail;
     if let Some(e) = slab.get_mut(idx as usize) {
-        e.links[which] = Link { prev: old_tail, next: None };
+        e.links[which] = Link { prev: old_tail.unwrap_or(NIL), next: NIL };
     } else {
         return;
     }
     match old_tail {
         Some(t) => {
             if let Some(te) = slab.get_mut(t as usize) {
-                te.links[which].next = Some(idx);
+                te.links[which].next = idx;
             }
         }
         None => list.head = Some(idx),
@@ -426,7 +440,7 @@ impl FlowTable {
             }
             let Some((_, idx)) = best else { break };
             let reason = match self.slab.get(idx as usize) {
-                Some(e) if e.class == LINGER => e.closed.unwrap_or(EndReason::Fin),
+                Some(e) if usize::from(e.class) == LINGER => e.closed.unwrap_or(EndReason::Fin),
                 _ => EndReason::IdleTimeout,
             };
             self.end(idx, reason, ended);
@@ -509,7 +523,7 @@ impl FlowTable {
         self.next_seq += 1;
         self.slab.insert(Entry {
             info: FlowInfo { id, key, initiator: side, first_ts_ns: ts_ns, last_ts_ns: ts_ns, packets: 1 },
-            class,
+            class: class as u8,
             deadline_ns: self.clock_ns.saturating_add(self.idle_ns[class]),
             fin: [false; 2],
             rst: false,
@@ -540,7 +554,7 @@ impl FlowTable {
         e.info.last_ts_ns = e.info.last_ts_ns.max(ts_ns);
         let id = e.info.id;
         let dir = if e.info.initiator == side { Direction::ToServer } else { Direction::ToClient };
-        let class = e.class;
+        let class = usize::from(e.class);
         if class != LINGER {
             e.deadline_ns = now.saturating_add(self.idle_ns[class]);
             list_unlink(&mut self.slab, &mut self.classes[class], CLASS_LINK, idx);
@@ -568,7 +582,7 @@ impl FlowTable {
         if flags & tcp_flags::FIN != 0 {
             e.fin[side_index(side)] = true;
         }
-        if e.class == LINGER {
+        if usize::from(e.class) == LINGER {
             return;
         }
         let reason = if e.rst {
@@ -578,9 +592,9 @@ impl FlowTable {
         } else {
             return;
         };
-        let old = e.class;
+        let old = usize::from(e.class);
         e.closed = Some(reason);
-        e.class = LINGER;
+        e.class = LINGER as u8;
         e.deadline_ns = now.saturating_add(linger);
         list_unlink(&mut self.slab, &mut self.classes[old], CLASS_LINK, idx);
         list_push_back(&mut self.slab, &mut self.classes[LINGER], CLASS_LINK, idx);
@@ -588,7 +602,7 @@ impl FlowTable {
 
     /// Removes a flow, bumps its generation, counts and reports it.
     fn end(&mut self, idx: u32, reason: EndReason, ended: &mut Vec<EndedFlow>) {
-        let Some(class) = self.slab.get(idx as usize).map(|e| e.class) else {
+        let Some(class) = self.slab.get(idx as usize).map(|e| usize::from(e.class)) else {
             return;
         };
         list_unlink(&mut self.slab, &mut self.classes[class], CLASS_LINK, idx);
@@ -612,5 +626,16 @@ impl FlowTable {
         };
         *counter += 1;
         ended.push(EndedFlow { info: e.info, reason });
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// What a tracked flow's slab entry costs (issue 14: `bench --bin idle_memory`): a larger
+    /// entry is a measured regression of every flow.
+    #[test]
+    fn entry_size() {
+        let e = std::mem::size_of::<super::Entry>();
+        assert!(e <= 120, "{e}");
     }
 }

@@ -308,16 +308,20 @@ impl Actor for L23Stack {
     }
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
+        while self.finish_step(cx)? {}
+        Ok(())
+    }
+
+    fn finish_step(&mut self, cx: &mut Context<'_>) -> Result<bool, ActorError> {
         // Flows still open end "at" the last packet of the input (not this instance's last:
         // a shard sees only some packets).
         let seq = cx.end_seq().map_or(self.last_seq, |e| e.saturating_sub(1));
         let ts = self.last_ts;
-        // In steps: the ended flows of one step at a time, not of every flow at once.
-        while self.table.drain_some(&mut self.ended, DRAIN_STEP) > 0 {
-            self.publish_ended(cx, seq, ts);
-        }
+        // In steps: the ended flows of one step at a time (the stage sends each step's
+        // events on before the next), not of every flow at once.
+        let more = self.table.drain_some(&mut self.ended, DRAIN_STEP) > 0;
         self.publish_ended(cx, seq, ts);
-        Ok(())
+        Ok(more)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

@@ -777,6 +777,15 @@ mod tests {
         Segment { dir, seq, ack, flags, window: 1000, options: &[], payload }
     }
 
+    /// What an idle connection costs the tracker (issue 14: `bench --bin idle_memory`): a
+    /// larger struct is a measured regression of every tracked connection.
+    #[test]
+    fn connection_sizes() {
+        assert!(std::mem::size_of::<ByteStream>() <= 64, "{}", std::mem::size_of::<ByteStream>());
+        assert!(std::mem::size_of::<HalfConnection>() <= 72, "{}", std::mem::size_of::<HalfConnection>());
+        assert!(std::mem::size_of::<Connection>() <= 280, "{}", std::mem::size_of::<Connection>());
+    }
+
     #[test]
     fn handshake_data_and_fin_close() {
         use Direction::*;

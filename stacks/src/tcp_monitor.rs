@@ -190,23 +190,21 @@ fn update_of(e: Endpoint) -> u8 {
     }
 }
 
-/// The store's writer and each connection's record: the sinks of the monitor's streams.
+/// The store's writer: the sinks of the monitor's streams. A connection's record is found
+/// through the store's own index by its key (no map of our own: issue 14's bytes per idle
+/// connection).
 struct StoreSinks {
     writer: StoreWriter,
-    /// (Flow ids come from the flow table, not from packets: a non-keyed hash is safe.)
-    records: FxHashMap<FlowId, RecordId>,
 }
 
 impl StoreSinks {
     /// The record of connection `id`, opened (both directions absent) if it has none yet;
     /// `None` (counted by the store; reads say "no connection") when no record is free.
     fn record(&mut self, id: FlowId) -> Option<RecordId> {
-        if let Some(&r) = self.records.get(&id) {
+        if let Some(r) = self.writer.record_of(store_key(id)) {
             return Some(r);
         }
-        let r = self.writer.open(store_key(id))?;
-        self.records.insert(id, r);
-        Some(r)
+        self.writer.open(store_key(id))
     }
 }
 
@@ -344,7 +342,7 @@ impl TcpMonitor {
             if let Some(conn) = self.retired.remove(&id) {
                 self.tracker.recycle(*conn);
                 if let Some(st) = self.store.as_mut() {
-                    if let Some(rec) = st.records.remove(&id) {
+                    if let Some(rec) = st.writer.record_of(store_key(id)) {
                         st.writer.close(rec);
                     }
                 }
@@ -355,7 +353,7 @@ impl TcpMonitor {
     /// The store's writer and records, taken at the first event that needs them.
     fn sinks(&mut self) -> Option<&mut StoreSinks> {
         if self.store.is_none() {
-            self.store = self.shared.take_writer().map(|writer| StoreSinks { writer, records: FxHashMap::default() });
+            self.store = self.shared.take_writer().map(|writer| StoreSinks { writer });
         }
         self.store.as_mut()
     }

@@ -176,6 +176,88 @@ fn region_store_attaches_and_checks_its_header() {
     region.reserve("streams.fake", 4096, 64).unwrap();
     let e = attach(&other, "fake").unwrap_err().to_string();
     assert!(e.contains("magic"), "{e}");
+    // A store with small first chunks (chunk_size > SMALL_CHUNK): the attached side computes
+    // the same layout from the header and reads across the small and the full-size chunk.
+    let (mut w, _) = create(&region, "big", StoreConfig { chunk_size: 256, chunks: 8 }).unwrap();
+    let r = w.open(key(3, 4)).unwrap();
+    w.set_present(r, 1);
+    let data: Vec<u8> = (0..200u8).collect();
+    assert!(w.append(r, 1, 0, &data));
+    w.publish(r, 1, 200);
+    let s = attach(&other, "big").unwrap();
+    assert_eq!(read_all(&s, key(3, 4), 1, 10, 200).unwrap(), vec![Ok(data[10..].to_vec())]);
+}
+
+/// With chunks larger than [`SMALL_CHUNK`], a direction's first bytes go to a small chunk and
+/// the rest to full-size ones; a direction that released everything starts small again; a
+/// connection that sent a few bytes holds one small chunk and no full-size one.
+#[test]
+fn first_chunk_is_small() {
+    let (mut w, s) = heap(StoreConfig { chunk_size: 256, chunks: 4 }).unwrap();
+    let k = key(5, 1);
+    let r = w.open(k).unwrap();
+    w.set_present(r, 0);
+    w.set_present(r, 1);
+    assert_eq!(w.record_of(k), Some(r));
+    assert_eq!(w.record_of(key(5, 2)), None);
+    // A few bytes: one small chunk.
+    assert!(w.append(r, 1, 0, b"GET / HTTP/1.0\r\n\r\n"));
+    w.publish(r, 1, 18);
+    assert_eq!(w.stats().chunks_in_use, 1);
+    let g = s.g;
+    assert_eq!(g.small, 8);
+    let data: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+    // 64 bytes in the small chunk, then 256, 256 and 124 in full-size ones.
+    for (a, b) in [(0usize, 10usize), (10, 64), (64, 65), (65, 700)] {
+        assert!(w.append(r, 0, a as u64, &data[a..b]));
+        w.publish(r, 0, b as u64);
+    }
+    assert_eq!(w.stats().chunks_in_use, 5);
+    for from in (0..=700u64).step_by(7) {
+        for to in (from..=700u64).step_by(13) {
+            let got: Vec<u8> = read_all(&s, k, 0, from, to).unwrap().into_iter().flat_map(|p| p.unwrap()).collect();
+            assert_eq!(got, &data[from as usize..to as usize], "{from}..{to}");
+        }
+    }
+    // Freeing the small chunk (base past 64) leaves the rest readable and the start not.
+    w.release(r, 0, 64);
+    assert_eq!(w.stats().chunks_in_use, 4);
+    assert!(s.read(k, 0, 63, 65, &mut |_| {}).is_err());
+    assert_eq!(read_all(&s, k, 0, 64, 700).unwrap(), vec![Ok(data[64..].to_vec())]);
+    // Everything released: the next bytes start in a small chunk again.
+    w.release(r, 0, 700);
+    assert_eq!(w.stats().chunks_in_use, 1);
+    assert!(w.append(r, 0, 700, &data[..100]));
+    w.publish(r, 0, 800);
+    assert_eq!(w.stats().chunks_in_use, 3);
+    assert_eq!(read_all(&s, k, 0, 700, 800).unwrap(), vec![Ok(data[..100].to_vec())]);
+    // A gap starts a full-size chunk (the direction holds one).
+    assert!(w.append(r, 1, 100, b"after a gap"));
+    w.publish(r, 1, 111);
+    assert_eq!(
+        read_all(&s, k, 1, 0, 111).unwrap(),
+        vec![Ok(b"GET / HTTP/1.0\r\n\r\n".to_vec()), Err(82), Ok(b"after a gap".to_vec())]
+    );
+    w.close(r);
+    assert_eq!(w.record_of(k), None);
+    assert_eq!(w.stats().chunks_in_use, 0);
+    assert_eq!(s.read(k, 0, 700, 701, &mut |_| {}), Err(StoreReadError::NoConnection));
+    // The freed chunks are reused (small for first chunks), and every record's pool still works.
+    for i in 0..4 {
+        let r = w.open(key(10 + i, 1)).unwrap();
+        w.set_present(r, 0);
+        assert!(w.append(r, 0, 0, &data[..300]));
+        w.publish(r, 0, 300);
+    }
+    assert!(w.open(key(20, 1)).is_none());
+    assert_eq!(w.stats().records_exhausted, 1);
+    // 4 small chunks and 4 full-size ones (64 + 236 bytes each): the pool's full-size chunks
+    // are all in use now, so a fifth stream's second chunk would break it.
+    assert_eq!(w.stats().chunks_in_use, 8);
+    for i in 0..4 {
+        assert_eq!(read_all(&s, key(10 + i, 1), 0, 0, 300).unwrap(), vec![Ok(data[..300].to_vec())]);
+    }
+    assert_eq!(w.stats().chunks_exhausted, 0);
 }
 
 /// A writer appends many streams and frees what a reader has finished with (reclamation by
@@ -184,9 +266,21 @@ fn region_store_attaches_and_checks_its_header() {
 /// reader reads stale and random ranges, which may fail but must never give a wrong byte.
 #[test]
 fn concurrent_reader_checks_every_byte_while_writer_reclaims() {
+    concurrent_run(64);
+}
+
+/// The same with chunks larger than [`SMALL_CHUNK`]: every direction that holds no chunk
+/// (its start, and again each time its reader released all it held) starts in a small chunk,
+/// so small and full-size chunks are reused under the reader all the time.
+#[test]
+fn concurrent_reader_checks_small_first_chunks() {
+    concurrent_run(160);
+}
+
+fn concurrent_run(chunk_size: u32) {
     const STREAMS: u64 = 400;
     const LEN: u64 = 3000;
-    let (mut w, s) = heap(StoreConfig { chunk_size: 64, chunks: 96 }).unwrap();
+    let (mut w, s) = heap(StoreConfig { chunk_size, chunks: 96 }).unwrap();
     // The writer publishes (stream, frontier) events through a channel; the reader answers
     // with how far it has read (its "TX progress").
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, u64, u64)>(64);
