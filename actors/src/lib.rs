@@ -57,6 +57,7 @@ pub mod dynsub;
 pub mod event;
 pub mod io;
 pub mod matcher;
+pub mod modify;
 pub mod observe;
 pub mod packet;
 pub mod parallel;
