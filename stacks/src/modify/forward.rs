@@ -349,6 +349,20 @@ impl ConnFwd {
         out.push((s.egress, f));
     }
 
+    /// Resets both ends (a limit was passed): an RST each way at the next expected number.
+    pub fn resets(&mut self, out: &mut Vec<(u8, Vec<u8>)>) {
+        for d in 0..2 {
+            if let Some(first) = self.dirs[d].first_seq {
+                let dir = &self.dirs[d];
+                let seq = first.wrapping_add((dir.sent_out + u64::from(dir.fin_sent)) as u32);
+                if let Some(f) = self.frame(d, seq, flags::RST, &[]) {
+                    self.counts.control_frames += 1;
+                    out.push(f);
+                }
+            }
+        }
+    }
+
     /// Resends the output of original `[from, to)` of direction `d` (clipped to what is kept);
     /// a probe when all of it was acknowledged. Returns whether something was sent.
     fn resend(&mut self, d: usize, from: u64, to: u64, list: &EditList, out: &mut Vec<(u8, Vec<u8>)>) -> bool {
