@@ -70,7 +70,7 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb);
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
