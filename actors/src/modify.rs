@@ -11,10 +11,11 @@
 //! * [`StreamChange::Replace`] — replace `len` bytes at `at` with `with` (`len = 0` inserts,
 //!   an empty `with` removes). Changes of one direction must not overlap, and must lie at or
 //!   after what the monitor already forwarded ([`ModifyError::TooLate`]).
-//! * [`StreamChange::HoldFrom`] — do not forward bytes from `at` on yet: the NF saw the start
-//!   of a pattern it can only judge with the next segment's bytes. Each `HoldFrom` replaces
-//!   the previous one of the direction; [`StreamChange::Release`] lifts it. The monitor lifts a
-//!   hold itself after its `hold_timeout_ms`, and at the sender's FIN.
+//! * [`StreamChange::HoldFrom`] — bytes before `from` are judged; `[from, seen)` waits: the NF
+//!   saw the start of a pattern it can only judge with the next segment's bytes. Each
+//!   `HoldFrom` replaces the previous one of the direction; [`StreamChange::Release`] lifts it.
+//!   The monitor forwards held bytes itself after its `hold_timeout_ms` (never bytes past
+//!   `seen` that no NF has seen), and at the sender's FIN.
 
 /// One change to a direction's bytestream (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +29,15 @@ pub enum StreamChange {
         /// What the receiver gets instead (empty: remove).
         with: Vec<u8>,
     },
-    /// Hold bytes from `at` on until the next change of this direction (or the timeout).
-    HoldFrom(u64),
+    /// Bytes before `from` are judged (every change for them was asked): forward them; hold
+    /// `[from, seen)` — bytes the NF has seen (`seen`: its event's frontier) but cannot judge
+    /// yet — until the next `HoldFrom` of this direction (or the monitor's timeout).
+    HoldFrom {
+        /// First byte held.
+        from: u64,
+        /// End of the bytes the NF has seen.
+        seen: u64,
+    },
     /// Lift the direction's hold.
     Release,
 }

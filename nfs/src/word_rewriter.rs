@@ -93,6 +93,8 @@ pub struct WordRewriter {
     /// By flow and direction (flow ids come from the flow table: an unkeyed hash is safe).
     carry: FxHashMap<(FlowRef, bool), Carry>,
     matches: u64,
+    /// Matches that began in an earlier `DATA_RDY` than the one that completed them.
+    split: u64,
     refused: u64,
     read_errors: u64,
 }
@@ -116,6 +118,7 @@ impl WordRewriter {
             longest: words.iter().map(|w| w.len()).max().unwrap_or(1),
             carry: FxHashMap::default(),
             matches: 0,
+            split: 0,
             refused: 0,
             read_errors: 0,
         })
@@ -136,6 +139,9 @@ impl WordRewriter {
                 len: m.len() as u64,
                 with: self.with[m.pattern().as_usize()].clone(),
             };
+            if c.base + (m.start() as u64) < ev.aux {
+                self.split += 1;
+            }
             match cx.modify_stream(ev, change) {
                 Ok(()) => self.matches += 1,
                 Err(_) => self.refused += 1,
@@ -191,7 +197,7 @@ impl Actor for WordRewriter {
             c.bytes.extend_from_slice(&bytes);
         }
         let hold = self.scan(ev, cx, &mut c);
-        if cx.modify_stream(ev, StreamChange::HoldFrom(hold)).is_err() {
+        if cx.modify_stream(ev, StreamChange::HoldFrom { from: hold, seen: ev.snap.frontier[usize::from(!ev.to_server())] }).is_err() {
             self.refused += 1;
         }
         self.carry.insert(key, c);
@@ -201,6 +207,7 @@ impl Actor for WordRewriter {
     fn counters(&self) -> Vec<(String, u64)> {
         vec![
             ("words_replaced".into(), self.matches),
+            ("words_split_across_events".into(), self.split),
             ("changes_refused".into(), self.refused),
             ("stream_read_errors".into(), self.read_errors),
         ]

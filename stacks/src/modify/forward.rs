@@ -194,6 +194,11 @@ impl ConnFwd {
         list.forwarded() + self.dirs[d].wait.len() as u64
     }
 
+    /// The original offset of direction `d`'s FIN, once seen.
+    pub fn fin_at(&self, d: usize) -> Option<u64> {
+        self.dirs[d].fin_at
+    }
+
     /// Whether the sender's SYN of direction `d` was seen.
     pub fn started(&self, d: usize) -> bool {
         self.dirs[d].first_seq.is_some()
@@ -407,12 +412,7 @@ impl ConnFwd {
         let fwd = list.forwarded();
         let have = fwd + self.dirs[d].wait.len() as u64;
         let fin = self.dirs[d].fin_at;
-        let lim = match (limit, fin) {
-            // The sender is done: nothing more can complete a held pattern.
-            (_, Some(f)) if f <= have => have,
-            (Some(l), _) => l.clamp(fwd, have),
-            (None, _) => have,
-        };
+        let lim = limit.map_or(have, |l| l.clamp(fwd, have));
         if lim > fwd || (fin == Some(fwd) && lim == fwd) {
             let at_end = fin == Some(lim);
             let n = (lim - fwd) as usize;

@@ -8,7 +8,11 @@
 //! * **When bytes are judged** (may leave): up to the direction's hold if an NF set one
 //!   (`HoldFrom(x)`: "my changes before `x` are in; hold from `x`"), else up to the end of the
 //!   last `DATA_RDY` the TX sink saw leave the chain (every NF handled it). Bytes that waited
-//!   `hold_timeout_ms` without any progress leave anyway (`modify_hold_timeouts`).
+//!   `hold_timeout_ms` without any progress, while the holding NF has seen every byte received,
+//!   leave anyway (`modify_hold_timeouts`: the sender paused inside a possible pattern); an NF
+//!   that is behind is waited for, never overtaken (bounded by `max_held_bytes`). (In a direction
+//!   no NF holds, bytes wait for the TX sink, which reports an event done when a later
+//!   packet reaches it: the next segment, or the sender's retransmission.)
 //! * Frames go to TX through the loopback ([`actors::splice::Loopback`]), sent after every
 //!   TX burst.
 
@@ -212,12 +216,24 @@ impl Forwarding {
             let mut waiting = false;
             for d in 0..2 {
                 let stale = c.waiting_since[d].is_some_and(|t| now.duration_since(t) >= timeout);
-                let limit = if stale {
-                    timeouts += 1;
-                    None
-                } else {
-                    Some(e.hold[d].map_or(c.completed_to[d], |(x, _)| x))
+                let fin = c.fwd.fin_at(d).is_some();
+                let limit = match (e.hold[d], stale) {
+                    // The sender is done: nothing can complete a held pattern any more; what
+                    // the NF saw may leave.
+                    (Some((_, seen, _)), false) if fin => Some(seen.max(c.completed_to[d])),
+                    (Some((x, _, _)), false) => Some(x),
+                    (None, false) => Some(c.completed_to[d]),
+                    // Held too long while the NF had seen everything (the sender paused): the
+                    // held bytes leave. An NF that is behind is waited for.
+                    (Some((x, seen, _)), true) if seen < c.fwd.received(d, &e.lists[d]) => Some(x),
+                    (Some((_, seen, _)), true) => Some(seen.max(c.completed_to[d])),
+                    // Never held: only what every NF handled (a later packet, or the sender's
+                    // retransmission, moves the TX sink on).
+                    (None, true) => Some(c.completed_to[d]),
                 };
+                if stale && limit.is_none_or(|l| l > e.lists[d].forwarded()) {
+                    timeouts += 1;
+                }
                 let before = e.lists[d].forwarded();
                 c.fwd.pump(d, &mut e.lists[d], limit, &mut frames);
                 let left = c.fwd.received(d, &e.lists[d]) > e.lists[d].forwarded();

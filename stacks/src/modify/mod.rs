@@ -40,7 +40,7 @@ pub struct ModifyConfig {
 
 impl Default for ModifyConfig {
     fn default() -> Self {
-        ModifyConfig { max_changes: 4096, max_insert_bytes: 1 << 20, max_held_bytes: 16 << 20, hold_timeout_ms: 40 }
+        ModifyConfig { max_changes: 1 << 20, max_insert_bytes: 64 << 20, max_held_bytes: 32 << 20, hold_timeout_ms: 40 }
     }
 }
 
@@ -61,8 +61,8 @@ impl ModifyConfig {
 pub struct Entry {
     /// Edit lists, by direction (0: client → server).
     pub lists: [EditList; 2],
-    /// Each direction's hold: bytes from this offset wait (set when).
-    pub hold: [Option<(u64, Instant)>; 2],
+    /// Each direction's hold: (held from, seen up to, set when).
+    pub hold: [Option<(u64, u64, Instant)>; 2],
 }
 
 /// Where NFs' changes meet the monitor: every forwarded connection's [`Entry`], by the
@@ -91,8 +91,8 @@ impl Board {
     /// Opens connection `key`'s entry.
     pub fn open(&self, key: u64) {
         let lim = self.limits.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(EditLimits {
-            max_edits: 4096,
-            max_insert_bytes: 1 << 20,
+            max_edits: 1 << 20,
+            max_insert_bytes: 64 << 20,
         });
         self.with(|m| m.insert(key, Entry { lists: [EditList::new(lim), EditList::new(lim)], hold: [None; 2] }));
     }
@@ -109,8 +109,8 @@ impl Board {
             let e = m.get_mut(&key).ok_or(ModifyError::NotModifiable)?;
             match change {
                 StreamChange::Replace { at, len, with } => e.lists[dir].add(Edit { at, len, with }),
-                StreamChange::HoldFrom(at) => {
-                    e.hold[dir] = Some((at, Instant::now()));
+                StreamChange::HoldFrom { from, seen } => {
+                    e.hold[dir] = Some((from, seen.max(from), Instant::now()));
                     Ok(())
                 }
                 StreamChange::Release => {
