@@ -166,6 +166,7 @@ fn download(tag: &str, net: u8, loss: bool) {
     let resent = counter(&st, "tcp", "modify_resent_frames");
     let timeouts = counter(&st, "tcp", "modify_hold_timeouts");
     assert!(split > 0, "some words straddled segments: {st}");
+    assert_eq!(refused, 0, "no change came too late: {st}");
     println!(
         "live rewrite{}: {} bytes -> {} bytes equal to sed's; {words} words replaced, {split} split across segments, {resent} frames resent, {timeouts} hold timeouts, {refused} changes refused (too late or on an ended connection)",
         if loss { " with 1% loss" } else { "" },

@@ -217,21 +217,18 @@ impl Forwarding {
             for d in 0..2 {
                 let stale = c.waiting_since[d].is_some_and(|t| now.duration_since(t) >= timeout);
                 let fin = c.fwd.fin_at(d).is_some();
-                let limit = match (e.hold[d], stale) {
-                    // The sender is done: nothing can complete a held pattern any more; what
-                    // the NF saw may leave.
-                    (Some((_, seen, _)), false) if fin => Some(seen.max(c.completed_to[d])),
-                    (Some((x, _, _)), false) => Some(x),
-                    (None, false) => Some(c.completed_to[d]),
-                    // Held too long while the NF had seen everything (the sender paused): the
-                    // held bytes leave. An NF that is behind is waited for.
-                    (Some((x, seen, _)), true) if seen < c.fwd.received(d, &e.lists[d]) => Some(x),
-                    (Some((_, seen, _)), true) => Some(seen.max(c.completed_to[d])),
+                let received = c.fwd.received(d, &e.lists[d]);
+                let limit = match e.hold[d] {
+                    // The NF saw every byte received, and the sender is done (nothing can
+                    // complete a held pattern) or paused too long: the held bytes leave.
+                    Some((_, seen, _)) if seen >= received && (fin || stale) => Some(seen),
+                    // Otherwise held bytes wait; an NF that is behind is waited for.
+                    Some((x, _, _)) => Some(x),
                     // Never held: only what every NF handled (a later packet, or the sender's
                     // retransmission, moves the TX sink on).
-                    (None, true) => Some(c.completed_to[d]),
+                    None => Some(c.completed_to[d]),
                 };
-                if stale && limit.is_none_or(|l| l > e.lists[d].forwarded()) {
+                if stale && !fin && limit.is_some_and(|l| l > e.lists[d].forwarded()) {
                     timeouts += 1;
                 }
                 let before = e.lists[d].forwarded();
