@@ -104,9 +104,12 @@ fn counter(st: &serde_json::Value, actor: &str, name: &str) -> u64 {
 fn netem_available() -> Result<(), String> {
     let probe = format!("mblnetem{}", std::process::id());
     netns::run(&["ip", "netns", "add", &probe])?;
-    let r = netns::run(&["ip", "-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"]).and_then(
-        |_| netns::run(&["ip", "netns", "exec", &probe, "tc", "qdisc", "add", "dev", "p0", "root", "netem", "loss", "1%"]),
-    );
+    let r =
+        netns::run(&["ip", "-n", &probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"]).and_then(|_| {
+            netns::run(&[
+                "ip", "netns", "exec", &probe, "tc", "qdisc", "add", "dev", "p0", "root", "netem", "loss", "1%",
+            ])
+        });
     let _ = netns::run(&["ip", "netns", "del", &probe]);
     r.map(|_| ())
 }

@@ -107,10 +107,7 @@ impl Forwarding {
             }
             self.board.open(key);
             self.taken += 1;
-            self.conns.insert(
-                key,
-                Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2] },
-            );
+            self.conns.insert(key, Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2] });
         }
         let egress = self.loopback.ingress_of(p.buffer) ^ 1;
         let seg = SegIn {

@@ -90,10 +90,11 @@ impl Board {
 
     /// Opens connection `key`'s entry.
     pub fn open(&self, key: u64) {
-        let lim = self.limits.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(EditLimits {
-            max_edits: 1 << 20,
-            max_insert_bytes: 64 << 20,
-        });
+        let lim = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(EditLimits { max_edits: 1 << 20, max_insert_bytes: 64 << 20 });
         self.with(|m| m.insert(key, Entry { lists: [EditList::new(lim), EditList::new(lim)], hold: [None; 2] }));
     }
 
