@@ -382,7 +382,17 @@ mod tests {
         let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
         assert_eq!(
             names,
-            ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]
+            [
+                "firewall",
+                "flow_stats",
+                "stream_hash",
+                "signature_match",
+                "dpi",
+                "logger",
+                "http_lb",
+                "memcached_lb",
+                "word_rewriter"
+            ]
         );
         names.dedup();
         assert_eq!(names.len(), KINDS.len());

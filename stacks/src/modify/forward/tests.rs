@@ -122,7 +122,7 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
                 fin_sent = true;
             }
         }
-        if next_new == data.len() as u64 && !fin_sent || (data.is_empty() && !fin_sent) {
+        if next_new == data.len() as u64 && !fin_sent {
             let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
             feed(&mut c, &mut lists, 0, &f, &mut out);
             fin_sent = true;
