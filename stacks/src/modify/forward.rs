@@ -166,6 +166,9 @@ fn scrub_syn_options(opts: &mut [u8]) -> (Option<u16>, Option<u8>) {
 #[derive(Clone, Debug, Default)]
 pub struct ConnFwd {
     dirs: [Dir; 2],
+    /// Original offset of each direction the sender was told arrived although the monitor
+    /// still holds it ([`ack_ahead`](Self::ack_ahead)); acknowledgments never go below it.
+    ack_floor: [u64; 2],
     wscale: [Option<u8>; 2],
     /// Counters.
     pub counts: FwdCounts,
@@ -260,6 +263,7 @@ impl ConnFwd {
                 let data_end = od.acked_out + od.out.len() as u64;
                 let fin_acked = od.fin_sent && y > data_end;
                 let y = y.min(data_end);
+                let dup = y == od.acked_out && od.sent_out > od.acked_out && s.payload_len == 0;
                 if y > od.acked_out {
                     let n = (y - od.acked_out) as usize;
                     od.out.drain(..n.min(od.out.len()));
@@ -268,6 +272,14 @@ impl ConnFwd {
                 let l = &mut lists[o];
                 let x = if fin_acked { od.fin_at.unwrap_or(0) + 1 } else { l.in_of(y).min(l.forwarded()) };
                 l.prune(x.min(l.forwarded()));
+                let floor = self.ack_floor[o];
+                if dup && x < floor {
+                    // The sender was acknowledged ahead: it will not repeat these bytes, so
+                    // the receiver's duplicate ACK is answered here.
+                    let to = self.dirs[o].acked_out + u64::from(self.dirs[o].mss);
+                    self.resend_out(o, self.dirs[o].acked_out, to, out);
+                }
+                let x = x.max(floor);
                 self.dirs[d].ack = Some(ofirst.wrapping_add(x as u32));
             }
             let ws = match (self.wscale[0], self.wscale[1]) {
@@ -354,6 +366,26 @@ impl ConnFwd {
         out.push((s.egress, f));
     }
 
+    /// Tells direction `d`'s sender that its bytes up to original offset `upto` arrived,
+    /// although the monitor still holds some of them (they are kept in `wait` and go out once
+    /// judged): a sender whose congestion window is down to the held bytes can then go on
+    /// sending the bytes that complete a held pattern. Later acknowledgments never go below.
+    pub fn ack_ahead(&mut self, d: usize, upto: u64, out: &mut Vec<(u8, Vec<u8>)>) {
+        let o = 1 - d;
+        let (Some(first), Some(ofirst)) = (self.dirs[d].first_seq, self.dirs[o].first_seq) else { return };
+        if upto <= self.ack_floor[d] {
+            return;
+        }
+        self.ack_floor[d] = upto;
+        self.dirs[o].ack = Some(first.wrapping_add(upto as u32));
+        let dir = &self.dirs[o];
+        let seq = ofirst.wrapping_add((dir.sent_out + u64::from(dir.fin_sent)) as u32);
+        if let Some(f) = self.frame(o, seq, 0, &[]) {
+            self.counts.control_frames += 1;
+            out.push(f);
+        }
+    }
+
     /// Resets both ends (a limit was passed): an RST each way at the next expected number.
     pub fn resets(&mut self, out: &mut Vec<(u8, Vec<u8>)>) {
         for d in 0..2 {
@@ -373,7 +405,9 @@ impl ConnFwd {
     fn resend(&mut self, d: usize, from: u64, to: u64, list: &EditList, out: &mut Vec<(u8, Vec<u8>)>) -> bool {
         let Some(first) = self.dirs[d].first_seq else { return false };
         let dir = &self.dirs[d];
-        let lo = list.out_lo(from).max(dir.acked_out);
+        // At or below what was acknowledged ahead, the sender's repeat stands for everything
+        // not acknowledged by the receiver.
+        let lo = if from <= self.ack_floor[d] { dir.acked_out } else { list.out_lo(from).max(dir.acked_out) };
         let hi = if dir.fin_sent && Some(to) == dir.fin_at { dir.sent_out } else { list.out_hi(to).min(dir.sent_out) };
         if lo >= hi {
             // Already acknowledged (or never sent): make the receiver repeat its ACK.
@@ -385,6 +419,15 @@ impl ConnFwd {
             }
             return false;
         }
+        self.resend_out(d, lo, hi, out);
+        true
+    }
+
+    /// Resends output `[lo, hi)` of direction `d` (clipped to what is kept and was sent).
+    fn resend_out(&mut self, d: usize, lo: u64, hi: u64, out: &mut Vec<(u8, Vec<u8>)>) {
+        let Some(first) = self.dirs[d].first_seq else { return };
+        let dir = &self.dirs[d];
+        let (lo, hi) = (lo.max(dir.acked_out), hi.min(dir.sent_out));
         let mss = u64::from(dir.mss);
         let mut at = lo;
         let mut buf = Vec::new();
@@ -401,7 +444,6 @@ impl ConnFwd {
             }
             at += n;
         }
-        true
     }
 
     /// Rewrites the judged original bytes of direction `d` — up to original offset `limit`

@@ -30,6 +30,8 @@ struct Conn {
     fwd: ConnFwd,
     completed_to: [u64; 2],
     waiting_since: [Option<Instant>; 2],
+    /// The sender was acknowledged ahead in the current stall.
+    acked_ahead: [bool; 2],
 }
 
 /// The packet fields [`Forwarding::segment`] needs.
@@ -71,6 +73,7 @@ pub struct Forwarding {
     limit_resets: u64,
     gap_resets: u64,
     hold_timeouts: u64,
+    acks_ahead: u64,
 }
 
 impl Forwarding {
@@ -89,6 +92,7 @@ impl Forwarding {
             limit_resets: 0,
             gap_resets: 0,
             hold_timeouts: 0,
+            acks_ahead: 0,
         }
     }
 
@@ -107,7 +111,10 @@ impl Forwarding {
             }
             self.board.open(key);
             self.taken += 1;
-            self.conns.insert(key, Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2] });
+            self.conns.insert(
+                key,
+                Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2], acked_ahead: [false; 2] },
+            );
         }
         let egress = self.loopback.ingress_of(p.buffer) ^ 1;
         let seg = SegIn {
@@ -208,6 +215,7 @@ impl Forwarding {
         let timeout = self.cfg.hold_timeout();
         let mut frames = std::mem::take(&mut self.frames);
         let mut timeouts = 0;
+        let mut acks_ahead = 0;
         let waiting = self.board.with(|m| {
             let (Some(c), Some(e)) = (self.conns.get_mut(&key), m.get_mut(&key)) else { return false };
             let mut waiting = false;
@@ -216,21 +224,35 @@ impl Forwarding {
                 let fin = c.fwd.fin_at(d).is_some();
                 let received = c.fwd.received(d, &e.lists[d]);
                 let limit = match e.hold[d] {
+                    // A stall on held bytes: first acknowledge them to the sender (it may be
+                    // waiting for exactly them), and hold on for one more timeout.
+                    Some((x, seen, _)) if seen >= received && stale && !fin && !c.acked_ahead[d] => {
+                        c.fwd.ack_ahead(d, received, &mut frames);
+                        c.acked_ahead[d] = true;
+                        c.waiting_since[d] = Some(now);
+                        acks_ahead += 1;
+                        Some(x)
+                    }
                     // The NF saw every byte received, and the sender is done (nothing can
                     // complete a held pattern) or paused too long: the held bytes leave.
-                    Some((_, seen, _)) if seen >= received && (fin || stale) => Some(seen),
+                    Some((_, seen, _)) if seen >= received && (fin || stale) => {
+                        if stale && !fin && seen > e.lists[d].forwarded() {
+                            timeouts += 1;
+                        }
+                        Some(seen)
+                    }
                     // Otherwise held bytes wait; an NF that is behind is waited for.
                     Some((x, _, _)) => Some(x),
                     // Never held: only what every NF handled (a later packet, or the sender's
                     // retransmission, moves the TX sink on).
                     None => Some(c.completed_to[d]),
                 };
-                if stale && !fin && limit.is_some_and(|l| l > e.lists[d].forwarded()) {
-                    timeouts += 1;
-                }
                 let before = e.lists[d].forwarded();
                 c.fwd.pump(d, &mut e.lists[d], limit, &mut frames);
                 let left = c.fwd.received(d, &e.lists[d]) > e.lists[d].forwarded();
+                if e.lists[d].forwarded() > before {
+                    c.acked_ahead[d] = false;
+                }
                 c.waiting_since[d] = match (left, e.lists[d].forwarded() > before) {
                     (false, _) => None,
                     (true, true) => Some(now),
@@ -242,6 +264,7 @@ impl Forwarding {
         });
         self.frames = frames;
         self.hold_timeouts += timeouts;
+        self.acks_ahead += acks_ahead;
         if waiting {
             self.waiting.insert(key);
         } else {
@@ -287,6 +310,7 @@ impl Forwarding {
             ("modify_control_frames".into(), t.control_frames),
             ("modify_edits_dropped_at_end".into(), t.edits_dropped),
             ("modify_hold_timeouts".into(), self.hold_timeouts),
+            ("modify_acks_ahead".into(), self.acks_ahead),
             ("modify_limit_resets".into(), self.limit_resets),
             ("modify_gap_resets".into(), self.gap_resets),
         ]
