@@ -277,6 +277,18 @@ pub trait StreamAccess: Send + Sync {
     /// private stack would show it (the consistency checker catches exactly that).
     fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64>;
 
+    /// Asks for a change to one direction of `flow`'s bytestream (docs/modification.md).
+    /// The default refuses: only the TCP monitor with `[stack.tcp.modify]` modifies.
+    fn modify(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        change: crate::modify::StreamChange,
+    ) -> Result<(), crate::modify::ModifyError> {
+        let _ = (flow, to_server, change);
+        Err(crate::modify::ModifyError::NotEnabled)
+    }
+
     /// Blocks this access needs in a run's shared-memory region to be readable from other
     /// processes: (name suffix, bytes). None by default (in-process only).
     fn region_blocks(&self) -> Vec<(String, usize)> {
@@ -357,6 +369,18 @@ impl<'a> Context<'a> {
         f: &mut dyn FnMut(Chunk<'_>),
     ) -> Result<(), StreamReadError> {
         self.streams.ok_or(StreamReadError::NoStreams)?.read(flow, to_server, from, to, f)
+    }
+
+    /// Changes the bytestream of `ev`'s flow in `ev`'s direction (replace, insert, remove
+    /// bytes, or hold them back): see [`crate::modify`] and docs/modification.md. Offsets are
+    /// those of the original stream, as read with [`data_ready`](Self::data_ready).
+    pub fn modify_stream(
+        &self,
+        ev: &EventDesc,
+        change: crate::modify::StreamChange,
+    ) -> Result<(), crate::modify::ModifyError> {
+        let flow = ev.flow.ok_or(crate::modify::ModifyError::NotModifiable)?;
+        self.streams.ok_or(crate::modify::ModifyError::NotEnabled)?.modify(flow, ev.to_server(), change)
     }
 
     /// The bytes of a packet.

@@ -58,6 +58,7 @@ pub mod event;
 pub mod guest;
 pub mod io;
 pub mod matcher;
+pub mod modify;
 pub mod observe;
 pub mod packet;
 pub mod parallel;

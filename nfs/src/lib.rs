@@ -70,7 +70,7 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb);
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -382,7 +382,17 @@ mod tests {
         let mut names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
         assert_eq!(
             names,
-            ["firewall", "flow_stats", "stream_hash", "signature_match", "dpi", "logger", "http_lb", "memcached_lb"]
+            [
+                "firewall",
+                "flow_stats",
+                "stream_hash",
+                "signature_match",
+                "dpi",
+                "logger",
+                "http_lb",
+                "memcached_lb",
+                "word_rewriter"
+            ]
         );
         names.dedup();
         assert_eq!(names.len(), KINDS.len());
@@ -396,7 +406,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter)"]
         );
     }
 

@@ -43,6 +43,7 @@
 pub mod flow;
 pub mod flow_table;
 pub mod l23;
+pub mod modify;
 pub mod parse;
 pub mod reassembly;
 pub mod registry;

@@ -252,6 +252,9 @@ pub struct TcpConfig {
     /// reassembly memory: the effective limit is the smaller of `memory_limit` and
     /// `stream_chunks × chunk_size`.
     pub stream_chunks: u32,
+    /// `[stack.tcp.modify]`: forward connections rewritten by the NFs' changes
+    /// (docs/modification.md); absent: the monitor only watches.
+    pub modify: Option<crate::modify::ModifyConfig>,
 }
 
 /// Default [`TcpConfig::stream_chunks`]: 16384 (64 MiB with 4 KiB chunks).
@@ -264,6 +267,7 @@ impl Default for TcpConfig {
             memory_limit: 256 << 20,
             keep_behind: 64 << 10,
             stream_chunks: DEFAULT_STREAM_CHUNKS,
+            modify: None,
         }
     }
 }

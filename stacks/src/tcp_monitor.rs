@@ -81,12 +81,15 @@ pub struct SharedStreams {
     /// event (the engine places the store before any actor runs). Touched twice per run,
     /// never by a read.
     handoff: Mutex<Option<StoreWriter>>,
+    /// The modification board, when the monitor forwards connections itself
+    /// (`[stack.tcp.modify]`, docs/modification.md).
+    board: OnceLock<Arc<crate::modify::Board>>,
 }
 
 impl SharedStreams {
     /// Streams in a store of `cfg`, not placed yet.
     pub fn new(cfg: StoreConfig) -> SharedStreams {
-        SharedStreams { cfg, store: OnceLock::new(), handoff: Mutex::new(None) }
+        SharedStreams { cfg, store: OnceLock::new(), handoff: Mutex::new(None), board: OnceLock::new() }
     }
 
     /// The store, once chosen.
@@ -142,6 +145,16 @@ impl StreamAccess for SharedStreams {
 
     fn live_frontier(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
         self.store.get()?.frontier(store_key(flow_id(flow)), dir_index(to_server))
+    }
+
+    fn modify(
+        &self,
+        flow: FlowRef,
+        to_server: bool,
+        change: actors::modify::StreamChange,
+    ) -> Result<(), actors::modify::ModifyError> {
+        let board = self.board.get().ok_or(actors::modify::ModifyError::NotEnabled)?;
+        board.change(store_key(flow_id(flow)), dir_index(to_server), change)
     }
 
     fn region_blocks(&self) -> Vec<(String, usize)> {
@@ -259,7 +272,13 @@ pub struct TcpMonitor {
     last_seq: u64,
     last_ts: u64,
     bad_headers: u64,
+    /// `[stack.tcp.modify]`: the connections it forwards itself.
+    forwarding: Option<crate::modify::glue::Forwarding>,
+    loopback: Option<Arc<actors::splice::Loopback>>,
 }
+
+/// The reason the monitor gives for the originals of the segments it forwards itself.
+pub const FORWARDED_REWRITTEN: &str = "forwarded rewritten by the TCP monitor";
 
 /// What the monitor publishes.
 pub const PUBLISHES: &[actors::EventType] = &[
@@ -284,9 +303,18 @@ impl TcpMonitor {
             ],
             publications: PUBLISHES.iter().map(|t| Publication { port: "events".into(), event: *t }).collect(),
             modifies: Modifies { packets: false, stack_state: true },
-            drop_reasons: vec![],
+            drop_reasons: if cfg.modify.is_some() { vec![FORWARDED_REWRITTEN.into()] } else { vec![] },
         };
         let shared = Arc::new(SharedStreams::new(cfg.store_config()));
+        let (forwarding, loopback) = match &cfg.modify {
+            Some(m) => {
+                let board = Arc::new(crate::modify::Board::new(m.limits()));
+                let _ = shared.board.set(board.clone());
+                let lb = actors::splice::Loopback::new();
+                (Some(crate::modify::glue::Forwarding::new(m.clone(), board, lb.clone())), Some(lb))
+            }
+            None => (None, None),
+        };
         let tracker = TcpTracker::new(TcpConfig { memory_limit: cfg.effective_memory_limit(), ..cfg.clone() });
         TcpMonitor {
             contract,
@@ -302,6 +330,8 @@ impl TcpMonitor {
             last_seq: 0,
             last_ts: 0,
             bad_headers: 0,
+            forwarding,
+            loopback,
         }
     }
 
@@ -328,6 +358,9 @@ impl TcpMonitor {
                 break;
             }
             self.pending.pop_front();
+            if let Some(fw) = self.forwarding.as_mut() {
+                fw.completed(store_key(id), dir_index(dir == Direction::ToServer), to);
+            }
             // A retired connection is freed whole once its last events have left.
             if !self.retired.contains_key(&id) {
                 self.tracker.release(id, dir, to);
@@ -339,6 +372,9 @@ impl TcpMonitor {
                 break;
             }
             self.retiring.pop_front();
+            if let Some(fw) = self.forwarding.as_mut() {
+                fw.end(store_key(id));
+            }
             if let Some(conn) = self.retired.remove(&id) {
                 self.tracker.recycle(*conn);
                 if let Some(st) = self.store.as_mut() {
@@ -492,6 +528,24 @@ impl Actor for TcpMonitor {
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
         let up = self.tracker.segment_into(flow_id(flow), &seg, &mut self.events, sinks);
         self.sync(flow_id(flow));
+        let mut verdict = Verdict::Continue;
+        if let (Some(fw), Some(store)) = (self.forwarding.as_mut(), self.shared.store()) {
+            let p = crate::modify::glue::Packet {
+                frame: bytes,
+                l3_offset: ev.meta.l3_offset,
+                ip_version: ev.meta.ip_version,
+                buffer: h.index(),
+                dir: dir_index(ev.to_server()),
+                seq: seg.seq,
+                ack: seg.ack,
+                flags: seg.flags,
+                window: seg.window,
+                payload_len: payload.len(),
+            };
+            if fw.segment(store_key(flow_id(flow)), &p, store) {
+                verdict = Verdict::Drop(0);
+            }
+        }
         ev.snap = snapshot(&up.after_sender, update_of(up.sender));
         ev.aux = up.after_receiver.frontier[usize::from(!ev.to_server())];
         if self.receiver_events {
@@ -503,7 +557,16 @@ impl Actor for TcpMonitor {
             cx.publish(copy);
         }
         self.publish(cx, flow, ev.flow_start, ev.seq, ev.ts_ns, snapshot(&up.after_receiver, snapshot_update::NONE));
-        Verdict::Continue
+        verdict
+    }
+
+    fn idle(&mut self, _cx: &mut Context<'_>) {
+        if self.forwarding.is_some() {
+            self.reclaim();
+            if let Some(fw) = self.forwarding.as_mut() {
+                fw.poll();
+            }
+        }
     }
 
     fn finish(&mut self, cx: &mut Context<'_>) -> Result<(), ActorError> {
@@ -541,6 +604,7 @@ impl Actor for TcpMonitor {
         ]
         .into_iter()
         .chain(s.refused.named().into_iter().map(|(n, v)| (n.to_string(), v)))
+        .chain(self.forwarding.iter().flat_map(|f| f.counters()))
         .collect()
     }
 }
@@ -588,6 +652,7 @@ impl StackConfig for TcpConfig {
         tcp.set_completed(cx.completed.clone());
         tcp.set_receiver_events(cx.receiver_events);
         let streams: Arc<dyn StreamAccess> = tcp.streams();
-        StackInstance { actor: Box::new(tcp), streams: Some(streams), loopback: None }
+        let loopback = tcp.loopback.clone();
+        StackInstance { actor: Box::new(tcp), streams: Some(streams), loopback }
     }
 }

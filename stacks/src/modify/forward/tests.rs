@@ -1,0 +1,232 @@
+//! A client, a server and lossy links around one [`ConnFwd`]: random edits, random
+//! segmentation, random loss (hence real retransmissions, resegmented at random): the
+//! server's stream is always the reference rewrite and the client's bytes are all
+//! acknowledged.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::modify::edits::{Edit, EditLimits};
+
+const LIM: EditLimits = EditLimits { max_edits: 1 << 20, max_insert_bytes: 1 << 30 };
+const C: Mac = [2, 0, 0, 0, 0, 1];
+const S: Mac = [2, 0, 0, 0, 0, 2];
+
+fn ips(d: usize) -> (Ipv4Addr, Ipv4Addr) {
+    let (c, s) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    if d == 0 {
+        (c, s)
+    } else {
+        (s, c)
+    }
+}
+
+fn frame(d: usize, seq: u32, ack: u32, fl: u8, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    let (macs, ports) = if d == 0 { ((C, S), (40000, 80)) } else { ((S, C), (80, 40000)) };
+    wire::build(&wire::Out { macs, ips: ips(d), ports, seq, ack, flags: fl, window: 65535, mss, ip_id: 0, payload })
+}
+
+fn feed(c: &mut ConnFwd, lists: &mut [EditList; 2], d: usize, f: &[u8], out: &mut Vec<(u8, Vec<u8>)>) {
+    let s = wire::segment(f).unwrap();
+    let seg = SegIn {
+        dir: d,
+        seq: s.seq,
+        ack: s.ack,
+        flags: s.flags,
+        window: s.window,
+        payload_len: s.payload.len(),
+        frame: f,
+        egress: 1 - d as u8,
+    };
+    c.segment(&seg, lists, out);
+}
+
+fn reference(data: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    for e in edits {
+        out.extend_from_slice(&data[pos..e.at as usize]);
+        out.extend_from_slice(&e.with);
+        pos = (e.at + e.len) as usize;
+    }
+    out.extend_from_slice(&data[pos..]);
+    out
+}
+
+/// A tiny LCG (the test must not depend on a random crate's stream).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let mut lists = [EditList::new(LIM), EditList::new(LIM)];
+    let mut kept = Vec::new();
+    for (at, len, with) in edits {
+        let at = at % (data.len() as u64 + 1);
+        let e = Edit { at, len: (*len).min(data.len() as u64 - at), with: with.clone() };
+        if lists[0].add(e.clone()).is_ok() {
+            kept.push(e);
+        }
+    }
+    kept.sort_by_key(|e| e.at);
+    let want = reference(data, &kept);
+    let mut c = ConnFwd::new();
+    let mut out = Vec::new();
+    let (cisn, sisn) = (0xffff_ff00u32, 77u32);
+    feed(&mut c, &mut lists, 0, &frame(0, cisn, 0, flags::SYN, Some(100), &[]), &mut out);
+    feed(&mut c, &mut lists, 1, &frame(1, sisn, cisn + 1, flags::SYN | flags::ACK, Some(120), &[]), &mut out);
+    out.clear();
+    let cfirst = cisn.wrapping_add(1);
+    // Client state: acked original offset; server state: received output.
+    let mut acked = 0u64;
+    let mut rcv = Vec::new();
+    let mut ooo: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut next_new = 0u64;
+    let mut fin_sent = false;
+    let mut server_fin = false;
+    for _round in 0..3000 {
+        if acked == data.len() as u64 + 1 && server_fin {
+            break;
+        }
+        // The client sends a burst: new bytes, or (no progress) a retransmission.
+        let mut segs = Vec::new();
+        let from = if rng.next(4) == 0 { acked } else { next_new };
+        let mut at = from.min(data.len() as u64);
+        for _ in 0..1 + rng.next(4) {
+            if at >= data.len() as u64 {
+                break;
+            }
+            let n = (1 + rng.next(150)).min(data.len() as u64 - at);
+            segs.push((at, n));
+            at += n;
+        }
+        next_new = next_new.max(at);
+        for (at, n) in segs {
+            let fin = at + n == data.len() as u64;
+            let fl = flags::ACK | if fin { flags::FIN } else { 0 };
+            let f = frame(0, cfirst.wrapping_add(at as u32), sisn + 1, fl, None, &data[at as usize..(at + n) as usize]);
+            feed(&mut c, &mut lists, 0, &f, &mut out);
+            // The monitor's frontier: the bytes are contiguous once everything before came.
+            let have = c.received(0, &lists[0]);
+            if at <= have && at + n > have {
+                prop_assert!(c.push(0, at, &data[at as usize..(at + n) as usize], &lists[0]));
+            }
+            if fin {
+                fin_sent = true;
+            }
+        }
+        if next_new == data.len() as u64 && !fin_sent {
+            let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
+            feed(&mut c, &mut lists, 0, &f, &mut out);
+            fin_sent = true;
+        }
+        if fin_sent && rng.next(3) == 0 && acked <= data.len() as u64 {
+            // The FIN itself retransmitted.
+            let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
+            feed(&mut c, &mut lists, 0, &f, &mut out);
+        }
+        c.pump(0, &mut lists[0], None, &mut out);
+        // The link to the server loses some frames; the server acks cumulatively.
+        for (egress, f) in std::mem::take(&mut out) {
+            prop_assert_eq!(egress, 1);
+            if rng.next(100) < loss {
+                continue;
+            }
+            let s = wire::segment(&f).unwrap();
+            prop_assert!(s.payload.len() <= 120, "frame of {} bytes over the MSS", s.payload.len());
+            let off = u64::from(s.seq.wrapping_sub(cfirst));
+            if off < (1 << 31) && !s.payload.is_empty() {
+                ooo.insert(off, s.payload.to_vec());
+            }
+            while let Some((&o, _)) = ooo.first_key_value() {
+                let p = ooo.pop_first().unwrap().1;
+                let end = o + p.len() as u64;
+                if o > rcv.len() as u64 {
+                    ooo.insert(o, p);
+                    break;
+                }
+                if end > rcv.len() as u64 {
+                    let skip = rcv.len() - o as usize;
+                    rcv.extend_from_slice(&p[skip..]);
+                }
+            }
+            if s.flags & flags::FIN != 0 && off == rcv.len() as u64 {
+                server_fin = true;
+            }
+            let ack = cfirst.wrapping_add(rcv.len() as u32 + u32::from(server_fin));
+            let a = frame(1, sisn + 1, ack, flags::ACK, None, &[]);
+            let mut back = Vec::new();
+            feed(&mut c, &mut lists, 1, &a, &mut back);
+            c.pump(0, &mut lists[0], None, &mut out);
+            for (eg, b) in back {
+                prop_assert_eq!(eg, 0);
+                if rng.next(100) < loss {
+                    continue;
+                }
+                let s = wire::segment(&b).unwrap();
+                let x = u64::from(s.ack.wrapping_sub(cfirst));
+                prop_assert!(x <= data.len() as u64 + 1);
+                acked = acked.max(x);
+            }
+        }
+        prop_assert!(rcv.len() <= want.len());
+        prop_assert_eq!(&rcv[..], &want[..rcv.len()]);
+    }
+    prop_assert_eq!(rcv, want);
+    prop_assert_eq!(acked, data.len() as u64 + 1, "the client's bytes and FIN are all acknowledged");
+    prop_assert!(server_fin);
+    Ok(())
+}
+
+#[test]
+fn syn_options_are_scrubbed() {
+    // MSS, SACK-permitted, timestamps, NOP, window scale.
+    let mut o = [2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 3, 3, 7];
+    assert_eq!(scrub_syn_options(&mut o), (Some(1460), Some(7)));
+    assert_eq!(o, [2, 4, 5, 0xb4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 7]);
+}
+
+#[test]
+fn sequence_offsets_unwrap_across_zero() {
+    assert_eq!(unwrap(5, 0), 5);
+    assert_eq!(unwrap(0xffff_fff0, 0x1_0000_0005), 0xffff_fff0);
+    assert_eq!(unwrap(3, 0xffff_fff0), 0x1_0000_0003);
+}
+
+#[test]
+fn a_match_split_across_segments_is_rewritten() {
+    let data = b"xxfooyyfo".iter().chain(b"ozz").copied().collect::<Vec<u8>>();
+    let edits = vec![(2, 3, b"barbaz".to_vec()), (7, 3, b"barbaz".to_vec())];
+    run(&data, &edits, 1, 0).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// No loss: random edits and segmentations.
+    #[test]
+    fn output_is_the_reference_rewrite(
+        data in proptest::collection::vec(any::<u8>(), 0..2000),
+        edits in proptest::collection::vec((0u64..2000, 0u64..8, proptest::collection::vec(any::<u8>(), 0..12)), 0..30),
+        seed in any::<u64>(),
+    ) {
+        run(&data, &edits, seed, 0)?;
+    }
+
+    /// Loss both ways: retransmissions, resegmented, come out as the same bytes.
+    #[test]
+    fn retransmissions_are_consistent(
+        data in proptest::collection::vec(any::<u8>(), 1..1500),
+        edits in proptest::collection::vec((0u64..1500, 0u64..8, proptest::collection::vec(any::<u8>(), 0..12)), 0..30),
+        seed in any::<u64>(),
+        loss in 1u64..30,
+    ) {
+        run(&data, &edits, seed, loss)?;
+    }
+}

@@ -1,0 +1,318 @@
+//! The TCP monitor's side of modification: which connections it forwards itself, when their
+//! bytes are judged, and where their frames go ([`Forwarding`]).
+//!
+//! * A connection is taken over at its first SYN (no ACK) when the frame is untagged
+//!   Ethernet/IPv4; every later segment of it is forwarded by [`ConnFwd`] and its original
+//!   frame is dropped from the chain (reason `forwarded rewritten by the TCP monitor`), after
+//!   the NFs saw it. Other connections pass unchanged (`modify_passed_connections`).
+//! * **When bytes are judged** (may leave): up to the direction's hold if an NF set one
+//!   (`HoldFrom(x)`: "my changes before `x` are in; hold from `x`"), else up to the end of the
+//!   last `DATA_RDY` the TX sink saw leave the chain (every NF handled it). Bytes that waited
+//!   `hold_timeout_ms` without any progress, while the holding NF has seen every byte received,
+//!   leave anyway (`modify_hold_timeouts`: the sender paused inside a possible pattern); an NF
+//!   that is behind is waited for, never overtaken (bounded by `max_held_bytes`). (In a direction
+//!   no NF holds, bytes wait for the TX sink, which reports an event done when a later
+//!   packet reaches it: the next segment, or the sender's retransmission.)
+//! * Frames go to TX through the loopback ([`actors::splice::Loopback`]), sent after every
+//!   TX burst.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::splice::Loopback;
+use runtime::streams::{Piece, StreamStore};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::forward::{ConnFwd, FwdCounts, SegIn};
+use super::{Board, ModifyConfig};
+
+struct Conn {
+    fwd: ConnFwd,
+    completed_to: [u64; 2],
+    waiting_since: [Option<Instant>; 2],
+    /// The sender was acknowledged ahead in the current stall.
+    acked_ahead: [bool; 2],
+}
+
+/// The packet fields [`Forwarding::segment`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// The frame.
+    pub frame: &'a [u8],
+    /// L3 offset and IP version from the L2/3 stack.
+    pub l3_offset: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// The pool buffer (for the ingress port).
+    pub buffer: u32,
+    /// 0: client → server.
+    pub dir: usize,
+    /// Sequence number, acknowledgment, flags, window, payload length.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// TCP flags.
+    pub flags: u8,
+    /// Window field.
+    pub window: u16,
+    /// Payload length.
+    pub payload_len: usize,
+}
+
+/// The monitor's forwarding state (see the module docs).
+pub struct Forwarding {
+    cfg: ModifyConfig,
+    board: Arc<Board>,
+    loopback: Arc<Loopback>,
+    conns: FxHashMap<u64, Conn>,
+    waiting: FxHashSet<u64>,
+    frames: Vec<(u8, Vec<u8>)>,
+    counts: FwdCounts,
+    taken: u64,
+    passed: u64,
+    limit_resets: u64,
+    gap_resets: u64,
+    hold_timeouts: u64,
+    acks_ahead: u64,
+}
+
+impl Forwarding {
+    /// Forwarding with `cfg`, changes on `board`, frames to `loopback`.
+    pub fn new(cfg: ModifyConfig, board: Arc<Board>, loopback: Arc<Loopback>) -> Forwarding {
+        Forwarding {
+            cfg,
+            board,
+            loopback,
+            conns: FxHashMap::default(),
+            waiting: FxHashSet::default(),
+            frames: Vec::new(),
+            counts: FwdCounts::default(),
+            taken: 0,
+            passed: 0,
+            limit_resets: 0,
+            gap_resets: 0,
+            hold_timeouts: 0,
+            acks_ahead: 0,
+        }
+    }
+
+    /// A segment of connection `key` (the monitor's reassembler and store already took it).
+    /// True when the monitor forwards it itself: the original leaves the chain.
+    pub fn segment(&mut self, key: u64, p: &Packet<'_>, store: &StreamStore) -> bool {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        if !self.conns.contains_key(&key) {
+            if p.flags & (SYN | ACK) != SYN {
+                return false;
+            }
+            if p.l3_offset != 14 || p.ip_version != 4 {
+                self.passed += 1;
+                return false;
+            }
+            self.board.open(key);
+            self.taken += 1;
+            self.conns.insert(
+                key,
+                Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2], acked_ahead: [false; 2] },
+            );
+        }
+        let egress = self.loopback.ingress_of(p.buffer) ^ 1;
+        let seg = SegIn {
+            dir: p.dir,
+            seq: p.seq,
+            ack: p.ack,
+            flags: p.flags,
+            window: p.window,
+            payload_len: p.payload_len,
+            frame: p.frame,
+            egress,
+        };
+        let mut frames = std::mem::take(&mut self.frames);
+        let ok = self.board.with(|m| {
+            let (Some(c), Some(e)) = (self.conns.get_mut(&key), m.get_mut(&key)) else { return true };
+            c.fwd.segment(&seg, &mut e.lists, &mut frames);
+            // The bytes that became contiguous, from the store (copied once more: they must
+            // outlive the store's release until they are judged and rewritten).
+            let d = p.dir;
+            let from = c.fwd.received(d, &e.lists[d]);
+            let to = store.frontier(key, d).unwrap_or(from);
+            let mut ok = true;
+            if to > from && c.fwd.started(d) {
+                let mut at = from;
+                let r = store.read(key, d, from, to, &mut |piece| match piece {
+                    Piece::Data(b) => {
+                        ok &= c.fwd.push(d, at, b, &e.lists[d]);
+                        at += b.len() as u64;
+                    }
+                    Piece::Gap(_) => ok = false,
+                });
+                ok &= r.is_ok();
+            }
+            ok
+        });
+        self.frames = frames;
+        if !ok {
+            self.gap_resets += 1;
+            self.reset(key);
+        } else {
+            self.pump(key);
+        }
+        self.flush();
+        true
+    }
+
+    /// Every NF handled the `DATA_RDY` of connection `key`'s direction `dir` up to `to`.
+    pub fn completed(&mut self, key: u64, dir: usize, to: u64) {
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.completed_to[dir] = c.completed_to[dir].max(to);
+            self.pump(key);
+            self.flush();
+        }
+    }
+
+    /// Timers: directions whose bytes waited too long (called when the monitor is idle).
+    pub fn poll(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let keys: Vec<u64> = self.waiting.iter().copied().collect();
+        for k in keys {
+            self.pump(k);
+        }
+        self.flush();
+    }
+
+    /// Connection `key` is gone.
+    pub fn end(&mut self, key: u64) {
+        if let Some(c) = self.conns.remove(&key) {
+            self.add_counts(&c.fwd.counts);
+            self.board.close(key);
+            self.waiting.remove(&key);
+        }
+    }
+
+    fn add_counts(&mut self, c: &FwdCounts) {
+        let t = &mut self.counts;
+        t.data_frames += c.data_frames;
+        t.data_bytes += c.data_bytes;
+        t.resent_frames += c.resent_frames;
+        t.probes += c.probes;
+        t.control_frames += c.control_frames;
+        t.edits_dropped += c.edits_dropped;
+    }
+
+    fn reset(&mut self, key: u64) {
+        if let Some(mut c) = self.conns.remove(&key) {
+            c.fwd.resets(&mut self.frames);
+            self.add_counts(&c.fwd.counts);
+        }
+        self.board.close(key);
+        self.waiting.remove(&key);
+    }
+
+    fn pump(&mut self, key: u64) {
+        let now = Instant::now();
+        let timeout = self.cfg.hold_timeout();
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut timeouts = 0;
+        let mut acks_ahead = 0;
+        let waiting = self.board.with(|m| {
+            let (Some(c), Some(e)) = (self.conns.get_mut(&key), m.get_mut(&key)) else { return false };
+            let mut waiting = false;
+            for d in 0..2 {
+                let stale = c.waiting_since[d].is_some_and(|t| now.duration_since(t) >= timeout);
+                let fin = c.fwd.fin_at(d).is_some();
+                let received = c.fwd.received(d, &e.lists[d]);
+                let limit = match e.hold[d] {
+                    // A stall on held bytes: first acknowledge them to the sender (it may be
+                    // waiting for exactly them), and hold on for one more timeout.
+                    Some((x, seen, _)) if seen >= received && stale && !fin && !c.acked_ahead[d] => {
+                        c.fwd.ack_ahead(d, received, &mut frames);
+                        c.acked_ahead[d] = true;
+                        c.waiting_since[d] = Some(now);
+                        acks_ahead += 1;
+                        Some(x)
+                    }
+                    // The NF saw every byte received, and the sender is done (nothing can
+                    // complete a held pattern) or paused too long: the held bytes leave.
+                    Some((_, seen, _)) if seen >= received && (fin || stale) => {
+                        if stale && !fin && seen > e.lists[d].forwarded() {
+                            timeouts += 1;
+                        }
+                        Some(seen)
+                    }
+                    // Otherwise held bytes wait; an NF that is behind is waited for.
+                    Some((x, _, _)) => Some(x),
+                    // Never held: only what every NF handled (a later packet, or the sender's
+                    // retransmission, moves the TX sink on).
+                    None => Some(c.completed_to[d]),
+                };
+                let before = e.lists[d].forwarded();
+                c.fwd.pump(d, &mut e.lists[d], limit, &mut frames);
+                let left = c.fwd.received(d, &e.lists[d]) > e.lists[d].forwarded();
+                if e.lists[d].forwarded() > before {
+                    c.acked_ahead[d] = false;
+                }
+                c.waiting_since[d] = match (left, e.lists[d].forwarded() > before) {
+                    (false, _) => None,
+                    (true, true) => Some(now),
+                    (true, false) => c.waiting_since[d].or(Some(now)),
+                };
+                waiting |= left;
+            }
+            waiting
+        });
+        self.frames = frames;
+        self.hold_timeouts += timeouts;
+        self.acks_ahead += acks_ahead;
+        if waiting {
+            self.waiting.insert(key);
+        } else {
+            self.waiting.remove(&key);
+        }
+        if self.conns.get(&key).is_some_and(|c| c.fwd.held() > self.cfg.max_held_bytes) {
+            self.limit_resets += 1;
+            self.reset(key);
+        }
+    }
+
+    fn flush(&mut self) {
+        for (egress, f) in self.frames.drain(..) {
+            self.loopback.send(egress, f);
+        }
+    }
+
+    /// Counters for the run summary.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut t = self.counts;
+        for c in self.conns.values() {
+            let c = &c.fwd.counts;
+            t.data_frames += c.data_frames;
+            t.data_bytes += c.data_bytes;
+            t.resent_frames += c.resent_frames;
+            t.probes += c.probes;
+            t.control_frames += c.control_frames;
+            t.edits_dropped += c.edits_dropped;
+        }
+        let b = &self.board;
+        vec![
+            ("modify_connections".into(), self.taken),
+            ("modify_passed_connections".into(), self.passed),
+            ("modify_changes_accepted".into(), b.accepted.load(Relaxed)),
+            ("modify_refused_too_late".into(), b.refused[0].load(Relaxed)),
+            ("modify_refused_overlap".into(), b.refused[1].load(Relaxed)),
+            ("modify_refused_limit".into(), b.refused[2].load(Relaxed)),
+            ("modify_data_frames".into(), t.data_frames),
+            ("modify_data_bytes".into(), t.data_bytes),
+            ("modify_resent_frames".into(), t.resent_frames),
+            ("modify_probes".into(), t.probes),
+            ("modify_control_frames".into(), t.control_frames),
+            ("modify_edits_dropped_at_end".into(), t.edits_dropped),
+            ("modify_hold_timeouts".into(), self.hold_timeouts),
+            ("modify_acks_ahead".into(), self.acks_ahead),
+            ("modify_limit_resets".into(), self.limit_resets),
+            ("modify_gap_resets".into(), self.gap_resets),
+        ]
+    }
+}
