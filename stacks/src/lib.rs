@@ -44,6 +44,7 @@ pub mod flow;
 pub mod flow_table;
 pub mod l23;
 pub mod parse;
+pub mod proxy;
 pub mod reassembly;
 pub mod registry;
 pub mod shard;
