@@ -19,8 +19,8 @@
 //! ([`SplitProxy::relay`]), so a slow server fills the server leg's send buffer, the proxy
 //! stops reading the client socket, the client leg's receive window closes and the client
 //! slows down. Memory per connection is the two legs' buffers, sized by [`ProxyConfig`];
-//! connections beyond [`ProxyConfig::max_connections`] are refused (RST by the listener
-//! not being there) and counted in [`ProxyStats::refused`].
+//! at [`ProxyConfig::max_connections`] the listener is closed (further SYNs get a RST)
+//! until a connection frees, counted in [`ProxyStats::at_limit`].
 //!
 //! Limits: the device is a bounded queue ([`device::QueueDevice`]) the host feeds and drains,
 //! not yet the packet pool itself; IPv4 only; one service port per proxy.
@@ -74,12 +74,29 @@ pub enum Leg {
 #[derive(Debug, Default)]
 pub struct Writer {
     out: Vec<u8>,
+    back: Vec<u8>,
 }
 
 impl Writer {
     /// Appends bytes for the other leg.
     pub fn write(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
+    }
+
+    /// What was written for the other leg so far.
+    pub fn written(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// What was written back for the leg data came from so far.
+    pub fn replied(&self) -> &[u8] {
+        &self.back
+    }
+
+    /// Appends bytes sent back on the leg the data came from (the End Point use: an NF
+    /// answering a request itself, e.g. a cache hit).
+    pub fn reply(&mut self, bytes: &[u8]) {
+        self.back.extend_from_slice(bytes);
     }
 }
 
@@ -107,13 +124,17 @@ impl ProxyNf for PassThrough {
 pub struct ProxyStats {
     /// Connections accepted on the client side.
     pub accepted: u64,
-    /// Connections refused for the connection limit.
+    /// Connections whose server leg could not be opened (aborted).
     pub refused: u64,
+    /// Times the connection limit was reached (the listener closes until a slot frees).
+    pub at_limit: u64,
     /// Connections fully closed and freed.
     pub closed: u64,
     /// Bytes relayed client to server / server to client (after NFs).
     pub bytes_to_server: u64,
     pub bytes_to_client: u64,
+    /// Bytes NFs answered themselves on the leg data came from ([`Writer::reply`]).
+    pub bytes_replied: u64,
     /// Relay steps skipped because the other leg's send buffer was full.
     pub backpressure: u64,
 }
@@ -231,7 +252,8 @@ impl SplitProxy {
         self.listener = None;
         self.listen();
         if self.listener.is_none() {
-            self.stats.refused += 0; // further SYNs get RST until a slot frees
+            // At the limit: further SYNs get a RST until a slot frees.
+            self.stats.at_limit += 1;
         }
     }
 
@@ -242,15 +264,26 @@ impl SplitProxy {
         for (id, slot) in self.conns.iter_mut().enumerate() {
             let Some(c) = slot else { continue };
             for (from_h, to_h, leg) in [(c.client, c.server, Leg::Client), (c.server, c.client, Leg::Server)] {
-                let pending = if leg == Leg::Client { &mut c.pending_to_server } else { &mut c.pending_to_client };
+                let (pending, pending_back) = if leg == Leg::Client {
+                    (&mut c.pending_to_server, &mut c.pending_to_client)
+                } else {
+                    (&mut c.pending_to_client, &mut c.pending_to_server)
+                };
                 // Flush what an NF wrote earlier first.
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 if !pending.is_empty() && to.may_send() {
                     let n = to.send_slice(pending).unwrap_or(0);
                     pending.drain(..n);
                 }
-                let room = if to.may_send() && pending.is_empty() { to.send_capacity() - to.send_queue() } else { 0 };
+                let mut room =
+                    if to.may_send() && pending.is_empty() { to.send_capacity() - to.send_queue() } else { 0 };
                 let from = self.sockets.get_mut::<tcp::Socket>(from_h);
+                // Replies go back on this leg: read no more than it can take back either.
+                if !pending_back.is_empty() {
+                    room = 0;
+                } else {
+                    room = room.min(from.send_capacity() - from.send_queue());
+                }
                 if room == 0 {
                     if from.can_recv() {
                         self.stats.backpressure += 1;
@@ -267,6 +300,12 @@ impl SplitProxy {
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(&w.out).unwrap_or(0);
                 pending.extend_from_slice(&w.out[sent..]);
+                if !w.back.is_empty() {
+                    let from = self.sockets.get_mut::<tcp::Socket>(from_h);
+                    let sent = if from.may_send() { from.send_slice(&w.back).unwrap_or(0) } else { 0 };
+                    pending_back.extend_from_slice(&w.back[sent..]);
+                    self.stats.bytes_replied += w.back.len() as u64;
+                }
                 if leg == Leg::Client {
                     self.stats.bytes_to_server += w.out.len() as u64;
                 } else {
