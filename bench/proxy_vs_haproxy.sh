@@ -67,7 +67,7 @@ timeout 600 ip netns exec "$PN" haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
 NGINX=0
 if command -v nginx >/dev/null 2>&1; then
   cat > "$WORK/nginx.conf" <<CFG
-daemon off; worker_processes 1; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+user root; daemon off; worker_processes 1; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 events {}
 http { access_log off; server { listen 10.98.1.2:8081; root $WORK/www; } }
 CFG
@@ -77,10 +77,10 @@ else
   echo "nginx: SKIPPED (not installed)"
 fi
 sleep 1
-rps() { timeout 300 ip netns exec "$CN" ab -q -s 10 -n "$N" -c "$C" "$1" 2>/dev/null | awk '/Requests per second/ {print $4}'; }
+rps() { timeout 300 ip netns exec "$CN" ab -q -s 10 -n "$N" -c "$C" "$1" 2>"$WORK/ab.err" | awk '/Requests per second/ {print $4}'; }
 mbps() { timeout 300 ip netns exec "$CN" curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1*8/1e6}'; }
 proxy() { timeout 600 ip netns exec "$PN" "$BIN" tun0 10.98.2.1 80 590 "$1" >"$WORK/proxy.$1" 2>&1 & PROXY=$!; PIDS+=($PROXY); steer add; sleep 1; }
-unproxy() { steer del; kill -TERM "$PROXY" 2>/dev/null || true; sleep 0.3; }
+unproxy() { cat "$WORK/ab.err" >&2; steer del; kill -TERM "$PROXY" 2>/dev/null || true; sleep 0.3; }
 printf '%-8s %12s %14s\n' path requests/s "Mbit/s (${BIG} B)"
 printf '%-8s %12s %14s\n' direct "$(rps http://10.98.1.2/small)" "$(mbps http://10.98.1.2/big)"
 proxy pass

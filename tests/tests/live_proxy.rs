@@ -125,7 +125,10 @@ fn split_proxy_carries_1000_downloads_intact() {
             })
             .collect()
     };
-    let sizes: Vec<usize> = (0..1000).map(|i| 1 + (i * 7919) % 2000).chain([100_000, 400_000, 1 << 20, 2 << 20, 3_000_000, 3 << 20]).collect();
+    let sizes: Vec<usize> = (0..1000)
+        .map(|i| 1 + (i * 7919) % 2000)
+        .chain([100_000, 400_000, 1 << 20, 2 << 20, 3_000_000, 3 << 20])
+        .collect();
     for (i, n) in sizes.iter().enumerate() {
         let body = bytes(*n);
         std::fs::write(www.join(format!("o{i}")), &body).unwrap();
@@ -144,8 +147,18 @@ fn split_proxy_carries_1000_downloads_intact() {
             bad.push((i, sizes[i], got.len()));
         }
     }
-    assert!(bad.is_empty(), "{} of {} bodies differ (index, size, got): {:?}", bad.len(), items.len(), &bad[..bad.len().min(10)]);
-    println!("{check}: {} downloads ({} bytes) through the split proxy, all SHA-256 equal", items.len(), sizes.iter().sum::<usize>());
+    assert!(
+        bad.is_empty(),
+        "{} of {} bodies differ (index, size, got): {:?}",
+        bad.len(),
+        items.len(),
+        &bad[..bad.len().min(10)]
+    );
+    println!(
+        "{check}: {} downloads ({} bytes) through the split proxy, all SHA-256 equal",
+        items.len(),
+        sizes.iter().sum::<usize>()
+    );
 }
 
 #[test]
@@ -180,7 +193,8 @@ fn cache_answers_the_second_request_without_the_origin() {
         assert_eq!(origin_gets(www, &format!("c{i}")), 1, "c{i}: the origin saw the second request");
     }
     let ns: Vec<_> = (0..3).map(|k| ("ns".to_string(), www.join(format!("ns{k}")))).collect();
-    fetch_all(&c, &ns, &["-H", "Cache-Control: no-store"], &www.join("ns.k"), 60).unwrap_or_else(|e| panic!("no-store: {e}"));
+    fetch_all(&c, &ns, &["-H", "Cache-Control: no-store"], &www.join("ns.k"), 60)
+        .unwrap_or_else(|e| panic!("no-store: {e}"));
     assert_eq!(origin_gets(www, "ns"), 3, "no-store requests must all reach the origin");
     println!("{check}: 20 objects twice, the origin saw each once; 3 no-store requests all reached it");
 }

@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     pub tx_buffer: usize,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Listening sockets kept open (handshakes in progress at once).
+    pub backlog: usize,
 }
 
 impl Default for ProxyConfig {
@@ -57,6 +59,7 @@ impl Default for ProxyConfig {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
             max_connections: 1024,
+            backlog: 32,
         }
     }
 }
@@ -126,7 +129,7 @@ pub struct ProxyStats {
     pub accepted: u64,
     /// Connections whose server leg could not be opened (aborted).
     pub refused: u64,
-    /// Times the connection limit was reached (the listener closes until a slot frees).
+    /// Polls spent at the connection limit (no listener open until a slot frees).
     pub at_limit: u64,
     /// Connections fully closed and freed.
     pub closed: u64,
@@ -154,7 +157,7 @@ pub struct SplitProxy {
     /// Packets in and out (inject what arrives, drain what to send).
     pub device: QueueDevice,
     sockets: SocketSet<'static>,
-    listener: Option<SocketHandle>,
+    listeners: Vec<SocketHandle>,
     conns: Vec<Option<Conn>>,
     next_port: u16,
     stats: ProxyStats,
@@ -179,7 +182,7 @@ impl SplitProxy {
             iface,
             device,
             sockets: SocketSet::new(vec![]),
-            listener: None,
+            listeners: Vec::new(),
             conns: Vec::new(),
             next_port: 40000,
             stats: ProxyStats::default(),
@@ -192,14 +195,16 @@ impl SplitProxy {
         self.conns.iter().filter(|c| c.is_some()).count()
     }
 
+    /// Keeps up to [`ProxyConfig::backlog`] listening sockets open (a smoltcp listener takes
+    /// one SYN; concurrent SYNs need several), fewer near the connection limit.
     fn listen(&mut self) {
-        if self.live() >= self.cfg.max_connections {
-            self.listener = None;
-            return;
-        }
-        let mut s = socket(&self.cfg);
-        if s.listen(self.cfg.port).is_ok() {
-            self.listener = Some(self.sockets.add(s));
+        let want = self.cfg.backlog.max(1).min(self.cfg.max_connections.saturating_sub(self.live()));
+        while self.listeners.len() < want {
+            let mut s = socket(&self.cfg);
+            if s.listen(self.cfg.port).is_err() {
+                return;
+            }
+            self.listeners.push(self.sockets.add(s));
         }
     }
 
@@ -223,35 +228,38 @@ impl SplitProxy {
     }
 
     fn accept(&mut self) {
-        let Some(h) = self.listener else {
-            if self.live() < self.cfg.max_connections {
-                self.listen();
+        let mut i = 0;
+        while i < self.listeners.len() {
+            let h = self.listeners[i];
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if matches!(s.state(), tcp::State::Listen) {
+                i += 1;
+                continue;
             }
-            return;
-        };
-        let s = self.sockets.get_mut::<tcp::Socket>(h);
-        if matches!(s.state(), tcp::State::Listen) {
-            return;
-        }
-        let Some(dst) = s.local_endpoint() else { return };
-        let mut server = socket(&self.cfg);
-        self.next_port = if self.next_port >= 60999 { 40000 } else { self.next_port + 1 };
-        let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.address), self.next_port);
-        if server.connect(self.iface.context(), dst, local).is_err() {
-            self.sockets.get_mut::<tcp::Socket>(h).abort();
-            self.stats.refused += 1;
-        } else {
+            self.listeners.swap_remove(i);
+            let Some(dst) = s.local_endpoint() else {
+                s.abort();
+                self.stats.refused += 1;
+                continue;
+            };
+            let mut server = socket(&self.cfg);
+            self.next_port = if self.next_port >= 60999 { 40000 } else { self.next_port + 1 };
+            let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.address), self.next_port);
+            if server.connect(self.iface.context(), dst, local).is_err() {
+                self.sockets.get_mut::<tcp::Socket>(h).abort();
+                self.stats.refused += 1;
+                continue;
+            }
             let server = self.sockets.add(server);
             let conn = Conn { client: h, server, pending_to_server: Vec::new(), pending_to_client: Vec::new() };
             match self.conns.iter().position(|c| c.is_none()) {
-                Some(i) => self.conns[i] = Some(conn),
+                Some(j) => self.conns[j] = Some(conn),
                 None => self.conns.push(Some(conn)),
             }
             self.stats.accepted += 1;
         }
-        self.listener = None;
         self.listen();
-        if self.listener.is_none() {
+        if self.listeners.is_empty() {
             // At the limit: further SYNs get a RST until a slot frees.
             self.stats.at_limit += 1;
         }
