@@ -144,6 +144,9 @@ struct Head {
     content_length: Option<usize>,
     no_store: bool,
     chunked: bool,
+    /// The client expects the connection closed after the answer (HTTP/1.0 without
+    /// keep-alive, or `Connection: close`).
+    close: bool,
     /// Header lines to keep for a stored answer (all but `Age`, `Connection`, `Keep-Alive`).
     kept: Vec<u8>,
     len: usize,
@@ -167,6 +170,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
         return None;
     }
     let mut h = Head { first, len: raw.len(), ..Head::default() };
+    let mut keep_alive = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':')?;
         let value = value.trim();
@@ -187,6 +191,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
                 }
             }
             "transfer-encoding" => h.chunked = true,
+            "connection" => keep_alive = Some(!value.eq_ignore_ascii_case("close")),
             _ => {}
         }
         if !matches!(lname.as_str(), "age" | "connection" | "keep-alive") {
@@ -194,6 +199,8 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
             h.kept.extend_from_slice(b"\r\n");
         }
     }
+    let http10 = h.first.get(2).is_some_and(|v| v == "HTTP/1.0");
+    h.close = !keep_alive.unwrap_or(!http10);
     Some(h)
 }
 
@@ -287,6 +294,11 @@ impl CacheNf {
                     if let Some(answer) = self.store.get(k, now) {
                         self.stats.hits += 1;
                         out.reply(&answer);
+                        if h.close {
+                            out.close();
+                            st.off = true;
+                            return;
+                        }
                         continue;
                     }
                 }

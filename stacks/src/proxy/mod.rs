@@ -78,6 +78,7 @@ pub enum Leg {
 pub struct Writer {
     out: Vec<u8>,
     back: Vec<u8>,
+    close: bool,
 }
 
 impl Writer {
@@ -94,6 +95,12 @@ impl Writer {
     /// What was written back for the leg data came from so far.
     pub fn replied(&self) -> &[u8] {
         &self.back
+    }
+
+    /// Closes the connection (both legs) once what was written is sent: an End Point answer
+    /// to a client that expects the close (HTTP/1.0).
+    pub fn close(&mut self) {
+        self.close = true;
     }
 
     /// Appends bytes sent back on the leg the data came from (the End Point use: an NF
@@ -148,6 +155,8 @@ struct Conn {
     /// Bytes an NF wrote that the other leg had no room for yet.
     pending_to_server: Vec<u8>,
     pending_to_client: Vec<u8>,
+    /// An NF asked to close ([`Writer::close`]).
+    closing: bool,
 }
 
 /// The split proxy: an interface, its sockets, and the connection table.
@@ -251,7 +260,13 @@ impl SplitProxy {
                 continue;
             }
             let server = self.sockets.add(server);
-            let conn = Conn { client: h, server, pending_to_server: Vec::new(), pending_to_client: Vec::new() };
+            let conn = Conn {
+                client: h,
+                server,
+                pending_to_server: Vec::new(),
+                pending_to_client: Vec::new(),
+                closing: false,
+            };
             match self.conns.iter().position(|c| c.is_none()) {
                 Some(j) => self.conns[j] = Some(conn),
                 None => self.conns.push(Some(conn)),
@@ -308,6 +323,9 @@ impl SplitProxy {
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(&w.out).unwrap_or(0);
                 pending.extend_from_slice(&w.out[sent..]);
+                if w.close {
+                    c.closing = true;
+                }
                 if !w.back.is_empty() {
                     let from = self.sockets.get_mut::<tcp::Socket>(from_h);
                     let sent = if from.may_send() { from.send_slice(&w.back).unwrap_or(0) } else { 0 };
@@ -342,6 +360,10 @@ impl SplitProxy {
                 if a_reset && pend {
                     sb.close();
                 }
+            }
+            if c.closing && c.pending_to_client.is_empty() && c.pending_to_server.is_empty() {
+                self.sockets.get_mut::<tcp::Socket>(c.client).close();
+                self.sockets.get_mut::<tcp::Socket>(c.server).abort();
             }
             let done = |s: &tcp::Socket| matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
             let cd = done(self.sockets.get::<tcp::Socket>(c.client));
