@@ -399,6 +399,10 @@ impl ProxyNf for CacheNf {
             Leg::Server => self.on_response(conn, data, out),
         }
     }
+
+    fn on_close(&mut self, conn: usize) {
+        self.closed(conn);
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,11 @@ pub trait ProxyNf {
     /// back fits; an NF that writes more makes the proxy buffer the rest (bounded by `room`
     /// of the next calls, since no more is read until it drains).
     fn on_data(&mut self, conn: usize, from: Leg, data: &[u8], out: &mut Writer);
+
+    /// Connection `conn` is closed and freed: forget its state (ids are not reused).
+    fn on_close(&mut self, conn: usize) {
+        let _ = conn;
+    }
 }
 
 /// Passes every byte unchanged.
@@ -157,6 +162,8 @@ struct Conn {
     pending_to_client: Vec<u8>,
     /// An NF asked to close ([`Writer::close`]).
     closing: bool,
+    /// The id NFs see (unique over the proxy's life).
+    id: usize,
 }
 
 /// The split proxy: an interface, its sockets, and the connection table.
@@ -169,6 +176,7 @@ pub struct SplitProxy {
     listeners: Vec<SocketHandle>,
     conns: Vec<Option<Conn>>,
     next_port: u16,
+    next_id: usize,
     stats: ProxyStats,
 }
 
@@ -194,6 +202,7 @@ impl SplitProxy {
             listeners: Vec::new(),
             conns: Vec::new(),
             next_port: 40000,
+            next_id: 0,
             stats: ProxyStats::default(),
         };
         proxy.listen();
@@ -232,7 +241,7 @@ impl SplitProxy {
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.accept();
         self.relay(nf);
-        self.reap();
+        self.reap(nf);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
     }
 
@@ -266,11 +275,13 @@ impl SplitProxy {
                 pending_to_server: Vec::new(),
                 pending_to_client: Vec::new(),
                 closing: false,
+                id: self.next_id,
             };
             match self.conns.iter().position(|c| c.is_none()) {
                 Some(j) => self.conns[j] = Some(conn),
                 None => self.conns.push(Some(conn)),
             }
+            self.next_id += 1;
             self.stats.accepted += 1;
         }
         self.listen();
@@ -284,7 +295,7 @@ impl SplitProxy {
     /// send buffer has room (end-to-end flow control).
     fn relay(&mut self, nf: &mut dyn ProxyNf) {
         let mut buf = vec![0u8; self.cfg.rx_buffer.max(1)];
-        for (id, slot) in self.conns.iter_mut().enumerate() {
+        for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
             for (from_h, to_h, leg) in [(c.client, c.server, Leg::Client), (c.server, c.client, Leg::Server)] {
                 let (pending, pending_back) = if leg == Leg::Client {
@@ -319,7 +330,7 @@ impl SplitProxy {
                     continue;
                 }
                 let mut w = Writer::default();
-                nf.on_data(id, leg, &buf[..n], &mut w);
+                nf.on_data(c.id, leg, &buf[..n], &mut w);
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(&w.out).unwrap_or(0);
                 pending.extend_from_slice(&w.out[sent..]);
@@ -342,7 +353,7 @@ impl SplitProxy {
     }
 
     /// Propagates FIN/RST from one leg to the other and frees connections both legs closed.
-    fn reap(&mut self) {
+    fn reap(&mut self, nf: &mut dyn ProxyNf) {
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
             for (a, b, pend) in [
@@ -371,6 +382,7 @@ impl SplitProxy {
             if cd && sd {
                 self.sockets.remove(c.client);
                 self.sockets.remove(c.server);
+                nf.on_close(c.id);
                 *slot = None;
                 self.stats.closed += 1;
             }
