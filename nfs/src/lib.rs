@@ -72,6 +72,9 @@ macro_rules! nf_kinds {
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
 nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter);
 
+// NFs on the split proxy µStack (a [`stacks::proxy::ProxyNf`], not an app-file kind yet).
+pub mod cache;
+
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 

@@ -45,6 +45,7 @@ pub mod flow_table;
 pub mod l23;
 pub mod modify;
 pub mod parse;
+pub mod proxy;
 pub mod reassembly;
 pub mod registry;
 pub mod shard;
