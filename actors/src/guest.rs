@@ -30,9 +30,9 @@ use runtime::pool::PoolView;
 
 use crate::contract::{Actor, Context, Outbox, StreamAccess, Verdict};
 use crate::controller::PlannedActor;
-use crate::desc::{desc_flags, EventDesc};
+use crate::desc::EventDesc;
 use crate::dynsub::FlowSubscriptions;
-use crate::stage::{subscription_for, StageReport};
+use crate::stage::{mark_dropped, subscription_for, StageReport};
 use crate::supervise::{guarded, unix_ms, Failure, OnFailure};
 
 /// An NF added to a running chain (see the module docs).
@@ -96,12 +96,8 @@ impl Guest {
         *self.report.handled.entry(ev.event_type).or_default() += 1;
         self.dynsub.apply(own.changes.drain(..));
         self.publish(own, outbox);
-        if let (Verdict::Drop(reason), false) = (verdict, ev.is_dropped()) {
-            ev.flags |= desc_flags::DROPPED;
-            ev.dropped_by = self.plan.index;
-            ev.drop_reason = reason;
-            let i = usize::from(reason).min(self.drop_counts.len() - 1);
-            self.drop_counts[i] += 1;
+        if let Verdict::Drop(reason) = verdict {
+            mark_dropped(ev, self.plan.index, reason, &mut self.drop_counts);
         }
     }
 

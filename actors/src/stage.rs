@@ -155,6 +155,20 @@ pub fn subscription_for<'p>(plan: &'p PlannedActor, pool: &PoolView, ev: &EventD
     })
 }
 
+/// Marks `ev` dropped by actor `by` for `reason` (unless an earlier stage dropped it) and
+/// counts it in `counts` (by reason; the last slot takes reasons beyond it).
+pub fn mark_dropped(ev: &mut EventDesc, by: u16, reason: u16, counts: &mut [u64]) {
+    if ev.is_dropped() {
+        return;
+    }
+    ev.flags |= desc_flags::DROPPED;
+    ev.dropped_by = by;
+    ev.drop_reason = reason;
+    if let Some(n) = counts.get_mut(usize::from(reason).min(counts.len().saturating_sub(1))) {
+        *n += 1;
+    }
+}
+
 /// Whether a subscription's `side` accepts an event (see [`Subscription::side`](crate::Subscription)).
 fn side_accepts(side: Option<Side>, ev: &EventDesc) -> bool {
     let update = ev.snap.update;
@@ -341,14 +355,7 @@ impl Stage {
 
     /// Marks `ev` dropped by this actor for `reason` (unless an earlier stage dropped it).
     fn mark_dropped(&mut self, ev: &mut EventDesc, reason: u16) {
-        if ev.is_dropped() {
-            return;
-        }
-        ev.flags |= desc_flags::DROPPED;
-        ev.dropped_by = self.plan.index;
-        ev.drop_reason = reason;
-        let i = usize::from(reason).min(self.drop_counts.len() - 1);
-        self.drop_counts[i] += 1;
+        mark_dropped(ev, self.plan.index, reason, &mut self.drop_counts);
     }
 
     /// The actor panicked (message `msg`) while handling `ev` (or, `None`, at the end):
@@ -516,12 +523,8 @@ impl Stage {
                 // snapshot): it is now this actor's publication.
                 ev.publisher = self.plan.index;
             }
-            if let (Verdict::Drop(reason), false) = (verdict, ev.is_dropped()) {
-                ev.flags |= desc_flags::DROPPED;
-                ev.dropped_by = self.plan.index;
-                ev.drop_reason = reason;
-                let i = usize::from(reason).min(self.drop_counts.len() - 1);
-                self.drop_counts[i] += 1;
+            if let Verdict::Drop(reason) = verdict {
+                self.mark_dropped(ev, reason);
             }
         } else {
             self.report.passed += 1;
