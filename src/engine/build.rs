@@ -78,6 +78,12 @@ pub(super) fn build_for(
     let registry = app.registry.clone();
     let nfs = build_nfs(app, logs, only)?;
     let active = app.stacks.iter().any(|s| s.kind.table == stacks::splicer::STACK.table);
+    if let (Some(why), Mode::A | Mode::D) = (app.stacks.iter().find_map(|s| s.config.sends_frames()), mode) {
+        return Err(config_err(
+            app,
+            vec![format!("{why}: it runs in modes b and c only, not mode {}", format!("{mode:?}").to_lowercase())],
+        ));
+    }
     if active && (mode == Mode::A || mode == Mode::D) {
         return Err(config_err(
             app,

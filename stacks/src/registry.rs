@@ -48,6 +48,12 @@ pub trait StackConfig: Debug + Send + Sync {
     fn flow_ids(&self) -> Option<u32> {
         None
     }
+
+    /// Why the stack, so configured, sends frames of its own (through TX's loopback) —
+    /// which only one shared instance can (modes b and c) — or `None` when it does not.
+    fn sends_frames(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What an instance is built for.

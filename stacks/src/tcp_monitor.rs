@@ -655,4 +655,10 @@ impl StackConfig for TcpConfig {
         let loopback = tcp.loopback.clone();
         StackInstance { actor: Box::new(tcp), streams: Some(streams), loopback }
     }
+
+    fn sends_frames(&self) -> Option<&'static str> {
+        self.modify.as_ref().map(|_| {
+            "[stack.tcp.modify] forwards the connections it rewrites itself (mode a would give every NF a private monitor forwarding the same connections; mode d would shard them over monitors whose frames are not merged) (docs/modification.md)"
+        })
+    }
 }

@@ -90,3 +90,19 @@ fn a_direction_filter_keeps_one_direction() {
     let (ok, t) = run_app("[[nf]]\nname = \"fw\"\nkind = \"firewall\"\ndirection = \"up\"\n");
     assert!(!ok && t.contains("key `direction`"), "{t}");
 }
+
+#[test]
+fn a_rewriting_monitor_is_refused_in_modes_a_and_d() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 3, seed: 1, ..GenConfig::default() });
+    let app = repo_file("apps/rewrite.toml");
+    for mode in ["a", "d"] {
+        let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", mode]);
+        let t = text(&o);
+        assert!(!o.status.success(), "mode {mode}: {t}");
+        assert!(t.contains("[stack.tcp.modify]") && t.contains(&format!("not mode {mode}")), "mode {mode}: {t}");
+    }
+    let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", "c"]);
+    assert!(o.status.success(), "mode c: {}", text(&o));
+}
