@@ -531,16 +531,18 @@ impl Actor for TcpMonitor {
         let mut verdict = Verdict::Continue;
         if let (Some(fw), Some(store)) = (self.forwarding.as_mut(), self.shared.store()) {
             let p = crate::modify::glue::Packet {
-                frame: bytes,
+                seg: crate::modify::forward::SegIn {
+                    dir: dir_index(ev.to_server()),
+                    seq: seg.seq,
+                    ack: seg.ack,
+                    flags: seg.flags,
+                    window: seg.window,
+                    payload_len: payload.len(),
+                    frame: bytes,
+                },
                 l3_offset: ev.meta.l3_offset,
                 ip_version: ev.meta.ip_version,
                 buffer: h.index(),
-                dir: dir_index(ev.to_server()),
-                seq: seg.seq,
-                ack: seg.ack,
-                flags: seg.flags,
-                window: seg.window,
-                payload_len: payload.len(),
             };
             if fw.segment(store_key(flow_id(flow)), &p, store) {
                 verdict = Verdict::Drop(0);

@@ -77,8 +77,6 @@ pub struct SegIn<'a> {
     pub payload_len: usize,
     /// The whole frame.
     pub frame: &'a [u8],
-    /// The port it would leave by.
-    pub egress: u8,
 }
 
 /// Counters of one connection (summed by the monitor).
@@ -244,14 +242,14 @@ impl ConnFwd {
 
     /// A segment the monitor saw. `lists` are both directions' edit lists (index = `dir`).
     /// Frames to send now go to `out`.
-    pub fn segment(&mut self, s: &SegIn<'_>, lists: &mut [EditList; 2], out: &mut Vec<(u8, Vec<u8>)>) {
+    pub fn segment(&mut self, s: &SegIn<'_>, egress: u8, lists: &mut [EditList; 2], out: &mut Vec<(u8, Vec<u8>)>) {
         let d = s.dir;
         let o = 1 - d;
-        if let Some(t) = Template::of(s.frame, s.egress) {
+        if let Some(t) = Template::of(s.frame, egress) {
             self.dirs[d].tmpl = Some(t);
         }
         if s.flags & flags::SYN != 0 {
-            self.syn(s, out);
+            self.syn(s, egress, out);
             return;
         }
         let Some(first) = self.dirs[d].first_seq else { return };
@@ -333,7 +331,7 @@ impl ConnFwd {
         }
     }
 
-    fn syn(&mut self, s: &SegIn<'_>, out: &mut Vec<(u8, Vec<u8>)>) {
+    fn syn(&mut self, s: &SegIn<'_>, egress: u8, out: &mut Vec<(u8, Vec<u8>)>) {
         let d = s.dir;
         let mut f = s.frame.to_vec();
         if wire::segment(&f).is_none() {
@@ -363,7 +361,7 @@ impl ConnFwd {
             self.dirs[d].ack = Some(s.ack);
         }
         self.counts.control_frames += 1;
-        out.push((s.egress, f));
+        out.push((egress, f));
     }
 
     /// Tells direction `d`'s sender that its bytes up to original offset `upto` arrived,

@@ -37,26 +37,14 @@ struct Conn {
 /// The packet fields [`Forwarding::segment`] needs.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
-    /// The frame.
-    pub frame: &'a [u8],
+    /// The TCP segment (its frame, direction and header fields).
+    pub seg: SegIn<'a>,
     /// L3 offset and IP version from the L2/3 stack.
     pub l3_offset: u16,
     /// 4 or 6.
     pub ip_version: u8,
     /// The pool buffer (for the ingress port).
     pub buffer: u32,
-    /// 0: client → server.
-    pub dir: usize,
-    /// Sequence number, acknowledgment, flags, window, payload length.
-    pub seq: u32,
-    /// Acknowledgment number.
-    pub ack: u32,
-    /// TCP flags.
-    pub flags: u8,
-    /// Window field.
-    pub window: u16,
-    /// Payload length.
-    pub payload_len: usize,
 }
 
 /// The monitor's forwarding state (see the module docs).
@@ -102,7 +90,7 @@ impl Forwarding {
         const SYN: u8 = 0x02;
         const ACK: u8 = 0x10;
         if !self.conns.contains_key(&key) {
-            if p.flags & (SYN | ACK) != SYN {
+            if p.seg.flags & (SYN | ACK) != SYN {
                 return false;
             }
             if p.l3_offset != 14 || p.ip_version != 4 {
@@ -117,23 +105,13 @@ impl Forwarding {
             );
         }
         let egress = self.loopback.ingress_of(p.buffer) ^ 1;
-        let seg = SegIn {
-            dir: p.dir,
-            seq: p.seq,
-            ack: p.ack,
-            flags: p.flags,
-            window: p.window,
-            payload_len: p.payload_len,
-            frame: p.frame,
-            egress,
-        };
         let mut frames = std::mem::take(&mut self.frames);
         let ok = self.board.with(|m| {
             let (Some(c), Some(e)) = (self.conns.get_mut(&key), m.get_mut(&key)) else { return true };
-            c.fwd.segment(&seg, &mut e.lists, &mut frames);
+            c.fwd.segment(&p.seg, egress, &mut e.lists, &mut frames);
             // The bytes that became contiguous, from the store (copied once more: they must
             // outlive the store's release until they are judged and rewritten).
-            let d = p.dir;
+            let d = p.seg.dir;
             let from = c.fwd.received(d, &e.lists[d]);
             let to = store.frontier(key, d).unwrap_or(from);
             let mut ok = true;

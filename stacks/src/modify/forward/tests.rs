@@ -38,9 +38,8 @@ fn feed(c: &mut ConnFwd, lists: &mut [EditList; 2], d: usize, f: &[u8], out: &mu
         window: s.window,
         payload_len: s.payload.len(),
         frame: f,
-        egress: 1 - d as u8,
     };
-    c.segment(&seg, lists, out);
+    c.segment(&seg, 1 - d as u8, lists, out);
 }
 
 fn reference(data: &[u8], edits: &[Edit]) -> Vec<u8> {
