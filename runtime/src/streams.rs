@@ -625,6 +625,12 @@ impl StreamStore {
             }
             let h = self.header(c, me).ok_or(not_held)?;
             if p < h.offset {
+                // A gap, or the chunk that held `p` was freed (and this one reused further
+                // on) while we walked: the base, published before any chunk is freed and made
+                // visible by `header`'s fence, tells them apart (as for the walk back above).
+                if p < self.dir(r, dir, D_BASE).load(Ordering::Acquire) {
+                    return Err(self.not_held_now(r, dir));
+                }
                 let stop = h.offset.min(to);
                 f(Piece::Gap(stop - p));
                 p = stop;
