@@ -458,7 +458,10 @@ impl SplitProxy {
                 (server, c.client, c.pending_to_client.is_empty()),
             ] {
                 let sa = self.sockets.get::<tcp::Socket>(a);
-                let a_done = !sa.may_recv() && !sa.can_recv();
+                // A leg still in its handshake has sent no FIN (may_recv is false there too):
+                // a server leg waiting for ARP or a slow SYN-ACK must not close the client.
+                let opening = matches!(sa.state(), tcp::State::SynSent | tcp::State::SynReceived);
+                let a_done = !sa.may_recv() && !sa.can_recv() && !opening;
                 let a_reset = matches!(sa.state(), tcp::State::Closed)
                     && !matches!(self.sockets.get::<tcp::Socket>(b).state(), tcp::State::SynSent);
                 let sb = self.sockets.get_mut::<tcp::Socket>(b);
