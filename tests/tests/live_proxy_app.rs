@@ -135,7 +135,11 @@ fn split_proxy_app_carries_200_mixed_downloads_intact() {
     for (i, (size, digest)) in want.iter().enumerate() {
         let got = std::fs::read(out.join(i.to_string())).unwrap_or_default();
         if got.len() != *size || sha(&got) != *digest {
-            bad.push(format!("o{i} ({size} bytes): got {} bytes; curl: {}", got.len(), lines.get(i).map_or("-", |l| l)));
+            bad.push(format!(
+                "o{i} ({size} bytes): got {} bytes; curl: {}",
+                got.len(),
+                lines.get(i).map_or("-", |l| l)
+            ));
         }
     }
     let total: usize = want.iter().map(|w| w.0).sum();
@@ -241,6 +245,6 @@ fn cache_app_answers_the_second_request_from_memory() {
         origin_requests,
         "one server leg per request the origin saw (it closes after each): none for the hits (End Point)"
     );
-    assert!(n("accepted") >= n("server_legs") + 1, "some connections had no server leg");
+    assert!(n("accepted") > n("server_legs"), "some connections had no server leg");
     assert_eq!(n("frames_not_sent"), 0);
 }

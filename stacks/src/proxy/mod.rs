@@ -453,10 +453,9 @@ impl SplitProxy {
                 }
                 continue;
             };
-            for (a, b, pend) in [
-                (c.client, server, c.pending_to_server.is_empty()),
-                (server, c.client, c.pending_to_client.is_empty()),
-            ] {
+            for (a, b, pend) in
+                [(c.client, server, c.pending_to_server.is_empty()), (server, c.client, c.pending_to_client.is_empty())]
+            {
                 let sa = self.sockets.get::<tcp::Socket>(a);
                 // A leg still in its handshake has sent no FIN (may_recv is false there too):
                 // a server leg waiting for ARP or a slow SYN-ACK must not close the client.
