@@ -489,6 +489,14 @@ impl ProxyActor {
         }
     }
 
+    /// The stage's idle step: polls when frames wait in the device or [`POLL_EVERY`] has
+    /// passed — so smoltcp's timers (retransmissions, FIN timeouts) run with no frame coming.
+    fn tick(&mut self, now: Instant) {
+        if self.queued > 0 || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
+            self.poll(now);
+        }
+    }
+
     fn ask(&mut self, now: Instant, ip: Ipv4Addr) {
         if self.asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < ARP_RETRY) {
             return;
@@ -549,10 +557,7 @@ impl Actor for ProxyActor {
     }
 
     fn idle(&mut self, _cx: &mut Context<'_>) {
-        let now = Instant::now();
-        if self.queued > 0 || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
-            self.poll(now);
-        }
+        self.tick(Instant::now());
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
