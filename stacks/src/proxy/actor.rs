@@ -54,6 +54,9 @@ use crate::splicer::wire::{self, Mac};
 pub const WAITING_PER_ADDRESS: usize = 64;
 /// Neighbours with packets waiting, at most.
 const WAITING_ADDRESSES: usize = 1024;
+/// Neighbours remembered, at most (a flood from spoofed addresses cannot grow the table
+/// further; beyond, new ones are not learned, counted `neighbours_full`).
+pub const MAX_NEIGHBOURS: usize = 65_536;
 /// Frames queued into the device before `handle` polls the proxy itself.
 pub const POLL_BATCH: usize = 32;
 /// Longest time between two polls while frames keep coming.
@@ -351,6 +354,7 @@ struct ActorStats {
     arp_replies: u64,
     arp_requests: u64,
     unresolved_dropped: u64,
+    neighbours_full: u64,
     polls: u64,
 }
 
@@ -405,7 +409,7 @@ impl ProxyActor {
             return false;
         }
         if let Some(src_mac) = f.get(6..12).and_then(|m| <Mac>::try_from(m).ok()) {
-            self.neighbours.insert(ip.src, (src_mac, port));
+            self.learn(ip.src, src_mac, port);
         }
         self.stats.frames_in += 1;
         if self.proxy.device.inject(f[14..14 + ip.len].to_vec()) {
@@ -417,7 +421,7 @@ impl ProxyActor {
     fn on_arp(&mut self, port: u8, a: wire::Arp) -> bool {
         let asked = self.asked.remove(&a.spa).is_some();
         if a.spa != Ipv4Addr::UNSPECIFIED && (asked || self.owns(a.tpa) || self.neighbours.contains_key(&a.spa)) {
-            self.neighbours.insert(a.spa, (a.sha, port));
+            self.learn(a.spa, a.sha, port);
             if let Some(q) = self.waiting.remove(&a.spa) {
                 for p in q {
                     self.send_ip(a.spa, p);
@@ -432,6 +436,15 @@ impl ProxyActor {
             self.stats.arp_replies += 1;
         }
         true
+    }
+
+    /// Remembers where `ip` is (bounded by [`MAX_NEIGHBOURS`]).
+    fn learn(&mut self, ip: Ipv4Addr, mac: Mac, port: u8) {
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            self.stats.neighbours_full += 1;
+            return;
+        }
+        self.neighbours.insert(ip, (mac, port));
     }
 
     /// Sends IP packet `p` to neighbour `dst` (known).
@@ -581,6 +594,8 @@ impl Actor for ProxyActor {
             ("arp_replies", a.arp_replies),
             ("arp_requests", a.arp_requests),
             ("unresolved_dropped", a.unresolved_dropped),
+            ("neighbours", self.neighbours.len() as u64),
+            ("neighbours_full", a.neighbours_full),
             ("polls", a.polls),
             ("frames_sent", l.frames_sent.load(Relaxed)),
             ("frames_not_sent", l.frames_not_sent.load(Relaxed)),
