@@ -79,7 +79,7 @@ fi
 sleep 1
 rps() { timeout 300 ip netns exec "$CN" ab -q -s 10 -n "$N" -c "$C" "$1" 2>"$WORK/ab.err" | awk '/Requests per second/ {print $4}'; }
 mbps() { timeout 300 ip netns exec "$CN" curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1*8/1e6}'; }
-proxy() { timeout 600 ip netns exec "$PN" "$BIN" tun0 10.98.2.1 80 590 "$1" >"$WORK/proxy.$1" 2>&1 & PROXY=$!; PIDS+=($PROXY); steer add; sleep 1; }
+proxy() { timeout 600 ip netns exec "$PN" "$BIN" tun0 10.98.2.1 80 590 "$1" ${BUF:-} >"$WORK/proxy.$1" 2>&1 & PROXY=$!; PIDS+=($PROXY); steer add; sleep 1; }
 unproxy() { cat "$WORK/ab.err" >&2; steer del; kill -TERM "$PROXY" 2>/dev/null || true; sleep 0.3; }
 printf '%-8s %12s %14s\n' path requests/s "Mbit/s (${BIG} B)"
 printf '%-8s %12s %14s\n' direct "$(rps http://10.98.1.2/small)" "$(mbps http://10.98.1.2/big)"

@@ -27,12 +27,15 @@
 
 pub mod device;
 
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 
 pub use device::QueueDevice;
+
+/// Most egress passes per poll (each sends at most one segment per socket).
+const EGRESS_ROUNDS: usize = 256;
 
 /// Sizes and limits of a split proxy.
 #[derive(Clone, Debug)]
@@ -178,6 +181,10 @@ pub struct SplitProxy {
     next_port: u16,
     next_id: usize,
     stats: ProxyStats,
+    /// Bytes read from a leg before the NF sees them (kept between polls).
+    scratch: Vec<u8>,
+    /// The NFs' writer, its buffers kept between calls.
+    writer: Writer,
 }
 
 fn socket(cfg: &ProxyConfig) -> tcp::Socket<'static> {
@@ -204,6 +211,8 @@ impl SplitProxy {
             next_port: 40000,
             next_id: 0,
             stats: ProxyStats::default(),
+            scratch: Vec::new(),
+            writer: Writer::default(),
         };
         proxy.listen();
         proxy
@@ -247,7 +256,7 @@ impl SplitProxy {
         ) {
             self.accept();
         }
-        self.iface.poll_egress(now, &mut self.device, &mut self.sockets);
+        self.egress(now);
         self.accept();
         if self.listeners.is_empty() {
             // At the limit: further SYNs get a RST until a slot frees.
@@ -256,6 +265,30 @@ impl SplitProxy {
         self.relay(nf);
         self.reap(nf);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
+        self.egress(now);
+    }
+
+    /// Sends until the sockets have nothing more to send now or the device queue is full.
+    /// smoltcp sends at most one segment per socket per egress pass, so a single pass per
+    /// poll capped a leg at one segment per poll (the proxy's throughput; docs/proxy.md).
+    fn egress(&mut self, now: Instant) {
+        for _ in 0..EGRESS_ROUNDS {
+            let sent = self.iface.poll_egress(now, &mut self.device, &mut self.sockets);
+            if matches!(sent, PollResult::None) || self.device.tx_len() >= self.device.limit() {
+                break;
+            }
+        }
+    }
+
+    /// How long the host may wait for packets before the next [`SplitProxy::poll`] is due
+    /// (a retransmission or delayed ACK timer, or zero when a socket has bytes to send now);
+    /// `None` when nothing is due until a packet arrives.
+    pub fn poll_delay(&mut self, now: Instant) -> Option<smoltcp::time::Duration> {
+        let pending = self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
+        if pending {
+            return Some(smoltcp::time::Duration::ZERO);
+        }
+        self.iface.poll_delay(now, &self.sockets)
     }
 
     fn accept(&mut self) {
@@ -303,7 +336,9 @@ impl SplitProxy {
     /// Moves bytes between the legs of every connection, only as far as the receiving leg's
     /// send buffer has room (end-to-end flow control).
     fn relay(&mut self, nf: &mut dyn ProxyNf) {
-        let mut buf = vec![0u8; self.cfg.rx_buffer.max(1)];
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(self.cfg.rx_buffer.max(1), 0);
+        let mut writer = std::mem::take(&mut self.writer);
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
             for (from_h, to_h, leg) in [(c.client, c.server, Leg::Client), (c.server, c.client, Leg::Server)] {
@@ -356,8 +391,11 @@ impl SplitProxy {
                 if n == 0 {
                     continue;
                 }
-                let mut w = Writer::default();
-                nf.on_data(c.id, leg, &buf[..n], &mut w);
+                let w = &mut writer;
+                w.out.clear();
+                w.back.clear();
+                w.close = false;
+                nf.on_data(c.id, leg, &buf[..n], w);
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(&w.out).unwrap_or(0);
                 pending.extend_from_slice(&w.out[sent..]);
@@ -377,6 +415,8 @@ impl SplitProxy {
                 }
             }
         }
+        self.scratch = buf;
+        self.writer = writer;
     }
 
     /// Propagates FIN/RST from one leg to the other and frees connections both legs closed.
