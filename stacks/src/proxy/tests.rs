@@ -351,3 +351,42 @@ fn replies_need_no_server_leg() {
     let lens = reply_and_close(3, 10, 20_000, true);
     assert_eq!(lens, vec![20_000; 30]);
 }
+
+/// One poll sends as much as the window allows, not one segment per socket (smoltcp sends
+/// one per egress pass; a single pass per poll capped the proxy's throughput).
+#[test]
+fn one_poll_sends_more_than_one_segment_per_leg() {
+    let mut net = Net::new(ProxyConfig { address: PA, port: 80, ..ProxyConfig::default() });
+    let sh = net.server_listen(1)[0];
+    let ch = net.connect(50000);
+    let mut nf = PassThrough;
+    for _ in 0..100 {
+        net.step(&mut nf);
+        if net.server.sockets.get::<tcp::Socket>(sh).may_send() && net.client.sockets.get::<tcp::Socket>(ch).may_send()
+        {
+            break;
+        }
+    }
+    assert!(net.server.sockets.get::<tcp::Socket>(sh).may_send(), "the server leg never came up");
+    let s = net.server.sockets.get_mut::<tcp::Socket>(sh);
+    let data = vec![7u8; 60_000];
+    assert_eq!(s.send_slice(&data).unwrap(), data.len());
+    // The server sends what its window allows; the proxy gets all of it in one poll and
+    // must pass it on in that same poll.
+    let t = net.t + smoltcp::time::Duration::from_millis(1);
+    net.server.iface.poll(t, &mut net.server.dev, &mut net.server.sockets);
+    let mut segs = 0;
+    for _ in 0..64 {
+        net.server.iface.poll(t, &mut net.server.dev, &mut net.server.sockets);
+    }
+    for p in net.server.dev.drain().collect::<Vec<_>>() {
+        net.proxy.device.inject(p);
+    }
+    net.proxy.poll(t, &mut nf);
+    for p in net.proxy.device.drain().collect::<Vec<_>>() {
+        if dst(&p) == CA && p.len() > 1000 {
+            segs += 1;
+        }
+    }
+    assert!(segs >= 10, "one poll sent {segs} full segments to the client");
+}
