@@ -304,7 +304,11 @@ fn upgrade(tag: &str, net: u8, mode: &str) {
     let body = std::fs::read(d.join("named.txt")).unwrap();
     if body != want {
         let at = body.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(body.len().min(want.len()));
-        panic!("the upgraded download differs from sed's rewrite at byte {at} (got {} bytes, want {})\nmbox:\n{log}\n{st}", body.len(), want.len());
+        panic!(
+            "the upgraded download differs from sed's rewrite at byte {at} (got {} bytes, want {})\nmbox:\n{log}\n{st}",
+            body.len(),
+            want.len()
+        );
     }
     assert_eq!(sha256(&body), sha256(&want));
     let n = |name: &str| counter(&st, "tcp", name);

@@ -166,11 +166,8 @@ impl Forwarding {
             }
             .max(frontier);
             // The tracker keeps windows scaled; the raw field is what the sender wrote.
-            let shift = if conn.half[0].wscale.is_some() && conn.half[1].wscale.is_some() {
-                h.wscale.unwrap_or(0)
-            } else {
-                0
-            };
+            let shift =
+                if conn.half[0].wscale.is_some() && conn.half[1].wscale.is_some() { h.wscale.unwrap_or(0) } else { 0 };
             const ACK: u8 = 0x10;
             dirs[d] = Resume {
                 first_seq: Some(first),
