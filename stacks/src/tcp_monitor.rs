@@ -157,6 +157,15 @@ impl StreamAccess for SharedStreams {
         board.change(store_key(flow_id(flow)), dir_index(to_server), change)
     }
 
+    fn upgrade(&self, flow: FlowRef) -> Result<(), actors::modify::ModifyError> {
+        let board = self.board.get().ok_or(actors::modify::ModifyError::NotEnabled)?;
+        board.request_upgrade(store_key(flow_id(flow)), flow)
+    }
+
+    fn modifiable_from(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        self.board.get()?.base(store_key(flow_id(flow)), dir_index(to_server))
+    }
+
     fn region_blocks(&self) -> Vec<(String, usize)> {
         vec![(String::new(), streams::block_size(self.cfg))]
     }
@@ -308,7 +317,10 @@ impl TcpMonitor {
         let shared = Arc::new(SharedStreams::new(cfg.store_config()));
         let (forwarding, loopback) = match &cfg.modify {
             Some(m) => {
-                let board = Arc::new(crate::modify::Board::new(m.limits()));
+                let board = Arc::new(match m.upgrade {
+                    crate::modify::Upgrade::All => crate::modify::Board::new(m.limits()),
+                    crate::modify::Upgrade::OnRequest => crate::modify::Board::on_request(m.limits()),
+                });
                 let _ = shared.board.set(board.clone());
                 let lb = actors::splice::Loopback::new();
                 (Some(crate::modify::glue::Forwarding::new(m.clone(), board, lb.clone())), Some(lb))
@@ -383,6 +395,16 @@ impl TcpMonitor {
                     }
                 }
             }
+        }
+    }
+
+    /// NFs' upgrade requests (`upgrade = "on_request"`), taken before the next segment: the
+    /// flow is on the modification path from the bytes after those forwarded so far.
+    fn upgrades(&mut self) {
+        let Some(fw) = self.forwarding.as_mut() else { return };
+        for flow in fw.take_upgrade_requests() {
+            let id = flow_id(flow);
+            fw.upgrade(store_key(id), self.tracker.get(id));
         }
     }
 
@@ -524,6 +546,7 @@ impl Actor for TcpMonitor {
             payload,
         };
         self.reclaim();
+        self.upgrades();
         self.sinks();
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
         let up = self.tracker.segment_into(flow_id(flow), &seg, &mut self.events, sinks);
@@ -565,6 +588,7 @@ impl Actor for TcpMonitor {
     fn idle(&mut self, _cx: &mut Context<'_>) {
         if self.forwarding.is_some() {
             self.reclaim();
+            self.upgrades();
             if let Some(fw) = self.forwarding.as_mut() {
                 fw.poll();
             }
