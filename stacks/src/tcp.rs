@@ -538,10 +538,8 @@ impl TcpTracker {
         self.end_boxed(flow, reason, events, sinks).map(|c| *c)
     }
 
-    /// [`end_into`](Self::end_into), the connection left in its box (the TCP monitor keeps
-    /// ended connections until their events have left: moving each out of its box would
-    /// copy it into the monitor's map of retired connections, and that map's resizes would
-    /// hold two copies of every one).
+    /// [`end_into`](Self::end_into), the connection left in its box (the TCP monitor reads
+    /// it and hands it to [`retire`](Self::retire) without copying it out).
     pub fn end_boxed(
         &mut self,
         flow: FlowId,
@@ -566,6 +564,22 @@ impl TcpTracker {
         }
         events.push(TcpEvent::End { reason });
         Some(conn)
+    }
+
+    /// Frees a finished connection but keeps its reassembly memory charged to the budget,
+    /// and returns how much that is (give it back with [`uncharge`](Self::uncharge)): the
+    /// TCP monitor's store still holds the connection's bytes until its last events have
+    /// left, and the connection itself is no longer needed for that.
+    pub fn retire(&mut self, conn: Box<Connection>) -> usize {
+        let held: usize = conn.streams.iter().flatten().map(ByteStream::memory).sum();
+        self.recycle(*conn);
+        self.budget.charge(held);
+        held
+    }
+
+    /// Gives back memory kept charged by [`retire`](Self::retire).
+    pub fn uncharge(&mut self, bytes: usize) {
+        self.budget.give_back(bytes);
     }
 
     /// Gives a finished connection's memory back (call after reading what you need from the
