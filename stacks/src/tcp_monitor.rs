@@ -472,7 +472,7 @@ impl TcpMonitor {
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
         let Some(conn) = self.tracker.end_boxed(id, reason, &mut self.events, sinks) else { return };
         let snap = Snapshot {
-            half: conn.half,
+            half: conn.halves(),
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
         };
         sync_conn(self.store.as_mut(), id, &conn);
