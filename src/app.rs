@@ -150,8 +150,11 @@ pub struct App {
     pub port: PortConfig,
     /// The µStacks, in chain order (`[stack.*]`; the L2/3 stack always).
     pub stacks: Vec<ConfiguredStack>,
-    /// The NFs in chain order.
+    /// The NFs in chain order (the actors after the µStacks).
     pub nfs: Vec<NfEntry>,
+    /// The NFs that run inside the split proxy µStack (`[stack.proxy]`), in file order:
+    /// proxy NFs such as `cache` ([`nfs::NfOptions::proxy_nf`]); see [`App::proxy_specs`].
+    pub proxy_nfs: Vec<NfEntry>,
     /// Every event type the app can name.
     pub registry: EventRegistry,
     /// `parallel = [["a", "b"], ...]`: NF groups that run in parallel in mode d (when empty,
@@ -243,6 +246,8 @@ impl App {
                 (Vec::new(), false)
             }
         };
+        let (proxy_nfs, nfs): (Vec<NfEntry>, Vec<NfEntry>) = nfs.into_iter().partition(|nf| nf.config.proxy_nf().is_some());
+        errs.extend(proxy_problems(&stacks, &proxy_nfs).into_iter().map(|p| format!("{source}: {p}")));
         let parallel = parse_parallel(top.remove("parallel"), &nfs, all_nfs_ok, &mut errs, &at);
         for k in top.keys() {
             errs.push(at(k, "unknown key (known: runtime, port, stack, nf, parallel)"));
@@ -261,10 +266,22 @@ impl App {
             }
         }
         if errs.is_empty() {
-            Ok(App { source: source.to_string(), runtime, port, stacks, nfs, registry, parallel, warnings })
+            Ok(App { source: source.to_string(), runtime, port, stacks, nfs, proxy_nfs, registry, parallel, warnings })
         } else {
             Err(AppError(errs))
         }
+    }
+
+    /// The constructors of the NFs that run inside the split proxy, in file order (handed
+    /// to the µStacks through [`StackContext::proxy_nfs`]).
+    pub fn proxy_specs(&self) -> Vec<stacks::proxy::actor::ProxyNfSpec> {
+        self.proxy_nfs
+            .iter()
+            .filter_map(|nf| {
+                let make = nf.config.proxy_nf()?;
+                Some(stacks::proxy::actor::ProxyNfSpec { name: nf.common.name.clone(), kind: nf.kind.clone(), make })
+            })
+            .collect()
     }
 
     /// Makes every NF passive (`passive = true` of the NFs that can drop: their drops become
@@ -418,6 +435,49 @@ fn parse_parallel(
     }
 }
 
+/// The problems of the NFs that run inside the split proxy (`proxy_nfs`) and of the
+/// active µStacks together: a proxy NF needs `[stack.proxy]` and takes none of the keys
+/// that select events (it sees the proxy's bytestreams, not events); two µStacks that send
+/// frames of their own cannot share TX's one loopback.
+fn proxy_problems(stacks: &[ConfiguredStack], proxy_nfs: &[NfEntry]) -> Vec<String> {
+    let mut out = Vec::new();
+    let proxy = stacks.iter().any(|s| std::ptr::eq(s.kind, &stacks::proxy::actor::STACK));
+    for nf in proxy_nfs {
+        let who = format!("nf `{}` ({})", nf.common.name, nf.kind);
+        if !proxy {
+            out.push(format!(
+                "{who} runs inside the split proxy µStack: add `[stack.proxy]` to the app file (docs/proxy.md)"
+            ));
+        }
+        let c = &nf.common;
+        for (key, set) in [
+            ("subscribe", c.subscribe.is_some()),
+            ("filter", c.filter.is_some()),
+            ("from", c.from.is_some()),
+            ("side", c.side.is_some()),
+            ("direction", c.to_server.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{who}: key `{key}` does not apply to an NF inside the split proxy (it sees the proxy's bytestreams, not events)"
+                ));
+            }
+        }
+    }
+    let active: Vec<&str> = stacks
+        .iter()
+        .filter(|s| s.config.sends_frames().is_some() || std::ptr::eq(s.kind, &stacks::splicer::STACK))
+        .map(|s| s.kind.table)
+        .collect();
+    if proxy && active.len() > 1 {
+        out.push(format!(
+            "[stack.proxy] cannot run beside another µStack that sends frames ({}): they would share TX's one loopback",
+            active.iter().filter(|t| **t != "proxy").map(|t| format!("[stack.{t}]")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
 /// The problems of every `signature_match` with `after_dpi` (see
 /// [`nfs::signature::gate::problems`]), with the `dpi` NF before it.
 fn gate_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry]) -> Vec<nfs::signature::gate::Problem> {
@@ -439,7 +499,14 @@ fn gate_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry]) -> Vec<nfs::signat
 fn link_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry], registry: &EventRegistry) -> Vec<String> {
     let completed = Arc::new(AtomicU64::new(0));
     let receiver_events = nfs.iter().any(|nf| nf.common.side.is_some());
-    let cx = StackContext { link: LinkType::Ethernet, shard: 0, flow_base: 0, completed: &completed, receiver_events };
+    let cx = StackContext {
+        link: LinkType::Ethernet,
+        shard: 0,
+        flow_base: 0,
+        completed: &completed,
+        receiver_events,
+        proxy_nfs: &[],
+    };
     let mut problems = Vec::new();
     let mut nf_actors = Vec::new();
     for nf in nfs {

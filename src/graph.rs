@@ -51,6 +51,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Links in chain order of the subscriber, then port order.
     pub edges: Vec<Edge>,
+    /// NFs that run inside a µStack (the split proxy's), in their order there, with the
+    /// µStack's name: they are no actors of the chain and have no links.
+    pub inside: Vec<(String, Node)>,
 }
 
 /// Links `app` as a run would (modes b–d) and returns its graph; errors are the link
@@ -58,7 +61,15 @@ pub struct Graph {
 pub fn graph(app: &App) -> Result<Graph, Vec<String>> {
     let completed = Arc::new(AtomicU64::new(0));
     let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
-    let cx = StackContext { link: LinkType::Ethernet, shard: 0, flow_base: 0, completed: &completed, receiver_events };
+    let proxy_nfs = app.proxy_specs();
+    let cx = StackContext {
+        link: LinkType::Ethernet,
+        shard: 0,
+        flow_base: 0,
+        completed: &completed,
+        receiver_events,
+        proxy_nfs: &proxy_nfs,
+    };
     let mut actors: Vec<Box<dyn Actor>> = app.stacks.iter().map(|s| s.build(&cx).actor).collect();
     for nf in &app.nfs {
         actors.push(nf.config.contract_only(&nf.common).map_err(|e| vec![e])?);
@@ -67,7 +78,16 @@ pub fn graph(app: &App) -> Result<Graph, Vec<String>> {
     let mut contracts: Vec<&Contract> = vec![&rx];
     contracts.extend(actors.iter().map(|a| a.contract()));
     let plan = controller::link(&contracts, &app.registry).map_err(|e| e.problems)?;
-    Ok(of_plan(&plan, &contracts, &app.registry))
+    let mut g = of_plan(&plan, &contracts, &app.registry);
+    let host = app.stacks.iter().find(|s| std::ptr::eq(s.kind, &stacks::proxy::actor::STACK)).map(|s| s.name());
+    if let Some(host) = host {
+        g.inside = app
+            .proxy_nfs
+            .iter()
+            .map(|nf| (host.to_string(), Node { name: nf.common.name.clone(), kind: nf.kind.clone(), role: "proxy nf" }))
+            .collect();
+    }
+    Ok(g)
 }
 
 fn of_plan(plan: &Plan, contracts: &[&Contract], registry: &EventRegistry) -> Graph {
@@ -99,7 +119,7 @@ fn of_plan(plan: &Plan, contracts: &[&Contract], registry: &EventRegistry) -> Gr
             }
         }
     }
-    Graph { nodes, edges }
+    Graph { nodes, edges, inside: Vec::new() }
 }
 
 /// What a link from `publisher` is subject to (`side` only where the publisher is a µStack).
@@ -152,6 +172,10 @@ impl Graph {
             let cond = if e.conditions.is_empty() { String::new() } else { format!("  [{}]", e.conditions.join(", ")) };
             let _ = writeln!(out, "{} --{}--> {}.{}{cond}", e.publisher, e.event, e.subscriber, e.port);
         }
+        if let Some((host, _)) = self.inside.first() {
+            let nfs: Vec<String> = self.inside.iter().map(|(_, n)| format!("{} ({})", n.name, n.kind)).collect();
+            let _ = writeln!(out, "inside {host}, on its bytestreams, in order: {}", nfs.join(" -> "));
+        }
         out
     }
 
@@ -169,6 +193,10 @@ impl Graph {
                 label += &format!("\n{c}");
             }
             let _ = writeln!(out, "  {} -> {} [label={}];", q(&e.publisher), q(&e.subscriber), q(&label));
+        }
+        for (host, n) in &self.inside {
+            let _ = writeln!(out, "  {} [shape=ellipse, style=dashed, label={}];", q(&n.name), q(&format!("{}\n{}", n.name, n.kind)));
+            let _ = writeln!(out, "  {} -> {} [style=dashed, label=\"bytestreams (inside)\"];", q(host), q(&n.name));
         }
         out.push_str("}\n");
         out

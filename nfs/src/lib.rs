@@ -21,7 +21,10 @@
 //!   Flow_Stats' `EVENT/LONG_FLOW`;
 //! * [`http_lb`] and [`memcached_lb`] — policy NFs of the TCP splicer: they answer its
 //!   `FLOW_REQ`s with a `FLOW_DEST` (HTTP pools and rules; memcached keys on a consistent
-//!   hash ring, [`balance`]).
+//!   hash ring, [`balance`]);
+//! * [`cache`] — an HTTP object cache on the split proxy µStack: a *proxy NF*, which runs
+//!   inside the `[stack.proxy]` actor through [`stacks::proxy::ProxyNf`] rather than as an
+//!   actor of the chain ([`NfOptions::proxy_nf`]).
 //!
 //! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
 //! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
@@ -70,10 +73,7 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter);
-
-// NFs on the split proxy µStack (a [`stacks::proxy::ProxyNf`], not an app-file kind yet).
-pub mod cache;
+nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter, cache);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -142,6 +142,14 @@ pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
 
     /// Builds the actor (this is where an output file is created).
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
+
+    /// A *proxy NF* — one that runs inside the split proxy µStack on its bytestreams
+    /// ([`stacks::proxy::ProxyNf`]) instead of as an actor of the chain — gives its
+    /// constructor here (and refuses [`build`](NfOptions::build)); the app loader hands it
+    /// to `[stack.proxy]`. The default: not one.
+    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+        None
+    }
 
     /// A reload from these options to `new` (checked as at start, with the running NF's
     /// output and passive setting): what changes, one line each, or every reason why the
@@ -216,6 +224,9 @@ pub trait NfSpec: std::fmt::Debug + Send + Sync {
     /// Builds the actor.
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
 
+    /// A proxy NF's constructor ([`NfOptions::proxy_nf`]).
+    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf>;
+
     /// A boxed copy.
     fn box_clone(&self) -> Box<dyn NfSpec>;
 
@@ -243,6 +254,10 @@ impl<T: NfOptions> NfSpec for T {
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         NfOptions::build(self, common)
+    }
+
+    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+        NfOptions::proxy_nf(self)
     }
 
     fn box_clone(&self) -> Box<dyn NfSpec> {
@@ -367,6 +382,15 @@ impl NfConfig {
         }
     }
 
+    /// The constructor of a proxy NF (one that runs inside `[stack.proxy]`;
+    /// [`NfOptions::proxy_nf`]), or `None` for an NF of the chain.
+    pub fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+        match self {
+            NfConfig::Kind(spec) => spec.proxy_nf(),
+            NfConfig::Custom(_) => None,
+        }
+    }
+
     /// Builds the actor (this is where output files are created).
     pub fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         match self {
@@ -394,7 +418,8 @@ mod tests {
                 "logger",
                 "http_lb",
                 "memcached_lb",
-                "word_rewriter"
+                "word_rewriter",
+                "cache"
             ]
         );
         names.dedup();
@@ -409,7 +434,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache)"]
         );
     }
 

@@ -163,7 +163,8 @@ type StackSet = (Vec<Box<dyn Actor>>, Option<Arc<dyn StreamAccess>>, Option<Arc<
 /// stacks' flow-id range), in chain order; and the streams of the last that has some.
 fn build_stacks(app: &App, link: LinkType, receiver_events: bool, shard: u32, completed: &Arc<AtomicU64>) -> StackSet {
     let flow_base = shard.saturating_mul(registry::flow_ids_per_instance(&app.stacks));
-    let cx = StackContext { link, shard, flow_base, completed, receiver_events };
+    let proxy_nfs = app.proxy_specs();
+    let cx = StackContext { link, shard, flow_base, completed, receiver_events, proxy_nfs: &proxy_nfs };
     let mut actors = Vec::new();
     let mut streams = None;
     let mut loopback = None;

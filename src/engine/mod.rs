@@ -358,7 +358,7 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     nf_process::check_external(&opts, &plan)?;
     if let (Some(name), true) = (opts.external.first(), loopback.is_some()) {
         return Err(RunError::Config(vec![format!(
-            "--nf-process `{name}`: an app with [stack.splicer] keeps every NF in the run's process (the splicer's per-backend counts, which the policies read, are in-process; docs/splicer.md)"
+            "--nf-process `{name}`: an app with an active µStack ([stack.splicer], [stack.proxy]) keeps every NF in the run's process (the splicer's per-backend counts, which the policies read, and the proxy's NFs are in-process; docs/splicer.md, docs/proxy.md)"
         )]));
     }
 

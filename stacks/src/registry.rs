@@ -4,7 +4,7 @@
 //! one [`StackKind`] — the name of its `[stack.NAME]` table in an app file, the name its
 //! actor runs under, its configuration parser, and, through the parsed [`StackConfig`], its
 //! constructor. [`STACKS`] lists them, one line each, in the order they run:
-//! `l23 → tcp`. Nothing outside this crate names a µStack: the app loader parses the
+//! `l23 → tcp → splicer → proxy`. Nothing outside this crate names a µStack: the app loader parses the
 //! `[stack.*]` tables with [`configure`], and the engine builds one instance of every
 //! configured stack per shard with [`ConfiguredStack::build`].
 //!
@@ -22,7 +22,8 @@ use actors::Actor;
 use runtime::ports::LinkType;
 
 /// Every µStack kind, in chain order (each module's registration, one line each).
-pub static STACKS: &[&StackKind] = &[&crate::l23::STACK, &crate::tcp_monitor::STACK, &crate::splicer::STACK];
+pub static STACKS: &[&StackKind] =
+    &[&crate::l23::STACK, &crate::tcp_monitor::STACK, &crate::splicer::STACK, &crate::proxy::actor::STACK];
 
 /// A kind of µStack: what an app file calls it, and how to make it.
 #[derive(Debug)]
@@ -70,6 +71,9 @@ pub struct StackContext<'a> {
     pub completed: &'a Arc<AtomicU64>,
     /// Some NF asked for TCP-monitor updates of a `side`: also raise the receiver's updates.
     pub receiver_events: bool,
+    /// The app's NFs that run inside the split proxy µStack, in app-file order (empty for
+    /// the other stacks; [`crate::proxy::actor`]).
+    pub proxy_nfs: &'a [crate::proxy::actor::ProxyNfSpec],
 }
 
 /// One built instance of a µStack.
@@ -203,7 +207,7 @@ mod tests {
             e,
             [
                 StackConfigError::new("stack.l23", "max_flows must be at least 1"),
-                StackConfigError::new("stack.ip", "unknown µStack (known: l23, tcp, splicer)"),
+                StackConfigError::new("stack.ip", "unknown µStack (known: l23, tcp, splicer, proxy)"),
             ]
         );
     }

@@ -106,3 +106,63 @@ fn a_rewriting_monitor_is_refused_in_modes_a_and_d() {
     let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", "c"]);
     assert!(o.status.success(), "mode c: {}", text(&o));
 }
+
+/// The split proxy µStack and its NFs (docs/proxy.md): an NF that runs inside the proxy
+/// needs `[stack.proxy]` and takes no event-selecting keys; the table's own errors are
+/// collected; the proxy does not share the loopback with the splicer.
+#[test]
+fn proxy_nfs_and_the_proxy_table_are_checked() {
+    let (ok, t) = run_app("[[nf]]\nname = \"c\"\nkind = \"cache\"\nfilter = { dst_port = 80 }\n");
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("nf `c` (cache) runs inside the split proxy µStack: add `[stack.proxy]` to the app file"),
+        "{t}"
+    );
+    assert!(t.contains("nf `c` (cache): key `filter` does not apply to an NF inside the split proxy"), "{t}");
+
+    let (ok, t) = run_app(
+        "[stack.proxy]\nservices = [\"10.0.0.1:80\", \"10.0.0.2:81\", \"nowhere\"]\nsource = \"10.0.0.1\"\nmac = \"zz\"\nrx_buffer = 10\n",
+    );
+    assert!(!ok, "{t}");
+    for want in [
+        "key `stack.proxy.services`: `nowhere` is not an IPv4 ADDRESS:PORT",
+        "key `stack.proxy.services`: all services share one port",
+        "key `stack.proxy.origin`: virtual services need an origin",
+        "key `stack.proxy.source`: must differ from every service address",
+        "key `stack.proxy.mac`: `zz` is not a MAC address",
+        "key `stack.proxy.rx_buffer`: must be 1024 to",
+    ] {
+        assert!(t.contains(want), "missing `{want}` in:\n{t}");
+    }
+    let (ok, t) = run_app("[stack.proxy]\nsource = \"10.0.0.9\"\n");
+    assert!(!ok && t.contains("give `services = [\"ADDRESS:PORT\"]` or `intercept_port = PORT`"), "{t}");
+    let (ok, t) = run_app(
+        "[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\n[stack.splicer]\nservices = [\"10.0.0.1:80\"]\nsource = \"10.0.0.2\"\n",
+    );
+    assert!(!ok && t.contains("[stack.proxy] cannot run beside another µStack that sends frames ([stack.splicer])"), "{t}");
+    let (ok, t) = run_app("[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\n[[nf]]\nname = \"c\"\nkind = \"cache\"\nmax_object = 0\n");
+    assert!(!ok && t.contains("nf `c` (cache): key `max_object`: must be 1 to `max_bytes`"), "{t}");
+}
+
+/// apps/proxy.toml and apps/cache.toml: refused in modes a and d (the proxy owns its
+/// connections and sends frames), and run offline in mode c (frames that are not the
+/// proxy's pass unchanged).
+#[test]
+fn the_proxy_apps_run_in_modes_b_and_c_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.pcap");
+    gen_pcap(&input, &GenConfig { flows: 3, seed: 1, ..GenConfig::default() });
+    for app in ["apps/proxy.toml", "apps/cache.toml"] {
+        let app = repo_file(app);
+        for mode in ["a", "d"] {
+            let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", mode]);
+            let t = text(&o);
+            assert!(!o.status.success(), "{app:?} mode {mode}: {t}");
+            assert!(t.contains("[stack.proxy]") && t.contains(&format!("not mode {mode}")), "mode {mode}: {t}");
+        }
+        let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", "c"]);
+        let t = text(&o);
+        assert!(o.status.success(), "{app:?} mode c: {t}");
+        assert!(t.contains("proxy"), "{t}");
+    }
+}

@@ -25,6 +25,9 @@ use std::time::Instant;
 
 use stacks::proxy::{Leg, ProxyNf, Writer};
 
+mod kind;
+pub use kind::{CacheOptions, KIND};
+
 /// The kind's name.
 pub const NAME: &str = "cache";
 

@@ -22,9 +22,18 @@
 //! at [`ProxyConfig::max_connections`] the listener is closed (further SYNs get a RST)
 //! until a connection frees, counted in [`ProxyStats::at_limit`].
 //!
+//! ## End Point
+//!
+//! With [`ProxyConfig::lazy_server`] the server leg is opened only when the NFs first write
+//! bytes for it: an NF that answers a connection itself ([`Writer::reply`], e.g. a cache
+//! hit) never makes the proxy connect to the origin ([`ProxyStats::server_legs`] counts the
+//! legs opened). [`ProxyConfig::origin`] sends every server leg to one address instead of
+//! the one the client asked for (a virtual service in front of one origin).
+//!
 //! Limits: the device is a bounded queue ([`device::QueueDevice`]) the host feeds and drains,
 //! not yet the packet pool itself; IPv4 only; one service port per proxy.
 
+pub mod actor;
 pub mod device;
 
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
@@ -52,6 +61,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Listening sockets kept open (handshakes in progress at once).
     pub backlog: usize,
+    /// Where server legs go; `None`: the address and port the client asked for.
+    pub origin: Option<IpEndpoint>,
+    /// Open a server leg only once the NFs write bytes for it (the End Point use).
+    pub lazy_server: bool,
 }
 
 impl Default for ProxyConfig {
@@ -63,6 +76,8 @@ impl Default for ProxyConfig {
             tx_buffer: 64 * 1024,
             max_connections: 1024,
             backlog: 32,
+            origin: None,
+            lazy_server: false,
         }
     }
 }
@@ -106,6 +121,11 @@ impl Writer {
         self.close = true;
     }
 
+    /// Whether [`Writer::close`] was called.
+    pub fn closing(&self) -> bool {
+        self.close
+    }
+
     /// Appends bytes sent back on the leg the data came from (the End Point use: an NF
     /// answering a request itself, e.g. a cache hit).
     pub fn reply(&mut self, bytes: &[u8]) {
@@ -124,6 +144,11 @@ pub trait ProxyNf {
     /// Connection `conn` is closed and freed: forget its state (ids are not reused).
     fn on_close(&mut self, conn: usize) {
         let _ = conn;
+    }
+
+    /// The NF's counters, by name, for the run summary.
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 }
 
@@ -155,11 +180,16 @@ pub struct ProxyStats {
     pub bytes_replied: u64,
     /// Relay steps skipped because the other leg's send buffer was full.
     pub backpressure: u64,
+    /// Server legs opened (with [`ProxyConfig::lazy_server`], fewer than `accepted`).
+    pub server_legs: u64,
 }
 
 struct Conn {
     client: SocketHandle,
-    server: SocketHandle,
+    /// `None` until opened ([`ProxyConfig::lazy_server`]).
+    server: Option<SocketHandle>,
+    /// Where the server leg goes.
+    dst: IpEndpoint,
     /// Bytes an NF wrote that the other leg had no room for yet.
     pending_to_server: Vec<u8>,
     pending_to_client: Vec<u8>,
@@ -306,18 +336,24 @@ impl SplitProxy {
                 self.stats.refused += 1;
                 continue;
             };
-            let mut server = socket(&self.cfg);
-            self.next_port = if self.next_port >= 60999 { 40000 } else { self.next_port + 1 };
-            let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.address), self.next_port);
-            if server.connect(self.iface.context(), dst, local).is_err() {
-                self.sockets.get_mut::<tcp::Socket>(h).abort();
-                self.stats.refused += 1;
-                continue;
-            }
-            let server = self.sockets.add(server);
+            let dst = self.cfg.origin.unwrap_or(dst);
+            let server = if self.cfg.lazy_server {
+                None
+            } else {
+                match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.next_port, dst) {
+                    Some(s) => Some(s),
+                    None => {
+                        self.sockets.get_mut::<tcp::Socket>(h).abort();
+                        self.stats.refused += 1;
+                        continue;
+                    }
+                }
+            };
+            self.stats.server_legs += u64::from(server.is_some());
             let conn = Conn {
                 client: h,
                 server,
+                dst,
                 pending_to_server: Vec::new(),
                 pending_to_client: Vec::new(),
                 closing: false,
@@ -341,7 +377,52 @@ impl SplitProxy {
         let mut writer = std::mem::take(&mut self.writer);
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
-            for (from_h, to_h, leg) in [(c.client, c.server, Leg::Client), (c.server, c.client, Leg::Server)] {
+            // End Point: no server leg until the NFs write for it. Until then, read the
+            // client as far as a new leg's send buffer and the client's own could take.
+            if c.server.is_none() {
+                let from = self.sockets.get_mut::<tcp::Socket>(c.client);
+                if !c.pending_to_client.is_empty() && from.may_send() {
+                    let n = from.send_slice(&c.pending_to_client).unwrap_or(0);
+                    c.pending_to_client.drain(..n);
+                }
+                let room = if c.pending_to_client.is_empty() {
+                    self.cfg.tx_buffer.min(from.send_capacity() - from.send_queue()).min(buf.len())
+                } else {
+                    0
+                };
+                if room == 0 || !from.can_recv() {
+                    continue;
+                }
+                let n = from.recv_slice(&mut buf[..room]).unwrap_or(0);
+                if n == 0 {
+                    continue;
+                }
+                let mut w = Writer::default();
+                nf.on_data(c.id, Leg::Client, &buf[..n], &mut w);
+                c.closing |= w.close;
+                if !w.back.is_empty() {
+                    let sent = if from.may_send() { from.send_slice(&w.back).unwrap_or(0) } else { 0 };
+                    c.pending_to_client.extend_from_slice(&w.back[sent..]);
+                    self.stats.bytes_replied += w.back.len() as u64;
+                }
+                if !w.out.is_empty() {
+                    c.pending_to_server.extend_from_slice(&w.out);
+                    self.stats.bytes_to_server += w.out.len() as u64;
+                    match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.next_port, c.dst) {
+                        Some(s) => {
+                            c.server = Some(s);
+                            self.stats.server_legs += 1;
+                        }
+                        None => {
+                            self.sockets.get_mut::<tcp::Socket>(c.client).abort();
+                            self.stats.refused += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(server) = c.server else { continue };
+            for (from_h, to_h, leg) in [(c.client, server, Leg::Client), (server, c.client, Leg::Server)] {
                 let (pending, pending_back) = if leg == Leg::Client {
                     (&mut c.pending_to_server, &mut c.pending_to_client)
                 } else {
@@ -435,9 +516,25 @@ impl SplitProxy {
             if matches!(client.state(), tcp::State::Listen) {
                 client.abort();
             }
+            let Some(server) = c.server else {
+                // End Point without a server leg: the client's FIN (or an NF's close) closes
+                // the client leg once the replies are sent.
+                let s = self.sockets.get_mut::<tcp::Socket>(c.client);
+                let client_done = !s.may_recv() && !s.can_recv();
+                if (client_done || c.closing) && c.pending_to_client.is_empty() && s.may_send() {
+                    s.close();
+                }
+                if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                    self.sockets.remove(c.client);
+                    nf.on_close(c.id);
+                    *slot = None;
+                    self.stats.closed += 1;
+                }
+                continue;
+            };
             for (a, b, pend) in [
-                (c.client, c.server, c.pending_to_server.is_empty()),
-                (c.server, c.client, c.pending_to_client.is_empty()),
+                (c.client, server, c.pending_to_server.is_empty()),
+                (server, c.client, c.pending_to_client.is_empty()),
             ] {
                 if pend && finished(self.sockets.get::<tcp::Socket>(a)) {
                     // Idempotent: FIN after what is queued (or gone, for a leg not yet open).
@@ -446,14 +543,14 @@ impl SplitProxy {
             }
             if c.closing && c.pending_to_client.is_empty() && c.pending_to_server.is_empty() {
                 self.sockets.get_mut::<tcp::Socket>(c.client).close();
-                self.sockets.get_mut::<tcp::Socket>(c.server).abort();
+                self.sockets.get_mut::<tcp::Socket>(server).abort();
             }
             let done = |s: &tcp::Socket| matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
             let cd = done(self.sockets.get::<tcp::Socket>(c.client));
-            let sd = done(self.sockets.get::<tcp::Socket>(c.server));
+            let sd = done(self.sockets.get::<tcp::Socket>(server));
             if cd && sd {
                 self.sockets.remove(c.client);
-                self.sockets.remove(c.server);
+                self.sockets.remove(server);
                 nf.on_close(c.id);
                 *slot = None;
                 self.stats.closed += 1;
@@ -467,6 +564,21 @@ impl SplitProxy {
 fn finished(s: &tcp::Socket) -> bool {
     use tcp::State::*;
     matches!(s.state(), Closed | CloseWait | LastAck | Closing | TimeWait) && !s.can_recv()
+}
+
+/// Opens a server leg from the proxy's address to `dst`; `None` when smoltcp refuses.
+fn connect(
+    cfg: &ProxyConfig,
+    iface: &mut Interface,
+    sockets: &mut SocketSet<'static>,
+    next_port: &mut u16,
+    dst: IpEndpoint,
+) -> Option<SocketHandle> {
+    let mut server = socket(cfg);
+    *next_port = if *next_port >= 60999 { 40000 } else { *next_port + 1 };
+    let local = IpEndpoint::new(IpAddress::Ipv4(cfg.address), *next_port);
+    server.connect(iface.context(), dst, local).ok()?;
+    Some(sockets.add(server))
 }
 
 #[cfg(test)]

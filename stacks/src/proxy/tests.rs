@@ -43,7 +43,15 @@ fn relays_both_ways_through_an_nf_with_small_buffers() {
     let mut t = Instant::from_millis(0);
     let mut client = host(ca, pa, t);
     let mut server = host(sa, pa, t);
-    let cfg = ProxyConfig { address: pa, port: 80, rx_buffer: 2048, tx_buffer: 2048, max_connections: 4, backlog: 2 };
+    let cfg = ProxyConfig {
+        address: pa,
+        port: 80,
+        rx_buffer: 2048,
+        tx_buffer: 2048,
+        max_connections: 4,
+        backlog: 2,
+        ..ProxyConfig::default()
+    };
     let mut proxy = SplitProxy::new(cfg, t);
 
     let big = |n| tcp::SocketBuffer::new(vec![0u8; n]);

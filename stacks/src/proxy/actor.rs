@@ -1,0 +1,592 @@
+//! The split proxy as a µStack of `mbox run` (`[stack.proxy]`): the actor around
+//! [`SplitProxy`], its configuration and its registration. docs/proxy.md ("Split proxy
+//! µStack in an app", "End Point") has the whole story.
+//!
+//! The actor runs after L2/3 and consumes `PKT`, as the splicer does. A frame is its own
+//! when it is
+//!
+//! * an ARP request for one of its addresses (a virtual service's, or `source`, the server
+//!   legs' address): answered with `mac`; or an ARP reply to a question it asked;
+//! * IPv4 to a virtual service address (`services`), or — transparent interception,
+//!   `intercept_port` — TCP to *any* address on that port;
+//! * IPv4 to `source` (the origins' answers on the server legs).
+//!
+//! Its own frames lose their Ethernet header and go into the proxy's smoltcp device (the
+//! sender's Ethernet address and port are learned on the way); they are dropped from the
+//! chain with the reason `terminated by proxy`. The IP packets smoltcp sends get an Ethernet
+//! header (the neighbour's address learned, or asked by ARP from `source` on every port;
+//! packets wait for the answer, at most [`WAITING_PER_ADDRESS`] per address, beyond which
+//! they are dropped and counted) and leave through TX's loopback
+//! ([`actors::splice::Loopback`]). Every other frame continues unchanged.
+//!
+//! **Timing.** A frame is only queued into the device when it arrives; the proxy is polled
+//! (smoltcp's timers, retransmissions, the relay between the legs) on [`Actor::idle`] —
+//! which the stage calls after every burst and while no input comes — and also from
+//! [`Actor::handle`] when a burst grows past [`POLL_BATCH`] frames or [`POLL_EVERY`] has
+//! passed, so a busy link cannot starve the timers.
+//!
+//! **NFs.** The NFs an app puts on the proxy (`[[nf]]` entries whose kind is a proxy NF,
+//! e.g. `cache`; [`ProxyNfSpec`]) run *inside this actor*, through [`ProxyNf`], chained in
+//! app-file order ([`Chain`]): bytes from the client go through them first to last, bytes
+//! from the server last to first; what one NF writes is the next one's input, and what any
+//! NF replies goes straight back to its leg (not through the NFs before it). With none, the
+//! proxy passes bytes unchanged.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::desc::EventDesc;
+use actors::event::builtin;
+use actors::splice::Loopback;
+use actors::{Actor, Context, Contract, Modifies, Publication, Subscription, Verdict};
+use serde::Deserialize;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use super::{Leg, ProxyConfig, ProxyNf, SplitProxy, Writer};
+use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
+use crate::splicer::wire::{self, Mac};
+
+/// Packets waiting for one neighbour's ARP answer, at most (beyond: dropped, counted).
+pub const WAITING_PER_ADDRESS: usize = 64;
+/// Neighbours with packets waiting, at most.
+const WAITING_ADDRESSES: usize = 1024;
+/// Frames queued into the device before `handle` polls the proxy itself.
+pub const POLL_BATCH: usize = 32;
+/// Longest time between two polls while frames keep coming.
+pub const POLL_EVERY: Duration = Duration::from_millis(1);
+/// An ARP question for one address is repeated at most this often.
+const ARP_RETRY: Duration = Duration::from_millis(200);
+
+/// Makes one instance of a proxy NF (the engine calls it once per proxy instance).
+pub type MakeProxyNf = Arc<dyn Fn() -> Box<dyn ProxyNf + Send> + Send + Sync>;
+
+/// An NF of the app that runs inside the proxy actor (see the module docs).
+#[derive(Clone)]
+pub struct ProxyNfSpec {
+    /// Its name in the app file (prefixes its counters).
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its constructor.
+    pub make: MakeProxyNf,
+}
+
+impl fmt::Debug for ProxyNfSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyNfSpec({} = {})", self.name, self.kind)
+    }
+}
+
+/// The proxy's NFs in app-file order, as one [`ProxyNf`] (see the module docs).
+pub struct Chain {
+    nfs: Vec<(String, Box<dyn ProxyNf + Send>)>,
+}
+
+impl Chain {
+    /// The chain of `specs`' NFs, each made once.
+    pub fn new(specs: &[ProxyNfSpec]) -> Chain {
+        Chain { nfs: specs.iter().map(|s| (s.name.clone(), (s.make)())).collect() }
+    }
+}
+
+impl ProxyNf for Chain {
+    fn on_data(&mut self, conn: usize, from: Leg, data: &[u8], out: &mut Writer) {
+        if self.nfs.is_empty() {
+            out.write(data);
+            return;
+        }
+        let n = self.nfs.len();
+        let mut input = data.to_vec();
+        for k in 0..n {
+            let i = if from == Leg::Client { k } else { n - 1 - k };
+            let mut w = Writer::default();
+            self.nfs[i].1.on_data(conn, from, &input, &mut w);
+            out.reply(w.replied());
+            if w.closing() {
+                out.close();
+            }
+            input = w.written().to_vec();
+        }
+        out.write(&input);
+    }
+
+    fn on_close(&mut self, conn: usize) {
+        for (_, nf) in &mut self.nfs {
+            nf.on_close(conn);
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.nfs.iter().flat_map(|(name, nf)| nf.counters().into_iter().map(move |(k, v)| (format!("{name}.{k}"), v))).collect()
+    }
+}
+
+/// The `[stack.proxy]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyStackConfig {
+    /// Virtual services, `"ADDRESS:PORT"` (IPv4, one port for all); needs `origin`.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Transparent interception: TCP to any address on this port (instead of `services`).
+    pub intercept_port: Option<u16>,
+    /// Where every server leg goes, `"ADDRESS:PORT"`; without it (transparent only), the
+    /// address and port the client asked for.
+    pub origin: Option<String>,
+    /// Source address of the server legs (the proxy answers ARP for it).
+    pub source: Ipv4Addr,
+    /// The Ethernet address the proxy sends from and answers ARP with.
+    #[serde(default = "default_mac")]
+    pub mac: String,
+    /// End Point: open a server leg only when the NFs write bytes for it (a cache hit opens
+    /// none).
+    #[serde(default)]
+    pub endpoint: bool,
+    /// Receive buffer of each socket, bytes.
+    #[serde(default = "default_buffer")]
+    pub rx_buffer: usize,
+    /// Send buffer of each socket, bytes.
+    #[serde(default = "default_buffer")]
+    pub tx_buffer: usize,
+    /// Connections at once, at most (beyond: RST).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Handshakes in progress at once, at most.
+    #[serde(default = "default_backlog")]
+    pub backlog: usize,
+    /// Ports of the run (2 for an inline pair), where ARP questions go.
+    #[serde(default = "default_ports")]
+    pub ports: u8,
+}
+
+fn default_mac() -> String {
+    "02:00:00:00:50:01".into()
+}
+fn default_buffer() -> usize {
+    64 * 1024
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_backlog() -> usize {
+    64
+}
+fn default_ports() -> u8 {
+    2
+}
+
+/// The checked settings.
+#[derive(Clone, Debug)]
+struct Settings {
+    vips: Vec<Ipv4Addr>,
+    port: u16,
+    transparent: bool,
+    source: Ipv4Addr,
+    mac: Mac,
+    ports: u8,
+    proxy: ProxyConfig,
+}
+
+fn parse_mac(s: &str) -> Option<Mac> {
+    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    parts.try_into().ok()
+}
+
+const MAX_BUFFER: usize = 16 << 20;
+
+impl ProxyStackConfig {
+    fn settings(&self) -> Result<Settings, Vec<StackConfigError>> {
+        let key = |k: &str| format!("stack.proxy.{k}");
+        let mut errs = Vec::new();
+        let mut services = Vec::new();
+        for s in &self.services {
+            match s.parse::<SocketAddrV4>() {
+                Ok(a) => services.push(a),
+                Err(_) => errs.push(StackConfigError::new(key("services"), format!("`{s}` is not an IPv4 ADDRESS:PORT"))),
+            }
+        }
+        let port = match (services.first(), self.intercept_port) {
+            (Some(_), Some(_)) => {
+                errs.push(StackConfigError::new(
+                    "stack.proxy",
+                    "give `services` (virtual addresses) or `intercept_port` (transparent), not both",
+                ));
+                0
+            }
+            (None, None) if self.services.is_empty() => {
+                errs.push(StackConfigError::new(
+                    "stack.proxy",
+                    "give `services = [\"ADDRESS:PORT\"]` or `intercept_port = PORT`: what the proxy terminates",
+                ));
+                0
+            }
+            (None, None) => 0,
+            (Some(first), None) => {
+                if services.iter().any(|s| s.port() != first.port()) {
+                    errs.push(StackConfigError::new(key("services"), "all services share one port (one listening port per proxy)"));
+                }
+                first.port()
+            }
+            (None, Some(p)) => p,
+        };
+        if port == 0 && self.intercept_port == Some(0) {
+            errs.push(StackConfigError::new(key("intercept_port"), "must be 1 to 65535"));
+        }
+        let origin = match &self.origin {
+            None => None,
+            Some(o) => match o.parse::<SocketAddrV4>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.push(StackConfigError::new(key("origin"), format!("`{o}` is not an IPv4 ADDRESS:PORT")));
+                    None
+                }
+            },
+        };
+        if !self.services.is_empty() && self.origin.is_none() {
+            errs.push(StackConfigError::new(
+                key("origin"),
+                "virtual services need an origin (\"ADDRESS:PORT\" the server legs go to)",
+            ));
+        }
+        if services.iter().any(|v| *v.ip() == self.source) {
+            errs.push(StackConfigError::new(key("source"), "must differ from every service address"));
+        }
+        let mac = parse_mac(&self.mac);
+        if mac.is_none() {
+            errs.push(StackConfigError::new(key("mac"), format!("`{}` is not a MAC address", self.mac)));
+        }
+        for (k, v) in [("rx_buffer", self.rx_buffer), ("tx_buffer", self.tx_buffer)] {
+            if !(1024..=MAX_BUFFER).contains(&v) {
+                errs.push(StackConfigError::new(key(k), format!("must be 1024 to {MAX_BUFFER} bytes, found {v}")));
+            }
+        }
+        for (k, v) in [("max_connections", self.max_connections), ("backlog", self.backlog), ("ports", usize::from(self.ports))] {
+            if v == 0 {
+                errs.push(StackConfigError::new(key(k), "must be at least 1"));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let mut vips: Vec<Ipv4Addr> = services.iter().map(|s| *s.ip()).collect();
+        vips.dedup();
+        Ok(Settings {
+            vips,
+            port,
+            transparent: self.intercept_port.is_some(),
+            source: self.source,
+            mac: mac.unwrap_or_default(),
+            ports: self.ports,
+            proxy: ProxyConfig {
+                address: self.source,
+                port,
+                rx_buffer: self.rx_buffer,
+                tx_buffer: self.tx_buffer,
+                max_connections: self.max_connections,
+                backlog: self.backlog.min(self.max_connections),
+                origin: origin.map(|o| IpEndpoint::new(IpAddress::Ipv4(*o.ip()), o.port())),
+                lazy_server: self.endpoint,
+            },
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Parsed {
+    settings: Settings,
+}
+
+impl StackConfig for Parsed {
+    fn build(&self, actor: &str, cx: &StackContext<'_>) -> StackInstance {
+        let loopback = Loopback::new();
+        let a = ProxyActor::new(actor, self.settings.clone(), Chain::new(cx.proxy_nfs), loopback.clone());
+        StackInstance { actor: Box::new(a), streams: None, loopback: Some(loopback) }
+    }
+
+    fn sends_frames(&self) -> Option<&'static str> {
+        Some("[stack.proxy] terminates TCP and sends frames of its own (docs/proxy.md)")
+    }
+}
+
+/// The actor's contract: consumes `PKT`, publishes `PKT` (what is not its own).
+pub fn contract(name: &str) -> Contract {
+    let frames = |event| Publication { port: "frames".into(), event };
+    Contract {
+        name: name.to_string(),
+        kind: "proxy".into(),
+        subscriptions: vec![Subscription::new("frames", builtin::PKT).consuming()],
+        publications: vec![
+            frames(builtin::PKT),
+            frames(builtin::PKT_TCP),
+            frames(builtin::PKT_TCP_SYN),
+            frames(builtin::PKT_TCP_FIN),
+            frames(builtin::PKT_TCP_RST),
+            frames(builtin::PKT_UDP),
+            frames(builtin::PKT_ICMP),
+        ],
+        modifies: Modifies { packets: false, stack_state: true },
+        drop_reasons: vec!["terminated by proxy".into()],
+    }
+}
+
+/// Counters of the actor around the proxy.
+#[derive(Clone, Debug, Default)]
+struct ActorStats {
+    frames_in: u64,
+    packets_out: u64,
+    arp_replies: u64,
+    arp_requests: u64,
+    unresolved_dropped: u64,
+    polls: u64,
+}
+
+/// The split proxy actor (see the module docs).
+pub struct ProxyActor {
+    contract: Contract,
+    s: Settings,
+    proxy: SplitProxy,
+    nfs: Chain,
+    loopback: Arc<Loopback>,
+    neighbours: HashMap<Ipv4Addr, (Mac, u8)>,
+    asked: HashMap<Ipv4Addr, Instant>,
+    waiting: HashMap<Ipv4Addr, VecDeque<Vec<u8>>>,
+    epoch: Instant,
+    last_poll: Instant,
+    queued: usize,
+    stats: ActorStats,
+}
+
+impl ProxyActor {
+    fn new(name: &str, s: Settings, nfs: Chain, loopback: Arc<Loopback>) -> ProxyActor {
+        let epoch = Instant::now();
+        let proxy = SplitProxy::new(s.proxy.clone(), smoltcp::time::Instant::from_micros(0));
+        ProxyActor {
+            contract: contract(name),
+            s,
+            proxy,
+            nfs,
+            loopback,
+            neighbours: HashMap::new(),
+            asked: HashMap::new(),
+            waiting: HashMap::new(),
+            epoch,
+            last_poll: epoch,
+            queued: 0,
+            stats: ActorStats::default(),
+        }
+    }
+
+    fn owns(&self, ip: Ipv4Addr) -> bool {
+        ip == self.s.source || self.s.vips.contains(&ip)
+    }
+
+    /// Takes frame `f` (in by `port`) when it is the proxy's; false when it continues.
+    fn on_frame(&mut self, port: u8, f: &[u8]) -> bool {
+        if let Some(a) = wire::arp(f) {
+            return self.on_arp(port, a);
+        }
+        let Some(ip) = ipv4(f) else { return false };
+        let mine = self.owns(ip.dst) || (self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port));
+        if !mine {
+            return false;
+        }
+        if let Some(src_mac) = f.get(6..12).and_then(|m| <Mac>::try_from(m).ok()) {
+            self.neighbours.insert(ip.src, (src_mac, port));
+        }
+        self.stats.frames_in += 1;
+        if self.proxy.device.inject(f[14..14 + ip.len].to_vec()) {
+            self.queued += 1;
+        }
+        true
+    }
+
+    fn on_arp(&mut self, port: u8, a: wire::Arp) -> bool {
+        let asked = self.asked.remove(&a.spa).is_some();
+        if a.spa != Ipv4Addr::UNSPECIFIED && (asked || self.owns(a.tpa) || self.neighbours.contains_key(&a.spa)) {
+            self.neighbours.insert(a.spa, (a.sha, port));
+            if let Some(q) = self.waiting.remove(&a.spa) {
+                for p in q {
+                    self.send_ip(a.spa, p);
+                }
+            }
+        }
+        if !self.owns(a.tpa) {
+            return false;
+        }
+        if a.op == 1 {
+            self.loopback.send(port, wire::build_arp(2, self.s.mac, a.tpa, a.sha, a.spa));
+            self.stats.arp_replies += 1;
+        }
+        true
+    }
+
+    /// Sends IP packet `p` to neighbour `dst` (known).
+    fn send_ip(&mut self, dst: Ipv4Addr, p: Vec<u8>) {
+        let Some(&(mac, port)) = self.neighbours.get(&dst) else { return };
+        let mut f = Vec::with_capacity(14 + p.len());
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&self.s.mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&p);
+        self.loopback.send(port, f);
+        self.stats.packets_out += 1;
+    }
+
+    /// Runs the proxy and sends what it emitted.
+    fn poll(&mut self, now: Instant) {
+        self.last_poll = now;
+        self.queued = 0;
+        self.stats.polls += 1;
+        let t = smoltcp::time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64);
+        self.proxy.poll(t, &mut self.nfs);
+        let out: Vec<Vec<u8>> = self.proxy.device.drain().collect();
+        for p in out {
+            let Some(dst) = p.get(16..20).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(Ipv4Addr::from) else {
+                continue;
+            };
+            if self.neighbours.contains_key(&dst) {
+                self.send_ip(dst, p);
+                continue;
+            }
+            if !self.waiting.contains_key(&dst) && self.waiting.len() >= WAITING_ADDRESSES {
+                self.stats.unresolved_dropped += 1;
+                continue;
+            }
+            let q = self.waiting.entry(dst).or_default();
+            if q.len() >= WAITING_PER_ADDRESS {
+                self.stats.unresolved_dropped += 1;
+            } else {
+                q.push_back(p);
+            }
+            self.ask(now, dst);
+        }
+        // Questions nobody answered: their packets go (smoltcp retransmits), counted.
+        let stale: Vec<Ipv4Addr> = self
+            .asked
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) > ARP_RETRY * 5)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in stale {
+            self.asked.remove(&ip);
+            if let Some(q) = self.waiting.remove(&ip) {
+                self.stats.unresolved_dropped += q.len() as u64;
+            }
+        }
+    }
+
+    fn ask(&mut self, now: Instant, ip: Ipv4Addr) {
+        if self.asked.get(&ip).is_some_and(|t| now.saturating_duration_since(*t) < ARP_RETRY) {
+            return;
+        }
+        self.asked.insert(ip, now);
+        for port in 0..self.s.ports {
+            self.loopback.send(port, wire::build_arp(1, self.s.mac, self.s.source, [0; 6], ip));
+            self.stats.arp_requests += 1;
+        }
+    }
+}
+
+/// The parts of an IPv4 frame the proxy classifies by.
+struct Ip {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    dport: Option<u16>,
+    /// The IP packet's length (the frame may carry Ethernet padding after it).
+    len: usize,
+}
+
+/// Reads an untagged Ethernet/IPv4 frame's header; `None` when it is not one or is cut.
+fn ipv4(f: &[u8]) -> Option<Ip> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let len = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    if ihl < 20 || len < ihl || 14 + len > f.len() {
+        return None;
+    }
+    let proto = f[23];
+    let ip4 = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+    let l4 = 14 + ihl;
+    let dport = (proto == 6 && len >= ihl + 4).then(|| u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]));
+    Some(Ip { src: ip4(26), dst: ip4(30), proto, dport, len })
+}
+
+impl Actor for ProxyActor {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        let Some(h) = ev.packet else { return Verdict::Continue };
+        let port = self.loopback.ingress_of(h.index());
+        let mine = self.on_frame(port, cx.packet_bytes(h));
+        let now = Instant::now();
+        if self.queued >= POLL_BATCH || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
+            self.poll(now);
+        }
+        if mine {
+            Verdict::Drop(0)
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    fn idle(&mut self, _cx: &mut Context<'_>) {
+        let now = Instant::now();
+        if self.queued > 0 || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
+            self.poll(now);
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let p = self.proxy.stats();
+        let l = &self.loopback;
+        let a = &self.stats;
+        let mut v: Vec<(String, u64)> = [
+            ("accepted", p.accepted),
+            ("server_legs", p.server_legs),
+            ("refused", p.refused),
+            ("closed", p.closed),
+            ("connections_open", self.proxy.connections() as u64),
+            ("at_limit", p.at_limit),
+            ("bytes_to_server", p.bytes_to_server),
+            ("bytes_to_client", p.bytes_to_client),
+            ("bytes_replied", p.bytes_replied),
+            ("backpressure", p.backpressure),
+            ("frames_in", a.frames_in),
+            ("device_rx_dropped", self.proxy.device.rx_dropped),
+            ("packets_out", a.packets_out),
+            ("arp_replies", a.arp_replies),
+            ("arp_requests", a.arp_requests),
+            ("unresolved_dropped", a.unresolved_dropped),
+            ("polls", a.polls),
+            ("frames_sent", l.frames_sent.load(Relaxed)),
+            ("frames_not_sent", l.frames_not_sent.load(Relaxed)),
+            ("frames_dropped_queue_full", l.frames_dropped.load(Relaxed)),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+        v.extend(self.nfs.counters());
+        v
+    }
+}
+
+/// `[stack.proxy]`: present only with its table.
+pub static STACK: StackKind = StackKind { table: "proxy", actor: "proxy", default: None, parse: parse_stack };
+
+fn parse_stack(v: toml::Value) -> Result<Arc<dyn StackConfig>, Vec<StackConfigError>> {
+    let cfg: ProxyStackConfig = crate::registry::parse_table(v, "stack.proxy")?;
+    let settings = cfg.settings()?;
+    Ok(Arc::new(Parsed { settings }))
+}
+
+#[cfg(test)]
+mod tests;

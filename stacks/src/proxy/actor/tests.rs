@@ -1,0 +1,255 @@
+//! The proxy actor between a client and an origin (smoltcp interfaces of medium IP, their
+//! packets wrapped in Ethernet here), in memory: ARP, framing, the End Point's lazy server
+//! leg, the NF chain, frames that are not the proxy's, and the table's checks.
+
+use super::*;
+use crate::proxy::QueueDevice;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpCidr};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+const SOURCE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 200);
+const CMAC: Mac = [2, 0, 0, 0, 0, 1];
+const OMAC: Mac = [2, 0, 0, 0, 0, 11];
+const PMAC: Mac = [2, 0, 0, 0, 0x50, 1];
+
+fn table(text: &str) -> toml::Value {
+    toml::Value::Table(toml::from_str(text).unwrap())
+}
+
+fn settings(text: &str) -> Result<Settings, Vec<StackConfigError>> {
+    let cfg: ProxyStackConfig = crate::registry::parse_table(table(text), "stack.proxy")?;
+    cfg.settings()
+}
+
+struct Host {
+    iface: Interface,
+    dev: QueueDevice,
+    sockets: SocketSet<'static>,
+}
+
+fn host(addr: Ipv4Addr) -> Host {
+    let mut dev = QueueDevice::new(4096, 1500);
+    let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, smoltcp::time::Instant::from_millis(0));
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::Ipv4(addr), 24));
+    });
+    Host { iface, dev, sockets: SocketSet::new(vec![]) }
+}
+
+fn eth(dst: Mac, src: Mac, ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip);
+    f
+}
+
+/// Answers a PING itself (End Point); passes everything else.
+struct Pong;
+impl ProxyNf for Pong {
+    fn on_data(&mut self, _c: usize, from: Leg, data: &[u8], out: &mut Writer) {
+        if from == Leg::Client && data == b"PING" {
+            out.reply(b"PONG");
+        } else {
+            out.write(data);
+        }
+    }
+    fn counters(&self) -> Vec<(String, u64)> {
+        vec![("seen".into(), 1)]
+    }
+}
+
+/// Upper-cases the client's bytes.
+struct Upper;
+impl ProxyNf for Upper {
+    fn on_data(&mut self, _c: usize, from: Leg, data: &[u8], out: &mut Writer) {
+        out.write(&if from == Leg::Client { data.to_ascii_uppercase() } else { data.to_vec() });
+    }
+}
+
+struct Net {
+    actor: ProxyActor,
+    client: Host,
+    origin: Host,
+    t: smoltcp::time::Instant,
+    arp_answered: usize,
+}
+
+impl Net {
+    fn new(nfs: Vec<(&str, MakeProxyNf)>) -> Net {
+        let s = settings(
+            "services = [\"10.99.0.100:80\"]\norigin = \"10.99.0.11:8000\"\nsource = \"10.99.0.200\"\nendpoint = true\nrx_buffer = 4096\ntx_buffer = 4096\n",
+        )
+        .unwrap();
+        let specs: Vec<ProxyNfSpec> =
+            nfs.into_iter().map(|(n, make)| ProxyNfSpec { name: n.into(), kind: "test".into(), make }).collect();
+        let actor = ProxyActor::new("proxy", s, Chain::new(&specs), Loopback::new());
+        let mut n = Net { actor, client: host(CLIENT), origin: host(ORIGIN), t: smoltcp::time::Instant::from_millis(0), arp_answered: 0 };
+        // The client asks for the virtual address first; the proxy answers.
+        assert!(n.actor.on_frame(0, &wire::build_arp(1, CMAC, CLIENT, [0; 6], VIP)));
+        let mut out = Vec::new();
+        n.actor.loopback.take_frames(&mut out);
+        assert_eq!(out.len(), 1);
+        let a = wire::arp(&out[0].1).unwrap();
+        assert_eq!((out[0].0, a.op, a.sha, a.spa), (0, 2, PMAC, VIP), "ARP reply for the service");
+        n
+    }
+
+    /// One round: hosts run, their packets go to the actor, its frames to the hosts.
+    fn step(&mut self) {
+        self.t += smoltcp::time::Duration::from_millis(1);
+        self.client.iface.poll(self.t, &mut self.client.dev, &mut self.client.sockets);
+        self.origin.iface.poll(self.t, &mut self.origin.dev, &mut self.origin.sockets);
+        for p in self.client.dev.drain().collect::<Vec<_>>() {
+            assert!(self.actor.on_frame(0, &eth(PMAC, CMAC, &p)), "the client's packets are the proxy's");
+        }
+        for p in self.origin.dev.drain().collect::<Vec<_>>() {
+            assert!(self.actor.on_frame(1, &eth(PMAC, OMAC, &p)), "the origin's answers are the proxy's");
+        }
+        self.actor.poll(Instant::now());
+        let mut out = Vec::new();
+        self.actor.loopback.take_frames(&mut out);
+        for (port, f) in out {
+            if let Some(a) = wire::arp(&f) {
+                assert_eq!((a.op, a.spa), (1, SOURCE), "the proxy asks from its source address");
+                if a.tpa == ORIGIN && port == 1 {
+                    self.arp_answered += 1;
+                    assert!(self.actor.on_frame(1, &wire::build_arp(2, OMAC, ORIGIN, PMAC, SOURCE)));
+                }
+                continue;
+            }
+            assert_eq!(&f[6..12], &PMAC, "sent from the proxy's MAC");
+            match (port, <Mac>::try_from(&f[..6]).unwrap()) {
+                (0, CMAC) => self.client.dev.inject(f[14..].to_vec()),
+                (1, OMAC) => self.origin.dev.inject(f[14..].to_vec()),
+                other => panic!("frame to {other:?}"),
+            };
+        }
+    }
+
+    /// A listener of the origin on port 8000 (it takes one connection).
+    fn listen(&mut self) -> SocketHandle {
+        let buf = || tcp::SocketBuffer::new(vec![0u8; 1 << 16]);
+        let mut l = tcp::Socket::new(buf(), buf());
+        l.listen(8000).unwrap();
+        self.origin.sockets.add(l)
+    }
+
+    /// Opens a client connection to the service and sends `req`.
+    fn connect(&mut self, req: &[u8], port: u16) -> SocketHandle {
+        let buf = || tcp::SocketBuffer::new(vec![0u8; 1 << 16]);
+        let ch = self.client.sockets.add(tcp::Socket::new(buf(), buf()));
+        let cx = self.client.iface.context();
+        self.client.sockets.get_mut::<tcp::Socket>(ch).connect(cx, (IpAddress::Ipv4(VIP), 80), port).unwrap();
+        let mut sent = false;
+        for _ in 0..2000 {
+            self.step();
+            let c = self.client.sockets.get_mut::<tcp::Socket>(ch);
+            if c.may_send() && !sent {
+                c.send_slice(req).unwrap();
+                sent = true;
+                break;
+            }
+        }
+        assert!(sent, "the client's handshake with the proxy completed");
+        ch
+    }
+
+    fn read(&mut self, ch: SocketHandle, want: usize, origin: Option<(SocketHandle, &[u8])>) -> (Vec<u8>, Vec<u8>) {
+        let (mut got, mut at_origin, mut answered) = (Vec::new(), Vec::new(), false);
+        let mut b = [0u8; 4096];
+        for _ in 0..5000 {
+            self.step();
+            if let Some((lh, answer)) = origin {
+                let s = self.origin.sockets.get_mut::<tcp::Socket>(lh);
+                while s.can_recv() {
+                    let n = s.recv_slice(&mut b).unwrap();
+                    at_origin.extend_from_slice(&b[..n]);
+                }
+                if !at_origin.is_empty() && !answered && s.may_send() {
+                    s.send_slice(answer).unwrap();
+                    answered = true;
+                }
+            }
+            let c = self.client.sockets.get_mut::<tcp::Socket>(ch);
+            while c.can_recv() {
+                let n = c.recv_slice(&mut b).unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            if got.len() >= want {
+                break;
+            }
+        }
+        (got, at_origin)
+    }
+}
+
+#[test]
+fn an_end_point_answer_opens_no_server_leg_and_a_miss_does() {
+    let pong: MakeProxyNf = Arc::new(|| Box::new(Pong) as Box<dyn ProxyNf + Send>);
+    let upper: MakeProxyNf = Arc::new(|| Box::new(Upper) as Box<dyn ProxyNf + Send>);
+    // Pong first: a PING is answered before Upper sees it; other bytes are upper-cased.
+    let mut n = Net::new(vec![("pong", pong), ("upper", upper)]);
+
+    let lh = n.listen();
+    let ch = n.connect(b"PING", 50000);
+    let (got, _) = n.read(ch, 4, None);
+    assert_eq!(got, b"PONG");
+    let st = n.actor.proxy.stats().clone();
+    assert_eq!((st.accepted, st.server_legs, st.bytes_replied), (1, 0, 4), "{st:?}");
+    assert_eq!(n.arp_answered, 0, "no server leg: nothing asked about the origin");
+
+    let ch2 = n.connect(b"get /x", 50001);
+    let (got, at_origin) = n.read(ch2, 5, Some((lh, b"hello")));
+    assert_eq!(at_origin, b"GET /X", "the chain in order: pong passes, upper upper-cases");
+    assert_eq!(got, b"hello");
+    let st = n.actor.proxy.stats().clone();
+    assert_eq!((st.accepted, st.server_legs), (2, 1), "{st:?}");
+    assert!(n.arp_answered >= 1, "the origin's address was asked by ARP");
+    let counters: HashMap<String, u64> = n.actor.counters().into_iter().collect();
+    assert_eq!(counters["pong.seen"], 1, "NF counters are prefixed with the NF's name");
+    assert_eq!(counters["server_legs"], 1);
+    assert_eq!(counters["unresolved_dropped"], 0);
+}
+
+#[test]
+fn frames_that_are_not_the_proxys_continue() {
+    let s = settings("intercept_port = 8080\nsource = \"10.99.0.200\"\n").unwrap();
+    let mut a = ProxyActor::new("proxy", s, Chain::new(&[]), Loopback::new());
+    let tcp_to = |dst: Ipv4Addr, dport: u16| {
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&CLIENT.octets());
+        ip.extend_from_slice(&dst.octets());
+        ip.extend_from_slice(&[0xc3, 0x50]);
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&[0; 16]);
+        eth(OMAC, CMAC, &ip)
+    };
+    assert!(!a.on_frame(0, &tcp_to(ORIGIN, 80)), "another port passes");
+    assert!(a.on_frame(0, &tcp_to(ORIGIN, 8080)), "the intercepted port, any address, is the proxy's");
+    assert!(a.on_frame(0, &tcp_to(SOURCE, 9)), "anything to the source address is the proxy's");
+    assert!(!a.on_frame(0, &wire::build_arp(1, CMAC, CLIENT, [0; 6], ORIGIN)), "ARP for others passes");
+    let mut padded = tcp_to(ORIGIN, 8080);
+    padded.extend_from_slice(&[0; 6]);
+    assert!(a.on_frame(0, &padded), "Ethernet padding is cut off");
+    assert!(!a.on_frame(0, &padded[..30]), "a cut frame is not parsed");
+}
+
+#[test]
+fn the_table_is_checked() {
+    let e = settings("services = [\"10.0.0.1:80\"]\nintercept_port = 80\nsource = \"10.0.0.2\"\norigin = \"x\"\nbacklog = 0\n")
+        .unwrap_err();
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["stack.proxy", "stack.proxy.origin", "stack.proxy.backlog"], "{e:?}");
+    let e = settings("intercept_port = 0\nsource = \"10.0.0.2\"\n").unwrap_err();
+    assert_eq!(e[0].key, "stack.proxy.intercept_port");
+    let s = settings("intercept_port = 8080\nsource = \"10.0.0.2\"\nendpoint = true\nmax_connections = 8\n").unwrap();
+    assert!(s.transparent && s.proxy.lazy_server && s.proxy.origin.is_none());
+    assert_eq!((s.port, s.proxy.backlog), (8080, 8), "backlog at most max_connections");
+    assert!(parse_stack(table("intercept_port = 1\nsource = \"10.0.0.2\"\n")).unwrap().sends_frames().is_some());
+}
