@@ -992,7 +992,7 @@ mod tests {
             size_of::<Connection>(),
             size_of::<Option<Connection>>()
         );
-        assert!(size_of::<ByteStream>() <= 64, "{}", size_of::<ByteStream>());
+        assert!(size_of::<ByteStream>() <= 56, "{}", size_of::<ByteStream>());
         assert!(size_of::<PackedHalf>() <= 28, "{}", size_of::<PackedHalf>());
         // A tracker slot: the connection inline, its streams boxed when they carry data.
         assert!(size_of::<Option<Connection>>() <= 120, "{}", size_of::<Option<Connection>>());
