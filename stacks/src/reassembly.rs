@@ -248,12 +248,12 @@ impl Budget {
         self.limit != 0 && self.used.saturating_add(more) > self.limit
     }
 
-    fn charge(&mut self, bytes: usize) {
+    pub(crate) fn charge(&mut self, bytes: usize) {
         self.used = self.used.saturating_add(bytes);
         self.high_water = self.high_water.max(self.used);
     }
 
-    fn give_back(&mut self, bytes: usize) {
+    pub(crate) fn give_back(&mut self, bytes: usize) {
         self.used = self.used.saturating_sub(bytes);
     }
 }

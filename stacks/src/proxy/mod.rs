@@ -27,7 +27,7 @@
 
 pub mod device;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
@@ -238,8 +238,21 @@ impl SplitProxy {
 
     /// One step: runs the interface, accepts, relays through `nf`, frees closed connections.
     pub fn poll(&mut self, now: Instant, nf: &mut dyn ProxyNf) {
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        // One packet at a time, accepting (and opening new listeners) after each: a
+        // smoltcp listener takes one SYN, so a burst of SYNs larger than the backlog in one
+        // poll would otherwise be refused with RSTs (`ab -c 10`; docs/proxy.md).
+        while !matches!(
+            self.iface.poll_ingress_single(now, &mut self.device, &mut self.sockets),
+            PollIngressSingleResult::None
+        ) {
+            self.accept();
+        }
+        self.iface.poll_egress(now, &mut self.device, &mut self.sockets);
         self.accept();
+        if self.listeners.is_empty() {
+            // At the limit: further SYNs get a RST until a slot frees.
+            self.stats.at_limit += 1;
+        }
         self.relay(nf);
         self.reap(nf);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
@@ -285,10 +298,6 @@ impl SplitProxy {
             self.stats.accepted += 1;
         }
         self.listen();
-        if self.listeners.is_empty() {
-            // At the limit: further SYNs get a RST until a slot frees.
-            self.stats.at_limit += 1;
-        }
     }
 
     /// Moves bytes between the legs of every connection, only as far as the receiving leg's
@@ -305,12 +314,30 @@ impl SplitProxy {
                 };
                 // Flush what an NF wrote earlier first.
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
+                if matches!(to.state(), tcp::State::Closed) {
+                    // The other leg is gone (reset): nothing read here can go anywhere.
+                    // Read and drop it, so this leg's window stays open for its FIN.
+                    pending.clear();
+                    let from = self.sockets.get_mut::<tcp::Socket>(from_h);
+                    while let Ok(n @ 1..) = from.recv_slice(&mut buf) {
+                        let _ = n;
+                    }
+                    continue;
+                }
                 if !pending.is_empty() && to.may_send() {
                     let n = to.send_slice(pending).unwrap_or(0);
                     pending.drain(..n);
                 }
-                let mut room =
-                    if to.may_send() && pending.is_empty() { to.send_capacity() - to.send_queue() } else { 0 };
+                let mut room = if to.may_send() && pending.is_empty() {
+                    to.send_capacity() - to.send_queue()
+                } else if matches!(to.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+                    // The other leg is still opening: hold what the NF writes (bounded by that
+                    // leg's buffer) so that an NF answering itself (a cache hit) need not wait
+                    // for the origin's handshake.
+                    to.send_capacity().saturating_sub(pending.len())
+                } else {
+                    0
+                };
                 let from = self.sockets.get_mut::<tcp::Socket>(from_h);
                 // Replies go back on this leg: read no more than it can take back either.
                 if !pending_back.is_empty() {
@@ -353,23 +380,28 @@ impl SplitProxy {
     }
 
     /// Propagates FIN/RST from one leg to the other and frees connections both legs closed.
+    ///
+    /// A leg counts as finished only once its peer is done sending and every byte it sent
+    /// was read: its FIN arrived (close-wait and later) or it was reset. A leg still opening
+    /// (SYN-SENT, SYN-RECEIVED) is not finished: treating "may not receive yet" as "done"
+    /// closed the client leg whenever it was established before the server leg, an empty
+    /// answer (the cache hit path under `ab`, and the rare empty download; docs/proxy.md).
     fn reap(&mut self, nf: &mut dyn ProxyNf) {
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
+            // A reset in SYN-RECEIVED sends smoltcp's socket back to LISTEN: that client is
+            // gone, and the socket must not take a new connection as this one.
+            let client = self.sockets.get_mut::<tcp::Socket>(c.client);
+            if matches!(client.state(), tcp::State::Listen) {
+                client.abort();
+            }
             for (a, b, pend) in [
                 (c.client, c.server, c.pending_to_server.is_empty()),
                 (c.server, c.client, c.pending_to_client.is_empty()),
             ] {
-                let sa = self.sockets.get::<tcp::Socket>(a);
-                let a_done = !sa.may_recv() && !sa.can_recv();
-                let a_reset = matches!(sa.state(), tcp::State::Closed)
-                    && !matches!(self.sockets.get::<tcp::Socket>(b).state(), tcp::State::SynSent);
-                let sb = self.sockets.get_mut::<tcp::Socket>(b);
-                if a_done && pend && sb.may_send() && !a_reset {
-                    sb.close();
-                }
-                if a_reset && pend {
-                    sb.close();
+                if pend && finished(self.sockets.get::<tcp::Socket>(a)) {
+                    // Idempotent: FIN after what is queued (or gone, for a leg not yet open).
+                    self.sockets.get_mut::<tcp::Socket>(b).close();
                 }
             }
             if c.closing && c.pending_to_client.is_empty() && c.pending_to_server.is_empty() {
@@ -388,6 +420,13 @@ impl SplitProxy {
             }
         }
     }
+}
+
+/// True when a leg will carry no more bytes in: its peer's FIN arrived (or it was reset) and
+/// everything it received was read.
+fn finished(s: &tcp::Socket) -> bool {
+    use tcp::State::*;
+    matches!(s.state(), Closed | CloseWait | LastAck | Closing | TimeWait) && !s.can_recv()
 }
 
 #[cfg(test)]
