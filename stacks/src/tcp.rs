@@ -616,9 +616,11 @@ impl ConnTable {
     }
 
     fn ids(&self) -> impl Iterator<Item = FlowId> + '_ {
-        let slots = self.slots.iter().enumerate().filter_map(|(i, c)| {
-            c.as_ref().map(|c| FlowId { index: i as u32, generation: c.generation })
-        });
+        let slots = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| FlowId { index: i as u32, generation: c.generation }));
         slots.chain(self.other.keys().copied())
     }
 }
