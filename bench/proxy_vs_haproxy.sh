@@ -17,6 +17,8 @@
 # Small object (SIZE bytes) for requests/s; one BIG-byte download (curl) for throughput.
 # Usage (root; repository root; `cargo build --release -p nfs --example proxy_tun` first):
 #   bench/proxy_vs_haproxy.sh            # N=2000 C=10 SIZE=1024 BIG=50000000
+# BUF=BYTES sets proxy_tun's socket buffers (default 256 KiB). The last line gives the
+# ratios of the same run: split proxy / haproxy, cache hit path / nginx.
 set -euo pipefail
 N=${N:-2000}; C=${C:-10}; SIZE=${SIZE:-1024}; BIG=${BIG:-50000000}
 BIN=${BIN:-target/release/examples/proxy_tun}
@@ -77,20 +79,31 @@ else
   echo "nginx: SKIPPED (not installed)"
 fi
 sleep 1
-rps() { timeout 300 ip netns exec "$CN" ab -q -s 10 -n "$N" -c "$C" "$1" 2>"$WORK/ab.err" | awk '/Requests per second/ {print $4}'; }
+# Requests/s of ab (with "(N failed)" appended when ab counted failures: then the rate is no
+# measure of a working path).
+rps() {
+  local out r f
+  out=$(timeout 300 ip netns exec "$CN" ab -q -s 10 -n "$N" -c "$C" "$1" 2>"$WORK/ab.err" || true)
+  r=$(awk '/Requests per second/ {print $4}' <<<"$out"); f=$(awk '/^Failed requests/ {print $3}' <<<"$out")
+  if [ -n "$f" ] && [ "$f" != 0 ]; then echo "${r:-none}(${f}failed)"; else echo "${r:-none}"; fi
+}
 mbps() { timeout 300 ip netns exec "$CN" curl -s -o /dev/null -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1*8/1e6}'; }
-proxy() { timeout 600 ip netns exec "$PN" "$BIN" tun0 10.98.2.1 80 590 "$1" >"$WORK/proxy.$1" 2>&1 & PROXY=$!; PIDS+=($PROXY); steer add; sleep 1; }
+proxy() { timeout 600 ip netns exec "$PN" "$BIN" tun0 10.98.2.1 80 590 "$1" ${BUF:-} >"$WORK/proxy.$1" 2>&1 & PROXY=$!; PIDS+=($PROXY); steer add; sleep 1; }
 unproxy() { cat "$WORK/ab.err" >&2; steer del; kill -TERM "$PROXY" 2>/dev/null || true; sleep 0.3; }
-printf '%-8s %12s %14s\n' path requests/s "Mbit/s (${BIG} B)"
-printf '%-8s %12s %14s\n' direct "$(rps http://10.98.1.2/small)" "$(mbps http://10.98.1.2/big)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0 && a !~ /failed/) printf "%.2fx", a/b; else printf "-" }'; }
+row() { printf '%-8s %12s %14s\n' "$1" "$2" "$3"; }
+row path requests/s "Mbit/s (${BIG} B)"
+D_R=$(rps http://10.98.1.2/small); D_M=$(mbps http://10.98.1.2/big); row direct "$D_R" "$D_M"
 proxy pass
-printf '%-8s %12s %14s\n' proxy "$(rps http://10.98.1.2/small)" "$(mbps http://10.98.1.2/big)"
+P_R=$(rps http://10.98.1.2/small); P_M=$(mbps http://10.98.1.2/big); row proxy "$P_R" "$P_M"
 unproxy
-printf '%-8s %12s %14s\n' haproxy "$(rps http://10.98.0.254:8080/small)" "$(mbps http://10.98.0.254:8080/big)"
+H_R=$(rps http://10.98.0.254:8080/small); H_M=$(mbps http://10.98.0.254:8080/big); row haproxy "$H_R" "$H_M"
 proxy cache
-curl_warm=$(timeout 30 ip netns exec "$CN" curl -s -o /dev/null http://10.98.1.2/small; echo ok)
-printf '%-8s %12s %14s\n' cache "$(rps http://10.98.1.2/small)" "-"
+timeout 30 ip netns exec "$CN" curl -s -o /dev/null http://10.98.1.2/small || true
+C_R=$(rps http://10.98.1.2/small); row cache "$C_R" "-"
 unproxy
+N_R=-
 if [ "$NGINX" = 1 ]; then
-  printf '%-8s %12s %14s\n' nginx "$(rps http://10.98.1.2:8081/small)" "$(mbps http://10.98.1.2:8081/big)"
+  N_R=$(rps http://10.98.1.2:8081/small); row nginx "$N_R" "$(mbps http://10.98.1.2:8081/big)"
 fi
+echo "proxy/haproxy: requests/s $(ratio "$P_R" "$H_R"), Mbit/s $(ratio "$P_M" "$H_M"); cache/nginx: requests/s $(ratio "$C_R" "$N_R")"

@@ -219,7 +219,7 @@ impl Run<'_> {
                 };
                 let dir_rec = |d: Direction, acc: &mut Acc| {
                     let i = dir_i(d);
-                    let h = &conn.half[i];
+                    let h = &conn.halves()[i];
                     let st = conn.stream(d).map(|s| s.stats()).unwrap_or_default();
                     DirectionRecord {
                         packets: h.packets,
@@ -252,7 +252,7 @@ impl Run<'_> {
                     to_server,
                     to_client,
                     end: reason.to_string(),
-                    midstream: conn.midstream,
+                    midstream: conn.midstream(),
                     first_ts_ns: acc.first_ts,
                     last_ts_ns: acc.last_ts,
                 })?;

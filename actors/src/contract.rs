@@ -289,6 +289,22 @@ pub trait StreamAccess: Send + Sync {
         Err(crate::modify::ModifyError::NotEnabled)
     }
 
+    /// Asks for `flow` to be moved from the cheap path to the modification path
+    /// (`[stack.tcp.modify] upgrade = "on_request"`, docs/modification.md "Per-flow
+    /// upgrade"). The default refuses: only the modifying TCP monitor upgrades.
+    fn upgrade(&self, flow: FlowRef) -> Result<(), crate::modify::ModifyError> {
+        let _ = flow;
+        Err(crate::modify::ModifyError::NotEnabled)
+    }
+
+    /// The original stream offset from which one direction of `flow` is on the modification
+    /// path (changes before it are refused as too late), or `None` while the flow is not
+    /// (yet) forwarded by the modifying monitor.
+    fn modifiable_from(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        let _ = (flow, to_server);
+        None
+    }
+
     /// Blocks this access needs in a run's shared-memory region to be readable from other
     /// processes: (name suffix, bytes). None by default (in-process only).
     fn region_blocks(&self) -> Vec<(String, usize)> {
@@ -381,6 +397,22 @@ impl<'a> Context<'a> {
     ) -> Result<(), crate::modify::ModifyError> {
         let flow = ev.flow.ok_or(crate::modify::ModifyError::NotModifiable)?;
         self.streams.ok_or(crate::modify::ModifyError::NotEnabled)?.modify(flow, ev.to_server(), change)
+    }
+
+    /// Moves `ev`'s flow from the cheap path to the modification path, from the next byte
+    /// the TCP monitor forwards (`[stack.tcp.modify] upgrade = "on_request"`; a no-op
+    /// success when every flow is modifiable already). The request is taken by the monitor
+    /// at its next packet: [`modifiable_from`](Self::modifiable_from) says from where changes
+    /// are accepted once it is (see [`crate::modify`]).
+    pub fn upgrade_flow(&self, ev: &EventDesc) -> Result<(), crate::modify::ModifyError> {
+        let flow = ev.flow.ok_or(crate::modify::ModifyError::NotModifiable)?;
+        self.streams.ok_or(crate::modify::ModifyError::NotEnabled)?.upgrade(flow)
+    }
+
+    /// The original offset from which `ev`'s direction of its flow is on the modification
+    /// path, or `None` while it is not (not upgraded yet, or not forwarded by the monitor).
+    pub fn modifiable_from(&self, ev: &EventDesc) -> Option<u64> {
+        self.streams?.modifiable_from(ev.flow?, ev.to_server())
     }
 
     /// The bytes of a packet.

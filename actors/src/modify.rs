@@ -16,6 +16,13 @@
 //!   `HoldFrom` replaces the previous one of the direction; [`StreamChange::Release`] lifts it.
 //!   The monitor forwards held bytes itself after its `hold_timeout_ms` (never bytes past
 //!   `seen` that no NF has seen), and at the sender's FIN.
+//!
+//! **Per-flow upgrade** (`[stack.tcp.modify] upgrade = "on_request"`): flows start on the
+//! cheap path (frames forwarded as received, no modification state); an NF moves one to the
+//! modification path with [`Context::upgrade_flow`](crate::Context::upgrade_flow). The
+//! monitor takes the request at its next packet; from then on the flow's bytes past what
+//! it already forwarded — [`Context::modifiable_from`](crate::Context::modifiable_from) —
+//! may be changed; bytes before stay as they left.
 
 /// One change to a direction's bytestream (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,6 +20,15 @@
 //! bytes unchanged after its `hold_timeout_ms` (a word completed later is then counted in
 //! `changes_refused`). A gap (bytes never seen) ends any partial match. The `to_server` key
 //! (common to every NF) limits it to one direction.
+//!
+//! **Only some hosts** (`only_hosts = ["example.test"]`): the NF reads the first HTTP
+//! request of each connection (client → server, up to 8 KiB of headers) and rewrites only
+//! connections whose `Host` header (port stripped, case-insensitive) is in the list. With
+//! `[stack.tcp.modify] upgrade = "on_request"` it upgrades exactly those from the cheap path
+//! ([`Context::upgrade_flow`]); it rewrites a direction from where the monitor put it on the
+//! modification path ([`Context::modifiable_from`]) — the request that named the host, and
+//! whatever left before the upgrade was taken, pass unchanged (docs/modification.md
+//! "Per-flow upgrade"). Other connections are never touched.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +59,10 @@ pub const MAX_WORD: usize = 1024;
 pub struct WordRewriterConfig {
     /// Word → replacement (an empty replacement removes the word).
     pub replace: BTreeMap<String, String>,
+    /// Rewrite only connections whose first HTTP request names one of these hosts (and
+    /// upgrade them from the cheap path); empty (the default): every connection.
+    #[serde(default)]
+    pub only_hosts: Vec<String>,
 }
 
 impl NfOptions for WordRewriterConfig {
@@ -59,6 +72,11 @@ impl NfOptions for WordRewriterConfig {
         let mut errs = Vec::new();
         if self.replace.is_empty() {
             errs.push(common.error(NAME, "`replace` names no word"));
+        }
+        for h in &self.only_hosts {
+            if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b':') {
+                errs.push(common.error(NAME, format!("`only_hosts`: {h:?} is not a host name")));
+            }
         }
         for w in self.replace.keys() {
             if w.is_empty() || w.len() > MAX_WORD {
@@ -84,6 +102,34 @@ struct Carry {
     bytes: Vec<u8>,
 }
 
+/// Largest request head read to find the `Host` header.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+
+/// A connection's standing under `only_hosts`.
+enum HostState {
+    /// Reading the first request's head (bytes so far).
+    Reading(Vec<u8>),
+    /// Its host is listed: rewritten (upgraded).
+    Wanted,
+    /// Not listed (or no request head found): never touched.
+    Ignored,
+}
+
+/// The `Host` header's host of a request head (`\r\n\r\n` included), lower-case, port
+/// stripped; `None` without one.
+fn host_of(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let line = text.split("\r\n").skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_ascii_lowercase())
+    })?;
+    let host = match line.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => line.split(':').next().unwrap_or(""),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
 /// The Word_Rewriter NF (see the module docs).
 pub struct WordRewriter {
     contract: Contract,
@@ -97,6 +143,12 @@ pub struct WordRewriter {
     split: u64,
     refused: u64,
     read_errors: u64,
+    /// `only_hosts`, lower-case (empty: every connection).
+    only_hosts: Vec<String>,
+    hosts: FxHashMap<FlowRef, HostState>,
+    flows_wanted: u64,
+    flows_ignored: u64,
+    upgrades_refused: u64,
 }
 
 impl WordRewriter {
@@ -121,7 +173,55 @@ impl WordRewriter {
             split: 0,
             refused: 0,
             read_errors: 0,
+            only_hosts: cfg.only_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            hosts: FxHashMap::default(),
+            flows_wanted: 0,
+            flows_ignored: 0,
+            upgrades_refused: 0,
         })
+    }
+
+    /// Under `only_hosts`: where this event's bytes may be rewritten from, or `None` when the
+    /// connection is not one to rewrite (or not on the modification path yet).
+    fn host_gate(&mut self, ev: &EventDesc, cx: &Context<'_>, flow: FlowRef) -> Option<u64> {
+        let state = self.hosts.entry(flow).or_insert_with(|| HostState::Reading(Vec::new()));
+        if let (HostState::Reading(head), true) = (&mut *state, ev.to_server()) {
+            let mut gap = false;
+            let res = cx.data_ready(ev, &mut |ch| match ch {
+                Chunk::Data(d) => {
+                    let room = MAX_REQUEST_HEAD.saturating_sub(head.len());
+                    head.extend_from_slice(&d[..d.len().min(room)]);
+                }
+                Chunk::Gap(_) => gap = true,
+            });
+            let end = head.windows(4).position(|w| w == b"\r\n\r\n");
+            let decided = match end {
+                Some(e) => Some(host_of(&head[..e + 4]).is_some_and(|h| self.only_hosts.contains(&h))),
+                None if gap || res.is_err() || head.len() >= MAX_REQUEST_HEAD => Some(false),
+                None => None,
+            };
+            match decided {
+                Some(true) => match cx.upgrade_flow(ev) {
+                    Ok(()) => {
+                        self.flows_wanted += 1;
+                        *state = HostState::Wanted;
+                    }
+                    Err(_) => {
+                        self.upgrades_refused += 1;
+                        *state = HostState::Ignored;
+                    }
+                },
+                Some(false) => {
+                    self.flows_ignored += 1;
+                    *state = HostState::Ignored;
+                }
+                None => {}
+            }
+        }
+        match state {
+            HostState::Wanted => cx.modifiable_from(ev),
+            _ => None,
+        }
     }
 
     /// Scans `c.bytes` (from `c.base`): every match that no later byte can change is asked
@@ -164,21 +264,32 @@ impl Actor for WordRewriter {
         if ev.event_type == builtin::FLOW_TCP_TERMINATE {
             self.carry.remove(&(flow, true));
             self.carry.remove(&(flow, false));
+            self.hosts.remove(&flow);
             return Verdict::Continue;
         }
         if ev.event_type != builtin::DATA_RDY {
             return Verdict::Continue;
         }
+        let frontier = ev.snap.frontier[usize::from(!ev.to_server())];
+        // Where this event's bytes may be rewritten from (before: they left unchanged).
+        let start = if self.only_hosts.is_empty() {
+            ev.aux
+        } else {
+            match self.host_gate(ev, cx, flow) {
+                Some(from) if from < frontier => from.max(ev.aux),
+                _ => return Verdict::Continue,
+            }
+        };
         let key = (flow, ev.to_server());
-        let mut c = self.carry.remove(&key).unwrap_or(Carry { base: ev.aux, bytes: Vec::new() });
-        if c.base + c.bytes.len() as u64 != ev.aux {
-            // Bytes were skipped (a read error earlier): start again here.
-            c = Carry { base: ev.aux, bytes: Vec::new() };
+        let mut c = self.carry.remove(&key).unwrap_or(Carry { base: start, bytes: Vec::new() });
+        if c.base + c.bytes.len() as u64 != start {
+            // Bytes were skipped (a read error earlier, or an upgrade): start again here.
+            c = Carry { base: start, bytes: Vec::new() };
         }
         // Runs of bytes, split where a gap (bytes never seen) lies: no match spans one.
-        let mut runs: Vec<(u64, Vec<u8>)> = vec![(ev.aux, Vec::new())];
-        let mut at = ev.aux;
-        let res = cx.data_ready(ev, &mut |ch| {
+        let mut runs: Vec<(u64, Vec<u8>)> = vec![(start, Vec::new())];
+        let mut at = start;
+        let res = cx.read_stream(flow, ev.to_server(), start, frontier, &mut |ch| {
             match ch {
                 Chunk::Data(d) => runs.last_mut().expect("one run at least").1.extend_from_slice(d),
                 Chunk::Gap(n) => runs.push((at + n, Vec::new())),
@@ -210,6 +321,24 @@ impl Actor for WordRewriter {
             ("words_split_across_events".into(), self.split),
             ("changes_refused".into(), self.refused),
             ("stream_read_errors".into(), self.read_errors),
+            ("flows_host_matched".into(), self.flows_wanted),
+            ("flows_host_ignored".into(), self.flows_ignored),
+            ("upgrades_refused".into(), self.upgrades_refused),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_host_header_is_found_port_stripped_case_folded() {
+        let h = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhOsT:  Example.TEST:8088 \r\n\r\n";
+        assert_eq!(host_of(h).as_deref(), Some("example.test"));
+        assert_eq!(host_of(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").as_deref(), Some("::1"));
+        assert_eq!(host_of(b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n"), None);
+        // A request line that says "Host:" is not a header.
+        assert_eq!(host_of(b"Host: a\r\nX: y\r\n\r\n"), None);
     }
 }

@@ -49,7 +49,6 @@
 //! start chunks early) the direction is cut from there (`stream_store_chunks_exhausted`) and
 //! reads past that point fail.
 
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -157,6 +156,15 @@ impl StreamAccess for SharedStreams {
         board.change(store_key(flow_id(flow)), dir_index(to_server), change)
     }
 
+    fn upgrade(&self, flow: FlowRef) -> Result<(), actors::modify::ModifyError> {
+        let board = self.board.get().ok_or(actors::modify::ModifyError::NotEnabled)?;
+        board.request_upgrade(store_key(flow_id(flow)), flow)
+    }
+
+    fn modifiable_from(&self, flow: FlowRef, to_server: bool) -> Option<u64> {
+        self.board.get()?.base(store_key(flow_id(flow)), dir_index(to_server))
+    }
+
     fn region_blocks(&self) -> Vec<(String, usize)> {
         vec![(String::new(), streams::block_size(self.cfg))]
     }
@@ -252,21 +260,37 @@ impl StreamSinks for StoreSinks {
     }
 }
 
+/// [`TcpMonitor::sync`] of a connection at hand (one that just ended, out of the tracker).
+fn sync_conn(store: Option<&mut StoreSinks>, id: FlowId, conn: &Connection) {
+    let Some(st) = store else { return };
+    let Some(rec) = st.record(id) else { return };
+    let w = &mut st.writer;
+    for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
+        let Some(s) = conn.stream(dir) else { continue };
+        w.set_present(rec, d);
+        if s.frontier() > w.frontier(rec, d) {
+            w.publish(rec, d, s.frontier());
+        }
+        w.release(rec, d, s.base());
+    }
+}
+
 /// The TCP monitor (see the module docs).
 pub struct TcpMonitor {
     contract: Contract,
     shared: Arc<SharedStreams>,
     tracker: TcpTracker,
-    /// Connections that ended but may still be read.
-    /// Boxed, as in the tracker: the boxes move here, not the connections.
-    retired: FxHashMap<FlowId, Box<Connection>>,
     /// The store's writer (taken at the first event) and each connection's record.
     store: Option<StoreSinks>,
     completed: Option<Arc<AtomicU64>>,
     /// `DATA_RDY` events raised and not yet known to have left: (seq, flow, direction, end).
     pending: VecDeque<(u64, FlowId, Direction, u64)>,
-    /// Ended connections: (seq of their last events, flow).
-    retiring: VecDeque<(u64, FlowId)>,
+    /// Ended connections whose streams may still be read: (seq of their last events, flow,
+    /// the reassembly memory still charged for them). The connection itself is freed when
+    /// it ends (readers read the store, not the tracker); its store record and its charge
+    /// go when its last events have left (issue 14: at the end of input every flow ends at
+    /// once, and keeping the connections until then doubled the peak's maps).
+    retiring: VecDeque<(u64, FlowId, usize)>,
     receiver_events: bool,
     events: Vec<TcpEvent>,
     last_seq: u64,
@@ -308,7 +332,10 @@ impl TcpMonitor {
         let shared = Arc::new(SharedStreams::new(cfg.store_config()));
         let (forwarding, loopback) = match &cfg.modify {
             Some(m) => {
-                let board = Arc::new(crate::modify::Board::new(m.limits()));
+                let board = Arc::new(match m.upgrade {
+                    crate::modify::Upgrade::All => crate::modify::Board::new(m.limits()),
+                    crate::modify::Upgrade::OnRequest => crate::modify::Board::on_request(m.limits()),
+                });
                 let _ = shared.board.set(board.clone());
                 let lb = actors::splice::Loopback::new();
                 (Some(crate::modify::glue::Forwarding::new(m.clone(), board, lb.clone())), Some(lb))
@@ -320,7 +347,6 @@ impl TcpMonitor {
             contract,
             shared,
             tracker,
-            retired: FxHashMap::default(),
             store: None,
             completed: None,
             pending: VecDeque::new(),
@@ -361,13 +387,12 @@ impl TcpMonitor {
             if let Some(fw) = self.forwarding.as_mut() {
                 fw.completed(store_key(id), dir_index(dir == Direction::ToServer), to);
             }
-            // A retired connection is freed whole once its last events have left.
-            if !self.retired.contains_key(&id) {
-                self.tracker.release(id, dir, to);
-                self.sync(id);
-            }
+            // A retired connection (no longer in the tracker: both calls do nothing) is
+            // freed whole once its last events have left.
+            self.tracker.release(id, dir, to);
+            self.sync(id);
         }
-        while let Some(&(seq, id)) = self.retiring.front() {
+        while let Some(&(seq, id, charged)) = self.retiring.front() {
             if seq >= done {
                 break;
             }
@@ -375,14 +400,22 @@ impl TcpMonitor {
             if let Some(fw) = self.forwarding.as_mut() {
                 fw.end(store_key(id));
             }
-            if let Some(conn) = self.retired.remove(&id) {
-                self.tracker.recycle(*conn);
-                if let Some(st) = self.store.as_mut() {
-                    if let Some(rec) = st.writer.record_of(store_key(id)) {
-                        st.writer.close(rec);
-                    }
+            self.tracker.uncharge(charged);
+            if let Some(st) = self.store.as_mut() {
+                if let Some(rec) = st.writer.record_of(store_key(id)) {
+                    st.writer.close(rec);
                 }
             }
+        }
+    }
+
+    /// NFs' upgrade requests (`upgrade = "on_request"`), taken before the next segment: the
+    /// flow is on the modification path from the bytes after those forwarded so far.
+    fn upgrades(&mut self) {
+        let Some(fw) = self.forwarding.as_mut() else { return };
+        for flow in fw.take_upgrade_requests() {
+            let id = flow_id(flow);
+            fw.upgrade(store_key(id), self.tracker.get(id));
         }
     }
 
@@ -399,18 +432,8 @@ impl TcpMonitor {
     /// it freed). Called after every change, before the events that announce it are
     /// published.
     fn sync(&mut self, id: FlowId) {
-        let Some(conn) = self.tracker.get(id).or_else(|| self.retired.get(&id).map(|c| &**c)) else { return };
-        let Some(st) = self.store.as_mut() else { return };
-        let Some(rec) = st.record(id) else { return };
-        let w = &mut st.writer;
-        for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
-            let Some(s) = conn.stream(dir) else { continue };
-            w.set_present(rec, d);
-            if s.frontier() > w.frontier(rec, d) {
-                w.publish(rec, d, s.frontier());
-            }
-            w.release(rec, d, s.base());
-        }
+        let Some(conn) = self.tracker.get(id) else { return };
+        sync_conn(self.store.as_mut(), id, conn);
     }
 
     /// Turns tracker events into descriptors published after the current one.
@@ -471,12 +494,12 @@ impl TcpMonitor {
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
         let Some(conn) = self.tracker.end_boxed(id, reason, &mut self.events, sinks) else { return };
         let snap = Snapshot {
-            half: conn.half,
+            half: conn.halves(),
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
         };
-        self.retired.insert(id, conn);
-        self.retiring.push_back((seq, id));
-        self.sync(id);
+        sync_conn(self.store.as_mut(), id, &conn);
+        let charged = self.tracker.retire(conn);
+        self.retiring.push_back((seq, id, charged));
         self.publish(cx, flow, flow_start, seq, ts, snapshot(&snap, snapshot_update::NONE));
     }
 }
@@ -524,6 +547,7 @@ impl Actor for TcpMonitor {
             payload,
         };
         self.reclaim();
+        self.upgrades();
         self.sinks();
         let sinks = self.store.as_mut().map(|s| s as &mut dyn StreamSinks);
         let up = self.tracker.segment_into(flow_id(flow), &seg, &mut self.events, sinks);
@@ -565,6 +589,7 @@ impl Actor for TcpMonitor {
     fn idle(&mut self, _cx: &mut Context<'_>) {
         if self.forwarding.is_some() {
             self.reclaim();
+            self.upgrades();
             if let Some(fw) = self.forwarding.as_mut() {
                 fw.poll();
             }

@@ -103,7 +103,7 @@ proptest! {
                 prop_assert_eq!(got, want, "connection {} direction {}", c, d);
             }
             let got = t.end(id(c), EndReason::Shutdown, &mut ev).unwrap();
-            prop_assert!(got.half.iter().all(|h| h.state == TcpState::Established));
+            prop_assert!(got.halves().iter().all(|h| h.state == TcpState::Established));
             t.recycle(got);
         }
         prop_assert_eq!(t.budget().used, 0, "every chunk given back");
@@ -122,13 +122,13 @@ fn simultaneous_open() {
     t.segment(id, &seg(Direction::ToServer, 100, 0, SYN, b""), &mut ev);
     t.segment(id, &seg(Direction::ToClient, 500, 0, SYN, b""), &mut ev);
     let c = t.get(id).unwrap();
-    assert_eq!((c.half[0].state, c.half[1].state), (TcpState::SynRcvd, TcpState::SynRcvd));
+    assert_eq!((c.halves()[0].state, c.halves()[1].state), (TcpState::SynRcvd, TcpState::SynRcvd));
     t.segment(id, &seg(Direction::ToServer, 100, 501, SYN | ACK, b""), &mut ev);
     t.segment(id, &seg(Direction::ToClient, 500, 101, SYN | ACK, b""), &mut ev);
     t.segment(id, &seg(Direction::ToServer, 101, 501, ACK, b""), &mut ev);
     t.segment(id, &seg(Direction::ToClient, 501, 101, ACK, b""), &mut ev);
     let c = t.get(id).unwrap();
-    assert_eq!((c.half[0].state, c.half[1].state), (TcpState::Established, TcpState::Established));
+    assert_eq!((c.halves()[0].state, c.halves()[1].state), (TcpState::Established, TcpState::Established));
     assert!(ev.contains(&TcpEvent::Established));
 }
 
@@ -144,7 +144,7 @@ fn half_close_keeps_the_other_direction_flowing() {
     t.segment(id, &seg(Direction::ToServer, 8, 1, FIN | ACK, b""), &mut ev);
     t.segment(id, &seg(Direction::ToClient, 1, 9, ACK, b""), &mut ev);
     let c = t.get(id).unwrap();
-    assert_eq!((c.half[0].state, c.half[1].state), (TcpState::FinWait2, TcpState::CloseWait));
+    assert_eq!((c.halves()[0].state, c.halves()[1].state), (TcpState::FinWait2, TcpState::CloseWait));
     // The server keeps sending.
     ev.clear();
     t.segment(id, &seg(Direction::ToClient, 1, 9, ACK, b"response"), &mut ev);
@@ -152,5 +152,5 @@ fn half_close_keeps_the_other_direction_flowing() {
     t.segment(id, &seg(Direction::ToClient, 9, 9, FIN | ACK, b""), &mut ev);
     t.segment(id, &seg(Direction::ToServer, 9, 10, ACK, b""), &mut ev);
     let c = t.get(id).unwrap();
-    assert_eq!((c.half[0].state, c.half[1].state), (TcpState::TimeWait, TcpState::Closed));
+    assert_eq!((c.halves()[0].state, c.halves()[1].state), (TcpState::TimeWait, TcpState::Closed));
 }

@@ -16,7 +16,19 @@
 //!   AF_PACKET forwarder in a fourth namespace between the client and `mbox`; `tc netem` is
 //!   missing from this kernel) dropping 1% of the frames each way: rewritten segments and the
 //!   client's ACKs are lost, the server retransmits bytes `mbox` already forwarded, and the
-//!   same rewritten bytes go out again (`modify_resent_frames` > 0).
+//!   same rewritten bytes go out again (`modify_resent_frames` > 0);
+//! * [`download_in_mode_b_is_rewritten_as_sed_does`] — the first test in execution mode b
+//!   (`--mode b`: one packet at a time through the stack and the NF);
+//! * [`upgrade_rewrites_only_the_named_host`] — `apps/rewrite_upgrade.toml`
+//!   (`[stack.tcp.modify] upgrade = "on_request"`, `only_hosts = ["example.test"]`), two
+//!   downloads in one run: with `Host: other.test` the body arrives byte-identical (same
+//!   SHA-256) and the connection never left the cheap path (no connection taken over, no
+//!   frame rebuilt); with `Host: example.test` the word rewriter upgrades the flow at the
+//!   request, and the response — every byte of which follows the upgrade — equals sed's
+//!   rewrite (same SHA-256). Mode b and mode c (the default) both;
+//! * [`upgrade_with_loss_rewrites_only_the_named_host`] — the same behind the 1% lossy
+//!   bridge (SACK and timestamps were negotiated by the unchanged SYNs; the upgraded flow's
+//!   frames carry neither, and recovery still completes).
 
 mod netns;
 
@@ -110,9 +122,9 @@ fn corpus() -> Vec<u8> {
     out
 }
 
-fn start_mbox(lab: &mut Lab, ns: &str, dir: &Path) -> usize {
+fn start_mbox(lab: &mut Lab, ns: &str, dir: &Path, app: &str, mode: &str) -> usize {
     let bin = mbox_bin();
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/rewrite.toml");
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps").join(app);
     let args = [
         bin.to_str().unwrap(),
         "run",
@@ -125,6 +137,8 @@ fn start_mbox(lab: &mut Lab, ns: &str, dir: &Path) -> usize {
         "1",
         "--stats-json",
         "stats.json",
+        "--mode",
+        mode,
     ];
     lab.spawn(ns, 160, dir, &args, "mbox.log")
 }
@@ -152,7 +166,7 @@ fn lossy_lab(lab: &mut Lab, net: u8, dir: &Path) -> Result<(String, String, Stri
 
 /// The download through `mbox` (with 1% of the frames lost between the client and `mbox`
 /// when `loss`); asserts.
-fn download(tag: &str, net: u8, loss: bool) {
+fn download(tag: &str, net: u8, loss: bool, mode: &str) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -165,7 +179,7 @@ fn download(tag: &str, net: u8, loss: bool) {
     let srv = ["python3", "-u", "server.py", &addr, "8088", "corpus.txt"];
     lab.spawn(&s, 200, d, &srv, "server.log");
     assert!(wait_for_log(d, "server.log", "Serving", Duration::from_secs(15)), "the server did not start");
-    let mb = start_mbox(&mut lab, &m, d);
+    let mb = start_mbox(&mut lab, &m, d, "rewrite.toml", mode);
     let url = format!("http://{addr}:8088/corpus.txt");
     wait_forwarding(&c, &url, d);
     let got = d.join("got.txt");
@@ -206,7 +220,7 @@ fn download(tag: &str, net: u8, loss: bool) {
         assert!(resent > 0, "the server retransmitted bytes mbox had forwarded: {st}");
     }
     println!(
-        "live rewrite{}: {} bytes -> {} bytes equal to sed's; {words} words replaced, {split} split across segments, {resent} frames resent, {timeouts} hold timeouts, {refused} changes refused (too late or on an ended connection)",
+        "live rewrite{} (mode {mode}): {} bytes -> {} bytes equal to sed's; {words} words replaced, {split} split across segments, {resent} frames resent, {timeouts} hold timeouts, {refused} changes refused (too late or on an ended connection)",
         if loss { " with 1% loss" } else { "" },
         original.len(),
         body.len()
@@ -231,7 +245,119 @@ fn download_is_rewritten_as_sed_does() {
     if cannot_run(check, "r") {
         return;
     }
-    download("r", 40, false);
+    download("r", 40, false, "c");
+}
+
+#[test]
+fn download_in_mode_b_is_rewritten_as_sed_does() {
+    let check = "live rewrite in mode b: curl through mbox --mode b apps/rewrite.toml equals sed's rewrite";
+    if cannot_run(check, "rb") {
+        return;
+    }
+    download("rb", 42, false, "b");
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `apps/rewrite_upgrade.toml` in `mode`: one download naming another host (cheap path all
+/// along), one naming example.test (upgraded, rewritten); asserts.
+fn upgrade(tag: &str, net: u8, mode: &str, loss: bool) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let original = corpus();
+    std::fs::write(d.join("corpus.txt"), &original).unwrap();
+    std::fs::write(d.join("server.py"), SERVER).unwrap();
+    let mut lab = Lab::new(tag);
+    let (c, m, s) = if loss { lossy_lab(&mut lab, net, d).unwrap() } else { inline_lab(&mut lab, net).unwrap() };
+    let addr = format!("10.99.{net}.2");
+    let srv = ["python3", "-u", "server.py", &addr, "8088", "corpus.txt"];
+    lab.spawn(&s, 200, d, &srv, "server.log");
+    assert!(wait_for_log(d, "server.log", "Serving", Duration::from_secs(15)), "the server did not start");
+    let mb = start_mbox(&mut lab, &m, d, "rewrite_upgrade.toml", mode);
+    let url = format!("http://{addr}:8088/corpus.txt");
+    wait_forwarding(&c, &url, d);
+    let get = |host: &str, out: &str| {
+        Command::new("timeout")
+            .args(["120", "ip", "netns", "exec", &c, "curl", "-sS", "--max-time", "100", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg("-o")
+            .arg(d.join(out))
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let other = get("other.test", "other.txt");
+    let named = get("example.test:8088", "named.txt");
+    let status = lab.interrupt_and_wait(mb, Duration::from_secs(20));
+    let log = std::fs::read_to_string(d.join("mbox.log")).unwrap_or_default();
+    for o in [&other, &named] {
+        assert!(o.status.success(), "curl: {:?} {}\nmbox:\n{log}", o.status, String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "mbox ends on SIGINT after draining:\n{log}");
+    let st = stats_json(d);
+    let plain = std::fs::read(d.join("other.txt")).unwrap();
+    assert_eq!(sha256(&plain), sha256(&original), "a flow left on the cheap path arrives byte-identical: {st}");
+    let sed = Command::new("sed").args(["s/foo/barbaz/g"]).arg(d.join("corpus.txt")).output().unwrap();
+    assert!(sed.status.success());
+    let want = sed.stdout;
+    let body = std::fs::read(d.join("named.txt")).unwrap();
+    if body != want {
+        let at = body.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(body.len().min(want.len()));
+        panic!(
+            "the upgraded download differs from sed's rewrite at byte {at} (got {} bytes, want {})\nmbox:\n{log}\n{st}",
+            body.len(),
+            want.len()
+        );
+    }
+    assert_eq!(sha256(&body), sha256(&want));
+    let n = |name: &str| counter(&st, "tcp", name);
+    assert_eq!(n("modify_connections"), 0, "no connection was taken over at its SYN: {st}");
+    assert_eq!(n("modify_flows_upgraded"), 1, "exactly the example.test flow was upgraded: {st}");
+    assert_eq!(n("modify_upgrades_refused"), 0, "{st}");
+    assert_eq!(counter(&st, "rewrite", "flows_host_matched"), 1, "{st}");
+    assert!(counter(&st, "rewrite", "flows_host_ignored") >= 2, "the probe and the other.test flow: {st}");
+    assert!(n("modify_cheap_path_bytes") >= original.len() as u64, "the other flow's bytes took the cheap path: {st}");
+    assert!(n("modify_path_bytes") >= original.len() as u64, "the upgraded response took the modification path: {st}");
+    let before = n("modify_upgraded_bytes_before");
+    assert!(before > 0 && before < 1000, "only the request left before the upgrade: {st}");
+    assert_eq!(counter(&st, "rewrite", "changes_refused"), 0, "no change came too late: {st}");
+    println!(
+        "live upgrade{} (mode {mode}): other.test {} bytes byte-identical (sha256 {}), example.test upgraded after {before} bytes, {} bytes equal to sed's (sha256 {}); cheap path {} payload bytes, modification path {} payload bytes; state per cheap connection {} B, per upgraded connection {} B (fixed part), high-water {} B",
+        if loss { " with 1% loss" } else { "" },
+        plain.len(),
+        &sha256(&plain)[..16],
+        body.len(),
+        &sha256(&body)[..16],
+        n("modify_cheap_path_bytes"),
+        n("modify_path_bytes"),
+        n("modify_state_bytes_cheap_connection"),
+        n("modify_state_bytes_forwarded_connection"),
+        n("modify_state_bytes_high_water"),
+    );
+}
+
+#[test]
+fn upgrade_rewrites_only_the_named_host() {
+    let check = "live upgrade: apps/rewrite_upgrade.toml rewrites only the example.test flow, modes c and b";
+    if cannot_run(check, "u") {
+        return;
+    }
+    upgrade("u", 43, "c", false);
+    upgrade("ub", 44, "b", false);
+}
+
+#[test]
+fn upgrade_with_loss_rewrites_only_the_named_host() {
+    let check =
+        "live upgrade with 1% loss (lossy bridge): apps/rewrite_upgrade.toml, the upgraded flow equals sed's rewrite";
+    if cannot_run(check, "ul") {
+        return;
+    }
+    upgrade("ul", 45, "c", true);
 }
 
 #[test]
@@ -240,5 +366,5 @@ fn download_with_loss_is_rewritten_as_sed_does() {
     if cannot_run(check, "l") {
         return;
     }
-    download("l", 41, true);
+    download("l", 41, true, "c");
 }

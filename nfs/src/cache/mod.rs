@@ -99,6 +99,11 @@ impl Store {
 
     /// The full answer for `key` with its `Age`, marking it recently used.
     pub fn get(&mut self, key: &str, now: Instant) -> Option<Vec<u8>> {
+        self.answer(key, now, "")
+    }
+
+    /// As [`Store::get`], with `extra` header lines (each ending in CRLF) after `Age`.
+    fn answer(&mut self, key: &str, now: Instant, extra: &str) -> Option<Vec<u8>> {
         self.tick += 1;
         let e = self.map.get_mut(key)?;
         self.lru.remove(&e.tick);
@@ -107,7 +112,7 @@ impl Store {
         let age = now.saturating_duration_since(e.stored).as_secs();
         let mut out = Vec::with_capacity(e.head.len() + e.body.len() + 16);
         out.extend_from_slice(&e.head);
-        out.extend_from_slice(format!("Age: {age}\r\n\r\n").as_bytes());
+        out.extend_from_slice(format!("Age: {age}\r\n{extra}\r\n").as_bytes());
         out.extend_from_slice(&e.body);
         Some(out)
     }
@@ -294,7 +299,11 @@ impl CacheNf {
             let key = h.host.as_ref().map(|host| format!("{host}{}", h.first[1]));
             if is_get && !h.no_store && st.pending.is_empty() {
                 if let Some(k) = &key {
-                    if let Some(answer) = self.store.get(k, now) {
+                    // Say how the connection goes on: the stored head may be HTTP/1.0 (not
+                    // persistent by default), and an HTTP/1.0 keep-alive client (`ab -k`)
+                    // otherwise waits for a close that never comes.
+                    let conn_header = if h.close { "Connection: close\r\n" } else { "Connection: keep-alive\r\n" };
+                    if let Some(answer) = self.store.answer(k, now, conn_header) {
                         self.stats.hits += 1;
                         out.reply(&answer);
                         if h.close {

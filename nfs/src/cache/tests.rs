@@ -48,7 +48,8 @@ fn second_get_is_a_hit_with_age_and_same_body() {
     let text = String::from_utf8_lossy(&back);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\r\nAge: 0\r\n"), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("connection:"), "{text}");
+    assert!(text.contains("\r\nConnection: keep-alive\r\n"), "{text}");
+    assert_eq!(text.to_ascii_lowercase().matches("connection:").count(), 1, "{text}");
     assert_eq!(body_of(&back), b"hello world");
     assert_eq!((c.stats().hits, c.stats().misses, c.stats().stored), (1, 1, 1));
 }
@@ -130,4 +131,26 @@ fn hostile_heads_are_bounded_and_counted() {
     let mut w = Writer::default();
     c.on_data(4, Leg::Server, &vec![b'B'; 3000], &mut w);
     assert_eq!(c.stats().bad_input, 4);
+}
+
+#[test]
+fn hits_say_whether_the_connection_stays_open() {
+    let mut c = nf(1 << 20);
+    req(&mut c, 1, &get("/k"));
+    resp(&mut c, 1, &ok(b"body", ""));
+    // HTTP/1.0 keep-alive (`ab -k`): kept open, and said so.
+    let r = b"GET /k HTTP/1.0\r\nHost: example.org\r\nConnection: Keep-Alive\r\n\r\n";
+    let mut w = Writer::default();
+    c.on_data(2, Leg::Client, r, &mut w);
+    let text = String::from_utf8_lossy(w.replied()).to_string();
+    assert!(text.contains("\r\nConnection: keep-alive\r\n"), "{text}");
+    assert_eq!(body_of(w.replied()), b"body");
+    // Plain HTTP/1.0 (`ab`): answered, closed, and said so.
+    let r = b"GET /k HTTP/1.0\r\nHost: example.org\r\n\r\n";
+    let mut w = Writer::default();
+    c.on_data(3, Leg::Client, r, &mut w);
+    let text = String::from_utf8_lossy(w.replied()).to_string();
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+    assert_eq!(body_of(w.replied()), b"body");
+    assert_eq!(c.stats().hits, 2);
 }

@@ -72,6 +72,12 @@ impl EditList {
         EditList { edits: VecDeque::new(), pruned_delta: 0, forwarded: 0, bytes: 0, ended: false, limits }
     }
 
+    /// An empty list whose original bytes before `forwarded` already left unchanged (a
+    /// connection upgraded mid-stream): the maps are the identity below it.
+    pub fn starting_at(limits: EditLimits, forwarded: u64) -> EditList {
+        EditList { forwarded, ..EditList::new(limits) }
+    }
+
     /// Original bytes forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded

@@ -29,6 +29,13 @@
 //! * **Options**: SYNs keep MSS and window scale; SACK-permitted and timestamps are turned
 //!   into NOPs, so no SACK block ever needs remapping and the segments the monitor builds
 //!   need no options.
+//! * **Upgraded mid-stream** ([`ConnFwd::resume`]): a connection that ran on the cheap path
+//!   (frames forwarded as received) joins at `base`, the end of what already left. Below
+//!   `base` the maps are the identity and nothing is kept: a sender's repeat of those bytes
+//!   (a retransmission, or a hole filled late) is passed on as it came, with the
+//!   acknowledgment remapped; from `base` on, everything above applies. The receiver's
+//!   window is counted from its own last acknowledgment, which may lie below `base` for a
+//!   while.
 //! * Ethernet + IPv4 without VLAN tag only (what live AF_PACKET ports deliver); other
 //!   connections are not taken over.
 
@@ -94,6 +101,9 @@ pub struct FwdCounts {
     pub control_frames: u64,
     /// Edits dropped because the stream ended inside them.
     pub edits_dropped: u64,
+    /// Frames passed as they came: repeats of bytes that left on the cheap path before an
+    /// upgrade.
+    pub passed_frames: u64,
 }
 
 /// One direction's state (see the module docs).
@@ -117,6 +127,9 @@ struct Dir {
     window: u16,
     /// The receiver's window in bytes (scaled), from its last segment.
     rcv_window: u64,
+    /// The receiver's last acknowledgment, output offset: the window's left edge (below
+    /// `acked_out` only after an upgrade mid-stream, until the receiver catches up).
+    rcv_ack: u64,
     ip_id: u16,
 }
 
@@ -160,6 +173,46 @@ fn scrub_syn_options(opts: &mut [u8]) -> (Option<u16>, Option<u8>) {
     (mss, ws)
 }
 
+/// A 32-bit sequence offset unwrapped near the 64-bit stream offset `near`.
+pub fn unwrap_offset(rel: u32, near: u64) -> u64 {
+    unwrap(rel, near)
+}
+
+/// Reads the MSS and window scale options of a SYN frame (untagged Ethernet/IPv4/TCP).
+pub fn syn_options(frame: &[u8]) -> (Option<u16>, Option<u8>) {
+    let Some(ihl) = frame.get(14).map(|b| usize::from(b & 0x0f) * 4) else { return (None, None) };
+    let t = 14 + ihl;
+    let Some(off) = frame.get(t + 12).map(|b| usize::from(b >> 4) * 4) else { return (None, None) };
+    match frame.get(t + 20..t + off) {
+        Some(opts) => scrub_syn_options(&mut opts.to_vec()),
+        None => (None, None),
+    }
+}
+
+/// One direction of a connection upgraded mid-stream ([`ConnFwd::resume`]), as the monitor
+/// knows it when the upgrade is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The sender's ISN + 1 (`None`: its SYN was not seen yet).
+    pub first_seq: Option<u32>,
+    /// Original offset where the modification path starts: every byte before it left on the
+    /// cheap path (the end of the highest segment the sender sent, or its FIN).
+    pub base: u64,
+    /// The sender's FIN (at `base`) already left.
+    pub fin: bool,
+    /// The receiver's last acknowledgment of this direction, original offset (≤ `base`).
+    pub rcv_acked: u64,
+    /// The receiver's window in bytes (scaled).
+    pub rcv_window: u64,
+    /// The receiver's MSS (536 when it announced none).
+    pub mss: u16,
+    /// The acknowledgment number and raw window field the sender last sent (for the frames
+    /// built in its name).
+    pub ack: Option<u32>,
+    /// Raw window field.
+    pub window: u16,
+}
+
 /// One forwarded connection (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct ConnFwd {
@@ -168,6 +221,9 @@ pub struct ConnFwd {
     /// still holds it ([`ack_ahead`](Self::ack_ahead)); acknowledgments never go below it.
     ack_floor: [u64; 2],
     wscale: [Option<u8>; 2],
+    /// Original offset where each direction joined the modification path (0 unless
+    /// upgraded mid-stream, [`resume`](Self::resume)).
+    base: [u64; 2],
     /// Counters.
     pub counts: FwdCounts,
 }
@@ -180,6 +236,29 @@ impl ConnFwd {
             d.mss = 536;
             d.rcv_window = 65_535;
         }
+        c
+    }
+
+    /// A connection that ran on the cheap path until now (its frames forwarded as received),
+    /// forwarded from here on: direction `d` from `dirs[d].base`. `wscale`: the window scale
+    /// each direction's SYN announced. The caller opens the edit lists at the same bases
+    /// ([`EditList::starting_at`]).
+    pub fn resume(dirs: [Resume; 2], wscale: [Option<u8>; 2]) -> ConnFwd {
+        let mut c = ConnFwd::new();
+        c.wscale = wscale;
+        for (d, r) in c.dirs.iter_mut().zip(dirs) {
+            d.first_seq = r.first_seq;
+            d.mss = r.mss.max(64);
+            d.acked_out = r.base;
+            d.sent_out = r.base;
+            d.rcv_ack = r.rcv_acked.min(r.base);
+            d.rcv_window = r.rcv_window;
+            d.fin_at = r.fin.then_some(r.base);
+            d.fin_sent = r.fin;
+            d.ack = r.ack;
+            d.window = r.window;
+        }
+        c.base = [dirs[0].base, dirs[1].base];
         c
     }
 
@@ -261,6 +340,7 @@ impl ConnFwd {
                 let data_end = od.acked_out + od.out.len() as u64;
                 let fin_acked = od.fin_sent && y > data_end;
                 let y = y.min(data_end);
+                od.rcv_ack = od.rcv_ack.max(y);
                 let dup = y == od.acked_out && od.sent_out > od.acked_out && s.payload_len == 0;
                 if y > od.acked_out {
                     let n = (y - od.acked_out) as usize;
@@ -302,9 +382,14 @@ impl ConnFwd {
         }
         let fwd = lists[d].forwarded();
         let mut answered = false;
-        if s.payload_len > 0 && start < fwd {
+        let base = self.base[d];
+        if s.payload_len > 0 && start < base {
+            // Bytes of the cheap path (before the upgrade): they pass as they came.
+            answered = self.pass_original(d, s, start, end.min(base), out);
+        }
+        if s.payload_len > 0 && start.max(base) < end.min(fwd) {
             // The sender repeats bytes that already left: resend their output.
-            answered = self.resend(d, start, end.min(fwd), &lists[d], out);
+            answered |= self.resend(d, start.max(base), end.min(fwd), &lists[d], out);
         }
         if s.flags & flags::FIN != 0 && self.dirs[d].fin_sent {
             // A repeated FIN: what is still unacknowledged before it, then the FIN (an insert
@@ -398,6 +483,23 @@ impl ConnFwd {
         }
     }
 
+    /// Passes original bytes `[from, to)` of segment `s` (all before the direction's `base`:
+    /// they left on the cheap path, unchanged) as they came, acknowledgment remapped.
+    fn pass_original(&mut self, d: usize, s: &SegIn<'_>, from: u64, to: u64, out: &mut Vec<(u8, Vec<u8>)>) -> bool {
+        let Some(first) = self.dirs[d].first_seq else { return false };
+        let Some(seg) = wire::segment(s.frame) else { return false };
+        let n = ((to - from) as usize).min(seg.payload.len());
+        let seq = first.wrapping_add(from as u32);
+        match self.frame(d, seq, flags::PSH, &seg.payload[..n]) {
+            Some(f) => {
+                self.counts.passed_frames += 1;
+                out.push(f);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Resends the output of original `[from, to)` of direction `d` (clipped to what is kept);
     /// a probe when all of it was acknowledged. Returns whether something was sent.
     fn resend(&mut self, d: usize, from: u64, to: u64, list: &EditList, out: &mut Vec<(u8, Vec<u8>)>) -> bool {
@@ -470,7 +572,7 @@ impl ConnFwd {
         loop {
             let dir = &self.dirs[d];
             let end = dir.acked_out + dir.out.len() as u64;
-            let wnd_end = dir.acked_out + dir.rcv_window;
+            let wnd_end = dir.rcv_ack.min(dir.acked_out) + dir.rcv_window;
             let stop = end.min(wnd_end);
             if dir.sent_out >= stop {
                 break;

@@ -13,6 +13,13 @@
 //!   that is behind is waited for, never overtaken (bounded by `max_held_bytes`). (In a direction
 //!   no NF holds, bytes wait for the TX sink, which reports an event done when a later
 //!   packet reaches it: the next segment, or the sender's retransmission.)
+//! * **The cheap path** (`upgrade = "on_request"`, docs/modification.md "Per-flow upgrade"):
+//!   connections are not taken over at their SYN; their frames go on through the chain as
+//!   received. Per connection the only state is the MSS each SYN announced (in `cheap`, what
+//!   a later upgrade needs and the tracker does not keep). An NF's upgrade request is taken
+//!   before the monitor's next segment ([`Forwarding::upgrade`]): the connection joins the
+//!   modification path at the end of what its sender sent so far (from the tracker), the
+//!   edit lists open there, and every later segment goes through [`ConnFwd`] as above.
 //! * Frames go to TX through the loopback ([`actors::splice::Loopback`]), sent after every
 //!   TX burst.
 
@@ -23,8 +30,10 @@ use actors::splice::Loopback;
 use runtime::streams::{Piece, StreamStore};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::forward::{ConnFwd, FwdCounts, SegIn};
-use super::{Board, ModifyConfig};
+use super::forward::{self, ConnFwd, FwdCounts, Resume, SegIn};
+use super::{Board, ModifyConfig, Upgrade};
+use crate::flow_table::Direction;
+use crate::tcp::Connection;
 
 struct Conn {
     fwd: ConnFwd,
@@ -62,11 +71,42 @@ pub struct Forwarding {
     gap_resets: u64,
     hold_timeouts: u64,
     acks_ahead: u64,
+    /// `upgrade = "on_request"`: connections on the cheap path (their SYN seen, untagged
+    /// IPv4), with the MSS each direction's SYN announced (0: none).
+    on_request: bool,
+    cheap: FxHashMap<u64, [u16; 2]>,
+    up: UpgradeCounts,
+}
+
+/// The per-flow upgrade's counters (docs/modification.md "Per-flow upgrade").
+#[derive(Clone, Copy, Debug, Default)]
+struct UpgradeCounts {
+    upgraded: u64,
+    refused: u64,
+    /// Payload bytes of segments passed on the cheap path.
+    cheap_bytes: u64,
+    /// Payload bytes of segments that went through the modification path.
+    modify_bytes: u64,
+    /// Bytes upgraded connections had sent on the cheap path before (both directions).
+    before_bytes: u64,
+    /// Fixed per-connection state high-water (cheap entries + forwarded connections).
+    state_high_water: u64,
+}
+
+/// State bytes per connection on the cheap path (key and value of `cheap`; the hash
+/// table's own overhead is not counted).
+const CHEAP_STATE: u64 = (std::mem::size_of::<u64>() + std::mem::size_of::<[u16; 2]>()) as u64;
+
+/// Fixed state bytes per connection on the modification path (its forwarding state and its
+/// board entry, keys included; buffers of waiting and kept bytes are not counted).
+fn fwd_state() -> u64 {
+    (2 * std::mem::size_of::<u64>() + std::mem::size_of::<Conn>() + std::mem::size_of::<super::Entry>()) as u64
 }
 
 impl Forwarding {
     /// Forwarding with `cfg`, changes on `board`, frames to `loopback`.
     pub fn new(cfg: ModifyConfig, board: Arc<Board>, loopback: Arc<Loopback>) -> Forwarding {
+        let on_request = cfg.upgrade == Upgrade::OnRequest;
         Forwarding {
             cfg,
             board,
@@ -81,7 +121,103 @@ impl Forwarding {
             gap_resets: 0,
             hold_timeouts: 0,
             acks_ahead: 0,
+            on_request,
+            cheap: FxHashMap::default(),
+            up: UpgradeCounts::default(),
         }
+    }
+
+    fn note_state(&mut self) {
+        let now = self.cheap.len() as u64 * CHEAP_STATE + self.conns.len() as u64 * fwd_state();
+        self.up.state_high_water = self.up.state_high_water.max(now);
+    }
+
+    /// The upgrade requests NFs made since the last call.
+    pub fn take_upgrade_requests(&self) -> Vec<actors::desc::FlowRef> {
+        self.board.take_requests()
+    }
+
+    /// Moves connection `key` (`conn`, the tracker's, before the next segment) from the cheap
+    /// path to the modification path. False (counted `modify_upgrades_refused`) when it is
+    /// not on the cheap path: unknown, ended, picked up mid-stream, not untagged IPv4.
+    /// A connection forwarded already stays so.
+    pub fn upgrade(&mut self, key: u64, conn: Option<&Connection>) -> bool {
+        if self.conns.contains_key(&key) {
+            return true;
+        }
+        let (Some(conn), Some(&mss)) = (conn, self.cheap.get(&key)) else {
+            self.up.refused += 1;
+            return false;
+        };
+        let half = conn.halves();
+        let mut dirs = [Resume::default(); 2];
+        let mut wscale = [None; 2];
+        for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
+            let (h, r) = (&half[d], &half[1 - d]);
+            wscale[d] = h.wscale;
+            let Some(isn) = h.isn else { continue };
+            let first = isn.wrapping_add(1);
+            let frontier = conn.frontier(dir);
+            let off = |seq: u32| forward::unwrap_offset(seq.wrapping_sub(first), frontier);
+            // The end of what the sender sent (the FIN's offset once it sent one).
+            let base = match h.fin_seq {
+                Some(f) => off(f),
+                None if h.seq_known => off(h.next_seq),
+                None => 0,
+            }
+            .max(frontier);
+            // The tracker keeps windows scaled; the raw field is what the sender wrote.
+            let shift = if half[0].wscale.is_some() && half[1].wscale.is_some() { h.wscale.unwrap_or(0) } else { 0 };
+            const ACK: u8 = 0x10;
+            dirs[d] = Resume {
+                first_seq: Some(first),
+                base,
+                fin: h.fin_seq.is_some(),
+                rcv_acked: if r.flags_seen & ACK != 0 { off(r.ack).min(base) } else { 0 },
+                rcv_window: u64::from(r.window).max(1),
+                mss: match mss[1 - d] {
+                    0 => 536,
+                    m => m,
+                },
+                ack: (h.flags_seen & ACK != 0).then_some(h.ack),
+                window: u16::try_from(h.window >> shift).unwrap_or(u16::MAX),
+            };
+        }
+        self.cheap.remove(&key);
+        self.board.open_at(key, [dirs[0].base, dirs[1].base]);
+        self.up.upgraded += 1;
+        self.up.before_bytes += dirs[0].base + dirs[1].base;
+        self.conns.insert(
+            key,
+            Conn {
+                fwd: ConnFwd::resume(dirs, wscale),
+                completed_to: [dirs[0].base, dirs[1].base],
+                waiting_since: [None; 2],
+                acked_ahead: [false; 2],
+            },
+        );
+        self.note_state();
+        true
+    }
+
+    /// A segment of a connection not forwarded here, with `upgrade = "on_request"`: it passes
+    /// as received; a SYN's MSS is noted for a later upgrade.
+    fn cheap_segment(&mut self, key: u64, p: &Packet<'_>) {
+        const SYN: u8 = 0x02;
+        self.up.cheap_bytes += p.seg.payload_len as u64;
+        if p.seg.flags & SYN == 0 {
+            return;
+        }
+        if p.l3_offset != 14 || p.ip_version != 4 {
+            if p.seg.flags & 0x10 == 0 {
+                self.passed += 1;
+            }
+            return;
+        }
+        let (mss, _) = forward::syn_options(p.seg.frame);
+        let e = self.cheap.entry(key).or_insert([0; 2]);
+        e[p.seg.dir] = mss.unwrap_or(0);
+        self.note_state();
     }
 
     /// A segment of connection `key` (the monitor's reassembler and store already took it).
@@ -89,6 +225,10 @@ impl Forwarding {
     pub fn segment(&mut self, key: u64, p: &Packet<'_>, store: &StreamStore) -> bool {
         const SYN: u8 = 0x02;
         const ACK: u8 = 0x10;
+        if !self.conns.contains_key(&key) && self.on_request {
+            self.cheap_segment(key, p);
+            return false;
+        }
         if !self.conns.contains_key(&key) {
             if p.seg.flags & (SYN | ACK) != SYN {
                 return false;
@@ -103,7 +243,9 @@ impl Forwarding {
                 key,
                 Conn { fwd: ConnFwd::new(), completed_to: [0; 2], waiting_since: [None; 2], acked_ahead: [false; 2] },
             );
+            self.note_state();
         }
+        self.up.modify_bytes += p.seg.payload_len as u64;
         let egress = self.loopback.ingress_of(p.buffer) ^ 1;
         let mut frames = std::mem::take(&mut self.frames);
         let ok = self.board.with(|m| {
@@ -162,6 +304,7 @@ impl Forwarding {
 
     /// Connection `key` is gone.
     pub fn end(&mut self, key: u64) {
+        self.cheap.remove(&key);
         if let Some(c) = self.conns.remove(&key) {
             self.add_counts(&c.fwd.counts);
             self.board.close(key);
@@ -177,6 +320,7 @@ impl Forwarding {
         t.probes += c.probes;
         t.control_frames += c.control_frames;
         t.edits_dropped += c.edits_dropped;
+        t.passed_frames += c.passed_frames;
     }
 
     fn reset(&mut self, key: u64) {
@@ -272,8 +416,10 @@ impl Forwarding {
             t.probes += c.probes;
             t.control_frames += c.control_frames;
             t.edits_dropped += c.edits_dropped;
+            t.passed_frames += c.passed_frames;
         }
         let b = &self.board;
+        let u = &self.up;
         vec![
             ("modify_connections".into(), self.taken),
             ("modify_passed_connections".into(), self.passed),
@@ -291,6 +437,17 @@ impl Forwarding {
             ("modify_acks_ahead".into(), self.acks_ahead),
             ("modify_limit_resets".into(), self.limit_resets),
             ("modify_gap_resets".into(), self.gap_resets),
+            ("modify_upgrade_requests".into(), b.upgrade_requests.load(Relaxed)),
+            ("modify_flows_upgraded".into(), u.upgraded),
+            ("modify_upgrades_refused".into(), u.refused),
+            ("modify_cheap_path_connections_open".into(), self.cheap.len() as u64),
+            ("modify_cheap_path_bytes".into(), u.cheap_bytes),
+            ("modify_path_bytes".into(), u.modify_bytes),
+            ("modify_upgraded_bytes_before".into(), u.before_bytes),
+            ("modify_passed_frames".into(), t.passed_frames),
+            ("modify_state_bytes_cheap_connection".into(), CHEAP_STATE),
+            ("modify_state_bytes_forwarded_connection".into(), fwd_state()),
+            ("modify_state_bytes_high_water".into(), u.state_high_water),
         ]
     }
 }

@@ -35,6 +35,16 @@ impl QueueDevice {
         true
     }
 
+    /// Most frames held each way.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Packets waiting to be taken by [`QueueDevice::drain`].
+    pub fn tx_len(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Takes every packet the interface transmitted since the last call.
     pub fn drain(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
         self.tx.drain(..)
@@ -59,6 +69,10 @@ impl Device for QueueDevice {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        // Full: smoltcp keeps the segment and sends it on a later poll.
+        if self.tx.len() >= self.limit {
+            return None;
+        }
         Some(TxToken { queue: &mut self.tx })
     }
 }

@@ -36,12 +36,15 @@
 pub mod actor;
 pub mod device;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 
 pub use device::QueueDevice;
+
+/// Most egress passes per poll (each sends at most one segment per socket).
+const EGRESS_ROUNDS: usize = 256;
 
 /// Sizes and limits of a split proxy.
 #[derive(Clone, Debug)]
@@ -208,6 +211,10 @@ pub struct SplitProxy {
     next_port: u16,
     next_id: usize,
     stats: ProxyStats,
+    /// Bytes read from a leg before the NF sees them (kept between polls).
+    scratch: Vec<u8>,
+    /// The NFs' writer, its buffers kept between calls.
+    writer: Writer,
 }
 
 fn socket(cfg: &ProxyConfig) -> tcp::Socket<'static> {
@@ -234,6 +241,8 @@ impl SplitProxy {
             next_port: 40000,
             next_id: 0,
             stats: ProxyStats::default(),
+            scratch: Vec::new(),
+            writer: Writer::default(),
         };
         proxy.listen();
         proxy
@@ -268,11 +277,48 @@ impl SplitProxy {
 
     /// One step: runs the interface, accepts, relays through `nf`, frees closed connections.
     pub fn poll(&mut self, now: Instant, nf: &mut dyn ProxyNf) {
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        // One packet at a time, accepting (and opening new listeners) after each: a
+        // smoltcp listener takes one SYN, so a burst of SYNs larger than the backlog in one
+        // poll would otherwise be refused with RSTs (`ab -c 10`; docs/proxy.md).
+        while !matches!(
+            self.iface.poll_ingress_single(now, &mut self.device, &mut self.sockets),
+            PollIngressSingleResult::None
+        ) {
+            self.accept();
+        }
+        self.egress(now);
         self.accept();
+        if self.listeners.is_empty() {
+            // At the limit: further SYNs get a RST until a slot frees.
+            self.stats.at_limit += 1;
+        }
         self.relay(nf);
         self.reap(nf);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
+        self.egress(now);
+    }
+
+    /// Sends until the sockets have nothing more to send now or the device queue is full.
+    /// smoltcp sends at most one segment per socket per egress pass, so a single pass per
+    /// poll capped a leg at one segment per poll (the proxy's throughput; docs/proxy.md).
+    fn egress(&mut self, now: Instant) {
+        for _ in 0..EGRESS_ROUNDS {
+            let sent = self.iface.poll_egress(now, &mut self.device, &mut self.sockets);
+            if matches!(sent, PollResult::None) || self.device.tx_len() >= self.device.limit() {
+                break;
+            }
+        }
+    }
+
+    /// How long the host may wait for packets before the next [`SplitProxy::poll`] is due
+    /// (a retransmission or delayed ACK timer, or zero when a socket has bytes to send now);
+    /// `None` when nothing is due until a packet arrives.
+    pub fn poll_delay(&mut self, now: Instant) -> Option<smoltcp::time::Duration> {
+        let pending = self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
+        if pending {
+            return Some(smoltcp::time::Duration::ZERO);
+        }
+        self.iface.poll_delay(now, &self.sockets)
     }
 
     fn accept(&mut self) {
@@ -321,16 +367,14 @@ impl SplitProxy {
             self.stats.accepted += 1;
         }
         self.listen();
-        if self.listeners.is_empty() {
-            // At the limit: further SYNs get a RST until a slot frees.
-            self.stats.at_limit += 1;
-        }
     }
 
     /// Moves bytes between the legs of every connection, only as far as the receiving leg's
     /// send buffer has room (end-to-end flow control).
     fn relay(&mut self, nf: &mut dyn ProxyNf) {
-        let mut buf = vec![0u8; self.cfg.rx_buffer.max(1)];
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(self.cfg.rx_buffer.max(1), 0);
+        let mut writer = std::mem::take(&mut self.writer);
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
             // End Point: no server leg until the NFs write for it. Until then, read the
@@ -386,12 +430,30 @@ impl SplitProxy {
                 };
                 // Flush what an NF wrote earlier first.
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
+                if matches!(to.state(), tcp::State::Closed) {
+                    // The other leg is gone (reset): nothing read here can go anywhere.
+                    // Read and drop it, so this leg's window stays open for its FIN.
+                    pending.clear();
+                    let from = self.sockets.get_mut::<tcp::Socket>(from_h);
+                    while let Ok(n @ 1..) = from.recv_slice(&mut buf) {
+                        let _ = n;
+                    }
+                    continue;
+                }
                 if !pending.is_empty() && to.may_send() {
                     let n = to.send_slice(pending).unwrap_or(0);
                     pending.drain(..n);
                 }
-                let mut room =
-                    if to.may_send() && pending.is_empty() { to.send_capacity() - to.send_queue() } else { 0 };
+                let mut room = if to.may_send() && pending.is_empty() {
+                    to.send_capacity() - to.send_queue()
+                } else if matches!(to.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+                    // The other leg is still opening: hold what the NF writes (bounded by that
+                    // leg's buffer) so that an NF answering itself (a cache hit) need not wait
+                    // for the origin's handshake.
+                    to.send_capacity().saturating_sub(pending.len())
+                } else {
+                    0
+                };
                 let from = self.sockets.get_mut::<tcp::Socket>(from_h);
                 // Replies go back on this leg: read no more than it can take back either.
                 if !pending_back.is_empty() {
@@ -410,8 +472,11 @@ impl SplitProxy {
                 if n == 0 {
                     continue;
                 }
-                let mut w = Writer::default();
-                nf.on_data(c.id, leg, &buf[..n], &mut w);
+                let w = &mut writer;
+                w.out.clear();
+                w.back.clear();
+                w.close = false;
+                nf.on_data(c.id, leg, &buf[..n], w);
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(&w.out).unwrap_or(0);
                 pending.extend_from_slice(&w.out[sent..]);
@@ -431,12 +496,26 @@ impl SplitProxy {
                 }
             }
         }
+        self.scratch = buf;
+        self.writer = writer;
     }
 
     /// Propagates FIN/RST from one leg to the other and frees connections both legs closed.
+    ///
+    /// A leg counts as finished only once its peer is done sending and every byte it sent
+    /// was read: its FIN arrived (close-wait and later) or it was reset. A leg still opening
+    /// (SYN-SENT, SYN-RECEIVED) is not finished: treating "may not receive yet" as "done"
+    /// closed the client leg whenever it was established before the server leg, an empty
+    /// answer (the cache hit path under `ab`, and the rare empty download; docs/proxy.md).
     fn reap(&mut self, nf: &mut dyn ProxyNf) {
         for slot in self.conns.iter_mut() {
             let Some(c) = slot else { continue };
+            // A reset in SYN-RECEIVED sends smoltcp's socket back to LISTEN: that client is
+            // gone, and the socket must not take a new connection as this one.
+            let client = self.sockets.get_mut::<tcp::Socket>(c.client);
+            if matches!(client.state(), tcp::State::Listen) {
+                client.abort();
+            }
             let Some(server) = c.server else {
                 // End Point without a server leg: the client's FIN (or an NF's close) closes
                 // the client leg once the replies are sent.
@@ -453,22 +532,13 @@ impl SplitProxy {
                 }
                 continue;
             };
-            for (a, b, pend) in
-                [(c.client, server, c.pending_to_server.is_empty()), (server, c.client, c.pending_to_client.is_empty())]
-            {
-                let sa = self.sockets.get::<tcp::Socket>(a);
-                // A leg still in its handshake has sent no FIN (may_recv is false there too):
-                // a server leg waiting for ARP or a slow SYN-ACK must not close the client.
-                let opening = matches!(sa.state(), tcp::State::SynSent | tcp::State::SynReceived);
-                let a_done = !sa.may_recv() && !sa.can_recv() && !opening;
-                let a_reset = matches!(sa.state(), tcp::State::Closed)
-                    && !matches!(self.sockets.get::<tcp::Socket>(b).state(), tcp::State::SynSent);
-                let sb = self.sockets.get_mut::<tcp::Socket>(b);
-                if a_done && pend && sb.may_send() && !a_reset {
-                    sb.close();
-                }
-                if a_reset && pend {
-                    sb.close();
+            for (a, b, pend) in [
+                (c.client, server, c.pending_to_server.is_empty()),
+                (server, c.client, c.pending_to_client.is_empty()),
+            ] {
+                if pend && finished(self.sockets.get::<tcp::Socket>(a)) {
+                    // Idempotent: FIN after what is queued (or gone, for a leg not yet open).
+                    self.sockets.get_mut::<tcp::Socket>(b).close();
                 }
             }
             if c.closing && c.pending_to_client.is_empty() && c.pending_to_server.is_empty() {
@@ -487,6 +557,13 @@ impl SplitProxy {
             }
         }
     }
+}
+
+/// True when a leg will carry no more bytes in: its peer's FIN arrived (or it was reset) and
+/// everything it received was read.
+fn finished(s: &tcp::Socket) -> bool {
+    use tcp::State::*;
+    matches!(s.state(), Closed | CloseWait | LastAck | Closing | TimeWait) && !s.can_recv()
 }
 
 /// Opens a server leg from the proxy's address to `dst`; `None` when smoltcp refuses.

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::modify::edits::{Edit, EditLimits};
+use actors::modify::ModifyError;
 
 const LIM: EditLimits = EditLimits { max_edits: 1 << 20, max_insert_bytes: 1 << 30 };
 const C: Mac = [2, 0, 0, 0, 0, 1];
@@ -63,26 +64,61 @@ impl Rng {
     }
 }
 
-fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Result<(), TestCaseError> {
-    let mut rng = Rng(seed);
-    let mut lists = [EditList::new(LIM), EditList::new(LIM)];
+/// Adds `edits` (offsets taken modulo the data) to `list`; returns those accepted, sorted.
+/// Those before the list's forwarded point must be refused as too late.
+fn add_edits(list: &mut EditList, data: &[u8], edits: &[(u64, u64, Vec<u8>)]) -> Result<Vec<Edit>, TestCaseError> {
     let mut kept = Vec::new();
     for (at, len, with) in edits {
         let at = at % (data.len() as u64 + 1);
         let e = Edit { at, len: (*len).min(data.len() as u64 - at), with: with.clone() };
-        if lists[0].add(e.clone()).is_ok() {
-            kept.push(e);
+        let early = at < list.forwarded();
+        match list.add(e.clone()) {
+            Ok(()) => {
+                prop_assert!(!early, "an edit before the upgrade point was accepted");
+                kept.push(e);
+            }
+            Err(err) => prop_assert!(!early || matches!(err, ModifyError::TooLate { .. }), "{err}"),
         }
     }
     kept.sort_by_key(|e| e.at);
-    let want = reference(data, &kept);
+    Ok(kept)
+}
+
+fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Result<(), TestCaseError> {
+    run_upgraded(data, edits, seed, loss, None)
+}
+
+/// The connection of [`run`]; with `upgrade = Some(k)` it starts on the cheap path (every
+/// frame passed as it is, both ways, through the same lossy links, no [`ConnFwd`]) and is
+/// upgraded ([`ConnFwd::resume`]) once the client has sent `k` bytes: the server must then
+/// receive the original bytes up to the upgrade point and the rewrite after it.
+fn run_upgraded(
+    data: &[u8],
+    edits: &[(u64, u64, Vec<u8>)],
+    seed: u64,
+    loss: u64,
+    upgrade: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let mut lists = [EditList::new(LIM), EditList::new(LIM)];
+    let mut want = Vec::new();
+    if upgrade.is_none() {
+        want = reference(data, &add_edits(&mut lists[0], data, edits)?);
+    }
     let mut c = ConnFwd::new();
     let mut out = Vec::new();
     let (cisn, sisn) = (0xffff_ff00u32, 77u32);
-    feed(&mut c, &mut lists, 0, &frame(0, cisn, 0, flags::SYN, Some(100), &[]), &mut out);
-    feed(&mut c, &mut lists, 1, &frame(1, sisn, cisn + 1, flags::SYN | flags::ACK, Some(120), &[]), &mut out);
+    if upgrade.is_none() {
+        feed(&mut c, &mut lists, 0, &frame(0, cisn, 0, flags::SYN, Some(100), &[]), &mut out);
+        feed(&mut c, &mut lists, 1, &frame(1, sisn, cisn + 1, flags::SYN | flags::ACK, Some(120), &[]), &mut out);
+    }
     out.clear();
     let cfirst = cisn.wrapping_add(1);
+    let mut cheap = upgrade.is_some();
+    // The last acknowledgment the server sent (what the monitor's tracker knows).
+    let mut server_acked = 0u64;
+    // Frames from here on are the monitor's (before: the client's own, passed as they came).
+    let mut mss_from = if cheap { u64::MAX } else { 0 };
     // Client state: acked original offset; server state: received output.
     let mut acked = 0u64;
     let mut rcv = Vec::new();
@@ -91,8 +127,40 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
     let mut fin_sent = false;
     let mut server_fin = false;
     for _round in 0..3000 {
-        if acked == data.len() as u64 + 1 && server_fin {
+        if acked == data.len() as u64 + 1 && server_fin && !cheap {
             break;
+        }
+        if cheap && next_new >= upgrade.unwrap_or(0) {
+            // The upgrade: the client's bytes up to what it sent (and its FIN, if sent) left
+            // on the cheap path.
+            cheap = false;
+            let base = next_new;
+            let dirs = [
+                Resume {
+                    first_seq: Some(cfirst),
+                    base,
+                    fin: fin_sent,
+                    rcv_acked: server_acked.min(base),
+                    rcv_window: 65535,
+                    mss: 120,
+                    ack: Some(sisn + 1),
+                    window: 65535,
+                },
+                Resume {
+                    first_seq: Some(sisn + 1),
+                    base: 0,
+                    fin: false,
+                    rcv_acked: 0,
+                    rcv_window: 65535,
+                    mss: 100,
+                    ack: Some(cfirst.wrapping_add(server_acked as u32)),
+                    window: 65535,
+                },
+            ];
+            c = ConnFwd::resume(dirs, [None, None]);
+            mss_from = base;
+            lists = [EditList::starting_at(LIM, base), EditList::starting_at(LIM, 0)];
+            want = reference(data, &add_edits(&mut lists[0], data, edits)?);
         }
         // The client sends a burst: new bytes, or (no progress) a retransmission.
         let mut segs = Vec::new();
@@ -111,6 +179,12 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
             let fin = at + n == data.len() as u64;
             let fl = flags::ACK | if fin { flags::FIN } else { 0 };
             let f = frame(0, cfirst.wrapping_add(at as u32), sisn + 1, fl, None, &data[at as usize..(at + n) as usize]);
+            if cheap {
+                out.push((1, f));
+                next_new = next_new.max(at + n);
+                fin_sent |= fin;
+                continue;
+            }
             feed(&mut c, &mut lists, 0, &f, &mut out);
             // The monitor's frontier: the bytes are contiguous once everything before came.
             let have = c.received(0, &lists[0]);
@@ -121,17 +195,19 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
                 fin_sent = true;
             }
         }
-        if next_new == data.len() as u64 && !fin_sent {
+        if next_new == data.len() as u64 && !fin_sent && !cheap {
             let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
             feed(&mut c, &mut lists, 0, &f, &mut out);
             fin_sent = true;
         }
-        if fin_sent && rng.next(3) == 0 && acked <= data.len() as u64 {
+        if fin_sent && rng.next(3) == 0 && acked <= data.len() as u64 && !cheap {
             // The FIN itself retransmitted.
             let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
             feed(&mut c, &mut lists, 0, &f, &mut out);
         }
-        c.pump(0, &mut lists[0], None, &mut out);
+        if !cheap {
+            c.pump(0, &mut lists[0], None, &mut out);
+        }
         // The link to the server loses some frames; the server acks cumulatively.
         for (egress, f) in std::mem::take(&mut out) {
             prop_assert_eq!(egress, 1);
@@ -139,8 +215,8 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
                 continue;
             }
             let s = wire::segment(&f).unwrap();
-            prop_assert!(s.payload.len() <= 120, "frame of {} bytes over the MSS", s.payload.len());
             let off = u64::from(s.seq.wrapping_sub(cfirst));
+            prop_assert!(off < mss_from || s.payload.len() <= 120, "frame of {} bytes over the MSS", s.payload.len());
             if off < (1 << 31) && !s.payload.is_empty() {
                 ooo.insert(off, s.payload.to_vec());
             }
@@ -162,8 +238,13 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
             let ack = cfirst.wrapping_add(rcv.len() as u32 + u32::from(server_fin));
             let a = frame(1, sisn + 1, ack, flags::ACK, None, &[]);
             let mut back = Vec::new();
-            feed(&mut c, &mut lists, 1, &a, &mut back);
-            c.pump(0, &mut lists[0], None, &mut out);
+            server_acked = rcv.len() as u64;
+            if cheap {
+                back.push((0, a));
+            } else {
+                feed(&mut c, &mut lists, 1, &a, &mut back);
+                c.pump(0, &mut lists[0], None, &mut out);
+            }
             for (eg, b) in back {
                 prop_assert_eq!(eg, 0);
                 if rng.next(100) < loss {
@@ -174,6 +255,10 @@ fn run(data: &[u8], edits: &[(u64, u64, Vec<u8>)], seed: u64, loss: u64) -> Resu
                 prop_assert!(x <= data.len() as u64 + 1);
                 acked = acked.max(x);
             }
+        }
+        if cheap {
+            prop_assert_eq!(&rcv[..], &data[..rcv.len()], "the cheap path passes the bytes as they are");
+            continue;
         }
         prop_assert!(rcv.len() <= want.len());
         prop_assert_eq!(&rcv[..], &want[..rcv.len()]);
@@ -206,6 +291,15 @@ fn a_match_split_across_segments_is_rewritten() {
     run(&data, &edits, 1, 0).unwrap();
 }
 
+#[test]
+fn an_upgrade_mid_stream_rewrites_from_the_upgrade_point() {
+    let data = b"foo foo foo foo foo foo foo foo".to_vec();
+    // The edit at 0 comes too late (refused), the one at 20 applies.
+    let edits = vec![(0, 3, b"X".to_vec()), (20, 3, b"barbaz".to_vec())];
+    run_upgraded(&data, &edits, 3, 0, Some(10)).unwrap();
+    run_upgraded(&data, &edits, 4, 20, Some(10)).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// No loss: random edits and segmentations.
@@ -227,5 +321,19 @@ proptest! {
         loss in 1u64..30,
     ) {
         run(&data, &edits, seed, loss)?;
+    }
+
+    /// Upgraded mid-stream, with or without loss: the bytes before the upgrade point arrive
+    /// as they were (repeats of them pass as they came), the rest as the reference rewrite.
+    #[test]
+    fn an_upgraded_connection_is_rewritten_from_the_upgrade_point(
+        data in proptest::collection::vec(any::<u8>(), 1..1500),
+        edits in proptest::collection::vec((0u64..1500, 0u64..8, proptest::collection::vec(any::<u8>(), 0..12)), 0..30),
+        seed in any::<u64>(),
+        loss in 0u64..30,
+        at in 0u64..1500,
+    ) {
+        let k = at % (data.len() as u64 + 1);
+        run_upgraded(&data, &edits, seed, loss, Some(k))?;
     }
 }
