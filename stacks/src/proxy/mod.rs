@@ -314,7 +314,8 @@ impl SplitProxy {
     /// (a retransmission or delayed ACK timer, or zero when a socket has bytes to send now);
     /// `None` when nothing is due until a packet arrives.
     pub fn poll_delay(&mut self, now: Instant) -> Option<smoltcp::time::Duration> {
-        let pending = self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
+        let pending =
+            self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
         if pending {
             return Some(smoltcp::time::Duration::ZERO);
         }
@@ -532,10 +533,9 @@ impl SplitProxy {
                 }
                 continue;
             };
-            for (a, b, pend) in [
-                (c.client, server, c.pending_to_server.is_empty()),
-                (server, c.client, c.pending_to_client.is_empty()),
-            ] {
+            for (a, b, pend) in
+                [(c.client, server, c.pending_to_server.is_empty()), (server, c.client, c.pending_to_client.is_empty())]
+            {
                 if pend && finished(self.sockets.get::<tcp::Socket>(a)) {
                     // Idempotent: FIN after what is queued (or gone, for a leg not yet open).
                     self.sockets.get_mut::<tcp::Socket>(b).close();
