@@ -436,7 +436,12 @@ impl Connection {
             };
         }
         let narrow = |v: u64| u32::try_from(v).ok();
-        let inline = match (narrow(h[0].packets), narrow(h[1].packets), narrow(h[0].payload_bytes), narrow(h[1].payload_bytes)) {
+        let inline = match (
+            narrow(h[0].packets),
+            narrow(h[1].packets),
+            narrow(h[0].payload_bytes),
+            narrow(h[1].payload_bytes),
+        ) {
             (Some(p0), Some(p1), Some(b0), Some(b1))
                 if self.wide.is_none() && h.iter().all(|h| h.retransmissions == 0 && h.out_of_order == 0) =>
             {
@@ -624,9 +629,10 @@ impl ConnTable {
     }
 
     fn ids(&self) -> impl Iterator<Item = FlowId> + '_ {
-        let slots = self.slots.iter().enumerate().filter_map(|(i, c)| {
-            c.as_ref().map(|c| FlowId { index: self.base + i as u32, generation: c.generation })
-        });
+        let slots =
+            self.slots.iter().enumerate().filter_map(|(i, c)| {
+                c.as_ref().map(|c| FlowId { index: self.base + i as u32, generation: c.generation })
+            });
         slots.chain(self.other.keys().copied())
     }
 }
