@@ -809,9 +809,9 @@ impl TcpTracker {
     /// and returns how much that is (give it back with [`uncharge`](Self::uncharge)): the
     /// TCP monitor's store still holds the connection's bytes until its last events have
     /// left, and the connection itself is no longer needed for that.
-    pub fn retire(&mut self, conn: Box<Connection>) -> usize {
+    pub fn retire(&mut self, conn: Connection) -> usize {
         let held: usize = conn.streams.iter().flatten().map(|s| s.memory()).sum();
-        self.recycle(*conn);
+        self.recycle(conn);
         self.budget.charge(held);
         held
     }
