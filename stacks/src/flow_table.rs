@@ -275,9 +275,14 @@ pub struct FlowTable {
     clock_ns: u64,
     next_seq: u64,
     stats: FlowTableStats,
-    /// The flows a [`drain_some`](FlowTable::drain_some) pass has still to end: (seq,
-    /// slot), newest first (popped from the back).
-    draining: Vec<(u64, u32)>,
+    /// The flows a [`drain_some`](FlowTable::drain_some) pass has still to end, newest
+    /// first (popped from the back), by slot: 4 bytes a flow rather than a (seq, slot)
+    /// pair's 16, at the end of input when every flow is still held (issue 14's peak). A
+    /// slot whose flow's `seq` is not below `drain_before` was reused by a flow created
+    /// since the pass began (the pass's flow ended meanwhile): skipped.
+    draining: Vec<u32>,
+    /// `next_seq` when the current drain pass began.
+    drain_before: u64,
 }
 
 fn ms_to_ns(ms: u64) -> u64 {
@@ -364,6 +369,7 @@ impl FlowTable {
             next_seq: 0,
             stats: FlowTableStats::default(),
             draining: Vec::new(),
+            drain_before: 0,
         }
     }
 
@@ -461,16 +467,21 @@ impl FlowTable {
     /// by a later pass, after the older ones.
     pub fn drain_some(&mut self, ended: &mut Vec<EndedFlow>, max: usize) -> usize {
         if self.draining.is_empty() {
-            self.draining = self.slab.iter().map(|(i, e)| (e.seq, i as u32)).collect();
-            // Newest first: the oldest is popped first.
-            self.draining.sort_unstable_by_key(|&(seq, idx)| std::cmp::Reverse((seq, idx)));
+            self.draining = self.slab.iter().map(|(i, _)| i as u32).collect();
+            self.drain_before = self.next_seq;
+            // Newest first: the oldest is popped first (creation order; every slot is held).
+            let slab = &self.slab;
+            self.draining.sort_unstable_by_key(|&i| std::cmp::Reverse(slab.get(i as usize).map_or(0, |e| e.seq)));
         }
         let mut n = 0;
         while n < max {
-            let Some((seq, idx)) = self.draining.pop() else { break };
+            let Some(idx) = self.draining.pop() else { break };
             // A flow that ended meanwhile (its slot free, or reused by a newer flow) is skipped.
-            let Some(reason) =
-                self.slab.get(idx as usize).filter(|e| e.seq == seq).map(|e| e.closed.unwrap_or(EndReason::Shutdown))
+            let Some(reason) = self
+                .slab
+                .get(idx as usize)
+                .filter(|e| e.seq < self.drain_before)
+                .map(|e| e.closed.unwrap_or(EndReason::Shutdown))
             else {
                 continue;
             };

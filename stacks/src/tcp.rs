@@ -436,7 +436,12 @@ impl Connection {
             };
         }
         let narrow = |v: u64| u32::try_from(v).ok();
-        let inline = match (narrow(h[0].packets), narrow(h[1].packets), narrow(h[0].payload_bytes), narrow(h[1].payload_bytes)) {
+        let inline = match (
+            narrow(h[0].packets),
+            narrow(h[1].packets),
+            narrow(h[0].payload_bytes),
+            narrow(h[1].payload_bytes),
+        ) {
             (Some(p0), Some(p1), Some(b0), Some(b1))
                 if self.wide.is_none() && h.iter().all(|h| h.retransmissions == 0 && h.out_of_order == 0) =>
             {
@@ -550,11 +555,14 @@ impl InOrderSink for Nowhere {
 /// The tracker's connections by flow: one slot per flow-table index (the flow table hands
 /// out dense indices and reuses freed ones), its generation checked, so no key is stored
 /// beside the connection and no connection is boxed (issue 14's bytes per idle connection).
-/// Ids that do not fit there — an index far beyond the live ones, or a second live
+/// Slots start at the first index seen (a shard's flow ids start at its own base). Ids that
+/// do not fit there — an index below that or far beyond the live ones, or a second live
 /// connection on one index, which only hand-made ids give — go to a map (keyed by ids the
 /// flow table assigns, not the packets' senders: a fast non-keyed hash is safe).
 #[derive(Debug, Default)]
 struct ConnTable {
+    /// The index of `slots[0]`.
+    base: u32,
     slots: Vec<Option<Connection>>,
     /// Connections in `slots`.
     in_slots: usize,
@@ -563,7 +571,7 @@ struct ConnTable {
 
 impl ConnTable {
     fn slot_of(&self, id: FlowId) -> Option<usize> {
-        let i = usize::try_from(id.index).ok()?;
+        let i = usize::try_from(id.index.checked_sub(self.base)?).ok()?;
         matches!(self.slots.get(i), Some(Some(c)) if c.generation == id.generation).then_some(i)
     }
 
@@ -588,7 +596,12 @@ impl ConnTable {
         if self.other.contains_key(&id) {
             return self.other.entry(id).or_insert_with(|| Box::new(open()));
         }
-        let i = id.index as usize;
+        if self.slots.is_empty() {
+            self.base = id.index;
+        }
+        let Some(i) = id.index.checked_sub(self.base).map(|i| i as usize) else {
+            return self.other.entry(id).or_insert_with(|| Box::new(open()));
+        };
         // Dense enough for a slot: within twice the live connections (plus some).
         let dense = i < self.len().saturating_mul(2).saturating_add(4096);
         if i < self.slots.len() && self.slots[i].is_none() || i >= self.slots.len() && dense {
@@ -616,11 +629,10 @@ impl ConnTable {
     }
 
     fn ids(&self) -> impl Iterator<Item = FlowId> + '_ {
-        let slots = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| FlowId { index: i as u32, generation: c.generation }));
+        let slots =
+            self.slots.iter().enumerate().filter_map(|(i, c)| {
+                c.as_ref().map(|c| FlowId { index: self.base + i as u32, generation: c.generation })
+            });
         slots.chain(self.other.keys().copied())
     }
 }
@@ -797,9 +809,9 @@ impl TcpTracker {
     /// and returns how much that is (give it back with [`uncharge`](Self::uncharge)): the
     /// TCP monitor's store still holds the connection's bytes until its last events have
     /// left, and the connection itself is no longer needed for that.
-    pub fn retire(&mut self, conn: Box<Connection>) -> usize {
+    pub fn retire(&mut self, conn: Connection) -> usize {
         let held: usize = conn.streams.iter().flatten().map(|s| s.memory()).sum();
-        self.recycle(*conn);
+        self.recycle(conn);
         self.budget.charge(held);
         held
     }
@@ -1085,6 +1097,44 @@ mod tests {
         c.wide_mut().out_of_order[1] += 1;
         h[1].out_of_order = 1;
         assert_eq!(c.halves(), h);
+    }
+
+    /// Connections found by id wherever the table put them: slots from the first index seen,
+    /// the map for an index below that, far beyond, or a second generation on one index.
+    #[test]
+    fn connections_by_id_in_slots_and_map() {
+        use Direction::*;
+        let mut t = TcpTracker::new(TcpConfig::default());
+        let mut ev = vec![];
+        let base = 1u32 << 30;
+        let ids = [
+            FlowId { index: base, generation: 1 },
+            FlowId { index: base + 2, generation: 1 },
+            FlowId { index: 5, generation: 1 },
+            FlowId { index: base, generation: 2 },
+            FlowId { index: u32::MAX, generation: 9 },
+        ];
+        for (n, &id) in ids.iter().enumerate() {
+            for _ in 0..=n {
+                t.segment(id, &seg(ToServer, 100, 0, SYN, b""), &mut ev);
+            }
+        }
+        assert_eq!(t.len(), ids.len());
+        assert_eq!(t.conns.in_slots, 2, "the first two in slots, the others in the map");
+        for (n, &id) in ids.iter().enumerate() {
+            assert_eq!(t.get(id).map(|c| c.halves()[0].packets), Some(n as u64 + 1), "{id:?}");
+        }
+        let mut live = ids.to_vec();
+        live.sort_by_key(|f| (f.generation, f.index));
+        assert_eq!(t.live(), live);
+        assert_eq!(t.get(FlowId { index: base + 1, generation: 1 }).map(|_| ()), None);
+        assert_eq!(t.get(FlowId { index: base + 2, generation: 2 }).map(|_| ()), None);
+        for &id in &ids {
+            let c = t.end(id, EndReason::Shutdown, &mut ev).expect("tracked");
+            t.recycle(c);
+            assert!(t.get(id).is_none());
+        }
+        assert!(t.is_empty());
     }
 
     #[test]

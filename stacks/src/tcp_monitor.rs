@@ -498,7 +498,7 @@ impl TcpMonitor {
             frontier: [conn.frontier(Direction::ToServer), conn.frontier(Direction::ToClient)],
         };
         sync_conn(self.store.as_mut(), id, &conn);
-        let charged = self.tracker.retire(conn);
+        let charged = self.tracker.retire(*conn);
         self.retiring.push_back((seq, id, charged));
         self.publish(cx, flow, flow_start, seq, ts, snapshot(&snap, snapshot_update::NONE));
     }
