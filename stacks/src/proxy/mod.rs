@@ -332,7 +332,8 @@ impl SplitProxy {
     /// (a retransmission or delayed ACK timer, or zero when a socket has bytes to send now);
     /// `None` when nothing is due until a packet arrives.
     pub fn poll_delay(&mut self, now: Instant) -> Option<smoltcp::time::Duration> {
-        let pending = self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
+        let pending =
+            self.conns.iter().flatten().any(|c| !c.pending_to_client.is_empty() || !c.pending_to_server.is_empty());
         if pending {
             return Some(smoltcp::time::Duration::ZERO);
         }
@@ -358,7 +359,8 @@ impl SplitProxy {
             let server = if self.cfg.lazy_server {
                 None
             } else {
-                match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.spare, &mut self.next_port, dst) {
+                match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.spare, &mut self.next_port, dst)
+                {
                     Some(s) => Some(s),
                     None => {
                         self.sockets.get_mut::<tcp::Socket>(h).abort();
@@ -426,7 +428,14 @@ impl SplitProxy {
                 if !w.out.is_empty() {
                     c.pending_to_server.extend_from_slice(&w.out);
                     self.stats.bytes_to_server += w.out.len() as u64;
-                    match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.spare, &mut self.next_port, c.dst) {
+                    match connect(
+                        &self.cfg,
+                        &mut self.iface,
+                        &mut self.sockets,
+                        &mut self.spare,
+                        &mut self.next_port,
+                        c.dst,
+                    ) {
                         Some(s) => {
                             c.server = Some(s);
                             self.stats.server_legs += 1;
@@ -550,10 +559,9 @@ impl SplitProxy {
                 }
                 continue;
             };
-            for (a, b, pend) in [
-                (c.client, server, c.pending_to_server.is_empty()),
-                (server, c.client, c.pending_to_client.is_empty()),
-            ] {
+            for (a, b, pend) in
+                [(c.client, server, c.pending_to_server.is_empty()), (server, c.client, c.pending_to_client.is_empty())]
+            {
                 if pend && finished(self.sockets.get::<tcp::Socket>(a)) {
                     // Idempotent: FIN after what is queued (or gone, for a leg not yet open).
                     self.sockets.get_mut::<tcp::Socket>(b).close();
