@@ -121,10 +121,7 @@ impl ProxyNf for Chain {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        self.nfs
-            .iter()
-            .flat_map(|(name, nf)| nf.counters().into_iter().map(move |(k, v)| (format!("{name}.{k}"), v)))
-            .collect()
+        self.nfs.iter().flat_map(|(name, nf)| nf.counters().into_iter().map(move |(k, v)| (format!("{name}.{k}"), v))).collect()
     }
 }
 
@@ -209,9 +206,7 @@ impl ProxyStackConfig {
         for s in &self.services {
             match s.parse::<SocketAddrV4>() {
                 Ok(a) => services.push(a),
-                Err(_) => {
-                    errs.push(StackConfigError::new(key("services"), format!("`{s}` is not an IPv4 ADDRESS:PORT")))
-                }
+                Err(_) => errs.push(StackConfigError::new(key("services"), format!("`{s}` is not an IPv4 ADDRESS:PORT"))),
             }
         }
         let port = match (services.first(), self.intercept_port) {
@@ -232,10 +227,7 @@ impl ProxyStackConfig {
             (None, None) => 0,
             (Some(first), None) => {
                 if services.iter().any(|s| s.port() != first.port()) {
-                    errs.push(StackConfigError::new(
-                        key("services"),
-                        "all services share one port (one listening port per proxy)",
-                    ));
+                    errs.push(StackConfigError::new(key("services"), "all services share one port (one listening port per proxy)"));
                 }
                 first.port()
             }
@@ -272,9 +264,7 @@ impl ProxyStackConfig {
                 errs.push(StackConfigError::new(key(k), format!("must be 1024 to {MAX_BUFFER} bytes, found {v}")));
             }
         }
-        for (k, v) in
-            [("max_connections", self.max_connections), ("backlog", self.backlog), ("ports", usize::from(self.ports))]
-        {
+        for (k, v) in [("max_connections", self.max_connections), ("backlog", self.backlog), ("ports", usize::from(self.ports))] {
             if v == 0 {
                 errs.push(StackConfigError::new(key(k), "must be at least 1"));
             }

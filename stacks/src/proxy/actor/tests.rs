@@ -89,13 +89,7 @@ impl Net {
         let specs: Vec<ProxyNfSpec> =
             nfs.into_iter().map(|(n, make)| ProxyNfSpec { name: n.into(), kind: "test".into(), make }).collect();
         let actor = ProxyActor::new("proxy", s, Chain::new(&specs), Loopback::new());
-        let mut n = Net {
-            actor,
-            client: host(CLIENT),
-            origin: host(ORIGIN),
-            t: smoltcp::time::Instant::from_millis(0),
-            arp_answered: 0,
-        };
+        let mut n = Net { actor, client: host(CLIENT), origin: host(ORIGIN), t: smoltcp::time::Instant::from_millis(0), arp_answered: 0 };
         // The client asks for the virtual address first; the proxy answers.
         assert!(n.actor.on_frame(0, &wire::build_arp(1, CMAC, CLIENT, [0; 6], VIP)));
         let mut out = Vec::new();
@@ -248,10 +242,8 @@ fn frames_that_are_not_the_proxys_continue() {
 
 #[test]
 fn the_table_is_checked() {
-    let e = settings(
-        "services = [\"10.0.0.1:80\"]\nintercept_port = 80\nsource = \"10.0.0.2\"\norigin = \"x\"\nbacklog = 0\n",
-    )
-    .unwrap_err();
+    let e = settings("services = [\"10.0.0.1:80\"]\nintercept_port = 80\nsource = \"10.0.0.2\"\norigin = \"x\"\nbacklog = 0\n")
+        .unwrap_err();
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["stack.proxy", "stack.proxy.origin", "stack.proxy.backlog"], "{e:?}");
     let e = settings("intercept_port = 0\nsource = \"10.0.0.2\"\n").unwrap_err();
