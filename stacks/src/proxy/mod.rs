@@ -43,6 +43,9 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address}
 
 pub use device::QueueDevice;
 
+/// How long a leg waits for its peer (a SYN answered, sent bytes acknowledged).
+const LEG_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(30);
+
 /// Most closed sockets kept for reuse (each holds its two buffers).
 const SPARE_SOCKETS: usize = 64;
 
@@ -224,7 +227,12 @@ pub struct SplitProxy {
 }
 
 fn socket(cfg: &ProxyConfig) -> tcp::Socket<'static> {
-    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]), tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]))
+    let mut s =
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]), tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]));
+    // A peer that never answers a SYN, or leaves sent bytes unacknowledged this long, is
+    // given up (smoltcp has no retry limit of its own): the other leg is then closed.
+    s.set_timeout(Some(LEG_TIMEOUT));
+    s
 }
 
 impl SplitProxy {
