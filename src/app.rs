@@ -246,7 +246,8 @@ impl App {
                 (Vec::new(), false)
             }
         };
-        let (proxy_nfs, nfs): (Vec<NfEntry>, Vec<NfEntry>) = nfs.into_iter().partition(|nf| nf.config.proxy_nf().is_some());
+        let (proxy_nfs, nfs): (Vec<NfEntry>, Vec<NfEntry>) =
+            nfs.into_iter().partition(|nf| nf.config.proxy_nf().is_some());
         errs.extend(proxy_problems(&stacks, &proxy_nfs).into_iter().map(|p| format!("{source}: {p}")));
         let parallel = parse_parallel(top.remove("parallel"), &nfs, all_nfs_ok, &mut errs, &at);
         for k in top.keys() {

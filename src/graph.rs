@@ -84,7 +84,9 @@ pub fn graph(app: &App) -> Result<Graph, Vec<String>> {
         g.inside = app
             .proxy_nfs
             .iter()
-            .map(|nf| (host.to_string(), Node { name: nf.common.name.clone(), kind: nf.kind.clone(), role: "proxy nf" }))
+            .map(|nf| {
+                (host.to_string(), Node { name: nf.common.name.clone(), kind: nf.kind.clone(), role: "proxy nf" })
+            })
             .collect();
     }
     Ok(g)
@@ -195,7 +197,12 @@ impl Graph {
             let _ = writeln!(out, "  {} -> {} [label={}];", q(&e.publisher), q(&e.subscriber), q(&label));
         }
         for (host, n) in &self.inside {
-            let _ = writeln!(out, "  {} [shape=ellipse, style=dashed, label={}];", q(&n.name), q(&format!("{}\n{}", n.name, n.kind)));
+            let _ = writeln!(
+                out,
+                "  {} [shape=ellipse, style=dashed, label={}];",
+                q(&n.name),
+                q(&format!("{}\n{}", n.name, n.kind))
+            );
             let _ = writeln!(out, "  {} -> {} [style=dashed, label=\"bytestreams (inside)\"];", q(host), q(&n.name));
         }
         out.push_str("}\n");

@@ -324,6 +324,12 @@ impl Controller {
         if old.parallel != new.parallel {
             errs.push(format!("`parallel` changed: {relink}"));
         }
+        if format!("{:?}", old.proxy_nfs) != format!("{:?}", new.proxy_nfs) {
+            errs.push(
+                "the NFs inside [stack.proxy] (e.g. `cache`) changed: they are built into the proxy at start; restart the run for this change"
+                    .into(),
+            );
+        }
         if format!("{:?}", old.runtime) != format!("{:?}", new.runtime) {
             errs.push(
                 "[runtime] changed: the pool and the rings are sized at start; restart the run for this change".into(),

@@ -34,11 +34,15 @@
 //!   counter), so a new store writes none of its list words and touches no page of them;
 //! * **buckets**: per hash of a connection key, the first record of a chain (index + 1);
 //! * **records**, one per connection: a version, the key (flow index and generation), the
-//!   next record of its bucket, and per direction: first and last chunk, base (first byte
-//!   still readable), frontier (contiguous bytes published; its top bit: whether the
-//!   stream exists), and the offset from which bytes could not be stored (pool exhausted);
+//!   next record of its bucket, and per direction: first and last chunk (two 32-bit links
+//!   in one word), base (first byte still readable), frontier (contiguous bytes published;
+//!   its top bit: whether the stream exists), and the offset from which bytes could not be
+//!   stored (pool exhausted) — 11 words;
 //! * **chunk headers**: a version, the owner (record, its version, direction), the stream
-//!   offset of the chunk's first byte, its length (bytes filled), next and previous chunk;
+//!   offset of the chunk's first byte, its length (bytes filled), next and previous chunk
+//!   (two links in one word) — 5 words. A link word is stored whole, with release, by the
+//!   single writer (a load of its own last store, one half changed), so a reader's acquire
+//!   load of it orders exactly as the separate words did;
 //! * **chunk data**: `chunks × chunk_size` bytes (rounded up to words), then, when
 //!   `chunk_size` is larger than [`SMALL_CHUNK`] (64), `2 × chunks` **small chunks** of 64
 //!   bytes (chunk indices `chunks..3 × chunks`; headers like the others). A direction that
@@ -114,7 +118,7 @@ use std::sync::Arc;
 use crate::shm::{Region, ShmError};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MBOXSTR1");
-const VERSION: u64 = 3;
+const VERSION: u64 = 4;
 /// Bytes of a *small* chunk: a direction that holds no chunk starts in one of these (when
 /// the store's `chunk_size` is larger), so a connection that sent a few bytes pins 64 bytes
 /// of data, not a whole chunk.
@@ -152,12 +156,12 @@ const R_VERSION: usize = 0;
 const R_KEY: usize = 1;
 const R_NEXT: usize = 2;
 const R_DIR: usize = 3;
-const D_HEAD: usize = 0;
-const D_TAIL: usize = 1;
-const D_BASE: usize = 2;
-const D_FRONTIER: usize = 3;
-const D_BROKEN: usize = 4;
-const DIR_WORDS: usize = 5;
+/// A direction's first and last chunk links, in one word ([`lo`]: head, [`hi`]: tail).
+const D_ENDS: usize = 0;
+const D_BASE: usize = 1;
+const D_FRONTIER: usize = 2;
+const D_BROKEN: usize = 3;
+const DIR_WORDS: usize = 4;
 /// In a direction's frontier word: the direction has a stream (set once, by
 /// [`StoreWriter::set_present`]); the frontier is the other 63 bits.
 const PRESENT: u64 = 1 << 63;
@@ -168,9 +172,27 @@ const C_VERSION: usize = 0;
 const C_OWNER: usize = 1;
 const C_OFFSET: usize = 2;
 const C_LEN: usize = 3;
-const C_NEXT: usize = 4;
-const C_PREV: usize = 5;
-const CHUNK_WORDS: usize = C_PREV + 1;
+/// The next and previous chunk links, in one word ([`lo`]: next, [`hi`]: previous).
+const C_LINKS: usize = 4;
+const CHUNK_WORDS: usize = C_LINKS + 1;
+
+/// The low half of a word holding two links (a link is a chunk index + 1, below 2^30).
+fn lo(v: u64) -> u64 {
+    v & 0xffff_ffff
+}
+
+/// The high half of a word holding two links.
+fn hi(v: u64) -> u64 {
+    v >> 32
+}
+
+/// Stores `link` into the low (`high` false) or high half of a two-link word that only the
+/// writer stores (a load and a store make no lost update), with `order`.
+fn set_link(word: &AtomicU64, high: bool, link: u64, order: Ordering) {
+    let old = word.load(Ordering::Relaxed);
+    let new = if high { lo(old) | (link << 32) } else { (old & !0xffff_ffff) | link };
+    word.store(new, order);
+}
 
 /// Size of a store: chunk size and count (as many connection records as chunks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -580,7 +602,7 @@ impl StreamStore {
         let frontier = self.dir(r, dir, D_FRONTIER).load(Ordering::Acquire);
         let (present, frontier) = (frontier & PRESENT != 0, frontier & !PRESENT);
         let broken = self.dir(r, dir, D_BROKEN).load(Ordering::Acquire);
-        let tail = self.dir(r, dir, D_TAIL).load(Ordering::Acquire);
+        let tail = hi(self.dir(r, dir, D_ENDS).load(Ordering::Acquire));
         fence(Ordering::Acquire);
         if self.rec(r, R_VERSION).load(Ordering::Relaxed) != v {
             return Err(StoreReadError::NoConnection);
@@ -665,13 +687,14 @@ impl StreamStore {
     /// A chunk's header if it is in use by `owner`, read consistently.
     fn header(&self, c: usize, owner: u64) -> Option<ChunkHeader> {
         let version = self.chunk(c, C_VERSION).load(Ordering::Acquire);
+        let links = self.chunk(c, C_LINKS).load(Ordering::Acquire);
         let h = ChunkHeader {
             version,
             owner: self.chunk(c, C_OWNER).load(Ordering::Relaxed),
             offset: self.chunk(c, C_OFFSET).load(Ordering::Relaxed),
             len: self.chunk(c, C_LEN).load(Ordering::Acquire).min(self.g.cap(c)),
-            next: self.chunk(c, C_NEXT).load(Ordering::Acquire),
-            prev: self.chunk(c, C_PREV).load(Ordering::Relaxed),
+            next: lo(links),
+            prev: hi(links),
         };
         fence(Ordering::Acquire);
         let ok = version & 1 == 1 && h.owner == owner && self.chunk(c, C_VERSION).load(Ordering::Relaxed) == version;
@@ -803,7 +826,7 @@ impl StoreWriter {
         // The version is even (free): readers reject the record while we fill it.
         s.rec(r, R_KEY).store(key, Ordering::Relaxed);
         for d in 0..2 {
-            for (f, v) in [(D_HEAD, NONE), (D_TAIL, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN)] {
+            for (f, v) in [(D_ENDS, NONE), (D_BASE, 0), (D_FRONTIER, 0), (D_BROKEN, NOT_BROKEN)] {
                 s.dir(r, d, f).store(v, Ordering::Relaxed);
             }
         }
@@ -839,7 +862,7 @@ impl StoreWriter {
         let mut rest = data;
         while !rest.is_empty() {
             let s = &self.store;
-            let tail = s.link(s.dir(r, dir, D_TAIL).load(Ordering::Relaxed));
+            let tail = s.link(hi(s.dir(r, dir, D_ENDS).load(Ordering::Relaxed)));
             let room = tail.and_then(|c| {
                 let off = s.chunk(c, C_OFFSET).load(Ordering::Relaxed);
                 let len = s.chunk(c, C_LEN).load(Ordering::Relaxed);
@@ -856,16 +879,19 @@ impl StoreWriter {
                     };
                     let s = &self.store;
                     let prev = tail.map_or(NONE, |t| t as u64 + 1);
-                    for (f, val) in [(C_OWNER, me), (C_OFFSET, at), (C_LEN, 0), (C_NEXT, NONE), (C_PREV, prev)] {
+                    for (f, val) in [(C_OWNER, me), (C_OFFSET, at), (C_LEN, 0), (C_LINKS, prev << 32)] {
                         s.chunk(c, f).store(val, Ordering::Relaxed);
                     }
                     let cv = s.chunk(c, C_VERSION).load(Ordering::Relaxed);
                     s.chunk(c, C_VERSION).store(cv | 1, Ordering::Release);
+                    let link = c as u64 + 1;
                     match tail {
-                        Some(t) => s.chunk(t, C_NEXT).store(c as u64 + 1, Ordering::Release),
-                        None => s.dir(r, dir, D_HEAD).store(c as u64 + 1, Ordering::Release),
+                        Some(t) => {
+                            set_link(s.chunk(t, C_LINKS), false, link, Ordering::Release);
+                            set_link(s.dir(r, dir, D_ENDS), true, link, Ordering::Release);
+                        }
+                        None => s.dir(r, dir, D_ENDS).store(link | (link << 32), Ordering::Release),
                     }
-                    s.dir(r, dir, D_TAIL).store(c as u64 + 1, Ordering::Release);
                     let in_use = s.stats().chunks_in_use;
                     s.w(H_HIGH_WATER).fetch_max(in_use, Ordering::Relaxed);
                     (c, 0)
@@ -939,17 +965,20 @@ impl StoreWriter {
         s.dir(r, dir, D_BASE).store(base, Ordering::Release);
         for _ in 0..s.g.all {
             let s = &self.store;
-            let Some(c) = s.link(s.dir(r, dir, D_HEAD).load(Ordering::Relaxed)) else { break };
+            let Some(c) = s.link(lo(s.dir(r, dir, D_ENDS).load(Ordering::Relaxed))) else { break };
             let end = s.chunk(c, C_OFFSET).load(Ordering::Relaxed) + s.chunk(c, C_LEN).load(Ordering::Relaxed);
             if end > base {
                 break;
             }
-            let next = s.chunk(c, C_NEXT).load(Ordering::Relaxed);
-            s.dir(r, dir, D_HEAD).store(next, Ordering::Release);
+            let next = lo(s.chunk(c, C_LINKS).load(Ordering::Relaxed));
             if next == NONE {
-                s.dir(r, dir, D_TAIL).store(NONE, Ordering::Release);
-            } else if let Some(n) = s.link(next) {
-                s.chunk(n, C_PREV).store(NONE, Ordering::Release);
+                // Head and tail both none, in one store.
+                s.dir(r, dir, D_ENDS).store(NONE, Ordering::Release);
+            } else {
+                set_link(s.dir(r, dir, D_ENDS), false, next, Ordering::Release);
+                if let Some(n) = s.link(next) {
+                    set_link(s.chunk(n, C_LINKS), true, NONE, Ordering::Release);
+                }
             }
             self.free_chunk(c);
         }
@@ -1002,12 +1031,12 @@ impl StoreWriter {
         for d in 0..2 {
             for _ in 0..g.all {
                 let s = &self.store;
-                let Some(c) = s.link(s.dir(r, d, D_HEAD).load(Ordering::Relaxed)) else { break };
-                let n = s.chunk(c, C_NEXT).load(Ordering::Relaxed);
-                s.dir(r, d, D_HEAD).store(n, Ordering::Relaxed);
+                let Some(c) = s.link(lo(s.dir(r, d, D_ENDS).load(Ordering::Relaxed))) else { break };
+                let n = lo(s.chunk(c, C_LINKS).load(Ordering::Relaxed));
+                set_link(s.dir(r, d, D_ENDS), false, n, Ordering::Relaxed);
                 self.free_chunk(c);
             }
-            self.store.dir(r, d, D_TAIL).store(NONE, Ordering::Relaxed);
+            self.store.dir(r, d, D_ENDS).store(NONE, Ordering::Relaxed);
         }
         let s = &self.store;
         s.rec(r, R_VERSION).store(v + 1, Ordering::Relaxed);

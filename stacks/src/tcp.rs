@@ -297,7 +297,7 @@ impl TcpConfig {
 }
 
 /// One endpoint as a [`Connection`] keeps it: a [`HalfConnection`] without its counters
-/// (kept beside it in the connection) and with its `Option`s as bits (28 bytes, not 72:
+/// (kept beside it in the connection) and with its `Option`s as bits (24 bytes, not 72:
 /// issue 14's memory per idle connection).
 #[derive(Clone, Copy, Debug, Default)]
 struct PackedHalf {
@@ -308,37 +308,45 @@ struct PackedHalf {
     fin_seq: u32,
     state: TcpState,
     flags_seen: u8,
-    wscale: Option<u8>,
-    /// [`KNOWN_ISN`], [`KNOWN_SEQ`], [`KNOWN_FIN`].
+    /// The window scale shift when [`KNOWN_WSCALE`].
+    wscale: u8,
+    /// [`KNOWN_ISN`], [`KNOWN_SEQ`], [`KNOWN_FIN`], [`KNOWN_WSCALE`].
     known: u8,
 }
 
 const KNOWN_ISN: u8 = 1;
 const KNOWN_SEQ: u8 = 2;
 const KNOWN_FIN: u8 = 4;
+const KNOWN_WSCALE: u8 = 8;
 
-/// Counters of an endpoint that stay 0 on most connections: boxed at the first non-zero one.
+/// A connection's counters once one needs more than the inline `u32`s: a retransmission
+/// or an out-of-order segment (most connections have neither), or more than `u32::MAX`
+/// packets or payload bytes in one direction. Boxed when first needed; from then on it
+/// holds every counter.
 #[derive(Clone, Copy, Debug, Default)]
-struct RareCounts {
-    /// `[client, server]`.
+struct WideCounts {
+    /// `[client, server]`, as in [`HalfConnection`].
+    packets: [u64; 2],
+    payload_bytes: [u64; 2],
     retransmissions: [u64; 2],
-    /// `[client, server]`.
     out_of_order: [u64; 2],
 }
 
 /// One connection: two halves, two streams. Packed for memory (issue 14: an idle tracked
 /// connection should cost a few hundred bytes in all): the halves are read as
-/// [`HalfConnection`]s ([`halves`](Self::halves)); the rare counters and each stream are
-/// boxed when first needed.
+/// [`HalfConnection`]s ([`halves`](Self::halves)); the counters are `u32`s until one needs
+/// more (or a rare one is counted), and each stream is boxed with its first payload byte.
 #[derive(Debug)]
 pub struct Connection {
     /// `[client, server]`.
     half: [PackedHalf; 2],
-    /// Segments sent, `[client, server]`.
-    packets: [u64; 2],
-    /// Payload bytes sent (retransmissions included), `[client, server]`.
-    payload_bytes: [u64; 2],
-    rare: Option<Box<RareCounts>>,
+    /// Segments sent, `[client, server]` (while `wide` is `None`).
+    packets: [u32; 2],
+    /// Payload bytes sent (retransmissions included), `[client, server]` (while `wide` is
+    /// `None`).
+    payload_bytes: [u32; 2],
+    /// Every counter, once the inline ones do not do.
+    wide: Option<Box<WideCounts>>,
     /// `[client → server, server → client]`, created with the direction's first payload byte
     /// (a direction that carries none costs one word, and reads as frontier 0).
     streams: [Option<Box<ByteStream>>; 2],
@@ -372,9 +380,26 @@ impl Connection {
         self.midstream
     }
 
+    /// Every counter, wide.
+    fn counts(&self) -> WideCounts {
+        match self.wide.as_deref() {
+            Some(w) => *w,
+            None => WideCounts {
+                packets: self.packets.map(u64::from),
+                payload_bytes: self.payload_bytes.map(u64::from),
+                ..WideCounts::default()
+            },
+        }
+    }
+
+    /// No segment seen yet.
+    fn unseen(&self) -> bool {
+        self.counts().packets == [0, 0]
+    }
+
     fn half_at(&self, i: usize) -> HalfConnection {
         let p = &self.half[i];
-        let rare = self.rare.as_deref().copied().unwrap_or_default();
+        let c = self.counts();
         HalfConnection {
             state: p.state,
             isn: (p.known & KNOWN_ISN != 0).then_some(p.isn),
@@ -382,18 +407,19 @@ impl Connection {
             seq_known: p.known & KNOWN_SEQ != 0,
             ack: p.ack,
             window: p.window,
-            wscale: p.wscale,
+            wscale: (p.known & KNOWN_WSCALE != 0).then_some(p.wscale),
             flags_seen: p.flags_seen,
             fin_seq: (p.known & KNOWN_FIN != 0).then_some(p.fin_seq),
-            packets: self.packets[i],
-            payload_bytes: self.payload_bytes[i],
-            retransmissions: rare.retransmissions[i],
-            out_of_order: rare.out_of_order[i],
+            packets: c.packets[i],
+            payload_bytes: c.payload_bytes[i],
+            retransmissions: c.retransmissions[i],
+            out_of_order: c.out_of_order[i],
         }
     }
 
     fn set_halves(&mut self, h: &[HalfConnection; 2]) {
         for (i, h) in h.iter().enumerate() {
+            let bit = |b: bool, v: u8| if b { v } else { 0 };
             self.half[i] = PackedHalf {
                 isn: h.isn.unwrap_or(0),
                 next_seq: h.next_seq,
@@ -402,19 +428,42 @@ impl Connection {
                 fin_seq: h.fin_seq.unwrap_or(0),
                 state: h.state,
                 flags_seen: h.flags_seen,
-                wscale: h.wscale,
-                known: if h.isn.is_some() { KNOWN_ISN } else { 0 }
-                    | if h.seq_known { KNOWN_SEQ } else { 0 }
-                    | if h.fin_seq.is_some() { KNOWN_FIN } else { 0 },
+                wscale: h.wscale.unwrap_or(0),
+                known: bit(h.isn.is_some(), KNOWN_ISN)
+                    | bit(h.seq_known, KNOWN_SEQ)
+                    | bit(h.fin_seq.is_some(), KNOWN_FIN)
+                    | bit(h.wscale.is_some(), KNOWN_WSCALE),
             };
-            self.packets[i] = h.packets;
-            self.payload_bytes[i] = h.payload_bytes;
         }
-        if self.rare.is_some() || h.iter().any(|h| h.retransmissions != 0 || h.out_of_order != 0) {
-            let r = self.rare.get_or_insert_with(Box::default);
-            r.retransmissions = [h[0].retransmissions, h[1].retransmissions];
-            r.out_of_order = [h[0].out_of_order, h[1].out_of_order];
+        let narrow = |v: u64| u32::try_from(v).ok();
+        let inline = match (narrow(h[0].packets), narrow(h[1].packets), narrow(h[0].payload_bytes), narrow(h[1].payload_bytes)) {
+            (Some(p0), Some(p1), Some(b0), Some(b1))
+                if self.wide.is_none() && h.iter().all(|h| h.retransmissions == 0 && h.out_of_order == 0) =>
+            {
+                Some(([p0, p1], [b0, b1]))
+            }
+            _ => None,
+        };
+        match inline {
+            Some((packets, bytes)) => {
+                self.packets = packets;
+                self.payload_bytes = bytes;
+            }
+            None => {
+                self.wide = Some(Box::new(WideCounts {
+                    packets: [h[0].packets, h[1].packets],
+                    payload_bytes: [h[0].payload_bytes, h[1].payload_bytes],
+                    retransmissions: [h[0].retransmissions, h[1].retransmissions],
+                    out_of_order: [h[0].out_of_order, h[1].out_of_order],
+                }))
+            }
         }
+    }
+
+    /// The wide counters, made from the inline ones if they were not yet.
+    fn wide_mut(&mut self) -> &mut WideCounts {
+        let c = self.counts();
+        self.wide.get_or_insert_with(|| Box::new(c))
     }
 
     /// The stream of a direction, once it carried a payload byte.
@@ -567,9 +616,11 @@ impl ConnTable {
     }
 
     fn ids(&self) -> impl Iterator<Item = FlowId> + '_ {
-        let slots = self.slots.iter().enumerate().filter_map(|(i, c)| {
-            c.as_ref().map(|c| FlowId { index: i as u32, generation: c.generation })
-        });
+        let slots = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| FlowId { index: i as u32, generation: c.generation }));
         slots.chain(self.other.keys().copied())
     }
 }
@@ -673,7 +724,7 @@ impl TcpTracker {
         sinks: Option<&mut dyn StreamSinks>,
     ) -> Updates {
         let conn = self.conns.get_or_insert_with(flow, || Connection::open(seg.flags, events));
-        if conn.packets == [0, 0] {
+        if conn.unseen() {
             self.stats.connections += 1;
             self.stats.midstream += u64::from(conn.midstream);
         }
@@ -785,7 +836,7 @@ impl Connection {
             half: [PackedHalf::default(); 2],
             packets: [0; 2],
             payload_bytes: [0; 2],
-            rare: None,
+            wide: None,
             streams: [None, None],
             generation: 0,
             established: false,
@@ -861,13 +912,13 @@ impl Connection {
                 None if stream.has_sink() => stream.insert_into(data_seq, seg.payload, budget, &mut Nowhere),
                 None => stream.insert(data_seq, seg.payload, budget),
             };
-            if ins.out_of_order {
-                self.rare.get_or_insert_with(Box::default).out_of_order[si] += 1;
-                stats.out_of_order += 1;
-            }
             account(stats, &before_stats, &stream.stats());
             if ins.advanced > 0 {
                 events.push(TcpEvent::DataReady { dir: seg.dir, from, to: stream.frontier() });
+            }
+            if ins.out_of_order {
+                self.wide_mut().out_of_order[si] += 1;
+                stats.out_of_order += 1;
             }
         }
     }
@@ -992,10 +1043,48 @@ mod tests {
             size_of::<Connection>(),
             size_of::<Option<Connection>>()
         );
-        assert!(size_of::<ByteStream>() <= 64, "{}", size_of::<ByteStream>());
-        assert!(size_of::<PackedHalf>() <= 28, "{}", size_of::<PackedHalf>());
+        assert!(size_of::<ByteStream>() <= 56, "{}", size_of::<ByteStream>());
+        assert!(size_of::<PackedHalf>() <= 24, "{}", size_of::<PackedHalf>());
         // A tracker slot: the connection inline, its streams boxed when they carry data.
-        assert!(size_of::<Option<Connection>>() <= 120, "{}", size_of::<Option<Connection>>());
+        assert!(size_of::<Option<Connection>>() <= 96, "{}", size_of::<Option<Connection>>());
+    }
+
+    /// The packed halves read back as they were written: every option, and counters past
+    /// `u32::MAX` (they move into the boxed wide counters, and stay there).
+    #[test]
+    fn packed_halves_round_trip() {
+        let mut c = Connection::open(SYN, &mut Vec::new());
+        assert_eq!(c.halves(), [HalfConnection { state: TcpState::Closed, ..HalfConnection::default() }; 2]);
+        let mut h = [HalfConnection::default(); 2];
+        h[0] = HalfConnection {
+            state: TcpState::FinWait1,
+            isn: Some(0),
+            next_seq: u32::MAX,
+            seq_known: true,
+            ack: 7,
+            window: 1 << 30,
+            wscale: Some(0),
+            flags_seen: 0xff,
+            fin_seq: Some(0),
+            packets: 3,
+            payload_bytes: u64::from(u32::MAX),
+            retransmissions: 0,
+            out_of_order: 0,
+        };
+        h[1].packets = 1;
+        c.set_halves(&h);
+        assert_eq!(c.halves(), h);
+        assert!(c.wide.is_none(), "fits the inline counters");
+        h[1].payload_bytes = u64::from(u32::MAX) + 1;
+        c.set_halves(&h);
+        assert_eq!(c.halves(), h);
+        h[1].payload_bytes = 1;
+        h[0].retransmissions = 2;
+        c.set_halves(&h);
+        assert_eq!(c.halves(), h);
+        c.wide_mut().out_of_order[1] += 1;
+        h[1].out_of_order = 1;
+        assert_eq!(c.halves(), h);
     }
 
     #[test]

@@ -139,7 +139,10 @@ fn proxy_nfs_and_the_proxy_table_are_checked() {
     let (ok, t) = run_app(
         "[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\n[stack.splicer]\nservices = [\"10.0.0.1:80\"]\nsource = \"10.0.0.2\"\n",
     );
-    assert!(!ok && t.contains("[stack.proxy] cannot run beside another µStack that sends frames ([stack.splicer])"), "{t}");
+    assert!(
+        !ok && t.contains("[stack.proxy] cannot run beside another µStack that sends frames ([stack.splicer])"),
+        "{t}"
+    );
     let (ok, t) = run_app("[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\n[[nf]]\nname = \"c\"\nkind = \"cache\"\nmax_object = 0\n");
     assert!(!ok && t.contains("nf `c` (cache): key `max_object`: must be 1 to `max_bytes`"), "{t}");
 }
@@ -155,7 +158,8 @@ fn the_proxy_apps_run_in_modes_b_and_c_only() {
     for app in ["apps/proxy.toml", "apps/cache.toml"] {
         let app = repo_file(app);
         for mode in ["a", "d"] {
-            let o = mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", mode]);
+            let o =
+                mbox(dir.path(), &["run", app.to_str().unwrap(), "--input", input.to_str().unwrap(), "--mode", mode]);
             let t = text(&o);
             assert!(!o.status.success(), "{app:?} mode {mode}: {t}");
             assert!(t.contains("[stack.proxy]") && t.contains(&format!("not mode {mode}")), "mode {mode}: {t}");

@@ -47,3 +47,24 @@ fn a_broken_app_file_is_an_error() {
     assert!(!ok && out.is_empty(), "{out}");
     assert!(err.contains("add `[stack.tcp]`"), "{err}");
 }
+
+/// The split proxy's NFs are no actors of the chain: the graph shows them inside it.
+#[test]
+fn the_cache_app_graph_shows_the_nf_inside_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tests::repo_file("apps/cache.toml");
+    let app = app.to_str().unwrap();
+    let (ok, text, err) = graph(dir.path(), &[app]);
+    assert!(ok, "{err}");
+    for line in [
+        "actors, in chain order: rx (rx, port) -> l23 (l23, stack) -> proxy (proxy, stack)",
+        "l23 --PKT--> proxy.frames  [consumes]",
+        "inside proxy, on its bytestreams, in order: cache (cache)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    let (ok, dot, _) = graph(dir.path(), &[app, "--dot"]);
+    assert!(ok && dot.contains("\"proxy\" -> \"cache\" [style=dashed"), "{dot}");
+    let (ok, text, err) = graph(dir.path(), &[tests::repo_file("apps/proxy.toml").to_str().unwrap()]);
+    assert!(ok && !text.contains("inside proxy"), "no NF: the proxy passes bytes\n{text}{err}");
+}

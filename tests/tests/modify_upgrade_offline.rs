@@ -115,8 +115,7 @@ fn flows_not_upgraded_pass_byte_identical() {
         for zero in ["modify_connections", "modify_flows_upgraded", "modify_data_frames", "modify_control_frames"] {
             assert_eq!(n(zero), 0, "mode {mode}: {zero}: {st}");
         }
-        let payload: u64 =
-            input.iter().filter_map(|(_, f)| segment(f)).map(|(_, _, _, p)| p.len() as u64).sum();
+        let payload: u64 = input.iter().filter_map(|(_, f)| segment(f)).map(|(_, _, _, p)| p.len() as u64).sum();
         assert!(payload > 0);
         assert_eq!(n("modify_cheap_path_bytes"), payload, "mode {mode}: {st}");
         assert_eq!(n("modify_path_bytes"), 0, "mode {mode}: {st}");

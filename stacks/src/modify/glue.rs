@@ -149,10 +149,11 @@ impl Forwarding {
             self.up.refused += 1;
             return false;
         };
+        let half = conn.halves();
         let mut dirs = [Resume::default(); 2];
         let mut wscale = [None; 2];
         for (d, dir) in [(0, Direction::ToServer), (1, Direction::ToClient)] {
-            let (h, r) = (&conn.half[d], &conn.half[1 - d]);
+            let (h, r) = (&half[d], &half[1 - d]);
             wscale[d] = h.wscale;
             let Some(isn) = h.isn else { continue };
             let first = isn.wrapping_add(1);
@@ -166,8 +167,7 @@ impl Forwarding {
             }
             .max(frontier);
             // The tracker keeps windows scaled; the raw field is what the sender wrote.
-            let shift =
-                if conn.half[0].wscale.is_some() && conn.half[1].wscale.is_some() { h.wscale.unwrap_or(0) } else { 0 };
+            let shift = if half[0].wscale.is_some() && half[1].wscale.is_some() { h.wscale.unwrap_or(0) } else { 0 };
             const ACK: u8 = 0x10;
             dirs[d] = Resume {
                 first_seq: Some(first),

@@ -54,6 +54,9 @@ use crate::splicer::wire::{self, Mac};
 pub const WAITING_PER_ADDRESS: usize = 64;
 /// Neighbours with packets waiting, at most.
 const WAITING_ADDRESSES: usize = 1024;
+/// Neighbours remembered, at most (a flood from spoofed addresses cannot grow the table
+/// further; beyond, new ones are not learned, counted `neighbours_full`).
+pub const MAX_NEIGHBOURS: usize = 65_536;
 /// Frames queued into the device before `handle` polls the proxy itself.
 pub const POLL_BATCH: usize = 32;
 /// Longest time between two polls while frames keep coming.
@@ -121,7 +124,10 @@ impl ProxyNf for Chain {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        self.nfs.iter().flat_map(|(name, nf)| nf.counters().into_iter().map(move |(k, v)| (format!("{name}.{k}"), v))).collect()
+        self.nfs
+            .iter()
+            .flat_map(|(name, nf)| nf.counters().into_iter().map(move |(k, v)| (format!("{name}.{k}"), v)))
+            .collect()
     }
 }
 
@@ -206,7 +212,9 @@ impl ProxyStackConfig {
         for s in &self.services {
             match s.parse::<SocketAddrV4>() {
                 Ok(a) => services.push(a),
-                Err(_) => errs.push(StackConfigError::new(key("services"), format!("`{s}` is not an IPv4 ADDRESS:PORT"))),
+                Err(_) => {
+                    errs.push(StackConfigError::new(key("services"), format!("`{s}` is not an IPv4 ADDRESS:PORT")))
+                }
             }
         }
         let port = match (services.first(), self.intercept_port) {
@@ -227,7 +235,10 @@ impl ProxyStackConfig {
             (None, None) => 0,
             (Some(first), None) => {
                 if services.iter().any(|s| s.port() != first.port()) {
-                    errs.push(StackConfigError::new(key("services"), "all services share one port (one listening port per proxy)"));
+                    errs.push(StackConfigError::new(
+                        key("services"),
+                        "all services share one port (one listening port per proxy)",
+                    ));
                 }
                 first.port()
             }
@@ -264,7 +275,9 @@ impl ProxyStackConfig {
                 errs.push(StackConfigError::new(key(k), format!("must be 1024 to {MAX_BUFFER} bytes, found {v}")));
             }
         }
-        for (k, v) in [("max_connections", self.max_connections), ("backlog", self.backlog), ("ports", usize::from(self.ports))] {
+        for (k, v) in
+            [("max_connections", self.max_connections), ("backlog", self.backlog), ("ports", usize::from(self.ports))]
+        {
             if v == 0 {
                 errs.push(StackConfigError::new(key(k), "must be at least 1"));
             }
@@ -341,6 +354,7 @@ struct ActorStats {
     arp_replies: u64,
     arp_requests: u64,
     unresolved_dropped: u64,
+    neighbours_full: u64,
     polls: u64,
 }
 
@@ -395,7 +409,7 @@ impl ProxyActor {
             return false;
         }
         if let Some(src_mac) = f.get(6..12).and_then(|m| <Mac>::try_from(m).ok()) {
-            self.neighbours.insert(ip.src, (src_mac, port));
+            self.learn(ip.src, src_mac, port);
         }
         self.stats.frames_in += 1;
         if self.proxy.device.inject(f[14..14 + ip.len].to_vec()) {
@@ -407,7 +421,7 @@ impl ProxyActor {
     fn on_arp(&mut self, port: u8, a: wire::Arp) -> bool {
         let asked = self.asked.remove(&a.spa).is_some();
         if a.spa != Ipv4Addr::UNSPECIFIED && (asked || self.owns(a.tpa) || self.neighbours.contains_key(&a.spa)) {
-            self.neighbours.insert(a.spa, (a.sha, port));
+            self.learn(a.spa, a.sha, port);
             if let Some(q) = self.waiting.remove(&a.spa) {
                 for p in q {
                     self.send_ip(a.spa, p);
@@ -422,6 +436,15 @@ impl ProxyActor {
             self.stats.arp_replies += 1;
         }
         true
+    }
+
+    /// Remembers where `ip` is (bounded by [`MAX_NEIGHBOURS`]).
+    fn learn(&mut self, ip: Ipv4Addr, mac: Mac, port: u8) {
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            self.stats.neighbours_full += 1;
+            return;
+        }
+        self.neighbours.insert(ip, (mac, port));
     }
 
     /// Sends IP packet `p` to neighbour `dst` (known).
@@ -476,6 +499,14 @@ impl ProxyActor {
             if let Some(q) = self.waiting.remove(&ip) {
                 self.stats.unresolved_dropped += q.len() as u64;
             }
+        }
+    }
+
+    /// The stage's idle step: polls when frames wait in the device or [`POLL_EVERY`] has
+    /// passed — so smoltcp's timers (retransmissions, FIN timeouts) run with no frame coming.
+    fn tick(&mut self, now: Instant) {
+        if self.queued > 0 || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
+            self.poll(now);
         }
     }
 
@@ -539,10 +570,7 @@ impl Actor for ProxyActor {
     }
 
     fn idle(&mut self, _cx: &mut Context<'_>) {
-        let now = Instant::now();
-        if self.queued > 0 || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
-            self.poll(now);
-        }
+        self.tick(Instant::now());
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
@@ -566,6 +594,8 @@ impl Actor for ProxyActor {
             ("arp_replies", a.arp_replies),
             ("arp_requests", a.arp_requests),
             ("unresolved_dropped", a.unresolved_dropped),
+            ("neighbours", self.neighbours.len() as u64),
+            ("neighbours_full", a.neighbours_full),
             ("polls", a.polls),
             ("frames_sent", l.frames_sent.load(Relaxed)),
             ("frames_not_sent", l.frames_not_sent.load(Relaxed)),

@@ -89,7 +89,13 @@ impl Net {
         let specs: Vec<ProxyNfSpec> =
             nfs.into_iter().map(|(n, make)| ProxyNfSpec { name: n.into(), kind: "test".into(), make }).collect();
         let actor = ProxyActor::new("proxy", s, Chain::new(&specs), Loopback::new());
-        let mut n = Net { actor, client: host(CLIENT), origin: host(ORIGIN), t: smoltcp::time::Instant::from_millis(0), arp_answered: 0 };
+        let mut n = Net {
+            actor,
+            client: host(CLIENT),
+            origin: host(ORIGIN),
+            t: smoltcp::time::Instant::from_millis(0),
+            arp_answered: 0,
+        };
         // The client asks for the virtual address first; the proxy answers.
         assert!(n.actor.on_frame(0, &wire::build_arp(1, CMAC, CLIENT, [0; 6], VIP)));
         let mut out = Vec::new();
@@ -217,6 +223,49 @@ fn an_end_point_answer_opens_no_server_leg_and_a_miss_does() {
     assert_eq!(counters["unresolved_dropped"], 0);
 }
 
+/// The answer to the client is lost; no frame comes in after it; the actor's idle step
+/// alone ([`ProxyActor::tick`], what `Actor::idle` runs) makes smoltcp retransmit it.
+#[test]
+fn idle_steps_run_the_retransmission_timer() {
+    let pong: MakeProxyNf = Arc::new(|| Box::new(Pong) as Box<dyn ProxyNf + Send>);
+    let mut n = Net::new(vec![("pong", pong)]);
+    let ch = n.connect(b"PING", 50000);
+    let mut lost = 0;
+    let mut got = Vec::new();
+    let mut b = [0u8; 64];
+    // Bounded: 3 s of wall time at most (smoltcp's retransmission timeout is far shorter).
+    let start = Instant::now();
+    while got.is_empty() && start.elapsed() < Duration::from_secs(3) {
+        n.t += smoltcp::time::Duration::from_millis(1);
+        n.client.iface.poll(n.t, &mut n.client.dev, &mut n.client.sockets);
+        for p in n.client.dev.drain().collect::<Vec<_>>() {
+            assert!(n.actor.on_frame(0, &eth(PMAC, CMAC, &p)));
+        }
+        n.actor.tick(Instant::now());
+        let mut out = Vec::new();
+        n.actor.loopback.take_frames(&mut out);
+        for (_, f) in out {
+            // The first segment carrying the answer (TCP payload) is lost.
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+            let payload = total - ihl - usize::from(f[14 + ihl + 12] >> 4) * 4;
+            if payload > 0 && lost == 0 {
+                lost += 1;
+                continue;
+            }
+            n.client.dev.inject(f[14..].to_vec());
+        }
+        let c = n.client.sockets.get_mut::<tcp::Socket>(ch);
+        while c.can_recv() {
+            let k = c.recv_slice(&mut b).unwrap();
+            got.extend_from_slice(&b[..k]);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(lost, 1, "the answer was sent once and lost");
+    assert_eq!(got, b"PONG", "retransmitted by the idle steps' polls");
+}
+
 #[test]
 fn frames_that_are_not_the_proxys_continue() {
     let s = settings("intercept_port = 8080\nsource = \"10.99.0.200\"\n").unwrap();
@@ -242,8 +291,10 @@ fn frames_that_are_not_the_proxys_continue() {
 
 #[test]
 fn the_table_is_checked() {
-    let e = settings("services = [\"10.0.0.1:80\"]\nintercept_port = 80\nsource = \"10.0.0.2\"\norigin = \"x\"\nbacklog = 0\n")
-        .unwrap_err();
+    let e = settings(
+        "services = [\"10.0.0.1:80\"]\nintercept_port = 80\nsource = \"10.0.0.2\"\norigin = \"x\"\nbacklog = 0\n",
+    )
+    .unwrap_err();
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["stack.proxy", "stack.proxy.origin", "stack.proxy.backlog"], "{e:?}");
     let e = settings("intercept_port = 0\nsource = \"10.0.0.2\"\n").unwrap_err();
