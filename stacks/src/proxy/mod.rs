@@ -227,8 +227,10 @@ pub struct SplitProxy {
 }
 
 fn socket(cfg: &ProxyConfig) -> tcp::Socket<'static> {
-    let mut s =
-        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]), tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]));
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]),
+        tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]),
+    );
     // A peer that never answers a SYN, or leaves sent bytes unacknowledged this long, is
     // given up (smoltcp has no retry limit of its own): the other leg is then closed.
     s.set_timeout(Some(LEG_TIMEOUT));
