@@ -1,5 +1,5 @@
 //! The split proxy µStack (optionally with the cache NF) on a Linux TUN device, for trying it
-//! on live traffic until `[stack.proxy]` exists in the app loader (docs/proxy.md).
+//! on live traffic without the engine (`[stack.proxy]` runs it in `mbox run`; docs/proxy.md).
 //!
 //! `proxy_tun TUN ADDRESS PORT SECONDS pass|cache [BUFFER_BYTES]` (root; the TUN device is
 //! created): packets routed into TUN go to the proxy; what it sends comes out of TUN. Runs

@@ -43,6 +43,12 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address}
 
 pub use device::QueueDevice;
 
+/// How long a leg waits for its peer (a SYN answered, sent bytes acknowledged).
+const LEG_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(30);
+
+/// Most closed sockets kept for reuse (each holds its two buffers).
+const SPARE_SOCKETS: usize = 64;
+
 /// Most egress passes per poll (each sends at most one segment per socket).
 const EGRESS_ROUNDS: usize = 256;
 
@@ -215,10 +221,20 @@ pub struct SplitProxy {
     scratch: Vec<u8>,
     /// The NFs' writer, its buffers kept between calls.
     writer: Writer,
+    /// Closed sockets kept for reuse ([`fresh`]), and those freed in this poll.
+    spare: Vec<SocketHandle>,
+    retired: Vec<SocketHandle>,
 }
 
 fn socket(cfg: &ProxyConfig) -> tcp::Socket<'static> {
-    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]), tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]))
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; cfg.rx_buffer]),
+        tcp::SocketBuffer::new(vec![0; cfg.tx_buffer]),
+    );
+    // A peer that never answers a SYN, or leaves sent bytes unacknowledged this long, is
+    // given up (smoltcp has no retry limit of its own): the other leg is then closed.
+    s.set_timeout(Some(LEG_TIMEOUT));
+    s
 }
 
 impl SplitProxy {
@@ -243,6 +259,8 @@ impl SplitProxy {
             stats: ProxyStats::default(),
             scratch: Vec::new(),
             writer: Writer::default(),
+            spare: Vec::new(),
+            retired: Vec::new(),
         };
         proxy.listen();
         proxy
@@ -257,11 +275,12 @@ impl SplitProxy {
     fn listen(&mut self) {
         let want = self.cfg.backlog.max(1).min(self.cfg.max_connections.saturating_sub(self.live()));
         while self.listeners.len() < want {
-            let mut s = socket(&self.cfg);
-            if s.listen(self.cfg.port).is_err() {
+            let h = fresh(&self.cfg, &mut self.sockets, &mut self.spare);
+            if self.sockets.get_mut::<tcp::Socket>(h).listen(self.cfg.port).is_err() {
+                self.sockets.remove(h);
                 return;
             }
-            self.listeners.push(self.sockets.add(s));
+            self.listeners.push(h);
         }
     }
 
@@ -277,6 +296,15 @@ impl SplitProxy {
 
     /// One step: runs the interface, accepts, relays through `nf`, frees closed connections.
     pub fn poll(&mut self, now: Instant, nf: &mut dyn ProxyNf) {
+        // Sockets freed by the last poll (their RST or last ACK went out since) are kept
+        // for reuse, up to SPARE_SOCKETS.
+        for h in self.retired.drain(..) {
+            if self.spare.len() < SPARE_SOCKETS {
+                self.spare.push(h);
+            } else {
+                self.sockets.remove(h);
+            }
+        }
         // One packet at a time, accepting (and opening new listeners) after each: a
         // smoltcp listener takes one SYN, so a burst of SYNs larger than the backlog in one
         // poll would otherwise be refused with RSTs (`ab -c 10`; docs/proxy.md).
@@ -341,7 +369,8 @@ impl SplitProxy {
             let server = if self.cfg.lazy_server {
                 None
             } else {
-                match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.next_port, dst) {
+                match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.spare, &mut self.next_port, dst)
+                {
                     Some(s) => Some(s),
                     None => {
                         self.sockets.get_mut::<tcp::Socket>(h).abort();
@@ -409,7 +438,14 @@ impl SplitProxy {
                 if !w.out.is_empty() {
                     c.pending_to_server.extend_from_slice(&w.out);
                     self.stats.bytes_to_server += w.out.len() as u64;
-                    match connect(&self.cfg, &mut self.iface, &mut self.sockets, &mut self.next_port, c.dst) {
+                    match connect(
+                        &self.cfg,
+                        &mut self.iface,
+                        &mut self.sockets,
+                        &mut self.spare,
+                        &mut self.next_port,
+                        c.dst,
+                    ) {
                         Some(s) => {
                             c.server = Some(s);
                             self.stats.server_legs += 1;
@@ -526,7 +562,7 @@ impl SplitProxy {
                     s.close();
                 }
                 if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
-                    self.sockets.remove(c.client);
+                    self.retired.push(c.client);
                     nf.on_close(c.id);
                     *slot = None;
                     self.stats.closed += 1;
@@ -549,8 +585,7 @@ impl SplitProxy {
             let cd = done(self.sockets.get::<tcp::Socket>(c.client));
             let sd = done(self.sockets.get::<tcp::Socket>(server));
             if cd && sd {
-                self.sockets.remove(c.client);
-                self.sockets.remove(server);
+                self.retired.extend([c.client, server]);
                 nf.on_close(c.id);
                 *slot = None;
                 self.stats.closed += 1;
@@ -571,14 +606,25 @@ fn connect(
     cfg: &ProxyConfig,
     iface: &mut Interface,
     sockets: &mut SocketSet<'static>,
+    spare: &mut Vec<SocketHandle>,
     next_port: &mut u16,
     dst: IpEndpoint,
 ) -> Option<SocketHandle> {
-    let mut server = socket(cfg);
+    let h = fresh(cfg, sockets, spare);
     *next_port = if *next_port >= 60999 { 40000 } else { *next_port + 1 };
     let local = IpEndpoint::new(IpAddress::Ipv4(cfg.address), *next_port);
-    server.connect(iface.context(), dst, local).ok()?;
-    Some(sockets.add(server))
+    if sockets.get_mut::<tcp::Socket>(h).connect(iface.context(), dst, local).is_err() {
+        sockets.remove(h);
+        return None;
+    }
+    Some(h)
+}
+
+/// A closed socket: a spare one when there is (its buffers are reused: `listen`/`connect`
+/// reset its state without touching them), else a new one. Allocating (and zeroing) four
+/// buffers per connection was the cost of a short connection (the cache hit path).
+fn fresh(cfg: &ProxyConfig, sockets: &mut SocketSet<'static>, spare: &mut Vec<SocketHandle>) -> SocketHandle {
+    spare.pop().unwrap_or_else(|| sockets.add(socket(cfg)))
 }
 
 #[cfg(test)]

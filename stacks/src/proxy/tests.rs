@@ -398,3 +398,35 @@ fn one_poll_sends_more_than_one_segment_per_leg() {
     }
     assert!(segs >= 10, "one poll sent {segs} full segments to the client");
 }
+
+/// An origin that never answers the proxy's SYN: after the legs' timeout (30 s) the server
+/// leg is given up, the client leg closed, the connection freed — not held for ever.
+#[test]
+fn a_silent_origin_is_given_up() {
+    let mut net = Net::new(ProxyConfig { address: PA, port: 80, ..ProxyConfig::default() });
+    let ch = net.connect(50000);
+    let mut nf = PassThrough;
+    net.hold_server = true;
+    let mut sent = false;
+    let mut steps = 0;
+    for _ in 0..40_000 {
+        net.step(&mut nf);
+        net.held_server.clear(); // the origin's host drops everything
+        steps += 1;
+        let c = net.client.sockets.get_mut::<tcp::Socket>(ch);
+        if !sent && c.may_send() {
+            c.send_slice(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            sent = true;
+        }
+        if sent && !c.may_recv() {
+            c.close();
+        }
+        if net.proxy.stats().closed == 1 {
+            break;
+        }
+    }
+    assert!(sent, "the client leg never came up");
+    assert_eq!(net.proxy.stats().closed, 1, "not freed after {steps} ms: {:?}", net.proxy.stats());
+    assert!(steps >= 30_000, "given up after {steps} ms, before the 30 s timeout");
+    assert_eq!(net.proxy.connections(), 0);
+}
