@@ -65,7 +65,6 @@ use actors::event::{EventRegistry, EventType};
 use actors::matcher::FlowMatch;
 use actors::{Actor, Contract, Subscription};
 use nfs::{NfCommon, NfConfig};
-use runtime::ports::LinkType;
 use serde::Deserialize;
 use stacks::registry::{self, ConfiguredStack, StackContext, StackKind};
 
@@ -500,14 +499,7 @@ fn gate_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry]) -> Vec<nfs::signat
 fn link_problems(stacks: &[ConfiguredStack], nfs: &[NfEntry], registry: &EventRegistry) -> Vec<String> {
     let completed = Arc::new(AtomicU64::new(0));
     let receiver_events = nfs.iter().any(|nf| nf.common.side.is_some());
-    let cx = StackContext {
-        link: LinkType::Ethernet,
-        shard: 0,
-        flow_base: 0,
-        completed: &completed,
-        receiver_events,
-        proxy_nfs: &[],
-    };
+    let cx = StackContext::for_linking(&completed, receiver_events, &[]);
     let mut problems = Vec::new();
     let mut nf_actors = Vec::new();
     for nf in nfs {

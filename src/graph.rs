@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use actors::controller::{self, LinkedSubscription, Plan};
 use actors::{Actor, Contract, EventRegistry};
-use runtime::ports::LinkType;
 use stacks::registry::StackContext;
 
 use crate::App;
@@ -62,14 +61,7 @@ pub fn graph(app: &App) -> Result<Graph, Vec<String>> {
     let completed = Arc::new(AtomicU64::new(0));
     let receiver_events = app.nfs.iter().any(|nf| nf.common.side.is_some());
     let proxy_nfs = app.proxy_specs();
-    let cx = StackContext {
-        link: LinkType::Ethernet,
-        shard: 0,
-        flow_base: 0,
-        completed: &completed,
-        receiver_events,
-        proxy_nfs: &proxy_nfs,
-    };
+    let cx = StackContext::for_linking(&completed, receiver_events, &proxy_nfs);
     let mut actors: Vec<Box<dyn Actor>> = app.stacks.iter().map(|s| s.build(&cx).actor).collect();
     for nf in &app.nfs {
         actors.push(nf.config.contract_only(&nf.common).map_err(|e| vec![e])?);

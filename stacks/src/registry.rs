@@ -76,6 +76,18 @@ pub struct StackContext<'a> {
     pub proxy_nfs: &'a [crate::proxy::actor::ProxyNfSpec],
 }
 
+impl<'a> StackContext<'a> {
+    /// The context the controller links an app with (`mbox check`-time problems,
+    /// `mbox graph`): Ethernet, one shard; not a run's.
+    pub fn for_linking(
+        completed: &'a Arc<AtomicU64>,
+        receiver_events: bool,
+        proxy_nfs: &'a [crate::proxy::actor::ProxyNfSpec],
+    ) -> StackContext<'a> {
+        StackContext { link: LinkType::Ethernet, shard: 0, flow_base: 0, completed, receiver_events, proxy_nfs }
+    }
+}
+
 /// One built instance of a µStack.
 pub struct StackInstance {
     /// The actor.
