@@ -75,7 +75,19 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter, cache, proxy_select);
+nf_kinds!(
+    firewall,
+    flow_stats,
+    stream_hash,
+    signature,
+    dpi,
+    logger,
+    http_lb,
+    memcached_lb,
+    word_rewriter,
+    cache,
+    proxy_select
+);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};

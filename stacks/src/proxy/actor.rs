@@ -334,15 +334,20 @@ impl ProxyStackConfig {
             ));
         }
         if on_request {
-            for (k, v) in
-                [("hold_max", self.hold_max as u64), ("hold_ms", self.hold_ms), ("max_decisions", self.max_decisions as u64)]
-            {
+            for (k, v) in [
+                ("hold_max", self.hold_max as u64),
+                ("hold_ms", self.hold_ms),
+                ("max_decisions", self.max_decisions as u64),
+            ] {
                 if v == 0 {
                     errs.push(StackConfigError::new(key(k), "must be at least 1"));
                 }
             }
             if self.hold_ms > 60_000 {
-                errs.push(StackConfigError::new(key("hold_ms"), "must be at most 60000 (a held SYN is a client waiting)"));
+                errs.push(StackConfigError::new(
+                    key("hold_ms"),
+                    "must be at most 60000 (a held SYN is a client waiting)",
+                ));
             }
         }
         if !errs.is_empty() {

@@ -478,11 +478,14 @@ fn a_held_syn_without_an_answer_passes_after_its_timeout() {
 
 #[test]
 fn the_upgrade_keys_are_checked() {
-    let e = settings("services = [\"10.0.0.1:80\"]\norigin = \"10.0.0.3:80\"\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\n")
-        .unwrap_err();
+    let e = settings(
+        "services = [\"10.0.0.1:80\"]\norigin = \"10.0.0.3:80\"\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\n",
+    )
+    .unwrap_err();
     assert_eq!(e[0].key, "stack.proxy.upgrade");
     assert!(e[0].to_string().contains("needs `intercept_port`"), "{e:?}");
-    let e = settings("intercept_port = 80\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\nhold_ms = 0\n").unwrap_err();
+    let e =
+        settings("intercept_port = 80\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\nhold_ms = 0\n").unwrap_err();
     assert_eq!(e[0].key, "stack.proxy.hold_ms");
     assert!(settings("intercept_port = 80\nsource = \"10.0.0.2\"\nupgrade = \"sometimes\"\n").is_err());
     let c = contract("proxy", true);
