@@ -433,7 +433,8 @@ mod tests {
                 "http_lb",
                 "memcached_lb",
                 "word_rewriter",
-                "cache"
+                "cache",
+                "proxy_select"
             ]
         );
         names.dedup();
@@ -448,7 +449,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache, proxy_select)"]
         );
     }
 
