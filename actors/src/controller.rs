@@ -182,7 +182,7 @@ fn policy_problems(contracts: &[&Contract], actors: &[PlannedActor], registry: &
         let req = registry.name(builtin::FLOW_REQ);
         if policies.is_empty() {
             problems.push(format!(
-                "actor `{}` publishes `{req}`, but no policy NF takes it (one that subscribes to `{req}` and publishes `FLOW_DEST`, e.g. `http_lb`): its flows would wait forever",
+                "actor `{}` publishes `{req}`, but no policy NF takes it (one that subscribes to `{req}` and publishes `FLOW_DEST`, e.g. `http_lb` for the splicer, `proxy_select` for the proxy): its flows would wait forever",
                 c.name
             ));
         }

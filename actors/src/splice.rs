@@ -118,6 +118,38 @@ impl FlowDest {
     }
 }
 
+/// A split proxy's `FLOW_DEST` answer for a SYN it holds (`[stack.proxy] upgrade =
+/// "on_request"`, docs/proxy.md "Per-flow upgrade to the proxy"): terminate the flow, or let
+/// it pass on the cheap path. Encoded in `aux` with a marker bit and no address bits, so a
+/// splicer that got one by mistake reads it as [`FlowDest::Reset`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyChoice {
+    /// The flow goes into the proxy (its NFs, e.g. the cache, see it).
+    Proxy,
+    /// The flow passes unchanged.
+    Pass,
+}
+
+const CHOICE: u64 = 1 << 62;
+const CHOICE_PROXY: u64 = 1 << 61;
+
+impl ProxyChoice {
+    /// Writes it into `ev`.
+    pub fn write(self, ev: &mut EventDesc) {
+        ev.aux = CHOICE | if self == ProxyChoice::Proxy { CHOICE_PROXY } else { 0 };
+        ev.snap.frontier = [0, 0];
+    }
+
+    /// Reads it from `ev`; `None` when `ev` is not a proxy choice (e.g. a load balancer's
+    /// backend list).
+    pub fn read(ev: &EventDesc) -> Option<ProxyChoice> {
+        if ev.aux & DEST_RESET != 0 || ev.aux & CHOICE == 0 {
+            return None;
+        }
+        Some(if ev.aux & CHOICE_PROXY != 0 { ProxyChoice::Proxy } else { ProxyChoice::Pass })
+    }
+}
+
 /// Frames queued at most; beyond, new frames are dropped and counted.
 pub const LOOPBACK_FRAMES: usize = 65_536;
 
@@ -253,6 +285,13 @@ mod tests {
         FlowDest::Reset.write(&mut ev);
         assert_eq!(FlowDest::read(&ev), FlowDest::Reset);
         assert_eq!(FlowDest::connect(&[]), FlowDest::Reset);
+        for c in [ProxyChoice::Proxy, ProxyChoice::Pass] {
+            c.write(&mut ev);
+            assert_eq!(ProxyChoice::read(&ev), Some(c));
+            assert_eq!(FlowDest::read(&ev), FlowDest::Reset, "a splicer reads a choice as reset");
+        }
+        FlowDest::connect(&[a]).write(&mut ev);
+        assert_eq!(ProxyChoice::read(&ev), None);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! * [`cache`] — an HTTP object cache on the split proxy µStack: a *proxy NF*, which runs
 //!   inside the `[stack.proxy]` actor through [`stacks::proxy::ProxyNf`] rather than as an
 //!   actor of the chain ([`NfOptions::proxy_nf`]).
+//! * [`proxy_select`] — the policy NF of the proxy's per-flow upgrade: it answers the
+//!   proxy's `FLOW_REQ`s with "proxy" for flows to the servers it names, "pass" for others.
 //!
 //! Their protocol logic is kept apart from the actors, free of I/O: [`dpi::classify`](mod@dpi::classify) (the
 //! classifiers), [`signature::matcher`] (automata and per-flow scan state) and [`rules`]
@@ -73,7 +75,19 @@ macro_rules! nf_kinds {
 }
 
 // The registry: one module name per NF kind (see "Adding an NF kind" above).
-nf_kinds!(firewall, flow_stats, stream_hash, signature, dpi, logger, http_lb, memcached_lb, word_rewriter, cache);
+nf_kinds!(
+    firewall,
+    flow_stats,
+    stream_hash,
+    signature,
+    dpi,
+    logger,
+    http_lb,
+    memcached_lb,
+    word_rewriter,
+    cache,
+    proxy_select
+);
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -419,7 +433,8 @@ mod tests {
                 "http_lb",
                 "memcached_lb",
                 "word_rewriter",
-                "cache"
+                "cache",
+                "proxy_select"
             ]
         );
         names.dedup();
@@ -434,7 +449,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache)"]
+            ["nf `x`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache, proxy_select)"]
         );
     }
 

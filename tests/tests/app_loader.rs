@@ -84,7 +84,7 @@ fn every_problem_at_once_the_same_from_run_and_check() {
         "bad.toml: nf `fw` (firewall): rule 1: key `dst_port`: `80-` is not a port or a `low-high` port range",
         "bad.toml: nf `fw`: two NFs have this name",
         "bad.toml: nf `tcp`: the name is reserved for the runtime (rx, tx, l23, tcp, splicer, proxy)",
-        "bad.toml: nf `tcp`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache)",
+        "bad.toml: nf `tcp`: unknown kind `teleporter` (known kinds: firewall, flow_stats, stream_hash, signature_match, dpi, logger, http_lb, memcached_lb, word_rewriter, cache, proxy_select)",
     ];
     let run = mbox(dir.path(), &["run", "bad.toml", "--input", input.to_str().unwrap()]);
     let check = mbox(dir.path(), &["check", "bad.toml", "--input", input.to_str().unwrap()]);

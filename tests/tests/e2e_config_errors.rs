@@ -170,3 +170,25 @@ fn the_proxy_apps_run_in_modes_b_and_c_only() {
         assert!(t.contains("proxy"), "{t}");
     }
 }
+
+/// The proxy's per-flow upgrade (docs/proxy.md "Per-flow upgrade to the proxy"): it needs
+/// transparent interception, and a policy NF that answers the proxy's `FLOW_REQ`s; with
+/// `proxy_select` the app runs, and a bad `hosts` list is named.
+#[test]
+fn the_proxy_upgrade_needs_intercept_port_and_a_policy_nf() {
+    let (ok, t) = run_app(
+        "[stack.proxy]\nservices = [\"10.0.0.1:80\"]\norigin = \"10.0.0.3:80\"\nsource = \"10.0.0.9\"\nupgrade = \"on_request\"\n",
+    );
+    assert!(!ok && t.contains("key `stack.proxy.upgrade`: `upgrade = \"on_request\"` needs `intercept_port`"), "{t}");
+    let (ok, t) = run_app("[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\nupgrade = \"on_request\"\n");
+    assert!(!ok && t.contains("publishes `FLOW_REQ`, but no policy NF takes it") && t.contains("proxy_select"), "{t}");
+    let select = "[[nf]]\nname = \"select\"\nkind = \"proxy_select\"\n";
+    let (ok, t) = run_app(&format!(
+        "[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\nupgrade = \"on_request\"\n{select}hosts = [\"web\"]\n"
+    ));
+    assert!(!ok && t.contains("nf `select` (proxy_select): key `hosts`: `web` is not an IPv4 address"), "{t}");
+    let (ok, t) = run_app(&format!(
+        "[stack.proxy]\nintercept_port = 80\nsource = \"10.0.0.9\"\nupgrade = \"on_request\"\n{select}hosts = [\"10.0.0.2\"]\n"
+    ));
+    assert!(ok, "{t}");
+}

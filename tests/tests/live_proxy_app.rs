@@ -17,6 +17,13 @@
 //! apps/cache.toml: both bodies equal the file, the origin's log holds each object once,
 //! and the proxy opened no server leg for the hits (`server_legs` = the requests in the
 //! origin's log, which closes after each); three requests with `Cache-Control: no-store` all reach the origin.
+//!
+//! [`per_flow_upgrade_caches_only_the_selected_host`]: apps/proxy_select.toml (transparent
+//! interception of port 80, `upgrade = "on_request"`, `proxy_select` naming 10.99.0.11):
+//! two origins in `s0`, 10.99.0.11 and 10.99.0.12, each serving the same objects with its
+//! own access log; every object fetched twice from each: all bodies intact, the selected
+//! origin's log holds one GET per object (the cache answered the second), the other's two
+//! (its flows passed unchanged); the proxy's upgrade counters agree.
 
 mod netns;
 
@@ -272,5 +279,94 @@ fn cache_app_answers_the_second_request_from_memory() {
         "one server leg per request the origin saw (it closes after each): none for the hits (End Point)"
     );
     assert!(n("accepted") > n("server_legs"), "some connections had no server leg");
+    assert_eq!(n("frames_not_sent"), 0);
+}
+
+#[test]
+fn per_flow_upgrade_caches_only_the_selected_host() {
+    let check = "live_proxy_app (per-flow upgrade)";
+    if let Some(why) = unavailable("ua") {
+        skip(check, &why);
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (www11, www12) = (dir.join("www11"), dir.join("www12"));
+    let sizes = |i: usize| [1usize, 700, 3000, 65_536, 300_000][i % 5] + i;
+    for www in [&www11, &www12] {
+        std::fs::create_dir_all(www).unwrap();
+        std::fs::write(www.join("ready"), b"ready\n").unwrap();
+        for i in 0..10 {
+            std::fs::write(www.join(format!("k{i}")), bytes(sizes(i), 11 + i as u32)).unwrap();
+        }
+    }
+    let mut lab = Lab::new("ua");
+    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
+    lab.veth(&c, "c0", &m, "m0").unwrap();
+    lab.veth(&s, "s0", &m, "m1").unwrap();
+    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
+    lab.exec(&s, &["ip", "addr", "add", "10.99.0.11/24", "dev", "s0"]).unwrap();
+    lab.exec(&s, &["ip", "addr", "add", "10.99.0.12/24", "dev", "s0"]).unwrap();
+    for (www, addr) in [(&www11, "10.99.0.11"), (&www12, "10.99.0.12")] {
+        lab.spawn(&s, 400, www, &["python3", "-u", "-m", "http.server", "80", "--bind", addr], "http.log");
+        assert!(wait_for_log(www, "http.log", "Serving HTTP", Duration::from_secs(15)), "origin {addr} did not start");
+    }
+    let bin = mbox_bin();
+    let app = app("proxy_select.toml");
+    let mbox = lab.spawn(
+        &m,
+        380,
+        dir,
+        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
+        "mbox.log",
+    );
+    wait_forwarding(&c, "http://10.99.0.12/ready", dir);
+    wait_forwarding(&c, "http://10.99.0.11/ready", dir);
+
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for round in 0..2 {
+        for host in ["10.99.0.11", "10.99.0.12"] {
+            let urls: Vec<(String, PathBuf)> =
+                (0..10).map(|i| (format!("http://{host}/k{i}"), out.join(format!("{host}-{round}-{i}")))).collect();
+            let (code, lines) = curl_all(&c, dir, &format!("{host}-{round}.cfg"), &urls, "");
+            for i in 0..10 {
+                let want = std::fs::read(www11.join(format!("k{i}"))).unwrap();
+                let got = std::fs::read(out.join(format!("{host}-{round}-{i}"))).unwrap_or_default();
+                assert_eq!(
+                    sha(&got),
+                    sha(&want),
+                    "{host} round {round} k{i}: {} of {} bytes; curl exit {code}: {}",
+                    got.len(),
+                    want.len(),
+                    lines.get(i).map_or("-", |l| l)
+                );
+            }
+            assert_eq!(code, 0, "{host} round {round}: curl exit code");
+        }
+    }
+    let gets = |www: &Path| (0..10).map(|i| origin_gets(www, &format!("/k{i}"))).collect::<Vec<_>>();
+    assert_eq!(gets(&www11), vec![1; 10], "the selected origin served each object once (the cache the second time)");
+    assert_eq!(gets(&www12), vec![2; 10], "the other origin served each object twice (its flows passed)");
+    println!("checked: 10 objects fetched twice from each of two origins through apps/proxy_select.toml: bodies intact; 10.99.0.11 (selected) served each once, 10.99.0.12 each twice");
+
+    assert!(lab.interrupt_and_wait(mbox, Duration::from_secs(30)).is_some(), "mbox did not stop");
+    let stats = stats_json(dir);
+    let n = |k: &str| counter(&stats, k);
+    println!(
+        "checked: counters: flows_upgraded_to_proxy {}, flows_passed {}, hold_timeouts {}, decision_entries {}, cache.hits {}, accepted {}",
+        n("flows_upgraded_to_proxy"),
+        n("flows_passed"),
+        n("hold_timeouts"),
+        n("decision_entries"),
+        n("cache.hits"),
+        n("accepted")
+    );
+    // curl reuses a connection per host within one run: at least one flow per round each way.
+    assert!(n("flows_upgraded_to_proxy") >= 3, "the selected host's flows (readiness probe and 2 rounds)");
+    assert!(n("flows_passed") >= 3, "the other host's flows");
+    assert_eq!(n("accepted"), n("flows_upgraded_to_proxy"), "only upgraded flows reached smoltcp");
+    assert_eq!(n("cache.hits"), 10, "the second round to the selected host, from memory");
     assert_eq!(n("frames_not_sent"), 0);
 }

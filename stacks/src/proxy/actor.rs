@@ -31,6 +31,13 @@
 //! from the server last to first; what one NF writes is the next one's input, and what any
 //! NF replies goes straight back to its leg (not through the NFs before it). With none, the
 //! proxy passes bytes unchanged.
+//!
+//! **Per-flow upgrade** (`upgrade = "on_request"`, transparent interception only): a SYN to
+//! the intercepted port is held and the actor publishes `FLOW_REQ` (with the SYN's packet)
+//! to a policy NF (e.g. `proxy_select`), which answers with a `FLOW_DEST` carrying a
+//! [`ProxyChoice`] on the `dest` feedback port: `Proxy` puts the held SYN into smoltcp,
+//! `Pass` sends it on unchanged (out of the other port) and lets every later frame of the
+//! flow continue. The bookkeeping is [`super::upgrade::Gate`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -39,13 +46,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::desc::EventDesc;
+use actors::desc::{EventDesc, FlowRef};
 use actors::event::builtin;
-use actors::splice::Loopback;
+use actors::splice::{Loopback, ProxyChoice};
 use actors::{Actor, Context, Contract, Modifies, Publication, Subscription, Verdict};
 use serde::Deserialize;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use super::upgrade::{Gate, Key, Step, UpgradeConfig};
 use super::{Leg, ProxyConfig, ProxyNf, SplitProxy, Writer};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::splicer::wire::{self, Mac};
@@ -167,6 +175,40 @@ pub struct ProxyStackConfig {
     /// Ports of the run (2 for an inline pair), where ARP questions go.
     #[serde(default = "default_ports")]
     pub ports: u8,
+    /// Which flows to `intercept_port` the proxy terminates: all (`"always"`), or those a
+    /// policy NF chooses at their SYN (`"on_request"`).
+    #[serde(default)]
+    pub upgrade: UpgradeMode,
+    /// `on_request`: SYNs held at once for a decision, at most (beyond: the flow passes).
+    #[serde(default = "default_hold_max")]
+    pub hold_max: usize,
+    /// `on_request`: longest wait for the policy's answer, ms (then the flow passes).
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: u64,
+    /// `on_request`: decided flows remembered at once, at most (beyond: new flows pass).
+    #[serde(default = "default_max_decisions")]
+    pub max_decisions: usize,
+}
+
+/// `[stack.proxy] upgrade`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeMode {
+    /// Every flow to the intercepted port is terminated.
+    #[default]
+    Always,
+    /// A policy NF chooses per flow, at its SYN.
+    OnRequest,
+}
+
+fn default_hold_max() -> usize {
+    1024
+}
+fn default_hold_ms() -> u64 {
+    500
+}
+fn default_max_decisions() -> usize {
+    65_536
 }
 
 fn default_mac() -> String {
@@ -195,6 +237,8 @@ struct Settings {
     mac: Mac,
     ports: u8,
     proxy: ProxyConfig,
+    /// `upgrade = "on_request"`.
+    upgrade: Option<UpgradeConfig>,
 }
 
 fn parse_mac(s: &str) -> Option<Mac> {
@@ -282,6 +326,30 @@ impl ProxyStackConfig {
                 errs.push(StackConfigError::new(key(k), "must be at least 1"));
             }
         }
+        let on_request = self.upgrade == UpgradeMode::OnRequest;
+        if on_request && self.intercept_port.is_none() {
+            errs.push(StackConfigError::new(
+                key("upgrade"),
+                "`upgrade = \"on_request\"` needs `intercept_port` (transparent interception): a virtual service's flows are always the proxy's",
+            ));
+        }
+        if on_request {
+            for (k, v) in [
+                ("hold_max", self.hold_max as u64),
+                ("hold_ms", self.hold_ms),
+                ("max_decisions", self.max_decisions as u64),
+            ] {
+                if v == 0 {
+                    errs.push(StackConfigError::new(key(k), "must be at least 1"));
+                }
+            }
+            if self.hold_ms > 60_000 {
+                errs.push(StackConfigError::new(
+                    key("hold_ms"),
+                    "must be at most 60000 (a held SYN is a client waiting)",
+                ));
+            }
+        }
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -304,6 +372,11 @@ impl ProxyStackConfig {
                 origin: origin.map(|o| IpEndpoint::new(IpAddress::Ipv4(*o.ip()), o.port())),
                 lazy_server: self.endpoint,
             },
+            upgrade: on_request.then_some(UpgradeConfig {
+                hold_max: self.hold_max,
+                hold: Duration::from_millis(self.hold_ms),
+                max_decisions: self.max_decisions,
+            }),
         })
     }
 }
@@ -325,10 +398,11 @@ impl StackConfig for Parsed {
     }
 }
 
-/// The actor's contract: consumes `PKT`, publishes `PKT` (what is not its own).
-pub fn contract(name: &str) -> Contract {
+/// The actor's contract: consumes `PKT`, publishes `PKT` (what is not its own); with
+/// `on_request` also publishes `FLOW_REQ` and takes `FLOW_DEST` as feedback.
+pub fn contract(name: &str, on_request: bool) -> Contract {
     let frames = |event| Publication { port: "frames".into(), event };
-    Contract {
+    let mut c = Contract {
         name: name.to_string(),
         kind: "proxy".into(),
         subscriptions: vec![Subscription::new("frames", builtin::PKT).consuming()],
@@ -343,8 +417,17 @@ pub fn contract(name: &str) -> Contract {
         ],
         modifies: Modifies { packets: false, stack_state: true },
         drop_reasons: vec!["terminated by proxy".into()],
+    };
+    if on_request {
+        c.subscriptions.push(Subscription { feedback: true, ..Subscription::new("dest", builtin::FLOW_DEST) });
+        c.publications.push(Publication { port: "requests".into(), event: builtin::FLOW_REQ });
+        c.drop_reasons.push(DROP_HELD.into());
     }
+    c
 }
+
+/// Why a held SYN leaves the chain (it is sent on, or put into the proxy, once decided).
+const DROP_HELD: &str = "held for the proxy's upgrade decision";
 
 /// Counters of the actor around the proxy.
 #[derive(Clone, Debug, Default)]
@@ -356,7 +439,25 @@ struct ActorStats {
     unresolved_dropped: u64,
     neighbours_full: u64,
     polls: u64,
+    /// Held SYNs sent on unchanged (the flow passes).
+    syns_passed_on: u64,
 }
+
+/// What [`ProxyActor::classify`] did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Not the proxy's: it continues.
+    No,
+    /// Into the proxy (or an ARP it answered).
+    Mine,
+    /// A new flow's SYN, held: publish a `FLOW_REQ` for the flow.
+    Ask(FlowRef),
+    /// A retransmitted SYN of a held flow: dropped.
+    Held,
+}
+
+/// Held SYNs and decision entries are checked for their time at most this often.
+const EXPIRE_EVERY: Duration = Duration::from_millis(10);
 
 /// The split proxy actor (see the module docs).
 pub struct ProxyActor {
@@ -372,6 +473,12 @@ pub struct ProxyActor {
     last_poll: Instant,
     queued: usize,
     stats: ActorStats,
+    last_expiry: Instant,
+    /// `on_request`: the decisions and held SYNs.
+    gate: Option<Gate>,
+    /// Sequence number and time of the last event (for the `FLOW_REQ`s published).
+    last_seq: u64,
+    last_ts: u64,
 }
 
 impl ProxyActor {
@@ -379,7 +486,10 @@ impl ProxyActor {
         let epoch = Instant::now();
         let proxy = SplitProxy::new(s.proxy.clone(), smoltcp::time::Instant::from_micros(0));
         ProxyActor {
-            contract: contract(name),
+            contract: contract(name, s.upgrade.is_some()),
+            gate: s.upgrade.map(Gate::new),
+            last_seq: 0,
+            last_ts: 0,
             s,
             proxy,
             nfs,
@@ -389,6 +499,7 @@ impl ProxyActor {
             waiting: HashMap::new(),
             epoch,
             last_poll: epoch,
+            last_expiry: epoch,
             queued: 0,
             stats: ActorStats::default(),
         }
@@ -398,16 +509,38 @@ impl ProxyActor {
         ip == self.s.source || self.s.vips.contains(&ip)
     }
 
-    /// Takes frame `f` (in by `port`) when it is the proxy's; false when it continues.
+    /// Takes frame `f` (in by `port`) when it is the proxy's; false when it continues (for
+    /// the tests: no upgrade decisions).
+    #[cfg(test)]
     fn on_frame(&mut self, port: u8, f: &[u8]) -> bool {
+        self.classify(Instant::now(), port, f, None) == Taken::Mine
+    }
+
+    /// Takes frame `f` (in by `port`, of L2/3 flow `flow`) when it is the proxy's.
+    fn classify(&mut self, now: Instant, port: u8, f: &[u8], flow: Option<FlowRef>) -> Taken {
         if let Some(a) = wire::arp(f) {
-            return self.on_arp(port, a);
+            return if self.on_arp(port, a) { Taken::Mine } else { Taken::No };
         }
-        let Some(ip) = ipv4(f) else { return false };
-        let mine = self.owns(ip.dst) || (self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port));
-        if !mine {
-            return false;
+        let Some(ip) = ipv4(f) else { return Taken::No };
+        let intercepted = self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port);
+        if !self.owns(ip.dst) && !intercepted {
+            return Taken::No;
         }
+        if let (true, Some(gate)) = (intercepted && !self.owns(ip.dst), self.gate.as_mut()) {
+            let key = Key { src: (ip.src, ip.sport.unwrap_or(0)), dst: (ip.dst, self.s.port) };
+            match gate.on_frame(now, key, ip.flags, f, port, flow) {
+                Step::Pass => return Taken::No,
+                Step::Held => return Taken::Held,
+                Step::Ask(r) => return Taken::Ask(r),
+                Step::Proxy => {}
+            }
+        }
+        self.take(port, f, &ip);
+        Taken::Mine
+    }
+
+    /// Puts IP frame `f` (in by `port`) into the proxy.
+    fn take(&mut self, port: u8, f: &[u8], ip: &Ip) {
         if let Some(src_mac) = f.get(6..12).and_then(|m| <Mac>::try_from(m).ok()) {
             self.learn(ip.src, src_mac, port);
         }
@@ -415,7 +548,37 @@ impl ProxyActor {
         if self.proxy.device.inject(f[14..14 + ip.len].to_vec()) {
             self.queued += 1;
         }
-        true
+    }
+
+    /// The policy's answers (the feedback port) and the held SYNs past their time.
+    fn decide(&mut self, now: Instant) {
+        let Some(gate) = self.gate.as_mut() else { return };
+        let mut into_proxy = Vec::new();
+        let mut passed = Vec::new();
+        for ev in self.loopback.take_feedback() {
+            let Some(flow) = ev.flow else { continue };
+            let choice = ProxyChoice::read(&ev).map(|c| c == ProxyChoice::Proxy);
+            match gate.on_answer(now, flow, choice) {
+                Some((f, port, true)) => into_proxy.push((f, port)),
+                Some((f, port, false)) => passed.push((f, port)),
+                None => {}
+            }
+        }
+        if now.saturating_duration_since(self.last_expiry) >= EXPIRE_EVERY {
+            self.last_expiry = now;
+            passed.extend(gate.expire(now));
+        }
+        for (f, port) in passed {
+            // Unchanged, out of the other port of the pair (as the chain would have sent it).
+            let egress = if self.s.ports >= 2 { port ^ 1 } else { port };
+            self.loopback.send(egress, f);
+            self.stats.syns_passed_on += 1;
+        }
+        for (f, port) in into_proxy {
+            if let Some(ip) = ipv4(&f) {
+                self.take(port, &f, &ip);
+            }
+        }
     }
 
     fn on_arp(&mut self, port: u8, a: wire::Arp) -> bool {
@@ -527,7 +690,10 @@ struct Ip {
     src: Ipv4Addr,
     dst: Ipv4Addr,
     proto: u8,
+    sport: Option<u16>,
     dport: Option<u16>,
+    /// TCP flags (0 when not TCP).
+    flags: u8,
     /// The IP packet's length (the frame may carry Ethernet padding after it).
     len: usize,
 }
@@ -545,8 +711,10 @@ fn ipv4(f: &[u8]) -> Option<Ip> {
     let proto = f[23];
     let ip4 = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
     let l4 = 14 + ihl;
+    let sport = (proto == 6 && len >= ihl + 4).then(|| u16::from_be_bytes([f[l4], f[l4 + 1]]));
     let dport = (proto == 6 && len >= ihl + 4).then(|| u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]));
-    Some(Ip { src: ip4(26), dst: ip4(30), proto, dport, len })
+    let flags = if proto == 6 && len >= ihl + 14 { f[l4 + 13] } else { 0 };
+    Some(Ip { src: ip4(26), dst: ip4(30), proto, sport, dport, flags, len })
 }
 
 impl Actor for ProxyActor {
@@ -555,22 +723,36 @@ impl Actor for ProxyActor {
     }
 
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
+        self.last_seq = self.last_seq.max(ev.seq);
+        self.last_ts = self.last_ts.max(ev.ts_ns);
+        let now = Instant::now();
+        self.decide(now);
         let Some(h) = ev.packet else { return Verdict::Continue };
         let port = self.loopback.ingress_of(h.index());
-        let mine = self.on_frame(port, cx.packet_bytes(h));
-        let now = Instant::now();
+        let taken = self.classify(now, port, cx.packet_bytes(h), ev.flow);
         if self.queued >= POLL_BATCH || now.saturating_duration_since(self.last_poll) >= POLL_EVERY {
             self.poll(now);
         }
-        if mine {
-            Verdict::Drop(0)
-        } else {
-            Verdict::Continue
+        match taken {
+            Taken::No => Verdict::Continue,
+            Taken::Mine => Verdict::Drop(0),
+            Taken::Held => Verdict::Drop(1),
+            Taken::Ask(flow) => {
+                let mut r = EventDesc::new(builtin::FLOW_REQ, cx.me(), self.last_seq, self.last_ts);
+                r.packet = ev.packet;
+                r.meta = ev.meta;
+                r.flow_start = ev.flow_start;
+                r.flow = Some(flow);
+                cx.publish(r);
+                Verdict::Drop(1)
+            }
         }
     }
 
     fn idle(&mut self, _cx: &mut Context<'_>) {
-        self.tick(Instant::now());
+        let now = Instant::now();
+        self.decide(now);
+        self.tick(now);
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
@@ -604,6 +786,25 @@ impl Actor for ProxyActor {
         .into_iter()
         .map(|(k, n)| (k.to_string(), n))
         .collect();
+        if let Some(g) = &self.gate {
+            let s = &g.stats;
+            v.extend(
+                [
+                    ("flows_upgraded_to_proxy", s.flows_proxied),
+                    ("flows_passed", s.flows_passed),
+                    ("hold_timeouts", s.hold_timeouts),
+                    ("syns_held_now", g.held() as u64),
+                    ("decision_entries", g.decisions() as u64),
+                    ("hold_full", s.hold_full),
+                    ("decisions_full", s.decisions_full),
+                    ("late_answers", s.late_answers),
+                    ("foreign_answers", s.foreign_answers),
+                    ("syns_passed_on", a.syns_passed_on),
+                ]
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n)),
+            );
+        }
         v.extend(self.nfs.counters());
         v
     }

@@ -35,6 +35,7 @@
 
 pub mod actor;
 pub mod device;
+pub mod upgrade;
 
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;

@@ -1,6 +1,7 @@
 //! The proxy actor between a client and an origin (smoltcp interfaces of medium IP, their
 //! packets wrapped in Ethernet here), in memory: ARP, framing, the End Point's lazy server
-//! leg, the NF chain, frames that are not the proxy's, and the table's checks.
+//! leg, the NF chain, frames that are not the proxy's, the table's checks, and the per-flow
+//! upgrade (held SYN → proxy, → pass, → timeout) through `Actor::handle` and `idle`.
 
 use super::*;
 use crate::proxy::QueueDevice;
@@ -303,4 +304,192 @@ fn the_table_is_checked() {
     assert!(s.transparent && s.proxy.lazy_server && s.proxy.origin.is_none());
     assert_eq!((s.port, s.proxy.backlog), (8080, 8), "backlog at most max_connections");
     assert!(parse_stack(table("intercept_port = 1\nsource = \"10.0.0.2\"\n")).unwrap().sends_frames().is_some());
+}
+
+/// The upgrade's setup: the actor (`upgrade = "on_request"`, transparent on port 80) driven
+/// through `Actor::handle`/`idle` with a packet pool, and a smoltcp client.
+struct Gated {
+    _region: Arc<runtime::shm::Region>,
+    alloc: runtime::pool::PoolAllocator,
+    view: runtime::pool::PoolView,
+    actor: ProxyActor,
+    client: Host,
+    t: smoltcp::time::Instant,
+}
+
+const FLOW: FlowRef = FlowRef { slot: std::num::NonZeroU32::MIN, generation: 7 };
+
+impl Gated {
+    fn new(test: &str) -> Gated {
+        let s = settings(
+            "intercept_port = 80\nsource = \"10.99.0.200\"\nupgrade = \"on_request\"\nhold_ms = 50\nhold_max = 4\n",
+        )
+        .unwrap();
+        let region = runtime::shm::Region::create(&format!("t{}-up-{test}", std::process::id()), 4 << 20).unwrap();
+        let (alloc, _release, view) = runtime::pool::create(&region, "p", 64, 2048).unwrap();
+        Gated {
+            _region: region,
+            alloc,
+            view,
+            actor: ProxyActor::new("proxy", s, Chain::new(&[]), Loopback::new()),
+            client: host(CLIENT),
+            t: smoltcp::time::Instant::from_millis(0),
+        }
+    }
+
+    /// The client's next frames (Ethernet-wrapped).
+    fn client_frames(&mut self) -> Vec<Vec<u8>> {
+        self.t += smoltcp::time::Duration::from_millis(1);
+        self.client.iface.poll(self.t, &mut self.client.dev, &mut self.client.sockets);
+        self.client.dev.drain().map(|p| eth(OMAC, CMAC, &p)).collect()
+    }
+
+    /// `Actor::handle` on frame `f` of `flow`: the verdict and what was published.
+    fn handle(&mut self, f: &[u8], flow: FlowRef) -> (Verdict, Vec<EventDesc>) {
+        let h = self.alloc.alloc(f).unwrap();
+        let mut ev = EventDesc::new(builtin::PKT_TCP, 0, 1, 0);
+        ev.packet = Some(h);
+        ev.flow = Some(flow);
+        let mut out = actors::contract::Outbox::new();
+        let mut cx = Context::new(&self.view, &mut out, 1, None);
+        let v = self.actor.handle(&mut ev, &mut cx);
+        let published = cx.published().cloned().collect();
+        (v, published)
+    }
+
+    fn idle(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = actors::contract::Outbox::new();
+        let mut cx = Context::new(&self.view, &mut out, 1, None);
+        self.actor.idle(&mut cx);
+        let mut frames = Vec::new();
+        self.actor.loopback.take_frames(&mut frames);
+        frames
+    }
+
+    /// The policy's answer, as TX hands it to the feedback path.
+    fn answer(&self, flow: FlowRef, choice: ProxyChoice) {
+        let mut d = EventDesc::new(builtin::FLOW_DEST, 2, 1, 0);
+        d.flow = Some(flow);
+        choice.write(&mut d);
+        self.actor.loopback.feed(d);
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.actor.counters().into_iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no counter {name}")).1
+    }
+
+    /// The client connects to the origin's port 80; its SYN is held and one `FLOW_REQ`
+    /// (with the SYN's packet, for `flow`) published. Returns the client socket and the SYN.
+    fn held_syn(&mut self, flow: FlowRef, port: u16) -> (SocketHandle, Vec<u8>) {
+        let buf = || tcp::SocketBuffer::new(vec![0u8; 1 << 16]);
+        let ch = self.client.sockets.add(tcp::Socket::new(buf(), buf()));
+        let cx = self.client.iface.context();
+        self.client.sockets.get_mut::<tcp::Socket>(ch).connect(cx, (IpAddress::Ipv4(ORIGIN), 80), port).unwrap();
+        let frames = self.client_frames();
+        assert_eq!(frames.len(), 1, "the client's SYN");
+        let syn = frames[0].clone();
+        let (v, published) = self.handle(&syn, flow);
+        assert_eq!(v, Verdict::Drop(1), "held");
+        assert_eq!(self.actor.contract().drop_reasons[1], DROP_HELD);
+        assert_eq!(published.len(), 1, "one FLOW_REQ");
+        assert_eq!(published[0].event_type, builtin::FLOW_REQ);
+        assert_eq!(published[0].flow, Some(flow));
+        assert!(published[0].packet.is_some(), "with the SYN's packet (filters, the policy's view)");
+        let (v, published) = self.handle(&syn, flow);
+        assert_eq!((v, published.len()), (Verdict::Drop(1), 0), "a retransmitted SYN while held: no new request");
+        assert!(self.idle().is_empty(), "nothing sent while undecided");
+        assert_eq!(self.counter("syns_held_now"), 1);
+        (ch, syn)
+    }
+}
+
+#[test]
+fn a_held_syn_answered_proxy_is_terminated_by_the_proxy() {
+    let mut g = Gated::new("proxy");
+    let (ch, _) = g.held_syn(FLOW, 40000);
+    g.answer(FLOW, ProxyChoice::Proxy);
+    let mut established = false;
+    for _ in 0..100 {
+        for (port, f) in g.idle() {
+            if let Some(a) = wire::arp(&f) {
+                assert_eq!(a.tpa, ORIGIN, "the proxy asks for the origin (its server leg)");
+                continue;
+            }
+            assert_eq!((port, &f[..6]), (0, &CMAC[..]), "the proxy answers the client");
+            g.client.dev.inject(f[14..].to_vec());
+        }
+        for f in g.client_frames() {
+            assert_eq!(g.handle(&f, FLOW).0, Verdict::Drop(0), "the flow's frames are the proxy's now");
+        }
+        if g.client.sockets.get_mut::<tcp::Socket>(ch).state() == tcp::State::Established {
+            established = true;
+            break;
+        }
+    }
+    assert!(established, "the client's handshake completed with the proxy (for the origin's address)");
+    assert_eq!(g.counter("flows_upgraded_to_proxy"), 1);
+    assert_eq!(g.counter("flows_passed"), 0);
+    assert_eq!(g.counter("accepted"), 1);
+    assert_eq!((g.counter("decision_entries"), g.counter("syns_held_now")), (1, 0));
+}
+
+#[test]
+fn a_held_syn_answered_pass_goes_on_unchanged_and_so_does_its_flow() {
+    let mut g = Gated::new("pass");
+    let (_, syn) = g.held_syn(FLOW, 40001);
+    g.answer(FLOW, ProxyChoice::Pass);
+    let out = g.idle();
+    assert_eq!(out, vec![(1, syn.clone())], "the SYN, byte for byte, out of the other port");
+    // Later frames of the flow (here a retransmitted SYN and a data segment) continue.
+    assert_eq!(g.handle(&syn, FLOW), (Verdict::Continue, vec![]));
+    let mut data = syn.clone();
+    data[14 + 20 + 13] = 0x18;
+    data.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(g.handle(&data, FLOW).0, Verdict::Continue);
+    assert!(g.idle().is_empty());
+    assert_eq!((g.counter("flows_passed"), g.counter("flows_upgraded_to_proxy")), (1, 0));
+    assert_eq!((g.counter("decision_entries"), g.counter("accepted"), g.counter("frames_in")), (1, 0, 0));
+    // A second flow is asked about on its own.
+    let other = FlowRef::new(9, 1);
+    g.held_syn(other, 40002);
+    assert_eq!(g.counter("syns_held_now"), 1);
+}
+
+#[test]
+fn a_held_syn_without_an_answer_passes_after_its_timeout() {
+    let mut g = Gated::new("timeout");
+    let (_, syn) = g.held_syn(FLOW, 40003);
+    // Bounded: the hold is 50 ms; 2 s of wall time at most.
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.is_empty() && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+        out = g.idle();
+    }
+    assert_eq!(out, vec![(1, syn.clone())], "passed unchanged at the timeout");
+    assert_eq!((g.counter("hold_timeouts"), g.counter("flows_passed")), (1, 1));
+    // The answer comes too late: counted, nothing sent, the flow stays on the cheap path.
+    g.answer(FLOW, ProxyChoice::Proxy);
+    assert!(g.idle().is_empty());
+    assert_eq!(g.counter("late_answers"), 1);
+    assert_eq!(g.handle(&syn, FLOW).0, Verdict::Continue);
+    assert_eq!(g.counter("flows_upgraded_to_proxy"), 0);
+}
+
+#[test]
+fn the_upgrade_keys_are_checked() {
+    let e = settings(
+        "services = [\"10.0.0.1:80\"]\norigin = \"10.0.0.3:80\"\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e[0].key, "stack.proxy.upgrade");
+    assert!(e[0].to_string().contains("needs `intercept_port`"), "{e:?}");
+    let e =
+        settings("intercept_port = 80\nsource = \"10.0.0.2\"\nupgrade = \"on_request\"\nhold_ms = 0\n").unwrap_err();
+    assert_eq!(e[0].key, "stack.proxy.hold_ms");
+    assert!(settings("intercept_port = 80\nsource = \"10.0.0.2\"\nupgrade = \"sometimes\"\n").is_err());
+    let c = contract("proxy", true);
+    assert!(c.publications.iter().any(|p| p.event == builtin::FLOW_REQ));
+    assert!(c.subscriptions.iter().any(|s| s.feedback && s.event == builtin::FLOW_DEST));
+    assert!(!contract("proxy", false).publications.iter().any(|p| p.event == builtin::FLOW_REQ));
 }
