@@ -39,34 +39,8 @@ done
 [ -x "$MBOX" ] || die "$MBOX not found: run \`cargo build --release\` first (or set MBOX)"
 [ -f "$APP" ] || die "$APP not found: run from the repository root"
 
-TAG="spb$$"
-C_NS="${TAG}c" M_NS="${TAG}m" S_NS="${TAG}s"
-WORK=$(mktemp -d /tmp/splicer_vs_haproxy.XXXXXX)
-PIDS=()
-NAMESPACES=()
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for ns in "$C_NS" "$M_NS" "$S_NS"; do
-  ip netns add "$ns"; NAMESPACES+=("$ns")
-  ip -n "$ns" link set lo up
-done
-ip link add c0 netns "$C_NS" type veth peer name m0 netns "$M_NS"
-ip link add s0 netns "$S_NS" type veth peer name m1 netns "$M_NS"
-for pair in "$C_NS c0" "$M_NS m0" "$M_NS m1" "$S_NS s0"; do
-  set -- $pair
-  ip -n "$1" link set "$2" up
-  ip netns exec "$1" ethtool -K "$2" gro off gso off tso off tx off >/dev/null
-done
-ip -n "$C_NS" addr add 10.99.0.1/24 dev c0
+. "$(dirname "$0")/inline_pair.sh"
+inline_pair "spb$$" splicer_vs_haproxy
 for a in 11 12 13 150; do ip -n "$S_NS" addr add "10.99.0.$a/24" dev s0; done
 
 mkdir -p "$WORK/www"
