@@ -63,6 +63,7 @@ pub mod observe;
 pub mod packet;
 pub mod parallel;
 pub mod private;
+pub mod proxy_nf;
 pub mod splice;
 pub mod stage;
 pub mod supervise;

@@ -161,7 +161,7 @@ pub trait NfOptions: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 
     /// ([`stacks::proxy::ProxyNf`]) instead of as an actor of the chain — gives its
     /// constructor here (and refuses [`build`](NfOptions::build)); the app loader hands it
     /// to `[stack.proxy]`. The default: not one.
-    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+    fn proxy_nf(&self) -> Option<actors::proxy_nf::MakeProxyNf> {
         None
     }
 
@@ -239,7 +239,7 @@ pub trait NfSpec: std::fmt::Debug + Send + Sync {
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String>;
 
     /// A proxy NF's constructor ([`NfOptions::proxy_nf`]).
-    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf>;
+    fn proxy_nf(&self) -> Option<actors::proxy_nf::MakeProxyNf>;
 
     /// A boxed copy.
     fn box_clone(&self) -> Box<dyn NfSpec>;
@@ -270,7 +270,7 @@ impl<T: NfOptions> NfSpec for T {
         NfOptions::build(self, common)
     }
 
-    fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+    fn proxy_nf(&self) -> Option<actors::proxy_nf::MakeProxyNf> {
         NfOptions::proxy_nf(self)
     }
 
@@ -398,7 +398,7 @@ impl NfConfig {
 
     /// The constructor of a proxy NF (one that runs inside `[stack.proxy]`;
     /// [`NfOptions::proxy_nf`]), or `None` for an NF of the chain.
-    pub fn proxy_nf(&self) -> Option<stacks::proxy::actor::MakeProxyNf> {
+    pub fn proxy_nf(&self) -> Option<actors::proxy_nf::MakeProxyNf> {
         match self {
             NfConfig::Kind(spec) => spec.proxy_nf(),
             NfConfig::Custom(_) => None,

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use stacks::proxy::actor::MakeProxyNf;
-use stacks::proxy::{Leg, ProxyNf, Writer};
+use actors::proxy_nf::MakeProxyNf;
+use actors::proxy_nf::{Leg, ProxyNf, Writer};
 
 use super::{CacheConfig, CacheNf, NAME};
 use crate::{Kind, NfCommon, NfOptions};

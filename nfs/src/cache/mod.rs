@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use stacks::proxy::{Leg, ProxyNf, Writer};
+use actors::proxy_nf::{Leg, ProxyNf, Writer};
 
 mod kind;
 pub use kind::{CacheOptions, KIND};

@@ -54,6 +54,8 @@ use serde::Deserialize;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::upgrade::{Gate, Key, Step, UpgradeConfig};
+pub use actors::proxy_nf::MakeProxyNf;
+
 use super::{Leg, ProxyConfig, ProxyNf, SplitProxy, Writer};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::splicer::wire::{self, Mac};
@@ -72,8 +74,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(1);
 /// An ARP question for one address is repeated at most this often.
 const ARP_RETRY: Duration = Duration::from_millis(200);
 
-/// Makes one instance of a proxy NF (the engine calls it once per proxy instance).
-pub type MakeProxyNf = Arc<dyn Fn() -> Box<dyn ProxyNf + Send> + Send + Sync>;
 
 /// An NF of the app that runs inside the proxy actor (see the module docs).
 #[derive(Clone)]

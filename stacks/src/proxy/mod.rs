@@ -42,6 +42,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 
+pub use actors::proxy_nf::{Leg, PassThrough, ProxyNf, Writer};
 pub use device::QueueDevice;
 
 /// How long a leg waits for its peer (a SYN answered, sent bytes acknowledged).
@@ -86,86 +87,6 @@ impl Default for ProxyConfig {
             origin: None,
             lazy_server: false,
         }
-    }
-}
-
-/// Which side of the proxy bytes came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Leg {
-    /// The connection the client opened to the proxy.
-    Client,
-    /// The connection the proxy opened to the server.
-    Server,
-}
-
-/// Where an NF writes the bytes the other leg carries.
-#[derive(Debug, Default)]
-pub struct Writer {
-    out: Vec<u8>,
-    back: Vec<u8>,
-    close: bool,
-}
-
-impl Writer {
-    /// Appends bytes for the other leg.
-    pub fn write(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
-
-    /// What was written for the other leg so far.
-    pub fn written(&self) -> &[u8] {
-        &self.out
-    }
-
-    /// What was written back for the leg data came from so far.
-    pub fn replied(&self) -> &[u8] {
-        &self.back
-    }
-
-    /// Closes the connection (both legs) once what was written is sent: an End Point answer
-    /// to a client that expects the close (HTTP/1.0).
-    pub fn close(&mut self) {
-        self.close = true;
-    }
-
-    /// Whether [`Writer::close`] was called.
-    pub fn closing(&self) -> bool {
-        self.close
-    }
-
-    /// Appends bytes sent back on the leg the data came from (the End Point use: an NF
-    /// answering a request itself, e.g. a cache hit).
-    pub fn reply(&mut self, bytes: &[u8]) {
-        self.back.extend_from_slice(bytes);
-    }
-}
-
-/// A network function on the split proxy.
-pub trait ProxyNf {
-    /// DATA_RDY: `data` was read from `from` on connection `conn`; write into `out` what the
-    /// other leg carries. At most `room` bytes are read per call so that what is written
-    /// back fits; an NF that writes more makes the proxy buffer the rest (bounded by `room`
-    /// of the next calls, since no more is read until it drains).
-    fn on_data(&mut self, conn: usize, from: Leg, data: &[u8], out: &mut Writer);
-
-    /// Connection `conn` is closed and freed: forget its state (ids are not reused).
-    fn on_close(&mut self, conn: usize) {
-        let _ = conn;
-    }
-
-    /// The NF's counters, by name, for the run summary.
-    fn counters(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-}
-
-/// Passes every byte unchanged.
-#[derive(Debug, Default)]
-pub struct PassThrough;
-
-impl ProxyNf for PassThrough {
-    fn on_data(&mut self, _conn: usize, _from: Leg, data: &[u8], out: &mut Writer) {
-        out.write(data);
     }
 }
 
@@ -430,15 +351,15 @@ impl SplitProxy {
                 }
                 let mut w = Writer::default();
                 nf.on_data(c.id, Leg::Client, &buf[..n], &mut w);
-                c.closing |= w.close;
-                if !w.back.is_empty() {
-                    let sent = if from.may_send() { from.send_slice(&w.back).unwrap_or(0) } else { 0 };
-                    c.pending_to_client.extend_from_slice(&w.back[sent..]);
-                    self.stats.bytes_replied += w.back.len() as u64;
+                c.closing |= w.closing();
+                if !w.replied().is_empty() {
+                    let sent = if from.may_send() { from.send_slice(&w.replied()).unwrap_or(0) } else { 0 };
+                    c.pending_to_client.extend_from_slice(&w.replied()[sent..]);
+                    self.stats.bytes_replied += w.replied().len() as u64;
                 }
-                if !w.out.is_empty() {
-                    c.pending_to_server.extend_from_slice(&w.out);
-                    self.stats.bytes_to_server += w.out.len() as u64;
+                if !w.written().is_empty() {
+                    c.pending_to_server.extend_from_slice(&w.written());
+                    self.stats.bytes_to_server += w.written().len() as u64;
                     match connect(
                         &self.cfg,
                         &mut self.iface,
@@ -511,26 +432,24 @@ impl SplitProxy {
                     continue;
                 }
                 let w = &mut writer;
-                w.out.clear();
-                w.back.clear();
-                w.close = false;
+                w.clear();
                 nf.on_data(c.id, leg, &buf[..n], w);
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
-                let sent = to.send_slice(&w.out).unwrap_or(0);
-                pending.extend_from_slice(&w.out[sent..]);
-                if w.close {
+                let sent = to.send_slice(&w.written()).unwrap_or(0);
+                pending.extend_from_slice(&w.written()[sent..]);
+                if w.closing() {
                     c.closing = true;
                 }
-                if !w.back.is_empty() {
+                if !w.replied().is_empty() {
                     let from = self.sockets.get_mut::<tcp::Socket>(from_h);
-                    let sent = if from.may_send() { from.send_slice(&w.back).unwrap_or(0) } else { 0 };
-                    pending_back.extend_from_slice(&w.back[sent..]);
-                    self.stats.bytes_replied += w.back.len() as u64;
+                    let sent = if from.may_send() { from.send_slice(&w.replied()).unwrap_or(0) } else { 0 };
+                    pending_back.extend_from_slice(&w.replied()[sent..]);
+                    self.stats.bytes_replied += w.replied().len() as u64;
                 }
                 if leg == Leg::Client {
-                    self.stats.bytes_to_server += w.out.len() as u64;
+                    self.stats.bytes_to_server += w.written().len() as u64;
                 } else {
-                    self.stats.bytes_to_client += w.out.len() as u64;
+                    self.stats.bytes_to_client += w.written().len() as u64;
                 }
             }
         }
