@@ -74,7 +74,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(1);
 /// An ARP question for one address is repeated at most this often.
 const ARP_RETRY: Duration = Duration::from_millis(200);
 
-
 /// An NF of the app that runs inside the proxy actor (see the module docs).
 #[derive(Clone)]
 pub struct ProxyNfSpec {
