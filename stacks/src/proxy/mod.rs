@@ -354,7 +354,7 @@ impl SplitProxy {
                 c.closing |= w.closing();
                 if !w.replied().is_empty() {
                     let sent = if from.may_send() { from.send_slice(w.replied()).unwrap_or(0) } else { 0 };
-                    c.pending_to_client.extend_from_slice(w.replied()[sent..]);
+                    c.pending_to_client.extend_from_slice(&w.replied()[sent..]);
                     self.stats.bytes_replied += w.replied().len() as u64;
                 }
                 if !w.written().is_empty() {
@@ -436,14 +436,14 @@ impl SplitProxy {
                 nf.on_data(c.id, leg, &buf[..n], w);
                 let to = self.sockets.get_mut::<tcp::Socket>(to_h);
                 let sent = to.send_slice(w.written()).unwrap_or(0);
-                pending.extend_from_slice(w.written()[sent..]);
+                pending.extend_from_slice(&w.written()[sent..]);
                 if w.closing() {
                     c.closing = true;
                 }
                 if !w.replied().is_empty() {
                     let from = self.sockets.get_mut::<tcp::Socket>(from_h);
                     let sent = if from.may_send() { from.send_slice(w.replied()).unwrap_or(0) } else { 0 };
-                    pending_back.extend_from_slice(w.replied()[sent..]);
+                    pending_back.extend_from_slice(&w.replied()[sent..]);
                     self.stats.bytes_replied += w.replied().len() as u64;
                 }
                 if leg == Leg::Client {
