@@ -33,6 +33,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::forward::{self, ConnFwd, FwdCounts, Resume, SegIn};
 use super::{Board, ModifyConfig, Upgrade};
 use crate::flow_table::Direction;
+use crate::parse::tcp_flags::{ACK, SYN};
 use crate::tcp::Connection;
 
 struct Conn {
@@ -168,7 +169,6 @@ impl Forwarding {
             .max(frontier);
             // The tracker keeps windows scaled; the raw field is what the sender wrote.
             let shift = if half[0].wscale.is_some() && half[1].wscale.is_some() { h.wscale.unwrap_or(0) } else { 0 };
-            const ACK: u8 = 0x10;
             dirs[d] = Resume {
                 first_seq: Some(first),
                 base,
@@ -203,13 +203,12 @@ impl Forwarding {
     /// A segment of a connection not forwarded here, with `upgrade = "on_request"`: it passes
     /// as received; a SYN's MSS is noted for a later upgrade.
     fn cheap_segment(&mut self, key: u64, p: &Packet<'_>) {
-        const SYN: u8 = 0x02;
         self.up.cheap_bytes += p.seg.payload_len as u64;
         if p.seg.flags & SYN == 0 {
             return;
         }
         if p.l3_offset != 14 || p.ip_version != 4 {
-            if p.seg.flags & 0x10 == 0 {
+            if p.seg.flags & ACK == 0 {
                 self.passed += 1;
             }
             return;
@@ -223,13 +222,11 @@ impl Forwarding {
     /// A segment of connection `key` (the monitor's reassembler and store already took it).
     /// True when the monitor forwards it itself: the original leaves the chain.
     pub fn segment(&mut self, key: u64, p: &Packet<'_>, store: &StreamStore) -> bool {
-        const SYN: u8 = 0x02;
-        const ACK: u8 = 0x10;
-        if !self.conns.contains_key(&key) && self.on_request {
-            self.cheap_segment(key, p);
-            return false;
-        }
         if !self.conns.contains_key(&key) {
+            if self.on_request {
+                self.cheap_segment(key, p);
+                return false;
+            }
             if p.seg.flags & (SYN | ACK) != SYN {
                 return false;
             }
