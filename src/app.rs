@@ -464,11 +464,7 @@ fn proxy_problems(stacks: &[ConfiguredStack], proxy_nfs: &[NfEntry]) -> Vec<Stri
             }
         }
     }
-    let active: Vec<&str> = stacks
-        .iter()
-        .filter(|s| s.config.sends_frames().is_some() || std::ptr::eq(s.kind, &stacks::splicer::STACK))
-        .map(|s| s.kind.table)
-        .collect();
+    let active: Vec<&str> = stacks.iter().filter(|s| s.config.sends_frames().is_some()).map(|s| s.kind.table).collect();
     if proxy && active.len() > 1 {
         out.push(format!(
             "[stack.proxy] cannot run beside another µStack that sends frames ({}): they would share TX's one loopback",

@@ -77,20 +77,10 @@ pub(super) fn build_for(
 ) -> Result<Built, RunError> {
     let registry = app.registry.clone();
     let nfs = build_nfs(app, logs, only)?;
-    let active = app.stacks.iter().any(|s| s.kind.table == stacks::splicer::STACK.table);
     if let (Some(why), Mode::A | Mode::D) = (app.stacks.iter().find_map(|s| s.config.sends_frames()), mode) {
         return Err(config_err(
             app,
             vec![format!("{why}: it runs in modes b and c only, not mode {}", format!("{mode:?}").to_lowercase())],
-        ));
-    }
-    if active && (mode == Mode::A || mode == Mode::D) {
-        return Err(config_err(
-            app,
-            vec![format!(
-                "[stack.splicer] runs in modes b and c only, not mode {}: it is an active stack that owns its connections (mode a would give every NF a private splicer answering the same clients; mode d would shard the legs of one connection apart) (docs/splicer.md)",
-                format!("{mode:?}").to_lowercase()
-            )],
         ));
     }
     if mode == Mode::A {

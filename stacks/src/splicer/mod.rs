@@ -232,6 +232,10 @@ impl StackConfig for Parsed {
             loopback: Some(loopback),
         }
     }
+
+    fn sends_frames(&self) -> Option<&'static str> {
+        Some("[stack.splicer] is an active stack that owns its connections (mode a would give every NF a private splicer answering the same clients; mode d would shard the legs of one connection apart) (docs/splicer.md)")
+    }
 }
 
 /// The actor's contract: consumes `PKT`, publishes `PKT` (what is not its own) and
