@@ -357,8 +357,9 @@ pub fn run(app: &App, mut opts: RunOptions) -> Result<RunReport, RunError> {
     let queues = dpdk_ports.as_ref().and_then(|p| dpdk::shard_queues(p, app.runtime.pool_buffers));
     nf_process::check_external(&opts, &plan)?;
     if let (Some(name), true) = (opts.external.first(), loopback.is_some()) {
+        let why = app.stacks.iter().find_map(|s| s.config.sends_frames()).unwrap_or("a µStack sends frames of its own");
         return Err(RunError::Config(vec![format!(
-            "--nf-process `{name}`: an app with an active µStack ([stack.splicer], [stack.proxy]) keeps every NF in the run's process (the splicer's per-backend counts, which the policies read, and the proxy's NFs are in-process; docs/splicer.md, docs/proxy.md)"
+            "--nf-process `{name}`: {why}; such an app keeps every NF in the run's process (the splicer's per-backend counts, which the policies read, the proxy's NFs and the modification board are in-process)"
         )]));
     }
 
