@@ -259,9 +259,15 @@ impl<'a> Request<'a> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
-    /// The Host header, lowercase, without port.
+    /// The Host header, lowercase, without port (an IPv6 literal without its brackets);
+    /// `None` without one or when it is empty.
     pub fn host(&self) -> Option<String> {
-        self.header("host").map(|h| h.rsplit_once(':').map_or(h, |(a, _)| a).to_ascii_lowercase())
+        let h = self.header("host")?;
+        let host = match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => h.split(':').next().unwrap_or(""),
+        };
+        (!host.is_empty()).then(|| host.to_ascii_lowercase())
     }
 
     /// A cookie's value.

@@ -42,6 +42,7 @@ use actors::modify::StreamChange;
 use actors::{Actor, Chunk, Context, Contract, Subscription, Verdict};
 
 use crate::common::NfCommon;
+use crate::http_lb::Request;
 use crate::{Kind, NfOptions};
 
 /// The kind's name in the app file.
@@ -115,21 +116,6 @@ enum HostState {
     Ignored,
 }
 
-/// The `Host` header's host of a request head (`\r\n\r\n` included), lower-case, port
-/// stripped; `None` without one.
-fn host_of(head: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(head);
-    let line = text.split("\r\n").skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_ascii_lowercase())
-    })?;
-    let host = match line.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => line.split(':').next().unwrap_or(""),
-    };
-    (!host.is_empty()).then(|| host.to_string())
-}
-
 /// The Word_Rewriter NF (see the module docs).
 pub struct WordRewriter {
     contract: Contract,
@@ -196,7 +182,7 @@ impl WordRewriter {
             });
             let end = head.windows(4).position(|w| w == b"\r\n\r\n");
             let decided = match end {
-                Some(e) => Some(host_of(&head[..e + 4]).is_some_and(|h| self.only_hosts.contains(&h))),
+                Some(e) => Some(Request::parse(&head[..e + 4]).host().is_some_and(|h| self.only_hosts.contains(&h))),
                 None if gap || res.is_err() || head.len() >= MAX_REQUEST_HEAD => Some(false),
                 None => None,
             };
@@ -330,7 +316,11 @@ impl Actor for WordRewriter {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use crate::http_lb::Request;
+
+    fn host_of(head: &[u8]) -> Option<String> {
+        Request::parse(head).host()
+    }
 
     #[test]
     fn the_host_header_is_found_port_stripped_case_folded() {
