@@ -1,13 +1,12 @@
 //! `kind = "cache"` in an app file: the cache's options and its registration as an NF that
-//! runs inside the split proxy µStack (`[stack.proxy]`; [`stacks::proxy::actor`] chains the
+//! runs inside the split proxy µStack (`[stack.proxy]`; `stacks::proxy::actor` chains the
 //! proxy's NFs in app-file order). It is not an actor of the chain: [`NfOptions::build`]
 //! refuses, [`NfOptions::proxy_nf`] makes it.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
-use actors::proxy_nf::MakeProxyNf;
-use actors::proxy_nf::{Leg, ProxyNf, Writer};
+use actors::proxy_nf::{MakeProxyNf, ProxyNf};
 
 use super::{CacheConfig, CacheNf, NAME};
 use crate::{Kind, NfCommon, NfOptions};
@@ -73,37 +72,6 @@ impl NfOptions for CacheOptions {
 
     fn proxy_nf(&self) -> Option<MakeProxyNf> {
         let cfg = self.config();
-        Some(Arc::new(move || Box::new(Counted(CacheNf::new(cfg.clone()))) as Box<dyn ProxyNf + Send>))
-    }
-}
-
-/// The cache with its counters for the run summary.
-struct Counted(CacheNf);
-
-impl ProxyNf for Counted {
-    fn on_data(&mut self, conn: usize, from: Leg, data: &[u8], out: &mut Writer) {
-        self.0.on_data(conn, from, data, out);
-    }
-
-    fn on_close(&mut self, conn: usize) {
-        self.0.on_close(conn);
-    }
-
-    fn counters(&self) -> Vec<(String, u64)> {
-        let s = self.0.stats();
-        let st = self.0.store();
-        [
-            ("hits", s.hits),
-            ("misses", s.misses),
-            ("stored", s.stored),
-            ("evicted", s.evicted),
-            ("uncacheable", s.uncacheable),
-            ("bad_input", s.bad_input),
-            ("objects", st.len() as u64),
-            ("bytes", st.bytes() as u64),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        Some(Arc::new(move || Box::new(CacheNf::new(cfg.clone())) as Box<dyn ProxyNf + Send>))
     }
 }

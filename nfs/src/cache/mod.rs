@@ -415,6 +415,23 @@ impl ProxyNf for CacheNf {
     fn on_close(&mut self, conn: usize) {
         self.closed(conn);
     }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let (s, st) = (self.stats(), self.store());
+        [
+            ("hits", s.hits),
+            ("misses", s.misses),
+            ("stored", s.stored),
+            ("evicted", s.evicted),
+            ("uncacheable", s.uncacheable),
+            ("bad_input", s.bad_input),
+            ("objects", st.len() as u64),
+            ("bytes", st.bytes() as u64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 #[cfg(test)]
