@@ -522,10 +522,11 @@ impl ProxyActor {
         }
         let Some(ip) = ipv4(f) else { return Taken::No };
         let intercepted = self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port);
-        if !self.owns(ip.dst) && !intercepted {
+        let owned = self.owns(ip.dst);
+        if !owned && !intercepted {
             return Taken::No;
         }
-        if let (true, Some(gate)) = (intercepted && !self.owns(ip.dst), self.gate.as_mut()) {
+        if let (true, Some(gate)) = (intercepted && !owned, self.gate.as_mut()) {
             let key = Key { src: (ip.src, ip.sport.unwrap_or(0)), dst: (ip.dst, self.s.port) };
             match gate.on_frame(now, key, ip.flags, f, port, flow) {
                 Step::Pass => return Taken::No,
