@@ -522,10 +522,11 @@ impl ProxyActor {
         }
         let Some(ip) = ipv4(f) else { return Taken::No };
         let intercepted = self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port);
-        if !self.owns(ip.dst) && !intercepted {
+        let owned = self.owns(ip.dst);
+        if !owned && !intercepted {
             return Taken::No;
         }
-        if let (true, Some(gate)) = (intercepted && !self.owns(ip.dst), self.gate.as_mut()) {
+        if let (true, Some(gate)) = (intercepted && !owned, self.gate.as_mut()) {
             let key = Key { src: (ip.src, ip.sport.unwrap_or(0)), dst: (ip.dst, self.s.port) };
             match gate.on_frame(now, key, ip.flags, f, port, flow) {
                 Step::Pass => return Taken::No,
@@ -586,7 +587,8 @@ impl ProxyActor {
             self.learn(a.spa, a.sha, port);
             if let Some(q) = self.waiting.remove(&a.spa) {
                 for p in q {
-                    self.send_ip(a.spa, p);
+                    // Dropped (as before) when the table was full and `a.spa` not learned.
+                    let _ = self.send_ip(a.spa, p);
                 }
             }
         }
@@ -609,9 +611,9 @@ impl ProxyActor {
         self.neighbours.insert(ip, (mac, port));
     }
 
-    /// Sends IP packet `p` to neighbour `dst` (known).
-    fn send_ip(&mut self, dst: Ipv4Addr, p: Vec<u8>) {
-        let Some(&(mac, port)) = self.neighbours.get(&dst) else { return };
+    /// Sends IP packet `p` to neighbour `dst`; gives `p` back when `dst` is not known.
+    fn send_ip(&mut self, dst: Ipv4Addr, p: Vec<u8>) -> Result<(), Vec<u8>> {
+        let Some(&(mac, port)) = self.neighbours.get(&dst) else { return Err(p) };
         let mut f = Vec::with_capacity(14 + p.len());
         f.extend_from_slice(&mac);
         f.extend_from_slice(&self.s.mac);
@@ -619,6 +621,7 @@ impl ProxyActor {
         f.extend_from_slice(&p);
         self.loopback.send(port, f);
         self.stats.packets_out += 1;
+        Ok(())
     }
 
     /// Runs the proxy and sends what it emitted.
@@ -633,10 +636,8 @@ impl ProxyActor {
             let Some(dst) = p.get(16..20).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(Ipv4Addr::from) else {
                 continue;
             };
-            if self.neighbours.contains_key(&dst) {
-                self.send_ip(dst, p);
-                continue;
-            }
+            // One look-up: the packet comes back when `dst` is not known yet.
+            let Err(p) = self.send_ip(dst, p) else { continue };
             if !self.waiting.contains_key(&dst) && self.waiting.len() >= WAITING_ADDRESSES {
                 self.stats.unresolved_dropped += 1;
                 continue;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use actors::desc::FlowRef;
 
+use crate::splicer::wire::flags::{FIN, RST, SYN};
+
 /// An entry stays this long after its flow's FIN or RST (the last ACKs still find it).
 pub const LINGER: Duration = Duration::from_secs(2);
 /// An entry with no frame for this long goes.
@@ -143,7 +145,7 @@ impl Gate {
         port: u8,
         flow: Option<FlowRef>,
     ) -> Step {
-        let (syn, fin, rst) = (flags & 0x02 != 0, flags & 0x01 != 0, flags & 0x04 != 0);
+        let (syn, fin, rst) = (flags & SYN != 0, flags & FIN != 0, flags & RST != 0);
         if let Some(e) = self.entries.get_mut(&key) {
             e.last = now;
             e.ending |= fin || rst;
