@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{have, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
+use netns::{have, inline_pair, spawn_mbox_run, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
 use sha2::{Digest, Sha256};
-use tests::{mbox_bin, skip};
+use tests::skip;
 
 /// One `mbox` at a time: its executor threads poll without sleeping.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -76,21 +76,10 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
 /// the client namespace and mbox's process index.
 fn start(tag: &str, dir: &Path, www: &Path, app: &Path) -> (Lab, String, usize) {
     let mut lab = Lab::new(tag);
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.11/24", "dev", "s0"]).unwrap();
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &["10.99.0.11"]).unwrap();
     lab.spawn(&s, 400, www, &["python3", "-u", "-m", "http.server", "8000", "--bind", "10.99.0.11"], "http.log");
     assert!(wait_for_log(www, "http.log", "Serving HTTP", Duration::from_secs(15)), "origin did not start");
-    let bin = mbox_bin();
-    let mbox = lab.spawn(
-        &m,
-        380,
-        dir,
-        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
-        "mbox.log",
-    );
+    let mbox = spawn_mbox_run(&mut lab, &m, 380, dir, app);
     wait_forwarding(&c, "http://10.99.0.100/ready", dir);
     (lab, c, mbox)
 }
@@ -302,25 +291,12 @@ fn per_flow_upgrade_caches_only_the_selected_host() {
         }
     }
     let mut lab = Lab::new("ua");
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.11/24", "dev", "s0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.12/24", "dev", "s0"]).unwrap();
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &["10.99.0.11", "10.99.0.12"]).unwrap();
     for (www, addr) in [(&www11, "10.99.0.11"), (&www12, "10.99.0.12")] {
         lab.spawn(&s, 400, www, &["python3", "-u", "-m", "http.server", "80", "--bind", addr], "http.log");
         assert!(wait_for_log(www, "http.log", "Serving HTTP", Duration::from_secs(15)), "origin {addr} did not start");
     }
-    let bin = mbox_bin();
-    let app = app("proxy_select.toml");
-    let mbox = lab.spawn(
-        &m,
-        380,
-        dir,
-        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
-        "mbox.log",
-    );
+    let mbox = spawn_mbox_run(&mut lab, &m, 380, dir, &app("proxy_select.toml"));
     wait_forwarding(&c, "http://10.99.0.12/ready", dir);
     wait_forwarding(&c, "http://10.99.0.11/ready", dir);
 
