@@ -106,6 +106,28 @@ fn ab(c: &str, check: &str, n: u32, url: &str) -> u64 {
     u64::from(n)
 }
 
+/// Fetches `http://HOST/k0` .. `k{n-1}` with one curl into `prefix-i` and asserts each equals
+/// `www/k{i}` and that curl exited 0; `label` names the batch in the failures.
+fn fetch_and_check(c: &str, dir: &Path, host: &str, n: usize, www: &Path, prefix: &Path, label: &str) {
+    let file = |i: usize| PathBuf::from(format!("{}-{i}", prefix.display()));
+    let urls: Vec<(String, PathBuf)> = (0..n).map(|i| (format!("http://{host}/k{i}"), file(i))).collect();
+    let list = format!("{}.cfg", prefix.file_name().unwrap().to_string_lossy());
+    let (code, lines) = curl_all(c, dir, &list, &urls, "");
+    for i in 0..n {
+        let want = std::fs::read(www.join(format!("k{i}"))).unwrap();
+        let got = std::fs::read(file(i)).unwrap_or_default();
+        assert_eq!(
+            sha(&got),
+            sha(&want),
+            "{label} k{i}: {} of {} bytes; curl exit {code}: {}",
+            got.len(),
+            want.len(),
+            lines.get(i).map_or("-", |l| l)
+        );
+    }
+    assert_eq!(code, 0, "{label}: curl exit code");
+}
+
 /// Fetches `urls` (name, url, output) with one curl; returns the per-transfer lines
 /// (`CODE SIZE ERROR` each) and curl's exit code.
 fn curl_all(c: &str, dir: &Path, list: &str, urls: &[(String, PathBuf)], extra: &str) -> (i32, Vec<String>) {
@@ -214,22 +236,7 @@ fn cache_app_answers_the_second_request_from_memory() {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     for round in 0..2 {
-        let urls: Vec<(String, PathBuf)> =
-            (0..20).map(|i| (format!("http://10.99.0.100/k{i}"), out.join(format!("{round}-{i}")))).collect();
-        let (code, lines) = curl_all(&c, dir, &format!("round{round}.cfg"), &urls, "");
-        for i in 0..20 {
-            let file = std::fs::read(www.join(format!("k{i}"))).unwrap();
-            let got = std::fs::read(out.join(format!("{round}-{i}"))).unwrap_or_default();
-            assert_eq!(
-                sha(&got),
-                sha(&file),
-                "round {round}, k{i}: {} of {} bytes; curl exit {code}: {}",
-                got.len(),
-                file.len(),
-                lines.get(i).map_or("-", |l| l)
-            );
-        }
-        assert_eq!(code, 0, "round {round}: curl exit code");
+        fetch_and_check(&c, dir, "10.99.0.100", 20, &www, &out.join(round.to_string()), &format!("round {round}"));
     }
     let per: Vec<usize> = (0..20).map(|i| origin_gets(&www, &format!("/k{i}"))).collect();
     assert_eq!(per, vec![1; 20], "the origin's log holds every object once (the second request never reached it)");
@@ -304,22 +311,8 @@ fn per_flow_upgrade_caches_only_the_selected_host() {
     std::fs::create_dir_all(&out).unwrap();
     for round in 0..2 {
         for host in ["10.99.0.11", "10.99.0.12"] {
-            let urls: Vec<(String, PathBuf)> =
-                (0..10).map(|i| (format!("http://{host}/k{i}"), out.join(format!("{host}-{round}-{i}")))).collect();
-            let (code, lines) = curl_all(&c, dir, &format!("{host}-{round}.cfg"), &urls, "");
-            for i in 0..10 {
-                let want = std::fs::read(www11.join(format!("k{i}"))).unwrap();
-                let got = std::fs::read(out.join(format!("{host}-{round}-{i}"))).unwrap_or_default();
-                assert_eq!(
-                    sha(&got),
-                    sha(&want),
-                    "{host} round {round} k{i}: {} of {} bytes; curl exit {code}: {}",
-                    got.len(),
-                    want.len(),
-                    lines.get(i).map_or("-", |l| l)
-                );
-            }
-            assert_eq!(code, 0, "{host} round {round}: curl exit code");
+            let name = format!("{host}-{round}");
+            fetch_and_check(&c, dir, host, 10, &www11, &out.join(name), &format!("{host} round {round}"));
         }
     }
     let gets = |www: &Path| (0..10).map(|i| origin_gets(www, &format!("/k{i}"))).collect::<Vec<_>>();
