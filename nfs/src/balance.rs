@@ -1,7 +1,8 @@
 //! What the two load balancers ([`http_lb`](crate::http_lb),
 //! [`memcached_lb`](crate::memcached_lb)) share: backend lists, a ketama-like consistent
 //! hash ring, health from the splicer's [`Board`], and the per-flow bookkeeping of a policy
-//! NF (read the held request on each `FLOW_REQ`, answer one `FLOW_DEST` per flow).
+//! NF (read the held request on each `FLOW_REQ`, answer one `FLOW_DEST` per flow; [`dest_event`]
+//! also serves [`proxy_select`](crate::proxy_select)).
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -91,6 +92,14 @@ pub fn healthy_first(order: Vec<SocketAddrV4>, down: Duration, now: Instant) -> 
 /// Flows remembered as decided at most (older ones are forgotten first).
 pub const DECIDED: usize = 65_536;
 
+/// The `FLOW_DEST` answering the `FLOW_REQ` `ev` of `flow`, its payload still to be written.
+pub fn dest_event(ev: &EventDesc, flow: FlowRef, cx: &Context<'_>) -> EventDesc {
+    let mut d = EventDesc::new(builtin::FLOW_DEST, cx.me(), ev.seq, ev.ts_ns);
+    d.flow = Some(flow);
+    d.flow_start = ev.flow_start;
+    d
+}
+
 /// A policy NF's per-flow bookkeeping: which flows got their `FLOW_DEST` (so the several
 /// `FLOW_REQ`s of one flow in flight count once), and how many times each backend was
 /// chosen.
@@ -144,9 +153,7 @@ impl Decisions {
             Some(b) => *self.chosen.entry(*b).or_default() += 1,
             None => self.resets += 1,
         }
-        let mut d = EventDesc::new(builtin::FLOW_DEST, cx.me(), ev.seq, ev.ts_ns);
-        d.flow = Some(flow);
-        d.flow_start = ev.flow_start;
+        let mut d = dest_event(ev, flow, cx);
         dest.write(&mut d);
         cx.publish(d);
     }

@@ -113,4 +113,12 @@ impl NfCommon {
             drop_reasons,
         }
     }
+
+    /// The contract of a policy NF of `kind` (a load balancer, the proxy's selector): it takes
+    /// `FLOW_REQ` on its main port `requests` and answers `FLOW_DEST` on port `dest`.
+    pub fn flow_dest_contract(&self, kind: &str) -> actors::Contract {
+        let mut c = self.contract(kind, self.main_port("requests", &[actors::event::builtin::FLOW_REQ]), vec![]);
+        c.publications = vec![actors::Publication { port: "dest".into(), event: actors::event::builtin::FLOW_DEST }];
+        c
+    }
 }

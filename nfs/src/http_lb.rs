@@ -38,8 +38,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use actors::desc::EventDesc;
-use actors::event::builtin;
-use actors::{Actor, Context, Contract, Publication, Verdict};
+use actors::{Actor, Context, Contract, Verdict};
 use serde::Deserialize;
 
 use crate::balance::{healthy_first, parse_backends, Decisions, Ring};
@@ -169,14 +168,7 @@ impl NfOptions for HttpLbConfig {
             .map(|r| Ok((r.host.as_ref().map(|h| h.to_ascii_lowercase()), r.path_prefix.clone(), index(&r.pool)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let default_pool = index(&self.default_pool)?;
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions: common.main_port("requests", &[builtin::FLOW_REQ]),
-            publications: vec![Publication { port: "dest".into(), event: builtin::FLOW_DEST }],
-            modifies: Default::default(),
-            drop_reasons: vec![],
-        };
+        let contract = common.flow_dest_contract(NAME);
         Ok(Box::new(HttpLb {
             contract,
             pools,

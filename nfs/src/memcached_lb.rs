@@ -24,8 +24,7 @@
 use std::time::{Duration, Instant};
 
 use actors::desc::EventDesc;
-use actors::event::builtin;
-use actors::{Actor, Context, Contract, Publication, Verdict};
+use actors::{Actor, Context, Contract, Verdict};
 use serde::Deserialize;
 
 use crate::balance::{healthy_first, parse_backends, Decisions, Ring};
@@ -68,14 +67,7 @@ impl NfOptions for MemcachedLbConfig {
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         let backends = parse_backends(&self.backends, "backends").map_err(|e| common.error(NAME, e))?;
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions: common.main_port("requests", &[builtin::FLOW_REQ]),
-            publications: vec![Publication { port: "dest".into(), event: builtin::FLOW_DEST }],
-            modifies: Default::default(),
-            drop_reasons: vec![],
-        };
+        let contract = common.flow_dest_contract(NAME);
         Ok(Box::new(MemcachedLb {
             contract,
             ring: Ring::new(&backends),

@@ -23,9 +23,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use actors::desc::EventDesc;
 use actors::event::builtin;
 use actors::splice::ProxyChoice;
-use actors::{Actor, Context, Contract, Publication, Verdict};
+use actors::{Actor, Context, Contract, Verdict};
 use serde::Deserialize;
 
+use crate::balance::dest_event;
 use crate::common::NfCommon;
 use crate::{Kind, NfOptions};
 
@@ -79,14 +80,7 @@ impl NfOptions for ProxySelectConfig {
 
     fn build(&self, common: &NfCommon) -> Result<Box<dyn Actor>, String> {
         let hosts = parse_hosts(&self.hosts).map_err(|e| common.error(NAME, e.join("; ")))?;
-        let contract = Contract {
-            name: common.name.clone(),
-            kind: NAME.into(),
-            subscriptions: common.main_port("requests", &[builtin::FLOW_REQ]),
-            publications: vec![Publication { port: "dest".into(), event: builtin::FLOW_DEST }],
-            modifies: Default::default(),
-            drop_reasons: vec![],
-        };
+        let contract = common.flow_dest_contract(NAME);
         Ok(Box::new(ProxySelect { contract, hosts, proxied: 0, passed: 0, no_packet: 0 }))
     }
 }
@@ -106,9 +100,7 @@ impl Actor for ProxySelect {
     }
 
     fn handle(&mut self, ev: &mut EventDesc, cx: &mut Context<'_>) -> Verdict {
-        if ev.event_type != builtin::FLOW_REQ || ev.flow.is_none() {
-            return Verdict::Continue;
-        }
+        let Some(flow) = ev.flow.filter(|_| ev.event_type == builtin::FLOW_REQ) else { return Verdict::Continue };
         let dst = cx.view(ev).and_then(|v| v.dst_ip());
         if dst.is_none() {
             self.no_packet += 1;
@@ -119,9 +111,7 @@ impl Actor for ProxySelect {
         } else {
             self.passed += 1;
         }
-        let mut d = EventDesc::new(builtin::FLOW_DEST, cx.me(), ev.seq, ev.ts_ns);
-        d.flow = ev.flow;
-        d.flow_start = ev.flow_start;
+        let mut d = dest_event(ev, flow, cx);
         (if proxy { ProxyChoice::Proxy } else { ProxyChoice::Pass }).write(&mut d);
         cx.publish(d);
         Verdict::Continue

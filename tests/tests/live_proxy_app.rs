@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{have, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
+use netns::{have, inline_pair, spawn_mbox_run, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
 use sha2::{Digest, Sha256};
-use tests::{mbox_bin, skip};
+use tests::skip;
 
 /// One `mbox` at a time: its executor threads poll without sleeping.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -76,21 +76,10 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
 /// the client namespace and mbox's process index.
 fn start(tag: &str, dir: &Path, www: &Path, app: &Path) -> (Lab, String, usize) {
     let mut lab = Lab::new(tag);
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.11/24", "dev", "s0"]).unwrap();
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &["10.99.0.11"]).unwrap();
     lab.spawn(&s, 400, www, &["python3", "-u", "-m", "http.server", "8000", "--bind", "10.99.0.11"], "http.log");
     assert!(wait_for_log(www, "http.log", "Serving HTTP", Duration::from_secs(15)), "origin did not start");
-    let bin = mbox_bin();
-    let mbox = lab.spawn(
-        &m,
-        380,
-        dir,
-        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
-        "mbox.log",
-    );
+    let mbox = spawn_mbox_run(&mut lab, &m, 380, dir, app);
     wait_forwarding(&c, "http://10.99.0.100/ready", dir);
     (lab, c, mbox)
 }
@@ -115,6 +104,28 @@ fn ab(c: &str, check: &str, n: u32, url: &str) -> u64 {
         field("Requests per second:").unwrap_or_default()
     );
     u64::from(n)
+}
+
+/// Fetches `http://HOST/k0` .. `k{n-1}` with one curl into `prefix-i` and asserts each equals
+/// `www/k{i}` and that curl exited 0; `label` names the batch in the failures.
+fn fetch_and_check(c: &str, dir: &Path, host: &str, n: usize, www: &Path, prefix: &Path, label: &str) {
+    let file = |i: usize| PathBuf::from(format!("{}-{i}", prefix.display()));
+    let urls: Vec<(String, PathBuf)> = (0..n).map(|i| (format!("http://{host}/k{i}"), file(i))).collect();
+    let list = format!("{}.cfg", prefix.file_name().unwrap().to_string_lossy());
+    let (code, lines) = curl_all(c, dir, &list, &urls, "");
+    for i in 0..n {
+        let want = std::fs::read(www.join(format!("k{i}"))).unwrap();
+        let got = std::fs::read(file(i)).unwrap_or_default();
+        assert_eq!(
+            sha(&got),
+            sha(&want),
+            "{label} k{i}: {} of {} bytes; curl exit {code}: {}",
+            got.len(),
+            want.len(),
+            lines.get(i).map_or("-", |l| l)
+        );
+    }
+    assert_eq!(code, 0, "{label}: curl exit code");
 }
 
 /// Fetches `urls` (name, url, output) with one curl; returns the per-transfer lines
@@ -225,22 +236,7 @@ fn cache_app_answers_the_second_request_from_memory() {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     for round in 0..2 {
-        let urls: Vec<(String, PathBuf)> =
-            (0..20).map(|i| (format!("http://10.99.0.100/k{i}"), out.join(format!("{round}-{i}")))).collect();
-        let (code, lines) = curl_all(&c, dir, &format!("round{round}.cfg"), &urls, "");
-        for i in 0..20 {
-            let file = std::fs::read(www.join(format!("k{i}"))).unwrap();
-            let got = std::fs::read(out.join(format!("{round}-{i}"))).unwrap_or_default();
-            assert_eq!(
-                sha(&got),
-                sha(&file),
-                "round {round}, k{i}: {} of {} bytes; curl exit {code}: {}",
-                got.len(),
-                file.len(),
-                lines.get(i).map_or("-", |l| l)
-            );
-        }
-        assert_eq!(code, 0, "round {round}: curl exit code");
+        fetch_and_check(&c, dir, "10.99.0.100", 20, &www, &out.join(round.to_string()), &format!("round {round}"));
     }
     let per: Vec<usize> = (0..20).map(|i| origin_gets(&www, &format!("/k{i}"))).collect();
     assert_eq!(per, vec![1; 20], "the origin's log holds every object once (the second request never reached it)");
@@ -302,25 +298,12 @@ fn per_flow_upgrade_caches_only_the_selected_host() {
         }
     }
     let mut lab = Lab::new("ua");
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.11/24", "dev", "s0"]).unwrap();
-    lab.exec(&s, &["ip", "addr", "add", "10.99.0.12/24", "dev", "s0"]).unwrap();
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &["10.99.0.11", "10.99.0.12"]).unwrap();
     for (www, addr) in [(&www11, "10.99.0.11"), (&www12, "10.99.0.12")] {
         lab.spawn(&s, 400, www, &["python3", "-u", "-m", "http.server", "80", "--bind", addr], "http.log");
         assert!(wait_for_log(www, "http.log", "Serving HTTP", Duration::from_secs(15)), "origin {addr} did not start");
     }
-    let bin = mbox_bin();
-    let app = app("proxy_select.toml");
-    let mbox = lab.spawn(
-        &m,
-        380,
-        dir,
-        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
-        "mbox.log",
-    );
+    let mbox = spawn_mbox_run(&mut lab, &m, 380, dir, &app("proxy_select.toml"));
     wait_forwarding(&c, "http://10.99.0.12/ready", dir);
     wait_forwarding(&c, "http://10.99.0.11/ready", dir);
 
@@ -328,22 +311,8 @@ fn per_flow_upgrade_caches_only_the_selected_host() {
     std::fs::create_dir_all(&out).unwrap();
     for round in 0..2 {
         for host in ["10.99.0.11", "10.99.0.12"] {
-            let urls: Vec<(String, PathBuf)> =
-                (0..10).map(|i| (format!("http://{host}/k{i}"), out.join(format!("{host}-{round}-{i}")))).collect();
-            let (code, lines) = curl_all(&c, dir, &format!("{host}-{round}.cfg"), &urls, "");
-            for i in 0..10 {
-                let want = std::fs::read(www11.join(format!("k{i}"))).unwrap();
-                let got = std::fs::read(out.join(format!("{host}-{round}-{i}"))).unwrap_or_default();
-                assert_eq!(
-                    sha(&got),
-                    sha(&want),
-                    "{host} round {round} k{i}: {} of {} bytes; curl exit {code}: {}",
-                    got.len(),
-                    want.len(),
-                    lines.get(i).map_or("-", |l| l)
-                );
-            }
-            assert_eq!(code, 0, "{host} round {round}: curl exit code");
+            let name = format!("{host}-{round}");
+            fetch_and_check(&c, dir, host, 10, &www11, &out.join(name), &format!("{host} round {round}"));
         }
     }
     let gets = |www: &Path| (0..10).map(|i| origin_gets(www, &format!("/k{i}"))).collect::<Vec<_>>();

@@ -164,9 +164,24 @@ fn lossy_lab(lab: &mut Lab, net: u8, dir: &Path) -> Result<(String, String, Stri
     Ok((c, m, s))
 }
 
-/// The download through `mbox` (with 1% of the frames lost between the client and `mbox`
-/// when `loss`); asserts.
-fn download(tag: &str, net: u8, loss: bool, mode: &str) {
+/// One live rewrite run's lab (the tests run one at a time; fields drop in this order).
+struct Rig {
+    _one: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    lab: Lab,
+    /// The client namespace.
+    c: String,
+    /// mbox's process index in `lab`.
+    mb: usize,
+    /// The corpus the server sends.
+    original: Vec<u8>,
+    /// The corpus's URL on the server.
+    url: String,
+}
+
+/// The inline lab (lossy when `loss`), the corpus server on 10.99.`net`.2:8088 and
+/// `mbox run apps/APP` in `mode`, forwarding.
+fn serve_corpus(tag: &str, net: u8, loss: bool, app: &str, mode: &str) -> Rig {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -179,9 +194,17 @@ fn download(tag: &str, net: u8, loss: bool, mode: &str) {
     let srv = ["python3", "-u", "server.py", &addr, "8088", "corpus.txt"];
     lab.spawn(&s, 200, d, &srv, "server.log");
     assert!(wait_for_log(d, "server.log", "Serving", Duration::from_secs(15)), "the server did not start");
-    let mb = start_mbox(&mut lab, &m, d, "rewrite.toml", mode);
+    let mb = start_mbox(&mut lab, &m, d, app, mode);
     let url = format!("http://{addr}:8088/corpus.txt");
     wait_forwarding(&c, &url, d);
+    Rig { _one, dir, lab, c, mb, original, url }
+}
+
+/// The download through `mbox` (with 1% of the frames lost between the client and `mbox`
+/// when `loss`); asserts.
+fn download(tag: &str, net: u8, loss: bool, mode: &str) {
+    let Rig { _one, dir, mut lab, c, mb, original, url } = serve_corpus(tag, net, loss, "rewrite.toml", mode);
+    let d = dir.path();
     let got = d.join("got.txt");
     let o = Command::new("timeout")
         .args(["120", "ip", "netns", "exec", &c, "curl", "-sS", "--max-time", "100", "-o"])
@@ -265,21 +288,8 @@ fn sha256(b: &[u8]) -> String {
 /// `apps/rewrite_upgrade.toml` in `mode`: one download naming another host (cheap path all
 /// along), one naming example.test (upgraded, rewritten); asserts.
 fn upgrade(tag: &str, net: u8, mode: &str, loss: bool) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let Rig { _one, dir, mut lab, c, mb, original, url } = serve_corpus(tag, net, loss, "rewrite_upgrade.toml", mode);
     let d = dir.path();
-    let original = corpus();
-    std::fs::write(d.join("corpus.txt"), &original).unwrap();
-    std::fs::write(d.join("server.py"), SERVER).unwrap();
-    let mut lab = Lab::new(tag);
-    let (c, m, s) = if loss { lossy_lab(&mut lab, net, d).unwrap() } else { inline_lab(&mut lab, net).unwrap() };
-    let addr = format!("10.99.{net}.2");
-    let srv = ["python3", "-u", "server.py", &addr, "8088", "corpus.txt"];
-    lab.spawn(&s, 200, d, &srv, "server.log");
-    assert!(wait_for_log(d, "server.log", "Serving", Duration::from_secs(15)), "the server did not start");
-    let mb = start_mbox(&mut lab, &m, d, "rewrite_upgrade.toml", mode);
-    let url = format!("http://{addr}:8088/corpus.txt");
-    wait_forwarding(&c, &url, d);
     let get = |host: &str, out: &str| {
         Command::new("timeout")
             .args(["120", "ip", "netns", "exec", &c, "curl", "-sS", "--max-time", "100", "-H"])

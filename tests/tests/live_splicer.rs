@@ -42,7 +42,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use netns::{curl, have, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
+use netns::{curl, have, inline_pair, spawn_mbox_run, stats_json, unavailable, wait_for_log, wait_forwarding, Lab};
 
 /// One `mbox` at a time: its executor threads poll without sleeping.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -205,14 +205,8 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
     std::fs::write(&app, APP).unwrap();
 
     let mut lab = Lab::new("sp");
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &BACKENDS).unwrap();
     let mut servers = Vec::new();
-    for b in BACKENDS {
-        lab.exec(&s, &["ip", "addr", "add", &format!("{b}/24"), "dev", "s0"]).unwrap();
-    }
     for b in BACKENDS {
         let log = format!("http-{b}.log");
         let i = lab.spawn(&s, 300, &www, &["python3", "-u", "-m", "http.server", "8000", "--bind", b], &log);
@@ -229,14 +223,7 @@ fn splicer_balances_real_clients_and_survives_a_flood_and_a_dead_backend() {
     for b in BACKENDS {
         assert!(wait_for_log(&www, &format!("http-{b}.log"), "Serving HTTP", Duration::from_secs(15)), "server {b}");
     }
-    let bin = mbox_bin();
-    let mbox = lab.spawn(
-        &m,
-        280,
-        dir,
-        &[bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"],
-        "mbox.log",
-    );
+    let mbox = spawn_mbox_run(&mut lab, &m, 280, dir, &app);
     wait_forwarding(&c, "http://10.99.0.100/other", dir);
 
     // 1. 1000 requests, one connection each.
@@ -405,13 +392,7 @@ fn splicer_in_mode_b() {
     let app = dir.join("splicer.toml");
     std::fs::write(&app, APP).unwrap();
     let mut lab = Lab::new("sb");
-    let (c, m, s) = (lab.netns("c").unwrap(), lab.netns("m").unwrap(), lab.netns("s").unwrap());
-    lab.veth(&c, "c0", &m, "m0").unwrap();
-    lab.veth(&s, "s0", &m, "m1").unwrap();
-    lab.exec(&c, &["ip", "addr", "add", "10.99.0.1/24", "dev", "c0"]).unwrap();
-    for b in BACKENDS {
-        lab.exec(&s, &["ip", "addr", "add", &format!("{b}/24"), "dev", "s0"]).unwrap();
-    }
+    let (c, m, s) = inline_pair(&mut lab, "10.99.0.1", &BACKENDS).unwrap();
     for b in BACKENDS {
         lab.spawn(
             &s,

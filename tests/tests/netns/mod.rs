@@ -197,12 +197,29 @@ pub fn tcp_out_segs(lab: &Lab, ns: &str) -> u64 {
 /// The inline topology, one subnet 10.99.`net`.0/24: client namespace `c` (`c0`, .1) ↔
 /// `m0` | middle namespace `m` | `m1` ↔ server namespace `s` (`s0`, .2). Returns (c, m, s).
 pub fn inline_lab(lab: &mut Lab, net: u8) -> Result<(String, String, String), String> {
+    inline_pair(lab, &format!("10.99.{net}.1"), &[&format!("10.99.{net}.2")])
+}
+
+/// The inline topology with chosen addresses (each a /24): client namespace `c` (`c0`,
+/// `client`) ↔ `m0` | middle namespace `m` | `m1` ↔ server namespace `s` (`s0`, every one of
+/// `servers`). Returns (c, m, s).
+pub fn inline_pair(lab: &mut Lab, client: &str, servers: &[&str]) -> Result<(String, String, String), String> {
     let (c, m, s) = (lab.netns("c")?, lab.netns("m")?, lab.netns("s")?);
     lab.veth(&c, "c0", &m, "m0")?;
     lab.veth(&s, "s0", &m, "m1")?;
-    lab.exec(&c, &["ip", "addr", "add", &format!("10.99.{net}.1/24"), "dev", "c0"])?;
-    lab.exec(&s, &["ip", "addr", "add", &format!("10.99.{net}.2/24"), "dev", "s0"])?;
+    lab.exec(&c, &["ip", "addr", "add", &format!("{client}/24"), "dev", "c0"])?;
+    for a in servers {
+        lab.exec(&s, &["ip", "addr", "add", &format!("{a}/24"), "dev", "s0"])?;
+    }
     Ok((c, m, s))
+}
+
+/// Starts `mbox run APP --iface m0,m1 --stats-json stats.json` in `ns` (under `timeout
+/// secs`, in `dir`, logging to `dir/mbox.log`); its process index in `lab`.
+pub fn spawn_mbox_run(lab: &mut Lab, ns: &str, secs: u32, dir: &Path, app: &Path) -> usize {
+    let bin = tests::mbox_bin();
+    let cmd = [bin.to_str().unwrap(), "run", app.to_str().unwrap(), "--iface", "m0,m1", "--stats-json", "stats.json"];
+    lab.spawn(ns, secs, dir, &cmd, "mbox.log")
 }
 
 /// Waits until `dir/log` contains `needle` (at most `within`); true if it did.
