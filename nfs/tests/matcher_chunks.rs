@@ -49,12 +49,19 @@ fn chunked(pats: &[(Vec<u8>, bool)], stream: &[u8], cuts: &[usize]) -> Vec<(u32,
 fn chunked_with(m: &Matcher, stream: &[u8], cuts: &[usize]) -> Vec<(u32, u64)> {
     let mut d = DirState::default();
     m.restart(&mut d, 0);
+    // The same chunks stepped byte by byte (no prefilter): the same hits, in the same order,
+    // chunk by chunk (so the states carried between chunks agree too).
+    let mut bytewise = DirState::default();
+    m.restart(&mut bytewise, 0);
     let mut hits = Vec::new();
+    let mut reference = Vec::new();
     let mut at = 0;
     for &c in cuts.iter().chain(std::iter::once(&stream.len())) {
         let c = c.clamp(at, stream.len());
         let before = hits.len();
         m.scan(&mut d, &stream[at..c], &mut hits);
+        m.scan_bytewise(&mut bytewise, &stream[at..c], &mut reference);
+        assert_eq!(hits, reference, "chunk {at}..{c}");
         // Hits of one chunk come in end-offset order and end inside it.
         assert!(hits[before..].windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(hits[before..].iter().all(|h| h.1 > at as u64 && h.1 <= c as u64));

@@ -19,6 +19,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::MatchKind;
 
 use super::dfa::{Source, Table, MAX_PRODUCT_STATES};
+use super::prefilter::Prefilter;
 use super::rules::Rule;
 
 /// A pattern match: (global pattern id, absolute end offset in its direction).
@@ -53,6 +54,9 @@ pub struct Matcher {
     starts: [u32; 2],
     /// The longest pattern's length (at least 1).
     max_len: usize,
+    /// Where patterns can start (see [`Matcher::scan`]); `None` when there would be too
+    /// many fingerprints.
+    prefilter: Option<Prefilter>,
 }
 
 impl Matcher {
@@ -128,7 +132,10 @@ impl Matcher {
             *s = t.start;
         }
         let max_len = pats.iter().map(|p| p.0 as usize).max().unwrap_or(1).max(1);
-        Ok(Matcher { rules: rules.to_vec(), tables, rule_pats, pats, bare, starts, max_len })
+        let mut keys: Vec<(&(bool, Vec<u8>), &u32)> = ids.iter().collect();
+        keys.sort_unstable_by_key(|k| *k.1);
+        let prefilter = Prefilter::new(&keys.iter().map(|(k, _)| (k.1.as_slice(), k.0)).collect::<Vec<_>>());
+        Ok(Matcher { rules: rules.to_vec(), tables, rule_pats, pats, bare, starts, max_len, prefilter })
     }
 
     /// How many tables the scan steps: 1 (the product) or 2 (one per DFA).
@@ -156,27 +163,135 @@ impl Matcher {
     }
 
     /// Steps the automata over `bytes`, the next bytes of `d`'s direction, appending each
-    /// pattern match to `hits` at its absolute end offset (in end-offset order).
+    /// pattern match to `hits` at its absolute end offset (in end-offset order; matches with
+    /// the same end in the automaton's order). When the rule set has a prefilter and the
+    /// chunk is long enough, the automaton runs only near the places where a pattern can
+    /// start (see [`Matcher::scan_skipping`]); the hits and the state carried on are exactly
+    /// those of [`Matcher::scan_bytewise`].
     pub fn scan(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
+        match &self.prefilter {
+            Some(pf) if bytes.len() >= SKIP_MIN && !self.tables.is_empty() => {
+                d.states = self.scan_skipping(pf, d.states, d.offset, bytes, hits)
+            }
+            _ => d.states = self.scan_from(d.states, d.offset, bytes, hits),
+        }
+        d.offset += bytes.len() as u64;
+    }
+
+    /// As [`Matcher::scan`], stepping the automata over every byte (no prefilter): the
+    /// reference the skipping scan is tested and benchmarked against.
+    pub fn scan_bytewise(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
+        d.states = self.scan_from(d.states, d.offset, bytes, hits);
+        d.offset += bytes.len() as u64;
+    }
+
+    /// How many fingerprints the prefilter looks for; 0 when the rule set has none (more
+    /// than 64 fingerprints, or a CPU without the packed searcher) and every byte is stepped.
+    pub fn fingerprints(&self) -> usize {
+        self.prefilter.as_ref().map_or(0, Prefilter::len)
+    }
+
+    /// Every byte stepped from states `st`, the first byte at absolute offset `offset`;
+    /// returns the states after the last byte.
+    fn scan_from(&self, mut st: [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> [u32; 2] {
         match self.tables.as_slice() {
             [] => {}
             [t] if bytes.len() >= CHAINS * self.max_len + SPLIT_MIN => {
-                d.states[0] = scan_split(t, d.states[0], d.offset, bytes, self.max_len, hits)
+                st[0] = scan_split(t, st[0], offset, bytes, self.max_len, hits)
             }
-            [t] => d.states[0] = scan_one(t, d.states[0], d.offset, bytes, hits),
+            _ => self.run(&mut st, offset, bytes, hits),
+        }
+        st
+    }
+
+    /// One chain over `bytes` from states `st` (updated), reporting every match.
+    #[inline]
+    fn run(&self, st: &mut [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) {
+        match self.tables.as_slice() {
+            [] => {}
+            [t] => st[0] = scan_one(t, st[0], offset, bytes, hits),
             tables => {
                 // Two tables (the product was too large): step both per byte, plain first.
-                for (off, &b) in (d.offset + 1..).zip(bytes) {
-                    for (t, st) in tables.iter().zip(d.states.iter_mut()) {
-                        *st = t.trans[(*st + u32::from(t.classes[usize::from(b)])) as usize];
-                        if *st < t.match_limit {
-                            hits.extend(t.matches(*st).iter().map(|&p| (p, off)));
+                for (off, &b) in (offset + 1..).zip(bytes) {
+                    for (t, s) in tables.iter().zip(st.iter_mut()) {
+                        *s = t.trans[(*s + u32::from(t.classes[usize::from(b)])) as usize];
+                        if *s < t.match_limit {
+                            hits.extend(t.matches(*s).iter().map(|&p| (p, off)));
                         }
                     }
                 }
             }
         }
-        d.offset += bytes.len() as u64;
+    }
+
+    /// The states after stepping `bytes` from the start states, matches not reported.
+    fn warm(&self, bytes: &[u8]) -> [u32; 2] {
+        let mut st = self.starts;
+        for (t, s) in self.tables.iter().zip(st.iter_mut()) {
+            for &b in bytes {
+                *s = t.trans[(*s + u32::from(t.classes[usize::from(b)])) as usize];
+            }
+        }
+        st
+    }
+
+    /// The skipping scan of one chunk (`L` = the longest pattern's length, `n` = the chunk's):
+    ///
+    /// 1. The first *run* steps the carried states over the chunk's first `min(n, L)` bytes,
+    ///    reporting everything: every match that began in an earlier chunk ends there.
+    /// 2. The prefilter gives, left to right, each place `c` where a pattern can start, with
+    ///    its reach `r` (no pattern starting at `c` is longer). If `c` lies inside the
+    ///    current run, the run is stepped on to `c + r`; otherwise a new run starts at `c`
+    ///    from the start states and is stepped to `c + r`. Bytes outside runs are never
+    ///    stepped.
+    /// 3. The states after the chunk: the last run's when it reached the end having read the
+    ///    chunk's last `L` bytes (or started from the carried states), else the start states
+    ///    stepped over the last `L` bytes (an Aho-Corasick state is the longest suffix of
+    ///    the input that is a pattern prefix, at most `L` long).
+    ///
+    /// Exact: a run reports the matches that end inside it and start at or after its first
+    /// byte (the first run: all that end inside it). Every match starts at a place the
+    /// prefilter reports, whose run is stepped at least to the match's end, so it is
+    /// reported, once, as runs do not overlap; runs are in order and report in end order,
+    /// and a match state's pattern list depends only on which patterns end there, so hits
+    /// come out in the order of [`Matcher::scan_bytewise`]. When places come denser than
+    /// one per [`DENSE`] bytes, stepping every byte is cheaper: the rest of the chunk is
+    /// scanned so, from the states warmed up on the `L` bytes before it (every match ending
+    /// up to there has been reported, none after).
+    fn scan_skipping(&self, pf: &Prefilter, carried: [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> [u32; 2] {
+        let (n, l) = (bytes.len(), self.max_len);
+        let mut st = carried;
+        let mut pos = l.min(n);
+        self.run(&mut st, offset, &bytes[..pos], hits);
+        // Where the current run started; `None` for the first (from the carried states).
+        let mut run_start: Option<usize> = None;
+        let mut from = 0;
+        let mut found = 0usize;
+        while pos < n {
+            let Some((c, reach)) = pf.next(bytes, from, n) else { break };
+            found += 1;
+            if c >= pos {
+                if found > DENSE_MIN && found * DENSE > c {
+                    // pos >= l here: the first run covered min(n, l) bytes and pos < n.
+                    let st = self.warm(&bytes[pos - l..pos]);
+                    return self.scan_from(st, offset + pos as u64, &bytes[pos..], hits);
+                }
+                st = self.starts;
+                run_start = Some(c);
+                pos = c;
+            }
+            let end = (c + reach).min(n);
+            if end > pos {
+                self.run(&mut st, offset + pos as u64, &bytes[pos..end], hits);
+                pos = end;
+            }
+            from = c + 1;
+        }
+        if pos == n && run_start.is_none_or(|s| s + l <= n) {
+            st
+        } else {
+            self.warm(&bytes[n - l..])
+        }
     }
 
     /// The rules that `hits` may complete — those using a pattern matched there, and, when
@@ -201,6 +316,16 @@ impl Matcher {
         chain_ok(&self.rules[ri], &self.rule_pats[ri], &self.pats, positions)
     }
 }
+
+/// Chunks shorter than this are scanned byte by byte even with a prefilter.
+const SKIP_MIN: usize = 64;
+
+/// Places found before the density check applies.
+const DENSE_MIN: usize = 8;
+
+/// A chunk with a place where a pattern can start more often than once per this many bytes
+/// is scanned byte by byte from there on.
+const DENSE: usize = 32;
 
 /// Chunks shorter than this (plus [`CHAINS`] times the longest pattern) are scanned in one
 /// chain.

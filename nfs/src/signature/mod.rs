@@ -79,6 +79,7 @@
 pub mod gate;
 mod dfa;
 pub mod matcher;
+mod prefilter;
 pub mod rules;
 
 use rustc_hash::FxHashMap;
