@@ -255,30 +255,43 @@ impl Matcher {
     /// reported, once, as runs do not overlap; runs are in order and report in end order,
     /// and a match state's pattern list depends only on which patterns end there, so hits
     /// come out in the order of [`Matcher::scan_bytewise`]. When places come denser than
-    /// one per [`DENSE`] bytes, stepping every byte is cheaper: the rest of the chunk is
-    /// scanned so, from the states warmed up on the `L` bytes before it (every match ending
-    /// up to there has been reported, none after).
+    /// one per [`DENSE`] bytes, stepping every byte is cheaper: the next [`DENSE_WINDOW`]
+    /// bytes are stepped so, from the stream's states at that point (a run's, once it has
+    /// read `L` bytes, else warmed up on the `L` bytes before; every match ending up to there
+    /// has been reported, none after), and that exact state then goes on as the first run's
+    /// does, over places in the window's last `L - 1` bytes first.
     fn scan_skipping(&self, pf: &Prefilter, carried: [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> [u32; 2] {
         let (n, l) = (bytes.len(), self.max_len);
         let mut st = carried;
         let mut pos = l.min(n);
         self.run(&mut st, offset, &bytes[..pos], hits);
-        // Where the current run started; `None` for the first (from the carried states).
-        let mut run_start: Option<usize> = None;
+        // `st` is the stream's own state at `pos` (the first run, or after stepping every
+        // byte), not a run's from the start states at `run_start`.
+        let mut exact = true;
+        let mut run_start = 0;
         let mut from = 0;
-        let mut found = 0usize;
+        // Places found since `counted_from`.
+        let (mut found, mut counted_from) = (0usize, 0usize);
         while pos < n {
             let Some((c, reach)) = pf.next(bytes, from, n) else { break };
             found += 1;
             if c >= pos {
-                if found > DENSE_MIN && found * DENSE > c {
-                    // pos >= l here: the first run covered min(n, l) bytes and pos < n.
-                    let st = self.warm(&bytes[pos - l..pos]);
-                    return self.scan_from(st, offset + pos as u64, &bytes[pos..], hits);
+                if found > DENSE_MIN && found * DENSE > c - counted_from {
+                    // Dense: step every byte of the next window, from the stream's state at
+                    // `pos` (a run's state is it once the run has read `l` bytes).
+                    if !exact && run_start + l > pos {
+                        st = self.warm(&bytes[pos - l..pos]);
+                    }
+                    let end = (pos + DENSE_WINDOW).min(n);
+                    st = self.scan_from(st, offset + pos as u64, &bytes[pos..end], hits);
+                    (pos, exact) = (end, true);
+                    // Places in the window's last `l - 1` bytes may begin matches that end
+                    // after it: the exact run goes on over them.
+                    from = pos + 1 - l;
+                    (found, counted_from) = (0, pos);
+                    continue;
                 }
-                st = self.starts;
-                run_start = Some(c);
-                pos = c;
+                (st, exact, run_start, pos) = (self.starts, false, c, c);
             }
             let end = (c + reach).min(n);
             if end > pos {
@@ -287,7 +300,7 @@ impl Matcher {
             }
             from = c + 1;
         }
-        if pos == n && run_start.is_none_or(|s| s + l <= n) {
+        if pos == n && (exact || run_start + l <= n) {
             st
         } else {
             self.warm(&bytes[n - l..])
@@ -323,9 +336,12 @@ const SKIP_MIN: usize = 64;
 /// Places found before the density check applies.
 const DENSE_MIN: usize = 8;
 
-/// A chunk with a place where a pattern can start more often than once per this many bytes
-/// is scanned byte by byte from there on.
+/// Where places where a pattern can start come more often than once per this many bytes,
+/// the scan steps every byte of the next [`DENSE_WINDOW`] bytes.
 const DENSE: usize = 32;
+
+/// Bytes stepped one by one when places come dense, before the prefilter is tried again.
+const DENSE_WINDOW: usize = 4096;
 
 /// Chunks shorter than this (plus [`CHAINS`] times the longest pattern) are scanned in one
 /// chain.

@@ -5,9 +5,12 @@
 //!
 //! **Fingerprints.** Each pattern contributes its first `k` bytes (all of it when shorter),
 //! and a `nocase` pattern every ASCII-case variant of them; equal fingerprints are one. `k`
-//! is the largest of 4, 3, 2, 1 for which there are at most [`SLIM`] fingerprints (Teddy's
-//! fast 8-bucket form), else at most [`MAX_FINGERPRINTS`] (its limit); with more even at
-//! `k = 1` there is no prefilter and the matcher steps every byte. Every occurrence of a
+//! is the largest of 3, 2, 1 for which there are at most [`MAX_FINGERPRINTS`] fingerprints
+//! (Teddy's limit) and the searcher accepts them (with one-byte fingerprints, at most 16):
+//! selectivity pays more than Teddy's faster 8-bucket form (up to 32 fingerprints) — two-byte
+//! fingerprints left the scan no faster than stepping every byte on HTTP-like text, three-byte
+//! ones made it 4–7 times faster (docs/benchmarks.md). When none is accepted there is no
+//! prefilter and the matcher steps every byte. Every occurrence of a
 //! pattern starting at `c` is an occurrence of one of its fingerprints at `c`, so the
 //! positions found are a superset of the pattern starts (the automaton decides the rest).
 //!
@@ -28,14 +31,12 @@
 use aho_corasick::packed::{Config, MatchKind, Searcher};
 use aho_corasick::Span;
 
-/// Fingerprints Teddy handles in its slim (8-bucket) form.
-const SLIM: usize = 32;
-
 /// Most fingerprints: the packed searcher's own limit.
 const MAX_FINGERPRINTS: usize = 64;
 
-/// Longest fingerprint (Teddy compares at most four bytes per position).
-const MAX_K: usize = 4;
+/// Longest fingerprint (Teddy compares up to four bytes per position; four-byte ones, with
+/// their more case variants, measured slower than three-byte ones on HTTP).
+const MAX_K: usize = 3;
 
 /// The searcher over the fingerprints, and each fingerprint's reach.
 #[derive(Clone, Debug)]
@@ -54,13 +55,14 @@ impl Prefilter {
             return None;
         }
         let sets: Vec<Vec<(Vec<u8>, usize)>> = (1..=MAX_K).rev().map(|k| fingerprints(pats, k)).collect();
-        let set = sets
-            .iter()
-            .find(|s| s.len() <= SLIM)
-            .or_else(|| sets.iter().find(|s| s.len() <= MAX_FINGERPRINTS))?;
-        let searcher =
-            Config::new().match_kind(MatchKind::LeftmostFirst).builder().extend(set.iter().map(|f| &f.0)).build()?;
-        Some(Prefilter { searcher, reach: set.iter().map(|f| f.1).collect() })
+        for set in sets.iter().filter(|s| s.len() <= MAX_FINGERPRINTS) {
+            let built =
+                Config::new().match_kind(MatchKind::LeftmostFirst).builder().extend(set.iter().map(|f| &f.0)).build();
+            if let Some(searcher) = built {
+                return Some(Prefilter { searcher, reach: set.iter().map(|f| f.1).collect() });
+            }
+        }
+        None
     }
 
     /// The leftmost place at or after `from` where a fingerprint lies wholly inside
@@ -147,7 +149,12 @@ mod tests {
         let many: Vec<Vec<u8>> = (0..40u8).map(|i| vec![b'a', i, b'x', b'y']).collect();
         let pats: Vec<(&[u8], bool)> = many.iter().map(|p| (p.as_slice(), false)).collect();
         if let Some(p) = Prefilter::new(&pats) {
-            assert_eq!(p.len(), 40, "at most 64: four bytes kept");
+            assert_eq!(p.len(), 40, "at most 64: three bytes kept");
+        }
+        let nocase: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a', b'b', i]).collect();
+        let pats: Vec<(&[u8], bool)> = nocase.iter().map(|p| (p.as_slice(), true)).collect();
+        if let Some(p) = Prefilter::new(&pats) {
+            assert_eq!(p.len(), 4, "80 three-byte case variants: cut to the four of `ab`");
         }
         let all: Vec<Vec<u8>> = (0..=255u8).map(|i| vec![i, 1]).collect();
         let pats: Vec<(&[u8], bool)> = all.iter().map(|p| (p.as_slice(), false)).collect();
@@ -162,7 +169,8 @@ mod tests {
         let hay = b"xx/etc/passwd and UnIoN all";
         assert_eq!(p.next(hay, 0, hay.len()), Some((2, 11)));
         assert_eq!(p.next(hay, 3, hay.len()), Some((18, 5)));
-        assert_eq!(p.next(hay, 3, 21), None, "a fingerprint cut by the end is not reported");
+        assert_eq!(p.next(hay, 3, 21), Some((18, 5)));
+        assert_eq!(p.next(hay, 3, 20), None, "a fingerprint cut by the end is not reported");
         assert_eq!(p.next(hay, 19, hay.len()), None);
     }
 }
