@@ -5,10 +5,16 @@
 //! Every rule's contents go into two DFAs (case-sensitive, and ASCII-case-insensitive for
 //! `nocase` contents); equal patterns are one global pattern id. The two are tabulated as one
 //! product automaton (module `dfa`; two tables when the product would be too large).
-//! [`Matcher::scan`] steps it one byte at a time from the state kept in [`DirState`], so a
-//! pattern split over any number of chunks is found at its absolute end offset; a long chunk
-//! is stepped as independent chains that overlap in the CPU (exact: see `scan_split`). A
-//! [`Hit`] is (global pattern id, absolute end offset).
+//! [`Matcher::scan`] carries the automaton's state between chunks in [`DirState`], so a
+//! pattern split over any number of chunks is found at its absolute end offset. Within a
+//! chunk it **skips ahead**: a SIMD prefilter (module `prefilter`: the packed Teddy searcher
+//! over the patterns' first three bytes, case variants spelled out) finds where a pattern can
+//! start, and the automaton is stepped only from there, as far as a pattern starting there
+//! can reach, plus over the chunk's first and last `max_len` bytes for the carried state
+//! (exact: see `scan_skipping`). Where such places are dense, or the rule set has no
+//! prefilter, every byte is stepped ([`Matcher::scan_bytewise`]; a long chunk as independent
+//! chains that overlap in the CPU, see `scan_split`). Both report the same hits in the same
+//! order. A [`Hit`] is (global pattern id, absolute end offset).
 //!
 //! Invariants: every pattern id in a hit is below the number of patterns; a hit's end offset
 //! is at least its pattern's length.
