@@ -221,7 +221,8 @@ fn skipping_scan_of_http_with_the_example_rules() {
     assert!(m.fingerprints() > 0);
     let mut stream = Vec::new();
     for i in 0..200 {
-        stream.extend_from_slice(format!("GET /static/{i}/index.html HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes());
+        stream
+            .extend_from_slice(format!("GET /static/{i}/index.html HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes());
         stream.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>select a union</html>");
         if i % 7 == 0 {
             stream.extend_from_slice(b"GET /cgi/../etc/passwd?q=UNION+SeLeCt HTTP/1.1\r\n\r\nroot@host# ");

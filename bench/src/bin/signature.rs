@@ -155,7 +155,8 @@ fn main() -> Result<()> {
     // Dense: every few bytes a place where an example pattern can start (the prefilter finds
     // them all; the scan falls back to stepping every byte).
     let dense: Vec<u8> = b"GeT uNiOn /adm SeLeCt /etc ".iter().copied().cycle().take(mb << 18).collect();
-    let mut inputs = vec![("generated HTTP-like", vec![traffic(mb << 20)]), ("dense fragments (--mb / 4)", vec![dense])];
+    let mut inputs =
+        vec![("generated HTTP-like", vec![traffic(mb << 20)]), ("dense fragments (--mb / 4)", vec![dense])];
     if let Some(dir) = &streams_dir {
         inputs.push(("streams of --streams", load_streams(dir, mb << 20)?));
     }
