@@ -9,7 +9,7 @@
 //! (Teddy's limit) and the searcher accepts them (with one-byte fingerprints, at most 16):
 //! selectivity pays more than Teddy's faster 8-bucket form (up to 32 fingerprints) — two-byte
 //! fingerprints left the scan no faster than stepping every byte on HTTP-like text, three-byte
-//! ones made it 4–7 times faster (docs/benchmarks.md). When none is accepted there is no
+//! ones made it 3–5 times faster (docs/benchmarks.md). When none is accepted there is no
 //! prefilter and the matcher steps every byte. Every occurrence of a
 //! pattern starting at `c` is an occurrence of one of its fingerprints at `c`, so the
 //! positions found are a superset of the pattern starts (the automaton decides the rest).
@@ -22,7 +22,7 @@
 //! Why the packed searcher and not the crate's `AhoCorasick` prefilter: that one is chosen
 //! for leftmost searches of whole patterns and gives up on HTTP (the first bytes of the
 //! patterns are everywhere there, docs/benchmarks.md "Signature matching"); fingerprints of
-//! up to four bytes, case variants spelled out, are rare in HTTP and the packed searcher
+//! three bytes, case variants spelled out, are rare in HTTP and the packed searcher
 //! finds them at several GB/s. It is used through its public API only (leftmost-first
 //! search from a position), which reports the leftmost occurrence — the scan relies on that
 //! order and `nfs/tests/matcher_chunks.rs` checks the whole scheme against a whole-stream
