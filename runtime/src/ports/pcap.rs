@@ -17,13 +17,9 @@
 //!
 //! # Invariants
 //!
-//! * **Bounded memory.** The reader holds one buffer. It starts at 64 KiB (or the input's
+//! * **Bounded memory.** The reader holds one buffer. It starts at 1 MiB (or the input's
 //!   size, if smaller) and grows only to fit one record or block, which is at most
-//!   [`MAX_BLOCK`] bytes; the whole file is never loaded. Small on purpose (issue 14): each
-//!   `read` fills the buffer, and the frames it holds are copied out (into pool buffers)
-//!   right after, so a 64 KiB buffer stays in cache, for the kernel's copy into it and for
-//!   the copy out of it; a 1 MiB one was written and read back cold, and each refill
-//!   evicted the core's whole L2 (13 000 `read`s for a 848 MB capture cost nothing).
+//!   [`MAX_BLOCK`] bytes; the whole file is never loaded.
 //! * **No panics.** Every length is checked before it is used; malformed input becomes a
 //!   [`PortError`], never a panic or an unbounded allocation (the fuzz target
 //!   `pcap_reader` exercises this).
@@ -84,7 +80,7 @@ pub const SNAPLEN_SLACK: u32 = 4096;
 /// Largest pcapng block accepted (16 MiB); this also bounds the reader's buffer.
 pub const MAX_BLOCK: usize = 16 * 1024 * 1024;
 
-const INITIAL_BUFFER: usize = 64 * 1024;
+const INITIAL_BUFFER: usize = 1024 * 1024;
 const SHB_MAGIC: u32 = 0x0a0d_0d0a;
 const BOM_MAGIC: u32 = 0x1a2b_3c4d;
 /// `if_tsoffset` option code in an Interface Description Block.
