@@ -13,19 +13,19 @@
 //! end-of-input marker.
 //!
 //! **Pacing** (issue 14). RX reads ahead only so far: while [`RxStage::pacing`] packets (by
-//! default a quarter of its output ring) are in flight — in pool buffers, not yet freed at
-//! TX — and the chain keeps freeing them, it waits instead of filling every ring to the
-//! brim. Rings full of descriptors and thousands of buffers in flight buy a single core
-//! nothing but cache misses: each frame was copied into a buffer, and its bytes into the
-//! stream store, thousands of packets before the stages after RX touched them again. With
-//! the pool's hot reuse ([`runtime::pool`], the buffer freed last is filled next) the
-//! buffers in use stay few and warm. Pacing only waits while buffers come back: when none
-//! was freed for [`PACE_STALL_NS`] (an NF holds many packets, or one on another core is
-//! slow; [`PACE_STALL_POLLS`] polls too, so a thread the OS did not run is no stall) RX reads
-//! on as before, up to the pool's size, until fewer than the limit are in
-//! flight again — so it never holds back a chain that waits for more input. The order of
-//! events, hence every output, is the same either way. Mode b's one-at-a-time gate and
-//! sources that receive into the pool themselves (DPDK zero-copy) are not paced.
+//! default half its output ring, at least two bursts) are in flight — in pool buffers, not
+//! yet freed at TX — and the chain keeps freeing them, it waits instead of filling every
+//! ring to the brim. Full rings and thousands of buffers in flight buy a single core nothing
+//! but cache misses: each frame was copied into a buffer, and its bytes into the stream
+//! store, thousands of packets before the stages after RX touched them again. With the
+//! pool's hot reuse ([`runtime::pool`]: the buffer freed last is filled next) the buffers in
+//! use stay few and warm. Pacing only waits while buffers come back: when none was freed for
+//! [`PACE_STALL_NS`] and [`PACE_STALL_POLLS`] polls of RX (an NF holds many packets, or one
+//! on another core is stuck; counting polls too, a thread the OS did not run sees no stall)
+//! RX reads on as before, up to the pool's size, until fewer than the limit are in flight
+//! again — so it never holds back a chain that waits for more input. The order of events,
+//! hence every output, is the same either way. Mode b's one-at-a-time gate and sources that
+//! receive into the pool themselves (DPDK zero-copy) are not paced.
 //!
 //! **TX.** [`TxSink`] consumes the last ring. A primary event that no stage dropped is
 //! written to the [`PacketSink`] (if any) and counted out; a dropped one is counted under
@@ -494,7 +494,7 @@ impl RxStage {
         let slot: ReportSlot<RxReport> = Arc::default();
         let progress = Arc::new(RxProgress::default());
         let in_pool = source.receives_in_pool();
-        let pace_limit = (output.capacity() / 4).max(2 * BURST) as u64;
+        let pace_limit = (output.capacity() / 2).max(2 * BURST) as u64;
         let rx = RxStage {
             pace_limit,
             pace_freed: 0,

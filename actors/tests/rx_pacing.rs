@@ -34,8 +34,8 @@ fn region(test: &str) -> Arc<Region> {
     Region::create(&format!("pace{}-{test}", std::process::id()), 16 << 20).unwrap()
 }
 
-/// A chain that frees what it takes: RX never has more than the limit (a quarter of its
-/// ring) plus one burst in flight, waits when it has, and still reads every frame.
+/// A chain that frees what it takes: RX never has more than the limit (half its ring) plus
+/// one burst in flight, waits when it has, and still reads every frame.
 #[test]
 fn rx_waits_while_the_chain_frees_buffers() {
     let r = region("frees");
@@ -44,7 +44,7 @@ fn rx_waits_while_the_chain_frees_buffers() {
     let n = 5000u64;
     let (mut rx, slot, _) =
         RxStage::new(Box::new(Frames { left: n, frame: vec![7; 60] }), alloc, p0, Arc::new(AtomicBool::new(false)));
-    let limit = 1024 / 4;
+    let limit = 1024 / 2;
     let mut held = std::collections::VecDeque::new();
     let (mut max_in_use, mut frames, mut ended) = (0u64, 0u64, false);
     let mut buf = Vec::new();
@@ -126,12 +126,8 @@ fn pacing_off_fills_the_ring() {
     let r = region("off");
     let (alloc, _release, view) = pool::create(&r, "p", 2048, 128).unwrap();
     let (p0, _c0) = ring::create::<EventDesc>(&r, "r0", 512).unwrap();
-    let (rx, _, _) = RxStage::new(
-        Box::new(Frames { left: 1000, frame: vec![1; 60] }),
-        alloc,
-        p0,
-        Arc::new(AtomicBool::new(false)),
-    );
+    let (rx, _, _) =
+        RxStage::new(Box::new(Frames { left: 1000, frame: vec![1; 60] }), alloc, p0, Arc::new(AtomicBool::new(false)));
     let mut rx = rx.pacing(0);
     for _ in 0..100 {
         rx.poll();

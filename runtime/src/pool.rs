@@ -658,7 +658,6 @@ impl PoolAllocator {
         h.alloc.allocated.load(Ordering::Relaxed).saturating_sub(h.release.freed.load(Ordering::Acquire))
     }
 
-
     /// The pool's read view.
     pub fn view(&self) -> &PoolView {
         &self.view
