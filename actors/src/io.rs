@@ -12,6 +12,21 @@
 //! of the source, on a source error, or when the stop flag is set (Ctrl-C), RX sends the
 //! end-of-input marker.
 //!
+//! **Pacing** (issue 14). RX reads ahead only so far: while [`RxStage::pacing`] packets (by
+//! default half its output ring, at least two bursts) are in flight — in pool buffers, not
+//! yet freed at TX — and the chain keeps freeing them, it waits instead of filling every
+//! ring to the brim. Full rings and thousands of buffers in flight buy a single core nothing
+//! but cache misses: each frame was copied into a buffer, and its bytes into the stream
+//! store, thousands of packets before the stages after RX touched them again. With the
+//! pool's hot reuse ([`runtime::pool`]: the buffer freed last is filled next) the buffers in
+//! use stay few and warm. Pacing only waits while buffers come back: when none was freed for
+//! [`PACE_STALL_NS`] and [`PACE_STALL_POLLS`] polls of RX (an NF holds many packets, or one
+//! on another core is stuck; counting polls too, a thread the OS did not run sees no stall)
+//! RX reads on as before, up to the pool's size, until fewer than the limit are in flight
+//! again — so it never holds back a chain that waits for more input. The order of events,
+//! hence every output, is the same either way. Mode b's one-at-a-time gate and sources that
+//! receive into the pool themselves (DPDK zero-copy) are not paced.
+//!
 //! **TX.** [`TxSink`] consumes the last ring. A primary event that no stage dropped is
 //! written to the [`PacketSink`] (if any) and counted out; a dropped one is counted under
 //! the dropping actor and reason. Every descriptor that holds a packet reference releases it,
@@ -364,6 +379,8 @@ pub struct RxReport {
     pub pool_stalls: u64,
     /// Polls that waited for room in the first ring.
     pub ring_stalls: u64,
+    /// Polls that waited because enough packets were in flight (pacing, module docs).
+    pub paced: u64,
     /// The source failed (the run stops reading there and reports it).
     pub error: Option<String>,
     /// A warning from the source.
@@ -447,7 +464,24 @@ pub struct RxStage {
     gate: Option<Arc<AtomicI64>>,
     /// Live reconfiguration: stamps requested reloads with the next packet's number.
     boundary: Option<Arc<crate::boundary::Boundary>>,
+    /// Pacing (module docs): the packets in flight above which RX waits; 0: off.
+    pace_limit: u64,
+    /// The releaser's `freed` count when RX last saw buffers come back, when, and the polls
+    /// RX waited since.
+    pace_freed: u64,
+    pace_since: u64,
+    pace_polls: u32,
+    /// No buffer came back for [`PACE_STALL_NS`] and [`PACE_STALL_POLLS`]: read on until
+    /// fewer than the limit are in flight.
+    pace_open: bool,
 }
+
+/// Pacing gives up waiting (reads on, up to the pool's size) when no buffer came back for
+/// this long (1 ms) *and* [`PACE_STALL_POLLS`] polls of RX (a thread that was not scheduled
+/// saw no stall of the chain).
+pub const PACE_STALL_NS: u64 = 1_000_000;
+/// See [`PACE_STALL_NS`].
+pub const PACE_STALL_POLLS: u32 = 64;
 
 impl RxStage {
     /// An RX stage reading `source` into `alloc`'s pool and publishing into `output`.
@@ -460,7 +494,13 @@ impl RxStage {
         let slot: ReportSlot<RxReport> = Arc::default();
         let progress = Arc::new(RxProgress::default());
         let in_pool = source.receives_in_pool();
+        let pace_limit = (output.capacity() / 2).max(2 * BURST) as u64;
         let rx = RxStage {
+            pace_limit,
+            pace_freed: 0,
+            pace_since: 0,
+            pace_polls: 0,
+            pace_open: false,
             in_pool,
             queues: None,
             source,
@@ -484,6 +524,46 @@ impl RxStage {
             boundary: None,
         };
         (rx, slot, progress)
+    }
+
+    /// Sets the pacing limit (module docs): RX waits while this many packets are in flight
+    /// and the chain keeps freeing buffers; 0 turns pacing off.
+    pub fn pacing(mut self, in_flight: u64) -> RxStage {
+        self.pace_limit = in_flight;
+        self
+    }
+
+    /// Whether RX should wait now instead of reading (pacing, module docs).
+    fn pace(&mut self) -> bool {
+        if self.pace_limit == 0 || self.gate.is_some() || self.in_pool {
+            return false;
+        }
+        let in_use = self.alloc.in_use();
+        if in_use < self.pace_limit {
+            self.pace_open = false;
+            return false;
+        }
+        if self.pace_open {
+            return false;
+        }
+        let freed = self.alloc.view().stats().freed;
+        let now = now_ns();
+        if freed != self.pace_freed || self.pace_since == 0 {
+            // Buffers came back since we last looked (or this is the first look): the
+            // chain is moving, wait for it.
+            self.pace_freed = freed;
+            self.pace_since = now.max(1);
+            self.pace_polls = 0;
+            self.report.paced += 1;
+            return true;
+        }
+        self.pace_polls = self.pace_polls.saturating_add(1);
+        if self.pace_polls >= PACE_STALL_POLLS && now.saturating_sub(self.pace_since) >= PACE_STALL_NS {
+            self.pace_open = true;
+            return false;
+        }
+        self.report.paced += 1;
+        true
     }
 
     /// Mode b: one packet at a time. A frame is admitted only when `in_flight` (every
@@ -592,6 +672,9 @@ impl RxStage {
             }
         }
         let limit = if self.gate.is_some() { 1 } else { BURST };
+        if self.pace() {
+            return;
+        }
         if let Some(g) = &self.gate {
             if g.load(Ordering::Acquire) > 0 {
                 return;

@@ -202,3 +202,38 @@ fn lend_adopt_return_balances() {
     assert_eq!((s.lent, s.adopted, s.returned), (10, 2, 8), "{s:?}");
     assert!(s.balanced(), "{s:?}");
 }
+
+/// Hot reuse: the buffer freed last is the one filled next (its lines are the warmest), the
+/// ones freed long ago wait; counts and lending see every free buffer, wherever it waits.
+#[test]
+fn the_buffer_freed_last_is_reused_first() {
+    let r = region("hot");
+    let (mut a, mut rel, view) = pool::create(&r, "p", 8, 64).unwrap();
+    let hs: Vec<_> = (0..4u8).map(|i| a.alloc(&[i]).unwrap()).collect();
+    assert_eq!(a.available(), 4);
+    assert!(rel.release(hs[1]));
+    assert!(rel.release(hs[3]));
+    assert!(rel.release(hs[0]));
+    assert_eq!(a.available(), 7);
+    assert_eq!(a.in_use(), 1);
+    let next = a.alloc(b"x").unwrap();
+    assert_eq!(next, hs[0], "the buffer freed last");
+    assert_eq!(view.data(next), b"x");
+    assert_eq!(a.alloc(b"y").unwrap(), hs[3]);
+    assert!(rel.release(hs[2]));
+    assert_eq!(a.alloc(b"z").unwrap(), hs[2], "freed after the others still waiting");
+    assert_eq!(a.alloc(b"w").unwrap(), hs[1]);
+    // Lending takes the hottest first too, and every free buffer is found exactly once.
+    let mut lent = Vec::new();
+    assert_eq!(a.lend(16, &mut lent), 4);
+    lent.sort_unstable();
+    lent.dedup();
+    assert_eq!(lent.len(), 4);
+    assert_eq!(a.available(), 0);
+    assert_eq!(a.alloc(b"none"), Err(AllocError::Exhausted));
+    a.returned(4);
+    for h in [hs[0], hs[1], hs[2], hs[3]] {
+        assert!(rel.release(h));
+    }
+    assert!(view.stats().balanced(), "{:?}", view.stats());
+}

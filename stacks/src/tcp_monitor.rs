@@ -216,16 +216,43 @@ fn update_of(e: Endpoint) -> u8 {
 /// connection).
 struct StoreSinks {
     writer: StoreWriter,
+    /// The connection looked up last and its record: a segment's appends and the sync after
+    /// them ask for the same one, so a segment walks the store's bucket chain once, not once
+    /// per call (issue 14). Forgotten when that record is closed.
+    last: Option<(u64, RecordId)>,
 }
 
 impl StoreSinks {
+    fn new(writer: StoreWriter) -> StoreSinks {
+        StoreSinks { writer, last: None }
+    }
+
     /// The record of connection `id`, opened (both directions absent) if it has none yet;
     /// `None` (counted by the store; reads say "no connection") when no record is free.
     fn record(&mut self, id: FlowId) -> Option<RecordId> {
-        if let Some(r) = self.writer.record_of(store_key(id)) {
-            return Some(r);
+        let key = store_key(id);
+        if let Some((k, r)) = self.last {
+            if k == key {
+                return Some(r);
+            }
         }
-        self.writer.open(store_key(id))
+        let r = match self.writer.record_of(key) {
+            Some(r) => r,
+            None => self.writer.open(key)?,
+        };
+        self.last = Some((key, r));
+        Some(r)
+    }
+
+    /// Frees the record of connection `id`, if it has one.
+    fn close(&mut self, id: FlowId) {
+        let key = store_key(id);
+        if self.last.is_some_and(|(k, _)| k == key) {
+            self.last = None;
+        }
+        if let Some(rec) = self.writer.record_of(key) {
+            self.writer.close(rec);
+        }
     }
 }
 
@@ -402,9 +429,7 @@ impl TcpMonitor {
             }
             self.tracker.uncharge(charged);
             if let Some(st) = self.store.as_mut() {
-                if let Some(rec) = st.writer.record_of(store_key(id)) {
-                    st.writer.close(rec);
-                }
+                st.close(id);
             }
         }
     }
@@ -422,7 +447,7 @@ impl TcpMonitor {
     /// The store's writer and records, taken at the first event that needs them.
     fn sinks(&mut self) -> Option<&mut StoreSinks> {
         if self.store.is_none() {
-            self.store = self.shared.take_writer().map(|writer| StoreSinks { writer });
+            self.store = self.shared.take_writer().map(StoreSinks::new);
         }
         self.store.as_mut()
     }
