@@ -222,6 +222,10 @@ struct StreamsArgs {
     /// least recently seen is evicted, reported with end `evicted` and counted.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_flows: u64,
+    /// 2 (default): one thread reads the capture and reassembles, the other hashes (and
+    /// dumps) the ready bytes and prints; 1: everything on one thread. Same output either way.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    threads: u8,
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -695,7 +699,11 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
 }
 
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
-    let mut opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
+    let mut opts = microboxes::streams::StreamsOptions {
+        dump: a.dump.clone(),
+        single_thread: a.threads == 1,
+        ..Default::default()
+    };
     opts.flows.max_flows = usize::try_from(a.max_flows).unwrap_or(usize::MAX);
     let mut out = std::io::stdout().lock();
     // Its errors name the capture: no context to add.

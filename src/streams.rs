@@ -29,6 +29,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
 use runtime::ports::PcapReader;
 use rustc_hash::FxHashMap;
@@ -37,7 +38,7 @@ use sha2::{Digest, Sha256};
 use stacks::flow::FlowKey;
 use stacks::flow_table::{Direction, EndedFlow, FlowId, FlowTable, FlowTableConfig};
 use stacks::parse::{parse, Transport};
-use stacks::reassembly::Slices;
+use stacks::reassembly::DEFAULT_CHUNK;
 use stacks::tcp::{Segment, TcpConfig, TcpEvent, TcpState, TcpTracker};
 
 /// One direction of a connection.
@@ -125,16 +126,6 @@ impl StreamsReport {
     }
 }
 
-struct Acc {
-    index: u64,
-    client: SocketAddr,
-    server: SocketAddr,
-    hash: [Sha256; 2],
-    dump: [Option<BufWriter<File>>; 2],
-    first_ts: u64,
-    last_ts: u64,
-}
-
 /// Options of `mbox streams`.
 #[derive(Clone, Debug, Default)]
 pub struct StreamsOptions {
@@ -144,6 +135,10 @@ pub struct StreamsOptions {
     pub flows: FlowTableConfig,
     /// Reassembly settings.
     pub tcp: TcpConfig,
+    /// Everything on the calling thread (`mbox streams --threads 1`). The default
+    /// (`false`) reads and reassembles on a thread of its own while the calling thread
+    /// hashes, dumps and hands the records over (see the [module docs](self)).
+    pub single_thread: bool,
 }
 
 /// Why `mbox streams` failed.
@@ -160,17 +155,13 @@ pub enum StreamsError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-struct Run<'a> {
-    opts: StreamsOptions,
-    table: FlowTable,
-    tcp: TcpTracker,
-    accs: FxHashMap<FlowId, Acc>,
-    next_index: u64,
-    /// Where each connection's record goes as it ends.
-    sink: &'a mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
-    events: Vec<TcpEvent>,
+    /// The reader thread could not be started.
+    #[error("starting the reader thread: {0}")]
+    Thread(std::io::Error),
+    /// The reader thread panicked (a bug: reported rather than propagated), or the hashing
+    /// side stopped early (its own error is the one returned).
+    #[error("the reader thread failed")]
+    Reader,
 }
 
 fn dir_i(d: Direction) -> usize {
@@ -180,34 +171,306 @@ fn dir_i(d: Direction) -> usize {
     }
 }
 
-impl Run<'_> {
+fn dump_path(opts: &StreamsOptions, index: u64, dir: usize) -> PathBuf {
+    let side = if dir == 0 { "client" } else { "server" };
+    opts.dump.clone().unwrap_or_default().join(format!("{index}-{side}.bin"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// What becomes of one connection's bytes: SHA-256 per direction, and the dump files.
+struct Hashers {
+    index: u64,
+    hash: [Sha256; 2],
+    dump: [Option<BufWriter<File>>; 2],
+}
+
+impl Hashers {
+    fn open(index: u64, opts: &StreamsOptions) -> Result<Hashers, StreamsError> {
+        let mut dump = [None, None];
+        if opts.dump.is_some() {
+            for (i, d) in dump.iter_mut().enumerate() {
+                let path = dump_path(opts, index, i);
+                let f = File::create(&path).map_err(|e| StreamsError::Dump { path: path.clone(), source: e })?;
+                *d = Some(BufWriter::new(f));
+            }
+        }
+        Ok(Hashers { index, hash: [Sha256::new(), Sha256::new()], dump })
+    }
+
+    fn data(&mut self, dir: usize, bytes: &[u8], opts: &StreamsOptions) -> Result<(), StreamsError> {
+        self.hash[dir].update(bytes);
+        if let Some(w) = self.dump[dir].as_mut() {
+            w.write_all(bytes).map_err(|e| StreamsError::Dump { path: dump_path(opts, self.index, dir), source: e })?;
+        }
+        Ok(())
+    }
+
+    /// Fills in the record's hashes and flushes the dump files.
+    fn finish(mut self, rec: &mut ConnectionRecord, opts: &StreamsOptions) -> Result<(), StreamsError> {
+        let [h0, h1] = self.hash;
+        rec.to_server.sha256 = hex(&h0.finalize());
+        rec.to_client.sha256 = hex(&h1.finalize());
+        for (i, w) in self.dump.iter_mut().enumerate() {
+            if let Some(w) = w.as_mut() {
+                w.flush().map_err(|e| StreamsError::Dump { path: dump_path(opts, self.index, i), source: e })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the reader's bytes and records go: hashed on the spot ([`Inline`]) or handed to
+/// the hashing thread ([`Handoff`]).
+trait Backend {
+    /// Per-connection state on the reader's side.
+    type Conn;
+    fn open(&mut self, index: u64, opts: &StreamsOptions) -> Result<Self::Conn, StreamsError>;
+    /// In-order received bytes of direction `dir` (0: to the server).
+    fn data(&mut self, c: &mut Self::Conn, dir: usize, bytes: &[u8], opts: &StreamsOptions)
+        -> Result<(), StreamsError>;
+    /// The connection ended; `rec` lacks its hashes.
+    fn end(&mut self, c: Self::Conn, rec: ConnectionRecord, opts: &StreamsOptions) -> Result<(), StreamsError>;
+}
+
+/// One thread: hash as the bytes become ready, hand the record over as the connection ends.
+struct Inline<'a> {
+    sink: &'a mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
+}
+
+impl Backend for Inline<'_> {
+    type Conn = Hashers;
+
+    fn open(&mut self, index: u64, opts: &StreamsOptions) -> Result<Hashers, StreamsError> {
+        Hashers::open(index, opts)
+    }
+
+    fn data(&mut self, c: &mut Hashers, dir: usize, bytes: &[u8], opts: &StreamsOptions) -> Result<(), StreamsError> {
+        c.data(dir, bytes, opts)
+    }
+
+    fn end(&mut self, c: Hashers, mut rec: ConnectionRecord, opts: &StreamsOptions) -> Result<(), StreamsError> {
+        c.finish(&mut rec, opts)?;
+        (self.sink)(rec)
+    }
+}
+
+/// Bytes per [`Batch`] before it is sent (one ready range more at most, 4 KiB with the
+/// default chunk size).
+const BATCH_BYTES: usize = 256 << 10;
+/// Items per [`Batch`] before it is sent.
+const BATCH_ITEMS: usize = 4096;
+/// Batches queued between the threads; the reader waits when they are all taken.
+const BATCHES_QUEUED: usize = 4;
+
+/// What the reader tells the hashing thread, in order. Connections are named by a slot the
+/// reader hands out (dense, reused after the connection's `End`).
+enum Item {
+    Open {
+        slot: u32,
+        index: u64,
+    },
+    /// The next `len` bytes of the batch belong to the slot's direction `dir`.
+    Data {
+        slot: u32,
+        dir: u8,
+        len: u32,
+    },
+    End {
+        slot: u32,
+        rec: Box<ConnectionRecord>,
+    },
+}
+
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    bytes: Vec<u8>,
+}
+
+/// Two threads: the reader copies each ready range once into the current batch; full
+/// batches go to the hashing thread over a bounded channel and come back empty to be reused.
+struct Handoff {
+    batch: Batch,
+    tx: SyncSender<Batch>,
+    back: Receiver<Batch>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+}
+
+/// The hashing thread hung up (it failed; its error is the one reported).
+struct HungUp;
+
+impl Handoff {
+    fn push(&mut self, item: Item) -> Result<(), StreamsError> {
+        self.batch.items.push(item);
+        if self.batch.items.len() >= BATCH_ITEMS || self.batch.bytes.len() >= BATCH_BYTES {
+            self.flush().map_err(|HungUp| StreamsError::Reader)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), HungUp> {
+        if self.batch.items.is_empty() {
+            return Ok(());
+        }
+        let next = self.back.try_recv().unwrap_or_else(|_| Batch {
+            items: Vec::with_capacity(BATCH_ITEMS),
+            bytes: Vec::with_capacity(BATCH_BYTES + DEFAULT_CHUNK),
+        });
+        let full = std::mem::replace(&mut self.batch, next);
+        self.tx.send(full).map_err(|_| HungUp)
+    }
+}
+
+impl Backend for Handoff {
+    type Conn = u32;
+
+    fn open(&mut self, index: u64, _opts: &StreamsOptions) -> Result<u32, StreamsError> {
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        self.push(Item::Open { slot, index })?;
+        Ok(slot)
+    }
+
+    fn data(&mut self, c: &mut u32, dir: usize, bytes: &[u8], _opts: &StreamsOptions) -> Result<(), StreamsError> {
+        // Ready ranges come as slices of one chunk (at most `MAX_CHUNK` bytes); split anyway.
+        for part in bytes.chunks(u32::MAX as usize) {
+            self.batch.bytes.extend_from_slice(part);
+            self.push(Item::Data { slot: *c, dir: dir as u8, len: part.len() as u32 })?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, c: u32, rec: ConnectionRecord, _opts: &StreamsOptions) -> Result<(), StreamsError> {
+        self.push(Item::End { slot: c, rec: Box::new(rec) })?;
+        self.free_slots.push(c);
+        Ok(())
+    }
+}
+
+/// The hashing thread's side: hashes and dumps each batch, hands records over in the
+/// order the reader ended them, sends the empty batch back.
+fn hash_batches(
+    rx: Receiver<Batch>,
+    back: Sender<Batch>,
+    opts: &StreamsOptions,
+    sink: &mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
+) -> Result<(), StreamsError> {
+    let mut slots: Vec<Option<Hashers>> = Vec::new();
+    for mut batch in rx {
+        let mut at = 0usize;
+        for item in batch.items.drain(..) {
+            match item {
+                Item::Open { slot, index } => {
+                    let slot = slot as usize;
+                    if slots.len() <= slot {
+                        slots.resize_with(slot + 1, || None);
+                    }
+                    slots[slot] = Some(Hashers::open(index, opts)?);
+                }
+                Item::Data { slot, dir, len } => {
+                    let bytes = &batch.bytes[at..at + len as usize];
+                    at += len as usize;
+                    if let Some(h) = slots.get_mut(slot as usize).and_then(Option::as_mut) {
+                        h.data(usize::from(dir), bytes, opts)?;
+                    }
+                }
+                Item::End { slot, mut rec } => {
+                    if let Some(h) = slots.get_mut(slot as usize).and_then(Option::take) {
+                        h.finish(&mut rec, opts)?;
+                    }
+                    sink(*rec)?;
+                }
+            }
+        }
+        batch.bytes.clear();
+        // The reader may be gone (finished): the batch is then dropped.
+        let _ = back.send(batch);
+    }
+    Ok(())
+}
+
+/// The reader's record of one live connection.
+struct Acc<C> {
+    index: u64,
+    client: SocketAddr,
+    server: SocketAddr,
+    first_ts: u64,
+    last_ts: u64,
+    conn: C,
+}
+
+/// Reader, parser, flow table and reassembly: everything but the hashing.
+struct Run<B: Backend> {
+    opts: StreamsOptions,
+    table: FlowTable,
+    tcp: TcpTracker,
+    accs: FxHashMap<FlowId, Acc<B::Conn>>,
+    next_index: u64,
+    out: B,
+    events: Vec<TcpEvent>,
+}
+
+/// What the reader found, besides the records.
+struct Counts {
+    packets: u64,
+    non_tcp: u64,
+    malformed: HashMap<String, u64>,
+    high_water: usize,
+    warning: Option<String>,
+}
+
+impl<B: Backend> Run<B> {
+    fn new(opts: StreamsOptions, out: B) -> Run<B> {
+        Run {
+            table: FlowTable::new(opts.flows.clone()),
+            tcp: TcpTracker::new(opts.tcp.clone()),
+            opts,
+            accs: FxHashMap::default(),
+            next_index: 0,
+            out,
+            events: Vec::new(),
+        }
+    }
+
     fn handle_events(&mut self, flow: FlowId) -> Result<(), StreamsError> {
-        let events = std::mem::take(&mut self.events);
-        for ev in &events {
-            if let TcpEvent::DataReady { dir, from, to } = *ev {
+        for k in 0..self.events.len() {
+            if let TcpEvent::DataReady { dir, from, to } = self.events[k] {
                 let (Some(conn), Some(acc)) = (self.tcp.get(flow), self.accs.get_mut(&flow)) else { continue };
                 let stream = conn.stream(dir).expect("data ready on a started stream");
-                consume(acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
+                for s in stream.read(from, to).expect("ready bytes are held").data() {
+                    self.out.data(&mut acc.conn, dir_i(dir), s, &self.opts)?;
+                }
                 self.tcp.release(flow, dir, to);
             }
         }
-        self.events = events;
         self.events.clear();
         Ok(())
     }
 
-    fn ended(&mut self, ended: Vec<EndedFlow>) -> Result<(), StreamsError> {
-        for e in ended {
+    fn ended(&mut self, ended: &mut Vec<EndedFlow>) -> Result<(), StreamsError> {
+        for e in ended.drain(..) {
             let Some(conn) = self.tcp.end(e.info.id, e.reason, &mut self.events) else { continue };
-            // The final DataReady events refer to the stream inside `conn`, which left the
-            // tracker: read them from there.
-            let events = std::mem::take(&mut self.events);
-            let acc = self.accs.remove(&e.info.id);
-            if let Some(mut acc) = acc {
-                for ev in &events {
+            if let Some(mut acc) = self.accs.remove(&e.info.id) {
+                // The final DataReady events refer to the stream inside `conn`, which left the
+                // tracker: read them from there.
+                for ev in &self.events {
                     if let TcpEvent::DataReady { dir, from, to } = *ev {
                         let stream = conn.stream(dir).expect("data ready on a started stream");
-                        consume(&mut acc, dir, stream.read(from, to).expect("ready bytes are held"), &self.opts)?;
+                        for s in stream.read(from, to).expect("ready bytes are held").data() {
+                            self.out.data(&mut acc.conn, dir_i(dir), s, &self.opts)?;
+                        }
                     }
                 }
                 let reason = match e.reason {
@@ -217,15 +480,14 @@ impl Run<'_> {
                     stacks::flow_table::EndReason::Evicted => "evicted",
                     stacks::flow_table::EndReason::Shutdown => "shutdown",
                 };
-                let dir_rec = |d: Direction, acc: &mut Acc| {
-                    let i = dir_i(d);
-                    let h = &conn.halves()[i];
+                let dir_rec = |d: Direction| {
+                    let h = &conn.halves()[dir_i(d)];
                     let st = conn.stream(d).map(|s| s.stats()).unwrap_or_default();
                     DirectionRecord {
                         packets: h.packets,
                         payload_bytes: h.payload_bytes,
                         stream_bytes: conn.frontier(d),
-                        sha256: hex(&std::mem::take(&mut acc.hash[i]).finalize()),
+                        sha256: String::new(),
                         retransmissions: h.retransmissions,
                         out_of_order: h.out_of_order,
                         overlap_conflict_bytes: st.overlap_conflicts,
@@ -234,55 +496,112 @@ impl Run<'_> {
                         sender_state: h.state,
                     }
                 };
-                let to_server = dir_rec(Direction::ToServer, &mut acc);
-                let to_client = dir_rec(Direction::ToClient, &mut acc);
-                for (i, w) in acc.dump.iter_mut().enumerate() {
-                    if let Some(w) = w.as_mut() {
-                        let d = if i == 0 { Direction::ToServer } else { Direction::ToClient };
-                        w.flush().map_err(|err| StreamsError::Dump {
-                            path: dump_path(&self.opts, acc.index, d),
-                            source: err,
-                        })?;
-                    }
-                }
-                (self.sink)(ConnectionRecord {
+                let rec = ConnectionRecord {
                     index: acc.index,
                     client: acc.client,
                     server: acc.server,
-                    to_server,
-                    to_client,
+                    to_server: dir_rec(Direction::ToServer),
+                    to_client: dir_rec(Direction::ToClient),
                     end: reason.to_string(),
                     midstream: conn.midstream(),
                     first_ts_ns: acc.first_ts,
                     last_ts_ns: acc.last_ts,
-                })?;
+                };
+                self.out.end(acc.conn, rec, &self.opts)?;
             }
+            self.events.clear();
             self.tcp.recycle(conn);
         }
         Ok(())
     }
-}
 
-/// Hashes (and dumps) the received bytes of a ready range; gaps are skipped, never read as
-/// bytes (their length is in the stream's `gap_bytes`).
-fn consume(acc: &mut Acc, dir: Direction, slices: Slices<'_>, opts: &StreamsOptions) -> Result<(), StreamsError> {
-    let i = dir_i(dir);
-    for s in slices.data() {
-        acc.hash[i].update(s);
-        if let Some(w) = acc.dump[i].as_mut() {
-            w.write_all(s).map_err(|e| StreamsError::Dump { path: dump_path(opts, acc.index, dir), source: e })?;
+    /// Reads the whole capture.
+    fn read_all(&mut self, mut reader: PcapReader) -> Result<Counts, StreamsError> {
+        let link = reader.link_type();
+        let (mut packets, mut non_tcp) = (0u64, 0u64);
+        let mut malformed: HashMap<String, u64> = HashMap::new();
+        let mut ended = Vec::new();
+        let mut high_water = 0;
+        while let Some(rec) = reader.next_packet()? {
+            packets += 1;
+            let p = match parse(link, rec.data) {
+                Ok(p) => p,
+                Err(m) => {
+                    *malformed.entry(m.as_str().to_string()).or_default() += 1;
+                    continue;
+                }
+            };
+            let Transport::Tcp(tcp) = p.transport else {
+                non_tcp += 1;
+                continue;
+            };
+            let Some((key, side)) = FlowKey::from_parsed(&p) else {
+                non_tcp += 1;
+                continue;
+            };
+            let obs = self.table.observe(key, side, Some(tcp.flags), rec.ts_ns, &mut ended);
+            if !ended.is_empty() {
+                self.ended(&mut ended)?;
+            }
+            let acc = match self.accs.entry(obs.id) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let (src, dst) = (key.endpoint(side), key.endpoint(side.opposite()));
+                    let (client, server) = if obs.dir == Direction::ToServer { (src, dst) } else { (dst, src) };
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    v.insert(Acc {
+                        index,
+                        client: SocketAddr::new(client.addr, client.port),
+                        server: SocketAddr::new(server.addr, server.port),
+                        first_ts: rec.ts_ns,
+                        last_ts: rec.ts_ns,
+                        conn: self.out.open(index, &self.opts)?,
+                    })
+                }
+            };
+            acc.last_ts = acc.last_ts.max(rec.ts_ns);
+            let l4 = usize::from(p.l4_offset);
+            let hl = usize::from(tcp.header_len);
+            let options = rec.data.get(l4 + 20..l4 + hl).unwrap_or(&[]);
+            let payload = p.payload(rec.data);
+            let seg = Segment {
+                dir: obs.dir,
+                seq: tcp.seq,
+                ack: tcp.ack,
+                flags: tcp.flags,
+                window: tcp.window,
+                options,
+                payload,
+            };
+            self.tcp.segment(obs.id, &seg, &mut self.events);
+            if !self.events.is_empty() {
+                self.handle_events(obs.id)?;
+            }
+            high_water = high_water.max(self.tcp.budget().high_water);
+        }
+        let warning = reader
+            .stats()
+            .truncated_tail
+            .then(|| "the capture ends in the middle of a packet record; the partial record was not read".to_string());
+        self.table.drain(&mut ended);
+        self.ended(&mut ended)?;
+        Ok(Counts { packets, non_tcp, malformed, high_water, warning })
+    }
+
+    fn report(&self, c: Counts) -> StreamsReport {
+        StreamsReport {
+            connections: Vec::new(),
+            packets: c.packets,
+            non_tcp: c.non_tcp,
+            malformed: c.malformed,
+            memory_high_water: c.high_water,
+            warning: c.warning,
+            connections_seen: self.next_index,
+            max_flows: self.opts.flows.max_flows.max(1),
+            evicted: self.table.stats().evicted,
         }
     }
-    Ok(())
-}
-
-fn dump_path(opts: &StreamsOptions, index: u64, dir: Direction) -> PathBuf {
-    let side = if dir == Direction::ToServer { "client" } else { "server" };
-    opts.dump.clone().unwrap_or_default().join(format!("{index}-{side}.bin"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reassembles every TCP connection of the capture at `input`; the report lists them all,
@@ -301,113 +620,49 @@ pub fn streams(input: &Path, opts: StreamsOptions) -> Result<StreamsReport, Stre
 
 /// As [`streams`], but hands each connection's record to `each` as the connection ends (in
 /// end order) and keeps none: memory is bounded by the flow table (`opts.flows.max_flows`
-/// connections at once, the least recently seen evicted beyond it, counted) and the
-/// reassembly limits, whatever the number of connections. The report's `connections` is
-/// empty.
+/// connections at once, the least recently seen evicted beyond it, counted), the
+/// reassembly limits and, with two threads, the batches between them, whatever the number
+/// of connections. The report's `connections` is empty. `each` is called on the calling
+/// thread, in the same order with one thread or two.
 pub fn streams_each(
     input: &Path,
     opts: StreamsOptions,
     each: &mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
 ) -> Result<StreamsReport, StreamsError> {
-    let mut reader = PcapReader::open(input)?;
-    let link = reader.link_type();
+    let reader = PcapReader::open(input)?;
     if let Some(d) = &opts.dump {
         std::fs::create_dir_all(d).map_err(|e| StreamsError::Dump { path: d.clone(), source: e })?;
     }
-    let mut run = Run {
-        table: FlowTable::new(opts.flows.clone()),
-        tcp: TcpTracker::new(opts.tcp.clone()),
-        opts,
-        accs: FxHashMap::default(),
-        next_index: 0,
-        sink: each,
-        events: Vec::new(),
-    };
-    let (mut packets, mut non_tcp) = (0u64, 0u64);
-    let mut malformed: HashMap<String, u64> = HashMap::new();
-    let mut ended = Vec::new();
-    let mut high_water = 0;
-    while let Some(rec) = reader.next_packet()? {
-        packets += 1;
-        let p = match parse(link, rec.data) {
-            Ok(p) => p,
-            Err(m) => {
-                *malformed.entry(m.as_str().to_string()).or_default() += 1;
-                continue;
-            }
-        };
-        let Transport::Tcp(tcp) = p.transport else {
-            non_tcp += 1;
-            continue;
-        };
-        let Some((key, side)) = FlowKey::from_parsed(&p) else {
-            non_tcp += 1;
-            continue;
-        };
-        let obs = run.table.observe(key, side, Some(tcp.flags), rec.ts_ns, &mut ended);
-        run.ended(std::mem::take(&mut ended))?;
-        if obs.new || !run.accs.contains_key(&obs.id) {
-            let (src, dst) = (key.endpoint(side), key.endpoint(side.opposite()));
-            let (client, server) = if obs.dir == Direction::ToServer { (src, dst) } else { (dst, src) };
-            let index = run.next_index;
-            run.next_index += 1;
-            let mut dump = [None, None];
-            if let Some(d) = &run.opts.dump {
-                for (i, side) in ["client", "server"].iter().enumerate() {
-                    let path = d.join(format!("{index}-{side}.bin"));
-                    let f = File::create(&path).map_err(|e| StreamsError::Dump { path: path.clone(), source: e })?;
-                    dump[i] = Some(BufWriter::new(f));
-                }
-            }
-            run.accs.insert(
-                obs.id,
-                Acc {
-                    index,
-                    client: SocketAddr::new(client.addr, client.port),
-                    server: SocketAddr::new(server.addr, server.port),
-                    hash: [Sha256::new(), Sha256::new()],
-                    dump,
-                    first_ts: rec.ts_ns,
-                    last_ts: rec.ts_ns,
-                },
-            );
-        }
-        if let Some(acc) = run.accs.get_mut(&obs.id) {
-            acc.last_ts = acc.last_ts.max(rec.ts_ns);
-        }
-        let l4 = usize::from(p.l4_offset);
-        let hl = usize::from(tcp.header_len);
-        let options = rec.data.get(l4 + 20..l4 + hl).unwrap_or(&[]);
-        let payload = p.payload(rec.data);
-        let seg = Segment {
-            dir: obs.dir,
-            seq: tcp.seq,
-            ack: tcp.ack,
-            flags: tcp.flags,
-            window: tcp.window,
-            options,
-            payload,
-        };
-        run.tcp.segment(obs.id, &seg, &mut run.events);
-        run.handle_events(obs.id)?;
-        high_water = high_water.max(run.tcp.budget().high_water);
+    if opts.single_thread {
+        let mut run = Run::new(opts, Inline { sink: each });
+        let counts = run.read_all(reader)?;
+        return Ok(run.report(counts));
     }
-    let warning = reader
-        .stats()
-        .truncated_tail
-        .then(|| "the capture ends in the middle of a packet record; the partial record was not read".to_string());
-    run.table.drain(&mut ended);
-    run.ended(ended)?;
-    Ok(StreamsReport {
-        connections: Vec::new(),
-        packets,
-        non_tcp,
-        malformed,
-        memory_high_water: high_water,
-        warning,
-        connections_seen: run.next_index,
-        max_flows: run.opts.flows.max_flows.max(1),
-        evicted: run.table.stats().evicted,
+    let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
+    let (back_tx, back) = std::sync::mpsc::channel();
+    let handoff = Handoff { batch: Batch::default(), tx, back, free_slots: Vec::new(), next_slot: 0 };
+    let hash_opts = opts.clone();
+    std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("streams-read".into())
+            .spawn_scoped(scope, move || {
+                let mut run = Run::new(opts, handoff);
+                let counts = run.read_all(reader);
+                // Whatever happened, send what is batched (the records of connections that
+                // ended before an error) and hang up, so that the hashing loop ends.
+                let flushed = run.out.flush();
+                let counts = counts?;
+                let report = run.report(counts);
+                drop(run);
+                flushed.map(|()| report).map_err(|HungUp| StreamsError::Reader)
+            })
+            .map_err(StreamsError::Thread)?;
+        let hashed = hash_batches(rx, back_tx, &hash_opts, each);
+        // The hashing loop ended: either the reader hung up (done or failed) or hashing
+        // failed, which dropped the receiver so that the reader's next send fails.
+        let read = reading.join().map_err(|_| StreamsError::Reader)?;
+        hashed?;
+        read
     })
 }
 
