@@ -24,6 +24,7 @@
 //! with them, [`TcpConfig`]), so memory stays bounded by the reassembly limits and that
 //! window, not by the size of the streams.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -39,7 +40,7 @@ use stacks::flow::FlowKey;
 use stacks::flow_table::{Direction, EndedFlow, FlowId, FlowTable, FlowTableConfig};
 use stacks::parse::{parse, Transport};
 use stacks::reassembly::DEFAULT_CHUNK;
-use stacks::tcp::{Segment, TcpConfig, TcpEvent, TcpState, TcpTracker};
+use stacks::tcp::{Segment, StreamSinks, TcpConfig, TcpEvent, TcpState, TcpTracker};
 
 /// One direction of a connection.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -239,6 +240,18 @@ trait Backend {
         -> Result<(), StreamsError>;
     /// The connection ended; `rec` lacks its hashes.
     fn end(&mut self, c: Self::Conn, rec: ConnectionRecord, opts: &StreamsOptions) -> Result<(), StreamsError>;
+    /// With sinks, the reassembler hands its in-order bytes over straight from the segment
+    /// (after [`enter`](Self::enter) named their connection) and keeps none; without, they
+    /// are read from its chunks ([`data`](Self::data)).
+    fn sinks(&mut self) -> Option<&mut dyn StreamSinks> {
+        None
+    }
+    /// The connection the next sink calls belong to.
+    fn enter(&mut self, _c: &Self::Conn) {}
+    /// Whether a sink call failed (the hashing thread hung up).
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 /// One thread: hash as the bytes become ready, hand the record over as the connection ends.
@@ -278,10 +291,20 @@ enum Item {
         slot: u32,
         index: u64,
     },
-    /// The next `len` bytes of the batch belong to the slot's direction `dir`.
+    /// The next `len` bytes of the batch are the slot's direction `dir` from offset `at`.
     Data {
         slot: u32,
         dir: u8,
+        at: u64,
+        len: u32,
+    },
+    /// The next `len` bytes of the batch are a retransmission of offset `at` (below the
+    /// frontier, within `keep_behind` of it): count the bytes that differ from the
+    /// direction's window.
+    Compare {
+        slot: u32,
+        dir: u8,
+        at: u64,
         len: u32,
     },
     End {
@@ -304,6 +327,12 @@ struct Handoff {
     back: Receiver<Batch>,
     free_slots: Vec<u32>,
     next_slot: u32,
+    /// The slot of the connection being fed ([`Backend::enter`]).
+    cur: u32,
+    /// Retransmitted bytes to compare, queued by [`StreamSinks::differing`] (which only has
+    /// `&self`) and moved into the batch before the next append: (dir, offset, bytes).
+    compares: RefCell<Vec<(u8, u64, Vec<u8>)>>,
+    hung_up: bool,
 }
 
 /// The hashing thread hung up (it failed; its error is the one reported).
@@ -316,6 +345,17 @@ impl Handoff {
             self.flush().map_err(|HungUp| StreamsError::Reader)?;
         }
         Ok(())
+    }
+
+    fn take_compares(&mut self) {
+        let compares = std::mem::take(self.compares.get_mut());
+        for (dir, at, bytes) in compares {
+            self.batch.bytes.extend_from_slice(&bytes);
+            let item = Item::Compare { slot: self.cur, dir, at, len: bytes.len() as u32 };
+            if self.push(item).is_err() {
+                self.hung_up = true;
+            }
+        }
     }
 
     fn flush(&mut self) -> Result<(), HungUp> {
@@ -344,19 +384,144 @@ impl Backend for Handoff {
     }
 
     fn data(&mut self, c: &mut u32, dir: usize, bytes: &[u8], _opts: &StreamsOptions) -> Result<(), StreamsError> {
-        // Ready ranges come as slices of one chunk (at most `MAX_CHUNK` bytes); split anyway.
-        for part in bytes.chunks(u32::MAX as usize) {
-            self.batch.bytes.extend_from_slice(part);
-            self.push(Item::Data { slot: *c, dir: dir as u8, len: part.len() as u32 })?;
-        }
-        Ok(())
+        // Not reached: the handoff always has sinks (the bytes come through `append`).
+        self.enter(c);
+        self.append_bytes(dir as u8, u64::MAX, bytes)
     }
 
     fn end(&mut self, c: u32, rec: ConnectionRecord, _opts: &StreamsOptions) -> Result<(), StreamsError> {
+        self.enter(&c);
         self.push(Item::End { slot: c, rec: Box::new(rec) })?;
         self.free_slots.push(c);
         Ok(())
     }
+
+    fn sinks(&mut self) -> Option<&mut dyn StreamSinks> {
+        Some(self)
+    }
+
+    fn enter(&mut self, c: &u32) {
+        // Compares queued for the previous connection go first, under its slot.
+        if !self.compares.get_mut().is_empty() {
+            self.take_compares();
+        }
+        self.cur = *c;
+    }
+
+    fn failed(&self) -> bool {
+        self.hung_up
+    }
+}
+
+impl Handoff {
+    fn append_bytes(&mut self, dir: u8, at: u64, bytes: &[u8]) -> Result<(), StreamsError> {
+        // Segments are at most 64 KiB and held ranges one chunk; split anyway.
+        let mut at = at;
+        for part in bytes.chunks(u32::MAX as usize) {
+            self.batch.bytes.extend_from_slice(part);
+            self.push(Item::Data { slot: self.cur, dir, at, len: part.len() as u32 })?;
+            at = at.wrapping_add(part.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The reassembler's in-order bytes, straight from the segment: copied once, into the batch.
+/// Retransmissions below the frontier are compared by the hashing thread, which keeps each
+/// direction's last `keep_behind` bytes ([`Window`]); here they count as duplicates, and the
+/// differing bytes are added to the record's `overlap_conflict_bytes` there.
+impl StreamSinks for Handoff {
+    fn append(&mut self, _flow: FlowId, dir: Direction, at: u64, bytes: &[u8]) {
+        if !self.compares.get_mut().is_empty() {
+            self.take_compares();
+        }
+        if self.append_bytes(dir_i(dir) as u8, at, bytes).is_err() {
+            self.hung_up = true;
+        }
+    }
+
+    fn differing(&self, _flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64> {
+        self.compares.borrow_mut().push((dir_i(dir) as u8, at, new.to_vec()));
+        Some(0)
+    }
+}
+
+/// The last `cap` bytes of one direction (as far as they were received), to compare
+/// retransmissions with: byte `o` lives at `buf[o % cap]` once the stream passed `cap`
+/// bytes; before that, `buf` holds `[0, end)` and grows with it.
+#[derive(Default)]
+struct Window {
+    buf: Vec<u8>,
+    /// Offset after the last byte.
+    end: u64,
+    /// First offset held since the last discontinuity (a gap skipped at the end).
+    start: u64,
+}
+
+impl Window {
+    /// `buf` is still the plain prefix `[0, end)`.
+    fn is_prefix(&self, cap: usize) -> bool {
+        self.start == 0 && self.buf.len() as u64 == self.end && self.end <= cap as u64
+    }
+
+    fn push(&mut self, cap: usize, at: u64, bytes: &[u8]) {
+        if cap == 0 || bytes.is_empty() {
+            return;
+        }
+        if self.is_prefix(cap) && at == self.end && at + bytes.len() as u64 <= cap as u64 {
+            self.buf.extend_from_slice(bytes);
+            self.end += bytes.len() as u64;
+            return;
+        }
+        if at != self.end {
+            self.start = at;
+        }
+        self.end = at + bytes.len() as u64;
+        if self.buf.len() < cap {
+            self.buf.resize(cap, 0);
+        }
+        let skip = bytes.len().saturating_sub(cap);
+        let (mut o, mut rest) = (at + skip as u64, &bytes[skip..]);
+        while !rest.is_empty() {
+            let pos = (o % cap as u64) as usize;
+            let n = (cap - pos).min(rest.len());
+            self.buf[pos..pos + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            o += n as u64;
+        }
+    }
+
+    /// Bytes of `new` (at offset `at`) that differ from those held; bytes not held count
+    /// as equal (not reached: the reassembler compares only within `keep_behind`).
+    fn differing(&self, cap: usize, at: u64, new: &[u8]) -> u64 {
+        if cap == 0 {
+            return 0;
+        }
+        let prefix = self.is_prefix(cap);
+        let lo = self.start.max(self.end.saturating_sub(cap as u64));
+        let stop = at.saturating_add(new.len() as u64).min(self.end);
+        let mut diff = 0u64;
+        let mut o = at.max(lo);
+        while o < stop {
+            let pos = if prefix { o as usize } else { (o % cap as u64) as usize };
+            let n = ((stop - o) as usize).min(self.buf.len() - pos);
+            if n == 0 {
+                break;
+            }
+            let held = &self.buf[pos..pos + n];
+            let off = (o - at) as usize;
+            diff += held.iter().zip(&new[off..off + n]).filter(|(x, y)| x != y).count() as u64;
+            o += n as u64;
+        }
+        diff
+    }
+}
+
+/// The hashing thread's state of one connection.
+struct Hashed {
+    hashers: Hashers,
+    windows: [Window; 2],
+    conflicts: [u64; 2],
 }
 
 /// The hashing thread's side: hashes and dumps each batch, hands records over in the
@@ -367,7 +532,8 @@ fn hash_batches(
     opts: &StreamsOptions,
     sink: &mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
 ) -> Result<(), StreamsError> {
-    let mut slots: Vec<Option<Hashers>> = Vec::new();
+    let cap = usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX);
+    let mut slots: Vec<Option<Hashed>> = Vec::new();
     for mut batch in rx {
         let mut at = 0usize;
         for item in batch.items.drain(..) {
@@ -377,18 +543,34 @@ fn hash_batches(
                     if slots.len() <= slot {
                         slots.resize_with(slot + 1, || None);
                     }
-                    slots[slot] = Some(Hashers::open(index, opts)?);
+                    slots[slot] = Some(Hashed {
+                        hashers: Hashers::open(index, opts)?,
+                        windows: Default::default(),
+                        conflicts: [0; 2],
+                    });
                 }
-                Item::Data { slot, dir, len } => {
+                Item::Data { slot, dir, at: off, len } => {
                     let bytes = &batch.bytes[at..at + len as usize];
                     at += len as usize;
                     if let Some(h) = slots.get_mut(slot as usize).and_then(Option::as_mut) {
-                        h.data(usize::from(dir), bytes, opts)?;
+                        let d = usize::from(dir) & 1;
+                        h.hashers.data(d, bytes, opts)?;
+                        h.windows[d].push(cap, off, bytes);
+                    }
+                }
+                Item::Compare { slot, dir, at: off, len } => {
+                    let bytes = &batch.bytes[at..at + len as usize];
+                    at += len as usize;
+                    if let Some(h) = slots.get_mut(slot as usize).and_then(Option::as_mut) {
+                        let d = usize::from(dir) & 1;
+                        h.conflicts[d] += h.windows[d].differing(cap, off, bytes);
                     }
                 }
                 Item::End { slot, mut rec } => {
                     if let Some(h) = slots.get_mut(slot as usize).and_then(Option::take) {
-                        h.finish(&mut rec, opts)?;
+                        rec.to_server.overlap_conflict_bytes += h.conflicts[0];
+                        rec.to_client.overlap_conflict_bytes += h.conflicts[1];
+                        h.hashers.finish(&mut rec, opts)?;
                     }
                     sink(*rec)?;
                 }
@@ -419,6 +601,8 @@ struct Run<B: Backend> {
     accs: FxHashMap<FlowId, Acc<B::Conn>>,
     next_index: u64,
     out: B,
+    /// The reassembler hands its bytes to `out`'s sinks.
+    sinking: bool,
     events: Vec<TcpEvent>,
 }
 
@@ -432,8 +616,9 @@ struct Counts {
 }
 
 impl<B: Backend> Run<B> {
-    fn new(opts: StreamsOptions, out: B) -> Run<B> {
+    fn new(opts: StreamsOptions, mut out: B) -> Run<B> {
         Run {
+            sinking: out.sinks().is_some(),
             table: FlowTable::new(opts.flows.clone()),
             tcp: TcpTracker::new(opts.tcp.clone()),
             opts,
@@ -447,6 +632,11 @@ impl<B: Backend> Run<B> {
     fn handle_events(&mut self, flow: FlowId) -> Result<(), StreamsError> {
         for k in 0..self.events.len() {
             if let TcpEvent::DataReady { dir, from, to } = self.events[k] {
+                if self.sinking {
+                    // Handed over by the sink already: only the comparison window moves.
+                    self.tcp.release(flow, dir, to);
+                    continue;
+                }
                 let (Some(conn), Some(acc)) = (self.tcp.get(flow), self.accs.get_mut(&flow)) else { continue };
                 let stream = conn.stream(dir).expect("data ready on a started stream");
                 for s in stream.read(from, to).expect("ready bytes are held").data() {
@@ -461,11 +651,20 @@ impl<B: Backend> Run<B> {
 
     fn ended(&mut self, ended: &mut Vec<EndedFlow>) -> Result<(), StreamsError> {
         for e in ended.drain(..) {
-            let Some(conn) = self.tcp.end(e.info.id, e.reason, &mut self.events) else { continue };
-            if let Some(mut acc) = self.accs.remove(&e.info.id) {
+            let acc = self.accs.remove(&e.info.id);
+            if let Some(acc) = &acc {
+                self.out.enter(&acc.conn);
+            }
+            let Some(conn) = self.tcp.end_into(e.info.id, e.reason, &mut self.events, self.out.sinks()) else {
+                continue;
+            };
+            if self.out.failed() {
+                return Err(StreamsError::Reader);
+            }
+            if let Some(mut acc) = acc {
                 // The final DataReady events refer to the stream inside `conn`, which left the
-                // tracker: read them from there.
-                for ev in &self.events {
+                // tracker: read them from there (with sinks, they were handed over already).
+                for ev in self.events.iter().filter(|_| !self.sinking) {
                     if let TcpEvent::DataReady { dir, from, to } = *ev {
                         let stream = conn.stream(dir).expect("data ready on a started stream");
                         for s in stream.read(from, to).expect("ready bytes are held").data() {
@@ -574,7 +773,11 @@ impl<B: Backend> Run<B> {
                 options,
                 payload,
             };
-            self.tcp.segment(obs.id, &seg, &mut self.events);
+            self.out.enter(&acc.conn);
+            self.tcp.segment_into(obs.id, &seg, &mut self.events, self.out.sinks());
+            if self.out.failed() {
+                return Err(StreamsError::Reader);
+            }
             if !self.events.is_empty() {
                 self.handle_events(obs.id)?;
             }
@@ -640,7 +843,16 @@ pub fn streams_each(
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
     let (back_tx, back) = std::sync::mpsc::channel();
-    let handoff = Handoff { batch: Batch::default(), tx, back, free_slots: Vec::new(), next_slot: 0 };
+    let handoff = Handoff {
+        batch: Batch::default(),
+        tx,
+        back,
+        free_slots: Vec::new(),
+        next_slot: 0,
+        cur: 0,
+        compares: RefCell::new(Vec::new()),
+        hung_up: false,
+    };
     let hash_opts = opts.clone();
     std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()
