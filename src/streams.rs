@@ -1,8 +1,7 @@
 //! `mbox streams`: every TCP connection of a capture, reassembled.
 //!
 //! Drives the same pieces the TCP monitor actor uses — the L2/3 parser and flow table, then
-//! the [`TcpTracker`] (twin state machines and bytestreams) — directly, in one thread, and
-//! reports for each connection: client (initiator) and server endpoints, packets and payload
+//! the [`TcpTracker`] (twin state machines and bytestreams) — directly, and reports for each connection: client (initiator) and server endpoints, packets and payload
 //! bytes each way, the length and SHA-256 of each direction's reassembled bytestream, how it
 //! ended, retransmissions, out-of-order segments, conflicting overlaps and gaps. `--dump`
 //! writes each direction's bytes to a file.
@@ -23,6 +22,38 @@
 //! `keep_behind` behind the frontier (kept that long so that retransmissions are compared
 //! with them, [`TcpConfig`]), so memory stays bounded by the reassembly limits and that
 //! window, not by the size of the streams.
+//!
+//! # Two threads (the default)
+//!
+//! SHA-256 is about a third of the work, so by default ([`StreamsOptions::single_thread`]
+//! false; `mbox streams --threads 2`) a thread of its own reads the capture, parses, keeps the
+//! flow table and reassembles, while the calling thread hashes, writes the dumps and hands
+//! the records to the caller:
+//!
+//! * **One copy of each byte on the reading side.** The reassembler runs with a sink
+//!   ([`TcpTracker::segment_into`]): bytes that arrive in order go straight from the
+//!   packet buffer into the current batch (a `Vec<u8>` plus a list of items: connection
+//!   opened, `len` bytes of direction `d` at offset `o`, connection ended with its record);
+//!   only out-of-order bytes are held (in chunks) until the hole fills.
+//! * **Bounded hand-over with back-pressure.** Batches are sent when they hold
+//!   `BATCH_BYTES` (256 KiB) or `BATCH_ITEMS` items, over a channel of
+//!   `BATCHES_QUEUED` (4); the reader blocks when it is full, and emptied batches come back
+//!   to be refilled, so at most `BATCHES_QUEUED + 2` batches exist at once: under 3 MiB
+//!   (each 256 KiB of bytes plus one segment or chunk, and 4096 items of 32 bytes).
+//! * **Retransmissions** below the frontier are compared with the bytes already delivered,
+//!   as with one thread: the hashing thread keeps each live direction's last `keep_behind`
+//!   bytes (64 KiB by default, [`TcpConfig::keep_behind`]; a ring, grown as the stream is,
+//!   reused across connections), and the reader sends it the retransmitted bytes to compare;
+//!   the differing bytes are added to the record's `overlap_conflict_bytes`. Those windows
+//!   cover what the reassembler's budget charges for (`[base, frontier)`), so they stay within
+//!   the reassembly memory limit.
+//! * **Same output, same order.** Items travel in order, so records are handed over in the
+//!   order the connections ended, on the calling thread (`each` need not be `Send`), with the
+//!   same hashes, counters and dumps as one thread gives (`tests/tests/streams_threads.rs`
+//!   compares both on hostile captures).
+//!
+//! With `single_thread` (`--threads 1`) everything runs on the calling thread and the hash
+//! reads the reassembler's chunks, as before.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -283,6 +314,8 @@ const BATCH_BYTES: usize = 256 << 10;
 const BATCH_ITEMS: usize = 4096;
 /// Batches queued between the threads; the reader waits when they are all taken.
 const BATCHES_QUEUED: usize = 4;
+/// Window buffers kept for reuse by the hashing thread.
+const POOLED_WINDOWS: usize = 1024;
 
 /// What the reader tells the hashing thread, in order. Connections are named by a slot the
 /// reader hands out (dense, reused after the connection's `End`).
@@ -534,6 +567,10 @@ fn hash_batches(
 ) -> Result<(), StreamsError> {
     let cap = usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX);
     let mut slots: Vec<Option<Hashed>> = Vec::new();
+    // Window buffers of ended connections, reused (no allocation or growth per
+    // connection once the pool is warm; it holds no more than were live at once).
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    let window = |pool: &mut Vec<Vec<u8>>| Window { buf: pool.pop().unwrap_or_default(), end: 0, start: 0 };
     for mut batch in rx {
         let mut at = 0usize;
         for item in batch.items.drain(..) {
@@ -545,7 +582,7 @@ fn hash_batches(
                     }
                     slots[slot] = Some(Hashed {
                         hashers: Hashers::open(index, opts)?,
-                        windows: Default::default(),
+                        windows: [window(&mut pool), window(&mut pool)],
                         conflicts: [0; 2],
                     });
                 }
@@ -571,6 +608,12 @@ fn hash_batches(
                         rec.to_server.overlap_conflict_bytes += h.conflicts[0];
                         rec.to_client.overlap_conflict_bytes += h.conflicts[1];
                         h.hashers.finish(&mut rec, opts)?;
+                        for mut w in h.windows {
+                            if pool.len() < POOLED_WINDOWS {
+                                w.buf.clear();
+                                pool.push(w.buf);
+                            }
+                        }
                     }
                     sink(*rec)?;
                 }
@@ -910,5 +953,64 @@ impl ConnectionRecord {
                 String::new()
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashing thread's window against the plain model: every byte kept, compared when
+    /// it lies within `cap` of the end and after the last discontinuity.
+    #[test]
+    fn window_compares_as_a_full_copy_would() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for cap in [0usize, 1, 7, 64, 1000] {
+            let mut w = Window::default();
+            let mut all: Vec<Option<u8>> = Vec::new();
+            let mut start = 0u64;
+            for _ in 0..400 {
+                let end = all.len() as u64;
+                if rnd(10) < 7 {
+                    // Append, sometimes after a skipped gap.
+                    let gap = if rnd(20) == 0 { rnd(50) } else { 0 };
+                    let n = 1 + rnd(300) as usize;
+                    let bytes: Vec<u8> = (0..n).map(|_| rnd(4) as u8).collect();
+                    all.extend(std::iter::repeat_n(None, gap as usize));
+                    if gap > 0 {
+                        start = end + gap;
+                    }
+                    all.extend(bytes.iter().map(|&b| Some(b)));
+                    w.push(cap, end + gap, &bytes);
+                } else if end > 0 {
+                    let at = rnd(end);
+                    let n = 1 + rnd((end - at).min(400)) as usize;
+                    let new: Vec<u8> = (0..n).map(|_| rnd(4) as u8).collect();
+                    let lo = start.max(end.saturating_sub(cap as u64));
+                    let want = (at..at + n as u64)
+                        .filter(|&o| o >= lo && cap > 0)
+                        .filter(|&o| all[o as usize].is_some_and(|b| b != new[(o - at) as usize]))
+                        .count() as u64;
+                    assert_eq!(w.differing(cap, at, &new), want, "cap {cap}, at {at}, n {n}, end {end}");
+                }
+            }
+            assert!(w.buf.len() <= cap.max(1) || cap == 0, "cap {cap}: {}", w.buf.len());
+        }
+    }
+
+    #[test]
+    fn items_stay_small() {
+        assert!(std::mem::size_of::<Item>() <= 32, "{}", std::mem::size_of::<Item>());
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 }
