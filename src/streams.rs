@@ -171,6 +171,11 @@ pub struct StreamsOptions {
     /// (`false`) reads and reassembles on a thread of its own while the calling thread
     /// hashes, dumps and hands the records over (see the [module docs](self)).
     pub single_thread: bool,
+    /// With two threads, also hash every n-th connection (by index) on the reading thread,
+    /// whatever the load (for tests: that path is otherwise taken only while the hashing
+    /// thread is behind).
+    #[doc(hidden)]
+    pub reader_hashes_every: Option<u64>,
 }
 
 /// Why `mbox streams` failed.
@@ -279,9 +284,9 @@ trait Backend {
     }
     /// The connection the next sink calls belong to.
     fn enter(&mut self, _c: &Self::Conn) {}
-    /// Whether a sink call failed (the hashing thread hung up).
-    fn failed(&self) -> bool {
-        false
+    /// What a sink call ran into (the hashing thread hung up, or hashing here failed).
+    fn take_error(&mut self) -> Option<StreamsError> {
+        None
     }
 }
 
@@ -344,6 +349,10 @@ enum Item {
         slot: u32,
         rec: Box<ConnectionRecord>,
     },
+    /// A connection hashed on the reader's thread ended: its record, complete.
+    Done {
+        rec: Box<ConnectionRecord>,
+    },
 }
 
 #[derive(Default)]
@@ -354,24 +363,64 @@ struct Batch {
 
 /// Two threads: the reader copies each ready range once into the current batch; full
 /// batches go to the hashing thread over a bounded channel and come back empty to be reused.
+/// When the hashing thread falls behind (every queued batch taken), connections that open
+/// then are hashed on the reader's thread instead, straight from the segments (no copy);
+/// their records still travel in order, complete.
 struct Handoff {
     batch: Batch,
     tx: SyncSender<Batch>,
     back: Receiver<Batch>,
+    /// Empty batches back from the hashing thread.
+    spare: Vec<Batch>,
+    /// Batches sent and not yet back.
+    in_flight: usize,
     free_slots: Vec<u32>,
     next_slot: u32,
-    /// The slot of the connection being fed ([`Backend::enter`]).
-    cur: u32,
+    /// The connection being fed ([`Backend::enter`]).
+    cur: Slot,
     /// Retransmitted bytes to compare, queued by [`StreamSinks::differing`] (which only has
     /// `&self`) and moved into the batch before the next append: (dir, offset, bytes).
     compares: RefCell<Vec<(u8, u64, Vec<u8>)>>,
-    hung_up: bool,
+    /// Connections hashed on this thread, by slot.
+    local: Vec<Option<Hashed>>,
+    pool: Vec<Vec<u8>>,
+    opts: StreamsOptions,
+    cap: usize,
+    /// The hashing thread hung up, or hashing here failed.
+    error: Option<StreamsError>,
+}
+
+/// A connection as the reader names it: its slot, and whether it is hashed on the reader's
+/// thread.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    id: u32,
+    local: bool,
 }
 
 /// The hashing thread hung up (it failed; its error is the one reported).
 struct HungUp;
 
 impl Handoff {
+    fn new(tx: SyncSender<Batch>, back: Receiver<Batch>, opts: StreamsOptions) -> Handoff {
+        Handoff {
+            batch: Batch::default(),
+            tx,
+            back,
+            spare: Vec::new(),
+            in_flight: 0,
+            free_slots: Vec::new(),
+            next_slot: 0,
+            cur: Slot::default(),
+            compares: RefCell::new(Vec::new()),
+            local: Vec::new(),
+            pool: Vec::new(),
+            cap: usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX),
+            opts,
+            error: None,
+        }
+    }
+
     fn push(&mut self, item: Item) -> Result<(), StreamsError> {
         self.batch.items.push(item);
         if self.batch.items.len() >= BATCH_ITEMS || self.batch.bytes.len() >= BATCH_BYTES {
@@ -380,14 +429,26 @@ impl Handoff {
         Ok(())
     }
 
+    fn fail(&mut self, e: StreamsError) {
+        self.error.get_or_insert(e);
+    }
+
     fn take_compares(&mut self) {
         let compares = std::mem::take(self.compares.get_mut());
         for (dir, at, bytes) in compares {
             self.batch.bytes.extend_from_slice(&bytes);
-            let item = Item::Compare { slot: self.cur, dir, at, len: bytes.len() as u32 };
-            if self.push(item).is_err() {
-                self.hung_up = true;
+            let item = Item::Compare { slot: self.cur.id, dir, at, len: bytes.len() as u32 };
+            if let Err(e) = self.push(item) {
+                self.fail(e);
             }
+        }
+    }
+
+    /// Takes back the batches the hashing thread has emptied.
+    fn collect(&mut self) {
+        while let Ok(b) = self.back.try_recv() {
+            self.spare.push(b);
+            self.in_flight = self.in_flight.saturating_sub(1);
         }
     }
 
@@ -395,37 +456,71 @@ impl Handoff {
         if self.batch.items.is_empty() {
             return Ok(());
         }
-        let next = self.back.try_recv().unwrap_or_else(|_| Batch {
+        self.collect();
+        let next = self.spare.pop().unwrap_or_else(|| Batch {
             items: Vec::with_capacity(BATCH_ITEMS),
             bytes: Vec::with_capacity(BATCH_BYTES + DEFAULT_CHUNK),
         });
         let full = std::mem::replace(&mut self.batch, next);
+        self.in_flight += 1;
         self.tx.send(full).map_err(|_| HungUp)
+    }
+
+    fn append_bytes(&mut self, dir: u8, at: u64, bytes: &[u8]) -> Result<(), StreamsError> {
+        // Segments are at most 64 KiB and held ranges one chunk; split anyway.
+        let mut at = at;
+        for part in bytes.chunks(u32::MAX as usize) {
+            self.batch.bytes.extend_from_slice(part);
+            self.push(Item::Data { slot: self.cur.id, dir, at, len: part.len() as u32 })?;
+            at = at.wrapping_add(part.len() as u64);
+        }
+        Ok(())
     }
 }
 
 impl Backend for Handoff {
-    type Conn = u32;
+    type Conn = Slot;
 
-    fn open(&mut self, index: u64, _opts: &StreamsOptions) -> Result<u32, StreamsError> {
-        let slot = self.free_slots.pop().unwrap_or_else(|| {
+    fn open(&mut self, index: u64, _opts: &StreamsOptions) -> Result<Slot, StreamsError> {
+        let id = self.free_slots.pop().unwrap_or_else(|| {
             self.next_slot += 1;
             self.next_slot - 1
         });
-        self.push(Item::Open { slot, index })?;
-        Ok(slot)
+        self.collect();
+        // Every queued batch taken: the hashing thread is the slower one, so this
+        // connection is hashed here.
+        let local =
+            self.in_flight >= BATCHES_QUEUED || self.opts.reader_hashes_every.is_some_and(|n| n > 0 && index % n == 0);
+        if local {
+            let i = id as usize;
+            if self.local.len() <= i {
+                self.local.resize_with(i + 1, || None);
+            }
+            self.local[i] = Some(Hashed::new(index, &self.opts, &mut self.pool)?);
+        } else {
+            self.push(Item::Open { slot: id, index })?;
+        }
+        Ok(Slot { id, local })
     }
 
-    fn data(&mut self, c: &mut u32, dir: usize, bytes: &[u8], _opts: &StreamsOptions) -> Result<(), StreamsError> {
+    fn data(&mut self, c: &mut Slot, dir: usize, bytes: &[u8], _opts: &StreamsOptions) -> Result<(), StreamsError> {
         // Not reached: the handoff always has sinks (the bytes come through `append`).
         self.enter(c);
-        self.append_bytes(dir as u8, u64::MAX, bytes)
+        self.append_dir(dir, u64::MAX, bytes);
+        self.error.take().map_or(Ok(()), Err)
     }
 
-    fn end(&mut self, c: u32, rec: ConnectionRecord, _opts: &StreamsOptions) -> Result<(), StreamsError> {
+    fn end(&mut self, c: Slot, mut rec: ConnectionRecord, _opts: &StreamsOptions) -> Result<(), StreamsError> {
         self.enter(&c);
-        self.push(Item::End { slot: c, rec: Box::new(rec) })?;
-        self.free_slots.push(c);
+        if c.local {
+            if let Some(h) = self.local.get_mut(c.id as usize).and_then(Option::take) {
+                h.finish(&mut rec, &self.opts, &mut self.pool)?;
+            }
+            self.push(Item::Done { rec: Box::new(rec) })?;
+        } else {
+            self.push(Item::End { slot: c.id, rec: Box::new(rec) })?;
+        }
+        self.free_slots.push(c.id);
         Ok(())
     }
 
@@ -433,7 +528,7 @@ impl Backend for Handoff {
         Some(self)
     }
 
-    fn enter(&mut self, c: &u32) {
+    fn enter(&mut self, c: &Slot) {
         // Compares queued for the previous connection go first, under its slot.
         if !self.compares.get_mut().is_empty() {
             self.take_compares();
@@ -441,41 +536,51 @@ impl Backend for Handoff {
         self.cur = *c;
     }
 
-    fn failed(&self) -> bool {
-        self.hung_up
+    fn take_error(&mut self) -> Option<StreamsError> {
+        self.error.take()
+    }
+}
+
+/// The reassembler's in-order bytes, straight from the segment: copied once, into the
+/// batch (or hashed on the spot, for a connection hashed here). Retransmissions below the
+/// frontier are compared by whichever thread hashes the connection, from its copy of each
+/// direction's last `keep_behind` bytes ([`Window`]); when that is the hashing thread they
+/// count as duplicates here, and the differing bytes are added to the record's
+/// `overlap_conflict_bytes` there.
+impl StreamSinks for Handoff {
+    fn append(&mut self, _flow: FlowId, dir: Direction, at: u64, bytes: &[u8]) {
+        self.append_dir(dir_i(dir), at, bytes);
+    }
+
+    fn differing(&self, _flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64> {
+        let d = dir_i(dir);
+        if self.cur.local {
+            let h = self.local.get(self.cur.id as usize).and_then(Option::as_ref)?;
+            return Some(h.windows[d].differing(self.cap, at, new));
+        }
+        self.compares.borrow_mut().push((d as u8, at, new.to_vec()));
+        Some(0)
     }
 }
 
 impl Handoff {
-    fn append_bytes(&mut self, dir: u8, at: u64, bytes: &[u8]) -> Result<(), StreamsError> {
-        // Segments are at most 64 KiB and held ranges one chunk; split anyway.
-        let mut at = at;
-        for part in bytes.chunks(u32::MAX as usize) {
-            self.batch.bytes.extend_from_slice(part);
-            self.push(Item::Data { slot: self.cur, dir, at, len: part.len() as u32 })?;
-            at = at.wrapping_add(part.len() as u64);
+    /// In-order bytes of direction `d` of the current connection.
+    fn append_dir(&mut self, d: usize, at: u64, bytes: &[u8]) {
+        if self.cur.local {
+            let Some(h) = self.local.get_mut(self.cur.id as usize).and_then(Option::as_mut) else { return };
+            let hashed = h.hashers.data(d, bytes, &self.opts);
+            h.windows[d].push(self.cap, at, bytes);
+            if let Err(e) = hashed {
+                self.fail(e);
+            }
+            return;
         }
-        Ok(())
-    }
-}
-
-/// The reassembler's in-order bytes, straight from the segment: copied once, into the batch.
-/// Retransmissions below the frontier are compared by the hashing thread, which keeps each
-/// direction's last `keep_behind` bytes ([`Window`]); here they count as duplicates, and the
-/// differing bytes are added to the record's `overlap_conflict_bytes` there.
-impl StreamSinks for Handoff {
-    fn append(&mut self, _flow: FlowId, dir: Direction, at: u64, bytes: &[u8]) {
         if !self.compares.get_mut().is_empty() {
             self.take_compares();
         }
-        if self.append_bytes(dir_i(dir) as u8, at, bytes).is_err() {
-            self.hung_up = true;
+        if let Err(e) = self.append_bytes(d as u8, at, bytes) {
+            self.fail(e);
         }
-    }
-
-    fn differing(&self, _flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64> {
-        self.compares.borrow_mut().push((dir_i(dir) as u8, at, new.to_vec()));
-        Some(0)
     }
 }
 
@@ -550,11 +655,39 @@ impl Window {
     }
 }
 
-/// The hashing thread's state of one connection.
+/// The state of one connection where it is hashed.
 struct Hashed {
     hashers: Hashers,
     windows: [Window; 2],
+    /// Differing bytes found by comparing retransmissions sent over (`Item::Compare`).
     conflicts: [u64; 2],
+}
+
+impl Hashed {
+    fn new(index: u64, opts: &StreamsOptions, pool: &mut Vec<Vec<u8>>) -> Result<Hashed, StreamsError> {
+        let mut window = || Window { buf: pool.pop().unwrap_or_default(), end: 0, start: 0 };
+        Ok(Hashed { hashers: Hashers::open(index, opts)?, windows: [window(), window()], conflicts: [0; 2] })
+    }
+
+    /// Completes the record; the window buffers go back to `pool` (up to
+    /// `POOLED_WINDOWS` of them: no more than were live at once).
+    fn finish(
+        self,
+        rec: &mut ConnectionRecord,
+        opts: &StreamsOptions,
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<(), StreamsError> {
+        rec.to_server.overlap_conflict_bytes += self.conflicts[0];
+        rec.to_client.overlap_conflict_bytes += self.conflicts[1];
+        self.hashers.finish(rec, opts)?;
+        for mut w in self.windows {
+            if pool.len() < POOLED_WINDOWS {
+                w.buf.clear();
+                pool.push(w.buf);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The hashing thread's side: hashes and dumps each batch, hands records over in the
@@ -568,9 +701,8 @@ fn hash_batches(
     let cap = usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX);
     let mut slots: Vec<Option<Hashed>> = Vec::new();
     // Window buffers of ended connections, reused (no allocation or growth per
-    // connection once the pool is warm; it holds no more than were live at once).
+    // connection once the pool is warm).
     let mut pool: Vec<Vec<u8>> = Vec::new();
-    let window = |pool: &mut Vec<Vec<u8>>| Window { buf: pool.pop().unwrap_or_default(), end: 0, start: 0 };
     for mut batch in rx {
         let mut at = 0usize;
         for item in batch.items.drain(..) {
@@ -580,11 +712,7 @@ fn hash_batches(
                     if slots.len() <= slot {
                         slots.resize_with(slot + 1, || None);
                     }
-                    slots[slot] = Some(Hashed {
-                        hashers: Hashers::open(index, opts)?,
-                        windows: [window(&mut pool), window(&mut pool)],
-                        conflicts: [0; 2],
-                    });
+                    slots[slot] = Some(Hashed::new(index, opts, &mut pool)?);
                 }
                 Item::Data { slot, dir, at: off, len } => {
                     let bytes = &batch.bytes[at..at + len as usize];
@@ -605,18 +733,11 @@ fn hash_batches(
                 }
                 Item::End { slot, mut rec } => {
                     if let Some(h) = slots.get_mut(slot as usize).and_then(Option::take) {
-                        rec.to_server.overlap_conflict_bytes += h.conflicts[0];
-                        rec.to_client.overlap_conflict_bytes += h.conflicts[1];
-                        h.hashers.finish(&mut rec, opts)?;
-                        for mut w in h.windows {
-                            if pool.len() < POOLED_WINDOWS {
-                                w.buf.clear();
-                                pool.push(w.buf);
-                            }
-                        }
+                        h.finish(&mut rec, opts, &mut pool)?;
                     }
                     sink(*rec)?;
                 }
+                Item::Done { rec } => sink(*rec)?,
             }
         }
         batch.bytes.clear();
@@ -701,8 +822,8 @@ impl<B: Backend> Run<B> {
             let Some(conn) = self.tcp.end_into(e.info.id, e.reason, &mut self.events, self.out.sinks()) else {
                 continue;
             };
-            if self.out.failed() {
-                return Err(StreamsError::Reader);
+            if let Some(e) = self.out.take_error() {
+                return Err(e);
             }
             if let Some(mut acc) = acc {
                 // The final DataReady events refer to the stream inside `conn`, which left the
@@ -818,8 +939,8 @@ impl<B: Backend> Run<B> {
             };
             self.out.enter(&acc.conn);
             self.tcp.segment_into(obs.id, &seg, &mut self.events, self.out.sinks());
-            if self.out.failed() {
-                return Err(StreamsError::Reader);
+            if let Some(e) = self.out.take_error() {
+                return Err(e);
             }
             if !self.events.is_empty() {
                 self.handle_events(obs.id)?;
@@ -886,16 +1007,7 @@ pub fn streams_each(
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
     let (back_tx, back) = std::sync::mpsc::channel();
-    let handoff = Handoff {
-        batch: Batch::default(),
-        tx,
-        back,
-        free_slots: Vec::new(),
-        next_slot: 0,
-        cur: 0,
-        compares: RefCell::new(Vec::new()),
-        hung_up: false,
-    };
+    let handoff = Handoff::new(tx, back, opts.clone());
     let hash_opts = opts.clone();
     std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()

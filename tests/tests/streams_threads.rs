@@ -135,6 +135,12 @@ fn two_threads_report_exactly_what_one_does() {
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x, y, "{what}");
             }
+            // Connections hashed on the reading thread (as when the hashing thread falls
+            // behind): some of them, or all.
+            for every in [3, 1] {
+                let mixed = StreamsOptions { reader_hashes_every: Some(every), ..two.clone() };
+                assert_eq!(in_end_order(&input, mixed), a, "{what}, every {every}th hashed by the reader");
+            }
             let conflicts: u64 =
                 a.iter().map(|c| c.to_server.overlap_conflict_bytes + c.to_client.overlap_conflict_bytes).sum();
             let gaps: u64 = a.iter().map(|c| c.to_server.gap_bytes + c.to_client.gap_bytes).sum();
@@ -186,8 +192,14 @@ fn dumps_and_cli_output_are_the_same_with_one_thread_or_two() {
     let mut files: Vec<_> = std::fs::read_dir(&d1).unwrap().map(|e| e.unwrap().file_name()).collect();
     files.sort();
     assert_eq!(files.len(), 40);
+    // And with every other connection hashed and dumped on the reading thread.
+    let d3 = dir.path().join("d3");
+    let opts = StreamsOptions { dump: Some(d3.clone()), reader_hashes_every: Some(2), ..Default::default() };
+    assert_eq!(streams(&input, opts).unwrap().connections.len(), 20);
     for f in files {
-        assert_eq!(std::fs::read(d1.join(&f)).unwrap(), std::fs::read(d2.join(&f)).unwrap(), "{f:?}");
+        let want = std::fs::read(d1.join(&f)).unwrap();
+        assert_eq!(want, std::fs::read(d2.join(&f)).unwrap(), "{f:?}");
+        assert_eq!(want, std::fs::read(d3.join(&f)).unwrap(), "{f:?}");
     }
     let json1 = mbox(dir.path(), &["streams", "--json", "--threads", "1", inp]);
     let json2 = mbox(dir.path(), &["streams", "--json", inp]);
