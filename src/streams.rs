@@ -47,10 +47,17 @@
 //!   the differing bytes are added to the record's `overlap_conflict_bytes`. Those windows
 //!   cover what the reassembler's budget charges for (`[base, frontier)`), so they stay within
 //!   the reassembly memory limit.
+//! * **Balance.** While the hashing thread is behind (every queued batch taken), connections
+//!   that open are hashed on the reading thread instead, straight from the packets (no copy;
+//!   that thread keeps their windows and compares their retransmissions itself); their
+//!   records travel through the channel complete, in order.
 //! * **Same output, same order.** Items travel in order, so records are handed over in the
 //!   order the connections ended, on the calling thread (`each` need not be `Send`), with the
 //!   same hashes, counters and dumps as one thread gives (`tests/tests/streams_threads.rs`
-//!   compares both on hostile captures).
+//!   compares both on hostile captures). Only [`StreamsReport::memory_high_water`] may
+//!   differ: with a sink the reassembler charges each stream for the chunks its
+//!   `[base, frontier)` spans, the chunk at the frontier possibly twice (one chunk more per
+//!   stream at most).
 //!
 //! With `single_thread` (`--threads 1`) everything runs on the calling thread and the hash
 //! reads the reassembler's chunks, as before.
@@ -489,8 +496,8 @@ impl Backend for Handoff {
         self.collect();
         // Every queued batch taken: the hashing thread is the slower one, so this
         // connection is hashed here.
-        let local =
-            self.in_flight >= BATCHES_QUEUED || self.opts.reader_hashes_every.is_some_and(|n| n > 0 && index % n == 0);
+        let local = self.in_flight >= BATCHES_QUEUED
+            || self.opts.reader_hashes_every.is_some_and(|n| n > 0 && index.is_multiple_of(n));
         if local {
             let i = id as usize;
             if self.local.len() <= i {
