@@ -63,10 +63,11 @@
 //! reads the reassembler's chunks, as before.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 
@@ -291,6 +292,8 @@ trait Backend {
     }
     /// The connection the next sink calls belong to.
     fn enter(&mut self, _c: &Self::Conn) {}
+    /// The frame about to be fed, and the file offset of its record.
+    fn packet(&mut self, _data: &[u8], _record_off: u64) {}
     /// What a sink call ran into (the hashing thread hung up, or hashing here failed).
     fn take_error(&mut self) -> Option<StreamsError> {
         None
@@ -319,15 +322,13 @@ impl Backend for Inline<'_> {
     }
 }
 
-/// Bytes per [`Batch`] before it is sent (one ready range more at most, 4 KiB with the
-/// default chunk size).
+/// Bytes per [`Batch`] before it is sent (one ready range more at most: a segment, or a
+/// chunk of out-of-order data).
 const BATCH_BYTES: usize = 256 << 10;
 /// Items per [`Batch`] before it is sent.
 const BATCH_ITEMS: usize = 4096;
 /// Batches queued between the threads; the reader waits when they are all taken.
 const BATCHES_QUEUED: usize = 4;
-/// Window buffers kept for reuse by the hashing thread.
-const POOLED_WINDOWS: usize = 1024;
 
 /// What the reader tells the hashing thread, in order. Connections are named by a slot the
 /// reader hands out (dense, reused after the connection's `End`).
@@ -336,20 +337,10 @@ enum Item {
         slot: u32,
         index: u64,
     },
-    /// The next `len` bytes of the batch are the slot's direction `dir` from offset `at`.
+    /// The next `len` bytes of the batch are the slot's direction `dir`.
     Data {
         slot: u32,
         dir: u8,
-        at: u64,
-        len: u32,
-    },
-    /// The next `len` bytes of the batch are a retransmission of offset `at` (below the
-    /// frontier, within `keep_behind` of it): count the bytes that differ from the
-    /// direction's window.
-    Compare {
-        slot: u32,
-        dir: u8,
-        at: u64,
         len: u32,
     },
     End {
@@ -368,11 +359,103 @@ struct Batch {
     bytes: Vec<u8>,
 }
 
+/// Where the reader finds a direction's recent bytes again, to compare retransmissions
+/// with: in the capture file (legacy pcap read from a regular file: each in-order range
+/// that came straight from a packet is remembered by its file offset, and read back with
+/// `pread` only when a retransmission overlaps it), else in a copy ([`Window`]).
+#[derive(Default)]
+struct Behind {
+    /// (stream offset, length, where): the shortest suffix of the ranges delivered that
+    /// covers `keep_behind` bytes.
+    refs: VecDeque<(u64, u32, Src)>,
+    refs_bytes: u64,
+    copy: Window,
+}
+
+/// Where a delivered range's bytes are.
+enum Src {
+    /// At this offset of the capture file.
+    File(u64),
+    /// Not from the current packet (out-of-order bytes that became contiguous): a copy.
+    Owned(Box<[u8]>),
+}
+
+impl Behind {
+    fn clear(&mut self) {
+        self.refs.clear();
+        self.refs_bytes = 0;
+        self.copy.buf.clear();
+        self.copy.end = 0;
+        self.copy.start = 0;
+    }
+
+    fn push_ref(&mut self, cap: usize, at: u64, bytes: &[u8], file_off: Option<u64>) {
+        if cap == 0 || bytes.is_empty() {
+            return;
+        }
+        let src = file_off.map_or_else(|| Src::Owned(bytes.into()), Src::File);
+        self.refs.push_back((at, bytes.len() as u32, src));
+        self.refs_bytes += bytes.len() as u64;
+        while let Some(&(_, len, _)) = self.refs.front() {
+            if self.refs_bytes - u64::from(len) < cap as u64 {
+                break;
+            }
+            self.refs.pop_front();
+            self.refs_bytes -= u64::from(len);
+        }
+    }
+
+    /// Bytes of `new` (at offset `at`) that differ from the remembered ones (read back from
+    /// `file` through `scratch`); `None` if the file cannot be read back.
+    fn differing_refs(&self, at: u64, new: &[u8], file: &File, scratch: &mut Vec<u8>) -> Option<u64> {
+        let end = at + new.len() as u64;
+        let mut diff = 0u64;
+        for (r_at, r_len, src) in &self.refs {
+            let (lo, hi) = (at.max(*r_at), end.min(r_at + u64::from(*r_len)));
+            if lo >= hi {
+                continue;
+            }
+            let n = (hi - lo) as usize;
+            let held: &[u8] = match src {
+                Src::File(off) => {
+                    scratch.resize(n, 0);
+                    file.read_exact_at(scratch, off + (lo - r_at)).ok()?;
+                    scratch
+                }
+                Src::Owned(b) => &b[(lo - r_at) as usize..(hi - r_at) as usize],
+            };
+            let new = &new[(lo - at) as usize..(hi - at) as usize];
+            diff += held.iter().zip(new).filter(|(x, y)| x != y).count() as u64;
+        }
+        Some(diff)
+    }
+}
+
+/// The capture file, opened again to read retransmitted-over bytes back, and where each
+/// record's frame starts (legacy pcap only: `None` for pcapng or an input that is not a
+/// regular file, whose recent bytes are then copied instead).
+fn reread(input: &Path) -> Option<(File, u64)> {
+    let meta = std::fs::metadata(input).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let file = File::open(input).ok()?;
+    let mut magic = [0u8; 4];
+    file.read_exact_at(&mut magic, 0).ok()?;
+    let hdr = match u32::from_le_bytes(magic) {
+        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => 16,
+        0xa1b2_cd34 => 24,
+        _ => return None,
+    };
+    Some((file, hdr))
+}
+
 /// Two threads: the reader copies each ready range once into the current batch; full
 /// batches go to the hashing thread over a bounded channel and come back empty to be reused.
 /// When the hashing thread falls behind (every queued batch taken), connections that open
 /// then are hashed on the reader's thread instead, straight from the segments (no copy);
-/// their records still travel in order, complete.
+/// their records still travel in order, complete. Retransmissions are compared here
+/// ([`Behind`]).
 struct Handoff {
     batch: Batch,
     tx: SyncSender<Batch>,
@@ -385,12 +468,16 @@ struct Handoff {
     next_slot: u32,
     /// The connection being fed ([`Backend::enter`]).
     cur: Slot,
-    /// Retransmitted bytes to compare, queued by [`StreamSinks::differing`] (which only has
-    /// `&self`) and moved into the batch before the next append: (dir, offset, bytes).
-    compares: RefCell<Vec<(u8, u64, Vec<u8>)>>,
+    /// Each slot's recent bytes per direction (reused with the slot).
+    behind: Vec<[Behind; 2]>,
     /// Connections hashed on this thread, by slot.
-    local: Vec<Option<Hashed>>,
-    pool: Vec<Vec<u8>>,
+    local: Vec<Option<Hashers>>,
+    /// The capture file and its record header length, to read bytes back ([`reread`]).
+    file: Option<(File, u64)>,
+    /// The current packet's frame: address and length (to tell whether a delivered range
+    /// lies in it) and file offset.
+    pkt: (usize, usize, Option<u64>),
+    scratch: RefCell<Vec<u8>>,
     opts: StreamsOptions,
     cap: usize,
     /// The hashing thread hung up, or hashing here failed.
@@ -409,7 +496,7 @@ struct Slot {
 struct HungUp;
 
 impl Handoff {
-    fn new(tx: SyncSender<Batch>, back: Receiver<Batch>, opts: StreamsOptions) -> Handoff {
+    fn new(tx: SyncSender<Batch>, back: Receiver<Batch>, opts: StreamsOptions, input: &Path) -> Handoff {
         Handoff {
             batch: Batch::default(),
             tx,
@@ -419,9 +506,11 @@ impl Handoff {
             free_slots: Vec::new(),
             next_slot: 0,
             cur: Slot::default(),
-            compares: RefCell::new(Vec::new()),
+            behind: Vec::new(),
             local: Vec::new(),
-            pool: Vec::new(),
+            file: reread(input),
+            pkt: (0, 0, None),
+            scratch: RefCell::new(Vec::new()),
             cap: usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX),
             opts,
             error: None,
@@ -438,17 +527,6 @@ impl Handoff {
 
     fn fail(&mut self, e: StreamsError) {
         self.error.get_or_insert(e);
-    }
-
-    fn take_compares(&mut self) {
-        let compares = std::mem::take(self.compares.get_mut());
-        for (dir, at, bytes) in compares {
-            self.batch.bytes.extend_from_slice(&bytes);
-            let item = Item::Compare { slot: self.cur.id, dir, at, len: bytes.len() as u32 };
-            if let Err(e) = self.push(item) {
-                self.fail(e);
-            }
-        }
     }
 
     /// Takes back the batches the hashing thread has emptied.
@@ -473,15 +551,34 @@ impl Handoff {
         self.tx.send(full).map_err(|_| HungUp)
     }
 
-    fn append_bytes(&mut self, dir: u8, at: u64, bytes: &[u8]) -> Result<(), StreamsError> {
+    /// In-order bytes of direction `d` of the current connection: remembered for
+    /// comparisons, then hashed here or put in the batch.
+    fn append_dir(&mut self, d: usize, at: u64, bytes: &[u8]) {
+        let id = self.cur.id as usize;
+        if let Some(b) = self.behind.get_mut(id).map(|b| &mut b[d]) {
+            if self.file.is_some() {
+                let (p, n, off) = self.pkt;
+                let a = bytes.as_ptr() as usize;
+                let file_off = off.filter(|_| a >= p && a + bytes.len() <= p + n).map(|o| o + (a - p) as u64);
+                b.push_ref(self.cap, at, bytes, file_off);
+            } else {
+                b.copy.push(self.cap, at, bytes);
+            }
+        }
+        if self.cur.local {
+            let Some(h) = self.local.get_mut(id).and_then(Option::as_mut) else { return };
+            if let Err(e) = h.data(d, bytes, &self.opts) {
+                self.fail(e);
+            }
+            return;
+        }
         // Segments are at most 64 KiB and held ranges one chunk; split anyway.
-        let mut at = at;
         for part in bytes.chunks(u32::MAX as usize) {
             self.batch.bytes.extend_from_slice(part);
-            self.push(Item::Data { slot: self.cur.id, dir, at, len: part.len() as u32 })?;
-            at = at.wrapping_add(part.len() as u64);
+            if let Err(e) = self.push(Item::Data { slot: self.cur.id, dir: d as u8, len: part.len() as u32 }) {
+                self.fail(e);
+            }
         }
-        Ok(())
     }
 }
 
@@ -493,17 +590,19 @@ impl Backend for Handoff {
             self.next_slot += 1;
             self.next_slot - 1
         });
+        let i = id as usize;
+        if self.behind.len() <= i {
+            self.behind.resize_with(i + 1, Default::default);
+            self.local.resize_with(i + 1, || None);
+        }
+        self.behind[i].iter_mut().for_each(Behind::clear);
         self.collect();
         // Every queued batch taken: the hashing thread is the slower one, so this
         // connection is hashed here.
         let local = self.in_flight >= BATCHES_QUEUED
             || self.opts.reader_hashes_every.is_some_and(|n| n > 0 && index.is_multiple_of(n));
         if local {
-            let i = id as usize;
-            if self.local.len() <= i {
-                self.local.resize_with(i + 1, || None);
-            }
-            self.local[i] = Some(Hashed::new(index, &self.opts, &mut self.pool)?);
+            self.local[i] = Some(Hashers::open(index, &self.opts)?);
         } else {
             self.push(Item::Open { slot: id, index })?;
         }
@@ -521,11 +620,14 @@ impl Backend for Handoff {
         self.enter(&c);
         if c.local {
             if let Some(h) = self.local.get_mut(c.id as usize).and_then(Option::take) {
-                h.finish(&mut rec, &self.opts, &mut self.pool)?;
+                h.finish(&mut rec, &self.opts)?;
             }
             self.push(Item::Done { rec: Box::new(rec) })?;
         } else {
             self.push(Item::End { slot: c.id, rec: Box::new(rec) })?;
+        }
+        if let Some(b) = self.behind.get_mut(c.id as usize) {
+            b.iter_mut().for_each(Behind::clear);
         }
         self.free_slots.push(c.id);
         Ok(())
@@ -536,11 +638,12 @@ impl Backend for Handoff {
     }
 
     fn enter(&mut self, c: &Slot) {
-        // Compares queued for the previous connection go first, under its slot.
-        if !self.compares.get_mut().is_empty() {
-            self.take_compares();
-        }
         self.cur = *c;
+    }
+
+    fn packet(&mut self, data: &[u8], record_off: u64) {
+        let off = self.file.as_ref().map(|(_, hdr)| record_off + hdr);
+        self.pkt = (data.as_ptr() as usize, data.len(), off);
     }
 
     fn take_error(&mut self) -> Option<StreamsError> {
@@ -550,43 +653,18 @@ impl Backend for Handoff {
 
 /// The reassembler's in-order bytes, straight from the segment: copied once, into the
 /// batch (or hashed on the spot, for a connection hashed here). Retransmissions below the
-/// frontier are compared by whichever thread hashes the connection, from its copy of each
-/// direction's last `keep_behind` bytes ([`Window`]); when that is the hashing thread they
-/// count as duplicates here, and the differing bytes are added to the record's
-/// `overlap_conflict_bytes` there.
+/// frontier are compared here, with the bytes read back from the capture file (or from a
+/// copy of each direction's last `keep_behind` bytes, [`Window`]).
 impl StreamSinks for Handoff {
     fn append(&mut self, _flow: FlowId, dir: Direction, at: u64, bytes: &[u8]) {
         self.append_dir(dir_i(dir), at, bytes);
     }
 
     fn differing(&self, _flow: FlowId, dir: Direction, at: u64, new: &[u8]) -> Option<u64> {
-        let d = dir_i(dir);
-        if self.cur.local {
-            let h = self.local.get(self.cur.id as usize).and_then(Option::as_ref)?;
-            return Some(h.windows[d].differing(self.cap, at, new));
-        }
-        self.compares.borrow_mut().push((d as u8, at, new.to_vec()));
-        Some(0)
-    }
-}
-
-impl Handoff {
-    /// In-order bytes of direction `d` of the current connection.
-    fn append_dir(&mut self, d: usize, at: u64, bytes: &[u8]) {
-        if self.cur.local {
-            let Some(h) = self.local.get_mut(self.cur.id as usize).and_then(Option::as_mut) else { return };
-            let hashed = h.hashers.data(d, bytes, &self.opts);
-            h.windows[d].push(self.cap, at, bytes);
-            if let Err(e) = hashed {
-                self.fail(e);
-            }
-            return;
-        }
-        if !self.compares.get_mut().is_empty() {
-            self.take_compares();
-        }
-        if let Err(e) = self.append_bytes(d as u8, at, bytes) {
-            self.fail(e);
+        let b = &self.behind.get(self.cur.id as usize)?[dir_i(dir)];
+        match &self.file {
+            Some((file, _)) => b.differing_refs(at, new, file, &mut self.scratch.borrow_mut()),
+            None => Some(b.copy.differing(self.cap, at, new)),
         }
     }
 }
@@ -662,41 +740,6 @@ impl Window {
     }
 }
 
-/// The state of one connection where it is hashed.
-struct Hashed {
-    hashers: Hashers,
-    windows: [Window; 2],
-    /// Differing bytes found by comparing retransmissions sent over (`Item::Compare`).
-    conflicts: [u64; 2],
-}
-
-impl Hashed {
-    fn new(index: u64, opts: &StreamsOptions, pool: &mut Vec<Vec<u8>>) -> Result<Hashed, StreamsError> {
-        let mut window = || Window { buf: pool.pop().unwrap_or_default(), end: 0, start: 0 };
-        Ok(Hashed { hashers: Hashers::open(index, opts)?, windows: [window(), window()], conflicts: [0; 2] })
-    }
-
-    /// Completes the record; the window buffers go back to `pool` (up to
-    /// `POOLED_WINDOWS` of them: no more than were live at once).
-    fn finish(
-        self,
-        rec: &mut ConnectionRecord,
-        opts: &StreamsOptions,
-        pool: &mut Vec<Vec<u8>>,
-    ) -> Result<(), StreamsError> {
-        rec.to_server.overlap_conflict_bytes += self.conflicts[0];
-        rec.to_client.overlap_conflict_bytes += self.conflicts[1];
-        self.hashers.finish(rec, opts)?;
-        for mut w in self.windows {
-            if pool.len() < POOLED_WINDOWS {
-                w.buf.clear();
-                pool.push(w.buf);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The hashing thread's side: hashes and dumps each batch, hands records over in the
 /// order the reader ended them, sends the empty batch back.
 fn hash_batches(
@@ -705,11 +748,7 @@ fn hash_batches(
     opts: &StreamsOptions,
     sink: &mut dyn FnMut(ConnectionRecord) -> Result<(), StreamsError>,
 ) -> Result<(), StreamsError> {
-    let cap = usize::try_from(opts.tcp.keep_behind).unwrap_or(usize::MAX);
-    let mut slots: Vec<Option<Hashed>> = Vec::new();
-    // Window buffers of ended connections, reused (no allocation or growth per
-    // connection once the pool is warm).
-    let mut pool: Vec<Vec<u8>> = Vec::new();
+    let mut slots: Vec<Option<Hashers>> = Vec::new();
     for mut batch in rx {
         let mut at = 0usize;
         for item in batch.items.drain(..) {
@@ -719,28 +758,18 @@ fn hash_batches(
                     if slots.len() <= slot {
                         slots.resize_with(slot + 1, || None);
                     }
-                    slots[slot] = Some(Hashed::new(index, opts, &mut pool)?);
+                    slots[slot] = Some(Hashers::open(index, opts)?);
                 }
-                Item::Data { slot, dir, at: off, len } => {
+                Item::Data { slot, dir, len } => {
                     let bytes = &batch.bytes[at..at + len as usize];
                     at += len as usize;
                     if let Some(h) = slots.get_mut(slot as usize).and_then(Option::as_mut) {
-                        let d = usize::from(dir) & 1;
-                        h.hashers.data(d, bytes, opts)?;
-                        h.windows[d].push(cap, off, bytes);
-                    }
-                }
-                Item::Compare { slot, dir, at: off, len } => {
-                    let bytes = &batch.bytes[at..at + len as usize];
-                    at += len as usize;
-                    if let Some(h) = slots.get_mut(slot as usize).and_then(Option::as_mut) {
-                        let d = usize::from(dir) & 1;
-                        h.conflicts[d] += h.windows[d].differing(cap, off, bytes);
+                        h.data(usize::from(dir) & 1, bytes, opts)?;
                     }
                 }
                 Item::End { slot, mut rec } => {
                     if let Some(h) = slots.get_mut(slot as usize).and_then(Option::take) {
-                        h.finish(&mut rec, opts, &mut pool)?;
+                        h.finish(&mut rec, opts)?;
                     }
                     sink(*rec)?;
                 }
@@ -892,7 +921,9 @@ impl<B: Backend> Run<B> {
         let mut malformed: HashMap<String, u64> = HashMap::new();
         let mut ended = Vec::new();
         let mut high_water = 0;
-        while let Some(rec) = reader.next_packet()? {
+        loop {
+            let record_off = reader.bytes_read();
+            let Some(rec) = reader.next_packet()? else { break };
             packets += 1;
             let p = match parse(link, rec.data) {
                 Ok(p) => p,
@@ -945,6 +976,7 @@ impl<B: Backend> Run<B> {
                 payload,
             };
             self.out.enter(&acc.conn);
+            self.out.packet(rec.data, record_off);
             self.tcp.segment_into(obs.id, &seg, &mut self.events, self.out.sinks());
             if let Some(e) = self.out.take_error() {
                 return Err(e);
@@ -1014,7 +1046,7 @@ pub fn streams_each(
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
     let (back_tx, back) = std::sync::mpsc::channel();
-    let handoff = Handoff::new(tx, back, opts.clone());
+    let handoff = Handoff::new(tx, back, opts.clone(), input);
     let hash_opts = opts.clone();
     std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()
