@@ -215,3 +215,33 @@ fn dumps_and_cli_output_are_the_same_with_one_thread_or_two() {
     let help = mbox(dir.path(), &["streams", "--help"]);
     assert!(text(&help).contains("--threads"), "{}", text(&help));
 }
+
+#[test]
+fn an_input_that_cannot_be_read_back_is_compared_from_a_copy() {
+    // Through a FIFO the capture cannot be read again, so the reading thread keeps a copy
+    // of each direction's last `keep_behind` bytes instead of file offsets: same answers.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mix.pcap");
+    hostile_mix(&input, 7, 30);
+    let fifo = dir.path().join("mix.fifo");
+    // mkfifo is in coreutils, as the rest of what these tests run.
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for keep in [700u64, 64 << 10] {
+        for every in [None, Some(2)] {
+            let mut one = StreamsOptions { single_thread: true, ..Default::default() };
+            one.tcp.keep_behind = keep;
+            let want = in_end_order(&input, one.clone());
+            let bytes = std::fs::read(&input).unwrap();
+            let writer = {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || std::fs::write(fifo, bytes))
+            };
+            let two = StreamsOptions { single_thread: false, reader_hashes_every: every, ..one };
+            let got = in_end_order(&fifo, two);
+            writer.join().unwrap().unwrap();
+            assert_eq!(got, want, "keep_behind {keep}, every {every:?}");
+            assert!(want.iter().any(|c| c.to_server.overlap_conflict_bytes + c.to_client.overlap_conflict_bytes > 0));
+        }
+    }
+}
