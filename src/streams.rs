@@ -33,24 +33,26 @@
 //! * **One copy of each byte on the reading side.** The reassembler runs with a sink
 //!   ([`TcpTracker::segment_into`]): bytes that arrive in order go straight from the
 //!   packet buffer into the current batch (a `Vec<u8>` plus a list of items: connection
-//!   opened, `len` bytes of direction `d` at offset `o`, connection ended with its record);
+//!   opened, `len` bytes of direction `d`, connection ended with its record);
 //!   only out-of-order bytes are held (in chunks) until the hole fills.
 //! * **Bounded hand-over with back-pressure.** Batches are sent when they hold
 //!   `BATCH_BYTES` (256 KiB) or `BATCH_ITEMS` items, over a channel of
 //!   `BATCHES_QUEUED` (4); the reader blocks when it is full, and emptied batches come back
-//!   to be refilled, so at most `BATCHES_QUEUED + 2` batches exist at once: under 3 MiB
-//!   (each 256 KiB of bytes plus one segment or chunk, and 4096 items of 32 bytes).
+//!   to be refilled, so at most `BATCHES_QUEUED + 2` batches exist at once
+//!   (each 256 KiB of bytes plus one segment or chunk, and 4096 items of 16 bytes: under 4 MiB
+//!   in all with the default chunk size).
 //! * **Retransmissions** below the frontier are compared with the bytes already delivered,
-//!   as with one thread: the hashing thread keeps each live direction's last `keep_behind`
-//!   bytes (64 KiB by default, [`TcpConfig::keep_behind`]; a ring, grown as the stream is,
-//!   reused across connections), and the reader sends it the retransmitted bytes to compare;
-//!   the differing bytes are added to the record's `overlap_conflict_bytes`. Those windows
-//!   cover what the reassembler's budget charges for (`[base, frontier)`), so they stay within
-//!   the reassembly memory limit.
+//!   as with one thread, on the reading thread: for a legacy pcap read from a regular file
+//!   it remembers, per direction, where in the file the last `keep_behind` bytes (64 KiB by
+//!   default, [`TcpConfig::keep_behind`]) came from (one entry per range delivered; copies
+//!   only of out-of-order bytes that became contiguous) and reads them back with `pread`
+//!   when a retransmission overlaps them; otherwise (pcapng, a pipe) it keeps a copy of
+//!   those bytes (`Window`, a ring grown as the stream is, as the one-thread reassembler holds
+//!   them). The file must not be
+//!   rewritten while it is read (appending is fine).
 //! * **Balance.** While the hashing thread is behind (every queued batch taken), connections
-//!   that open are hashed on the reading thread instead, straight from the packets (no copy;
-//!   that thread keeps their windows and compares their retransmissions itself); their
-//!   records travel through the channel complete, in order.
+//!   that open are hashed on the reading thread instead, straight from the packets (no
+//!   copy); their records travel through the channel complete, in order.
 //! * **Same output, same order.** Items travel in order, so records are handed over in the
 //!   order the connections ended, on the calling thread (`each` need not be `Send`), with the
 //!   same hashes, counters and dumps as one thread gives (`tests/tests/streams_threads.rs`
@@ -78,7 +80,6 @@ use sha2::{Digest, Sha256};
 use stacks::flow::FlowKey;
 use stacks::flow_table::{Direction, EndedFlow, FlowId, FlowTable, FlowTableConfig};
 use stacks::parse::{parse, Transport};
-use stacks::reassembly::DEFAULT_CHUNK;
 use stacks::tcp::{Segment, StreamSinks, TcpConfig, TcpEvent, TcpState, TcpTracker};
 
 /// One direction of a connection.
@@ -544,7 +545,7 @@ impl Handoff {
         self.collect();
         let next = self.spare.pop().unwrap_or_else(|| Batch {
             items: Vec::with_capacity(BATCH_ITEMS),
-            bytes: Vec::with_capacity(BATCH_BYTES + DEFAULT_CHUNK),
+            bytes: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
         });
         let full = std::mem::replace(&mut self.batch, next);
         self.in_flight += 1;
@@ -1157,7 +1158,7 @@ mod tests {
 
     #[test]
     fn items_stay_small() {
-        assert!(std::mem::size_of::<Item>() <= 32, "{}", std::mem::size_of::<Item>());
+        assert!(std::mem::size_of::<Item>() <= 16, "{}", std::mem::size_of::<Item>());
     }
 
     #[test]
