@@ -8,6 +8,9 @@
 //! buffer_size = 10240        # bytes per buffer; larger frames are dropped by rx (counted)
 //! ring_capacity = 1024       # descriptors per ring between two stages (rounded up to 2^n)
 //! shards = 2                 # mode d: stack instances flows are sharded across
+//! idle_spin_rounds = 8       # a core with no work spins this many rounds,
+//! idle_yield_rounds = 64     # then yields until this many,
+//! idle_sleep_us = 50         # then sleeps this long per round (0: never sleeps, yields)
 //!
 //! [port]                     # optional: live receive rings (mbox run --iface; flags override)
 //! block_size = 262144        # bytes per AF_PACKET ring block, a multiple of 4096
@@ -80,11 +83,38 @@ pub struct RuntimeConfig {
     pub ring_capacity: u32,
     /// Mode d: stack instances that flows are sharded across.
     pub shards: u32,
+    /// Idle rounds a core thread spins before yielding ([`runtime::executor::IdlePolicy`]).
+    pub idle_spin_rounds: u32,
+    /// Idle rounds (spinning plus yielding) before it sleeps.
+    pub idle_yield_rounds: u32,
+    /// Its sleep per idle round after that, in microseconds; 0: it yields instead.
+    pub idle_sleep_us: u32,
+}
+
+impl RuntimeConfig {
+    /// The executor's idle policy of these settings.
+    pub fn idle_policy(&self) -> runtime::executor::IdlePolicy {
+        runtime::executor::IdlePolicy {
+            spin_rounds: self.idle_spin_rounds,
+            yield_rounds: self.idle_yield_rounds,
+            sleep: std::time::Duration::from_micros(u64::from(self.idle_sleep_us)),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pool_buffers: 4096, buffer_size: 10240, ring_capacity: 1024, shards: 2 }
+        let idle = runtime::executor::IdlePolicy::default();
+        RuntimeConfig {
+            pool_buffers: 4096,
+            buffer_size: 10240,
+            ring_capacity: 1024,
+            shards: 2,
+            idle_spin_rounds: idle.spin_rounds,
+            idle_yield_rounds: idle.yield_rounds,
+            idle_sleep_us: u32::try_from(idle.sleep.as_micros()).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -327,6 +357,12 @@ fn parse_runtime(table: Option<toml::Value>, errs: &mut Vec<String>) -> RuntimeC
     }
     if !(1..=64).contains(&runtime.shards) {
         bad("shards", runtime.shards, "must be between 1 and 64");
+    }
+    if runtime.idle_yield_rounds < runtime.idle_spin_rounds {
+        bad("idle_yield_rounds", runtime.idle_yield_rounds, "must be at least idle_spin_rounds");
+    }
+    if runtime.idle_sleep_us > 100_000 {
+        bad("idle_sleep_us", runtime.idle_sleep_us, "must be at most 100000 (100 ms)");
     }
     runtime
 }

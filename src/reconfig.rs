@@ -332,7 +332,7 @@ impl Controller {
         }
         if format!("{:?}", old.runtime) != format!("{:?}", new.runtime) {
             errs.push(
-                "[runtime] changed: the pool and the rings are sized at start; restart the run for this change".into(),
+                "[runtime] changed: the pool, the rings and the idle policy are set at start; restart the run for this change".into(),
             );
         }
         if old.port != new.port {

@@ -198,6 +198,9 @@ pub struct Stage {
     /// The end marker, held while the actor finishes in steps ([`Actor::finish_step`]).
     finishing: Option<EventDesc>,
     report: StageReport,
+    /// Events handled by type, counted here (a short list, the last hit first to look at)
+    /// and folded into `report.handled` when the report is written: no map update per event.
+    handled: Vec<(EventType, u64)>,
     drop_counts: Vec<u64>,
     slot: ReportSlot<StageReport>,
     streams: Option<Arc<dyn StreamAccess>>,
@@ -258,6 +261,7 @@ impl Stage {
             pool,
             inbuf: Vec::with_capacity(BURST),
             pending: VecDeque::with_capacity(BURST * 2),
+            handled: Vec::new(),
             outbox: Outbox::new(),
             end_seen: false,
             finishing: None,
@@ -517,7 +521,7 @@ impl Stage {
             if let Some((core, buf)) = self.trace.as_mut() {
                 buf.record(handle_span(self.plan.index, *core, ev, ty, publisher, start));
             }
-            *self.report.handled.entry(ty).or_default() += 1;
+            self.count_handled(ty);
             if consumes {
                 // A µStack rewrote the event (FRAME -> PKT/..., PKT/TCP -> PKT/TCP with a
                 // snapshot): it is now this actor's publication.
@@ -531,26 +535,48 @@ impl Stage {
         }
     }
 
+    /// Counts one handled event of type `ty` (see `handled`).
+    fn count_handled(&mut self, ty: EventType) {
+        if let Some(i) = self.handled.iter().position(|(t, _)| *t == ty) {
+            self.handled[i].1 += 1;
+            // Keep the most recent type first: a stage mostly sees one or two types.
+            if i > 0 {
+                self.handled.swap(0, i);
+            }
+        } else {
+            self.handled.insert(0, (ty, 1));
+        }
+    }
+
+    /// Folds the per-type counts into the report.
+    fn fold_handled(&mut self) {
+        for (t, n) in self.handled.drain(..) {
+            *self.report.handled.entry(t).or_default() += n;
+        }
+    }
+
     fn enqueue(&mut self, ev: EventDesc) {
-        self.dynsub.apply(self.outbox.changes.drain(..));
-        let (before, after) = self.outbox.take();
-        let n = before.len() + after.len();
+        if !self.outbox.changes.is_empty() {
+            self.dynsub.apply(self.outbox.changes.drain(..));
+        }
+        // Drained, not taken: the outbox keeps its buffers (no allocation per event).
+        let n = self.outbox.before.len() + self.outbox.after.len();
         self.report.published += n as u64;
         if let (Some(f), true) = (&self.in_flight, n > 0) {
             f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
         }
-        self.pending.extend(before);
+        self.pending.extend(self.outbox.before.drain(..));
         if ev.flags & desc_flags::SPLIT != 0 {
             // In a parallel group: the copy closes this member's answer (see
             // `parallel::Merger`), so what came after it goes ahead, marked.
-            self.pending.extend(after.into_iter().map(|mut a| {
+            self.pending.extend(self.outbox.after.drain(..).map(|mut a| {
                 a.flags |= desc_flags::AFTER;
                 a
             }));
             self.pending.push_back(ev);
         } else {
             self.pending.push_back(ev);
-            self.pending.extend(after);
+            self.pending.extend(self.outbox.after.drain(..));
         }
     }
 
@@ -666,17 +692,17 @@ impl Stage {
         if self.outbox.is_empty() {
             return;
         }
-        let (before, after) = self.outbox.take();
-        let n = before.len() + after.len();
+        let n = self.outbox.len();
         self.report.published += n as u64;
         if let Some(f) = &self.in_flight {
             f.fetch_add(n as i64, std::sync::atomic::Ordering::AcqRel);
         }
-        self.pending.extend(before);
-        self.pending.extend(after);
+        self.pending.extend(self.outbox.before.drain(..));
+        self.pending.extend(self.outbox.after.drain(..));
     }
 
     fn write_report(&mut self) {
+        self.fold_handled();
         // A failed actor was discarded: its counters died with it.
         self.report.counters = match &self.supervisor {
             Some(s) if s.failed => Vec::new(),

@@ -35,7 +35,7 @@
 //! for a tap, or to try a rule set on live traffic first. A passive live run (`mbox run APP
 //! --iface A`) sets it for every firewall ([`NfOptions::set_passive`](crate::NfOptions::set_passive)).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use actors::desc::{EventDesc, FlowEvent, FlowRef};
 use actors::event::builtin;
@@ -233,7 +233,8 @@ pub struct Firewall {
     stateful: bool,
     /// Decision per live flow: index of the deciding rule, `rules.len()` for the default
     /// (stateless: only flows stopped by a drop).
-    flows: HashMap<FlowRef, usize>,
+    /// Per flow (an internal reference: dense slot indices, no attacker-chosen keys).
+    flows: FxHashMap<FlowRef, usize>,
     hits: Vec<u64>,
     flows_dropped: u64,
     flows_allowed: u64,
@@ -260,7 +261,7 @@ impl Firewall {
             rules,
             default,
             stateful,
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
             hits,
             flows_dropped: 0,
             flows_allowed: 0,

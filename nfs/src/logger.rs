@@ -34,7 +34,7 @@
 //! the event's data (for `EVENT/LONG_FLOW`: the flow's average frame size). Counters:
 //! `logged`, `skipped_not_long`.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::path::PathBuf;
 
 use actors::desc::{EventDesc, FlowEvent};
@@ -121,7 +121,7 @@ pub struct Logger {
     out: JsonLines,
     registry: EventRegistry,
     long_flow_event: Option<EventType>,
-    flagged: HashSet<u64>,
+    flagged: FxHashSet<u64>,
     logged: u64,
     skipped: u64,
 }
@@ -147,7 +147,7 @@ impl Logger {
             out,
             registry: cfg.registry.clone(),
             long_flow_event,
-            flagged: HashSet::new(),
+            flagged: FxHashSet::default(),
             logged: 0,
             skipped: 0,
         })

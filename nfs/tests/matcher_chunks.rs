@@ -1,4 +1,4 @@
-//! The matcher's chunked scan (DFAs stepped byte by byte from carried states) against a
+//! The matcher's chunked scan (the skipping scan and the bytewise one, from carried states) against a
 //! search of the whole stream: for any patterns (plain and `nocase`, overlapping, prefixes of
 //! each other) and any way of cutting the stream into chunks (1-byte ones included), [`Matcher::scan`] reports exactly the matches — pattern
 //! and absolute end offset — of one overlapping search over the whole stream.
@@ -49,12 +49,19 @@ fn chunked(pats: &[(Vec<u8>, bool)], stream: &[u8], cuts: &[usize]) -> Vec<(u32,
 fn chunked_with(m: &Matcher, stream: &[u8], cuts: &[usize]) -> Vec<(u32, u64)> {
     let mut d = DirState::default();
     m.restart(&mut d, 0);
+    // The same chunks stepped byte by byte (no prefilter): the same hits, in the same order,
+    // chunk by chunk (so the states carried between chunks agree too).
+    let mut bytewise = DirState::default();
+    m.restart(&mut bytewise, 0);
     let mut hits = Vec::new();
+    let mut reference = Vec::new();
     let mut at = 0;
     for &c in cuts.iter().chain(std::iter::once(&stream.len())) {
         let c = c.clamp(at, stream.len());
         let before = hits.len();
         m.scan(&mut d, &stream[at..c], &mut hits);
+        m.scan_bytewise(&mut bytewise, &stream[at..c], &mut reference);
+        assert_eq!(hits, reference, "chunk {at}..{c}");
         // Hits of one chunk come in end-offset order and end inside it.
         assert!(hits[before..].windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(hits[before..].iter().all(|h| h.1 > at as u64 && h.1 <= c as u64));
@@ -146,5 +153,110 @@ proptest! {
         let set: BTreeSet<(u32, u64)> = got.iter().copied().collect();
         prop_assert_eq!(set.len(), got.len(), "a match reported twice");
         prop_assert_eq!(set, whole(&pats, &stream));
+    }
+}
+
+/// `p` with the ASCII case of some letters flipped (by the bits of `flips`).
+fn recase(p: &[u8], flips: u64) -> Vec<u8> {
+    p.iter()
+        .enumerate()
+        .map(|(i, &b)| if flips >> (i % 64) & 1 == 1 && b.is_ascii_alphabetic() { b ^ 0x20 } else { b })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The skipping scan (issue 14): long chunks where the prefilter's places are sparse (a
+    /// text of other bytes with patterns planted, `nocase` ones in random case), rarer or
+    /// denser, or everywhere (a text of the patterns' own bytes, so the scan switches to
+    /// stepping every byte mid-chunk), cut at random places, inside planted patterns (a
+    /// pattern prefix pending at a chunk's end) and as a run of 1-byte chunks: every match of
+    /// a whole-stream search, once, and hits equal to the bytewise scan's chunk by chunk
+    /// (checked in `chunked_with`).
+    #[test]
+    fn skipping_scan_equals_whole_stream_search(
+        pats in prop::collection::vec((prop::collection::vec(prop::sample::select(b"aAbB/\r\nc".to_vec()), 1..20), any::<bool>()), 1..7),
+        density in 0u32..4,
+        filler in prop::collection::vec(any::<u16>(), 0..6000),
+        plants in prop::collection::vec((0usize..6000, 0usize..8, any::<u64>(), prop::option::of(0usize..20)), 0..24),
+        mut cuts in prop::collection::vec(0usize..7000, 0..12),
+        ones in (0usize..7000, 0usize..80),
+    ) {
+        let pats = distinct(pats);
+        const SPARSE: &[u8] = b"defghijklmnopqrstuvwxyz DEFGH<>=\"0123456789";
+        const DENSE: &[u8] = b"aAbB/\r\nc";
+        // One byte in 2^16, 64, 8 or every byte from the patterns' alphabet.
+        let below = [1u32, 1 << 10, 1 << 13, 1 << 16][density as usize];
+        let mut stream: Vec<u8> = filler
+            .iter()
+            .map(|&x| if u32::from(x) < below { DENSE[usize::from(x) % DENSE.len()] } else { SPARSE[usize::from(x) % SPARSE.len()] })
+            .collect();
+        for (at, which, flips, cut) in plants {
+            let (p, nocase) = &pats[which % pats.len()];
+            let p = if *nocase { recase(p, flips) } else { p.clone() };
+            let at = at.min(stream.len());
+            if let Some(k) = cut {
+                cuts.push(at + k % p.len());
+            }
+            stream.splice(at..at, p);
+        }
+        cuts.extend(ones.0..ones.0 + ones.1);
+        cuts.sort_unstable();
+        let m = Matcher::new(&parse_rules(&rules(&pats), "t").unwrap()).unwrap();
+        prop_assert!(m.fingerprints() > 0, "these patterns have a prefilter");
+        let got = chunked(&pats, &stream, &cuts);
+        let set: BTreeSet<(u32, u64)> = got.iter().copied().collect();
+        prop_assert_eq!(set.len(), got.len(), "a match reported twice");
+        prop_assert_eq!(set, whole(&pats, &stream));
+    }
+}
+
+#[test]
+fn skipping_scan_of_http_with_the_example_rules() {
+    // apps/ids.rules' contents (relative to the crate: the workspace's apps/).
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../apps/ids.rules")).unwrap();
+    let rules = nfs::signature::rules::parse_rules(&text, "ids.rules").unwrap();
+    let m = Matcher::new(&rules).unwrap();
+    assert!(m.fingerprints() > 0);
+    let mut stream = Vec::new();
+    for i in 0..200 {
+        stream
+            .extend_from_slice(format!("GET /static/{i}/index.html HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes());
+        stream.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>select a union</html>");
+        if i % 7 == 0 {
+            stream.extend_from_slice(b"GET /cgi/../etc/passwd?q=UNION+SeLeCt HTTP/1.1\r\n\r\nroot@host# ");
+        }
+    }
+    for chunk in [1usize, 63, 64, 100, 1460, 4096, 1 << 20] {
+        let cuts: Vec<usize> = (chunk..stream.len()).step_by(chunk).collect();
+        let mut d = DirState::default();
+        let mut b = DirState::default();
+        m.restart(&mut d, 0);
+        m.restart(&mut b, 0);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&stream.len())) {
+            m.scan(&mut d, &stream[at..c], &mut got);
+            m.scan_bytewise(&mut b, &stream[at..c], &mut want);
+            at = c;
+        }
+        assert_eq!(got, want, "chunks of {chunk}");
+        assert!(got.len() > 500, "{}", got.len());
+    }
+}
+
+#[test]
+fn a_short_pattern_at_a_chunk_end_does_not_hide_a_pending_long_one() {
+    // "ab" pending at the end of a long chunk; "b" (a one-byte fingerprint) starts a run at
+    // the last byte, which alone would carry the state of "b", not of "ab".
+    let pats = vec![(b"b".to_vec(), false), (b"abcd".to_vec(), false), (b"ABCDE".to_vec(), true)];
+    let mut stream = vec![b'x'; 100];
+    stream.extend_from_slice(b"abcde");
+    stream.extend_from_slice(&[b'x'; 100]);
+    for cut in 100..=105 {
+        let got: BTreeSet<(u32, u64)> = chunked(&pats, &stream, &[cut]).into_iter().collect();
+        assert_eq!(got, whole(&pats, &stream), "cut at {cut}");
+        assert!(got.contains(&(1, 104)) && got.contains(&(2, 105)));
     }
 }

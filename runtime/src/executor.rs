@@ -15,10 +15,16 @@
 //!   end too, and [`run`] returns [`ExecError::ActorPanicked`] naming the core and the actor.
 //!   Any error in one thread stops all of them; [`run`] returns one error, preferring an actor
 //!   panic (the root cause) over the others, then assignment order.
-//! * Idle strategy, because the machines have few cores and several actors share one: after
-//!   [`SPIN_ROUNDS`] consecutive rounds in which no actor was busy the thread calls
+//! * Idle strategy ([`IdlePolicy`]), because the machines have few cores and several actors
+//!   share one: a thread never yields or sleeps while any of its actors had work in the last
+//!   round. After [`SPIN_ROUNDS`] consecutive rounds in which no actor was busy it calls
 //!   `yield_now()`, after [`YIELD_ROUNDS`] it sleeps [`IDLE_SLEEP`] per round (counted in
-//!   `idle_sleeps`). Any busy poll resets the count.
+//!   `idle_sleeps`). Any busy poll resets the count. A thread that may sleep sets its timer
+//!   slack to [`IdlePolicy::timer_slack`] (1 µs; the kernel's default of 50 µs would stretch
+//!   every 50 µs sleep to about 100 µs): work that arrives while it sleeps waits at most about
+//!   one sleep. `[runtime] idle_spin_rounds`, `idle_yield_rounds` and `idle_sleep_us` set the
+//!   policy of a run; `cargo run -p bench --release --bin idle` measures what each costs
+//!   (wake-up latency, throughput and CPU time while idle).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +39,47 @@ pub const SPIN_ROUNDS: u32 = 8;
 pub const YIELD_ROUNDS: u32 = 64;
 /// Sleep per idle round once past [`YIELD_ROUNDS`].
 pub const IDLE_SLEEP: Duration = Duration::from_micros(50);
+
+/// How a core thread waits when none of its actors had work (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Idle rounds spent spinning before yielding.
+    pub spin_rounds: u32,
+    /// Idle rounds (spinning plus yielding) before sleeping; `u32::MAX`: never sleep.
+    pub yield_rounds: u32,
+    /// Sleep per idle round once past `yield_rounds` (zero: yield instead).
+    pub sleep: Duration,
+    /// The thread's timer slack while it may sleep (`PR_SET_TIMERSLACK`); `None` leaves the
+    /// kernel's (50 µs by default).
+    pub timer_slack: Option<Duration>,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy {
+            spin_rounds: SPIN_ROUNDS,
+            yield_rounds: YIELD_ROUNDS,
+            sleep: IDLE_SLEEP,
+            timer_slack: Some(Duration::from_micros(1)),
+        }
+    }
+}
+
+impl IdlePolicy {
+    /// What the thread does after `idle_rounds` consecutive idle rounds; true when it slept.
+    fn wait(&self, idle_rounds: u32) -> bool {
+        if idle_rounds > self.yield_rounds && !self.sleep.is_zero() {
+            std::thread::sleep(self.sleep);
+            true
+        } else if idle_rounds > self.spin_rounds {
+            std::thread::yield_now();
+            false
+        } else {
+            std::hint::spin_loop();
+            false
+        }
+    }
+}
 
 /// What one poll of an actor achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +193,12 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn run_core(core: usize, mut actors: Vec<Box<dyn Runnable>>, stop: &AtomicBool) -> Result<CoreReport, ExecError> {
+fn run_core(
+    core: usize,
+    mut actors: Vec<Box<dyn Runnable>>,
+    stop: &AtomicBool,
+    policy: IdlePolicy,
+) -> Result<CoreReport, ExecError> {
     let start = Instant::now();
     let pin_err = |source| ExecError::Pin {
         core,
@@ -155,6 +207,10 @@ fn run_core(core: usize, mut actors: Vec<Box<dyn Runnable>>, stop: &AtomicBool) 
     };
     sys::pin_current_thread(core).map_err(pin_err)?;
     let affinity = sys::current_thread_affinity().map_err(pin_err)?;
+    if let (Some(slack), false) = (policy.timer_slack, policy.sleep.is_zero()) {
+        // Best effort: a thread that cannot set it sleeps a little longer, nothing else.
+        let _ = sys::set_timer_slack(slack);
+    }
     let names: Vec<String> = actors.iter().map(|a| a.name().to_string()).collect();
     let mut live = vec![true; actors.len()];
     let mut remaining = actors.len();
@@ -192,13 +248,8 @@ fn run_core(core: usize, mut actors: Vec<Box<dyn Runnable>>, stop: &AtomicBool) 
             idle_rounds = 0;
         } else {
             idle_rounds = idle_rounds.saturating_add(1);
-            if idle_rounds > YIELD_ROUNDS {
-                std::thread::sleep(IDLE_SLEEP);
+            if policy.wait(idle_rounds) {
                 idle_sleeps += 1;
-            } else if idle_rounds > SPIN_ROUNDS {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
             }
         }
     }
@@ -219,13 +270,22 @@ fn run_core(core: usize, mut actors: Vec<Box<dyn Runnable>>, stop: &AtomicBool) 
 /// Returns one [`CoreReport`] per assignment, in the given order, or the first error (see the
 /// module contract). On error, `stop` has been set and every thread has ended.
 pub fn run(assignments: Vec<CoreAssignment>, stop: Arc<AtomicBool>) -> Result<Vec<CoreReport>, ExecError> {
+    run_with(assignments, stop, IdlePolicy::default())
+}
+
+/// [`run`] with the idle policy `policy`.
+pub fn run_with(
+    assignments: Vec<CoreAssignment>,
+    stop: Arc<AtomicBool>,
+    policy: IdlePolicy,
+) -> Result<Vec<CoreReport>, ExecError> {
     let mut handles = Vec::with_capacity(assignments.len());
     let mut first_err: Option<ExecError> = None;
     for a in assignments {
         let core = a.core;
         let stop_t = Arc::clone(&stop);
         let spawned = std::thread::Builder::new().name(format!("mbox-core{core}")).spawn(move || {
-            let r = run_core(core, a.actors, &stop_t);
+            let r = run_core(core, a.actors, &stop_t, policy);
             if r.is_err() {
                 stop_t.store(true, Ordering::Release);
             }

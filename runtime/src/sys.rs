@@ -192,3 +192,40 @@ mod peak_rss_tests {
         assert!(peak >= now, "peak {peak} below resident {now}");
     }
 }
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`): how much later than asked
+/// the kernel may end its sleeps.
+pub fn set_timer_slack(slack: std::time::Duration) -> io::Result<()> {
+    let ns = libc::c_ulong::try_from(slack.as_nanos().max(1)).unwrap_or(libc::c_ulong::MAX);
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// CPU time this process used so far (user + system, every thread), in seconds.
+pub fn process_cpu_seconds() -> io::Result<f64> {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    let u = unsafe { u.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(secs(u.ru_utime) + secs(u.ru_stime))
+}
+
+/// The calling thread's timer slack (`PR_GET_TIMERSLACK`).
+pub fn timer_slack() -> io::Result<std::time::Duration> {
+    // SAFETY: PR_GET_TIMERSLACK takes no argument and returns the slack in nanoseconds.
+    let r = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(std::time::Duration::from_nanos(r as u64))
+    }
+}

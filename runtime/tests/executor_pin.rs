@@ -158,3 +158,57 @@ fn pin_failure_names_the_core() {
     assert!(matches!(e, ExecError::Pin { core: 4000, .. }), "{e}");
     assert!(e.to_string().contains("core 4000"), "{e}");
 }
+
+/// Idle until `stop`, recording the thread's timer slack at its first poll.
+struct SlackProbe(Arc<AtomicU64>);
+
+impl Runnable for SlackProbe {
+    fn name(&self) -> &str {
+        "slack-probe"
+    }
+    fn poll(&mut self) -> PollResult {
+        if self.0.load(Ordering::Relaxed) == u64::MAX {
+            let ns = sys::timer_slack().unwrap().as_nanos() as u64;
+            self.0.store(ns, Ordering::Relaxed);
+        }
+        PollResult::Idle
+    }
+}
+
+/// Runs `CountingIdle` under `policy` for at least 300 polls; its report and the slack seen.
+fn idle_run(policy: executor::IdlePolicy) -> (executor::CoreReport, u64) {
+    let allowed = sys::allowed_cpus().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU64::new(0));
+    let slack = Arc::new(AtomicU64::new(u64::MAX));
+    let (s2, p2) = (Arc::clone(&stop), Arc::clone(&polls));
+    let t = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p2.load(Ordering::Relaxed) < 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s2.store(true, Ordering::Relaxed);
+    });
+    let actors: Vec<Box<dyn Runnable>> = vec![Box::new(CountingIdle(polls)), Box::new(SlackProbe(slack.clone()))];
+    let reports = executor::run_with(vec![CoreAssignment { core: allowed[0], actors }], stop, policy).unwrap();
+    t.join().unwrap();
+    (reports[0].clone(), slack.load(Ordering::Relaxed))
+}
+
+#[test]
+fn idle_policy_sets_how_a_thread_waits() {
+    // The default sleeps past its yield rounds, with a 1 µs timer slack.
+    let (r, slack) = idle_run(executor::IdlePolicy::default());
+    assert!(r.polls >= 300 && r.idle_sleeps > 0, "{r:?}");
+    assert_eq!(slack, 1_000, "the default policy's timer slack, in ns");
+    // No sleep: the thread only spins and yields, and leaves the kernel's slack alone.
+    let never = executor::IdlePolicy {
+        sleep: Duration::ZERO,
+        timer_slack: Some(Duration::from_micros(1)),
+        ..Default::default()
+    };
+    let (r, slack) = idle_run(never);
+    assert!(r.polls >= 300, "{r:?}");
+    assert_eq!(r.idle_sleeps, 0, "a policy without sleep never sleeps: {r:?}");
+    assert_ne!(slack, 1_000, "a thread that never sleeps keeps the kernel's timer slack");
+}

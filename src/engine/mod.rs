@@ -480,9 +480,10 @@ fn execute(
     let abort = Arc::new(AtomicBool::new(false));
     let children = nf_process::spawn_nf_processes(app, opts, region, link, external, &abort)?;
     let exec_abort = abort.clone();
+    let idle = app.runtime.idle_policy();
     let exec = std::thread::Builder::new()
         .name("mbox-exec".into())
-        .spawn(move || executor::run(assignments, exec_abort))
+        .spawn(move || executor::run_with(assignments, exec_abort, idle))
         .map_err(|e| RunError::Setup(format!("starting the executor thread: {e}")))?;
     let mut stopped: Option<Instant> = None;
     let mut aborted: Option<Instant> = None;

@@ -563,7 +563,11 @@ pub fn serve_nf(
     let done_flag = done.clone();
     let watched = region.clone();
     let watchdog = std::thread::spawn(move || watch_run(&watched, &flag, &done_flag));
-    let result = executor::run(vec![CoreAssignment { core, actors: vec![Box::new(stage)] }], abort.clone());
+    let result = executor::run_with(
+        vec![CoreAssignment { core, actors: vec![Box::new(stage)] }],
+        abort.clone(),
+        app.runtime.idle_policy(),
+    );
     done.store(true, Ordering::SeqCst);
     let gone = watchdog.join().unwrap_or(None);
     result?;

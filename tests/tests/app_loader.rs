@@ -243,3 +243,25 @@ fn port_table_keys_are_checked_and_flags_override_them() {
     let app = microboxes::App::parse("", "p.toml").unwrap();
     assert_eq!(app.port.ring_with(None, None, None), runtime::ports::RingConfig::default());
 }
+
+/// `[runtime]`'s idle policy keys: read into the executor's policy, bad values reported.
+#[test]
+fn runtime_idle_policy_keys_are_read_and_checked() {
+    let app = microboxes::App::parse(
+        "[runtime]\nidle_spin_rounds = 4\nidle_yield_rounds = 16\nidle_sleep_us = 0\n",
+        "i.toml",
+    )
+    .unwrap();
+    let p = app.runtime.idle_policy();
+    assert_eq!((p.spin_rounds, p.yield_rounds, p.sleep), (4, 16, std::time::Duration::ZERO));
+    let d = microboxes::App::parse("", "d.toml").unwrap().runtime.idle_policy();
+    assert_eq!(d, runtime::executor::IdlePolicy::default());
+    let text = "[runtime]\nidle_spin_rounds = 10\nidle_yield_rounds = 5\nidle_sleep_us = 200000\n";
+    let err = microboxes::App::parse(text, "i.toml").map(|_| ()).unwrap_err().to_string();
+    for want in [
+        "i.toml: key `runtime.idle_yield_rounds`: must be at least idle_spin_rounds, found 5",
+        "i.toml: key `runtime.idle_sleep_us`: must be at most 100000 (100 ms), found 200000",
+    ] {
+        assert!(err.contains(want), "`{want}` not in:\n{err}");
+    }
+}

@@ -179,6 +179,24 @@ struct Rig {
     url: String,
 }
 
+/// Hold timeout of the lossy runs. Held bytes leave unrewritten when their sender pauses
+/// longer than the hold timeout inside a possible pattern (the documented trade-off of
+/// `hold_timeout_ms`); on a loaded machine, with retransmissions, the server's pauses pass
+/// the apps' 40 ms, so these runs give it 400 ms (the acknowledgment ahead comes after one
+/// timeout, the release after two).
+const LOSSY_HOLD_TIMEOUT_MS: u64 = 400;
+
+/// A copy of `apps/APP` in `dir` with `hold_timeout_ms` = [`LOSSY_HOLD_TIMEOUT_MS`]; its path.
+fn patient_copy(app: &str, dir: &Path) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps").join(app);
+    let text = std::fs::read_to_string(&src).unwrap();
+    let patched = text.replace("hold_timeout_ms = 40\n", &format!("hold_timeout_ms = {LOSSY_HOLD_TIMEOUT_MS}\n"));
+    assert_ne!(patched, text, "{} sets hold_timeout_ms = 40", src.display());
+    let out = dir.join(app);
+    std::fs::write(&out, patched).unwrap();
+    out.to_str().unwrap().to_string()
+}
+
 /// The inline lab (lossy when `loss`), the corpus server on 10.99.`net`.2:8088 and
 /// `mbox run apps/APP` in `mode`, forwarding.
 fn serve_corpus(tag: &str, net: u8, loss: bool, app: &str, mode: &str) -> Rig {
@@ -194,7 +212,8 @@ fn serve_corpus(tag: &str, net: u8, loss: bool, app: &str, mode: &str) -> Rig {
     let srv = ["python3", "-u", "server.py", &addr, "8088", "corpus.txt"];
     lab.spawn(&s, 200, d, &srv, "server.log");
     assert!(wait_for_log(d, "server.log", "Serving", Duration::from_secs(15)), "the server did not start");
-    let mb = start_mbox(&mut lab, &m, d, app, mode);
+    let app = if loss { patient_copy(app, d) } else { app.to_string() };
+    let mb = start_mbox(&mut lab, &m, d, &app, mode);
     let url = format!("http://{addr}:8088/corpus.txt");
     wait_forwarding(&c, &url, d);
     Rig { _one, dir, lab, c, mb, original, url }

@@ -5,10 +5,16 @@
 //! Every rule's contents go into two DFAs (case-sensitive, and ASCII-case-insensitive for
 //! `nocase` contents); equal patterns are one global pattern id. The two are tabulated as one
 //! product automaton (module `dfa`; two tables when the product would be too large).
-//! [`Matcher::scan`] steps it one byte at a time from the state kept in [`DirState`], so a
-//! pattern split over any number of chunks is found at its absolute end offset; a long chunk
-//! is stepped as independent chains that overlap in the CPU (exact: see `scan_split`). A
-//! [`Hit`] is (global pattern id, absolute end offset).
+//! [`Matcher::scan`] carries the automaton's state between chunks in [`DirState`], so a
+//! pattern split over any number of chunks is found at its absolute end offset. Within a
+//! chunk it **skips ahead**: a SIMD prefilter (module `prefilter`: the packed Teddy searcher
+//! over the patterns' first three bytes, case variants spelled out) finds where a pattern can
+//! start, and the automaton is stepped only from there, as far as a pattern starting there
+//! can reach, plus over the chunk's first and last `max_len` bytes for the carried state
+//! (exact: see `scan_skipping`). Where such places are dense, or the rule set has no
+//! prefilter, every byte is stepped ([`Matcher::scan_bytewise`]; a long chunk as independent
+//! chains that overlap in the CPU, see `scan_split`). Both report the same hits in the same
+//! order. A [`Hit`] is (global pattern id, absolute end offset).
 //!
 //! Invariants: every pattern id in a hit is below the number of patterns; a hit's end offset
 //! is at least its pattern's length.
@@ -19,6 +25,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::MatchKind;
 
 use super::dfa::{Source, Table, MAX_PRODUCT_STATES};
+use super::prefilter::Prefilter;
 use super::rules::Rule;
 
 /// A pattern match: (global pattern id, absolute end offset in its direction).
@@ -53,6 +60,9 @@ pub struct Matcher {
     starts: [u32; 2],
     /// The longest pattern's length (at least 1).
     max_len: usize,
+    /// Where patterns can start (see [`Matcher::scan`]); `None` when there would be too
+    /// many fingerprints.
+    prefilter: Option<Prefilter>,
 }
 
 impl Matcher {
@@ -128,7 +138,10 @@ impl Matcher {
             *s = t.start;
         }
         let max_len = pats.iter().map(|p| p.0 as usize).max().unwrap_or(1).max(1);
-        Ok(Matcher { rules: rules.to_vec(), tables, rule_pats, pats, bare, starts, max_len })
+        let mut keys: Vec<(&(bool, Vec<u8>), &u32)> = ids.iter().collect();
+        keys.sort_unstable_by_key(|k| *k.1);
+        let prefilter = Prefilter::new(&keys.iter().map(|(k, _)| (k.1.as_slice(), k.0)).collect::<Vec<_>>());
+        Ok(Matcher { rules: rules.to_vec(), tables, rule_pats, pats, bare, starts, max_len, prefilter })
     }
 
     /// How many tables the scan steps: 1 (the product) or 2 (one per DFA).
@@ -156,27 +169,148 @@ impl Matcher {
     }
 
     /// Steps the automata over `bytes`, the next bytes of `d`'s direction, appending each
-    /// pattern match to `hits` at its absolute end offset (in end-offset order).
+    /// pattern match to `hits` at its absolute end offset (in end-offset order; matches with
+    /// the same end in the automaton's order). When the rule set has a prefilter and the
+    /// chunk is long enough, the automaton runs only near the places where a pattern can
+    /// start (see [`Matcher::scan_skipping`]); the hits and the state carried on are exactly
+    /// those of [`Matcher::scan_bytewise`].
     pub fn scan(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
+        match &self.prefilter {
+            Some(pf) if bytes.len() >= SKIP_MIN && !self.tables.is_empty() => {
+                d.states = self.scan_skipping(pf, d.states, d.offset, bytes, hits)
+            }
+            _ => d.states = self.scan_from(d.states, d.offset, bytes, hits),
+        }
+        d.offset += bytes.len() as u64;
+    }
+
+    /// As [`Matcher::scan`], stepping the automata over every byte (no prefilter): the
+    /// reference the skipping scan is tested and benchmarked against.
+    pub fn scan_bytewise(&self, d: &mut DirState, bytes: &[u8], hits: &mut Vec<Hit>) {
+        d.states = self.scan_from(d.states, d.offset, bytes, hits);
+        d.offset += bytes.len() as u64;
+    }
+
+    /// How many fingerprints the prefilter looks for; 0 when the rule set has none (more
+    /// than 64 fingerprints, or a CPU without the packed searcher) and every byte is stepped.
+    pub fn fingerprints(&self) -> usize {
+        self.prefilter.as_ref().map_or(0, Prefilter::len)
+    }
+
+    /// Every byte stepped from states `st`, the first byte at absolute offset `offset`;
+    /// returns the states after the last byte.
+    fn scan_from(&self, mut st: [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> [u32; 2] {
         match self.tables.as_slice() {
             [] => {}
             [t] if bytes.len() >= CHAINS * self.max_len + SPLIT_MIN => {
-                d.states[0] = scan_split(t, d.states[0], d.offset, bytes, self.max_len, hits)
+                st[0] = scan_split(t, st[0], offset, bytes, self.max_len, hits)
             }
-            [t] => d.states[0] = scan_one(t, d.states[0], d.offset, bytes, hits),
+            _ => self.run(&mut st, offset, bytes, hits),
+        }
+        st
+    }
+
+    /// One chain over `bytes` from states `st` (updated), reporting every match.
+    #[inline]
+    fn run(&self, st: &mut [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) {
+        match self.tables.as_slice() {
+            [] => {}
+            [t] => st[0] = scan_one(t, st[0], offset, bytes, hits),
             tables => {
                 // Two tables (the product was too large): step both per byte, plain first.
-                for (off, &b) in (d.offset + 1..).zip(bytes) {
-                    for (t, st) in tables.iter().zip(d.states.iter_mut()) {
-                        *st = t.trans[(*st + u32::from(t.classes[usize::from(b)])) as usize];
-                        if *st < t.match_limit {
-                            hits.extend(t.matches(*st).iter().map(|&p| (p, off)));
+                for (off, &b) in (offset + 1..).zip(bytes) {
+                    for (t, s) in tables.iter().zip(st.iter_mut()) {
+                        *s = t.trans[(*s + u32::from(t.classes[usize::from(b)])) as usize];
+                        if *s < t.match_limit {
+                            hits.extend(t.matches(*s).iter().map(|&p| (p, off)));
                         }
                     }
                 }
             }
         }
-        d.offset += bytes.len() as u64;
+    }
+
+    /// The states after stepping `bytes` from the start states, matches not reported.
+    fn warm(&self, bytes: &[u8]) -> [u32; 2] {
+        let mut st = self.starts;
+        for (t, s) in self.tables.iter().zip(st.iter_mut()) {
+            for &b in bytes {
+                *s = t.trans[(*s + u32::from(t.classes[usize::from(b)])) as usize];
+            }
+        }
+        st
+    }
+
+    /// The skipping scan of one chunk (`L` = the longest pattern's length, `n` = the chunk's):
+    ///
+    /// 1. The first *run* steps the carried states over the chunk's first `min(n, L)` bytes,
+    ///    reporting everything: every match that began in an earlier chunk ends there.
+    /// 2. The prefilter gives, left to right, each place `c` where a pattern can start, with
+    ///    its reach `r` (no pattern starting at `c` is longer). If `c` lies inside the
+    ///    current run, the run is stepped on to `c + r`; otherwise a new run starts at `c`
+    ///    from the start states and is stepped to `c + r`. Bytes outside runs are never
+    ///    stepped.
+    /// 3. The states after the chunk: the last run's when it reached the end having read the
+    ///    chunk's last `L` bytes (or started from the carried states), else the start states
+    ///    stepped over the last `L` bytes (an Aho-Corasick state is the longest suffix of
+    ///    the input that is a pattern prefix, at most `L` long).
+    ///
+    /// Exact: a run reports the matches that end inside it and start at or after its first
+    /// byte (the first run: all that end inside it). Every match starts at a place the
+    /// prefilter reports, whose run is stepped at least to the match's end, so it is
+    /// reported, once, as runs do not overlap; runs are in order and report in end order,
+    /// and a match state's pattern list depends only on which patterns end there, so hits
+    /// come out in the order of [`Matcher::scan_bytewise`]. When places come denser than
+    /// one per [`DENSE`] bytes, stepping every byte is cheaper: the next [`DENSE_WINDOW`]
+    /// bytes are stepped so, from the stream's states at that point (a run's, once it has
+    /// read `L` bytes, else warmed up on the `L` bytes before; every match ending up to there
+    /// has been reported, none after), and that exact state then goes on as the first run's
+    /// does, over places in the window's last `L - 1` bytes first.
+    fn scan_skipping(&self, pf: &Prefilter, carried: [u32; 2], offset: u64, bytes: &[u8], hits: &mut Vec<Hit>) -> [u32; 2] {
+        let (n, l) = (bytes.len(), self.max_len);
+        let mut st = carried;
+        let mut pos = l.min(n);
+        self.run(&mut st, offset, &bytes[..pos], hits);
+        // `st` is the stream's own state at `pos` (the first run, or after stepping every
+        // byte), not a run's from the start states at `run_start`.
+        let mut exact = true;
+        let mut run_start = 0;
+        let mut from = 0;
+        // Places found since `counted_from`.
+        let (mut found, mut counted_from) = (0usize, 0usize);
+        while pos < n {
+            let Some((c, reach)) = pf.next(bytes, from, n) else { break };
+            found += 1;
+            if c >= pos {
+                if found > DENSE_MIN && found * DENSE > c - counted_from {
+                    // Dense: step every byte of the next window, from the stream's state at
+                    // `pos` (a run's state is it once the run has read `l` bytes).
+                    if !exact && run_start + l > pos {
+                        st = self.warm(&bytes[pos - l..pos]);
+                    }
+                    let end = (pos + DENSE_WINDOW).min(n);
+                    st = self.scan_from(st, offset + pos as u64, &bytes[pos..end], hits);
+                    (pos, exact) = (end, true);
+                    // Places in the window's last `l - 1` bytes may begin matches that end
+                    // after it: the exact run goes on over them.
+                    from = pos + 1 - l;
+                    (found, counted_from) = (0, pos);
+                    continue;
+                }
+                (st, exact, run_start, pos) = (self.starts, false, c, c);
+            }
+            let end = (c + reach).min(n);
+            if end > pos {
+                self.run(&mut st, offset + pos as u64, &bytes[pos..end], hits);
+                pos = end;
+            }
+            from = c + 1;
+        }
+        if pos == n && (exact || run_start + l <= n) {
+            st
+        } else {
+            self.warm(&bytes[n - l..])
+        }
     }
 
     /// The rules that `hits` may complete — those using a pattern matched there, and, when
@@ -201,6 +335,19 @@ impl Matcher {
         chain_ok(&self.rules[ri], &self.rule_pats[ri], &self.pats, positions)
     }
 }
+
+/// Chunks shorter than this are scanned byte by byte even with a prefilter.
+const SKIP_MIN: usize = 64;
+
+/// Places found before the density check applies.
+const DENSE_MIN: usize = 8;
+
+/// Where places where a pattern can start come more often than once per this many bytes,
+/// the scan steps every byte of the next [`DENSE_WINDOW`] bytes.
+const DENSE: usize = 32;
+
+/// Bytes stepped one by one when places come dense, before the prefilter is tried again.
+const DENSE_WINDOW: usize = 4096;
 
 /// Chunks shorter than this (plus [`CHAINS`] times the longest pattern) are scanned in one
 /// chain.

@@ -19,9 +19,11 @@
 //!
 //! **Matching** ([`matcher`]). Every rule's contents go into two Aho-Corasick DFAs (case-sensitive, and
 //! ASCII-case-insensitive for `nocase` contents). Each flow and direction keeps its DFA
-//! states and its absolute offset between events, and the DFAs are stepped one byte at a
-//! time, so a pattern split over any number of segments or events is found at its absolute
-//! offset — there is no window to evade. In stream mode the offset is the TCP stream offset
+//! states and its absolute offset between events, so a pattern split over any number of
+//! segments or events is found at its absolute offset — there is no window to evade. Within
+//! an event's bytes a SIMD prefilter skips to where a pattern can start and the DFAs are
+//! stepped only from there (every byte where such places are dense); the matches are
+//! exactly those of stepping every byte (see [`matcher`]). In stream mode the offset is the TCP stream offset
 //! (out-of-order segments are matched once the monitor has reassembled them); in packet mode
 //! it counts the payload bytes of that direction in arrival order (retransmitted bytes
 //! count again, out-of-order segments are scanned as they arrive).
@@ -79,6 +81,7 @@
 pub mod gate;
 mod dfa;
 pub mod matcher;
+mod prefilter;
 pub mod rules;
 
 use rustc_hash::FxHashMap;

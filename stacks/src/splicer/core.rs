@@ -198,14 +198,19 @@ struct Flow {
     last: Instant,
 }
 
+/// A map with `foldhash`'s per-process random seed.
+type SeededMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The splicer's state (see the module docs).
 pub struct Core {
     s: Settings,
     cookies: Cookies,
     epoch: Instant,
-    flows: HashMap<ClientKey, Flow>,
-    by_backend: HashMap<(SocketAddrV4, u16), ClientKey>,
-    by_ref: HashMap<FlowRef, ClientKey>,
+    /// Keyed by what clients choose (addresses, ports): a seeded fast hash, so that nobody
+    /// can aim connections at one bucket.
+    flows: SeededMap<ClientKey, Flow>,
+    by_backend: SeededMap<(SocketAddrV4, u16), ClientKey>,
+    by_ref: rustc_hash::FxHashMap<FlowRef, ClientKey>,
     arp: HashMap<Ipv4Addr, (Mac, u8)>,
     arp_asked: HashMap<Ipv4Addr, Instant>,
     ports: u8,
@@ -229,9 +234,9 @@ impl Core {
             s,
             cookies: Cookies::new(),
             epoch: Instant::now(),
-            flows: HashMap::new(),
-            by_backend: HashMap::new(),
-            by_ref: HashMap::new(),
+            flows: SeededMap::default(),
+            by_backend: SeededMap::default(),
+            by_ref: rustc_hash::FxHashMap::default(),
             arp: HashMap::new(),
             arp_asked: HashMap::new(),
             ports: ports.max(1),
