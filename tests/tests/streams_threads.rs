@@ -245,3 +245,53 @@ fn an_input_that_cannot_be_read_back_is_compared_from_a_copy() {
         }
     }
 }
+
+#[test]
+fn errors_end_both_threads_and_name_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mix.pcap");
+    hostile_mix(&input, 11, 40);
+    let mut before_error = Vec::new();
+    for single_thread in [true, false] {
+        // The caller's error stops the run and is the one returned (not a thread's failure).
+        let mut seen = 0;
+        let r = streams_each(&input, StreamsOptions { single_thread, ..Default::default() }, &mut |_| {
+            seen += 1;
+            if seen == 3 {
+                Err(microboxes::streams::StreamsError::Dump {
+                    path: "stop-here".into(),
+                    source: std::io::Error::other("enough"),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("stop-here") && e.contains("enough"), "{e}");
+        assert_eq!(seen, 3);
+        // A capture corrupt halfway: the records of connections that ended before the bad
+        // record are handed over, then the reader's error names the offset.
+        let mut bytes = std::fs::read(&input).unwrap();
+        let half = bytes.len() / 2;
+        // A record header claiming a 1 GiB frame, written over the middle of the file, is
+        // corrupt wherever the record boundary lands: find the boundary by walking records.
+        let mut at = 24usize;
+        while at + 16 <= half {
+            let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            at += 16 + caplen;
+        }
+        bytes[at + 8..at + 12].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        let bad = dir.path().join("bad.pcap");
+        std::fs::write(&bad, &bytes).unwrap();
+        let mut n = 0;
+        let r = streams_each(&bad, StreamsOptions { single_thread, ..Default::default() }, &mut |_| {
+            n += 1;
+            Ok(())
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(&at.to_string()), "{e}");
+        assert!(n < 40, "{n}");
+        before_error.push(n);
+    }
+    assert_eq!(before_error[0], before_error[1], "records handed over before the error");
+}
