@@ -222,6 +222,11 @@ struct StreamsArgs {
     /// least recently seen is evicted, reported with end `evicted` and counted.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_flows: u64,
+    /// 2: one thread reads the capture and reassembles, the other hashes (and dumps) the
+    /// reassembled bytes and prints; 1: everything on one thread. Same output either way.
+    /// Default: 2 when the process may use at least two CPUs, else 1.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    threads: Option<u8>,
 }
 
 fn parse_range(s: &str) -> Result<(u32, u32), String> {
@@ -695,7 +700,14 @@ fn cmd_check(a: CheckArgs) -> Result<i32> {
 }
 
 fn cmd_streams(a: StreamsArgs) -> Result<()> {
-    let mut opts = microboxes::streams::StreamsOptions { dump: a.dump.clone(), ..Default::default() };
+    let mut opts = microboxes::streams::StreamsOptions {
+        dump: a.dump.clone(),
+        single_thread: match a.threads {
+            Some(n) => n == 1,
+            None => std::thread::available_parallelism().map_or(true, |n| n.get() < 2),
+        },
+        ..Default::default()
+    };
     opts.flows.max_flows = usize::try_from(a.max_flows).unwrap_or(usize::MAX);
     let mut out = std::io::stdout().lock();
     // Its errors name the capture: no context to add.

@@ -1,7 +1,7 @@
 //! The IDS app (`apps/ids.toml`: TCP monitor + DPI + Signature_Match) on one capture, beside
 //! what bounds it and what users compare it with, in one run: the bare read+parse loop (one
-//! thread: pcap reader + header parser, nothing kept), `mbox streams` (one thread: flow
-//! table, reassembly, SHA-256 of every stream) and — when the `nfstream` Python package is
+//! thread: pcap reader + header parser, nothing kept), `mbox streams` (its default, two
+//! threads: flow table and reassembly on one, SHA-256 of every stream on the other) and — when the `nfstream` Python package is
 //! installed (`pip install nfstream`) — nfstream (nDPI; `n_meters=1`) on the same file. Prints
 //! packets/s and Gbit/s of each and the ratios.
 //!
@@ -165,7 +165,7 @@ fn main() -> Result<()> {
     println!("{:<44} {:>12} {:>9} {:>11}", "", "packets/s", "Gbit/s", "IDS app vs");
     row(&format!("IDS app (apps/ids.toml, 2 cores; {alerts} alerts)"), ids_t);
     row("bare read+parse loop (1 thread)", median(&t_bare));
-    row("mbox streams (1 thread, SHA-256)", median(&t_streams));
+    row("mbox streams (2 threads, SHA-256)", median(&t_streams));
     match nf {
         Ok(secs) => row("nfstream (nDPI, n_meters=1)", secs),
         Err(why) => println!("nfstream: not measured ({why}; `pip install nfstream` to compare)"),
