@@ -78,6 +78,13 @@ impl EditList {
         EditList { forwarded, ..EditList::new(limits) }
     }
 
+    /// As [`starting_at`](Self::starting_at), for a direction whose sender's FIN also left
+    /// unchanged: its stream ended at `forwarded`, so nothing can be inserted there any more
+    /// (such an edit is refused as too late rather than accepted and never sent).
+    pub fn ended_at(limits: EditLimits, forwarded: u64) -> EditList {
+        EditList { forwarded, ended: true, ..EditList::new(limits) }
+    }
+
     /// Original bytes forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded
@@ -253,6 +260,7 @@ mod tests {
         assert_eq!(l.in_of(4), 2);
         assert_eq!(l.in_of(7), 5);
         assert_eq!(l.in_of(9), 7);
+
         assert_eq!(l.in_of(10), 7);
         assert_eq!(l.in_of(12), 11);
         assert!(matches!(l.add(edit(12, 1, b"")), Err(ModifyError::TooLate { .. })));
@@ -364,5 +372,15 @@ mod tests {
                 prop_assert!(l.out_lo(x) <= y);
             }
         }
+    }
+
+    #[test]
+    fn an_ended_stream_takes_no_insert_at_its_end() {
+        let lim = EditLimits { max_edits: 8, max_insert_bytes: 64 };
+        // Upgraded after 10 bytes: an insert at 10 goes in before the next byte...
+        assert!(EditList::starting_at(lim, 10).add(edit(10, 0, b"x")).is_ok());
+        // ...but not when the FIN left at 10 too.
+        let mut ended = EditList::ended_at(lim, 10);
+        assert!(matches!(ended.add(edit(10, 0, b"x")), Err(ModifyError::TooLate { at: 10, forwarded: 10 })));
     }
 }

@@ -184,7 +184,7 @@ impl Forwarding {
             };
         }
         self.cheap.remove(&key);
-        self.board.open_at(key, [dirs[0].base, dirs[1].base]);
+        self.board.open_at(key, [dirs[0].base, dirs[1].base], [dirs[0].fin, dirs[1].fin]);
         self.up.upgraded += 1;
         self.up.before_bytes += dirs[0].base + dirs[1].base;
         self.conns.insert(

@@ -162,18 +162,25 @@ impl Board {
 
     /// Opens connection `key`'s entry.
     pub fn open(&self, key: u64) {
-        self.open_at(key, [0, 0]);
+        self.open_at(key, [0, 0], [false, false]);
     }
 
     /// Opens connection `key`'s entry with each direction's bytes before `base` already
-    /// forwarded (an upgrade mid-stream).
-    pub fn open_at(&self, key: u64, base: [u64; 2]) {
+    /// forwarded (an upgrade mid-stream), and its FIN too where `fin` says so.
+    pub fn open_at(&self, key: u64, base: [u64; 2], fin: [bool; 2]) {
         let lim = self
             .limits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or(EditLimits { max_edits: 1 << 20, max_insert_bytes: 64 << 20 });
-        let lists = [EditList::starting_at(lim, base[0]), EditList::starting_at(lim, base[1])];
+        let list = |d: usize| {
+            if fin[d] {
+                EditList::ended_at(lim, base[d])
+            } else {
+                EditList::starting_at(lim, base[d])
+            }
+        };
+        let lists = [list(0), list(1)];
         self.with(|m| m.insert(key, Entry { lists, hold: [None; 2], base }));
     }
 

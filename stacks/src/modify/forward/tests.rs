@@ -159,7 +159,9 @@ fn run_upgraded(
             ];
             c = ConnFwd::resume(dirs, [None, None]);
             mss_from = base;
-            lists = [EditList::starting_at(LIM, base), EditList::starting_at(LIM, 0)];
+            // As the board opens them: a direction whose FIN left on the cheap path ended.
+            let client = if fin_sent { EditList::ended_at(LIM, base) } else { EditList::starting_at(LIM, base) };
+            lists = [client, EditList::starting_at(LIM, 0)];
             want = reference(data, &add_edits(&mut lists[0], data, edits)?);
         }
         // The client sends a burst: new bytes, or (no progress) a retransmission.
