@@ -359,8 +359,8 @@ struct RunArgs {
     /// the current directory.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// Core map (TOML): actor name -> core id. Default: rx, l23 and tx on the first allowed
-    /// CPU, NFs spread over the others.
+    /// Core map (TOML): actor name -> core id. Default: rx and the stacks on the first allowed
+    /// CPU, NFs spread over the others, tx with the last NF.
     #[arg(long)]
     core_map: Option<PathBuf>,
     /// Write the full run report as JSON to this file.

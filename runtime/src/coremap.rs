@@ -171,17 +171,26 @@ pub enum Role {
     Stack,
     /// A network function.
     Nf,
+    /// The end of the chain (TX): with the last NF.
+    Sink,
 }
 
 /// The default placement when no core map is given.
 ///
 /// I/O and stack actors go on the first allowed CPU; NFs go round-robin, in the given order,
-/// over the remaining allowed CPUs, or on the first one if only one is allowed. With no
-/// allowed CPU at all (which `sched_getaffinity` never reports) everything goes on core 0.
+/// over the remaining allowed CPUs, or on the first one if only one is allowed; the sink (TX)
+/// goes with the last NF before it (on the first CPU when there is none). With no allowed CPU
+/// at all (which `sched_getaffinity` never reports) everything goes on core 0.
+///
+/// Why the sink goes with the NFs: in a passive pipeline the first core copies every byte
+/// (RX into the pool, the TCP monitor into the stream store) and is the one that limits; TX
+/// only drains the last ring and frees buffers, work that costs the NFs' core less (measured:
+/// docs/benchmarks.md, "Issue 14: placement").
 pub fn default_placement(actors: &[(String, Role)], allowed: &[usize]) -> Placement {
     let first = allowed.first().copied().unwrap_or(0);
     let rest = allowed.get(1..).unwrap_or(&[]);
     let mut next_nf = 0;
+    let mut last_nf = first;
     let cores = actors
         .iter()
         .map(|(name, role)| {
@@ -191,8 +200,10 @@ pub fn default_placement(actors: &[(String, Role)], allowed: &[usize]) -> Placem
                 Role::Nf => {
                     let c = rest[next_nf % rest.len()];
                     next_nf += 1;
+                    last_nf = c;
                     c
                 }
+                Role::Sink => last_nf,
             };
             (name.clone(), core)
         })

@@ -84,11 +84,16 @@ fn default_placement_rules() {
         ("fw".to_string(), Role::Nf),
         ("dpi".to_string(), Role::Nf),
         ("stats".to_string(), Role::Nf),
-        ("tx".to_string(), Role::Io),
+        ("tx".to_string(), Role::Sink),
     ];
     let p = default_placement(&app, &[2, 5, 7]);
     let cores: Vec<usize> = p.cores.iter().map(|(_, c)| *c).collect();
-    assert_eq!(cores, [2, 2, 5, 7, 5, 2]);
+    // The sink (TX) with the last NF.
+    assert_eq!(cores, [2, 2, 5, 7, 5, 5]);
+    // No NF: the sink stays with RX and the stacks.
+    let bare = [app[0].clone(), app[1].clone(), app[5].clone()];
+    let p = default_placement(&bare, &[2, 5, 7]);
+    assert!(p.cores.iter().all(|(_, c)| *c == 2), "{p:?}");
     let p = default_placement(&app, &[3]);
     assert!(p.cores.iter().all(|(_, c)| *c == 3));
     assert_eq!(p.by_core().len(), 1);

@@ -1,8 +1,8 @@
 //! Step 4 of a run: place each actor on a core, and hand each core its runnables.
 //!
 //! Placement follows `--single-core` (everything on the first allowed CPU), else the core
-//! map, else the documented default placement (stacks with RX and TX, NFs spread over the
-//! other cores), with mode d's extra stack shards each on a core of its own where there are
+//! map, else the documented default placement (stacks with RX, NFs spread over the other
+//! cores, TX with the last NF), with mode d's extra stack shards each on a core of its own where there are
 //! cores. Roles come from the plan ([`actors::controller::PlannedActor::role`]): the engine
 //! never recognises a stack by its kind's name.
 
@@ -32,7 +32,7 @@ pub fn actor_roles(plan: &Plan) -> Vec<(String, Role)> {
             (a.name.clone(), role)
         })
         .collect();
-    v.push(("tx".into(), Role::Io));
+    v.push(("tx".into(), Role::Sink));
     v
 }
 
