@@ -11,6 +11,7 @@
 //! idle_spin_rounds = 8       # a core with no work spins this many rounds,
 //! idle_yield_rounds = 64     # then yields until this many,
 //! idle_sleep_us = 50         # then sleeps this long per round (0: never sleeps, yields)
+//! idle_sleep_after_us = 0    # ...once idle this long
 //!
 //! [port]                     # optional: live receive rings (mbox run --iface; flags override)
 //! block_size = 262144        # bytes per AF_PACKET ring block, a multiple of 4096
@@ -89,6 +90,8 @@ pub struct RuntimeConfig {
     pub idle_yield_rounds: u32,
     /// Its sleep per idle round after that, in microseconds; 0: it yields instead.
     pub idle_sleep_us: u32,
+    /// ...once it has been idle this long, in microseconds.
+    pub idle_sleep_after_us: u32,
 }
 
 impl RuntimeConfig {
@@ -98,6 +101,7 @@ impl RuntimeConfig {
             spin_rounds: self.idle_spin_rounds,
             yield_rounds: self.idle_yield_rounds,
             sleep: std::time::Duration::from_micros(u64::from(self.idle_sleep_us)),
+            sleep_after: std::time::Duration::from_micros(u64::from(self.idle_sleep_after_us)),
             ..Default::default()
         }
     }
@@ -114,6 +118,7 @@ impl Default for RuntimeConfig {
             idle_spin_rounds: idle.spin_rounds,
             idle_yield_rounds: idle.yield_rounds,
             idle_sleep_us: u32::try_from(idle.sleep.as_micros()).unwrap_or(u32::MAX),
+            idle_sleep_after_us: u32::try_from(idle.sleep_after.as_micros()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -360,6 +365,9 @@ fn parse_runtime(table: Option<toml::Value>, errs: &mut Vec<String>) -> RuntimeC
     }
     if runtime.idle_yield_rounds < runtime.idle_spin_rounds {
         bad("idle_yield_rounds", runtime.idle_yield_rounds, "must be at least idle_spin_rounds");
+    }
+    if runtime.idle_sleep_after_us > 1_000_000 {
+        bad("idle_sleep_after_us", runtime.idle_sleep_after_us, "must be at most 1000000 (1 s)");
     }
     if runtime.idle_sleep_us > 100_000 {
         bad("idle_sleep_us", runtime.idle_sleep_us, "must be at most 100000 (100 ms)");

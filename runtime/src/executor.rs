@@ -19,12 +19,14 @@
 //!   share one: a thread never yields or sleeps while any of its actors had work in the last
 //!   round. After [`SPIN_ROUNDS`] consecutive rounds in which no actor was busy it calls
 //!   `yield_now()`, after [`YIELD_ROUNDS`] it sleeps [`IDLE_SLEEP`] per round (counted in
-//!   `idle_sleeps`). Any busy poll resets the count. A thread that may sleep sets its timer
-//!   slack to [`IdlePolicy::timer_slack`] (1 µs; the kernel's default of 50 µs would stretch
-//!   every 50 µs sleep to about 100 µs): work that arrives while it sleeps waits at most about
-//!   one sleep. `[runtime] idle_spin_rounds`, `idle_yield_rounds` and `idle_sleep_us` set the
-//!   policy of a run; `cargo run -p bench --release --bin idle` measures what each costs
-//!   (wake-up latency, throughput and CPU time while idle).
+//!   `idle_sleeps`) — with [`IdlePolicy::sleep_after`], only once it has been idle that long.
+//!   Any busy poll resets the count. A thread that may sleep sets its timer slack to
+//!   [`IdlePolicy::timer_slack`] (1 µs; the kernel's default of 50 µs would stretch every
+//!   50 µs sleep to about 100 µs): work that arrives while it sleeps waits at most about one
+//!   sleep. `[runtime] idle_spin_rounds`, `idle_yield_rounds`, `idle_sleep_us` and
+//!   `idle_sleep_after_us` set the policy of a run; `cargo run -p bench --release --bin idle`
+//!   measures what each costs (wake-up latency, throughput and CPU time while idle;
+//!   docs/benchmarks.md, "The executor's idle policy").
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +39,8 @@ use crate::sys;
 pub const SPIN_ROUNDS: u32 = 8;
 /// Idle rounds (spinning plus yielding) before sleeping.
 pub const YIELD_ROUNDS: u32 = 64;
+/// Idle time before a thread may sleep ([`IdlePolicy::sleep_after`]).
+pub const SLEEP_AFTER: Duration = Duration::from_micros(0);
 /// Sleep per idle round once past [`YIELD_ROUNDS`].
 pub const IDLE_SLEEP: Duration = Duration::from_micros(50);
 
@@ -49,6 +53,10 @@ pub struct IdlePolicy {
     pub yield_rounds: u32,
     /// Sleep per idle round once past `yield_rounds` (zero: yield instead).
     pub sleep: Duration,
+    /// ...and only once the thread has been idle this long: short gaps in a busy pipeline
+    /// (a ring briefly empty, a neighbour briefly behind) are waited out by yielding, not by
+    /// a sleep that leaves the work that arrives meanwhile waiting for a timer.
+    pub sleep_after: Duration,
     /// The thread's timer slack while it may sleep (`PR_SET_TIMERSLACK`); `None` leaves the
     /// kernel's (50 µs by default).
     pub timer_slack: Option<Duration>,
@@ -60,15 +68,17 @@ impl Default for IdlePolicy {
             spin_rounds: SPIN_ROUNDS,
             yield_rounds: YIELD_ROUNDS,
             sleep: IDLE_SLEEP,
+            sleep_after: SLEEP_AFTER,
             timer_slack: Some(Duration::from_micros(1)),
         }
     }
 }
 
 impl IdlePolicy {
-    /// What the thread does after `idle_rounds` consecutive idle rounds; true when it slept.
-    fn wait(&self, idle_rounds: u32) -> bool {
-        if idle_rounds > self.yield_rounds && !self.sleep.is_zero() {
+    /// What the thread does after `idle_rounds` consecutive idle rounds, idle since
+    /// `idle_since`; true when it slept.
+    fn wait(&self, idle_rounds: u32, idle_since: Instant) -> bool {
+        if idle_rounds > self.yield_rounds && !self.sleep.is_zero() && idle_since.elapsed() >= self.sleep_after {
             std::thread::sleep(self.sleep);
             true
         } else if idle_rounds > self.spin_rounds {
@@ -216,6 +226,7 @@ fn run_core(
     let mut remaining = actors.len();
     let (mut polls, mut busy_polls, mut idle_sleeps) = (0u64, 0u64, 0u64);
     let mut idle_rounds = 0u32;
+    let mut idle_since = Instant::now();
     while remaining > 0 && !stop.load(Ordering::Acquire) {
         let mut busy = false;
         for (i, actor) in actors.iter_mut().enumerate() {
@@ -247,8 +258,11 @@ fn run_core(
         if busy {
             idle_rounds = 0;
         } else {
+            if idle_rounds == 0 {
+                idle_since = Instant::now();
+            }
             idle_rounds = idle_rounds.saturating_add(1);
-            if policy.wait(idle_rounds) {
+            if policy.wait(idle_rounds, idle_since) {
                 idle_sleeps += 1;
             }
         }

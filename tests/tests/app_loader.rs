@@ -248,19 +248,21 @@ fn port_table_keys_are_checked_and_flags_override_them() {
 #[test]
 fn runtime_idle_policy_keys_are_read_and_checked() {
     let app = microboxes::App::parse(
-        "[runtime]\nidle_spin_rounds = 4\nidle_yield_rounds = 16\nidle_sleep_us = 0\n",
+        "[runtime]\nidle_spin_rounds = 4\nidle_yield_rounds = 16\nidle_sleep_us = 0\nidle_sleep_after_us = 300\n",
         "i.toml",
     )
     .unwrap();
     let p = app.runtime.idle_policy();
     assert_eq!((p.spin_rounds, p.yield_rounds, p.sleep), (4, 16, std::time::Duration::ZERO));
+    assert_eq!(p.sleep_after, std::time::Duration::from_micros(300));
     let d = microboxes::App::parse("", "d.toml").unwrap().runtime.idle_policy();
     assert_eq!(d, runtime::executor::IdlePolicy::default());
-    let text = "[runtime]\nidle_spin_rounds = 10\nidle_yield_rounds = 5\nidle_sleep_us = 200000\n";
+    let text = "[runtime]\nidle_spin_rounds = 10\nidle_yield_rounds = 5\nidle_sleep_us = 200000\nidle_sleep_after_us = 2000000\n";
     let err = microboxes::App::parse(text, "i.toml").map(|_| ()).unwrap_err().to_string();
     for want in [
         "i.toml: key `runtime.idle_yield_rounds`: must be at least idle_spin_rounds, found 5",
         "i.toml: key `runtime.idle_sleep_us`: must be at most 100000 (100 ms), found 200000",
+        "i.toml: key `runtime.idle_sleep_after_us`: must be at most 1000000 (1 s), found 2000000",
     ] {
         assert!(err.contains(want), "`{want}` not in:\n{err}");
     }

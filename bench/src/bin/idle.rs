@@ -8,7 +8,7 @@
 //!   between messages and each message meets the policy's wait (spin, yield or sleep) on both
 //!   ends; p50 / p99 / max round trip, and the CPU the process used per wall second (1.0 = one
 //!   core busy) while doing almost nothing;
-//! * **throughput**: `--items` messages (default 2,000,000), as fast as the rings take them
+//! * **throughput**: `--items` messages (default 50,000,000), as fast as the rings take them
 //!   (bursts of 32), echoed; messages per second.
 //!
 //! Policies: `spin` (never yields nor sleeps), `yield` (spins, then yields; never sleeps),
@@ -195,12 +195,12 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: idle [--gap-us N (500)] [--pings N (2000)] [--items N (2000000)]");
+        println!("usage: idle [--gap-us N (500)] [--pings N (2000)] [--items N (50000000)]");
         return Ok(());
     }
     let gap = Duration::from_micros(arg(&args, "--gap-us", 500)?);
     let pings = arg(&args, "--pings", 2000)?.max(1);
-    let items = arg(&args, "--items", 2_000_000)?.max(1);
+    let items = arg(&args, "--items", 50_000_000)?.max(1);
     let allowed = runtime::sys::allowed_cpus().context("reading the allowed CPUs")?;
     let cores = (allowed[0], *allowed.get(1).unwrap_or(&allowed[0]));
     let region = Region::create(&format!("bench-idle-{}", std::process::id()), 4 << 20)?;
@@ -208,11 +208,20 @@ fn main() -> Result<()> {
     let policies = [
         (
             "spin (never yields or sleeps)",
-            IdlePolicy { spin_rounds: u32::MAX, yield_rounds: u32::MAX, sleep: Duration::ZERO, timer_slack: None },
+            IdlePolicy {
+                spin_rounds: u32::MAX,
+                yield_rounds: u32::MAX,
+                sleep: Duration::ZERO,
+                sleep_after: Duration::ZERO,
+                timer_slack: None,
+            },
         ),
         ("yield (spins 8, then yields)", IdlePolicy { yield_rounds: u32::MAX, sleep: Duration::ZERO, ..default }),
-        ("default (sleeps 50 us, slack 1 us)", default),
-        ("default, kernel timer slack", IdlePolicy { timer_slack: None, ..default }),
+        ("default", default),
+        ("default, kernel timer slack (50 us)", IdlePolicy { timer_slack: None, ..default }),
+        ("sleeps 10 us", IdlePolicy { sleep: Duration::from_micros(10), ..default }),
+        ("default, sleeps after 100 us idle", IdlePolicy { sleep_after: Duration::from_micros(100), ..default }),
+        ("default, sleeps after 1 ms idle", IdlePolicy { sleep_after: Duration::from_millis(1), ..default }),
         ("sleeps 200 us", IdlePolicy { sleep: Duration::from_micros(200), ..default }),
     ];
     println!(
