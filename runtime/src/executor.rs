@@ -148,6 +148,10 @@ pub struct CoreReport {
     pub idle_sleeps: u64,
     /// Wall time of the thread, in milliseconds.
     pub elapsed_ms: f64,
+    /// Of that, the time it spent with no actor busy (waiting for work: spinning, yielding
+    /// or asleep), in milliseconds. The core whose share is smallest is the one that limits
+    /// a pipeline.
+    pub idle_ms: f64,
 }
 
 /// Why [`run`] failed.
@@ -227,6 +231,9 @@ fn run_core(
     let (mut polls, mut busy_polls, mut idle_sleeps) = (0u64, 0u64, 0u64);
     let mut idle_rounds = 0u32;
     let mut idle_since = Instant::now();
+    // Time from the first idle round of a stretch to the next busy one (what the thread
+    // spent waiting for work, spinning, yielding or asleep).
+    let mut idle_ns = 0u64;
     while remaining > 0 && !stop.load(Ordering::Acquire) {
         let mut busy = false;
         for (i, actor) in actors.iter_mut().enumerate() {
@@ -256,6 +263,9 @@ fn run_core(
             }
         }
         if busy {
+            if idle_rounds > 0 {
+                idle_ns += idle_since.elapsed().as_nanos() as u64;
+            }
             idle_rounds = 0;
         } else {
             if idle_rounds == 0 {
@@ -267,6 +277,9 @@ fn run_core(
             }
         }
     }
+    if idle_rounds > 0 {
+        idle_ns += idle_since.elapsed().as_nanos() as u64;
+    }
     Ok(CoreReport {
         core,
         tid: sys::current_tid(),
@@ -276,6 +289,7 @@ fn run_core(
         busy_polls,
         idle_sleeps,
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        idle_ms: idle_ns as f64 / 1e6,
     })
 }
 

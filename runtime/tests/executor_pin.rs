@@ -201,6 +201,8 @@ fn idle_policy_sets_how_a_thread_waits() {
     let (r, slack) = idle_run(executor::IdlePolicy::default());
     assert!(r.polls >= 300 && r.idle_sleeps > 0, "{r:?}");
     assert_eq!(slack, 1_000, "the default policy's timer slack, in ns");
+    // Nothing but idle actors: almost all of the thread's time was spent waiting for work.
+    assert!(r.idle_ms <= r.elapsed_ms && r.idle_ms > 0.5 * r.elapsed_ms, "{r:?}");
     // No sleep: the thread only spins and yields, and leaves the kernel's slack alone.
     let never = executor::IdlePolicy {
         sleep: Duration::ZERO,

@@ -132,6 +132,14 @@ fn the_summary_explains_itself_and_lines_up() {
         assert!(s.contains(term), "legend lacks {term}: {s}");
     }
     assert!(s.contains("packets/s") && s.contains(" B") && (s.contains(" ms") || s.contains(" s,")), "{s}");
+    // Each core line says how much of the run its thread waited for work (which core limits).
+    let cores: Vec<&str> = s.lines().filter(|l| l.trim_start().starts_with("core ")).collect();
+    assert!(!cores.is_empty(), "{s}");
+    for c in &cores {
+        let pct =
+            c.split("waited for work ").nth(1).and_then(|r| r.split(" %").next()).and_then(|n| n.parse::<u32>().ok());
+        assert!(pct.is_some_and(|p| p <= 100), "core line without its idle share: `{c}`");
+    }
     // Mode d's ring table: every row's numbers end in the same columns as the header's.
     let lines: Vec<&str> = s.lines().collect();
     let head = lines.iter().position(|l| l.trim_start().starts_with("ring ")).expect("ring header");
