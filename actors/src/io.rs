@@ -546,7 +546,7 @@ impl RxStage {
         if self.pace_open {
             return false;
         }
-        let freed = self.alloc.view().stats().freed;
+        let freed = self.alloc.freed();
         let now = now_ns();
         if freed != self.pace_freed || self.pace_since == 0 {
             // Buffers came back since we last looked (or this is the first look): the

@@ -655,7 +655,12 @@ impl PoolAllocator {
     /// releaser's counter now.
     pub fn in_use(&self) -> u64 {
         let h = self.view.hdr();
-        h.alloc.allocated.load(Ordering::Relaxed).saturating_sub(h.release.freed.load(Ordering::Acquire))
+        h.alloc.allocated.load(Ordering::Relaxed).saturating_sub(self.freed())
+    }
+
+    /// Buffers freed so far (by whoever releases them: TX, an NF process).
+    pub fn freed(&self) -> u64 {
+        self.view.hdr().release.freed.load(Ordering::Acquire)
     }
 
     /// The pool's read view.
