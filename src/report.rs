@@ -364,13 +364,14 @@ impl RunReport {
             let idle = if c.elapsed_ms > 0.0 { (c.idle_ms / c.elapsed_ms * 100.0).clamp(0.0, 100.0) } else { 0.0 };
             let _ = writeln!(
                 s,
-                "  core {}: {} (thread {}, affinity {}; waited for work {:.0} % of {:.2} s)",
+                "  core {}: {} (thread {}, affinity {}; waited for work {:.0} % of {:.2} s; {:.2} s CPU)",
                 c.core,
                 c.actors.join(", "),
                 c.tid,
                 runtime::sys::format_cpu_list(&c.affinity),
                 idle,
-                c.elapsed_ms / 1e3
+                c.elapsed_ms / 1e3,
+                c.cpu_ms / 1e3
             );
         }
         for (n, pid) in &self.nf_processes {

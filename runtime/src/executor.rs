@@ -152,6 +152,10 @@ pub struct CoreReport {
     /// or asleep), in milliseconds. The core whose share is smallest is the one that limits
     /// a pipeline.
     pub idle_ms: f64,
+    /// CPU time the thread used (user and system), in milliseconds: its wall time less what
+    /// it spent preempted or asleep. On a shared machine this tells a core's work from
+    /// its waiting for a CPU (waiting for work by spinning or yielding still counts).
+    pub cpu_ms: f64,
 }
 
 /// Why [`run`] failed.
@@ -290,6 +294,7 @@ fn run_core(
         idle_sleeps,
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
         idle_ms: idle_ns as f64 / 1e6,
+        cpu_ms: sys::thread_cpu_ns() as f64 / 1e6,
     })
 }
 

@@ -82,6 +82,18 @@ pub fn current_tid() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// CPU time (user and system) the calling thread has used so far, in nanoseconds
+/// (`CLOCK_THREAD_CPUTIME_ID`); 0 if the clock cannot be read. Unlike wall time it does not
+/// grow while the thread waits for a CPU another process holds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
 /// Formats a CPU set the way the kernel and `taskset` do: `[0, 1, 4]` → `"0-1,4"`.
 ///
 /// The input may be unsorted or contain duplicates; an empty set gives `""`.

@@ -203,6 +203,8 @@ fn idle_policy_sets_how_a_thread_waits() {
     assert_eq!(slack, 1_000, "the default policy's timer slack, in ns");
     // Nothing but idle actors: almost all of the thread's time was spent waiting for work.
     assert!(r.idle_ms <= r.elapsed_ms && r.idle_ms > 0.5 * r.elapsed_ms, "{r:?}");
+    // Asleep most of that time: its thread used CPU, but less than its wall time.
+    assert!(r.cpu_ms > 0.0 && r.cpu_ms < r.elapsed_ms, "{r:?}");
     // No sleep: the thread only spins and yields, and leaves the kernel's slack alone.
     let never = executor::IdlePolicy {
         sleep: Duration::ZERO,

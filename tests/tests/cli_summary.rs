@@ -139,6 +139,8 @@ fn the_summary_explains_itself_and_lines_up() {
         let pct =
             c.split("waited for work ").nth(1).and_then(|r| r.split(" %").next()).and_then(|n| n.parse::<u32>().ok());
         assert!(pct.is_some_and(|p| p <= 100), "core line without its idle share: `{c}`");
+        let cpu = c.split("; ").last().and_then(|r| r.strip_suffix(" s CPU)")).and_then(|n| n.parse::<f64>().ok());
+        assert!(cpu.is_some_and(|t| t > 0.0), "core line without the CPU time its thread used: `{c}`");
     }
     // Mode d's ring table: every row's numbers end in the same columns as the header's.
     let lines: Vec<&str> = s.lines().collect();
