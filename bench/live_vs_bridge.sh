@@ -21,7 +21,8 @@
 #
 # Bounded: every curl has --max-time, every ping a count and a deadline, mbox a --duration.
 # Cleans up on exit (also on Ctrl-C or an error): the processes it started, by PID, then its
-# namespaces and its work directory. Traffic stays inside the namespaces it made.
+# namespaces and its work directory (bench/inline_pair.sh's cleanup, as the other inline
+# benches). Traffic stays inside the namespaces it made.
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-200}
@@ -42,49 +43,20 @@ done
 HAVE_PING=1
 command -v ping >/dev/null 2>&1 || HAVE_PING=0
 
-TAG="mbb$$"
-C="${TAG}c" M="${TAG}m" S="${TAG}s"
-WORK=$(mktemp -d /tmp/live_vs_bridge.XXXXXX)
-PIDS=()
-NAMESPACES=()
-
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 in_ns() { local ns=$1; shift; timeout 60 ip netns exec "$ns" "$@"; }
 in_ns_for() { local secs=$1 ns=$2; shift 2; timeout "$secs" ip netns exec "$ns" "$@"; }
 
-netns() {
-  ip netns add "$1"
-  NAMESPACES+=("$1")
-  in_ns "$1" ip link set lo up
-  in_ns "$1" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1
-  in_ns "$1" sysctl -q -w net.ipv6.conf.default.disable_ipv6=1
-}
-
-veth() { # ns_a a ns_b b
-  ip link add "$2" netns "$1" type veth peer name "$4" netns "$3"
-  for pair in "$1 $2" "$3 $4"; do
-    set -- $pair
-    in_ns "$1" ip link set "$2" up
-    in_ns "$1" ethtool -K "$2" gro off gso off tso off tx off >/dev/null
-  done
-}
-
 median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.stdin.read().split()]; print(f"{statistics.median(v):.{int(sys.argv[1])}f}" if v else "nan")' "$1"; }
 
-netns "$C"; netns "$M"; netns "$S"
-veth "$C" c0 "$M" m0
-veth "$S" s0 "$M" m1
-in_ns "$C" ip addr add 10.99.50.1/24 dev c0
+# The namespaces, veths (offloads off), WORK, PIDS and the cleanup on exit.
+. "$(dirname "$0")/inline_pair.sh"
+inline_pair "mbb$$" live_vs_bridge 10.99.50.1/24
+C=$C_NS M=$M_NS S=$S_NS
+# No IPv6 (router solicitations, MLD) on the measured path.
+for ns in "$C" "$M" "$S"; do
+  in_ns "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1
+  in_ns "$ns" sysctl -q -w net.ipv6.conf.default.disable_ipv6=1
+done
 in_ns "$S" ip addr add 10.99.50.2/24 dev s0
 
 mkdir -p "$WORK/www" "$WORK/out"

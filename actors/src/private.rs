@@ -68,6 +68,9 @@ pub struct PrivateChain {
     completed: Option<Arc<AtomicU64>>,
     queue: VecDeque<EventDesc>,
     next: VecDeque<EventDesc>,
+    /// Where the inner actors publish; drained after each handling, never taken, so its
+    /// buffers are reused (no allocation per event, as a stage's outbox).
+    outbox: Outbox,
     /// The canonical flow the private stacks gave the current packet.
     primary_flow: u64,
     /// The NF's per-flow subscription changes.
@@ -114,6 +117,7 @@ impl PrivateChain {
             completed,
             queue: VecDeque::new(),
             next: VecDeque::new(),
+            outbox: Outbox::new(),
             primary_flow: 0,
             dynsub: FlowSubscriptions::default(),
             trace: None,
@@ -164,7 +168,6 @@ impl PrivateChain {
                 continue; // a stand-in for an upstream NF: never runs here
             }
             let plan = &self.plan.actors[i];
-            let mut out = Outbox::new();
             while let Some(mut ev) = self.queue.pop_front() {
                 let sub = if ev.is_dropped() && (ev.flags & desc_flags::PRIMARY != 0) {
                     // A dropped packet still updates the private stacks, not the NF.
@@ -188,7 +191,7 @@ impl PrivateChain {
                     let consumes = sub.consumes;
                     let (ty, publisher) = (ev.event_type, ev.publisher);
                     let start = if self.trace.is_some() { now_ns() } else { 0 };
-                    let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                    let mut icx = Context::internal(pool, &mut self.outbox, i as u16, streams.as_deref());
                     let v = if is_nf {
                         self.nf.handle(&mut ev, &mut icx)
                     } else {
@@ -216,19 +219,19 @@ impl PrivateChain {
                         ev.drop_reason = r;
                     }
                     if is_nf {
-                        self.dynsub.apply(out.changes.drain(..));
-                    }
-                    let (before, after) = out.take();
-                    if is_nf {
+                        self.dynsub.apply(self.outbox.changes.drain(..));
                         // What the NF publishes goes down the outer chain.
-                        for p in before.into_iter().chain(after) {
+                        for p in self.outbox.before.drain(..).chain(self.outbox.after.drain(..)) {
                             cx.publish(p);
                         }
                         continue;
                     }
-                    self.next.extend(before);
+                    // A private stack's subscription changes are not applied (nor were they
+                    // ever): only the NF's subscriptions are per flow.
+                    self.outbox.changes.clear();
+                    self.next.extend(self.outbox.before.drain(..));
                     self.next.push_back(ev);
-                    self.next.extend(after);
+                    self.next.extend(self.outbox.after.drain(..));
                 } else if !is_nf {
                     self.next.push_back(ev);
                 }
@@ -246,33 +249,32 @@ impl PrivateChain {
         // Each private stack flushes (L2/3 ends every flow, ...), in order; what it publishes
         // runs through the actors after it.
         for i in 1..=self.stacks.len() {
-            let mut out = Outbox::new();
             {
-                let mut icx = Context::internal(pool, &mut out, i as u16, streams.as_deref());
+                let mut icx = Context::internal(pool, &mut self.outbox, i as u16, streams.as_deref());
                 if let Some(e) = cx.end_seq() {
                     icx = icx.at_end(e);
                 }
                 self.stacks[i - 1].finish(&mut icx)?;
             }
-            let (before, after) = out.take();
-            self.queue.extend(before);
-            self.queue.extend(after);
+            self.outbox.changes.clear();
+            self.queue.extend(self.outbox.before.drain(..));
+            self.queue.extend(self.outbox.after.drain(..));
             if !self.queue.is_empty() {
                 self.run_queue(cx, Some(i + 1));
             }
         }
-        // The NF finishes with an outbox of its own: what it published while handling the
-        // stacks' last events is already on the outer one (and, observed, in its log).
-        let mut out = Outbox::new();
+        // What the NF published while handling the stacks' last events is already on the
+        // outer outbox (and, observed, in its log); the inner one is empty again.
+        let nf_i = self.nf_index() as u16;
         let r = {
-            let mut icx = Context::internal(pool, &mut out, self.nf_index() as u16, streams.as_deref());
+            let mut icx = Context::internal(pool, &mut self.outbox, nf_i, streams.as_deref());
             if let Some(e) = cx.end_seq() {
                 icx = icx.at_end(e);
             }
             self.nf.finish(&mut icx)
         };
-        let (before, after) = out.take();
-        for p in before.into_iter().chain(after) {
+        self.outbox.changes.clear();
+        for p in self.outbox.before.drain(..).chain(self.outbox.after.drain(..)) {
             cx.publish(p);
         }
         r

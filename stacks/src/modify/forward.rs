@@ -43,7 +43,8 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use super::edits::EditList;
-use crate::splicer::wire::{self, flags, Mac};
+use crate::parse::tcp_flags;
+use crate::splicer::wire::{self, Mac};
 
 /// Where a direction's frames go and what they say about their ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,7 +311,7 @@ impl ConnFwd {
             ports: t.ports,
             seq,
             ack: ack.unwrap_or(0),
-            flags: flags | if ack.is_some() { flags::ACK } else { 0 },
+            flags: flags | if ack.is_some() { tcp_flags::ACK } else { 0 },
             window: dir.window,
             mss: None,
             ip_id: dir.ip_id,
@@ -327,13 +328,13 @@ impl ConnFwd {
         if let Some(t) = Template::of(s.frame, egress) {
             self.dirs[d].tmpl = Some(t);
         }
-        if s.flags & flags::SYN != 0 {
+        if s.flags & tcp_flags::SYN != 0 {
             self.syn(s, egress, out);
             return;
         }
         let Some(first) = self.dirs[d].first_seq else { return };
         // The acknowledgment: output offsets of the other direction, mapped back.
-        if s.flags & flags::ACK != 0 {
+        if s.flags & tcp_flags::ACK != 0 {
             if let Some(ofirst) = self.dirs[o].first_seq {
                 let od = &mut self.dirs[o];
                 let y = unwrap(s.ack.wrapping_sub(ofirst), od.acked_out);
@@ -369,12 +370,12 @@ impl ConnFwd {
         self.dirs[d].window = s.window;
         let start = unwrap(s.seq.wrapping_sub(first), lists[d].forwarded());
         let end = start + s.payload_len as u64;
-        if s.flags & flags::FIN != 0 && self.dirs[d].fin_at.is_none() {
+        if s.flags & tcp_flags::FIN != 0 && self.dirs[d].fin_at.is_none() {
             self.dirs[d].fin_at = Some(end);
         }
-        if s.flags & flags::RST != 0 {
+        if s.flags & tcp_flags::RST != 0 {
             let seq = first.wrapping_add(self.dirs[d].sent_out as u32);
-            if let Some(f) = self.frame(d, seq, flags::RST, &[]) {
+            if let Some(f) = self.frame(d, seq, tcp_flags::RST, &[]) {
                 self.counts.control_frames += 1;
                 out.push(f);
             }
@@ -391,7 +392,7 @@ impl ConnFwd {
             // The sender repeats bytes that already left: resend their output.
             answered |= self.resend(d, start.max(base), end.min(fwd), &lists[d], out);
         }
-        if s.flags & flags::FIN != 0 && self.dirs[d].fin_sent {
+        if s.flags & tcp_flags::FIN != 0 && self.dirs[d].fin_sent {
             // A repeated FIN: what is still unacknowledged before it, then the FIN (an insert
             // at the very end belongs to no original byte the sender could repeat).
             let fin_at = self.dirs[d].fin_at.unwrap_or(fwd);
@@ -399,13 +400,13 @@ impl ConnFwd {
                 self.resend(d, start.min(fin_at), fin_at, &lists[d], out);
             }
             let fin_seq = first.wrapping_add(self.dirs[d].acked_out as u32 + self.dirs[d].out.len() as u32);
-            if let Some(f) = self.frame(d, fin_seq, flags::FIN, &[]) {
+            if let Some(f) = self.frame(d, fin_seq, tcp_flags::FIN, &[]) {
                 self.counts.control_frames += 1;
                 out.push(f);
                 answered = true;
             }
         }
-        if s.payload_len == 0 && s.flags & flags::FIN == 0 && !answered {
+        if s.payload_len == 0 && s.flags & tcp_flags::FIN == 0 && !answered {
             // A pure ACK (a duplicate one too: the sender's fast retransmit needs it).
             let dir = &self.dirs[d];
             let seq = first.wrapping_add((dir.sent_out + u64::from(dir.fin_sent)) as u32);
@@ -442,7 +443,7 @@ impl ConnFwd {
             self.wscale[d] = ws;
         }
         self.dirs[d].window = s.window;
-        if s.flags & flags::ACK != 0 {
+        if s.flags & tcp_flags::ACK != 0 {
             self.dirs[d].ack = Some(s.ack);
         }
         self.counts.control_frames += 1;
@@ -475,7 +476,7 @@ impl ConnFwd {
             if let Some(first) = self.dirs[d].first_seq {
                 let dir = &self.dirs[d];
                 let seq = first.wrapping_add((dir.sent_out + u64::from(dir.fin_sent)) as u32);
-                if let Some(f) = self.frame(d, seq, flags::RST, &[]) {
+                if let Some(f) = self.frame(d, seq, tcp_flags::RST, &[]) {
                     self.counts.control_frames += 1;
                     out.push(f);
                 }
@@ -490,7 +491,7 @@ impl ConnFwd {
         let Some(seg) = wire::segment(s.frame) else { return false };
         let n = ((to - from) as usize).min(seg.payload.len());
         let seq = first.wrapping_add(from as u32);
-        match self.frame(d, seq, flags::PSH, &seg.payload[..n]) {
+        match self.frame(d, seq, tcp_flags::PSH, &seg.payload[..n]) {
             Some(f) => {
                 self.counts.passed_frames += 1;
                 out.push(f);
@@ -538,7 +539,7 @@ impl ConnFwd {
             buf.clear();
             buf.extend(dir.out.range(i..i + n as usize));
             let seq = first.wrapping_add(at as u32);
-            if let Some(f) = self.frame(d, seq, flags::PSH, &buf) {
+            if let Some(f) = self.frame(d, seq, tcp_flags::PSH, &buf) {
                 self.counts.resent_frames += 1;
                 out.push(f);
             }
@@ -583,7 +584,7 @@ impl ConnFwd {
             buf.extend(dir.out.range(i..i + n as usize));
             let seq = first.wrapping_add(dir.sent_out as u32);
             let last = dir.sent_out + n == end;
-            let Some(f) = self.frame(d, seq, if last { flags::PSH } else { 0 }, &buf) else { break };
+            let Some(f) = self.frame(d, seq, if last { tcp_flags::PSH } else { 0 }, &buf) else { break };
             out.push(f);
             self.counts.data_frames += 1;
             self.counts.data_bytes += n;
@@ -593,7 +594,7 @@ impl ConnFwd {
         let all_out = dir.sent_out == dir.acked_out + dir.out.len() as u64;
         if !dir.fin_sent && dir.fin_at == Some(list.forwarded()) && dir.wait.is_empty() && all_out {
             let seq = first.wrapping_add(dir.sent_out as u32);
-            if let Some(f) = self.frame(d, seq, flags::FIN, &[]) {
+            if let Some(f) = self.frame(d, seq, tcp_flags::FIN, &[]) {
                 self.counts.control_frames += 1;
                 out.push(f);
                 self.dirs[d].fin_sent = true;

@@ -19,6 +19,25 @@
 //! they are dropped and counted) and leave through TX's loopback
 //! ([`actors::splice::Loopback`]). Every other frame continues unchanged.
 //!
+//! **Reading frames, malformed ones.** Frames are read by [`crate::parse::parse`], the
+//! parser of L2/3, so the proxy and the rest of the platform agree on what a frame is. The
+//! proxy takes only what it can terminate: untagged Ethernet, IPv4, not cut by the snap
+//! length, and for TCP a whole header. Every other frame continues unchanged and never
+//! reaches smoltcp:
+//!
+//! * a frame the parser refuses (an IPv4 header cut short or with a bad IHL, a TCP data
+//!   offset below 5 words or past the packet, ...) reaches the proxy only when L2/3
+//!   forwards malformed frames (`malformed = "forward"`; with the default `"drop"` L2/3
+//!   drops it first). It then continues, as that policy asks — one policy for the
+//!   platform, L2/3's — counted `passed_malformed`, even when it was addressed to the
+//!   proxy (its addresses cannot be trusted);
+//! * a VLAN-tagged frame (the proxy answers untagged) is counted `passed_vlan_tagged`, an
+//!   IPv4 packet longer than its captured frame `passed_clipped`; other protocols (IPv6,
+//!   LLDP, ...) are not counted;
+//! * interception reads the TCP header, so a fragment never matches it: every fragment of
+//!   a datagram goes the same way. To the proxy's own addresses, every IPv4 packet (TCP,
+//!   UDP, ICMP, fragments) goes into smoltcp.
+//!
 //! **Timing.** A frame is only queued into the device when it arrives; the proxy is polled
 //! (smoltcp's timers, retransmissions, the relay between the legs) on [`Actor::idle`] —
 //! which the stage calls after every burst and while no input comes — and also from
@@ -41,7 +60,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +69,7 @@ use actors::desc::{EventDesc, FlowRef};
 use actors::event::builtin;
 use actors::splice::{Loopback, ProxyChoice};
 use actors::{Actor, Context, Contract, Modifies, Publication, Subscription, Verdict};
+use runtime::ports::LinkType;
 use serde::Deserialize;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
@@ -57,6 +77,7 @@ use super::upgrade::{Gate, Key, Step, UpgradeConfig};
 pub use actors::proxy_nf::MakeProxyNf;
 
 use super::{Leg, ProxyConfig, ProxyNf, SplitProxy, Writer};
+use crate::parse::{parse, IpHeader, TcpHeader, Transport};
 use crate::registry::{StackConfig, StackConfigError, StackContext, StackInstance, StackKind};
 use crate::splicer::wire::{self, Mac};
 
@@ -440,6 +461,12 @@ struct ActorStats {
     polls: u64,
     /// Held SYNs sent on unchanged (the flow passes).
     syns_passed_on: u64,
+    /// Frames the parser refused, continued (see the module docs).
+    passed_malformed: u64,
+    /// VLAN-tagged frames, continued.
+    passed_vlan_tagged: u64,
+    /// IPv4 packets longer than their captured frame, continued.
+    passed_clipped: u64,
 }
 
 /// What [`ProxyActor::classify`] did with a frame.
@@ -520,15 +547,23 @@ impl ProxyActor {
         if let Some(a) = wire::arp(f) {
             return if self.on_arp(port, a) { Taken::Mine } else { Taken::No };
         }
-        let Some(ip) = ipv4(f) else { return Taken::No };
-        let intercepted = self.s.transparent && ip.proto == 6 && ip.dport == Some(self.s.port);
+        let ip = match ipv4(f) {
+            Ok(ip) => ip,
+            Err(why) => {
+                self.count_unread(why);
+                return Taken::No;
+            }
+        };
+        // Interception reads the TCP header: never a fragment's (module docs).
+        let tcp = ip.tcp.filter(|_| !ip.fragment);
+        let intercepted = self.s.transparent && tcp.is_some_and(|t| t.dst_port == self.s.port);
         let owned = self.owns(ip.dst);
         if !owned && !intercepted {
             return Taken::No;
         }
-        if let (true, Some(gate)) = (intercepted && !owned, self.gate.as_mut()) {
-            let key = Key { src: (ip.src, ip.sport.unwrap_or(0)), dst: (ip.dst, self.s.port) };
-            match gate.on_frame(now, key, ip.flags, f, port, flow) {
+        if let (true, Some(gate), Some(tcp)) = (intercepted && !owned, self.gate.as_mut(), tcp) {
+            let key = Key { src: (ip.src, tcp.src_port), dst: (ip.dst, self.s.port) };
+            match gate.on_frame(now, key, tcp.flags, f, port, flow) {
                 Step::Pass => return Taken::No,
                 Step::Held => return Taken::Held,
                 Step::Ask(r) => return Taken::Ask(r),
@@ -539,13 +574,25 @@ impl ProxyActor {
         Taken::Mine
     }
 
+    /// Counts a frame [`ipv4`] did not read (it continues).
+    fn count_unread(&mut self, why: Unread) {
+        match why {
+            Unread::NotIpv4 => {}
+            Unread::Malformed => self.stats.passed_malformed += 1,
+            Unread::VlanTagged => self.stats.passed_vlan_tagged += 1,
+            Unread::Clipped => self.stats.passed_clipped += 1,
+        }
+    }
+
     /// Puts IP frame `f` (in by `port`) into the proxy.
     fn take(&mut self, port: u8, f: &[u8], ip: &Ip) {
         if let Some(src_mac) = f.get(6..12).and_then(|m| <Mac>::try_from(m).ok()) {
             self.learn(ip.src, src_mac, port);
         }
         self.stats.frames_in += 1;
-        if self.proxy.device.inject(f[14..14 + ip.len].to_vec()) {
+        // Always within `f` (`ipv4` checked the length); never a panic regardless.
+        let Some(packet) = f.get(ETH_LEN..ETH_LEN + ip.len) else { return };
+        if self.proxy.device.inject(packet.to_vec()) {
             self.queued += 1;
         }
     }
@@ -575,7 +622,8 @@ impl ProxyActor {
             self.stats.syns_passed_on += 1;
         }
         for (f, port) in into_proxy {
-            if let Some(ip) = ipv4(&f) {
+            // Read once already, when it was held.
+            if let Ok(ip) = ipv4(&f) {
                 self.take(port, &f, &ip);
             }
         }
@@ -685,36 +733,55 @@ impl ProxyActor {
     }
 }
 
+/// An untagged Ethernet header's length: where the IP packet starts.
+const ETH_LEN: usize = 14;
+
 /// The parts of an IPv4 frame the proxy classifies by.
 struct Ip {
     src: Ipv4Addr,
     dst: Ipv4Addr,
-    proto: u8,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    /// TCP flags (0 when not TCP).
-    flags: u8,
-    /// The IP packet's length (the frame may carry Ethernet padding after it).
+    /// The TCP header, when the packet carries one (`None`: another protocol, or a
+    /// fragment past the first).
+    tcp: Option<TcpHeader>,
+    /// Part of a fragmented datagram.
+    fragment: bool,
+    /// The IP packet's length, `f[ETH_LEN..ETH_LEN + len]` (Ethernet padding may follow).
     len: usize,
 }
 
-/// Reads an untagged Ethernet/IPv4 frame's header; `None` when it is not one or is cut.
-fn ipv4(f: &[u8]) -> Option<Ip> {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[14] >> 4 != 4 {
-        return None;
+/// Why [`ipv4`] did not read a frame as one the proxy may take; it continues unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unread {
+    /// Not IPv4 (IPv6, LLDP, ...): not counted.
+    NotIpv4,
+    /// The parser refused it: `passed_malformed`.
+    Malformed,
+    /// VLAN-tagged (the proxy answers untagged): `passed_vlan_tagged`.
+    VlanTagged,
+    /// The IPv4 packet is longer than the captured frame: `passed_clipped`.
+    Clipped,
+}
+
+/// Reads an Ethernet frame with [`parse`] (the module docs say what the proxy takes).
+fn ipv4(f: &[u8]) -> Result<Ip, Unread> {
+    let p = parse(LinkType::Ethernet, f).map_err(|_| Unread::Malformed)?;
+    if p.vlan.is_some() {
+        return Err(Unread::VlanTagged);
     }
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let len = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    if ihl < 20 || len < ihl || 14 + len > f.len() {
-        return None;
+    let Some(IpHeader { src: IpAddr::V4(src), dst: IpAddr::V4(dst), fragment, .. }) = p.ip else {
+        return Err(Unread::NotIpv4);
+    };
+    if p.payload_clipped {
+        return Err(Unread::Clipped);
     }
-    let proto = f[23];
-    let ip4 = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
-    let l4 = 14 + ihl;
-    let sport = (proto == 6 && len >= ihl + 4).then(|| u16::from_be_bytes([f[l4], f[l4 + 1]]));
-    let dport = (proto == 6 && len >= ihl + 4).then(|| u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]));
-    let flags = if proto == 6 && len >= ihl + 14 { f[l4 + 13] } else { 0 };
-    Some(Ip { src: ip4(26), dst: ip4(30), proto, sport, dport, flags, len })
+    // The total length, which `parse` checked: at least the header, within the frame.
+    let total = f.get(ETH_LEN + 2..ETH_LEN + 4).and_then(|b| <[u8; 2]>::try_from(b).ok());
+    let len = usize::from(u16::from_be_bytes(total.unwrap_or_default()));
+    let tcp = match p.transport {
+        Transport::Tcp(t) => Some(t),
+        _ => None,
+    };
+    Ok(Ip { src, dst, tcp, fragment: fragment.is_some(), len })
 }
 
 impl Actor for ProxyActor {
@@ -779,6 +846,9 @@ impl Actor for ProxyActor {
             ("neighbours", self.neighbours.len() as u64),
             ("neighbours_full", a.neighbours_full),
             ("polls", a.polls),
+            ("passed_malformed", a.passed_malformed),
+            ("passed_vlan_tagged", a.passed_vlan_tagged),
+            ("passed_clipped", a.passed_clipped),
             ("frames_sent", l.frames_sent.load(Relaxed)),
             ("frames_not_sent", l.frames_not_sent.load(Relaxed)),
             ("frames_dropped_queue_full", l.frames_dropped.load(Relaxed)),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use actors::desc::FlowRef;
 
-use crate::splicer::wire::flags::{FIN, RST, SYN};
+use crate::parse::tcp_flags::{FIN, RST, SYN};
 
 /// An entry stays this long after its flow's FIN or RST (the last ACKs still find it).
 pub const LINGER: Duration = Duration::from_secs(2);

@@ -46,10 +46,11 @@ use actors::desc::FlowRef;
 use actors::splice::{Board, FlowDest, MAX_BACKENDS};
 use runtime::streams::{Piece, RecordId, StoreWriter};
 
+use crate::parse::tcp_flags;
 use crate::tcp_monitor::{flow_key, SharedStreams};
 
 use super::cookie::Cookies;
-use super::wire::{self, flags, Mac, Out, Rewrite, Segment};
+use super::wire::{self, Mac, Out, Rewrite, Segment};
 
 /// What to do when a backend refuses or does not answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -342,7 +343,7 @@ impl Core {
     }
 
     fn rst_to_client(&mut self, key: ClientKey, to_mac: Mac, port: u8, seq: u32, ack: u32, out: &mut Vec<Action>) {
-        let f = self.seg(to_mac, key.1, key.0, seq, ack, flags::RST | flags::ACK, None, &[]);
+        let f = self.seg(to_mac, key.1, key.0, seq, ack, tcp_flags::RST | tcp_flags::ACK, None, &[]);
         out.push(Action::Frame(port, f));
     }
 
@@ -356,7 +357,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let key = (SocketAddrV4::new(seg.src, seg.sport), SocketAddrV4::new(seg.dst, seg.dport));
-        let syn = seg.flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        let syn = seg.flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN;
         let reused = self.flows.get(&key).is_some_and(|f| syn && f.closing_since.is_some() && seg.seq != f.c_isn);
         if reused {
             // A new connection on the 4-tuple of one that closed and lingers (clients reuse
@@ -370,7 +371,7 @@ impl Core {
         }
         let Some(fl) = self.flows.get_mut(&key) else { return };
         fl.last = now;
-        if seg.flags & flags::RST != 0 {
+        if seg.flags & tcp_flags::RST != 0 {
             if let (Phase::Spliced, Some(b)) = (fl.phase, fl.backend) {
                 let r = client_to_backend(fl, &self.s, b, self.arp.get(b.ip()).map(|x| x.0).unwrap_or([0xff; 6]));
                 if let Some(g) = wire::rewrite(f, &r) {
@@ -387,7 +388,7 @@ impl Core {
                         b,
                         c.wrapping_add(1),
                         0,
-                        flags::RST,
+                        tcp_flags::RST,
                         None,
                         &[],
                     );
@@ -398,12 +399,20 @@ impl Core {
             self.remove(key);
             return;
         }
-        if seg.flags & flags::SYN != 0 {
+        if seg.flags & tcp_flags::SYN != 0 {
             // A retransmitted SYN of an established flow: answer as before.
             let (s_isn, c_isn, mss, mac) = (fl.s_isn, fl.c_isn, fl.mss, fl.client_mac);
             if seg.seq == c_isn {
-                let g =
-                    self.seg(mac, key.1, key.0, s_isn, c_isn.wrapping_add(1), flags::SYN | flags::ACK, Some(mss), &[]);
+                let g = self.seg(
+                    mac,
+                    key.1,
+                    key.0,
+                    s_isn,
+                    c_isn.wrapping_add(1),
+                    tcp_flags::SYN | tcp_flags::ACK,
+                    Some(mss),
+                    &[],
+                );
                 out.push(Action::Frame(port, g));
             }
             return;
@@ -412,7 +421,7 @@ impl Core {
             Phase::Requesting | Phase::Connecting => self.request_bytes(now, port, seg, key, out),
             Phase::Spliced => {
                 let Some(b) = fl.backend else { return };
-                if seg.flags & flags::FIN != 0 {
+                if seg.flags & tcp_flags::FIN != 0 {
                     fl.fin_c = true;
                 }
                 let Some(&(bmac, bport)) = self.arp.get(b.ip()) else { return };
@@ -439,10 +448,10 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let secs = self.secs(now);
-        if seg.flags & flags::RST != 0 {
+        if seg.flags & tcp_flags::RST != 0 {
             return;
         }
-        if seg.flags & flags::SYN != 0 && seg.flags & flags::ACK == 0 {
+        if seg.flags & tcp_flags::SYN != 0 && seg.flags & tcp_flags::ACK == 0 {
             let (cookie, mss) = self.cookies.make(key.0, key.1, seg.seq, seg.mss.unwrap_or(536).min(self.s.mss), secs);
             let g = self.seg(
                 seg.src_mac,
@@ -450,7 +459,7 @@ impl Core {
                 key.0,
                 cookie,
                 seg.seq.wrapping_add(1),
-                flags::SYN | flags::ACK,
+                tcp_flags::SYN | tcp_flags::ACK,
                 Some(mss),
                 &[],
             );
@@ -458,12 +467,12 @@ impl Core {
             self.stats.cookies_sent += 1;
             return;
         }
-        if seg.flags & flags::ACK == 0 {
+        if seg.flags & tcp_flags::ACK == 0 {
             return;
         }
         let Some(mss) = self.cookies.check(key.0, key.1, seg.seq, seg.ack, secs) else {
             self.stats.cookies_invalid += 1;
-            let g = self.seg(seg.src_mac, key.1, key.0, seg.ack, 0, flags::RST, None, &[]);
+            let g = self.seg(seg.src_mac, key.1, key.0, seg.ack, 0, tcp_flags::RST, None, &[]);
             out.push(Action::Frame(port, g));
             return;
         };
@@ -520,7 +529,7 @@ impl Core {
         self.by_ref.insert(fref, key);
         self.stats.flows = self.flows.len() as u64;
         self.stats.flows_peak = self.stats.flows_peak.max(self.stats.flows);
-        if !seg.payload.is_empty() || seg.flags & flags::FIN != 0 {
+        if !seg.payload.is_empty() || seg.flags & tcp_flags::FIN != 0 {
             self.request_bytes(now, port, seg, key, out);
         }
     }
@@ -532,7 +541,7 @@ impl Core {
         let mut held = fl.held;
         let next = c_isn.wrapping_add(1).wrapping_add(held as u32);
         let mut grew = false;
-        let fin = seg.flags & flags::FIN != 0;
+        let fin = seg.flags & tcp_flags::FIN != 0;
         if !seg.payload.is_empty() && seg.seq == next && !fl.client_fin {
             if held + seg.payload.len() > self.s.max_request_bytes {
                 self.stats.request_limit_resets += 1;
@@ -566,7 +575,7 @@ impl Core {
         let Some((client_fin, phase)) = self.flows.get(&key).map(|f| (f.client_fin, f.phase)) else { return };
         let ack = expect_fin.wrapping_add(u32::from(client_fin));
         if !seg.payload.is_empty() || fin {
-            let g = self.seg(mac, key.1, key.0, s_isn.wrapping_add(1), ack, flags::ACK, None, &[]);
+            let g = self.seg(mac, key.1, key.0, s_isn.wrapping_add(1), ack, tcp_flags::ACK, None, &[]);
             out.push(Action::Frame(port, g));
         }
         if grew && phase == Phase::Requesting {
@@ -653,7 +662,8 @@ impl Core {
         let (c_isn, sp, mss) = (fl.c_isn, fl.src_port, fl.mss);
         match self.arp.get(b.ip()).copied() {
             Some((mac, port)) => {
-                let g = self.seg(mac, SocketAddrV4::new(self.s.source, sp), b, c_isn, 0, flags::SYN, Some(mss), &[]);
+                let g =
+                    self.seg(mac, SocketAddrV4::new(self.s.source, sp), b, c_isn, 0, tcp_flags::SYN, Some(mss), &[]);
                 out.push(Action::Frame(port, g));
             }
             None => self.ask_arp(now, *b.ip(), out),
@@ -698,14 +708,14 @@ impl Core {
         match fl.phase {
             Phase::Requesting => {}
             Phase::Connecting => {
-                if seg.flags & flags::RST != 0 {
-                    if seg.ack == fl.c_isn.wrapping_add(1) || seg.flags & flags::ACK == 0 {
+                if seg.flags & tcp_flags::RST != 0 {
+                    if seg.ack == fl.c_isn.wrapping_add(1) || seg.flags & tcp_flags::ACK == 0 {
                         self.stats.backend_refused += 1;
                         self.backend_failed(now, key, out);
                     }
                     return;
                 }
-                let want = flags::SYN | flags::ACK;
+                let want = tcp_flags::SYN | tcp_flags::ACK;
                 if seg.flags & want != want || seg.ack != fl.c_isn.wrapping_add(1) {
                     return;
                 }
@@ -716,20 +726,20 @@ impl Core {
                 self.replay(now, key, out);
             }
             Phase::Spliced => {
-                if seg.flags & flags::SYN != 0 {
+                if seg.flags & tcp_flags::SYN != 0 {
                     // Our ACK was lost: the SYN-ACK again. Replay again.
                     self.replay(now, key, out);
                     return;
                 }
                 if let Some(until) = fl.replay_until {
-                    if seg.flags & flags::ACK != 0 && seq_ge(seg.ack, until) {
+                    if seg.flags & tcp_flags::ACK != 0 && seq_ge(seg.ack, until) {
                         fl.replay_until = None;
                         if let (Some(rec), Some(w)) = (fl.rec.take(), self.writer.as_mut()) {
                             w.close(rec);
                         }
                     }
                 }
-                if seg.flags & flags::FIN != 0 {
+                if seg.flags & tcp_flags::FIN != 0 {
                     fl.fin_b = true;
                 }
                 if fl.fin_c && fl.fin_b && fl.closing_since.is_none() {
@@ -743,7 +753,7 @@ impl Core {
                     ack_delta: 0,
                 };
                 let port = fl.client_port;
-                let rst = seg.flags & flags::RST != 0;
+                let rst = seg.flags & tcp_flags::RST != 0;
                 if let Some(g) = wire::rewrite(f, &r) {
                     out.push(Action::Frame(port, g));
                     self.stats.forwarded += 1;
@@ -771,18 +781,18 @@ impl Core {
         };
         let src = SocketAddrV4::new(self.s.source, sp);
         let ack = b_isn.wrapping_add(1);
-        let g = self.seg(bmac, src, b, c_isn.wrapping_add(1), ack, flags::ACK, None, &[]);
+        let g = self.seg(bmac, src, b, c_isn.wrapping_add(1), ack, tcp_flags::ACK, None, &[]);
         out.push(Action::Frame(bport, g));
         let mut off = 0usize;
         for chunk in held.chunks(usize::from(mss.max(536))) {
             let seq = c_isn.wrapping_add(1).wrapping_add(off as u32);
-            let g = self.seg(bmac, src, b, seq, ack, flags::ACK | flags::PSH, None, chunk);
+            let g = self.seg(bmac, src, b, seq, ack, tcp_flags::ACK | tcp_flags::PSH, None, chunk);
             out.push(Action::Frame(bport, g));
             off += chunk.len();
         }
         let end = c_isn.wrapping_add(1).wrapping_add(off as u32);
         if fin {
-            let g = self.seg(bmac, src, b, end, ack, flags::ACK | flags::FIN, None, &[]);
+            let g = self.seg(bmac, src, b, end, ack, tcp_flags::ACK | tcp_flags::FIN, None, &[]);
             out.push(Action::Frame(bport, g));
         }
         if let Some(fl) = self.flows.get_mut(&key) {
@@ -858,7 +868,7 @@ impl Core {
             if let (Phase::Spliced, Some(b)) = (fl.phase, fl.backend) {
                 if let Some(&(m, p)) = self.arp.get(b.ip()) {
                     let (c, sp) = (fl.c_isn, fl.src_port);
-                    let g = self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c, 0, flags::RST, None, &[]);
+                    let g = self.seg(m, SocketAddrV4::new(self.s.source, sp), b, c, 0, tcp_flags::RST, None, &[]);
                     let _ = g;
                     // The exact next sequence number is not tracked; the backend's own idle
                     // timeout ends its side if this RST falls outside its window.
@@ -870,7 +880,7 @@ impl Core {
                             b,
                             c.wrapping_add(1),
                             0,
-                            flags::RST,
+                            tcp_flags::RST,
                             None,
                             &[],
                         ),
@@ -1025,19 +1035,19 @@ mod tests {
         assert!(c.on_frame(
             now,
             0,
-            &frame(CMAC, client, vip, 1000, 0, flags::SYN, Some(1460), &[]),
+            &frame(CMAC, client, vip, 1000, 0, tcp_flags::SYN, Some(1460), &[]),
             Some(fref),
             &mut out
         ));
         let f = frames(&mut out);
         let synack = wire::segment(&f[0].1).unwrap();
-        assert_eq!((f[0].0, synack.ack, synack.flags), (0, 1001, flags::SYN | flags::ACK));
+        assert_eq!((f[0].0, synack.ack, synack.flags), (0, 1001, tcp_flags::SYN | tcp_flags::ACK));
         assert_eq!(c.flows(), 0, "no state before the handshake completes");
         let cookie = synack.seq;
         c.on_frame(
             now,
             0,
-            &frame(CMAC, client, vip, 1001, cookie + 1, flags::ACK, None, b"GET / HTTP/1.0\r\n\r\n"),
+            &frame(CMAC, client, vip, 1001, cookie + 1, tcp_flags::ACK, None, b"GET / HTTP/1.0\r\n\r\n"),
             Some(fref),
             &mut out,
         );
@@ -1053,14 +1063,14 @@ mod tests {
         c.on_frame(now, 1, &reply, None, &mut out);
         let syn = frames(&mut out);
         let s = wire::segment(&syn[0].1).unwrap();
-        assert_eq!((syn[0].0, s.seq, s.flags, s.dst), (1, 1000, flags::SYN, *backend.ip()));
+        assert_eq!((syn[0].0, s.seq, s.flags, s.dst), (1, 1000, tcp_flags::SYN, *backend.ip()));
         let sp = s.sport;
         let bsrc = backend.to_string();
         let to_src = format!("10.0.0.200:{sp}");
         c.on_frame(
             now,
             1,
-            &frame(BMAC, &bsrc, &to_src, 5000, 1001, flags::SYN | flags::ACK, Some(1460), &[]),
+            &frame(BMAC, &bsrc, &to_src, 5000, 1001, tcp_flags::SYN | tcp_flags::ACK, Some(1460), &[]),
             None,
             &mut out,
         );
@@ -1072,7 +1082,7 @@ mod tests {
         c.on_frame(
             now,
             1,
-            &frame(BMAC, &bsrc, &to_src, 5001, 1019, flags::ACK, None, b"HTTP/1.0 200 OK\r\n"),
+            &frame(BMAC, &bsrc, &to_src, 5001, 1019, tcp_flags::ACK, None, b"HTTP/1.0 200 OK\r\n"),
             None,
             &mut out,
         );
@@ -1086,7 +1096,7 @@ mod tests {
         c.on_frame(
             now,
             0,
-            &frame(CMAC, client, vip, 1019, cookie + 1 + 17, flags::ACK, None, &[]),
+            &frame(CMAC, client, vip, 1019, cookie + 1 + 17, tcp_flags::ACK, None, &[]),
             Some(fref),
             &mut out,
         );
@@ -1106,7 +1116,7 @@ mod tests {
             c.on_frame(
                 now,
                 0,
-                &frame(CMAC, &src, "10.0.0.100:80", i, 0, flags::SYN, Some(1460), &[]),
+                &frame(CMAC, &src, "10.0.0.100:80", i, 0, tcp_flags::SYN, Some(1460), &[]),
                 Some(FlowRef::new(i, 0)),
                 &mut out,
             );
@@ -1117,18 +1127,18 @@ mod tests {
         c.on_frame(
             now,
             0,
-            &frame(CMAC, "10.0.0.1:1", "10.0.0.100:80", 1, 12345, flags::ACK, None, &[]),
+            &frame(CMAC, "10.0.0.1:1", "10.0.0.100:80", 1, 12345, tcp_flags::ACK, None, &[]),
             Some(FlowRef::new(1, 0)),
             &mut out,
         );
         assert_eq!(c.stats.cookies_invalid, 1);
         assert_eq!(c.flows(), 0);
-        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::RST);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, tcp_flags::RST);
         // Not for the splicer: not its business.
         assert!(!c.on_frame(
             now,
             0,
-            &frame(CMAC, "10.0.0.1:1", "10.0.0.7:80", 1, 0, flags::SYN, None, &[]),
+            &frame(CMAC, "10.0.0.1:1", "10.0.0.7:80", 1, 0, tcp_flags::SYN, None, &[]),
             None,
             &mut out
         ));
@@ -1136,10 +1146,10 @@ mod tests {
 
     /// A client through the handshake with `req` sent: (core, cookie).
     fn established(c: &mut Core, now: Instant, req: &[u8], out: &mut Vec<Action>) -> u32 {
-        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1000, 0, flags::SYN, Some(1460), &[]);
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1000, 0, tcp_flags::SYN, Some(1460), &[]);
         c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
         let cookie = wire::segment(&frames(out)[0].1).unwrap().seq;
-        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1001, cookie + 1, flags::ACK, None, req);
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1001, cookie + 1, tcp_flags::ACK, None, req);
         c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), out);
         out.clear();
         cookie
@@ -1152,10 +1162,10 @@ mod tests {
         let mut c = Core::new(settings(), 2, streams(64));
         let cookie = established(&mut c, now, b"x", &mut out);
         let big = vec![b'y'; 1000];
-        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1002, cookie + 1, flags::ACK, None, &big);
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1002, cookie + 1, tcp_flags::ACK, None, &big);
         c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), &mut out);
         assert_eq!(c.stats.request_limit_resets, 1);
-        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & tcp_flags::RST, tcp_flags::RST);
         assert_eq!(c.flows(), 0);
 
         let mut c = Core::new(settings(), 2, streams(64));
@@ -1177,15 +1187,23 @@ mod tests {
         c.on_dest(now, FlowRef::new(0, 0), FlowDest::connect(&[a, b]), &mut out);
         let syn = wire::segment(&frames(&mut out)[0].1).unwrap().to_owned_ports();
         // The first refuses.
-        let rst =
-            frame(BMAC, "10.0.0.11:80", &format!("10.0.0.200:{}", syn.0), 0, 1001, flags::RST | flags::ACK, None, &[]);
+        let rst = frame(
+            BMAC,
+            "10.0.0.11:80",
+            &format!("10.0.0.200:{}", syn.0),
+            0,
+            1001,
+            tcp_flags::RST | tcp_flags::ACK,
+            None,
+            &[],
+        );
         c.on_frame(now, 1, &rst, None, &mut out);
         let next = frames(&mut out);
         assert_eq!(wire::segment(&next[0].1).unwrap().dst, *b.ip(), "the next backend's SYN");
         assert_eq!((c.stats.backend_refused, c.stats.backend_retries), (1, 1));
         // The second stays silent: two SYNs, then the client is reset (no backend left).
         c.tick(now + Duration::from_millis(1100), &mut out);
-        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, flags::SYN, "second try");
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags, tcp_flags::SYN, "second try");
         c.tick(now + Duration::from_millis(2300), &mut out);
         assert_eq!((c.stats.backend_timeouts, c.stats.no_backend_resets, c.flows()), (1, 1, 0));
     }
@@ -1204,7 +1222,7 @@ mod tests {
         assert_eq!(read_all(&sh, fref, 100).unwrap(), &req[..100]);
         assert!(read_all(&sh, fref, 101).is_err(), "nothing beyond the frontier");
         assert_eq!(sh.live_frontier(fref, true), Some(100));
-        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, flags::ACK, None, &req[100..]);
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, tcp_flags::ACK, None, &req[100..]);
         c.on_frame(now, 0, &f, Some(fref), &mut out);
         assert!(out.contains(&Action::FlowReq(fref, 150)), "{out:?}");
         assert_eq!(read_all(&sh, fref, 150).unwrap(), req);
@@ -1214,13 +1232,14 @@ mod tests {
         c.on_dest(now, fref, FlowDest::connect(&[backend]), &mut out);
         let sp = wire::segment(&frames(&mut out)[0].1).unwrap().sport;
         let to_src = format!("10.0.0.200:{sp}");
-        let synack = frame(BMAC, "10.0.0.11:8000", &to_src, 5000, 1001, flags::SYN | flags::ACK, Some(1460), &[]);
+        let synack =
+            frame(BMAC, "10.0.0.11:8000", &to_src, 5000, 1001, tcp_flags::SYN | tcp_flags::ACK, Some(1460), &[]);
         c.on_frame(now, 1, &synack, None, &mut out);
         let replay: Vec<u8> =
             frames(&mut out).iter().flat_map(|(_, f)| wire::segment(f).unwrap().payload.to_vec()).collect();
         assert_eq!(replay, req, "the replay is read back from the store");
         assert!(read_all(&sh, fref, 150).is_ok(), "held until the backend acknowledges");
-        let ack = frame(BMAC, "10.0.0.11:8000", &to_src, 5001, 1151, flags::ACK, None, &[]);
+        let ack = frame(BMAC, "10.0.0.11:8000", &to_src, 5001, 1151, tcp_flags::ACK, None, &[]);
         c.on_frame(now, 1, &ack, None, &mut out);
         assert!(read_all(&sh, fref, 150).is_err(), "released once spliced");
         let st = sh.store().unwrap().stats();
@@ -1238,19 +1257,19 @@ mod tests {
         let cookie = established(&mut c, now, &[b'a'; 100], &mut out);
         assert_eq!(c.flows(), 1);
         // A third chunk is needed: the client is reset, counted, the flow and record gone.
-        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, flags::ACK, None, &[b'b'; 100]);
+        let f = frame(CMAC, "10.0.0.1:40000", "10.0.0.100:80", 1101, cookie + 1, tcp_flags::ACK, None, &[b'b'; 100]);
         c.on_frame(now, 0, &f, Some(FlowRef::new(0, 0)), &mut out);
         assert_eq!(c.stats.store_exhausted_resets, 1);
-        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & flags::RST, flags::RST);
+        assert_eq!(wire::segment(&frames(&mut out)[0].1).unwrap().flags & tcp_flags::RST, tcp_flags::RST);
         assert_eq!(c.flows(), 0);
         assert_eq!(sh.store().unwrap().stats().chunks_in_use, 0);
         // No free record: two flows take both, the third handshake is reset.
         for (i, port) in [40001u16, 40002, 40003].into_iter().enumerate() {
             let src = format!("10.0.0.1:{port}");
-            let f = frame(CMAC, &src, "10.0.0.100:80", 1000, 0, flags::SYN, Some(1460), &[]);
+            let f = frame(CMAC, &src, "10.0.0.100:80", 1000, 0, tcp_flags::SYN, Some(1460), &[]);
             c.on_frame(now, 0, &f, Some(FlowRef::new(i as u32 + 1, 0)), &mut out);
             let cookie = wire::segment(&frames(&mut out)[0].1).unwrap().seq;
-            let f = frame(CMAC, &src, "10.0.0.100:80", 1001, cookie + 1, flags::ACK, None, &[]);
+            let f = frame(CMAC, &src, "10.0.0.100:80", 1001, cookie + 1, tcp_flags::ACK, None, &[]);
             c.on_frame(now, 0, &f, Some(FlowRef::new(i as u32 + 1, 0)), &mut out);
             out.clear();
         }

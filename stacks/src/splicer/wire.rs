@@ -5,26 +5,15 @@
 //! rewrites addresses, ports, sequence numbers and checksums of segments it forwards;
 //! `etherparse`'s builder allocates per call and is listed for tests only
 //! (DEPENDENCIES.md). Every read is bounds-checked: a short or odd frame is `None`, never a
-//! panic. IPv4 only (docs/splicer.md).
+//! panic. IPv4 only (docs/splicer.md). TCP flag bits are the parser's
+//! ([`crate::parse::tcp_flags`]), one set for every stack.
 
 use std::net::Ipv4Addr;
 
+use crate::parse::tcp_flags;
+
 /// A MAC address.
 pub type Mac = [u8; 6];
-
-/// TCP flag bits.
-pub mod flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
 
 const ETH: usize = 14;
 const IP: usize = 20;
@@ -250,7 +239,7 @@ pub fn rewrite(f: &[u8], r: &Rewrite) -> Option<Vec<u8>> {
     out[t..t + 2].copy_from_slice(&r.ports.0.to_be_bytes());
     out[t + 2..t + 4].copy_from_slice(&r.ports.1.to_be_bytes());
     out[t + 4..t + 8].copy_from_slice(&s.seq.wrapping_add(r.seq_delta).to_be_bytes());
-    if s.flags & flags::ACK != 0 {
+    if s.flags & tcp_flags::ACK != 0 {
         out[t + 8..t + 12].copy_from_slice(&s.ack.wrapping_add(r.ack_delta).to_be_bytes());
     }
     fill_checksums(&mut out);
@@ -314,7 +303,7 @@ mod tests {
             ports: (1234, 80),
             seq: 7,
             ack: 9,
-            flags: flags::SYN | flags::ACK,
+            flags: tcp_flags::SYN | tcp_flags::ACK,
             window: 65535,
             mss: Some(1460),
             ip_id: 1,

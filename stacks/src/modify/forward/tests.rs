@@ -109,8 +109,14 @@ fn run_upgraded(
     let mut out = Vec::new();
     let (cisn, sisn) = (0xffff_ff00u32, 77u32);
     if upgrade.is_none() {
-        feed(&mut c, &mut lists, 0, &frame(0, cisn, 0, flags::SYN, Some(100), &[]), &mut out);
-        feed(&mut c, &mut lists, 1, &frame(1, sisn, cisn + 1, flags::SYN | flags::ACK, Some(120), &[]), &mut out);
+        feed(&mut c, &mut lists, 0, &frame(0, cisn, 0, tcp_flags::SYN, Some(100), &[]), &mut out);
+        feed(
+            &mut c,
+            &mut lists,
+            1,
+            &frame(1, sisn, cisn + 1, tcp_flags::SYN | tcp_flags::ACK, Some(120), &[]),
+            &mut out,
+        );
     }
     out.clear();
     let cfirst = cisn.wrapping_add(1);
@@ -179,7 +185,7 @@ fn run_upgraded(
         next_new = next_new.max(at);
         for (at, n) in segs {
             let fin = at + n == data.len() as u64;
-            let fl = flags::ACK | if fin { flags::FIN } else { 0 };
+            let fl = tcp_flags::ACK | if fin { tcp_flags::FIN } else { 0 };
             let f = frame(0, cfirst.wrapping_add(at as u32), sisn + 1, fl, None, &data[at as usize..(at + n) as usize]);
             if cheap {
                 out.push((1, f));
@@ -198,13 +204,15 @@ fn run_upgraded(
             }
         }
         if next_new == data.len() as u64 && !fin_sent && !cheap {
-            let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
+            let f =
+                frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, tcp_flags::ACK | tcp_flags::FIN, None, &[]);
             feed(&mut c, &mut lists, 0, &f, &mut out);
             fin_sent = true;
         }
         if fin_sent && rng.next(3) == 0 && acked <= data.len() as u64 && !cheap {
             // The FIN itself retransmitted.
-            let f = frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, flags::ACK | flags::FIN, None, &[]);
+            let f =
+                frame(0, cfirst.wrapping_add(data.len() as u32), sisn + 1, tcp_flags::ACK | tcp_flags::FIN, None, &[]);
             feed(&mut c, &mut lists, 0, &f, &mut out);
         }
         if !cheap {
@@ -234,11 +242,11 @@ fn run_upgraded(
                     rcv.extend_from_slice(&p[skip..]);
                 }
             }
-            if s.flags & flags::FIN != 0 && off == rcv.len() as u64 {
+            if s.flags & tcp_flags::FIN != 0 && off == rcv.len() as u64 {
                 server_fin = true;
             }
             let ack = cfirst.wrapping_add(rcv.len() as u32 + u32::from(server_fin));
-            let a = frame(1, sisn + 1, ack, flags::ACK, None, &[]);
+            let a = frame(1, sisn + 1, ack, tcp_flags::ACK, None, &[]);
             let mut back = Vec::new();
             server_acked = rcv.len() as u64;
             if cheap {

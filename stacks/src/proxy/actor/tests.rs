@@ -50,6 +50,29 @@ fn eth(dst: Mac, src: Mac, ip: &[u8]) -> Vec<u8> {
     f
 }
 
+/// An Ethernet/IPv4 frame from the client to `dst`, protocol `proto`, carrying `l4`.
+fn ip_frame(proto: u8, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&CLIENT.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(l4);
+    eth(OMAC, CMAC, &ip)
+}
+
+/// A TCP SYN from the client's port 50000 to `dst:dport` (20-byte headers, no payload).
+fn tcp_frame(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut tcp = 50000u16.to_be_bytes().to_vec();
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    ip_frame(6, dst, &tcp)
+}
+
+/// Where the IPv4 header and the TCP header start in [`tcp_frame`]'s frames.
+const IP_AT: usize = 14;
+const TCP_AT: usize = 34;
+
 /// Answers a PING itself (End Point); passes everything else.
 struct Pong;
 impl ProxyNf for Pong {
@@ -271,15 +294,7 @@ fn idle_steps_run_the_retransmission_timer() {
 fn frames_that_are_not_the_proxys_continue() {
     let s = settings("intercept_port = 8080\nsource = \"10.99.0.200\"\n").unwrap();
     let mut a = ProxyActor::new("proxy", s, Chain::new(&[]), Loopback::new());
-    let tcp_to = |dst: Ipv4Addr, dport: u16| {
-        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
-        ip.extend_from_slice(&CLIENT.octets());
-        ip.extend_from_slice(&dst.octets());
-        ip.extend_from_slice(&[0xc3, 0x50]);
-        ip.extend_from_slice(&dport.to_be_bytes());
-        ip.extend_from_slice(&[0; 16]);
-        eth(OMAC, CMAC, &ip)
-    };
+    let tcp_to = tcp_frame;
     assert!(!a.on_frame(0, &tcp_to(ORIGIN, 80)), "another port passes");
     assert!(a.on_frame(0, &tcp_to(ORIGIN, 8080)), "the intercepted port, any address, is the proxy's");
     assert!(a.on_frame(0, &tcp_to(SOURCE, 9)), "anything to the source address is the proxy's");
@@ -288,6 +303,88 @@ fn frames_that_are_not_the_proxys_continue() {
     padded.extend_from_slice(&[0; 6]);
     assert!(a.on_frame(0, &padded), "Ethernet padding is cut off");
     assert!(!a.on_frame(0, &padded[..30]), "a cut frame is not parsed");
+}
+
+/// What the proxy does with a frame it cannot take (module docs, "Reading frames"): the
+/// frame continues (`on_frame` false: `Verdict::Continue`), never reaches smoltcp
+/// (`frames_in` does not move) and is counted by why. Every frame is addressed to the
+/// proxy's own address *and* its intercepted port: only how it is broken decides.
+#[test]
+fn frames_the_proxy_cannot_read_continue_and_are_counted() {
+    use crate::parse::Malformed;
+    let s = settings("intercept_port = 8080\nsource = \"10.99.0.200\"\n").unwrap();
+    let mut a = ProxyActor::new("proxy", s, Chain::new(&[]), Loopback::new());
+    let counter = |a: &ProxyActor, name: &str| a.counters().into_iter().find(|(k, _)| k == name).unwrap().1;
+    let good = tcp_frame(SOURCE, 8080);
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut g = good.clone();
+        f(&mut g);
+        g
+    };
+    let mut with_payload = good.clone();
+    with_payload[IP_AT + 3] = 45;
+    with_payload.extend_from_slice(b"hello");
+    let mut vlan = good[..12].to_vec();
+    vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+    vlan.extend_from_slice(&good[12..]);
+
+    let malformed: [(&str, Vec<u8>, Malformed); 7] = [
+        ("IPv4 header cut short", good[..IP_AT + 12].to_vec(), Malformed::TruncatedIpv4),
+        ("IHL of 4 words", edit(&|g| g[IP_AT] = 0x44), Malformed::Ipv4BadHeaderLength),
+        ("IHL past the total length", edit(&|g| g[IP_AT] = 0x4f), Malformed::Ipv4TotalLengthTooShort),
+        ("TCP data offset 0", edit(&|g| g[TCP_AT + 12] = 0x00), Malformed::TcpBadDataOffset),
+        ("TCP data offset of 4 words", edit(&|g| g[TCP_AT + 12] = 0x40), Malformed::TcpBadDataOffset),
+        ("TCP data offset past the packet", edit(&|g| g[TCP_AT + 12] = 0xf0), Malformed::TcpBadDataOffset),
+        (
+            "TCP header of 4 bytes (the ports only)",
+            edit(&|g| {
+                g[IP_AT + 3] = 24;
+                g.truncate(TCP_AT + 4);
+            }),
+            Malformed::TruncatedTcp,
+        ),
+    ];
+    for (n, (what, f, why)) in malformed.iter().enumerate() {
+        assert_eq!(parse(LinkType::Ethernet, f).unwrap_err(), *why, "{what}: the parser's reason");
+        assert!(!a.on_frame(0, f), "{what}: continues");
+        assert_eq!(counter(&a, "passed_malformed"), n as u64 + 1, "{what}: counted");
+    }
+
+    // Read, but not the proxy's kind: VLAN-tagged, or cut by the snap length.
+    assert!(parse(LinkType::Ethernet, &vlan).is_ok_and(|p| p.vlan == Some(10)));
+    assert!(!a.on_frame(0, &vlan), "VLAN-tagged: continues (the proxy answers untagged)");
+    assert_eq!(counter(&a, "passed_vlan_tagged"), 1);
+    let clipped = &with_payload[..with_payload.len() - 2];
+    assert!(parse(LinkType::Ethernet, clipped).is_ok_and(|p| p.payload_clipped));
+    assert!(!a.on_frame(0, clipped), "an IP packet longer than its frame: continues");
+    assert_eq!(counter(&a, "passed_clipped"), 1);
+    // Another protocol continues, uncounted.
+    let mut ipv6 = eth(OMAC, CMAC, &[0x60, 0, 0, 0, 0, 0, 59, 64]);
+    ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    ipv6.extend_from_slice(&[0; 32]);
+    assert!(parse(LinkType::Ethernet, &ipv6).is_ok());
+    assert!(!a.on_frame(0, &ipv6), "IPv6 continues");
+    assert_eq!(counter(&a, "frames_in"), 0, "none of these reached smoltcp");
+
+    // Non-TCP: to the intercepted port of another address it continues; to the proxy's
+    // own address it is the proxy's (as before).
+    let udp = |dst| ip_frame(17, dst, &[0xc3, 0x50, 0x1f, 0x90, 0, 8, 0, 0]);
+    assert!(!a.on_frame(0, &udp(ORIGIN)), "UDP to the intercepted port of another address continues");
+    assert!(a.on_frame(0, &udp(SOURCE)), "UDP to the proxy's address is the proxy's");
+    assert!(a.on_frame(0, &ip_frame(1, SOURCE, &[8, 0, 0, 0, 0, 1, 0, 1])), "so is a ping");
+    // A first fragment holds the TCP header, but interception never reads a fragment's.
+    let fragment = |dst| {
+        let mut f = tcp_frame(dst, 8080);
+        f[IP_AT + 6] = 0x20; // more fragments
+        f
+    };
+    assert!(!a.on_frame(0, &fragment(ORIGIN)), "a fragment is never intercepted");
+    assert!(a.on_frame(0, &fragment(SOURCE)), "a fragment to the proxy's address is the proxy's");
+    assert!(a.on_frame(0, &good), "the unbroken frame is the proxy's");
+    assert_eq!(counter(&a, "frames_in"), 4, "UDP, ping, fragment, unbroken: into smoltcp");
+    let unread: Vec<u64> =
+        ["passed_malformed", "passed_vlan_tagged", "passed_clipped"].iter().map(|c| counter(&a, c)).collect();
+    assert_eq!(unread, [7, 1, 1], "nothing else was counted");
 }
 
 #[test]
@@ -474,6 +571,19 @@ fn a_held_syn_without_an_answer_passes_after_its_timeout() {
     assert_eq!(g.counter("late_answers"), 1);
     assert_eq!(g.handle(&syn, FLOW).0, Verdict::Continue);
     assert_eq!(g.counter("flows_upgraded_to_proxy"), 0);
+}
+
+/// With the upgrade, a malformed SYN to the intercepted port is not held and asks nothing:
+/// it continues, counted, as every frame the proxy cannot read.
+#[test]
+fn a_malformed_syn_is_neither_held_nor_asked_about() {
+    let mut g = Gated::new("malformed");
+    let mut bad = tcp_frame(ORIGIN, 80);
+    bad[TCP_AT + 12] = 0x40;
+    assert_eq!(g.handle(&bad, FLOW), (Verdict::Continue, vec![]));
+    assert_eq!((g.counter("passed_malformed"), g.counter("syns_held_now")), (1, 0));
+    let (v, published) = g.handle(&tcp_frame(ORIGIN, 80), FLOW);
+    assert_eq!((v, published.len()), (Verdict::Drop(1), 1), "the same SYN unbroken: held, asked about");
 }
 
 #[test]
