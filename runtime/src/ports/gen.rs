@@ -270,6 +270,54 @@ impl GenConfig {
         }
     }
 
+    /// The `mbox gen` options that make this configuration (`--flows` and `--seed` always,
+    /// the others where they differ from the default), e.g. for a benchmark to print how to
+    /// reproduce its capture. `start_ts_ns` has no option: it is left out.
+    pub fn cli_args(&self) -> Vec<String> {
+        let d = GenConfig::default();
+        let mut out = vec![format!("--flows {}", self.flows), format!("--seed {}", self.seed)];
+        for (flag, v, dv) in [
+            ("--udp-fraction", self.udp_fraction, d.udp_fraction),
+            ("--tls-fraction", self.tls_fraction, d.tls_fraction),
+            ("--ssh-fraction", self.ssh_fraction, d.ssh_fraction),
+            ("--rst-fraction", self.rst_fraction, d.rst_fraction),
+            ("--ipv6-fraction", self.ipv6_fraction, d.ipv6_fraction),
+            ("--vlan-fraction", self.vlan_fraction, d.vlan_fraction),
+            ("--loss", self.loss, d.loss),
+            ("--reorder", self.reorder, d.reorder),
+            ("--duplicate", self.duplicate, d.duplicate),
+        ] {
+            if v != dv {
+                out.push(format!("{flag} {v}"));
+            }
+        }
+        let range = |(a, b): (u32, u32), sep: char| if a == b { a.to_string() } else { format!("{a}{sep}{b}") };
+        for (flag, v, dv) in [
+            ("--requests-per-flow", self.requests_per_flow, d.requests_per_flow),
+            ("--request-size", self.request_size, d.request_size),
+        ] {
+            if v != dv {
+                out.push(format!("{flag} {}", range(v, '-')));
+            }
+        }
+        let log = self.response_size_dist == SizeDist::LogUniform;
+        if self.response_size != d.response_size || log {
+            let (a, b) = self.response_size;
+            let r = if log { format!("{a}~{b}") } else { range((a, b), '-') };
+            out.push(format!("--response-size {r}"));
+        }
+        if self.mss != d.mss {
+            out.push(format!("--mss {}", self.mss));
+        }
+        if self.concurrency != d.concurrency {
+            out.push(format!("--concurrency {}", self.concurrency));
+        }
+        if self.attacks != d.attacks {
+            out.push(format!("--attacks {}", self.attacks));
+        }
+        out
+    }
+
     /// A copy with every value clamped into its valid range (see the module docs).
     fn sanitized(&self) -> GenConfig {
         let frac = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
