@@ -52,11 +52,36 @@
 //! * **UDP flows:** one to three DNS-like query/response pairs (a standard A query for
 //!   `q<k>.f<id>.example.com` and an answer with one A record), client port → 53.
 //!   `requests` counts the queries; `teardown` is `"none"`.
+//! * **Response sizes** (`response_size = (MIN, MAX)`: HTTP bodies, and the TLS and SSH
+//!   responses) are uniform over the range by default; with `response_size_dist =
+//!   "log_uniform"` ([`SizeDist::LogUniform`], `mbox gen --response-size MIN~MAX`) they are
+//!   log-uniform by octaves: `size + 1` falls in each power-of-two octave of
+//!   `MIN + 1..=MAX + 1` equally often (uniformly within it), so a capture has many small
+//!   transfers and a few large ones — over 100~1000000, about a quarter of the responses in
+//!   each decade. The uniform draw is the generator's original one.
 //! * **Interleaving and time:** up to `concurrency` flows are active at once; each step
 //!   picks one active flow uniformly and emits its next packet; a finished flow is replaced
 //!   by the next new one. The first frame is stamped `start_ts_ns`; each later frame 1 to
 //!   200 µs (uniform, whole microseconds) after the previous one, so timestamps strictly
 //!   increase.
+//! * **Impairment** (`loss`, `reorder`, `duplicate`, probabilities per TCP data segment,
+//!   default 0; `mbox gen --loss P --reorder P --duplicate P`): a segment *lost* before the
+//!   capture point is seen only later, as its retransmission, after the next segment of its
+//!   direction (a hole) and 0–2 more packets of the flow; a *reordered* segment is seen right
+//!   after the next segment of its direction; a *duplicated* one (lost after the capture
+//!   point) is seen, then 0–3 packets of the flow later again, identical. While the receiver
+//!   misses a segment its ACKs acknowledge only up to it; SYN, FIN, RST, pure ACKs and UDP
+//!   are never impaired, and a held-back segment is always sent before the next SYN, FIN or
+//!   RST and before the peer's next data. A reassembler rebuilds exactly the byte streams of
+//!   the unimpaired configuration: impairment is drawn from a stream of its own, and a duplicate
+//!   is written right after the packet before it with its time gap from that stream, so the
+//!   main stream — flows and their interleaving — draws as without impairment. The summary
+//!   counts every frame written, duplicates included, and how many segments were lost,
+//!   reordered and duplicated ([`GenSummary::lost`], …; per flow too) — fewer than the
+//!   probabilities times the segments, as a message's last segment cannot be lost or
+//!   reordered (no later segment to show first). With all three 0
+//!   nothing is drawn and the output is byte-identical to the generator before the options
+//!   existed. `gen/impair.rs` tells the details.
 //!
 //! * **Attacks** (`attacks = N`, default 0): N HTTP flows carry one attack string each, in
 //!   their first request (or first response), matching one rule of the example rule set
@@ -553,7 +578,7 @@ struct Pkt {
     off: usize,
     len: usize,
     /// A duplicate added by impairment: written right after the packet before it, outside
-    /// the main schedule (see [`impair`]).
+    /// the main schedule (see `impair`).
     extra: bool,
 }
 
