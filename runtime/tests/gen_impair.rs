@@ -255,13 +255,19 @@ fn impaired_streams_rebuild_to_the_unimpaired_ones() {
         // Same flows, same bytes.
         assert_eq!(s.flows.len(), plain.flows.len());
         for (a, b) in s.flows.iter().zip(&plain.flows) {
-            assert_eq!((a.client, a.server, a.app, a.requests, &a.teardown), (b.client, b.server, b.app, b.requests, &b.teardown));
+            assert_eq!(
+                (a.client, a.server, a.app, a.requests, &a.teardown),
+                (b.client, b.server, b.app, b.requests, &b.teardown)
+            );
             assert!(a.payload_toserver >= b.payload_toserver && a.payload_toclient >= b.payload_toclient);
         }
         assert!(streams == plain_streams, "the rebuilt streams equal the unimpaired ones");
         // UDP is never impaired.
         for (a, b) in s.flows.iter().zip(&plain.flows).filter(|(a, _)| a.proto == "udp") {
-            assert_eq!((a.pkts_toserver, a.pkts_toclient, a.bytes_toserver), (b.pkts_toserver, b.pkts_toclient, b.bytes_toserver));
+            assert_eq!(
+                (a.pkts_toserver, a.pkts_toclient, a.bytes_toserver),
+                (b.pkts_toserver, b.pkts_toclient, b.bytes_toserver)
+            );
         }
     }
 }
@@ -274,7 +280,9 @@ fn impairment_is_deterministic_and_each_kind_alone_works() {
     assert!(a == b);
     assert_eq!(sa, sb);
     assert_ne!(digest(&a), digest(&collect(&GenConfig { seed: 6, ..cfg.clone() }).0));
-    for (loss, reorder, duplicate) in [(0.1, 0.0, 0.0), (0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)] {
+    for (loss, reorder, duplicate) in
+        [(0.1, 0.0, 0.0), (0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+    {
         let cfg = GenConfig { loss, reorder, duplicate, ..mix() };
         let (frames, s) = collect(&cfg);
         let (streams, _, _) = rebuild(&recount(&frames, &s), s.flows.len());

@@ -57,7 +57,8 @@ fn impaired_capture_reassembles_to_the_unimpaired_streams() {
     let (mut retrans, mut ooo) = (0, 0);
     for (key, w) in &want {
         let g = &got[key];
-        for (d, (gd, wd)) in [("to server", (&g.to_server, &w.to_server)), ("to client", (&g.to_client, &w.to_client))] {
+        for (d, (gd, wd)) in [("to server", (&g.to_server, &w.to_server)), ("to client", (&g.to_client, &w.to_client))]
+        {
             assert_eq!((&gd.sha256, gd.stream_bytes), (&wd.sha256, wd.stream_bytes), "{key} {d}");
             assert_eq!((gd.gap_bytes, gd.overlap_conflict_bytes, gd.refused_segments), (0, 0, 0), "{key} {d}");
             retrans += gd.retransmissions;
@@ -93,7 +94,12 @@ fn impaired_capture_reassembles_to_the_unimpaired_streams() {
     let theirs = tshark_follow(&pcap, got.len());
     for g in got.values() {
         let (c, srv) = &theirs[&g.index];
-        assert_eq!((&hex_sha(c), &hex_sha(srv)), (&g.to_server.sha256, &g.to_client.sha256), "tshark stream {}", g.index);
+        assert_eq!(
+            (&hex_sha(c), &hex_sha(srv)),
+            (&g.to_server.sha256, &g.to_client.sha256),
+            "tshark stream {}",
+            g.index
+        );
     }
 }
 

@@ -860,7 +860,14 @@ fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
         for (to_server, bytes) in [(true, query), (false, answer)] {
             let len = bytes.len();
             flow.msgs.push(Msg { head: bytes, body_len: 0, body_seed: 0 });
-            flow.plan.push_back(Pkt { to_server, kind: Kind::Udp, msg: flow.msgs.len() - 1, off: 0, len, extra: false });
+            flow.plan.push_back(Pkt {
+                to_server,
+                kind: Kind::Udp,
+                msg: flow.msgs.len() - 1,
+                off: 0,
+                len,
+                extra: false,
+            });
         }
     }
 }
@@ -1179,15 +1186,8 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
     let mut done: Vec<GenFlow> = Vec::with_capacity(cfg.flows);
     let mut next_id = 0usize;
     let mut ts = cfg.start_ts_ns;
-    let mut summary = GenSummary {
-        packets: 0,
-        bytes: 0,
-        flows: Vec::new(),
-        attacks: 0,
-        lost: 0,
-        reordered: 0,
-        duplicated: 0,
-    };
+    let mut summary =
+        GenSummary { packets: 0, bytes: 0, flows: Vec::new(), attacks: 0, lost: 0, reordered: 0, duplicated: 0 };
     let mut attacker = Attacker::new(&cfg);
     let mut mixer = Mixer::new(&cfg);
     let mut impairer = Impairer::new(&cfg);
