@@ -292,6 +292,35 @@ fn impairment_is_deterministic_and_each_kind_alone_works() {
     }
 }
 
+/// Many seeds, tiny segments, heavy impairment of every kind at once: the streams still
+/// rebuild to the unimpaired ones, and the ACKs never run ahead (checked in `rebuild`).
+#[test]
+fn heavy_impairment_over_many_seeds() {
+    for seed in 1..=24 {
+        let base = GenConfig {
+            flows: 30,
+            seed,
+            mss: 64,
+            concurrency: 8,
+            rst_fraction: 0.5,
+            response_size: (0, 4_000),
+            response_size_dist: if seed % 2 == 0 { SizeDist::LogUniform } else { SizeDist::Uniform },
+            tls_fraction: 0.3,
+            ssh_fraction: 0.2,
+            ..GenConfig::default()
+        };
+        let (pf, ps) = collect(&base);
+        let want = rebuild(&recount(&pf, &ps), ps.flows.len()).0;
+        for (loss, reorder, duplicate) in [(0.3, 0.3, 0.3), (0.0, 1.0, 0.0), (0.5, 0.0, 0.5)] {
+            let cfg = GenConfig { loss, reorder, duplicate, ..base.clone() };
+            let (frames, s) = collect(&cfg);
+            let (streams, _, _) = rebuild(&recount(&frames, &s), s.flows.len());
+            assert!(streams == want, "seed {seed}: {loss} {reorder} {duplicate}");
+            assert_eq!(s.packets, ps.packets + s.duplicated);
+        }
+    }
+}
+
 #[test]
 fn impairment_options_are_validated_and_clamped() {
     let bad = GenConfig { loss: 1.5, reorder: -0.1, duplicate: f64::NAN, ..GenConfig::default() };

@@ -45,10 +45,22 @@ fn records(pcap: &Path) -> HashMap<String, ConnectionRecord> {
 
 #[test]
 fn impaired_capture_reassembles_to_the_unimpaired_streams() {
+    same_streams(&base(), &impaired());
+}
+
+/// Heavy impairment of small segments: a fifth of them lost, reordered or duplicated each.
+#[test]
+fn heavily_impaired_small_segments_reassemble_too() {
+    let base = GenConfig { flows: 40, seed: 4, mss: 100, response_size: (0, 8_000), ..base() };
+    same_streams(&base, &GenConfig { loss: 0.2, reorder: 0.2, duplicate: 0.2, ..base.clone() });
+}
+
+/// Checks that `impaired` reassembles to the streams of `base` (see the module docs).
+fn same_streams(base: &GenConfig, impaired: &GenConfig) {
     let dir = tempfile::tempdir().unwrap();
     let (plain_pcap, pcap) = (dir.path().join("plain.pcap"), dir.path().join("impaired.pcap"));
-    let plain = gen_pcap(&plain_pcap, &base());
-    let s = gen_pcap(&pcap, &impaired());
+    let plain = gen_pcap(&plain_pcap, base);
+    let s = gen_pcap(&pcap, impaired);
     assert!(s.lost > 0 && s.reordered > 0 && s.duplicated > 0, "{} {} {}", s.lost, s.reordered, s.duplicated);
     assert_eq!(s.packets, plain.packets + s.duplicated);
     let (want, got) = (records(&plain_pcap), records(&pcap));
