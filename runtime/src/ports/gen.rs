@@ -104,9 +104,10 @@
 //!   message headers; response bodies are computed on the fly, never stored.
 //! * [`GenConfig::validate`] lists every problem with a configuration. [`generate`] does not
 //!   fail or panic on an invalid one: it clamps each value into its valid range (fractions
-//!   into [0, 1], NaN to 0, reversed ranges swapped, `mss` into 64..=9000, `concurrency` to
-//!   at least 1, `flows` to at most [`MAX_FLOWS`], sizes to their maxima). Callers that
-//!   take a configuration from a user should validate it first.
+//!   and probabilities into [0, 1], NaN to 0, `loss + reorder + duplicate` scaled down to 1,
+//!   reversed ranges swapped, `mss` into 64..=9000, `concurrency` to at least 1, `flows` to
+//!   at most [`MAX_FLOWS`], sizes to their maxima). Callers that take a configuration from a
+//!   user should validate it first.
 //! * The only errors are the sink's, returned as they come; frames written before the
 //!   error stay written.
 
