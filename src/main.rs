@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use microboxes::{App, RunOptions};
 use runtime::coremap::CoreMap;
-use runtime::ports::gen::{generate, GenApp, GenConfig};
+use runtime::ports::gen::{generate, GenApp, GenConfig, SizeDist};
 use runtime::ports::{LinkType, PcapWriter};
 
 #[derive(Parser)]
@@ -239,6 +239,32 @@ fn parse_range(s: &str) -> Result<(u32, u32), String> {
     Ok((a, b))
 }
 
+/// A response size: `N`, `MIN-MAX` (uniform) or `MIN~MAX` (log-uniform).
+fn parse_size_range(s: &str) -> Result<((u32, u32), SizeDist), String> {
+    match s.split_once('~') {
+        Some((a, b)) => {
+            let bad = || format!("`{s}` is not N, MIN-MAX or MIN~MAX");
+            let a: u32 = a.trim().parse().map_err(|_| bad())?;
+            let b: u32 = b.trim().parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(format!("`{s}`: MIN is larger than MAX"));
+            }
+            Ok(((a, b), SizeDist::LogUniform))
+        }
+        None => parse_range(s)
+            .map(|r| (r, SizeDist::Uniform))
+            .map_err(|e| e.replace("is not N or MIN-MAX", "is not N, MIN-MAX or MIN~MAX")),
+    }
+}
+
+/// A probability: a number in [0, 1].
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1 (e.g. 0.01 for 1 %)")),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
@@ -285,9 +311,11 @@ struct GenArgs {
     /// HTTP request size in bytes: N or MIN-MAX.
     #[arg(long, value_parser = parse_range)]
     request_size: Option<(u32, u32)>,
-    /// HTTP response body size in bytes: N or MIN-MAX.
-    #[arg(long, value_parser = parse_range)]
-    response_size: Option<(u32, u32)>,
+    /// Response size in bytes (HTTP body; TLS and SSH response): N, MIN-MAX (uniform) or
+    /// MIN~MAX (log-uniform: each power-of-two octave of the range equally likely, so many
+    /// small responses and a few large ones).
+    #[arg(long, value_parser = parse_size_range, value_name = "N|MIN-MAX|MIN~MAX")]
+    response_size: Option<((u32, u32), SizeDist)>,
     /// TCP maximum segment size.
     #[arg(long)]
     mss: Option<u16>,
@@ -298,6 +326,17 @@ struct GenArgs {
     /// spread over the run; --manifest names each carrier's attack and sid.
     #[arg(long, value_name = "N", default_value_t = 0)]
     attacks: usize,
+    /// Probability that a TCP data segment is lost before the capture point: a later segment
+    /// is seen first (a hole), then the retransmission; the receiver's ACKs stop at the hole.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    loss: Option<f64>,
+    /// Probability that a TCP data segment is seen after the next segment of its direction.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    reorder: Option<f64>,
+    /// Probability that a TCP data segment is seen twice (lost after the capture point and
+    /// retransmitted, identical). --loss + --reorder + --duplicate is at most 1.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    duplicate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -520,8 +559,13 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     if let Some(v) = a.request_size {
         cfg.request_size = v;
     }
-    if let Some(v) = a.response_size {
-        cfg.response_size = v;
+    if let Some((v, dist)) = a.response_size {
+        (cfg.response_size, cfg.response_size_dist) = (v, dist);
+    }
+    for (v, field) in [(a.loss, &mut cfg.loss), (a.reorder, &mut cfg.reorder), (a.duplicate, &mut cfg.duplicate)] {
+        if let Some(v) = v {
+            *field = v;
+        }
     }
     if let Some(v) = a.mss {
         cfg.mss = v;
@@ -556,6 +600,12 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
         summary.flows.len() - tcp,
         a.output.display()
     );
+    if summary.lost + summary.reordered + summary.duplicated > 0 {
+        eprintln!(
+            "mbox gen: impaired TCP data segments: {} lost before the capture point (then retransmitted), {} reordered, {} duplicated",
+            summary.lost, summary.reordered, summary.duplicated
+        );
+    }
     if a.attacks > 0 {
         eprintln!(
             "mbox gen: planted {} of {} attacks (apps/ids.rules sids 1000001-1000004){}",

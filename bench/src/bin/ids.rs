@@ -5,8 +5,13 @@
 //! installed (`pip install nfstream`) — nfstream (nDPI; `n_meters=1`) on the same file. Prints
 //! packets/s and Gbit/s of each and the ratios.
 //!
-//! Without `--input`, the capture is generated and its make-up printed: HTTP (small and
-//! large responses), TLS, SSH and DNS flows, attacks planted in HTTP flows.
+//! Without `--input`, the capture is generated to look like a real one, and its make-up and
+//! the `mbox gen` command line that writes the same file are printed: many connections
+//! (256 at once), HTTP, TLS, SSH and DNS/UDP flows, responses of 100 B to 1 MB drawn
+//! log-uniformly (many small transfers, a few large ones), attacks planted in HTTP flows, and
+//! TCP impairment — 1 % of the data segments lost before the capture point (a hole, then the
+//! retransmission), 1 % reordered, 0.5 % duplicated — so that the reassembly works on
+//! out-of-order data and retransmissions as it would on a real capture.
 //!
 //! `cargo run -p bench --release --bin ids -- [--input FILE] [--flows N] [--reps R]`
 
@@ -18,7 +23,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bench::median;
 use microboxes::RunOptions;
-use runtime::ports::gen::{generate, GenConfig};
+use runtime::ports::gen::{generate, GenConfig, SizeDist};
 use runtime::ports::{LinkType, PcapReader, PcapWriter};
 
 /// (packets, bytes) of the capture, by reading it once.
@@ -125,17 +130,22 @@ fn main() -> Result<()> {
                 tls_fraction: 0.15,
                 ssh_fraction: 0.05,
                 attacks: a.flows / 50,
-                response_size: (200, 200_000),
+                response_size: (100, 1_000_000),
+                response_size_dist: SizeDist::LogUniform,
                 concurrency: 256,
+                loss: 0.01,
+                reorder: 0.01,
+                duplicate: 0.005,
                 ..GenConfig::default()
             };
             let mut w = PcapWriter::create(&p, LinkType::Ethernet)?;
             let s = generate(&cfg, |ts, f| w.write(ts, f, f.len() as u32))?;
             w.finish()?;
             println!(
-                "input: generated, {} flows (20 % DNS/UDP, 15 % TLS, 5 % SSH, the rest HTTP with responses of 200 B-200 kB), {} attacks, 256 at once",
-                a.flows, s.attacks
+                "input: generated, {} flows (20 % DNS/UDP, 15 % TLS, 5 % SSH, the rest HTTP; responses of 100 B-1 MB, log-uniform), {} attacks, 256 at once; TCP data segments: {} lost before the capture point, {} reordered, {} duplicated",
+                a.flows, s.attacks, s.lost, s.reordered, s.duplicated
             );
+            println!("input: the same file: mbox gen {} -o in.pcap", cfg.cli_args().join(" "));
             p
         }
     };

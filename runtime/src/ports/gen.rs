@@ -52,11 +52,36 @@
 //! * **UDP flows:** one to three DNS-like query/response pairs (a standard A query for
 //!   `q<k>.f<id>.example.com` and an answer with one A record), client port → 53.
 //!   `requests` counts the queries; `teardown` is `"none"`.
+//! * **Response sizes** (`response_size = (MIN, MAX)`: HTTP bodies, and the TLS and SSH
+//!   responses) are uniform over the range by default; with `response_size_dist =
+//!   "log_uniform"` ([`SizeDist::LogUniform`], `mbox gen --response-size MIN~MAX`) they are
+//!   log-uniform by octaves: `size + 1` falls in each power-of-two octave of
+//!   `MIN + 1..=MAX + 1` equally often (uniformly within it), so a capture has many small
+//!   transfers and a few large ones — over 100~1000000, about a quarter of the responses in
+//!   each decade. The uniform draw is the generator's original one.
 //! * **Interleaving and time:** up to `concurrency` flows are active at once; each step
 //!   picks one active flow uniformly and emits its next packet; a finished flow is replaced
 //!   by the next new one. The first frame is stamped `start_ts_ns`; each later frame 1 to
 //!   200 µs (uniform, whole microseconds) after the previous one, so timestamps strictly
 //!   increase.
+//! * **Impairment** (`loss`, `reorder`, `duplicate`, probabilities per TCP data segment,
+//!   default 0; `mbox gen --loss P --reorder P --duplicate P`): a segment *lost* before the
+//!   capture point is seen only later, as its retransmission, after the next segment of its
+//!   direction (a hole) and 0–2 more packets of the flow; a *reordered* segment is seen right
+//!   after the next segment of its direction; a *duplicated* one (lost after the capture
+//!   point) is seen, then 0–3 packets of the flow later again, identical. While the receiver
+//!   misses a segment its ACKs acknowledge only up to it; SYN, FIN, RST, pure ACKs and UDP
+//!   are never impaired, and a held-back segment is always sent before the next SYN, FIN or
+//!   RST and before the peer's next data. A reassembler rebuilds exactly the byte streams of
+//!   the unimpaired configuration: impairment is drawn from a stream of its own, and a duplicate
+//!   is written right after the packet before it with its time gap from that stream, so the
+//!   main stream — flows and their interleaving — draws as without impairment. The summary
+//!   counts every frame written, duplicates included, and how many segments were lost,
+//!   reordered and duplicated ([`GenSummary::lost`], …; per flow too) — fewer than the
+//!   probabilities times the segments, as a message's last segment cannot be lost or
+//!   reordered (no later segment to show first). With all three 0
+//!   nothing is drawn and the output is byte-identical to the generator before the options
+//!   existed. `gen/impair.rs` tells the details.
 //!
 //! * **Attacks** (`attacks = N`, default 0): N HTTP flows carry one attack string each, in
 //!   their first request (or first response), matching one rule of the example rule set
@@ -79,9 +104,10 @@
 //!   message headers; response bodies are computed on the fly, never stored.
 //! * [`GenConfig::validate`] lists every problem with a configuration. [`generate`] does not
 //!   fail or panic on an invalid one: it clamps each value into its valid range (fractions
-//!   into [0, 1], NaN to 0, reversed ranges swapped, `mss` into 64..=9000, `concurrency` to
-//!   at least 1, `flows` to at most [`MAX_FLOWS`], sizes to their maxima). Callers that
-//!   take a configuration from a user should validate it first.
+//!   and probabilities into [0, 1], NaN to 0, `loss + reorder + duplicate` scaled down to 1,
+//!   reversed ranges swapped, `mss` into 64..=9000, `concurrency` to at least 1, `flows` to
+//!   at most [`MAX_FLOWS`], sizes to their maxima). Callers that take a configuration from a
+//!   user should validate it first.
 //! * The only errors are the sink's, returned as they come; frames written before the
 //!   error stay written.
 
@@ -91,6 +117,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use etherparse::{PacketBuilder, PacketBuilderStep, TcpOptionElement, VlanId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod impair;
+use impair::{Impaired, Impairer};
 
 /// Most flows in one run (client ports 1024..=65535, never reused).
 pub const MAX_FLOWS: usize = 65536 - 1024;
@@ -139,8 +168,12 @@ pub struct GenConfig {
     pub requests_per_flow: (u32, u32),
     /// HTTP request size in bytes, headers included (inclusive range).
     pub request_size: (u32, u32),
-    /// HTTP response body size in bytes (inclusive range).
+    /// HTTP response body size in bytes (inclusive range); also the size of each TLS and
+    /// SSH response. Drawn as `response_size_dist` says.
     pub response_size: (u32, u32),
+    /// How response sizes are drawn from `response_size`: uniformly (the default) or
+    /// log-uniformly (many small, a few large; see the module docs).
+    pub response_size_dist: SizeDist,
     /// TCP maximum segment size: the most payload bytes per segment.
     pub mss: u16,
     /// Flows active at once, interleaved.
@@ -149,6 +182,29 @@ pub struct GenConfig {
     pub start_ts_ns: u64,
     /// HTTP flows that carry an attack string of the example rules (see the module docs).
     pub attacks: usize,
+    /// Probability that a TCP data segment is lost before the capture point and
+    /// retransmitted (see the module docs); default 0.
+    pub loss: f64,
+    /// Probability that a TCP data segment is swapped with the next one of its direction;
+    /// default 0.
+    pub reorder: f64,
+    /// Probability that a TCP data segment appears twice (lost after the capture point and
+    /// retransmitted); default 0. `loss + reorder + duplicate` is at most 1.
+    pub duplicate: f64,
+}
+
+/// How sizes are drawn from an inclusive range `(MIN, MAX)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeDist {
+    /// Every size equally likely (`mbox gen --response-size MIN-MAX`).
+    #[default]
+    Uniform,
+    /// Log-uniform by octaves (`MIN~MAX`): `size + 1` falls in each power-of-two octave
+    /// `[(MIN+1)·2^k, (MIN+1)·2^(k+1))` of the range equally often, uniformly within it
+    /// (the top octave in proportion to the part inside the range). Many small sizes, a few
+    /// large ones.
+    LogUniform,
 }
 
 impl Default for GenConfig {
@@ -169,6 +225,10 @@ impl Default for GenConfig {
             concurrency: 32,
             start_ts_ns: 1_700_000_000_000_000_000,
             attacks: 0,
+            response_size_dist: SizeDist::Uniform,
+            loss: 0.0,
+            reorder: 0.0,
+            duplicate: 0.0,
         }
     }
 }
@@ -184,6 +244,9 @@ impl GenConfig {
             ("rst_fraction", self.rst_fraction),
             ("ipv6_fraction", self.ipv6_fraction),
             ("vlan_fraction", self.vlan_fraction),
+            ("loss", self.loss),
+            ("reorder", self.reorder),
+            ("duplicate", self.duplicate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 errs.push(format!("{name} must be in [0, 1], not {v}"));
@@ -208,6 +271,12 @@ impl GenConfig {
                  (the rest of the flows are HTTP)"
             ));
         }
+        let impair = self.loss + self.reorder + self.duplicate;
+        if impair > 1.0 + 1e-9 {
+            errs.push(format!(
+                "loss + reorder + duplicate must be at most 1, not {impair} (each data segment draws at most one)"
+            ));
+        }
         if !(64..=MAX_MSS).contains(&self.mss) {
             errs.push(format!("mss must be in 64..={MAX_MSS}, not {}", self.mss));
         }
@@ -227,6 +296,54 @@ impl GenConfig {
         }
     }
 
+    /// The `mbox gen` options that make this configuration (`--flows` and `--seed` always,
+    /// the others where they differ from the default), e.g. for a benchmark to print how to
+    /// reproduce its capture. `start_ts_ns` has no option: it is left out.
+    pub fn cli_args(&self) -> Vec<String> {
+        let d = GenConfig::default();
+        let mut out = vec![format!("--flows {}", self.flows), format!("--seed {}", self.seed)];
+        for (flag, v, dv) in [
+            ("--udp-fraction", self.udp_fraction, d.udp_fraction),
+            ("--tls-fraction", self.tls_fraction, d.tls_fraction),
+            ("--ssh-fraction", self.ssh_fraction, d.ssh_fraction),
+            ("--rst-fraction", self.rst_fraction, d.rst_fraction),
+            ("--ipv6-fraction", self.ipv6_fraction, d.ipv6_fraction),
+            ("--vlan-fraction", self.vlan_fraction, d.vlan_fraction),
+            ("--loss", self.loss, d.loss),
+            ("--reorder", self.reorder, d.reorder),
+            ("--duplicate", self.duplicate, d.duplicate),
+        ] {
+            if v != dv {
+                out.push(format!("{flag} {v}"));
+            }
+        }
+        let range = |(a, b): (u32, u32), sep: char| if a == b { a.to_string() } else { format!("{a}{sep}{b}") };
+        for (flag, v, dv) in [
+            ("--requests-per-flow", self.requests_per_flow, d.requests_per_flow),
+            ("--request-size", self.request_size, d.request_size),
+        ] {
+            if v != dv {
+                out.push(format!("{flag} {}", range(v, '-')));
+            }
+        }
+        let log = self.response_size_dist == SizeDist::LogUniform;
+        if self.response_size != d.response_size || log {
+            let (a, b) = self.response_size;
+            let r = if log { format!("{a}~{b}") } else { range((a, b), '-') };
+            out.push(format!("--response-size {r}"));
+        }
+        if self.mss != d.mss {
+            out.push(format!("--mss {}", self.mss));
+        }
+        if self.concurrency != d.concurrency {
+            out.push(format!("--concurrency {}", self.concurrency));
+        }
+        if self.attacks != d.attacks {
+            out.push(format!("--attacks {}", self.attacks));
+        }
+        out
+    }
+
     /// A copy with every value clamped into its valid range (see the module docs).
     fn sanitized(&self) -> GenConfig {
         let frac = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
@@ -237,6 +354,11 @@ impl GenConfig {
             // Scale the TCP applications down to what UDP leaves.
             let k = (1.0 - udp) / (tls + ssh);
             (tls, ssh) = (tls * k, ssh * k);
+        }
+        let (mut loss, mut reorder, mut duplicate) = (frac(self.loss), frac(self.reorder), frac(self.duplicate));
+        let impair = loss + reorder + duplicate;
+        if impair > 1.0 {
+            (loss, reorder, duplicate) = (loss / impair, reorder / impair, duplicate / impair);
         }
         GenConfig {
             flows: self.flows.min(MAX_FLOWS),
@@ -254,6 +376,10 @@ impl GenConfig {
             concurrency: self.concurrency.max(1),
             start_ts_ns: self.start_ts_ns,
             attacks: self.attacks.min(self.flows.min(MAX_FLOWS)),
+            response_size_dist: self.response_size_dist,
+            loss,
+            reorder,
+            duplicate,
         }
     }
 }
@@ -362,6 +488,17 @@ pub struct GenFlow {
     /// The attack string this flow carries, if any (`attacks`); absent from JSON when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack: Option<GenAttack>,
+    /// Data segments lost before the capture point (each written once, later, as its
+    /// retransmission); absent from JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u64,
+    /// Data segments written after the next segment of their direction; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reordered: u64,
+    /// Data segments written twice (the copy is counted in the packets and bytes above);
+    /// absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duplicated: u64,
 }
 
 /// Totals and per-flow records of one run; `flows` is sorted by `id`.
@@ -373,6 +510,15 @@ pub struct GenSummary {
     /// Flows that carry an attack; absent from JSON when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attacks: u64,
+    /// Data segments lost before the capture point, over all flows; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost: u64,
+    /// Data segments reordered, over all flows; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reordered: u64,
+    /// Data segments duplicated, over all flows; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duplicated: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -425,12 +571,16 @@ enum Kind {
 }
 
 /// One planned packet; its payload is `msgs[msg][off..off + len]`.
+#[derive(Clone, Copy)]
 struct Pkt {
     to_server: bool,
     kind: Kind,
     msg: usize,
     off: usize,
     len: usize,
+    /// A duplicate added by impairment: written right after the packet before it, outside
+    /// the main schedule (see `impair`).
+    extra: bool,
 }
 
 struct Flow {
@@ -455,7 +605,8 @@ struct TcpPlan<'a> {
 impl TcpPlan<'_> {
     fn push(&mut self, to_server: bool, flags: Flags, ack: bool, msg: usize, off: usize, len: usize) {
         let (seq, peer) = if to_server { (self.cn, self.sn) } else { (self.sn, self.cn) };
-        self.plan.push_back(Pkt { to_server, kind: Kind::Tcp { seq, ack: ack.then_some(peer), flags }, msg, off, len });
+        let kind = Kind::Tcp { seq, ack: ack.then_some(peer), flags };
+        self.plan.push_back(Pkt { to_server, kind, msg, off, len, extra: false });
         let used = len as u32 + u32::from(flags.syn) + u32::from(flags.fin);
         if to_server {
             self.cn = self.cn.wrapping_add(used);
@@ -587,7 +738,14 @@ impl Mixer {
     }
 }
 
-fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, mixer: &mut Mixer, attacker: &mut Attacker) -> Flow {
+fn new_flow(
+    id: usize,
+    cfg: &GenConfig,
+    rng: &mut ChaCha8Rng,
+    mixer: &mut Mixer,
+    attacker: &mut Attacker,
+    impairer: Option<&mut Impairer>,
+) -> Flow {
     let udp = rng.gen_bool(cfg.udp_fraction);
     let v6 = rng.gen_bool(cfg.ipv6_fraction);
     let vlan_id = rng.gen_bool(cfg.vlan_fraction).then(|| rng.gen_range(1..=4094u16));
@@ -615,6 +773,9 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, mixer: &mut Mixer,
             first_ts_ns: 0,
             last_ts_ns: 0,
             attack: None,
+            lost: 0,
+            reordered: 0,
+            duplicated: 0,
         },
         client_mac: mac_for(0x00, cip),
         server_mac: mac_for(0x01, sip),
@@ -633,7 +794,44 @@ fn new_flow(id: usize, cfg: &GenConfig, rng: &mut ChaCha8Rng, mixer: &mut Mixer,
         }
         GenApp::Tls | GenApp::Ssh => plan_tcp(&mut flow, cfg, rng, app, None),
     }
+    if let (Some(impairer), false) = (impairer, udp) {
+        let Impaired { lost, reordered, duplicated } = impairer.impair(&mut flow.plan);
+        (flow.rec.lost, flow.rec.reordered, flow.rec.duplicated) = (lost, reordered, duplicated);
+    }
     flow
+}
+
+/// A response size drawn from `cfg.response_size` as `cfg.response_size_dist` says. The
+/// uniform draw is the generator's original one (same stream, same result).
+fn response_size(cfg: &GenConfig, rng: &mut ChaCha8Rng) -> usize {
+    let (lo, hi) = cfg.response_size;
+    match cfg.response_size_dist {
+        SizeDist::Uniform => rng.gen_range(lo..=hi) as usize,
+        SizeDist::LogUniform => log_uniform(rng, lo, hi) as usize,
+    }
+}
+
+/// A size in `lo..=hi` (`lo <= hi`) such that `size + 1` falls in each power-of-two octave
+/// of `lo + 1..=hi + 1` equally often, uniformly within it; the top octave, cut by the
+/// range, in proportion to its part inside (a draw beyond `hi` is redrawn).
+fn log_uniform(rng: &mut ChaCha8Rng, lo: u32, hi: u32) -> u32 {
+    let (a, b) = (u64::from(lo) + 1, u64::from(hi) + 1);
+    // Octaves [a·2^k, a·2^(k+1)) that start inside the range: at most 33.
+    let octaves = (0..33u32).take_while(|&k| a << k <= b).count() as u32;
+    if octaves <= 1 {
+        return rng.gen_range(lo..=hi);
+    }
+    // With two octaves or more, a draw lands inside with probability above 1/2; after 64
+    // misses (probability below 2^-64) the value is clamped.
+    let mut v = b;
+    for _ in 0..64 {
+        let k = rng.gen_range(0..octaves);
+        v = rng.gen_range(a << k..a << (k + 1));
+        if v <= b {
+            break;
+        }
+    }
+    (v.min(b) - 1) as u32
 }
 
 fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
@@ -663,7 +861,14 @@ fn plan_udp(flow: &mut Flow, rng: &mut ChaCha8Rng) {
         for (to_server, bytes) in [(true, query), (false, answer)] {
             let len = bytes.len();
             flow.msgs.push(Msg { head: bytes, body_len: 0, body_seed: 0 });
-            flow.plan.push_back(Pkt { to_server, kind: Kind::Udp, msg: flow.msgs.len() - 1, off: 0, len });
+            flow.plan.push_back(Pkt {
+                to_server,
+                kind: Kind::Udp,
+                msg: flow.msgs.len() - 1,
+                off: 0,
+                len,
+                extra: false,
+            });
         }
     }
 }
@@ -735,7 +940,7 @@ fn plan_http(
         msgs.push(Msg { head, body_len: 0, body_seed: 0 });
         tcp.send(true, msgs.len() - 1, req_len, false);
 
-        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        let body_len = response_size(cfg, rng);
         let shell = if this == Some(Attack::ShellPrompt) { "root@gen: 1\r\n" } else { "" };
         let head = format!(
             "HTTP/1.1 200 OK\r\n{shell}Content-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n\r\n"
@@ -880,7 +1085,7 @@ fn plan_tls(
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         send_records(tcp, msgs, true, size.max(1), TLS_MAX_RECORD, rng.gen(), app_data);
-        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        let body_len = response_size(cfg, rng);
         send_records(tcp, msgs, false, body_len, TLS_MAX_RECORD, rng.gen(), app_data);
     }
 }
@@ -896,7 +1101,7 @@ fn plan_ssh(tcp: &mut TcpPlan, msgs: &mut Vec<Msg>, cfg: &GenConfig, rng: &mut C
     for _ in 0..requests {
         let size = rng.gen_range(cfg.request_size.0..=cfg.request_size.1) as usize;
         send_records(tcp, msgs, true, size.max(1), SSH_MAX_PACKET, rng.gen(), packet);
-        let body_len = rng.gen_range(cfg.response_size.0..=cfg.response_size.1) as usize;
+        let body_len = response_size(cfg, rng);
         send_records(tcp, msgs, false, body_len, SSH_MAX_PACKET, rng.gen(), packet);
     }
 }
@@ -982,14 +1187,17 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
     let mut done: Vec<GenFlow> = Vec::with_capacity(cfg.flows);
     let mut next_id = 0usize;
     let mut ts = cfg.start_ts_ns;
-    let mut summary = GenSummary { packets: 0, bytes: 0, flows: Vec::new(), attacks: 0 };
+    let mut summary =
+        GenSummary { packets: 0, bytes: 0, flows: Vec::new(), attacks: 0, lost: 0, reordered: 0, duplicated: 0 };
     let mut attacker = Attacker::new(&cfg);
     let mut mixer = Mixer::new(&cfg);
+    let mut impairer = Impairer::new(&cfg);
     let (mut frame, mut payload) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
-    // Each pass emits one planned packet; plans are finite, so the loop ends.
+    // Each pass emits one planned packet (and the duplicates attached to it); plans are
+    // finite, so the loop ends.
     loop {
         while active.len() < cfg.concurrency && next_id < cfg.flows {
-            active.push(new_flow(next_id, &cfg, &mut rng, &mut mixer, &mut attacker));
+            active.push(new_flow(next_id, &cfg, &mut rng, &mut mixer, &mut attacker, impairer.as_mut()));
             next_id += 1;
         }
         if active.is_empty() {
@@ -1004,23 +1212,13 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
             ts = ts.saturating_add(rng.gen_range(1..=200u64) * 1_000);
         }
         let flow = &mut active[i];
-        build(flow, &pkt, &mut frame, &mut payload);
-        sink(ts, &frame)?;
-        summary.packets += 1;
-        summary.bytes += frame.len() as u64;
-        let r = &mut flow.rec;
-        if r.pkts_toserver + r.pkts_toclient == 0 {
-            r.first_ts_ns = ts;
-        }
-        r.last_ts_ns = ts;
-        if pkt.to_server {
-            r.pkts_toserver += 1;
-            r.bytes_toserver += frame.len() as u64;
-            r.payload_toserver += pkt.len as u64;
-        } else {
-            r.pkts_toclient += 1;
-            r.bytes_toclient += frame.len() as u64;
-            r.payload_toclient += pkt.len as u64;
+        emit(flow, &pkt, ts, &mut summary, &mut frame, &mut payload, &mut sink)?;
+        // Duplicates follow the packet before them, timed from the impairer's stream, so the
+        // main stream draws as it would without them (see `impair`).
+        while let (Some(imp), Some(dup)) = (impairer.as_mut(), flow.plan.front().filter(|p| p.extra).copied()) {
+            flow.plan.pop_front();
+            ts = ts.saturating_add(imp.gap_ns());
+            emit(flow, &dup, ts, &mut summary, &mut frame, &mut payload, &mut sink)?;
         }
         if flow.plan.is_empty() {
             done.push(active.swap_remove(i).rec);
@@ -1028,6 +1226,40 @@ pub fn generate<E>(cfg: &GenConfig, mut sink: impl FnMut(u64, &[u8]) -> Result<(
     }
     done.sort_by_key(|f| f.id);
     summary.attacks = done.iter().filter(|f| f.attack.is_some()).count() as u64;
+    summary.lost = done.iter().map(|f| f.lost).sum();
+    summary.reordered = done.iter().map(|f| f.reordered).sum();
+    summary.duplicated = done.iter().map(|f| f.duplicated).sum();
     summary.flows = done;
     Ok(summary)
+}
+
+/// Builds `pkt` of `flow`, hands it to `sink` stamped `ts`, and counts it.
+fn emit<E>(
+    flow: &mut Flow,
+    pkt: &Pkt,
+    ts: u64,
+    summary: &mut GenSummary,
+    frame: &mut Vec<u8>,
+    payload: &mut Vec<u8>,
+    sink: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    build(flow, pkt, frame, payload);
+    sink(ts, frame)?;
+    summary.packets += 1;
+    summary.bytes += frame.len() as u64;
+    let r = &mut flow.rec;
+    if r.pkts_toserver + r.pkts_toclient == 0 {
+        r.first_ts_ns = ts;
+    }
+    r.last_ts_ns = ts;
+    if pkt.to_server {
+        r.pkts_toserver += 1;
+        r.bytes_toserver += frame.len() as u64;
+        r.payload_toserver += pkt.len as u64;
+    } else {
+        r.pkts_toclient += 1;
+        r.bytes_toclient += frame.len() as u64;
+        r.payload_toclient += pkt.len as u64;
+    }
+    Ok(())
 }
