@@ -158,6 +158,10 @@ pub struct RunReport {
     pub rx_pool_stalls: u64,
     /// RX polls that waited for ring room.
     pub rx_ring_stalls: u64,
+    /// RX polls that waited because enough packets were in flight (pacing, `actors::io`).
+    pub rx_paced: u64,
+    /// Times RX raised its pacing limit because no buffer came back for 1 ms.
+    pub rx_pace_raised: u64,
     /// Per-actor numbers, chain order.
     pub actors: Vec<ActorSummary>,
     /// Per-ring numbers, chain order.
@@ -464,11 +468,11 @@ impl RunReport {
         for line in table(&rows, &[false, true, true, true, true]) {
             let _ = writeln!(s, "    {line}");
         }
-        if self.rx_pool_stalls + self.rx_ring_stalls > 0 {
+        if self.rx_pool_stalls + self.rx_ring_stalls + self.rx_paced > 0 {
             let _ = writeln!(
                 s,
-                "    rx waited: {} times for a buffer, {} times for ring room",
-                self.rx_pool_stalls, self.rx_ring_stalls
+                "    rx waited: {} times for a buffer, {} times for ring room, {} times for packets in flight to leave (pacing; limit raised {} times after 1 ms without a freed buffer)",
+                self.rx_pool_stalls, self.rx_ring_stalls, self.rx_paced, self.rx_pace_raised
             );
         }
     }

@@ -21,10 +21,16 @@
 //! pool's hot reuse ([`runtime::pool`]: the buffer freed last is filled next) the buffers in
 //! use stay few and warm. Pacing only waits while buffers come back: when none was freed for
 //! [`PACE_STALL_NS`] and [`PACE_STALL_POLLS`] polls of RX (an NF holds many packets, or one
-//! on another core is stuck; counting polls too, a thread the OS did not run sees no stall)
-//! RX reads on as before, up to the pool's size, until fewer than the limit are in flight
-//! again — so it never holds back a chain that waits for more input. The order of events,
-//! hence every output, is the same either way. Mode b's one-at-a-time gate and sources that
+//! on another core was not running for a moment; counting polls too, a thread the OS did not
+//! run sees no stall) the limit doubles (at least one burst above what is in flight) and RX
+//! reads on — so it never holds back for long a chain that waits for more input: one that
+//! holds N packets stalls it about log2(N / limit) times. A raised limit falls back to the
+//! configured one once [`PACE_RAISE_FREES`] times the raised limit in buffers have been
+//! freed since, or once fewer than the configured limit are in flight: a moment's stall of
+//! the chain (a core descheduled for a millisecond) does not leave RX reading ahead to the
+//! pool's end for the rest of the run, which is what an earlier version did (every ring full
+//! for good after one stall; issue 14). The run summary counts the waits and the raises
+//! (`rx waited: ...`). The order of events, hence every output, is the same either way. Mode b's one-at-a-time gate and sources that
 //! receive into the pool themselves (DPDK zero-copy) are not paced.
 //!
 //! **TX.** [`TxSink`] consumes the last ring. A primary event that no stage dropped is
@@ -381,6 +387,9 @@ pub struct RxReport {
     pub ring_stalls: u64,
     /// Polls that waited because enough packets were in flight (pacing, module docs).
     pub paced: u64,
+    /// Times pacing raised its limit because no buffer came back for [`PACE_STALL_NS`]
+    /// (module docs).
+    pub pace_raised: u64,
     /// The source failed (the run stops reading there and reports it).
     pub error: Option<String>,
     /// A warning from the source.
@@ -465,21 +474,27 @@ pub struct RxStage {
     /// Live reconfiguration: stamps requested reloads with the next packet's number.
     boundary: Option<Arc<crate::boundary::Boundary>>,
     /// Pacing (module docs): the packets in flight above which RX waits; 0: off.
+    pace_base: u64,
+    /// The limit in force: `pace_base`, or more after the chain stalled with that many in
+    /// flight (module docs).
     pace_limit: u64,
-    /// The releaser's `freed` count when RX last saw buffers come back, when, and the polls
-    /// RX waited since.
+    /// The releaser's `freed` count when the limit was last raised.
+    pace_raised_at: u64,
+    /// The releaser's `freed` count when RX last saw buffers come back, when (0: not
+    /// waiting), and the polls RX waited since.
     pace_freed: u64,
     pace_since: u64,
     pace_polls: u32,
-    /// No buffer came back for [`PACE_STALL_NS`] and [`PACE_STALL_POLLS`]: read on until
-    /// fewer than the limit are in flight.
-    pace_open: bool,
 }
 
-/// Pacing gives up waiting (reads on, up to the pool's size) when no buffer came back for
-/// this long (1 ms) *and* [`PACE_STALL_POLLS`] polls of RX (a thread that was not scheduled
-/// saw no stall of the chain).
+/// Pacing stops waiting (doubles its limit and reads on) when no buffer came back for this
+/// long (1 ms) *and* [`PACE_STALL_POLLS`] polls of RX (a thread that was not scheduled saw
+/// no stall of the chain).
 pub const PACE_STALL_NS: u64 = 1_000_000;
+/// A raised pacing limit falls back to the configured one once this many times the raised
+/// limit in buffers have been freed since (or once fewer than the configured limit are in
+/// flight).
+pub const PACE_RAISE_FREES: u64 = 16;
 /// See [`PACE_STALL_NS`].
 pub const PACE_STALL_POLLS: u32 = 64;
 
@@ -496,11 +511,12 @@ impl RxStage {
         let in_pool = source.receives_in_pool();
         let pace_limit = (output.capacity() / 2).max(2 * BURST) as u64;
         let rx = RxStage {
+            pace_base: pace_limit,
             pace_limit,
+            pace_raised_at: 0,
             pace_freed: 0,
             pace_since: 0,
             pace_polls: 0,
-            pace_open: false,
             in_pool,
             queues: None,
             source,
@@ -529,21 +545,25 @@ impl RxStage {
     /// Sets the pacing limit (module docs): RX waits while this many packets are in flight
     /// and the chain keeps freeing buffers; 0 turns pacing off.
     pub fn pacing(mut self, in_flight: u64) -> RxStage {
+        self.pace_base = in_flight;
         self.pace_limit = in_flight;
         self
     }
 
     /// Whether RX should wait now instead of reading (pacing, module docs).
     fn pace(&mut self) -> bool {
-        if self.pace_limit == 0 || self.gate.is_some() || self.in_pool {
+        if self.pace_base == 0 || self.gate.is_some() || self.in_pool {
             return false;
         }
         let in_use = self.alloc.in_use();
-        if in_use < self.pace_limit {
-            self.pace_open = false;
-            return false;
+        if self.pace_limit > self.pace_base
+            && (in_use < self.pace_base
+                || self.alloc.freed().wrapping_sub(self.pace_raised_at) >= PACE_RAISE_FREES * self.pace_limit)
+        {
+            self.pace_limit = self.pace_base;
         }
-        if self.pace_open {
+        if in_use < self.pace_limit {
+            self.pace_since = 0;
             return false;
         }
         let freed = self.alloc.freed();
@@ -559,7 +579,12 @@ impl RxStage {
         }
         self.pace_polls = self.pace_polls.saturating_add(1);
         if self.pace_polls >= PACE_STALL_POLLS && now.saturating_sub(self.pace_since) >= PACE_STALL_NS {
-            self.pace_open = true;
+            // The chain holds this many without freeing any: let it have more (the limit
+            // doubles), for a while (`PACE_RAISE_FREES`).
+            self.pace_limit = self.pace_limit.saturating_mul(2).max(in_use + BURST as u64);
+            self.pace_raised_at = freed;
+            self.pace_since = 0;
+            self.report.pace_raised += 1;
             return false;
         }
         self.report.paced += 1;

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use actors::io::{PacketSource, RxStage, PACE_STALL_POLLS};
+use actors::io::{PacketSource, RxStage, PACE_RAISE_FREES, PACE_STALL_POLLS};
 use actors::stage::BURST;
 use actors::EventDesc;
 use runtime::executor::Runnable;
@@ -76,6 +76,64 @@ fn rx_waits_while_the_chain_frees_buffers() {
     let rep = slot.lock().unwrap().clone();
     assert!(rep.paced > 0, "RX waited for the chain: {rep:?}");
     assert_eq!(rep.ring_stalls, 0, "the ring never filled: {rep:?}");
+    assert!(view.stats().balanced());
+}
+
+/// A chain that stops for a moment (a core not scheduled for a few milliseconds) and then
+/// frees again: RX raises its limit to read on during the stall, and once the chain has
+/// moved on, it is back to the configured limit — not reading ahead to the ring's end for
+/// the rest of the run.
+#[test]
+fn rx_paces_again_after_the_chain_stalled_once() {
+    let r = region("stall");
+    let (alloc, mut release, view) = pool::create(&r, "p", 4096, 128).unwrap();
+    let (p0, mut c0) = ring::create::<EventDesc>(&r, "r0", 1024).unwrap();
+    let limit = 1024 / 2;
+    // Enough frames to free PACE_RAISE_FREES times a raised limit after the stall, and more.
+    let n = PACE_RAISE_FREES * 4 * limit + 20_000;
+    let (mut rx, slot, _) =
+        RxStage::new(Box::new(Frames { left: n, frame: vec![5; 60] }), alloc, p0, Arc::new(AtomicBool::new(false)));
+    let mut held = std::collections::VecDeque::new();
+    let (mut frames, mut ended, mut round) = (0u64, false, 0u64);
+    let mut max_in_use_late = 0u64;
+    let mut buf = Vec::new();
+    let stall = 200..400u64;
+    for _ in 0..5_000_000 {
+        round += 1;
+        rx.poll();
+        if stall.contains(&round) {
+            // The chain takes nothing and frees nothing, for 200 rounds of 20 µs or more.
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            continue;
+        }
+        if frames + 10_000 >= n && !ended {
+            max_in_use_late = max_in_use_late.max(view.stats().in_use);
+        }
+        buf.clear();
+        c0.pop_burst(&mut buf, 16);
+        for d in &buf {
+            if d.is_end() {
+                ended = true;
+            } else if let Some(h) = d.packet {
+                frames += 1;
+                held.push_back(h);
+            }
+        }
+        while held.len() > 100 || (ended && !held.is_empty()) {
+            release.release(held.pop_front().unwrap());
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "RX reached the end of its frames");
+    assert_eq!(frames, n);
+    let rep = slot.lock().unwrap().clone();
+    assert!(rep.pace_raised >= 1, "the stall raised the limit: {rep:?}");
+    assert!(
+        max_in_use_late <= limit + BURST as u64,
+        "long after the stall RX still read ahead past the limit: {max_in_use_late} in flight ({rep:?})"
+    );
     assert!(view.stats().balanced());
 }
 

@@ -354,6 +354,8 @@ fn assemble(i: AssembleInput<'_>) -> RunReport {
             .collect(),
         rx_pool_stalls: i.rx.pool_stalls,
         rx_ring_stalls: i.rx.ring_stalls,
+        rx_paced: i.rx.paced,
+        rx_pace_raised: i.rx.pace_raised,
         actors,
         rings: i.rings.into_iter().map(|(n, s)| crate::report::RingLine { link: n, stats: s }).collect(),
         pool_balanced: i.pool.balanced(),
