@@ -12,6 +12,7 @@
 //! idle_yield_rounds = 64     # then yields until this many,
 //! idle_sleep_us = 50         # then sleeps this long per round (0: never sleeps, yields)
 //! idle_sleep_after_us = 0    # ...once idle this long
+//! idle_doorbell = true       # a push into a ring wakes a sleeping core at once
 //!
 //! [port]                     # optional: live receive rings (mbox run --iface; flags override)
 //! block_size = 262144        # bytes per AF_PACKET ring block, a multiple of 4096
@@ -92,6 +93,9 @@ pub struct RuntimeConfig {
     pub idle_sleep_us: u32,
     /// ...once it has been idle this long, in microseconds.
     pub idle_sleep_after_us: u32,
+    /// Its sleep is a wait on the process's doorbell, which a push into any ring ends
+    /// ([`runtime::doorbell`]); false: a plain sleep.
+    pub idle_doorbell: bool,
 }
 
 impl RuntimeConfig {
@@ -102,6 +106,7 @@ impl RuntimeConfig {
             yield_rounds: self.idle_yield_rounds,
             sleep: std::time::Duration::from_micros(u64::from(self.idle_sleep_us)),
             sleep_after: std::time::Duration::from_micros(u64::from(self.idle_sleep_after_us)),
+            doorbell: self.idle_doorbell,
             ..Default::default()
         }
     }
@@ -119,6 +124,7 @@ impl Default for RuntimeConfig {
             idle_yield_rounds: idle.yield_rounds,
             idle_sleep_us: u32::try_from(idle.sleep.as_micros()).unwrap_or(u32::MAX),
             idle_sleep_after_us: u32::try_from(idle.sleep_after.as_micros()).unwrap_or(u32::MAX),
+            idle_doorbell: idle.doorbell,
         }
     }
 }

@@ -24,7 +24,10 @@
 //!   [`IdlePolicy::timer_slack`] (1 µs; the kernel's default of 50 µs would stretch every
 //!   50 µs sleep to about 100 µs): work that arrives while it sleeps waits at most about one
 //!   sleep. `[runtime] idle_spin_rounds`, `idle_yield_rounds`, `idle_sleep_us` and
-//!   `idle_sleep_after_us` set the policy of a run; `cargo run -p bench --release --bin idle`
+//!   `idle_sleep_after_us` set the policy of a run. By default the sleep is a wait on the
+//!   process's [`doorbell`](crate::doorbell) with the sleep as its timeout: a push into any
+//!   ring of the process wakes the thread at once (`[runtime] idle_doorbell = false`: a
+//!   plain sleep); `cargo run -p bench --release --bin idle`
 //!   measures what each costs (wake-up latency, throughput and CPU time while idle;
 //!   docs/benchmarks.md, "The executor's idle policy").
 
@@ -33,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys;
+use crate::{doorbell, sys};
 
 /// Idle rounds spent spinning before yielding.
 pub const SPIN_ROUNDS: u32 = 8;
@@ -60,6 +63,9 @@ pub struct IdlePolicy {
     /// The thread's timer slack while it may sleep (`PR_SET_TIMERSLACK`); `None` leaves the
     /// kernel's (50 µs by default).
     pub timer_slack: Option<Duration>,
+    /// Sleep on the process's [`crate::doorbell`] (a futex, `sleep` as its timeout), so that
+    /// a push into any ring of the process wakes the thread at once; false: a plain sleep.
+    pub doorbell: bool,
 }
 
 impl Default for IdlePolicy {
@@ -70,17 +76,32 @@ impl Default for IdlePolicy {
             sleep: IDLE_SLEEP,
             sleep_after: SLEEP_AFTER,
             timer_slack: Some(Duration::from_micros(1)),
+            doorbell: true,
         }
     }
 }
 
 impl IdlePolicy {
     /// What the thread does after `idle_rounds` consecutive idle rounds, idle since
-    /// `idle_since`; true when it slept.
-    fn wait(&self, idle_rounds: u32, idle_since: Instant) -> bool {
+    /// `idle_since`; with the doorbell, `armed` carries a parking across rounds. True when
+    /// it slept.
+    fn wait(&self, idle_rounds: u32, idle_since: Instant, armed: &mut Option<doorbell::Armed>) -> bool {
         if idle_rounds > self.yield_rounds && !self.sleep.is_zero() && idle_since.elapsed() >= self.sleep_after {
-            std::thread::sleep(self.sleep);
-            true
+            if !self.doorbell {
+                std::thread::sleep(self.sleep);
+                return true;
+            }
+            match armed.take() {
+                // Parked now: poll every actor once more before sleeping (doorbell docs).
+                None => {
+                    *armed = Some(doorbell::arm());
+                    false
+                }
+                Some(a) => {
+                    doorbell::wait(a, self.sleep);
+                    true
+                }
+            }
         } else if idle_rounds > self.spin_rounds {
             std::thread::yield_now();
             false
@@ -238,6 +259,8 @@ fn run_core(
     // Time from the first idle round of a stretch to the next busy one (what the thread
     // spent waiting for work, spinning, yielding or asleep).
     let mut idle_ns = 0u64;
+    // A parking in progress (the doorbell: armed, one more round of polls, then asleep).
+    let mut armed: Option<doorbell::Armed> = None;
     while remaining > 0 && !stop.load(Ordering::Acquire) {
         let mut busy = false;
         for (i, actor) in actors.iter_mut().enumerate() {
@@ -267,6 +290,9 @@ fn run_core(
             }
         }
         if busy {
+            if let Some(a) = armed.take() {
+                doorbell::disarm(a);
+            }
             if idle_rounds > 0 {
                 idle_ns += idle_since.elapsed().as_nanos() as u64;
             }
@@ -276,10 +302,13 @@ fn run_core(
                 idle_since = Instant::now();
             }
             idle_rounds = idle_rounds.saturating_add(1);
-            if policy.wait(idle_rounds, idle_since) {
+            if policy.wait(idle_rounds, idle_since, &mut armed) {
                 idle_sleeps += 1;
             }
         }
+    }
+    if let Some(a) = armed.take() {
+        doorbell::disarm(a);
     }
     if idle_rounds > 0 {
         idle_ns += idle_since.elapsed().as_nanos() as u64;

@@ -47,6 +47,7 @@
 
 pub mod cells;
 pub mod coremap;
+pub mod doorbell;
 pub mod executor;
 pub mod files;
 pub mod pool;

@@ -515,6 +515,8 @@ impl<T: Copy> Producer<T> {
             }
             self.tail += k as u64;
             self.shared.hdr().tail.store(self.tail, Ordering::Release);
+            // A core thread asleep for want of work wakes now, not at the end of its sleep.
+            crate::doorbell::ring();
             let occupancy = self.tail.wrapping_sub(self.cached_head);
             if occupancy > self.high_water {
                 self.high_water = occupancy;

@@ -3,7 +3,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runtime::executor::{self, CoreAssignment, ExecError, PollResult, Runnable};
@@ -215,4 +215,63 @@ fn idle_policy_sets_how_a_thread_waits() {
     assert!(r.polls >= 300, "{r:?}");
     assert_eq!(r.idle_sleeps, 0, "a policy without sleep never sleeps: {r:?}");
     assert_ne!(slack, 1_000, "a thread that never sleeps keeps the kernel's timer slack");
+}
+
+/// Pops a ring and notes when the first item arrived.
+struct Inbox {
+    ring: runtime::ring::Consumer<u64>,
+    got: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Runnable for Inbox {
+    fn name(&self) -> &str {
+        "inbox"
+    }
+    fn poll(&mut self) -> PollResult {
+        match self.ring.pop() {
+            Some(_) => {
+                self.got.lock().unwrap().get_or_insert_with(Instant::now);
+                PollResult::Busy(1)
+            }
+            None => PollResult::Idle,
+        }
+    }
+}
+
+/// A thread asleep for want of work (a 20 s sleep per idle round) wakes when a ring of the
+/// process gets an item: the doorbell, not the end of its sleep.
+#[test]
+fn a_push_wakes_a_sleeping_core() {
+    let region = runtime::shm::Region::create(&format!("exec-bell-{}", std::process::id()), 1 << 20).unwrap();
+    let (mut tx, rx) = runtime::ring::create::<u64>(&region, "bell", 8).unwrap();
+    let got = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let policy = executor::IdlePolicy { sleep: Duration::from_secs(20), ..Default::default() };
+    assert!(policy.doorbell, "the default policy sleeps on the doorbell");
+    let core = sys::allowed_cpus().unwrap()[0];
+    let actors: Vec<Box<dyn Runnable>> = vec![Box::new(Inbox { ring: rx, got: got.clone() })];
+    let s2 = stop.clone();
+    let t = std::thread::spawn(move || executor::run_with(vec![CoreAssignment { core, actors }], s2, policy));
+    // Long enough for the thread to spin, yield and fall asleep.
+    std::thread::sleep(Duration::from_millis(300));
+    let pushed = Instant::now();
+    tx.push(7).unwrap();
+    let deadline = pushed + Duration::from_secs(15);
+    while got.lock().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let woke = got.lock().unwrap().map(|at| at.duration_since(pushed));
+    // Stopping: ring once more so the thread sees the flag now, not after its 20 s sleep.
+    stop.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        if t.is_finished() {
+            break;
+        }
+        runtime::doorbell::ring();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reports = t.join().unwrap().unwrap();
+    assert!(reports[0].idle_sleeps > 0, "the thread was asleep: {:?}", reports[0]);
+    let woke = woke.expect("the item was handled");
+    assert!(woke < Duration::from_secs(10), "woken by the push, not the 20 s sleep: {woke:?}");
 }

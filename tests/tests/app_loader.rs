@@ -248,13 +248,14 @@ fn port_table_keys_are_checked_and_flags_override_them() {
 #[test]
 fn runtime_idle_policy_keys_are_read_and_checked() {
     let app = microboxes::App::parse(
-        "[runtime]\nidle_spin_rounds = 4\nidle_yield_rounds = 16\nidle_sleep_us = 0\nidle_sleep_after_us = 300\n",
+        "[runtime]\nidle_spin_rounds = 4\nidle_yield_rounds = 16\nidle_sleep_us = 0\nidle_sleep_after_us = 300\nidle_doorbell = false\n",
         "i.toml",
     )
     .unwrap();
     let p = app.runtime.idle_policy();
     assert_eq!((p.spin_rounds, p.yield_rounds, p.sleep), (4, 16, std::time::Duration::ZERO));
     assert_eq!(p.sleep_after, std::time::Duration::from_micros(300));
+    assert!(!p.doorbell);
     let d = microboxes::App::parse("", "d.toml").unwrap().runtime.idle_policy();
     assert_eq!(d, runtime::executor::IdlePolicy::default());
     let text = "[runtime]\nidle_spin_rounds = 10\nidle_yield_rounds = 5\nidle_sleep_us = 200000\nidle_sleep_after_us = 2000000\n";

@@ -12,8 +12,9 @@
 //!   (bursts of 32), echoed; messages per second.
 //!
 //! Policies: `spin` (never yields nor sleeps), `yield` (spins, then yields; never sleeps),
-//! the default (spins 8 rounds, yields to 64, then sleeps 50 µs with a 1 µs timer slack), the
-//! default with the kernel's timer slack (50 µs), and a 200 µs sleep.
+//! the default (spins 8 rounds, yields to 64, then sleeps up to 50 µs on the process's
+//! doorbell — a push into a ring wakes it — with a 1 µs timer slack), the default with a
+//! plain sleep (no doorbell), with the kernel's timer slack too, and longer sleeps.
 //!
 //! `cargo run -p bench --release --bin idle -- [--gap-us N] [--pings N] [--items N]`
 
@@ -214,15 +215,18 @@ fn main() -> Result<()> {
                 sleep: Duration::ZERO,
                 sleep_after: Duration::ZERO,
                 timer_slack: None,
+                doorbell: false,
             },
         ),
         ("yield (spins 8, then yields)", IdlePolicy { yield_rounds: u32::MAX, sleep: Duration::ZERO, ..default }),
-        ("default", default),
-        ("default, kernel timer slack (50 us)", IdlePolicy { timer_slack: None, ..default }),
+        ("default (sleep 50 us on the doorbell)", default),
+        ("default, plain sleep (no doorbell)", IdlePolicy { doorbell: false, ..default }),
+        ("plain sleep, kernel timer slack", IdlePolicy { timer_slack: None, doorbell: false, ..default }),
         ("sleeps 10 us", IdlePolicy { sleep: Duration::from_micros(10), ..default }),
         ("default, sleeps after 100 us idle", IdlePolicy { sleep_after: Duration::from_micros(100), ..default }),
         ("default, sleeps after 1 ms idle", IdlePolicy { sleep_after: Duration::from_millis(1), ..default }),
         ("sleeps 200 us", IdlePolicy { sleep: Duration::from_micros(200), ..default }),
+        ("sleeps 1 ms", IdlePolicy { sleep: Duration::from_millis(1), ..default }),
     ];
     println!(
         "ping on core {}, pong on core {}; latency: {pings} messages {} us apart; throughput: {items} messages",
