@@ -1,30 +1,10 @@
 //! The generator's `attacks` option: carriers are TCP, spread, deterministic, and carry
 //! their attack string; `attacks = 0` is byte-identical to the generator before the option existed.
 
-use std::convert::Infallible;
+use runtime::ports::gen::{Attack, GenConfig};
 
-use runtime::ports::gen::{generate, Attack, GenConfig, GenSummary};
-
-fn collect(cfg: &GenConfig) -> (Vec<(u64, Vec<u8>)>, GenSummary) {
-    let mut frames = Vec::new();
-    let s = generate(cfg, |ts, f| {
-        frames.push((ts, f.to_vec()));
-        Ok::<(), Infallible>(())
-    })
-    .unwrap();
-    (frames, s)
-}
-
-/// FNV-1a over timestamps and frames.
-fn digest(frames: &[(u64, Vec<u8>)]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (ts, f) in frames {
-        for b in ts.to_le_bytes().iter().chain(f.iter()) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
+mod gen_frames;
+use gen_frames::{collect, digest};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)

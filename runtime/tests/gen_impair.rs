@@ -5,32 +5,13 @@
 //! are those of the unimpaired run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{NetHeaders, PacketHeaders, PayloadSlice, TransportHeader};
-use runtime::ports::gen::{generate, GenConfig, GenSummary, SizeDist};
+use runtime::ports::gen::{GenConfig, GenSummary, SizeDist};
 
-fn collect(cfg: &GenConfig) -> (Vec<(u64, Vec<u8>)>, GenSummary) {
-    let mut frames = Vec::new();
-    let s = generate(cfg, |ts, f| {
-        frames.push((ts, f.to_vec()));
-        Ok::<(), Infallible>(())
-    })
-    .unwrap();
-    (frames, s)
-}
-
-/// FNV-1a over timestamps and frames (as `gen_attacks.rs`).
-fn digest(frames: &[(u64, Vec<u8>)]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (ts, f) in frames {
-        for b in ts.to_le_bytes().iter().chain(f.iter()) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
+mod gen_frames;
+use gen_frames::{collect, digest};
 
 /// A mix of everything but impairment: TLS, SSH, DNS, IPv6, VLANs, attacks, small MSS.
 fn mix() -> GenConfig {
