@@ -30,7 +30,11 @@
 //! the chain (a core descheduled for a millisecond) does not leave RX reading ahead to the
 //! pool's end for the rest of the run, which is what an earlier version did (every ring full
 //! for good after one stall; issue 14). The run summary counts the waits and the raises
-//! (`rx waited: ...`). The order of events, hence every output, is the same either way. Mode b's one-at-a-time gate and sources that
+//! (`rx waited: ...`). A poll that waits for pacing counts as busy for the executor: the
+//! chain is working on what RX read, so the core neither yields nor sleeps for it (a core
+//! that yields to another process for a time slice on every pacing wait made light apps on a
+//! shared machine several times slower). The order of events, hence every output, is the
+//! same either way. Mode b's one-at-a-time gate and sources that
 //! receive into the pool themselves (DPDK zero-copy) are not paced.
 //!
 //! **TX.** [`TxSink`] consumes the last ring. A primary event that no stage dropped is
@@ -485,6 +489,9 @@ pub struct RxStage {
     pace_freed: u64,
     pace_since: u64,
     pace_polls: u32,
+    /// The last poll waited for pacing: the chain is busy with what RX read, so the poll
+    /// counts as busy (the core neither yields nor sleeps for it; module docs).
+    pacing_now: bool,
 }
 
 /// Pacing stops waiting (doubles its limit and reads on) when no buffer came back for this
@@ -517,6 +524,7 @@ impl RxStage {
             pace_freed: 0,
             pace_since: 0,
             pace_polls: 0,
+            pacing_now: false,
             in_pool,
             queues: None,
             source,
@@ -697,7 +705,8 @@ impl RxStage {
             }
         }
         let limit = if self.gate.is_some() { 1 } else { BURST };
-        if self.pace() {
+        self.pacing_now = self.pace();
+        if self.pacing_now {
             return;
         }
         if let Some(g) = &self.gate {
@@ -850,6 +859,11 @@ impl Runnable for RxStage {
             }
             publish(&self.slot, &self.report);
             return PollResult::Finished;
+        }
+        if n == 0 && self.pacing_now {
+            // Waiting for the chain, not for input: stay on the CPU (at most until the
+            // stall rule raises the limit, about 1 ms).
+            return PollResult::Busy(0);
         }
         PollResult::from_work(n)
     }
