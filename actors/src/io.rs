@@ -684,6 +684,9 @@ impl RxStage {
     }
 
     fn read_burst(&mut self) {
+        // Set again below only if this call waits for pacing (a wait for a pool buffer is
+        // not one: the core may yield or sleep for that).
+        self.pacing_now = false;
         if self.trace.is_some() {
             self.poll_start = now_ns();
         }

@@ -192,3 +192,46 @@ fn pacing_off_fills_the_ring() {
     }
     assert_eq!(view.stats().in_use, 512 + BURST as u64, "the ring's 512 and one burst waiting in RX");
 }
+
+/// A poll that waits for pacing counts as busy (the chain is working on what RX read: the
+/// core neither yields nor sleeps for it); one that waits for a free buffer of an exhausted
+/// pool does not (a chain that holds every buffer must not keep a core spinning).
+#[test]
+fn a_pacing_wait_is_busy_and_a_pool_wait_is_not() {
+    use runtime::executor::{PollResult, Runnable as _};
+    let r = region("busy");
+    let (alloc, mut release, _view) = pool::create(&r, "p", 600, 128).unwrap();
+    let (p0, mut c0) = ring::create::<EventDesc>(&r, "r0", 1024).unwrap();
+    let (mut rx, slot, _) =
+        RxStage::new(Box::new(Frames { left: 5000, frame: vec![3; 60] }), alloc, p0, Arc::new(AtomicBool::new(false)));
+    // Read up to the limit (512), then the first pacing wait.
+    let mut first_wait = None;
+    for _ in 0..100 {
+        if let PollResult::Busy(0) = rx.poll() {
+            first_wait = Some(());
+            break;
+        }
+    }
+    assert!(first_wait.is_some(), "a pacing wait is a busy poll: {:?}", slot.lock().unwrap());
+    // The chain takes everything and frees nothing: after the 1 ms stall RX reads on until
+    // the pool (600) is empty, and then its polls are idle.
+    let mut held = Vec::new();
+    let mut buf = Vec::new();
+    let mut last = PollResult::Busy(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        last = rx.poll();
+        buf.clear();
+        c0.pop_burst(&mut buf, 64);
+        held.extend(buf.iter().filter_map(|d| d.packet));
+        if held.len() == 600 && last == PollResult::Idle {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+    assert_eq!(held.len(), 600, "RX read on past the pacing limit to the pool's end");
+    assert_eq!(last, PollResult::Idle, "waiting for a buffer is not busy: {:?}", slot.lock().unwrap());
+    for h in held {
+        release.release(h);
+    }
+}
