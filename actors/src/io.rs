@@ -563,10 +563,12 @@ impl RxStage {
         if self.pace_base == 0 || self.gate.is_some() || self.in_pool {
             return false;
         }
-        let in_use = self.alloc.in_use();
+        // The releaser's counter, read once: it moves under us (TX, an NF process).
+        let freed = self.alloc.freed();
+        let in_use = self.alloc.allocated().saturating_sub(freed);
         if self.pace_limit > self.pace_base
             && (in_use < self.pace_base
-                || self.alloc.freed().wrapping_sub(self.pace_raised_at) >= PACE_RAISE_FREES * self.pace_limit)
+                || freed.wrapping_sub(self.pace_raised_at) >= PACE_RAISE_FREES * self.pace_limit)
         {
             self.pace_limit = self.pace_base;
         }
@@ -574,7 +576,6 @@ impl RxStage {
             self.pace_since = 0;
             return false;
         }
-        let freed = self.alloc.freed();
         let now = now_ns();
         if freed != self.pace_freed || self.pace_since == 0 {
             // Buffers came back since we last looked (or this is the first look): the

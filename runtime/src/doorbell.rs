@@ -22,7 +22,7 @@
 //! * A thread parks in three steps: [`arm`] (counts it parked and takes the doorbell's
 //!   sequence number), one more poll of all its actors (work that came before the arm is
 //!   seen there), then [`wait`] (sleeps until the sequence moves or the timeout passes) —
-//!   or [`disarm`] if that poll found work.
+//!   or drop the [`Armed`] if that poll found work.
 //!
 //! Hand-written: futexes are what Linux offers for this, and the `libc` crate already
 //! exposes the syscall; a parking crate (`parking_lot_core`) parks by address too, but adds
@@ -40,8 +40,8 @@ static RUNG: AtomicBool = AtomicBool::new(false);
 /// Wakes sent (futex syscalls made by [`ring`]), for tests and statistics.
 static WAKES: AtomicU32 = AtomicU32::new(0);
 
-/// A thread's parking in progress (see the module docs): pass it to [`wait`] or [`disarm`].
-/// Dropping it (a thread that ends, or unwinds, while armed) also ends the parking.
+/// A thread's parking in progress (see the module docs): pass it to [`wait`], or drop it
+/// (work was found, or the thread ends or unwinds while armed) to end the parking.
 #[derive(Debug)]
 #[must_use = "an armed doorbell must be waited on or disarmed"]
 pub struct Armed {
@@ -55,16 +55,11 @@ impl Drop for Armed {
 }
 
 /// Counts the calling thread as parked and takes the doorbell's sequence; poll once more,
-/// then [`wait`] (nothing found) or [`disarm`] (work found).
+/// then [`wait`] (nothing found) or drop the result (work found).
 pub fn arm() -> Armed {
     RUNG.store(false, Ordering::Relaxed);
     PARKED.fetch_add(1, Ordering::SeqCst);
     Armed { seq: SEQ.load(Ordering::SeqCst) }
-}
-
-/// The thread found work after [`arm`]: no longer parked.
-pub fn disarm(a: Armed) {
-    drop(a);
 }
 
 /// Sleeps until a producer rings the doorbell (its sequence moved since [`arm`]) or
@@ -88,7 +83,7 @@ pub fn wait(a: Armed, timeout: Duration) {
             );
         }
     }
-    drop(a);
+    // Dropping `a` ends the parking.
 }
 
 /// Work was pushed: wakes the parked core threads, if any (see the module docs).

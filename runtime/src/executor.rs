@@ -290,9 +290,8 @@ fn run_core(
             }
         }
         if busy {
-            if let Some(a) = armed.take() {
-                doorbell::disarm(a);
-            }
+            // Work came: a parking in progress ends (dropping it disarms).
+            armed = None;
             if idle_rounds > 0 {
                 idle_ns += idle_since.elapsed().as_nanos() as u64;
             }
@@ -307,9 +306,7 @@ fn run_core(
             }
         }
     }
-    if let Some(a) = armed.take() {
-        doorbell::disarm(a);
-    }
+    drop(armed);
     if idle_rounds > 0 {
         idle_ns += idle_since.elapsed().as_nanos() as u64;
     }

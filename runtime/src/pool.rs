@@ -654,8 +654,12 @@ impl PoolAllocator {
     /// Buffers allocated and not yet freed (packets in flight), as this allocator sees the
     /// releaser's counter now.
     pub fn in_use(&self) -> u64 {
-        let h = self.view.hdr();
-        h.alloc.allocated.load(Ordering::Relaxed).saturating_sub(self.freed())
+        self.allocated().saturating_sub(self.freed())
+    }
+
+    /// Buffers allocated so far (this allocator's own counter).
+    pub fn allocated(&self) -> u64 {
+        self.view.hdr().alloc.allocated.load(Ordering::Relaxed)
     }
 
     /// Buffers freed so far (by whoever releases them: TX, an NF process).
